@@ -1,0 +1,3 @@
+from microseg.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Policy builder: recommended rules from collected sessions."""

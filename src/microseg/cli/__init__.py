@@ -1,0 +1,47 @@
+"""Typer application: every capability is reachable from the CLI.
+
+Errors are rendered here, once: a user error (MicrosegError) prints its message and exits 1;
+anything else is a bug and prints a one-line report (the traceback with MICROSEG_DEBUG=1).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+# Command modules register on import; one module per area keeps parallel work apart.
+from microseg.cli import builder, compile, demo, evaluate, flows, policy, store  # noqa: F401
+from microseg.cli.app import app
+from microseg.cli.common import err_console
+from microseg.model import MicrosegError
+
+EXIT_USER_ERROR = 1
+EXIT_INTERNAL_ERROR = 70  # EX_SOFTWARE (sysexits.h)
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        app(args=argv, prog_name="microseg", standalone_mode=False)
+    except MicrosegError as error:
+        err_console.print(f"[bold red]error:[/] {error}", markup=True, highlight=False)
+        sys.exit(EXIT_USER_ERROR)
+    except typer.Exit as done:
+        sys.exit(done.exit_code)
+    except typer.Abort:
+        err_console.print("aborted")
+        sys.exit(EXIT_USER_ERROR)
+    except typer.TyperException as error:  # usage errors: bad option, missing argument
+        err_console.print(f"error: {error.format_message()} (see: microseg --help)")
+        sys.exit(EXIT_USER_ERROR)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as error:  # a bug: say so without a traceback unless asked
+        if os.environ.get("MICROSEG_DEBUG"):
+            raise
+        err_console.print(
+            f"internal error: {type(error).__name__}: {error}\n"
+            "This is a bug in microseg. Re-run with MICROSEG_DEBUG=1 for the traceback."
+        )
+        sys.exit(EXIT_INTERNAL_ERROR)

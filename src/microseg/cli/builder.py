@@ -1,0 +1,1 @@
+"""Policy builder commands: recommend (issue: policy builder)."""

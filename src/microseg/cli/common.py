@@ -1,0 +1,40 @@
+"""What every command shares: output, JSON, and resolving a POLICY argument."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from microseg.model import MicrosegError, PolicySet
+
+console = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+JSON_OPTION_HELP = "Print machine-readable JSON instead of a table."
+POLICY_HELP = "A policy file or directory, rev:N (a stored revision) or ws:NAME (a workspace)."
+
+
+def emit_json(data: Any) -> None:
+    """Deterministic JSON on stdout: same input, same bytes."""
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def resolve_policy(spec: str) -> PolicySet:
+    """A POLICY argument: a path, `rev:N` or `ws:NAME`."""
+    if spec.startswith(("rev:", "ws:")):
+        from microseg.store import open_store
+
+        with open_store() as store:
+            if spec.startswith("rev:"):
+                number = spec.removeprefix("rev:")
+                if not number.isdigit():
+                    raise MicrosegError(f"{spec!r}: a revision is rev:N with N a number")
+                return store.revision_policy(int(number))
+            return store.workspace_policy(spec.removeprefix("ws:"))
+    from microseg.policyfile import load_policy
+
+    return load_policy(Path(spec))

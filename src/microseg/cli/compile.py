@@ -1,0 +1,1 @@
+"""Compiler commands: compile, diff, workspace build (issue: compiler)."""

@@ -1,0 +1,1 @@
+"""Evaluator commands: check, whatif, lint (issue: evaluator)."""

@@ -1,0 +1,1 @@
+"""Flow commands: collect, sessions (issue: flow collector)."""

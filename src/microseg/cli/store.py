@@ -1,0 +1,1 @@
+"""Store commands: db init, import, export, log, workspace (issue: foundation / store)."""

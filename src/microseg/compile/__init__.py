@@ -1,0 +1,1 @@
+"""Model -> DeviceIntent (resolved, ordered, per device + VRF) -> renderers (EOS, nftables)."""

@@ -1,0 +1,1 @@
+"""First-match engine over DeviceIntent (vectorised): check, what-if replay, lint."""

@@ -1,0 +1,421 @@
+"""Policy objects, named as in CloudVision Network Security and the seed lab.
+
+Every object is immutable and validates its own fields; references between objects are
+checked by `PolicySet`. Validation messages name the value that is wrong.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Annotated, Any, Literal, NamedTuple
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+
+from microseg.model.ports import ICMP_TYPE_NAMES_BY_PROTOCOL, PORT_NAMES, PROTOCOL_NUMBERS
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def _parse_prefix(value: Any) -> IPNetwork:
+    if isinstance(value, ipaddress.IPv4Network | ipaddress.IPv6Network):
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"expected a prefix such as 10.0.0.0/24, got {value!r}")
+    text = value.strip()
+    try:
+        return ipaddress.ip_network(text, strict=True)
+    except ValueError:
+        pass
+    try:
+        loose = ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a valid IPv4 or IPv6 prefix") from None
+    raise ValueError(f"{text} has host bits set (did you mean {loose}?)")
+
+
+def _parse_address(value: Any) -> IPAddress:
+    if isinstance(value, ipaddress.IPv4Address | ipaddress.IPv6Address):
+        return value
+    try:
+        return ipaddress.ip_address(str(value).strip())
+    except ValueError:
+        raise ValueError(f"{value!r} is not a valid IPv4 or IPv6 address") from None
+
+
+Prefix = Annotated[
+    IPNetwork,
+    BeforeValidator(_parse_prefix),
+    PlainSerializer(str, return_type=str),
+    WithJsonSchema({"type": "string", "description": "IPv4 or IPv6 prefix, e.g. 10.0.0.0/24"}),
+]
+Address = Annotated[
+    IPAddress,
+    BeforeValidator(_parse_address),
+    PlainSerializer(str, return_type=str),
+    WithJsonSchema({"type": "string", "description": "IPv4 or IPv6 address"}),
+]
+
+
+def _check_name(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"a name must be a string, got {value!r}")
+    if not value or value != value.strip():
+        raise ValueError(f"{value!r}: a name may not be empty or start/end with whitespace")
+    if any(ch in value for ch in "\n\r\t"):
+        raise ValueError(f"{value!r}: a name may not contain tabs or line breaks")
+    return value
+
+
+ObjectName = Annotated[
+    str,
+    BeforeValidator(_check_name),
+    WithJsonSchema({"type": "string", "minLength": 1}),
+]
+
+ANY = "any"
+
+
+def _any_or_names(value: Any) -> Any:
+    """`any` (or nothing) means every address / service: stored as the empty tuple."""
+    if value is None or value == ANY:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    return value
+
+
+def _serialize_any_or_names(value: tuple[str, ...]) -> str | list[str]:
+    return ANY if not value else list(value)
+
+
+NameRefs = Annotated[
+    tuple[ObjectName, ...],
+    BeforeValidator(_any_or_names),
+    PlainSerializer(_serialize_any_or_names),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"const": ANY},
+                {"type": "array", "items": {"type": "string"}, "minItems": 1},
+            ]
+        }
+    ),
+]
+
+
+class _Object(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PortRange(NamedTuple):
+    low: int
+    high: int
+
+
+_RANGE = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$")
+PortSpec = Annotated[
+    int | str,
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": 0, "maximum": 65535},
+                {"type": "string", "description": "EOS port name (domain, ntp, www, ssh) or a range 1024-65535"},
+            ]
+        }
+    ),
+]
+
+
+def _resolve_port(spec: int | str, protocol: str) -> PortRange:
+    """One port spec (`53`, `domain`, `1024-65535`) as a numeric range, or ValueError."""
+    if isinstance(spec, bool):
+        raise ValueError(f"{spec!r} is not a port")
+    if isinstance(spec, int):
+        if not 0 <= spec <= 65535:
+            raise ValueError(f"port {spec} is out of range 0-65535")
+        return PortRange(spec, spec)
+    text = spec.strip()
+    if text.isdigit():
+        return _resolve_port(int(text), protocol)
+    match = _RANGE.match(text)
+    if match:
+        low, high = int(match[1]), int(match[2])
+        for port in (low, high):
+            if port > 65535:
+                raise ValueError(f"port {port} in range {text!r} is out of range 0-65535")
+        if low > high:
+            raise ValueError(f"port range {text!r} is reversed (low > high)")
+        return PortRange(low, high)
+    names = PORT_NAMES.get(protocol, {})
+    if text in names:
+        return PortRange(names[text], names[text])
+    raise ValueError(f"unknown {protocol} port name {text!r}")
+
+
+def merge_ranges(ranges: list[PortRange]) -> tuple[PortRange, ...]:
+    """Sorted, overlapping and adjacent ranges merged."""
+    merged: list[PortRange] = []
+    for low, high in sorted(ranges):
+        if merged and low <= merged[-1].high + 1:
+            merged[-1] = PortRange(merged[-1].low, max(merged[-1].high, high))
+        else:
+            merged.append(PortRange(low, high))
+    return tuple(merged)
+
+
+def _ports_or_all(value: Any) -> Any:
+    if value is None or value == "all":
+        return ()
+    if isinstance(value, int | str):
+        return (value,)
+    return value
+
+
+Ports = Annotated[
+    tuple[PortSpec, ...],
+    BeforeValidator(_ports_or_all),
+    PlainSerializer(lambda ports: "all" if not ports else list(ports)),
+]
+
+Protocol = Literal["tcp", "udp", "icmp", "icmpv6", "any"] | Annotated[int, Field(ge=0, le=255)]
+
+
+class Service(_Object):
+    """A transport service, as EOS `field-set service` sees it.
+
+    Example: Service(name="DNS", protocol="udp", destination_ports=["domain"])
+    Ports are written as numbers, ranges (`1024-65535`) or EOS port names; `all` (the
+    default) matches every port. ICMP services may list ICMP types (`echo`, `8`).
+    """
+
+    name: ObjectName
+    description: str = ""
+    protocol: Protocol
+    destination_ports: Ports = ()
+    source_ports: Ports = ()
+    icmp_types: tuple[int | str, ...] = ()
+
+    @field_validator("protocol", mode="before")
+    @classmethod
+    def _lowercase_protocol(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("destination_ports", "source_ports")
+    @classmethod
+    def _check_ports(cls, ports: tuple, info: ValidationInfo) -> tuple:
+        protocol = info.data.get("protocol")
+        if ports and protocol is not None and protocol not in ("tcp", "udp"):
+            raise ValueError(f"ports need protocol tcp or udp, not {protocol!r}")
+        errors = []
+        for spec in ports:
+            try:
+                _resolve_port(spec, str(protocol))
+            except ValueError as error:
+                errors.append(str(error))
+        if errors:
+            raise ValueError("; ".join(errors))
+        return ports
+
+    @model_validator(mode="after")
+    def _check_icmp_types(self) -> Service:
+        if self.icmp_types and self.protocol not in ("icmp", "icmpv6"):
+            raise ValueError(f"icmp_types need protocol icmp or icmpv6, not {self.protocol!r}")
+        for icmp_type in self.icmp_types:
+            self._resolve_icmp_type(icmp_type)
+        return self
+
+    def _resolve_icmp_type(self, icmp_type: int | str) -> int:
+        if isinstance(icmp_type, int) and not isinstance(icmp_type, bool) and 0 <= icmp_type <= 255:
+            return icmp_type
+        names = ICMP_TYPE_NAMES_BY_PROTOCOL[str(self.protocol)]
+        if isinstance(icmp_type, str) and icmp_type in names:
+            return names[icmp_type]
+        raise ValueError(f"unknown {self.protocol} type {icmp_type!r}")
+
+    @property
+    def protocol_number(self) -> int | None:
+        """The IP protocol number; None for `any`."""
+        if isinstance(self.protocol, int):
+            return self.protocol
+        return PROTOCOL_NUMBERS.get(self.protocol)
+
+    @property
+    def destination_ranges(self) -> tuple[PortRange, ...]:
+        """Destination ports as merged numeric ranges; empty means all ports."""
+        return merge_ranges([_resolve_port(p, str(self.protocol)) for p in self.destination_ports])
+
+    @property
+    def source_ranges(self) -> tuple[PortRange, ...]:
+        return merge_ranges([_resolve_port(p, str(self.protocol)) for p in self.source_ports])
+
+    @property
+    def icmp_type_numbers(self) -> tuple[int, ...]:
+        return tuple(sorted({self._resolve_icmp_type(t) for t in self.icmp_types}))
+
+
+class Category(_Object):
+    """A label on groups; the policy builder aggregates endpoints by it."""
+
+    name: ObjectName
+    description: str = ""
+
+
+class Group(_Object):
+    """A static IP group: IPv4 and IPv6 prefixes, minus except-prefixes.
+
+    Example: Group(name="DNS_NTP_servers", prefixes=["10.100.1.6/32", "10.100.1.7/32"])
+    """
+
+    name: ObjectName
+    description: str = ""
+    prefixes: tuple[Prefix, ...] = ()
+    except_prefixes: tuple[Prefix, ...] = ()
+    categories: tuple[ObjectName, ...] = ()
+
+    @model_validator(mode="after")
+    def _excepts_inside_prefixes(self) -> Group:
+        for excluded in self.except_prefixes:
+            if not any(
+                excluded.version == prefix.version and excluded.subnet_of(prefix)  # type: ignore[arg-type]
+                for prefix in self.prefixes
+            ):
+                raise ValueError(f"except prefix {excluded} is not inside any prefix of the group")
+        return self
+
+    def prefixes_of(self, version: int) -> tuple[IPNetwork, ...]:
+        return tuple(p for p in self.prefixes if p.version == version)
+
+    def except_prefixes_of(self, version: int) -> tuple[IPNetwork, ...]:
+        return tuple(p for p in self.except_prefixes if p.version == version)
+
+
+class Segment(_Object):
+    """A VLAN / subnet routed by a device's SVI.
+
+    `hosts_isolated`: hosts on it cannot reach each other at L2 (bridge port isolation,
+    PVLAN), so intra-subnet traffic must hairpin through the switch; it only does when the
+    SVI also answers ARP for them (`ip local-proxy-arp`). The seed learned this the hard way.
+    """
+
+    name: ObjectName
+    description: str = ""
+    vlan: Annotated[int, Field(ge=1, le=4094)] | None = None
+    vrf: ObjectName = "default"
+    subnets: tuple[Prefix, ...] = ()
+    local_proxy_arp: bool = False
+    hosts_isolated: bool = False
+
+    @property
+    def enforces_intra_subnet(self) -> bool:
+        return self.hosts_isolated and self.local_proxy_arp
+
+
+class Device(_Object):
+    """A switch (or Linux router) that enforces policies."""
+
+    name: ObjectName
+    description: str = ""
+    platform: Literal["eos", "nftables"] = "eos"
+    hardware: str | None = None
+    management_address: Address | None = None
+    tunnel_source_interface: str = "Loopback0"
+    loopback_address: Address | None = None
+    segments: tuple[Segment, ...] = ()
+
+
+class MonitorNode(_Object):
+    """A flow monitor (the vZTX): terminates the mirror tunnel, exports IPFIX to microseg."""
+
+    name: ObjectName
+    description: str = ""
+    platform: Literal["eos"] = "eos"
+    management_address: Address | None = None
+    loopback_interface: str = "Loopback0"
+    loopback_address: Address
+    collector_address: Address = Field(default_factory=lambda: ipaddress.ip_address("127.0.0.1"))
+    collector_port: Annotated[int, Field(ge=1, le=65535)] = 4739
+
+
+class MonitorObject(_Object):
+    """How monitored traffic reaches the monitor nodes (GRE mirror + flow export)."""
+
+    name: ObjectName
+    description: str = ""
+    exporter_interface: str = "Loopback0"
+    active_timeout_ms: Annotated[int, Field(ge=1000)] = 1800000
+    tunnel_destination: Address
+    tunnel_source_interface: str = "Loopback0"
+    rate_limit: Annotated[int, Field(ge=1)] = 100000
+    monitor_nodes: tuple[ObjectName, ...] = ()
+
+
+class RedirectObject(_Object):
+    """An external firewall to redirect traffic to (next-hop addresses)."""
+
+    name: ObjectName
+    description: str = ""
+    next_hops: tuple[Address, ...] = Field(min_length=1)
+
+
+class SecurityDomain(_Object):
+    """A set of switches sharing rules and policies (a site, a building, a DC)."""
+
+    name: ObjectName
+    description: str = ""
+    devices: tuple[ObjectName, ...] = ()
+    vrfs: tuple[ObjectName, ...] = ("default",)
+
+
+Direction = Literal["unidirectional", "bidirectional"]
+DecapType = Literal["allow-all", "vxlan-decap-only", "no-vxlan-decap"]
+Action = Literal["forward", "drop", "redirect"]
+
+
+class Rule(_Object):
+    """Sources -> destinations on services, and what to do with matching traffic.
+
+    `sources`, `destinations` and `services` are `any` or a list of names. A bidirectional
+    rule also matches the return traffic (EOS traffic policies are stateless).
+    """
+
+    name: ObjectName
+    description: str = ""
+    sources: NameRefs = ()
+    destinations: NameRefs = ()
+    services: NameRefs = ()
+    direction: Direction = "bidirectional"
+    decap_type: DecapType = "allow-all"
+    action: Action = "forward"
+    redirect: ObjectName | None = None
+    monitor: ObjectName | None = None
+
+    @model_validator(mode="after")
+    def _redirect_needs_object(self) -> Rule:
+        if self.action == "redirect" and self.redirect is None:
+            raise ValueError("action redirect needs a redirect object (redirect: NAME)")
+        if self.action != "redirect" and self.redirect is not None:
+            raise ValueError(f"redirect object given but action is {self.action!r}")
+        return self
+
+
+class Policy(_Object):
+    """An ordered rule list bound to a security domain and a VRF (or ALL)."""
+
+    name: ObjectName
+    description: str = ""
+    id: Annotated[int, Field(ge=1, le=2**31 - 1)]
+    domain: ObjectName
+    vrf: ObjectName = "ALL"
+    rules: tuple[ObjectName, ...] = ()

@@ -1,0 +1,172 @@
+"""The whole policy: every object, with referential integrity checked at once."""
+
+from __future__ import annotations
+
+from collections import Counter
+from functools import cached_property
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, model_validator
+
+from microseg.model.errors import PolicyError, Problem, singular
+from microseg.model.objects import (
+    Category,
+    Device,
+    Group,
+    MonitorNode,
+    MonitorObject,
+    Policy,
+    RedirectObject,
+    Rule,
+    SecurityDomain,
+    Service,
+)
+
+# Section name -> object type, in the order sections are written to a policy file.
+SECTIONS: dict[str, type[BaseModel]] = {
+    "devices": Device,
+    "monitor_nodes": MonitorNode,
+    "domains": SecurityDomain,
+    "categories": Category,
+    "groups": Group,
+    "services": Service,
+    "monitor_objects": MonitorObject,
+    "redirect_objects": RedirectObject,
+    "rules": Rule,
+    "policies": Policy,
+}
+
+# (section, field) -> section the field's names refer to.
+REFERENCES: dict[tuple[str, str], str] = {
+    ("domains", "devices"): "devices",
+    ("groups", "categories"): "categories",
+    ("monitor_objects", "monitor_nodes"): "monitor_nodes",
+    ("rules", "sources"): "groups",
+    ("rules", "destinations"): "groups",
+    ("rules", "services"): "services",
+    ("rules", "redirect"): "redirect_objects",
+    ("rules", "monitor"): "monitor_objects",
+    ("policies", "domain"): "domains",
+    ("policies", "rules"): "rules",
+}
+
+
+class PolicySet(BaseModel):
+    """Every object of a policy. Construction fails with a PolicyError listing each problem.
+
+    Example: PolicySet(groups=[Group(name="web", prefixes=["10.0.0.0/24"])])
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    devices: tuple[Device, ...] = ()
+    monitor_nodes: tuple[MonitorNode, ...] = ()
+    domains: tuple[SecurityDomain, ...] = ()
+    categories: tuple[Category, ...] = ()
+    groups: tuple[Group, ...] = ()
+    services: tuple[Service, ...] = ()
+    monitor_objects: tuple[MonitorObject, ...] = ()
+    redirect_objects: tuple[RedirectObject, ...] = ()
+    rules: tuple[Rule, ...] = ()
+    policies: tuple[Policy, ...] = ()
+
+    @model_validator(mode="after")
+    def _referential_integrity(self) -> PolicySet:
+        problems = reference_problems(self)
+        if problems:
+            raise PolicyError(problems)
+        return self
+
+    # Lookups by name: policy.group("web01_web02")
+    @cached_property
+    def _index(self) -> dict[str, dict[str, Any]]:
+        return {section: {o.name: o for o in getattr(self, section)} for section in SECTIONS}
+
+    def get(self, section: str, name: str) -> Any:
+        return self._index[section].get(name)
+
+    def device(self, name: str) -> Device:
+        return self._index["devices"][name]
+
+    def group(self, name: str) -> Group:
+        return self._index["groups"][name]
+
+    def service(self, name: str) -> Service:
+        return self._index["services"][name]
+
+    def rule(self, name: str) -> Rule:
+        return self._index["rules"][name]
+
+    def policy(self, name: str) -> Policy:
+        return self._index["policies"][name]
+
+    def domain(self, name: str) -> SecurityDomain:
+        return self._index["domains"][name]
+
+    def monitor_object(self, name: str) -> MonitorObject:
+        return self._index["monitor_objects"][name]
+
+    def monitor_node(self, name: str) -> MonitorNode:
+        return self._index["monitor_nodes"][name]
+
+    def redirect_object(self, name: str) -> RedirectObject:
+        return self._index["redirect_objects"][name]
+
+    def domains_of(self, device: str) -> tuple[SecurityDomain, ...]:
+        return tuple(d for d in self.domains if device in d.devices)
+
+    def objects(self) -> list[tuple[str, BaseModel]]:
+        """Every object as (section, object), sections in file order."""
+        return [(section, obj) for section in SECTIONS for obj in getattr(self, section)]
+
+
+def reference_problems(
+    policy_set: PolicySet, also_defined: dict[str, set[str]] | None = None
+) -> list[Problem]:
+    """Duplicate names, dangling references and inconsistent bindings, all of them.
+
+    `also_defined` names objects that exist but failed their own validation, so references
+    to them are not reported a second time."""
+    problems: list[Problem] = []
+    names: dict[str, set[str]] = {}
+    for section in SECTIONS:
+        objects = getattr(policy_set, section)
+        names[section] = {o.name for o in objects} | (also_defined or {}).get(section, set())
+        counts = Counter(o.name for o in objects)
+        for name, count in sorted(counts.items()):
+            if count > 1:
+                problems.append(
+                    Problem(f"duplicate name: defined {count} times", (section, name, "name"))
+                )
+    for (section, field), target in REFERENCES.items():
+        for obj in getattr(policy_set, section):
+            value = getattr(obj, field)
+            refs = (value,) if isinstance(value, str) else value or ()
+            for index, ref in enumerate(refs):
+                if ref not in names[target]:
+                    path = (section, obj.name, field) + ((index,) if not isinstance(value, str) else ())
+                    problems.append(Problem(f"unknown {singular(target)} {ref!r}", path))
+    problems.extend(_binding_problems(policy_set))
+    return problems
+
+
+def _binding_problems(policy_set: PolicySet) -> list[Problem]:
+    problems: list[Problem] = []
+    domains = {d.name: d for d in policy_set.domains}
+    for policy in policy_set.policies:
+        domain = domains.get(policy.domain)
+        if domain and policy.vrf != "ALL" and policy.vrf not in domain.vrfs:
+            problems.append(
+                Problem(
+                    f"VRF {policy.vrf!r} is not in domain {domain.name!r} "
+                    f"(its VRFs: {', '.join(domain.vrfs)}; or use ALL)",
+                    ("policies", policy.name, "vrf"),
+                )
+            )
+    ids = Counter(p.id for p in policy_set.policies)
+    for policy in policy_set.policies:
+        if ids[policy.id] > 1:
+            problems.append(
+                Problem(f"policy id {policy.id} is used by another policy", ("policies", policy.name, "id"))
+            )
+    return problems

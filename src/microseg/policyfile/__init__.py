@@ -1,0 +1,16 @@
+"""YAML <-> model. Loading reports every problem with its location; dumping is canonical."""
+
+from microseg.policyfile.dumper import dump_policy, object_document, policy_document
+from microseg.policyfile.loader import load_policy, load_policy_text, policy_files
+from microseg.policyfile.schema import policy_schema, policy_schema_json
+
+__all__ = [
+    "dump_policy",
+    "load_policy",
+    "load_policy_text",
+    "object_document",
+    "policy_document",
+    "policy_files",
+    "policy_schema",
+    "policy_schema_json",
+]

@@ -1,0 +1,1 @@
+"""SQLAlchemy 2 persistence: revisions, workspaces, audit (the revision log)."""
