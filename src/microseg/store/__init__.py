@@ -22,6 +22,7 @@ from microseg.store.store import (
     Store,
     WorkspaceInfo,
     default_author,
+    init_database,
     open_store,
 )
 
@@ -41,6 +42,7 @@ __all__ = [
     "database_url",
     "default_author",
     "head_schema_revision",
+    "init_database",
     "open_store",
     "upgrade_schema",
 ]

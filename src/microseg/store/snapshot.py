@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ValidationError
 
 from microseg.model import SECTIONS, MicrosegError, PolicyError, PolicySet, Problem
+from microseg.model.policyset import reference_problems
 from microseg.policyfile import object_document
 from microseg.store.errors import InvalidChange, ObjectKey
 
@@ -92,16 +93,31 @@ def object_order(key: ObjectKey) -> tuple[int, bytes]:
 
 def policy_from_bodies(bodies: Bodies, what: str | None = None) -> PolicySet:
     """Validate stored bodies as one PolicySet. With `what`, problems raise InvalidChange."""
-    sections: dict[str, list[BaseModel]] = {section: [] for section in SECTIONS}
-    for section, name in sorted(bodies, key=object_order):
-        body = json.loads(bodies[section, name])
-        sections[section].append(SECTIONS[section].model_validate(body))
     try:
-        return PolicySet(**{section: tuple(objects) for section, objects in sections.items()})
+        return PolicySet(**_sections(bodies))
     except PolicyError as error:
         if what is None:
             raise
         raise InvalidChange(what, error.problems) from None
+
+
+def _sections(bodies: Bodies) -> dict[str, tuple[BaseModel, ...]]:
+    """Each section's objects, parsed from their bodies, in canonical order."""
+    sections: dict[str, list[BaseModel]] = {section: [] for section in SECTIONS}
+    for section, name in sorted(bodies, key=object_order):
+        body = json.loads(bodies[section, name])
+        sections[section].append(SECTIONS[section].model_validate(body))
+    return {section: tuple(objects) for section, objects in sections.items()}
+
+
+def reference_problems_of(bodies: Bodies, also_defined: set[ObjectKey]) -> list[Problem]:
+    """Dangling references and duplicates among valid bodies; names in `also_defined` exist
+    (they failed their own validation) so references to them are not reported again."""
+    candidate = PolicySet.model_construct(**_sections(bodies))
+    defined: dict[str, set[str]] = {}
+    for section, name in also_defined:
+        defined.setdefault(section, set()).add(name)
+    return reference_problems(candidate, defined)
 
 
 def apply_changes(bodies: Bodies, changes: Iterable[tuple[ObjectKey, str | None]]) -> Bodies:

@@ -27,7 +27,7 @@ from sqlalchemy import Engine, delete, func, insert, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from microseg.model import MicrosegError, PolicyError, PolicySet
+from microseg.model import MicrosegError, PolicyError, PolicySet, Problem
 from microseg.model.errors import singular
 from microseg.store.database import (
     WRITE_TRANSACTION,
@@ -35,8 +35,15 @@ from microseg.store.database import (
     database_url,
     ensure_schema,
     redacted,
+    upgrade_schema,
 )
-from microseg.store.errors import NotFound, ObjectKey, StoreConflict, WorkspaceClosed
+from microseg.store.errors import (
+    InvalidChange,
+    NotFound,
+    ObjectKey,
+    StoreConflict,
+    WorkspaceClosed,
+)
 from microseg.store.schema import Mainline, Revision, RevisionObject, Workspace, WorkspaceChange
 from microseg.store.snapshot import (
     Bodies,
@@ -49,6 +56,7 @@ from microseg.store.snapshot import (
     parse_object,
     policy_bodies,
     policy_from_bodies,
+    reference_problems_of,
 )
 
 AUTHOR_ENV = "MICROSEG_AUTHOR"
@@ -117,15 +125,30 @@ def open_store(url: str | None = None) -> Iterator[Store]:
     as `microseg db init`)."""
     engine = create_store_engine(database_url(url))
     try:
-        try:
+        with _reporting_connection_errors(engine):
             ensure_schema(engine)
-        except DBAPIError as error:
-            raise MicrosegError(
-                f"cannot open the store at {redacted(engine.url)}: {error.orig}"
-            ) from None
         yield Store(engine)
     finally:
         engine.dispose()
+
+
+def init_database(url: str | None = None) -> tuple[str, str]:
+    """Create or upgrade the store's schema (`microseg db init`): (URL shown, schema revision)."""
+    engine = create_store_engine(database_url(url))
+    try:
+        with _reporting_connection_errors(engine):
+            return redacted(engine.url), upgrade_schema(engine)
+    finally:
+        engine.dispose()
+
+
+@contextmanager
+def _reporting_connection_errors(engine: Engine) -> Iterator[None]:
+    try:
+        yield
+    except DBAPIError as error:
+        where = redacted(engine.url)
+        raise MicrosegError(f"cannot open the store at {where}: {error.orig}") from None
 
 
 class Store:
@@ -259,13 +282,19 @@ class Store:
 
         Each object is validated, then the workspace's effective policy as a whole: a change
         that breaks a reference is refused (InvalidChange with the problems)."""
-        new_bodies = _parsed_bodies(objects)
+        new_bodies, problems, invalid = _parsed_bodies(objects)
+        what = f"workspace {name!r}: change"
         with self._writing() as (session, _):
             workspace = _open_workspace(session, name)
             base = _revision_bodies(session, workspace.base_revision_id)
             changes = _changes(session, workspace)
             changes.update(new_bodies)
-            policy_from_bodies(apply_changes(base, changes.items()), f"workspace {name!r}: change")
+            effective = apply_changes(base, changes.items())
+            if problems:  # and the reference problems of the valid ones, all at once
+                for key in invalid:
+                    effective.pop(key, None)
+                raise InvalidChange(what, problems + reference_problems_of(effective, invalid))
+            policy_from_bodies(effective, what)
             _save_changes(session, workspace, base, changes)
 
     def workspace_delete(self, name: str, section: str, obj_name: str) -> None:
@@ -466,20 +495,23 @@ def _workspace_info(session: Session, workspace: Workspace) -> WorkspaceInfo:
 
 def _parsed_bodies(
     objects: Iterable[tuple[str, BaseModel | Mapping[str, Any]]],
-) -> dict[ObjectKey, str]:
-    """Validate each object on its own; every problem of every object at once."""
+) -> tuple[dict[ObjectKey, str], list[Problem], set[ObjectKey]]:
+    """Validate each object on its own: the bodies of the valid ones, the problems of the
+    others, and the (section, name) of the invalid ones that have a name."""
     bodies: dict[ObjectKey, str] = {}
-    problems = []
+    problems: list[Problem] = []
+    invalid: set[ObjectKey] = set()
     for section, obj in objects:
         try:
             parsed = parse_object(section, obj)
         except PolicyError as error:
             problems.extend(error.problems)
+            name = obj.get("name") if isinstance(obj, Mapping) else None
+            if isinstance(name, str):
+                invalid.add((section, name))
             continue
         key = (section, parsed.name)
         if key in bodies:
             raise MicrosegError(f"{singular(section)} {parsed.name!r} is given twice")
         bodies[key] = object_body(section, parsed)
-    if problems:
-        raise PolicyError(problems)
-    return bodies
+    return bodies, problems, invalid
