@@ -31,7 +31,7 @@ RULE = {
 HOLD_LOCK_S = 0.5
 
 
-def _race(database_url: str, monkeypatch, first: str, second: str) -> dict[str, object]:
+def _race(store_url: str, monkeypatch, first: str, second: str) -> dict[str, object]:
     """Submit `first` and `second` concurrently; `first` holds the lock while `second` starts."""
     first_holds_lock = threading.Event()
     second_started = threading.Event()
@@ -50,7 +50,7 @@ def _race(database_url: str, monkeypatch, first: str, second: str) -> dict[str, 
 
     def submit(name: str) -> None:
         try:
-            with open_store(database_url) as own_store:
+            with open_store(store_url) as own_store:
                 outcomes[name] = own_store.workspace_submit(name, name, f"submit {name}")
         except Exception as error:
             outcomes[name] = error
@@ -73,9 +73,9 @@ def _race(database_url: str, monkeypatch, first: str, second: str) -> dict[str, 
 
 
 @pytest.fixture
-def two_workspaces(database_url):
+def two_workspaces(store_url):
     def create(first_changes, second_changes):
-        with open_store(database_url) as store:
+        with open_store(store_url) as store:
             store.import_policy(load_policy(EXAMPLES / "home-lab.yaml"), "andreas", "seed lab")
             for name, changes in (("alice", first_changes), ("bob", second_changes)):
                 store.workspace_create(name)
@@ -85,17 +85,17 @@ def two_workspaces(database_url):
 
 
 def test_concurrent_submits_of_the_same_rule_one_wins_one_conflicts(
-    database_url, two_workspaces, monkeypatch
+    store_url, two_workspaces, monkeypatch
 ):
     two_workspaces(
         [("rules", RULE)],
         [("rules", {**RULE, "services": ["HTTP", "SSH"]})],
     )
-    outcomes = _race(database_url, monkeypatch, "alice", "bob")
+    outcomes = _race(store_url, monkeypatch, "alice", "bob")
     assert outcomes["alice"] == 2
     assert isinstance(outcomes["bob"], StoreConflict), outcomes["bob"]
     assert outcomes["bob"].objects == [("rules", "clients_to_webservers")]
-    with open_store(database_url) as store:
+    with open_store(store_url) as store:
         assert store.head() == 2
         assert [r.author for r in store.log()] == ["alice", "andreas"]
         assert store.revision_policy(2).rule("clients_to_webservers").services == ("HTTP",)
@@ -103,15 +103,15 @@ def test_concurrent_submits_of_the_same_rule_one_wins_one_conflicts(
 
 
 def test_concurrent_submits_of_different_objects_both_land_in_order(
-    database_url, two_workspaces, monkeypatch
+    store_url, two_workspaces, monkeypatch
 ):
     two_workspaces(
         [("rules", RULE)],
         [("groups", {"name": "printers", "prefixes": ["10.100.7.0/24"]})],
     )
-    outcomes = _race(database_url, monkeypatch, "alice", "bob")
+    outcomes = _race(store_url, monkeypatch, "alice", "bob")
     assert outcomes == {"alice": 2, "bob": 3}
-    with open_store(database_url) as store:
+    with open_store(store_url) as store:
         assert [(r.id, r.parent, r.author) for r in store.log()] == [
             (3, 2, "bob"),
             (2, 1, "alice"),

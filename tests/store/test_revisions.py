@@ -10,7 +10,7 @@ from sqlalchemy import create_engine, func, select, text
 
 from microseg.model import Group, MicrosegError, PolicySet, Rule
 from microseg.policyfile import dump_policy, load_policy
-from microseg.store import InvalidChange, NotFound, open_store
+from microseg.store import DATABASE_URL_ENV, InvalidChange, NotFound, database_url, open_store
 from microseg.store.schema import Base, Revision, RevisionObject
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -68,9 +68,9 @@ def test_the_log_is_the_audit_trail_newest_first(store, monkeypatch):
     assert store.revision_info(2) == log[1]
 
 
-def test_an_invalid_policy_set_is_refused_and_nothing_is_written(store, database_url):
+def test_an_invalid_policy_set_is_refused_and_nothing_is_written(store, store_url):
     store.import_policy(load_policy(EXAMPLES / "home-lab-dns-ntp.yaml"), "a", "first")
-    before = _row_counts(database_url)
+    before = _row_counts(store_url)
     # model_construct skips validation: the store must validate what it stores itself.
     dangling = PolicySet.model_construct(
         groups=(Group(name="web", prefixes=["10.0.0.0/24"]),),
@@ -82,14 +82,14 @@ def test_an_invalid_policy_set_is_refused_and_nothing_is_written(store, database
         "rule 'r1' destinations.0: unknown group 'nothere'"
     ]
     assert store.head() == 1
-    assert _row_counts(database_url) == before
+    assert _row_counts(store_url) == before
 
 
-def test_a_write_failing_midway_rolls_back_the_whole_import(store, database_url, monkeypatch):
+def test_a_write_failing_midway_rolls_back_the_whole_import(store, store_url, monkeypatch):
     import microseg.store.store as store_module
 
     store.import_policy(load_policy(EXAMPLES / "home-lab-dns-ntp.yaml"), "a", "first")
-    before = _row_counts(database_url)
+    before = _row_counts(store_url)
     real_insert = store_module.insert
 
     def insert_failing_on_objects(table):
@@ -104,7 +104,7 @@ def test_a_write_failing_midway_rolls_back_the_whole_import(store, database_url,
     monkeypatch.undo()
     assert store.head() == 1
     assert [r.id for r in store.log()] == [1]
-    assert _row_counts(database_url) == before
+    assert _row_counts(store_url) == before
     assert store.import_policy(load_policy(EXAMPLES / "home-lab.yaml"), "a", "second") == 2
 
 
@@ -113,11 +113,11 @@ def test_an_empty_policy_is_a_revision_with_no_objects(store):
     assert store.revision_policy(1) == PolicySet()
 
 
-def test_opening_a_fresh_database_creates_the_schema_the_models_describe(database_url):
+def test_opening_a_fresh_database_creates_the_schema_the_models_describe(store_url):
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
 
-    with open_store(database_url) as opened:
+    with open_store(store_url) as opened:
         assert opened.head() is None
         engine = opened._engine
         with engine.connect() as connection:
@@ -125,11 +125,11 @@ def test_opening_a_fresh_database_creates_the_schema_the_models_describe(databas
     assert differences == []
 
 
-def test_a_database_from_a_newer_microseg_is_refused(database_url):
-    with open_store(database_url) as opened, opened._engine.begin() as connection:
+def test_a_database_from_a_newer_microseg_is_refused(store_url):
+    with open_store(store_url) as opened, opened._engine.begin() as connection:
         connection.execute(text("UPDATE alembic_version SET version_num = '9999'"))
     refused = pytest.raises(MicrosegError, match=r"schema revision '9999'.*newer microseg")
-    with refused, open_store(database_url):
+    with refused, open_store(store_url):
         pass
 
 
@@ -137,10 +137,24 @@ def test_an_unreachable_database_is_a_clear_error():
     with socket.socket() as probe:  # a loopback port nothing listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    url = f"postgresql://nobody@127.0.0.1:{port}/nothing"
+    url = f"postgresql://nobody:secret@127.0.0.1:{port}/nothing"
     refused = pytest.raises(MicrosegError, match=r"cannot open the store at postgresql\+psycopg://")
-    with refused, open_store(url):
+    with refused as error, open_store(url):
         pass
+    assert "secret" not in str(error.value)
+
+
+def test_the_default_store_is_sqlite_in_the_user_data_dir(tmp_path, monkeypatch):
+    monkeypatch.delenv(DATABASE_URL_ENV, raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    expected = tmp_path / "data" / "microseg" / "microseg.db"
+    assert database_url() == f"sqlite:///{expected}"
+    with open_store() as opened:
+        opened.import_policy(PolicySet(), "a", "empty")
+    assert expected.exists()
+    monkeypatch.setenv(DATABASE_URL_ENV, f"sqlite:///{tmp_path / 'elsewhere.db'}")
+    assert database_url() == f"sqlite:///{tmp_path / 'elsewhere.db'}"
+    assert database_url("sqlite://") == "sqlite://"
 
 
 def test_an_unsupported_database_url_is_a_clear_error():
