@@ -150,6 +150,8 @@ class Store:
 
     def log(self, limit: int | None = None) -> list[RevisionInfo]:
         """Mainline revisions, newest first: the audit trail."""
+        if limit is not None and limit < 0:
+            raise MicrosegError(f"log limit {limit}: expected a number of revisions >= 0")
         with self._reading() as session:
             query = select(Revision).order_by(Revision.id.desc()).limit(limit)
             return [_revision_info(r) for r in session.scalars(query)]
