@@ -50,6 +50,10 @@ class MirrorSession:
     tunnel_source_interface: str
     tunnel_destination: IPAddress
     rate_limit: int
+    # The address of `tunnel_source_interface` on this device (its Loopback0): EOS takes an
+    # address, not an interface, in `destination tunnel mode gre source A destination B`.
+    tunnel_source: IPAddress | None = None
+    monitor_nodes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -175,7 +175,7 @@ class _DeviceBuilder:
 
     def __init__(self, resolved: _Resolved, device_name: str):
         self.resolved = resolved
-        self.device_name = device_name
+        self.device = resolved.policy_set.device(device_name)
         self.prefix_field_sets: dict[tuple[Family, str], PrefixFieldSet] = {}
         self.service_field_sets: dict[str, ServiceFieldSet] = {}
         self.mirror_sessions: dict[str, MirrorSession] = {}
@@ -328,6 +328,8 @@ class _DeviceBuilder:
                 tunnel_source_interface=monitor.tunnel_source_interface,
                 tunnel_destination=monitor.tunnel_destination,
                 rate_limit=monitor.rate_limit,
+                tunnel_source=self.device.loopback_address,
+                monitor_nodes=monitor.monitor_nodes,
             ),
         )
         return name
