@@ -1,1 +1,122 @@
 """Evaluator commands: check, whatif, lint (issue: evaluator)."""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from microseg.cli.app import app
+from microseg.cli.common import JSON_OPTION_HELP, POLICY_HELP, console, emit_json, resolve_policy
+from microseg.evaluate.check import ConnectionCheck, check_connection
+from microseg.evaluate.engine import Decision
+
+EXIT_BLOCKED = 3  # `check --exit-code`: the connection does not get through
+EXIT_NOT_ENFORCED = 4  # `check --exit-code`: it gets through, but the policy never sees it
+
+
+@app.command()
+def check(
+    policy: str = typer.Argument(..., help=POLICY_HELP),
+    source: str = typer.Option(..., "--from", help="Client address (IPv4 or IPv6)."),
+    destination: str = typer.Option(..., "--to", help="Server address."),
+    protocol: str = typer.Option("tcp", "--proto", help="tcp, udp, icmp, icmpv6 or a number."),
+    port: int | None = typer.Option(None, "--port", help="Server port (tcp/udp)."),
+    icmp_type: str | None = typer.Option(
+        None, "--icmp-type", help="ICMP type for icmp (default echo; the reply is echo-reply)."
+    ),
+    device: str | None = typer.Option(None, "--device", help="Only this device."),
+    vrf: str = typer.Option("default", "--vrf", help="VRF the traffic is in."),
+    exit_code: bool = typer.Option(
+        False,
+        "--exit-code",
+        help=f"Exit {EXIT_BLOCKED} when the connection is dropped, {EXIT_NOT_ENFORCED} when it "
+        "is not enforced (stays on the host bridge); 0 when it connects.",
+    ),
+    json_output: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
+) -> None:
+    """Can --from reach --to on a service, and which rule decides?
+
+    Evaluates the request and the reply (from the server port to an ephemeral client port;
+    ICMP echo is answered by echo-reply) on every device with a policy for the VRF.
+    Exit 0 when evaluated (with --exit-code: 3 dropped, 4 not enforced); 1 on bad input.
+
+    Example: microseg check examples/home-lab.yaml --from 172.18.6.138 --to 10.100.99.51
+    --proto tcp --port 22
+    """
+    result = check_connection(
+        resolve_policy(policy), source, destination, protocol, port, icmp_type, vrf, device
+    )
+    if json_output:
+        emit_json(result.as_dict())
+    else:
+        print_check(result)
+    if exit_code:
+        # SystemExit, not typer.Exit: click returns (drops) typer.Exit codes when
+        # standalone_mode is off, as `microseg.cli.main` runs it.
+        if result.bypass is not None:
+            raise SystemExit(EXIT_NOT_ENFORCED)
+        if not result.connects:
+            raise SystemExit(EXIT_BLOCKED)
+
+
+def _decision_text(decision: Decision) -> str:
+    if decision.policy is None:
+        return f"{decision.device}: no traffic policy for the VRF"
+    match = decision.match if decision.rule is None else f"{decision.rule} (match {decision.match})"
+    return f"{decision.device} {decision.policy}: {match}"
+
+
+def print_check(result: ConnectionCheck) -> None:
+    console.print(
+        f"[bold]{result.request.src} -> {result.request.dst}[/] {result.service}, VRF {result.vrf}"
+    )
+    for label, packet, decisions in (
+        ("request", result.request, result.request_decisions),
+        ("reply", result.reply, result.reply_decisions),
+    ):
+        if not decisions:
+            console.print(f"  {label:8} {packet.describe()}: no device enforces a policy here")
+        for decision in decisions:
+            style = "green" if decision.verdict == "forward" else "red"
+            console.print(
+                f"  {label:8} {packet.describe()}  [{style}]{decision.verdict}[/]  "
+                f"{_decision_text(decision)}"
+            )
+    if result.bypass is not None:
+        would = "forward it" if result.policy_allows else f"drop it ({_blocked_by(result)})"
+        console.print(f"[bold yellow]result: {result.result}[/]")
+        console.print(f"  why: {result.bypass.explanation()}")
+        console.print(f"  if the switch saw it, the policy would {would}")
+        console.print(f"  fix: {result.bypass.fix()}")
+        return
+    style = "green" if result.connects else "red"
+    console.print(f"[bold {style}]result: {result.result}[/]")
+
+
+def _blocked_by(result: ConnectionCheck) -> str:
+    blocking = result.blocking
+    return "" if blocking is None else f"match {blocking.match}"
+
+
+def check_table(rows: list[tuple[str, ConnectionCheck]]) -> Table:
+    """A compact table of several checks (the demo's connectivity matrix)."""
+    table = Table(show_edge=False, pad_edge=False)
+    for column in ("from", "to", "service", "result", "request", "reply"):
+        table.add_column(column)
+    for label, result in rows:
+        request = result.deciding(result.request_decisions)
+        reply = result.deciding(result.reply_decisions)
+        style = (
+            "green"
+            if result.connects and result.enforced
+            else ("yellow" if not result.enforced else "red")
+        )
+        table.add_row(
+            result.request.src,
+            f"{result.request.dst}{label}",
+            result.service,
+            f"[{style}]{result.result}[/]",
+            request.match if request else "-",
+            reply.match if reply else "-",
+        )
+    return table
