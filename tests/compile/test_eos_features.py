@@ -40,6 +40,7 @@ services:
   - {name: ANYTHING, protocol: any}
 redirect_objects:
   - {name: fw, next_hops: [192.0.2.1, 192.0.2.2, "2001:db8::1"]}
+  - {name: v4fw, next_hops: [192.0.2.9]}
 """
 
 
