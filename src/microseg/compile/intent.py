@@ -95,6 +95,9 @@ class DeviceIntent:
     prefix_field_sets: dict[tuple[Family, str], PrefixFieldSet] = field(default_factory=dict)
     service_field_sets: dict[str, ServiceFieldSet] = field(default_factory=dict)
     mirror_sessions: dict[str, MirrorSession] = field(default_factory=dict)
+    # VRF -> the device's segments (interfaces) in it, for targets that see interfaces
+    # rather than VRFs (nftables keys a packet's VRF on its ingress interface).
+    vrf_interfaces: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def policy_for_vrf(self, vrf: str) -> PolicyIntent | None:
         """The policy a packet in `vrf` meets: a VRF's own binding wins over `ALL`."""

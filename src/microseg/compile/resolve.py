@@ -33,7 +33,7 @@ from microseg.compile.intent import (
     ServiceFieldSet,
 )
 from microseg.model import MicrosegError, PolicySet
-from microseg.model.objects import Group, Policy, Rule, Service
+from microseg.model.objects import Device, Group, Policy, Rule, Service
 
 FAMILIES: tuple[Family, ...] = ("ipv4", "ipv6")
 _VERSION: dict[Family, int] = {"ipv4": 4, "ipv6": 6}
@@ -155,7 +155,15 @@ def _compile(resolved: _Resolved, device_name: str) -> DeviceIntent:
         prefix_field_sets=dict(sorted(builder.prefix_field_sets.items())),
         service_field_sets=dict(sorted(builder.service_field_sets.items())),
         mirror_sessions=dict(sorted(builder.mirror_sessions.items())),
+        vrf_interfaces=_vrf_interfaces(device),
     )
+
+
+def _vrf_interfaces(device: Device) -> dict[str, tuple[str, ...]]:
+    by_vrf: dict[str, list[str]] = {}
+    for segment in device.segments:
+        by_vrf.setdefault(segment.vrf, []).append(segment.name)
+    return {vrf: tuple(names) for vrf, names in sorted(by_vrf.items())}
 
 
 def _check_one_policy_per_vrf(device_name: str, policies: list[Policy]) -> None:
