@@ -105,10 +105,7 @@ class FlowBatch:
 def address_halves(address: str) -> tuple[int, int]:
     """(high, low) uint64 halves of an address; IPv4 is IPv4-mapped."""
     parsed = ipaddress.ip_address(address)
-    if parsed.version == 4:
-        value = 0xFFFF00000000 | int(parsed)
-    else:
-        value = int(parsed)
+    value = int(parsed) | (0xFFFF00000000 if parsed.version == 4 else 0)
     return value >> 64, value & 0xFFFFFFFFFFFFFFFF
 
 
