@@ -40,8 +40,8 @@ class LabTraffic:
     sessions: list[ExpectedSession] = field(default_factory=list)
     clock: float = START_TIME
 
-    def send(self, session: ExpectedSession, packet, from_client: bool) -> None:
-        self.clock += 0.004
+    def send(self, session: ExpectedSession, packet, from_client: bool, delay=0.004) -> None:
+        self.clock += delay
         packet.time = self.clock
         self.packets.append(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / packet)
         size = len(packet)
@@ -114,7 +114,7 @@ class LabTraffic:
         self.send(session, self.ip(client, server) / UDP(sport=cport, dport=123) / Raw(ntp), True)
         reply = bytes([0x24]) + bytes(47)
         self.send(
-            session, self.ip(server, client) / UDP(sport=123, dport=cport) / Raw(reply), False
+            session, self.ip(server, client) / UDP(sport=123, dport=cport) / Raw(reply), False, 1.5
         )
         self.sessions.append(session)
 
