@@ -120,3 +120,78 @@ def check_table(rows: list[tuple[str, ConnectionCheck]]) -> Table:
             reply.match if reply else "-",
         )
     return table
+
+
+@app.command()
+def whatif(
+    base: str = typer.Option(..., "--base", help="The policy in force. " + POLICY_HELP),
+    candidate: str = typer.Option(..., "--candidate", help="The proposed policy. " + POLICY_HELP),
+    sessions: str = typer.Option(
+        ...,
+        "--sessions",
+        help="Sessions: a .csv, .jsonl or .parquet file (vrf, protocol, src, sport, dst, dport, "
+        "packets, bytes) or a flow store directory.",
+    ),
+    device: str | None = typer.Option(None, "--device", help="Only this device."),
+    json_output: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
+) -> None:
+    """Replay sessions against base and candidate: what would be newly blocked or allowed?
+
+    Each session's request and reply are evaluated on every device; changes are grouped by
+    the deciding rule and service, with counts and examples, plus per-rule hits under the
+    candidate.
+
+    Example: microseg whatif --base rev:3 --candidate ws:tighten --sessions sessions.parquet
+    """
+    from microseg.evaluate.whatif import read_session_table
+    from microseg.evaluate.whatif import whatif as replay_whatif
+
+    report = replay_whatif(
+        resolve_policy(base), resolve_policy(candidate), read_session_table(sessions), device
+    )
+    if json_output:
+        emit_json(report)
+        return
+    console.print(f"replayed {report['sessions']} sessions ({report['rows']} rows)")
+    for key, title in (("newly_blocked", "newly blocked"), ("newly_allowed", "newly allowed")):
+        change = report[key]
+        if not change["groups"]:
+            console.print(f"[bold]{title}:[/] none")
+            continue
+        style = "red" if key == "newly_blocked" else "green"
+        console.print(
+            f"[bold {style}]{title}:[/] {change['sessions']} sessions, "
+            f"{change['packets']} packets, {change['bytes']} bytes"
+        )
+        for group in change["groups"]:
+            console.print(
+                f"  {group['service']}  {group['role']} {_label(group)}: "
+                f"{group['sessions']} sessions, {group['packets']} packets, {group['bytes']} bytes"
+            )
+            for example in group["examples"]:
+                console.print(
+                    f"      e.g. {example['vrf']} {example['protocol']} {example['src']}:"
+                    f"{example['sport']} -> {example['dst']}:{example['dport']}"
+                )
+    table = Table(title="rule hits under the candidate", show_edge=False, pad_edge=False)
+    for column in ("device", "policy", "match", "sessions", "packets"):
+        table.add_column(
+            column,
+            justify="right" if column in ("sessions", "packets") else "left",
+            overflow="fold",
+        )
+    for hit in report["candidate_rule_hits"]:
+        table.add_row(
+            hit["device"],
+            hit["policy"] or "-",
+            hit["match"] or "-",
+            str(hit["sessions"]),
+            str(hit["packets"]),
+        )
+    console.print(table)
+
+
+def _label(group: dict) -> str:
+    if group["policy"] is None:
+        return f"no policy on {group['device']}"
+    return f"{group['match']} ({group['policy']} on {group['device']})"
