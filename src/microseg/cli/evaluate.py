@@ -195,3 +195,43 @@ def _label(group: dict) -> str:
     if group["policy"] is None:
         return f"no policy on {group['device']}"
     return f"{group['match']} ({group['policy']} on {group['device']})"
+
+
+@app.command()
+def lint(
+    policy: str = typer.Argument(..., help=POLICY_HELP),
+    json_output: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
+) -> None:
+    """Find shadowed and dead rules, unused objects, switch bypass and hardware overruns.
+
+    Exit 0 when clean, 1 with findings (each with a fix hint).
+
+    Example: microseg lint examples/home-lab.yaml
+    """
+    from microseg.evaluate.lint import lint as lint_policy
+
+    report = lint_policy(resolve_policy(policy))
+    if json_output:
+        emit_json(report)
+    else:
+        print_lint(report)
+    if not report["clean"]:
+        raise SystemExit(1)
+
+
+def print_lint(report: dict) -> None:
+    for finding in report["findings"]:
+        console.print(
+            f"[bold yellow]{finding['kind']}[/] {finding['subject']}: {finding['message']}"
+        )
+        console.print(f"    fix: {finding['fix']}")
+    if report["clean"]:
+        console.print("[green]no findings[/]")
+    else:
+        console.print(f"{len(report['findings'])} finding(s)")
+    for row in report["hardware"]:
+        budget = "no hardware limit" if row["budget"] is None else f"budget {row['budget']}"
+        console.print(
+            f"hardware: {row['device']} ({row['hardware'] or row['platform']}) needs about "
+            f"{row['entries']} entries, {budget}"
+        )
