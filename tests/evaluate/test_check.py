@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from tests.evaluate.random_policies import replaced
 
 from microseg.evaluate.check import check_connection
 from microseg.model import PolicySet
@@ -66,15 +67,13 @@ def test_seed_connectivity_table(home_lab, source, destination, protocol, port, 
         assert checked.blocking.verdict == "drop"
 
 
-def _vlan299_not_isolated(policy_set: PolicySet) -> PolicySet:
+def vlan299_not_isolated(policy_set: PolicySet) -> PolicySet:
     device = policy_set.devices[0]
     segments = tuple(
         s.model_copy(update={"hosts_isolated": False}) if s.name == "Vlan299" else s
         for s in device.segments
     )
-    return policy_set.model_copy(
-        update={"devices": (device.model_copy(update={"segments": segments}),)}
-    )
+    return replaced(policy_set, devices=(device.model_copy(update={"segments": segments}),))
 
 
 def test_web01_cannot_ssh_to_web02_once_isolated(home_lab):
@@ -87,7 +86,7 @@ def test_web01_cannot_ssh_to_web02_once_isolated(home_lab):
 
 
 def test_web01_ssh_to_web02_not_enforced_before_isolation(home_lab):
-    checked = check_connection(_vlan299_not_isolated(home_lab), WEB01, WEB02, "tcp", 22)
+    checked = check_connection(vlan299_not_isolated(home_lab), WEB01, WEB02, "tcp", 22)
     assert checked.result == "not enforced — stays on the host bridge"
     assert (checked.enforced, checked.connects, checked.policy_allows) == (False, True, False)
     assert checked.bypass.segment.name == "Vlan299"
@@ -99,8 +98,9 @@ def test_web01_ssh_to_web02_not_enforced_before_isolation(home_lab):
 def test_laptop_to_web02_ssh_dropped_before_the_ssh_rule(home_lab):
     assert check_connection(home_lab, LAPTOP, WEB02, "tcp", 22).connects
     policy = home_lab.policies[0]
-    without_ssh = home_lab.model_copy(
-        update={
+    without_ssh = replaced(
+        home_lab,
+        **{
             "policies": (
                 policy.model_copy(
                     update={
@@ -108,7 +108,7 @@ def test_laptop_to_web02_ssh_dropped_before_the_ssh_rule(home_lab):
                     }
                 ),
             )
-        }
+        },
     )
     checked = check_connection(without_ssh, LAPTOP, WEB02, "tcp", 22)
     assert (checked.connects, checked.blocking.match) == (False, "drop_all_else_web-app-reverse")

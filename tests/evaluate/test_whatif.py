@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from tests.conftest import EXAMPLES
+from tests.evaluate.random_policies import replaced
 
 from microseg.evaluate.check import check_connection
 from microseg.evaluate.whatif import replay, session_columns, whatif
@@ -32,7 +33,7 @@ def _table(rows) -> pa.Table:
 def _without_rule(policy_set, rule_name):
     policy = policy_set.policies[0]
     rules = tuple(r for r in policy.rules if r != rule_name)
-    return policy_set.model_copy(update={"policies": (policy.model_copy(update={"rules": rules}),)})
+    return replaced(policy_set, policies=(policy.model_copy(update={"rules": rules}),))
 
 
 def test_removing_clients_to_webservers_newly_blocks_http(home_lab):
