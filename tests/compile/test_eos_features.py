@@ -105,8 +105,8 @@ def test_several_ports_and_ranges_print_in_one_service_line_with_keywords():
     assert block(out, "field-set service DNS-reverse") == [
         "protocol udp source port domain destination port 1024-65535"
     ]
-    assert "protocol service field-set WEB DNS" in block(out, "match web ipv4")
-    assert "protocol service field-set WEB-reverse DNS-reverse" in block(
+    assert "protocol service field-set DNS WEB" in block(out, "match web ipv4")
+    assert "protocol service field-set DNS-reverse WEB-reverse" in block(
         out, "match web-reverse ipv4"
     )
 

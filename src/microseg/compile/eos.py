@@ -29,7 +29,8 @@ from microseg.compile.intent import (
     PrefixFieldSet,
     ServiceFieldSet,
 )
-from microseg.compile.resolve import CompileError
+from microseg.compile.resolve import CompileError, paused_garbage_collector
+from microseg.model.objects import IPNetwork
 from microseg.model.ports import PORT_NAMES
 
 INDENT = "   "
@@ -67,7 +68,8 @@ def render_device(intent: DeviceIntent) -> str:
             f"device {intent.device!r} is platform {intent.platform!r}, not eos; "
             "use --target nftables"
         )
-    lines = render_traffic_policies(intent)
+    with paused_garbage_collector():
+        lines = render_traffic_policies(intent)
     lines.append("!")
     sessions = render_monitor_sessions(intent)
     if sessions:
@@ -94,21 +96,37 @@ def render_traffic_policies(intent: DeviceIntent) -> list[str]:
     for policy in sorted(intent.policies, key=lambda p: p.name.encode()):
         blocks.append(_traffic_policy(policy, intent))
     lines = ["traffic-policies"]
+    separator = INDENT + "!"
     for index, block in enumerate(blocks):
         if index and len(block) > 1:  # `!` before a sub-mode, not before a plain command
-            lines.append(INDENT + "!")
-        lines.extend(INDENT + line for line in block)
+            lines.append(separator)
+        lines.extend([INDENT + line for line in block])
     return lines
 
 
 def _prefix_field_set(field_set: PrefixFieldSet) -> list[str]:
     lines = [f"field-set {field_set.family} prefix {field_set.name}"]
-    lines.append(INDENT + " ".join(str(p) for p in field_set.prefixes))
+    lines.append(INDENT + " ".join(map(prefix_text, field_set.prefixes)))
     if field_set.except_prefixes:
         # EOS: `except` inside a prefix field-set removes those prefixes from the set
         # (pyavd traffic_policies.field_sets.ipv4[].except).
-        lines.append(INDENT + "except " + " ".join(str(p) for p in field_set.except_prefixes))
+        lines.append(INDENT + "except " + " ".join(map(prefix_text, field_set.except_prefixes)))
     return lines
+
+
+_OCTETS = [str(octet) for octet in range(256)]
+
+
+def prefix_text(prefix: IPNetwork) -> str:
+    """`10.1.2.0/24`, as str(prefix) but several times faster for IPv4 (the hot path)."""
+    if prefix.version == 4:
+        value = int(prefix.network_address)
+        octets = _OCTETS
+        return (
+            f"{octets[value >> 24]}.{octets[(value >> 16) & 255]}."
+            f"{octets[(value >> 8) & 255]}.{octets[value & 255]}/{prefix.prefixlen}"
+        )
+    return str(prefix)
 
 
 def _service_field_set(field_set: ServiceFieldSet) -> list[str]:
@@ -125,8 +143,10 @@ def _protocol_line(field_set: ServiceFieldSet) -> str:
         destination = _ports(field_set.destination_ports, keyword)
         return f"protocol {keyword} source port {source} destination port {destination}"
     if protocol in (1, 58) and field_set.icmp_types:
-        # EOS: `protocol icmp type T[,T...] code all` (Aerleon arista_tp `_processICMP`).
-        types = ",".join(str(t) for t in field_set.icmp_types)
+        # EOS: `protocol icmpv6 type echo-reply neighbor-advertisement code all`, types
+        # separated by spaces (pyavd traffic-policies.j2; openconfig/featureprofiles' EOS
+        # CLI for traffic policies). Aerleon's arista_tp joins them with commas instead.
+        types = " ".join(str(t) for t in field_set.icmp_types)
         return f"protocol {keyword} type {types} code all"
     return f"protocol {keyword}"
 
@@ -175,20 +195,26 @@ def _match(match: Match, intent: DeviceIntent) -> list[str]:
     lines = [f"match {match.name} {match.family}"]
     if match.comment:
         lines.append(f"{INDENT}!! {match.comment}")
+    # The field-sets of one line are a set (any of them matches); EOS keeps them sorted,
+    # as pyavd renders `source prefix field-set A B` from a sorted list.
     if match.source_field_sets:
-        lines.append(f"{INDENT}source prefix field-set {' '.join(match.source_field_sets)}")
+        lines.append(f"{INDENT}source prefix field-set {_sorted(match.source_field_sets)}")
     if match.destination_field_sets:
         lines.append(
-            f"{INDENT}destination prefix field-set {' '.join(match.destination_field_sets)}"
+            f"{INDENT}destination prefix field-set {_sorted(match.destination_field_sets)}"
         )
     if match.service_field_sets:
-        lines.append(f"{INDENT}protocol service field-set {' '.join(match.service_field_sets)}")
+        lines.append(f"{INDENT}protocol service field-set {_sorted(match.service_field_sets)}")
     decap = _DECAP_LINES.get(match.decap_type)
     if decap:
         lines += [INDENT + "!", INDENT + "packet type", INDENT * 2 + decap]
     lines += [INDENT + "!", INDENT + "actions", INDENT * 2 + "count"]
     lines.extend(INDENT * 2 + action for action in _actions(match, intent))
     return lines
+
+
+def _sorted(names: tuple[str, ...]) -> str:
+    return " ".join(sorted(names, key=str.encode))
 
 
 def _actions(match: Match, intent: DeviceIntent) -> Iterable[str]:
