@@ -100,24 +100,28 @@ def _blocked_by(result: ConnectionCheck) -> str:
 
 def check_table(rows: list[tuple[str, ConnectionCheck]]) -> Table:
     """A compact table of several checks (the demo's connectivity matrix)."""
-    table = Table(show_edge=False, pad_edge=False)
-    for column in ("from", "to", "service", "result", "request", "reply"):
-        table.add_column(column)
-    for label, result in rows:
+    table = Table(box=None, pad_edge=False, padding=(0, 1, 0, 0), header_style="bold")
+    for column in ("from", "to", "service", "result", "deciding match"):
+        table.add_column(column, overflow="fold")
+    for note, result in rows:
+        if result.bypass is not None:
+            style, outcome = "yellow", "not enforced"
+        else:
+            style, outcome = ("green", "connects") if result.connects else ("red", "dropped")
+        blocking = result.blocking
         request = result.deciding(result.request_decisions)
-        reply = result.deciding(result.reply_decisions)
-        style = (
-            "green"
-            if result.connects and result.enforced
-            else ("yellow" if not result.enforced else "red")
-        )
+        if blocking is not None:
+            deciding = blocking.match
+        elif request is not None and request.rule is not None:
+            deciding = request.rule
+        else:
+            deciding = request.match if request else "-"
         table.add_row(
             result.request.src,
-            f"{result.request.dst}{label}",
+            result.request.dst,
             result.service,
-            f"[{style}]{result.result}[/]",
-            request.match if request else "-",
-            reply.match if reply else "-",
+            f"[{style}]{outcome}{note}[/]",
+            deciding,
         )
     return table
 
@@ -286,12 +290,12 @@ def _demo_check_and_lint(context) -> None:
     before = _without_isolation(policy_set, "Vlan299")
     rows.append(
         (
-            " (Vlan299 not isolated)",
+            " *",
             check_connection(before, "10.100.99.51", "10.100.99.52", "tcp", 22),
         )
     )
     console.print(check_table(rows))
     bypass = rows[-1][1].bypass
-    console.print(f"not enforced: {bypass.explanation()}; fix: {bypass.fix()}")
+    console.print(f"* Vlan299 before isolation: {bypass.explanation()}.\n  fix: {bypass.fix()}")
     console.print("[bold]microseg lint home-lab.yaml[/]")
     print_lint(lint_policy(policy_set))
