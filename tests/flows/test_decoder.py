@@ -38,7 +38,7 @@ def dns_query(sport=51841, octets=55, packets=1, start=1_763_578_369_000):
 
 def softflowd_message(records, sequence=0, domain=0, with_template=True):
     sets = [ipfix_template_set({1024: SOFTFLOWD_V4})] if with_template else []
-    return ipfix_message(sets + [data_set(1024, records)], sequence=sequence, domain=domain)
+    return ipfix_message([*sets, data_set(1024, records)], sequence=sequence, domain=domain)
 
 
 def decode(decoder, *datagrams, exporter=EXPORTER):
