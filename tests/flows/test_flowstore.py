@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from flowrows import flow_batch
@@ -61,9 +62,6 @@ def test_a_crash_during_compaction_loses_and_duplicates_nothing(tmp_path):
     sources = store.segments()
     before = read_sessions(tmp_path, ephemeral_port=None)
     # the merged segment is written, then the process dies before deleting the sources
-    merged = some_sessions(first_port=50000, count=0)
-    import pyarrow as pa
-
     merged = pa.concat_tables([pq.read_table(s) for s in sources])
     names = json.dumps([s.name for s in sources]).encode()
     store._write_segment(merged.replace_schema_metadata(None), {COMPACTED_FROM: names})
@@ -152,8 +150,6 @@ def test_bad_session_sources_are_clear_errors(tmp_path):
     odd.write_text("x")
     with pytest.raises(MicrosegError, match=r"\.parquet, \.csv or \.jsonl"):
         read_sessions(odd)
-    assert (
-        read_sessions(tmp_path / "empty-store-dir-that-is-a-dir").num_rows == 0
-        if (tmp_path / "empty-store-dir-that-is-a-dir").mkdir() is None
-        else False
-    )
+    empty_store = tmp_path / "empty-store"
+    empty_store.mkdir()
+    assert read_sessions(empty_store).num_rows == 0
