@@ -144,12 +144,22 @@ async def serve(
                 next_flush = time.monotonic() + collector.settings.flush_interval
                 if on_flush:
                     on_flush(collector)
-        await asyncio.sleep(0)  # let datagrams already read by the loop arrive
     finally:
+        _drain(sock, receiver.datagrams)
         transport.close()
         if receiver.datagrams:
             collector.receive(receiver.datagrams)
         collector.flush_all()
+
+
+def _drain(sock: socket.socket, datagrams: list) -> None:
+    """On stop, take what the kernel already queued: it was sent before we stopped."""
+    while True:
+        try:
+            data, address = sock.recvfrom(65535)
+        except (BlockingIOError, InterruptedError, OSError):
+            return
+        datagrams.append((data, address[0]))
 
 
 def run(
