@@ -80,7 +80,8 @@ def _field_specifiers(data: bytes, position: int, end: int, count: int):
         values = plain.unpack_from(data, position)
         if not any(element & 0x8000 for element in values[::2]) and all(values[1::2]):
             # the common case: no enterprise elements, no zero lengths
-            fields = tuple(_field_spec(e, n) for e, n in zip(values[::2], values[1::2]))
+            pairs = zip(values[::2], values[1::2], strict=True)
+            fields = tuple(_field_spec(element, length) for element, length in pairs)
             return fields, position + 4 * count
     fields = []
     for _ in range(count):
