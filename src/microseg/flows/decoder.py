@@ -22,7 +22,7 @@ import numpy as np
 from microseg.flows import ipfix, netflow9
 from microseg.flows.batch import IPV4_MAPPED, FlowBatch, address_halves
 from microseg.flows.ipfix import MalformedDatagram
-from microseg.flows.templates import ROLES, Template, build_template, field_columns, fits, widen
+from microseg.flows.templates import Template, build_template, field_columns, widen
 
 NTP_TO_UNIX_SECONDS = 2208988800  # RFC 7011 6.1.9: NTP era 0 starts 1900-01-01
 SEQUENCE_MODULO = 1 << 32
@@ -54,7 +54,7 @@ class DecoderCounters:
     unknown_template_dropped: int = 0  # ... dropped: buffer full or waited too long
     templates: int = 0
     template_withdrawals: int = 0
-    template_rejects: int = 0  # over the per-exporter or stream cap
+    template_evictions: int = 0  # oldest templates dropped at the per-exporter/stream cap
     exporters: dict[str, ExporterCounters] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
@@ -94,7 +94,8 @@ class FlowDecoder:
         self.pending_seconds = pending_seconds
         self.counters = DecoderCounters()
         self.templates: dict[tuple, dict[int, Template]] = {}
-        self._templates_per_exporter: dict[str, int] = {}
+        # per exporter, its templates oldest first: (stream, template id) -> None
+        self._template_order: dict[str, dict[tuple, None]] = {}
         self._sequence: dict[tuple, tuple] = {}
         self._pending: dict[tuple, list] = {}  # (stream, template id) -> [(arrival, bytes, base)]
         self._pending_sets = 0
@@ -238,29 +239,41 @@ class FlowDecoder:
     # -- templates ----------------------------------------------------------------------
 
     def _install(self, stream, records, gathers) -> None:
-        exporter = stream[0]
-        templates = self.templates.get(stream)
+        """Learn templates. At a cap the oldest template (or stream) is evicted, so a flood
+        of bogus templates cannot lock out the exporter's real ones, which it refreshes."""
         for template_id, fields, scope_count in records:
             if fields is None:
                 self._withdraw(stream, template_id)
                 continue
+            templates = self.templates.get(stream)
             if templates is None:
-                if len(self.templates) >= self.max_streams:
-                    self.counters.template_rejects += 1
-                    return
+                while len(self.templates) >= self.max_streams:
+                    self._evict_stream(next(iter(self.templates)))
                 templates = self.templates[stream] = {}
+            order = self._template_order.setdefault(stream[0], {})
             if template_id not in templates:
-                if self._templates_per_exporter.get(exporter, 0) >= self.max_templates_per_exporter:
-                    self.counters.template_rejects += 1
-                    continue
-                self._templates_per_exporter[exporter] = (
-                    self._templates_per_exporter.get(exporter, 0) + 1
-                )
-            templates[template_id] = build_template(template_id, fields, scope_count)
+                while len(order) >= self.max_templates_per_exporter:
+                    oldest_stream, oldest_id = next(iter(order))
+                    del order[(oldest_stream, oldest_id)]
+                    del self.templates[oldest_stream][oldest_id]
+                    self.counters.template_evictions += 1
+            order.pop((stream, template_id), None)
+            order[(stream, template_id)] = None
             self.counters.templates += 1
+            known = templates.get(template_id)
+            if known is not None and known.fields == fields and known.scope_count == scope_count:
+                continue  # RFC 7011 8: a refresh of the same template changes nothing
+            templates[template_id] = build_template(template_id, fields, scope_count)
             waiting = self._pending.pop((stream, template_id), None)
             if waiting:
                 self._replay_pending(stream, template_id, waiting, gathers)
+
+    def _evict_stream(self, stream) -> None:
+        order = self._template_order.get(stream[0], {})
+        for template_id in self.templates.pop(stream):
+            order.pop((stream, template_id), None)
+            self.counters.template_evictions += 1
+        self._sequence.pop(stream, None)
 
     def _withdraw(self, stream, template_id) -> None:
         """RFC 7011 8.1: id 2 withdraws all templates, 3 all options templates, else one."""
@@ -270,9 +283,10 @@ class FlowDecoder:
             doomed = [tid for tid, t in templates.items() if t.is_options == options]
         else:
             doomed = [template_id] if template_id in templates else []
+        order = self._template_order.get(stream[0], {})
         for tid in doomed:
             del templates[tid]
-            self._templates_per_exporter[stream[0]] -= 1
+            order.pop((stream, tid), None)
             self.counters.template_withdrawals += 1
 
     # -- data sets ----------------------------------------------------------------------
@@ -424,34 +438,25 @@ def _time_ms(values, roles, which: str, time_base) -> np.ndarray:
 def _variable_values(gather: _Gather):
     """Fields of variable-length records, gathered by computed offsets (vectorised per field)."""
     template = gather.template
-    wanted = {}
     offset_rows, buffers, bases = [], [], []
     shift = 0
     for payload, start, offsets, time_base in gather.variable_sets:
         buffers.append(payload)
-        for row in offsets:
-            offset_rows.append([shift + o - start for o in row])
+        offset_rows.extend([shift + o - start for o in row] for row in offsets)
         bases.extend([time_base] * len(offsets))
         shift += len(payload)
     raw = np.frombuffer(b"".join(buffers), np.uint8)
     offsets = np.array(offset_rows, np.int64).reshape(len(offset_rows), len(template.fields))
-    names, formats = [], []
-    for index, spec in enumerate(template.fields):
-        role = ROLES.get((spec.enterprise, spec.element_id))
-        if not role or role in wanted or spec.length == 65535 or not fits(role, spec.length):
-            continue
-        wanted[role] = index
-        for name, fmt, _ in field_columns(role, spec.length, 0):
-            names.append(name)
-            formats.append(fmt)
-    values = np.zeros(len(offsets), dtype=list(zip(names, formats, strict=True)))
-    for role, index in wanted.items():
-        length = template.fields[index].length
-        for name, fmt, at in field_columns(role, length, 0):
-            size = np.dtype(fmt).itemsize
-            cells = raw[offsets[:, index, None] + at + np.arange(size)]
-            values[name] = np.frombuffer(cells.tobytes(), dtype=fmt)
-    template.roles = dict.fromkeys(wanted, 0)
+    layout = [
+        (name, fmt, at, index)
+        for role, index in template.roles.items()
+        for name, fmt, at in field_columns(role, template.fields[index].length, 0)
+    ]
+    values = np.zeros(len(offsets), dtype=[(name, fmt) for name, fmt, _, _ in layout])
+    for name, fmt, at, index in layout:
+        size = np.dtype(fmt).itemsize
+        cells = raw[offsets[:, index, None] + at + np.arange(size)]
+        values[name] = np.frombuffer(cells.tobytes(), dtype=fmt)
     return values, np.array(bases, np.int64)
 
 

@@ -5,6 +5,7 @@ Knows nothing of sessions or sockets; `decoder.py` turns data sets into columns.
 
 from __future__ import annotations
 
+import functools
 import struct
 
 from microseg.flows.templates import FieldSpec
@@ -72,6 +73,16 @@ def parse_template_records(data: bytes, start: int, end: int, options: bool):
 
 
 def _field_specifiers(data: bytes, position: int, end: int, count: int):
+    if end - position >= 4 * count:
+        plain = _PLAIN_FIELDS.get(count) or _PLAIN_FIELDS.setdefault(
+            count, struct.Struct("!" + "HH" * count)
+        )
+        values = plain.unpack_from(data, position)
+        if not any(element & 0x8000 for element in values[::2]) and all(values[1::2]):
+            # the common case: no enterprise elements, no zero lengths
+            pairs = zip(values[::2], values[1::2], strict=True)
+            fields = tuple(_field_spec(element, length) for element, length in pairs)
+            return fields, position + 4 * count
     fields = []
     for _ in range(count):
         if end - position < 4:
@@ -91,6 +102,14 @@ def _field_specifiers(data: bytes, position: int, end: int, count: int):
     return tuple(fields), position
 
 
+_PLAIN_FIELDS: dict[int, struct.Struct] = {}
+
+
+@functools.lru_cache(maxsize=4096)
+def _field_spec(element: int, length: int) -> FieldSpec:
+    return FieldSpec(element, length)
+
+
 def variable_record_offsets(data: bytes, start: int, end: int, fields) -> list[list[int]]:
     """Per record, the offset of every field, for templates with variable-length fields.
 
@@ -100,16 +119,19 @@ def variable_record_offsets(data: bytes, start: int, end: int, fields) -> list[l
     records = []
     position = start
     while position < end:
+        record_start = position
         offsets = []
         for spec in fields:
             if spec.length == 65535:
                 if position >= end:
-                    raise MalformedDatagram("variable-length field truncated")
+                    position = end + 1  # overrun: padding or truncation, decided below
+                    break
                 length = data[position]
                 position += 1
                 if length == 255:
                     if end - position < 2:
-                        raise MalformedDatagram("variable-length field truncated")
+                        position = end + 1
+                        break
                     (length,) = struct.unpack_from("!H", data, position)
                     position += 2
             else:
@@ -117,7 +139,7 @@ def variable_record_offsets(data: bytes, start: int, end: int, fields) -> list[l
             offsets.append(position)
             position += length
         if position > end:
-            if not records or any(data[offsets[0] - 1 : end]):
+            if any(data[record_start:end]):  # RFC 7011 3.3.1: only zero padding may follow
                 raise MalformedDatagram("data record overruns its set")
             break
         records.append(offsets)
