@@ -23,6 +23,21 @@ SESSIONS = [
     ("default", "udp", "10.100.99.50", "eph", "10.100.1.7", "53", 4, 300),
     ("default", "icmp", "10.100.99.50", "0", "8.8.8.8", "2048", 2, 196),
 ]
+
+
+def test_icmp_sessions_are_echo_requests_from_the_client(home_lab):
+    # The session table zeroes ICMP ports (the client is the echo requester); NetFlow puts
+    # type * 256 + code in the destination port. Both replay as echo / echo-reply.
+    rows = [
+        ("default", "icmp", "10.100.1.7", "0", "10.100.99.50", "0", 2, 196),
+        ("default", "icmp", "10.100.1.7", "0", "10.100.99.50", "2048", 2, 196),
+    ]
+    columns = session_columns(_table(rows))
+    assert columns.request.icmp_type.tolist() == [8, 8]
+    assert columns.reply.icmp_type.tolist() == [0, 0]
+    assert columns.service.tolist() == ["icmp type 8", "icmp type 8"]
+
+
 COLUMNS = ("vrf", "protocol", "src", "sport", "dst", "dport", "packets", "bytes")
 
 
