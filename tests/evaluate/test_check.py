@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from tests.conftest import EXAMPLES
 from tests.evaluate.random_policies import replaced
 
 from microseg.evaluate.check import check_connection
@@ -162,6 +163,19 @@ def test_check_cli_bad_input_is_a_clear_error(run_cli, home_lab_path, args, mess
 
 @pytest.fixture
 def home_lab_path():
-    from tests.conftest import EXAMPLES
-
     return str(EXAMPLES / "home-lab.yaml")
+
+
+def test_check_and_whatif_read_stored_revisions(run_cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("MICROSEG_DATABASE_URL", f"sqlite:///{tmp_path / 'microseg.db'}")
+    monkeypatch.setenv("MICROSEG_AUTHOR", "andreas")
+    assert run_cli("db", "init").exit_code == 0
+    for file in ("home-lab-dns-ntp.yaml", "home-lab.yaml"):
+        assert run_cli("import", str(EXAMPLES / file), "-m", file).exit_code == 0
+    ssh = ("--from", LAPTOP, "--to", WEB01, "--port", "22", "--json")
+    # Revision 1 (DNS/NTP only) has no drop rule: ssh is forwarded by the default match.
+    first = json.loads(run_cli("check", "rev:1", *ssh).stdout)
+    assert (first["connects"], first["request"]["match"]) == (True, "ipv4-all-default")
+    second = json.loads(run_cli("check", "rev:2", *ssh).stdout)
+    assert second["request"]["rule"] == "ssh_to_web-app_servers"
+    assert run_cli("check", "rev:9", *ssh).exit_code == 1
