@@ -70,6 +70,12 @@ def compile_command(
         help="IPFIX collector ADDRESS[:PORT] a monitor node exports to "
         "(default: the node's collector_address/collector_port).",
     ),
+    omit_mirror: bool = typer.Option(
+        False,
+        "--omit-mirror",
+        help="nftables: render monitored rules without mirroring (nftables cannot GRE-mirror; "
+        "the verdicts are unchanged).",
+    ),
     json_output: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
 ) -> None:
     """Compile a policy into one device's configuration.
@@ -81,7 +87,12 @@ def compile_command(
     policy_set = resolve_policy(policy)
     chosen: Target | None = target  # type: ignore[assignment]
     config, used_target = render_config(
-        policy_set, device, chosen, compile_all(policy_set), parse_collector(collector)
+        policy_set,
+        device,
+        chosen,
+        compile_all(policy_set),
+        parse_collector(collector),
+        omit_mirror=omit_mirror,
     )
     if output is not None:
         write_atomically(output, config)
