@@ -58,6 +58,18 @@ policies:
             "101 characters; EOS takes at most 100",
         ),
         (
+            "rules:\n  - {name: 'why?', sources: [v4only]}\n"
+            + POLICY.format(vrf="ALL", rules="'why?'"),
+            DEVICE,
+            "match 'why?': EOS names are one word",
+        ),
+        (
+            "rules:\n  - {name: règle, sources: [v4only]}\n"
+            + POLICY.format(vrf="ALL", rules="règle"),
+            DEVICE,
+            "match 'règle': EOS names are one word",
+        ),
+        (
             "rules:\n  - {name: ipv4-all-default, sources: [v4only]}\n"
             + POLICY.format(vrf="ALL", rules="ipv4-all-default"),
             DEVICE,
