@@ -18,6 +18,7 @@ eos_cli_config_gen reproduces from EOS, templates/eos/traffic-policies.j2).
 from __future__ import annotations
 
 import re
+from ipaddress import IPv4Network
 
 from microseg.compile.intent import (
     DeviceIntent,
@@ -127,7 +128,7 @@ _OCTETS = [str(octet) for octet in range(256)]
 
 def prefix_text(prefix: IPNetwork) -> str:
     """`10.1.2.0/24`, as str(prefix) but several times faster for IPv4 (the hot path)."""
-    if prefix.version == 4:
+    if type(prefix) is IPv4Network:
         value = int(prefix.network_address)
         octets = _OCTETS
         return (
@@ -279,7 +280,10 @@ def _check_names(intent: DeviceIntent) -> None:
     named += [("monitor session", name) for name in intent.mirror_sessions]
     # One regex over all names at once; only when it fails, find the culprit (hot path).
     names = [name for _, name in named]
-    if _EOS_NAMES.fullmatch("\n".join(names)) and max(map(len, names), default=0) <= MAX_NAME_LENGTH:
+    if (
+        _EOS_NAMES.fullmatch("\n".join(names))
+        and max(map(len, names), default=0) <= MAX_NAME_LENGTH
+    ):
         return
     for kind, name in named:
         check_eos_name(kind, name)

@@ -25,6 +25,7 @@ import gc
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network
 
 from microseg.compile.intent import (
     DeviceIntent,
@@ -48,6 +49,7 @@ from microseg.model.objects import (
 
 FAMILIES: tuple[Family, ...] = ("ipv4", "ipv6")
 _BOTH_FAMILIES: frozenset[Family] = frozenset(FAMILIES)
+_IPV4_ONLY = {IPv4Network}
 _VERSION: dict[Family, int] = {"ipv4": 4, "ipv6": 6}
 # Matches EOS creates itself in every traffic policy; a rule may not take these names.
 RESERVED_MATCH_NAMES = frozenset({"ipv4-all-default", "ipv6-all-default"})
@@ -152,12 +154,13 @@ class _Resolved:
 
 def _split_families(prefixes: tuple) -> tuple[tuple, tuple]:
     """(IPv4 prefixes, IPv6 prefixes), in their order."""
-    if not prefixes:
+    kinds = set(map(type, prefixes))
+    if kinds == _IPV4_ONLY:
+        return prefixes, ()
+    if not kinds:
         return (), ()
-    ipv4 = tuple(p for p in prefixes if p.version == 4)
-    if len(ipv4) == len(prefixes):
-        return ipv4, ()
-    return ipv4, tuple(p for p in prefixes if p.version == 6)
+    ipv4 = tuple(p for p in prefixes if type(p) is IPv4Network)
+    return ipv4, tuple(p for p in prefixes if type(p) is not IPv4Network)
 
 
 def _port_ranges(service: Service, side: str) -> tuple[PortRange, ...]:
