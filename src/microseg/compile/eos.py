@@ -34,7 +34,8 @@ from microseg.model.objects import IPNetwork
 from microseg.model.ports import PORT_NAMES
 
 INDENT = "   "
-# EOS: a traffic-policy binding for every VRF at once is written `vrf ALL` (seed reference).
+# Required by MSS on the switch (MSS deployment guide p. 13, quoted by the seed); EOS prints
+# it after the field-sets, before the traffic policies (seed reference).
 TRANSFORMS = "transforms interface prefix common source-destination"
 # EOS keywords for IP protocols in `protocol ...` lines; other protocols print as numbers.
 _PROTOCOL_KEYWORDS = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6"}
@@ -44,7 +45,8 @@ _PROTOCOL_KEYWORDS = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6"}
 # no line: the match applies whether or not the packet was decapsulated.
 _DECAP_LINES = {"vxlan-decap-only": "vxlan decap", "no-vxlan-decap": "vxlan decap exclude"}
 # Names EOS takes as one CLI token: printable ASCII without whitespace or `?` (which the
-# CLI reads as a help request). 100 characters is EOS's limit for ACL-like object names.
+# CLI reads as a help request). 100 characters is our conservative cap: we found no
+# documented EOS limit for traffic-policy, field-set or match names.
 _EOS_NAME = re.compile(r"^[!-~]+$")
 MAX_NAME_LENGTH = 100
 # Names joined by line breaks (which the model keeps out of names): printable, no space, no ?.
