@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 
-from conftest import EXAMPLES, cli_command, cli_env
+from support import EXAMPLES, cli_command, cli_env
 
 
 def test_validate_examples_directory_is_clean(run_cli):

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 
-from tests.conftest import EXAMPLES
-
 from microseg.compile.diff import diff_text, section_path
+from support import EXAMPLES
 
 SWITCH = "andreasm-720xp-home"
 DNS_NTP = str(EXAMPLES / "home-lab-dns-ntp.yaml")

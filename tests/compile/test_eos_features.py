@@ -6,12 +6,12 @@ from __future__ import annotations
 import textwrap
 
 import pytest
-from tests.conftest import EXAMPLES
 
 from microseg.compile import compile_all, compile_device
 from microseg.compile.eos import render_device
 from microseg.compile.render import render_config
 from microseg.policyfile import load_policy, load_policy_text
+from support import EXAMPLES
 
 BASE = """
 devices:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from tests.conftest import EXAMPLES, REFERENCE
+
+from support import EXAMPLES, REFERENCE
 
 SWITCH = "andreasm-720xp-home"
 

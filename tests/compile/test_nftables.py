@@ -11,11 +11,11 @@ import sys
 import uuid
 
 import pytest
-from tests.conftest import EXAMPLES
 
 from microseg.compile import compile_device
 from microseg.compile.nftables import render_ruleset
 from microseg.policyfile import load_policy
+from support import EXAMPLES
 
 SWITCH = "andreasm-720xp-home"
 needs_root_and_nft = pytest.mark.skipif(

@@ -37,7 +37,6 @@ import ipaddress
 import pyavd
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from tests.conftest import EXAMPLES
 
 from microseg.compile import CompileError, compile_all
 from microseg.compile.eos import render_traffic_policies
@@ -54,6 +53,7 @@ from microseg.model import (
 )
 from microseg.model.ports import PORT_NAMES
 from microseg.policyfile import load_policy
+from support import EXAMPLES
 
 _PROTOCOL_KEYWORDS = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6"}
 

@@ -6,7 +6,8 @@ import json
 import textwrap
 
 import pytest
-from tests.conftest import EXAMPLES
+
+from support import EXAMPLES
 
 CHANGE = """
 groups:

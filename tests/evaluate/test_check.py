@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from tests.conftest import EXAMPLES
 from tests.evaluate.random_policies import replaced
 
 from microseg.evaluate.check import check_connection
 from microseg.model import PolicySet
+from support import EXAMPLES
 
 LAPTOP, MGMT = "172.18.6.138", "10.100.5.10"
 APPSERVER1, WEB01, WEB02 = "10.100.99.50", "10.100.99.51", "10.100.99.52"

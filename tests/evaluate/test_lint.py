@@ -6,7 +6,6 @@ import json
 import random
 
 import pytest
-from tests.conftest import EXAMPLES
 from tests.evaluate.random_policies import random_policy_set, replaced
 from tests.evaluate.test_engine import random_packets
 
@@ -14,6 +13,7 @@ from microseg.compile.resolve import compile_all
 from microseg.evaluate import CompiledDevice, PacketBatch
 from microseg.evaluate.lint import lint, range_prefix_count
 from microseg.model import PolicySet
+from support import EXAMPLES
 
 
 def _policy(groups, services, rules, segments=()) -> PolicySet:

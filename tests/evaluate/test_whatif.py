@@ -8,12 +8,12 @@ import random
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from tests.conftest import EXAMPLES
 from tests.evaluate.random_policies import replaced
 
 from microseg.evaluate.check import check_connection
 from microseg.evaluate.whatif import replay, session_columns, whatif
 from microseg.policyfile import dump_policy
+from support import EXAMPLES
 
 SESSIONS = [
     # vrf, protocol, src, sport, dst, dport, packets, bytes

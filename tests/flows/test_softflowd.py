@@ -78,7 +78,7 @@ def test_softflowd_export_becomes_the_lab_sessions(lab, tmp_path, version, biflo
 
 
 def test_collect_command_runs_until_sigterm_and_lists_sessions(lab, tmp_path, run_cli):
-    from conftest import cli_command, cli_env
+    from support import cli_command, cli_env
 
     traffic, pcap = lab
     store = tmp_path / "flows"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import REFERENCE, SHARED_REFERENCE
+from support import REFERENCE, SHARED_REFERENCE
 
 
 @pytest.mark.parametrize("name", ["seed-720xp-dns-ntp.eos", "seed-720xp-web-app.eos"])

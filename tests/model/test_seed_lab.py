@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 
-from conftest import EXAMPLES
 from microseg.policyfile import load_policy
+from support import EXAMPLES
 
 
 def test_home_lab_has_the_seed_switch_monitor_node_and_domain(home_lab):

@@ -8,7 +8,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import EXAMPLES
 from microseg.model import (
     Category,
     Device,
@@ -24,6 +23,7 @@ from microseg.model import (
     Service,
 )
 from microseg.policyfile import dump_policy, load_policy, load_policy_text
+from support import EXAMPLES
 
 
 @pytest.mark.parametrize("example", sorted(p.name for p in EXAMPLES.glob("*.yaml")))

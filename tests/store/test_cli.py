@@ -209,7 +209,7 @@ def test_user_errors_exit_1_with_a_message(database, run_cli):
 
 
 def test_the_store_commands_run_as_a_real_process(tmp_path):
-    from tests.conftest import cli_command, cli_env
+    from support import cli_command, cli_env
 
     env = cli_env(MICROSEG_DATABASE_URL=f"sqlite:///{tmp_path / 'microseg.db'}")
     imported = subprocess.run(

@@ -1,0 +1,34 @@
+"""Shared test constants and helpers (import as `from support import ...`)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+SRC = ROOT / "src"
+# The seed's two switch configurations, verbatim copies of shared/reference/ (golden outputs).
+REFERENCE = ROOT / "tests" / "data" / "reference"
+SHARED_REFERENCE = ROOT.parent / "shared" / "reference"
+
+
+@dataclass
+class CliResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+def cli_command(*args: str) -> list[str]:
+    """argv for running microseg from this checkout in a subprocess."""
+    return [sys.executable, "-m", "microseg", *args]
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(SRC) + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(extra)
+    return env
