@@ -1,0 +1,166 @@
+"""Who is the server of a session, and which Service describes what it offers.
+
+Server side, first evidence that applies (vectorised over all sessions):
+
+* `tcp-handshake`: a TCP session the collector saw complete; the side that answered the SYN
+  is the destination (the session table keeps the opener as `src`);
+* `ephemeral-port`: one side's port is `eph` or in the RFC 6335 dynamic range (>= 49152)
+  and the other's is not: the other side is the server;
+* `well-known-port`: one port is below 1024 (RFC 6335 system ports) and the other is not;
+* `lower-port`: otherwise the lower port; equal ports (NTP 123 <-> 123) and port-less
+  protocols (ICMP echo: the replier) keep the session's own direction (`direction`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from microseg.builder.sessions import EPHEMERAL, SessionColumns
+from microseg.model import PolicySet, Service
+from microseg.model.ports import EPHEMERAL_PORT_START, ICMP_TYPE_NAMES, PROTOCOL_NUMBERS
+
+TCP, UDP, ICMP, ICMPV6 = 6, 17, 1, 58
+EVIDENCE = ("tcp-handshake", "ephemeral-port", "well-known-port", "lower-port", "direction")
+_SYSTEM_PORTS_END = 1024  # RFC 6335: 0-1023 are system (well-known) ports
+
+# Well-known names for proposed services (IANA service names, upper-cased as people write them).
+WELL_KNOWN: dict[tuple[int, int], str] = {
+    (TCP, 20): "FTP-DATA",
+    (TCP, 21): "FTP",
+    (TCP, 22): "SSH",
+    (TCP, 23): "TELNET",
+    (TCP, 25): "SMTP",
+    (UDP, 53): "DNS",
+    (TCP, 53): "DNS-TCP",
+    (UDP, 67): "DHCP",
+    (UDP, 69): "TFTP",
+    (TCP, 80): "HTTP",
+    (TCP, 88): "KERBEROS",
+    (UDP, 88): "KERBEROS-UDP",
+    (TCP, 110): "POP3",
+    (UDP, 123): "NTP",
+    (TCP, 135): "MSRPC",
+    (TCP, 143): "IMAP",
+    (UDP, 161): "SNMP",
+    (UDP, 162): "SNMP-TRAP",
+    (TCP, 179): "BGP",
+    (TCP, 389): "LDAP",
+    (TCP, 443): "HTTPS",
+    (UDP, 443): "QUIC",
+    (TCP, 445): "SMB",
+    (UDP, 514): "SYSLOG",
+    (TCP, 636): "LDAPS",
+    (TCP, 993): "IMAPS",
+    (TCP, 1433): "MSSQL",
+    (UDP, 1812): "RADIUS",
+    (TCP, 2049): "NFS",
+    (TCP, 3306): "MYSQL",
+    (TCP, 3389): "RDP",
+    (TCP, 5432): "POSTGRESQL",
+    (TCP, 6379): "REDIS",
+    (TCP, 8080): "HTTP-ALT",
+    (TCP, 8443): "HTTPS-ALT",
+    (TCP, 9200): "ELASTICSEARCH",
+}
+_PROTOCOL_NAMES = {number: name for name, number in PROTOCOL_NUMBERS.items()}
+_ICMP_TYPES = {number: name for name, number in sorted(ICMP_TYPE_NAMES.items(), reverse=True)}
+
+
+@dataclass(frozen=True)
+class ServerSide:
+    """Per session: the client and server address indices, the server port, the evidence."""
+
+    client: np.ndarray
+    server: np.ndarray
+    client_port: np.ndarray
+    server_port: np.ndarray  # for ICMP: the ICMP type of the client's message
+    evidence: np.ndarray  # int8 index into EVIDENCE
+
+
+def server_side(sessions: SessionColumns) -> ServerSide:
+    sport, dport, protocol = sessions.sport, sessions.dport, sessions.protocol
+    has_ports = (protocol == TCP) | (protocol == UDP)
+    handshake = (protocol == TCP) & (sessions.complete > 0)
+    src_ephemeral = (sport == EPHEMERAL) | (sport >= EPHEMERAL_PORT_START)
+    dst_ephemeral = (dport == EPHEMERAL) | (dport >= EPHEMERAL_PORT_START)
+    src_system = (sport >= 0) & (sport < _SYSTEM_PORTS_END)
+    dst_system = (dport >= 0) & (dport < _SYSTEM_PORTS_END)
+    by_ephemeral = has_ports & (src_ephemeral != dst_ephemeral)
+    by_system = has_ports & (src_system != dst_system)
+    by_lower = has_ports & (sport != dport)
+    conditions = [handshake, by_ephemeral, by_system, by_lower]
+    evidence = np.select(conditions, [0, 1, 2, 3], default=4).astype(np.int8)
+    # Which side serves under each rule: True = src is the server.
+    src_serves = np.select(
+        conditions, [False, dst_ephemeral, src_system, sport < dport], default=False
+    )
+    client = np.where(src_serves, sessions.dst, sessions.src)
+    server = np.where(src_serves, sessions.src, sessions.dst)
+    client_port = np.where(src_serves, dport, sport)
+    server_port = np.where(src_serves, sport, dport)
+    # IPFIX/NetFlow carry ICMP type and code in the destination port as type * 256 + code
+    # (icmpTypeCodeIPv4, RFC 7012); a bare type below 256 is taken as is.
+    icmp = (protocol == ICMP) | (protocol == ICMPV6)
+    icmp_type = np.where(dport >= 256, dport >> 8, np.maximum(dport, 0))
+    server_port = np.where(icmp, icmp_type, np.where(has_ports, server_port, 0))
+    return ServerSide(client, server, client_port, server_port.astype(np.int32), evidence)
+
+
+@dataclass(frozen=True)
+class ServiceChoice:
+    """The service a (protocol, server port) maps to: an existing one or a proposal."""
+
+    name: str
+    proposed: Service | None
+
+
+def choose_service(
+    protocol: int, port: int, policy_set: PolicySet, taken: set[str]
+) -> ServiceChoice:
+    """Reuse an existing Service that matches exactly this protocol and port (any source
+    port), so the rule is no broader than the evidence; else propose one."""
+    for service in sorted(policy_set.services, key=lambda s: s.name.encode()):
+        if _exactly(service, protocol, port):
+            return ServiceChoice(service.name, None)
+    proposed = proposed_service(protocol, port)
+    name = proposed.name
+    number = 1
+    while name in taken:
+        number += 1
+        name = f"{proposed.name}-{number}"
+    taken.add(name)
+    return ServiceChoice(name, proposed.model_copy(update={"name": name}))
+
+
+def _exactly(service: Service, protocol: int, port: int) -> bool:
+    if service.protocol_number != protocol or service.source_ranges:
+        return False
+    if protocol in (TCP, UDP):
+        ranges = service.destination_ranges
+        return len(ranges) == 1 and ranges[0].low == ranges[0].high == port
+    if protocol in (ICMP, ICMPV6):
+        return service.icmp_type_numbers == (port,)
+    return True
+
+
+def proposed_service(protocol: int, port: int) -> Service:
+    """`DNS` for udp/53, `tcp-4567` for an unnamed port, `icmp-echo`, `proto-47`..."""
+    description = "proposed by the policy builder"
+    if protocol in (TCP, UDP):
+        transport = _PROTOCOL_NAMES[protocol]
+        name = WELL_KNOWN.get((protocol, port), f"{transport}-{port}")
+        return Service(
+            name=name, description=description, protocol=transport, destination_ports=(port,)
+        )
+    if protocol == ICMP:
+        label = _ICMP_TYPES.get(port, str(port))
+        return Service(
+            name=f"icmp-{label}", description=description, protocol="icmp", icmp_types=(port,)
+        )
+    if protocol == ICMPV6:
+        return Service(
+            name=f"icmpv6-{port}", description=description, protocol="icmpv6", icmp_types=(port,)
+        )
+    return Service(name=f"proto-{protocol}", description=description, protocol=protocol)
