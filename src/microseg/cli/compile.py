@@ -1,1 +1,110 @@
 """Compiler commands: compile, diff, workspace build (issue: compiler)."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import typer
+
+from microseg.cli.app import app, demo_step
+from microseg.cli.common import JSON_OPTION_HELP, POLICY_HELP, console, emit_json, resolve_policy
+from microseg.compile import compile_all
+from microseg.compile.monitor_node import Collector
+from microseg.compile.render import Target, render_config
+from microseg.model import MicrosegError
+
+
+def parse_collector(text: str | None) -> Collector | None:
+    """`ADDRESS` or `ADDRESS:PORT` / `[IPv6]:PORT` (port defaults to IPFIX's 4739)."""
+    if text is None:
+        return None
+    address, port = text, "4739"
+    if text.startswith("["):
+        address, _, rest = text[1:].partition("]")
+        port = rest.removeprefix(":") or port
+    elif text.count(":") == 1:
+        address, port = text.split(":")
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        raise MicrosegError(f"--collector {text!r}: {address!r} is not an IP address") from None
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise MicrosegError(f"--collector {text!r}: port {port!r} is not 1-65535")
+    return Collector(parsed, int(port))
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write `text` to `path` so readers see the old file or the new one, never a part."""
+    directory = path.parent if str(path.parent) else Path(".")
+    handle, temporary = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            file.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+@app.command("compile")
+def compile_command(
+    policy: str = typer.Argument(..., help=POLICY_HELP),
+    device: str = typer.Option(
+        ..., "--device", "-d", help="A device (switch) or monitor node to compile for."
+    ),
+    target: str | None = typer.Option(
+        None, "--target", "-t", help="eos or nftables (default: the device's platform)."
+    ),
+    output: Path | None = typer.Option(
+        None, "--output", "-o", help="Write the configuration to FILE (atomically) instead."
+    ),
+    collector: str | None = typer.Option(
+        None,
+        "--collector",
+        help="IPFIX collector ADDRESS[:PORT] a monitor node exports to "
+        "(default: the node's collector_address/collector_port).",
+    ),
+    json_output: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
+) -> None:
+    """Compile a policy into one device's configuration.
+
+    Example: microseg compile examples/home-lab.yaml --device andreasm-720xp-home
+    """
+    if target is not None and target not in ("eos", "nftables"):
+        raise MicrosegError(f"--target {target!r}: choose eos or nftables")
+    policy_set = resolve_policy(policy)
+    chosen: Target | None = target  # type: ignore[assignment]
+    config, used_target = render_config(
+        policy_set, device, chosen, compile_all(policy_set), parse_collector(collector)
+    )
+    if output is not None:
+        write_atomically(output, config)
+    if json_output:
+        emit_json({"device": device, "target": used_target, "config": config})
+    elif output is None:
+        sys.stdout.write(config)
+    else:
+        console.print(f"wrote {used_target} configuration of {device} to {output}")
+
+
+@demo_step(30, "3. Compile the seed lab")
+def _demo_compile(context) -> None:
+    from microseg.compile.diff import diff_configs
+
+    examples = context.examples
+    final = context.policies.get("home-lab.yaml")
+    monitor = context.policies.get("home-lab-monitor.yaml")
+    first = context.policies.get("home-lab-dns-ntp.yaml")
+    switch = "andreasm-720xp-home"
+    console.print(f"[bold]{switch}[/] from {examples / 'home-lab.yaml'}:")
+    config, _ = render_config(final, switch, None, compile_all(final))
+    sys.stdout.write(config)
+    console.print("[bold]andreas-ztx1[/] (monitor node) from home-lab-monitor.yaml:")
+    config, _ = render_config(monitor, "andreas-ztx1", None, compile_all(monitor))
+    sys.stdout.write(config)
+    console.print(f"[bold]diff[/] {switch}: home-lab-dns-ntp.yaml -> home-lab.yaml")
+    sys.stdout.write(diff_configs(first, final, switch).text)

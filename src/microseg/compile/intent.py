@@ -50,6 +50,10 @@ class MirrorSession:
     tunnel_source_interface: str
     tunnel_destination: IPAddress
     rate_limit: int
+    # The address of `tunnel_source_interface` on this device (its Loopback0): EOS takes an
+    # address, not an interface, in `destination tunnel mode gre source A destination B`.
+    tunnel_source: IPAddress | None = None
+    monitor_nodes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,9 @@ class DeviceIntent:
     prefix_field_sets: dict[tuple[Family, str], PrefixFieldSet] = field(default_factory=dict)
     service_field_sets: dict[str, ServiceFieldSet] = field(default_factory=dict)
     mirror_sessions: dict[str, MirrorSession] = field(default_factory=dict)
+    # VRF -> the device's segments (interfaces) in it, for targets that see interfaces
+    # rather than VRFs (nftables keys a packet's VRF on its ingress interface).
+    vrf_interfaces: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def policy_for_vrf(self, vrf: str) -> PolicyIntent | None:
         """The policy a packet in `vrf` meets: a VRF's own binding wins over `ALL`."""

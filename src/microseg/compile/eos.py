@@ -1,0 +1,249 @@
+"""DeviceIntent -> Arista EOS configuration text, laid out as `show running-config` prints it.
+
+Layout only: every decision about what to match was made in `resolve`. The golden files in
+`../shared/reference/` (the seed switch's own running-config) fix the format:
+
+* three-space indentation per level;
+* inside `traffic-policies`, a `   !` line before every sub-mode block (vrf, field-set,
+  traffic-policy) except the first, none before a plain command (`transforms ...`);
+* field-sets sorted by name in byte order, IPv4 then IPv6 then service;
+* `!! <description>` comment lines, `description #policy-id=<id>`;
+* every match ends with `!` + `actions` (always `count`).
+
+After the last user match EOS prints its implicit default matches, which forward:
+`match ipv4-all-default ipv4` / `!` / `match ipv6-all-default ipv6` (the layout pyavd's
+eos_cli_config_gen reproduces from EOS, templates/eos/traffic-policies.j2).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from microseg.compile.intent import (
+    DeviceIntent,
+    Match,
+    MirrorSession,
+    PolicyIntent,
+    PortRange,
+    PrefixFieldSet,
+    ServiceFieldSet,
+)
+from microseg.compile.resolve import CompileError
+from microseg.model.ports import PORT_NAMES
+
+INDENT = "   "
+# EOS: a traffic-policy binding for every VRF at once is written `vrf ALL` (seed reference).
+TRANSFORMS = "transforms interface prefix common source-destination"
+# EOS keywords for IP protocols in `protocol ...` lines; other protocols print as numbers.
+_PROTOCOL_KEYWORDS = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6"}
+# Rule decap types as EOS `packet type` sub-mode lines (traffic-policy match, EOS 4.26+:
+# `vxlan decap` matches decapsulated VXLAN traffic, `vxlan decap exclude` everything else;
+# pyavd schema traffic_policies.policies[].matches[].packet_type.vxlan). `allow-all` needs
+# no line: the match applies whether or not the packet was decapsulated.
+_DECAP_LINES = {"vxlan-decap-only": "vxlan decap", "no-vxlan-decap": "vxlan decap exclude"}
+# Names EOS takes as one CLI token: printable ASCII without whitespace or `?` (which the
+# CLI reads as a help request). 100 characters is EOS's limit for ACL-like object names.
+_EOS_NAME = re.compile(r"^[!-~]+$")
+MAX_NAME_LENGTH = 100
+
+
+def check_eos_name(kind: str, name: str) -> None:
+    """CompileError if EOS cannot take `name` for a `kind` (`field-set`, `match`, ...)."""
+    if not _EOS_NAME.match(name) or "?" in name:
+        raise CompileError(
+            f"{kind} {name!r}: EOS names are one word of printable ASCII without spaces or '?'"
+        )
+    if len(name) > MAX_NAME_LENGTH:
+        raise CompileError(
+            f"{kind} {name!r}: {len(name)} characters; EOS takes at most {MAX_NAME_LENGTH}"
+        )
+
+
+def render_device(intent: DeviceIntent) -> str:
+    """The switch's configuration: traffic-policies, then its monitor sessions."""
+    if intent.platform != "eos":
+        raise CompileError(
+            f"device {intent.device!r} is platform {intent.platform!r}, not eos; "
+            "use --target nftables"
+        )
+    lines = render_traffic_policies(intent)
+    lines.append("!")
+    sessions = render_monitor_sessions(intent)
+    if sessions:
+        lines.extend(sessions)
+        lines.append("!")
+    return "\n".join(lines) + "\n"
+
+
+def render_traffic_policies(intent: DeviceIntent) -> list[str]:
+    """The `traffic-policies` block, one line per list item."""
+    _check_names(intent)
+    blocks: list[list[str]] = []
+    for vrf in sorted({p.vrf for p in intent.policies}, key=str.encode):
+        names = [p.name for p in intent.policies if p.vrf == vrf]
+        blocks.append(
+            [f"vrf {vrf}", *(f"{INDENT}traffic-policy input {n} physical" for n in names)]
+        )
+    prefix_sets = sorted(intent.prefix_field_sets.values(), key=lambda f: f.name.encode())
+    for family in ("ipv4", "ipv6"):
+        blocks.extend(_prefix_field_set(f) for f in prefix_sets if f.family == family)
+    for name in sorted(intent.service_field_sets, key=str.encode):
+        blocks.append(_service_field_set(intent.service_field_sets[name]))
+    blocks.append([TRANSFORMS])
+    for policy in sorted(intent.policies, key=lambda p: p.name.encode()):
+        blocks.append(_traffic_policy(policy, intent))
+    lines = ["traffic-policies"]
+    for index, block in enumerate(blocks):
+        if index and len(block) > 1:  # `!` before a sub-mode, not before a plain command
+            lines.append(INDENT + "!")
+        lines.extend(INDENT + line for line in block)
+    return lines
+
+
+def _prefix_field_set(field_set: PrefixFieldSet) -> list[str]:
+    lines = [f"field-set {field_set.family} prefix {field_set.name}"]
+    lines.append(INDENT + " ".join(str(p) for p in field_set.prefixes))
+    if field_set.except_prefixes:
+        # EOS: `except` inside a prefix field-set removes those prefixes from the set
+        # (pyavd traffic_policies.field_sets.ipv4[].except).
+        lines.append(INDENT + "except " + " ".join(str(p) for p in field_set.except_prefixes))
+    return lines
+
+
+def _service_field_set(field_set: ServiceFieldSet) -> list[str]:
+    return [f"field-set service {field_set.name}", INDENT + _protocol_line(field_set)]
+
+
+def _protocol_line(field_set: ServiceFieldSet) -> str:
+    protocol = field_set.protocol
+    if protocol is None:
+        raise CompileError(f"service {field_set.name!r}: protocol any has no field-set form")
+    keyword = _PROTOCOL_KEYWORDS.get(protocol, str(protocol))
+    if protocol in (6, 17):
+        source = _ports(field_set.source_ports, keyword)
+        destination = _ports(field_set.destination_ports, keyword)
+        return f"protocol {keyword} source port {source} destination port {destination}"
+    if protocol in (1, 58) and field_set.icmp_types:
+        # EOS: `protocol icmp type T[,T...] code all` (Aerleon arista_tp `_processICMP`).
+        types = ",".join(str(t) for t in field_set.icmp_types)
+        return f"protocol {keyword} type {types} code all"
+    return f"protocol {keyword}"
+
+
+def _ports(ranges: tuple[PortRange, ...], protocol: str) -> str:
+    """`all`, or ports separated by spaces, well-known ports by their EOS keyword.
+
+    EOS prints a port it has a keyword for by the keyword (the seed entered 53 and the
+    running-config shows `domain`); ranges print as `low-high` (Aerleon arista_tp `_Group`).
+    """
+    if not ranges:
+        return "all"
+    keywords = _PORT_KEYWORDS.get(protocol, {})
+    return " ".join(
+        keywords.get(low, str(low)) if low == high else f"{low}-{high}" for low, high in ranges
+    )
+
+
+def _keywords_by_port(names: dict[str, int]) -> dict[int, str]:
+    by_port: dict[int, str] = {}
+    for name, port in names.items():
+        by_port.setdefault(port, name)  # the table lists the keyword EOS prints first
+    return by_port
+
+
+_PORT_KEYWORDS = {protocol: _keywords_by_port(names) for protocol, names in PORT_NAMES.items()}
+
+
+def _traffic_policy(policy: PolicyIntent, intent: DeviceIntent) -> list[str]:
+    lines = [f"traffic-policy {policy.name}"]
+    if policy.description:
+        lines.append(f"{INDENT}!! {policy.description}")
+    lines.append(f"{INDENT}description #policy-id={policy.policy_id}")
+    for match in policy.matches:
+        lines.append(INDENT + "!")
+        lines.extend(INDENT + line for line in _match(match, intent))
+    # EOS's implicit default matches: no actions, so they forward.
+    lines.append(INDENT + "!")
+    lines.append(f"{INDENT}match ipv4-all-default ipv4")
+    lines.append(INDENT + "!")
+    lines.append(f"{INDENT}match ipv6-all-default ipv6")
+    return lines
+
+
+def _match(match: Match, intent: DeviceIntent) -> list[str]:
+    lines = [f"match {match.name} {match.family}"]
+    if match.comment:
+        lines.append(f"{INDENT}!! {match.comment}")
+    if match.source_field_sets:
+        lines.append(f"{INDENT}source prefix field-set {' '.join(match.source_field_sets)}")
+    if match.destination_field_sets:
+        lines.append(
+            f"{INDENT}destination prefix field-set {' '.join(match.destination_field_sets)}"
+        )
+    if match.service_field_sets:
+        lines.append(f"{INDENT}protocol service field-set {' '.join(match.service_field_sets)}")
+    decap = _DECAP_LINES.get(match.decap_type)
+    if decap:
+        lines += [INDENT + "!", INDENT + "packet type", INDENT * 2 + decap]
+    lines += [INDENT + "!", INDENT + "actions", INDENT * 2 + "count"]
+    lines.extend(INDENT * 2 + action for action in _actions(match, intent))
+    return lines
+
+
+def _actions(match: Match, intent: DeviceIntent) -> Iterable[str]:
+    if match.action == "drop":
+        yield "drop"
+    elif match.action == "redirect":
+        # EOS: `redirect next-hop A [B ...]` (pyavd actions.redirect.next_hop.ipv4_addresses).
+        yield "redirect next-hop " + " ".join(str(a) for a in match.redirect_next_hops)
+    if match.mirror_session:
+        # EOS reports this action as `Mirror session NAME` (the seed's `show traffic-policy`).
+        yield f"mirror session {match.mirror_session}"
+
+
+def render_monitor_sessions(intent: DeviceIntent) -> list[str]:
+    """GRE mirror destinations for monitored matches (EOS `monitor session NAME destination
+    tunnel mode gre source A destination B`, the "mirroring to GRE tunnel" feature)."""
+    lines = []
+    for session in intent.mirror_sessions.values():
+        lines.extend(_monitor_session(intent.device, session))
+    return lines
+
+
+def _monitor_session(device: str, session: MirrorSession) -> list[str]:
+    if session.tunnel_source is None:
+        raise CompileError(
+            f"device {device!r}: monitor object {session.monitor_object!r} mirrors from "
+            f"{session.tunnel_source_interface}, but the device has no loopback_address"
+        )
+    prefix = f"monitor session {session.name}"
+    return [
+        f"{prefix} destination tunnel mode gre source {session.tunnel_source} "
+        f"destination {session.tunnel_destination}",
+        # EOS `monitor session NAME rate-limit per-ingress-chip RATE kbps` (pyavd
+        # monitor_sessions[].rate_limit_per_ingress_chip); MSS's default is 100000.
+        f"{prefix} rate-limit per-ingress-chip {session.rate_limit} kbps",
+    ]
+
+
+def _check_names(intent: DeviceIntent) -> None:
+    for policy in intent.policies:
+        check_eos_name("policy", policy.name)
+        check_eos_name("VRF", policy.vrf)
+        for match in policy.matches:
+            check_eos_name("match", match.name)
+            for text in (match.comment,):
+                _check_one_line(f"rule {match.rule!r} description", text)
+        _check_one_line(f"policy {policy.name!r} description", policy.description)
+    for _, name in intent.prefix_field_sets:
+        check_eos_name("group", name)
+    for name in intent.service_field_sets:
+        check_eos_name("service", name)
+    for name in intent.mirror_sessions:
+        check_eos_name("monitor session", name)
+
+
+def _check_one_line(what: str, text: str) -> None:
+    if "\n" in text or "\r" in text:
+        raise CompileError(f"{what}: EOS comments are one line; remove the line break")

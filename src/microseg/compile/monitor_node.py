@@ -1,0 +1,107 @@
+"""The monitor node's (vZTX) EOS configuration: GRE tunnels from the switches that mirror
+to it, and distributed firewall flow tracking exporting IPFIX to microseg's collector.
+
+The values are the seed's (`show interfaces tunnel 0`, `show flow tracking firewall
+distributed` on andreas-ztx1): `Tunnel0` with source the node's Loopback0 and destination
+the switch's Loopback0, GRE/IP; tracker `flowtrkr`, active interval 1800000 ms (the monitor
+object's active timeout), inactive timeout 15000 ms, exporter `exp` with local interface
+Loopback0, IPFIX version 10, collector address and port. The layout follows EOS's
+`flow tracking` sub-modes as pyavd renders `flow tracking hardware` (tracker / record export
+on inactive timeout / record export on interval / exporter / collector / format ipfix
+version 10 / local interface) and `interface TunnelN` (tunnel mode gre / tunnel source
+interface / tunnel destination).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from microseg.compile.intent import DeviceIntent
+from microseg.compile.resolve import CompileError
+from microseg.model import PolicySet
+from microseg.model.objects import IPAddress
+
+INDENT = "   "
+TRACKER = "flowtrkr"
+EXPORTER = "exp"
+INACTIVE_TIMEOUT_MS = 15000  # the seed's `Inactive timeout: 15000 ms`
+
+
+@dataclass(frozen=True)
+class Collector:
+    """Where the monitor node exports IPFIX: microseg's collector."""
+
+    address: IPAddress
+    port: int
+
+
+def render_monitor_node(
+    policy_set: PolicySet,
+    node_name: str,
+    intents: dict[str, DeviceIntent],
+    collector: Collector | None = None,
+) -> str:
+    """The node's configuration for the switches in `intents` that mirror to it."""
+    node = policy_set.get("monitor_nodes", node_name)
+    if node is None:
+        raise CompileError(f"monitor node {node_name!r} is not defined")
+    collector = collector or Collector(node.collector_address, node.collector_port)
+    tunnels = _tunnel_peers(policy_set, node_name, intents)
+    lines: list[str] = []
+    for index, (switch, address) in enumerate(tunnels):
+        lines += [
+            f"interface Tunnel{index}",
+            f"{INDENT}description mirror from {switch}",
+            f"{INDENT}tunnel mode gre",
+            f"{INDENT}tunnel source interface {node.loopback_interface}",
+            f"{INDENT}tunnel destination {address}",
+            "!",
+        ]
+    monitor_objects = [
+        m
+        for m in policy_set.monitor_objects
+        if node_name in m.monitor_nodes
+        and m.name
+        in {s.monitor_object for i in intents.values() for s in i.mirror_sessions.values()}
+    ] or [m for m in policy_set.monitor_objects if node_name in m.monitor_nodes]
+    active = {m.active_timeout_ms for m in monitor_objects}
+    exporters = {m.exporter_interface for m in monitor_objects}
+    if len(active) > 1 or len(exporters) > 1:
+        names = ", ".join(m.name for m in monitor_objects)
+        raise CompileError(
+            f"monitor node {node_name!r}: monitor objects {names} disagree on the active "
+            "timeout or exporter interface; the node runs one flow tracker"
+        )
+    active_ms = active.pop() if active else 1800000
+    exporter_interface = exporters.pop() if exporters else node.loopback_interface
+    lines += [
+        "flow tracking firewall distributed",
+        f"{INDENT}tracker {TRACKER}",
+        f"{INDENT * 2}record export on inactive timeout {INACTIVE_TIMEOUT_MS}",
+        f"{INDENT * 2}record export on interval {active_ms}",
+        f"{INDENT * 2}exporter {EXPORTER}",
+        f"{INDENT * 3}collector {collector.address} port {collector.port}",
+        f"{INDENT * 3}format ipfix version 10",
+        f"{INDENT * 3}local interface {exporter_interface}",
+        f"{INDENT}no shutdown",
+        "!",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _tunnel_peers(
+    policy_set: PolicySet, node_name: str, intents: dict[str, DeviceIntent]
+) -> list[tuple[str, IPAddress]]:
+    """(switch, its tunnel source address) for every switch mirroring to the node, by name."""
+    peers: dict[str, IPAddress] = {}
+    for device, intent in sorted(intents.items()):
+        for session in intent.mirror_sessions.values():
+            if node_name not in session.monitor_nodes:
+                continue
+            if session.tunnel_source is None:
+                raise CompileError(
+                    f"device {device!r} mirrors to monitor node {node_name!r} but has no "
+                    "loopback_address for the GRE tunnel"
+                )
+            peers[device] = session.tunnel_source
+    return list(peers.items())

@@ -1,0 +1,232 @@
+"""DeviceIntent -> one atomic `nft -f` ruleset enforcing the same first-match semantics.
+
+Layout (`table inet microseg`, ours alone):
+
+* The file first creates then deletes the table and defines it again: `nft -f` applies a
+  file as one transaction, so a load is atomic and idempotent and never touches other
+  tables.
+* One named interval set per address side: `<group>_v4` / `<group>_v6` holding the group's
+  prefixes minus its except-prefixes, computed exactly (several groups on one side get one
+  set with the union, named `<g1>+<g2>_v4` before sanitising).
+* One named counter per match (`<policy>__<match>`, sanitised to [A-Za-z0-9_]) and every
+  nft rule of that match carries `counter name ...` and `comment "<match name>"`, so
+  `nft -j list counters` tells which match a packet hit.
+* One chain per (VRF, policy), the matches in order. A match with several services becomes
+  one nft rule per service (same counter, same verdict): the first that fits decides, which
+  is the match's OR of services. Verdicts: forward -> `accept`, drop -> `drop`. The same
+  stateless forward / `-reverse` expansion as EOS (no conntrack).
+* The base chain `forward` (hook forward, policy accept = EOS's forwarding default matches)
+  dispatches each packet to exactly one policy chain with `goto` (so a policy's end falls
+  through to the default accept, never into another policy).
+
+VRFs: nftables has no VRF match. A packet's VRF is the VRF of the segment it arrives on:
+the device's segment names are taken as Linux interface names (`meta iifname`), and a policy
+bound to VRF V applies to packets whose ingress interface is a segment of V. A policy bound
+to `ALL` applies to every other forwarded packet. As on EOS, a VRF's own policy replaces
+the `ALL` policy for that VRF. A VRF with no segment on the device has no interface to key
+on, so its policy never applies here (the renderer says so in a comment line).
+
+Not expressible in nftables, and refused with a CompileError rather than silently dropped:
+redirect to next-hops (policy routing, not a filter verdict), VXLAN decap types other than
+`allow-all`. Mirroring (GRE to the monitor node) has no nftables form either; it does not
+change the verdict, so `omit_mirror=True` renders monitored matches without it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+from microseg.compile.intent import (
+    DeviceIntent,
+    Family,
+    Match,
+    PolicyIntent,
+    PortRange,
+    PrefixFieldSet,
+    ServiceFieldSet,
+)
+from microseg.compile.resolve import CompileError
+
+TABLE = "microseg"
+INDENT = "\t"
+_ADDRESS_TYPE = {"ipv4": "ipv4_addr", "ipv6": "ipv6_addr"}
+_ADDRESS_MATCH = {"ipv4": "ip", "ipv6": "ip6"}
+_PROTOCOL_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6"}
+_NOT_IDENTIFIER = re.compile(r"[^A-Za-z0-9_]")
+
+
+def render_ruleset(intent: DeviceIntent, omit_mirror: bool = False) -> str:
+    """The device's ruleset as `nft -f` input."""
+    builder = _Ruleset(intent, omit_mirror)
+    return builder.render()
+
+
+class _Ruleset:
+    def __init__(self, intent: DeviceIntent, omit_mirror: bool):
+        self.intent = intent
+        self.omit_mirror = omit_mirror
+        self.identifiers: dict[str, str] = {}
+        self.sets: dict[tuple[Family, tuple[str, ...]], str] = {}
+        self.set_lines: list[str] = []
+        self.counters: list[str] = []
+
+    def render(self) -> str:
+        policies = sorted(self.intent.policies, key=lambda p: (p.vrf == "ALL", p.vrf.encode()))
+        chains = [self._policy_chain(policy) for policy in policies]
+        lines = [
+            f"# microseg ruleset for {self.intent.device}: load with `nft -f`",
+            f"table inet {TABLE}",
+            f"delete table inet {TABLE}",
+            f"table inet {TABLE} {{",
+        ]
+        lines += self.set_lines
+        lines += [f"{INDENT}counter {name} {{ }}" for name in self.counters]
+        lines += self._forward_chain(policies)
+        for chain in chains:
+            lines += chain
+        lines.append("}")
+        return "\n".join(lines) + "\n"
+
+    def _identifier(self, name: str) -> str:
+        """A unique nft identifier for `name` (letters, digits, `_`; starts with a letter)."""
+        if name in self.identifiers:
+            return self.identifiers[name]
+        base = _NOT_IDENTIFIER.sub("_", name)
+        if not base[:1].isalpha():
+            base = "x" + base
+        candidate, suffix = base, 2
+        taken = set(self.identifiers.values())
+        while candidate in taken:
+            candidate, suffix = f"{base}_{suffix}", suffix + 1
+        self.identifiers[name] = candidate
+        return candidate
+
+    def _forward_chain(self, policies: list[PolicyIntent]) -> list[str]:
+        lines = [
+            f"{INDENT}chain forward {{",
+            f"{INDENT * 2}type filter hook forward priority filter; policy accept;",
+        ]
+        for policy in policies:
+            chain = self._identifier(f"policy_{policy.name}")
+            if policy.vrf == "ALL":
+                lines.append(f"{INDENT * 2}goto {chain}")
+                continue
+            interfaces = self.intent.vrf_interfaces.get(policy.vrf, ())
+            if not interfaces:
+                lines.append(
+                    f"{INDENT * 2}# policy {policy.name}: VRF {policy.vrf} has no segment "
+                    "on this device, so no interface to key on"
+                )
+                continue
+            names = ", ".join(_quote(i) for i in interfaces)
+            lines.append(f"{INDENT * 2}meta iifname {{ {names} }} goto {chain}")
+        lines.append(f"{INDENT}}}")
+        return lines
+
+    def _policy_chain(self, policy: PolicyIntent) -> list[str]:
+        chain = self._identifier(f"policy_{policy.name}")
+        lines = [
+            f"{INDENT}chain {chain} {{",
+            f"{INDENT * 2}# policy {policy.name} (id {policy.policy_id}), VRF {policy.vrf}",
+        ]
+        for match in policy.matches:
+            counter = self._identifier(f"{policy.name}__{match.name}")
+            self.counters.append(counter)
+            for rule in self._rules(match, counter):
+                lines.append(INDENT * 2 + rule)
+        lines.append(f"{INDENT}}}")
+        return lines
+
+    def _rules(self, match: Match, counter: str) -> list[str]:
+        if match.action == "redirect":
+            raise CompileError(
+                f"rule {match.rule!r}: nftables cannot redirect to next-hops (that is policy "
+                "routing, not a filter verdict); compile this device for EOS"
+            )
+        if match.decap_type != "allow-all":
+            raise CompileError(
+                f"rule {match.rule!r}: decap type {match.decap_type!r} has no nftables form "
+                "(nftables does not see VXLAN decapsulation state)"
+            )
+        if match.mirror_session and not self.omit_mirror:
+            raise CompileError(
+                f"rule {match.rule!r}: nftables cannot mirror to monitor session "
+                f"{match.mirror_session!r} (GRE mirroring is EOS only)"
+            )
+        family = match.family
+        head = [f"meta nfproto {family}"]
+        address = _ADDRESS_MATCH[family]
+        if match.source_field_sets:
+            head.append(f"{address} saddr @{self._set(family, match.source_field_sets)}")
+        if match.destination_field_sets:
+            head.append(f"{address} daddr @{self._set(family, match.destination_field_sets)}")
+        verdict = "drop" if match.action == "drop" else "accept"
+        tail = f"counter name {counter} {verdict} comment {_quote(match.name)}"
+        services = [self.intent.service_field_sets[s] for s in match.service_field_sets]
+        if not services:
+            return [" ".join([*head, tail])]
+        return [" ".join([*head, *_service_terms(service), tail]) for service in services]
+
+    def _set(self, family: Family, groups: tuple[str, ...]) -> str:
+        key = (family, groups)
+        if key in self.sets:
+            return self.sets[key]
+        name = self._identifier(f"{'+'.join(groups)}_{family[-2:]}")
+        self.sets[key] = name
+        field_sets = [self.intent.prefix_field_sets[(family, g)] for g in groups]
+        elements = ", ".join(str(n) for n in _exact_networks(field_sets))
+        self.set_lines += [
+            f"{INDENT}set {name} {{",
+            f"{INDENT * 2}# {family} {' + '.join(groups)}",
+            f"{INDENT * 2}type {_ADDRESS_TYPE[family]}; flags interval;",
+        ]
+        if elements:
+            self.set_lines.append(f"{INDENT * 2}elements = {{ {elements} }}")
+        self.set_lines.append(f"{INDENT}}}")
+        return name
+
+
+def _service_terms(service: ServiceFieldSet) -> list[str]:
+    protocol = service.protocol
+    if protocol is None:
+        return []
+    name = _PROTOCOL_NAMES.get(protocol, str(protocol))
+    terms = [f"meta l4proto {name}"]
+    if protocol in (6, 17):
+        if service.source_ports:
+            terms.append(f"th sport {_port_set(service.source_ports)}")
+        if service.destination_ports:
+            terms.append(f"th dport {_port_set(service.destination_ports)}")
+    elif protocol in (1, 58) and service.icmp_types:
+        types = ", ".join(str(t) for t in service.icmp_types)
+        terms.append(f"{name} type {{ {types} }}")
+    return terms
+
+
+def _port_set(ranges: tuple[PortRange, ...]) -> str:
+    items = [str(low) if low == high else f"{low}-{high}" for low, high in ranges]
+    return f"{{ {', '.join(items)} }}"
+
+
+def _exact_networks(field_sets: list[PrefixFieldSet]) -> list:
+    """The union of each set's prefixes minus its except-prefixes, as disjoint networks."""
+    networks = []
+    for field_set in field_sets:
+        remaining = list(field_set.prefixes)
+        for excluded in field_set.except_prefixes:
+            next_remaining = []
+            for network in remaining:
+                if excluded.subnet_of(network):  # type: ignore[arg-type]
+                    next_remaining.extend(network.address_exclude(excluded))  # type: ignore[arg-type]
+                elif not network.subnet_of(excluded):  # type: ignore[arg-type]
+                    next_remaining.append(network)
+            remaining = next_remaining
+        networks.extend(remaining)
+    return list(ipaddress.collapse_addresses(networks))
+
+
+def _quote(text: str) -> str:
+    if '"' in text or "\n" in text:
+        raise CompileError(f"{text!r}: nftables names and comments cannot contain quotes")
+    return f'"{text}"'

@@ -1,0 +1,351 @@
+"""PolicySet -> DeviceIntent: every policy of a device resolved into ordered matches.
+
+What this reproduces (EOS traffic-policies as CloudVision MSS generates them, seen in the
+seed's `show running-config`):
+
+* one traffic policy per (device, VRF); a policy with VRF `ALL` binds to every VRF;
+* rules in policy order; each rule yields one match per address family its groups and
+  services can meet (a group with IPv4 and IPv6 prefixes yields an `ipv4` and an `ipv6`
+  match). IPv4 matches keep the rule's name; IPv6 matches are named `<rule>-ipv6`, because
+  EOS match names are unique within a traffic policy across both families (pyavd's schema
+  keys `matches` by name alone);
+* a bidirectional rule also gets `<name>-reverse` with source and destination swapped and
+  the `-reverse` service field-sets (source and destination ports swapped). EOS traffic
+  policies are stateless: return traffic needs its own match;
+* an absent side (any source, any destination, any service) is left out of the match;
+* every match counts; drop / redirect next-hop / mirror to the monitor session per rule.
+
+The resolution of groups and services is computed once per PolicySet and shared by all
+devices, so compiling is linear in the number of rules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from microseg.compile.intent import (
+    DeviceIntent,
+    Family,
+    Match,
+    MirrorSession,
+    PolicyIntent,
+    PrefixFieldSet,
+    ServiceFieldSet,
+)
+from microseg.model import MicrosegError, PolicySet
+from microseg.model.objects import Device, Group, Policy, Rule, Service
+
+FAMILIES: tuple[Family, ...] = ("ipv4", "ipv6")
+_VERSION: dict[Family, int] = {"ipv4": 4, "ipv6": 6}
+# Matches EOS creates itself in every traffic policy; a rule may not take these names.
+RESERVED_MATCH_NAMES = frozenset({"ipv4-all-default", "ipv6-all-default"})
+REVERSE_SUFFIX = "-reverse"
+IPV6_SUFFIX = "-ipv6"
+
+# Stateless return traffic of an ICMP request is the matching reply (RFC 792: echo 8 ->
+# echo-reply 0, timestamp 13 -> timestamp-reply 14; RFC 4443: echo-request 128 -> 129).
+# Error messages and other types keep their type in the reverse match.
+_ICMP_REPLY_TYPES: dict[int, dict[int, int]] = {1: {8: 0, 13: 14}, 58: {128: 129}}
+# Which families a protocol can be carried in: ICMP is IPv4 only, ICMPv6 IPv6 only.
+_PROTOCOL_FAMILIES: dict[int, tuple[Family, ...]] = {1: ("ipv4",), 58: ("ipv6",)}
+
+
+class CompileError(MicrosegError):
+    """The policy cannot be compiled for a device; the message names the object."""
+
+
+@dataclass
+class _Resolved:
+    """Group and service field-sets of a PolicySet, computed once for every device."""
+
+    policy_set: PolicySet
+    prefix_field_sets: dict[tuple[Family, str], PrefixFieldSet] = field(default_factory=dict)
+    group_families: dict[str, frozenset[Family]] = field(default_factory=dict)
+    service_field_sets: dict[str, ServiceFieldSet] = field(default_factory=dict)
+    service_families: dict[str, tuple[Family, ...]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, policy_set: PolicySet) -> _Resolved:
+        resolved = cls(policy_set)
+        service_names = {s.name for s in policy_set.services}
+        for service in policy_set.services:
+            if service.name + REVERSE_SUFFIX in service_names:
+                raise CompileError(
+                    f"service {service.name + REVERSE_SUFFIX!r}: the name is taken by the "
+                    f"reverse field-set of service {service.name!r}; rename it"
+                )
+        for group in policy_set.groups:
+            resolved._add_group(group)
+        for service in policy_set.services:
+            resolved._add_service(service)
+        return resolved
+
+    def _add_group(self, group: Group) -> None:
+        families = []
+        for family in FAMILIES:
+            prefixes = group.prefixes_of(_VERSION[family])
+            if not prefixes:
+                continue
+            families.append(family)
+            self.prefix_field_sets[(family, group.name)] = PrefixFieldSet(
+                name=group.name,
+                family=family,
+                prefixes=prefixes,
+                except_prefixes=group.except_prefixes_of(_VERSION[family]),
+            )
+        self.group_families[group.name] = frozenset(families)
+
+    def _add_service(self, service: Service) -> None:
+        protocol = service.protocol_number
+        self.service_families[service.name] = _PROTOCOL_FAMILIES.get(protocol, FAMILIES)
+        forward = ServiceFieldSet(
+            name=service.name,
+            protocol=protocol,
+            source_ports=service.source_ranges,
+            destination_ports=service.destination_ranges,
+            icmp_types=service.icmp_type_numbers,
+            source_port_names=tuple(service.source_ports),
+            destination_port_names=tuple(service.destination_ports),
+        )
+        replies = _ICMP_REPLY_TYPES.get(protocol, {})
+        reverse = ServiceFieldSet(
+            name=service.name + REVERSE_SUFFIX,
+            protocol=protocol,
+            source_ports=forward.destination_ports,
+            destination_ports=forward.source_ports,
+            icmp_types=tuple(sorted({replies.get(t, t) for t in forward.icmp_types})),
+            source_port_names=forward.destination_port_names,
+            destination_port_names=forward.source_port_names,
+        )
+        self.service_field_sets[forward.name] = forward
+        self.service_field_sets[reverse.name] = reverse
+
+
+def compile_all(policy_set: PolicySet) -> dict[str, DeviceIntent]:
+    """Every device that belongs to a security domain, by name (sorted)."""
+    resolved = _Resolved.of(policy_set)
+    names = sorted({d for domain in policy_set.domains for d in domain.devices})
+    return {name: _compile(resolved, name) for name in names}
+
+
+def compile_device(policy_set: PolicySet, device_name: str) -> DeviceIntent:
+    """The DeviceIntent of one device. CompileError if it cannot be compiled."""
+    return _compile(_Resolved.of(policy_set), device_name)
+
+
+def _compile(resolved: _Resolved, device_name: str) -> DeviceIntent:
+    policy_set = resolved.policy_set
+    device = policy_set.get("devices", device_name)
+    if device is None:
+        known = ", ".join(sorted(d.name for d in policy_set.devices)) or "none"
+        raise CompileError(f"device {device_name!r} is not defined (devices: {known})")
+    domains = {d.name for d in policy_set.domains_of(device_name)}
+    if not domains:
+        raise CompileError(
+            f"device {device_name!r} is in no security domain: add it to a domain's devices"
+        )
+    policies = [p for p in policy_set.policies if p.domain in domains]
+    _check_one_policy_per_vrf(device_name, policies)
+    builder = _DeviceBuilder(resolved, device_name)
+    intents = tuple(builder.policy(policy) for policy in policies)
+    return DeviceIntent(
+        device=device_name,
+        platform=device.platform,
+        policies=intents,
+        prefix_field_sets=dict(sorted(builder.prefix_field_sets.items())),
+        service_field_sets=dict(sorted(builder.service_field_sets.items())),
+        mirror_sessions=dict(sorted(builder.mirror_sessions.items())),
+        vrf_interfaces=_vrf_interfaces(device),
+    )
+
+
+def _vrf_interfaces(device: Device) -> dict[str, tuple[str, ...]]:
+    by_vrf: dict[str, list[str]] = {}
+    for segment in device.segments:
+        by_vrf.setdefault(segment.vrf, []).append(segment.name)
+    return {vrf: tuple(names) for vrf, names in sorted(by_vrf.items())}
+
+
+def _check_one_policy_per_vrf(device_name: str, policies: list[Policy]) -> None:
+    # EOS binds one traffic policy per VRF (`traffic-policies / vrf V / traffic-policy input`).
+    by_vrf: dict[str, str] = {}
+    for policy in policies:
+        other = by_vrf.setdefault(policy.vrf, policy.name)
+        if other != policy.name:
+            raise CompileError(
+                f"policies {other!r} and {policy.name!r} both bind to VRF {policy.vrf!r} on "
+                f"device {device_name!r}: EOS takes one traffic policy per VRF"
+            )
+
+
+class _DeviceBuilder:
+    """Collects the field-sets and mirror sessions the device's matches use."""
+
+    def __init__(self, resolved: _Resolved, device_name: str):
+        self.resolved = resolved
+        self.device = resolved.policy_set.device(device_name)
+        self.prefix_field_sets: dict[tuple[Family, str], PrefixFieldSet] = {}
+        self.service_field_sets: dict[str, ServiceFieldSet] = {}
+        self.mirror_sessions: dict[str, MirrorSession] = {}
+
+    def policy(self, policy: Policy) -> PolicyIntent:
+        matches: list[Match] = []
+        seen: dict[str, str] = {}
+        for rule_name in policy.rules:
+            for match in self._rule_matches(self.resolved.policy_set.rule(rule_name), policy):
+                if match.name in RESERVED_MATCH_NAMES:
+                    raise CompileError(
+                        f"rule {rule_name!r}: match name {match.name!r} is reserved by EOS"
+                    )
+                if match.name in seen:
+                    raise CompileError(
+                        f"policy {policy.name!r}: rules {seen[match.name]!r} and {rule_name!r} "
+                        f"both produce match {match.name!r}; rename one of them"
+                    )
+                seen[match.name] = rule_name
+                matches.append(match)
+        return PolicyIntent(
+            name=policy.name,
+            policy_id=policy.id,
+            description=policy.description,
+            vrf=policy.vrf,
+            matches=tuple(matches),
+        )
+
+    def _rule_matches(self, rule: Rule, policy: Policy) -> list[Match]:
+        services = self._services(rule)
+        families = self._families(rule, services)
+        mirror_session = self._mirror_session(rule, policy) if rule.monitor else None
+        matches = []
+        for family in families:
+            family_services = tuple(
+                s for s in services if family in self.resolved.service_families[s]
+            )
+            sources = self._prefix_sets(rule.sources, family)
+            destinations = self._prefix_sets(rule.destinations, family)
+            name = rule.name if family == "ipv4" else rule.name + IPV6_SUFFIX
+            common = dict(
+                rule=rule.name,
+                family=family,
+                comment=rule.description,
+                action=rule.action,
+                redirect_next_hops=self._next_hops(rule, family),
+                mirror_session=mirror_session,
+                decap_type=rule.decap_type,
+            )
+            matches.append(
+                Match(
+                    name=name,
+                    reverse=False,
+                    source_field_sets=sources,
+                    destination_field_sets=destinations,
+                    service_field_sets=self._use_services(family_services),
+                    **common,
+                )
+            )
+            if rule.direction == "bidirectional":
+                matches.append(
+                    Match(
+                        name=name + REVERSE_SUFFIX,
+                        reverse=True,
+                        source_field_sets=destinations,
+                        destination_field_sets=sources,
+                        service_field_sets=self._use_services(
+                            tuple(s + REVERSE_SUFFIX for s in family_services)
+                        ),
+                        **common,
+                    )
+                )
+        return matches
+
+    def _services(self, rule: Rule) -> tuple[str, ...]:
+        """The rule's services; empty = any. A service of protocol `any` makes it any."""
+        policy_set = self.resolved.policy_set
+        if any(policy_set.service(s).protocol == "any" for s in rule.services):
+            return ()
+        return rule.services
+
+    def _families(self, rule: Rule, services: tuple[str, ...]) -> list[Family]:
+        """Address families the rule can match in; an error if its objects share none."""
+        resolved = self.resolved
+        families = set(FAMILIES)
+        for groups in (rule.sources, rule.destinations):
+            if groups:
+                families &= set().union(*(resolved.group_families[g] for g in groups))
+        groups_meet = bool(families)
+        if services:
+            families &= set().union(*(resolved.service_families[s] for s in services))
+        if groups_meet and not families:
+            raise CompileError(
+                f"rule {rule.name!r}: its groups and services share no address family "
+                f"(groups: {_describe_families(resolved, rule)}; services: "
+                + ", ".join(f"{s} {'/'.join(resolved.service_families[s])}" for s in services)
+                + ")"
+            )
+        if not groups_meet and all(
+            resolved.group_families[g] for g in (*rule.sources, *rule.destinations)
+        ):
+            raise CompileError(
+                f"rule {rule.name!r}: sources and destinations share no address family "
+                f"({_describe_families(resolved, rule)})"
+            )
+        return [f for f in FAMILIES if f in families]
+
+    def _prefix_sets(self, groups: tuple[str, ...], family: Family) -> tuple[str, ...]:
+        names = []
+        for group in groups:
+            key = (family, group)
+            field_set = self.resolved.prefix_field_sets.get(key)
+            if field_set is not None:
+                self.prefix_field_sets[key] = field_set
+                names.append(group)
+        return tuple(names)
+
+    def _use_services(self, names: tuple[str, ...]) -> tuple[str, ...]:
+        for name in names:
+            self.service_field_sets[name] = self.resolved.service_field_sets[name]
+        return names
+
+    def _next_hops(self, rule: Rule, family: Family) -> tuple:
+        if rule.action != "redirect" or rule.redirect is None:
+            return ()
+        redirect = self.resolved.policy_set.redirect_object(rule.redirect)
+        next_hops = tuple(a for a in redirect.next_hops if a.version == _VERSION[family])
+        if not next_hops:
+            raise CompileError(
+                f"rule {rule.name!r}: redirect object {redirect.name!r} has no {family} "
+                f"next-hop, but the rule matches {family} traffic"
+            )
+        return next_hops
+
+    def _mirror_session(self, rule: Rule, policy: Policy) -> str:
+        """The monitor session monitored matches mirror to: `<monitor object>-<VRF>`,
+        as the seed's `show traffic-policy` reports `Mirror session andreas-vztx-ALL`."""
+        monitor = self.resolved.policy_set.monitor_object(rule.monitor)
+        if not monitor.monitor_nodes:
+            raise CompileError(
+                f"rule {rule.name!r}: monitor object {monitor.name!r} has no monitor node "
+                "to mirror to (set its monitor_nodes)"
+            )
+        name = f"{monitor.name}-{policy.vrf}"
+        self.mirror_sessions.setdefault(
+            name,
+            MirrorSession(
+                name=name,
+                monitor_object=monitor.name,
+                tunnel_source_interface=monitor.tunnel_source_interface,
+                tunnel_destination=monitor.tunnel_destination,
+                rate_limit=monitor.rate_limit,
+                tunnel_source=self.device.loopback_address,
+                monitor_nodes=monitor.monitor_nodes,
+            ),
+        )
+        return name
+
+
+def _describe_families(resolved: _Resolved, rule: Rule) -> str:
+    parts = []
+    for group in dict.fromkeys((*rule.sources, *rule.destinations)):
+        families = [f for f in FAMILIES if f in resolved.group_families[group]]
+        parts.append(f"{group} {'/'.join(families) or 'empty'}")
+    return ", ".join(parts) or "any"
