@@ -1,22 +1,196 @@
 """Where the proposals go in the target policy, and how good they are.
 
-Coverage is verified, not assumed: the policy with the proposals is compiled and the
-evidence sessions (request and reply packets) are replayed through the evaluator.
-Config lines are counted by compiling the policy with and without the proposals.
+Nothing here is assumed: the policy is compiled (`microseg.compile`) and the evidence
+sessions are replayed through the evaluator (`microseg.evaluate`), request and reply packet
+each, on every device that sees them (a device with a segment holding either end; every
+device of the domain when none does). A session is covered when both packets are forwarded
+on every such device: EOS traffic policies are stateless, so the reply needs its own match.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+import difflib
+from dataclasses import dataclass, replace
 
-from microseg.builder.sessions import SessionColumns
+import numpy as np
+
+from microseg.builder.addresses import AddressTable
+from microseg.builder.recommend import Quality, Recommendation, proposed_policy_set
+from microseg.builder.services import ICMP, ICMPV6, server_side
+from microseg.builder.sessions import EPHEMERAL, SessionColumns
+from microseg.compile import CompileError, DeviceIntent, compile_all
+from microseg.evaluate import CompiledDevice, PacketBatch
+from microseg.evaluate.packets import ADDRESS_DTYPE, NO_ICMP_TYPE, ephemeral_ports
 from microseg.model import PolicySet
 
+# ICMP queries and their replies (RFC 792, RFC 4443): echo -> echo-reply, and so on.
+_ICMP_REPLY = {8: 0, 13: 14, 15: 16, 17: 18}
+_ICMPV6_REPLY = {128: 129}
 
-def insertion_point(policy_set: PolicySet, recommendation, evidence: SessionColumns) -> int:
-    """Position in the target policy's rule list where the proposals go."""
-    return 0
+
+@dataclass(frozen=True)
+class Replay:
+    """Request and reply packets of the evidence sessions, and who sees them."""
+
+    request: PacketBatch
+    reply: PacketBatch
+    has_reply: np.ndarray  # bool: ICMP messages that are not queries have no reply packet
+    client: np.ndarray
+    server: np.ndarray
 
 
-def assess(policy_set: PolicySet, recommendation, evidence: SessionColumns):
-    return replace(recommendation.quality)
+def replay_packets(sessions: SessionColumns) -> Replay:
+    side = server_side(sessions)
+    addresses = _packed(sessions.addresses)
+    vrf = np.array(sessions.vrf_names, dtype=str)[sessions.vrf]
+    family = sessions.addresses.family[side.client]
+    protocol = sessions.protocol
+    has_ports = (protocol == 6) | (protocol == 17)
+    # A summarised client port (`eph`) stands for ports from 49152 up (RFC 6335).
+    client_port = np.where(
+        side.client_port == EPHEMERAL, ephemeral_ports(len(sessions)), side.client_port
+    )
+    client_port = np.where(has_ports, client_port, 0).astype(np.int32)
+    server_port = np.where(has_ports, side.server_port, 0).astype(np.int32)
+    is_icmp = ((protocol == ICMP) & (family == 4)) | ((protocol == ICMPV6) & (family == 6))
+    query_type = np.where(is_icmp, side.server_port, NO_ICMP_TYPE).astype(np.int16)
+    replies = {**_ICMP_REPLY, **{k: v for k, v in _ICMPV6_REPLY.items()}}
+    reply_type = np.array([replies.get(int(t), -1) for t in range(NO_ICMP_TYPE + 1)])[query_type]
+    reply_type = np.where(is_icmp, reply_type, NO_ICMP_TYPE).astype(np.int16)
+    has_reply = ~is_icmp | (reply_type >= 0)
+    request = PacketBatch(
+        vrf=vrf,
+        family=family,
+        protocol=protocol.astype(np.int16),
+        src=addresses[side.client],
+        dst=addresses[side.server],
+        sport=client_port,
+        dport=server_port,
+        icmp_type=query_type,
+    )
+    reply = PacketBatch(
+        vrf=vrf,
+        family=family,
+        protocol=protocol.astype(np.int16),
+        src=addresses[side.server],
+        dst=addresses[side.client],
+        sport=server_port,
+        dport=client_port,
+        icmp_type=np.maximum(reply_type, 0).astype(np.int16),
+    )
+    return Replay(request, reply, has_reply, side.client, side.server)
+
+
+def _packed(addresses: AddressTable) -> np.ndarray:
+    """The evaluator's 16-byte big-endian addresses (IPv4 in the last four bytes)."""
+    words = np.empty((len(addresses), 2), dtype=">u8")
+    words[:, 0] = addresses.high
+    words[:, 1] = addresses.low
+    return words.view(ADDRESS_DTYPE).reshape(-1)
+
+
+def _devices_seeing(
+    policy_set: PolicySet, intents: dict[str, DeviceIntent], replay: Replay, addresses
+) -> dict[str, np.ndarray]:
+    """Per device, which sessions pass it."""
+    seen: dict[str, np.ndarray] = {}
+    for name in intents:
+        subnets = tuple(s for seg in policy_set.device(name).segments for s in seg.subnets)
+        local = addresses.in_prefixes(subnets)
+        seen[name] = local[replay.client] | local[replay.server]
+    if seen:
+        nowhere = ~np.logical_or.reduce(list(seen.values()))
+        for name in seen:
+            seen[name] = seen[name] | nowhere
+    return seen
+
+
+def insertion_point(
+    policy_set: PolicySet, recommendation: Recommendation, evidence: SessionColumns
+) -> int:
+    """Before the first rule of the target policy that decides any evidence packet today,
+    so no proposal is shadowed by an existing rule; at the end when none does."""
+    target = recommendation.target_policy
+    if target is None or not len(evidence):
+        return 0
+    rule_names = policy_set.policy(target).rules
+    try:
+        intents = compile_all(policy_set)
+    except CompileError:
+        return 0
+    replay = replay_packets(evidence)
+    earliest = len(rule_names)
+    for name, passing in _devices_seeing(policy_set, intents, replay, evidence.addresses).items():
+        device = CompiledDevice(intents[name])
+        for batch in (replay.request, replay.reply):
+            evaluation = device.evaluate(batch)
+            for position, policy in enumerate(device.intent.policies):
+                if policy.name != target:
+                    continue
+                decided = passing & (evaluation.policy_index == position)
+                matches = np.unique(evaluation.match_index[decided & (evaluation.match_index >= 0)])
+                for match in matches.tolist():
+                    earliest = min(earliest, rule_names.index(policy.matches[match].rule))
+    return earliest
+
+
+def assess(
+    policy_set: PolicySet, recommendation: Recommendation, evidence: SessionColumns
+) -> Quality:
+    """Coverage (evaluator), config lines (compiler), over-permissiveness (already counted)."""
+    quality = recommendation.quality
+    notes = list(quality.notes)
+    try:
+        proposed = proposed_policy_set(policy_set, recommendation)
+        before = compile_all(policy_set)
+        after = compile_all(proposed)
+    except CompileError as error:
+        notes.append(f"cannot compile the policy with the proposals: {error}")
+        return replace(quality, notes=tuple(notes))
+    covered = _covered(proposed, after, evidence)
+    config_lines = _config_lines_added(before, after)
+    if config_lines is None:
+        notes.append("no EOS device in the policy: no config lines to count")
+    if recommendation.target_policy is None:
+        notes.append("no target policy (use --policy): the rules are not bound anywhere")
+    return replace(
+        quality,
+        covered_sessions=covered,
+        coverage=covered / quality.evidence_sessions if quality.evidence_sessions else 1.0,
+        config_lines=config_lines,
+        notes=tuple(notes),
+    )
+
+
+def _covered(
+    proposed: PolicySet, intents: dict[str, DeviceIntent], evidence: SessionColumns
+) -> int:
+    """Sessions (weighted) whose request and reply are forwarded on every device they pass."""
+    if not len(evidence):
+        return 0
+    replay = replay_packets(evidence)
+    allowed = np.ones(len(evidence), dtype=bool)
+    for name, passing in _devices_seeing(proposed, intents, replay, evidence.addresses).items():
+        device = CompiledDevice(intents[name])
+        request = device.evaluate(replay.request).forwarded
+        reply = device.evaluate(replay.reply).forwarded | ~replay.has_reply
+        allowed &= ~passing | (request & reply)
+    return int(evidence.sessions[allowed].sum())
+
+
+def _config_lines_added(
+    before: dict[str, DeviceIntent], after: dict[str, DeviceIntent]
+) -> int | None:
+    """Lines a unified diff of each EOS device's configuration adds, summed."""
+    from microseg.compile.eos import render_device
+
+    added = 0
+    eos_devices = [name for name, intent in after.items() if intent.platform == "eos"]
+    if not eos_devices:
+        return None
+    for name in eos_devices:
+        old = render_device(before[name]).splitlines() if name in before else []
+        new = render_device(after[name]).splitlines()
+        diff = difflib.unified_diff(old, new, lineterm="", n=0)
+        added += sum(1 for line in diff if line.startswith("+") and not line.startswith("+++"))
+    return added

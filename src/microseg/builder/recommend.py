@@ -31,6 +31,7 @@ from microseg.model.objects import IPNetwork
 from microseg.model.ports import PROTOCOL_NUMBERS
 
 EXAMPLES_PER_RULE = 3
+MAX_RULE_NAME = 84
 _PROTOCOL_NAMES = {number: name for name, number in PROTOCOL_NUMBERS.items()}
 
 
@@ -407,12 +408,11 @@ def _unique(widened: tuple[Widening, ...]) -> tuple[Widening, ...]:
 
 
 def _rule_name(source: str, destinations: list[str], taken: set[str]) -> str:
-    target = (
-        destinations[0]
-        if len(destinations) == 1
-        else f"{destinations[0]}_and_{len(destinations) - 1}_more"
-    )
-    return unique_name(f"allow_{source}_to_{target}", taken)
+    more = f"_and_{len(destinations) - 1}_more" if len(destinations) > 1 else ""
+    name = f"allow_{source}_to_{destinations[0]}"
+    # EOS names stop at 100 characters and the reverse match adds `-reverse` (and a
+    # uniqueness suffix may follow): keep the base short enough for both.
+    return unique_name(name[: MAX_RULE_NAME - len(more)] + more, taken)
 
 
 @dataclass(frozen=True)
