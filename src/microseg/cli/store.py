@@ -1,1 +1,407 @@
-"""Store commands: db init, import, export, log, workspace (issue: foundation / store)."""
+"""Store commands: db init, import, export, log, workspace (issue: foundation / store).
+
+The store is $MICROSEG_DATABASE_URL, else SQLite in the user data dir.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from microseg.cli.app import app, demo_step
+from microseg.cli.common import JSON_OPTION_HELP, console, emit_json
+from microseg.model import SECTIONS, MicrosegError, PolicyError, Problem
+from microseg.policyfile import dump_policy, load_policy
+from microseg.store import (
+    InvalidChange,
+    NotFound,
+    ObjectChange,
+    RevisionInfo,
+    WorkspaceInfo,
+    init_database,
+    open_store,
+)
+
+db_app = typer.Typer(help="The store's database.", no_args_is_help=True)
+workspace_app = typer.Typer(
+    help="Workspaces: named change sets on a revision, submitted as a new revision.",
+    no_args_is_help=True,
+)
+app.add_typer(db_app, name="db")
+app.add_typer(workspace_app, name="workspace")
+
+AUTHOR_HELP = "Who makes the change (default: $MICROSEG_AUTHOR, else your user name)."
+
+
+@db_app.command("init")
+def db_init() -> None:
+    """Create the store's tables, or upgrade them to this microseg's schema. Idempotent.
+
+    Example: MICROSEG_DATABASE_URL=postgresql+psycopg://microseg@db/microseg microseg db init
+    """
+    url, schema_revision = init_database()
+    typer.echo(f"store {url}: schema at revision {schema_revision}")
+
+
+@app.command("import")
+def import_policy(
+    path: Path = typer.Argument(..., help="Policy file or directory of YAML files."),
+    message: str = typer.Option("", "-m", "--message", help="Revision message."),
+    author: str = typer.Option("", "--author", help=AUTHOR_HELP),
+) -> None:
+    """Validate a policy and store it as the next mainline revision. Invalid: nothing stored.
+
+    Example: microseg import examples/home-lab.yaml -m "seed lab"
+    """
+    policy_set = load_policy(path)
+    with open_store() as store:
+        revision = store.import_policy(policy_set, author or None, message or f"import {path}")
+    count = len(policy_set.objects())
+    typer.echo(f"imported {path} as revision {revision} ({count} objects)")
+
+
+@app.command()
+def export(
+    revision: int | None = typer.Option(None, "-r", "--revision", help="Default: the head."),
+    output: Path | None = typer.Option(None, "-o", "--output", help="Default: stdout."),
+) -> None:
+    """Write a revision's policy as canonical YAML (the same bytes as `microseg fmt`).
+
+    Example: microseg export -r 3 -o home-lab.yaml
+    """
+    with open_store() as store:
+        if revision is None:
+            revision = store.head()
+            if revision is None:
+                raise NotFound("the store has no revisions yet: microseg import FILE first")
+        text = dump_policy(store.revision_policy(revision))
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        output.write_text(text, encoding="utf-8")
+        typer.echo(f"wrote revision {revision} to {output}", err=True)
+
+
+@app.command()
+def log(
+    limit: int | None = typer.Option(None, "-n", "--limit", help="Show only the newest N."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
+) -> None:
+    """Mainline revisions, newest first: who changed the policy, when and why.
+
+    Example: microseg log -n 10
+    """
+    with open_store() as store:
+        revisions = store.log(limit)
+    if as_json:
+        emit_json([revision.as_json() for revision in revisions])
+        return
+    _print_table(
+        ["rev", "parent", "created (UTC)", "author", "message"],
+        [_log_row(revision) for revision in revisions],
+    )
+
+
+def _log_row(revision: RevisionInfo) -> list[str]:
+    parent = "-" if revision.parent is None else str(revision.parent)
+    created = revision.created_at.strftime("%Y-%m-%d %H:%M:%S")
+    first_line = revision.message.splitlines()[0] if revision.message else ""
+    return [str(revision.id), parent, created, revision.author, first_line]
+
+
+def _print_table(header: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
+    for row in [header, *rows]:
+        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        typer.echo("  ".join(cells).rstrip())
+
+
+# -- workspaces ---------------------------------------------------------------------------
+
+
+@workspace_app.command("create")
+def workspace_create(
+    name: str = typer.Argument(..., help="Workspace name."),
+    base: int | None = typer.Option(None, "--base", help="Base revision (default: the head)."),
+    author: str = typer.Option("", "--author", help=AUTHOR_HELP),
+) -> None:
+    """Open a workspace on a revision.
+
+    Example: microseg workspace create restrict-web-clients
+    """
+    with open_store() as store:
+        info = store.workspace_create(name, base, author or None)
+    typer.echo(f"workspace {info.name!r} created on revision {info.base}")
+
+
+@workspace_app.command("list")
+def workspace_list(
+    include_closed: bool = typer.Option(False, "--all", help="Include submitted and abandoned."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
+) -> None:
+    """Workspaces (open ones; --all for submitted and abandoned ones too).
+
+    Example: microseg workspace list --all
+    """
+    with open_store() as store:
+        workspaces = store.workspace_list(include_closed)
+    if as_json:
+        emit_json([info.as_json() for info in workspaces])
+        return
+    _print_table(
+        ["name", "base", "state", "changes", "author", "created (UTC)"],
+        [_workspace_row(info) for info in workspaces],
+    )
+
+
+def _workspace_row(info: WorkspaceInfo) -> list[str]:
+    state = info.state
+    if info.submitted_revision is not None:
+        state += f" (rev {info.submitted_revision})"
+    created = info.created_at.strftime("%Y-%m-%d %H:%M:%S")
+    return [info.name, str(info.base), state, str(info.changes), info.author, created]
+
+
+@workspace_app.command("show")
+def workspace_show(
+    name: str = typer.Argument(..., help="Workspace name."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
+) -> None:
+    """The workspace's effective policy (base + changes) as canonical YAML.
+
+    With --json: the workspace and its number of objects per section.
+    Example: microseg workspace show restrict-web-clients
+    """
+    with open_store() as store:
+        info = store.workspace_info(name)
+        policy_set = store.workspace_policy(name)
+    if as_json:
+        objects = {section: len(getattr(policy_set, section)) for section in SECTIONS}
+        emit_json({"workspace": info.as_json(), "objects": objects})
+        return
+    typer.echo(dump_policy(policy_set), nl=False)
+
+
+@workspace_app.command("diff")
+def workspace_diff(
+    name: str = typer.Argument(..., help="Workspace name."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
+) -> None:
+    """What the workspace adds (+), changes (~) and removes (-) relative to its base.
+
+    Example: microseg workspace diff restrict-web-clients
+    """
+    with open_store() as store:
+        info = store.workspace_info(name)
+        changes = store.workspace_diff(name)
+    if as_json:
+        emit_json(
+            {"workspace": info.name, "base": info.base, "changes": [c.as_json() for c in changes]}
+        )
+        return
+    for line in diff_lines(info, changes):
+        typer.echo(line)
+
+
+def diff_lines(info: WorkspaceInfo, changes: list[ObjectChange]) -> list[str]:
+    """A workspace diff for people: one block per object, one line per changed field."""
+    count = len(changes)
+    lines = [
+        f"workspace {info.name!r} ({info.state}) on revision {info.base}: "
+        f"{count} object{'s' if count != 1 else ''} changed"
+    ]
+    marks = {"added": "+", "changed": "~", "removed": "-"}
+    for change in changes:
+        lines.append(f"{marks[change.change]} {change.section}/{change.name}")
+        if change.change == "changed":
+            lines.extend(
+                f"    {f.field}: {_value(f.before)} -> {_value(f.after)}" for f in change.fields
+            )
+        elif change.change == "added" and change.after is not None:
+            lines.extend(
+                f"    {field}: {_value(value)}"
+                for field, value in change.after.items()
+                if field != "name"
+            )
+    return lines
+
+
+def _value(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+@workspace_app.command("set")
+def workspace_set(
+    name: str = typer.Argument(..., help="Workspace name."),
+    file: Path = typer.Option(..., "--file", "-f", help="YAML with sections, like a policy file."),
+) -> None:
+    """Add or replace the file's objects in the workspace (all of them, or none if invalid).
+
+    Each object is given whole. The result must be a valid policy: a change that breaks a
+    reference is refused with the problems, located in the file.
+    Example: microseg workspace set restrict-web-clients --file rule.yaml
+    """
+    objects, nodes = read_objects(file)
+    with open_store() as store:
+        try:
+            store.workspace_set_objects(name, objects)
+        except PolicyError as error:
+            located = [_locate(problem, str(file), nodes) for problem in error.problems]
+            if isinstance(error, InvalidChange):
+                raise InvalidChange(error.what, located) from None
+            raise PolicyError(located) from None
+    typer.echo(f"workspace {name!r}: set {len(objects)} object{'s' if len(objects) != 1 else ''}")
+
+
+@workspace_app.command("delete")
+def workspace_delete(
+    name: str = typer.Argument(..., help="Workspace name."),
+    section: str = typer.Argument(..., help=f"One of: {', '.join(SECTIONS)}."),
+    object_name: str = typer.Argument(..., metavar="NAME", help="The object's name."),
+) -> None:
+    """Delete an object in the workspace (refused while anything refers to it).
+
+    Example: microseg workspace delete restrict-web-clients rules clients_to_webservers
+    """
+    with open_store() as store:
+        store.workspace_delete(name, section, object_name)
+    typer.echo(f"workspace {name!r}: deleted {section}/{object_name}")
+
+
+@workspace_app.command("submit")
+def workspace_submit(
+    name: str = typer.Argument(..., help="Workspace name."),
+    message: str = typer.Option("", "-m", "--message", help="Revision message."),
+    author: str = typer.Option("", "--author", help=AUTHOR_HELP),
+) -> None:
+    """Apply the workspace to the head as a new revision; refused on conflict.
+
+    A conflict: an object the workspace changes was changed on mainline since its base.
+    Example: microseg workspace submit restrict-web-clients -m "web only from wifi"
+    """
+    with open_store() as store:
+        revision = store.workspace_submit(name, author or None, message)
+    typer.echo(f"workspace {name!r} submitted as revision {revision}")
+
+
+@workspace_app.command("abandon")
+def workspace_abandon(name: str = typer.Argument(..., help="Workspace name.")) -> None:
+    """Close the workspace without submitting it.
+
+    Example: microseg workspace abandon restrict-web-clients
+    """
+    with open_store() as store:
+        store.workspace_abandon(name)
+    typer.echo(f"workspace {name!r} abandoned")
+
+
+# -- reading objects for `workspace set` ----------------------------------------------------
+
+Nodes = dict[tuple[str, str], CommentedMap]
+
+
+def read_objects(path: Path) -> tuple[list[tuple[str, dict[str, Any]]], Nodes]:
+    """(section, plain mapping) for each object in a YAML file, and each object's YAML node.
+
+    Only the file's shape is checked here; the store validates the objects themselves."""
+    where = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise PolicyError([Problem(f"cannot read: {error}", file=where)]) from None
+    try:
+        document = YAML(typ="rt").load(text)
+    except MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        line, column = (mark.line + 1, mark.column + 1) if mark else (None, None)
+        message = f"invalid YAML: {error.problem or error.context}"
+        raise PolicyError([Problem(message, (), where, line, column)]) from None
+    except YAMLError as error:
+        raise PolicyError([Problem(f"invalid YAML: {error}", file=where)]) from None
+    if not isinstance(document, CommentedMap):
+        raise PolicyError([Problem("expected sections (groups:, rules:, ...)", (), where, 1)])
+    objects: list[tuple[str, dict[str, Any]]] = []
+    nodes: Nodes = {}
+    problems: list[Problem] = []
+    for section, items in document.items():
+        line, column = (n + 1 for n in document.lc.key(section))
+        if section not in SECTIONS:
+            message = f"unknown section {section!r} (known: {', '.join(SECTIONS)})"
+            problems.append(Problem(message, (), where, line, column))
+            continue
+        if not isinstance(items, CommentedSeq):
+            problems.append(Problem("must be a list of objects", (section,), where, line, column))
+            continue
+        for index, item in enumerate(items):
+            if not isinstance(item, CommentedMap) or not isinstance(item.get("name"), str):
+                line, column = (n + 1 for n in items.lc.item(index))
+                message = f"item {index + 1} must be a mapping with a name"
+                problems.append(Problem(message, (section,), where, line, column))
+                continue
+            objects.append((section, _plain(item)))
+            nodes[(section, item["name"])] = item
+    if problems:
+        raise PolicyError(problems)
+    if not objects:
+        raise MicrosegError(f"{where}: no objects to set")
+    return objects, nodes
+
+
+def _plain(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {key: _plain(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_plain(value) for value in node]
+    return node
+
+
+def _locate(problem: Problem, file: str, nodes: Nodes) -> Problem:
+    """file:line:column for a problem about an object of the file (others stay unlocated)."""
+    if len(problem.path) < 2 or (problem.path[0], problem.path[1]) not in nodes:
+        return problem
+    node: Any = nodes[(problem.path[0], problem.path[1])]
+    line, column = node.lc.line + 1, node.lc.col + 1
+    for part in problem.path[2:]:
+        if isinstance(node, CommentedMap) and part in node:
+            line, column = (n + 1 for n in node.lc.value(part))
+        elif isinstance(node, CommentedSeq) and isinstance(part, int) and part < len(node):
+            line, column = (n + 1 for n in node.lc.item(part))
+        else:
+            break
+        node = node[part]
+    return problem.located(file, line, column)
+
+
+# -- demo ---------------------------------------------------------------------------------
+
+SEED_STAGES = (
+    ("home-lab-dns-ntp.yaml", "DNS and NTP for the wifi clients (rule72, rule73)"),
+    ("home-lab-monitor.yaml", "monitor web01, web02 and appserver1 to discover their traffic"),
+    ("home-lab.yaml", "lock down the web app: the Policy Builder's rules plus drop-all-else"),
+)
+
+
+@demo_step(20, "2. The versioned store: the seed's stages as revisions, then a workspace")
+def _store_demo(context: Any) -> None:
+    url = f"sqlite:///{context.workdir / 'microseg.db'}"
+    with open_store(url) as store:
+        for file, message in SEED_STAGES:
+            policy_set = context.policies.get(file) or load_policy(context.examples / file)
+            revision = store.import_policy(policy_set, "demo", message)
+            console.print(f"imported {file} as revision {revision}", markup=False)
+        for revision in reversed(store.log()):
+            line = f"  rev {revision.id}  {revision.author}  {revision.message}"
+            console.print(line, markup=False)
+        workspace = "web-only-from-wifi"
+        store.workspace_create(workspace, author="demo")
+        rule = store.revision_policy(store.head()).rule("clients_to_webservers")
+        narrowed = rule.model_copy(update={"sources": ("wifi_clients",)})
+        store.workspace_set(workspace, "rules", narrowed)
+        for line in diff_lines(store.workspace_info(workspace), store.workspace_diff(workspace)):
+            console.print(line, markup=False)

@@ -1,0 +1,174 @@
+"""Where the store lives, how to connect to it, and its schema migrations (Alembic).
+
+SQLite by default, PostgreSQL (psycopg 3) through the same code. Every write transaction
+serializes on the mainline head: `SELECT ... FOR UPDATE` of the mainline row on PostgreSQL,
+`BEGIN IMMEDIATE` on SQLite (which takes the database's write lock up front, so two writers
+never both read a stale head).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util.exc import CommandError
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+from sqlalchemy.pool import StaticPool
+
+from microseg.model import MicrosegError
+
+DATABASE_URL_ENV = "MICROSEG_DATABASE_URL"
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+# Execution option a write transaction sets on its connection: SQLite then begins with
+# BEGIN IMMEDIATE instead of a deferred BEGIN.
+WRITE_TRANSACTION = "microseg_write"
+
+# How long a SQLite writer waits for another writer's lock before giving up (sqlite3 timeout).
+SQLITE_BUSY_TIMEOUT_S = 30.0
+
+# pg_advisory_xact_lock key for schema upgrades: two processes opening a fresh database at
+# once must not both create the tables. ("microseg" in ASCII, as a 64-bit integer.)
+POSTGRES_MIGRATION_LOCK = 0x6D6963726F736567
+
+
+def database_url(url: str | None = None) -> str:
+    """The store's URL: `url`, else $MICROSEG_DATABASE_URL, else SQLite in the user data dir."""
+    if url:
+        return url
+    from_env = os.environ.get(DATABASE_URL_ENV, "").strip()
+    if from_env:
+        return from_env
+    directory = Path(platformdirs.user_data_dir("microseg"))
+    directory.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{directory / 'microseg.db'}"
+
+
+def redacted(url: str | URL) -> str:
+    """The URL with any password hidden, for messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<invalid URL>"
+
+
+def create_store_engine(url: str) -> Engine:
+    """An Engine for a SQLite or PostgreSQL URL. `postgresql://` means psycopg 3."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise MicrosegError(
+            f"invalid database URL {url!r}: expected sqlite:///PATH or "
+            "postgresql+psycopg://USER:PASSWORD@HOST:PORT/DATABASE"
+        ) from None
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    backend = parsed.get_backend_name()
+    try:
+        if backend == "sqlite":
+            return _sqlite_engine(parsed)
+        if backend == "postgresql":
+            return create_engine(parsed)
+    except NoSuchModuleError as error:
+        raise MicrosegError(f"database URL {redacted(parsed)}: {error}") from None
+    raise MicrosegError(
+        f"database URL {redacted(parsed)}: unsupported database {backend!r} "
+        "(microseg stores its data in SQLite or PostgreSQL)"
+    )
+
+
+def _sqlite_engine(url: URL) -> Engine:
+    in_memory = url.database in (None, "", ":memory:")
+    options: dict[str, Any] = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
+    if in_memory:
+        # One connection, or every checkout would see a new empty database.
+        options.update(poolclass=StaticPool, connect_args={"check_same_thread": False})
+    else:
+        Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, **options)
+
+    @event.listens_for(engine, "connect")
+    def _configure(dbapi_connection: Any, _record: Any) -> None:
+        # We emit BEGIN ourselves (below): pysqlite's own transaction handling would begin
+        # lazily, only at the first write, which is too late to serialize writers.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys = ON")
+        if not in_memory:
+            # Readers do not block the writer nor wait for it.
+            cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Connection) -> None:
+        # SQLite: BEGIN IMMEDIATE takes the write lock now; a second writer waits here
+        # (busy timeout) until the first commits, then reads the new head.
+        write = connection.get_execution_options().get(WRITE_TRANSACTION, False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    return engine
+
+
+def _alembic_config(connection: Connection | None = None) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    return config
+
+
+def head_schema_revision() -> str:
+    head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    assert head is not None, "the store ships at least one migration"
+    return head
+
+
+def current_schema_revision(engine: Engine) -> str | None:
+    """The Alembic revision the database is at; None for an uninitialised database."""
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def upgrade_schema(engine: Engine) -> str:
+    """Create or migrate the schema to the newest revision, in one transaction. Idempotent."""
+    head = head_schema_revision()
+    with engine.connect() as connection:
+        connection.execution_options(**{WRITE_TRANSACTION: True})
+        with connection.begin():
+            if engine.dialect.name == "postgresql":
+                connection.exec_driver_sql(
+                    f"SELECT pg_advisory_xact_lock({POSTGRES_MIGRATION_LOCK})"
+                )
+            current = MigrationContext.configure(connection).get_current_revision()
+            _check_known(current, engine)
+            if current != head:
+                command.upgrade(_alembic_config(connection), "head")
+    return head
+
+
+def ensure_schema(engine: Engine) -> None:
+    """Opening a store upgrades an uninitialised or older database automatically."""
+    current = current_schema_revision(engine)
+    if current == head_schema_revision():
+        return
+    _check_known(current, engine)
+    upgrade_schema(engine)
+
+
+def _check_known(current: str | None, engine: Engine) -> None:
+    if current is None:
+        return
+    try:
+        ScriptDirectory.from_config(_alembic_config()).get_revision(current)
+    except CommandError:
+        raise MicrosegError(
+            f"the store at {redacted(engine.url)} has schema revision {current!r}, which this "
+            "microseg does not know: it was written by a newer microseg; upgrade microseg"
+        ) from None

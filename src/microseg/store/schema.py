@@ -1,0 +1,114 @@
+"""The store's tables (SQLAlchemy 2 typed ORM). Alembic migrations create exactly these.
+
+Each revision holds the whole policy set: one row per object with its canonical JSON body
+(`microseg.policyfile.object_document`), so reading revision N never replays history. A
+workspace holds only its changes: one row per object it sets (body) or deletes (no body).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import CheckConstraint, DateTime, Dialect, ForeignKey, Index, String, Text, text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+WORKSPACE_STATES = ("open", "submitted", "abandoned")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite has no timezone type)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Mainline(Base):
+    """One row (id 1): the head revision. Write transactions lock it to serialize."""
+
+    __tablename__ = "mainline"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    head_revision_id: Mapped[int | None] = mapped_column(ForeignKey("revisions.id"))
+
+
+class Revision(Base):
+    """A mainline revision: the audit trail is the list of these."""
+
+    __tablename__ = "revisions"
+
+    # Numbered head + 1 under the mainline lock: no gaps, unlike a sequence.
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    # Unique: mainline is a line, never a tree.
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("revisions.id"), unique=True)
+    author: Mapped[str] = mapped_column(String(200))
+    message: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class RevisionObject(Base):
+    """One object of a revision's policy set."""
+
+    __tablename__ = "revision_objects"
+
+    revision_id: Mapped[int] = mapped_column(
+        ForeignKey("revisions.id", ondelete="CASCADE"), primary_key=True
+    )
+    section: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String, primary_key=True)
+    body: Mapped[str] = mapped_column(Text)
+
+
+class Workspace(Base):
+    """A named change set on a base revision."""
+
+    __tablename__ = "workspaces"
+    __table_args__ = (
+        CheckConstraint("state IN ('open', 'submitted', 'abandoned')", name="ck_workspaces_state"),
+        # At most one open workspace per name; closed ones stay for the record.
+        Index(
+            "uq_workspaces_open_name",
+            "name",
+            unique=True,
+            sqlite_where=text("state = 'open'"),
+            postgresql_where=text("state = 'open'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), index=True)
+    base_revision_id: Mapped[int] = mapped_column(ForeignKey("revisions.id"))
+    author: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    state: Mapped[str] = mapped_column(String(20), default="open")
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    submitted_revision_id: Mapped[int | None] = mapped_column(ForeignKey("revisions.id"))
+
+
+class WorkspaceChange(Base):
+    """An object a workspace sets (its full canonical body) or deletes (body is NULL)."""
+
+    __tablename__ = "workspace_changes"
+
+    workspace_id: Mapped[int] = mapped_column(
+        ForeignKey("workspaces.id", ondelete="CASCADE"), primary_key=True
+    )
+    section: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String, primary_key=True)
+    body: Mapped[str | None] = mapped_column(Text)

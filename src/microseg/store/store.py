@@ -1,0 +1,517 @@
+"""The versioned store: mainline revisions and workspaces.
+
+Every write is one transaction that first locks the mainline row (see `database`), so
+writers are serialized: two workspaces submitted at once touching the same object cannot
+both win; the second sees the first's revision and gets a StoreConflict.
+
+Example:
+    with open_store() as store:
+        first = store.import_policy(load_policy("examples/home-lab.yaml"), "alice", "seed lab")
+        store.workspace_create("tighten-web", author="alice")
+        store.workspace_set("tighten-web", "groups", {"name": "web01_web02", "prefixes": [...]})
+        store.workspace_submit("tighten-web", "alice", "narrow web group")
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel
+from sqlalchemy import Engine, delete, func, insert, select
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
+
+from microseg.model import MicrosegError, PolicyError, PolicySet, Problem
+from microseg.model.errors import singular
+from microseg.store.database import (
+    WRITE_TRANSACTION,
+    create_store_engine,
+    database_url,
+    ensure_schema,
+    redacted,
+    upgrade_schema,
+)
+from microseg.store.errors import (
+    InvalidChange,
+    NotFound,
+    ObjectKey,
+    StoreConflict,
+    WorkspaceClosed,
+)
+from microseg.store.schema import Mainline, Revision, RevisionObject, Workspace, WorkspaceChange
+from microseg.store.snapshot import (
+    Bodies,
+    ObjectChange,
+    apply_changes,
+    check_section,
+    object_body,
+    object_changes,
+    object_order,
+    parse_object,
+    policy_bodies,
+    policy_from_bodies,
+    reference_problems_of,
+)
+
+AUTHOR_ENV = "MICROSEG_AUTHOR"
+
+
+def default_author() -> str:
+    """$MICROSEG_AUTHOR, else the OS user name."""
+    from_env = os.environ.get(AUTHOR_ENV, "").strip()
+    if from_env:
+        return from_env
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (containers)
+        return f"uid-{os.getuid()}"
+
+
+@dataclass(frozen=True)
+class RevisionInfo:
+    """A mainline revision as the log shows it."""
+
+    id: int
+    parent: int | None
+    author: str
+    message: str
+    created_at: datetime
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "parent": self.parent,
+            "author": self.author,
+            "message": self.message,
+            "created_at": self.created_at.isoformat(),
+        }
+
+
+@dataclass(frozen=True)
+class WorkspaceInfo:
+    """A workspace: its base, state (open / submitted / abandoned) and number of changes."""
+
+    name: str
+    base: int
+    state: str
+    author: str
+    created_at: datetime
+    changes: int
+    submitted_revision: int | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "base": self.base,
+            "state": self.state,
+            "author": self.author,
+            "created_at": self.created_at.isoformat(),
+            "changes": self.changes,
+            "submitted_revision": self.submitted_revision,
+        }
+
+
+@contextmanager
+def open_store(url: str | None = None) -> Iterator[Store]:
+    """The store at `url` (default: $MICROSEG_DATABASE_URL, else SQLite in the user data dir).
+
+    An uninitialised or older database is upgraded to the current schema on open (the same
+    as `microseg db init`)."""
+    engine = create_store_engine(database_url(url))
+    try:
+        with _reporting_connection_errors(engine):
+            ensure_schema(engine)
+        yield Store(engine)
+    finally:
+        engine.dispose()
+
+
+def init_database(url: str | None = None) -> tuple[str, str]:
+    """Create or upgrade the store's schema (`microseg db init`): (URL shown, schema revision)."""
+    engine = create_store_engine(database_url(url))
+    try:
+        with _reporting_connection_errors(engine):
+            return redacted(engine.url), upgrade_schema(engine)
+    finally:
+        engine.dispose()
+
+
+@contextmanager
+def _reporting_connection_errors(engine: Engine) -> Iterator[None]:
+    try:
+        yield
+    except DBAPIError as error:
+        where = redacted(engine.url)
+        raise MicrosegError(f"cannot open the store at {where}: {error.orig}") from None
+
+
+class Store:
+    """Revisions and workspaces in one database. Methods are safe to call from threads."""
+
+    def __init__(self, engine: Engine):
+        self._engine = engine
+
+    @property
+    def url(self) -> str:
+        return redacted(self._engine.url)
+
+    # -- transactions -------------------------------------------------------------------
+
+    @contextmanager
+    def _reading(self) -> Iterator[Session]:
+        with Session(self._engine) as session, session.begin():
+            yield session
+
+    @contextmanager
+    def _writing(self) -> Iterator[tuple[Session, Mainline]]:
+        """One write transaction, serialized on the mainline row. Rolls back on any error."""
+        with self._engine.connect() as connection:
+            connection.execution_options(**{WRITE_TRANSACTION: True})
+            with Session(bind=connection) as session, session.begin():
+                mainline = session.execute(
+                    select(Mainline).where(Mainline.id == 1).with_for_update()
+                ).scalar_one()
+                yield session, mainline
+
+    # -- mainline -----------------------------------------------------------------------
+
+    def head(self) -> int | None:
+        """The newest mainline revision, None while the store is empty."""
+        with self._reading() as session:
+            return session.get_one(Mainline, 1).head_revision_id
+
+    def revision_info(self, revision: int) -> RevisionInfo:
+        with self._reading() as session:
+            return _revision_info(_revision(session, revision))
+
+    def revision_policy(self, revision: int) -> PolicySet:
+        """The whole policy set of a revision."""
+        with self._reading() as session:
+            _revision(session, revision)
+            return policy_from_bodies(_revision_bodies(session, revision))
+
+    def import_policy(
+        self, policy_set: PolicySet, author: str | None = None, message: str = ""
+    ) -> int:
+        """Store a whole policy set as the next mainline revision; returns its number."""
+        bodies = policy_bodies(policy_set)
+        # What is stored must load back: validate the bodies themselves (a PolicySet made
+        # with model_construct skips validation).
+        policy_from_bodies(bodies, "import")
+        with self._writing() as (session, mainline):
+            return _add_revision(session, mainline, bodies, author, message)
+
+    def log(self, limit: int | None = None) -> list[RevisionInfo]:
+        """Mainline revisions, newest first: the audit trail."""
+        with self._reading() as session:
+            query = select(Revision).order_by(Revision.id.desc()).limit(limit)
+            return [_revision_info(r) for r in session.scalars(query)]
+
+    # -- workspaces ---------------------------------------------------------------------
+
+    def workspace_create(
+        self, name: str, base: int | None = None, author: str | None = None
+    ) -> WorkspaceInfo:
+        """A new open workspace on revision `base` (default: the head)."""
+        _check_workspace_name(name)
+        with self._writing() as (session, mainline):
+            if base is None:
+                base = mainline.head_revision_id
+                if base is None:
+                    raise NotFound("the store has no revisions yet: import a policy first")
+            _revision(session, base)
+            existing = _latest_workspace(session, name, lock=True)
+            if existing is not None and existing.state == "open":
+                raise MicrosegError(
+                    f"workspace {name!r} already exists (on revision {existing.base_revision_id})"
+                )
+            workspace = Workspace(
+                name=name,
+                base_revision_id=base,
+                author=_author(author),
+                created_at=_now(),
+                state="open",
+            )
+            session.add(workspace)
+            session.flush()
+            return _workspace_info(session, workspace)
+
+    def workspace_list(self, include_closed: bool = False) -> list[WorkspaceInfo]:
+        """Open workspaces by name; with `include_closed`, submitted and abandoned ones too."""
+        with self._reading() as session:
+            query = select(Workspace).order_by(Workspace.name, Workspace.id)
+            if not include_closed:
+                query = query.where(Workspace.state == "open")
+            return [_workspace_info(session, w) for w in session.scalars(query)]
+
+    def workspace_info(self, name: str) -> WorkspaceInfo:
+        with self._reading() as session:
+            return _workspace_info(session, _workspace(session, name))
+
+    def workspace_base(self, name: str) -> int:
+        with self._reading() as session:
+            return _workspace(session, name).base_revision_id
+
+    def workspace_policy(self, name: str) -> PolicySet:
+        """The workspace's effective policy: its base revision with its changes applied."""
+        with self._reading() as session:
+            workspace = _workspace(session, name)
+            return policy_from_bodies(_effective_bodies(session, workspace))
+
+    def workspace_diff(self, name: str) -> list[ObjectChange]:
+        """Objects the workspace adds, changes or removes relative to its base revision."""
+        with self._reading() as session:
+            workspace = _workspace(session, name)
+            base = _revision_bodies(session, workspace.base_revision_id)
+            return object_changes(base, apply_changes(base, _changes(session, workspace).items()))
+
+    def workspace_set(self, name: str, section: str, obj: BaseModel | Mapping[str, Any]) -> None:
+        """Add or replace one object (its full body) in the workspace."""
+        self.workspace_set_objects(name, [(section, obj)])
+
+    def workspace_set_objects(
+        self, name: str, objects: Iterable[tuple[str, BaseModel | Mapping[str, Any]]]
+    ) -> None:
+        """Add or replace several objects at once: all are written, or none.
+
+        Each object is validated, then the workspace's effective policy as a whole: a change
+        that breaks a reference is refused (InvalidChange with the problems)."""
+        new_bodies, problems, invalid = _parsed_bodies(objects)
+        what = f"workspace {name!r}: change"
+        with self._writing() as (session, _):
+            workspace = _open_workspace(session, name)
+            base = _revision_bodies(session, workspace.base_revision_id)
+            changes = _changes(session, workspace)
+            changes.update(new_bodies)
+            effective = apply_changes(base, changes.items())
+            if problems:  # and the reference problems of the valid ones, all at once
+                for key in invalid:
+                    effective.pop(key, None)
+                raise InvalidChange(what, problems + reference_problems_of(effective, invalid))
+            policy_from_bodies(effective, what)
+            _save_changes(session, workspace, base, changes)
+
+    def workspace_delete(self, name: str, section: str, obj_name: str) -> None:
+        """Delete an object in the workspace. Refused if anything still refers to it."""
+        check_section(section)
+        with self._writing() as (session, _):
+            workspace = _open_workspace(session, name)
+            base = _revision_bodies(session, workspace.base_revision_id)
+            changes = _changes(session, workspace)
+            key = (section, obj_name)
+            if key not in apply_changes(base, changes.items()):
+                raise NotFound(f"workspace {name!r} has no {singular(section)} {obj_name!r}")
+            changes[key] = None
+            policy_from_bodies(
+                apply_changes(base, changes.items()),
+                f"workspace {name!r}: deleting {singular(section)} {obj_name!r}",
+            )
+            _save_changes(session, workspace, base, changes)
+
+    def workspace_submit(self, name: str, author: str | None = None, message: str = "") -> int:
+        """Apply the workspace's changes to the head as a new revision; returns its number.
+
+        Refused with StoreConflict if an object the workspace changes differs at the head
+        from its base revision; nothing is written then."""
+        with self._writing() as (session, mainline):
+            workspace = _open_workspace(session, name)
+            changes = _changes(session, workspace)
+            if not changes:
+                raise MicrosegError(f"workspace {name!r} has no changes to submit")
+            base_id, head_id = workspace.base_revision_id, mainline.head_revision_id
+            assert head_id is not None, "a workspace's base revision exists, so does a head"
+            base = _revision_bodies(session, base_id)
+            head = base if head_id == base_id else _revision_bodies(session, head_id)
+            conflicts = [key for key in changes if base.get(key) != head.get(key)]
+            if conflicts:
+                raise StoreConflict(name, base_id, head_id, sorted(conflicts, key=object_order))
+            merged = apply_changes(head, changes.items())
+            policy_from_bodies(merged, f"submitting workspace {name!r} onto revision {head_id}")
+            revision = _add_revision(
+                session, mainline, merged, author, message or f"workspace {name}"
+            )
+            workspace.state = "submitted"
+            workspace.closed_at = _now()
+            workspace.submitted_revision_id = revision
+            return revision
+
+    def workspace_abandon(self, name: str) -> None:
+        """Close the workspace without submitting it. Its changes stay readable."""
+        with self._writing() as (session, _):
+            workspace = _open_workspace(session, name)
+            workspace.state = "abandoned"
+            workspace.closed_at = _now()
+
+
+# -- helpers (inside a transaction) ---------------------------------------------------------
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _author(author: str | None) -> str:
+    author = (author or "").strip() or default_author()
+    if len(author) > 200:
+        raise MicrosegError(f"author {author[:40]!r}...: at most 200 characters")
+    return author
+
+
+def _check_workspace_name(name: str) -> None:
+    if not name or name != name.strip() or len(name) > 200:
+        raise MicrosegError(f"workspace name {name!r}: 1 to 200 characters, no surrounding spaces")
+    if any(ord(ch) < 32 for ch in name):
+        raise MicrosegError(f"workspace name {name!r}: no control characters")
+
+
+def _revision(session: Session, revision: int) -> Revision:
+    found = session.get(Revision, revision)
+    if found is None:
+        head = session.get_one(Mainline, 1).head_revision_id
+        where = f"head is {head}" if head is not None else "the store is empty"
+        raise NotFound(f"no revision {revision} ({where})")
+    return found
+
+
+def _revision_info(revision: Revision) -> RevisionInfo:
+    return RevisionInfo(
+        revision.id, revision.parent_id, revision.author, revision.message, revision.created_at
+    )
+
+
+def _revision_bodies(session: Session, revision: int) -> Bodies:
+    rows = session.execute(
+        select(RevisionObject.section, RevisionObject.name, RevisionObject.body).where(
+            RevisionObject.revision_id == revision
+        )
+    )
+    return {(section, name): body for section, name, body in rows}
+
+
+def _add_revision(
+    session: Session, mainline: Mainline, bodies: Bodies, author: str | None, message: str
+) -> int:
+    # Under the mainline lock: head + 1 is free, and numbers have no gaps.
+    number = (session.scalar(select(func.max(Revision.id))) or 0) + 1
+    session.add(
+        Revision(
+            id=number,
+            parent_id=mainline.head_revision_id,
+            author=_author(author),
+            message=message,
+            created_at=_now(),
+        )
+    )
+    session.flush()
+    if bodies:
+        session.execute(
+            insert(RevisionObject),
+            [
+                {"revision_id": number, "section": section, "name": name, "body": body}
+                for (section, name), body in bodies.items()
+            ],
+        )
+    mainline.head_revision_id = number
+    return number
+
+
+def _latest_workspace(session: Session, name: str, lock: bool = False) -> Workspace | None:
+    # At most one workspace per name is open, and it is the newest of that name.
+    query = select(Workspace).where(Workspace.name == name).order_by(Workspace.id.desc()).limit(1)
+    return session.scalars(query.with_for_update() if lock else query).first()
+
+
+def _workspace(session: Session, name: str, lock: bool = False) -> Workspace:
+    workspace = _latest_workspace(session, name, lock)
+    if workspace is None:
+        raise NotFound(f"no workspace {name!r} (microseg workspace list)")
+    return workspace
+
+
+def _open_workspace(session: Session, name: str) -> Workspace:
+    workspace = _workspace(session, name, lock=True)
+    if workspace.state == "submitted":
+        raise WorkspaceClosed(
+            f"workspace {name!r} was submitted as revision {workspace.submitted_revision_id}; "
+            "it can no longer be changed or submitted"
+        )
+    if workspace.state == "abandoned":
+        raise WorkspaceClosed(
+            f"workspace {name!r} was abandoned; it can no longer be changed or submitted"
+        )
+    return workspace
+
+
+def _changes(session: Session, workspace: Workspace) -> dict[ObjectKey, str | None]:
+    rows = session.execute(
+        select(WorkspaceChange.section, WorkspaceChange.name, WorkspaceChange.body).where(
+            WorkspaceChange.workspace_id == workspace.id
+        )
+    )
+    return {(section, name): body for section, name, body in rows}
+
+
+def _effective_bodies(session: Session, workspace: Workspace) -> Bodies:
+    base = _revision_bodies(session, workspace.base_revision_id)
+    return apply_changes(base, _changes(session, workspace).items())
+
+
+def _save_changes(
+    session: Session, workspace: Workspace, base: Bodies, changes: dict[ObjectKey, str | None]
+) -> None:
+    """Replace the workspace's change rows; a change back to the base body is no change."""
+    session.execute(delete(WorkspaceChange).where(WorkspaceChange.workspace_id == workspace.id))
+    rows = [
+        {"workspace_id": workspace.id, "section": section, "name": name, "body": body}
+        for (section, name), body in changes.items()
+        if body != base.get((section, name))
+    ]
+    if rows:
+        session.execute(insert(WorkspaceChange), rows)
+
+
+def _workspace_info(session: Session, workspace: Workspace) -> WorkspaceInfo:
+    count = session.scalar(
+        select(func.count())
+        .select_from(WorkspaceChange)
+        .where(WorkspaceChange.workspace_id == workspace.id)
+    )
+    return WorkspaceInfo(
+        name=workspace.name,
+        base=workspace.base_revision_id,
+        state=workspace.state,
+        author=workspace.author,
+        created_at=workspace.created_at,
+        changes=count or 0,
+        submitted_revision=workspace.submitted_revision_id,
+    )
+
+
+def _parsed_bodies(
+    objects: Iterable[tuple[str, BaseModel | Mapping[str, Any]]],
+) -> tuple[dict[ObjectKey, str], list[Problem], set[ObjectKey]]:
+    """Validate each object on its own: the bodies of the valid ones, the problems of the
+    others, and the (section, name) of the invalid ones that have a name."""
+    bodies: dict[ObjectKey, str] = {}
+    problems: list[Problem] = []
+    invalid: set[ObjectKey] = set()
+    for section, obj in objects:
+        try:
+            parsed = parse_object(section, obj)
+        except PolicyError as error:
+            problems.extend(error.problems)
+            name = obj.get("name") if isinstance(obj, Mapping) else None
+            if isinstance(name, str):
+                invalid.add((section, name))
+            continue
+        key = (section, parsed.name)
+        if key in bodies:
+            raise MicrosegError(f"{singular(section)} {parsed.name!r} is given twice")
+        bodies[key] = object_body(section, parsed)
+    return bodies, problems, invalid
