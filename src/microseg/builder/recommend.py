@@ -330,9 +330,11 @@ def _rules(
     source = endpoints.of_address[side.client[rows]].astype(np.int64)
     destination = endpoints.of_address[side.server[rows]].astype(np.int64)
     service = service_index[rows].astype(np.int64)
-    triple_keys, triple_of_row, order = _group_by(
-        (source * endpoint_count + destination) * service_count + service
+    triple_keys, triple_of_row = np.unique(
+        (source * endpoint_count + destination) * service_count + service, return_inverse=True
     )
+    # Rows grouped by triple, earliest first inside a group (the examples come from there).
+    order = np.lexsort((rows, sessions.first_seen[rows], triple_of_row))
     stats = _triple_stats(sessions, side, rows, triple_of_row, order, len(triple_keys))
     # Distinct (client host, server host, service) per triple: the observed combinations.
     # Internet addresses count as one host, as the internet group counts as one endpoint.
