@@ -1,0 +1,462 @@
+"""FlowDecoder: IPFIX and NetFlow v9 datagrams in, one columnar FlowBatch out.
+
+The per-datagram work is walking a handful of set headers; data sets are *gathered* per
+template across the whole batch of datagrams and decoded with one `np.frombuffer` per
+template, so no Python code runs per flow record (except for templates with
+variable-length fields, which RFC 7011 7 makes sequential by nature).
+
+Bad input never raises: a datagram that breaks the wire format is dropped whole (nothing of
+it is applied) and counted. Memory is bounded: templates per exporter, streams, and data
+sets waiting for their template are all capped.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from microseg.flows import ipfix, netflow9
+from microseg.flows.batch import IPV4_MAPPED, FlowBatch, address_halves
+from microseg.flows.ipfix import MalformedDatagram
+from microseg.flows.templates import ROLES, Template, build_template, field_columns, fits, widen
+
+NTP_TO_UNIX_SECONDS = 2208988800  # RFC 7011 6.1.9: NTP era 0 starts 1900-01-01
+SEQUENCE_MODULO = 1 << 32
+VERSION = struct.Struct("!H")
+
+
+@dataclass
+class ExporterCounters:
+    """What one exporter (source address) has sent us."""
+
+    datagrams: int = 0
+    records: int = 0
+    decode_errors: int = 0
+    unknown_template_sets: int = 0
+    sequence_gaps: int = 0
+    lost_records: int = 0  # IPFIX: sequence numbers count data records
+    lost_datagrams: int = 0  # NetFlow v9: sequence numbers count export packets
+
+
+@dataclass
+class DecoderCounters:
+    datagrams: int = 0
+    records: int = 0
+    options_records: int = 0
+    decode_errors: int = 0
+    unknown_version: int = 0
+    unknown_template_sets: int = 0  # data sets that arrived before their template
+    unknown_template_decoded: int = 0  # ... of which decoded once the template arrived
+    unknown_template_dropped: int = 0  # ... dropped: buffer full or waited too long
+    templates: int = 0
+    template_withdrawals: int = 0
+    template_rejects: int = 0  # over the per-exporter or stream cap
+    exporters: dict[str, ExporterCounters] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        data = asdict(self)
+        data["exporters"] = {name: data["exporters"][name] for name in sorted(data["exporters"])}
+        return data
+
+
+@dataclass
+class _Gather:
+    """Data sets of one template collected across datagrams, decoded together."""
+
+    template: Template
+    exporter: str
+    domain: int
+    chunks: list = field(default_factory=list)
+    counts: list = field(default_factory=list)
+    time_bases: list = field(default_factory=list)  # NFv9: unix ms minus sysUptime
+    variable_sets: list = field(default_factory=list)
+
+
+class FlowDecoder:
+    """Stateful decoder: templates and sequence numbers per (exporter, version, domain)."""
+
+    def __init__(
+        self,
+        max_templates_per_exporter: int = 512,
+        max_streams: int = 4096,
+        max_pending_sets: int = 1024,
+        max_pending_bytes: int = 8 << 20,
+        pending_seconds: float = 30.0,
+    ):
+        self.max_templates_per_exporter = max_templates_per_exporter
+        self.max_streams = max_streams
+        self.max_pending_sets = max_pending_sets
+        self.max_pending_bytes = max_pending_bytes
+        self.pending_seconds = pending_seconds
+        self.counters = DecoderCounters()
+        self.templates: dict[tuple, dict[int, Template]] = {}
+        self._templates_per_exporter: dict[str, int] = {}
+        self._sequence: dict[tuple, tuple] = {}
+        self._pending: dict[tuple, list] = {}  # (stream, template id) -> [(arrival, bytes, base)]
+        self._pending_sets = 0
+        self._pending_bytes = 0
+        self._exporter_halves: dict[str, tuple[int, int]] = {}
+
+    # -- public -------------------------------------------------------------------------
+
+    def decode(self, datagrams: Iterable[tuple[bytes, str]]) -> FlowBatch:
+        """Decode (datagram, exporter address) pairs into one FlowBatch."""
+        gathers: dict[int, _Gather] = {}
+        self._expire_pending()
+        for data, exporter in datagrams:
+            self.counters.datagrams += 1
+            per_exporter = self.counters.exporters.get(exporter)
+            if per_exporter is None:
+                per_exporter = self._new_exporter(exporter)
+            per_exporter.datagrams += 1
+            try:
+                version = VERSION.unpack_from(data)[0] if len(data) >= 2 else 0
+                if version == ipfix.VERSION:
+                    self._ipfix(data, exporter, per_exporter, gathers)
+                elif version == netflow9.VERSION:
+                    self._netflow9(data, exporter, per_exporter, gathers)
+                else:
+                    self.counters.unknown_version += 1
+                    raise MalformedDatagram(f"unknown export version {version}")
+            except (MalformedDatagram, struct.error):
+                self.counters.decode_errors += 1
+                per_exporter.decode_errors += 1
+        return FlowBatch.concat([self._columns(gather) for gather in gathers.values()])
+
+    def stats(self) -> dict:
+        data = self.counters.as_dict()
+        data["pending_sets"] = self._pending_sets
+        data["streams"] = len(self.templates)
+        return data
+
+    # -- per datagram -------------------------------------------------------------------
+
+    def _new_exporter(self, exporter: str) -> ExporterCounters:
+        if len(self.counters.exporters) >= self.max_streams:
+            exporter = "other"
+            if exporter in self.counters.exporters:
+                return self.counters.exporters[exporter]
+        counters = self.counters.exporters[exporter] = ExporterCounters()
+        return counters
+
+    def _ipfix(self, data, exporter, per_exporter, gathers) -> None:
+        _, length, _export_time, sequence, domain = ipfix.HEADER.unpack_from(data)
+        if length != len(data):
+            raise MalformedDatagram(f"message length {length} but datagram has {len(data)}")
+        sets = ipfix.walk_sets(data, ipfix.HEADER.size, length)
+        stream = (exporter, 10, domain)
+        # RFC 7011 8: parse every template first, apply nothing unless all of it is valid
+        parsed = [
+            ipfix.parse_template_records(data, start, end, set_id == ipfix.OPTIONS_TEMPLATE_SET_ID)
+            if set_id < ipfix.MIN_DATA_SET_ID
+            else None
+            for set_id, start, end in sets
+        ]
+        records = flow_records = 0
+        known = True
+        for (set_id, start, end), templates in zip(sets, parsed, strict=True):
+            if templates is not None:
+                self._install(stream, templates, gathers)
+                continue
+            count, is_options = self._data_set(stream, set_id, data, start, end, 0, gathers)
+            if count is None:
+                known = False
+            else:
+                records += count
+                flow_records += 0 if is_options else count
+        per_exporter.records += flow_records
+        self._track_ipfix_sequence(stream, sequence, records, flow_records, known, per_exporter)
+
+    def _netflow9(self, data, exporter, per_exporter, gathers) -> None:
+        _, _count, uptime, unix_seconds, sequence, source_id = netflow9.HEADER.unpack_from(data)
+        sets = netflow9.walk_flowsets(data, netflow9.HEADER.size)
+        stream = (exporter, 9, source_id)
+        parsed = []
+        for set_id, start, end in sets:
+            if set_id == netflow9.TEMPLATE_FLOWSET_ID:
+                parsed.append(netflow9.parse_template_records(data, start, end))
+            elif set_id == netflow9.OPTIONS_TEMPLATE_FLOWSET_ID:
+                parsed.append(netflow9.parse_options_template_records(data, start, end))
+            else:
+                parsed.append(None)
+        time_base = unix_seconds * 1000 - uptime  # RFC 3954 5.1: switched times are uptime ms
+        flow_records = 0
+        for (set_id, start, end), templates in zip(sets, parsed, strict=True):
+            if templates is not None:
+                self._install(stream, templates, gathers)
+                continue
+            count, is_options = self._data_set(stream, set_id, data, start, end, time_base, gathers)
+            if count and not is_options:
+                flow_records += count
+        per_exporter.records += flow_records
+        # RFC 3954 5.1: the sequence number counts export packets of this source id
+        previous = self._sequence.get(stream)
+        if previous is not None:
+            expected = (previous + 1) % SEQUENCE_MODULO
+            if sequence != expected:
+                per_exporter.sequence_gaps += 1
+                missing = (sequence - expected) % SEQUENCE_MODULO
+                if missing < SEQUENCE_MODULO // 2:
+                    per_exporter.lost_datagrams += missing
+        self._sequence[stream] = sequence
+
+    def _track_ipfix_sequence(self, stream, sequence, records, flow_records, known, counters):
+        """RFC 7011 3.1: the sequence number counts data records sent *before* this message.
+
+        softflowd 1.1.0 counts them *including* this message (and not its options records);
+        the first message that shows it counts one gap, then the stream follows that rule.
+        """
+        previous = self._sequence.get(stream)
+        inclusive = bool(previous and previous[4])
+        self._sequence[stream] = (sequence, records, flow_records, known, inclusive)
+        if previous is None or not previous[3] or not known:
+            return
+        last_sequence, last_records, last_flow_records, _, _ = previous
+        if inclusive:
+            candidates = (last_sequence + records, last_sequence + flow_records)
+        else:
+            candidates = (last_sequence + last_records, last_sequence + last_flow_records)
+        candidates = tuple(c % SEQUENCE_MODULO for c in candidates)
+        if sequence in candidates:
+            return
+        counters.sequence_gaps += 1
+        inclusive_candidates = {
+            (last_sequence + records) % SEQUENCE_MODULO,
+            (last_sequence + flow_records) % SEQUENCE_MODULO,
+        }
+        if not inclusive and sequence in inclusive_candidates:
+            self._sequence[stream] = (sequence, records, flow_records, known, True)
+            return
+        missing = (sequence - candidates[0]) % SEQUENCE_MODULO
+        if missing < SEQUENCE_MODULO // 2:
+            counters.lost_records += missing
+
+    # -- templates ----------------------------------------------------------------------
+
+    def _install(self, stream, records, gathers) -> None:
+        exporter = stream[0]
+        templates = self.templates.get(stream)
+        for template_id, fields, scope_count in records:
+            if fields is None:
+                self._withdraw(stream, template_id)
+                continue
+            if templates is None:
+                if len(self.templates) >= self.max_streams:
+                    self.counters.template_rejects += 1
+                    return
+                templates = self.templates[stream] = {}
+            if template_id not in templates:
+                if self._templates_per_exporter.get(exporter, 0) >= self.max_templates_per_exporter:
+                    self.counters.template_rejects += 1
+                    continue
+                self._templates_per_exporter[exporter] = (
+                    self._templates_per_exporter.get(exporter, 0) + 1
+                )
+            templates[template_id] = build_template(template_id, fields, scope_count)
+            self.counters.templates += 1
+            waiting = self._pending.pop((stream, template_id), None)
+            if waiting:
+                self._replay_pending(stream, template_id, waiting, gathers)
+
+    def _withdraw(self, stream, template_id) -> None:
+        """RFC 7011 8.1: id 2 withdraws all templates, 3 all options templates, else one."""
+        templates = self.templates.get(stream, {})
+        if template_id in (ipfix.TEMPLATE_SET_ID, ipfix.OPTIONS_TEMPLATE_SET_ID):
+            options = template_id == ipfix.OPTIONS_TEMPLATE_SET_ID
+            doomed = [tid for tid, t in templates.items() if t.is_options == options]
+        else:
+            doomed = [template_id] if template_id in templates else []
+        for tid in doomed:
+            del templates[tid]
+            self._templates_per_exporter[stream[0]] -= 1
+            self.counters.template_withdrawals += 1
+
+    # -- data sets ----------------------------------------------------------------------
+
+    def _data_set(self, stream, set_id, data, start, end, time_base, gathers):
+        """Queue one data set for decoding; (records, is options) or (None, False) if unknown."""
+        template = self.templates.get(stream, {}).get(set_id)
+        if template is None:
+            self._hold(stream, set_id, data[start:end], time_base)
+            return None, False
+        gather = gathers.get(id(template))
+        if gather is None:
+            gather = gathers[id(template)] = _Gather(template, stream[0], stream[2])
+        if template.variable_length:
+            try:
+                offsets = ipfix.variable_record_offsets(data, start, end, template.fields)
+            except MalformedDatagram:
+                self.counters.decode_errors += 1
+                return 0, template.is_options
+            gather.variable_sets.append((bytes(data[start:end]), start, offsets, time_base))
+            count = len(offsets)
+        else:
+            count = (end - start) // template.record_length  # RFC 7011 3.3.1: rest is padding
+            if count:
+                gather.chunks.append(data[start : start + count * template.record_length])
+                gather.counts.append(count)
+                gather.time_bases.append(time_base)
+        if template.is_options:
+            self.counters.options_records += count
+        else:
+            self.counters.records += count
+        return count, template.is_options
+
+    def _hold(self, stream, template_id, payload: bytes, time_base) -> None:
+        """Keep a data set whose template has not arrived yet (bounded, RFC 7011 8 allows it)."""
+        self.counters.unknown_template_sets += 1
+        self.counters.exporters[stream[0]].unknown_template_sets += 1
+        if len(payload) > self.max_pending_bytes:
+            self.counters.unknown_template_dropped += 1
+            return
+        while self._pending and (
+            self._pending_sets >= self.max_pending_sets
+            or self._pending_bytes + len(payload) > self.max_pending_bytes
+        ):
+            self._drop_pending(next(iter(self._pending)))
+        self._pending.setdefault((stream, template_id), []).append(
+            (time.monotonic(), payload, time_base)
+        )
+        self._pending_sets += 1
+        self._pending_bytes += len(payload)
+
+    def _drop_pending(self, key) -> None:
+        waiting = self._pending.pop(key)
+        self._pending_sets -= len(waiting)
+        self._pending_bytes -= sum(len(payload) for _, payload, _ in waiting)
+        self.counters.unknown_template_dropped += len(waiting)
+
+    def _expire_pending(self) -> None:
+        deadline = time.monotonic() - self.pending_seconds
+        for key in [k for k, waiting in self._pending.items() if waiting[-1][0] < deadline]:
+            self._drop_pending(key)
+
+    def _replay_pending(self, stream, template_id, waiting, gathers) -> None:
+        self._pending_sets -= len(waiting)
+        self._pending_bytes -= sum(len(payload) for _, payload, _ in waiting)
+        for _, payload, time_base in waiting:
+            count, is_options = self._data_set(
+                stream, template_id, payload, 0, len(payload), time_base, gathers
+            )
+            self.counters.unknown_template_decoded += 1
+            if count and not is_options:
+                self.counters.exporters[stream[0]].records += count
+
+    # -- columns ------------------------------------------------------------------------
+
+    def _columns(self, gather: _Gather) -> FlowBatch:
+        template = gather.template
+        roles = template.roles
+        if template.is_options or not (
+            ("src_v4" in roles and "dst_v4" in roles) or ("src_v6" in roles and "dst_v6" in roles)
+        ):
+            return FlowBatch.empty()
+        if template.variable_length:
+            values, time_base = _variable_values(gather)
+        else:
+            values = np.frombuffer(b"".join(gather.chunks), dtype=template.dtype)
+            time_base = np.repeat(np.array(gather.time_bases, np.int64), gather.counts)
+        batch = FlowBatch.empty(len(values))
+        _fill_addresses(batch, values, roles)
+        for role in (
+            "src_port",
+            "dst_port",
+            "protocol",
+            "icmp_type_code",
+            "packets",
+            "bytes",
+            "rev_packets",
+            "rev_bytes",
+            "tcp_flags",
+            "rev_tcp_flags",
+            "vrf_id",
+        ):
+            if role in roles:
+                column = getattr(batch, role)
+                column[:] = widen(values[role]).astype(column.dtype)
+        if "direction" in roles:
+            batch.direction[:] = widen(values["direction"]).astype(np.int8)
+        else:
+            batch.direction[:] = -1
+        batch.start_ms[:] = _time_ms(values, roles, "start", time_base)
+        if any(role in roles for role in ("end_ms", "end_s", "end_ntp", "end_uptime")):
+            batch.end_ms[:] = _time_ms(values, roles, "end", time_base)
+        else:
+            batch.end_ms[:] = batch.start_ms
+        halves = self._exporter_halves.get(gather.exporter)
+        if halves is None:
+            halves = self._exporter_halves[gather.exporter] = _exporter_halves(gather.exporter)
+        batch.exporter_hi[:], batch.exporter_lo[:] = halves
+        batch.observation_domain[:] = gather.domain
+        return batch
+
+
+def _fill_addresses(batch: FlowBatch, values, roles) -> None:
+    if "src_v4" in roles and "dst_v4" in roles:
+        batch.family[:] = 4
+        batch.src_lo[:] = IPV4_MAPPED | values["src_v4"].astype(np.uint64)
+        batch.dst_lo[:] = IPV4_MAPPED | values["dst_v4"].astype(np.uint64)
+    else:
+        batch.family[:] = 6
+        batch.src_hi[:], batch.src_lo[:] = values["src_v6_hi"], values["src_v6_lo"]
+        batch.dst_hi[:], batch.dst_lo[:] = values["dst_v6_hi"], values["dst_v6_lo"]
+
+
+def _time_ms(values, roles, which: str, time_base) -> np.ndarray:
+    if f"{which}_ms" in roles:
+        return widen(values[f"{which}_ms"]).astype(np.int64)
+    if f"{which}_s" in roles:
+        return widen(values[f"{which}_s"]).astype(np.int64) * 1000
+    if f"{which}_ntp" in roles:
+        ntp = widen(values[f"{which}_ntp"])
+        seconds = (ntp >> np.uint64(32)).astype(np.int64) - NTP_TO_UNIX_SECONDS
+        fraction_ms = ((ntp & np.uint64(0xFFFFFFFF)) * np.uint64(1000)) >> np.uint64(32)
+        return seconds * 1000 + fraction_ms.astype(np.int64)
+    if f"{which}_uptime" in roles:
+        return time_base + widen(values[f"{which}_uptime"]).astype(np.int64)
+    return np.zeros(len(values), np.int64)
+
+
+def _variable_values(gather: _Gather):
+    """Fields of variable-length records, gathered by computed offsets (vectorised per field)."""
+    template = gather.template
+    wanted = {}
+    offset_rows, buffers, bases = [], [], []
+    shift = 0
+    for payload, start, offsets, time_base in gather.variable_sets:
+        buffers.append(payload)
+        for row in offsets:
+            offset_rows.append([shift + o - start for o in row])
+        bases.extend([time_base] * len(offsets))
+        shift += len(payload)
+    raw = np.frombuffer(b"".join(buffers), np.uint8)
+    offsets = np.array(offset_rows, np.int64).reshape(len(offset_rows), len(template.fields))
+    names, formats = [], []
+    for index, spec in enumerate(template.fields):
+        role = ROLES.get((spec.enterprise, spec.element_id))
+        if not role or role in wanted or spec.length == 65535 or not fits(role, spec.length):
+            continue
+        wanted[role] = index
+        for name, fmt, _ in field_columns(role, spec.length, 0):
+            names.append(name)
+            formats.append(fmt)
+    values = np.zeros(len(offsets), dtype=list(zip(names, formats, strict=True)))
+    for role, index in wanted.items():
+        length = template.fields[index].length
+        for name, fmt, at in field_columns(role, length, 0):
+            size = np.dtype(fmt).itemsize
+            cells = raw[offsets[:, index, None] + at + np.arange(size)]
+            values[name] = np.frombuffer(cells.tobytes(), dtype=fmt)
+    template.roles = dict.fromkeys(wanted, 0)
+    return values, np.array(bases, np.int64)
+
+
+def _exporter_halves(exporter: str) -> tuple[int, int]:
+    try:
+        return address_halves(exporter)
+    except ValueError:
+        return 0, 0

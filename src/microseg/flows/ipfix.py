@@ -1,0 +1,124 @@
+"""IPFIX (RFC 7011) wire format: message header, set walk, (options) template records.
+
+Knows nothing of sessions or sockets; `decoder.py` turns data sets into columns.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from microseg.flows.templates import FieldSpec
+
+VERSION = 10
+HEADER = struct.Struct("!HHIII")  # version, length, export time, sequence, observation domain
+SET_HEADER = struct.Struct("!HH")
+TEMPLATE_SET_ID = 2
+OPTIONS_TEMPLATE_SET_ID = 3
+MIN_DATA_SET_ID = 256
+
+
+class MalformedDatagram(ValueError):
+    """A datagram that does not follow the wire format; it is dropped whole."""
+
+
+def walk_sets(data: bytes, start: int, end: int) -> list[tuple[int, int, int]]:
+    """(set id, content start, content end) of every set; the chain must fill the message."""
+    sets = []
+    position = start
+    while position < end:
+        if end - position < 4:
+            raise MalformedDatagram(f"{end - position} stray bytes after the last set")
+        set_id, length = SET_HEADER.unpack_from(data, position)
+        if length < 4 or position + length > end:
+            raise MalformedDatagram(f"set {set_id} length {length} overruns the message")
+        if set_id < MIN_DATA_SET_ID and set_id not in (TEMPLATE_SET_ID, OPTIONS_TEMPLATE_SET_ID):
+            raise MalformedDatagram(f"reserved set id {set_id}")
+        sets.append((set_id, position + 4, position + length))
+        position += length
+    return sets
+
+
+def parse_template_records(data: bytes, start: int, end: int, options: bool):
+    """Template records of one (options) template set.
+
+    Yields (template id, fields, scope count); fields is None for a withdrawal (field count 0,
+    RFC 7011 8.1). A template id of 2 (or 3) with no fields withdraws every template.
+    """
+    records = []
+    position = start
+    while end - position >= 4:
+        template_id, field_count = SET_HEADER.unpack_from(data, position)
+        position += 4
+        if field_count == 0:
+            if template_id < MIN_DATA_SET_ID and template_id not in (2, 3):
+                raise MalformedDatagram(f"withdrawal of reserved template id {template_id}")
+            records.append((template_id, None, 0))
+            continue
+        if template_id < MIN_DATA_SET_ID:
+            raise MalformedDatagram(f"template id {template_id} is below 256")
+        scope_count = 0
+        if options:
+            if end - position < 2:
+                raise MalformedDatagram("options template record truncated")
+            (scope_count,) = struct.unpack_from("!H", data, position)
+            position += 2
+            if scope_count == 0 or scope_count > field_count:
+                raise MalformedDatagram(f"options template {template_id}: bad scope count")
+        fields, position = _field_specifiers(data, position, end, field_count)
+        records.append((template_id, fields, scope_count))
+    if any(data[position:end]):
+        raise MalformedDatagram("template set padding is not zero")
+    return records
+
+
+def _field_specifiers(data: bytes, position: int, end: int, count: int):
+    fields = []
+    for _ in range(count):
+        if end - position < 4:
+            raise MalformedDatagram("template record truncated")
+        element, length = SET_HEADER.unpack_from(data, position)
+        position += 4
+        enterprise = 0
+        if element & 0x8000:  # RFC 7011 3.2: enterprise bit, then a 4-byte PEN
+            if end - position < 4:
+                raise MalformedDatagram("enterprise number truncated")
+            (enterprise,) = struct.unpack_from("!I", data, position)
+            position += 4
+            element &= 0x7FFF
+        if length == 0:
+            raise MalformedDatagram(f"element {element} has length 0")
+        fields.append(FieldSpec(element, length, enterprise))
+    return tuple(fields), position
+
+
+def variable_record_offsets(data: bytes, start: int, end: int, fields) -> list[list[int]]:
+    """Per record, the offset of every field, for templates with variable-length fields.
+
+    RFC 7011 7: a 1-byte length, or 255 then a 2-byte length. This walk is per record by
+    nature (each record's layout depends on the previous one); only such templates use it.
+    """
+    records = []
+    position = start
+    while position < end:
+        offsets = []
+        for spec in fields:
+            if spec.length == 65535:
+                if position >= end:
+                    raise MalformedDatagram("variable-length field truncated")
+                length = data[position]
+                position += 1
+                if length == 255:
+                    if end - position < 2:
+                        raise MalformedDatagram("variable-length field truncated")
+                    (length,) = struct.unpack_from("!H", data, position)
+                    position += 2
+            else:
+                length = spec.length
+            offsets.append(position)
+            position += length
+        if position > end:
+            if not records or any(data[offsets[0] - 1 : end]):
+                raise MalformedDatagram("data record overruns its set")
+            break
+        records.append(offsets)
+    return records

@@ -1,0 +1,320 @@
+"""Session table: uniflow and biflow records merged into bidirectional sessions.
+
+Each record is turned around into a *canonical* orientation (the lower endpoint first, by
+address then port) so both directions of a conversation land on one key
+(VRF, protocol, low endpoint, high endpoint); packets, bytes, first/last seen and TCP flags
+are kept per canonical direction. Merging is a DuckDB hash group-by over whole batches; no
+Python code runs per record or per session.
+
+Only when sessions leave the table (timeouts, flush) is the initiator worked out, because
+exporters do not say who started a conversation (softflowd's "forward" is the lower
+address): a TCP direction that carried a SYN the other did not, an ICMP echo request, the
+earlier first packet, and last the ports (the server's port is the smaller one).
+
+Definitions (also in the README):
+* complete — TCP: both directions carried packets, the initiator sent a SYN and the responder
+  a SYN+ACK (when the exporter reports no TCP flags: both directions carried packets);
+  other protocols: both directions carried packets.
+* half_open — only the initiator's direction carried packets (an unanswered SYN, a DNS query
+  that got no reply).
+* A TCP session with packets both ways but no handshake (a RST answer, a mid-stream start)
+  is neither.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from microseg.flows.batch import FlowBatch, format_addresses
+
+NO_TIME = np.iinfo(np.int64).max  # "no packet in this direction" for min(first)
+TCP, UDP, ICMP, ICMPV6 = 6, 17, 1, 58
+PROTOCOL_NAMES = {TCP: "tcp", UDP: "udp", ICMP: "icmp", ICMPV6: "icmpv6", 132: "sctp"}
+ECHO_REQUEST = {ICMP: 8, ICMPV6: 128}  # RFC 792, RFC 4443
+SYN, ACK = 0x02, 0x10
+
+KEY = ["vrf_id", "protocol", "low_hi", "low_lo", "low_port", "high_hi", "high_lo", "high_port"]
+
+SESSION_SCHEMA = pa.schema(
+    [
+        ("vrf", pa.string()),
+        ("protocol", pa.string()),
+        ("src", pa.string()),
+        ("sport", pa.int32()),
+        ("dst", pa.string()),
+        ("dport", pa.int32()),
+        ("fwd_packets", pa.int64()),
+        ("fwd_bytes", pa.int64()),
+        ("rev_packets", pa.int64()),
+        ("rev_bytes", pa.int64()),
+        ("complete", pa.int64()),
+        ("half_open", pa.int64()),
+        ("first_seen", pa.timestamp("ms", tz="UTC")),
+        ("last_seen", pa.timestamp("ms", tz="UTC")),
+        ("exporter", pa.string()),
+        ("rev_exporter", pa.string()),
+        ("fwd_tcp_flags", pa.int32()),
+        ("rev_tcp_flags", pa.int32()),
+        ("sessions", pa.int64()),
+    ]
+)
+
+_MERGE = f"""
+SELECT {", ".join(KEY)},
+       sum(a_packets)::UBIGINT AS a_packets, sum(a_bytes)::UBIGINT AS a_bytes,
+       min(a_first) AS a_first, max(a_last) AS a_last, bit_or(a_flags) AS a_flags,
+       max(a_request) AS a_request, max(a_exporter) AS a_exporter,
+       sum(b_packets)::UBIGINT AS b_packets, sum(b_bytes)::UBIGINT AS b_bytes,
+       min(b_first) AS b_first, max(b_last) AS b_last, bit_or(b_flags) AS b_flags,
+       max(b_request) AS b_request, max(b_exporter) AS b_exporter,
+       min(created) AS created, max(touched) AS touched
+FROM rows GROUP BY ALL
+"""
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    """Timeouts are collector time: inactive = no record for the session for that long;
+    active = a session older than that is written out and starts afresh (EOS flow tracking
+    defaults: inactive 15 s, active 1800 s)."""
+
+    inactive_timeout: float = 15.0
+    active_timeout: float = 1800.0
+
+
+class SessionTable:
+    """Active sessions, in canonical orientation, as one Arrow table."""
+
+    def __init__(self, settings: SessionSettings | None = None):
+        self.settings = settings or SessionSettings()
+        self._sessions: pa.Table | None = None
+        self._waiting: list[pa.Table] = []
+        self._waiting_rows = 0
+        self._exporters: list[str] = [""]  # exporter id -> address; 0 = none
+        self._exporter_ids: dict[tuple[int, int], int] = {}
+        self._connection = duckdb.connect()
+
+    def __len__(self) -> int:
+        self._merge()
+        return 0 if self._sessions is None else self._sessions.num_rows
+
+    @property
+    def nbytes(self) -> int:
+        self._merge()
+        return 0 if self._sessions is None else self._sessions.nbytes
+
+    def add(self, batch: FlowBatch, now: float | None = None) -> None:
+        """Take flow records in; they are merged lazily, in large groups."""
+        if not len(batch):
+            return
+        self._waiting.append(self._canonical_rows(batch, time.time() if now is None else now))
+        self._waiting_rows += len(batch)
+        if self._waiting_rows >= 500_000:
+            self._merge()
+
+    def expire(self, now: float | None = None) -> pa.Table:
+        """Remove and return (SESSION_SCHEMA) sessions past their inactive or active timeout."""
+        self._merge()
+        if self._sessions is None:
+            return SESSION_SCHEMA.empty_table()
+        now = time.time() if now is None else now
+        touched = self._sessions.column("touched").to_numpy()
+        created = self._sessions.column("created").to_numpy()
+        done = (touched <= now - self.settings.inactive_timeout) | (
+            created <= now - self.settings.active_timeout
+        )
+        if not done.any():
+            return SESSION_SCHEMA.empty_table()
+        leaving = self._sessions.filter(pa.array(done))
+        self._sessions = self._sessions.filter(pa.array(~done))
+        return self._oriented(leaving)
+
+    def flush(self) -> pa.Table:
+        """Remove and return every session (shutdown)."""
+        self._merge()
+        sessions, self._sessions = self._sessions, None
+        return SESSION_SCHEMA.empty_table() if sessions is None else self._oriented(sessions)
+
+    # -- merging --------------------------------------------------------------------------
+
+    def _merge(self) -> None:
+        if not self._waiting:
+            return
+        parts = ([self._sessions] if self._sessions is not None else []) + self._waiting
+        self._connection.register("rows", pa.concat_tables(parts))
+        self._sessions = self._connection.sql(_MERGE).to_arrow_table()
+        self._connection.unregister("rows")
+        self._waiting, self._waiting_rows = [], 0
+
+    def _exporter_column(self, high: np.ndarray, low: np.ndarray) -> np.ndarray:
+        pairs = np.empty(len(high), dtype=[("hi", np.uint64), ("lo", np.uint64)])
+        pairs["hi"], pairs["lo"] = high, low
+        distinct, inverse = np.unique(pairs, return_inverse=True)
+        names = format_addresses(distinct["hi"], distinct["lo"])
+        ids = np.empty(len(distinct), np.uint32)
+        for index, (pair, name) in enumerate(zip(distinct.tolist(), names, strict=True)):
+            if pair not in self._exporter_ids:
+                self._exporter_ids[pair] = len(self._exporters)
+                self._exporters.append(name)
+            ids[index] = self._exporter_ids[pair]
+        return ids[inverse.reshape(-1)]
+
+    def _canonical_rows(self, batch: FlowBatch, now: float) -> pa.Table:
+        icmp = (batch.protocol == ICMP) | (batch.protocol == ICMPV6)
+        src_port = np.where(icmp, 0, batch.src_port).astype(np.uint16)
+        dst_port = np.where(icmp, 0, batch.dst_port).astype(np.uint16)
+        # softflowd and NFv9 exporters without icmpTypeCode put type/code into the dst port
+        type_code = np.where(batch.icmp_type_code != 0, batch.icmp_type_code, batch.dst_port)
+        echo_type = np.where(batch.protocol == ICMPV6, 128, 8)
+        request = (icmp & ((type_code >> 8) == echo_type)).astype(np.uint8)
+        swap = (batch.src_hi > batch.dst_hi) | (
+            (batch.src_hi == batch.dst_hi)
+            & (
+                (batch.src_lo > batch.dst_lo)
+                | ((batch.src_lo == batch.dst_lo) & (src_port > dst_port))
+            )
+        )
+        exporter = self._exporter_column(batch.exporter_hi, batch.exporter_lo)
+        forward = _direction_stats(
+            batch.packets, batch.bytes, batch.start_ms, batch.end_ms, batch.tcp_flags, request
+        )
+        # RFC 5103: reverse counters of a biflow run from destination to source
+        reverse = _direction_stats(
+            batch.rev_packets,
+            batch.rev_bytes,
+            batch.start_ms,
+            batch.end_ms,
+            batch.rev_tcp_flags,
+            np.zeros(len(batch), np.uint8),
+        )
+        columns = {
+            "vrf_id": batch.vrf_id,
+            "protocol": batch.protocol,
+            "low_hi": np.where(swap, batch.dst_hi, batch.src_hi),
+            "low_lo": np.where(swap, batch.dst_lo, batch.src_lo),
+            "low_port": np.where(swap, dst_port, src_port),
+            "high_hi": np.where(swap, batch.src_hi, batch.dst_hi),
+            "high_lo": np.where(swap, batch.src_lo, batch.dst_lo),
+            "high_port": np.where(swap, src_port, dst_port),
+        }
+        for name in forward:
+            columns["a_" + name] = np.where(swap, reverse[name], forward[name])
+            columns["b_" + name] = np.where(swap, forward[name], reverse[name])
+        has_forward, has_reverse = batch.packets > 0, batch.rev_packets > 0
+        columns["a_exporter"] = np.where(np.where(swap, has_reverse, has_forward), exporter, 0)
+        columns["b_exporter"] = np.where(np.where(swap, has_forward, has_reverse), exporter, 0)
+        columns["created"] = np.full(len(batch), now)
+        columns["touched"] = columns["created"]
+        return pa.table(columns)
+
+    # -- leaving the table ----------------------------------------------------------------
+
+    def _oriented(self, sessions: pa.Table) -> pa.Table:
+        """Canonical sessions -> SESSION_SCHEMA rows, initiator first."""
+        c = {name: sessions.column(name).to_numpy() for name in sessions.column_names}
+        low_is_client = initiator_is_low(c)
+        a, b = "a_", "b_"
+
+        def pick(name: str, client: bool) -> np.ndarray:
+            first, second = (a, b) if client else (b, a)
+            return np.where(low_is_client, c[first + name], c[second + name])
+
+        protocol = c["protocol"]
+        fwd_packets, rev_packets = pick("packets", True), pick("packets", False)
+        fwd_flags, rev_flags = pick("flags", True), pick("flags", False)
+        both = (fwd_packets > 0) & (rev_packets > 0)
+        tcp = protocol == TCP
+        no_flags = (fwd_flags | rev_flags) == 0
+        handshake = ((fwd_flags & SYN) != 0) & ((rev_flags & (SYN | ACK)) == (SYN | ACK))
+        complete = both & (~tcp | handshake | no_flags)
+        half_open = (fwd_packets > 0) & (rev_packets == 0)
+        src_hi = np.where(low_is_client, c["low_hi"], c["high_hi"])
+        src_lo = np.where(low_is_client, c["low_lo"], c["high_lo"])
+        dst_hi = np.where(low_is_client, c["high_hi"], c["low_hi"])
+        dst_lo = np.where(low_is_client, c["high_lo"], c["low_lo"])
+        first = np.minimum(c["a_first"], c["b_first"])
+        last = np.maximum(c["a_last"], c["b_last"])
+        exporters = np.array(self._exporters, dtype=object)
+        table = pa.table(
+            {
+                "vrf": _vrf_names(c["vrf_id"]),
+                "protocol": _protocol_names(protocol),
+                "src": format_addresses(src_hi, src_lo),
+                "sport": np.where(low_is_client, c["low_port"], c["high_port"]).astype(np.int32),
+                "dst": format_addresses(dst_hi, dst_lo),
+                "dport": np.where(low_is_client, c["high_port"], c["low_port"]).astype(np.int32),
+                "fwd_packets": fwd_packets.astype(np.int64),
+                "fwd_bytes": pick("bytes", True).astype(np.int64),
+                "rev_packets": rev_packets.astype(np.int64),
+                "rev_bytes": pick("bytes", False).astype(np.int64),
+                "complete": complete.astype(np.int64),
+                "half_open": half_open.astype(np.int64),
+                "first_seen": pa.array(first, pa.timestamp("ms", tz="UTC")),
+                "last_seen": pa.array(last, pa.timestamp("ms", tz="UTC")),
+                "exporter": exporters[pick("exporter", True)],
+                "rev_exporter": exporters[pick("exporter", False)],
+                "fwd_tcp_flags": fwd_flags.astype(np.int32),
+                "rev_tcp_flags": rev_flags.astype(np.int32),
+                "sessions": np.ones(len(protocol), np.int64),
+            },
+            schema=SESSION_SCHEMA,
+        )
+        return sort_sessions(table)
+
+
+def initiator_is_low(c: dict[str, np.ndarray]) -> np.ndarray:
+    """For each canonical session: did the lower endpoint start it? (evidence in order)."""
+    a_has, b_has = c["a_packets"] > 0, c["b_packets"] > 0
+    tcp = c["protocol"] == TCP
+    a_syn, b_syn = (c["a_flags"] & SYN) != 0, (c["b_flags"] & SYN) != 0
+    a_request, b_request = c["a_request"] > 0, c["b_request"] > 0
+    return np.select(
+        [
+            a_has & ~b_has,
+            b_has & ~a_has,
+            tcp & a_syn & ~b_syn,
+            tcp & b_syn & ~a_syn,
+            a_request & ~b_request,
+            b_request & ~a_request,
+            c["a_first"] < c["b_first"],
+            c["b_first"] < c["a_first"],
+        ],
+        [True, False, True, False, True, False, True, False],
+        # same millisecond: the server's port is the smaller one
+        default=c["low_port"] >= c["high_port"],
+    )
+
+
+def _direction_stats(packets, octets, start, end, flags, request) -> dict[str, np.ndarray]:
+    carried = packets > 0
+    return {
+        "packets": packets,
+        "bytes": octets,
+        "first": np.where(carried, start, NO_TIME),
+        "last": np.where(carried, end, -1),
+        "flags": np.where(carried, flags, 0).astype(np.uint16),
+        "request": np.where(carried, request, 0).astype(np.uint8),
+    }
+
+
+def _protocol_names(protocol: np.ndarray) -> np.ndarray:
+    names = np.array([PROTOCOL_NAMES.get(p, str(p)) for p in range(256)], dtype=object)
+    return names[protocol.astype(np.intp)]
+
+
+def _vrf_names(vrf_id: np.ndarray) -> np.ndarray:
+    """ingressVRFID 0 (or absent) is the default VRF; others keep their number."""
+    distinct, inverse = np.unique(vrf_id, return_inverse=True)
+    names = np.array(["default" if v == 0 else str(v) for v in distinct.tolist()], dtype=object)
+    return names[inverse.reshape(-1)]
+
+
+def sort_sessions(table: pa.Table) -> pa.Table:
+    """The one deterministic order for sessions: first seen, then the key."""
+    keys = ["first_seen", "vrf", "protocol", "src", "sport", "dst", "dport"]
+    return table.sort_by([(key, "ascending") for key in keys])
