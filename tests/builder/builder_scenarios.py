@@ -50,6 +50,7 @@ def session(
         "first_seen": first.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "last_seen": (first + timedelta(seconds=2)).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "exporter": SWITCH_VTEP,
+        "sessions": sessions,
     }
 
 

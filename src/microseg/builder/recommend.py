@@ -24,6 +24,7 @@ from microseg.builder.services import (
     ServiceChoice,
     choose_service,
     server_side,
+    syn_acknowledged,
 )
 from microseg.builder.sessions import EPHEMERAL, SessionColumns, iso_time, session_columns
 from microseg.model import Group, MicrosegError, PolicySet, Rule, Service
@@ -226,7 +227,12 @@ def answered(sessions: SessionColumns) -> np.ndarray:
     reply the collector marked half-open) did not; a session with no reverse packets did not."""
     tcp = sessions.protocol == 6
     replied = sessions.rev_packets > 0
-    return (sessions.complete > 0) | (replied & ~tcp) | (replied & tcp & (sessions.half_open == 0))
+    return (
+        (sessions.complete > 0)
+        | (tcp & syn_acknowledged(sessions))
+        | (replied & ~tcp)
+        | (replied & tcp & (sessions.half_open == 0))
+    )
 
 
 def _draft(

@@ -2,8 +2,9 @@
 
 Server side, first evidence that applies (vectorised over all sessions):
 
-* `tcp-handshake`: a TCP session the collector saw complete; the side that answered the SYN
-  is the destination (the session table keeps the opener as `src`);
+* `tcp-handshake`: a TCP session the collector saw complete, or whose reply carried SYN+ACK;
+  the side that answered the SYN is the destination (the session table keeps the opener as
+  `src`);
 * `ephemeral-port`: one side's port is `eph` or in the RFC 6335 dynamic range (>= 49152)
   and the other's is not: the other side is the server;
 * `well-known-port`: one port is below 1024 (RFC 6335 system ports) and the other is not;
@@ -68,6 +69,14 @@ _PROTOCOL_NAMES = {number: name for name, number in PROTOCOL_NUMBERS.items()}
 _ICMP_TYPES = {number: name for name, number in sorted(ICMP_TYPE_NAMES.items(), reverse=True)}
 
 
+SYN, ACK = 0x02, 0x10  # TCP header flag bits (RFC 9293)
+
+
+def syn_acknowledged(sessions: SessionColumns) -> np.ndarray:
+    """The server side sent SYN+ACK: it answered the client's SYN (RFC 9293 handshake)."""
+    return (sessions.reply_tcp_flags & (SYN | ACK)) == (SYN | ACK)
+
+
 @dataclass(frozen=True)
 class ServerSide:
     """Per session: the client and server address indices, the server port, the evidence."""
@@ -82,7 +91,7 @@ class ServerSide:
 def server_side(sessions: SessionColumns) -> ServerSide:
     sport, dport, protocol = sessions.sport, sessions.dport, sessions.protocol
     has_ports = (protocol == TCP) | (protocol == UDP)
-    handshake = (protocol == TCP) & (sessions.complete > 0)
+    handshake = (protocol == TCP) & ((sessions.complete > 0) | syn_acknowledged(sessions))
     src_ephemeral = (sport == EPHEMERAL) | (sport >= EPHEMERAL_PORT_START)
     dst_ephemeral = (dport == EPHEMERAL) | (dport >= EPHEMERAL_PORT_START)
     src_system = (sport >= 0) & (sport < _SYSTEM_PORTS_END)

@@ -45,6 +45,7 @@ class SessionColumns:
     complete: np.ndarray  # int64 count of complete sessions in the row
     half_open: np.ndarray
     sessions: np.ndarray  # int64 sessions the row stands for (>= 1)
+    reply_tcp_flags: np.ndarray  # int64 TCP flags the server side sent (0 when unknown)
     first_seen: np.ndarray  # int64 ms since the epoch (UTC)
     last_seen: np.ndarray
 
@@ -61,27 +62,11 @@ class SessionColumns:
 
 
 def read_session_table(path: Path) -> pa.Table:
-    """Sessions from a Parquet, CSV or JSON-lines file (or a directory of Parquet files)."""
-    import duckdb
+    """Sessions from a flow store directory or a Parquet, CSV or JSON-lines file, read by
+    the flow store (client ports from 49152 up already folded into `eph` summaries)."""
+    from microseg.flows.flowstore import read_sessions
 
-    if not path.exists():
-        raise MicrosegError(f"sessions: no such file or directory: {path}")
-    if path.is_dir():
-        source = f"read_parquet('{_sql_text(path / '**' / '*.parquet')}')"
-    elif path.suffix == ".parquet":
-        source = f"read_parquet('{_sql_text(path)}')"
-    elif path.suffix == ".csv":
-        source = f"read_csv_auto('{_sql_text(path)}', header=true)"
-    else:
-        source = f"read_json_auto('{_sql_text(path)}', format='newline_delimited')"
-    try:
-        return duckdb.connect().sql(f"SELECT * FROM {source}").to_arrow_table()
-    except duckdb.Error as error:
-        raise MicrosegError(f"sessions: cannot read {path}: {error}") from None
-
-
-def _sql_text(path: Path) -> str:
-    return str(path).replace("'", "''")
+    return read_sessions(path)
 
 
 def session_columns(table: pa.Table) -> SessionColumns:
@@ -121,6 +106,7 @@ def session_columns(table: pa.Table) -> SessionColumns:
         complete=complete,
         half_open=half_open,
         sessions=np.maximum(sessions, 1),
+        reply_tcp_flags=_count_column(table, "rev_tcp_flags", rows, 0),
         first_seen=first_seen,
         last_seen=np.maximum(last_seen, first_seen),
     )
