@@ -65,7 +65,9 @@ def dns_ntp_sessions(client_count: int = 60, seed: int = 7) -> list[dict]:
     for client in wifi_clients(client_count):
         for server in DNS_SERVERS:
             for _ in range(rng.randint(1, 3)):
-                rows.append(session(client, rng.randint(32768, 49151), server, 53, at=rng.randint(0, 3600)))
+                rows.append(
+                    session(client, rng.randint(32768, 49151), server, 53, at=rng.randint(0, 3600))
+                )
             rows.append(session(client, "eph", server, 53, at=rng.randint(0, 3600), sessions=4))
             rows.append(session(client, 123, server, 123, at=rng.randint(0, 3600), size=76))
     return rows
@@ -81,13 +83,25 @@ def web_app_sessions(seed: int = 11) -> list[dict]:
             rows.append(session(server, 123, dns, 123, at=rng.randint(0, 600)))
         for mirror in UBUNTU_MIRRORS:
             rows.append(
-                session(server, "eph", mirror, 80, "tcp", at=rng.randint(0, 600), packets=12, sessions=3)
+                session(
+                    server, "eph", mirror, 80, "tcp", at=rng.randint(0, 600), packets=12, sessions=3
+                )
             )
     for web in (WEB01, WEB02):
-        rows.append(session(LAPTOP, "eph", web, 80, "tcp", at=rng.randint(0, 600), packets=8, sessions=5))
+        rows.append(
+            session(LAPTOP, "eph", web, 80, "tcp", at=rng.randint(0, 600), packets=8, sessions=5)
+        )
         for _ in range(4):
             rows.append(
-                session(web, rng.randint(40000, 48000), APPSERVER1, 4567, "tcp", at=rng.randint(0, 600), packets=6)
+                session(
+                    web,
+                    rng.randint(40000, 48000),
+                    APPSERVER1,
+                    4567,
+                    "tcp",
+                    at=rng.randint(0, 600),
+                    packets=6,
+                )
             )
     return rows
 
@@ -102,5 +116,7 @@ def blocked_attempts() -> list[dict]:
 
 
 def write_jsonl(rows: list[dict], path: Path) -> Path:
-    path.write_text("".join(json.dumps(row, sort_keys=True) + "\n" for row in rows), encoding="utf-8")
+    path.write_text(
+        "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows), encoding="utf-8"
+    )
     return path
