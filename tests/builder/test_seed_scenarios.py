@@ -9,6 +9,7 @@ from builder_scenarios import (
     APPSERVER1,
     LAPTOP,
     WEB01,
+    WEB02,
     dns_ntp_sessions,
     web_app_sessions,
     wifi_clients,
