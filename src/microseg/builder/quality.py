@@ -114,6 +114,8 @@ def insertion_point(
     if target is None or not len(evidence):
         return 0
     rule_names = policy_set.policy(target).rules
+    if not rule_names:
+        return 0
     try:
         intents = compile_all(policy_set)
     except CompileError:

@@ -22,7 +22,7 @@ from microseg.builder.services import (
     EVIDENCE,
     ServerSide,
     ServiceChoice,
-    choose_service,
+    choose_services,
     server_side,
     syn_acknowledged,
 )
@@ -154,7 +154,7 @@ def recommend(
     target = target_policy(policy_set, options)
     if segments is None:
         segments = domain_segments(policy_set, target)
-    draft = _draft(policy_set, scoped, options, segments, target)
+    draft = aggregate(policy_set, scoped, options, segments, target)
     proposal = replace(
         draft.recommendation,
         insert_at=insertion_point(policy_set, draft.recommendation, draft.evidence_sessions),
@@ -235,13 +235,14 @@ def answered(sessions: SessionColumns) -> np.ndarray:
     )
 
 
-def _draft(
+def aggregate(
     policy_set: PolicySet,
     scoped: SessionColumns,
     options: BuilderOptions,
     segments: tuple[IPNetwork, ...],
     target: str | None,
 ) -> Draft:
+    """The proposals for already scoped sessions, before placement and verification."""
     side = server_side(scoped)
     replied = answered(scoped)
     use = np.ones(len(scoped), dtype=bool) if options.include_blocked else replied
@@ -270,7 +271,7 @@ def _draft(
     )
     new_services = tuple(
         sorted(
-            (c.proposed for c in choices if c.proposed and c.name in used_services),
+            (c.proposed for c in choices if not c.existing and c.name in used_services),
             key=lambda s: s.name.encode(),
         )
     )
@@ -305,16 +306,33 @@ def _services(
 ) -> tuple[np.ndarray, list[ServiceChoice]]:
     """Per session, an index into the list of service choices (one per protocol+port)."""
     keys = sessions.protocol.astype(np.int64) * 65536 + side.server_port
-    unique_keys, service_index = np.unique(keys, return_inverse=True)
-    choices = [
-        choose_service(int(k) // 65536, int(k) % 65536, policy_set, taken) for k in unique_keys
-    ]
+    unique_keys, service_index = factorize(keys)
+    pairs = [divmod(int(k), 65536) for k in unique_keys.tolist()]
+    choices = choose_services(pairs, policy_set, taken)
     return service_index.astype(np.int32), choices
+
+
+def factorize(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted distinct keys and each row's position among them. Few distinct keys among
+    many rows: a hash-based unique plus a binary search beats sorting every row."""
+    unique_keys = np.unique(keys)
+    return unique_keys, np.searchsorted(unique_keys, keys).astype(np.int64)
+
+
+def _grouped_by_time(group: np.ndarray, time: np.ndarray) -> np.ndarray:
+    """Row order by group, then time, then row (one argsort on a combined key)."""
+    if not len(group):
+        return np.zeros(0, dtype=np.int64)
+    offset = time - time.min()
+    span = int(offset.max()) + 1
+    if span * (int(group.max()) + 1) < 2**62:
+        return np.argsort(group * span + offset, kind="stable")
+    return np.lexsort((offset, group))
 
 
 def _group_by(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Sort-based group-by: unique keys, each row's group, and rows ordered by group."""
-    unique_keys, inverse = np.unique(keys, return_inverse=True)
+    unique_keys, inverse = factorize(keys)
     order = np.argsort(inverse, kind="stable")
     return unique_keys, inverse.astype(np.int64), order
 
@@ -336,11 +354,11 @@ def _rules(
     source = endpoints.of_address[side.client[rows]].astype(np.int64)
     destination = endpoints.of_address[side.server[rows]].astype(np.int64)
     service = service_index[rows].astype(np.int64)
-    triple_keys, triple_of_row = np.unique(
-        (source * endpoint_count + destination) * service_count + service, return_inverse=True
+    triple_keys, triple_of_row = factorize(
+        (source * endpoint_count + destination) * service_count + service
     )
     # Rows grouped by triple, earliest first inside a group (the examples come from there).
-    order = np.lexsort((rows, sessions.first_seen[rows], triple_of_row))
+    order = _grouped_by_time(triple_of_row, sessions.first_seen[rows])
     stats = _triple_stats(sessions, side, rows, triple_of_row, order, len(triple_keys))
     # Distinct (client host, server host, service) per triple: the observed combinations.
     # Internet addresses count as one host, as the internet group counts as one endpoint.
@@ -378,28 +396,41 @@ def _rules(
         by_source_services.setdefault((source_endpoint, names), []).append(
             (destination_endpoint, positions)
         )
+    # Group sources that reach exactly the same destinations on the same services share a
+    # rule (exact again). Per-host sources keep a rule each: the seed's "rule for every IP".
+    merged: dict[tuple, tuple[list[int], list[int], list[int]]] = {}
+    for (source_endpoint, service_names), destinations in by_source_services.items():
+        destination_set = tuple(sorted(d for d, _ in destinations))
+        groupable = endpoints.endpoints[source_endpoint].kind in ("category", "min-share")
+        key = (destination_set, service_names, -1 if groupable else source_endpoint)
+        sources, _, positions = merged.setdefault(key, ([], list(destination_set), []))
+        sources.append(source_endpoint)
+        positions.extend(p for _, group in destinations for p in group)
     taken_rules = {r.name for r in policy_set.rules}
     proposals = []
-    for (source_endpoint, service_names), destinations in by_source_services.items():
-        positions = [p for _, group in destinations for p in group]
-        source_group = endpoints.endpoints[source_endpoint]
-        destination_groups = sorted(
-            (endpoints.endpoints[d] for d, _ in destinations), key=lambda e: e.name.encode()
-        )
+    for (_, service_names, _), (sources, destinations, positions) in merged.items():
+        source_groups = sorted((endpoints.endpoints[s] for s in sources), key=_by_name)
+        destination_groups = sorted((endpoints.endpoints[d] for d in destinations), key=_by_name)
         rule = Rule(
-            name=_rule_name(source_group.name, [d.name for d in destination_groups], taken_rules),
+            name=_rule_name(
+                [s.name for s in source_groups], [d.name for d in destination_groups], taken_rules
+            ),
             description="recommended by the policy builder",
-            sources=(source_group.name,),
+            sources=tuple(s.name for s in source_groups),
             destinations=tuple(d.name for d in destination_groups),
             services=tuple(sorted(service_names, key=str.encode)),
             direction="bidirectional",
         )
         widened = tuple(
             Widening(e.name, e.kind, endpoints.observed[e.name], e.size)
-            for e in [source_group, *destination_groups]
+            for e in [*source_groups, *destination_groups]
             if e.kind in ("category", "min-share") and endpoints.observed[e.name] < e.size
         )
-        allowed = source_group.size * sum(d.size for d in destination_groups) * len(service_names)
+        allowed = (
+            sum(s.size for s in source_groups)
+            * sum(d.size for d in destination_groups)
+            * len(service_names)
+        )
         evidence = stats.evidence(positions, int(host_combinations[positions].sum()))
         proposals.append(RecommendedRule(rule, evidence, _unique(widened), allowed))
     # Narrower rules first: a rule is only shadowed by a rule allowing a superset, which
@@ -415,12 +446,20 @@ def _unique(widened: tuple[Widening, ...]) -> tuple[Widening, ...]:
     return tuple(seen.values())
 
 
-def _rule_name(source: str, destinations: list[str], taken: set[str]) -> str:
-    more = f"_and_{len(destinations) - 1}_more" if len(destinations) > 1 else ""
-    name = f"allow_{source}_to_{destinations[0]}"
-    # EOS names stop at 100 characters and the reverse match adds `-reverse` (and a
-    # uniqueness suffix may follow): keep the base short enough for both.
-    return unique_name(name[: MAX_RULE_NAME - len(more)] + more, taken)
+def _by_name(endpoint) -> bytes:
+    return endpoint.name.encode()
+
+
+def _rule_name(sources: list[str], destinations: list[str], taken: set[str]) -> str:
+    def side(names: list[str]) -> str:
+        return names[0] + (f"_and_{len(names) - 1}_more" if len(names) > 1 else "")
+
+    name = f"allow_{side(sources)}_to_{side(destinations)}"
+    if len(name) > MAX_RULE_NAME:
+        # EOS names stop at 100 characters and the reverse match adds `-reverse` (and a
+        # uniqueness suffix may follow): keep the base short enough for both.
+        name = name[:MAX_RULE_NAME]
+    return unique_name(name, taken)
 
 
 @dataclass(frozen=True)

@@ -122,54 +122,80 @@ class ServiceChoice:
     """The service a (protocol, server port) maps to: an existing one or a proposal."""
 
     name: str
-    proposed: Service | None
+    protocol: int
+    port: int
+    existing: bool
+
+    @property
+    def proposed(self) -> Service | None:
+        if self.existing:
+            return None
+        return proposed_service(self.protocol, self.port).model_copy(update={"name": self.name})
 
 
-def choose_service(
-    protocol: int, port: int, policy_set: PolicySet, taken: set[str]
-) -> ServiceChoice:
-    """Reuse an existing Service that matches exactly this protocol and port (any source
-    port), so the rule is no broader than the evidence; else propose one."""
-    for service in sorted(policy_set.services, key=lambda s: s.name.encode()):
-        if _exactly(service, protocol, port):
-            return ServiceChoice(service.name, None)
-    proposed = proposed_service(protocol, port)
-    name = proposed.name
-    number = 1
-    while name in taken:
-        number += 1
-        name = f"{proposed.name}-{number}"
-    taken.add(name)
-    return ServiceChoice(name, proposed.model_copy(update={"name": name}))
+def choose_services(
+    keys: list[tuple[int, int]], policy_set: PolicySet, taken: set[str]
+) -> list[ServiceChoice]:
+    """Per (protocol, port): reuse an existing Service that matches exactly this protocol
+    and port (any source port), so the rule is no broader than the evidence; else propose
+    one (named by `proposed_name`, made unique against `taken`)."""
+    exact: dict[tuple[int, int], str] = {}
+    for service in sorted(policy_set.services, key=lambda s: s.name.encode(), reverse=True):
+        key = _exact_key(service)
+        if key is not None:
+            exact[key] = service.name  # the first name in byte order wins
+    choices = []
+    for protocol, port in keys:
+        if (protocol, port) in exact:
+            choices.append(ServiceChoice(exact[(protocol, port)], protocol, port, True))
+            continue
+        base = proposed_name(protocol, port)
+        name, number = base, 1
+        while name in taken:
+            number += 1
+            name = f"{base}-{number}"
+        taken.add(name)
+        choices.append(ServiceChoice(name, protocol, port, False))
+    return choices
 
 
-def _exactly(service: Service, protocol: int, port: int) -> bool:
-    if service.protocol_number != protocol or service.source_ranges:
-        return False
+def _exact_key(service: Service) -> tuple[int, int] | None:
+    """(protocol, port) when the service is exactly one port (or ICMP type), any source."""
+    protocol = service.protocol_number
+    if protocol is None or service.source_ranges:
+        return None
     if protocol in (TCP, UDP):
         ranges = service.destination_ranges
-        return len(ranges) == 1 and ranges[0].low == ranges[0].high == port
+        if len(ranges) == 1 and ranges[0].low == ranges[0].high:
+            return (protocol, ranges[0].low)
+        return None
     if protocol in (ICMP, ICMPV6):
-        return service.icmp_type_numbers == (port,)
-    return True
+        types = service.icmp_type_numbers
+        return (protocol, types[0]) if len(types) == 1 else None
+    return (protocol, 0)
+
+
+def proposed_name(protocol: int, port: int) -> str:
+    """`DNS` for udp/53, `tcp-4567` for an unnamed port, `icmp-echo`, `proto-47`..."""
+    if protocol in (TCP, UDP):
+        return WELL_KNOWN.get((protocol, port), f"{_PROTOCOL_NAMES[protocol]}-{port}")
+    if protocol == ICMP:
+        return f"icmp-{_ICMP_TYPES.get(port, str(port))}"
+    if protocol == ICMPV6:
+        return f"icmpv6-{port}"
+    return f"proto-{protocol}"
 
 
 def proposed_service(protocol: int, port: int) -> Service:
-    """`DNS` for udp/53, `tcp-4567` for an unnamed port, `icmp-echo`, `proto-47`..."""
+    """The Service a proposal describes: exactly this protocol and port (or ICMP type)."""
+    name = proposed_name(protocol, port)
     description = "proposed by the policy builder"
     if protocol in (TCP, UDP):
         transport = _PROTOCOL_NAMES[protocol]
-        name = WELL_KNOWN.get((protocol, port), f"{transport}-{port}")
         return Service(
             name=name, description=description, protocol=transport, destination_ports=(port,)
         )
-    if protocol == ICMP:
-        label = _ICMP_TYPES.get(port, str(port))
-        return Service(
-            name=f"icmp-{label}", description=description, protocol="icmp", icmp_types=(port,)
-        )
-    if protocol == ICMPV6:
-        return Service(
-            name=f"icmpv6-{port}", description=description, protocol="icmpv6", icmp_types=(port,)
-        )
-    return Service(name=f"proto-{protocol}", description=description, protocol=protocol)
+    if protocol in (ICMP, ICMPV6):
+        icmp = "icmp" if protocol == ICMP else "icmpv6"
+        return Service(name=name, description=description, protocol=icmp, icmp_types=(port,))
+    return Service(name=name, description=description, protocol=protocol)
