@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from builder_scenarios import (
+
+from microseg.builder.seed_sessions import (
     blocked_attempts,
     dns_ntp_sessions,
     web_app_sessions,
     write_jsonl,
 )
-
 from microseg.model import SECTIONS, PolicySet, Rule
 from microseg.policyfile import load_policy
 

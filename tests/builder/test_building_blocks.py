@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import pyarrow as pa
 import pytest
-from builder_scenarios import APPSERVER1, LAPTOP, WEB01, WEB02, session, web_app_sessions
 
 from conftest import replaced
 from microseg.builder import BuilderOptions, Scope, recommend, session_columns
 from microseg.builder.scope import Selector, policy_selectors
+from microseg.builder.seed_sessions import (
+    APPSERVER1,
+    LAPTOP,
+    WEB01,
+    WEB02,
+    session,
+    web_app_sessions,
+)
 from microseg.builder.services import EVIDENCE, server_side
 from microseg.builder.sessions import parse_time
 from microseg.model import Group, MicrosegError, Service

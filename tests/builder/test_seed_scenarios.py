@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from builder_scenarios import (
+from microseg.builder import BuilderOptions, Scope, read_session_table, recommend, rule_selector
+from microseg.builder.seed_sessions import (
     APPSERVER1,
     LAPTOP,
     WEB01,
@@ -14,8 +15,6 @@ from builder_scenarios import (
     web_app_sessions,
     wifi_clients,
 )
-
-from microseg.builder import BuilderOptions, Scope, read_session_table, recommend, rule_selector
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 SEED_CATEGORIES = ("clients", "infrastructure")  # carried by wifi_clients, DNS_NTP_servers

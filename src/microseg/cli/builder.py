@@ -20,7 +20,7 @@ from microseg.builder import (
 )
 from microseg.builder.report import recommendation_json
 from microseg.builder.sessions import parse_time
-from microseg.cli.app import app
+from microseg.cli.app import app, demo_step
 from microseg.cli.common import (
     JSON_OPTION_HELP,
     POLICY_HELP,
@@ -235,3 +235,41 @@ def print_quality(recommendation: Recommendation) -> None:
     )
     for note in quality.notes:
         console.print(f"  note: {note}")
+
+
+@demo_step(60, "6. Policy Builder: recommended rules from collected sessions")
+def _demo_recommendations(context) -> None:
+    """The seed's two scenarios on generated sessions, with and without categories."""
+    from microseg.builder.seed_sessions import (
+        blocked_attempts,
+        dns_ntp_sessions,
+        web_app_sessions,
+        write_jsonl,
+    )
+    from microseg.policyfile import load_policy
+
+    categories = ("clients", "infrastructure")
+    dns_ntp = load_policy(context.examples / "home-lab-dns-ntp.yaml")
+    dns_file = write_jsonl(dns_ntp_sessions(), context.workdir / "dns-ntp-sessions.jsonl")
+    web_app = load_policy(context.examples / "home-lab-monitor.yaml")
+    web_file = write_jsonl(
+        web_app_sessions() + blocked_attempts(), context.workdir / "web-app-sessions.jsonl"
+    )
+    scope = Scope(all_of=((rule_selector(web_app, "web-appserver-discovery"),),))
+    runs = [
+        ("DNS/NTP: 60 wifi clients -> 10.100.1.6/.7", dns_ntp, dns_file, Scope()),
+        ("Web app: monitor rule web-appserver-discovery", web_app, web_file, scope),
+    ]
+    for title, policy_set, path, run_scope in runs:
+        table = read_session_table(path)
+        plain = recommend(policy_set, table, BuilderOptions(scope=run_scope))
+        grouped = recommend(
+            policy_set, table, BuilderOptions(categories=categories, scope=run_scope)
+        )
+        console.print(f"[bold]{title}[/] ({path.name})")
+        console.print(
+            f"  without categories: {plain.quality.rules} rules, "
+            f"{plain.quality.config_lines} EOS lines added (a rule for every IP)"
+        )
+        console.print(f"  with categories {', '.join(categories)}:")
+        print_recommendation(grouped)

@@ -1,4 +1,4 @@
-"""Session fixtures for the seed's two Policy Builder scenarios, as the collector writes them.
+"""Sessions of the seed's two Policy Builder scenarios, as the collector writes them.
 
 Rows carry the fields `microseg sessions list --json` prints; `src` opened the session.
 Everything is generated from a seeded RNG, so a fixture is the same bytes every run.
