@@ -12,7 +12,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 SRC = ROOT / "src"
-REFERENCE = ROOT.parent / "shared" / "reference"
+# The seed's two switch configurations, verbatim copies of shared/reference/ (golden outputs).
+REFERENCE = ROOT / "tests" / "data" / "reference"
+SHARED_REFERENCE = ROOT.parent / "shared" / "reference"
 
 
 @dataclass

@@ -143,7 +143,9 @@ def seed_lab_traffic() -> LabTraffic:
     for port in (51841, 63375, 61817):
         lab.dns_lookup("172.18.4.220", port, "10.100.1.6", "web01.lab.", "10.100.99.11")
     lab.dns_lookup("10.160.1.113", 43726, "10.100.1.7", "gone.lab.", None)
-    lab.ntp_exchange("10.160.1.113", "10.100.1.7")
+    # chrony-style client port: with 123 <-> 123 and softflowd's shared flow times nothing
+    # tells client from server, and the table falls back to the lower address
+    lab.ntp_exchange("10.160.1.113", "10.100.1.7", cport=38123)
     lab.unanswered_syn("172.18.199.202", 55555, "10.100.99.13", 443)
     lab.ping("10.160.1.115", "10.100.99.11")
     lab.tcp_conversation("2001:db8:1::10", 50010, "2001:db8:99::11", 443, b"hello", b"world" * 40)

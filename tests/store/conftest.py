@@ -139,7 +139,7 @@ def postgres_server() -> Iterator[PostgresServer]:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request, tmp_path) -> str:
+def store_url(request, tmp_path) -> str:
     """A fresh empty database on each backend."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'store.db'}"
@@ -147,8 +147,8 @@ def database_url(request, tmp_path) -> str:
 
 
 @pytest.fixture
-def store(database_url):
+def store(store_url):
     from microseg.store import open_store
 
-    with open_store(database_url) as opened:
+    with open_store(store_url) as opened:
         yield opened

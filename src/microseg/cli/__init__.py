@@ -23,7 +23,10 @@ EXIT_INTERNAL_ERROR = 70  # EX_SOFTWARE (sysexits.h)
 
 def main(argv: list[str] | None = None) -> None:
     try:
-        app(args=argv, prog_name="microseg", standalone_mode=False)
+        # Without standalone mode, click returns the code of a `typer.Exit` instead of exiting.
+        code = app(args=argv, prog_name="microseg", standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except MicrosegError as error:
         err_console.print(f"[bold red]error:[/] {error}", markup=True, highlight=False)
         sys.exit(EXIT_USER_ERROR)

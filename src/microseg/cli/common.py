@@ -25,15 +25,14 @@ def emit_json(data: Any) -> None:
 
 def resolve_policy(spec: str) -> PolicySet:
     """A POLICY argument: a path, `rev:N` or `ws:NAME`."""
+    if spec.startswith("rev:") and not spec.removeprefix("rev:").isdigit():
+        raise MicrosegError(f"{spec!r}: a revision is rev:N with N a number")
     if spec.startswith(("rev:", "ws:")):
         from microseg.store import open_store
 
         with open_store() as store:
             if spec.startswith("rev:"):
-                number = spec.removeprefix("rev:")
-                if not number.isdigit():
-                    raise MicrosegError(f"{spec!r}: a revision is rev:N with N a number")
-                return store.revision_policy(int(number))
+                return store.revision_policy(int(spec.removeprefix("rev:")))
             return store.workspace_policy(spec.removeprefix("ws:"))
     from microseg.policyfile import load_policy
 

@@ -13,6 +13,7 @@ import typer
 from microseg.cli.app import app, demo_step
 from microseg.cli.common import JSON_OPTION_HELP, POLICY_HELP, console, emit_json, resolve_policy
 from microseg.compile import compile_all
+from microseg.compile.diff import DeviceDiff, configured_names, diff_policies, summary
 from microseg.compile.monitor_node import Collector
 from microseg.compile.render import Target, render_config
 from microseg.model import MicrosegError
@@ -89,6 +90,47 @@ def compile_command(
         sys.stdout.write(config)
     else:
         console.print(f"wrote {used_target} configuration of {device} to {output}")
+
+
+def print_diffs(diffs: list[DeviceDiff], json_output: bool, **extra: object) -> None:
+    """Changed devices' diffs and the summary, or all of it as JSON."""
+    if json_output:
+        emit_json({**extra, "devices": [d.as_json() for d in diffs], "summary": summary(diffs)})
+        return
+    for device_diff in diffs:
+        if device_diff.changed:
+            sys.stdout.write(device_diff.text)
+    totals = summary(diffs)
+    changed = ", ".join(f"{d.device} (+{d.added} -{d.removed})" for d in diffs if d.changed)
+    console.print(
+        f"{totals['devices_changed']} device(s) changed, {totals['lines_added']} line(s) added, "
+        f"{totals['lines_removed']} removed" + (f": {changed}" if changed else "")
+    )
+
+
+@app.command("diff")
+def diff_command(
+    old: str = typer.Argument(..., help="The policy before. " + POLICY_HELP),
+    new: str = typer.Argument(..., help="The policy after. " + POLICY_HELP),
+    devices: list[str] | None = typer.Option(
+        None, "--device", "-d", help="Only this device (repeatable; default: every device)."
+    ),
+    json_output: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
+) -> None:
+    """Per-device, section-aware unified diff of the compiled configuration.
+
+    Example: microseg diff examples/home-lab-dns-ntp.yaml examples/home-lab.yaml
+    """
+    old_set, new_set = resolve_policy(old), resolve_policy(new)
+    known = set(configured_names(old_set)) | set(configured_names(new_set))
+    unknown = [d for d in devices or [] if d not in known]
+    if unknown:
+        raise MicrosegError(
+            f"device {unknown[0]!r} is configured by neither policy "
+            f"(devices: {', '.join(sorted(known)) or 'none'})"
+        )
+    diffs = diff_policies(old_set, new_set, devices or None, old, new)
+    print_diffs(diffs, json_output, old=old, new=new)
 
 
 @demo_step(30, "3. Compile the seed lab")

@@ -1,1 +1,237 @@
 """Evaluator commands: check, whatif, lint (issue: evaluator)."""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from microseg.cli.app import app
+from microseg.cli.common import JSON_OPTION_HELP, POLICY_HELP, console, emit_json, resolve_policy
+from microseg.evaluate.check import ConnectionCheck, check_connection
+from microseg.evaluate.engine import Decision
+
+EXIT_BLOCKED = 3  # `check --exit-code`: the connection does not get through
+EXIT_NOT_ENFORCED = 4  # `check --exit-code`: it gets through, but the policy never sees it
+
+
+@app.command()
+def check(
+    policy: str = typer.Argument(..., help=POLICY_HELP),
+    source: str = typer.Option(..., "--from", help="Client address (IPv4 or IPv6)."),
+    destination: str = typer.Option(..., "--to", help="Server address."),
+    protocol: str = typer.Option("tcp", "--proto", help="tcp, udp, icmp, icmpv6 or a number."),
+    port: int | None = typer.Option(None, "--port", help="Server port (tcp/udp)."),
+    icmp_type: str | None = typer.Option(
+        None, "--icmp-type", help="ICMP type for icmp (default echo; the reply is echo-reply)."
+    ),
+    device: str | None = typer.Option(None, "--device", help="Only this device."),
+    vrf: str = typer.Option("default", "--vrf", help="VRF the traffic is in."),
+    exit_code: bool = typer.Option(
+        False,
+        "--exit-code",
+        help=f"Exit {EXIT_BLOCKED} when the connection is dropped, {EXIT_NOT_ENFORCED} when it "
+        "is not enforced (stays on the host bridge); 0 when it connects.",
+    ),
+    json_output: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
+) -> None:
+    """Can --from reach --to on a service, and which rule decides?
+
+    Evaluates the request and the reply (from the server port to an ephemeral client port;
+    ICMP echo is answered by echo-reply) on every device with a policy for the VRF.
+    Exit 0 when evaluated (with --exit-code: 3 dropped, 4 not enforced); 1 on bad input.
+
+    Example: microseg check examples/home-lab.yaml --from 172.18.6.138 --to 10.100.99.51
+    --proto tcp --port 22
+    """
+    result = check_connection(
+        resolve_policy(policy), source, destination, protocol, port, icmp_type, vrf, device
+    )
+    if json_output:
+        emit_json(result.as_dict())
+    else:
+        print_check(result)
+    if exit_code:
+        # SystemExit, not typer.Exit: click returns (drops) typer.Exit codes when
+        # standalone_mode is off, as `microseg.cli.main` runs it.
+        if result.bypass is not None:
+            raise SystemExit(EXIT_NOT_ENFORCED)
+        if not result.connects:
+            raise SystemExit(EXIT_BLOCKED)
+
+
+def _decision_text(decision: Decision) -> str:
+    if decision.policy is None:
+        return f"{decision.device}: no traffic policy for the VRF"
+    match = decision.match if decision.rule is None else f"{decision.rule} (match {decision.match})"
+    return f"{decision.device} {decision.policy}: {match}"
+
+
+def print_check(result: ConnectionCheck) -> None:
+    console.print(
+        f"[bold]{result.request.src} -> {result.request.dst}[/] {result.service}, VRF {result.vrf}"
+    )
+    for label, packet, decisions in (
+        ("request", result.request, result.request_decisions),
+        ("reply", result.reply, result.reply_decisions),
+    ):
+        if not decisions:
+            console.print(f"  {label:8} {packet.describe()}: no device enforces a policy here")
+        for decision in decisions:
+            style = "green" if decision.verdict == "forward" else "red"
+            console.print(
+                f"  {label:8} {packet.describe()}  [{style}]{decision.verdict}[/]  "
+                f"{_decision_text(decision)}"
+            )
+    if result.bypass is not None:
+        would = "forward it" if result.policy_allows else f"drop it ({_blocked_by(result)})"
+        console.print(f"[bold yellow]result: {result.result}[/]")
+        console.print(f"  why: {result.bypass.explanation()}")
+        console.print(f"  if the switch saw it, the policy would {would}")
+        console.print(f"  fix: {result.bypass.fix()}")
+        return
+    style = "green" if result.connects else "red"
+    console.print(f"[bold {style}]result: {result.result}[/]")
+
+
+def _blocked_by(result: ConnectionCheck) -> str:
+    blocking = result.blocking
+    return "" if blocking is None else f"match {blocking.match}"
+
+
+def check_table(rows: list[tuple[str, ConnectionCheck]]) -> Table:
+    """A compact table of several checks (the demo's connectivity matrix)."""
+    table = Table(show_edge=False, pad_edge=False)
+    for column in ("from", "to", "service", "result", "request", "reply"):
+        table.add_column(column)
+    for label, result in rows:
+        request = result.deciding(result.request_decisions)
+        reply = result.deciding(result.reply_decisions)
+        style = (
+            "green"
+            if result.connects and result.enforced
+            else ("yellow" if not result.enforced else "red")
+        )
+        table.add_row(
+            result.request.src,
+            f"{result.request.dst}{label}",
+            result.service,
+            f"[{style}]{result.result}[/]",
+            request.match if request else "-",
+            reply.match if reply else "-",
+        )
+    return table
+
+
+@app.command()
+def whatif(
+    base: str = typer.Option(..., "--base", help="The policy in force. " + POLICY_HELP),
+    candidate: str = typer.Option(..., "--candidate", help="The proposed policy. " + POLICY_HELP),
+    sessions: str = typer.Option(
+        ...,
+        "--sessions",
+        help="Sessions: a .csv, .jsonl or .parquet file (vrf, protocol, src, sport, dst, dport, "
+        "packets, bytes) or a flow store directory.",
+    ),
+    device: str | None = typer.Option(None, "--device", help="Only this device."),
+    json_output: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
+) -> None:
+    """Replay sessions against base and candidate: what would be newly blocked or allowed?
+
+    Each session's request and reply are evaluated on every device; changes are grouped by
+    the deciding rule and service, with counts and examples, plus per-rule hits under the
+    candidate.
+
+    Example: microseg whatif --base rev:3 --candidate ws:tighten --sessions sessions.parquet
+    """
+    from microseg.evaluate.whatif import read_session_table
+    from microseg.evaluate.whatif import whatif as replay_whatif
+
+    report = replay_whatif(
+        resolve_policy(base), resolve_policy(candidate), read_session_table(sessions), device
+    )
+    if json_output:
+        emit_json(report)
+        return
+    console.print(f"replayed {report['sessions']} sessions ({report['rows']} rows)")
+    for key, title in (("newly_blocked", "newly blocked"), ("newly_allowed", "newly allowed")):
+        change = report[key]
+        if not change["groups"]:
+            console.print(f"[bold]{title}:[/] none")
+            continue
+        style = "red" if key == "newly_blocked" else "green"
+        console.print(
+            f"[bold {style}]{title}:[/] {change['sessions']} sessions, "
+            f"{change['packets']} packets, {change['bytes']} bytes"
+        )
+        for group in change["groups"]:
+            console.print(
+                f"  {group['service']}  {group['role']} {_label(group)}: "
+                f"{group['sessions']} sessions, {group['packets']} packets, {group['bytes']} bytes"
+            )
+            for example in group["examples"]:
+                console.print(
+                    f"      e.g. {example['vrf']} {example['protocol']} {example['src']}:"
+                    f"{example['sport']} -> {example['dst']}:{example['dport']}"
+                )
+    table = Table(title="rule hits under the candidate", show_edge=False, pad_edge=False)
+    for column in ("device", "policy", "match", "sessions", "packets"):
+        table.add_column(
+            column,
+            justify="right" if column in ("sessions", "packets") else "left",
+            overflow="fold",
+        )
+    for hit in report["candidate_rule_hits"]:
+        table.add_row(
+            hit["device"],
+            hit["policy"] or "-",
+            hit["match"] or "-",
+            str(hit["sessions"]),
+            str(hit["packets"]),
+        )
+    console.print(table)
+
+
+def _label(group: dict) -> str:
+    if group["policy"] is None:
+        return f"no policy on {group['device']}"
+    return f"{group['match']} ({group['policy']} on {group['device']})"
+
+
+@app.command()
+def lint(
+    policy: str = typer.Argument(..., help=POLICY_HELP),
+    json_output: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
+) -> None:
+    """Find shadowed and dead rules, unused objects, switch bypass and hardware overruns.
+
+    Exit 0 when clean, 1 with findings (each with a fix hint).
+
+    Example: microseg lint examples/home-lab.yaml
+    """
+    from microseg.evaluate.lint import lint as lint_policy
+
+    report = lint_policy(resolve_policy(policy))
+    if json_output:
+        emit_json(report)
+    else:
+        print_lint(report)
+    if not report["clean"]:
+        raise SystemExit(1)
+
+
+def print_lint(report: dict) -> None:
+    for finding in report["findings"]:
+        console.print(
+            f"[bold yellow]{finding['kind']}[/] {finding['subject']}: {finding['message']}"
+        )
+        console.print(f"    fix: {finding['fix']}")
+    if report["clean"]:
+        console.print("[green]no findings[/]")
+    else:
+        console.print(f"{len(report['findings'])} finding(s)")
+    for row in report["hardware"]:
+        budget = "no hardware limit" if row["budget"] is None else f"budget {row['budget']}"
+        console.print(
+            f"hardware: {row['device']} ({row['hardware'] or row['platform']}) needs about "
+            f"{row['entries']} entries, {budget}"
+        )

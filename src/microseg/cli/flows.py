@@ -1,1 +1,277 @@
-"""Flow commands: collect, sessions (issue: flow collector)."""
+"""Flow commands: `collect` (IPFIX / NetFlow v9 collector) and `sessions list|export|compact`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow as pa
+import typer
+from rich import box
+from rich.table import Table
+
+from microseg.cli.app import app, demo_step
+from microseg.cli.common import JSON_OPTION_HELP, console, err_console
+from microseg.model import MicrosegError
+
+STORE_HELP = "Flow store directory (default: $MICROSEG_FLOW_STORE or the user data dir)."
+
+sessions_app = typer.Typer(
+    help="The session table from collected flows.", no_args_is_help=True, rich_markup_mode=None
+)
+app.add_typer(sessions_app, name="sessions")
+
+
+@app.command()
+def collect(
+    listen: str = typer.Option("127.0.0.1:4739", "--listen", help="HOST:PORT to receive on."),
+    store: Path | None = typer.Option(None, "--store", help=STORE_HELP),
+    stats: bool = typer.Option(False, "--stats", help="Print counters at every flush."),
+    as_json: bool = typer.Option(False, "--json", help="Counters as JSON lines (with --stats)."),
+    flush_interval: float = typer.Option(
+        5.0, "--flush-interval", min=0.05, help="Seconds between writes of expired sessions."
+    ),
+    inactive_timeout: float = typer.Option(15.0, "--inactive-timeout", min=0.0),
+    active_timeout: float = typer.Option(1800.0, "--active-timeout", min=0.0),
+) -> None:
+    """Receive IPFIX / NetFlow v9 until SIGINT or SIGTERM; sessions go to the flow store.
+
+    Example: microseg collect --listen 127.0.0.1:4739 --stats
+    """
+    from microseg.flows.collector import CollectorSettings, FlowCollector, parse_listen, run
+    from microseg.flows.flowstore import FlowStore, default_store_dir
+    from microseg.flows.sessions import SessionSettings
+
+    host, port = parse_listen(listen)
+    store_dir = store or default_store_dir()
+    settings = CollectorSettings(
+        flush_interval=flush_interval,
+        sessions=SessionSettings(inactive_timeout, active_timeout),
+    )
+    collector = FlowCollector(FlowStore(store_dir), settings)
+
+    def ready(address: tuple) -> None:
+        err_console.print(f"listening on {address[0]}:{address[1]}, store {store_dir}")
+
+    def report(current) -> None:
+        if stats:
+            _print_stats(current.stats(), as_json)
+
+    run(collector, host, port, on_ready=ready, on_flush=report)
+    final = collector.stats()
+    if as_json:
+        sys.stdout.write(json.dumps(final, sort_keys=True) + "\n")
+    else:
+        _print_stats(final, False)
+
+
+def _print_stats(stats: dict, as_json: bool) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(stats, sort_keys=True) + "\n")
+        sys.stdout.flush()
+        return
+    line = (
+        f"datagrams {stats['datagrams']}  records {stats['records']}  "
+        f"decode errors {stats['decode_errors']}  "
+        f"unknown-template sets {stats['unknown_template_sets']}  "
+        f"sessions active {stats['sessions_active']} written {stats['sessions_written']}"
+    )
+    for exporter, counters in stats["exporters"].items():
+        line += (
+            f"\n  exporter {exporter}: datagrams {counters['datagrams']} records "
+            f"{counters['records']} sequence gaps {counters['sequence_gaps']} "
+            f"lost records {counters['lost_records']} lost datagrams {counters['lost_datagrams']}"
+        )
+    err_console.print(line)
+
+
+def _since(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise MicrosegError(
+            f"--since {value!r}: expected an ISO time like 2025-11-19T18:52"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@sessions_app.command("list")
+def list_sessions(
+    store: Path | None = typer.Option(None, "--store", help=STORE_HELP + " Or a session file."),
+    vrf: str | None = typer.Option(None, "--vrf"),
+    proto: str | None = typer.Option(None, "--proto", help="tcp, udp, icmp, ... or a number."),
+    src: str | None = typer.Option(None, "--src", help="Client (initiator) address."),
+    dst: str | None = typer.Option(None, "--dst", help="Server address."),
+    port: int | None = typer.Option(None, "--port", help="Either port."),
+    since: str | None = typer.Option(None, "--since", help="Last seen at or after (ISO, UTC)."),
+    no_eph: bool = typer.Option(False, "--no-eph", help="Keep ephemeral client ports."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP + " (JSON lines)"),
+) -> None:
+    """The session table, like the vZTX's `show firewall distributed instance session-table`.
+
+    Example: microseg sessions list --proto udp --port 53
+    """
+    from microseg.flows.flowstore import EPHEMERAL_PORT, read_sessions
+
+    table = read_sessions(
+        store,
+        ephemeral_port=None if no_eph else EPHEMERAL_PORT,
+        vrf=vrf,
+        protocol=proto,
+        src=src,
+        dst=dst,
+        port=port,
+        since=_since(since),
+    )
+    if as_json:
+        for row in session_rows(table):
+            sys.stdout.write(json.dumps(row) + "\n")
+        return
+    print_session_table(table)
+
+
+def print_session_table(table: pa.Table) -> None:
+    """Print at the table's natural width: EOS prints it unwrapped, and so do we."""
+    from rich.console import Console
+    from rich.measure import Measurement
+
+    legend, grid = session_table(table)
+    width = Measurement.get(console, console.options.update_width(1000), grid).maximum
+    console.print(legend)
+    Console(width=max(width, console.width), highlight=False).print(grid)
+
+
+@sessions_app.command("export")
+def export_sessions(
+    parquet: Path | None = typer.Option(None, "--parquet", help="Write a Parquet file."),
+    csv: Path | None = typer.Option(None, "--csv", help="Write a CSV file."),
+    store: Path | None = typer.Option(None, "--store", help=STORE_HELP),
+    no_eph: bool = typer.Option(False, "--no-eph", help="Keep ephemeral client ports."),
+) -> None:
+    """Write the session table for `whatif` and `recommend`.
+
+    Example: microseg sessions export --parquet sessions.parquet
+    """
+    import pyarrow.csv as pa_csv
+    import pyarrow.parquet as pq
+
+    from microseg.flows.flowstore import EPHEMERAL_PORT, read_sessions
+
+    if (parquet is None) == (csv is None):
+        raise MicrosegError("sessions export: give exactly one of --parquet FILE or --csv FILE")
+    table = read_sessions(store, ephemeral_port=None if no_eph else EPHEMERAL_PORT)
+    target = parquet or csv
+    temporary = target.with_name(f".{target.name}.tmp")
+    try:
+        if parquet is not None:
+            pq.write_table(table, temporary)
+        else:
+            pa_csv.write_csv(_with_text_times(table), temporary)
+        temporary.replace(target)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        raise MicrosegError(f"{target}: cannot write: {error.strerror}") from None
+    console.print(f"{target}: {table.num_rows} session rows")
+
+
+@sessions_app.command("compact")
+def compact_sessions(
+    store: Path | None = typer.Option(None, "--store", help=STORE_HELP),
+    retention_days: float | None = typer.Option(
+        None, "--retention-days", min=0.0, help="Also delete segments last seen before this."
+    ),
+    as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
+) -> None:
+    """Merge small segments into one; optionally drop old ones.
+
+    Example: microseg sessions compact --retention-days 30
+    """
+    from microseg.cli.common import emit_json
+    from microseg.flows.flowstore import FlowStore, default_store_dir
+
+    flow_store = FlowStore(store or default_store_dir()).open()
+    pruned = flow_store.prune(retention_days * 86400) if retention_days is not None else 0
+    merged = flow_store.compact()
+    result = {"merged": merged, "pruned": pruned, "segments": len(flow_store.segments())}
+    if as_json:
+        emit_json(result)
+    else:
+        console.print(
+            f"merged {merged} segments, pruned {pruned}; {result['segments']} segments now"
+        )
+
+
+def _iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return (
+        value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    )
+
+
+def _with_text_times(table: pa.Table) -> pa.Table:
+    for name in ("first_seen", "last_seen"):
+        index = table.schema.get_field_index(name)
+        texts = pa.array([_iso(v) for v in table.column(name).to_pylist()], pa.string())
+        table = table.set_column(index, name, texts)
+    return table
+
+
+def session_rows(table: pa.Table) -> list[dict]:
+    """Rows for JSON: ports are numbers, or "eph"; times ISO 8601 UTC with milliseconds."""
+    rows = table.to_pylist()
+    for row in rows:
+        for name in ("sport", "dport"):
+            if row[name] is not None and row[name].isdigit():
+                row[name] = int(row[name])
+        row["first_seen"], row["last_seen"] = _iso(row["first_seen"]), _iso(row["last_seen"])
+    return rows
+
+
+def session_table(table: pa.Table):
+    """The vZTX session-table layout: two lines per session (forward, then reverse).
+
+    Returns the legend text and the rich table."""
+    grid = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, show_lines=False)
+    for header, justify in (
+        ("VRF", "left"),
+        ("Proto", "left"),
+        ("Source/\nDestination", "left"),
+        ("Fwd/Rev\nSrc VTEP IP", "left"),
+        ("Fwd/Rev\nPkts", "right"),
+        ("Fwd/Rev\nBytes", "right"),
+        ("Complete", "right"),
+        ("Half-Open", "right"),
+        ("Start Time", "right"),
+    ):
+        grid.add_column(header, justify=justify, no_wrap=True)
+    for row in table.to_pylist():
+        started = row["first_seen"]
+        grid.add_row(
+            row["vrf"],
+            row["protocol"].upper(),
+            f"{_endpoint(row['src'], row['sport'])}\n{_endpoint(row['dst'], row['dport'])}",
+            f"{row['exporter']}\n{row['rev_exporter']}",
+            f"{row['fwd_packets']}\n{row['rev_packets']}",
+            f"{row['fwd_bytes']}\n{row['rev_bytes']}",
+            str(row["complete"]),
+            str(row["half_open"]),
+            started.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if started else "",
+        )
+    total = sum(table.column("sessions").to_pylist()) if table.num_rows else 0
+    return f"Legend\neph - Ephemeral port\n\nSessions: {total}", grid
+
+
+def _endpoint(address: str, port: str) -> str:
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+@demo_step(50, "5. Flows: softflowd -> collector -> session table")
+def _demo_flows(context) -> None:
+    from microseg.flows.demo import run_demo
+
+    print_session_table(run_demo(context.workdir))

@@ -37,7 +37,9 @@ def validate(
     if as_json:
         emit_json({"valid": True, "objects": policy_summary(policy_set)})
         return
-    counts = ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in policy_summary(policy_set).items() if n)
+    counts = ", ".join(
+        f"{n} {s.replace('_', ' ')}" for s, n in policy_summary(policy_set).items() if n
+    )
     console.print(f"{path}: valid ({counts})")
 
 
@@ -83,7 +85,9 @@ def schema() -> None:
 @app.command()
 def fmt(
     policy: str = typer.Argument(..., help=POLICY_HELP),
-    output: Path | None = typer.Option(None, "-o", "--output", help="Write here instead of stdout."),
+    output: Path | None = typer.Option(
+        None, "-o", "--output", help="Write here instead of stdout."
+    ),
 ) -> None:
     """Print a policy in canonical form (sorted, defaults omitted, byte-stable).
 

@@ -16,6 +16,7 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from microseg.cli.app import app, demo_step
 from microseg.cli.common import JSON_OPTION_HELP, console, emit_json
+from microseg.cli.demo import DemoContext
 from microseg.model import SECTIONS, MicrosegError, PolicyError, Problem
 from microseg.policyfile import dump_policy, load_policy
 from microseg.store import (
@@ -90,7 +91,7 @@ def export(
 
 @app.command()
 def log(
-    limit: int | None = typer.Option(None, "-n", "--limit", help="Show only the newest N."),
+    limit: int | None = typer.Option(None, "-n", "--limit", min=1, help="Show only the newest N."),
     as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
 ) -> None:
     """Mainline revisions, newest first: who changed the policy, when and why.
@@ -388,7 +389,7 @@ SEED_STAGES = (
 
 
 @demo_step(20, "2. The versioned store: the seed's stages as revisions, then a workspace")
-def _store_demo(context: Any) -> None:
+def _store_demo(context: DemoContext) -> None:
     url = f"sqlite:///{context.workdir / 'microseg.db'}"
     with open_store(url) as store:
         for file, message in SEED_STAGES:

@@ -125,8 +125,10 @@ def _protocol_line(field_set: ServiceFieldSet) -> str:
         destination = _ports(field_set.destination_ports, keyword)
         return f"protocol {keyword} source port {source} destination port {destination}"
     if protocol in (1, 58) and field_set.icmp_types:
-        # EOS: `protocol icmp type T[,T...] code all` (Aerleon arista_tp `_processICMP`).
-        types = ",".join(str(t) for t in field_set.icmp_types)
+        # EOS: `protocol icmpv6 type echo-reply neighbor-advertisement code all`, types
+        # separated by spaces (pyavd traffic-policies.j2; openconfig/featureprofiles' EOS
+        # CLI for traffic policies). Aerleon's arista_tp joins them with commas instead.
+        types = " ".join(str(t) for t in field_set.icmp_types)
         return f"protocol {keyword} type {types} code all"
     return f"protocol {keyword}"
 
@@ -175,20 +177,26 @@ def _match(match: Match, intent: DeviceIntent) -> list[str]:
     lines = [f"match {match.name} {match.family}"]
     if match.comment:
         lines.append(f"{INDENT}!! {match.comment}")
+    # The field-sets of one line are a set (any of them matches); EOS keeps them sorted,
+    # as pyavd renders `source prefix field-set A B` from a sorted list.
     if match.source_field_sets:
-        lines.append(f"{INDENT}source prefix field-set {' '.join(match.source_field_sets)}")
+        lines.append(f"{INDENT}source prefix field-set {_sorted(match.source_field_sets)}")
     if match.destination_field_sets:
         lines.append(
-            f"{INDENT}destination prefix field-set {' '.join(match.destination_field_sets)}"
+            f"{INDENT}destination prefix field-set {_sorted(match.destination_field_sets)}"
         )
     if match.service_field_sets:
-        lines.append(f"{INDENT}protocol service field-set {' '.join(match.service_field_sets)}")
+        lines.append(f"{INDENT}protocol service field-set {_sorted(match.service_field_sets)}")
     decap = _DECAP_LINES.get(match.decap_type)
     if decap:
         lines += [INDENT + "!", INDENT + "packet type", INDENT * 2 + decap]
     lines += [INDENT + "!", INDENT + "actions", INDENT * 2 + "count"]
     lines.extend(INDENT * 2 + action for action in _actions(match, intent))
     return lines
+
+
+def _sorted(names: tuple[str, ...]) -> str:
+    return " ".join(sorted(names, key=str.encode))
 
 
 def _actions(match: Match, intent: DeviceIntent) -> Iterable[str]:

@@ -47,6 +47,8 @@ def render_monitor_node(
         raise CompileError(f"monitor node {node_name!r} is not defined")
     collector = collector or Collector(node.collector_address, node.collector_port)
     tunnels = _tunnel_peers(policy_set, node_name, intents)
+    if not tunnels:  # no switch mirrors here: nothing for microseg to configure
+        return ""
     lines: list[str] = []
     for index, (switch, address) in enumerate(tunnels):
         lines += [
@@ -72,8 +74,7 @@ def render_monitor_node(
             f"monitor node {node_name!r}: monitor objects {names} disagree on the active "
             "timeout or exporter interface; the node runs one flow tracker"
         )
-    active_ms = active.pop() if active else 1800000
-    exporter_interface = exporters.pop() if exporters else node.loopback_interface
+    active_ms, exporter_interface = active.pop(), exporters.pop()
     lines += [
         "flow tracking firewall distributed",
         f"{INDENT}tracker {TRACKER}",

@@ -22,7 +22,7 @@ import numpy as np
 from microseg.flows import ipfix, netflow9
 from microseg.flows.batch import IPV4_MAPPED, FlowBatch, address_halves
 from microseg.flows.ipfix import MalformedDatagram
-from microseg.flows.templates import ROLES, Template, build_template, field_columns, fits, widen
+from microseg.flows.templates import Template, build_template, field_columns, widen
 
 NTP_TO_UNIX_SECONDS = 2208988800  # RFC 7011 6.1.9: NTP era 0 starts 1900-01-01
 SEQUENCE_MODULO = 1 << 32
@@ -424,34 +424,25 @@ def _time_ms(values, roles, which: str, time_base) -> np.ndarray:
 def _variable_values(gather: _Gather):
     """Fields of variable-length records, gathered by computed offsets (vectorised per field)."""
     template = gather.template
-    wanted = {}
     offset_rows, buffers, bases = [], [], []
     shift = 0
     for payload, start, offsets, time_base in gather.variable_sets:
         buffers.append(payload)
-        for row in offsets:
-            offset_rows.append([shift + o - start for o in row])
+        offset_rows.extend([shift + o - start for o in row] for row in offsets)
         bases.extend([time_base] * len(offsets))
         shift += len(payload)
     raw = np.frombuffer(b"".join(buffers), np.uint8)
     offsets = np.array(offset_rows, np.int64).reshape(len(offset_rows), len(template.fields))
-    names, formats = [], []
-    for index, spec in enumerate(template.fields):
-        role = ROLES.get((spec.enterprise, spec.element_id))
-        if not role or role in wanted or spec.length == 65535 or not fits(role, spec.length):
-            continue
-        wanted[role] = index
-        for name, fmt, _ in field_columns(role, spec.length, 0):
-            names.append(name)
-            formats.append(fmt)
-    values = np.zeros(len(offsets), dtype=list(zip(names, formats, strict=True)))
-    for role, index in wanted.items():
-        length = template.fields[index].length
-        for name, fmt, at in field_columns(role, length, 0):
-            size = np.dtype(fmt).itemsize
-            cells = raw[offsets[:, index, None] + at + np.arange(size)]
-            values[name] = np.frombuffer(cells.tobytes(), dtype=fmt)
-    template.roles = dict.fromkeys(wanted, 0)
+    layout = [
+        (name, fmt, at, index)
+        for role, index in template.roles.items()
+        for name, fmt, at in field_columns(role, template.fields[index].length, 0)
+    ]
+    values = np.zeros(len(offsets), dtype=[(name, fmt) for name, fmt, _, _ in layout])
+    for name, fmt, at, index in layout:
+        size = np.dtype(fmt).itemsize
+        cells = raw[offsets[:, index, None] + at + np.arange(size)]
+        values[name] = np.frombuffer(cells.tobytes(), dtype=fmt)
     return values, np.array(bases, np.int64)
 
 

@@ -179,7 +179,7 @@ def read_sessions(
     where, parameters = _filters(vrf, protocol, src, dst, port, since)
     try:
         if ephemeral_port is None:
-            query = f"SELECT * FROM sessions {where}"
+            query = f"SELECT {', '.join(OUTPUT_SCHEMA.names)} FROM sessions {where}"
         else:
             query = _summary_query(where, int(ephemeral_port))
         query += " ORDER BY first_seen, vrf, protocol, src, sport, dst, dport, exporter"

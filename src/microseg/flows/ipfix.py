@@ -100,16 +100,19 @@ def variable_record_offsets(data: bytes, start: int, end: int, fields) -> list[l
     records = []
     position = start
     while position < end:
+        record_start = position
         offsets = []
         for spec in fields:
             if spec.length == 65535:
                 if position >= end:
-                    raise MalformedDatagram("variable-length field truncated")
+                    position = end + 1  # overrun: padding or truncation, decided below
+                    break
                 length = data[position]
                 position += 1
                 if length == 255:
                     if end - position < 2:
-                        raise MalformedDatagram("variable-length field truncated")
+                        position = end + 1
+                        break
                     (length,) = struct.unpack_from("!H", data, position)
                     position += 2
             else:
@@ -117,7 +120,7 @@ def variable_record_offsets(data: bytes, start: int, end: int, fields) -> list[l
             offsets.append(position)
             position += length
         if position > end:
-            if not records or any(data[offsets[0] - 1 : end]):
+            if any(data[record_start:end]):  # RFC 7011 3.3.1: only zero padding may follow
                 raise MalformedDatagram("data record overruns its set")
             break
         records.append(offsets)

@@ -64,6 +64,32 @@ SESSION_SCHEMA = pa.schema(
     ]
 )
 
+_DIRECTION = [
+    ("packets", pa.uint64()),
+    ("bytes", pa.uint64()),
+    ("first", pa.int64()),
+    ("last", pa.int64()),
+    ("flags", pa.uint16()),
+    ("request", pa.uint8()),
+    ("exporter", pa.uint32()),
+]
+CANONICAL_SCHEMA = pa.schema(
+    [
+        ("vrf_id", pa.uint32()),
+        ("protocol", pa.uint8()),
+        ("low_hi", pa.uint64()),
+        ("low_lo", pa.uint64()),
+        ("low_port", pa.uint16()),
+        ("high_hi", pa.uint64()),
+        ("high_lo", pa.uint64()),
+        ("high_port", pa.uint16()),
+        *[("a_" + name, kind) for name, kind in _DIRECTION],
+        *[("b_" + name, kind) for name, kind in _DIRECTION],
+        ("created", pa.float64()),
+        ("touched", pa.float64()),
+    ]
+)
+
 _MERGE = f"""
 SELECT {", ".join(KEY)},
        sum(a_packets)::UBIGINT AS a_packets, sum(a_bytes)::UBIGINT AS a_bytes,
@@ -147,7 +173,7 @@ class SessionTable:
             return
         parts = ([self._sessions] if self._sessions is not None else []) + self._waiting
         self._connection.register("rows", pa.concat_tables(parts))
-        self._sessions = self._connection.sql(_MERGE).to_arrow_table()
+        self._sessions = self._connection.sql(_MERGE).to_arrow_table().cast(CANONICAL_SCHEMA)
         self._connection.unregister("rows")
         self._waiting, self._waiting_rows = [], 0
 
@@ -208,9 +234,9 @@ class SessionTable:
         has_forward, has_reverse = batch.packets > 0, batch.rev_packets > 0
         columns["a_exporter"] = np.where(np.where(swap, has_reverse, has_forward), exporter, 0)
         columns["b_exporter"] = np.where(np.where(swap, has_forward, has_reverse), exporter, 0)
-        columns["created"] = np.full(len(batch), now)
+        columns["created"] = np.full(len(batch), float(now))
         columns["touched"] = columns["created"]
-        return pa.table(columns)
+        return pa.table(columns).select(CANONICAL_SCHEMA.names).cast(CANONICAL_SCHEMA)
 
     # -- leaving the table ----------------------------------------------------------------
 

@@ -68,7 +68,7 @@ class Template:
     scope_count: int = 0  # > 0: an options template (RFC 7011 3.4.2.2)
     record_length: int = 0  # 0 when any field is variable-length
     dtype: np.dtype | None = None
-    roles: dict[str, int] = field(default_factory=dict)  # role -> field offset (fixed layouts)
+    roles: dict[str, int] = field(default_factory=dict)  # role -> offset (index if variable)
 
     @property
     def is_options(self) -> bool:
@@ -83,6 +83,11 @@ def build_template(template_id: int, fields: tuple[FieldSpec, ...], scope_count:
     """A Template with its dtype; elements we do not use stay out of the dtype."""
     template = Template(template_id, fields, scope_count)
     if any(f.length == VARIABLE_LENGTH for f in fields):
+        # record layouts vary: roles name the field *index*, offsets are found per record
+        for index, spec in enumerate(fields):
+            role = ROLES.get((spec.enterprise, spec.element_id))
+            if role and role not in template.roles and fits(role, spec.length):
+                template.roles[role] = index
         return template
     names, formats, offsets = [], [], []
     offset = 0

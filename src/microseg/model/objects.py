@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import unicodedata
 from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import (
@@ -84,6 +85,18 @@ ObjectName = Annotated[
     WithJsonSchema({"type": "string", "minLength": 1}),
 ]
 
+
+def _check_description(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"a description must be a string, got {value!r}")
+    if any(unicodedata.category(ch) == "Cc" for ch in value):
+        raise ValueError("a description may not contain control characters or line breaks")
+    return value
+
+
+# One line of free text: EOS renders it as a `!!` comment line.
+Description = Annotated[str, BeforeValidator(_check_description)]
+
 ANY = "any"
 
 
@@ -131,7 +144,10 @@ PortSpec = Annotated[
         {
             "anyOf": [
                 {"type": "integer", "minimum": 0, "maximum": 65535},
-                {"type": "string", "description": "EOS port name (domain, ntp, www, ssh) or a range 1024-65535"},
+                {
+                    "type": "string",
+                    "description": "EOS port name (domain, ntp, www, ssh) or a range 1024-65535",
+                },
             ]
         }
     ),
@@ -201,7 +217,7 @@ class Service(_Object):
     """
 
     name: ObjectName
-    description: str = ""
+    description: Description = ""
     protocol: Protocol
     destination_ports: Ports = ()
     source_ports: Ports = ()
@@ -269,7 +285,7 @@ class Category(_Object):
     """A label on groups; the policy builder aggregates endpoints by it."""
 
     name: ObjectName
-    description: str = ""
+    description: Description = ""
 
 
 class Group(_Object):
@@ -279,7 +295,7 @@ class Group(_Object):
     """
 
     name: ObjectName
-    description: str = ""
+    description: Description = ""
     prefixes: tuple[Prefix, ...] = ()
     except_prefixes: tuple[Prefix, ...] = ()
     categories: tuple[ObjectName, ...] = ()
@@ -310,7 +326,7 @@ class Segment(_Object):
     """
 
     name: ObjectName
-    description: str = ""
+    description: Description = ""
     vlan: Annotated[int, Field(ge=1, le=4094)] | None = None
     vrf: ObjectName = "default"
     subnets: tuple[Prefix, ...] = ()
@@ -326,7 +342,7 @@ class Device(_Object):
     """A switch (or Linux router) that enforces policies."""
 
     name: ObjectName
-    description: str = ""
+    description: Description = ""
     platform: Literal["eos", "nftables"] = "eos"
     hardware: str | None = None
     management_address: Address | None = None
@@ -339,7 +355,7 @@ class MonitorNode(_Object):
     """A flow monitor (the vZTX): terminates the mirror tunnel, exports IPFIX to microseg."""
 
     name: ObjectName
-    description: str = ""
+    description: Description = ""
     platform: Literal["eos"] = "eos"
     management_address: Address | None = None
     loopback_interface: str = "Loopback0"
@@ -352,7 +368,7 @@ class MonitorObject(_Object):
     """How monitored traffic reaches the monitor nodes (GRE mirror + flow export)."""
 
     name: ObjectName
-    description: str = ""
+    description: Description = ""
     exporter_interface: str = "Loopback0"
     active_timeout_ms: Annotated[int, Field(ge=1000)] = 1800000
     tunnel_destination: Address
@@ -365,7 +381,7 @@ class RedirectObject(_Object):
     """An external firewall to redirect traffic to (next-hop addresses)."""
 
     name: ObjectName
-    description: str = ""
+    description: Description = ""
     next_hops: tuple[Address, ...] = Field(min_length=1)
 
 
@@ -373,7 +389,7 @@ class SecurityDomain(_Object):
     """A set of switches sharing rules and policies (a site, a building, a DC)."""
 
     name: ObjectName
-    description: str = ""
+    description: Description = ""
     devices: tuple[ObjectName, ...] = ()
     vrfs: tuple[ObjectName, ...] = ("default",)
 
@@ -391,7 +407,7 @@ class Rule(_Object):
     """
 
     name: ObjectName
-    description: str = ""
+    description: Description = ""
     sources: NameRefs = ()
     destinations: NameRefs = ()
     services: NameRefs = ()
@@ -414,7 +430,7 @@ class Policy(_Object):
     """An ordered rule list bound to a security domain and a VRF (or ALL)."""
 
     name: ObjectName
-    description: str = ""
+    description: Description = ""
     id: Annotated[int, Field(ge=1, le=2**31 - 1)]
     domain: ObjectName
     vrf: ObjectName = "ALL"

@@ -121,17 +121,19 @@ class PolicySet(BaseModel):
 
 
 def reference_problems(
-    policy_set: PolicySet, also_defined: dict[str, set[str]] | None = None
+    policy_set: PolicySet, unvalidated: dict[str, list[Any]] | None = None
 ) -> list[Problem]:
     """Duplicate names, dangling references and inconsistent bindings, all of them.
 
-    `also_defined` names objects that exist but failed their own validation, so references
-    to them are not reported a second time."""
+    `unvalidated` holds objects that failed their own validation (anything with a `name` and
+    the reference fields): their names count as defined, and their references are checked
+    too, so one pass reports every problem."""
+    unvalidated = unvalidated or {}
     problems: list[Problem] = []
     names: dict[str, set[str]] = {}
     for section in SECTIONS:
         objects = getattr(policy_set, section)
-        names[section] = {o.name for o in objects} | (also_defined or {}).get(section, set())
+        names[section] = {o.name for o in objects} | {o.name for o in unvalidated.get(section, ())}
         counts = Counter(o.name for o in objects)
         for name, count in sorted(counts.items()):
             if count > 1:
@@ -139,12 +141,14 @@ def reference_problems(
                     Problem(f"duplicate name: defined {count} times", (section, name, "name"))
                 )
     for (section, field), target in REFERENCES.items():
-        for obj in getattr(policy_set, section):
+        for obj in (*getattr(policy_set, section), *unvalidated.get(section, ())):
             value = getattr(obj, field)
             refs = (value,) if isinstance(value, str) else value or ()
             for index, ref in enumerate(refs):
                 if ref not in names[target]:
-                    path = (section, obj.name, field) + ((index,) if not isinstance(value, str) else ())
+                    path = (section, obj.name, field) + (
+                        (index,) if not isinstance(value, str) else ()
+                    )
                     problems.append(Problem(f"unknown {singular(target)} {ref!r}", path))
     problems.extend(_binding_problems(policy_set))
     return problems
@@ -167,6 +171,9 @@ def _binding_problems(policy_set: PolicySet) -> list[Problem]:
     for policy in policy_set.policies:
         if ids[policy.id] > 1:
             problems.append(
-                Problem(f"policy id {policy.id} is used by another policy", ("policies", policy.name, "id"))
+                Problem(
+                    f"policy id {policy.id} is used by another policy",
+                    ("policies", policy.name, "id"),
+                )
             )
     return problems

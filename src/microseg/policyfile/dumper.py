@@ -27,7 +27,9 @@ def object_document(section: str, obj: BaseModel) -> dict[str, Any]:
     full = obj.model_dump(mode="json")
     lean = obj.model_dump(mode="json", exclude_defaults=True)
     always = ALWAYS_WRITTEN.get(section, ())
-    return {key: lean.get(key, value) for key, value in full.items() if key in lean or key in always}
+    return {
+        key: lean.get(key, value) for key, value in full.items() if key in lean or key in always
+    }
 
 
 def policy_document(policy_set: PolicySet) -> dict[str, list[dict[str, Any]]]:

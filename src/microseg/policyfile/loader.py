@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -16,7 +17,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
-from microseg.model import SECTIONS, PolicyError, PolicySet, Problem
+from microseg.model import REFERENCES, SECTIONS, PolicyError, PolicySet, Problem
 from microseg.model.policyset import reference_problems
 
 Location = tuple[str, int | None, int | None]
@@ -25,8 +26,11 @@ Location = tuple[str, int | None, int | None]
 @dataclass
 class _Collected:
     objects: dict[str, list[BaseModel]] = field(default_factory=lambda: {s: [] for s in SECTIONS})
-    # Names of objects that failed validation: references to them are not reported again.
-    invalid_names: dict[str, set[str]] = field(default_factory=lambda: {s: set() for s in SECTIONS})
+    # Objects that failed validation, reduced to their name and references: references to
+    # them are not reported as dangling, and their own references are still checked.
+    unvalidated: dict[str, list[SimpleNamespace]] = field(
+        default_factory=lambda: {s: [] for s in SECTIONS}
+    )
     # (section, name) -> the YAML node of the object and its file, for locating problems.
     nodes: dict[tuple[str, str], list[tuple[str, CommentedMap]]] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
@@ -74,9 +78,11 @@ def _build(collected: _Collected) -> PolicySet:
     # Duplicates are counted over every definition, valid or not.
     for (section, name), occurrences in collected.nodes.items():
         if len(occurrences) > 1:
-            problem = Problem(f"duplicate name: defined {len(occurrences)} times", (section, name, "name"))
+            problem = Problem(
+                f"duplicate name: defined {len(occurrences)} times", (section, name, "name")
+            )
             problems.append(_locate(problem, collected))
-    for problem in reference_problems(candidate, collected.invalid_names):
+    for problem in reference_problems(candidate, collected.unvalidated):
         if not problem.message.startswith("duplicate name"):
             problems.append(_locate(problem, collected))
     if problems:
@@ -111,7 +117,11 @@ def _collect_document(text: str, filename: str, collected: _Collected) -> None:
         return
     if not isinstance(document, CommentedMap):
         collected.problems.append(
-            Problem("a policy file must be a mapping of sections (groups:, rules:, ...)", file=filename, line=1)
+            Problem(
+                "a policy file must be a mapping of sections (groups:, rules:, ...)",
+                file=filename,
+                line=1,
+            )
         )
         return
     for section, items in document.items():
@@ -119,14 +129,25 @@ def _collect_document(text: str, filename: str, collected: _Collected) -> None:
         if section not in SECTIONS:
             known = ", ".join(SECTIONS)
             collected.problems.append(
-                Problem(f"unknown section {section!r} (known: {known})", file=filename, line=line, column=column)
+                Problem(
+                    f"unknown section {section!r} (known: {known})",
+                    file=filename,
+                    line=line,
+                    column=column,
+                )
             )
             continue
         if items is None:
             continue
         if not isinstance(items, CommentedSeq):
             collected.problems.append(
-                Problem(f"section {section!r} must be a list of objects", (section,), filename, line, column)
+                Problem(
+                    f"section {section!r} must be a list of objects",
+                    (section,),
+                    filename,
+                    line,
+                    column,
+                )
             )
             continue
         for index, item in enumerate(items):
@@ -139,7 +160,13 @@ def _collect_object(
     line, column = _item_position(items, index)
     if not isinstance(item, CommentedMap):
         collected.problems.append(
-            Problem(f"item {index + 1} must be a mapping with a name", (section,), filename, line, column)
+            Problem(
+                f"item {index + 1} must be a mapping with a name",
+                (section,),
+                filename,
+                line,
+                column,
+            )
         )
         return
     name = item.get("name")
@@ -150,18 +177,34 @@ def _collect_object(
         obj = SECTIONS[section].model_validate(_plain(item))
     except ValidationError as error:
         if isinstance(name, str):
-            collected.invalid_names[section].add(name)
+            collected.unvalidated[section].append(_references_of(section, name, item))
         seen: set[tuple] = set()
         for detail in error.errors():
             loc = _document_loc(item, detail["loc"])
             if loc in seen:
                 continue
             seen.add(loc)
-            where = _node_position(item, loc) or (line, column)
+            at_key = detail["type"] == "extra_forbidden"
+            where = _node_position(item, loc, at_key) or (line, column)
             message = _message(detail)
             collected.problems.append(Problem(message, (section, label, *loc), filename, *where))
         return
     collected.objects[section].append(obj)
+
+
+def _references_of(section: str, name: str, item: CommentedMap) -> SimpleNamespace:
+    """The name and reference fields of an object that failed validation."""
+    fields: dict[str, Any] = {}
+    for (ref_section, ref_field), _ in REFERENCES.items():
+        if ref_section != section:
+            continue
+        value = item.get(ref_field)
+        if isinstance(value, list):
+            value = tuple(v for v in value if isinstance(v, str))
+        elif value == "any" or not isinstance(value, str):
+            value = () if ref_field.endswith("s") else None
+        fields[ref_field] = value
+    return SimpleNamespace(name=name, **fields)
 
 
 def _plain(node: Any) -> Any:
@@ -183,7 +226,9 @@ def _message(detail: dict) -> str:
     if detail["type"] == "missing":
         return "required field is missing"
     value = detail.get("input")
-    if detail["type"] not in ("value_error", "assertion_error") and not isinstance(value, dict | list):
+    if detail["type"] not in ("value_error", "assertion_error") and not isinstance(
+        value, dict | list
+    ):
         message = f"{message} (got {value!r})"
     return message
 
@@ -194,20 +239,21 @@ def _document_loc(node: Any, loc: tuple) -> tuple:
     Pydantic adds union-member tags (`literal['tcp',...]`, `int`) that are not keys."""
     kept: list[Any] = []
     for part in loc:
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-            kept.append(part)
-        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+        if (isinstance(node, dict) and part in node) or (
+            isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+        ):
             node = node[part]
             kept.append(part)
     return tuple(kept)
 
 
-def _node_position(node: Any, loc: tuple) -> tuple[int, int] | None:
+def _node_position(node: Any, loc: tuple, at_key: bool = False) -> tuple[int, int] | None:
+    """Line and column of the value at `loc` (of its key, for a key that should not be there)."""
     position = None
-    for part in loc:
+    for depth, part in enumerate(loc, 1):
         if isinstance(node, CommentedMap):
-            line, column = node.lc.value(part) if part in node else node.lc.key(part)
+            on_key = at_key and depth == len(loc)
+            line, column = node.lc.key(part) if on_key else node.lc.value(part)
             position = (line + 1, column + 1)
             node = node[part]
         elif isinstance(node, CommentedSeq):

@@ -15,16 +15,9 @@ from microseg.store.database import (
     upgrade_schema,
 )
 from microseg.store.errors import InvalidChange, NotFound, StoreConflict, WorkspaceClosed
+from microseg.store.records import AUTHOR_ENV, RevisionInfo, WorkspaceInfo, default_author
 from microseg.store.snapshot import FieldChange, ObjectChange
-from microseg.store.store import (
-    AUTHOR_ENV,
-    RevisionInfo,
-    Store,
-    WorkspaceInfo,
-    default_author,
-    init_database,
-    open_store,
-)
+from microseg.store.store import Store, init_database, open_store
 
 __all__ = [
     "AUTHOR_ENV",

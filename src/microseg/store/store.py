@@ -14,11 +14,8 @@ Example:
 
 from __future__ import annotations
 
-import getpass
-import os
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -44,6 +41,7 @@ from microseg.store.errors import (
     StoreConflict,
     WorkspaceClosed,
 )
+from microseg.store.records import RevisionInfo, WorkspaceInfo, default_author
 from microseg.store.schema import Mainline, Revision, RevisionObject, Workspace, WorkspaceChange
 from microseg.store.snapshot import (
     Bodies,
@@ -58,63 +56,6 @@ from microseg.store.snapshot import (
     policy_from_bodies,
     reference_problems_of,
 )
-
-AUTHOR_ENV = "MICROSEG_AUTHOR"
-
-
-def default_author() -> str:
-    """$MICROSEG_AUTHOR, else the OS user name."""
-    from_env = os.environ.get(AUTHOR_ENV, "").strip()
-    if from_env:
-        return from_env
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # no passwd entry (containers)
-        return f"uid-{os.getuid()}"
-
-
-@dataclass(frozen=True)
-class RevisionInfo:
-    """A mainline revision as the log shows it."""
-
-    id: int
-    parent: int | None
-    author: str
-    message: str
-    created_at: datetime
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "parent": self.parent,
-            "author": self.author,
-            "message": self.message,
-            "created_at": self.created_at.isoformat(),
-        }
-
-
-@dataclass(frozen=True)
-class WorkspaceInfo:
-    """A workspace: its base, state (open / submitted / abandoned) and number of changes."""
-
-    name: str
-    base: int
-    state: str
-    author: str
-    created_at: datetime
-    changes: int
-    submitted_revision: int | None = None
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "base": self.base,
-            "state": self.state,
-            "author": self.author,
-            "created_at": self.created_at.isoformat(),
-            "changes": self.changes,
-            "submitted_revision": self.submitted_revision,
-        }
 
 
 @contextmanager
@@ -209,6 +150,8 @@ class Store:
 
     def log(self, limit: int | None = None) -> list[RevisionInfo]:
         """Mainline revisions, newest first: the audit trail."""
+        if limit is not None and limit < 0:
+            raise MicrosegError(f"log limit {limit}: expected a number of revisions >= 0")
         with self._reading() as session:
             query = select(Revision).order_by(Revision.id.desc()).limit(limit)
             return [_revision_info(r) for r in session.scalars(query)]

@@ -1,0 +1,437 @@
+"""Policy lint: shadowed and dead matches, unused objects, switch bypass, hardware entries.
+
+Shadowing is decided exactly, as Batfish's filterLineReachability does, but over a finite
+space: the atomic cells of the device's field-sets (addresses and ports cut at every
+boundary, protocols and ICMP types grouped by identical rule membership). A match is
+shadowed when no cell of its own space is decided by it; the earlier matches that decide
+those cells cover it, and the reported set is reduced until no member can be dropped.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from microseg.compile.intent import DeviceIntent, Match
+from microseg.compile.resolve import compile_all
+from microseg.evaluate.cells import field_set_intervals
+from microseg.evaluate.engine import CompiledDevice, CompiledPolicy, lowest_set_bit
+from microseg.model import PolicySet
+
+GRID_CHUNK = 1 << 18  # grid points per step of the shadow scan
+
+# Hardware entry budgets for traffic-policy matches, per platform. These are planning
+# figures, not vendor-published limits: the real number depends on the TCAM profile and on
+# what else shares the ingress slices. Confirm on the switch with `show hardware tcam
+# profile` / `show platform trident tcam`.
+HARDWARE_BUDGETS: dict[str, tuple[int | None, str]] = {
+    "CCS-720XP": (
+        4096,
+        "planning figure for the 720XP (Broadcom Trident3-X3) ingress TCAM share of the "
+        "default traffic-policy profile; confirm with `show hardware tcam profile`",
+    ),
+    "eos": (
+        4096,
+        "generic EOS planning figure (same as the 720XP); set the device's `hardware` for a "
+        "platform-specific budget",
+    ),
+    "nftables": (None, "software: nftables interval sets have no hardware entry limit"),
+}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One lint result; `kind` orders and names it."""
+
+    kind: str  # shadowed, never-matches, bypass, unused, hardware
+    subject: str  # `rule 'x'`, `group 'g'`, `device 'd'`
+    message: str
+    fix: str
+    details: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {
+            "kind": self.kind,
+            "subject": self.subject,
+            "message": self.message,
+            "fix": self.fix,
+            **self.details,
+        }
+
+
+KIND_ORDER = ("never-matches", "shadowed", "bypass", "unused", "hardware")
+
+
+# -- shadowing -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Space:
+    """A policy's decision space as classes per dimension (rows of the bit tables)."""
+
+    source: np.ndarray  # uint64[class, word]
+    destination: np.ndarray
+    service: np.ndarray
+
+
+def _classes(rows: np.ndarray) -> np.ndarray:
+    return np.unique(rows, axis=0)
+
+
+def _space(compiled: CompiledPolicy) -> _Space:
+    protocol = _classes(compiled.protocol_rows)
+    sport = _classes(compiled.source_port_rows)
+    dport = _classes(compiled.destination_port_rows)
+    icmp = _classes(compiled.icmp_rows)
+    service = (
+        protocol[:, None, None, None, :]
+        & sport[None, :, None, None, :]
+        & dport[None, None, :, None, :]
+        & icmp[None, None, None, :, :]
+    ).reshape(-1, protocol.shape[1])
+    service = _classes(service[(service != 0).any(axis=1)])
+    return _Space(_classes(compiled.source_rows), _classes(compiled.destination_rows), service)
+
+
+def _has_bit(rows: np.ndarray, term: int) -> np.ndarray:
+    return ((rows[:, term // 64] >> np.uint64(term % 64)) & np.uint64(1)).astype(bool)
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """For one match: whether it ever decides, and which earlier matches decide its space."""
+
+    empty: bool
+    reachable: bool
+    deciders: tuple[int, ...]  # irredundant set of earlier match indexes covering it
+
+
+def match_coverage(compiled: CompiledPolicy, space: _Space, match_index: int) -> Coverage:
+    terms = np.flatnonzero(compiled.term_match == match_index)
+    deciders: set[int] = set()
+    grids = []
+    empty = True
+    for term in terms:
+        sources = space.source[_has_bit(space.source, term)]
+        destinations = space.destination[_has_bit(space.destination, term)]
+        services = space.service[_has_bit(space.service, term)]
+        if not (len(sources) and len(destinations) and len(services)):
+            continue
+        empty = False
+        for grid in _grid_chunks(sources, destinations, services):
+            word = (grid != 0).argmax(axis=1)
+            rows = np.arange(len(grid))
+            first_term = word * 64 + lowest_set_bit(grid[rows, word])
+            deciding = compiled.term_match[first_term]
+            if (deciding == match_index).any():
+                return Coverage(False, True, ())
+            deciders.update(int(m) for m in np.unique(deciding))
+            grids.append(grid)
+    if empty:
+        return Coverage(True, False, ())
+    return Coverage(False, False, _irredundant(compiled, sorted(deciders), grids))
+
+
+def _grid_chunks(sources: np.ndarray, destinations: np.ndarray, services: np.ndarray):
+    """Rows of every (source, destination, service) class combination, in chunks."""
+    pair_count = len(destinations) * len(services)
+    per_chunk = max(1, GRID_CHUNK // max(pair_count, 1))
+    pairs = (destinations[:, None, :] & services[None, :, :]).reshape(-1, sources.shape[1])
+    for start in range(0, len(sources), per_chunk):
+        chunk = sources[start : start + per_chunk]
+        yield (chunk[:, None, :] & pairs[None, :, :]).reshape(-1, sources.shape[1])
+
+
+def _irredundant(compiled: CompiledPolicy, deciders: list[int], grids: list[np.ndarray]) -> tuple:
+    """Drop deciders (latest first) while the others still cover every grid point."""
+    covers = {}
+    for match in deciders:
+        terms = np.flatnonzero(compiled.term_match == match)
+        covers[match] = np.concatenate(
+            [np.any([_has_bit(grid, t) for t in terms], axis=0) for grid in grids]
+        )
+    kept = list(deciders)
+    for match in reversed(deciders):
+        others = [covers[m] for m in kept if m != match]
+        if others and np.logical_or.reduce(others).all():
+            kept.remove(match)
+    return tuple(kept)
+
+
+def shadow_findings(intent: DeviceIntent, seen: set[str]) -> list[Finding]:
+    device = CompiledDevice(intent)
+    findings = []
+    for position, policy in enumerate(intent.policies):
+        if policy.name in seen:
+            continue
+        seen.add(policy.name)
+        compiled = device.policies[position]
+        space = _space(compiled)
+        for index, match in enumerate(policy.matches):
+            coverage = match_coverage(compiled, space, index)
+            if coverage.empty:
+                findings.append(_never_matches(policy.name, match, intent))
+            elif not coverage.reachable:
+                blockers = [policy.matches[i] for i in coverage.deciders]
+                findings.append(_shadowed(policy.name, match, blockers))
+    return findings
+
+
+def _never_matches(policy: str, match: Match, intent: DeviceIntent) -> Finding:
+    empty_groups = [
+        name
+        for name in (*match.source_field_sets, *match.destination_field_sets)
+        if not field_set_intervals(intent.prefix_field_sets[(match.family, name)])
+    ]
+    reason = (
+        f"group(s) {', '.join(sorted(set(empty_groups)))} hold no {match.family} address once "
+        "their except-prefixes are removed"
+        if empty_groups
+        else "no packet fits its sources, destinations and services together"
+    )
+    return Finding(
+        "never-matches",
+        f"rule '{match.rule}'",
+        f"match {match.name} in policy {policy} can never match: {reason}",
+        "fix the groups' prefixes / except-prefixes or the services, or remove the rule",
+        {"policy": policy, "match": match.name},
+    )
+
+
+def _shadowed(policy: str, match: Match, blockers: list[Match]) -> Finding:
+    names = ", ".join(b.name for b in blockers)
+    conflicting = [b for b in blockers if b.action != match.action]
+    if conflicting:
+        verdict = (
+            f"earlier matches {names} take all its traffic and "
+            f"{conflicting[0].action} what this rule would {match.action}"
+        )
+        fix = f"move rule {match.rule} above {conflicting[0].rule}, or remove it"
+    else:
+        verdict = f"earlier matches {names} take all its traffic with the same action"
+        fix = f"remove rule {match.rule}: it is redundant"
+    return Finding(
+        "shadowed",
+        f"rule '{match.rule}'",
+        f"match {match.name} in policy {policy} is shadowed: {verdict}",
+        fix,
+        {
+            "policy": policy,
+            "match": match.name,
+            "shadowed_by": [b.name for b in blockers],
+            "action_differs": bool(conflicting),
+        },
+    )
+
+
+# -- unused objects ----------------------------------------------------------------------------
+def unused_findings(policy_set: PolicySet) -> list[Finding]:
+    in_policy = {r for p in policy_set.policies for r in p.rules}
+    findings = [
+        Finding(
+            "unused",
+            f"rule '{rule.name}'",
+            f"rule {rule.name} is in no policy, so no device enforces it",
+            "add it to a policy's rules, or delete it",
+        )
+        for rule in policy_set.rules
+        if rule.name not in in_policy
+    ]
+    used_rules = [r for r in policy_set.rules if r.name in in_policy]
+    references = {
+        "group": {g for r in used_rules for g in (*r.sources, *r.destinations)},
+        "service": {s for r in used_rules for s in r.services},
+        "monitor object": {r.monitor for r in used_rules if r.monitor},
+        "redirect object": {r.redirect for r in used_rules if r.redirect},
+        "category": {c for g in policy_set.groups for c in g.categories},
+    }
+    sections = {
+        "group": policy_set.groups,
+        "service": policy_set.services,
+        "monitor object": policy_set.monitor_objects,
+        "redirect object": policy_set.redirect_objects,
+        "category": policy_set.categories,
+    }
+    for kind, objects in sections.items():
+        for obj in objects:
+            if obj.name in references[kind]:
+                continue
+            user = "no group carries it" if kind == "category" else "no rule in a policy uses it"
+            findings.append(
+                Finding(
+                    "unused",
+                    f"{kind} '{obj.name}'",
+                    f"{kind} {obj.name} is unused: {user}",
+                    f"delete {kind} {obj.name}, or reference it",
+                )
+            )
+    return findings
+
+
+# -- switch bypass ------------------------------------------------------------------------------
+def bypass_findings(policy_set: PolicySet, intents: dict[str, DeviceIntent]) -> list[Finding]:
+    """Drop, redirect and monitored rules whose traffic can stay inside one segment that does
+    not hairpin through the switch (hosts not isolated or no `ip local-proxy-arp`)."""
+    findings = []
+    for device_name, intent in intents.items():
+        device = policy_set.device(device_name)
+        rules = {m.rule: m for p in intent.policies for m in p.matches}
+        for segment in device.segments:
+            if segment.enforces_intra_subnet:
+                continue
+            for rule_name in sorted(rules):
+                rule = policy_set.rule(rule_name)
+                if rule.action == "forward" and not rule.monitor:
+                    continue
+                if not (
+                    _side_touches(policy_set, rule.sources, segment)
+                    and _side_touches(policy_set, rule.destinations, segment)
+                ):
+                    continue
+                what = "monitor" if rule.action == "forward" else rule.action
+                findings.append(
+                    Finding(
+                        "bypass",
+                        f"rule '{rule_name}'",
+                        f"rule {rule_name} ({what}) covers traffic between hosts of segment "
+                        f"{segment.name} on {device_name}, which stays on the host bridge and "
+                        "never reaches the switch",
+                        f"isolate the hosts of {segment.name} at L2 (bridge port isolation / "
+                        "private VLAN) and configure `ip local-proxy-arp` on its SVI; then set "
+                        "hosts_isolated and local_proxy_arp on the segment",
+                        {"device": device_name, "segment": segment.name},
+                    )
+                )
+    return findings
+
+
+def _side_touches(policy_set: PolicySet, groups: tuple[str, ...], segment) -> bool:
+    if not groups:
+        return True
+    for name in groups:
+        group = policy_set.group(name)
+        for prefix in group.prefixes:
+            for subnet in segment.subnets:
+                if prefix.version == subnet.version and prefix.overlaps(subnet):
+                    return True
+    return False
+
+
+# -- hardware entries ---------------------------------------------------------------------------
+def range_prefix_count(low: int, high: int, bits: int = 16) -> int:
+    """Ternary entries one value range needs (its prefix decomposition)."""
+    count = 0
+    while low <= high:
+        size = low & -low if low else 1 << bits
+        while size > high - low + 1:
+            size >>= 1
+        low += size
+        count += 1
+    return count
+
+
+def _side_entries(intent: DeviceIntent, match: Match, names: tuple[str, ...]) -> int:
+    if not names:
+        return 1
+    total = 0
+    for name in names:
+        for first, last in field_set_intervals(intent.prefix_field_sets[(match.family, name)]):
+            address = ipaddress.ip_address if match.family == "ipv4" else ipaddress.IPv6Address
+            total += len(list(ipaddress.summarize_address_range(address(first), address(last))))
+    return max(total, 1)
+
+
+def _ports_entries(ranges) -> int:
+    return sum(range_prefix_count(low, high) for low, high in ranges) or 1
+
+
+def hardware_entries(intent: DeviceIntent) -> int:
+    """Entries if every match is expanded: sources x destinations x service port entries, plus
+    one default entry per family and policy. An upper bound: EOS compresses field-sets."""
+    total = 0
+    for policy in intent.policies:
+        total += 2
+        for match in policy.matches:
+            services = [intent.service_field_sets[s] for s in match.service_field_sets]
+            service_entries = (
+                sum(
+                    _ports_entries(s.source_ports) * _ports_entries(s.destination_ports)
+                    for s in services
+                )
+                or 1
+            )
+            total += (
+                _side_entries(intent, match, match.source_field_sets)
+                * _side_entries(intent, match, match.destination_field_sets)
+                * service_entries
+            )
+    return total
+
+
+def hardware_report(policy_set: PolicySet, intents: dict[str, DeviceIntent]) -> list[dict]:
+    rows = []
+    for name, intent in intents.items():
+        device = policy_set.device(name)
+        key = device.hardware if device.hardware in HARDWARE_BUDGETS else device.platform
+        budget, source = HARDWARE_BUDGETS[key]
+        rows.append(
+            {
+                "device": name,
+                "platform": device.platform,
+                "hardware": device.hardware,
+                "entries": hardware_entries(intent),
+                "budget": budget,
+                "budget_source": source,
+            }
+        )
+    return rows
+
+
+def hardware_findings(report: list[dict]) -> list[Finding]:
+    return [
+        Finding(
+            "hardware",
+            f"device '{row['device']}'",
+            f"device {row['device']} needs about {row['entries']} hardware entries, over its "
+            f"budget of {row['budget']}",
+            "merge groups and services into fewer, wider prefixes and port ranges, or split "
+            "the policy across VRFs / devices",
+            {"entries": row["entries"], "budget": row["budget"]},
+        )
+        for row in report
+        if row["budget"] is not None and row["entries"] > row["budget"]
+    ]
+
+
+# -- all of it ----------------------------------------------------------------------------------
+def lint(policy_set: PolicySet) -> dict:
+    """Every finding, in a deterministic order, plus the hardware estimate per device."""
+    intents = compile_all(policy_set)
+    seen: set[str] = set()
+    findings: list[Finding] = []
+    for intent in intents.values():
+        findings += shadow_findings(intent, seen)
+    findings += bypass_findings(policy_set, intents)
+    findings += unused_findings(policy_set)
+    hardware = hardware_report(policy_set, intents)
+    findings += hardware_findings(hardware)
+    order = {name: position for position, name in enumerate(_rule_order(policy_set))}
+    findings.sort(
+        key=lambda f: (
+            KIND_ORDER.index(f.kind),
+            order.get(f.subject, len(order)),
+            f.subject,
+            f.details.get("match", ""),
+            f.message,
+        )
+    )
+    return {
+        "clean": not findings,
+        "findings": [f.as_dict() for f in findings],
+        "hardware": hardware,
+    }
+
+
+def _rule_order(policy_set: PolicySet) -> list[str]:
+    names = [f"rule '{r}'" for p in policy_set.policies for r in p.rules]
+    return list(dict.fromkeys(names))

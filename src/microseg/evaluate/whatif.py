@@ -1,0 +1,311 @@
+"""What-if replay: which collected sessions would a candidate policy block or newly allow?
+
+Every session is replayed as its request (client -> server) and its reply (server ->
+client) on every device, under the base and under the candidate; a session gets through
+when every device forwards both (EOS traffic policies are stateless). Sessions summarised
+with an `eph` client port take an ephemeral port (49152 upward, RFC 6335). All of it is
+vectorised over the session columns; only distinct addresses and deciding matches are
+touched one by one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from microseg.compile.resolve import compile_all
+from microseg.evaluate.check import ICMP_REPLY
+from microseg.evaluate.engine import CompiledDevice
+from microseg.evaluate.packets import (
+    NO_ICMP_TYPE,
+    PacketBatch,
+    ephemeral_ports,
+    parse_addresses,
+    protocol_numbers,
+)
+from microseg.model import MicrosegError, PolicySet
+
+EXAMPLES_PER_GROUP = 3
+PROTOCOL_LABELS = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6", 132: "sctp"}
+
+
+@dataclass(frozen=True)
+class SessionColumns:
+    """Sessions as the replay needs them: request and reply packets plus weights."""
+
+    table: pa.Table
+    request: PacketBatch
+    reply: PacketBatch
+    sessions: np.ndarray  # how many sessions a row stands for
+    packets: np.ndarray  # forward + reverse
+    bytes: np.ndarray
+    forward_packets: np.ndarray
+    reverse_packets: np.ndarray
+    service: np.ndarray  # str label: tcp/22, udp/eph, icmp type 8
+
+
+def _ports(column: pa.ChunkedArray | pa.Array, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(port, is_ephemeral) from a text or integer port column (`eph` = summarised)."""
+    text = np.asarray(column.to_numpy(zero_copy_only=False), dtype=str)
+    ephemeral = text == "eph"
+    numeric = np.where(ephemeral | (text == "") | (text == "None"), "0", text)
+    try:
+        ports = numeric.astype(np.int64)
+    except ValueError:
+        bad = next(v for v in numeric if not v.lstrip("-").isdigit())
+        raise MicrosegError(f"sessions: {name} {bad!r} is not a port number or eph") from None
+    ports = np.where(ephemeral, ephemeral_ports(len(ports)), ports)
+    return ports, ephemeral
+
+
+def session_columns(table: pa.Table) -> SessionColumns:
+    count = table.num_rows
+    missing = [n for n in ("protocol", "src", "dst", "dport") if n not in table.column_names]
+    if missing:
+        raise MicrosegError(f"sessions: missing field(s) {', '.join(missing)}")
+    column = {name: table.column(name) for name in table.column_names}
+    column.setdefault("vrf", pa.chunked_array([pa.array(["default"] * count)]))
+    column.setdefault("sport", pa.chunked_array([pa.array(["0"] * count)]))
+    vrf = np.asarray(column["vrf"].to_numpy(zero_copy_only=False), dtype=str)
+    protocol = protocol_numbers(
+        np.asarray(column["protocol"].to_numpy(zero_copy_only=False), dtype=str)
+    )
+    src_family, src = parse_addresses(column["src"].to_numpy(zero_copy_only=False))
+    dst_family, dst = parse_addresses(column["dst"].to_numpy(zero_copy_only=False))
+    mixed = np.flatnonzero(src_family != dst_family)
+    if len(mixed):
+        raise MicrosegError(f"sessions: row {mixed[0] + 1} mixes IPv4 and IPv6 addresses")
+    sport, _ = _ports(column["sport"], "sport")
+    dport, dport_ephemeral = _ports(column["dport"], "dport")
+    for name, ports in (("sport", sport), ("dport", dport)):
+        bad = np.flatnonzero((ports < 0) | (ports > 65535))
+        if len(bad):
+            raise MicrosegError(
+                f"sessions: row {bad[0] + 1}: {name} {ports[bad[0]]} is not 0-65535"
+            )
+    # ICMP flow records carry type * 256 + code in the destination port (NetFlow v9 /
+    # IPFIX icmpTypeCodeIPv4 convention); a value below 256 is taken as the type itself.
+    is_icmp = ((protocol == 1) & (src_family == 4)) | ((protocol == 58) & (src_family == 6))
+    icmp_type = np.where(dport > 255, dport // 256, dport)
+    reply_type = icmp_type.copy()
+    for number, replies in ICMP_REPLY.items():
+        for request_type, answer in replies.items():
+            reply_type[(protocol == number) & (icmp_type == request_type)] = answer
+    request = PacketBatch(
+        vrf=vrf,
+        family=src_family,
+        protocol=protocol,
+        src=src,
+        dst=dst,
+        sport=np.where(is_icmp, 0, sport).astype(np.int32),
+        dport=np.where(is_icmp, 0, dport).astype(np.int32),
+        icmp_type=np.where(is_icmp, icmp_type, NO_ICMP_TYPE).astype(np.int16),
+    )
+    reply = PacketBatch(
+        vrf=vrf,
+        family=src_family,
+        protocol=protocol,
+        src=dst,
+        dst=src,
+        sport=request.dport,
+        dport=request.sport,
+        icmp_type=np.where(is_icmp, reply_type, NO_ICMP_TYPE).astype(np.int16),
+    )
+    aliases = {"fwd_packets": "packets", "fwd_bytes": "bytes"}
+    weights = {}
+    for name in ("fwd_packets", "rev_packets", "fwd_bytes", "rev_bytes"):
+        source = name if name in column else aliases.get(name)
+        weights[name] = (
+            np.asarray(column[source].to_numpy(zero_copy_only=False), dtype=np.int64)
+            if source in column
+            else np.zeros(count, dtype=np.int64)
+        )
+    sessions = (
+        np.asarray(column["sessions"].to_numpy(zero_copy_only=False), dtype=np.int64)
+        if "sessions" in column
+        else np.ones(count, dtype=np.int64)
+    )
+    return SessionColumns(
+        table=table,
+        request=request,
+        reply=reply,
+        sessions=sessions,
+        packets=weights["fwd_packets"] + weights["rev_packets"],
+        bytes=weights["fwd_bytes"] + weights["rev_bytes"],
+        forward_packets=weights["fwd_packets"],
+        reverse_packets=weights["rev_packets"],
+        service=_service_labels(protocol, dport, dport_ephemeral, is_icmp, icmp_type),
+    )
+
+
+def _service_labels(protocol, dport, dport_ephemeral, is_icmp, icmp_type) -> np.ndarray:
+    """`tcp/22`, `udp/eph`, `icmp type 8`, `protocol 47`: labels built once per distinct value."""
+    kind = np.where(is_icmp, 1, np.where(np.isin(protocol, (6, 17, 132)), 0, 2))
+    value = np.where(is_icmp, icmp_type, np.where(dport_ephemeral, -1, dport))
+    key = (kind.astype(np.int64) * 256 + protocol) * 70000 + value + 1
+    unique, inverse = np.unique(key, return_inverse=True)
+    labels = []
+    for code in unique:
+        kind_code, rest = divmod(int(code), 256 * 70000)
+        number, port = divmod(rest, 70000)
+        port -= 1
+        name = PROTOCOL_LABELS.get(number, f"protocol {number}")
+        if kind_code == 0:
+            labels.append(f"{name}/{'eph' if port < 0 else port}")
+        elif kind_code == 1:
+            labels.append(f"{name} type {port}")
+        else:
+            labels.append(name)
+    return np.array(labels, dtype=object)[inverse.reshape(-1)]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A policy set's replay: per session whether it gets through and what decided it."""
+
+    gets_through: np.ndarray  # bool
+    deciding: np.ndarray  # int64 into labels: the blocking match, else the request's match
+    labels: list[dict]  # {device, policy, rule, match}
+
+
+def replay(policy_set: PolicySet, columns: SessionColumns, device: str | None) -> Outcome:
+    intents = compile_all(policy_set)
+    if device is not None:
+        if device not in intents:
+            raise MicrosegError(
+                f"device {device!r} enforces no policy (devices: {', '.join(intents)})"
+            )
+        intents = {device: intents[device]}
+    if not intents:
+        raise MicrosegError("no device enforces a policy: add devices to a security domain")
+    count = len(columns.sessions)
+    gets_through = np.ones(count, dtype=bool)
+    blocking = np.full(count, -1, dtype=np.int64)
+    first_request = np.full(count, -1, dtype=np.int64)
+    labels: list[dict] = []
+    label_index: dict[tuple, int] = {}
+    for intent in intents.values():
+        compiled = CompiledDevice(intent)
+        for direction, batch in (("request", columns.request), ("reply", columns.reply)):
+            evaluation = compiled.evaluate(batch)
+            codes, code_rows = np.unique(evaluation.decider_codes, return_inverse=True)
+            first_rows = _first_positions(code_rows.reshape(-1), len(codes))
+            per_code = []
+            for row in first_rows:
+                decision = evaluation.decision(int(row))
+                key = (decision.device, decision.policy, decision.match)
+                if key not in label_index:
+                    label_index[key] = len(labels)
+                    labels.append(
+                        {
+                            "device": decision.device,
+                            "policy": decision.policy,
+                            "rule": decision.rule,
+                            "match": decision.match,
+                        }
+                    )
+                per_code.append(label_index[key])
+            row_label = np.array(per_code, dtype=np.int64)[code_rows.reshape(-1)]
+            dropped = ~evaluation.forwarded
+            newly = dropped & (blocking < 0)
+            blocking[newly] = row_label[newly]
+            gets_through &= ~dropped
+            if direction == "request":
+                unset = first_request < 0
+                first_request[unset] = row_label[unset]
+    deciding = np.where(blocking >= 0, blocking, first_request)
+    return Outcome(gets_through, deciding, labels)
+
+
+def _first_positions(groups: np.ndarray, count: int) -> np.ndarray:
+    """For each group 0..count-1, the first row that belongs to it."""
+    first = np.full(count, len(groups), dtype=np.int64)
+    np.minimum.at(first, groups, np.arange(len(groups)))
+    return first
+
+
+def read_session_table(path: str) -> pa.Table:
+    """Sessions from a CSV, JSON-lines or Parquet file or a flow store directory."""
+    from microseg.flows.flowstore import read_sessions
+
+    return read_sessions(path)
+
+
+def whatif(
+    base: PolicySet, candidate: PolicySet, sessions: pa.Table, device: str | None = None
+) -> dict:
+    """The impact report: newly blocked / newly allowed groups and candidate rule hits."""
+    columns = session_columns(sessions)
+    before = replay(base, columns, device)
+    after = replay(candidate, columns, device)
+    newly_blocked = before.gets_through & ~after.gets_through
+    newly_allowed = ~before.gets_through & after.gets_through
+    return {
+        "sessions": int(columns.sessions.sum()),
+        "rows": len(columns.sessions),
+        "newly_blocked": _changes(columns, newly_blocked, after, "blocked by"),
+        "newly_allowed": _changes(columns, newly_allowed, before, "was blocked by"),
+        "candidate_rule_hits": _hits(columns, after),
+    }
+
+
+def _changes(columns: SessionColumns, selected: np.ndarray, outcome: Outcome, role: str) -> dict:
+    rows = np.flatnonzero(selected)
+    service_codes, service_of_row = np.unique(
+        columns.service[rows].astype(str), return_inverse=True
+    )
+    key = outcome.deciding[rows] * len(service_codes) + service_of_row.reshape(-1)
+    groups, group_of_row = np.unique(key, return_inverse=True)
+    group_of_row = group_of_row.reshape(-1)
+    order = np.argsort(group_of_row, kind="stable")
+    starts = np.searchsorted(group_of_row[order], np.arange(len(groups)))
+    totals = {
+        name: np.bincount(group_of_row, weights=getattr(columns, name)[rows], minlength=len(groups))
+        for name in ("sessions", "packets", "bytes")
+    }
+    result = []
+    for position, code in enumerate(groups):
+        members = order[starts[position] : starts[position] + EXAMPLES_PER_GROUP]
+        members = members[group_of_row[members] == position]
+        label = outcome.labels[int(code // len(service_codes))]
+        result.append(
+            {
+                **label,
+                "role": role,
+                "service": str(service_codes[int(code % len(service_codes))]),
+                **{name: int(total[position]) for name, total in totals.items()},
+                "examples": [_example(columns, int(rows[m])) for m in members],
+            }
+        )
+    result.sort(
+        key=lambda g: (-g["sessions"], -g["packets"], g["device"], str(g["match"]), g["service"])
+    )
+    return {
+        "sessions": int(columns.sessions[rows].sum()),
+        "packets": int(columns.packets[rows].sum()),
+        "bytes": int(columns.bytes[rows].sum()),
+        "groups": result,
+    }
+
+
+def _example(columns: SessionColumns, row: int) -> dict:
+    record = columns.table.slice(row, 1).to_pylist()[0]
+    return {name: record.get(name) for name in ("vrf", "protocol", "src", "sport", "dst", "dport")}
+
+
+def _hits(columns: SessionColumns, outcome: Outcome) -> list[dict]:
+    """Sessions and packets per deciding match under the candidate."""
+    codes, rows_of = np.unique(outcome.deciding, return_inverse=True)
+    rows_of = rows_of.reshape(-1)
+    sessions = np.bincount(rows_of, weights=columns.sessions, minlength=len(codes))
+    packets = np.bincount(rows_of, weights=columns.packets, minlength=len(codes))
+    hits = []
+    for position, code in enumerate(codes):
+        label = outcome.labels[int(code)]
+        hits.append(
+            {**label, "sessions": int(sessions[position]), "packets": int(packets[position])}
+        )
+    hits.sort(key=lambda h: (-h["sessions"], h["device"], str(h["policy"]), str(h["match"])))
+    return hits

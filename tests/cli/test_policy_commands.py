@@ -1,0 +1,88 @@
+"""validate / fmt / schema / --version from the command line, as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+from conftest import EXAMPLES, cli_command, cli_env
+
+
+def test_validate_examples_directory_is_clean(run_cli):
+    result = run_cli("validate", str(EXAMPLES))
+    assert result.exit_code == 0, result.stderr
+    assert "valid" in result.stdout
+
+
+def test_validate_json_counts_objects(run_cli):
+    result = run_cli("validate", str(EXAMPLES / "home-lab.yaml"), "--json")
+    assert result.exit_code == 0
+    data = json.loads(result.stdout)
+    assert data["valid"] is True
+    assert data["objects"]["rules"] == 7 and data["objects"]["groups"] == 5
+
+
+def test_validate_bad_file_exits_1_with_located_problems_and_no_traceback(run_cli, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("groups:\n  - name: g\n    prefixes: [10.0.0.300/24]\n")
+    result = run_cli("validate", str(bad))
+    assert result.exit_code == 1
+    assert f"{bad}:3:16: group 'g' prefixes.0" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_validate_json_reports_problems(run_cli, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("groups:\n  - name: g\n    prefixes: [10.0.0.1/24]\n")
+    result = run_cli("validate", str(bad), "--json")
+    assert result.exit_code == 1
+    problem = json.loads(result.stdout)["problems"][0]
+    assert (problem["line"], problem["column"], problem["object"]) == (3, 16, "group 'g'")
+
+
+def test_usage_error_exits_1_with_a_message(run_cli):
+    result = run_cli("validate", "--no-such-option")
+    assert result.exit_code == 1
+    assert "No such option" in result.stderr
+
+
+def test_fmt_is_canonical_and_stable(run_cli, tmp_path):
+    first = run_cli("fmt", str(EXAMPLES / "home-lab.yaml"))
+    assert first.exit_code == 0
+    canonical = tmp_path / "canonical.yaml"
+    canonical.write_text(first.stdout)
+    second = run_cli("fmt", str(canonical))
+    assert second.stdout == first.stdout
+
+
+def test_schema_is_json_schema_for_every_section(run_cli):
+    result = run_cli("schema")
+    schema = json.loads(result.stdout)
+    assert schema["title"] == "microseg policy file"
+    assert set(schema["properties"]) == {
+        "devices",
+        "monitor_nodes",
+        "domains",
+        "categories",
+        "groups",
+        "services",
+        "monitor_objects",
+        "redirect_objects",
+        "rules",
+        "policies",
+    }
+    assert schema["additionalProperties"] is False
+
+
+def test_version_from_a_real_process():
+    done = subprocess.run(
+        cli_command("--version"), env=cli_env(), capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0
+    assert done.stdout.startswith("microseg ")
+
+
+def test_rev_argument_must_be_a_number(run_cli):
+    result = run_cli("fmt", "rev:abc")
+    assert result.exit_code == 1
+    assert "rev:N" in result.stderr

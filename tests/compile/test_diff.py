@@ -1,0 +1,66 @@
+"""Diffs between the seed's states, as the CloudVision workspace review showed them."""
+
+from __future__ import annotations
+
+import json
+
+from tests.conftest import EXAMPLES
+
+from microseg.compile.diff import diff_text, section_path
+
+SWITCH = "andreasm-720xp-home"
+DNS_NTP = str(EXAMPLES / "home-lab-dns-ntp.yaml")
+MONITOR = str(EXAMPLES / "home-lab-monitor.yaml")
+FINAL = str(EXAMPLES / "home-lab.yaml")
+
+
+def test_adding_the_monitor_rule_changes_the_switch_and_the_vztx(run_cli):
+    # The seed: "There are 2 devices with proposed config changes" (switch and vZTX).
+    result = run_cli("diff", DNS_NTP, MONITOR, "--json")
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    changed = {d["device"]: d for d in data["devices"] if d["added"] or d["removed"]}
+    assert sorted(changed) == ["andreas-ztx1", SWITCH]
+    vztx = changed["andreas-ztx1"]
+    assert vztx["removed"] == 0
+    assert "+   tunnel destination 10.255.1.10\n" in vztx["diff"]
+    switch = changed[SWITCH]["diff"]
+    assert "+            mirror session andreas-vztx-ALL\n" in switch
+    assert "+monitor session andreas-vztx-ALL destination tunnel mode gre" in switch
+    assert data["summary"]["devices_changed"] == 2
+    assert data["summary"]["lines_added"] == vztx["added"] + changed[SWITCH]["added"]
+
+
+def test_switch_diff_between_the_seed_states_names_sections(run_cli):
+    result = run_cli("diff", DNS_NTP, FINAL, "--device", SWITCH)
+    assert result.exit_code == 0, result.stderr
+    out = result.stdout
+    assert f"--- {DNS_NTP} {SWITCH}\n+++ {FINAL} {SWITCH}\n" in out
+    assert "-      match rule72 ipv4\n" in out
+    assert "+      match drop_all_else_web-app-reverse ipv4\n" in out
+    hunks = [line for line in out.splitlines() if line.startswith("@@")]
+    assert hunks[0].endswith(
+        "@@ traffic-policies > vrf ALL > traffic-policy input dns_ntp_services physical"
+    )
+    assert "1 device(s) changed" in out
+
+
+def test_identical_policies_have_no_diff(run_cli):
+    result = run_cli("diff", FINAL, FINAL)
+    assert result.exit_code == 0
+    assert result.stdout.strip() == "0 device(s) changed, 0 line(s) added, 0 removed"
+
+
+def test_unknown_device_is_an_error(run_cli):
+    result = run_cli("diff", FINAL, FINAL, "--device", "nope")
+    assert result.exit_code == 1
+    assert "device 'nope' is configured by neither policy" in result.stderr
+
+
+def test_line_counts_and_section_of_a_changed_match():
+    old = "a\n   b\n      c\n   !\n   d\n      e\n"
+    new = "a\n   b\n      c\n   !\n   d\n      E\n"
+    diff = diff_text("dev", old, new, "old", "new")
+    assert (diff.added, diff.removed) == (1, 1)
+    assert "@@ a > d > e" in diff.text.splitlines()[2]
+    assert section_path(new.splitlines(), 5) == "a > d > E"

@@ -1,0 +1,167 @@
+"""The seed's own observations, as `microseg check` must reproduce them (issue table)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from microseg.evaluate.check import check_connection
+from microseg.model import PolicySet
+
+LAPTOP, MGMT = "172.18.6.138", "10.100.5.10"
+APPSERVER1, WEB01, WEB02 = "10.100.99.50", "10.100.99.51", "10.100.99.52"
+
+# (from, to, protocol, port, result, deciding match: request / reply, or the blocking match)
+SEED_TABLE = [
+    (
+        LAPTOP,
+        WEB01,
+        "tcp",
+        22,
+        "connects",
+        ("ssh_to_web-app_servers", "ssh_to_web-app_servers-reverse"),
+    ),
+    (MGMT, APPSERVER1, "tcp", 22, "dropped", "drop_all_else_web-app-reverse"),
+    (
+        LAPTOP,
+        WEB02,
+        "tcp",
+        80,
+        "connects",
+        ("clients_to_webservers", "clients_to_webservers-reverse"),
+    ),
+    (
+        WEB01,
+        APPSERVER1,
+        "tcp",
+        4567,
+        "connects",
+        ("web-to-appserver1", "web-to-appserver1-reverse"),
+    ),
+    (LAPTOP, APPSERVER1, "tcp", 4567, "dropped", "drop_all_else_web-app-reverse"),
+    (APPSERVER1, "8.8.8.8", "icmp", None, "dropped", "drop_all_else_web-app"),
+    (WEB01, "8.8.8.8", "icmp", None, "dropped", "drop_all_else_web-app"),
+    (APPSERVER1, "10.100.1.7", "udp", 53, "connects", ("allow_all_DNS", "allow_all_DNS-reverse")),
+    (WEB01, APPSERVER1, "tcp", 22, "dropped", "drop_all_else_web-app"),
+    (WEB01, WEB02, "tcp", 22, "dropped", "drop_all_else_web-app"),
+    (WEB01, WEB02, "tcp", 80, "dropped", "drop_http_between_webservers"),
+    (WEB02, WEB01, "tcp", 80, "dropped", "drop_http_between_webservers"),
+]
+
+
+@pytest.mark.parametrize(
+    ("source", "destination", "protocol", "port", "result", "deciding"), SEED_TABLE
+)
+def test_seed_connectivity_table(home_lab, source, destination, protocol, port, result, deciding):
+    checked = check_connection(home_lab, source, destination, protocol, port)
+    assert checked.enforced
+    assert checked.result == result
+    assert checked.connects is (result == "connects")
+    if result == "connects":
+        assert (checked.request_decisions[0].match, checked.reply_decisions[0].match) == deciding
+        assert checked.devices == ("andreasm-720xp-home",)
+    else:
+        assert checked.blocking.match == deciding
+        assert checked.blocking.verdict == "drop"
+
+
+def _vlan299_not_isolated(policy_set: PolicySet) -> PolicySet:
+    device = policy_set.devices[0]
+    segments = tuple(
+        s.model_copy(update={"hosts_isolated": False}) if s.name == "Vlan299" else s
+        for s in device.segments
+    )
+    return policy_set.model_copy(
+        update={"devices": (device.model_copy(update={"segments": segments}),)}
+    )
+
+
+def test_web01_cannot_ssh_to_web02_once_isolated(home_lab):
+    checked = check_connection(home_lab, WEB01, WEB02, "tcp", 22)
+    assert (checked.enforced, checked.connects, checked.blocking.match) == (
+        True,
+        False,
+        "drop_all_else_web-app",
+    )
+
+
+def test_web01_ssh_to_web02_not_enforced_before_isolation(home_lab):
+    checked = check_connection(_vlan299_not_isolated(home_lab), WEB01, WEB02, "tcp", 22)
+    assert checked.result == "not enforced — stays on the host bridge"
+    assert (checked.enforced, checked.connects, checked.policy_allows) == (False, True, False)
+    assert checked.bypass.segment.name == "Vlan299"
+    assert "local-proxy-arp" in checked.bypass.fix() and "Vlan299" in checked.bypass.fix()
+    # What the policy would do if the switch saw it is still reported.
+    assert checked.blocking.match == "drop_all_else_web-app"
+
+
+def test_laptop_to_web02_ssh_dropped_before_the_ssh_rule(home_lab):
+    assert check_connection(home_lab, LAPTOP, WEB02, "tcp", 22).connects
+    policy = home_lab.policies[0]
+    without_ssh = home_lab.model_copy(
+        update={
+            "policies": (
+                policy.model_copy(
+                    update={
+                        "rules": tuple(r for r in policy.rules if r != "ssh_to_web-app_servers")
+                    }
+                ),
+            )
+        }
+    )
+    checked = check_connection(without_ssh, LAPTOP, WEB02, "tcp", 22)
+    assert (checked.connects, checked.blocking.match) == (False, "drop_all_else_web-app-reverse")
+
+
+def test_check_cli_json_and_exit_codes(run_cli, home_lab_path):
+    result = run_cli(
+        "check", home_lab_path, "--from", LAPTOP, "--to", WEB01, "--port", "22", "--json"
+    )
+    assert result.exit_code == 0
+    data = json.loads(result.stdout)
+    assert (data["connects"], data["enforced"]) == (True, True)
+    assert data["request"]["rule"] == "ssh_to_web-app_servers"
+    assert data["reply"]["match"] == "ssh_to_web-app_servers-reverse"
+    assert data["request"]["device"] == "andreasm-720xp-home"
+    assert data["reply"]["policy"] == "vrf_all_home"
+
+    dropped = run_cli("check", home_lab_path, "--from", MGMT, "--to", APPSERVER1, "--port", "22")
+    assert dropped.exit_code == 0
+    assert "result: dropped" in dropped.stdout and "drop_all_else_web-app-reverse" in dropped.stdout
+    blocked = run_cli(
+        "check", home_lab_path, "--from", MGMT, "--to", APPSERVER1, "--port", "22", "--exit-code"
+    )
+    assert blocked.exit_code == 3
+    ping = run_cli(
+        "check", home_lab_path, "--from", WEB01, "--to", "8.8.8.8", "--proto", "icmp", "--json"
+    )
+    assert json.loads(ping.stdout)["reply"]["packet"]["icmp_type"] == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--from", "10.0.0.300", "--to", WEB01, "--port", "22"), "--from '10.0.0.300'"),
+        (("--from", LAPTOP, "--to", WEB01), "--port is required"),
+        (("--from", LAPTOP, "--to", "::1", "--port", "22"), "different address families"),
+        (("--from", LAPTOP, "--to", WEB01, "--proto", "tcpx", "--port", "1"), "unknown protocol"),
+        (("--from", LAPTOP, "--to", WEB01, "--port", "22", "--device", "nope"), "device 'nope'"),
+        (
+            ("--from", LAPTOP, "--to", WEB01, "--proto", "icmp", "--icmp-type", "bogus"),
+            "unknown icmp type",
+        ),
+    ],
+)
+def test_check_cli_bad_input_is_a_clear_error(run_cli, home_lab_path, args, message):
+    result = run_cli("check", home_lab_path, *args)
+    assert result.exit_code == 1
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.fixture
+def home_lab_path():
+    from tests.conftest import EXAMPLES
+
+    return str(EXAMPLES / "home-lab.yaml")

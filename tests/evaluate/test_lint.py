@@ -1,0 +1,193 @@
+"""Lint: exact shadowing over field-set cells, dead matches, unused objects, bypass, hardware."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+from tests.conftest import EXAMPLES
+from tests.evaluate.random_policies import random_policy_set
+from tests.evaluate.test_engine import random_packets
+
+from microseg.compile.resolve import compile_all
+from microseg.evaluate import CompiledDevice, PacketBatch
+from microseg.evaluate.lint import lint, range_prefix_count
+from microseg.model import PolicySet
+
+
+def _policy(groups, services, rules, segments=()) -> PolicySet:
+    return PolicySet.model_validate(
+        {
+            "devices": [{"name": "leaf1", "hardware": "CCS-720XP", "segments": list(segments)}],
+            "domains": [{"name": "dc", "devices": ["leaf1"]}],
+            "groups": groups,
+            "services": services,
+            "rules": rules,
+            "policies": [
+                {"name": "p", "id": 1, "domain": "dc", "rules": [r["name"] for r in rules]}
+            ],
+        }
+    )
+
+
+GROUPS = [
+    {"name": "web", "prefixes": ["10.0.1.0/24"]},
+    {"name": "web01", "prefixes": ["10.0.1.1/32"]},
+    {"name": "db", "prefixes": ["10.0.2.0/24"]},
+]
+
+
+def _findings(policy_set, kind):
+    return [f for f in lint(policy_set)["findings"] if f["kind"] == kind]
+
+
+def test_rule_under_a_broader_drop_is_shadowed_with_different_action():
+    rules = [
+        {"name": "drop-web", "sources": ["web"], "action": "drop", "direction": "unidirectional"},
+        {
+            "name": "web01-db-ssh",
+            "sources": ["web01"],
+            "destinations": ["db"],
+            "services": ["ssh"],
+            "direction": "unidirectional",
+        },
+    ]
+    services = [{"name": "ssh", "protocol": "tcp", "destination_ports": [22]}]
+    [finding] = _findings(_policy(GROUPS, services, rules), "shadowed")
+    assert finding["match"] == "web01-db-ssh"
+    assert finding["shadowed_by"] == ["drop-web"]
+    assert finding["action_differs"] is True
+    assert "move rule web01-db-ssh above drop-web" in finding["fix"]
+
+
+def test_shadowing_by_a_union_names_the_minimal_set():
+    services = [
+        {"name": "mid", "protocol": "tcp", "destination_ports": ["60-70"]},
+        {"name": "low", "protocol": "tcp", "destination_ports": ["1-100"]},
+        {"name": "high", "protocol": "tcp", "destination_ports": ["101-200"]},
+        {"name": "span", "protocol": "tcp", "destination_ports": ["50-150"]},
+    ]
+    rules = [
+        {"name": f"r-{s}", "destinations": ["db"], "services": [s], "direction": "unidirectional"}
+        for s in ("mid", "low", "high", "span")
+    ]
+    [finding] = _findings(_policy(GROUPS, services, rules), "shadowed")
+    assert finding["match"] == "r-span"
+    assert finding["shadowed_by"] == ["r-low", "r-high"]  # r-mid is not needed
+    assert finding["action_differs"] is False
+    assert "redundant" in finding["fix"]
+
+
+def test_except_prefix_leaves_a_hole_so_no_shadowing():
+    groups = [
+        *GROUPS,
+        {"name": "web-but-01", "prefixes": ["10.0.1.0/24"], "except_prefixes": ["10.0.1.1/32"]},
+    ]
+    rules = [
+        {
+            "name": "drop-most",
+            "sources": ["web-but-01"],
+            "action": "drop",
+            "direction": "unidirectional",
+        },
+        {"name": "web-any", "sources": ["web"], "direction": "unidirectional"},
+    ]
+    assert _findings(_policy(groups, [], rules), "shadowed") == []
+    # Without the except-prefix the second rule is shadowed.
+    groups[-1] = {"name": "web-but-01", "prefixes": ["10.0.1.0/24"]}
+    assert [f["match"] for f in _findings(_policy(groups, [], rules), "shadowed")] == ["web-any"]
+
+
+def test_group_emptied_by_its_except_prefix_never_matches():
+    groups = [
+        *GROUPS,
+        {"name": "nothing", "prefixes": ["10.0.3.0/31"], "except_prefixes": ["10.0.3.0/31"]},
+    ]
+    rules = [
+        {
+            "name": "from-nothing",
+            "sources": ["nothing"],
+            "action": "drop",
+            "direction": "unidirectional",
+        }
+    ]
+    [finding] = _findings(_policy(groups, [], rules), "never-matches")
+    assert "nothing" in finding["message"]
+
+
+def test_unused_objects_are_reported(home_lab):
+    report = lint(home_lab)
+    assert [(f["kind"], f["subject"]) for f in report["findings"]] == [
+        ("unused", "monitor object 'andreas-vztx'")
+    ]
+    assert report["hardware"][0]["entries"] > 0 and report["hardware"][0]["budget"] == 4096
+
+
+def test_drop_rule_within_a_non_isolated_segment_can_bypass_the_switch(home_lab):
+    device = home_lab.devices[0]
+    segments = tuple(
+        s.model_copy(update={"hosts_isolated": False}) if s.name == "Vlan299" else s
+        for s in device.segments
+    )
+    variant = home_lab.model_copy(
+        update={"devices": (device.model_copy(update={"segments": segments}),)}
+    )
+    bypass = _findings(variant, "bypass")
+    assert [f["subject"] for f in bypass] == [
+        "rule 'drop_http_between_webservers'",
+        "rule 'drop_all_else_web-app'",
+    ]
+    assert all("local-proxy-arp" in f["fix"] for f in bypass)
+    assert _findings(home_lab, "bypass") == []
+
+
+def test_hardware_overrun_is_a_finding():
+    groups = [
+        {"name": f"g{i}", "prefixes": [f"10.{i}.{2 * j}.0/24" for j in range(60)]} for i in range(2)
+    ]
+    services = [{"name": "odd", "protocol": "tcp", "destination_ports": ["1-65534"]}]
+    rules = [{"name": "wide", "sources": ["g0"], "destinations": ["g1"], "services": ["odd"]}]
+    [finding] = _findings(_policy(groups, services, rules), "hardware")
+    assert finding["entries"] > finding["budget"]
+
+
+def test_range_prefix_count():
+    assert range_prefix_count(0, 65535) == 1
+    assert range_prefix_count(22, 22) == 1
+    assert range_prefix_count(1, 65534) == 30  # the worst case, 2w - 2
+    assert range_prefix_count(1024, 2047) == 1
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_a_shadowed_match_never_decides_a_packet(seed):
+    policy_set = random_policy_set(seed, rules=14)
+    shadowed = {
+        f["match"]
+        for f in lint(policy_set)["findings"]
+        if f["kind"] in ("shadowed", "never-matches")
+    }
+    intent = compile_all(policy_set)["sw1"]
+    evaluation = CompiledDevice(intent).evaluate(
+        PacketBatch.from_fields(**random_packets(random.Random(seed), 4000))
+    )
+    decided = {
+        intent.policies[0].matches[i].name for i in set(evaluation.match_index.tolist()) if i >= 0
+    }
+    assert not (decided & shadowed)
+
+
+def test_lint_cli_exit_codes_and_json(run_cli, tmp_path):
+    result = run_cli("lint", str(EXAMPLES / "home-lab.yaml"))
+    assert result.exit_code == 1
+    assert "unused monitor object 'andreas-vztx'" in result.stdout
+    assert "fix: delete monitor object andreas-vztx" in result.stdout
+    as_json = run_cli("lint", str(EXAMPLES / "home-lab.yaml"), "--json")
+    assert json.loads(as_json.stdout)["clean"] is False
+    assert as_json.stdout == run_cli("lint", str(EXAMPLES / "home-lab.yaml"), "--json").stdout
+    clean = tmp_path / "clean.yaml"
+    text = (EXAMPLES / "home-lab.yaml").read_text()
+    clean.write_text(text.split("monitor_objects:")[0] + "rules:" + text.split("\nrules:")[1])
+    clean_result = run_cli("lint", str(clean))
+    assert clean_result.exit_code == 0, clean_result.stdout + clean_result.stderr
+    assert "no findings" in clean_result.stdout

@@ -1,0 +1,155 @@
+"""The flow store: atomic Parquet segments, compaction that survives a crash, retention,
+and `read_sessions` over a store, Parquet, CSV and JSON lines."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from flowrows import flow_batch
+
+from microseg.flows.flowstore import COMPACTED_FROM, FlowStore, read_sessions
+from microseg.flows.sessions import SessionTable
+from microseg.model import MicrosegError
+
+T0 = 1_763_578_369_000  # 2025-11-19 18:52:49 UTC
+
+
+def some_sessions(first_port=51841, count=3, start=T0):
+    rows = []
+    for port in range(first_port, first_port + count):
+        rows.append(dict(src="172.18.4.220", sport=port, dst="10.100.1.6", dport=53, start=start))
+        rows.append(dict(src="10.100.1.6", sport=53, dst="172.18.4.220", dport=port, start=start))
+    table = SessionTable()
+    table.add(flow_batch(rows), now=0)
+    return table.flush()
+
+
+def test_segments_are_renamed_into_place(tmp_path):
+    store = FlowStore(tmp_path).open()
+    segment = store.write(some_sessions())
+    assert segment.parent == tmp_path / "segments" and segment.name.startswith("seg-")
+    assert list(store.segment_dir.glob(".tmp-*")) == []
+    assert store.write(some_sessions(count=0)) is None
+    assert pq.read_table(segment).num_rows == 3
+
+
+def test_open_removes_half_written_temporaries(tmp_path):
+    store = FlowStore(tmp_path).open()
+    store.write(some_sessions())
+    (store.segment_dir / ".tmp-seg-123.parquet").write_bytes(b"PAR1 half")
+    store.open()
+    assert [p.name for p in store.segment_dir.iterdir() if p.name.startswith(".tmp")] == []
+    assert read_sessions(tmp_path, ephemeral_port=None).num_rows == 3
+
+
+def test_compaction_merges_small_segments_and_keeps_every_session(tmp_path):
+    store = FlowStore(tmp_path).open()
+    for block in range(5):
+        store.write(some_sessions(first_port=50000 + 10 * block))
+    before = read_sessions(tmp_path, ephemeral_port=None)
+    assert store.compact() == 5 and len(store.segments()) == 1
+    assert read_sessions(tmp_path, ephemeral_port=None).equals(before)
+
+
+def test_a_crash_during_compaction_loses_and_duplicates_nothing(tmp_path):
+    store = FlowStore(tmp_path).open()
+    for block in range(3):
+        store.write(some_sessions(first_port=50000 + 10 * block))
+    sources = store.segments()
+    before = read_sessions(tmp_path, ephemeral_port=None)
+    # the merged segment is written, then the process dies before deleting the sources
+    merged = pa.concat_tables([pq.read_table(s) for s in sources])
+    names = json.dumps([s.name for s in sources]).encode()
+    store._write_segment(merged.replace_schema_metadata(None), {COMPACTED_FROM: names})
+    assert read_sessions(tmp_path, ephemeral_port=None).equals(before)  # readers skip sources
+    store.open()  # the next start repairs it
+    assert len(list(store.segment_dir.glob("seg-*"))) == 1
+    assert read_sessions(tmp_path, ephemeral_port=None).equals(before)
+
+
+def test_retention_drops_segments_by_last_seen(tmp_path):
+    store = FlowStore(tmp_path).open()
+    store.write(some_sessions(start=T0))
+    store.write(some_sessions(first_port=60000, start=T0 + 86_400_000))
+    now = (T0 + 86_400_000) / 1000 + 3600
+    assert store.prune(max_age_seconds=7200, now=now) == 1
+    assert set(read_sessions(tmp_path, ephemeral_port=None).column("sport").to_pylist()) == {
+        "60000",
+        "60001",
+        "60002",
+    }
+
+
+def test_session_files_in_every_format_read_the_same(tmp_path, run_cli):
+    store = FlowStore(tmp_path / "store").open()
+    store.write(some_sessions())
+    expected = read_sessions(store.directory)
+    assert (
+        run_cli(
+            "sessions",
+            "export",
+            "--parquet",
+            str(tmp_path / "s.parquet"),
+            "--store",
+            str(store.directory),
+        ).exit_code
+        == 0
+    )
+    assert (
+        run_cli(
+            "sessions", "export", "--csv", str(tmp_path / "s.csv"), "--store", str(store.directory)
+        ).exit_code
+        == 0
+    )
+    listed = run_cli("sessions", "list", "--store", str(store.directory), "--json")
+    (tmp_path / "s.jsonl").write_text(listed.stdout)
+    for name in ("s.parquet", "s.csv", "s.jsonl"):
+        assert read_sessions(tmp_path / name).equals(expected), name
+    (row,) = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert (row["sport"], row["dport"], row["sessions"]) == ("eph", 53, 3)
+    assert row["first_seen"] == "2025-11-19T18:52:49.000Z"
+
+
+def test_a_plain_csv_with_packets_and_bytes_is_accepted(tmp_path):
+    path = tmp_path / "whatif.csv"
+    path.write_text(
+        "vrf,protocol,src,sport,dst,dport,packets,bytes\n"
+        "default,tcp,10.160.1.115,43538,10.100.99.12,22,5,211\n"
+    )
+    (row,) = read_sessions(path).to_pylist()
+    assert (row["fwd_packets"], row["fwd_bytes"], row["rev_packets"], row["sessions"]) == (
+        5,
+        211,
+        0,
+        1,
+    )
+
+
+def test_filters(tmp_path):
+    store = FlowStore(tmp_path).open()
+    store.write(some_sessions())
+    assert read_sessions(tmp_path, protocol="UDP", port=53).num_rows == 1
+    assert read_sessions(tmp_path, protocol="tcp").num_rows == 0
+    assert read_sessions(tmp_path, src="172.18.4.220", dst="10.100.1.6").num_rows == 1
+    after = datetime(2025, 11, 20, tzinfo=UTC)
+    assert read_sessions(tmp_path, since=after).num_rows == 0
+
+
+def test_bad_session_sources_are_clear_errors(tmp_path):
+    with pytest.raises(MicrosegError, match="no such session file"):
+        read_sessions(tmp_path / "missing.csv")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b\n1,2\n")
+    with pytest.raises(MicrosegError, match="missing session field"):
+        read_sessions(bad)
+    odd = tmp_path / "sessions.txt"
+    odd.write_text("x")
+    with pytest.raises(MicrosegError, match=r"\.parquet, \.csv or \.jsonl"):
+        read_sessions(odd)
+    empty_store = tmp_path / "empty-store"
+    empty_store.mkdir()
+    assert read_sessions(empty_store).num_rows == 0

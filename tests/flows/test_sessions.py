@@ -1,0 +1,187 @@
+"""The session table: both directions meet, the initiator is found, and the vZTX's
+complete / half-open / eph semantics hold."""
+
+from __future__ import annotations
+
+from flowrows import flow_batch, random_flows
+
+from microseg.flows.flowstore import FlowStore, read_sessions
+from microseg.flows.sessions import SessionSettings, SessionTable
+
+CLIENT, DNS = "172.18.4.220", "10.100.1.6"
+SYN, ACK, SYN_ACK, RST = 0x02, 0x10, 0x12, 0x04
+
+
+def sessions_of(rows, **settings):
+    table = SessionTable(SessionSettings(**settings))
+    table.add(flow_batch(rows), now=0)
+    return table.flush().to_pylist()
+
+
+def test_query_and_reply_meet_in_one_session_oriented_client_first():
+    (session,) = sessions_of(
+        [
+            # softflowd exports the reply first: its "forward" is the lower address
+            dict(src=DNS, sport=53, dst=CLIENT, dport=51841, bytes=80, start=1000),
+            dict(src=CLIENT, sport=51841, dst=DNS, dport=53, bytes=55, start=1000),
+        ]
+    )
+    assert (session["src"], session["sport"], session["dst"], session["dport"]) == (
+        CLIENT,
+        51841,
+        DNS,
+        53,
+    )
+    assert (session["fwd_bytes"], session["rev_bytes"]) == (55, 80)
+    assert (session["complete"], session["half_open"]) == (1, 0)
+
+
+def test_unanswered_syn_is_half_open_and_rst_answer_is_neither():
+    sessions = sessions_of(
+        [
+            dict(src="10.9.9.9", sport=40000, dst="10.100.99.13", dport=443, proto=6, flags=SYN),
+            dict(src="10.9.9.9", sport=40001, dst="10.100.99.13", dport=25, proto=6, flags=SYN),
+            dict(
+                src="10.100.99.13", sport=25, dst="10.9.9.9", dport=40001, proto=6, flags=RST | ACK
+            ),
+        ]
+    )
+    by_port = {s["dport"]: (s["complete"], s["half_open"]) for s in sessions}
+    assert by_port == {443: (0, 1), 25: (0, 0)}
+
+
+def test_tcp_handshake_makes_complete_and_syn_side_is_the_client_even_with_high_ports():
+    (session,) = sessions_of(
+        [
+            dict(src="10.0.0.1", sport=60000, dst="10.0.0.2", dport=50000, proto=6, flags=0x1B),
+            dict(
+                src="10.0.0.2", sport=50000, dst="10.0.0.1", dport=60000, proto=6, flags=ACK | 0x08
+            ),
+        ]
+    )
+    # only 10.0.0.1 sent a SYN: it initiated although its port is the larger one... and the
+    # responder never sent SYN+ACK in this export, so the session is not complete
+    assert (session["src"], session["sport"]) == ("10.0.0.1", 60000)
+    assert (session["complete"], session["half_open"]) == (0, 0)
+    (complete,) = sessions_of(
+        [
+            dict(src="10.0.0.2", sport=50000, dst="10.0.0.1", dport=60000, proto=6, flags=SYN_ACK),
+            dict(src="10.0.0.1", sport=60000, dst="10.0.0.2", dport=50000, proto=6, flags=SYN),
+        ]
+    )
+    assert (complete["src"], complete["complete"]) == ("10.0.0.1", 1)
+
+
+def test_earlier_first_packet_is_the_initiator_when_flags_do_not_tell():
+    (session,) = sessions_of(
+        [
+            dict(src="10.0.0.1", sport=123, dst="10.0.0.2", dport=123, start=2000),
+            dict(src="10.0.0.2", sport=123, dst="10.0.0.1", dport=123, start=1000),
+        ]
+    )
+    assert session["src"] == "10.0.0.2"
+
+
+def test_icmp_echo_request_and_reply_are_one_session():
+    (session,) = sessions_of(
+        [
+            dict(src="10.100.99.11", dst="10.160.1.115", proto=1, icmp=0x0000, packets=2),
+            dict(src="10.160.1.115", dst="10.100.99.11", proto=1, icmp=0x0800, packets=2),
+        ]
+    )
+    assert (session["src"], session["dst"], session["complete"]) == (
+        "10.160.1.115",
+        "10.100.99.11",
+        1,
+    )
+
+
+def test_biflow_reverse_counters_fill_the_other_direction():
+    (session,) = sessions_of(
+        [
+            dict(
+                src=DNS,
+                sport=53,
+                dst=CLIENT,
+                dport=51841,
+                packets=0,
+                bytes=0,
+                rev_packets=1,
+                rev_bytes=54,
+            )
+        ]
+    )
+    assert (session["src"], session["fwd_bytes"], session["rev_packets"]) == (CLIENT, 54, 0)
+    assert session["half_open"] == 1
+
+
+def test_exporter_is_kept_per_direction():
+    (session,) = sessions_of(
+        [
+            dict(src=CLIENT, sport=51841, dst=DNS, dport=53, exporter="10.255.1.11"),
+            dict(src=DNS, sport=53, dst=CLIENT, dport=51841, exporter="10.255.1.12"),
+        ]
+    )
+    assert (session["exporter"], session["rev_exporter"]) == ("10.255.1.11", "10.255.1.12")
+
+
+def test_vrfs_keep_sessions_apart():
+    sessions = sessions_of(
+        [
+            dict(src=CLIENT, sport=51841, dst=DNS, dport=53, vrf=0),
+            dict(src=CLIENT, sport=51841, dst=DNS, dport=53, vrf=7),
+        ]
+    )
+    assert sorted(s["vrf"] for s in sessions) == ["7", "default"]
+
+
+def test_inactive_and_active_timeouts():
+    table = SessionTable(SessionSettings(inactive_timeout=15, active_timeout=100))
+    table.add(flow_batch([dict(src=CLIENT, sport=51841, dst=DNS, dport=53)]), now=0)
+    table.add(flow_batch([dict(src=CLIENT, sport=51842, dst=DNS, dport=53)]), now=10)
+    assert table.expire(now=14).num_rows == 0
+    assert table.expire(now=15).column("sport").to_pylist() == [51841]
+    for moment in range(20, 101, 10):  # keeps being refreshed, never idle
+        table.add(flow_batch([dict(src=CLIENT, sport=51842, dst=DNS, dport=53)]), now=moment)
+        if moment < 100:
+            assert table.expire(now=moment).num_rows == 0
+    (rotated,) = table.expire(now=110).to_pylist()
+    assert rotated["fwd_packets"] == 10 and len(table) == 0
+
+
+def test_eph_summary_is_one_row_per_client_server_service(tmp_path):
+    rows = []
+    for port in (51841, 63375, 61817):
+        rows.append(dict(src=CLIENT, sport=port, dst=DNS, dport=53, bytes=55))
+        rows.append(dict(src=DNS, sport=53, dst=CLIENT, dport=port, bytes=80))
+    rows.append(dict(src="10.160.1.115", sport=43538, dst="10.100.1.7", dport=53, bytes=87))
+    table = SessionTable()
+    table.add(flow_batch(rows), now=0)
+    FlowStore(tmp_path).open().write(table.flush())
+    summary = read_sessions(tmp_path).to_pylist()  # same first seen: ordered by key
+    assert [(s["src"], s["sport"], s["dport"], s["sessions"]) for s in summary] == [
+        ("10.160.1.115", "43538", "53", 1),
+        (CLIENT, "eph", "53", 3),
+    ]
+    assert (summary[1]["fwd_bytes"], summary[1]["rev_bytes"], summary[1]["complete"]) == (
+        165,
+        240,
+        3,
+    )
+    assert summary[0]["half_open"] == 1
+    kept = read_sessions(tmp_path, ephemeral_port=None)
+    assert sorted(kept.column("sport").to_pylist()) == ["43538", "51841", "61817", "63375"]
+
+
+def test_many_records_merge_in_batches():
+    table = SessionTable()
+    flows = random_flows(400_000)
+    table.add(flows.take(slice(0, 200_000)), now=0)
+    table.add(flows.take(slice(200_000, 400_000)), now=1)
+    sessions = table.flush()
+    # every forward record has its reverse record in the other half: sessions meet
+    assert sessions.num_rows <= 200_000
+    assert sum(sessions.column("fwd_packets").to_pylist()) + sum(
+        sessions.column("rev_packets").to_pylist()
+    ) == int(flows.packets.sum())
+    assert set(sessions.column("dport").to_pylist()) <= {22, 53, 80, 443}

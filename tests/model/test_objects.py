@@ -1,0 +1,70 @@
+"""Model validation: each object rejects what EOS or common sense would reject."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from microseg.model import Group, PolicyError, PolicySet, Rule, Service
+
+
+def test_service_resolves_names_numbers_and_ranges():
+    service = Service(
+        name="mixed", protocol="tcp", destination_ports=["www", 443, "8000-8080", "8080-8090"]
+    )
+    assert [tuple(r) for r in service.destination_ranges] == [(80, 80), (443, 443), (8000, 8090)]
+
+
+def test_service_rejects_ports_on_icmp():
+    with pytest.raises(ValidationError, match="ports need protocol tcp or udp"):
+        Service(name="ping", protocol="icmp", destination_ports=[1])
+
+
+def test_service_rejects_a_reversed_range():
+    with pytest.raises(ValidationError, match="reversed"):
+        Service(name="x", protocol="udp", destination_ports=["2000-1000"])
+
+
+def test_icmp_types_by_name_and_number():
+    assert Service(name="ping", protocol="icmp", icmp_types=["echo", 0]).icmp_type_numbers == (0, 8)
+    assert Service(
+        name="ping6", protocol="icmpv6", icmp_types=["echo-request"]
+    ).icmp_type_numbers == (128,)
+
+
+def test_group_except_prefix_must_lie_inside_a_prefix():
+    Group(name="ok", prefixes=["10.0.0.0/8"], except_prefixes=["10.1.0.0/16"])
+    with pytest.raises(ValidationError, match="not inside any prefix"):
+        Group(name="bad", prefixes=["10.0.0.0/8"], except_prefixes=["192.168.0.0/16"])
+
+
+def test_group_keeps_both_address_families():
+    group = Group(name="dual", prefixes=["10.0.0.0/24", "2001:db8::/64"])
+    assert [str(p) for p in group.prefixes_of(4)] == ["10.0.0.0/24"]
+    assert [str(p) for p in group.prefixes_of(6)] == ["2001:db8::/64"]
+
+
+def test_rule_any_is_the_empty_tuple_and_serialises_back_to_any():
+    rule = Rule(name="r", sources="any", destinations=["g"])
+    assert rule.sources == ()
+    assert rule.model_dump(mode="json")["sources"] == "any"
+
+
+def test_policy_set_reports_every_dangling_reference_at_once():
+    with pytest.raises(PolicyError) as raised:
+        PolicySet(
+            groups=[Group(name="g", categories=["nope"])],
+            rules=[Rule(name="r", sources=["missing"], services=["also-missing"])],
+        )
+    messages = sorted(str(p) for p in raised.value.problems)
+    assert messages == [
+        "group 'g' categories.0: unknown category 'nope'",
+        "rule 'r' services.0: unknown service 'also-missing'",
+        "rule 'r' sources.0: unknown group 'missing'",
+    ]
+
+
+def test_objects_are_immutable():
+    group = Group(name="g", prefixes=["10.0.0.0/24"])
+    with pytest.raises(ValidationError):
+        group.name = "h"

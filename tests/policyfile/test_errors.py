@@ -1,0 +1,187 @@
+"""Bad policy files: every problem reported at once, each with file:line:column and object."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from microseg.model import PolicyError
+from microseg.policyfile import load_policy
+
+BASE = """\
+categories:
+  - name: clients
+groups:
+  - name: web
+    prefixes: [10.0.0.0/24]
+    categories: [clients]
+services:
+  - name: HTTP
+    protocol: tcp
+    destination_ports: [80]
+"""
+
+
+def problems_of(tmp_path: Path, text: str, name: str = "policy.yaml") -> list[str]:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    with pytest.raises(PolicyError) as raised:
+        load_policy(path)
+    return [str(p) for p in raised.value.problems]
+
+
+def test_unknown_reference_names_rule_field_and_line(tmp_path):
+    problems = problems_of(
+        tmp_path, BASE + "rules:\n  - name: r1\n    sources: [web]\n    destinations: [db]\n"
+    )
+    assert problems == [
+        f"{tmp_path}/policy.yaml:14:20: rule 'r1' destinations.0: unknown group 'db'"
+    ]
+
+
+def test_duplicate_name_points_at_the_second_definition(tmp_path):
+    problems = problems_of(tmp_path, BASE + "  - name: HTTP\n    protocol: tcp\n")
+    assert problems == [
+        f"{tmp_path}/policy.yaml:11:11: service 'HTTP' name: duplicate name: defined 2 times"
+    ]
+
+
+def test_invalid_prefix(tmp_path):
+    problems = problems_of(tmp_path, "groups:\n  - name: g\n    prefixes: [10.0.0.300/24]\n")
+    assert problems == [
+        f"{tmp_path}/policy.yaml:3:16: group 'g' prefixes.0: '10.0.0.300/24' is not a valid IPv4 or IPv6 prefix"
+    ]
+
+
+def test_prefix_with_host_bits_set_suggests_the_network(tmp_path):
+    problems = problems_of(
+        tmp_path, "groups:\n  - name: g\n    prefixes:\n      - 10.100.99.51/24\n"
+    )
+    assert problems == [
+        f"{tmp_path}/policy.yaml:4:9: group 'g' prefixes.0: 10.100.99.51/24 has host bits set "
+        "(did you mean 10.100.99.0/24?)"
+    ]
+
+
+def test_port_out_of_range_and_unknown_port_name_together(tmp_path):
+    problems = problems_of(
+        tmp_path,
+        "services:\n  - name: s\n    protocol: udp\n    destination_ports: [70000, dommain]\n",
+    )
+    assert problems == [
+        f"{tmp_path}/policy.yaml:4:24: service 's' destination_ports: port 70000 is out of range 0-65535; "
+        "unknown udp port name 'dommain'"
+    ]
+
+
+def test_wrong_type(tmp_path):
+    problems = problems_of(tmp_path, "groups:\n  - name: g\n    prefixes: 10.0.0.0/8\n")
+    assert len(problems) == 1
+    assert problems[0].startswith(f"{tmp_path}/policy.yaml:3:15: group 'g' prefixes:")
+
+
+def test_unknown_key_is_an_error_not_dropped(tmp_path):
+    problems = problems_of(tmp_path, "groups:\n  - name: g\n    prefixs: [10.0.0.0/8]\n")
+    assert problems == [
+        f"{tmp_path}/policy.yaml:3:5: group 'g' prefixs: unknown key (not a field of this object)"
+    ]
+
+
+def test_unknown_section(tmp_path):
+    problems = problems_of(tmp_path, "group:\n  - name: g\n")
+    assert problems[0].startswith(f"{tmp_path}/policy.yaml:1:1: unknown section 'group'")
+
+
+def test_yaml_syntax_error_has_a_line(tmp_path):
+    problems = problems_of(tmp_path, "groups:\n  - name: g\n    prefixes: [10.0.0.0/8\n")
+    assert problems[0].startswith(f"{tmp_path}/policy.yaml:")
+    assert "invalid YAML" in problems[0]
+
+
+def test_duplicate_yaml_key_is_an_error(tmp_path):
+    problems = problems_of(tmp_path, "groups:\n  - name: g\n    name: h\n")
+    assert "invalid YAML" in problems[0] and ":3:" in problems[0]
+
+
+def test_every_problem_is_reported_at_once(tmp_path):
+    problems = problems_of(
+        tmp_path,
+        """\
+        groups:
+          - name: g
+            prefixes: [10.0.0.300/24]
+            colour: blue
+        services:
+          - name: s
+            protocol: tcpx
+        rules:
+          - name: r
+            sources: [nothere]
+            action: redirect
+        policies:
+          - name: p
+            id: 1
+            domain: nowhere
+            rules: [r, ghost]
+        """,
+    )
+    assert len(problems) == 7, problems
+    joined = "\n".join(problems)
+    for expected in (
+        "group 'g' prefixes.0",
+        "group 'g' colour: unknown key",
+        "service 's' protocol",
+        "rule 'r': action redirect needs a redirect object",
+        "policy 'p' domain: unknown domain 'nowhere'",
+        "policy 'p' rules.1: unknown rule 'ghost'",
+    ):
+        assert expected in joined
+
+
+def test_policy_vrf_must_belong_to_its_domain(tmp_path):
+    problems = problems_of(
+        tmp_path,
+        """\
+        devices:
+          - name: sw1
+        domains:
+          - name: d
+            devices: [sw1]
+            vrfs: [default]
+        policies:
+          - name: p
+            id: 7
+            domain: d
+            vrf: RED
+        """,
+    )
+    assert problems == [
+        f"{tmp_path}/policy.yaml:11:10: policy 'p' vrf: VRF 'RED' is not in domain 'd' (its VRFs: default; or use ALL)"
+    ]
+
+
+def test_directory_is_merged_and_errors_name_the_right_file(tmp_path):
+    (tmp_path / "objects.yaml").write_text(BASE)
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "web.yaml").write_text("rules:\n  - name: r\n    sources: [web, ghost]\n")
+    with pytest.raises(PolicyError) as raised:
+        load_policy(tmp_path)
+    assert [str(p) for p in raised.value.problems] == [
+        f"{tmp_path}/rules/web.yaml:3:20: rule 'r' sources.1: unknown group 'ghost'"
+    ]
+
+
+def test_directory_merge_resolves_references_across_files(tmp_path):
+    (tmp_path / "a.yaml").write_text(BASE)
+    (tmp_path / "b.yaml").write_text(
+        "rules:\n  - name: r\n    sources: [web]\n    services: [HTTP]\n"
+    )
+    policy_set = load_policy(tmp_path)
+    assert policy_set.rule("r").sources == ("web",)
+
+
+def test_missing_path(tmp_path):
+    with pytest.raises(PolicyError, match="no such file"):
+        load_policy(tmp_path / "nope.yaml")
