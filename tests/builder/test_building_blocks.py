@@ -65,6 +65,21 @@ def test_server_side_is_decided_by_the_strongest_evidence_available():
     ]
 
 
+def test_symmetric_ports_make_the_side_with_more_peers_the_server():
+    """NTP symmetric mode (123 <-> 123): the collector cannot say who started; the NTP
+    server is the end many peers talk to, whichever way a session was recorded."""
+    rows = [
+        session(WEB01, 123, "10.100.1.7", 123),
+        session("10.100.1.7", 123, WEB02, 123),
+        session(APPSERVER1, 123, "10.100.1.7", 123),
+    ]
+    assert sides(rows) == [
+        (WEB01, "10.100.1.7", 123, "fan-in"),
+        (WEB02, "10.100.1.7", 123, "fan-in"),
+        (APPSERVER1, "10.100.1.7", 123, "fan-in"),
+    ]
+
+
 def test_syn_ack_in_the_reply_flags_marks_the_server():
     row = session(WEB01, 40000, LAPTOP, 50000, "tcp", reply=True)
     row["complete"] = 0

@@ -8,8 +8,11 @@ Server side, first evidence that applies (vectorised over all sessions):
 * `ephemeral-port`: one side's port is `eph` or in the RFC 6335 dynamic range (>= 49152)
   and the other's is not: the other side is the server;
 * `well-known-port`: one port is below 1024 (RFC 6335 system ports) and the other is not;
-* `lower-port`: otherwise the lower port; equal ports (NTP 123 <-> 123) and port-less
-  protocols (ICMP echo: the replier) keep the session's own direction (`direction`).
+* `lower-port`: otherwise the lower port;
+* `fan-in`: equal ports (NTP symmetric 123 <-> 123): the side that more distinct peers talk
+  to on that port serves (many clients, one NTP server);
+* `direction`: otherwise, and for port-less protocols (ICMP echo: the replier), the
+  session's own direction.
 """
 
 from __future__ import annotations
@@ -23,7 +26,14 @@ from microseg.model import PolicySet, Service
 from microseg.model.ports import EPHEMERAL_PORT_START, ICMP_TYPE_NAMES, PROTOCOL_NUMBERS
 
 TCP, UDP, ICMP, ICMPV6 = 6, 17, 1, 58
-EVIDENCE = ("tcp-handshake", "ephemeral-port", "well-known-port", "lower-port", "direction")
+EVIDENCE = (
+    "tcp-handshake",
+    "ephemeral-port",
+    "well-known-port",
+    "lower-port",
+    "fan-in",
+    "direction",
+)
 _SYSTEM_PORTS_END = 1024  # RFC 6335: 0-1023 are system (well-known) ports
 
 # Well-known names for proposed services (IANA service names, upper-cased as people write them).
@@ -99,11 +109,15 @@ def server_side(sessions: SessionColumns) -> ServerSide:
     by_ephemeral = has_ports & (src_ephemeral != dst_ephemeral)
     by_system = has_ports & (src_system != dst_system)
     by_lower = has_ports & (sport != dport)
-    conditions = [handshake, by_ephemeral, by_system, by_lower]
-    evidence = np.select(conditions, [0, 1, 2, 3], default=4).astype(np.int8)
+    src_peers, dst_peers = _peers_on_same_port(sessions, has_ports & (sport == dport))
+    by_fan_in = src_peers != dst_peers
+    conditions = [handshake, by_ephemeral, by_system, by_lower, by_fan_in]
+    evidence = np.select(conditions, [0, 1, 2, 3, 4], default=5).astype(np.int8)
     # Which side serves under each rule: True = src is the server.
     src_serves = np.select(
-        conditions, [False, dst_ephemeral, src_system, sport < dport], default=False
+        conditions,
+        [False, dst_ephemeral, src_system, sport < dport, src_peers > dst_peers],
+        default=False,
     )
     client = np.where(src_serves, sessions.dst, sessions.src)
     server = np.where(src_serves, sessions.src, sessions.dst)
@@ -115,6 +129,30 @@ def server_side(sessions: SessionColumns) -> ServerSide:
     icmp_type = np.where(dport >= 256, dport >> 8, np.maximum(dport, 0))
     server_port = np.where(icmp, icmp_type, np.where(has_ports, server_port, 0))
     return ServerSide(client, server, client_port, server_port.astype(np.int32), evidence)
+
+
+def _peers_on_same_port(
+    sessions: SessionColumns, equal: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """For sessions with equal ports: how many distinct peers each end has on that
+    (protocol, port) among those sessions; zeros elsewhere."""
+    src_peers = np.zeros(len(sessions), dtype=np.int64)
+    dst_peers = np.zeros(len(sessions), dtype=np.int64)
+    rows = np.flatnonzero(equal)
+    if not len(rows):
+        return src_peers, dst_peers
+    addresses = len(sessions.addresses)
+    service_key = sessions.protocol[rows].astype(np.int64) * 65536 + sessions.dport[rows]
+    service = np.unique(service_key, return_inverse=True)[1].reshape(-1).astype(np.int64)
+    src, dst = sessions.src[rows].astype(np.int64), sessions.dst[rows].astype(np.int64)
+    # (end, service) keys, each with the peer it was seen with, both orientations.
+    ends = np.concatenate([service * addresses + src, service * addresses + dst])
+    peers = np.concatenate([dst, src])
+    pairs = np.unique(ends * addresses + peers)
+    end_keys, peer_counts = np.unique(pairs // addresses, return_counts=True)
+    src_peers[rows] = peer_counts[np.searchsorted(end_keys, service * addresses + src)]
+    dst_peers[rows] = peer_counts[np.searchsorted(end_keys, service * addresses + dst)]
+    return src_peers, dst_peers
 
 
 @dataclass(frozen=True)
