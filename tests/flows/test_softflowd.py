@@ -151,8 +151,17 @@ def test_nfdump_decodes_the_same_stream_record_by_record(lab, tmp_path, version)
     capture_dir = tmp_path / "nfcapd"
     capture_dir.mkdir()
     nfcapd = subprocess.Popen(
-        ["nfcapd", "-w", str(capture_dir), "-b", "127.0.0.1", "-p", str(nfcapd_port)]
-        + ["-R", f"127.0.0.1/{receiver.getsockname()[1]}"],
+        [
+            "nfcapd",
+            "-w",
+            str(capture_dir),
+            "-b",
+            "127.0.0.1",
+            "-p",
+            str(nfcapd_port),
+            "-R",
+            f"127.0.0.1/{receiver.getsockname()[1]}",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -187,6 +196,6 @@ def test_nfdump_decodes_the_same_stream_record_by_record(lab, tmp_path, version)
     if version == 9:
         # nfdump 1.7.1 does not read NetFlow v9 field 139 (ICMPv6 type/code): it shows 0/0
         # where softflowd sent 128/0 and 129/0, so that one column is compared for IPFIX only
-        ours = {flow[:3] + (0 if flow[4] == 58 else flow[3],) + flow[4:] for flow in ours}
+        ours = {(*flow[:3], 0 if flow[4] == 58 else flow[3], *flow[4:]) for flow in ours}
     assert len(records) == len(ours) == len(theirs) == 22
     assert ours == theirs

@@ -163,6 +163,9 @@ def test_an_invalid_workspace_file_is_refused_with_its_lines(seeded, run_cli, tm
         "(did you mean 10.100.7.0/24?)",
         f"  {broken}:6:29: rule 'clients_to_webservers' sources.1: unknown group 'nothere'",
     ]
+    broken.write_text("groups:\n  - name: x\n    colour: red\n", encoding="utf-8")
+    result = run_cli("workspace", "set", "w", "--file", str(broken))
+    assert f"{broken}:3:5: group 'x' colour: unknown key" in result.stderr
     broken.write_text("grups:\n  - name: x\n", encoding="utf-8")
     result = run_cli("workspace", "set", "w", "--file", str(broken))
     assert result.exit_code == 1

@@ -258,3 +258,18 @@ def test_an_old_revision_can_be_the_base(lab):
     lab.workspace_create("from-1", base=1)
     assert lab.workspace_base("from-1") == 1
     assert lab.workspace_policy("from-1") == lab.revision_policy(1)
+
+
+def test_every_problem_of_a_change_set_is_reported_at_once(lab):
+    lab.workspace_create("w")
+    bad_group = {"name": "printers", "prefixes": ["10.100.7.1/24"]}
+    bad_rule = {"name": "print", "sources": ["printers", "nothere"], "action": "deny"}
+    with pytest.raises(InvalidChange) as refused:
+        lab.workspace_set_objects("w", [("groups", bad_group), ("rules", bad_rule)])
+    reported = [str(p) for p in refused.value.problems]
+    assert len(reported) == 3, reported
+    assert reported[0].startswith("group 'printers' prefixes.0: 10.100.7.1/24 has host bits set")
+    assert reported[1].startswith("rule 'print' action: ")
+    # The invalid group still counts as defined; the invalid rule's references are checked.
+    assert reported[2] == "rule 'print' sources.1: unknown group 'nothere'"
+    assert lab.workspace_diff("w") == []

@@ -12,6 +12,7 @@ import typer
 
 from microseg.cli.app import app, demo_step
 from microseg.cli.common import JSON_OPTION_HELP, POLICY_HELP, console, emit_json, resolve_policy
+from microseg.cli.store import workspace_app
 from microseg.compile import compile_all
 from microseg.compile.diff import DeviceDiff, configured_names, diff_policies, summary
 from microseg.compile.monitor_node import Collector
@@ -131,6 +132,26 @@ def diff_command(
         )
     diffs = diff_policies(old_set, new_set, devices or None, old, new)
     print_diffs(diffs, json_output, old=old, new=new)
+
+
+@workspace_app.command("build")
+def workspace_build(
+    name: str = typer.Argument(..., help="Workspace name."),
+    json_output: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
+) -> None:
+    """Compile every device the workspace changes, against its base revision, and show the
+    per-device summary and diffs (what a change review shows before submitting).
+
+    Example: microseg workspace build add-monitoring
+    """
+    from microseg.store import open_store
+
+    with open_store() as store:
+        base = store.workspace_base(name)
+        old_set, new_set = store.revision_policy(base), store.workspace_policy(name)
+    diffs = diff_policies(old_set, new_set, None, f"rev:{base}", f"ws:{name}")
+    affected = [d for d in diffs if d.changed]
+    print_diffs(affected, json_output, workspace=name, base=base)
 
 
 @demo_step(30, "3. Compile the seed lab")

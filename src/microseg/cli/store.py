@@ -368,9 +368,11 @@ def _locate(problem: Problem, file: str, nodes: Nodes) -> Problem:
         return problem
     node: Any = nodes[(problem.path[0], problem.path[1])]
     line, column = node.lc.line + 1, node.lc.col + 1
+    unknown_key = problem.message.startswith("unknown key")
     for part in problem.path[2:]:
         if isinstance(node, CommentedMap) and part in node:
-            line, column = (n + 1 for n in node.lc.value(part))
+            position = node.lc.key(part) if unknown_key else node.lc.value(part)
+            line, column = (n + 1 for n in position)
         elif isinstance(node, CommentedSeq) and isinstance(part, int) and part < len(node):
             line, column = (n + 1 for n in node.lc.item(part))
         else:

@@ -82,7 +82,8 @@ def diff_text(device: str, old: str, new: str, old_label: str, new_label: str) -
         if line.startswith(("---", "+++")) and hunk_at < 0:
             out.append(line)
             continue
-        if not first_change_seen and line[:1] in "+-":
+        # The first change that is not a bare `!` separator names the hunk's section.
+        if not first_change_seen and line[:1] in "+-" and line[1:].strip() != "!":
             first_change_seen = True
             lines, index = (new_lines, new_index) if line[0] == "+" else (old_lines, old_index)
             out[hunk_at] = f"{out[hunk_at]} {section_path(lines, index)}"

@@ -29,7 +29,8 @@ from microseg.compile.intent import (
     PrefixFieldSet,
     ServiceFieldSet,
 )
-from microseg.compile.resolve import CompileError
+from microseg.compile.resolve import CompileError, paused_garbage_collector
+from microseg.model.objects import IPNetwork
 from microseg.model.ports import PORT_NAMES
 
 INDENT = "   "
@@ -67,7 +68,8 @@ def render_device(intent: DeviceIntent) -> str:
             f"device {intent.device!r} is platform {intent.platform!r}, not eos; "
             "use --target nftables"
         )
-    lines = render_traffic_policies(intent)
+    with paused_garbage_collector():
+        lines = render_traffic_policies(intent)
     lines.append("!")
     sessions = render_monitor_sessions(intent)
     if sessions:
@@ -94,21 +96,37 @@ def render_traffic_policies(intent: DeviceIntent) -> list[str]:
     for policy in sorted(intent.policies, key=lambda p: p.name.encode()):
         blocks.append(_traffic_policy(policy, intent))
     lines = ["traffic-policies"]
+    separator = INDENT + "!"
     for index, block in enumerate(blocks):
         if index and len(block) > 1:  # `!` before a sub-mode, not before a plain command
-            lines.append(INDENT + "!")
-        lines.extend(INDENT + line for line in block)
+            lines.append(separator)
+        lines.extend([INDENT + line for line in block])
     return lines
 
 
 def _prefix_field_set(field_set: PrefixFieldSet) -> list[str]:
     lines = [f"field-set {field_set.family} prefix {field_set.name}"]
-    lines.append(INDENT + " ".join(str(p) for p in field_set.prefixes))
+    lines.append(INDENT + " ".join(map(prefix_text, field_set.prefixes)))
     if field_set.except_prefixes:
         # EOS: `except` inside a prefix field-set removes those prefixes from the set
         # (pyavd traffic_policies.field_sets.ipv4[].except).
-        lines.append(INDENT + "except " + " ".join(str(p) for p in field_set.except_prefixes))
+        lines.append(INDENT + "except " + " ".join(map(prefix_text, field_set.except_prefixes)))
     return lines
+
+
+_OCTETS = [str(octet) for octet in range(256)]
+
+
+def prefix_text(prefix: IPNetwork) -> str:
+    """`10.1.2.0/24`, as str(prefix) but several times faster for IPv4 (the hot path)."""
+    if prefix.version == 4:
+        value = int(prefix.network_address)
+        octets = _OCTETS
+        return (
+            f"{octets[value >> 24]}.{octets[(value >> 16) & 255]}."
+            f"{octets[(value >> 8) & 255]}.{octets[value & 255]}/{prefix.prefixlen}"
+        )
+    return str(prefix)
 
 
 def _service_field_set(field_set: ServiceFieldSet) -> list[str]:

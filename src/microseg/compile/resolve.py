@@ -21,6 +21,9 @@ devices, so compiling is linear in the number of rules.
 
 from __future__ import annotations
 
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from microseg.compile.intent import (
@@ -33,7 +36,7 @@ from microseg.compile.intent import (
     ServiceFieldSet,
 )
 from microseg.model import MicrosegError, PolicySet
-from microseg.model.objects import Device, Group, Policy, Rule, Service
+from microseg.model.objects import Device, Group, Policy, Rule
 
 FAMILIES: tuple[Family, ...] = ("ipv4", "ipv6")
 _VERSION: dict[Family, int] = {"ipv4": 4, "ipv6": 6}
@@ -56,17 +59,17 @@ class CompileError(MicrosegError):
 
 @dataclass
 class _Resolved:
-    """Group and service field-sets of a PolicySet, computed once for every device."""
+    """Group and service field-sets of a PolicySet, each computed on first use and shared
+    by every device compiled from it."""
 
     policy_set: PolicySet
     prefix_field_sets: dict[tuple[Family, str], PrefixFieldSet] = field(default_factory=dict)
-    group_families: dict[str, frozenset[Family]] = field(default_factory=dict)
-    service_field_sets: dict[str, ServiceFieldSet] = field(default_factory=dict)
-    service_families: dict[str, tuple[Family, ...]] = field(default_factory=dict)
+    _group_families: dict[str, frozenset[Family]] = field(default_factory=dict)
+    _service_field_sets: dict[str, ServiceFieldSet] = field(default_factory=dict)
+    _service_families: dict[str, tuple[Family, ...]] = field(default_factory=dict)
 
     @classmethod
     def of(cls, policy_set: PolicySet) -> _Resolved:
-        resolved = cls(policy_set)
         service_names = {s.name for s in policy_set.services}
         for service in policy_set.services:
             if service.name + REVERSE_SUFFIX in service_names:
@@ -74,63 +77,101 @@ class _Resolved:
                     f"service {service.name + REVERSE_SUFFIX!r}: the name is taken by the "
                     f"reverse field-set of service {service.name!r}; rename it"
                 )
-        for group in policy_set.groups:
-            resolved._add_group(group)
-        for service in policy_set.services:
-            resolved._add_service(service)
-        return resolved
+        return cls(policy_set)
 
-    def _add_group(self, group: Group) -> None:
+    def group_families(self, name: str) -> frozenset[Family]:
+        families = self._group_families.get(name)
+        if families is None:
+            families = self._add_group(self.policy_set.group(name))
+        return families
+
+    def _add_group(self, group: Group) -> frozenset[Family]:
+        by_version: dict[int, list] = {4: [], 6: []}
+        for prefix in group.prefixes:
+            by_version[prefix.version].append(prefix)
+        excepts: dict[int, list] = {4: [], 6: []}
+        for prefix in group.except_prefixes:
+            excepts[prefix.version].append(prefix)
         families = []
         for family in FAMILIES:
-            prefixes = group.prefixes_of(_VERSION[family])
+            prefixes = by_version[_VERSION[family]]
             if not prefixes:
                 continue
             families.append(family)
             self.prefix_field_sets[(family, group.name)] = PrefixFieldSet(
                 name=group.name,
                 family=family,
-                prefixes=prefixes,
-                except_prefixes=group.except_prefixes_of(_VERSION[family]),
+                prefixes=tuple(prefixes),
+                except_prefixes=tuple(excepts[_VERSION[family]]),
             )
-        self.group_families[group.name] = frozenset(families)
+        result = self._group_families[group.name] = frozenset(families)
+        return result
 
-    def _add_service(self, service: Service) -> None:
-        protocol = service.protocol_number
-        self.service_families[service.name] = _PROTOCOL_FAMILIES.get(protocol, FAMILIES)
-        forward = ServiceFieldSet(
-            name=service.name,
-            protocol=protocol,
-            source_ports=service.source_ranges,
-            destination_ports=service.destination_ranges,
-            icmp_types=service.icmp_type_numbers,
-            source_port_names=tuple(service.source_ports),
-            destination_port_names=tuple(service.destination_ports),
-        )
-        replies = _ICMP_REPLY_TYPES.get(protocol, {})
-        reverse = ServiceFieldSet(
-            name=service.name + REVERSE_SUFFIX,
-            protocol=protocol,
-            source_ports=forward.destination_ports,
-            destination_ports=forward.source_ports,
-            icmp_types=tuple(sorted({replies.get(t, t) for t in forward.icmp_types})),
-            source_port_names=forward.destination_port_names,
-            destination_port_names=forward.source_port_names,
-        )
-        self.service_field_sets[forward.name] = forward
-        self.service_field_sets[reverse.name] = reverse
+    def service_families(self, name: str) -> tuple[Family, ...]:
+        families = self._service_families.get(name)
+        if families is None:
+            protocol = self.policy_set.service(name).protocol_number
+            families = self._service_families[name] = _PROTOCOL_FAMILIES.get(protocol, FAMILIES)
+        return families
+
+    def service_field_set(self, name: str) -> ServiceFieldSet:
+        """`NAME` or `NAME-reverse` (ports swapped, ICMP requests become replies)."""
+        field_set = self._service_field_sets.get(name)
+        if field_set is not None:
+            return field_set
+        if self.policy_set.get("services", name) is None:
+            forward = self.service_field_set(name.removesuffix(REVERSE_SUFFIX))
+            replies = _ICMP_REPLY_TYPES.get(forward.protocol, {})
+            field_set = ServiceFieldSet(
+                name=name,
+                protocol=forward.protocol,
+                source_ports=forward.destination_ports,
+                destination_ports=forward.source_ports,
+                icmp_types=tuple(sorted({replies.get(t, t) for t in forward.icmp_types})),
+                source_port_names=forward.destination_port_names,
+                destination_port_names=forward.source_port_names,
+            )
+        else:
+            service = self.policy_set.service(name)
+            field_set = ServiceFieldSet(
+                name=name,
+                protocol=service.protocol_number,
+                source_ports=service.source_ranges,
+                destination_ports=service.destination_ranges,
+                icmp_types=service.icmp_type_numbers,
+                source_port_names=tuple(service.source_ports),
+                destination_port_names=tuple(service.destination_ports),
+            )
+        self._service_field_sets[name] = field_set
+        return field_set
+
+
+@contextmanager
+def paused_garbage_collector() -> Iterator[None]:
+    """Compiling allocates many small acyclic objects; CPython's cyclic collector would scan
+    the whole (large, long-lived) PolicySet again and again while it runs. Reference
+    counting still frees everything; the collector's previous state is restored."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def compile_all(policy_set: PolicySet) -> dict[str, DeviceIntent]:
     """Every device that belongs to a security domain, by name (sorted)."""
-    resolved = _Resolved.of(policy_set)
-    names = sorted({d for domain in policy_set.domains for d in domain.devices})
-    return {name: _compile(resolved, name) for name in names}
+    with paused_garbage_collector():
+        resolved = _Resolved.of(policy_set)
+        names = sorted({d for domain in policy_set.domains for d in domain.devices})
+        return {name: _compile(resolved, name) for name in names}
 
 
 def compile_device(policy_set: PolicySet, device_name: str) -> DeviceIntent:
     """The DeviceIntent of one device. CompileError if it cannot be compiled."""
-    return _compile(_Resolved.of(policy_set), device_name)
+    with paused_garbage_collector():
+        return _compile(_Resolved.of(policy_set), device_name)
 
 
 def _compile(resolved: _Resolved, device_name: str) -> DeviceIntent:
@@ -219,7 +260,7 @@ class _DeviceBuilder:
         matches = []
         for family in families:
             family_services = tuple(
-                s for s in services if family in self.resolved.service_families[s]
+                s for s in services if family in self.resolved.service_families(s)
             )
             sources = self._prefix_sets(rule.sources, family)
             destinations = self._prefix_sets(rule.destinations, family)
@@ -271,19 +312,19 @@ class _DeviceBuilder:
         families = set(FAMILIES)
         for groups in (rule.sources, rule.destinations):
             if groups:
-                families &= set().union(*(resolved.group_families[g] for g in groups))
+                families &= set().union(*(resolved.group_families(g) for g in groups))
         groups_meet = bool(families)
         if services:
-            families &= set().union(*(resolved.service_families[s] for s in services))
+            families &= set().union(*(resolved.service_families(s) for s in services))
         if groups_meet and not families:
             raise CompileError(
                 f"rule {rule.name!r}: its groups and services share no address family "
                 f"(groups: {_describe_families(resolved, rule)}; services: "
-                + ", ".join(f"{s} {'/'.join(resolved.service_families[s])}" for s in services)
+                + ", ".join(f"{s} {'/'.join(resolved.service_families(s))}" for s in services)
                 + ")"
             )
         if not groups_meet and all(
-            resolved.group_families[g] for g in (*rule.sources, *rule.destinations)
+            resolved.group_families(g) for g in (*rule.sources, *rule.destinations)
         ):
             raise CompileError(
                 f"rule {rule.name!r}: sources and destinations share no address family "
@@ -303,7 +344,7 @@ class _DeviceBuilder:
 
     def _use_services(self, names: tuple[str, ...]) -> tuple[str, ...]:
         for name in names:
-            self.service_field_sets[name] = self.resolved.service_field_sets[name]
+            self.service_field_sets[name] = self.resolved.service_field_set(name)
         return names
 
     def _next_hops(self, rule: Rule, family: Family) -> tuple:
@@ -346,6 +387,6 @@ class _DeviceBuilder:
 def _describe_families(resolved: _Resolved, rule: Rule) -> str:
     parts = []
     for group in dict.fromkeys((*rule.sources, *rule.destinations)):
-        families = [f for f in FAMILIES if f in resolved.group_families[group]]
+        families = [f for f in FAMILIES if f in resolved.group_families(group)]
         parts.append(f"{group} {'/'.join(families) or 'empty'}")
     return ", ".join(parts) or "any"

@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
 from microseg.model import SECTIONS, MicrosegError, PolicyError, PolicySet, Problem
-from microseg.model.policyset import reference_problems
+from microseg.model.policyset import REFERENCES, reference_problems
 from microseg.policyfile import object_document
 from microseg.store.errors import InvalidChange, ObjectKey
 
@@ -68,15 +69,27 @@ def _problems(
             if _has(node, part):
                 node = node[part]
                 path.append(part)
-        message = detail["msg"].removeprefix("Value error, ")
-        if detail["type"] == "extra_forbidden":
-            message = "unknown key (not a field of this object)"
-        elif detail["type"] == "missing":
-            message = "required field is missing"
-        problem = Problem(message, (section, label, *path))
+        problem = Problem(_message(detail), (section, label, *path))
         if problem not in problems:
             problems.append(problem)
     return problems
+
+
+def _message(detail: Any) -> str:
+    """Pydantic's message as the policy-file loader words it."""
+    message = detail["msg"]
+    for prefix in ("Value error, ", "Assertion failed, "):
+        message = message.removeprefix(prefix)
+    if detail["type"] == "extra_forbidden":
+        return "unknown key (not a field of this object)"
+    if detail["type"] == "missing":
+        return "required field is missing"
+    value = detail.get("input")
+    if detail["type"] not in ("value_error", "assertion_error") and not isinstance(
+        value, dict | list
+    ):
+        message = f"{message} (got {value!r})"
+    return message
 
 
 def _has(node: Any, part: str | int) -> bool:
@@ -110,14 +123,32 @@ def _sections(bodies: Bodies) -> dict[str, tuple[BaseModel, ...]]:
     return {section: tuple(objects) for section, objects in sections.items()}
 
 
-def reference_problems_of(bodies: Bodies, also_defined: set[ObjectKey]) -> list[Problem]:
-    """Dangling references and duplicates among valid bodies; names in `also_defined` exist
-    (they failed their own validation) so references to them are not reported again."""
+def reference_problems_of(
+    bodies: Bodies, unvalidated: Mapping[ObjectKey, Mapping[str, Any]]
+) -> list[Problem]:
+    """Dangling references among valid bodies and objects that failed their own validation
+    (`unvalidated`, as given): those exist, so references to them are not reported, and
+    their own references are checked too, so one pass reports every problem."""
     candidate = PolicySet.model_construct(**_sections(bodies))
-    defined: dict[str, set[str]] = {}
-    for section, name in also_defined:
-        defined.setdefault(section, set()).add(name)
-    return reference_problems(candidate, defined)
+    reduced: dict[str, list[SimpleNamespace]] = {section: [] for section in SECTIONS}
+    for (section, name), obj in unvalidated.items():
+        reduced[section].append(_references_of(section, name, obj))
+    return reference_problems(candidate, reduced)
+
+
+def _references_of(section: str, name: str, obj: Mapping[str, Any]) -> SimpleNamespace:
+    """The name and reference fields of an invalid object, as far as they are names."""
+    fields: dict[str, Any] = {}
+    for ref_section, ref_field in REFERENCES:
+        if ref_section != section:
+            continue
+        value = obj.get(ref_field)
+        if isinstance(value, list | tuple):
+            value = tuple(v for v in value if isinstance(v, str))
+        elif value == "any" or not isinstance(value, str):
+            value = () if ref_field.endswith("s") else None
+        fields[ref_field] = value
+    return SimpleNamespace(name=name, **fields)
 
 
 def apply_changes(bodies: Bodies, changes: Iterable[tuple[ObjectKey, str | None]]) -> Bodies:

@@ -225,7 +225,7 @@ class Store:
 
         Each object is validated, then the workspace's effective policy as a whole: a change
         that breaks a reference is refused (InvalidChange with the problems)."""
-        new_bodies, problems, invalid = _parsed_bodies(objects)
+        new_bodies, problems, unvalidated = _parsed_bodies(objects)
         what = f"workspace {name!r}: change"
         with self._writing() as (session, _):
             workspace = _open_workspace(session, name)
@@ -234,9 +234,10 @@ class Store:
             changes.update(new_bodies)
             effective = apply_changes(base, changes.items())
             if problems:  # and the reference problems of the valid ones, all at once
-                for key in invalid:
+                for key in unvalidated:
                     effective.pop(key, None)
-                raise InvalidChange(what, problems + reference_problems_of(effective, invalid))
+                problems += reference_problems_of(effective, unvalidated)
+                raise InvalidChange(what, problems)
             policy_from_bodies(effective, what)
             _save_changes(session, workspace, base, changes)
 
@@ -438,12 +439,12 @@ def _workspace_info(session: Session, workspace: Workspace) -> WorkspaceInfo:
 
 def _parsed_bodies(
     objects: Iterable[tuple[str, BaseModel | Mapping[str, Any]]],
-) -> tuple[dict[ObjectKey, str], list[Problem], set[ObjectKey]]:
+) -> tuple[dict[ObjectKey, str], list[Problem], dict[ObjectKey, Mapping[str, Any]]]:
     """Validate each object on its own: the bodies of the valid ones, the problems of the
-    others, and the (section, name) of the invalid ones that have a name."""
+    others, and the invalid ones that have a name (their references are still checked)."""
     bodies: dict[ObjectKey, str] = {}
     problems: list[Problem] = []
-    invalid: set[ObjectKey] = set()
+    unvalidated: dict[ObjectKey, Mapping[str, Any]] = {}
     for section, obj in objects:
         try:
             parsed = parse_object(section, obj)
@@ -451,10 +452,10 @@ def _parsed_bodies(
             problems.extend(error.problems)
             name = obj.get("name") if isinstance(obj, Mapping) else None
             if isinstance(name, str):
-                invalid.add((section, name))
+                unvalidated[(section, name)] = obj
             continue
         key = (section, parsed.name)
         if key in bodies:
             raise MicrosegError(f"{singular(section)} {parsed.name!r} is given twice")
         bodies[key] = object_body(section, parsed)
-    return bodies, problems, invalid
+    return bodies, problems, unvalidated
