@@ -84,3 +84,10 @@ def test_into_workspace_writes_the_proposals_for_review(
 
     again = run_cli("workspace", "diff", "builder-1")
     assert again.exit_code == 0 and rule in again.stdout
+
+    # The seed's review: "24 lines added to the config", not hundreds.
+    build = run_cli("workspace", "build", "builder-1", "--json")
+    assert build.exit_code == 0, build.stderr
+    added = json.loads(build.stdout)["summary"]["lines_added"]
+    assert added == data["quality"]["config_lines"]
+    assert 0 < added <= 36

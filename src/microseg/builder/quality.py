@@ -9,7 +9,6 @@ on every such device: EOS traffic policies are stateless, so the reply needs its
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -150,7 +149,7 @@ def assess(
         notes.append(f"cannot compile the policy with the proposals: {error}")
         return replace(quality, notes=tuple(notes))
     covered = _covered(proposed, after, evidence)
-    config_lines = _config_lines_added(before, after)
+    config_lines = _config_lines_added(policy_set, proposed, before, after)
     if config_lines is None:
         notes.append("no EOS device in the policy: no config lines to count")
     if recommendation.target_policy is None:
@@ -181,18 +180,29 @@ def _covered(
 
 
 def _config_lines_added(
-    before: dict[str, DeviceIntent], after: dict[str, DeviceIntent]
+    before_set: PolicySet,
+    after_set: PolicySet,
+    before: dict[str, DeviceIntent],
+    after: dict[str, DeviceIntent],
 ) -> int | None:
-    """Lines a unified diff of each EOS device's configuration adds, summed."""
-    from microseg.compile.eos import render_device
+    """Lines the proposals add to the EOS devices' configurations, counted by the same
+    section-aware diff `microseg diff` and `workspace build` print; None without EOS."""
+    from microseg.compile.diff import configured_names, device_config, diff_text
 
-    added = 0
-    eos_devices = [name for name, intent in after.items() if intent.platform == "eos"]
-    if not eos_devices:
+    eos_names = [
+        name
+        for name in configured_names(after_set)
+        if after_set.get("monitor_nodes", name) is not None or after[name].platform == "eos"
+    ]
+    if not any(name in after for name in eos_names):
         return None
-    for name in eos_devices:
-        old = render_device(before[name]).splitlines() if name in before else []
-        new = render_device(after[name]).splitlines()
-        diff = difflib.unified_diff(old, new, lineterm="", n=0)
-        added += sum(1 for line in diff if line.startswith("+") and not line.startswith("+++"))
-    return added
+    return sum(
+        diff_text(
+            name,
+            device_config(before_set, name, before),
+            device_config(after_set, name, after),
+            "before",
+            "after",
+        ).added
+        for name in eos_names
+    )
