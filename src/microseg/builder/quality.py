@@ -152,6 +152,8 @@ def assess(
     config_lines = _config_lines_added(policy_set, proposed, before, after)
     if config_lines is None:
         notes.append("no EOS device in the policy: no config lines to count")
+    if not quality.evidence_sessions:
+        notes.append("no answered sessions in scope: nothing to recommend")
     if recommendation.target_policy is None:
         notes.append("no target policy (use --policy): the rules are not bound anywhere")
     return replace(
