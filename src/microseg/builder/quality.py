@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from microseg.builder.addresses import AddressTable
-from microseg.builder.recommend import Quality, Recommendation, proposed_policy_set
+from microseg.builder.recommend import Quality, Recommendation, factorize, proposed_policy_set
 from microseg.builder.services import ICMP, ICMPV6, server_side
 from microseg.builder.sessions import EPHEMERAL, SessionColumns
 from microseg.compile import CompileError, DeviceIntent, compile_all
@@ -88,6 +88,29 @@ def _packed(addresses: AddressTable) -> np.ndarray:
     return words.view(ADDRESS_DTYPE).reshape(-1)
 
 
+def _evaluate(device: CompiledDevice, replay: Replay, evidence: SessionColumns):
+    """(request evaluation, reply evaluation, inverse): the device decides a packet by the
+    cells its fields fall in (VRF, protocol, address cells, port cells, ICMP type), so one
+    representative session per distinct combination is evaluated; `inverse` maps every
+    session to its representative."""
+    addresses = evidence.addresses
+    request = replay.request
+    cells = device.address_cell_index(addresses.family, _packed(addresses))
+    pair = cells[replay.client] * device.address_cell_count + cells[replay.server]
+    key = factorize(pair)[1]
+    key = factorize((key * len(evidence.vrf_names) + evidence.vrf) * 256 + request.protocol)[1]
+    port_cell = device.ports.of_port.astype(np.int64)
+    ports = len(device.ports)
+    key = factorize((key * ports + port_cell[request.sport]) * ports + port_cell[request.dport])[1]
+    key = key * (NO_ICMP_TYPE + 1) + request.icmp_type
+    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+    return (
+        device.evaluate(request.take(first)),
+        device.evaluate(replay.reply.take(first)),
+        inverse.reshape(-1),
+    )
+
+
 def _devices_seeing(
     policy_set: PolicySet, intents: dict[str, DeviceIntent], replay: Replay, addresses
 ) -> dict[str, np.ndarray]:
@@ -123,12 +146,14 @@ def insertion_point(
     earliest = len(rule_names)
     for name, passing in _devices_seeing(policy_set, intents, replay, evidence.addresses).items():
         device = CompiledDevice(intents[name])
-        for batch in (replay.request, replay.reply):
-            evaluation = device.evaluate(batch)
+        *evaluations, inverse = _evaluate(device, replay, evidence)
+        seen = np.zeros(len(evaluations[0]), dtype=bool)
+        seen[inverse[passing]] = True
+        for evaluation in evaluations:
             for position, policy in enumerate(device.intent.policies):
                 if policy.name != target:
                     continue
-                decided = passing & (evaluation.policy_index == position)
+                decided = seen & (evaluation.policy_index == position)
                 matches = np.unique(evaluation.match_index[decided & (evaluation.match_index >= 0)])
                 for match in matches.tolist():
                     earliest = min(earliest, rule_names.index(policy.matches[match].rule))
@@ -175,9 +200,9 @@ def _covered(
     allowed = np.ones(len(evidence), dtype=bool)
     for name, passing in _devices_seeing(proposed, intents, replay, evidence.addresses).items():
         device = CompiledDevice(intents[name])
-        request = device.evaluate(replay.request).forwarded
-        reply = device.evaluate(replay.reply).forwarded | ~replay.has_reply
-        allowed &= ~passing | (request & reply)
+        request, reply, inverse = _evaluate(device, replay, evidence)
+        forwarded = (request.forwarded & reply.forwarded)[inverse]
+        allowed &= ~passing | (forwarded | (request.forwarded[inverse] & ~replay.has_reply))
     return int(evidence.sessions[allowed].sum())
 
 
