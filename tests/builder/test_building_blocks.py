@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pyarrow as pa
 import pytest
+import seed_policies
+from seed_policies import replaced
 
-from conftest import replaced
 from microseg.builder import BuilderOptions, Scope, recommend, session_columns
 from microseg.builder.scope import Selector, policy_selectors
 from microseg.builder.seed_sessions import (
@@ -87,7 +88,8 @@ def test_syn_ack_in_the_reply_flags_marks_the_server():
     assert sides([row]) == [(WEB01, LAPTOP, 50000, "tcp-handshake")]
 
 
-def test_services_reuse_exact_existing_ones_and_propose_well_known_names(web_app_monitor):
+def test_services_reuse_exact_existing_ones_and_propose_well_known_names():
+    web_app_monitor = seed_policies.web_app_monitor()
     rows = [
         session(WEB01, 41000, APPSERVER1, 4567, "tcp"),  # existing appserver1-tcp
         session(WEB01, 41001, APPSERVER1, 443, "tcp"),  # new: HTTPS
@@ -106,7 +108,8 @@ def test_services_reuse_exact_existing_ones_and_propose_well_known_names(web_app
     assert result.quality.coverage == 1.0
 
 
-def test_a_taken_name_or_a_wider_service_is_not_reused(web_app_monitor):
+def test_a_taken_name_or_a_wider_service_is_not_reused():
+    web_app_monitor = seed_policies.web_app_monitor()
     wide = Service(name="web-ports", protocol="tcp", destination_ports=("80-443",))
     https = Service(name="HTTPS", protocol="udp", destination_ports=(443,))
     policy_set = replaced(web_app_monitor, services=(*web_app_monitor.services, wide, https))
@@ -114,7 +117,8 @@ def test_a_taken_name_or_a_wider_service_is_not_reused(web_app_monitor):
     assert result.rules[0].rule.services == ("HTTPS-2",)
 
 
-def test_min_share_uses_a_whole_group_and_says_what_it_widened(web_app_monitor):
+def test_min_share_uses_a_whole_group_and_says_what_it_widened():
+    web_app_monitor = seed_policies.web_app_monitor()
     rows = [r for r in web_app_sessions() if r["src"] == WEB01 and r["dport"] == 4567]
     exact = recommend(web_app_monitor, table([dict(r) for r in rows]))
     assert [r.rule.sources for r in exact.rules] == [("host-10-100-99-51",)]
@@ -135,7 +139,8 @@ def test_min_share_uses_a_whole_group_and_says_what_it_widened(web_app_monitor):
     assert below.rules[0].rule.sources == ("host-10-100-99-51",)
 
 
-def test_ipv6_endpoints_get_128_host_groups_and_an_ipv6_internet(web_app_monitor):
+def test_ipv6_endpoints_get_128_host_groups_and_an_ipv6_internet():
+    web_app_monitor = seed_policies.web_app_monitor()
     v6 = Group(name="lab-v6", prefixes=("2001:db8:99::/64",))
     policy_set = replaced(web_app_monitor, groups=(*web_app_monitor.groups, v6))
     rows = [session("2001:db8:99::51", "eph", "2606:4700::1111", 443, "tcp")]
@@ -147,7 +152,8 @@ def test_ipv6_endpoints_get_128_host_groups_and_an_ipv6_internet(web_app_monitor
     assert result.quality.coverage == 1.0
 
 
-def test_time_window_and_vrf_scope_select_sessions(web_app_monitor):
+def test_time_window_and_vrf_scope_select_sessions():
+    web_app_monitor = seed_policies.web_app_monitor()
     rows = web_app_sessions()
     rows[0]["vrf"] = "guests"
     everything = recommend(web_app_monitor, table([dict(r) for r in rows]))
@@ -163,7 +169,8 @@ def test_time_window_and_vrf_scope_select_sessions(web_app_monitor):
     assert in_vrf.scoped_sessions == rows[0]["sessions"]
 
 
-def test_a_policy_scope_is_what_its_monitor_rules_mirror(web_app_monitor):
+def test_a_policy_scope_is_what_its_monitor_rules_mirror():
+    web_app_monitor = seed_policies.web_app_monitor()
     selectors = policy_selectors(web_app_monitor, "vrf_all_home")
     assert [s.label for s in selectors] == ["policy vrf_all_home rule web-appserver-discovery"]
     outside = session("172.18.6.20", "eph", "10.100.5.10", 22, "tcp")
@@ -176,7 +183,8 @@ def test_a_policy_scope_is_what_its_monitor_rules_mirror(web_app_monitor):
     assert result.scoped_sessions == sum(r["sessions"] for r in web_app_sessions())
 
 
-def test_bad_options_are_clear_errors(web_app_monitor):
+def test_bad_options_are_clear_errors():
+    web_app_monitor = seed_policies.web_app_monitor()
     rows = table([session(WEB01, 41000, APPSERVER1, 4567, "tcp")])
     with pytest.raises(MicrosegError, match="unknown category servers"):
         recommend(web_app_monitor, rows, BuilderOptions(categories=("servers",)))
@@ -190,9 +198,10 @@ def test_bad_options_are_clear_errors(web_app_monitor):
         session_columns(pa.table({"src": [WEB01]}))
 
 
-def test_coverage_from_representatives_equals_replaying_every_session(home_lab_final):
+def test_coverage_from_representatives_equals_replaying_every_session():
     """Coverage evaluates one session per class of sessions the switch cannot tell apart;
     replaying every session's request and reply one by one must give the same count."""
+    home_lab_final = seed_policies.home_lab_final()
     import numpy as np
 
     from microseg.builder.quality import _covered, replay_packets

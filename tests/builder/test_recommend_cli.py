@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import seed_policies
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 DNS_NTP = str(EXAMPLES / "home-lab-dns-ntp.yaml")
@@ -24,7 +25,8 @@ DNS_NTP = str(EXAMPLES / "home-lab-dns-ntp.yaml")
         (["--min-share", "0"], "--min-share must be a share between 0 and 1"),
     ],
 )
-def test_bad_input_is_one_clear_line_and_exit_1(run_cli, dns_ntp_file, arguments, message):
+def test_bad_input_is_one_clear_line_and_exit_1(run_cli, arguments, message, tmp_path):
+    dns_ntp_file = seed_policies.dns_ntp_file(tmp_path)
     if arguments and arguments[0] != "--sessions" and "--store" not in arguments:
         arguments = ["--sessions", str(dns_ntp_file), *arguments]
     result = run_cli("recommend", DNS_NTP, *arguments)
@@ -40,10 +42,10 @@ def test_a_malformed_sessions_file_is_a_user_error(run_cli, tmp_path):
     assert result.exit_code == 1 and "not-an-ip" in result.stderr
 
 
-def test_into_workspace_writes_the_proposals_for_review(
-    run_cli, monkeypatch, tmp_path, dns_ntp_before, dns_ntp_file
-):
+def test_into_workspace_writes_the_proposals_for_review(run_cli, monkeypatch, tmp_path):
     """The seed's "submit rules": a workspace holding the new rules, placed in the policy."""
+    dns_ntp_before = seed_policies.dns_ntp_before()
+    dns_ntp_file = seed_policies.dns_ntp_file(tmp_path)
     from microseg.policyfile import dump_policy
 
     monkeypatch.setenv("MICROSEG_DATABASE_URL", f"sqlite:///{tmp_path / 'microseg.db'}")

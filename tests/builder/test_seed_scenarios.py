@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import seed_policies
+
 from microseg.builder import BuilderOptions, Scope, read_session_table, recommend, rule_selector
 from microseg.builder.seed_sessions import (
     APPSERVER1,
@@ -24,9 +26,9 @@ def monitor_scope(policy_set, rule: str) -> Scope:
     return Scope(all_of=((rule_selector(policy_set, rule),),))
 
 
-def test_dns_ntp_with_categories_is_one_group_rule_and_a_few_dozen_lines(
-    dns_ntp_before, dns_ntp_file
-):
+def test_dns_ntp_with_categories_is_one_group_rule_and_a_few_dozen_lines(tmp_path):
+    dns_ntp_before = seed_policies.dns_ntp_before()
+    dns_ntp_file = seed_policies.dns_ntp_file(tmp_path)
     options = BuilderOptions(
         categories=SEED_CATEGORIES, scope=monitor_scope(dns_ntp_before, "dns_ntp_discovery")
     )
@@ -50,9 +52,9 @@ def test_dns_ntp_with_categories_is_one_group_rule_and_a_few_dozen_lines(
     assert result.target_policy == "dns_ntp_services" and result.insert_at == 0
 
 
-def test_dns_ntp_without_categories_is_a_rule_for_every_ip_and_hundreds_of_lines(
-    dns_ntp_before, dns_ntp_file
-):
+def test_dns_ntp_without_categories_is_a_rule_for_every_ip_and_hundreds_of_lines(tmp_path):
+    dns_ntp_before = seed_policies.dns_ntp_before()
+    dns_ntp_file = seed_policies.dns_ntp_file(tmp_path)
     result = recommend(dns_ntp_before, read_session_table(dns_ntp_file))
 
     sources = [r.rule.sources for r in result.rules]
@@ -67,9 +69,9 @@ def test_dns_ntp_without_categories_is_a_rule_for_every_ip_and_hundreds_of_lines
     assert result.quality.coverage == 1.0
 
 
-def test_web_app_monitor_rule_finds_exactly_the_application_dependencies(
-    web_app_monitor, web_app_file
-):
+def test_web_app_monitor_rule_finds_exactly_the_application_dependencies(tmp_path):
+    web_app_monitor = seed_policies.web_app_monitor()
+    web_app_file = seed_policies.web_app_file(tmp_path)
     options = BuilderOptions(
         categories=SEED_CATEGORIES,
         scope=monitor_scope(web_app_monitor, "web-appserver-discovery"),
@@ -105,7 +107,9 @@ def test_web_app_monitor_rule_finds_exactly_the_application_dependencies(
     assert result.quality.coverage == 1.0
 
 
-def test_dropped_attempts_are_reported_apart_and_never_proposed(web_app_monitor, web_app_file):
+def test_dropped_attempts_are_reported_apart_and_never_proposed(tmp_path):
+    web_app_monitor = seed_policies.web_app_monitor()
+    web_app_file = seed_policies.web_app_file(tmp_path)
     options = BuilderOptions(scope=monitor_scope(web_app_monitor, "web-appserver-discovery"))
     result = recommend(web_app_monitor, read_session_table(web_app_file), options)
 
@@ -122,9 +126,11 @@ def test_dropped_attempts_are_reported_apart_and_never_proposed(web_app_monitor,
     assert ("SSH",) in {r.rule.services for r in included.rules}
 
 
-def test_proposals_go_before_the_drop_rule_that_would_shadow_them(home_lab_final, web_app_file):
+def test_proposals_go_before_the_drop_rule_that_would_shadow_them(tmp_path):
     """In the locked-down lab, drop_all_else_web-app drops the package updates; the
     proposals land before it, and the evaluator confirms they now carry the traffic."""
+    home_lab_final = seed_policies.home_lab_final()
+    web_app_file = seed_policies.web_app_file(tmp_path)
     from microseg.builder.quality import _covered
     from microseg.compile import compile_all
 
@@ -148,9 +154,8 @@ def test_proposals_go_before_the_drop_rule_that_would_shadow_them(home_lab_final
     assert _covered(appended, compile_all(appended), evidence) == result.quality.evidence_sessions
 
 
-def test_recommend_cli_json_carries_rules_quality_and_blocked_attempts(
-    run_cli, web_app_file, tmp_path
-):
+def test_recommend_cli_json_carries_rules_quality_and_blocked_attempts(run_cli, tmp_path):
+    web_app_file = seed_policies.web_app_file(tmp_path)
     result = run_cli(
         "recommend",
         str(EXAMPLES / "home-lab-monitor.yaml"),

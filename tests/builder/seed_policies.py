@@ -1,10 +1,12 @@
-"""Builder fixtures: the seed's policies and their session files."""
+"""The seed's policies at the stages the builder tests need, and their session files.
+
+Plain functions, not fixtures: a conftest.py here would shadow the suite's own `conftest`
+module that other test packages import by name.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-
-import pytest
 
 from microseg.builder.seed_sessions import (
     blocked_attempts,
@@ -18,7 +20,6 @@ from microseg.policyfile import load_policy
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
-@pytest.fixture
 def dns_ntp_before() -> PolicySet:
     """The seed's DNS/NTP stage before the Policy Builder ran: policy dns_ntp_services holds
     only the manual monitor rule (wifi clients -> DNS/NTP servers, DNS and NTP, mirrored)."""
@@ -39,21 +40,17 @@ def replaced(policy_set: PolicySet, **sections) -> PolicySet:
     return PolicySet(**{**{s: getattr(policy_set, s) for s in SECTIONS}, **sections})
 
 
-@pytest.fixture
 def web_app_monitor() -> PolicySet:
     return load_policy(EXAMPLES / "home-lab-monitor.yaml")
 
 
-@pytest.fixture
 def home_lab_final() -> PolicySet:
     return load_policy(EXAMPLES / "home-lab.yaml")
 
 
-@pytest.fixture
-def dns_ntp_file(tmp_path) -> Path:
+def dns_ntp_file(tmp_path: Path) -> Path:
     return write_jsonl(dns_ntp_sessions(), tmp_path / "dns-ntp.jsonl")
 
 
-@pytest.fixture
-def web_app_file(tmp_path) -> Path:
+def web_app_file(tmp_path: Path) -> Path:
     return write_jsonl(web_app_sessions() + blocked_attempts(), tmp_path / "web-app.jsonl")
