@@ -15,8 +15,7 @@ DNS_NTP = str(EXAMPLES / "home-lab-dns-ntp.yaml")
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
-        ([], "exactly one of --sessions FILE or --store DIR"),
-        (["--sessions", "x.jsonl", "--store", "d"], "exactly one of --sessions"),
+        (["--sessions", "x.jsonl", "--store", "d"], "one of --sessions FILE or --store DIR"),
         (["--sessions", "/nonexistent/s.jsonl"], "no such session file"),
         (["--categories", "servers"], "unknown category servers"),
         (["--monitor-rule", "nope"], "monitor rule 'nope' is not in the policy"),
@@ -33,6 +32,15 @@ def test_bad_input_is_one_clear_line_and_exit_1(run_cli, arguments, message, tmp
     assert result.exit_code == 1
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_without_a_source_the_default_flow_store_is_read(run_cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("MICROSEG_FLOW_STORE", str(tmp_path / "empty-store"))
+    (tmp_path / "empty-store").mkdir()
+    result = run_cli("recommend", DNS_NTP, "--json")
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["rules"] == [] and data["scoped_sessions"] == 0
 
 
 def test_a_malformed_sessions_file_is_a_user_error(run_cli, tmp_path):

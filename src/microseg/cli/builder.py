@@ -37,7 +37,11 @@ def recommend_command(
     sessions: Path | None = typer.Option(
         None, "--sessions", help="Sessions file: JSON lines, CSV or Parquet."
     ),
-    store: Path | None = typer.Option(None, "--store", help="Flow store directory."),
+    store: Path | None = typer.Option(
+        None,
+        "--store",
+        help="Flow store directory (default: $MICROSEG_FLOW_STORE or the user data dir).",
+    ),
     categories: str | None = typer.Option(
         None, "--categories", help="Aggregate endpoints by groups carrying these categories (a,b)."
     ),
@@ -73,8 +77,12 @@ def recommend_command(
     Example: microseg recommend examples/home-lab-dns-ntp.yaml --sessions sessions.jsonl
     --categories clients,infrastructure
     """
-    if (sessions is None) == (store is None):
-        raise MicrosegError("give the sessions with exactly one of --sessions FILE or --store DIR")
+    if sessions is not None and store is not None:
+        raise MicrosegError("give the sessions with one of --sessions FILE or --store DIR")
+    if sessions is None and store is None:
+        from microseg.flows.flowstore import default_store_dir
+
+        store = default_store_dir()
     policy_set = resolve_policy(policy)
     options = BuilderOptions(
         categories=_names(categories),
