@@ -1,6 +1,6 @@
 """Policy builder: recommended rules from collected sessions."""
 
-from microseg.builder.recommend import (
+from microseg.builder.proposal import (
     BlockedAttempt,
     BuilderOptions,
     Evidence,
@@ -9,8 +9,8 @@ from microseg.builder.recommend import (
     RecommendedRule,
     SessionExample,
     Widening,
-    recommend,
 )
+from microseg.builder.recommend import recommend
 from microseg.builder.scope import Scope, Selector, policy_selectors, rule_selector
 from microseg.builder.sessions import SessionColumns, read_session_table, session_columns
 

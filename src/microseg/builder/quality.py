@@ -14,7 +14,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from microseg.builder.addresses import AddressTable
-from microseg.builder.recommend import Quality, Recommendation, factorize, proposed_policy_set
+from microseg.builder.proposal import Quality, Recommendation, proposed_policy_set
+from microseg.builder.recommend import factorize
 from microseg.builder.services import ICMP, ICMPV6, server_side
 from microseg.builder.sessions import EPHEMERAL, SessionColumns
 from microseg.compile import CompileError, DeviceIntent, compile_all

@@ -1,23 +1,34 @@
 """Recommended rules from sessions: the policy builder's core.
 
 `recommend(policy_set, sessions, options)` scopes the sessions, works out each session's
-server side and service, maps endpoints to groups, and aggregates with numpy (sort-based
-group-by; Python runs once per aggregated row, never per session) into one bidirectional
-rule per (source group, service set), listing every destination group that source reached
-with exactly that service set. Such a rule allows nothing the grouped evidence did not show:
-each of its destinations was seen with each of its services. Sessions nobody answered are
+server side and service, maps endpoints to groups, and aggregates with numpy (hash/sort
+group-by; Python runs once per aggregated row, never per session): one bidirectional rule per
+(source group, destination group) with every service seen between them; destinations a
+source reached with exactly the same services share its rule; group sources reaching exactly
+the same destinations on the same services share one too. Every merge is exact: each listed
+source reached each listed destination on each listed service. Sessions nobody answered are
 attempts blocked, reported apart and never proposed unless `include_blocked`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pyarrow as pa
 
 from microseg.builder.endpoints import EndpointMap, map_endpoints, unique_name
-from microseg.builder.scope import Scope, scope_mask
+from microseg.builder.proposal import (
+    BlockedAttempt,
+    BuilderOptions,
+    Evidence,
+    Quality,
+    Recommendation,
+    RecommendedRule,
+    SessionExample,
+    Widening,
+)
+from microseg.builder.scope import scope_mask
 from microseg.builder.services import (
     EVIDENCE,
     ServerSide,
@@ -27,114 +38,13 @@ from microseg.builder.services import (
     syn_acknowledged,
 )
 from microseg.builder.sessions import EPHEMERAL, SessionColumns, iso_time, session_columns
-from microseg.model import Group, MicrosegError, PolicySet, Rule, Service
+from microseg.model import MicrosegError, PolicySet, Rule
 from microseg.model.objects import IPNetwork
 from microseg.model.ports import PROTOCOL_NUMBERS
 
 EXAMPLES_PER_RULE = 3
 MAX_RULE_NAME = 84
 _PROTOCOL_NAMES = {number: name for name, number in PROTOCOL_NUMBERS.items()}
-
-
-@dataclass(frozen=True)
-class BuilderOptions:
-    """How to build. `categories` empty = every endpoint is its own host group."""
-
-    categories: tuple[str, ...] = ()
-    scope: Scope = field(default_factory=Scope)
-    min_share: float | None = None
-    include_blocked: bool = False
-    target_policy: str | None = None  # the policy the rules are for (into-workspace, quality)
-
-
-@dataclass(frozen=True)
-class SessionExample:
-    vrf: str
-    protocol: str
-    client: str
-    client_port: int | str  # `eph` for a summary row
-    server: str
-    server_port: int
-    sessions: int
-    packets: int
-    bytes: int
-    first_seen: str
-    last_seen: str
-    server_side: str  # the evidence that decided which side is the server
-
-
-@dataclass(frozen=True)
-class Evidence:
-    sessions: int
-    packets: int
-    bytes: int
-    first_seen: str
-    last_seen: str
-    host_combinations: int  # distinct (source host, destination host, service) seen
-    server_side: dict[str, int]  # evidence -> sessions it decided
-    examples: tuple[SessionExample, ...]
-
-
-@dataclass(frozen=True)
-class Widening:
-    """A group used whole although only some of its addresses were seen."""
-
-    group: str
-    reason: str  # `category` or `min-share`
-    observed_addresses: int
-    group_addresses: int
-
-
-@dataclass(frozen=True)
-class RecommendedRule:
-    rule: Rule
-    evidence: Evidence
-    widened: tuple[Widening, ...]
-    allowed_combinations: int  # (source host, destination host, service) the rule allows
-
-
-@dataclass(frozen=True)
-class BlockedAttempt:
-    """Sessions from one client to one server on one service that got no answer."""
-
-    source: str
-    destination: str
-    service: str
-    sessions: int
-    first_seen: str
-    last_seen: str
-
-
-@dataclass(frozen=True)
-class Quality:
-    """How good the recommendation is; see the README for the exact definitions."""
-
-    rules: int
-    evidence_sessions: int
-    covered_sessions: int | None  # verified by the evaluator; None when it cannot run
-    coverage: float | None
-    config_lines: int | None  # EOS lines the proposals add, over every device
-    observed_combinations: int
-    allowed_combinations: int
-    over_permissiveness: float
-    notes: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Recommendation:
-    rules: tuple[RecommendedRule, ...]
-    new_groups: tuple[Group, ...]
-    new_services: tuple[Service, ...]
-    blocked_attempts: tuple[BlockedAttempt, ...]
-    quality: Quality
-    scoped_sessions: int
-    target_policy: str | None
-    insert_at: int  # position in the target policy's rule list the rules go to
-    categories: tuple[str, ...]
-
-    def proposed_policy_set(self, base: PolicySet) -> PolicySet:
-        """`base` with the proposals added and the rules placed in the target policy."""
-        return proposed_policy_set(base, self)
 
 
 def recommend(
@@ -589,25 +499,3 @@ def _blocked(
             )
         )
     return sorted(attempts, key=lambda a: (-a.sessions, a.source, a.destination, a.service))
-
-
-def proposed_policy_set(base: PolicySet, recommendation: Recommendation) -> PolicySet:
-    """`base` plus the new groups, services and rules, the rules inserted into the target
-    policy at `insert_at` (a policy set without a target policy gets the objects only)."""
-    policies = list(base.policies)
-    if recommendation.target_policy is not None:
-        for index, policy in enumerate(policies):
-            if policy.name == recommendation.target_policy:
-                names = list(policy.rules)
-                at = recommendation.insert_at
-                names[at:at] = [r.rule.name for r in recommendation.rules]
-                policies[index] = policy.model_copy(update={"rules": tuple(names)})
-    return PolicySet(
-        **{
-            **{section: getattr(base, section) for section in type(base).model_fields},
-            "groups": base.groups + recommendation.new_groups,
-            "services": base.services + recommendation.new_services,
-            "rules": base.rules + tuple(r.rule for r in recommendation.rules),
-            "policies": tuple(policies),
-        }
-    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from microseg.builder.recommend import Recommendation, RecommendedRule
+from microseg.builder.proposal import Recommendation, RecommendedRule
 from microseg.policyfile import object_document
 
 

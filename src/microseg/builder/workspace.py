@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from microseg.builder.recommend import Recommendation, proposed_policy_set
+from microseg.builder.proposal import Recommendation, proposed_policy_set
 from microseg.model import PolicySet
 
 
