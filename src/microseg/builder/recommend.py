@@ -109,11 +109,9 @@ def target_policy(policy_set: PolicySet, options: BuilderOptions) -> str | None:
         return options.target_policy
     for any_of in options.scope.all_of:
         for selector in any_of:
-            if selector.label.startswith("rule "):
-                rule_name = selector.label.removeprefix("rule ")
-                holders = sorted(p.name for p in policy_set.policies if rule_name in p.rules)
-                if holders:
-                    return holders[0]
+            holders = sorted(p.name for p in policy_set.policies if selector.rule in p.rules)
+            if holders:
+                return holders[0]
     if len(policy_set.policies) == 1:
         return policy_set.policies[0].name
     return None

@@ -30,6 +30,7 @@ class Selector:
     destination_excepts: tuple[IPNetwork, ...] = ()
     services: tuple[Service, ...] = ()
     vrfs: tuple[str, ...] = ()  # empty = every VRF
+    rule: str | None = None  # the monitor rule this selector stands for
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,7 @@ def rule_selector(policy_set: PolicySet, rule_name: str) -> Selector:
         destination_excepts=tuple(p for g in destinations for p in g.except_prefixes),
         services=tuple(policy_set.service(name) for name in rule.services),
         vrfs=vrfs,
+        rule=rule_name,
     )
 
 
