@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import seed_policies
 
 from microseg.builder import BuilderOptions, Scope, read_session_table, recommend, rule_selector
@@ -196,3 +197,27 @@ def test_recommend_cli_json_carries_rules_quality_and_blocked_attempts(run_cli, 
     )
     assert table.exit_code == 0
     assert "Attempts blocked" in table.stdout and "Quality: coverage 100.0%" in table.stdout
+
+
+@pytest.mark.parametrize("categories", [(), SEED_CATEGORIES], ids=["hosts", "categories"])
+def test_no_proposed_rule_is_shadowed_says_the_linter(tmp_path, categories):
+    from microseg.compile import compile_all
+    from microseg.evaluate.lint import shadow_findings
+
+    for policy_set, path, rule in (
+        (seed_policies.dns_ntp_before(), seed_policies.dns_ntp_file(tmp_path), None),
+        (seed_policies.home_lab_final(), seed_policies.web_app_file(tmp_path), None),
+        (
+            seed_policies.web_app_monitor(),
+            seed_policies.web_app_file(tmp_path),
+            "web-appserver-discovery",
+        ),
+    ):
+        scope = monitor_scope(policy_set, rule) if rule else Scope()
+        options = BuilderOptions(categories=categories, scope=scope)
+        result = recommend(policy_set, read_session_table(path), options)
+        proposed = {f"rule '{r.rule.name}'" for r in result.rules}
+        assert proposed
+        for intent in compile_all(result.proposed_policy_set(policy_set)).values():
+            shadowed = {f.subject for f in shadow_findings(intent, set())}
+            assert not shadowed & proposed
