@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-from tests.conftest import EXAMPLES
-
-# Verbatim copies of ../shared/reference/ (the seed's `show running-config`), kept with the
-# tests so they run in any checkout.
-REFERENCE = Path(__file__).parent / "golden"
+from tests.conftest import EXAMPLES, REFERENCE
 
 SWITCH = "andreasm-720xp-home"
 

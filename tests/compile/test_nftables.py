@@ -168,3 +168,57 @@ def test_ruleset_loads_twice_atomically_and_enforces_the_seed_policy(
     counters = _counters(router)
     assert counters["vrf_all_home__drop_all_else_web_app_reverse"] == 1
     assert counters["vrf_all_home__allow_all_DNS"] == 1
+
+
+def _nft_check(text: str, tmp_path) -> None:
+    if shutil.which("nft") is None:
+        pytest.skip("needs nft")
+    path = tmp_path / "ruleset.nft"
+    path.write_text(text)
+    check = _run("nft", "-c", "-f", str(path), check=False)
+    assert check.returncode == 0, check.stderr + text
+
+
+def test_dual_stack_excepts_services_icmp_and_vrf_dispatch(tmp_path):
+    from tests.compile.test_eos_features import BASE
+
+    from microseg.policyfile import load_policy_text
+
+    policy_set = load_policy_text(
+        BASE
+        + """
+rules:
+  - {name: web, sources: [dual], services: [WEB, DNS]}
+  - {name: ping, destinations: [dual], services: [PING, PING6], action: drop}
+  - {name: gre, sources: [v4only, v6only], services: [GRE], direction: unidirectional}
+policies:
+  - {name: pblue, id: 2, domain: dc, vrf: blue, rules: [ping]}
+  - {name: pall, id: 1, domain: dc, vrf: ALL, rules: [web, gre]}
+"""
+    )
+    ruleset = render_ruleset(compile_device(policy_set, "leaf1"))
+    _nft_check(ruleset, tmp_path)
+    # dual minus its except-prefixes, exactly: 10.1.0.0/24 except 10.1.0.128/25.
+    assert "elements = { 10.1.0.0/25 }" in ruleset
+    assert "type ipv6_addr; flags interval;" in ruleset
+    # The blue VRF's segment Vlan10 goes to its own policy; everything else to ALL.
+    assert 'meta iifname { "Vlan10" } goto policy_pblue' in ruleset
+    assert ruleset.index("goto policy_pblue") < ruleset.index("goto policy_pall")
+    # Two services -> two nft rules sharing the match's named counter.
+    web_rules = [line for line in ruleset.splitlines() if 'comment "web"' in line]
+    assert len(web_rules) == 2
+    assert all("counter name pall__web " in line for line in web_rules)
+    assert "th dport { 80, 443, 8000-8080 }" in web_rules[0] + web_rules[1]
+    assert "icmp type { 8 }" in ruleset and "icmpv6 type { 128 }" in ruleset
+    assert "meta l4proto 47" in ruleset
+
+
+def test_monitor_example_renders_without_mirror_only_on_request(run_cli, tmp_path):
+    example = str(EXAMPLES / "home-lab-monitor.yaml")
+    refused = run_cli("compile", example, "-d", SWITCH, "--target", "nftables")
+    assert refused.exit_code == 1
+    assert "nftables cannot mirror" in refused.stderr
+    result = run_cli("compile", example, "-d", SWITCH, "--target", "nftables", "--omit-mirror")
+    assert result.exit_code == 0, result.stderr
+    _nft_check(result.stdout, tmp_path)
+    assert 'accept comment "web-appserver-discovery"' in result.stdout

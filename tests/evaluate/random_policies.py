@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import random
 
-from microseg.model import PolicySet
+from microseg.model import SECTIONS, PolicySet
 
 HOSTS = (1, 2, 3)
 HOST_ADDRESSES = (1, 2, 3, 4)
@@ -122,22 +122,32 @@ def _compilable(policy_set: PolicySet) -> PolicySet:
 
     keep = []
     for rule in policy_set.rules:
-        trial = policy_set.model_copy(
-            update={
+        trial = replaced(
+            policy_set,
+            **{
                 "rules": (rule,),
                 "policies": (policy_set.policies[0].model_copy(update={"rules": (rule.name,)}),),
-            }
+            },
         )
         try:
             compile_all(trial)
         except CompileError:
             continue
         keep.append(rule)
-    return policy_set.model_copy(
-        update={
+    return replaced(
+        policy_set,
+        **{
             "rules": tuple(keep),
             "policies": (
                 policy_set.policies[0].model_copy(update={"rules": tuple(r.name for r in keep)}),
             ),
-        }
+        },
     )
+
+
+def replaced(policy_set: PolicySet, **sections) -> PolicySet:
+    """A new PolicySet with some sections replaced. Not `model_copy(update=...)`: that would
+    carry over the original's cached name index (`PolicySet._index`), so lookups by name
+    would still return the old objects."""
+    fields = {section: getattr(policy_set, section) for section in SECTIONS}
+    return PolicySet(**{**fields, **sections})

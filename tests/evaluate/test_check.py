@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from tests.conftest import EXAMPLES
+from tests.evaluate.random_policies import replaced
 
 from microseg.evaluate.check import check_connection
 from microseg.model import PolicySet
@@ -66,15 +68,13 @@ def test_seed_connectivity_table(home_lab, source, destination, protocol, port, 
         assert checked.blocking.verdict == "drop"
 
 
-def _vlan299_not_isolated(policy_set: PolicySet) -> PolicySet:
+def vlan299_not_isolated(policy_set: PolicySet) -> PolicySet:
     device = policy_set.devices[0]
     segments = tuple(
         s.model_copy(update={"hosts_isolated": False}) if s.name == "Vlan299" else s
         for s in device.segments
     )
-    return policy_set.model_copy(
-        update={"devices": (device.model_copy(update={"segments": segments}),)}
-    )
+    return replaced(policy_set, devices=(device.model_copy(update={"segments": segments}),))
 
 
 def test_web01_cannot_ssh_to_web02_once_isolated(home_lab):
@@ -87,7 +87,7 @@ def test_web01_cannot_ssh_to_web02_once_isolated(home_lab):
 
 
 def test_web01_ssh_to_web02_not_enforced_before_isolation(home_lab):
-    checked = check_connection(_vlan299_not_isolated(home_lab), WEB01, WEB02, "tcp", 22)
+    checked = check_connection(vlan299_not_isolated(home_lab), WEB01, WEB02, "tcp", 22)
     assert checked.result == "not enforced — stays on the host bridge"
     assert (checked.enforced, checked.connects, checked.policy_allows) == (False, True, False)
     assert checked.bypass.segment.name == "Vlan299"
@@ -99,8 +99,9 @@ def test_web01_ssh_to_web02_not_enforced_before_isolation(home_lab):
 def test_laptop_to_web02_ssh_dropped_before_the_ssh_rule(home_lab):
     assert check_connection(home_lab, LAPTOP, WEB02, "tcp", 22).connects
     policy = home_lab.policies[0]
-    without_ssh = home_lab.model_copy(
-        update={
+    without_ssh = replaced(
+        home_lab,
+        **{
             "policies": (
                 policy.model_copy(
                     update={
@@ -108,7 +109,7 @@ def test_laptop_to_web02_ssh_dropped_before_the_ssh_rule(home_lab):
                     }
                 ),
             )
-        }
+        },
     )
     checked = check_connection(without_ssh, LAPTOP, WEB02, "tcp", 22)
     assert (checked.connects, checked.blocking.match) == (False, "drop_all_else_web-app-reverse")
@@ -162,6 +163,19 @@ def test_check_cli_bad_input_is_a_clear_error(run_cli, home_lab_path, args, mess
 
 @pytest.fixture
 def home_lab_path():
-    from tests.conftest import EXAMPLES
-
     return str(EXAMPLES / "home-lab.yaml")
+
+
+def test_check_and_whatif_read_stored_revisions(run_cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("MICROSEG_DATABASE_URL", f"sqlite:///{tmp_path / 'microseg.db'}")
+    monkeypatch.setenv("MICROSEG_AUTHOR", "andreas")
+    assert run_cli("db", "init").exit_code == 0
+    for file in ("home-lab-dns-ntp.yaml", "home-lab.yaml"):
+        assert run_cli("import", str(EXAMPLES / file), "-m", file).exit_code == 0
+    ssh = ("--from", LAPTOP, "--to", WEB01, "--port", "22", "--json")
+    # Revision 1 (DNS/NTP only) has no drop rule: ssh is forwarded by the default match.
+    first = json.loads(run_cli("check", "rev:1", *ssh).stdout)
+    assert (first["connects"], first["request"]["match"]) == (True, "ipv4-all-default")
+    second = json.loads(run_cli("check", "rev:2", *ssh).stdout)
+    assert second["request"]["rule"] == "ssh_to_web-app_servers"
+    assert run_cli("check", "rev:9", *ssh).exit_code == 1

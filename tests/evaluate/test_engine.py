@@ -203,3 +203,18 @@ def test_bad_packet_fields_are_user_errors():
         PacketBatch.from_fields(
             vrf="default", protocol=[6], src=["10.0.0.1"], dst=["10.0.0.2"], dport=[70000]
         )
+
+
+def test_policy_without_rules_forwards_by_default(home_lab):
+    from tests.evaluate.random_policies import replaced
+
+    policy = home_lab.policies[0].model_copy(update={"rules": ()})
+    intent = compile_all(replaced(home_lab, policies=(policy,)))["andreasm-720xp-home"]
+    decision = CompiledDevice(intent).evaluate_packet(
+        vrf="default", protocol="tcp", src="10.100.99.51", dst="10.100.99.52", sport=1, dport=80
+    )
+    assert (decision.verdict, decision.policy, decision.match) == (
+        "forward",
+        "vrf_all_home",
+        "ipv4-all-default",
+    )

@@ -7,7 +7,7 @@ import random
 
 import pytest
 from tests.conftest import EXAMPLES
-from tests.evaluate.random_policies import random_policy_set
+from tests.evaluate.random_policies import random_policy_set, replaced
 from tests.evaluate.test_engine import random_packets
 
 from microseg.compile.resolve import compile_all
@@ -130,9 +130,7 @@ def test_drop_rule_within_a_non_isolated_segment_can_bypass_the_switch(home_lab)
         s.model_copy(update={"hosts_isolated": False}) if s.name == "Vlan299" else s
         for s in device.segments
     )
-    variant = home_lab.model_copy(
-        update={"devices": (device.model_copy(update={"segments": segments}),)}
-    )
+    variant = replaced(home_lab, devices=(device.model_copy(update={"segments": segments}),))
     bypass = _findings(variant, "bypass")
     assert [f["subject"] for f in bypass] == [
         "rule 'drop_http_between_webservers'",

@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from tests.conftest import EXAMPLES
+from tests.evaluate.random_policies import replaced
 
 from microseg.evaluate.check import check_connection
 from microseg.evaluate.whatif import replay, session_columns, whatif
@@ -22,6 +23,21 @@ SESSIONS = [
     ("default", "udp", "10.100.99.50", "eph", "10.100.1.7", "53", 4, 300),
     ("default", "icmp", "10.100.99.50", "0", "8.8.8.8", "2048", 2, 196),
 ]
+
+
+def test_icmp_sessions_are_echo_requests_from_the_client(home_lab):
+    # The session table zeroes ICMP ports (the client is the echo requester); NetFlow puts
+    # type * 256 + code in the destination port. Both replay as echo / echo-reply.
+    rows = [
+        ("default", "icmp", "10.100.1.7", "0", "10.100.99.50", "0", 2, 196),
+        ("default", "icmp", "10.100.1.7", "0", "10.100.99.50", "2048", 2, 196),
+    ]
+    columns = session_columns(_table(rows))
+    assert columns.request.icmp_type.tolist() == [8, 8]
+    assert columns.reply.icmp_type.tolist() == [0, 0]
+    assert columns.service.tolist() == ["icmp type 8", "icmp type 8"]
+
+
 COLUMNS = ("vrf", "protocol", "src", "sport", "dst", "dport", "packets", "bytes")
 
 
@@ -32,7 +48,7 @@ def _table(rows) -> pa.Table:
 def _without_rule(policy_set, rule_name):
     policy = policy_set.policies[0]
     rules = tuple(r for r in policy.rules if r != rule_name)
-    return policy_set.model_copy(update={"policies": (policy.model_copy(update={"rules": rules}),)})
+    return replaced(policy_set, policies=(policy.model_copy(update={"rules": rules}),))
 
 
 def test_removing_clients_to_webservers_newly_blocks_http(home_lab):

@@ -196,12 +196,14 @@ def test_held_data_sets_are_bounded():
     assert decoder.counters.unknown_template_dropped == 40
 
 
-def test_templates_per_exporter_are_capped():
+def test_templates_per_exporter_are_capped_and_a_flood_cannot_lock_out_real_ones():
     decoder = FlowDecoder(max_templates_per_exporter=16)
     flood = {256 + i: SOFTFLOWD_V4 for i in range(100)}
     decode(decoder, ipfix_message([ipfix_template_set(flood)]))
     assert len(decoder.templates[(EXPORTER, 10, 0)]) == 16
-    assert decoder.counters.template_rejects == 84
+    assert decoder.counters.template_evictions == 84
+    assert set(decoder.templates[(EXPORTER, 10, 0)]) == set(range(256 + 84, 256 + 100))
+    assert len(decode(decoder, softflowd_message([dns_query()]))) == 1
 
 
 def test_reduced_size_counters_and_time_formats():

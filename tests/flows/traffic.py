@@ -42,8 +42,9 @@ class LabTraffic:
 
     def send(self, session: ExpectedSession, packet, from_client: bool, delay=0.004) -> None:
         self.clock += delay
-        packet.time = self.clock
-        self.packets.append(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / packet)
+        frame = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / packet
+        frame.time = self.clock  # the pcap record time; softflowd -a follows it
+        self.packets.append(frame)
         size = len(packet)
         if from_client:
             session.fwd_packets += 1

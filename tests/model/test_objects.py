@@ -68,3 +68,11 @@ def test_objects_are_immutable():
     group = Group(name="g", prefixes=["10.0.0.0/24"])
     with pytest.raises(ValidationError):
         group.name = "h"
+
+
+def test_model_copy_rebuilds_the_name_index():
+    original = PolicySet(groups=[Group(name="g", prefixes=["10.0.0.0/24"])])
+    assert str(original.group("g").prefixes[0]) == "10.0.0.0/24"
+    changed = original.model_copy(update={"groups": (Group(name="g", prefixes=["10.9.0.0/16"]),)})
+    assert str(changed.group("g").prefixes[0]) == "10.9.0.0/16"
+    assert str(original.group("g").prefixes[0]) == "10.0.0.0/24"

@@ -12,12 +12,14 @@ import typer
 
 from microseg.cli.app import app, demo_step
 from microseg.cli.common import JSON_OPTION_HELP, POLICY_HELP, console, emit_json, resolve_policy
+from microseg.cli.demo import DemoContext
 from microseg.cli.store import workspace_app
 from microseg.compile import compile_all
 from microseg.compile.diff import DeviceDiff, configured_names, diff_policies, summary
 from microseg.compile.monitor_node import Collector
 from microseg.compile.render import Target, render_config
 from microseg.model import MicrosegError
+from microseg.policyfile import load_policy
 
 
 def parse_collector(text: str | None) -> Collector | None:
@@ -70,6 +72,12 @@ def compile_command(
         help="IPFIX collector ADDRESS[:PORT] a monitor node exports to "
         "(default: the node's collector_address/collector_port).",
     ),
+    omit_mirror: bool = typer.Option(
+        False,
+        "--omit-mirror",
+        help="nftables: render monitored rules without mirroring (nftables cannot GRE-mirror; "
+        "the verdicts are unchanged).",
+    ),
     json_output: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
 ) -> None:
     """Compile a policy into one device's configuration.
@@ -81,7 +89,12 @@ def compile_command(
     policy_set = resolve_policy(policy)
     chosen: Target | None = target  # type: ignore[assignment]
     config, used_target = render_config(
-        policy_set, device, chosen, compile_all(policy_set), parse_collector(collector)
+        policy_set,
+        device,
+        chosen,
+        compile_all(policy_set),
+        parse_collector(collector),
+        omit_mirror=omit_mirror,
     )
     if output is not None:
         write_atomically(output, config)
@@ -155,19 +168,20 @@ def workspace_build(
 
 
 @demo_step(30, "3. Compile the seed lab")
-def _demo_compile(context) -> None:
-    from microseg.compile.diff import diff_configs
-
-    examples = context.examples
-    final = context.policies.get("home-lab.yaml")
-    monitor = context.policies.get("home-lab-monitor.yaml")
-    first = context.policies.get("home-lab-dns-ntp.yaml")
-    switch = "andreasm-720xp-home"
-    console.print(f"[bold]{switch}[/] from {examples / 'home-lab.yaml'}:")
-    config, _ = render_config(final, switch, None, compile_all(final))
-    sys.stdout.write(config)
-    console.print("[bold]andreas-ztx1[/] (monitor node) from home-lab-monitor.yaml:")
-    config, _ = render_config(monitor, "andreas-ztx1", None, compile_all(monitor))
-    sys.stdout.write(config)
-    console.print(f"[bold]diff[/] {switch}: home-lab-dns-ntp.yaml -> home-lab.yaml")
-    sys.stdout.write(diff_configs(first, final, switch).text)
+def _demo_compile(context: DemoContext) -> None:
+    final = context.policies.get("home-lab.yaml") or load_policy(context.examples / "home-lab.yaml")
+    monitor = context.policies.get("home-lab-monitor.yaml") or load_policy(
+        context.examples / "home-lab-monitor.yaml"
+    )
+    first = context.policies.get("home-lab-dns-ntp.yaml") or load_policy(
+        context.examples / "home-lab-dns-ntp.yaml"
+    )
+    switch, node = "andreasm-720xp-home", "andreas-ztx1"
+    console.print(f"[bold]{switch}[/] compiled from home-lab.yaml (the seed's final state):")
+    sys.stdout.write(render_config(final, switch, None, compile_all(final))[0])
+    console.print(f"[bold]{node}[/] (monitor node) from home-lab-monitor.yaml:")
+    sys.stdout.write(render_config(monitor, node, None, compile_all(monitor))[0])
+    console.print(f"[bold]{switch}[/]: home-lab-dns-ntp.yaml -> home-lab.yaml")
+    print_diffs(
+        diff_policies(first, final, [switch], "home-lab-dns-ntp.yaml", "home-lab.yaml"), False
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from microseg.cli.app import app
+from microseg.cli.app import app, demo_step
 from microseg.cli.common import JSON_OPTION_HELP, POLICY_HELP, console, emit_json, resolve_policy
 from microseg.evaluate.check import ConnectionCheck, check_connection
 from microseg.evaluate.engine import Decision
@@ -100,24 +100,28 @@ def _blocked_by(result: ConnectionCheck) -> str:
 
 def check_table(rows: list[tuple[str, ConnectionCheck]]) -> Table:
     """A compact table of several checks (the demo's connectivity matrix)."""
-    table = Table(show_edge=False, pad_edge=False)
-    for column in ("from", "to", "service", "result", "request", "reply"):
-        table.add_column(column)
-    for label, result in rows:
+    table = Table(box=None, pad_edge=False, padding=(0, 1, 0, 0), header_style="bold")
+    for column in ("from", "to", "service", "result", "deciding match"):
+        table.add_column(column, overflow="fold")
+    for note, result in rows:
+        if result.bypass is not None:
+            style, outcome = "yellow", "not enforced"
+        else:
+            style, outcome = ("green", "connects") if result.connects else ("red", "dropped")
+        blocking = result.blocking
         request = result.deciding(result.request_decisions)
-        reply = result.deciding(result.reply_decisions)
-        style = (
-            "green"
-            if result.connects and result.enforced
-            else ("yellow" if not result.enforced else "red")
-        )
+        if blocking is not None:
+            deciding = blocking.match
+        elif request is not None and request.rule is not None:
+            deciding = request.rule
+        else:
+            deciding = request.match if request else "-"
         table.add_row(
             result.request.src,
-            f"{result.request.dst}{label}",
+            result.request.dst,
             result.service,
-            f"[{style}]{result.result}[/]",
-            request.match if request else "-",
-            reply.match if reply else "-",
+            f"[{style}]{outcome}{note}[/]",
+            deciding,
         )
     return table
 
@@ -235,3 +239,63 @@ def print_lint(report: dict) -> None:
             f"hardware: {row['device']} ({row['hardware'] or row['platform']}) needs about "
             f"{row['entries']} entries, {budget}"
         )
+
+
+# The seed's own connectivity observations (arista-mss-lab-blog.md), replayed by the demo.
+SEED_CONNECTIONS = [
+    ("172.18.6.138", "10.100.99.51", "tcp", 22),
+    ("10.100.5.10", "10.100.99.50", "tcp", 22),
+    ("172.18.6.138", "10.100.99.52", "tcp", 80),
+    ("10.100.99.51", "10.100.99.50", "tcp", 4567),
+    ("172.18.6.138", "10.100.99.50", "tcp", 4567),
+    ("10.100.99.50", "8.8.8.8", "icmp", None),
+    ("10.100.99.51", "8.8.8.8", "icmp", None),
+    ("10.100.99.50", "10.100.1.7", "udp", 53),
+    ("10.100.99.51", "10.100.99.50", "tcp", 22),
+    ("10.100.99.51", "10.100.99.52", "tcp", 22),
+    ("10.100.99.51", "10.100.99.52", "tcp", 80),
+    ("10.100.99.52", "10.100.99.51", "tcp", 80),
+]
+
+
+def _without_isolation(policy_set, segment_name: str):
+    """The lab before the seed isolated the hosts of a segment (a fresh PolicySet)."""
+    from microseg.model import SECTIONS, PolicySet
+
+    devices = tuple(
+        device.model_copy(
+            update={
+                "segments": tuple(
+                    s.model_copy(update={"hosts_isolated": False}) if s.name == segment_name else s
+                    for s in device.segments
+                )
+            }
+        )
+        for device in policy_set.devices
+    )
+    fields = {section: getattr(policy_set, section) for section in SECTIONS}
+    return PolicySet(**{**fields, "devices": devices})
+
+
+@demo_step(40, "4. Can A reach B? The seed's connectivity table, and lint")
+def _demo_check_and_lint(context) -> None:
+    from microseg.compile.resolve import compile_all
+    from microseg.evaluate.lint import lint as lint_policy
+    from microseg.policyfile import load_policy
+
+    name = "home-lab.yaml"
+    policy_set = context.policies.get(name) or load_policy(context.examples / name)
+    intents = compile_all(policy_set)
+    rows = [("", check_connection(policy_set, *row, intents=intents)) for row in SEED_CONNECTIONS]
+    before = _without_isolation(policy_set, "Vlan299")
+    rows.append(
+        (
+            " *",
+            check_connection(before, "10.100.99.51", "10.100.99.52", "tcp", 22),
+        )
+    )
+    console.print(check_table(rows))
+    bypass = rows[-1][1].bypass
+    console.print(f"* Vlan299 before isolation: {bypass.explanation()}.\n  fix: {bypass.fix()}")
+    console.print("[bold]microseg lint home-lab.yaml[/]")
+    print_lint(lint_policy(policy_set))

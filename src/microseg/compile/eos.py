@@ -18,7 +18,6 @@ eos_cli_config_gen reproduces from EOS, templates/eos/traffic-policies.j2).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 
 from microseg.compile.intent import (
     DeviceIntent,
@@ -93,14 +92,15 @@ def render_traffic_policies(intent: DeviceIntent) -> list[str]:
     for name in sorted(intent.service_field_sets, key=str.encode):
         blocks.append(_service_field_set(intent.service_field_sets[name]))
     blocks.append([TRANSFORMS])
-    for policy in sorted(intent.policies, key=lambda p: p.name.encode()):
-        blocks.append(_traffic_policy(policy, intent))
     lines = ["traffic-policies"]
     separator = INDENT + "!"
     for index, block in enumerate(blocks):
         if index and len(block) > 1:  # `!` before a sub-mode, not before a plain command
             lines.append(separator)
         lines.extend([INDENT + line for line in block])
+    for policy in sorted(intent.policies, key=lambda p: p.name.encode()):
+        lines.append(separator)
+        lines.extend(_traffic_policy(policy))
     return lines
 
 
@@ -175,57 +175,66 @@ def _keywords_by_port(names: dict[str, int]) -> dict[int, str]:
 _PORT_KEYWORDS = {protocol: _keywords_by_port(names) for protocol, names in PORT_NAMES.items()}
 
 
-def _traffic_policy(policy: PolicyIntent, intent: DeviceIntent) -> list[str]:
-    lines = [f"traffic-policy {policy.name}"]
+_POLICY = INDENT
+_MATCH = INDENT * 2
+_CRITERION = INDENT * 3
+_ACTION = INDENT * 4
+_ACTIONS_HEADER = [f"{_CRITERION}!", f"{_CRITERION}actions", f"{_ACTION}count"]
+
+
+def _traffic_policy(policy: PolicyIntent) -> list[str]:
+    """The `traffic-policy` block, indented as inside `traffic-policies` (the hot path)."""
+    lines = [f"{_POLICY}traffic-policy {policy.name}"]
     if policy.description:
-        lines.append(f"{INDENT}!! {policy.description}")
-    lines.append(f"{INDENT}description #policy-id={policy.policy_id}")
+        lines.append(f"{_MATCH}!! {policy.description}")
+    lines.append(f"{_MATCH}description #policy-id={policy.policy_id}")
+    separator = _MATCH + "!"
     for match in policy.matches:
-        lines.append(INDENT + "!")
-        lines.extend(INDENT + line for line in _match(match, intent))
+        lines.append(separator)
+        _add_match(lines, match)
     # EOS's implicit default matches: no actions, so they forward.
-    lines.append(INDENT + "!")
-    lines.append(f"{INDENT}match ipv4-all-default ipv4")
-    lines.append(INDENT + "!")
-    lines.append(f"{INDENT}match ipv6-all-default ipv6")
+    lines += [
+        separator,
+        f"{_MATCH}match ipv4-all-default ipv4",
+        separator,
+        f"{_MATCH}match ipv6-all-default ipv6",
+    ]
     return lines
 
 
-def _match(match: Match, intent: DeviceIntent) -> list[str]:
-    lines = [f"match {match.name} {match.family}"]
+def _add_match(lines: list[str], match: Match) -> None:
+    lines.append(f"{_MATCH}match {match.name} {match.family}")
     if match.comment:
-        lines.append(f"{INDENT}!! {match.comment}")
+        lines.append(f"{_CRITERION}!! {match.comment}")
     # The field-sets of one line are a set (any of them matches); EOS keeps them sorted,
     # as pyavd renders `source prefix field-set A B` from a sorted list.
     if match.source_field_sets:
-        lines.append(f"{INDENT}source prefix field-set {_sorted(match.source_field_sets)}")
+        lines.append(f"{_CRITERION}source prefix field-set {_sorted(match.source_field_sets)}")
     if match.destination_field_sets:
-        lines.append(
-            f"{INDENT}destination prefix field-set {_sorted(match.destination_field_sets)}"
-        )
+        names = _sorted(match.destination_field_sets)
+        lines.append(f"{_CRITERION}destination prefix field-set {names}")
     if match.service_field_sets:
-        lines.append(f"{INDENT}protocol service field-set {_sorted(match.service_field_sets)}")
+        names = _sorted(match.service_field_sets)
+        lines.append(f"{_CRITERION}protocol service field-set {names}")
     decap = _DECAP_LINES.get(match.decap_type)
     if decap:
-        lines += [INDENT + "!", INDENT + "packet type", INDENT * 2 + decap]
-    lines += [INDENT + "!", INDENT + "actions", INDENT * 2 + "count"]
-    lines.extend(INDENT * 2 + action for action in _actions(match, intent))
-    return lines
+        lines += [f"{_CRITERION}!", f"{_CRITERION}packet type", f"{_ACTION}{decap}"]
+    lines += _ACTIONS_HEADER
+    if match.action == "drop":
+        lines.append(f"{_ACTION}drop")
+    elif match.action == "redirect":
+        # EOS: `redirect next-hop A [B ...]` (pyavd actions.redirect.next_hop.ipv4_addresses).
+        next_hops = " ".join(str(a) for a in match.redirect_next_hops)
+        lines.append(f"{_ACTION}redirect next-hop {next_hops}")
+    if match.mirror_session:
+        # EOS reports this action as `Mirror session NAME` (the seed's `show traffic-policy`).
+        lines.append(f"{_ACTION}mirror session {match.mirror_session}")
 
 
 def _sorted(names: tuple[str, ...]) -> str:
+    if len(names) == 1:
+        return names[0]
     return " ".join(sorted(names, key=str.encode))
-
-
-def _actions(match: Match, intent: DeviceIntent) -> Iterable[str]:
-    if match.action == "drop":
-        yield "drop"
-    elif match.action == "redirect":
-        # EOS: `redirect next-hop A [B ...]` (pyavd actions.redirect.next_hop.ipv4_addresses).
-        yield "redirect next-hop " + " ".join(str(a) for a in match.redirect_next_hops)
-    if match.mirror_session:
-        # EOS reports this action as `Mirror session NAME` (the seed's `show traffic-policy`).
-        yield f"mirror session {match.mirror_session}"
 
 
 def render_monitor_sessions(intent: DeviceIntent) -> list[str]:

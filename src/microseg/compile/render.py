@@ -19,11 +19,13 @@ def render_config(
     target: Target | None,
     intents: dict[str, DeviceIntent],
     collector: Collector | None = None,
+    omit_mirror: bool = False,
 ) -> tuple[str, Target]:
     """(configuration, target) of device or monitor node `name`.
 
     `intents` is `compile_all(policy_set)`; a monitor node's configuration depends on every
-    switch that mirrors to it. `target` None means the device's own platform."""
+    switch that mirrors to it. `target` None means the device's own platform.
+    `omit_mirror`: nftables only, render monitored matches without the mirror action."""
     if policy_set.get("monitor_nodes", name) is not None:
         if target not in (None, "eos"):
             raise CompileError(f"monitor node {name!r} runs EOS; --target {target} does not apply")
@@ -34,4 +36,4 @@ def render_config(
         return eos.render_device(intent), chosen
     from microseg.compile.nftables import render_ruleset
 
-    return render_ruleset(intent), chosen
+    return render_ruleset(intent, omit_mirror=omit_mirror), chosen

@@ -36,7 +36,7 @@ from microseg.compile.intent import (
     ServiceFieldSet,
 )
 from microseg.model import MicrosegError, PolicySet
-from microseg.model.objects import Device, Group, Policy, Rule
+from microseg.model.objects import Device, Group, Policy, PortRange, Rule, merge_ranges
 
 FAMILIES: tuple[Family, ...] = ("ipv4", "ipv6")
 _VERSION: dict[Family, int] = {"ipv4": 4, "ipv6": 6}
@@ -86,23 +86,18 @@ class _Resolved:
         return families
 
     def _add_group(self, group: Group) -> frozenset[Family]:
-        by_version: dict[int, list] = {4: [], 6: []}
-        for prefix in group.prefixes:
-            by_version[prefix.version].append(prefix)
-        excepts: dict[int, list] = {4: [], 6: []}
-        for prefix in group.except_prefixes:
-            excepts[prefix.version].append(prefix)
+        by_family = _split_families(group.prefixes)
+        excepts = _split_families(group.except_prefixes)
         families = []
-        for family in FAMILIES:
-            prefixes = by_version[_VERSION[family]]
+        for family, prefixes in zip(FAMILIES, by_family, strict=True):
             if not prefixes:
                 continue
             families.append(family)
             self.prefix_field_sets[(family, group.name)] = PrefixFieldSet(
                 name=group.name,
                 family=family,
-                prefixes=tuple(prefixes),
-                except_prefixes=tuple(excepts[_VERSION[family]]),
+                prefixes=prefixes,
+                except_prefixes=excepts[0 if family == "ipv4" else 1],
             )
         result = self._group_families[group.name] = frozenset(families)
         return result
@@ -136,14 +131,32 @@ class _Resolved:
             field_set = ServiceFieldSet(
                 name=name,
                 protocol=service.protocol_number,
-                source_ports=service.source_ranges,
-                destination_ports=service.destination_ranges,
+                source_ports=_numeric_ranges(service.source_ports) or service.source_ranges,
+                destination_ports=(
+                    _numeric_ranges(service.destination_ports) or service.destination_ranges
+                ),
                 icmp_types=service.icmp_type_numbers,
                 source_port_names=tuple(service.source_ports),
                 destination_port_names=tuple(service.destination_ports),
             )
         self._service_field_sets[name] = field_set
         return field_set
+
+
+def _split_families(prefixes: tuple) -> tuple[tuple, tuple]:
+    """(IPv4 prefixes, IPv6 prefixes), in their order."""
+    ipv4 = tuple(p for p in prefixes if p.version == 4)
+    if len(ipv4) == len(prefixes):
+        return ipv4, ()
+    return ipv4, tuple(p for p in prefixes if p.version == 6)
+
+
+def _numeric_ranges(specs: tuple[int | str, ...]) -> tuple[PortRange, ...]:
+    """Ports written as plain numbers, merged; () when empty or any is a name or a range
+    (then the model's own resolution applies)."""
+    if not specs or not all(type(spec) is int for spec in specs):
+        return ()
+    return merge_ranges([PortRange(spec, spec) for spec in specs])  # type: ignore[arg-type]
 
 
 @contextmanager

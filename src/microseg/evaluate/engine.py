@@ -285,7 +285,10 @@ class CompiledDevice:
             unique_protocol, unique_sport, unique_dport, unique_icmp
         )
         terms = compiled.first_terms(source, destination, service_row.reshape(-1), service_rows)
-        return np.where(terms >= 0, compiled.term_match[np.maximum(terms, 0)], -1).astype(np.int32)
+        matches = np.full(len(terms), -1, dtype=np.int32)
+        decided = terms >= 0
+        matches[decided] = compiled.term_match[terms[decided]]
+        return matches
 
     # -- one packet ----------------------------------------------------------------------
     def evaluate_packet(

@@ -86,9 +86,12 @@ def session_columns(table: pa.Table) -> SessionColumns:
                 f"sessions: row {bad[0] + 1}: {name} {ports[bad[0]]} is not 0-65535"
             )
     # ICMP flow records carry type * 256 + code in the destination port (NetFlow v9 /
-    # IPFIX icmpTypeCodeIPv4 convention); a value below 256 is taken as the type itself.
+    # IPFIX icmpTypeCodeIPv4 convention); 1-255 is taken as the type itself. The session
+    # table zeroes ICMP ports and makes the echo requester the client, so 0 means an echo
+    # request (RFC 792 type 8, RFC 4443 type 128).
     is_icmp = ((protocol == 1) & (src_family == 4)) | ((protocol == 58) & (src_family == 6))
-    icmp_type = np.where(dport > 255, dport // 256, dport)
+    echo_request = np.where(protocol == 58, 128, 8)
+    icmp_type = np.where(dport > 255, dport // 256, np.where(dport == 0, echo_request, dport))
     reply_type = icmp_type.copy()
     for number, replies in ICMP_REPLY.items():
         for request_type, answer in replies.items():

@@ -54,7 +54,7 @@ class DecoderCounters:
     unknown_template_dropped: int = 0  # ... dropped: buffer full or waited too long
     templates: int = 0
     template_withdrawals: int = 0
-    template_rejects: int = 0  # over the per-exporter or stream cap
+    template_evictions: int = 0  # oldest templates dropped at the per-exporter/stream cap
     exporters: dict[str, ExporterCounters] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
@@ -94,7 +94,8 @@ class FlowDecoder:
         self.pending_seconds = pending_seconds
         self.counters = DecoderCounters()
         self.templates: dict[tuple, dict[int, Template]] = {}
-        self._templates_per_exporter: dict[str, int] = {}
+        # per exporter, its templates oldest first: (stream, template id) -> None
+        self._template_order: dict[str, dict[tuple, None]] = {}
         self._sequence: dict[tuple, tuple] = {}
         self._pending: dict[tuple, list] = {}  # (stream, template id) -> [(arrival, bytes, base)]
         self._pending_sets = 0
@@ -238,29 +239,41 @@ class FlowDecoder:
     # -- templates ----------------------------------------------------------------------
 
     def _install(self, stream, records, gathers) -> None:
-        exporter = stream[0]
-        templates = self.templates.get(stream)
+        """Learn templates. At a cap the oldest template (or stream) is evicted, so a flood
+        of bogus templates cannot lock out the exporter's real ones, which it refreshes."""
         for template_id, fields, scope_count in records:
             if fields is None:
                 self._withdraw(stream, template_id)
                 continue
+            templates = self.templates.get(stream)
             if templates is None:
-                if len(self.templates) >= self.max_streams:
-                    self.counters.template_rejects += 1
-                    return
+                while len(self.templates) >= self.max_streams:
+                    self._evict_stream(next(iter(self.templates)))
                 templates = self.templates[stream] = {}
+            order = self._template_order.setdefault(stream[0], {})
             if template_id not in templates:
-                if self._templates_per_exporter.get(exporter, 0) >= self.max_templates_per_exporter:
-                    self.counters.template_rejects += 1
-                    continue
-                self._templates_per_exporter[exporter] = (
-                    self._templates_per_exporter.get(exporter, 0) + 1
-                )
-            templates[template_id] = build_template(template_id, fields, scope_count)
+                while len(order) >= self.max_templates_per_exporter:
+                    oldest_stream, oldest_id = next(iter(order))
+                    del order[(oldest_stream, oldest_id)]
+                    del self.templates[oldest_stream][oldest_id]
+                    self.counters.template_evictions += 1
+            order.pop((stream, template_id), None)
+            order[(stream, template_id)] = None
             self.counters.templates += 1
+            known = templates.get(template_id)
+            if known is not None and known.fields == fields and known.scope_count == scope_count:
+                continue  # RFC 7011 8: a refresh of the same template changes nothing
+            templates[template_id] = build_template(template_id, fields, scope_count)
             waiting = self._pending.pop((stream, template_id), None)
             if waiting:
                 self._replay_pending(stream, template_id, waiting, gathers)
+
+    def _evict_stream(self, stream) -> None:
+        order = self._template_order.get(stream[0], {})
+        for template_id in self.templates.pop(stream):
+            order.pop((stream, template_id), None)
+            self.counters.template_evictions += 1
+        self._sequence.pop(stream, None)
 
     def _withdraw(self, stream, template_id) -> None:
         """RFC 7011 8.1: id 2 withdraws all templates, 3 all options templates, else one."""
@@ -270,9 +283,10 @@ class FlowDecoder:
             doomed = [tid for tid, t in templates.items() if t.is_options == options]
         else:
             doomed = [template_id] if template_id in templates else []
+        order = self._template_order.get(stream[0], {})
         for tid in doomed:
             del templates[tid]
-            self._templates_per_exporter[stream[0]] -= 1
+            order.pop((stream, tid), None)
             self.counters.template_withdrawals += 1
 
     # -- data sets ----------------------------------------------------------------------

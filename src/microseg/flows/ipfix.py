@@ -5,6 +5,7 @@ Knows nothing of sessions or sockets; `decoder.py` turns data sets into columns.
 
 from __future__ import annotations
 
+import functools
 import struct
 
 from microseg.flows.templates import FieldSpec
@@ -72,6 +73,16 @@ def parse_template_records(data: bytes, start: int, end: int, options: bool):
 
 
 def _field_specifiers(data: bytes, position: int, end: int, count: int):
+    if end - position >= 4 * count:
+        plain = _PLAIN_FIELDS.get(count) or _PLAIN_FIELDS.setdefault(
+            count, struct.Struct("!" + "HH" * count)
+        )
+        values = plain.unpack_from(data, position)
+        if not any(element & 0x8000 for element in values[::2]) and all(values[1::2]):
+            # the common case: no enterprise elements, no zero lengths
+            pairs = zip(values[::2], values[1::2], strict=True)
+            fields = tuple(_field_spec(element, length) for element, length in pairs)
+            return fields, position + 4 * count
     fields = []
     for _ in range(count):
         if end - position < 4:
@@ -89,6 +100,14 @@ def _field_specifiers(data: bytes, position: int, end: int, count: int):
             raise MalformedDatagram(f"element {element} has length 0")
         fields.append(FieldSpec(element, length, enterprise))
     return tuple(fields), position
+
+
+_PLAIN_FIELDS: dict[int, struct.Struct] = {}
+
+
+@functools.lru_cache(maxsize=4096)
+def _field_spec(element: int, length: int) -> FieldSpec:
+    return FieldSpec(element, length)
 
 
 def variable_record_offsets(data: bytes, start: int, end: int, fields) -> list[list[int]]:

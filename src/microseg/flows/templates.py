@@ -7,6 +7,7 @@ full length as itemsize, so unknown and enterprise elements are skipped by lengt
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -81,30 +82,34 @@ class Template:
 
 def build_template(template_id: int, fields: tuple[FieldSpec, ...], scope_count: int = 0):
     """A Template with its dtype; elements we do not use stay out of the dtype."""
-    template = Template(template_id, fields, scope_count)
+    record_length, dtype, roles = _layout(fields)
+    return Template(template_id, fields, scope_count, record_length, dtype, dict(roles))
+
+
+@functools.lru_cache(maxsize=1024)
+def _layout(fields: tuple[FieldSpec, ...]):
+    """(record length, dtype, roles) of a field list; exporters resend the same few layouts."""
+    roles: dict[str, int] = {}
     if any(f.length == VARIABLE_LENGTH for f in fields):
         # record layouts vary: roles name the field *index*, offsets are found per record
         for index, spec in enumerate(fields):
             role = ROLES.get((spec.enterprise, spec.element_id))
-            if role and role not in template.roles and fits(role, spec.length):
-                template.roles[role] = index
-        return template
+            if role and role not in roles and fits(role, spec.length):
+                roles[role] = index
+        return 0, None, tuple(roles.items())
     names, formats, offsets = [], [], []
     offset = 0
     for spec in fields:
         role = ROLES.get((spec.enterprise, spec.element_id))
-        if role and role not in template.roles and fits(role, spec.length):
-            template.roles[role] = offset
+        if role and role not in roles and fits(role, spec.length):
+            roles[role] = offset
             for name, fmt, at in field_columns(role, spec.length, offset):
                 names.append(name)
                 formats.append(fmt)
                 offsets.append(at)
         offset += spec.length
-    template.record_length = offset
-    template.dtype = np.dtype(
-        {"names": names, "formats": formats, "offsets": offsets, "itemsize": offset}
-    )
-    return template
+    dtype = np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": offset})
+    return offset, dtype, tuple(roles.items())
 
 
 def fits(role: str, length: int) -> bool:

@@ -77,6 +77,12 @@ class PolicySet(BaseModel):
             raise PolicyError(problems)
         return self
 
+    def model_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False) -> PolicySet:
+        """A copy whose name index is rebuilt (the cached one would point at the old objects)."""
+        copy = super().model_copy(update=update, deep=deep)
+        copy.__dict__.pop("_index", None)
+        return copy
+
     # Lookups by name: policy.group("web01_web02")
     @cached_property
     def _index(self) -> dict[str, dict[str, Any]]:
