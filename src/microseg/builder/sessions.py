@@ -194,16 +194,12 @@ def _time_column(table: pa.Table, name: str, rows: int) -> np.ndarray:
     column = table[name]
     if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
         column = _parse_iso(column, name)
+    # A missing time (a session file without it) reads as the epoch, never as NaN.
     if pa.types.is_timestamp(column.type):
-        if column.type.tz is None:
-            column = column.cast(pa.timestamp(column.type.unit))
-        return (
-            column.cast(pa.timestamp("ms", tz=column.type.tz))
-            .cast(pa.int64())
-            .to_numpy(zero_copy_only=False)
-        )
+        milliseconds = column.cast(pa.timestamp("ms", tz=column.type.tz)).cast(pa.int64())
+        return pc.fill_null(milliseconds, 0).to_numpy().astype(np.int64)
     if pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
-        values = np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.float64)
+        values = pc.fill_null(column.cast(pa.float64()), 0).to_numpy()
         # Epoch seconds are below 1e11 until the year 5138; larger values are milliseconds.
         return np.where(values < 1e11, values * 1000, values).astype(np.int64)
     raise MicrosegError(f"sessions: {name} must be a timestamp, got {column.type}")
