@@ -7,7 +7,7 @@ import pytest
 import seed_policies
 from seed_policies import replaced
 
-from microseg.builder import BuilderOptions, Scope, recommend, session_columns
+from microseg.builder import BuilderOptions, Scope, read_session_table, recommend, session_columns
 from microseg.builder.scope import Selector, policy_selectors
 from microseg.builder.seed_sessions import (
     APPSERVER1,
@@ -204,7 +204,7 @@ def test_coverage_from_representatives_equals_replaying_every_session():
     home_lab_final = seed_policies.home_lab_final()
     import numpy as np
 
-    from microseg.builder.quality import _covered, replay_packets
+    from microseg.builder.quality import covered_sessions, replay_packets
     from microseg.builder.seed_sessions import blocked_attempts, dns_ntp_sessions
     from microseg.compile import compile_all
     from microseg.evaluate import CompiledDevice
@@ -224,4 +224,18 @@ def test_coverage_from_representatives_equals_replaying_every_session():
     )
     expected = int(evidence.sessions[one_by_one].sum())
     assert 0 < expected < int(evidence.sessions.sum())
-    assert _covered(home_lab_final, intents, evidence) == expected
+    assert covered_sessions(home_lab_final, evidence) == expected
+
+
+def test_an_empty_policy_gets_the_proposals_first_and_fully_covered(tmp_path):
+    lab = seed_policies.dns_ntp_before()
+    empty = replaced(
+        lab, rules=(), policies=(lab.policy("dns_ntp_services").model_copy(update={"rules": ()}),)
+    )
+    result = recommend(
+        empty,
+        read_session_table(seed_policies.dns_ntp_file(tmp_path)),
+        BuilderOptions(categories=("clients", "infrastructure")),
+    )
+    assert result.insert_at == 0 and result.quality.coverage == 1.0
+    assert [d.rule for d in result.rules[0].current_decisions] == [None]  # the default match

@@ -132,13 +132,24 @@ def test_proposals_go_before_the_drop_rule_that_would_shadow_them(tmp_path):
     proposals land before it, and the evaluator confirms they now carry the traffic."""
     home_lab_final = seed_policies.home_lab_final()
     web_app_file = seed_policies.web_app_file(tmp_path)
-    from microseg.builder.quality import _covered
-    from microseg.compile import compile_all
+    from microseg.builder.quality import covered_sessions
 
     table = read_session_table(web_app_file)
     result = recommend(home_lab_final, table, BuilderOptions(categories=SEED_CATEGORIES))
     rules = home_lab_final.policy("vrf_all_home").rules
     assert result.insert_at <= rules.index("allow_all_NTP")
+    # The review says what each proposal changes: updates are dropped today, DNS is allowed.
+    today = {r.rule.name: r.current_decisions for r in result.rules}
+    assert [(d.rule, d.verdict, d.sessions) for d in today["allow_appserver1_to_internet"]] == [
+        ("drop_all_else_web-app", "drop", 6)
+    ]
+    dns = next(
+        r for r in result.rules if r.rule.sources == ("appserver1",) and "DNS" in r.rule.services
+    )
+    assert {(d.rule, d.verdict) for d in dns.current_decisions} == {
+        ("allow_all_DNS", "forward"),
+        ("allow_all_NTP", "forward"),
+    }
     assert result.quality.coverage == 1.0
 
     from microseg.builder.recommend import answered
@@ -146,13 +157,13 @@ def test_proposals_go_before_the_drop_rule_that_would_shadow_them(tmp_path):
 
     columns = session_columns(table)
     evidence = columns.take(answered(columns))
-    before = _covered(home_lab_final, compile_all(home_lab_final), evidence)
+    before = covered_sessions(home_lab_final, evidence)
     assert before < result.quality.evidence_sessions  # the internet updates were dropped
     appended = result.proposed_policy_set(home_lab_final)
     late = type(result)(**{**result.__dict__, "insert_at": len(rules)})
     shadowed = late.proposed_policy_set(home_lab_final)
-    assert _covered(shadowed, compile_all(shadowed), evidence) < result.quality.evidence_sessions
-    assert _covered(appended, compile_all(appended), evidence) == result.quality.evidence_sessions
+    assert covered_sessions(shadowed, evidence) < result.quality.evidence_sessions
+    assert covered_sessions(appended, evidence) == result.quality.evidence_sessions
 
 
 def test_recommend_cli_json_carries_rules_quality_and_blocked_attempts(run_cli, tmp_path):

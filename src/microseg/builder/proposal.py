@@ -59,11 +59,21 @@ class Widening:
 
 
 @dataclass(frozen=True)
+class CurrentDecision:
+    """What decides some of a proposal's sessions in the policy as it is today."""
+
+    rule: str | None  # None: the implicit default match (EOS forwards)
+    verdict: str
+    sessions: int
+
+
+@dataclass(frozen=True)
 class RecommendedRule:
     rule: Rule
     evidence: Evidence
     widened: tuple[Widening, ...]
     allowed_combinations: int  # (source host, destination host, service) the rule allows
+    current_decisions: tuple[CurrentDecision, ...] = ()  # today's deciders of its sessions
 
 
 @dataclass(frozen=True)

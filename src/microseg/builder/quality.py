@@ -9,17 +9,23 @@ on every such device: EOS traffic policies are stateless, so the reply needs its
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from microseg.builder.addresses import AddressTable
-from microseg.builder.proposal import Quality, Recommendation, proposed_policy_set
+from microseg.builder.proposal import (
+    CurrentDecision,
+    Recommendation,
+    RecommendedRule,
+    proposed_policy_set,
+)
 from microseg.builder.recommend import factorize
 from microseg.builder.services import ICMP, ICMPV6, server_side
 from microseg.builder.sessions import EPHEMERAL, SessionColumns
 from microseg.compile import CompileError, DeviceIntent, compile_all
-from microseg.evaluate import CompiledDevice, PacketBatch
+from microseg.evaluate import VERDICTS, CompiledDevice, Evaluation, PacketBatch
 from microseg.evaluate.packets import ADDRESS_DTYPE, NO_ICMP_TYPE, ephemeral_ports
 from microseg.model import PolicySet
 
@@ -112,46 +118,61 @@ def _evaluate(device: CompiledDevice, replay: Replay, evidence: SessionColumns):
     )
 
 
-def _devices_seeing(
-    policy_set: PolicySet, intents: dict[str, DeviceIntent], replay: Replay, addresses
-) -> dict[str, np.ndarray]:
-    """Per device, which sessions pass it."""
-    seen: dict[str, np.ndarray] = {}
+@dataclass(frozen=True)
+class DeviceDecisions:
+    """One device's decisions for the evidence sessions (via their representatives)."""
+
+    intent: DeviceIntent
+    passing: np.ndarray  # bool per session: the session passes this device
+    request: Evaluation
+    reply: Evaluation
+    inverse: np.ndarray  # session -> representative
+
+    def deciding_rules(self) -> list[str]:
+        """Per representative, the rule that decided its request ('' for the default)."""
+        names = []
+        for position, match in zip(
+            self.request.policy_index.tolist(), self.request.match_index.tolist(), strict=True
+        ):
+            decided = position >= 0 and match >= 0
+            names.append(self.intent.policies[position].matches[match].rule if decided else "")
+        return names
+
+
+def decide(
+    policy_set: PolicySet, intents: dict[str, DeviceIntent], evidence: SessionColumns
+) -> list[DeviceDecisions]:
+    """Every device's decisions for the sessions that pass it (a device with a segment
+    holding either end; every device when none does)."""
+    if not len(evidence) or not intents:
+        return []
+    replay = replay_packets(evidence)
+    addresses = evidence.addresses
+    passing: dict[str, np.ndarray] = {}
     for name in intents:
         subnets = tuple(s for seg in policy_set.device(name).segments for s in seg.subnets)
         local = addresses.in_prefixes(subnets)
-        seen[name] = local[replay.client] | local[replay.server]
-    if seen:
-        nowhere = ~np.logical_or.reduce(list(seen.values()))
-        for name in seen:
-            seen[name] = seen[name] | nowhere
-    return seen
+        passing[name] = local[replay.client] | local[replay.server]
+    nowhere = ~np.logical_or.reduce(list(passing.values()))
+    decisions = []
+    for name, intent in intents.items():
+        request, reply, inverse = _evaluate(CompiledDevice(intent), replay, evidence)
+        decisions.append(DeviceDecisions(intent, passing[name] | nowhere, request, reply, inverse))
+    return decisions
 
 
-def insertion_point(
-    policy_set: PolicySet, recommendation: Recommendation, evidence: SessionColumns
-) -> int:
+def insertion_point(target: str | None, policy_set: PolicySet, today: list[DeviceDecisions]) -> int:
     """Before the first rule of the target policy that decides any evidence packet today,
     so no proposal is shadowed by an existing rule; at the end when none does."""
-    target = recommendation.target_policy
-    if target is None or not len(evidence):
+    if target is None:
         return 0
     rule_names = policy_set.policy(target).rules
-    if not rule_names:
-        return 0
-    try:
-        intents = compile_all(policy_set)
-    except CompileError:
-        return 0
-    replay = replay_packets(evidence)
     earliest = len(rule_names)
-    for name, passing in _devices_seeing(policy_set, intents, replay, evidence.addresses).items():
-        device = CompiledDevice(intents[name])
-        *evaluations, inverse = _evaluate(device, replay, evidence)
-        seen = np.zeros(len(evaluations[0]), dtype=bool)
-        seen[inverse[passing]] = True
-        for evaluation in evaluations:
-            for position, policy in enumerate(device.intent.policies):
+    for decisions in today:
+        seen = np.zeros(len(decisions.request), dtype=bool)
+        seen[decisions.inverse[decisions.passing]] = True
+        for evaluation in (decisions.request, decisions.reply):
+            for position, policy in enumerate(decisions.intent.policies):
                 if policy.name != target:
                     continue
                 decided = seen & (evaluation.policy_index == position)
@@ -161,50 +182,109 @@ def insertion_point(
     return earliest
 
 
-def assess(
+def verify(
     policy_set: PolicySet, recommendation: Recommendation, evidence: SessionColumns
-) -> Quality:
-    """Coverage (evaluator), config lines (compiler), over-permissiveness (already counted)."""
+) -> Recommendation:
+    """Place the proposals, then measure: coverage (evaluator), config lines (compiler),
+    and for each proposal what decides its sessions today."""
     quality = recommendation.quality
     notes = list(quality.notes)
-    try:
-        proposed = proposed_policy_set(policy_set, recommendation)
-        before = compile_all(policy_set)
-        after = compile_all(proposed)
-    except CompileError as error:
-        notes.append(f"cannot compile the policy with the proposals: {error}")
-        return replace(quality, notes=tuple(notes))
-    covered = _covered(proposed, after, evidence)
-    config_lines = _config_lines_added(policy_set, proposed, before, after)
-    if config_lines is None:
-        notes.append("no EOS device in the policy: no config lines to count")
     if not quality.evidence_sessions:
         notes.append("no answered sessions in scope: nothing to recommend")
     if recommendation.target_policy is None:
         notes.append("no target policy (use --policy): the rules are not bound anywhere")
+    try:
+        before = compile_all(policy_set)
+        today = decide(policy_set, before, evidence)
+        placed = replace(
+            recommendation,
+            insert_at=insertion_point(recommendation.target_policy, policy_set, today),
+        )
+        proposed = proposed_policy_set(policy_set, placed)
+        after = compile_all(proposed)
+    except CompileError as error:
+        notes.append(f"cannot compile the policy with the proposals: {error}")
+        return replace(recommendation, quality=replace(quality, notes=tuple(notes)))
+    tomorrow = decide(proposed, after, evidence)
+    covered = _covered(tomorrow, evidence)
+    config_lines = _config_lines_added(policy_set, proposed, before, after)
+    if config_lines is None:
+        notes.append("no EOS device in the policy: no config lines to count")
     return replace(
-        quality,
-        covered_sessions=covered,
-        coverage=covered / quality.evidence_sessions if quality.evidence_sessions else 1.0,
-        config_lines=config_lines,
-        notes=tuple(notes),
+        placed,
+        rules=_with_current_decisions(placed.rules, today, tomorrow, evidence),
+        quality=replace(
+            quality,
+            covered_sessions=covered,
+            coverage=covered / quality.evidence_sessions if quality.evidence_sessions else 1.0,
+            config_lines=config_lines,
+            notes=tuple(notes),
+        ),
     )
 
 
-def _covered(
-    proposed: PolicySet, intents: dict[str, DeviceIntent], evidence: SessionColumns
-) -> int:
-    """Sessions (weighted) whose request and reply are forwarded on every device they pass."""
+def _covered(tomorrow: list[DeviceDecisions], evidence: SessionColumns) -> int:
+    """Sessions (weighted) whose request and reply are forwarded on every device they pass
+    (the reply only when the request expects one)."""
     if not len(evidence):
         return 0
-    replay = replay_packets(evidence)
+    has_reply = replay_packets(evidence).has_reply
     allowed = np.ones(len(evidence), dtype=bool)
-    for name, passing in _devices_seeing(proposed, intents, replay, evidence.addresses).items():
-        device = CompiledDevice(intents[name])
-        request, reply, inverse = _evaluate(device, replay, evidence)
-        forwarded = (request.forwarded & reply.forwarded)[inverse]
-        allowed &= ~passing | (forwarded | (request.forwarded[inverse] & ~replay.has_reply))
+    for decisions in tomorrow:
+        request = decisions.request.forwarded[decisions.inverse]
+        reply = decisions.reply.forwarded[decisions.inverse]
+        allowed &= ~decisions.passing | (request & (reply | ~has_reply))
     return int(evidence.sessions[allowed].sum())
+
+
+def covered_sessions(policy_set: PolicySet, evidence: SessionColumns) -> int:
+    """Evidence sessions a policy forwards (both directions) on every device they pass."""
+    return _covered(decide(policy_set, compile_all(policy_set), evidence), evidence)
+
+
+def _with_current_decisions(
+    rules: tuple[RecommendedRule, ...],
+    today: list[DeviceDecisions],
+    tomorrow: list[DeviceDecisions],
+    evidence: SessionColumns,
+) -> tuple[RecommendedRule, ...]:
+    """Each proposal with what decides its sessions' requests today: an existing rule
+    (forward, drop, redirect) or the default match (forward)."""
+    counts: dict[str, Counter] = {r.rule.name: Counter() for r in rules}
+    labels: dict[str, int] = {"": 0}
+    for before, after in zip(today, tomorrow, strict=True):
+        proposal = _codes(after, labels)
+        current = _codes(before, labels)
+        verdict = before.request.verdict[before.inverse].astype(np.int64)
+        proposed = [labels[name] for name in counts if name in labels]
+        rows = np.flatnonzero(before.passing & np.isin(proposal, proposed))
+        keys = (proposal[rows] * len(labels) + current[rows]) * len(VERDICTS) + verdict[rows]
+        unique_keys, inverse = factorize(keys)
+        weights = np.bincount(inverse, weights=evidence.sessions[rows])
+        names = {code: name for name, code in labels.items()}
+        for key, weight in zip(unique_keys.tolist(), weights.tolist(), strict=True):
+            codes, verdict_code = divmod(key, len(VERDICTS))
+            proposal_code, current_code = divmod(codes, len(labels))
+            decider = names[current_code] or None
+            counts[names[proposal_code]][(decider, VERDICTS[verdict_code])] += int(weight)
+    return tuple(
+        replace(
+            r,
+            current_decisions=tuple(
+                CurrentDecision(rule, verdict, sessions)
+                for (rule, verdict), sessions in sorted(
+                    counts[r.rule.name].items(), key=lambda item: (-item[1], str(item[0]))
+                )
+            ),
+        )
+        for r in rules
+    )
+
+
+def _codes(decisions: DeviceDecisions, labels: dict[str, int]) -> np.ndarray:
+    """Per session, the deciding rule as a code in `labels` (added as they appear)."""
+    per_representative = [labels.setdefault(n, len(labels)) for n in decisions.deciding_rules()]
+    return np.array(per_representative, dtype=np.int64)[decisions.inverse]
 
 
 def _config_lines_added(

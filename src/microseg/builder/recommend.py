@@ -12,7 +12,7 @@ attempts blocked, reported apart and never proposed unless `include_blocked`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -55,7 +55,7 @@ def recommend(
     segments: tuple[IPNetwork, ...] | None = None,
 ) -> Recommendation:
     """Recommend rules for the sessions in scope. See the module docstring."""
-    from microseg.builder.quality import assess, insertion_point
+    from microseg.builder.quality import verify
 
     options = options or BuilderOptions()
     _check_options(policy_set, options)
@@ -65,11 +65,7 @@ def recommend(
     if segments is None:
         segments = domain_segments(policy_set, target)
     draft = aggregate(policy_set, scoped, options, segments, target)
-    proposal = replace(
-        draft.recommendation,
-        insert_at=insertion_point(policy_set, draft.recommendation, draft.evidence_sessions),
-    )
-    return replace(proposal, quality=assess(policy_set, proposal, draft.evidence_sessions))
+    return verify(policy_set, draft.recommendation, draft.evidence_sessions)
 
 
 @dataclass(frozen=True)

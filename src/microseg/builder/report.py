@@ -46,5 +46,6 @@ def _rule_json(recommended: RecommendedRule) -> dict[str, Any]:
         "action": rule.action,
         "evidence": evidence,
         "widened": [asdict(w) for w in recommended.widened],
+        "current_decisions": [asdict(d) for d in recommended.current_decisions],
         "allowed_combinations": recommended.allowed_combinations,
     }

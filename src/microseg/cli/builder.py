@@ -164,13 +164,12 @@ def _into_workspace(
 def print_recommendation(recommendation: Recommendation) -> None:
     """The review table: rules with evidence, new objects, attempts blocked, quality."""
     rules = Table(title=f"Recommended rules ({_target(recommendation)})", title_justify="left")
-    for column in ("#", "rule", "sources", "destinations", "services", "sessions"):
+    for column in ("#", "sources", "destinations", "services", "sessions"):
         justify = "right" if column in ("#", "sessions") else "left"
         rules.add_column(column, justify=justify, overflow="fold")
     for number, item in enumerate(recommendation.rules, 1):
         rules.add_row(
             str(number),
-            item.rule.name,
             ", ".join(item.rule.sources),
             ", ".join(item.rule.destinations),
             ", ".join(item.rule.services),
@@ -180,10 +179,18 @@ def print_recommendation(recommendation: Recommendation) -> None:
     for number, item in enumerate(recommendation.rules, 1):
         evidence = item.evidence
         console.print(
-            f"  {number}. {evidence.sessions} sessions, {evidence.bytes} bytes, "
-            f"{evidence.first_seen} .. {evidence.last_seen}; server side by "
-            + ", ".join(f"{k} ({v})" for k, v in evidence.server_side.items())
+            f"  {number}. [bold]{item.rule.name}[/]: {evidence.sessions} sessions, "
+            f"{evidence.bytes} bytes, {evidence.first_seen} .. {evidence.last_seen}; "
+            "server side by " + ", ".join(f"{k} ({v})" for k, v in evidence.server_side.items())
         )
+        if item.current_decisions:
+            console.print(
+                "     today: "
+                + ", ".join(
+                    f"{d.verdict} by {d.rule or 'the default match'} ({d.sessions})"
+                    for d in item.current_decisions
+                )
+            )
         for first in evidence.examples:
             console.print(
                 f"     e.g. {first.client}:{first.client_port} -> {first.server}:"
