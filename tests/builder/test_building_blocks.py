@@ -95,6 +95,7 @@ def test_services_reuse_exact_existing_ones_and_propose_well_known_names():
         session(WEB01, 41001, APPSERVER1, 443, "tcp"),  # new: HTTPS
         session(WEB01, 41002, APPSERVER1, 9999, "tcp"),  # new: tcp-9999
         session(WEB01, 0, APPSERVER1, 8 * 256, "icmp"),  # echo request (type 8, code 0)
+        session(WEB01, 0, APPSERVER1, 0, "icmp"),  # the session table's ICMP row: an echo
     ]
     result = recommend(web_app_monitor, table(rows))
     assert result.rules[0].rule.services == ("HTTPS", "appserver1-tcp", "icmp-echo", "tcp-9999")

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from microseg.builder.addresses import AddressTable
+from microseg.builder.services import icmp_types
 from microseg.builder.sessions import EPHEMERAL, SessionColumns
 from microseg.model import MicrosegError, PolicySet, Service
 from microseg.model.objects import IPNetwork, PortRange
@@ -142,7 +143,7 @@ def _service_match(
         if service.source_ranges:
             this &= _in_ranges(source_port, service.source_ranges)
         if service.icmp_types:
-            icmp_type = np.where(sessions.dport >= 256, sessions.dport >> 8, sessions.dport)
+            icmp_type = icmp_types(sessions.protocol, sessions.dport)
             this &= np.isin(icmp_type, service.icmp_type_numbers)
         matched |= this
     return matched

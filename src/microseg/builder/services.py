@@ -87,6 +87,15 @@ def syn_acknowledged(sessions: SessionColumns) -> np.ndarray:
     return (sessions.reply_tcp_flags & (SYN | ACK)) == (SYN | ACK)
 
 
+def icmp_types(protocol: np.ndarray, dport: np.ndarray) -> np.ndarray:
+    """The ICMP type of each session's first message. Flow records carry type * 256 + code
+    in the destination port (icmpTypeCodeIPv4, RFC 7012); 1-255 is a bare type; the session
+    table zeroes ICMP ports and makes the echo requester the client, so 0 is an echo
+    request (RFC 792 type 8, RFC 4443 type 128), as the what-if replay reads it too."""
+    echo_request = np.where(protocol == ICMPV6, 128, 8)
+    return np.where(dport > 255, dport >> 8, np.where(dport <= 0, echo_request, dport))
+
+
 @dataclass(frozen=True)
 class ServerSide:
     """Per session: the client and server address indices, the server port, the evidence."""
@@ -123,10 +132,8 @@ def server_side(sessions: SessionColumns) -> ServerSide:
     server = np.where(src_serves, sessions.src, sessions.dst)
     client_port = np.where(src_serves, dport, sport)
     server_port = np.where(src_serves, sport, dport)
-    # IPFIX/NetFlow carry ICMP type and code in the destination port as type * 256 + code
-    # (icmpTypeCodeIPv4, RFC 7012); a bare type below 256 is taken as is.
     icmp = (protocol == ICMP) | (protocol == ICMPV6)
-    icmp_type = np.where(dport >= 256, dport >> 8, np.maximum(dport, 0))
+    icmp_type = icmp_types(protocol, dport)
     server_port = np.where(icmp, icmp_type, np.where(has_ports, server_port, 0))
     return ServerSide(client, server, client_port, server_port.astype(np.int32), evidence)
 
