@@ -44,6 +44,7 @@ def web_app_pcap(path: Path) -> Path:
     for number, web in enumerate((WEB01, WEB02)):
         lab.tcp_conversation(LAPTOP, 50500 + number, web, 80, get, b"<html>" * 50)
         lab.tcp_conversation(web, 41000 + number, APPSERVER1, 4567, b"query", b"rows" * 30)
+    lab.ping(APPSERVER1, "8.8.8.8")  # is the internet there?
     lab.unanswered_syn(LAPTOP, 50600, APPSERVER1, 22)  # dropped: SSH to the app server
     return traffic.write_pcap(lab, path)
 
@@ -82,8 +83,9 @@ def test_recommend_reads_what_softflowd_exported_through_the_collector(tmp_path,
         ((web02,), ("appserver1",), ("appserver1-tcp",)),
         ((web01,), ("internet",), ("HTTP",)),
         ((web02,), ("internet",), ("HTTP",)),
-        (("appserver1",), ("internet",), ("HTTP",)),
+        (("appserver1",), ("internet",), ("HTTP", "icmp-echo")),
     }
+    assert [s["name"] for s in data["new_services"]] == ["icmp-echo"]
     assert data["blocked_attempts"] == [
         {
             "source": LAPTOP,
