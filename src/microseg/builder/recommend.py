@@ -253,66 +253,23 @@ def _rules(
     rows = np.flatnonzero(use)
     if not len(rows):
         return []
-    service_count = max(len(choices), 1)
-    endpoint_count = max(len(endpoints.endpoints), 1)
+    shape = (max(len(endpoints.endpoints), 1), max(len(choices), 1))
     source = endpoints.of_address[side.client[rows]].astype(np.int64)
     destination = endpoints.of_address[side.server[rows]].astype(np.int64)
     service = service_index[rows].astype(np.int64)
-    triple_keys, triple_of_row = factorize(
-        (source * endpoint_count + destination) * service_count + service
-    )
+    triple_keys, triple_of_row = factorize((source * shape[0] + destination) * shape[1] + service)
     # Rows grouped by triple, earliest first inside a group (the examples come from there).
     order = _grouped_by_time(triple_of_row, sessions.first_seen[rows])
     stats = _triple_stats(sessions, side, rows, triple_of_row, order, len(triple_keys))
-    # Distinct (client host, server host, service) per triple: the observed combinations.
-    # Internet addresses count as one host, as the internet group counts as one endpoint.
-    host_id = np.arange(len(sessions.addresses), dtype=np.int64)
-    internet = [i for i, e in enumerate(endpoints.endpoints) if e.kind == "internet"]
-    host_id[np.isin(endpoints.of_address, internet)] = len(host_id)
-    hosts = len(host_id) + 1
-    host_keys = np.unique(
-        (host_id[side.client[rows]] * hosts + host_id[side.server[rows]]) * service_count + service
+    host_combinations = _observed_combinations(
+        sessions, side, rows, service, endpoints, triple_keys, shape
     )
-    first_host = np.zeros(hosts, dtype=np.int64)
-    first_host[host_id] = np.arange(len(host_id))  # a representative address per host id
-    host_source = first_host[host_keys // service_count // hosts]
-    host_destination = first_host[(host_keys // service_count) % hosts]
-    host_triples = np.searchsorted(
-        triple_keys,
-        (
-            endpoints.of_address[host_source].astype(np.int64) * endpoint_count
-            + endpoints.of_address[host_destination]
-        )
-        * service_count
-        + host_keys % service_count,
-    )
-    host_combinations = np.bincount(host_triples, minlength=len(triple_keys))
     # Python from here on: once per aggregated (source, destination, service) triple.
-    pairs: dict[tuple[int, int], list[int]] = {}
-    for position, key in enumerate(triple_keys.tolist()):
-        pair_key, _ = divmod(key, service_count)
-        pairs.setdefault(divmod(pair_key, endpoint_count), []).append(position)
-    by_source_services: dict[tuple[int, tuple[str, ...]], list[tuple[int, list[int]]]] = {}
-    for (source_endpoint, destination_endpoint), positions in sorted(pairs.items()):
-        names = tuple(
-            sorted({choices[int(triple_keys[p] % service_count)].name for p in positions})
-        )
-        by_source_services.setdefault((source_endpoint, names), []).append(
-            (destination_endpoint, positions)
-        )
-    # Group sources that reach exactly the same destinations on the same services share a
-    # rule (exact again). Per-host sources keep a rule each: the seed's "rule for every IP".
-    merged: dict[tuple, tuple[list[int], list[int], list[int]]] = {}
-    for (source_endpoint, service_names), destinations in by_source_services.items():
-        destination_set = tuple(sorted(d for d, _ in destinations))
-        groupable = endpoints.endpoints[source_endpoint].kind in ("category", "min-share")
-        key = (destination_set, service_names, -1 if groupable else source_endpoint)
-        sources, _, positions = merged.setdefault(key, ([], list(destination_set), []))
-        sources.append(source_endpoint)
-        positions.extend(p for _, group in destinations for p in group)
     taken_rules = {r.name for r in policy_set.rules}
     proposals = []
-    for (_, service_names, _), (sources, destinations, positions) in merged.items():
+    for service_names, sources, destinations, positions in _merged(
+        triple_keys, choices, endpoints, shape
+    ):
         source_groups = sorted((endpoints.endpoints[s] for s in sources), key=_by_name)
         destination_groups = sorted((endpoints.endpoints[d] for d in destinations), key=_by_name)
         rule = Rule(
@@ -341,6 +298,70 @@ def _rules(
     # allows at least as many combinations, so ordering by allowed size (then name) leaves
     # every proposal reachable.
     return sorted(proposals, key=lambda r: (r.allowed_combinations, r.rule.name.encode()))
+
+
+def _observed_combinations(
+    sessions: SessionColumns,
+    side: ServerSide,
+    rows: np.ndarray,
+    service: np.ndarray,
+    endpoints: EndpointMap,
+    triple_keys: np.ndarray,
+    shape: tuple[int, int],
+) -> np.ndarray:
+    """Per triple, the distinct (client host, server host, service) seen. Internet
+    addresses count as one host, as the internet group counts as one endpoint."""
+    endpoint_count, service_count = shape
+    host_id = np.arange(len(sessions.addresses), dtype=np.int64)
+    internet = [i for i, e in enumerate(endpoints.endpoints) if e.kind == "internet"]
+    host_id[np.isin(endpoints.of_address, internet)] = len(host_id)
+    hosts = len(host_id) + 1
+    host_keys = np.unique(
+        (host_id[side.client[rows]] * hosts + host_id[side.server[rows]]) * service_count + service
+    )
+    first_host = np.zeros(hosts, dtype=np.int64)
+    first_host[host_id] = np.arange(len(host_id))  # a representative address per host id
+    host_source = first_host[host_keys // service_count // hosts]
+    host_destination = first_host[(host_keys // service_count) % hosts]
+    host_triples = np.searchsorted(
+        triple_keys,
+        (
+            endpoints.of_address[host_source].astype(np.int64) * endpoint_count
+            + endpoints.of_address[host_destination]
+        )
+        * service_count
+        + host_keys % service_count,
+    )
+    return np.bincount(host_triples, minlength=len(triple_keys))
+
+
+def _merged(
+    triple_keys: np.ndarray,
+    choices: list[ServiceChoice],
+    endpoints: EndpointMap,
+    shape: tuple[int, int],
+) -> list[tuple[tuple[str, ...], list[int], list[int], list[int]]]:
+    """(services, sources, destinations, triple positions) of each rule: services between a
+    pair together; destinations a source reached with the same services together; group
+    sources reaching the same destinations on the same services together. Per-host sources
+    keep a rule each: the seed's "rule for every IP"."""
+    endpoint_count, service_count = shape
+    pairs: dict[tuple[int, int], list[int]] = {}
+    for position, key in enumerate(triple_keys.tolist()):
+        pairs.setdefault(divmod(key // service_count, endpoint_count), []).append(position)
+    by_source: dict[tuple[int, tuple[str, ...]], list[tuple[int, list[int]]]] = {}
+    for (source, destination), positions in sorted(pairs.items()):
+        names = {choices[int(triple_keys[p] % service_count)].name for p in positions}
+        by_source.setdefault((source, tuple(sorted(names))), []).append((destination, positions))
+    merged: dict[tuple, tuple[tuple[str, ...], list[int], list[int], list[int]]] = {}
+    for (source, service_names), destinations in by_source.items():
+        destination_set = tuple(sorted(d for d, _ in destinations))
+        groupable = endpoints.endpoints[source].kind in ("category", "min-share")
+        key = (destination_set, service_names, -1 if groupable else source)
+        entry = merged.setdefault(key, (service_names, [], list(destination_set), []))
+        entry[1].append(source)
+        entry[3].extend(p for _, group in destinations for p in group)
+    return list(merged.values())
 
 
 def _unique(widened: tuple[Widening, ...]) -> tuple[Widening, ...]:
