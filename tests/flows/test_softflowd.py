@@ -13,7 +13,7 @@ import subprocess
 import time
 
 import pytest
-from traffic import seed_lab_traffic, write_pcap
+from flows_traffic import seed_lab_traffic, write_pcap
 
 from microseg.flows.collector import BackgroundCollector, CollectorSettings, FlowCollector
 from microseg.flows.decoder import FlowDecoder

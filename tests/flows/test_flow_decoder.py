@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 
 import numpy as np
-from encoder import (
+from flows_encoder import (
     REVERSE_PEN,
     SOFTFLOWD_V4,
     Field,
