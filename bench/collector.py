@@ -29,7 +29,7 @@ sys.path[:0] = [str(ROOT / "src"), str(Path(__file__).resolve().parent)]
 
 from decode import RECORDS_PER_DATAGRAM, stream  # noqa: E402
 
-RATES = [250_000, 500_000, 1_000_000, 1_500_000, 2_000_000, 3_000_000, 4_000_000]
+RATES = [250_000, 500_000, 1_000_000, 1_500_000, 2_000_000, 2_500_000, 3_000_000, 4_000_000]
 TRIAL_SECONDS = 1.0
 RECEIVE_BUFFER = 64 << 20
 
@@ -132,16 +132,19 @@ def nfcapd_trial(messages, records_per_s) -> dict:
     }
 
 
-def highest_zero_loss(trial, messages) -> tuple[int, dict]:
+def highest_zero_loss(trial, messages) -> tuple[int, dict, str]:
+    """The highest rate received without loss, its outcome, and why the next rate failed."""
     best_rate, best = 0, {}
     for rate in RATES:
         outcome = trial(messages, rate)
         if outcome["records_received"] != outcome["records_sent"]:
-            break
-        if outcome["achieved_records_per_s"] < 0.9 * rate:  # the sender could not keep up
-            break
+            lost = outcome["records_sent"] - outcome["records_received"]
+            return best_rate, best, f"{rate}: lost {lost} of {outcome['records_sent']} records"
+        if outcome["achieved_records_per_s"] < 0.9 * rate:
+            achieved = round(outcome["achieved_records_per_s"])
+            return best_rate, best, f"{rate}: the sender reached only {achieved} records/s"
         best_rate, best = rate, outcome
-    return best_rate, best
+    return best_rate, best, "every rate tried"
 
 
 def memory_per_million_sessions() -> dict:
@@ -180,8 +183,8 @@ def memory_per_million_sessions() -> dict:
 
 def main() -> None:
     messages = stream()
-    microseg_rate, microseg = highest_zero_loss(microseg_trial, messages)
-    nfcapd_rate, _ = highest_zero_loss(nfcapd_trial, messages)
+    microseg_rate, microseg, microseg_limit = highest_zero_loss(microseg_trial, messages)
+    nfcapd_rate, _, nfcapd_limit = highest_zero_loss(nfcapd_trial, messages)
     memory = memory_per_million_sessions()
     print(
         json.dumps(
@@ -192,6 +195,8 @@ def main() -> None:
                 "microseg_zero_loss_records_per_s": microseg_rate,
                 "nfcapd_zero_loss_records_per_s": nfcapd_rate,
                 "ratio_vs_nfcapd": round(microseg_rate / nfcapd_rate, 2) if nfcapd_rate else None,
+                "microseg_stopped_at": microseg_limit,
+                "nfcapd_stopped_at": nfcapd_limit,
                 "microseg_sessions_per_s_end_to_end": round(
                     microseg.get("sessions_per_s_end_to_end", 0)
                 ),
