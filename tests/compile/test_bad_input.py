@@ -58,6 +58,18 @@ policies:
             "101 characters; EOS takes at most 100",
         ),
         (
+            "rules:\n  - {name: 'why?', sources: [v4only]}\n"
+            + POLICY.format(vrf="ALL", rules="'why?'"),
+            DEVICE,
+            "match 'why?': EOS names are one word",
+        ),
+        (
+            "rules:\n  - {name: règle, sources: [v4only]}\n"
+            + POLICY.format(vrf="ALL", rules="règle"),
+            DEVICE,
+            "match 'règle': EOS names are one word",
+        ),
+        (
             "rules:\n  - {name: ipv4-all-default, sources: [v4only]}\n"
             + POLICY.format(vrf="ALL", rules="ipv4-all-default"),
             DEVICE,
@@ -152,3 +164,21 @@ def test_output_file_is_written_only_on_success(run_cli, tmp_path):
     broken = run_cli("compile", str(path), "--device", "nosuch", "-o", str(output))
     assert broken.exit_code == 1
     assert output.read_text().startswith("traffic-policies\n")
+
+
+def test_a_broken_device_does_not_block_compiling_another(run_cli, tmp_path):
+    text = (
+        BASE.replace("devices:\n", "devices:\n  - name: leaf2\n", 1).replace(
+            "domains:\n", "domains:\n  - {name: other, devices: [leaf2]}\n", 1
+        )
+        + "rules:\n  - {name: ok, sources: [v4only]}\n"
+        + "  - {name: broken, sources: [v6only], services: [PING]}\n"
+        + "policies:\n  - {name: p1, id: 1, domain: dc, vrf: ALL, rules: [ok]}\n"
+        + "  - {name: p2, id: 2, domain: other, vrf: ALL, rules: [broken]}\n"
+    )
+    path = tmp_path / "policy.yaml"
+    path.write_text(text)
+    assert run_cli("compile", str(path), "--device", "leaf1").exit_code == 0
+    broken = run_cli("compile", str(path), "--device", "leaf2")
+    assert broken.exit_code == 1
+    assert "rule 'broken'" in broken.stderr

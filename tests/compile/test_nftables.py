@@ -222,3 +222,21 @@ def test_monitor_example_renders_without_mirror_only_on_request(run_cli, tmp_pat
     assert result.exit_code == 0, result.stderr
     _nft_check(result.stdout, tmp_path)
     assert 'accept comment "web-appserver-discovery"' in result.stdout
+
+
+def test_nftables_is_the_default_target_of_an_nftables_device(run_cli, tmp_path):
+    from tests.compile.test_eos_features import BASE
+
+    text = BASE.replace("  - name: leaf1\n", "  - name: leaf1\n    platform: nftables\n", 1)
+    text += "rules:\n  - {name: r, sources: [v4only], services: [WEB], action: drop}\n"
+    text += "policies:\n  - {name: p, id: 1, domain: dc, vrf: ALL, rules: [r]}\n"
+    path = tmp_path / "linux.yaml"
+    path.write_text(text)
+    result = run_cli("compile", str(path), "--device", "leaf1", "--json")
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["target"] == "nftables"
+    assert "table inet microseg {" in data["config"]
+    eos = run_cli("compile", str(path), "--device", "leaf1", "--target", "eos")
+    assert eos.exit_code == 1
+    assert "platform 'nftables', not eos" in eos.stderr

@@ -92,8 +92,7 @@ def compile_command(
         policy_set,
         device,
         chosen,
-        compile_all(policy_set),
-        parse_collector(collector),
+        collector=parse_collector(collector),
         omit_mirror=omit_mirror,
     )
     if output is not None:

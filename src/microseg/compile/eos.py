@@ -18,6 +18,7 @@ eos_cli_config_gen reproduces from EOS, templates/eos/traffic-policies.j2).
 from __future__ import annotations
 
 import re
+from ipaddress import IPv4Network
 
 from microseg.compile.intent import (
     DeviceIntent,
@@ -33,7 +34,8 @@ from microseg.model.objects import IPNetwork
 from microseg.model.ports import PORT_NAMES
 
 INDENT = "   "
-# EOS: a traffic-policy binding for every VRF at once is written `vrf ALL` (seed reference).
+# Required by MSS on the switch (MSS deployment guide p. 13, quoted by the seed); EOS prints
+# it after the field-sets, before the traffic policies (seed reference).
 TRANSFORMS = "transforms interface prefix common source-destination"
 # EOS keywords for IP protocols in `protocol ...` lines; other protocols print as numbers.
 _PROTOCOL_KEYWORDS = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6"}
@@ -43,9 +45,12 @@ _PROTOCOL_KEYWORDS = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6"}
 # no line: the match applies whether or not the packet was decapsulated.
 _DECAP_LINES = {"vxlan-decap-only": "vxlan decap", "no-vxlan-decap": "vxlan decap exclude"}
 # Names EOS takes as one CLI token: printable ASCII without whitespace or `?` (which the
-# CLI reads as a help request). 100 characters is EOS's limit for ACL-like object names.
+# CLI reads as a help request). 100 characters is our conservative cap: we found no
+# documented EOS limit for traffic-policy, field-set or match names.
 _EOS_NAME = re.compile(r"^[!-~]+$")
 MAX_NAME_LENGTH = 100
+# Names joined by line breaks (which the model keeps out of names): printable, no space, no ?.
+_EOS_NAMES = re.compile(r"[!->@-~\n]*")
 
 
 def check_eos_name(kind: str, name: str) -> None:
@@ -80,38 +85,44 @@ def render_device(intent: DeviceIntent) -> str:
 def render_traffic_policies(intent: DeviceIntent) -> list[str]:
     """The `traffic-policies` block, one line per list item."""
     _check_names(intent)
-    blocks: list[list[str]] = []
-    for vrf in sorted({p.vrf for p in intent.policies}, key=str.encode):
-        names = [p.name for p in intent.policies if p.vrf == vrf]
-        blocks.append(
-            [f"vrf {vrf}", *(f"{INDENT}traffic-policy input {n} physical" for n in names)]
-        )
-    prefix_sets = sorted(intent.prefix_field_sets.values(), key=lambda f: f.name.encode())
-    for family in ("ipv4", "ipv6"):
-        blocks.extend(_prefix_field_set(f) for f in prefix_sets if f.family == family)
-    for name in sorted(intent.service_field_sets, key=str.encode):
-        blocks.append(_service_field_set(intent.service_field_sets[name]))
-    blocks.append([TRANSFORMS])
     lines = ["traffic-policies"]
     separator = INDENT + "!"
-    for index, block in enumerate(blocks):
-        if index and len(block) > 1:  # `!` before a sub-mode, not before a plain command
+    for index, vrf in enumerate(sorted({p.vrf for p in intent.policies}, key=str.encode)):
+        if index:
             lines.append(separator)
-        lines.extend([INDENT + line for line in block])
+        lines.append(f"{INDENT}vrf {vrf}")
+        lines += [
+            f"{INDENT * 2}traffic-policy input {p.name} physical"
+            for p in intent.policies
+            if p.vrf == vrf
+        ]
+    prefix_sets = sorted(intent.prefix_field_sets.values(), key=lambda f: f.name.encode())
+    for family in ("ipv4", "ipv6"):
+        for field_set in prefix_sets:
+            if field_set.family == family:
+                if len(lines) > 1:
+                    lines.append(separator)
+                _add_prefix_field_set(lines, field_set)
+    for name in sorted(intent.service_field_sets, key=str.encode):
+        if len(lines) > 1:
+            lines.append(separator)
+        field_set = intent.service_field_sets[name]
+        lines += [f"{INDENT}field-set service {name}", INDENT * 2 + _protocol_line(field_set)]
+    lines.append(INDENT + TRANSFORMS)  # a plain command: no `!` before it
     for policy in sorted(intent.policies, key=lambda p: p.name.encode()):
         lines.append(separator)
         lines.extend(_traffic_policy(policy))
     return lines
 
 
-def _prefix_field_set(field_set: PrefixFieldSet) -> list[str]:
-    lines = [f"field-set {field_set.family} prefix {field_set.name}"]
-    lines.append(INDENT + " ".join(map(prefix_text, field_set.prefixes)))
+def _add_prefix_field_set(lines: list[str], field_set: PrefixFieldSet) -> None:
+    lines.append(f"{INDENT}field-set {field_set.family} prefix {field_set.name}")
+    lines.append(INDENT * 2 + " ".join(map(prefix_text, field_set.prefixes)))
     if field_set.except_prefixes:
         # EOS: `except` inside a prefix field-set removes those prefixes from the set
         # (pyavd traffic_policies.field_sets.ipv4[].except).
-        lines.append(INDENT + "except " + " ".join(map(prefix_text, field_set.except_prefixes)))
-    return lines
+        excepts = " ".join(map(prefix_text, field_set.except_prefixes))
+        lines.append(f"{INDENT * 2}except {excepts}")
 
 
 _OCTETS = [str(octet) for octet in range(256)]
@@ -119,7 +130,7 @@ _OCTETS = [str(octet) for octet in range(256)]
 
 def prefix_text(prefix: IPNetwork) -> str:
     """`10.1.2.0/24`, as str(prefix) but several times faster for IPv4 (the hot path)."""
-    if prefix.version == 4:
+    if type(prefix) is IPv4Network:
         value = int(prefix.network_address)
         octets = _OCTETS
         return (
@@ -127,10 +138,6 @@ def prefix_text(prefix: IPNetwork) -> str:
             f"{octets[(value >> 8) & 255]}.{octets[value & 255]}/{prefix.prefixlen}"
         )
     return str(prefix)
-
-
-def _service_field_set(field_set: ServiceFieldSet) -> list[str]:
-    return [f"field-set service {field_set.name}", INDENT + _protocol_line(field_set)]
 
 
 def _protocol_line(field_set: ServiceFieldSet) -> str:
@@ -263,20 +270,25 @@ def _monitor_session(device: str, session: MirrorSession) -> list[str]:
 
 
 def _check_names(intent: DeviceIntent) -> None:
+    named: list[tuple[str, str]] = []
     for policy in intent.policies:
-        check_eos_name("policy", policy.name)
-        check_eos_name("VRF", policy.vrf)
-        for match in policy.matches:
-            check_eos_name("match", match.name)
-            for text in (match.comment,):
-                _check_one_line(f"rule {match.rule!r} description", text)
+        named += [("policy", policy.name), ("VRF", policy.vrf)]
+        named += [("match", match.name) for match in policy.matches]
         _check_one_line(f"policy {policy.name!r} description", policy.description)
-    for _, name in intent.prefix_field_sets:
-        check_eos_name("group", name)
-    for name in intent.service_field_sets:
-        check_eos_name("service", name)
-    for name in intent.mirror_sessions:
-        check_eos_name("monitor session", name)
+        for match in policy.matches:
+            _check_one_line(f"rule {match.rule!r} description", match.comment)
+    named += [("group", name) for _, name in intent.prefix_field_sets]
+    named += [("service", name) for name in intent.service_field_sets]
+    named += [("monitor session", name) for name in intent.mirror_sessions]
+    # One regex over all names at once; only when it fails, find the culprit (hot path).
+    names = [name for _, name in named]
+    if (
+        _EOS_NAMES.fullmatch("\n".join(names))
+        and max(map(len, names), default=0) <= MAX_NAME_LENGTH
+    ):
+        return
+    for kind, name in named:
+        check_eos_name(kind, name)
 
 
 def _check_one_line(what: str, text: str) -> None:

@@ -25,6 +25,7 @@ import gc
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network
 
 from microseg.compile.intent import (
     DeviceIntent,
@@ -36,9 +37,19 @@ from microseg.compile.intent import (
     ServiceFieldSet,
 )
 from microseg.model import MicrosegError, PolicySet
-from microseg.model.objects import Device, Group, Policy, PortRange, Rule, merge_ranges
+from microseg.model.objects import (
+    Device,
+    Group,
+    Policy,
+    PortRange,
+    Rule,
+    Service,
+    merge_ranges,
+)
 
 FAMILIES: tuple[Family, ...] = ("ipv4", "ipv6")
+_BOTH_FAMILIES: frozenset[Family] = frozenset(FAMILIES)
+_IPV4_ONLY = {IPv4Network}
 _VERSION: dict[Family, int] = {"ipv4": 4, "ipv6": 6}
 # Matches EOS creates itself in every traffic policy; a rule may not take these names.
 RESERVED_MATCH_NAMES = frozenset({"ipv4-all-default", "ipv6-all-default"})
@@ -131,11 +142,9 @@ class _Resolved:
             field_set = ServiceFieldSet(
                 name=name,
                 protocol=service.protocol_number,
-                source_ports=_numeric_ranges(service.source_ports) or service.source_ranges,
-                destination_ports=(
-                    _numeric_ranges(service.destination_ports) or service.destination_ranges
-                ),
-                icmp_types=service.icmp_type_numbers,
+                source_ports=_port_ranges(service, "source"),
+                destination_ports=_port_ranges(service, "destination"),
+                icmp_types=service.icmp_type_numbers if service.icmp_types else (),
                 source_port_names=tuple(service.source_ports),
                 destination_port_names=tuple(service.destination_ports),
             )
@@ -145,18 +154,26 @@ class _Resolved:
 
 def _split_families(prefixes: tuple) -> tuple[tuple, tuple]:
     """(IPv4 prefixes, IPv6 prefixes), in their order."""
-    ipv4 = tuple(p for p in prefixes if p.version == 4)
-    if len(ipv4) == len(prefixes):
-        return ipv4, ()
-    return ipv4, tuple(p for p in prefixes if p.version == 6)
+    kinds = set(map(type, prefixes))
+    if kinds == _IPV4_ONLY:
+        return prefixes, ()
+    if not kinds:
+        return (), ()
+    ipv4 = tuple(p for p in prefixes if type(p) is IPv4Network)
+    return ipv4, tuple(p for p in prefixes if type(p) is not IPv4Network)
 
 
-def _numeric_ranges(specs: tuple[int | str, ...]) -> tuple[PortRange, ...]:
-    """Ports written as plain numbers, merged; () when empty or any is a name or a range
-    (then the model's own resolution applies)."""
-    if not specs or not all(type(spec) is int for spec in specs):
+def _port_ranges(service: Service, side: str) -> tuple[PortRange, ...]:
+    """The service's `side` ports as merged ranges (empty = all). Plain numbers are merged
+    here; names and ranges go through the model's own resolution."""
+    specs = getattr(service, f"{side}_ports")
+    if not specs:
         return ()
-    return merge_ranges([PortRange(spec, spec) for spec in specs])  # type: ignore[arg-type]
+    if len(specs) == 1 and type(specs[0]) is int:
+        return (PortRange(specs[0], specs[0]),)
+    if all(type(spec) is int for spec in specs):
+        return merge_ranges([PortRange(spec, spec) for spec in specs])
+    return getattr(service, f"{side}_ranges")
 
 
 @contextmanager
@@ -272,63 +289,72 @@ class _DeviceBuilder:
         mirror_session = self._mirror_session(rule, policy) if rule.monitor else None
         matches = []
         for family in families:
-            family_services = tuple(
-                s for s in services if family in self.resolved.service_families(s)
-            )
+            service_families = self.resolved.service_families
+            family_services = tuple(s for s in services if family in service_families(s))
             sources = self._prefix_sets(rule.sources, family)
             destinations = self._prefix_sets(rule.destinations, family)
             name = rule.name if family == "ipv4" else rule.name + IPV6_SUFFIX
-            common = dict(
-                rule=rule.name,
-                family=family,
-                comment=rule.description,
-                action=rule.action,
-                redirect_next_hops=self._next_hops(rule, family),
-                mirror_session=mirror_session,
-                decap_type=rule.decap_type,
-            )
+            next_hops = self._next_hops(rule, family) if rule.action == "redirect" else ()
             matches.append(
                 Match(
-                    name=name,
-                    reverse=False,
-                    source_field_sets=sources,
-                    destination_field_sets=destinations,
-                    service_field_sets=self._use_services(family_services),
-                    **common,
+                    name,
+                    rule.name,
+                    False,
+                    family,
+                    rule.description,
+                    sources,
+                    destinations,
+                    self._use_services(family_services),
+                    rule.action,
+                    next_hops,
+                    mirror_session,
+                    rule.decap_type,
                 )
             )
             if rule.direction == "bidirectional":
+                reverse_services = tuple(s + REVERSE_SUFFIX for s in family_services)
                 matches.append(
                     Match(
-                        name=name + REVERSE_SUFFIX,
-                        reverse=True,
-                        source_field_sets=destinations,
-                        destination_field_sets=sources,
-                        service_field_sets=self._use_services(
-                            tuple(s + REVERSE_SUFFIX for s in family_services)
-                        ),
-                        **common,
+                        name + REVERSE_SUFFIX,
+                        rule.name,
+                        True,
+                        family,
+                        rule.description,
+                        destinations,
+                        sources,
+                        self._use_services(reverse_services),
+                        rule.action,
+                        next_hops,
+                        mirror_session,
+                        rule.decap_type,
                     )
                 )
         return matches
 
     def _services(self, rule: Rule) -> tuple[str, ...]:
         """The rule's services; empty = any. A service of protocol `any` makes it any."""
-        policy_set = self.resolved.policy_set
-        if any(policy_set.service(s).protocol == "any" for s in rule.services):
-            return ()
+        service = self.resolved.policy_set.service
+        for name in rule.services:
+            if service(name).protocol == "any":
+                return ()
         return rule.services
 
     def _families(self, rule: Rule, services: tuple[str, ...]) -> list[Family]:
         """Address families the rule can match in; an error if its objects share none."""
         resolved = self.resolved
-        families = set(FAMILIES)
+        families = _BOTH_FAMILIES
         for groups in (rule.sources, rule.destinations):
-            if groups:
-                families &= set().union(*(resolved.group_families(g) for g in groups))
+            if len(groups) == 1:
+                families = families & resolved.group_families(groups[0])
+            elif groups:
+                families = families & frozenset().union(
+                    *(resolved.group_families(g) for g in groups)
+                )
         groups_meet = bool(families)
         if services:
-            families &= set().union(*(resolved.service_families(s) for s in services))
+            families = families & frozenset().union(
+                *(resolved.service_families(s) for s in services)
+            )
         if groups_meet and not families:
             raise CompileError(
                 f"rule {rule.name!r}: its groups and services share no address family "

@@ -7,8 +7,7 @@ import signal
 import subprocess
 import time
 
-from test_softflowd import collected_sessions, expected_sessions
-from traffic import seed_lab_traffic, write_pcap
+from flows_traffic import collected_sessions, expected_sessions, seed_lab_traffic, write_pcap
 
 from conftest import cli_command, cli_env
 from microseg.flows import demo
