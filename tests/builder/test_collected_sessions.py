@@ -25,8 +25,12 @@ EXAMPLES = TESTS.parent / "examples"
 
 
 def _flows_traffic():
-    """The flow collector's pcap builder (tests/flows/traffic.py), reused as it is."""
-    spec = importlib.util.spec_from_file_location("flows_traffic", TESTS / "flows" / "traffic.py")
+    """The flow collector's pcap builder (tests/flows/flows_traffic.py), reused as it is."""
+    if "flows_traffic" in sys.modules:
+        return sys.modules["flows_traffic"]
+    spec = importlib.util.spec_from_file_location(
+        "flows_traffic", TESTS / "flows" / "flows_traffic.py"
+    )
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up while defining
     spec.loader.exec_module(module)
