@@ -16,7 +16,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parents[1] / "src")]
 
-from traffic import seed_lab_traffic, write_pcap  # noqa: E402
+from flows_traffic import seed_lab_traffic, write_pcap  # noqa: E402
 
 from microseg.flows.demo import SEED_LAB_IPFIX, SEED_LAB_PCAP  # noqa: E402
 from microseg.flows.replay import softflowd_replay  # noqa: E402

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from flowrows import flow_batch
+from flows_rows import flow_batch
 
 from microseg.flows.flowstore import COMPACTED_FROM, FlowStore, read_sessions
 from microseg.flows.sessions import SessionTable

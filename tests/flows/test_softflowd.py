@@ -13,7 +13,7 @@ import subprocess
 import time
 
 import pytest
-from traffic import seed_lab_traffic, write_pcap
+from flows_traffic import collected_sessions, expected_sessions, seed_lab_traffic, write_pcap
 
 from microseg.flows.collector import BackgroundCollector, CollectorSettings, FlowCollector
 from microseg.flows.decoder import FlowDecoder
@@ -31,34 +31,6 @@ def lab(tmp_path_factory):
     traffic = seed_lab_traffic()
     pcap = write_pcap(traffic, tmp_path_factory.mktemp("pcap") / "lab.pcap")
     return traffic, pcap
-
-
-def expected_sessions(traffic):
-    return {
-        (s.protocol, s.client, s.client_port, s.server, s.server_port): (
-            s.fwd_packets,
-            s.fwd_bytes,
-            s.rev_packets,
-            s.rev_bytes,
-            int(s.complete),
-            int(s.half_open),
-        )
-        for s in traffic.sessions
-    }
-
-
-def collected_sessions(table):
-    return {
-        (r["protocol"], r["src"], int(r["sport"]), r["dst"], int(r["dport"])): (
-            r["fwd_packets"],
-            r["fwd_bytes"],
-            r["rev_packets"],
-            r["rev_bytes"],
-            r["complete"],
-            r["half_open"],
-        )
-        for r in table.to_pylist()
-    }
 
 
 @pytest.mark.parametrize(

@@ -1,1 +1,290 @@
 """Policy builder commands: recommend (issue: policy builder)."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from microseg.builder import (
+    BuilderOptions,
+    Recommendation,
+    Scope,
+    Selector,
+    policy_selectors,
+    read_session_table,
+    recommend,
+    rule_selector,
+)
+from microseg.builder.report import recommendation_json
+from microseg.builder.sessions import parse_time
+from microseg.cli.app import app, demo_step
+from microseg.cli.common import (
+    JSON_OPTION_HELP,
+    POLICY_HELP,
+    console,
+    emit_json,
+    resolve_policy,
+)
+from microseg.model import MicrosegError, PolicySet
+
+
+@app.command("recommend")
+def recommend_command(
+    policy: str = typer.Argument(..., help=POLICY_HELP),
+    sessions: Path | None = typer.Option(
+        None, "--sessions", help="Sessions file: JSON lines, CSV or Parquet."
+    ),
+    store: Path | None = typer.Option(
+        None,
+        "--store",
+        help="Flow store directory (default: $MICROSEG_FLOW_STORE or the user data dir).",
+    ),
+    categories: str | None = typer.Option(
+        None, "--categories", help="Aggregate endpoints by groups carrying these categories (a,b)."
+    ),
+    monitor_rule: str | None = typer.Option(
+        None, "--monitor-rule", help="Only sessions this rule matches (its groups, services, VRF)."
+    ),
+    policy_name: str | None = typer.Option(
+        None,
+        "--policy",
+        help="Only sessions of this policy (its VRF; its monitor rules if any); the rules go here.",
+    ),
+    vrf: str | None = typer.Option(None, "--vrf", help="Only sessions in this VRF."),
+    between: list[str] = typer.Option(
+        [], "--between", help="Only sessions with an end in this prefix (repeatable)."
+    ),
+    since: str | None = typer.Option(None, "--since", help="Only sessions seen since (ISO)."),
+    until: str | None = typer.Option(None, "--until", help="Only sessions seen until (ISO)."),
+    min_share: float | None = typer.Option(
+        None,
+        "--min-share",
+        help="Use a whole existing group when at least this share (0-1) of it was seen.",
+    ),
+    include_blocked: bool = typer.Option(
+        False, "--include-blocked", help="Also propose rules for sessions nobody answered."
+    ),
+    into_workspace: str | None = typer.Option(
+        None, "--into-workspace", help="Write the proposals into this store workspace."
+    ),
+    as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
+) -> None:
+    """Recommend rules from collected sessions, with their evidence and measured quality.
+
+    Example: microseg recommend examples/home-lab-dns-ntp.yaml --sessions sessions.jsonl
+    --categories clients,infrastructure
+    """
+    if sessions is not None and store is not None:
+        raise MicrosegError("give the sessions with one of --sessions FILE or --store DIR")
+    if sessions is None and store is None:
+        from microseg.flows.flowstore import default_store_dir
+
+        store = default_store_dir()
+    policy_set = resolve_policy(policy)
+    options = BuilderOptions(
+        categories=_names(categories),
+        scope=_scope(policy_set, monitor_rule, policy_name, vrf, between, since, until),
+        min_share=min_share,
+        include_blocked=include_blocked,
+        target_policy=policy_name,
+    )
+    table = read_session_table(sessions if sessions is not None else store)  # type: ignore[arg-type]
+    recommendation = recommend(policy_set, table, options)
+    written: list[tuple[str, str]] = []
+    if into_workspace is not None:
+        written = _into_workspace(policy, policy_set, into_workspace, recommendation)
+    if as_json:
+        data = recommendation_json(recommendation)
+        if into_workspace is not None:
+            data["workspace"] = {
+                "name": into_workspace,
+                "objects": [{"section": s, "name": n} for s, n in written],
+            }
+        emit_json(data)
+        return
+    print_recommendation(recommendation)
+    if into_workspace is not None:
+        console.print(
+            f"wrote {len(written)} objects into workspace [bold]{into_workspace}[/]; "
+            f"review with: microseg workspace build {into_workspace}"
+        )
+
+
+def _names(text: str | None) -> tuple[str, ...]:
+    return tuple(n.strip() for n in (text or "").split(",") if n.strip())
+
+
+def _scope(
+    policy_set: PolicySet,
+    monitor_rule: str | None,
+    policy_name: str | None,
+    vrf: str | None,
+    between: list[str],
+    since: str | None,
+    until: str | None,
+) -> Scope:
+    conditions: list[tuple[Selector, ...]] = []
+    if monitor_rule:
+        conditions.append((rule_selector(policy_set, monitor_rule),))
+    if policy_name:
+        conditions.append(policy_selectors(policy_set, policy_name))
+    if vrf:
+        conditions.append((Selector(label=f"vrf {vrf}", vrfs=(vrf,)),))
+    if between:
+        prefixes = []
+        for text in between:
+            try:
+                prefixes.append(ipaddress.ip_network(text.strip(), strict=False))
+            except ValueError:
+                raise MicrosegError(f"--between: {text!r} is not an IP prefix") from None
+        conditions.append((Selector(label="between", sources=tuple(prefixes)),))
+    since_ms = parse_time(since, "--since") if since else None
+    until_ms = parse_time(until, "--until") if until else None
+    if since_ms is not None and until_ms is not None and since_ms > until_ms:
+        raise MicrosegError(f"--since {since} is after --until {until}")
+    return Scope(all_of=tuple(conditions), since_ms=since_ms, until_ms=until_ms)
+
+
+def _into_workspace(
+    policy: str, policy_set: PolicySet, workspace: str, recommendation: Recommendation
+) -> list[tuple[str, str]]:
+    from microseg.builder.workspace import write_into_workspace
+    from microseg.store import open_store
+
+    base_revision = None
+    if policy.startswith("rev:") and policy.removeprefix("rev:").isdigit():
+        base_revision = int(policy.removeprefix("rev:"))
+    with open_store() as store:
+        return write_into_workspace(store, workspace, base_revision, policy_set, recommendation)
+
+
+def print_recommendation(recommendation: Recommendation) -> None:
+    """The review table: rules with evidence, new objects, attempts blocked, quality."""
+    rules = Table(title=f"Recommended rules ({_target(recommendation)})", title_justify="left")
+    for column in ("#", "sources", "destinations", "services", "sessions"):
+        justify = "right" if column in ("#", "sessions") else "left"
+        rules.add_column(column, justify=justify, overflow="fold")
+    for number, item in enumerate(recommendation.rules, 1):
+        rules.add_row(
+            str(number),
+            ", ".join(item.rule.sources),
+            ", ".join(item.rule.destinations),
+            ", ".join(item.rule.services),
+            str(item.evidence.sessions),
+        )
+    console.print(rules)
+    for number, item in enumerate(recommendation.rules, 1):
+        evidence = item.evidence
+        console.print(
+            f"  {number}. [bold]{item.rule.name}[/]: {evidence.sessions} sessions, "
+            f"{evidence.bytes} bytes, {evidence.first_seen} .. {evidence.last_seen}; "
+            "server side by " + ", ".join(f"{k} ({v})" for k, v in evidence.server_side.items())
+        )
+        if item.current_decisions:
+            console.print(
+                "     today: "
+                + ", ".join(
+                    f"{d.verdict} by {d.rule or 'the default match'} ({d.sessions})"
+                    for d in item.current_decisions
+                )
+            )
+        for first in evidence.examples:
+            console.print(
+                f"     e.g. {first.client}:{first.client_port} -> {first.server}:"
+                f"{first.server_port} {first.protocol}, {first.sessions} session(s), "
+                f"{first.bytes} bytes, {first.first_seen}"
+            )
+    for item in recommendation.rules:
+        for widening in item.widened:
+            console.print(
+                f"  {item.rule.name}: group {widening.group} used whole ({widening.reason}): "
+                f"{widening.observed_addresses} of {widening.group_addresses} addresses seen"
+            )
+    if recommendation.new_groups:
+        console.print("[bold]New groups[/]")
+        for group in recommendation.new_groups:
+            prefixes = " ".join(str(p) for p in group.prefixes)
+            excepts = " ".join(str(p) for p in group.except_prefixes)
+            console.print(f"  {group.name}: {prefixes}" + (f" except {excepts}" if excepts else ""))
+    if recommendation.new_services:
+        console.print("[bold]New services[/]")
+        for service in recommendation.new_services:
+            ports = ",".join(str(p) for p in service.destination_ports)
+            types = ",".join(str(t) for t in service.icmp_types)
+            console.print(f"  {service.name}: {service.protocol} {ports or types or 'all'}")
+    if recommendation.blocked_attempts:
+        blocked = Table(title="Attempts blocked (no reply; not proposed)", title_justify="left")
+        for column in ("source", "destination", "service", "sessions", "seen"):
+            blocked.add_column(column, overflow="fold")
+        for attempt in recommendation.blocked_attempts:
+            blocked.add_row(
+                attempt.source,
+                attempt.destination,
+                attempt.service,
+                str(attempt.sessions),
+                f"{attempt.first_seen} .. {attempt.last_seen}",
+            )
+        console.print(blocked)
+    print_quality(recommendation)
+
+
+def _target(recommendation: Recommendation) -> str:
+    if recommendation.target_policy is None:
+        return "no target policy"
+    return f"for policy {recommendation.target_policy} at position {recommendation.insert_at + 1}"
+
+
+def print_quality(recommendation: Recommendation) -> None:
+    quality = recommendation.quality
+    coverage = "not verified" if quality.coverage is None else f"{quality.coverage:.1%}"
+    lines = "n/a" if quality.config_lines is None else str(quality.config_lines)
+    console.print(
+        f"[bold]Quality[/]: coverage {coverage} of {quality.evidence_sessions} sessions "
+        f"(of {recommendation.scoped_sessions} in scope), {quality.rules} rules, "
+        f"{lines} EOS config lines added, over-permissiveness {quality.over_permissiveness:.2f} "
+        f"({quality.allowed_combinations} host/service combinations allowed, "
+        f"{quality.observed_combinations} observed)"
+    )
+    for note in quality.notes:
+        console.print(f"  note: {note}")
+
+
+@demo_step(60, "6. Policy Builder: recommended rules from collected sessions")
+def _demo_recommendations(context) -> None:
+    """The seed's two scenarios on generated sessions, with and without categories."""
+    from microseg.builder.seed_sessions import (
+        blocked_attempts,
+        dns_ntp_sessions,
+        web_app_sessions,
+        write_jsonl,
+    )
+    from microseg.policyfile import load_policy
+
+    categories = ("clients", "infrastructure")
+    dns_ntp = load_policy(context.examples / "home-lab-dns-ntp.yaml")
+    dns_file = write_jsonl(dns_ntp_sessions(), context.workdir / "dns-ntp-sessions.jsonl")
+    web_app = load_policy(context.examples / "home-lab-monitor.yaml")
+    web_file = write_jsonl(
+        web_app_sessions() + blocked_attempts(), context.workdir / "web-app-sessions.jsonl"
+    )
+    scope = Scope(all_of=((rule_selector(web_app, "web-appserver-discovery"),),))
+    runs = [
+        ("DNS/NTP: 60 wifi clients -> 10.100.1.6/.7", dns_ntp, dns_file, Scope()),
+        ("Web app: monitor rule web-appserver-discovery", web_app, web_file, scope),
+    ]
+    for title, policy_set, path, run_scope in runs:
+        table = read_session_table(path)
+        plain = recommend(policy_set, table, BuilderOptions(scope=run_scope))
+        grouped = recommend(
+            policy_set, table, BuilderOptions(categories=categories, scope=run_scope)
+        )
+        console.print(f"[bold]{title}[/] ({path.name})")
+        console.print(
+            f"  without categories: {plain.quality.rules} rules, "
+            f"{plain.quality.config_lines} EOS lines added (a rule for every IP)"
+        )
+        console.print(f"  with categories {', '.join(categories)}:")
+        print_recommendation(grouped)

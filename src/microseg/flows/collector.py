@@ -20,7 +20,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from microseg.flows.decoder import FlowDecoder
 from microseg.flows.flowstore import FlowStore
@@ -227,12 +226,3 @@ class BackgroundCollector:
 
     def __exit__(self, *_exc) -> None:
         self.stop()
-
-
-def write_stats_line(collector: FlowCollector, stream) -> None:
-    stream.write(json.dumps(collector.stats(), sort_keys=True) + "\n")
-    stream.flush()
-
-
-def stats_path(store_dir: Path) -> Path:
-    return store_dir / STATS_FILE

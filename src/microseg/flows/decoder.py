@@ -110,9 +110,7 @@ class FlowDecoder:
         self._expire_pending()
         for data, exporter in datagrams:
             self.counters.datagrams += 1
-            per_exporter = self.counters.exporters.get(exporter)
-            if per_exporter is None:
-                per_exporter = self._new_exporter(exporter)
+            per_exporter = self._counters_for(exporter)
             per_exporter.datagrams += 1
             try:
                 version = VERSION.unpack_from(data)[0] if len(data) >= 2 else 0
@@ -136,12 +134,13 @@ class FlowDecoder:
 
     # -- per datagram -------------------------------------------------------------------
 
-    def _new_exporter(self, exporter: str) -> ExporterCounters:
-        if len(self.counters.exporters) >= self.max_streams:
-            exporter = "other"
-            if exporter in self.counters.exporters:
-                return self.counters.exporters[exporter]
-        counters = self.counters.exporters[exporter] = ExporterCounters()
+    def _counters_for(self, exporter: str) -> ExporterCounters:
+        """Per-exporter counters; past `max_streams` exporters they add up under "other"."""
+        counters = self.counters.exporters.get(exporter)
+        if counters is None:
+            if len(self.counters.exporters) >= self.max_streams:
+                exporter = "other"
+            counters = self.counters.exporters.setdefault(exporter, ExporterCounters())
         return counters
 
     def _ipfix(self, data, exporter, per_exporter, gathers) -> None:
@@ -323,7 +322,7 @@ class FlowDecoder:
     def _hold(self, stream, template_id, payload: bytes, time_base) -> None:
         """Keep a data set whose template has not arrived yet (bounded, RFC 7011 8 allows it)."""
         self.counters.unknown_template_sets += 1
-        self.counters.exporters[stream[0]].unknown_template_sets += 1
+        self._counters_for(stream[0]).unknown_template_sets += 1
         if len(payload) > self.max_pending_bytes:
             self.counters.unknown_template_dropped += 1
             return
@@ -358,7 +357,7 @@ class FlowDecoder:
             )
             self.counters.unknown_template_decoded += 1
             if count and not is_options:
-                self.counters.exporters[stream[0]].records += count
+                self._counters_for(stream[0]).records += count
 
     # -- columns ------------------------------------------------------------------------
 

@@ -70,7 +70,10 @@ class FlowStore:
 
     def open(self) -> FlowStore:
         """Create the layout if needed and repair what a crash can leave behind."""
-        self.segment_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.segment_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise MicrosegError(f"flow store {self.directory}: {error.strerror}") from None
         for stray in self.segment_dir.glob(".tmp-*"):
             stray.unlink(missing_ok=True)
         for segment in self.segment_dir.glob("seg-*.parquet"):
@@ -171,6 +174,8 @@ def read_sessions(
     `since` keeps sessions last seen at or after it. Rows come sorted by first seen, then key.
     """
     path = default_store_dir() if source is None else Path(source)
+    if source is None and not path.exists():
+        return OUTPUT_SCHEMA.empty_table()  # nothing collected yet
     connection = duckdb.connect()
     columns = _load(connection, path)
     if columns is None:

@@ -3,7 +3,7 @@ complete / half-open / eph semantics hold."""
 
 from __future__ import annotations
 
-from flowrows import flow_batch, random_flows
+from flows_rows import flow_batch, random_flows
 
 from microseg.flows.flowstore import FlowStore, read_sessions
 from microseg.flows.sessions import SessionSettings, SessionTable

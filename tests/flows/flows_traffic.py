@@ -42,8 +42,9 @@ class LabTraffic:
 
     def send(self, session: ExpectedSession, packet, from_client: bool, delay=0.004) -> None:
         self.clock += delay
-        packet.time = self.clock
-        self.packets.append(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / packet)
+        frame = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / packet
+        frame.time = self.clock  # the pcap record time; softflowd -a follows it
+        self.packets.append(frame)
         size = len(packet)
         if from_client:
             session.fwd_packets += 1
@@ -157,3 +158,33 @@ def seed_lab_traffic() -> LabTraffic:
 def write_pcap(lab: LabTraffic, path: Path) -> Path:
     wrpcap(str(path), lab.packets)
     return path
+
+
+def expected_sessions(traffic: LabTraffic) -> dict:
+    """Session key -> (fwd packets, fwd bytes, rev packets, rev bytes, complete, half-open)."""
+    return {
+        (s.protocol, s.client, s.client_port, s.server, s.server_port): (
+            s.fwd_packets,
+            s.fwd_bytes,
+            s.rev_packets,
+            s.rev_bytes,
+            int(s.complete),
+            int(s.half_open),
+        )
+        for s in traffic.sessions
+    }
+
+
+def collected_sessions(table) -> dict:
+    """The same mapping from a session table (pyarrow, ports as text or numbers)."""
+    return {
+        (r["protocol"], r["src"], int(r["sport"]), r["dst"], int(r["dport"])): (
+            r["fwd_packets"],
+            r["fwd_bytes"],
+            r["rev_packets"],
+            r["rev_bytes"],
+            r["complete"],
+            r["half_open"],
+        )
+        for r in table.to_pylist()
+    }

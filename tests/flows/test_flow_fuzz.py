@@ -13,10 +13,10 @@ import struct
 from collections import Counter
 
 import pytest
-from encoder import Field, data_set, ipfix_message, ipfix_template_set, uint
+from flows_encoder import Field, data_set, ipfix_message, ipfix_template_set, uint
+from flows_traffic import seed_lab_traffic, write_pcap
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from traffic import seed_lab_traffic, write_pcap
 
 from microseg.flows.decoder import FlowDecoder
 from microseg.flows.demo import SEED_LAB_IPFIX

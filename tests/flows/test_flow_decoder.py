@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 
 import numpy as np
-from encoder import (
+from flows_encoder import (
     REVERSE_PEN,
     SOFTFLOWD_V4,
     Field,
@@ -316,3 +316,12 @@ def test_ipv6_addresses_round_trip():
     assert ipaddress.IPv6Address(value) == ipaddress.IPv6Address("2001:db8:1::10")
     assert batch.family.tolist() == [6] and batch.to_records()[0]["exporter"] == "::1"
     assert np.all(batch.direction == -1)
+
+
+def test_exporter_counters_are_bounded_too():
+    decoder = FlowDecoder(max_streams=4)
+    for host in range(10):
+        decode(decoder, softflowd_message([dns_query()]), exporter=f"192.0.2.{host}")
+        decode(decoder, ipfix_message([data_set(999, [dns_query()])]), exporter=f"192.0.2.{host}")
+    assert len(decoder.counters.exporters) == 5 and decoder.counters.exporters["other"].datagrams
+    assert len(decoder.templates) <= 4

@@ -1,0 +1,516 @@
+"""Recommended rules from sessions: the policy builder's core.
+
+`recommend(policy_set, sessions, options)` scopes the sessions, works out each session's
+server side and service, maps endpoints to groups, and aggregates with numpy (hash/sort
+group-by; Python runs once per aggregated row, never per session): one bidirectional rule per
+(source group, destination group) with every service seen between them; destinations a
+source reached with exactly the same services share its rule; group sources reaching exactly
+the same destinations on the same services share one too. Every merge is exact: each listed
+source reached each listed destination on each listed service. Sessions nobody answered are
+attempts blocked, reported apart and never proposed unless `include_blocked`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from microseg.builder.endpoints import EndpointMap, map_endpoints, unique_name
+from microseg.builder.proposal import (
+    BlockedAttempt,
+    BuilderOptions,
+    Evidence,
+    Quality,
+    Recommendation,
+    RecommendedRule,
+    SessionExample,
+    Widening,
+)
+from microseg.builder.scope import scope_mask
+from microseg.builder.services import (
+    EVIDENCE,
+    ServerSide,
+    ServiceChoice,
+    choose_services,
+    server_side,
+    syn_acknowledged,
+)
+from microseg.builder.sessions import EPHEMERAL, SessionColumns, iso_time, session_columns
+from microseg.model import MicrosegError, PolicySet, Rule
+from microseg.model.objects import IPNetwork
+from microseg.model.ports import PROTOCOL_NUMBERS
+
+EXAMPLES_PER_RULE = 3
+MAX_RULE_NAME = 84
+_PROTOCOL_NAMES = {number: name for name, number in PROTOCOL_NUMBERS.items()}
+
+
+def recommend(
+    policy_set: PolicySet,
+    sessions: SessionColumns | pa.Table,
+    options: BuilderOptions | None = None,
+    *,
+    segments: tuple[IPNetwork, ...] | None = None,
+) -> Recommendation:
+    """Recommend rules for the sessions in scope. See the module docstring."""
+    from microseg.builder.quality import verify
+
+    options = options or BuilderOptions()
+    _check_options(policy_set, options)
+    columns = sessions if isinstance(sessions, SessionColumns) else session_columns(sessions)
+    scoped = columns.take(scope_mask(columns, options.scope))
+    target = target_policy(policy_set, options)
+    if segments is None:
+        segments = domain_segments(policy_set, target)
+    draft = aggregate(policy_set, scoped, options, segments, target)
+    return verify(policy_set, draft.recommendation, draft.evidence_sessions)
+
+
+@dataclass(frozen=True)
+class Draft:
+    """A recommendation before its placement and quality are known, and its evidence."""
+
+    recommendation: Recommendation
+    evidence_sessions: SessionColumns
+
+
+def _check_options(policy_set: PolicySet, options: BuilderOptions) -> None:
+    known = {c.name for c in policy_set.categories} | {
+        c for g in policy_set.groups for c in g.categories
+    }
+    unknown = [c for c in options.categories if c not in known]
+    if unknown:
+        raise MicrosegError(
+            f"unknown categor{'ies' if len(unknown) > 1 else 'y'} {', '.join(unknown)} "
+            f"(known: {', '.join(sorted(known)) or 'none'})"
+        )
+    if options.min_share is not None and not 0 < options.min_share <= 1:
+        raise MicrosegError(f"--min-share must be a share between 0 and 1, got {options.min_share}")
+    if (
+        options.target_policy is not None
+        and policy_set.get("policies", options.target_policy) is None
+    ):
+        known_policies = ", ".join(sorted(p.name for p in policy_set.policies)) or "none"
+        raise MicrosegError(
+            f"policy {options.target_policy!r} is not in the policy set "
+            f"(policies: {known_policies})"
+        )
+
+
+def target_policy(policy_set: PolicySet, options: BuilderOptions) -> str | None:
+    """The named policy; else the one holding the monitor rule in scope; else the only one."""
+    if options.target_policy:
+        return options.target_policy
+    for any_of in options.scope.all_of:
+        for selector in any_of:
+            holders = sorted(p.name for p in policy_set.policies if selector.rule in p.rules)
+            if holders:
+                return holders[0]
+    if len(policy_set.policies) == 1:
+        return policy_set.policies[0].name
+    return None
+
+
+def domain_segments(policy_set: PolicySet, policy_name: str | None) -> tuple[IPNetwork, ...]:
+    """Subnets of the segments of the target policy's domain (every device's without one)."""
+    devices = policy_set.devices
+    if policy_name is not None:
+        domain = policy_set.get("domains", policy_set.policy(policy_name).domain)
+        if domain is not None:
+            devices = tuple(d for d in policy_set.devices if d.name in domain.devices)
+    return tuple(
+        subnet for device in devices for segment in device.segments for subnet in segment.subnets
+    )
+
+
+def answered(sessions: SessionColumns) -> np.ndarray:
+    """Sessions that got a reply. A complete session did; a UDP/ICMP session with reverse
+    packets did; a TCP session with reverse packets but not complete (a RST to the SYN, a
+    reply the collector marked half-open) did not; a session with no reverse packets did not."""
+    tcp = sessions.protocol == 6
+    replied = sessions.rev_packets > 0
+    return (
+        (sessions.complete > 0)
+        | (tcp & syn_acknowledged(sessions))
+        | (replied & ~tcp)
+        | (replied & tcp & (sessions.half_open == 0))
+    )
+
+
+def aggregate(
+    policy_set: PolicySet,
+    scoped: SessionColumns,
+    options: BuilderOptions,
+    segments: tuple[IPNetwork, ...],
+    target: str | None,
+) -> Draft:
+    """The proposals for already scoped sessions, before placement and verification."""
+    side = server_side(scoped)
+    replied = answered(scoped)
+    use = np.ones(len(scoped), dtype=bool) if options.include_blocked else replied
+    taken_services = {s.name for s in policy_set.services}
+    service_index, choices = _services(policy_set, scoped, side, taken_services)
+    used_addresses = np.zeros(len(scoped.addresses), dtype=bool)
+    used_addresses[side.client[use]] = True
+    used_addresses[side.server[use]] = True
+    endpoints = map_endpoints(
+        policy_set,
+        scoped.addresses,
+        used_addresses,
+        options.categories,
+        options.min_share,
+        segments,
+    )
+    rules = _rules(policy_set, scoped, side, use, service_index, choices, endpoints)
+    blocked = _blocked(scoped, side, ~replied, service_index, choices)
+    used_endpoints = {name for r in rules for name in (*r.rule.sources, *r.rule.destinations)}
+    used_services = {name for r in rules for name in r.rule.services}
+    new_groups = tuple(
+        sorted(
+            (e.proposed for e in endpoints.endpoints if e.proposed and e.name in used_endpoints),
+            key=lambda g: g.name.encode(),
+        )
+    )
+    new_services = tuple(
+        sorted(
+            (c.proposed for c in choices if not c.existing and c.name in used_services),
+            key=lambda s: s.name.encode(),
+        )
+    )
+    observed = sum(r.evidence.host_combinations for r in rules)
+    allowed = sum(r.allowed_combinations for r in rules)
+    quality = Quality(
+        rules=len(rules),
+        evidence_sessions=int(scoped.sessions[use].sum()),
+        covered_sessions=None,
+        coverage=None,
+        config_lines=None,
+        observed_combinations=observed,
+        allowed_combinations=allowed,
+        over_permissiveness=(allowed - observed) / observed if observed else 0.0,
+    )
+    recommendation = Recommendation(
+        rules=tuple(rules),
+        new_groups=new_groups,
+        new_services=new_services,
+        blocked_attempts=tuple(blocked),
+        quality=quality,
+        scoped_sessions=int(scoped.sessions.sum()),
+        target_policy=target,
+        insert_at=0,
+        categories=options.categories,
+    )
+    return Draft(recommendation, scoped.take(use))
+
+
+def _services(
+    policy_set: PolicySet, sessions: SessionColumns, side: ServerSide, taken: set[str]
+) -> tuple[np.ndarray, list[ServiceChoice]]:
+    """Per session, an index into the list of service choices (one per protocol+port)."""
+    keys = sessions.protocol.astype(np.int64) * 65536 + side.server_port
+    unique_keys, service_index = factorize(keys)
+    pairs = [divmod(int(k), 65536) for k in unique_keys.tolist()]
+    choices = choose_services(pairs, policy_set, taken)
+    return service_index.astype(np.int32), choices
+
+
+def factorize(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted distinct keys and each row's position among them. Few distinct keys among
+    many rows: a hash-based unique plus a binary search beats sorting every row."""
+    unique_keys = np.unique(keys)
+    return unique_keys, np.searchsorted(unique_keys, keys).astype(np.int64)
+
+
+def _grouped_by_time(group: np.ndarray, time: np.ndarray) -> np.ndarray:
+    """Row order by group, then time, then row (one argsort on a combined key)."""
+    if not len(group):
+        return np.zeros(0, dtype=np.int64)
+    offset = time - time.min()
+    span = int(offset.max()) + 1
+    if span * (int(group.max()) + 1) < 2**62:
+        return np.argsort(group * span + offset, kind="stable")
+    return np.lexsort((offset, group))
+
+
+def _group_by(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sort-based group-by: unique keys, each row's group, and rows ordered by group."""
+    unique_keys, inverse = factorize(keys)
+    order = np.argsort(inverse, kind="stable")
+    return unique_keys, inverse.astype(np.int64), order
+
+
+def _rules(
+    policy_set: PolicySet,
+    sessions: SessionColumns,
+    side: ServerSide,
+    use: np.ndarray,
+    service_index: np.ndarray,
+    choices: list[ServiceChoice],
+    endpoints: EndpointMap,
+) -> list[RecommendedRule]:
+    rows = np.flatnonzero(use)
+    if not len(rows):
+        return []
+    shape = (max(len(endpoints.endpoints), 1), max(len(choices), 1))
+    source = endpoints.of_address[side.client[rows]].astype(np.int64)
+    destination = endpoints.of_address[side.server[rows]].astype(np.int64)
+    service = service_index[rows].astype(np.int64)
+    triple_keys, triple_of_row = factorize((source * shape[0] + destination) * shape[1] + service)
+    # Rows grouped by triple, earliest first inside a group (the examples come from there).
+    order = _grouped_by_time(triple_of_row, sessions.first_seen[rows])
+    stats = _triple_stats(sessions, side, rows, triple_of_row, order, len(triple_keys))
+    host_combinations = _observed_combinations(
+        sessions, side, rows, service, endpoints, triple_keys, shape
+    )
+    # Python from here on: once per aggregated (source, destination, service) triple.
+    taken_rules = {r.name for r in policy_set.rules}
+    proposals = []
+    for service_names, sources, destinations, positions in _merged(
+        triple_keys, choices, endpoints, shape
+    ):
+        source_groups = sorted((endpoints.endpoints[s] for s in sources), key=_by_name)
+        destination_groups = sorted((endpoints.endpoints[d] for d in destinations), key=_by_name)
+        rule = Rule(
+            name=_rule_name(
+                [s.name for s in source_groups], [d.name for d in destination_groups], taken_rules
+            ),
+            description="recommended by the policy builder",
+            sources=tuple(s.name for s in source_groups),
+            destinations=tuple(d.name for d in destination_groups),
+            services=tuple(sorted(service_names, key=str.encode)),
+            direction="bidirectional",
+        )
+        widened = tuple(
+            Widening(e.name, e.kind, endpoints.observed[e.name], e.size)
+            for e in [*source_groups, *destination_groups]
+            if e.kind in ("category", "min-share") and endpoints.observed[e.name] < e.size
+        )
+        allowed = (
+            sum(s.size for s in source_groups)
+            * sum(d.size for d in destination_groups)
+            * len(service_names)
+        )
+        evidence = stats.evidence(positions, int(host_combinations[positions].sum()))
+        proposals.append(RecommendedRule(rule, evidence, _unique(widened), allowed))
+    # Narrower rules first: a rule is only shadowed by a rule allowing a superset, which
+    # allows at least as many combinations, so ordering by allowed size (then name) leaves
+    # every proposal reachable.
+    return sorted(proposals, key=lambda r: (r.allowed_combinations, r.rule.name.encode()))
+
+
+def _observed_combinations(
+    sessions: SessionColumns,
+    side: ServerSide,
+    rows: np.ndarray,
+    service: np.ndarray,
+    endpoints: EndpointMap,
+    triple_keys: np.ndarray,
+    shape: tuple[int, int],
+) -> np.ndarray:
+    """Per triple, the distinct (client host, server host, service) seen. Internet
+    addresses count as one host, as the internet group counts as one endpoint."""
+    endpoint_count, service_count = shape
+    host_id = np.arange(len(sessions.addresses), dtype=np.int64)
+    internet = [i for i, e in enumerate(endpoints.endpoints) if e.kind == "internet"]
+    host_id[np.isin(endpoints.of_address, internet)] = len(host_id)
+    hosts = len(host_id) + 1
+    host_keys = np.unique(
+        (host_id[side.client[rows]] * hosts + host_id[side.server[rows]]) * service_count + service
+    )
+    first_host = np.zeros(hosts, dtype=np.int64)
+    first_host[host_id] = np.arange(len(host_id))  # a representative address per host id
+    host_source = first_host[host_keys // service_count // hosts]
+    host_destination = first_host[(host_keys // service_count) % hosts]
+    host_triples = np.searchsorted(
+        triple_keys,
+        (
+            endpoints.of_address[host_source].astype(np.int64) * endpoint_count
+            + endpoints.of_address[host_destination]
+        )
+        * service_count
+        + host_keys % service_count,
+    )
+    return np.bincount(host_triples, minlength=len(triple_keys))
+
+
+def _merged(
+    triple_keys: np.ndarray,
+    choices: list[ServiceChoice],
+    endpoints: EndpointMap,
+    shape: tuple[int, int],
+) -> list[tuple[tuple[str, ...], list[int], list[int], list[int]]]:
+    """(services, sources, destinations, triple positions) of each rule: services between a
+    pair together; destinations a source reached with the same services together; group
+    sources reaching the same destinations on the same services together. Per-host sources
+    keep a rule each: the seed's "rule for every IP"."""
+    endpoint_count, service_count = shape
+    pairs: dict[tuple[int, int], list[int]] = {}
+    for position, key in enumerate(triple_keys.tolist()):
+        pairs.setdefault(divmod(key // service_count, endpoint_count), []).append(position)
+    by_source: dict[tuple[int, tuple[str, ...]], list[tuple[int, list[int]]]] = {}
+    for (source, destination), positions in sorted(pairs.items()):
+        names = {choices[int(triple_keys[p] % service_count)].name for p in positions}
+        by_source.setdefault((source, tuple(sorted(names))), []).append((destination, positions))
+    merged: dict[tuple, tuple[tuple[str, ...], list[int], list[int], list[int]]] = {}
+    for (source, service_names), destinations in by_source.items():
+        destination_set = tuple(sorted(d for d, _ in destinations))
+        groupable = endpoints.endpoints[source].kind in ("category", "min-share")
+        key = (destination_set, service_names, -1 if groupable else source)
+        entry = merged.setdefault(key, (service_names, [], list(destination_set), []))
+        entry[1].append(source)
+        entry[3].extend(p for _, group in destinations for p in group)
+    return list(merged.values())
+
+
+def _unique(widened: tuple[Widening, ...]) -> tuple[Widening, ...]:
+    seen: dict[str, Widening] = {}
+    for item in widened:
+        seen.setdefault(item.group, item)
+    return tuple(seen.values())
+
+
+def _by_name(endpoint) -> bytes:
+    return endpoint.name.encode()
+
+
+def _rule_name(sources: list[str], destinations: list[str], taken: set[str]) -> str:
+    def side(names: list[str]) -> str:
+        return names[0] + (f"_and_{len(names) - 1}_more" if len(names) > 1 else "")
+
+    name = f"allow_{side(sources)}_to_{side(destinations)}"
+    if len(name) > MAX_RULE_NAME:
+        # EOS names stop at 100 characters and the reverse match adds `-reverse` (and a
+        # uniqueness suffix may follow): keep the base short enough for both.
+        name = name[:MAX_RULE_NAME]
+    return unique_name(name, taken)
+
+
+@dataclass(frozen=True)
+class _TripleStats:
+    """Per (source group, destination group, service) triple: sums, times and examples."""
+
+    sessions: np.ndarray
+    packets: np.ndarray
+    bytes: np.ndarray
+    first_seen: np.ndarray
+    last_seen: np.ndarray
+    evidence_counts: np.ndarray  # triples x len(EVIDENCE)
+    example_rows: list[list[int]]  # session row indices
+    source: SessionColumns
+    side: ServerSide
+
+    def evidence(self, positions: list[int], host_combinations: int) -> Evidence:
+        decided = self.evidence_counts[positions].sum(axis=0)
+        rows = sorted(
+            (r for p in positions for r in self.example_rows[p]),
+            key=lambda r: (int(self.source.first_seen[r]), r),
+        )[:EXAMPLES_PER_RULE]
+        return Evidence(
+            sessions=int(self.sessions[positions].sum()),
+            packets=int(self.packets[positions].sum()),
+            bytes=int(self.bytes[positions].sum()),
+            first_seen=iso_time(int(self.first_seen[positions].min())),
+            last_seen=iso_time(int(self.last_seen[positions].max())),
+            host_combinations=host_combinations,
+            server_side={EVIDENCE[i]: int(n) for i, n in enumerate(decided) if n},
+            examples=tuple(example(self.source, self.side, r) for r in rows),
+        )
+
+
+def _triple_stats(
+    sessions: SessionColumns,
+    side: ServerSide,
+    rows: np.ndarray,
+    triple_of_row: np.ndarray,
+    order: np.ndarray,
+    triples: int,
+) -> _TripleStats:
+    weight = sessions.sessions[rows]
+    ordered = rows[order]
+    starts = np.flatnonzero(np.r_[True, np.diff(triple_of_row[order]) != 0])
+    evidence_counts = np.zeros((triples, len(EVIDENCE)), dtype=np.int64)
+    np.add.at(evidence_counts, (triple_of_row, side.evidence[rows]), weight)
+    ends = np.r_[starts[1:], len(ordered)]
+    example_rows = [
+        ordered[s : min(s + EXAMPLES_PER_RULE, e)].tolist()
+        for s, e in zip(starts, ends, strict=True)
+    ]
+    return _TripleStats(
+        sessions=np.bincount(triple_of_row, weights=weight, minlength=triples).astype(np.int64),
+        packets=np.bincount(
+            triple_of_row,
+            weights=sessions.fwd_packets[rows] + sessions.rev_packets[rows],
+            minlength=triples,
+        ).astype(np.int64),
+        bytes=np.bincount(
+            triple_of_row,
+            weights=sessions.fwd_bytes[rows] + sessions.rev_bytes[rows],
+            minlength=triples,
+        ).astype(np.int64),
+        first_seen=np.minimum.reduceat(sessions.first_seen[ordered], starts),
+        last_seen=np.maximum.reduceat(sessions.last_seen[ordered], starts),
+        evidence_counts=evidence_counts,
+        example_rows=example_rows,
+        source=sessions,
+        side=side,
+    )
+
+
+def example(sessions: SessionColumns, side: ServerSide, row: int) -> SessionExample:
+    protocol = int(sessions.protocol[row])
+    client_port = int(side.client_port[row])
+    return SessionExample(
+        vrf=sessions.vrf_names[int(sessions.vrf[row])],
+        protocol=_PROTOCOL_NAMES.get(protocol, str(protocol)),
+        client=str(sessions.addresses.addresses[int(side.client[row])]),
+        client_port="eph" if client_port == EPHEMERAL else client_port,
+        server=str(sessions.addresses.addresses[int(side.server[row])]),
+        server_port=int(side.server_port[row]),
+        sessions=int(sessions.sessions[row]),
+        packets=int(sessions.fwd_packets[row] + sessions.rev_packets[row]),
+        bytes=int(sessions.fwd_bytes[row] + sessions.rev_bytes[row]),
+        first_seen=iso_time(int(sessions.first_seen[row])),
+        last_seen=iso_time(int(sessions.last_seen[row])),
+        server_side=EVIDENCE[int(side.evidence[row])],
+    )
+
+
+def _blocked(
+    sessions: SessionColumns,
+    side: ServerSide,
+    blocked: np.ndarray,
+    service_index: np.ndarray,
+    choices: list[ServiceChoice],
+) -> list[BlockedAttempt]:
+    """Unanswered sessions per (client, server, service), most sessions first."""
+    rows = np.flatnonzero(blocked)
+    if not len(rows):
+        return []
+    address_count = len(sessions.addresses)
+    service_count = max(len(choices), 1)
+    keys = (
+        side.client[rows].astype(np.int64) * address_count + side.server[rows]
+    ) * service_count + service_index[rows]
+    unique_keys, group, order = _group_by(keys)
+    ordered = rows[order]
+    starts = np.flatnonzero(np.r_[True, np.diff(group[order]) != 0])
+    counts = np.bincount(group, weights=sessions.sessions[rows]).astype(np.int64)
+    first = np.minimum.reduceat(sessions.first_seen[ordered], starts)
+    last = np.maximum.reduceat(sessions.last_seen[ordered], starts)
+    attempts = []
+    for position, key in enumerate(unique_keys.tolist()):
+        pair, service = divmod(key, service_count)
+        client, server = divmod(pair, address_count)
+        attempts.append(
+            BlockedAttempt(
+                source=str(sessions.addresses.addresses[client]),
+                destination=str(sessions.addresses.addresses[server]),
+                service=choices[service].name,
+                sessions=int(counts[position]),
+                first_seen=iso_time(int(first[position])),
+                last_seen=iso_time(int(last[position])),
+            )
+        )
+    return sorted(attempts, key=lambda a: (-a.sessions, a.source, a.destination, a.service))

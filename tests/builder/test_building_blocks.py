@@ -1,0 +1,242 @@
+"""Server side, services, endpoint groups, scope and aggregation, one behaviour at a time."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+import seed_policies
+from seed_policies import replaced
+
+from microseg.builder import BuilderOptions, Scope, read_session_table, recommend, session_columns
+from microseg.builder.scope import Selector, policy_selectors
+from microseg.builder.seed_sessions import (
+    APPSERVER1,
+    LAPTOP,
+    WEB01,
+    WEB02,
+    session,
+    web_app_sessions,
+)
+from microseg.builder.services import EVIDENCE, server_side
+from microseg.builder.sessions import parse_time
+from microseg.model import Group, MicrosegError, Service
+
+
+def table(rows: list[dict]) -> pa.Table:
+    for row in rows:
+        row["sport"], row["dport"] = str(row["sport"]), str(row["dport"])
+    return pa.Table.from_pylist(rows)
+
+
+def sides(rows: list[dict]) -> list[tuple[str, str, int, str]]:
+    columns = session_columns(table(rows))
+    side = server_side(columns)
+    addresses = columns.addresses.addresses
+    return [
+        (str(addresses[c]), str(addresses[s]), int(p), EVIDENCE[e])
+        for c, s, p, e in zip(
+            side.client, side.server, side.server_port, side.evidence, strict=True
+        )
+    ]
+
+
+def test_server_side_is_decided_by_the_strongest_evidence_available():
+    rows = [
+        # a completed TCP handshake: the destination answered the SYN, even on a high port
+        session(LAPTOP, 1025, WEB01, 50000, "tcp"),
+        # a session recorded server-first (no handshake seen): the ephemeral side is the client
+        session(WEB01, 53, LAPTOP, 51515, "udp"),
+        # a summary row: `eph` is the client
+        session(WEB02, 8080, LAPTOP, "eph", "udp"),
+        # well-known (< 1024) against a registered port
+        session(WEB01, 123, LAPTOP, 4000, "udp"),
+        # two registered ports: the lower one serves
+        session(LAPTOP, 40000, WEB02, 4567, "udp"),
+        # NTP symmetric mode, 123 <-> 123: the session's own direction
+        session(LAPTOP, 123, WEB01, 123, "udp"),
+    ]
+    rows[0]["complete"] = 1
+    assert sides(rows) == [
+        (LAPTOP, WEB01, 50000, "tcp-handshake"),
+        (LAPTOP, WEB01, 53, "ephemeral-port"),
+        (LAPTOP, WEB02, 8080, "ephemeral-port"),
+        (LAPTOP, WEB01, 123, "well-known-port"),
+        (LAPTOP, WEB02, 4567, "lower-port"),
+        (LAPTOP, WEB01, 123, "direction"),
+    ]
+
+
+def test_symmetric_ports_make_the_side_with_more_peers_the_server():
+    """NTP symmetric mode (123 <-> 123): the collector cannot say who started; the NTP
+    server is the end many peers talk to, whichever way a session was recorded."""
+    rows = [
+        session(WEB01, 123, "10.100.1.7", 123),
+        session("10.100.1.7", 123, WEB02, 123),
+        session(APPSERVER1, 123, "10.100.1.7", 123),
+    ]
+    assert sides(rows) == [
+        (WEB01, "10.100.1.7", 123, "fan-in"),
+        (WEB02, "10.100.1.7", 123, "fan-in"),
+        (APPSERVER1, "10.100.1.7", 123, "fan-in"),
+    ]
+
+
+def test_syn_ack_in_the_reply_flags_marks_the_server():
+    row = session(WEB01, 40000, LAPTOP, 50000, "tcp", reply=True)
+    row["complete"] = 0
+    row["rev_tcp_flags"] = 0x12  # SYN+ACK
+    assert sides([row]) == [(WEB01, LAPTOP, 50000, "tcp-handshake")]
+
+
+def test_services_reuse_exact_existing_ones_and_propose_well_known_names():
+    web_app_monitor = seed_policies.web_app_monitor()
+    rows = [
+        session(WEB01, 41000, APPSERVER1, 4567, "tcp"),  # existing appserver1-tcp
+        session(WEB01, 41001, APPSERVER1, 443, "tcp"),  # new: HTTPS
+        session(WEB01, 41002, APPSERVER1, 9999, "tcp"),  # new: tcp-9999
+        session(WEB01, 0, APPSERVER1, 8 * 256, "icmp"),  # echo request (type 8, code 0)
+        session(WEB01, 0, APPSERVER1, 0, "icmp"),  # the session table's ICMP row: an echo
+    ]
+    result = recommend(web_app_monitor, table(rows))
+    assert result.rules[0].rule.services == ("HTTPS", "appserver1-tcp", "icmp-echo", "tcp-9999")
+    assert {
+        (s.name, s.protocol, s.destination_ports, s.icmp_types) for s in result.new_services
+    } == {
+        ("HTTPS", "tcp", (443,), ()),
+        ("tcp-9999", "tcp", (9999,), ()),
+        ("icmp-echo", "icmp", (), (8,)),
+    }
+    assert result.quality.coverage == 1.0
+
+
+def test_a_taken_name_or_a_wider_service_is_not_reused():
+    web_app_monitor = seed_policies.web_app_monitor()
+    wide = Service(name="web-ports", protocol="tcp", destination_ports=("80-443",))
+    https = Service(name="HTTPS", protocol="udp", destination_ports=(443,))
+    policy_set = replaced(web_app_monitor, services=(*web_app_monitor.services, wide, https))
+    result = recommend(policy_set, table([session(WEB01, 41001, APPSERVER1, 443, "tcp")]))
+    assert result.rules[0].rule.services == ("HTTPS-2",)
+
+
+def test_min_share_uses_a_whole_group_and_says_what_it_widened():
+    web_app_monitor = seed_policies.web_app_monitor()
+    rows = [r for r in web_app_sessions() if r["src"] == WEB01 and r["dport"] == 4567]
+    exact = recommend(web_app_monitor, table([dict(r) for r in rows]))
+    assert [r.rule.sources for r in exact.rules] == [("host-10-100-99-51",)]
+
+    widened = recommend(
+        web_app_monitor, table([dict(r) for r in rows]), BuilderOptions(min_share=0.5)
+    )
+    rule = widened.rules[0]
+    assert rule.rule.sources == ("web01_web02",) and rule.rule.destinations == ("appserver1",)
+    assert [(w.group, w.reason, w.observed_addresses, w.group_addresses) for w in rule.widened] == [
+        ("web01_web02", "min-share", 1, 2)
+    ]
+    assert widened.quality.over_permissiveness == 1.0  # web02 -> appserver1 never seen
+
+    below = recommend(
+        web_app_monitor, table([dict(r) for r in rows]), BuilderOptions(min_share=0.6)
+    )
+    assert below.rules[0].rule.sources == ("host-10-100-99-51",)
+
+
+def test_ipv6_endpoints_get_128_host_groups_and_an_ipv6_internet():
+    web_app_monitor = seed_policies.web_app_monitor()
+    v6 = Group(name="lab-v6", prefixes=("2001:db8:99::/64",))
+    policy_set = replaced(web_app_monitor, groups=(*web_app_monitor.groups, v6))
+    rows = [session("2001:db8:99::51", "eph", "2606:4700::1111", 443, "tcp")]
+    result = recommend(policy_set, table(rows))
+    groups = {g.name: g for g in result.new_groups}
+    assert [str(p) for p in groups["host-2001-db8-99--51"].prefixes] == ["2001:db8:99::51/128"]
+    assert [str(p) for p in groups["internet"].prefixes] == ["::/0"]
+    assert [str(p) for p in groups["internet"].except_prefixes] == ["2001:db8:99::/64"]
+    assert result.quality.coverage == 1.0
+
+
+def test_time_window_and_vrf_scope_select_sessions():
+    web_app_monitor = seed_policies.web_app_monitor()
+    rows = web_app_sessions()
+    rows[0]["vrf"] = "guests"
+    everything = recommend(web_app_monitor, table([dict(r) for r in rows]))
+    early = Scope(until_ms=parse_time("2025-11-19T18:05:00", "--until"))
+    windowed = recommend(
+        web_app_monitor, table([dict(r) for r in rows]), BuilderOptions(scope=early)
+    )
+    assert 0 < windowed.scoped_sessions < everything.scoped_sessions
+    guests = Scope(all_of=((Selector(label="vrf", vrfs=("guests",)),),))
+    in_vrf = recommend(
+        web_app_monitor, table([dict(r) for r in rows]), BuilderOptions(scope=guests)
+    )
+    assert in_vrf.scoped_sessions == rows[0]["sessions"]
+
+
+def test_a_policy_scope_is_what_its_monitor_rules_mirror():
+    web_app_monitor = seed_policies.web_app_monitor()
+    selectors = policy_selectors(web_app_monitor, "vrf_all_home")
+    assert [s.label for s in selectors] == ["policy vrf_all_home rule web-appserver-discovery"]
+    outside = session("172.18.6.20", "eph", "10.100.5.10", 22, "tcp")
+    rows = [*web_app_sessions(), outside]
+    result = recommend(
+        web_app_monitor,
+        table([dict(r) for r in rows]),
+        BuilderOptions(scope=Scope(all_of=(selectors,)), target_policy="vrf_all_home"),
+    )
+    assert result.scoped_sessions == sum(r["sessions"] for r in web_app_sessions())
+
+
+def test_bad_options_are_clear_errors():
+    web_app_monitor = seed_policies.web_app_monitor()
+    rows = table([session(WEB01, 41000, APPSERVER1, 4567, "tcp")])
+    with pytest.raises(MicrosegError, match="unknown category servers"):
+        recommend(web_app_monitor, rows, BuilderOptions(categories=("servers",)))
+    with pytest.raises(MicrosegError, match="--min-share"):
+        recommend(web_app_monitor, rows, BuilderOptions(min_share=1.5))
+    with pytest.raises(MicrosegError, match="policy 'nope'"):
+        recommend(web_app_monitor, rows, BuilderOptions(target_policy="nope"))
+    with pytest.raises(MicrosegError, match="not an IPv4 or IPv6 address"):
+        recommend(web_app_monitor, table([session("web01", 1, APPSERVER1, 80, "tcp")]))
+    with pytest.raises(MicrosegError, match="missing field"):
+        session_columns(pa.table({"src": [WEB01]}))
+
+
+def test_coverage_from_representatives_equals_replaying_every_session():
+    """Coverage evaluates one session per class of sessions the switch cannot tell apart;
+    replaying every session's request and reply one by one must give the same count."""
+    home_lab_final = seed_policies.home_lab_final()
+    import numpy as np
+
+    from microseg.builder.quality import covered_sessions, replay_packets
+    from microseg.builder.seed_sessions import blocked_attempts, dns_ntp_sessions
+    from microseg.compile import compile_all
+    from microseg.evaluate import CompiledDevice
+
+    rows = web_app_sessions() + dns_ntp_sessions(20) + blocked_attempts()
+    rows += [session(WEB01, 40000 + i, WEB02, 80, "tcp") for i in range(5)]  # dropped HTTP
+    evidence = session_columns(table([dict(r) for r in rows]))
+    intents = compile_all(home_lab_final)
+    device = CompiledDevice(intents["andreasm-720xp-home"])
+    replay = replay_packets(evidence)
+    one_by_one = np.array(
+        [
+            device.evaluate(replay.request.take(np.array([i]))).forwarded[0]
+            and device.evaluate(replay.reply.take(np.array([i]))).forwarded[0]
+            for i in range(len(evidence))
+        ]
+    )
+    expected = int(evidence.sessions[one_by_one].sum())
+    assert 0 < expected < int(evidence.sessions.sum())
+    assert covered_sessions(home_lab_final, evidence) == expected
+
+
+def test_an_empty_policy_gets_the_proposals_first_and_fully_covered(tmp_path):
+    lab = seed_policies.dns_ntp_before()
+    empty = replaced(
+        lab, rules=(), policies=(lab.policy("dns_ntp_services").model_copy(update={"rules": ()}),)
+    )
+    result = recommend(
+        empty,
+        read_session_table(seed_policies.dns_ntp_file(tmp_path)),
+        BuilderOptions(categories=("clients", "infrastructure")),
+    )
+    assert result.insert_at == 0 and result.quality.coverage == 1.0
+    assert [d.rule for d in result.rules[0].current_decisions] == [None]  # the default match

@@ -1,0 +1,103 @@
+"""`microseg recommend` at the edge: bad input, and proposals written into a workspace."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import seed_policies
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+DNS_NTP = str(EXAMPLES / "home-lab-dns-ntp.yaml")
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--sessions", "x.jsonl", "--store", "d"], "one of --sessions FILE or --store DIR"),
+        (["--sessions", "/nonexistent/s.jsonl"], "no such session file"),
+        (["--categories", "servers"], "unknown category servers"),
+        (["--monitor-rule", "nope"], "monitor rule 'nope' is not in the policy"),
+        (["--since", "yesterday"], "--since: 'yesterday' is not an ISO 8601 time"),
+        (["--between", "10.0.0.300/24"], "--between: '10.0.0.300/24' is not an IP prefix"),
+        (["--min-share", "0"], "--min-share must be a share between 0 and 1"),
+    ],
+)
+def test_bad_input_is_one_clear_line_and_exit_1(run_cli, arguments, message, tmp_path):
+    dns_ntp_file = seed_policies.dns_ntp_file(tmp_path)
+    if arguments and arguments[0] != "--sessions" and "--store" not in arguments:
+        arguments = ["--sessions", str(dns_ntp_file), *arguments]
+    result = run_cli("recommend", DNS_NTP, *arguments)
+    assert result.exit_code == 1
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_without_a_source_the_default_flow_store_is_read(run_cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("MICROSEG_FLOW_STORE", str(tmp_path / "empty-store"))
+    (tmp_path / "empty-store").mkdir()
+    result = run_cli("recommend", DNS_NTP, "--json")
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["rules"] == [] and data["scoped_sessions"] == 0
+
+
+def test_a_malformed_sessions_file_is_a_user_error(run_cli, tmp_path):
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"protocol": "udp", "src": "10.0.0.1", "dst": "not-an-ip", "dport": 53}\n')
+    result = run_cli("recommend", DNS_NTP, "--sessions", str(broken))
+    assert result.exit_code == 1 and "not-an-ip" in result.stderr
+
+
+def test_into_workspace_writes_the_proposals_for_review(run_cli, monkeypatch, tmp_path):
+    """The seed's "submit rules": a workspace holding the new rules, placed in the policy."""
+    dns_ntp_before = seed_policies.dns_ntp_before()
+    dns_ntp_file = seed_policies.dns_ntp_file(tmp_path)
+    from microseg.policyfile import dump_policy
+
+    monkeypatch.setenv("MICROSEG_DATABASE_URL", f"sqlite:///{tmp_path / 'microseg.db'}")
+    before = tmp_path / "before.yaml"
+    before.write_text(dump_policy(dns_ntp_before), encoding="utf-8")
+    assert run_cli("db", "init").exit_code == 0
+    imported = run_cli("import", str(before), "-m", "DNS/NTP discovery")
+    assert imported.exit_code == 0, imported.stderr
+
+    result = run_cli(
+        "recommend",
+        "rev:1",
+        "--sessions",
+        str(dns_ntp_file),
+        "--categories",
+        "clients,infrastructure",
+        "--monitor-rule",
+        "dns_ntp_discovery",
+        "--into-workspace",
+        "builder-1",
+        "--json",
+    )
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    rule = data["rules"][0]["name"]
+    assert data["workspace"]["objects"] == [
+        {"section": "rules", "name": rule},
+        {"section": "policies", "name": "dns_ntp_services"},
+    ]
+
+    from microseg.store import open_store
+
+    with open_store() as store:
+        policy = store.workspace_policy("builder-1")
+    assert policy.policy("dns_ntp_services").rules == (rule, "dns_ntp_discovery")
+    assert policy.rule(rule).sources == ("wifi_clients",)
+    assert policy.rule(rule).services == ("DNS", "NTP")
+
+    again = run_cli("workspace", "diff", "builder-1")
+    assert again.exit_code == 0 and rule in again.stdout
+
+    # The seed's review: "24 lines added to the config", not hundreds.
+    build = run_cli("workspace", "build", "builder-1", "--json")
+    assert build.exit_code == 0, build.stderr
+    added = json.loads(build.stdout)["summary"]["lines_added"]
+    assert added == data["quality"]["config_lines"]
+    assert 0 < added <= 36

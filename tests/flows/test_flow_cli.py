@@ -1,0 +1,85 @@
+"""`microseg collect` and `microseg sessions`: errors, crash safety, and the demo's data."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+
+from flows_traffic import collected_sessions, expected_sessions, seed_lab_traffic, write_pcap
+
+from conftest import cli_command, cli_env
+from microseg.flows import demo
+from microseg.flows.demo import SEED_LAB_IPFIX, SEED_LAB_PCAP, run_demo
+from microseg.flows.flowstore import FlowStore, read_sessions
+from microseg.flows.replay import read_ipfix_file, send_datagrams
+
+
+def test_bad_listen_address_is_a_clear_error(run_cli, tmp_path):
+    result = run_cli("collect", "--listen", "localhost", "--store", str(tmp_path))
+    assert result.exit_code == 1 and "expected HOST:PORT" in result.stderr
+
+
+def test_export_needs_exactly_one_format(run_cli, tmp_path):
+    result = run_cli("sessions", "export", "--store", str(tmp_path))
+    assert result.exit_code == 1 and "exactly one of --parquet" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_listing_a_missing_session_file_is_a_clear_error(run_cli, tmp_path):
+    result = run_cli("sessions", "list", "--store", str(tmp_path / "nope.csv"))
+    assert result.exit_code == 1 and "no such session file" in result.stderr
+    result = run_cli("sessions", "list", "--store", str(tmp_path), "--since", "yesterday")
+    assert result.exit_code == 1 and "--since 'yesterday'" in result.stderr
+
+
+def test_store_from_the_environment(run_cli, tmp_path, monkeypatch):
+    FlowStore(tmp_path).open()
+    monkeypatch.setenv("MICROSEG_FLOW_STORE", str(tmp_path))
+    result = run_cli("sessions", "list")
+    assert result.exit_code == 0 and "Sessions: 0" in result.stdout
+
+
+def test_sigkill_loses_nothing_already_stored(tmp_path):
+    store = tmp_path / "flows"
+    command = cli_command(
+        "collect",
+        "--listen",
+        "127.0.0.1:0",
+        "--store",
+        str(store),
+        "--flush-interval",
+        "0.1",
+        "--inactive-timeout",
+        "0",
+    )
+    collector = subprocess.Popen(command, env=cli_env(), stderr=subprocess.PIPE, text=True)
+    try:
+        port = int(collector.stderr.readline().split()[2].rsplit(":", 1)[1].rstrip(","))
+        send_datagrams(read_ipfix_file(SEED_LAB_IPFIX), "127.0.0.1", port)
+        deadline = time.monotonic() + 20
+        while not FlowStore(store).segments() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        collector.send_signal(signal.SIGKILL)
+        collector.wait(timeout=10)
+    finally:
+        collector.kill()
+    assert collector.returncode == -signal.SIGKILL
+    sessions = read_sessions(store, ephemeral_port=None)
+    assert collected_sessions(sessions) == expected_sessions(seed_lab_traffic())
+    assert list((store / "segments").glob(".tmp-*")) == []
+    stats = json.loads((store / "collector-stats.json").read_text())
+    assert stats["records"] == 22 and stats["sessions_written"] == 12
+
+
+def test_shipped_capture_is_the_generated_lab_traffic(tmp_path):
+    regenerated = write_pcap(seed_lab_traffic(), tmp_path / "lab.pcap")
+    assert regenerated.read_bytes() == SEED_LAB_PCAP.read_bytes()
+
+
+def test_demo_step_without_softflowd_replays_the_shipped_ipfix_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(demo, "softflowd_available", lambda: False)
+    table = run_demo(tmp_path)
+    assert sum(table.column("sessions").to_pylist()) == 12
+    assert "eph" in table.column("sport").to_pylist()
