@@ -9,11 +9,11 @@ import time
 
 from flows_traffic import collected_sessions, expected_sessions, seed_lab_traffic, write_pcap
 
-from conftest import cli_command, cli_env
 from microseg.flows import demo
 from microseg.flows.demo import SEED_LAB_IPFIX, SEED_LAB_PCAP, run_demo
 from microseg.flows.flowstore import FlowStore, read_sessions
 from microseg.flows.replay import read_ipfix_file, send_datagrams
+from support import cli_command, cli_env
 
 
 def test_bad_listen_address_is_a_clear_error(run_cli, tmp_path):
