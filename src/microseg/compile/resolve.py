@@ -49,6 +49,14 @@ from microseg.model.objects import (
 
 FAMILIES: tuple[Family, ...] = ("ipv4", "ipv6")
 _BOTH_FAMILIES: frozenset[Family] = frozenset(FAMILIES)
+_IPV4_FAMILY: frozenset[Family] = frozenset({"ipv4"})
+# A set of families -> the same families in FAMILIES order.
+_IN_ORDER: dict[frozenset[Family], tuple[Family, ...]] = {
+    frozenset(): (),
+    _IPV4_FAMILY: ("ipv4",),
+    frozenset({"ipv6"}): ("ipv6",),
+    _BOTH_FAMILIES: FAMILIES,
+}
 _IPV4_ONLY = {IPv4Network}
 _VERSION: dict[Family, int] = {"ipv4": 4, "ipv6": 6}
 # Matches EOS creates itself in every traffic policy; a rule may not take these names.
@@ -78,6 +86,8 @@ class _Resolved:
     _group_families: dict[str, frozenset[Family]] = field(default_factory=dict)
     _service_field_sets: dict[str, ServiceFieldSet] = field(default_factory=dict)
     _service_families: dict[str, tuple[Family, ...]] = field(default_factory=dict)
+    # Services of protocol `any`: a rule with one of them matches every service.
+    any_services: frozenset[str] = frozenset()
 
     @classmethod
     def of(cls, policy_set: PolicySet) -> _Resolved:
@@ -88,7 +98,8 @@ class _Resolved:
                     f"service {service.name + REVERSE_SUFFIX!r}: the name is taken by the "
                     f"reverse field-set of service {service.name!r}; rename it"
                 )
-        return cls(policy_set)
+        any_services = frozenset(s.name for s in policy_set.services if s.protocol == "any")
+        return cls(policy_set, any_services=any_services)
 
     def group_families(self, name: str) -> frozenset[Family]:
         families = self._group_families.get(name)
@@ -97,7 +108,15 @@ class _Resolved:
         return families
 
     def _add_group(self, group: Group) -> frozenset[Family]:
-        by_family = _split_families(group.prefixes)
+        prefixes = group.prefixes
+        if not group.except_prefixes and prefixes and set(map(type, prefixes)) == _IPV4_ONLY:
+            # The common case, without the general split below.
+            self.prefix_field_sets[("ipv4", group.name)] = PrefixFieldSet(
+                group.name, "ipv4", prefixes
+            )
+            self._group_families[group.name] = _IPV4_FAMILY
+            return _IPV4_FAMILY
+        by_family = _split_families(prefixes)
         excepts = _split_families(group.except_prefixes)
         families = []
         for family, prefixes in zip(FAMILIES, by_family, strict=True):
@@ -139,14 +158,17 @@ class _Resolved:
             )
         else:
             service = self.policy_set.service(name)
+            source_ports, destination_ports = service.source_ports, service.destination_ports
             field_set = ServiceFieldSet(
-                name=name,
-                protocol=service.protocol_number,
-                source_ports=_port_ranges(service, "source"),
-                destination_ports=_port_ranges(service, "destination"),
-                icmp_types=service.icmp_type_numbers if service.icmp_types else (),
-                source_port_names=tuple(service.source_ports),
-                destination_port_names=tuple(service.destination_ports),
+                name,
+                service.protocol_number,
+                _port_ranges(service, source_ports, "source") if source_ports else (),
+                _port_ranges(service, destination_ports, "destination")
+                if destination_ports
+                else (),
+                service.icmp_type_numbers if service.icmp_types else (),
+                source_ports,
+                destination_ports,
             )
         self._service_field_sets[name] = field_set
         return field_set
@@ -163,10 +185,9 @@ def _split_families(prefixes: tuple) -> tuple[tuple, tuple]:
     return ipv4, tuple(p for p in prefixes if type(p) is not IPv4Network)
 
 
-def _port_ranges(service: Service, side: str) -> tuple[PortRange, ...]:
-    """The service's `side` ports as merged ranges (empty = all). Plain numbers are merged
-    here; names and ranges go through the model's own resolution."""
-    specs = getattr(service, f"{side}_ports")
+def _port_ranges(service: Service, specs: tuple, side: str) -> tuple[PortRange, ...]:
+    """The service's `side` ports `specs` as merged ranges (empty = all). Plain numbers are
+    merged here; names and ranges go through the model's own resolution."""
     if not specs:
         return ()
     if len(specs) == 1 and type(specs[0]) is int:
@@ -262,18 +283,21 @@ class _DeviceBuilder:
     def policy(self, policy: Policy) -> PolicyIntent:
         matches: list[Match] = []
         seen: dict[str, str] = {}
+        rule_named = self.resolved.policy_set.rule
+        rule_matches = self._rule_matches
         for rule_name in policy.rules:
-            for match in self._rule_matches(self.resolved.policy_set.rule(rule_name), policy):
-                if match.name in RESERVED_MATCH_NAMES:
+            for match in rule_matches(rule_named(rule_name), policy):
+                name = match.name
+                if name in RESERVED_MATCH_NAMES:
                     raise CompileError(
-                        f"rule {rule_name!r}: match name {match.name!r} is reserved by EOS"
+                        f"rule {rule_name!r}: match name {name!r} is reserved by EOS"
                     )
-                if match.name in seen:
+                if name in seen:
                     raise CompileError(
-                        f"policy {policy.name!r}: rules {seen[match.name]!r} and {rule_name!r} "
-                        f"both produce match {match.name!r}; rename one of them"
+                        f"policy {policy.name!r}: rules {seen[name]!r} and {rule_name!r} "
+                        f"both produce match {name!r}; rename one of them"
                     )
-                seen[match.name] = rule_name
+                seen[name] = rule_name
                 matches.append(match)
         return PolicyIntent(
             name=policy.name,
@@ -284,13 +308,20 @@ class _DeviceBuilder:
         )
 
     def _rule_matches(self, rule: Rule, policy: Policy) -> list[Match]:
-        services = self._services(rule)
+        resolved = self.resolved
+        services = rule.services
+        if services and not resolved.any_services.isdisjoint(services):
+            services = ()  # a service of protocol `any` makes the rule match any service
         families = self._families(rule, services)
         mirror_session = self._mirror_session(rule, policy) if rule.monitor else None
         matches = []
         for family in families:
-            service_families = self.resolved.service_families
-            family_services = tuple(s for s in services if family in service_families(s))
+            if len(services) > 1:
+                service_families = resolved.service_families
+                family_services = tuple(s for s in services if family in service_families(s))
+            else:
+                # The rule's families are within its one service's families.
+                family_services = services
             sources = self._prefix_sets(rule.sources, family)
             destinations = self._prefix_sets(rule.destinations, family)
             name = rule.name if family == "ipv4" else rule.name + IPV6_SUFFIX
@@ -331,27 +362,25 @@ class _DeviceBuilder:
                 )
         return matches
 
-    def _services(self, rule: Rule) -> tuple[str, ...]:
-        """The rule's services; empty = any. A service of protocol `any` makes it any."""
-        service = self.resolved.policy_set.service
-        for name in rule.services:
-            if service(name).protocol == "any":
-                return ()
-        return rule.services
-
-    def _families(self, rule: Rule, services: tuple[str, ...]) -> list[Family]:
+    def _families(self, rule: Rule, services: tuple[str, ...]) -> tuple[Family, ...]:
         """Address families the rule can match in; an error if its objects share none."""
         resolved = self.resolved
+        known = resolved._group_families
         families = _BOTH_FAMILIES
         for groups in (rule.sources, rule.destinations):
             if len(groups) == 1:
-                families = families & resolved.group_families(groups[0])
+                group_families = known.get(groups[0])
+                if group_families is None:
+                    group_families = resolved.group_families(groups[0])
+                families = families & group_families
             elif groups:
                 families = families & frozenset().union(
                     *(resolved.group_families(g) for g in groups)
                 )
         groups_meet = bool(families)
-        if services:
+        if len(services) == 1:
+            families = families.intersection(resolved.service_families(services[0]))
+        elif services:
             families = families & frozenset().union(
                 *(resolved.service_families(s) for s in services)
             )
@@ -369,21 +398,35 @@ class _DeviceBuilder:
                 f"rule {rule.name!r}: sources and destinations share no address family "
                 f"({_describe_families(resolved, rule)})"
             )
-        return [f for f in FAMILIES if f in families]
+        return _IN_ORDER[families]
 
     def _prefix_sets(self, groups: tuple[str, ...], family: Family) -> tuple[str, ...]:
+        """The groups that have prefixes of `family` (their field-sets now in use)."""
+        known = self.resolved.prefix_field_sets
+        if len(groups) == 1:
+            key = (family, groups[0])
+            field_set = known.get(key)
+            if field_set is None:
+                return ()
+            self.prefix_field_sets[key] = field_set
+            return groups
         names = []
         for group in groups:
             key = (family, group)
-            field_set = self.resolved.prefix_field_sets.get(key)
+            field_set = known.get(key)
             if field_set is not None:
                 self.prefix_field_sets[key] = field_set
                 names.append(group)
         return tuple(names)
 
     def _use_services(self, names: tuple[str, ...]) -> tuple[str, ...]:
+        resolved = self.resolved
+        known = resolved._service_field_sets
         for name in names:
-            self.service_field_sets[name] = self.resolved.service_field_set(name)
+            field_set = known.get(name)
+            if field_set is None:
+                field_set = resolved.service_field_set(name)
+            self.service_field_sets[name] = field_set
         return names
 
     def _next_hops(self, rule: Rule, family: Family) -> tuple:
