@@ -6,15 +6,47 @@ what we check is exactly what we ship. It holds no layout: names, prefixes, port
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any, Literal, TypeVar
 
 from microseg.model.objects import DecapType, IPAddress, IPNetwork, PortRange
 
 Family = Literal["ipv4", "ipv6"]
 Verdict = Literal["forward", "drop", "redirect"]
 
+_Record = TypeVar("_Record")
 
+
+def _one_step_init(cls: type[_Record]) -> type[_Record]:
+    """Give a frozen dataclass an __init__ that fills the instance dict in one step.
+
+    The __init__ dataclasses generates for a frozen class sets each field with its own
+    object.__setattr__ call, and creating matches and field-sets is a large part of
+    compiling a large policy. This one has the same parameters and defaults and makes the
+    same instance; the class stays frozen (assignment still raises FrozenInstanceError)."""
+    parameters, namespace = [], {"_set_attribute": object.__setattr__}
+    for record_field in fields(cls):  # type: ignore[arg-type]
+        if record_field.default_factory is not MISSING or not record_field.init:
+            raise TypeError(f"{cls.__name__}.{record_field.name}: plain fields only")
+        if record_field.default is MISSING:
+            parameters.append(record_field.name)
+        else:
+            namespace[f"_default_{record_field.name}"] = record_field.default
+            parameters.append(f"{record_field.name}=_default_{record_field.name}")
+    entries = ", ".join(f"{f.name!r}: {f.name}" for f in fields(cls))  # type: ignore[arg-type]
+    source = (
+        f"def __init__(self, {', '.join(parameters)}):\n"
+        f"    _set_attribute(self, '__dict__', {{{entries}}})\n"
+    )
+    exec(source, namespace)  # as dataclasses itself builds __init__
+    init: Any = namespace["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    init.__doc__ = cls.__init__.__doc__
+    cls.__init__ = init  # type: ignore[misc]
+    return cls
+
+
+@_one_step_init
 @dataclass(frozen=True)
 class PrefixFieldSet:
     """`field-set ipv4 prefix NAME`: one group's prefixes of one address family."""
@@ -25,6 +57,7 @@ class PrefixFieldSet:
     except_prefixes: tuple[IPNetwork, ...] = ()
 
 
+@_one_step_init
 @dataclass(frozen=True)
 class ServiceFieldSet:
     """`field-set service NAME`: protocol plus source/destination ports (empty = all).
@@ -56,6 +89,7 @@ class MirrorSession:
     monitor_nodes: tuple[str, ...] = ()
 
 
+@_one_step_init
 @dataclass(frozen=True)
 class Match:
     """One ordered match of a traffic policy. `reverse` matches carry `-reverse` names."""
