@@ -30,7 +30,8 @@ from microseg.compile.intent import (
     PrefixFieldSet,
     ServiceFieldSet,
 )
-from microseg.compile.resolve import CompileError, paused_garbage_collector
+from microseg.compile.resolve import CompileError
+from microseg.gc_pause import paused_garbage_collector
 from microseg.model.objects import IPNetwork
 from microseg.model.ports import PORT_NAMES
 

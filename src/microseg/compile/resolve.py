@@ -21,9 +21,6 @@ devices, so compiling is linear in the number of rules.
 
 from __future__ import annotations
 
-import gc
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network
 
@@ -36,6 +33,7 @@ from microseg.compile.intent import (
     PrefixFieldSet,
     ServiceFieldSet,
 )
+from microseg.gc_pause import paused_garbage_collector
 from microseg.model import MicrosegError, PolicySet
 from microseg.model.objects import (
     Device,
@@ -195,20 +193,6 @@ def _port_ranges(service: Service, specs: tuple, side: str) -> tuple[PortRange, 
     if all(type(spec) is int for spec in specs):
         return merge_ranges([PortRange(spec, spec) for spec in specs])
     return getattr(service, f"{side}_ranges")
-
-
-@contextmanager
-def paused_garbage_collector() -> Iterator[None]:
-    """Compiling allocates many small acyclic objects; CPython's cyclic collector would scan
-    the whole (large, long-lived) PolicySet again and again while it runs. Reference
-    counting still frees everything; the collector's previous state is restored."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def compile_all(policy_set: PolicySet) -> dict[str, DeviceIntent]:
