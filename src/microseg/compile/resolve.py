@@ -37,7 +37,6 @@ from microseg.gc_pause import paused_garbage_collector
 from microseg.model import MicrosegError, PolicySet
 from microseg.model.objects import (
     Device,
-    Group,
     Policy,
     PortRange,
     Rule,
@@ -76,16 +75,17 @@ class CompileError(MicrosegError):
 
 @dataclass
 class _Resolved:
-    """Group and service field-sets of a PolicySet, each computed on first use and shared
-    by every device compiled from it."""
+    """Group and service field-sets of a PolicySet, shared by every device compiled from
+    it. Groups and service families are resolved up front, in one pass each; service
+    field-sets (and their `-reverse` twins) on first use."""
 
     policy_set: PolicySet
-    prefix_field_sets: dict[tuple[Family, str], PrefixFieldSet] = field(default_factory=dict)
-    _group_families: dict[str, frozenset[Family]] = field(default_factory=dict)
-    _service_field_sets: dict[str, ServiceFieldSet] = field(default_factory=dict)
-    _service_families: dict[str, tuple[Family, ...]] = field(default_factory=dict)
+    prefix_field_sets: dict[tuple[Family, str], PrefixFieldSet]
+    group_families: dict[str, frozenset[Family]]
+    service_families: dict[str, tuple[Family, ...]]
     # Services of protocol `any`: a rule with one of them matches every service.
-    any_services: frozenset[str] = frozenset()
+    any_services: frozenset[str]
+    _service_field_sets: dict[str, ServiceFieldSet] = field(default_factory=dict)
 
     @classmethod
     def of(cls, policy_set: PolicySet) -> _Resolved:
@@ -96,53 +96,44 @@ class _Resolved:
                     f"service {service.name + REVERSE_SUFFIX!r}: the name is taken by the "
                     f"reverse field-set of service {service.name!r}; rename it"
                 )
-        any_services = frozenset(s.name for s in policy_set.services if s.protocol == "any")
-        return cls(policy_set, any_services=any_services)
-
-    def group_families(self, name: str) -> frozenset[Family]:
-        families = self._group_families.get(name)
-        if families is None:
-            families = self._add_group(self.policy_set.group(name))
-        return families
-
-    def _add_group(self, group: Group) -> frozenset[Family]:
-        prefixes = group.prefixes
-        if not group.except_prefixes and prefixes and set(map(type, prefixes)) == _IPV4_ONLY:
-            # The common case, without the general split below.
-            self.prefix_field_sets[("ipv4", group.name)] = PrefixFieldSet(
-                group.name, "ipv4", prefixes
-            )
-            self._group_families[group.name] = _IPV4_FAMILY
-            return _IPV4_FAMILY
-        by_family = _split_families(prefixes)
-        excepts = _split_families(group.except_prefixes)
-        families = []
-        for family, prefixes in zip(FAMILIES, by_family, strict=True):
-            if not prefixes:
+        prefix_field_sets: dict[tuple[Family, str], PrefixFieldSet] = {}
+        group_families: dict[str, frozenset[Family]] = {}
+        for group in policy_set.groups:
+            name, prefixes = group.name, group.prefixes
+            if not group.except_prefixes and prefixes and set(map(type, prefixes)) == _IPV4_ONLY:
+                # The common case, without the general split below.
+                prefix_field_sets[("ipv4", name)] = PrefixFieldSet(name, "ipv4", prefixes)
+                group_families[name] = _IPV4_FAMILY
                 continue
-            families.append(family)
-            self.prefix_field_sets[(family, group.name)] = PrefixFieldSet(
-                name=group.name,
-                family=family,
-                prefixes=prefixes,
-                except_prefixes=excepts[0 if family == "ipv4" else 1],
-            )
-        result = self._group_families[group.name] = frozenset(families)
-        return result
-
-    def service_families(self, name: str) -> tuple[Family, ...]:
-        families = self._service_families.get(name)
-        if families is None:
-            protocol = self.policy_set.service(name).protocol_number
-            families = self._service_families[name] = _PROTOCOL_FAMILIES.get(protocol, FAMILIES)
-        return families
+            by_family = _split_families(prefixes)
+            excepts = _split_families(group.except_prefixes)
+            families = []
+            for index, family in enumerate(FAMILIES):
+                if by_family[index]:
+                    families.append(family)
+                    prefix_field_sets[(family, name)] = PrefixFieldSet(
+                        name, family, by_family[index], excepts[index]
+                    )
+            group_families[name] = frozenset(families)
+        protocol_families = _PROTOCOL_FAMILIES
+        return cls(
+            policy_set,
+            prefix_field_sets,
+            group_families,
+            {
+                s.name: protocol_families.get(s.protocol_number, FAMILIES)
+                for s in policy_set.services
+            },
+            frozenset(s.name for s in policy_set.services if s.protocol == "any"),
+        )
 
     def service_field_set(self, name: str) -> ServiceFieldSet:
         """`NAME` or `NAME-reverse` (ports swapped, ICMP requests become replies)."""
         field_set = self._service_field_sets.get(name)
         if field_set is not None:
             return field_set
-        if self.policy_set.get("services", name) is None:
+        service = self.policy_set.get("services", name)
+        if service is None:
             forward = self.service_field_set(name.removesuffix(REVERSE_SUFFIX))
             replies = _ICMP_REPLY_TYPES.get(forward.protocol, {})
             field_set = ServiceFieldSet(
@@ -155,7 +146,6 @@ class _Resolved:
                 destination_port_names=forward.source_port_names,
             )
         else:
-            service = self.policy_set.service(name)
             source_ports, destination_ports = service.source_ports, service.destination_ports
             field_set = ServiceFieldSet(
                 name,
@@ -302,7 +292,7 @@ class _DeviceBuilder:
         for family in families:
             if len(services) > 1:
                 service_families = resolved.service_families
-                family_services = tuple(s for s in services if family in service_families(s))
+                family_services = tuple(s for s in services if family in service_families[s])
             else:
                 # The rule's families are within its one service's families.
                 family_services = services
@@ -349,35 +339,27 @@ class _DeviceBuilder:
     def _families(self, rule: Rule, services: tuple[str, ...]) -> tuple[Family, ...]:
         """Address families the rule can match in; an error if its objects share none."""
         resolved = self.resolved
-        known = resolved._group_families
+        group_families = resolved.group_families
+        service_families = resolved.service_families
         families = _BOTH_FAMILIES
         for groups in (rule.sources, rule.destinations):
             if len(groups) == 1:
-                group_families = known.get(groups[0])
-                if group_families is None:
-                    group_families = resolved.group_families(groups[0])
-                families = families & group_families
+                families = families & group_families[groups[0]]
             elif groups:
-                families = families & frozenset().union(
-                    *(resolved.group_families(g) for g in groups)
-                )
+                families = families & frozenset().union(*(group_families[g] for g in groups))
         groups_meet = bool(families)
         if len(services) == 1:
-            families = families.intersection(resolved.service_families(services[0]))
+            families = families.intersection(service_families[services[0]])
         elif services:
-            families = families & frozenset().union(
-                *(resolved.service_families(s) for s in services)
-            )
+            families = families & frozenset().union(*(service_families[s] for s in services))
         if groups_meet and not families:
             raise CompileError(
                 f"rule {rule.name!r}: its groups and services share no address family "
                 f"(groups: {_describe_families(resolved, rule)}; services: "
-                + ", ".join(f"{s} {'/'.join(resolved.service_families(s))}" for s in services)
+                + ", ".join(f"{s} {'/'.join(service_families[s])}" for s in services)
                 + ")"
             )
-        if not groups_meet and all(
-            resolved.group_families(g) for g in (*rule.sources, *rule.destinations)
-        ):
+        if not groups_meet and all(group_families[g] for g in (*rule.sources, *rule.destinations)):
             raise CompileError(
                 f"rule {rule.name!r}: sources and destinations share no address family "
                 f"({_describe_families(resolved, rule)})"
@@ -453,6 +435,6 @@ class _DeviceBuilder:
 def _describe_families(resolved: _Resolved, rule: Rule) -> str:
     parts = []
     for group in dict.fromkeys((*rule.sources, *rule.destinations)):
-        families = [f for f in FAMILIES if f in resolved.group_families(group)]
+        families = [f for f in FAMILIES if f in resolved.group_families[group]]
         parts.append(f"{group} {'/'.join(families) or 'empty'}")
     return ", ".join(parts) or "any"
