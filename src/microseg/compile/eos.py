@@ -131,6 +131,7 @@ def _add_prefix_field_set(lines: list[str], field_set: PrefixFieldSet) -> None:
 
 
 _OCTETS = [str(octet) for octet in range(256)]
+_IPV4_PREFIX_LENGTHS = [str(length) for length in range(33)]
 
 
 def prefixes_text(prefixes: tuple[IPNetwork, ...]) -> str:
@@ -138,14 +139,14 @@ def prefixes_text(prefixes: tuple[IPNetwork, ...]) -> str:
     IPv4 (the hot path: every prefix of every field-set). Reads the address and length
     from the slots ipaddress keeps them in (`_ip`, `_prefixlen`) rather than through
     int() and the `prefixlen` property."""
-    octets = _OCTETS
+    octets, lengths = _OCTETS, _IPV4_PREFIX_LENGTHS
     texts = []
     for prefix in prefixes:
         if type(prefix) is IPv4Network:
             value = prefix.network_address._ip
             texts.append(
                 f"{octets[value >> 24]}.{octets[(value >> 16) & 255]}."
-                f"{octets[(value >> 8) & 255]}.{octets[value & 255]}/{prefix._prefixlen}"
+                f"{octets[(value >> 8) & 255]}.{octets[value & 255]}/{lengths[prefix._prefixlen]}"
             )
         else:
             texts.append(str(prefix))
@@ -287,25 +288,39 @@ def _monitor_session(device: str, session: MirrorSession) -> list[str]:
 
 
 def _check_names(intent: DeviceIntent) -> None:
-    named: list[tuple[str, str]] = []
     for policy in intent.policies:
-        named += [("policy", policy.name), ("VRF", policy.vrf)]
-        named += [("match", match.name) for match in policy.matches]
         _check_one_line(f"policy {policy.name!r} description", policy.description)
         for match in policy.matches:
-            _check_one_line(f"rule {match.rule!r} description", match.comment)
-    named += [("group", name) for _, name in intent.prefix_field_sets]
-    named += [("service", name) for name in intent.service_field_sets]
-    named += [("monitor session", name) for name in intent.mirror_sessions]
+            comment = match.comment
+            if "\n" in comment or "\r" in comment:
+                _check_one_line(f"rule {match.rule!r} description", comment)
     # One regex over all names at once; only when it fails, find the culprit (hot path).
-    names = [name for _, name in named]
+    names: list[str] = []
+    for policy in intent.policies:
+        names += (policy.name, policy.vrf)
+        names += [match.name for match in policy.matches]
+    names += [name for _, name in intent.prefix_field_sets]
+    names += intent.service_field_sets
+    names += intent.mirror_sessions
     if (
         _EOS_NAMES.fullmatch("\n".join(names))
         and max(map(len, names), default=0) <= MAX_NAME_LENGTH
     ):
         return
-    for kind, name in named:
+    for kind, name in _named(intent):
         check_eos_name(kind, name)
+
+
+def _named(intent: DeviceIntent) -> list[tuple[str, str]]:
+    """Every name the configuration uses, with what it names, in configuration order."""
+    named: list[tuple[str, str]] = []
+    for policy in intent.policies:
+        named += [("policy", policy.name), ("VRF", policy.vrf)]
+        named += [("match", match.name) for match in policy.matches]
+    named += [("group", name) for _, name in intent.prefix_field_sets]
+    named += [("service", name) for name in intent.service_field_sets]
+    named += [("monitor session", name) for name in intent.mirror_sessions]
+    return named
 
 
 def _check_one_line(what: str, text: str) -> None:
