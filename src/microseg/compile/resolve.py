@@ -21,7 +21,7 @@ devices, so compiling is linear in the number of rules.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from ipaddress import IPv4Network
 
 from microseg.compile.intent import (
@@ -76,8 +76,8 @@ class CompileError(MicrosegError):
 @dataclass
 class _Resolved:
     """Group and service field-sets of a PolicySet, shared by every device compiled from
-    it. Groups and service families are resolved up front, in one pass each; service
-    field-sets (and their `-reverse` twins) on first use."""
+    it. Groups and services are resolved up front, in one pass each; the `-reverse`
+    service field-sets of bidirectional rules on first use."""
 
     policy_set: PolicySet
     prefix_field_sets: dict[tuple[Family, str], PrefixFieldSet]
@@ -85,7 +85,7 @@ class _Resolved:
     service_families: dict[str, tuple[Family, ...]]
     # Services of protocol `any`: a rule with one of them matches every service.
     any_services: frozenset[str]
-    _service_field_sets: dict[str, ServiceFieldSet] = field(default_factory=dict)
+    service_field_sets: dict[str, ServiceFieldSet]
 
     @classmethod
     def of(cls, policy_set: PolicySet) -> _Resolved:
@@ -115,41 +115,15 @@ class _Resolved:
                         name, family, by_family[index], excepts[index]
                     )
             group_families[name] = frozenset(families)
-        protocol_families = _PROTOCOL_FAMILIES
-        return cls(
-            policy_set,
-            prefix_field_sets,
-            group_families,
-            {
-                s.name: protocol_families.get(s.protocol_number, FAMILIES)
-                for s in policy_set.services
-            },
-            frozenset(s.name for s in policy_set.services if s.protocol == "any"),
-        )
-
-    def service_field_set(self, name: str) -> ServiceFieldSet:
-        """`NAME` or `NAME-reverse` (ports swapped, ICMP requests become replies)."""
-        field_set = self._service_field_sets.get(name)
-        if field_set is not None:
-            return field_set
-        service = self.policy_set.get("services", name)
-        if service is None:
-            forward = self.service_field_set(name.removesuffix(REVERSE_SUFFIX))
-            replies = _ICMP_REPLY_TYPES.get(forward.protocol, {})
-            field_set = ServiceFieldSet(
-                name=name,
-                protocol=forward.protocol,
-                source_ports=forward.destination_ports,
-                destination_ports=forward.source_ports,
-                icmp_types=tuple(sorted({replies.get(t, t) for t in forward.icmp_types})),
-                source_port_names=forward.destination_port_names,
-                destination_port_names=forward.source_port_names,
-            )
-        else:
+        service_families: dict[str, tuple[Family, ...]] = {}
+        service_field_sets: dict[str, ServiceFieldSet] = {}
+        for service in policy_set.services:
+            name, protocol = service.name, service.protocol_number
+            service_families[name] = _PROTOCOL_FAMILIES.get(protocol, FAMILIES)
             source_ports, destination_ports = service.source_ports, service.destination_ports
-            field_set = ServiceFieldSet(
+            service_field_sets[name] = ServiceFieldSet(
                 name,
-                service.protocol_number,
+                protocol,
                 _port_ranges(service, source_ports, "source") if source_ports else (),
                 _port_ranges(service, destination_ports, "destination")
                 if destination_ports
@@ -158,7 +132,31 @@ class _Resolved:
                 source_ports,
                 destination_ports,
             )
-        self._service_field_sets[name] = field_set
+        return cls(
+            policy_set,
+            prefix_field_sets,
+            group_families,
+            service_families,
+            frozenset(s.name for s in policy_set.services if s.protocol == "any"),
+            service_field_sets,
+        )
+
+    def service_field_set(self, name: str) -> ServiceFieldSet:
+        """`NAME` or `NAME-reverse` (ports swapped, ICMP requests become replies)."""
+        field_set = self.service_field_sets.get(name)
+        if field_set is not None:
+            return field_set
+        forward = self.service_field_sets[name.removesuffix(REVERSE_SUFFIX)]
+        replies = _ICMP_REPLY_TYPES.get(forward.protocol, {})
+        field_set = self.service_field_sets[name] = ServiceFieldSet(
+            name=name,
+            protocol=forward.protocol,
+            source_ports=forward.destination_ports,
+            destination_ports=forward.source_ports,
+            icmp_types=tuple(sorted({replies.get(t, t) for t in forward.icmp_types})),
+            source_port_names=forward.destination_port_names,
+            destination_port_names=forward.source_port_names,
+        )
         return field_set
 
 
@@ -387,7 +385,7 @@ class _DeviceBuilder:
 
     def _use_services(self, names: tuple[str, ...]) -> tuple[str, ...]:
         resolved = self.resolved
-        known = resolved._service_field_sets
+        known = resolved.service_field_sets
         for name in names:
             field_set = known.get(name)
             if field_set is None:
