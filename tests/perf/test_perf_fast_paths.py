@@ -6,6 +6,7 @@ import dataclasses
 import gc
 import inspect
 import ipaddress
+import pickle
 from itertools import islice
 
 import pytest
@@ -138,6 +139,10 @@ def test_prefix_text_is_str(prefixes):
     assert prefixes_text(tuple(prefixes)) == " ".join(map(str, prefixes))
 
 
+def values(record) -> dict:
+    return {f.name: getattr(record, f.name) for f in dataclasses.fields(record)}
+
+
 @pytest.mark.parametrize("record", [Match, PrefixFieldSet, ServiceFieldSet])
 def test_records_keep_the_dataclass_signature_and_stay_frozen(record):
     parameters = inspect.signature(record).parameters
@@ -152,12 +157,13 @@ def test_records_keep_the_dataclass_signature_and_stay_frozen(record):
         if parameter.default is inspect.Parameter.empty
     }
     instance = record(**required)
-    assert vars(instance) == {f.name: required.get(f.name, f.default) for f in fields}
+    assert values(instance) == {f.name: required.get(f.name, f.default) for f in fields}
     with pytest.raises(dataclasses.FrozenInstanceError):
         instance.name = "other"
     assert dataclasses.replace(instance, name="other").name == "other"
-    assert instance == record(*[vars(instance)[f.name] for f in fields])
+    assert instance == record(*[values(instance)[f.name] for f in fields])
     assert hash(instance) == hash(record(**required))
+    assert pickle.loads(pickle.dumps(instance)) == instance
 
 
 @pytest.mark.parametrize("enabled", [True, False])
