@@ -32,7 +32,12 @@ import copy
 import ipaddress
 import json
 import logging
+import sys
 import time
+from pathlib import Path
+
+# Measure the checkout this file is in, not whichever microseg the virtualenv has installed.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from microseg.compile import compile_all
 from microseg.compile.eos import render_device
