@@ -185,6 +185,9 @@ def _ports(ranges: tuple[PortRange, ...], protocol: str) -> str:
     if not ranges:
         return "all"
     keywords = _PORT_KEYWORDS.get(protocol, {})
+    if len(ranges) == 1:
+        low, high = ranges[0]
+        return keywords.get(low, str(low)) if low == high else f"{low}-{high}"
     return " ".join(
         keywords.get(low, str(low)) if low == high else f"{low}-{high}" for low, high in ranges
     )
