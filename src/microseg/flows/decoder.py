@@ -26,6 +26,7 @@ from microseg.flows.templates import Template, build_template, field_columns, wi
 
 NTP_TO_UNIX_SECONDS = 2208988800  # RFC 7011 6.1.9: NTP era 0 starts 1900-01-01
 SEQUENCE_MODULO = 1 << 32
+LATEST_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 VERSION = struct.Struct("!H")
 
 
@@ -410,6 +411,9 @@ class FlowDecoder:
             batch.end_ms[:] = _time_ms(values, roles, "end", time_base)
         else:
             batch.end_ms[:] = batch.start_ms
+        # a clock outside years 1970..9999 is bad input; keep it printable and storable
+        np.clip(batch.start_ms, 0, LATEST_MS, out=batch.start_ms)
+        np.clip(batch.end_ms, 0, LATEST_MS, out=batch.end_ms)
         halves = self._exporter_halves.get(gather.exporter)
         if halves is None:
             halves = self._exporter_halves[gather.exporter] = _exporter_halves(gather.exporter)
