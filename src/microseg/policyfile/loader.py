@@ -46,6 +46,7 @@ class PolicySource:
 
     objects: list[SourceObject] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    sections: set[str] = field(default_factory=set)  # the sections the files hold
 
     def locate(self, problem: Problem) -> Problem:
         """`problem` with the file:line:column of what it is about, if it is in this source.
@@ -172,6 +173,7 @@ def _read_document(text: str, filename: str, source: PolicySource) -> None:
             message = f"unknown section {section!r} (known: {', '.join(SECTIONS)})"
             source.problems.append(Problem(message, (), filename, line, column))
         elif isinstance(items, CommentedSeq):
+            source.sections.add(section)
             _read_items(section, items, filename, source)
         elif items is not None:
             message = f"section {section!r} must be a list of objects"
