@@ -19,7 +19,8 @@ def test_validate_json_counts_objects(run_cli):
     assert result.exit_code == 0
     data = json.loads(result.stdout)
     assert data["valid"] is True
-    assert data["objects"]["rules"] == 7 and data["objects"]["groups"] == 5
+    objects = data["policies"][str(EXAMPLES / "home-lab.yaml")]
+    assert objects["rules"] == 7 and objects["groups"] == 5
 
 
 def test_validate_bad_file_exits_1_with_located_problems_and_no_traceback(run_cli, tmp_path):
@@ -86,3 +87,19 @@ def test_rev_argument_must_be_a_number(run_cli):
     result = run_cli("fmt", "rev:abc")
     assert result.exit_code == 1
     assert "rev:N" in result.stderr
+
+
+def test_validate_examples_checks_each_standalone_policy(run_cli):
+    result = run_cli("validate", str(EXAMPLES), "--json")
+    assert result.exit_code == 0
+    assert sorted(json.loads(result.stdout)["policies"]) == sorted(
+        str(p) for p in EXAMPLES.glob("*.yaml")
+    )
+
+
+def test_validate_directory_without_several_policies_is_one_merged_policy(run_cli, tmp_path):
+    (tmp_path / "objects.yaml").write_text("groups:\n  - name: web\n    prefixes: [10.0.0.0/24]\n")
+    (tmp_path / "rules.yaml").write_text("rules:\n  - name: r\n    sources: [web, ghost]\n")
+    result = run_cli("validate", str(tmp_path))
+    assert result.exit_code == 1
+    assert f"{tmp_path}/rules.yaml:3:20: rule 'r' sources.1: unknown group 'ghost'" in result.stderr

@@ -32,6 +32,7 @@ services of distinct protocols.
 
 from __future__ import annotations
 
+import gc
 import ipaddress
 
 import pyavd
@@ -128,7 +129,17 @@ def render_with_pyavd(intent: DeviceIntent) -> str:
     result = pyavd.validate_structured_config(structured)
     errors = list(result.validation_result.violations)
     assert not errors, errors
-    return pyavd.get_device_config(result.validated_data)
+    config = pyavd.get_device_config(result.validated_data)
+    _forget_dead_template_modules()
+    return config
+
+
+def _forget_dead_template_modules() -> None:
+    """jinja2's ModuleLoader (used by pyavd) puts a weakref proxy into sys.modules, removed by
+    a callback when the loader dies. The loader sits in a reference cycle, so it dies at some
+    later garbage collection, possibly while hypothesis iterates sys.modules between examples
+    (ReferenceError). Collecting now removes the proxies at a time of our choosing."""
+    gc.collect()
 
 
 _KEYWORD_PORTS = {name: port for names in PORT_NAMES.values() for name, port in names.items()}

@@ -56,9 +56,13 @@ def frame(
     icmp_type: int,
     src_mac: bytes,
     dst_mac: bytes,
+    padding: int = 0,
 ) -> bytes:
+    """An Ethernet frame whose payload is `padding` zero bytes, then MAGIC and the id.
+
+    Varying the padding gives every packet its own size, so byte counters tell packets apart."""
     source, destination = ipaddress.ip_address(src), ipaddress.ip_address(dst)
-    payload = MAGIC + struct.pack("!Q", packet_id)
+    payload = bytes(padding) + MAGIC + struct.pack("!Q", packet_id)
     segment = bytearray(_transport(protocol, sport, dport, icmp_type, payload))
     if source.version == 4:
         pseudo = source.packed + destination.packed + struct.pack("!BBH", 0, protocol, len(segment))

@@ -77,12 +77,18 @@ def load_ruleset(namespace: str, ruleset: str, path: str) -> None:
 def match_counters(namespace: str) -> dict[str, int]:
     """Packets per match name: counters of the `microseg` table, keyed by the comment (the
     match name) of the rules that use them."""
+    return {name: packets for name, (packets, _) in match_counters_with_bytes(namespace).items()}
+
+
+def match_counters_with_bytes(namespace: str) -> dict[str, tuple[int, int]]:
+    """(packets, bytes) per match name; bytes count the L3 packet (IP header onwards)."""
     listing = json.loads(in_ns(namespace, "nft", "-j", "list", "table", "inet", "microseg").stdout)
-    packets: dict[str, int] = {}
+    packets: dict[str, tuple[int, int]] = {}
     counter_match: dict[str, str] = {}
     for item in listing["nftables"]:
         if "counter" in item:
-            packets[item["counter"]["name"]] = item["counter"]["packets"]
+            counter = item["counter"]
+            packets[counter["name"]] = (counter["packets"], counter["bytes"])
         rule = item.get("rule")
         if rule and "comment" in rule:
             for expression in rule["expr"]:

@@ -5,7 +5,10 @@ are compiled to nftables by the compiler's renderer and loaded into a "switch" n
 that routes between three host namespaces. Real frames (TCP SYN, UDP, ICMP / ICMPv6, GRE)
 are sent from the hosts; a receiver in every host records which packet ids arrived. For
 every packet, delivery must equal the evaluator's verdict, and per match the kernel's
-counter must equal the number of packets the evaluator says that match decided.
+counter must equal the packets AND bytes of the packets the evaluator says that match
+decided. Every packet gets a random size, so the byte counters pin down which packets each
+rule took: a packet attributed to the wrong rule would have to be offset exactly by another
+of the same size going the other way.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from tests.evaluate import frames
 from tests.evaluate.netns import (
     load_ruleset,
     make_router,
-    match_counters,
+    match_counters_with_bytes,
     namespaces,
     require_root_and_nft,
     run,
@@ -130,6 +133,7 @@ def random_packets(rng: random.Random, count: int) -> list[dict]:
                 "sport": rng.choice(PORT_POINTS),
                 "dport": rng.choice(PORT_POINTS),
                 "icmp_type": rng.choice(ICMP_TYPES[family]),
+                "padding": rng.randrange(0, 1000),
             }
         )
     return packets
@@ -177,8 +181,10 @@ class Receivers:
             process.wait(timeout=5)
 
 
-def send(names: dict[str, str], packets: list[dict], first_id: int, directory: Path) -> None:
+def send(names: dict[str, str], packets: list[dict], first_id: int, directory: Path) -> list[int]:
+    """Send the packets from their hosts; returns each packet's L3 length (what nft counts)."""
     by_host: dict[int, list[bytes]] = {h: [] for h in HOSTS}
+    l3_lengths = []
     for offset, packet in enumerate(packets):
         host = packet["source_host"]
         by_host[host].append(
@@ -192,8 +198,10 @@ def send(names: dict[str, str], packets: list[dict], first_id: int, directory: P
                 packet["icmp_type"],
                 mac(host, 1),
                 mac(host, 0xFE),
+                packet["padding"],
             )
         )
+        l3_lengths.append(len(by_host[host][-1]) - 14)
     senders = []
     for host, host_frames in by_host.items():
         path = directory / f"frames-h{host}.bin"
@@ -215,6 +223,7 @@ def send(names: dict[str, str], packets: list[dict], first_id: int, directory: P
         )
     for sender in senders:
         assert sender.wait(timeout=30) == 0
+    return l3_lengths
 
 
 def test_evaluator_agrees_with_nftables_on_every_packet(tmp_path):
@@ -242,7 +251,7 @@ def test_evaluator_agrees_with_nftables_on_every_packet(tmp_path):
                     )
                 )
                 first_id = total
-                send(names, packets, first_id, tmp_path)
+                l3_lengths = send(names, packets, first_id, tmp_path)
                 expected = {first_id + i for i in range(len(packets)) if evaluation.forwarded[i]}
                 arrived = receivers.wait_for(expected)
                 for i, packet in enumerate(packets):
@@ -254,14 +263,20 @@ def test_evaluator_agrees_with_nftables_on_every_packet(tmp_path):
                             f"{'delivered' if delivered else 'dropped'}, evaluator "
                             f"{decision.verdict} by {decision.match}"
                         )
-                predicted = Counter(
-                    intent.policies[0].matches[m].name for m in evaluation.match_index if m >= 0
-                )
-                counted = {name: n for name, n in match_counters(names["switch"]).items() if n}
-                if counted != dict(predicted):
+                predicted: dict[str, tuple[int, int]] = {}
+                for i, m in enumerate(evaluation.match_index):
+                    if m >= 0:
+                        name = intent.policies[0].matches[m].name
+                        count, size = predicted.get(name, (0, 0))
+                        predicted[name] = (count + 1, size + l3_lengths[i])
+                counted = {
+                    name: counter
+                    for name, counter in match_counters_with_bytes(names["switch"]).items()
+                    if counter[0]
+                }
+                if counted != predicted:
                     disagreements.append(
-                        f"round {round_number}: kernel counters {counted} != "
-                        f"evaluator {dict(predicted)}"
+                        f"round {round_number}: kernel counters {counted} != evaluator {predicted}"
                     )
                 decided_kinds.update(
                     "default" if m < 0 else intent.policies[0].matches[m].action

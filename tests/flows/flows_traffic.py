@@ -133,26 +133,49 @@ class LabTraffic:
         self.sessions.append(session)
 
 
+# The seed lab's hosts (examples/home-lab*.yaml).
+LAPTOP = "172.18.6.138"  # wifi client
+WEB01, WEB02, APPSERVER1 = "10.100.99.51", "10.100.99.52", "10.100.99.50"
+DNS1, DNS2 = "10.100.1.6", "10.100.1.7"
+UBUNTU_ARCHIVE = "91.189.91.81"  # an internet address: the servers fetch package updates
+
+
 def seed_lab_traffic() -> LabTraffic:
-    """The seed lab's conversations: web, ssh, DNS, NTP, an unanswered SYN, ping, IPv6."""
+    """The seed's web-app discovery stage, as the monitor rule on web01, web02 and appserver1
+    saw it: HTTP from a wifi client to both web servers, both web servers to appserver1 on
+    tcp/4567, DNS and NTP to the DNS servers, HTTP to the internet for updates; plus an
+    unanswered DNS query and ssh attempt (half-open), a ping, and IPv6."""
     lab = LabTraffic()
-    http_get = b"GET / HTTP/1.1\r\nHost: web01\r\n\r\n"
-    lab.tcp_conversation("172.18.4.220", 50514, "10.100.99.11", 80, http_get, b"x" * 600)
-    lab.tcp_conversation(
-        "10.160.1.115", 43538, "10.100.99.12", 22, b"SSH-2.0-x\r\n", b"SSH-2.0-y\r\n"
-    )
-    for port in (51841, 63375, 61817):
-        lab.dns_lookup("172.18.4.220", port, "10.100.1.6", "web01.lab.", "10.100.99.11")
-    lab.dns_lookup("10.160.1.113", 43726, "10.100.1.7", "gone.lab.", None)
+    page = b"<h1>SUCCESS: Data retrieved from App Server (appserver1)</h1>"
+    for cport, web in ((50514, WEB01), (50516, WEB02)):
+        lab.tcp_conversation(LAPTOP, cport, web, 80, b"GET / HTTP/1.1\r\nHost: web\r\n\r\n", page)
+    for cport, web in ((43538, WEB01), (43540, WEB02)):
+        lab.tcp_conversation(web, cport, APPSERVER1, 4567, b"GET /data HTTP/1.1\r\n\r\n", page)
+    for cport in (51841, 63375, 61817):  # ephemeral client ports: one `eph` summary row
+        lab.dns_lookup(WEB01, cport, DNS2, "archive.ubuntu.com.", UBUNTU_ARCHIVE)
+    lab.dns_lookup(APPSERVER1, 43726, DNS2, "gone.lab.", None)
     # chrony-style client port: with 123 <-> 123 and softflowd's shared flow times nothing
     # tells client from server, and the table falls back to the lower address
-    lab.ntp_exchange("10.160.1.113", "10.100.1.7", cport=38123)
-    lab.unanswered_syn("172.18.199.202", 55555, "10.100.99.13", 443)
-    lab.ping("10.160.1.115", "10.100.99.11")
+    lab.ntp_exchange(WEB02, DNS1, cport=38123)
+    lab.tcp_conversation(
+        WEB01,
+        44100,
+        UBUNTU_ARCHIVE,
+        80,
+        b"GET /ubuntu/dists/jammy/InRelease HTTP/1.1\r\n\r\n",
+        b"x" * 600,
+    )
+    lab.unanswered_syn(LAPTOP, 55555, APPSERVER1, 22)
+    lab.ping(APPSERVER1, DNS2)
     lab.tcp_conversation("2001:db8:1::10", 50010, "2001:db8:99::11", 443, b"hello", b"world" * 40)
-    lab.dns_lookup("2001:db8:1::10", 53001, "2001:db8:1::6", "web01.lab.", "10.100.99.11")
+    lab.dns_lookup("2001:db8:1::10", 53001, "2001:db8:1::6", "web01.lab.", WEB01)
     lab.ping("2001:db8:1::10", "2001:db8:99::11", count=1)
     return lab
+
+
+def exported_flow_count(lab: LabTraffic) -> int:
+    """Uniflow records softflowd exports: one per direction that carried packets."""
+    return sum(1 + (session.rev_packets > 0) for session in lab.sessions)
 
 
 def write_pcap(lab: LabTraffic, path: Path) -> Path:

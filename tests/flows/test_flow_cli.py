@@ -7,7 +7,13 @@ import signal
 import subprocess
 import time
 
-from flows_traffic import collected_sessions, expected_sessions, seed_lab_traffic, write_pcap
+from flows_traffic import (
+    collected_sessions,
+    expected_sessions,
+    exported_flow_count,
+    seed_lab_traffic,
+    write_pcap,
+)
 
 from microseg.flows import demo
 from microseg.flows.demo import SEED_LAB_IPFIX, SEED_LAB_PCAP, run_demo
@@ -70,7 +76,9 @@ def test_sigkill_loses_nothing_already_stored(tmp_path):
     assert collected_sessions(sessions) == expected_sessions(seed_lab_traffic())
     assert list((store / "segments").glob(".tmp-*")) == []
     stats = json.loads((store / "collector-stats.json").read_text())
-    assert stats["records"] == 22 and stats["sessions_written"] == 12
+    lab = seed_lab_traffic()
+    assert stats["records"] == exported_flow_count(lab)
+    assert stats["sessions_written"] == len(lab.sessions)
 
 
 def test_shipped_capture_is_the_generated_lab_traffic(tmp_path):
@@ -81,5 +89,5 @@ def test_shipped_capture_is_the_generated_lab_traffic(tmp_path):
 def test_demo_step_without_softflowd_replays_the_shipped_ipfix_file(tmp_path, monkeypatch):
     monkeypatch.setattr(demo, "softflowd_available", lambda: False)
     table = run_demo(tmp_path)
-    assert sum(table.column("sessions").to_pylist()) == 12
+    assert sum(table.column("sessions").to_pylist()) == len(seed_lab_traffic().sessions)
     assert "eph" in table.column("sport").to_pylist()

@@ -325,3 +325,20 @@ def test_exporter_counters_are_bounded_too():
         decode(decoder, ipfix_message([data_set(999, [dns_query()])]), exporter=f"192.0.2.{host}")
     assert len(decoder.counters.exporters) == 5 and decoder.counters.exporters["other"].datagrams
     assert len(decoder.templates) <= 4
+
+
+def test_ipfix_uptime_times_count_from_the_system_init_time_in_options():
+    options = ipfix_options_template_set(256, [Field(143, 4)], [Field(160, 8)])
+    booted = 1_763_578_000_000
+    template = [Field(8, 4), Field(12, 4), Field(22, 4), Field(21, 4)]
+    record = address("10.0.0.1") + address("10.0.0.2") + uint(369_000, 4) + uint(370_000, 4)
+    message = ipfix_message(
+        [
+            options,
+            data_set(256, [uint(1, 4) + uint(booted, 8)]),
+            ipfix_template_set({600: template}),
+            data_set(600, [record]),
+        ]
+    )
+    (row,) = decode(FlowDecoder(), message)
+    assert (row["start_ms"], row["end_ms"]) == (booted + 369_000, booted + 370_000)

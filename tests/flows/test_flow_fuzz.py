@@ -145,3 +145,22 @@ def test_random_bytes_after_a_header_never_raise(payload, version):
     decoder.decode([(header + bytes(16) + payload, "127.0.0.1")])
     decoder.decode([(header + uint(0, 2), "127.0.0.1")])
     assert decoder.counters.datagrams == 2
+
+
+def test_mutated_datagrams_through_collector_store_and_listing(real_datagrams, tmp_path, run_cli):
+    from microseg.flows.collector import FlowCollector
+    from microseg.flows.flowstore import FlowStore, read_sessions
+
+    rng = random.Random(7)
+    collector = FlowCollector(FlowStore(tmp_path))
+    for first in range(0, 10_000, 500):
+        batch = [
+            (mutate(real_datagrams[i % len(real_datagrams)], rng), EXPORTERS[i % 3])
+            for i in range(first, first + 500)
+        ]
+        collector.receive(batch, now=first)
+        collector.flush_expired(now=first)
+    collector.flush_all()
+    assert read_sessions(tmp_path).num_rows > 0
+    listed = run_cli("sessions", "list", "--store", str(tmp_path), "--json")
+    assert listed.exit_code == 0 and listed.stdout.count("\n") > 0

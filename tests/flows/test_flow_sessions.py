@@ -185,3 +185,16 @@ def test_many_records_merge_in_batches():
         sessions.column("rev_packets").to_pylist()
     ) == int(flows.packets.sum())
     assert set(sessions.column("dport").to_pylist()) <= {22, 53, 80, 443}
+
+
+def test_records_without_packets_or_with_absurd_clocks_do_not_break_the_store(tmp_path):
+    from microseg.flows.decoder import LATEST_MS
+
+    table = SessionTable()
+    table.add(flow_batch([dict(src=CLIENT, sport=1, dst=DNS, dport=53, packets=0)]), now=0)
+    assert len(table) == 0
+    late = dict(src=CLIENT, sport=2, dst=DNS, dport=53, start=LATEST_MS, end=LATEST_MS)
+    table.add(flow_batch([late]), now=0)
+    FlowStore(tmp_path).open().write(table.flush())
+    (row,) = read_sessions(tmp_path).to_pylist()
+    assert row["first_seen"].year == 9999

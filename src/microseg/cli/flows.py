@@ -29,12 +29,16 @@ def collect(
     listen: str = typer.Option("127.0.0.1:4739", "--listen", help="HOST:PORT to receive on."),
     store: Path | None = typer.Option(None, "--store", help=STORE_HELP),
     stats: bool = typer.Option(False, "--stats", help="Print counters at every flush."),
-    as_json: bool = typer.Option(False, "--json", help="Counters as JSON lines (with --stats)."),
+    as_json: bool = typer.Option(False, "--json", help="Counters as JSON lines on stdout."),
     flush_interval: float = typer.Option(
         5.0, "--flush-interval", min=0.05, help="Seconds between writes of expired sessions."
     ),
-    inactive_timeout: float = typer.Option(15.0, "--inactive-timeout", min=0.0),
-    active_timeout: float = typer.Option(1800.0, "--active-timeout", min=0.0),
+    inactive_timeout: float = typer.Option(
+        15.0, "--inactive-timeout", min=0.0, help="Seconds without a record before a session ends."
+    ),
+    active_timeout: float = typer.Option(
+        1800.0, "--active-timeout", min=0.0, help="Seconds after which a session is written out."
+    ),
 ) -> None:
     """Receive IPFIX / NetFlow v9 until SIGINT or SIGTERM; sessions go to the flow store.
 

@@ -9,7 +9,13 @@ import typer
 from microseg.cli.app import app
 from microseg.cli.common import JSON_OPTION_HELP, POLICY_HELP, console, emit_json, resolve_policy
 from microseg.model import PolicyError
-from microseg.policyfile import dump_policy, load_policy, policy_files, policy_schema_json
+from microseg.policyfile import (
+    dump_policy,
+    load_policy,
+    policy_files,
+    policy_schema_json,
+    read_policy_source,
+)
 
 
 def policy_summary(policy_set) -> dict[str, int]:
@@ -25,41 +31,38 @@ def validate(
 ) -> None:
     """Check a policy: every problem, with file:line:column. Exit 1 if any.
 
+    A directory is one policy, its files merged, unless two or more of its top-level files
+    each define `policies:`: then it is a collection of separate policies (like examples/),
+    and each top-level file is checked on its own.
     Example: microseg validate examples/
     """
-    try:
-        policy_set = _load_each(path)
-    except PolicyError as error:
+    results: dict[str, dict[str, int]] = {}
+    problems = []
+    for policy_path in _policies_in(path):
+        try:
+            results[str(policy_path)] = policy_summary(load_policy(policy_path))
+        except PolicyError as error:
+            problems += error.problems
+    if problems:
         if as_json:
-            emit_json({"valid": False, "problems": [_problem_json(p) for p in error.problems]})
-            raise typer.Exit(1) from None
-        raise
+            emit_json({"valid": False, "problems": [_problem_json(p) for p in problems]})
+            raise typer.Exit(1)
+        raise PolicyError(problems)
     if as_json:
-        emit_json({"valid": True, "objects": policy_summary(policy_set)})
+        emit_json({"valid": True, "policies": results})
         return
-    counts = ", ".join(
-        f"{n} {s.replace('_', ' ')}" for s, n in policy_summary(policy_set).items() if n
-    )
-    console.print(f"{path}: valid ({counts})")
+    for name, summary in results.items():
+        counts = ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in summary.items() if n)
+        console.print(f"{name}: valid ({counts})")
 
 
-def _load_each(path: Path):
-    """A directory of examples is several policies: validate a directory as one merged policy
-    unless it holds separate top-level policies, which `validate` checks one by one."""
-    if path.is_dir() and any(p.parent == path for p in policy_files(path)):
-        files = [p for p in policy_files(path) if p.parent == path]
-        if len(files) > 1 and not (path / ".microseg-merge").exists():
-            problems = []
-            last = None
-            for file in files:
-                try:
-                    last = load_policy(file)
-                except PolicyError as error:
-                    problems.extend(error.problems)
-            if problems:
-                raise PolicyError(problems)
-            return last
-    return load_policy(path)
+def _policies_in(path: Path) -> list[Path]:
+    """The policies `validate PATH` checks: PATH itself, or a collection's top-level files."""
+    if not path.is_dir():
+        return [path]
+    top_level = [p for p in policy_files(path) if p.parent == path]
+    with_policies = [p for p in top_level if "policies" in read_policy_source(p).sections]
+    return top_level if len(with_policies) >= 2 else [path]
 
 
 def _problem_json(problem) -> dict:

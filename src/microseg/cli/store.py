@@ -10,15 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from microseg.cli.app import app, demo_step
 from microseg.cli.common import JSON_OPTION_HELP, console, emit_json
 from microseg.cli.demo import DemoContext
-from microseg.model import SECTIONS, MicrosegError, PolicyError, Problem
-from microseg.policyfile import dump_policy, load_policy
+from microseg.model import SECTIONS, MicrosegError, PolicyError
+from microseg.policyfile import dump_policy, load_policy, read_policy_source
 from microseg.store import (
     InvalidChange,
     NotFound,
@@ -248,12 +245,17 @@ def workspace_set(
     reference is refused with the problems, located in the file.
     Example: microseg workspace set restrict-web-clients --file rule.yaml
     """
-    objects, nodes = read_objects(file)
+    source = read_policy_source(file)
+    if source.problems:
+        raise PolicyError(source.problems)
+    if not source.objects:
+        raise MicrosegError(f"{file}: no objects to set")
+    objects = [(obj.section, obj.data) for obj in source.objects]
     with open_store() as store:
         try:
             store.workspace_set_objects(name, objects)
         except PolicyError as error:
-            located = [_locate(problem, str(file), nodes) for problem in error.problems]
+            located = [source.locate(problem) for problem in error.problems]
             if isinstance(error, InvalidChange):
                 raise InvalidChange(error.what, located) from None
             raise PolicyError(located) from None
@@ -300,85 +302,6 @@ def workspace_abandon(name: str = typer.Argument(..., help="Workspace name.")) -
     with open_store() as store:
         store.workspace_abandon(name)
     typer.echo(f"workspace {name!r} abandoned")
-
-
-# -- reading objects for `workspace set` ----------------------------------------------------
-
-Nodes = dict[tuple[str, str], CommentedMap]
-
-
-def read_objects(path: Path) -> tuple[list[tuple[str, dict[str, Any]]], Nodes]:
-    """(section, plain mapping) for each object in a YAML file, and each object's YAML node.
-
-    Only the file's shape is checked here; the store validates the objects themselves."""
-    where = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise PolicyError([Problem(f"cannot read: {error}", file=where)]) from None
-    try:
-        document = YAML(typ="rt").load(text)
-    except MarkedYAMLError as error:
-        mark = error.problem_mark or error.context_mark
-        line, column = (mark.line + 1, mark.column + 1) if mark else (None, None)
-        message = f"invalid YAML: {error.problem or error.context}"
-        raise PolicyError([Problem(message, (), where, line, column)]) from None
-    except YAMLError as error:
-        raise PolicyError([Problem(f"invalid YAML: {error}", file=where)]) from None
-    if not isinstance(document, CommentedMap):
-        raise PolicyError([Problem("expected sections (groups:, rules:, ...)", (), where, 1)])
-    objects: list[tuple[str, dict[str, Any]]] = []
-    nodes: Nodes = {}
-    problems: list[Problem] = []
-    for section, items in document.items():
-        line, column = (n + 1 for n in document.lc.key(section))
-        if section not in SECTIONS:
-            message = f"unknown section {section!r} (known: {', '.join(SECTIONS)})"
-            problems.append(Problem(message, (), where, line, column))
-            continue
-        if not isinstance(items, CommentedSeq):
-            problems.append(Problem("must be a list of objects", (section,), where, line, column))
-            continue
-        for index, item in enumerate(items):
-            if not isinstance(item, CommentedMap) or not isinstance(item.get("name"), str):
-                line, column = (n + 1 for n in items.lc.item(index))
-                message = f"item {index + 1} must be a mapping with a name"
-                problems.append(Problem(message, (section,), where, line, column))
-                continue
-            objects.append((section, _plain(item)))
-            nodes[(section, item["name"])] = item
-    if problems:
-        raise PolicyError(problems)
-    if not objects:
-        raise MicrosegError(f"{where}: no objects to set")
-    return objects, nodes
-
-
-def _plain(node: Any) -> Any:
-    if isinstance(node, dict):
-        return {key: _plain(value) for key, value in node.items()}
-    if isinstance(node, list):
-        return [_plain(value) for value in node]
-    return node
-
-
-def _locate(problem: Problem, file: str, nodes: Nodes) -> Problem:
-    """file:line:column for a problem about an object of the file (others stay unlocated)."""
-    if len(problem.path) < 2 or (problem.path[0], problem.path[1]) not in nodes:
-        return problem
-    node: Any = nodes[(problem.path[0], problem.path[1])]
-    line, column = node.lc.line + 1, node.lc.col + 1
-    unknown_key = problem.message.startswith("unknown key")
-    for part in problem.path[2:]:
-        if isinstance(node, CommentedMap) and part in node:
-            position = node.lc.key(part) if unknown_key else node.lc.value(part)
-            line, column = (n + 1 for n in position)
-        elif isinstance(node, CommentedSeq) and isinstance(part, int) and part < len(node):
-            line, column = (n + 1 for n in node.lc.item(part))
-        else:
-            break
-        node = node[part]
-    return problem.located(file, line, column)
 
 
 # -- demo ---------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from microseg.flows.templates import Template, build_template, field_columns, wi
 
 NTP_TO_UNIX_SECONDS = 2208988800  # RFC 7011 6.1.9: NTP era 0 starts 1900-01-01
 SEQUENCE_MODULO = 1 << 32
+LATEST_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 VERSION = struct.Struct("!H")
 
 
@@ -101,6 +102,7 @@ class FlowDecoder:
         self._pending_sets = 0
         self._pending_bytes = 0
         self._exporter_halves: dict[str, tuple[int, int]] = {}
+        self._system_init: dict[tuple, int] = {}  # stream -> systemInitTimeMilliseconds
 
     # -- public -------------------------------------------------------------------------
 
@@ -162,7 +164,10 @@ class FlowDecoder:
             if templates is not None:
                 self._install(stream, templates, gathers)
                 continue
-            count, is_options = self._data_set(stream, set_id, data, start, end, 0, gathers)
+            # IPFIX flow*SysUpTime counts from the exporter's systemInitTimeMilliseconds, which
+            # it reports in an options record (softflowd does)
+            time_base = self._system_init.get(stream, 0)
+            count, is_options = self._data_set(stream, set_id, data, start, end, time_base, gathers)
             if count is None:
                 known = False
             else:
@@ -273,6 +278,7 @@ class FlowDecoder:
             order.pop((stream, template_id), None)
             self.counters.template_evictions += 1
         self._sequence.pop(stream, None)
+        self._system_init.pop(stream, None)
 
     def _withdraw(self, stream, template_id) -> None:
         """RFC 7011 8.1: id 2 withdraws all templates, 3 all options templates, else one."""
@@ -315,6 +321,11 @@ class FlowDecoder:
                 gather.time_bases.append(time_base)
         if template.is_options:
             self.counters.options_records += count
+            if count and "system_init_ms" in template.roles and not template.variable_length:
+                column = np.frombuffer(gather.chunks[-1], dtype=template.dtype)["system_init_ms"]
+                value = int(widen(column[-1:])[0])
+                if value < 1 << 62:  # a plausible clock (bad input must not overflow int64)
+                    self._system_init[stream] = value
         else:
             self.counters.records += count
         return count, template.is_options
@@ -400,6 +411,9 @@ class FlowDecoder:
             batch.end_ms[:] = _time_ms(values, roles, "end", time_base)
         else:
             batch.end_ms[:] = batch.start_ms
+        # a clock outside years 1970..9999 is bad input; keep it printable and storable
+        np.clip(batch.start_ms, 0, LATEST_MS, out=batch.start_ms)
+        np.clip(batch.end_ms, 0, LATEST_MS, out=batch.end_ms)
         halves = self._exporter_halves.get(gather.exporter)
         if halves is None:
             halves = self._exporter_halves[gather.exporter] = _exporter_halves(gather.exporter)

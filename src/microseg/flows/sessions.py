@@ -136,6 +136,9 @@ class SessionTable:
 
     def add(self, batch: FlowBatch, now: float | None = None) -> None:
         """Take flow records in; they are merged lazily, in large groups."""
+        carried = (batch.packets > 0) | (batch.rev_packets > 0)
+        if not carried.all():  # a record of no packets says nothing about a session
+            batch = batch.take(carried)
         if not len(batch):
             return
         self._waiting.append(self._canonical_rows(batch, time.time() if now is None else now))

@@ -44,6 +44,7 @@ ROLES: dict[tuple[int, int], str] = {
     (0, 157): "end_ntp",  # flowEndNanoseconds
     (0, 22): "start_uptime",  # flowStartSysUpTime / NFv9 FIRST_SWITCHED
     (0, 21): "end_uptime",  # flowEndSysUpTime / NFv9 LAST_SWITCHED
+    (0, 160): "system_init_ms",  # systemInitTimeMilliseconds (options data, RFC 7011 / IANA)
     (REVERSE_PEN, 2): "rev_packets",
     (REVERSE_PEN, 86): "rev_packets",
     (REVERSE_PEN, 1): "rev_bytes",

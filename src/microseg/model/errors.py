@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from typing import Any
+
+from pydantic import ValidationError
 
 
 class MicrosegError(Exception):
@@ -80,3 +84,51 @@ _SINGULAR = {
 def singular(section: str) -> str:
     """`monitor_objects` -> `monitor object`, for messages."""
     return _SINGULAR.get(section, section)
+
+
+def validation_problems(
+    section: str, label: str, data: Any, error: ValidationError
+) -> list[Problem]:
+    """Pydantic's errors for one object as Problems, worded for a policy author.
+
+    The path keeps only the keys and indexes that exist in `data`: pydantic also adds union
+    tags (`literal['tcp',...]`, `int`) the author never wrote. One problem per path."""
+    problems: list[Problem] = []
+    seen: set[tuple] = set()
+    for detail in error.errors():
+        path = _input_path(data, detail["loc"])
+        if path in seen:
+            continue
+        seen.add(path)
+        problems.append(Problem(_message(detail), (section, label, *path)))
+    return problems
+
+
+def _input_path(data: Any, loc: tuple) -> tuple:
+    kept: list[Any] = []
+    for part in loc:
+        if (isinstance(data, Mapping) and part in data) or (
+            isinstance(data, list | tuple) and isinstance(part, int) and 0 <= part < len(data)
+        ):
+            data = data[part]
+            kept.append(part)
+    return tuple(kept)
+
+
+UNKNOWN_KEY = "unknown key (not a field of this object)"
+
+
+def _message(detail: Any) -> str:
+    message = detail["msg"]
+    for prefix in ("Value error, ", "Assertion failed, "):
+        message = message.removeprefix(prefix)
+    if detail["type"] == "extra_forbidden":
+        return UNKNOWN_KEY
+    if detail["type"] == "missing":
+        return "required field is missing"
+    value = detail.get("input")
+    if detail["type"] not in ("value_error", "assertion_error") and not isinstance(
+        value, dict | list
+    ):
+        message = f"{message} (got {value!r})"
+    return message

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from functools import cached_property
+from types import SimpleNamespace
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ModelWrapValidatorHandler, model_validator
@@ -193,3 +194,19 @@ def _binding_problems(policy_set: PolicySet) -> list[Problem]:
                 )
             )
     return problems
+
+
+def references_of(section: str, name: str, data: Any) -> SimpleNamespace:
+    """The name and reference fields of an object that failed its own validation, as far as
+    they are names: enough for `reference_problems(unvalidated=...)`."""
+    fields: dict[str, Any] = {}
+    for ref_section, ref_field in REFERENCES:
+        if ref_section != section:
+            continue
+        value = data.get(ref_field) if hasattr(data, "get") else None
+        if isinstance(value, list | tuple):
+            value = tuple(v for v in value if isinstance(v, str))
+        elif value == "any" or not isinstance(value, str):
+            value = () if ref_field.endswith("s") else None
+        fields[ref_field] = value
+    return SimpleNamespace(name=name, **fields)

@@ -1,10 +1,22 @@
 """YAML <-> model. Loading reports every problem with its location; dumping is canonical."""
 
 from microseg.policyfile.dumper import dump_policy, object_document, policy_document
-from microseg.policyfile.loader import load_policy, load_policy_text, policy_files
+from microseg.policyfile.loader import (
+    PolicySource,
+    SourceObject,
+    build_policy,
+    load_policy,
+    load_policy_text,
+    policy_files,
+    read_policy_source,
+    read_policy_source_text,
+)
 from microseg.policyfile.schema import policy_schema, policy_schema_json
 
 __all__ = [
+    "PolicySource",
+    "SourceObject",
+    "build_policy",
     "dump_policy",
     "load_policy",
     "load_policy_text",
@@ -13,4 +25,6 @@ __all__ = [
     "policy_files",
     "policy_schema",
     "policy_schema_json",
+    "read_policy_source",
+    "read_policy_source_text",
 ]

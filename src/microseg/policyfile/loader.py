@@ -3,13 +3,16 @@
 A policy is one YAML file or a directory of them (`*.yaml`, `*.yml`, recursively, read in
 path order and merged). Each file is a mapping of sections (`groups:`, `rules:`, ...) to
 lists of objects. Unknown keys are errors, never silently dropped.
+
+Two steps: `read_policy_source` parses the YAML into located objects (plain mappings with
+their YAML nodes); `load_policy` validates them into a PolicySet. `PolicySource.locate`
+puts file:line:column on any Problem about one of its objects, wherever it was found.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -17,23 +20,48 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
-from microseg.model import REFERENCES, SECTIONS, PolicyError, PolicySet, Problem
-from microseg.model.policyset import reference_problems
+from microseg.model import SECTIONS, PolicyError, PolicySet, Problem
+from microseg.model.errors import UNKNOWN_KEY, validation_problems
+from microseg.model.policyset import reference_problems, references_of
 
-Location = tuple[str, int | None, int | None]
+
+@dataclass(frozen=True)
+class SourceObject:
+    """One object as written: its section, plain mapping, YAML node and file."""
+
+    section: str
+    data: dict[str, Any]
+    node: CommentedMap
+    file: str
+
+    @property
+    def name(self) -> str | None:
+        name = self.data.get("name")
+        return name if isinstance(name, str) else None
 
 
 @dataclass
-class _Collected:
-    objects: dict[str, list[BaseModel]] = field(default_factory=lambda: {s: [] for s in SECTIONS})
-    # Objects that failed validation, reduced to their name and references: references to
-    # them are not reported as dangling, and their own references are still checked.
-    unvalidated: dict[str, list[SimpleNamespace]] = field(
-        default_factory=lambda: {s: [] for s in SECTIONS}
-    )
-    # (section, name) -> the YAML node of the object and its file, for locating problems.
-    nodes: dict[tuple[str, str], list[tuple[str, CommentedMap]]] = field(default_factory=dict)
+class PolicySource:
+    """Objects read from YAML, and the problems with the files' shape (syntax, sections)."""
+
+    objects: list[SourceObject] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    sections: set[str] = field(default_factory=set)  # the sections the files hold
+
+    def locate(self, problem: Problem) -> Problem:
+        """`problem` with the file:line:column of what it is about, if it is in this source.
+
+        A duplicate is reported at its last definition; anything else at its first."""
+        if problem.file is not None or len(problem.path) < 2:
+            return problem
+        section, name, *rest = problem.path
+        found = [o for o in self.objects if o.section == section and o.name == name]
+        if not found:
+            return problem
+        source = found[-1] if problem.message.startswith("duplicate") else found[0]
+        at_key = problem.message == UNKNOWN_KEY
+        line, column = _position(source.node, tuple(rest), at_key)
+        return problem.located(source.file, line, column)
 
 
 def policy_files(path: Path) -> list[Path]:
@@ -44,167 +72,122 @@ def policy_files(path: Path) -> list[Path]:
     return [path]
 
 
-def load_policy(path: str | Path) -> PolicySet:
-    """Load and validate a policy file or directory. Raises PolicyError with every problem."""
+def read_policy_source(path: str | Path) -> PolicySource:
+    """Parse a policy file or directory into located objects (not validated yet)."""
     path = Path(path)
+    source = PolicySource()
     if not path.exists():
-        raise PolicyError([Problem(f"no such file or directory: {path}")])
+        source.problems.append(Problem(f"no such file or directory: {path}"))
+        return source
     files = policy_files(path)
     if not files:
-        raise PolicyError([Problem(f"no .yaml or .yml files under {path}")])
-    collected = _Collected()
+        source.problems.append(Problem(f"no .yaml or .yml files under {path}"))
     for file in files:
         try:
             text = file.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as error:
-            collected.problems.append(Problem(f"cannot read: {error}", file=str(file)))
+            source.problems.append(Problem(f"cannot read: {error}", file=str(file)))
             continue
-        _collect_document(text, str(file), collected)
-    return _build(collected)
+        _read_document(text, str(file), source)
+    return source
+
+
+def read_policy_source_text(text: str, filename: str = "<string>") -> PolicySource:
+    source = PolicySource()
+    _read_document(text, filename, source)
+    return source
+
+
+def load_policy(path: str | Path) -> PolicySet:
+    """Load and validate a policy file or directory. Raises PolicyError with every problem."""
+    return build_policy(read_policy_source(path))
 
 
 def load_policy_text(text: str, filename: str = "<string>") -> PolicySet:
     """Load a policy from YAML text (used by the API and tests)."""
-    collected = _Collected()
-    _collect_document(text, filename, collected)
-    return _build(collected)
+    return build_policy(read_policy_source_text(text, filename))
 
 
-def _build(collected: _Collected) -> PolicySet:
-    candidate = PolicySet.model_construct(
-        **{section: tuple(objs) for section, objs in collected.objects.items()}
-    )
-    problems = list(collected.problems)
+def build_policy(source: PolicySource) -> PolicySet:
+    """Validate every object, then the references between them; every problem at once."""
+    problems = list(source.problems)
+    sections: dict[str, list[BaseModel]] = {section: [] for section in SECTIONS}
+    unvalidated: dict[str, list[Any]] = {section: [] for section in SECTIONS}
+    definitions: dict[tuple[str, str], int] = {}
+    for number, obj in enumerate(source.objects, 1):
+        label = obj.name or f"#{number}"
+        if obj.name is not None:
+            key = (obj.section, obj.name)
+            definitions[key] = definitions.get(key, 0) + 1
+        try:
+            sections[obj.section].append(SECTIONS[obj.section].model_validate(obj.data))
+        except ValidationError as error:
+            if obj.name is not None:
+                unvalidated[obj.section].append(references_of(obj.section, obj.name, obj.data))
+            problems += validation_problems(obj.section, label, obj.data, error)
     # Duplicates are counted over every definition, valid or not.
-    for (section, name), occurrences in collected.nodes.items():
-        if len(occurrences) > 1:
-            problem = Problem(
-                f"duplicate name: defined {len(occurrences)} times", (section, name, "name")
+    for (section, name), count in definitions.items():
+        if count > 1:
+            problems.append(
+                Problem(f"duplicate name: defined {count} times", (section, name, "name"))
             )
-            problems.append(_locate(problem, collected))
-    for problem in reference_problems(candidate, collected.unvalidated):
-        if not problem.message.startswith("duplicate name"):
-            problems.append(_locate(problem, collected))
+    candidate = PolicySet.model_construct(**{s: tuple(objs) for s, objs in sections.items()})
+    problems += [
+        problem
+        for problem in reference_problems(candidate, unvalidated)
+        if not problem.message.startswith("duplicate name")
+    ]
     if problems:
-        raise PolicyError(sorted(problems, key=_problem_order))
-    return PolicySet(**{section: tuple(objs) for section, objs in collected.objects.items()})
+        located = (source.locate(problem) for problem in problems)
+        raise PolicyError(sorted(located, key=_problem_order))
+    return PolicySet(**{section: tuple(objs) for section, objs in sections.items()})
 
 
 def _problem_order(problem: Problem) -> tuple:
     return (problem.file or "", problem.line or 0, problem.column or 0, problem.message)
 
 
-def _yaml() -> YAML:
+def _read_document(text: str, filename: str, source: PolicySource) -> None:
     yaml = YAML(typ="rt")
     yaml.allow_duplicate_keys = False
-    return yaml
-
-
-def _collect_document(text: str, filename: str, collected: _Collected) -> None:
     try:
-        document = _yaml().load(text)
+        document = yaml.load(text)
     except MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
-        line = mark.line + 1 if mark else None
-        column = mark.column + 1 if mark else None
+        line, column = (mark.line + 1, mark.column + 1) if mark else (None, None)
         message = f"invalid YAML: {error.problem or error.context}"
-        collected.problems.append(Problem(message, file=filename, line=line, column=column))
+        source.problems.append(Problem(message, (), filename, line, column))
         return
     except YAMLError as error:
-        collected.problems.append(Problem(f"invalid YAML: {error}", file=filename))
+        source.problems.append(Problem(f"invalid YAML: {error}", file=filename))
         return
     if document is None:
         return
     if not isinstance(document, CommentedMap):
-        collected.problems.append(
-            Problem(
-                "a policy file must be a mapping of sections (groups:, rules:, ...)",
-                file=filename,
-                line=1,
-            )
-        )
+        message = "a policy file must be a mapping of sections (groups:, rules:, ...)"
+        source.problems.append(Problem(message, (), filename, 1))
         return
     for section, items in document.items():
-        line, column = _key_position(document, section)
+        line, column = (n + 1 for n in document.lc.key(section))
         if section not in SECTIONS:
-            known = ", ".join(SECTIONS)
-            collected.problems.append(
-                Problem(
-                    f"unknown section {section!r} (known: {known})",
-                    file=filename,
-                    line=line,
-                    column=column,
-                )
-            )
-            continue
-        if items is None:
-            continue
-        if not isinstance(items, CommentedSeq):
-            collected.problems.append(
-                Problem(
-                    f"section {section!r} must be a list of objects",
-                    (section,),
-                    filename,
-                    line,
-                    column,
-                )
-            )
-            continue
-        for index, item in enumerate(items):
-            _collect_object(section, items, index, item, filename, collected)
+            message = f"unknown section {section!r} (known: {', '.join(SECTIONS)})"
+            source.problems.append(Problem(message, (), filename, line, column))
+        elif isinstance(items, CommentedSeq):
+            source.sections.add(section)
+            _read_items(section, items, filename, source)
+        elif items is not None:
+            message = f"section {section!r} must be a list of objects"
+            source.problems.append(Problem(message, (section,), filename, line, column))
 
 
-def _collect_object(
-    section: str, items: CommentedSeq, index: int, item: Any, filename: str, collected: _Collected
-) -> None:
-    line, column = _item_position(items, index)
-    if not isinstance(item, CommentedMap):
-        collected.problems.append(
-            Problem(
-                f"item {index + 1} must be a mapping with a name",
-                (section,),
-                filename,
-                line,
-                column,
-            )
-        )
-        return
-    name = item.get("name")
-    label = name if isinstance(name, str) else f"#{index + 1}"
-    if isinstance(name, str):
-        collected.nodes.setdefault((section, name), []).append((filename, item))
-    try:
-        obj = SECTIONS[section].model_validate(_plain(item))
-    except ValidationError as error:
-        if isinstance(name, str):
-            collected.unvalidated[section].append(_references_of(section, name, item))
-        seen: set[tuple] = set()
-        for detail in error.errors():
-            loc = _document_loc(item, detail["loc"])
-            if loc in seen:
-                continue
-            seen.add(loc)
-            at_key = detail["type"] == "extra_forbidden"
-            where = _node_position(item, loc, at_key) or (line, column)
-            message = _message(detail)
-            collected.problems.append(Problem(message, (section, label, *loc), filename, *where))
-        return
-    collected.objects[section].append(obj)
-
-
-def _references_of(section: str, name: str, item: CommentedMap) -> SimpleNamespace:
-    """The name and reference fields of an object that failed validation."""
-    fields: dict[str, Any] = {}
-    for (ref_section, ref_field), _ in REFERENCES.items():
-        if ref_section != section:
-            continue
-        value = item.get(ref_field)
-        if isinstance(value, list):
-            value = tuple(v for v in value if isinstance(v, str))
-        elif value == "any" or not isinstance(value, str):
-            value = () if ref_field.endswith("s") else None
-        fields[ref_field] = value
-    return SimpleNamespace(name=name, **fields)
+def _read_items(section: str, items: CommentedSeq, filename: str, source: PolicySource) -> None:
+    for index, item in enumerate(items):
+        if isinstance(item, CommentedMap):
+            source.objects.append(SourceObject(section, _plain(item), item, filename))
+        else:
+            line, column = (n + 1 for n in items.lc.item(index))
+            message = f"item {index + 1} must be a mapping with a name"
+            source.problems.append(Problem(message, (section,), filename, line, column))
 
 
 def _plain(node: Any) -> Any:
@@ -216,75 +199,17 @@ def _plain(node: Any) -> Any:
     return node
 
 
-def _message(detail: dict) -> str:
-    message = detail["msg"]
-    for prefix in ("Value error, ", "Assertion failed, "):
-        if message.startswith(prefix):
-            message = message[len(prefix) :]
-    if detail["type"] == "extra_forbidden":
-        return "unknown key (not a field of this object)"
-    if detail["type"] == "missing":
-        return "required field is missing"
-    value = detail.get("input")
-    if detail["type"] not in ("value_error", "assertion_error") and not isinstance(
-        value, dict | list
-    ):
-        message = f"{message} (got {value!r})"
-    return message
-
-
-def _document_loc(node: Any, loc: tuple) -> tuple:
-    """Keep the parts of a pydantic error location that exist in the document.
-
-    Pydantic adds union-member tags (`literal['tcp',...]`, `int`) that are not keys."""
-    kept: list[Any] = []
-    for part in loc:
-        if (isinstance(node, dict) and part in node) or (
-            isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
-        ):
-            node = node[part]
-            kept.append(part)
-    return tuple(kept)
-
-
-def _node_position(node: Any, loc: tuple, at_key: bool = False) -> tuple[int, int] | None:
-    """Line and column of the value at `loc` (of its key, for a key that should not be there)."""
-    position = None
-    for depth, part in enumerate(loc, 1):
-        if isinstance(node, CommentedMap):
-            on_key = at_key and depth == len(loc)
-            line, column = node.lc.key(part) if on_key else node.lc.value(part)
-            position = (line + 1, column + 1)
-            node = node[part]
-        elif isinstance(node, CommentedSeq):
-            line, column = node.lc.item(part)
-            position = (line + 1, column + 1)
-            node = node[part]
-    return position
-
-
-def _key_position(node: CommentedMap, key: Any) -> tuple[int, int]:
-    line, column = node.lc.key(key)
-    return line + 1, column + 1
-
-
-def _item_position(node: CommentedSeq, index: int) -> tuple[int, int]:
-    line, column = node.lc.item(index)
-    return line + 1, column + 1
-
-
-def _locate(problem: Problem, collected: _Collected) -> Problem:
-    """Attach file:line:column to a reference problem found on the assembled policy."""
-    section, name, *rest = problem.path
-    occurrences = collected.nodes.get((section, name), [])
-    if not occurrences:
-        return problem
-    # A duplicate is reported at its second definition; anything else at its only one.
-    filename, node = occurrences[-1] if problem.message.startswith("duplicate") else occurrences[0]
-    position = _node_position(node, tuple(rest)) or _object_position(node)
-    return problem.located(filename, *position)
-
-
-def _object_position(node: CommentedMap) -> tuple[int, int]:
-    line, column = node.lc.line, node.lc.col
-    return line + 1, column + 1
+def _position(node: Any, path: tuple, at_key: bool) -> tuple[int, int]:
+    """Line and column of the value at `path` under an object's node (of the key, for a key
+    that should not be there); as deep as the path exists in the document."""
+    line, column = node.lc.line + 1, node.lc.col + 1
+    for depth, part in enumerate(path, 1):
+        if isinstance(node, CommentedMap) and part in node:
+            on_key = at_key and depth == len(path)
+            line, column = (n + 1 for n in (node.lc.key(part) if on_key else node.lc.value(part)))
+        elif isinstance(node, CommentedSeq) and isinstance(part, int) and 0 <= part < len(node):
+            line, column = (n + 1 for n in node.lc.item(part))
+        else:
+            break
+        node = node[part]
+    return line, column

@@ -15,7 +15,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ValidationError
 
 from microseg.model import SECTIONS, MicrosegError, PolicyError, PolicySet, Problem
-from microseg.model.policyset import REFERENCES, reference_problems
+from microseg.model.errors import validation_problems
+from microseg.model.policyset import reference_problems, references_of
 from microseg.policyfile import object_document
 from microseg.store.errors import InvalidChange, ObjectKey
 
@@ -53,49 +54,7 @@ def parse_object(section: str, obj: BaseModel | Mapping[str, Any]) -> BaseModel:
     try:
         return model.model_validate(dict(obj))
     except ValidationError as error:
-        raise PolicyError(_problems(section, label, obj, error)) from None
-
-
-def _problems(
-    section: str, label: str, body: Mapping[str, Any], error: ValidationError
-) -> list[Problem]:
-    problems: list[Problem] = []
-    for detail in error.errors():
-        # Keep the parts of pydantic's location that are keys or indexes of the input;
-        # it also adds union tags (`literal[...]`) that the user never wrote.
-        node: Any = body
-        path: list[str | int] = []
-        for part in detail["loc"]:
-            if _has(node, part):
-                node = node[part]
-                path.append(part)
-        problem = Problem(_message(detail), (section, label, *path))
-        if problem not in problems:
-            problems.append(problem)
-    return problems
-
-
-def _message(detail: Any) -> str:
-    """Pydantic's message as the policy-file loader words it."""
-    message = detail["msg"]
-    for prefix in ("Value error, ", "Assertion failed, "):
-        message = message.removeprefix(prefix)
-    if detail["type"] == "extra_forbidden":
-        return "unknown key (not a field of this object)"
-    if detail["type"] == "missing":
-        return "required field is missing"
-    value = detail.get("input")
-    if detail["type"] not in ("value_error", "assertion_error") and not isinstance(
-        value, dict | list
-    ):
-        message = f"{message} (got {value!r})"
-    return message
-
-
-def _has(node: Any, part: str | int) -> bool:
-    if isinstance(node, Mapping):
-        return part in node
-    return isinstance(node, list | tuple) and isinstance(part, int) and 0 <= part < len(node)
+        raise PolicyError(validation_problems(section, label, obj, error)) from None
 
 
 def object_order(key: ObjectKey) -> tuple[int, bytes]:
@@ -132,23 +91,8 @@ def reference_problems_of(
     candidate = PolicySet.model_construct(**_sections(bodies))
     reduced: dict[str, list[SimpleNamespace]] = {section: [] for section in SECTIONS}
     for (section, name), obj in unvalidated.items():
-        reduced[section].append(_references_of(section, name, obj))
+        reduced[section].append(references_of(section, name, obj))
     return reference_problems(candidate, reduced)
-
-
-def _references_of(section: str, name: str, obj: Mapping[str, Any]) -> SimpleNamespace:
-    """The name and reference fields of an invalid object, as far as they are names."""
-    fields: dict[str, Any] = {}
-    for ref_section, ref_field in REFERENCES:
-        if ref_section != section:
-            continue
-        value = obj.get(ref_field)
-        if isinstance(value, list | tuple):
-            value = tuple(v for v in value if isinstance(v, str))
-        elif value == "any" or not isinstance(value, str):
-            value = () if ref_field.endswith("s") else None
-        fields[ref_field] = value
-    return SimpleNamespace(name=name, **fields)
 
 
 def apply_changes(bodies: Bodies, changes: Iterable[tuple[ObjectKey, str | None]]) -> Bodies:
