@@ -7,9 +7,8 @@ from functools import cached_property
 from types import SimpleNamespace
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ModelWrapValidatorHandler, model_validator
+from pydantic import BaseModel, ConfigDict, model_validator
 
-from microseg.gc_pause import paused_garbage_collector
 from microseg.model.errors import PolicyError, Problem, singular
 from microseg.model.objects import (
     Category,
@@ -71,15 +70,6 @@ class PolicySet(BaseModel):
     redirect_objects: tuple[RedirectObject, ...] = ()
     rules: tuple[Rule, ...] = ()
     policies: tuple[Policy, ...] = ()
-
-    @model_validator(mode="wrap")
-    @classmethod
-    def _without_collector_passes(
-        cls, data: Any, handler: ModelWrapValidatorHandler[PolicySet]
-    ) -> PolicySet:
-        """Validation allocates a few acyclic objects per name and prefix (see gc_pause)."""
-        with paused_garbage_collector():
-            return handler(data)
 
     @model_validator(mode="after")
     def _referential_integrity(self) -> PolicySet:
