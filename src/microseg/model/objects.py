@@ -29,70 +29,12 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
-# Decimal octets and prefix lengths exactly as ipaddress writes them ("0".."255", no
-# leading zeros, ASCII digits only): a text made of these parses without ipaddress's general
-# parser, which takes most of the time of loading a large policy.
-_OCTET_VALUES = {str(octet): octet for octet in range(256)}
-_IPV4_PREFIX_LENGTHS = {str(length): length for length in range(33)}
-_new = object.__new__
-
-
-def _new_ipv4_network(address: int, prefixlen: int) -> ipaddress.IPv4Network:
-    """IPv4Network((address, prefixlen)) for a network address (no host bits set), built as
-    its __init__ builds it (same attributes) without re-parsing. /31 and /32 networks get
-    extra attributes in __init__, so they take the constructor."""
-    if prefixlen >= 31:
-        return ipaddress.IPv4Network((address, prefixlen))
-    network = _new(ipaddress.IPv4Network)
-    network_address = _new(ipaddress.IPv4Address)
-    network_address._ip = address
-    network.network_address = network_address
-    network.netmask, network._prefixlen = ipaddress.IPv4Network._make_netmask(prefixlen)
-    return network
-
-
-def _fast_ipv4_networks_match_ipaddress() -> bool:
-    """The shortcut above is used only if it builds what this Python's ipaddress builds."""
-    for text in ("0.0.0.0/0", "10.1.2.0/24", "192.0.2.128/25", "255.255.255.252/30"):
-        expected = ipaddress.IPv4Network(text)
-        address, length = int(expected.network_address), expected.prefixlen
-        try:
-            built = _new_ipv4_network(address, length)
-            if vars(built) != vars(expected) or built != expected or str(built) != text:
-                return False
-        except Exception:
-            return False
-    return True
-
-
-_FAST_IPV4_NETWORKS = _fast_ipv4_networks_match_ipaddress()
-
-
-def _parse_canonical_ipv4_prefix(text: str) -> ipaddress.IPv4Network | None:
-    """`a.b.c.d/n` written canonically with no host bits set, else None."""
-    address_text, _, length_text = text.partition("/")
-    try:
-        a, b, c, d = address_text.split(".")
-        octets = _OCTET_VALUES
-        address = (octets[a] << 24) | (octets[b] << 16) | (octets[c] << 8) | octets[d]
-        prefixlen = _IPV4_PREFIX_LENGTHS[length_text]
-    except (ValueError, KeyError):
-        return None
-    if address & (0xFFFFFFFF >> prefixlen):
-        return None  # host bits set: the general path writes the message
-    return _new_ipv4_network(address, prefixlen)
-
-
 def _parse_prefix(value: Any) -> IPNetwork:
     if isinstance(value, ipaddress.IPv4Network | ipaddress.IPv6Network):
         return value
     if not isinstance(value, str):
         raise ValueError(f"expected a prefix such as 10.0.0.0/24, got {value!r}")
     text = value.strip()
-    if _FAST_IPV4_NETWORKS:
-        network = _parse_canonical_ipv4_prefix(text)
-        if network is not None:
-            return network
     try:
         return ipaddress.ip_network(text, strict=True)
     except ValueError:
@@ -132,7 +74,7 @@ def _check_name(value: Any) -> str:
         raise ValueError(f"a name must be a string, got {value!r}")
     if not value or value != value.strip():
         raise ValueError(f"{value!r}: a name may not be empty or start/end with whitespace")
-    if "\n" in value or "\r" in value or "\t" in value:
+    if any(ch in value for ch in "\n\r\t"):
         raise ValueError(f"{value!r}: a name may not contain tabs or line breaks")
     return value
 
