@@ -6,48 +6,15 @@ what we check is exactly what we ship. It holds no layout: names, prefixes, port
 
 from __future__ import annotations
 
-from dataclasses import MISSING, dataclass, field, fields
-from typing import Any, Literal, TypeVar
+from dataclasses import dataclass, field
+from typing import Literal
 
 from microseg.model.objects import DecapType, IPAddress, IPNetwork, PortRange
 
 Family = Literal["ipv4", "ipv6"]
 Verdict = Literal["forward", "drop", "redirect"]
 
-_Record = TypeVar("_Record")
 
-
-def _slot_init(cls: type[_Record]) -> type[_Record]:
-    """Give a frozen, slotted dataclass an __init__ that stores each field straight into
-    its slot.
-
-    The __init__ dataclasses generates for a frozen class goes through
-    object.__setattr__ once per field, and creating matches and field-sets is a large part
-    of compiling a large policy. This one has the same parameters and defaults and makes
-    the same instance, about twice as fast; the class stays frozen (assignment still
-    raises FrozenInstanceError). Slots also keep the hundreds of thousands of records of a
-    large policy small (no per-instance dict)."""
-    parameters, lines, namespace = [], [], {}
-    for record_field in fields(cls):  # type: ignore[arg-type]
-        name = record_field.name
-        if record_field.default_factory is not MISSING or not record_field.init:
-            raise TypeError(f"{cls.__name__}.{name}: plain fields only")
-        if record_field.default is MISSING:
-            parameters.append(name)
-        else:
-            namespace[f"_default_{name}"] = record_field.default
-            parameters.append(f"{name}=_default_{name}")
-        namespace[f"_set_{name}"] = cls.__dict__[name].__set__  # the slot's own setter
-        lines.append(f"    _set_{name}(self, {name})\n")
-    source = f"def __init__(self, {', '.join(parameters)}):\n" + "".join(lines)
-    exec(source, namespace)  # as dataclasses itself builds __init__
-    init: Any = namespace["__init__"]
-    init.__qualname__ = f"{cls.__qualname__}.__init__"
-    cls.__init__ = init  # type: ignore[misc]
-    return cls
-
-
-@_slot_init
 @dataclass(frozen=True, slots=True)
 class PrefixFieldSet:
     """`field-set ipv4 prefix NAME`: one group's prefixes of one address family."""
@@ -58,7 +25,6 @@ class PrefixFieldSet:
     except_prefixes: tuple[IPNetwork, ...] = ()
 
 
-@_slot_init
 @dataclass(frozen=True, slots=True)
 class ServiceFieldSet:
     """`field-set service NAME`: protocol plus source/destination ports (empty = all).
@@ -90,7 +56,6 @@ class MirrorSession:
     monitor_nodes: tuple[str, ...] = ()
 
 
-@_slot_init
 @dataclass(frozen=True, slots=True)
 class Match:
     """One ordered match of a traffic policy. `reverse` matches carry `-reverse` names."""
