@@ -8,7 +8,7 @@ import seed_policies
 from seed_policies import replaced
 
 from microseg.builder import BuilderOptions, Scope, read_session_table, recommend, session_columns
-from microseg.builder.scope import Selector, policy_selectors
+from microseg.builder.scope import Selector, policy_selectors, rule_selector
 from microseg.builder.seed_sessions import (
     APPSERVER1,
     LAPTOP,
@@ -19,7 +19,7 @@ from microseg.builder.seed_sessions import (
 )
 from microseg.builder.services import EVIDENCE, server_side
 from microseg.builder.sessions import parse_time
-from microseg.model import Group, MicrosegError, Service
+from microseg.model import Group, MicrosegError, Rule, Service
 
 
 def table(rows: list[dict]) -> pa.Table:
@@ -240,3 +240,33 @@ def test_an_empty_policy_gets_the_proposals_first_and_fully_covered(tmp_path):
     )
     assert result.insert_at == 0 and result.quality.coverage == 1.0
     assert [d.rule for d in result.rules[0].current_decisions] == [None]  # the default match
+
+
+def test_a_tcp_session_answered_only_by_a_reset_is_an_attempt_blocked():
+    """README: a TCP session with reverse packets that never completed (a RST) is an
+    attempt blocked, never an allow rule; only without any TCP flags is a reply trusted."""
+    web_app_monitor = seed_policies.web_app_monitor()
+    refused = session(LAPTOP, 50001, APPSERVER1, 4567, "tcp")  # a reply came back ...
+    refused.update(complete=0, half_open=0, fwd_tcp_flags=0x02, rev_tcp_flags=0x14)  # RST+ACK
+    no_flags = session(LAPTOP, 50002, WEB01, 4567, "tcp")  # a file without flags or states
+    no_flags.update(complete=0, half_open=0)
+    result = recommend(web_app_monitor, table([refused, no_flags]))
+    assert [(a.source, a.destination, a.service) for a in result.blocked_attempts] == [
+        (LAPTOP, APPSERVER1, "appserver1-tcp")  # the existing service for tcp/4567
+    ]
+    assert [r.rule.destinations for r in result.rules] == [("host-10-100-99-51",)]  # web01
+
+
+def test_a_monitor_rule_naming_an_empty_group_selects_nothing_on_that_side():
+    """An empty group holds no address; it is not `any` (which a rule spells as no names)."""
+    web_app_monitor = seed_policies.web_app_monitor()
+    empty = Group(name="not_yet_deployed")
+    watch_empty = Rule(name="watch-empty", sources=("not_yet_deployed",))
+    policy_set = replaced(
+        web_app_monitor,
+        groups=(*web_app_monitor.groups, empty),
+        rules=(*web_app_monitor.rules, watch_empty),
+    )
+    rows = table([dict(r) for r in web_app_sessions()])
+    scope = Scope(all_of=((rule_selector(policy_set, "watch-empty"),),))
+    assert recommend(policy_set, rows, BuilderOptions(scope=scope)).scoped_sessions == 0

@@ -128,14 +128,17 @@ def domain_segments(policy_set: PolicySet, policy_name: str | None) -> tuple[IPN
 def answered(sessions: SessionColumns) -> np.ndarray:
     """Sessions that got a reply. A complete session did; a UDP/ICMP session with reverse
     packets did; a TCP session with reverse packets but not complete (a RST to the SYN, a
-    reply the collector marked half-open) did not; a session with no reverse packets did not."""
+    reply the collector marked half-open) did not; a session with no reverse packets did not.
+    A TCP reply is trusted without a handshake only when the row carries no TCP flags at all
+    (a sessions file without them): then nothing says it was a RST."""
     tcp = sessions.protocol == 6
     replied = sessions.rev_packets > 0
+    flags_unknown = sessions.reply_tcp_flags == 0
     return (
         (sessions.complete > 0)
         | (tcp & syn_acknowledged(sessions))
         | (replied & ~tcp)
-        | (replied & tcp & (sessions.half_open == 0))
+        | (replied & tcp & (sessions.half_open == 0) & flags_unknown)
     )
 
 

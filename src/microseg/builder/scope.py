@@ -32,6 +32,7 @@ class Selector:
     services: tuple[Service, ...] = ()
     vrfs: tuple[str, ...] = ()  # empty = every VRF
     rule: str | None = None  # the monitor rule this selector stands for
+    matches_nothing: bool = False  # a side names only groups without addresses
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,11 @@ def rule_selector(policy_set: PolicySet, rule_name: str) -> Selector:
         services=tuple(policy_set.service(name) for name in rule.services),
         vrfs=vrfs,
         rule=rule_name,
+        # `any` is a rule side naming no group; groups that hold no address match nothing
+        matches_nothing=any(
+            names and not any(g.prefixes for g in groups)
+            for names, groups in ((rule.sources, sources), (rule.destinations, destinations))
+        ),
     )
 
 
@@ -105,6 +111,8 @@ def scope_mask(sessions: SessionColumns, scope: Scope) -> np.ndarray:
 
 def selector_mask(sessions: SessionColumns, selector: Selector) -> np.ndarray:
     """Sessions whose request or reply packet matches the selector."""
+    if selector.matches_nothing:
+        return np.zeros(len(sessions), dtype=bool)
     in_sources = _members(sessions.addresses, selector.sources, selector.source_excepts)
     in_destinations = _members(
         sessions.addresses, selector.destinations, selector.destination_excepts
