@@ -342,3 +342,32 @@ def test_ipfix_uptime_times_count_from_the_system_init_time_in_options():
     )
     (row,) = decode(FlowDecoder(), message)
     assert (row["start_ms"], row["end_ms"]) == (booted + 369_000, booted + 370_000)
+
+
+def test_netflow9_switched_times_before_a_sysuptime_wrap():
+    """sysUptime is a 32-bit millisecond counter (RFC 3954 5.1) and wraps after 49.7 days:
+    a flow that started just before the wrap has FIRST_SWITCHED above the header's uptime."""
+    template = [Field(8, 4), Field(12, 4), Field(2, 4), Field(1, 4), Field(22, 4), Field(21, 4)]
+    record = address("10.0.0.1") + address("10.0.0.2") + uint(1, 4) + uint(60, 4)
+    record += uint((1 << 32) - 3_000, 4) + uint(1_000, 4)  # started 3 s before the wrap
+    packet = netflow9_packet(
+        [netflow9_template_flowset({260: template}), data_set(260, [record])],
+        uptime_ms=5_000,  # 5 s after the wrap
+        unix_seconds=1_763_578_400,
+    )
+    (row,) = decode(FlowDecoder(), packet)
+    assert row["start_ms"] == 1_763_578_400_000 - 8_000
+    assert row["end_ms"] == 1_763_578_400_000 - 4_000
+
+
+def test_sequence_numbers_wrap_around_at_2_to_the_32():
+    """RFC 7011 3.1 and RFC 3954 5.1: sequence numbers are modulo 2^32; a wrap is no gap."""
+    decoder = FlowDecoder()
+    decode(decoder, softflowd_message([dns_query()] * 3, sequence=(1 << 32) - 2))
+    decode(decoder, softflowd_message([dns_query()], sequence=1, with_template=False))
+    decode(decoder, netflow9_packet([], sequence=(1 << 32) - 1))
+    decode(decoder, netflow9_packet([], sequence=0))
+    exporter = decoder.counters.exporters[EXPORTER]
+    assert (exporter.sequence_gaps, exporter.lost_records, exporter.lost_datagrams) == (0, 0, 0)
+    decode(decoder, softflowd_message([dns_query()], sequence=7, with_template=False))
+    assert (exporter.sequence_gaps, exporter.lost_records) == (1, 5)

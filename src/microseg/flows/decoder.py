@@ -26,6 +26,8 @@ from microseg.flows.templates import Template, build_template, field_columns, wi
 
 NTP_TO_UNIX_SECONDS = 2208988800  # RFC 7011 6.1.9: NTP era 0 starts 1900-01-01
 SEQUENCE_MODULO = 1 << 32
+UPTIME_MODULO = 1 << 32  # RFC 3954 5.1: sysUptime and *_SWITCHED are 32-bit milliseconds
+NO_UPTIME = -1  # a time base without a header sysUptime (IPFIX)
 LATEST_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 VERSION = struct.Struct("!H")
 
@@ -73,7 +75,7 @@ class _Gather:
     domain: int
     chunks: list = field(default_factory=list)
     counts: list = field(default_factory=list)
-    time_bases: list = field(default_factory=list)  # NFv9: unix ms minus sysUptime
+    time_bases: list = field(default_factory=list)  # per data set: a TimeBase
     variable_sets: list = field(default_factory=list)
 
 
@@ -166,7 +168,7 @@ class FlowDecoder:
                 continue
             # IPFIX flow*SysUpTime counts from the exporter's systemInitTimeMilliseconds, which
             # it reports in an options record (softflowd does)
-            time_base = self._system_init.get(stream, 0)
+            time_base = (self._system_init.get(stream, 0), NO_UPTIME)
             count, is_options = self._data_set(stream, set_id, data, start, end, time_base, gathers)
             if count is None:
                 known = False
@@ -188,7 +190,8 @@ class FlowDecoder:
                 parsed.append(netflow9.parse_options_template_records(data, start, end))
             else:
                 parsed.append(None)
-        time_base = unix_seconds * 1000 - uptime  # RFC 3954 5.1: switched times are uptime ms
+        # RFC 3954 5.1: switched times are sysUptime ms; the header pairs uptime and unix time
+        time_base = (unix_seconds * 1000 - uptime, uptime)
         flow_records = 0
         for (set_id, start, end), templates in zip(sets, parsed, strict=True):
             if templates is not None:
@@ -383,7 +386,7 @@ class FlowDecoder:
             values, time_base = _variable_values(gather)
         else:
             values = np.frombuffer(b"".join(gather.chunks), dtype=template.dtype)
-            time_base = np.repeat(np.array(gather.time_bases, np.int64), gather.counts)
+            time_base = np.repeat(np.array(gather.time_bases, np.int64), gather.counts, axis=0)
         batch = FlowBatch.empty(len(values))
         _fill_addresses(batch, values, roles)
         for role in (
@@ -444,7 +447,14 @@ def _time_ms(values, roles, which: str, time_base) -> np.ndarray:
         fraction_ms = ((ntp & np.uint64(0xFFFFFFFF)) * np.uint64(1000)) >> np.uint64(32)
         return seconds * 1000 + fraction_ms.astype(np.int64)
     if f"{which}_uptime" in roles:
-        return time_base + widen(values[f"{which}_uptime"]).astype(np.int64)
+        uptime = widen(values[f"{which}_uptime"]).astype(np.int64)
+        base, header_uptime = time_base[:, 0], time_base[:, 1]
+        # sysUptime is 32-bit ms and wraps after 49.7 days: read a switched time as the
+        # nearest one to the header's uptime, modulo 2^32 (no reference for IPFIX)
+        ahead = uptime - header_uptime
+        wrap = np.where(ahead > UPTIME_MODULO // 2, -UPTIME_MODULO, 0)
+        wrap = np.where(ahead < -(UPTIME_MODULO // 2), UPTIME_MODULO, wrap)
+        return base + uptime + np.where(header_uptime == NO_UPTIME, 0, wrap)
     return np.zeros(len(values), np.int64)
 
 
@@ -470,7 +480,7 @@ def _variable_values(gather: _Gather):
         size = np.dtype(fmt).itemsize
         cells = raw[offsets[:, index, None] + at + np.arange(size)]
         values[name] = np.frombuffer(cells.tobytes(), dtype=fmt)
-    return values, np.array(bases, np.int64)
+    return values, np.array(bases, np.int64).reshape(len(bases), 2)
 
 
 def _exporter_halves(exporter: str) -> tuple[int, int]:
