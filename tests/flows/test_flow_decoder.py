@@ -371,3 +371,18 @@ def test_sequence_numbers_wrap_around_at_2_to_the_32():
     assert (exporter.sequence_gaps, exporter.lost_records, exporter.lost_datagrams) == (0, 0, 0)
     decode(decoder, softflowd_message([dns_query()], sequence=7, with_template=False))
     assert (exporter.sequence_gaps, exporter.lost_records) == (1, 5)
+
+
+def test_per_stream_state_stays_bounded_under_a_flood_of_streams_and_exporters():
+    """Sequence numbers are tracked per (exporter, domain) even without templates, and a
+    flood of observation domains or spoofed exporters must not grow any table without end."""
+    decoder = FlowDecoder(max_streams=4)
+    for domain in range(50):  # one exporter, many observation domains, no templates
+        decode(decoder, ipfix_message([], sequence=domain, domain=domain))
+    for host in range(50):  # many exporters, each with a template and data
+        decode(decoder, softflowd_message([dns_query()]), exporter=f"198.51.100.{host}")
+        decode(decoder, netflow9_packet([], source_id=host), exporter=f"198.51.100.{host}")
+    assert len(decoder._sequence) <= 4
+    assert len(decoder._template_order) <= 4
+    assert len(decoder._exporter_halves) <= 4
+    assert len(decode(decoder, softflowd_message([dns_query()]))) == 1

@@ -210,7 +210,7 @@ class FlowDecoder:
                 missing = (sequence - expected) % SEQUENCE_MODULO
                 if missing < SEQUENCE_MODULO // 2:
                     per_exporter.lost_datagrams += missing
-        self._sequence[stream] = sequence
+        self._remember_sequence(stream, sequence)
 
     def _track_ipfix_sequence(self, stream, sequence, records, flow_records, known, counters):
         """RFC 7011 3.1: the sequence number counts data records sent *before* this message.
@@ -220,7 +220,7 @@ class FlowDecoder:
         """
         previous = self._sequence.get(stream)
         inclusive = bool(previous and previous[4])
-        self._sequence[stream] = (sequence, records, flow_records, known, inclusive)
+        self._remember_sequence(stream, (sequence, records, flow_records, known, inclusive))
         if previous is None or not previous[3] or not known:
             return
         last_sequence, last_records, last_flow_records, _, _ = previous
@@ -242,6 +242,13 @@ class FlowDecoder:
         missing = (sequence - candidates[0]) % SEQUENCE_MODULO
         if missing < SEQUENCE_MODULO // 2:
             counters.lost_records += missing
+
+    def _remember_sequence(self, stream, state) -> None:
+        """Sequence state per stream, for at most `max_streams` streams (oldest dropped):
+        datagrams without templates create streams too, e.g. a flood of domain ids."""
+        if stream not in self._sequence and len(self._sequence) >= self.max_streams:
+            del self._sequence[next(iter(self._sequence))]
+        self._sequence[stream] = state
 
     # -- templates ----------------------------------------------------------------------
 
@@ -280,6 +287,9 @@ class FlowDecoder:
         for template_id in self.templates.pop(stream):
             order.pop((stream, template_id), None)
             self.counters.template_evictions += 1
+        if not order:
+            self._template_order.pop(stream[0], None)
+            self._exporter_halves.pop(stream[0], None)
         self._sequence.pop(stream, None)
         self._system_init.pop(stream, None)
 
@@ -419,6 +429,8 @@ class FlowDecoder:
         np.clip(batch.end_ms, 0, LATEST_MS, out=batch.end_ms)
         halves = self._exporter_halves.get(gather.exporter)
         if halves is None:
+            if len(self._exporter_halves) >= self.max_streams:
+                self._exporter_halves.clear()  # a cache: spoofed exporters must not grow it
             halves = self._exporter_halves[gather.exporter] = _exporter_halves(gather.exporter)
         batch.exporter_hi[:], batch.exporter_lo[:] = halves
         batch.observation_domain[:] = gather.domain
