@@ -153,3 +153,23 @@ def test_bad_session_sources_are_clear_errors(tmp_path):
     empty_store = tmp_path / "empty-store"
     empty_store.mkdir()
     assert read_sessions(empty_store).num_rows == 0
+
+
+def test_the_same_sessions_list_the_same_whatever_their_order_in_the_file(tmp_path):
+    """Rows that tie on first seen and key (a file listing one connection twice, say from
+    two meters) still come out in one order: every column breaks the tie."""
+    rows = [
+        dict(protocol="tcp", src="10.0.0.1", sport=40000, dst="10.0.0.2", dport=22, **counts)
+        for counts in (
+            dict(fwd_packets=5, fwd_bytes=500, first_seen="2025-11-19T18:52:49Z"),
+            dict(fwd_packets=3, fwd_bytes=300, first_seen="2025-11-19T18:52:49Z"),
+            dict(fwd_packets=4, fwd_bytes=900, first_seen="2025-11-19T18:52:49Z"),
+        )
+    ]
+    listed = []
+    for name, ordered in (("a.jsonl", rows), ("b.jsonl", rows[::-1])):
+        path = tmp_path / name
+        path.write_text("".join(json.dumps(row) + "\n" for row in ordered))
+        listed.append(read_sessions(path, ephemeral_port=None).to_pylist())
+    assert listed[0] == listed[1]
+    assert [row["fwd_packets"] for row in listed[0]] == [3, 4, 5]

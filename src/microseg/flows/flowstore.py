@@ -187,7 +187,11 @@ def read_sessions(
             query = f"SELECT {', '.join(OUTPUT_SCHEMA.names)} FROM sessions {where}"
         else:
             query = _summary_query(where, int(ephemeral_port))
-        query += " ORDER BY first_seen, vrf, protocol, src, sport, dst, dport, exporter"
+        # first seen, then the key; every other column breaks ties, so the same sessions
+        # list the same whatever order they were stored or written in
+        order = ["first_seen", "vrf", "protocol", "src", "sport", "dst", "dport", "exporter"]
+        order += [name for name in OUTPUT_SCHEMA.names if name not in order]
+        query += f" ORDER BY {', '.join(order)}"
         table = connection.sql(query, params=parameters).to_arrow_table()
     except duckdb.Error as error:
         raise MicrosegError(f"{path}: cannot read sessions: {error}") from None
