@@ -396,7 +396,8 @@ class FlowDecoder:
             values, time_base = _variable_values(gather)
         else:
             values = np.frombuffer(b"".join(gather.chunks), dtype=template.dtype)
-            time_base = np.repeat(np.array(gather.time_bases, np.int64), gather.counts, axis=0)
+            bases = np.array(gather.time_bases, np.int64).reshape(-1, 2)
+            time_base = np.repeat(bases, gather.counts, axis=0)
         batch = FlowBatch.empty(len(values))
         _fill_addresses(batch, values, roles)
         for role in (
