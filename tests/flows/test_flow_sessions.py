@@ -198,3 +198,18 @@ def test_records_without_packets_or_with_absurd_clocks_do_not_break_the_store(tm
     FlowStore(tmp_path).open().write(table.flush())
     (row,) = read_sessions(tmp_path).to_pylist()
     assert row["first_seen"].year == 9999
+
+
+def test_exporter_names_of_sessions_gone_are_forgotten():
+    """The exporter id table is compacted as sessions leave, so a long-running collector
+    fed by ever new (or spoofed) exporters does not grow it without end."""
+    table = SessionTable(SessionSettings(inactive_timeout=15))
+    for moment in range(40):
+        exporter = f"10.255.{moment // 200}.{moment % 200 + 1}"
+        row = dict(src=CLIENT, sport=40000 + moment, dst=DNS, dport=53, exporter=exporter)
+        table.add(flow_batch([row]), now=moment)
+        table.expire(now=moment)
+    assert len(table._exporters) <= 2 * 15 + 2  # 15 sessions active, one exporter each
+    last = table.flush().to_pylist()
+    assert [s["exporter"] for s in last] == [f"10.255.0.{n + 1}" for n in range(25, 40)]
+    assert len(table._exporters) == 1

@@ -161,13 +161,17 @@ class SessionTable:
             return SESSION_SCHEMA.empty_table()
         leaving = self._sessions.filter(pa.array(done))
         self._sessions = self._sessions.filter(pa.array(~done))
-        return self._oriented(leaving)
+        oriented = self._oriented(leaving)
+        self._forget_exporters()
+        return oriented
 
     def flush(self) -> pa.Table:
         """Remove and return every session (shutdown)."""
         self._merge()
         sessions, self._sessions = self._sessions, None
-        return SESSION_SCHEMA.empty_table() if sessions is None else self._oriented(sessions)
+        oriented = SESSION_SCHEMA.empty_table() if sessions is None else self._oriented(sessions)
+        self._forget_exporters()
+        return oriented
 
     # -- merging --------------------------------------------------------------------------
 
@@ -179,6 +183,27 @@ class SessionTable:
         self._sessions = self._connection.sql(_MERGE).to_arrow_table().cast(CANONICAL_SCHEMA)
         self._connection.unregister("rows")
         self._waiting, self._waiting_rows = [], 0
+
+    def _forget_exporters(self) -> None:
+        """Drop exporter ids no active session uses once they are the majority, so ever new
+        (or spoofed) exporters cannot grow the table without end. Call with nothing waiting."""
+        used = np.zeros(len(self._exporters), dtype=bool)
+        used[0] = True  # "no exporter"
+        if self._sessions is not None:
+            for column in ("a_exporter", "b_exporter"):
+                used[self._sessions.column(column).to_numpy()] = True
+        if len(self._exporters) - used.sum() <= used.sum():
+            return
+        new_id = (np.cumsum(used) - 1).astype(np.uint32)
+        self._exporters = [self._exporters[i] for i in np.flatnonzero(used).tolist()]
+        self._exporter_ids = {
+            pair: int(new_id[old]) for pair, old in self._exporter_ids.items() if used[old]
+        }
+        if self._sessions is not None:
+            for column in ("a_exporter", "b_exporter"):
+                index = self._sessions.schema.get_field_index(column)
+                ids = new_id[self._sessions.column(column).to_numpy()]
+                self._sessions = self._sessions.set_column(index, column, pa.array(ids))
 
     def _exporter_column(self, high: np.ndarray, low: np.ndarray) -> np.ndarray:
         pairs = np.empty(len(high), dtype=[("hi", np.uint64), ("lo", np.uint64)])
