@@ -91,3 +91,14 @@ def test_demo_step_without_softflowd_replays_the_shipped_ipfix_file(tmp_path, mo
     table = run_demo(tmp_path)
     assert sum(table.column("sessions").to_pylist()) == len(seed_lab_traffic().sessions)
     assert "eph" in table.column("sport").to_pylist()
+
+
+def test_ipv6_endpoints_are_printed_not_taken_for_markup(run_cli, tmp_path):
+    """`[fe80::1]:eph` looks like a rich markup tag: the session table must print it as is."""
+    row = dict(protocol="udp", src="fe80::1", sport=50000, dst="fd00::53", dport=53)
+    row.update(fwd_packets=1, rev_packets=1, complete=1, first_seen="2025-11-19T18:52:49Z")
+    path = tmp_path / "v6.jsonl"
+    path.write_text(json.dumps(row) + "\n")
+    result = run_cli("sessions", "list", "--store", str(path))
+    assert result.exit_code == 0
+    assert "[fe80::1]:eph" in result.stdout and "[fd00::53]:53" in result.stdout

@@ -10,6 +10,7 @@ from pathlib import Path
 import pyarrow as pa
 import typer
 from rich import box
+from rich.markup import escape
 from rich.table import Table
 
 from microseg.cli.app import app, demo_step
@@ -255,7 +256,7 @@ def session_table(table: pa.Table):
         grid.add_column(header, justify=justify, no_wrap=True)
     for row in table.to_pylist():
         started = row["first_seen"]
-        grid.add_row(
+        cells = (
             row["vrf"],
             row["protocol"].upper(),
             f"{_endpoint(row['src'], row['sport'])}\n{_endpoint(row['dst'], row['dport'])}",
@@ -266,6 +267,7 @@ def session_table(table: pa.Table):
             str(row["half_open"]),
             started.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if started else "",
         )
+        grid.add_row(*map(escape, cells))  # text, not markup: `[fe80::1]:53` is no style tag
     total = sum(table.column("sessions").to_pylist()) if table.num_rows else 0
     return f"Legend\neph - Ephemeral port\n\nSessions: {total}", grid
 
