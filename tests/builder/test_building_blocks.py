@@ -250,11 +250,15 @@ def test_a_tcp_session_answered_only_by_a_reset_is_an_attempt_blocked():
     refused.update(complete=0, half_open=0, fwd_tcp_flags=0x02, rev_tcp_flags=0x14)  # RST+ACK
     no_flags = session(LAPTOP, 50002, WEB01, 4567, "tcp")  # a file without flags or states
     no_flags.update(complete=0, half_open=0)
-    result = recommend(web_app_monitor, table([refused, no_flags]))
+    mid_stream = session(LAPTOP, 50003, WEB02, 4567, "tcp")  # began before collection did
+    mid_stream.update(complete=0, half_open=0, fwd_tcp_flags=0x18, rev_tcp_flags=0x18)
+    result = recommend(web_app_monitor, table([refused, no_flags, mid_stream]))
     assert [(a.source, a.destination, a.service) for a in result.blocked_attempts] == [
         (LAPTOP, APPSERVER1, "appserver1-tcp")  # the existing service for tcp/4567
     ]
-    assert [r.rule.destinations for r in result.rules] == [("host-10-100-99-51",)]  # web01
+    assert [r.rule.destinations for r in result.rules] == [
+        ("host-10-100-99-51", "host-10-100-99-52")  # web01 and web02, one rule
+    ]
 
 
 def test_a_monitor_rule_naming_an_empty_group_selects_nothing_on_that_side():

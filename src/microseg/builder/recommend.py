@@ -30,7 +30,9 @@ from microseg.builder.proposal import (
 )
 from microseg.builder.scope import scope_mask
 from microseg.builder.services import (
+    ACK,
     EVIDENCE,
+    RST,
     ServerSide,
     ServiceChoice,
     choose_services,
@@ -129,16 +131,17 @@ def answered(sessions: SessionColumns) -> np.ndarray:
     """Sessions that got a reply. A complete session did; a UDP/ICMP session with reverse
     packets did; a TCP session with reverse packets but not complete (a RST to the SYN, a
     reply the collector marked half-open) did not; a session with no reverse packets did not.
-    A TCP reply is trusted without a handshake only when the row carries no TCP flags at all
-    (a sessions file without them): then nothing says it was a RST."""
+    A TCP reply without a handshake (a session that started before collection did, or a file
+    without TCP flags) counts unless it was only a reset: RST, maybe with ACK, nothing else."""
     tcp = sessions.protocol == 6
     replied = sessions.rev_packets > 0
-    flags_unknown = sessions.reply_tcp_flags == 0
+    reply_flags = sessions.reply_tcp_flags
+    reset_only = ((reply_flags & RST) != 0) & ((reply_flags & ~(RST | ACK)) == 0)
     return (
         (sessions.complete > 0)
         | (tcp & syn_acknowledged(sessions))
         | (replied & ~tcp)
-        | (replied & tcp & (sessions.half_open == 0) & flags_unknown)
+        | (replied & tcp & (sessions.half_open == 0) & ~reset_only)
     )
 
 

@@ -79,7 +79,7 @@ _PROTOCOL_NAMES = {number: name for name, number in PROTOCOL_NUMBERS.items()}
 _ICMP_TYPES = {number: name for name, number in sorted(ICMP_TYPE_NAMES.items(), reverse=True)}
 
 
-SYN, ACK = 0x02, 0x10  # TCP header flag bits (RFC 9293)
+SYN, RST, ACK = 0x02, 0x04, 0x10  # TCP header flag bits (RFC 9293)
 
 
 def syn_acknowledged(sessions: SessionColumns) -> np.ndarray:
