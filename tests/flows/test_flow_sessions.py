@@ -213,3 +213,23 @@ def test_exporter_names_of_sessions_gone_are_forgotten():
     last = table.flush().to_pylist()
     assert [s["exporter"] for s in last] == [f"10.255.0.{n + 1}" for n in range(25, 40)]
     assert len(table._exporters) == 1
+
+
+def test_icmp_errors_keep_their_type_apart_from_echo():
+    """Only echo request and reply (RFC 792 8/0, RFC 4443 128/129) meet on ports 0; an
+    error such as port unreachable (3/3) keeps type*256+code as its dport (RFC 7012
+    icmpTypeCode), so nothing downstream reads it as an echo request."""
+    sessions = sessions_of(
+        [
+            dict(src="10.100.99.11", dst="10.160.1.115", proto=1, icmp=0x0800),
+            dict(src="10.160.1.115", dst="10.100.99.11", proto=1, icmp=0x0000),
+            dict(src="10.160.1.115", dst="10.100.99.11", proto=1, icmp=0x0303, start=2000),
+            dict(src="2001:db8::1", dst="2001:db8::2", proto=58, icmp=0x8000),
+            dict(src="2001:db8::2", dst="2001:db8::1", proto=58, icmp=0x8100),
+        ]
+    )
+    assert sorted((s["src"], s["sport"], s["dport"], s["complete"]) for s in sessions) == [
+        ("10.100.99.11", 0, 0, 1),
+        ("10.160.1.115", 0, 0x0303, 0),
+        ("2001:db8::1", 0, 0, 1),
+    ]

@@ -90,7 +90,7 @@ def syn_acknowledged(sessions: SessionColumns) -> np.ndarray:
 def icmp_types(protocol: np.ndarray, dport: np.ndarray) -> np.ndarray:
     """The ICMP type of each session's first message. Flow records carry type * 256 + code
     in the destination port (icmpTypeCodeIPv4, RFC 7012); 1-255 is a bare type; the session
-    table zeroes ICMP ports and makes the echo requester the client, so 0 is an echo
+    table zeroes echo ports and makes the echo requester the client, so 0 is an echo
     request (RFC 792 type 8, RFC 4443 type 128), as the what-if replay reads it too."""
     echo_request = np.where(protocol == ICMPV6, 128, 8)
     return np.where(dport > 255, dport >> 8, np.where(dport <= 0, echo_request, dport))

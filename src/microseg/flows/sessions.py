@@ -220,12 +220,16 @@ class SessionTable:
 
     def _canonical_rows(self, batch: FlowBatch, now: float) -> pa.Table:
         icmp = (batch.protocol == ICMP) | (batch.protocol == ICMPV6)
-        src_port = np.where(icmp, 0, batch.src_port).astype(np.uint16)
-        dst_port = np.where(icmp, 0, batch.dst_port).astype(np.uint16)
         # softflowd and NFv9 exporters without icmpTypeCode put type/code into the dst port
         type_code = np.where(batch.icmp_type_code != 0, batch.icmp_type_code, batch.dst_port)
         echo_type = np.where(batch.protocol == ICMPV6, 128, 8)
-        request = (icmp & ((type_code >> 8) == echo_type)).astype(np.uint8)
+        request = icmp & ((type_code >> 8) == echo_type)
+        echo = request | (icmp & ((type_code >> 8) == np.where(batch.protocol == ICMPV6, 129, 0)))
+        # echo request and reply meet on ports 0; other ICMP messages (errors) keep
+        # type*256+code as their dst port (RFC 7012 icmpTypeCode), a session of their own
+        src_port = np.where(icmp, 0, batch.src_port).astype(np.uint16)
+        dst_port = np.where(echo, 0, np.where(icmp, type_code, batch.dst_port)).astype(np.uint16)
+        request = request.astype(np.uint8)
         swap = (batch.src_hi > batch.dst_hi) | (
             (batch.src_hi == batch.dst_hi)
             & (
