@@ -386,3 +386,24 @@ def test_per_stream_state_stays_bounded_under_a_flood_of_streams_and_exporters()
     assert len(decoder._template_order) <= 4
     assert len(decoder._exporter_halves) <= 4
     assert len(decode(decoder, softflowd_message([dns_query()]))) == 1
+
+
+def test_records_without_time_fields_are_stamped_with_the_export_time():
+    """A template with no flow time (some meters send none) takes the message's export time
+    (RFC 7011 3.1 Export Time; RFC 3954 5.1 UNIX Secs), not 1970, which retention by age
+    would delete at once."""
+    template = [Field(8, 4), Field(12, 4), Field(2, 4), Field(1, 4)]
+    record = address("10.0.0.1") + address("10.0.0.2") + uint(1, 4) + uint(60, 4)
+    ipfix = ipfix_message(
+        [ipfix_template_set({300: template}), data_set(300, [record])], export_time=1_763_578_400
+    )
+    netflow = netflow9_packet(
+        [netflow9_template_flowset({300: template}), data_set(300, [record])],
+        uptime_ms=10_000,
+        unix_seconds=1_763_578_401,
+    )
+    rows = decode(FlowDecoder(), ipfix, netflow)
+    assert [(r["start_ms"], r["end_ms"]) for r in rows] == [
+        (1_763_578_400_000, 1_763_578_400_000),
+        (1_763_578_401_000, 1_763_578_401_000),
+    ]

@@ -75,7 +75,8 @@ class _Gather:
     domain: int
     chunks: list = field(default_factory=list)
     counts: list = field(default_factory=list)
-    time_bases: list = field(default_factory=list)  # per data set: a TimeBase
+    # per data set: (base ms for *SysUpTime fields, header sysUptime or NO_UPTIME, export ms)
+    time_bases: list = field(default_factory=list)
     variable_sets: list = field(default_factory=list)
 
 
@@ -148,7 +149,7 @@ class FlowDecoder:
         return counters
 
     def _ipfix(self, data, exporter, per_exporter, gathers) -> None:
-        _, length, _export_time, sequence, domain = ipfix.HEADER.unpack_from(data)
+        _, length, export_time, sequence, domain = ipfix.HEADER.unpack_from(data)
         if length != len(data):
             raise MalformedDatagram(f"message length {length} but datagram has {len(data)}")
         sets = ipfix.walk_sets(data, ipfix.HEADER.size, length)
@@ -168,7 +169,7 @@ class FlowDecoder:
                 continue
             # IPFIX flow*SysUpTime counts from the exporter's systemInitTimeMilliseconds, which
             # it reports in an options record (softflowd does)
-            time_base = (self._system_init.get(stream, 0), NO_UPTIME)
+            time_base = (self._system_init.get(stream, 0), NO_UPTIME, export_time * 1000)
             count, is_options = self._data_set(stream, set_id, data, start, end, time_base, gathers)
             if count is None:
                 known = False
@@ -191,7 +192,7 @@ class FlowDecoder:
             else:
                 parsed.append(None)
         # RFC 3954 5.1: switched times are sysUptime ms; the header pairs uptime and unix time
-        time_base = (unix_seconds * 1000 - uptime, uptime)
+        time_base = (unix_seconds * 1000 - uptime, uptime, unix_seconds * 1000)
         flow_records = 0
         for (set_id, start, end), templates in zip(sets, parsed, strict=True):
             if templates is not None:
@@ -396,7 +397,7 @@ class FlowDecoder:
             values, time_base = _variable_values(gather)
         else:
             values = np.frombuffer(b"".join(gather.chunks), dtype=template.dtype)
-            bases = np.array(gather.time_bases, np.int64).reshape(-1, 2)
+            bases = np.array(gather.time_bases, np.int64).reshape(-1, 3)
             time_base = np.repeat(bases, gather.counts, axis=0)
         batch = FlowBatch.empty(len(values))
         _fill_addresses(batch, values, roles)
@@ -468,7 +469,8 @@ def _time_ms(values, roles, which: str, time_base) -> np.ndarray:
         wrap = np.where(ahead > UPTIME_MODULO // 2, -UPTIME_MODULO, 0)
         wrap = np.where(ahead < -(UPTIME_MODULO // 2), UPTIME_MODULO, wrap)
         return base + uptime + np.where(header_uptime == NO_UPTIME, 0, wrap)
-    return np.zeros(len(values), np.int64)
+    # no flow time in the template: the message's export time (RFC 7011 3.1, RFC 3954 5.1)
+    return time_base[:, 2].copy()
 
 
 def _variable_values(gather: _Gather):
@@ -493,7 +495,7 @@ def _variable_values(gather: _Gather):
         size = np.dtype(fmt).itemsize
         cells = raw[offsets[:, index, None] + at + np.arange(size)]
         values[name] = np.frombuffer(cells.tobytes(), dtype=fmt)
-    return values, np.array(bases, np.int64).reshape(len(bases), 2)
+    return values, np.array(bases, np.int64).reshape(len(bases), 3)
 
 
 def _exporter_halves(exporter: str) -> tuple[int, int]:
