@@ -173,3 +173,13 @@ def test_the_same_sessions_list_the_same_whatever_their_order_in_the_file(tmp_pa
         listed.append(read_sessions(path, ephemeral_port=None).to_pylist())
     assert listed[0] == listed[1]
     assert [row["fwd_packets"] for row in listed[0]] == [3, 4, 5]
+
+
+def test_address_filters_match_any_spelling_of_the_address(tmp_path):
+    """--src/--dst compare addresses, not text: `2001:DB8:0::1` is `2001:db8::1`."""
+    table = SessionTable()
+    rows = [dict(src="2001:db8::1", sport=50000, dst="2001:db8::53", dport=53)]
+    table.add(flow_batch(rows), now=0)
+    FlowStore(tmp_path).open().write(table.flush())
+    assert read_sessions(tmp_path, src="2001:DB8:0::1", dst="2001:db8:0:0::53").num_rows == 1
+    assert read_sessions(tmp_path, src="not-an-address").num_rows == 0

@@ -12,6 +12,7 @@ Segments hold one row per session with real port numbers; the `eph` summary is a
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import json
 import os
@@ -270,7 +271,12 @@ def _normalised(columns: list[str]) -> str:
 def _filters(vrf, protocol, src, dst, port, since):
     clauses, parameters = [], []
     for column, value in (("vrf", vrf), ("protocol", protocol), ("src", src), ("dst", dst)):
-        if value is not None:
+        if value is None:
+            continue
+        if column in ("src", "dst"):  # as given (a file may spell it so) or canonical
+            clauses.append(f"{column} IN (?, ?)")
+            parameters += [value, _canonical_address(value)]
+        else:
             clauses.append(f"{column} = ?")
             parameters.append(value.lower() if column == "protocol" else value)
     if port is not None:
@@ -280,6 +286,14 @@ def _filters(vrf, protocol, src, dst, port, since):
         clauses.append("last_seen >= ?")
         parameters.append(since if since.tzinfo else since.replace(tzinfo=UTC))
     return ("WHERE " + " AND ".join(clauses)) if clauses else "", parameters
+
+
+def _canonical_address(text: str) -> str:
+    """Addresses are stored in their canonical text (RFC 5952 for IPv6): match any spelling."""
+    try:
+        return str(ipaddress.ip_address(text.strip()))
+    except ValueError:
+        return text
 
 
 def _summary_query(where: str, ephemeral_port: int) -> str:
