@@ -11,7 +11,10 @@ if command -v dpkg-query >/dev/null 2>&1; then
     for pkg in "${DEBIAN_PACKAGES[@]}"; do
         dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
     done
-    python3 -m venv --help >/dev/null 2>&1 || missing+=(python3-venv)
+    command -v python3 >/dev/null 2>&1 || missing+=(python3)
+    # `python3 -m venv --help` works without python3-venv on Debian; only ensurepip (which venv
+    # needs to put pip into .venv) is split out into python3.X-venv.
+    python3 -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
@@ -27,8 +30,10 @@ if [ ${#missing[@]} -gt 0 ]; then
     rm -f /usr/sbin/policy-rc.d
 fi
 
-if [ ! -x .venv/bin/python ]; then
-    python3 -m venv .venv
+# A .venv without a working pip (e.g. left by a venv run that failed for lack of ensurepip)
+# is recreated rather than reused.
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -m pip --version >/dev/null 2>&1; then
+    python3 -m venv --clear .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e ".[test,bench]"
