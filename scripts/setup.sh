@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBIAN_PACKAGES=(nftables iproute2 softflowd nfdump postgresql tcpdump)
+# procps: sysctl, which the kernel tests run inside their namespaces (not in a minimal Debian).
+DEBIAN_PACKAGES=(nftables iproute2 procps softflowd nfdump postgresql tcpdump)
 
 missing=()
 if command -v dpkg-query >/dev/null 2>&1; then
