@@ -98,6 +98,9 @@ def postgres_server() -> Iterator[PostgresServer]:
                     "trust",
                     "-E",
                     "UTF8",
+                    # Not the caller's LANG/LC_*: a fresh Debian has no locales generated
+                    # (an ssh-forwarded en_US.UTF-8 makes initdb refuse to start).
+                    "--locale=C",
                     "--no-sync",
                 ]
             ),
