@@ -152,6 +152,8 @@ class Store:
         """Mainline revisions, newest first: the audit trail."""
         if limit is not None and limit < 0:
             raise MicrosegError(f"log limit {limit}: expected a number of revisions >= 0")
+        if limit is not None and limit > MAX_REVISION_ID:
+            limit = None  # more than there can be: all of them (and no driver overflow)
         with self._reading() as session:
             query = select(Revision).order_by(Revision.id.desc()).limit(limit)
             return [_revision_info(r) for r in session.scalars(query)]
@@ -314,8 +316,13 @@ def _check_workspace_name(name: str) -> None:
         raise MicrosegError(f"workspace name {name!r}: no control characters")
 
 
+# Revision ids are INTEGER columns: 32-bit on PostgreSQL. A number outside that range is
+# no revision, not a driver overflow (SQLite and psycopg would raise different errors).
+MAX_REVISION_ID = 2**31 - 1
+
+
 def _revision(session: Session, revision: int) -> Revision:
-    found = session.get(Revision, revision)
+    found = session.get(Revision, revision) if 1 <= revision <= MAX_REVISION_ID else None
     if found is None:
         head = session.get_one(Mainline, 1).head_revision_id
         where = f"head is {head}" if head is not None else "the store is empty"
