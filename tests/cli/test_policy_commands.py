@@ -103,3 +103,13 @@ def test_validate_directory_without_several_policies_is_one_merged_policy(run_cl
     result = run_cli("validate", str(tmp_path))
     assert result.exit_code == 1
     assert f"{tmp_path}/rules.yaml:3:20: rule 'r' sources.1: unknown group 'ghost'" in result.stderr
+
+
+def test_rev_argument_with_a_non_ascii_digit_is_a_user_error(run_cli, tmp_path, monkeypatch):
+    # str.isdigit() accepts superscripts and other scripts' digits that int() refuses.
+    monkeypatch.setenv("MICROSEG_DATABASE_URL", f"sqlite:///{tmp_path / 'store.db'}")
+    for spec in ("rev:²", "rev:", "rev: 1", "rev:+1"):
+        result = run_cli("fmt", spec)
+        assert result.exit_code == 1, (spec, result.stderr)
+        assert "a revision is rev:N with N a number" in result.stderr
+    assert not (tmp_path / "store.db").exists()  # refused before opening the store

@@ -25,14 +25,16 @@ def emit_json(data: Any) -> None:
 
 def resolve_policy(spec: str) -> PolicySet:
     """A POLICY argument: a path, `rev:N` or `ws:NAME`."""
-    if spec.startswith("rev:") and not spec.removeprefix("rev:").isdigit():
+    number = spec.removeprefix("rev:")
+    # ASCII digits only: str.isdigit() also accepts `²`, which int() refuses.
+    if spec.startswith("rev:") and not (number.isascii() and number.isdigit()):
         raise MicrosegError(f"{spec!r}: a revision is rev:N with N a number")
     if spec.startswith(("rev:", "ws:")):
         from microseg.store import open_store
 
         with open_store() as store:
             if spec.startswith("rev:"):
-                return store.revision_policy(int(spec.removeprefix("rev:")))
+                return store.revision_policy(int(number))
             return store.workspace_policy(spec.removeprefix("ws:"))
     from microseg.policyfile import load_policy
 
