@@ -190,10 +190,13 @@ class Store:
     def workspace_list(self, include_closed: bool = False) -> list[WorkspaceInfo]:
         """Open workspaces by name; with `include_closed`, submitted and abandoned ones too."""
         with self._reading() as session:
-            query = select(Workspace).order_by(Workspace.name, Workspace.id)
+            query = select(Workspace)
             if not include_closed:
                 query = query.where(Workspace.state == "open")
-            return [_workspace_info(session, w) for w in session.scalars(query)]
+            # Sorted here, not by ORDER BY name: PostgreSQL sorts text by the server's
+            # collation (en_US puts `a` before `B`), SQLite by bytes.
+            found = sorted(session.scalars(query), key=lambda w: (w.name.encode(), w.id))
+            return [_workspace_info(session, w) for w in found]
 
     def workspace_info(self, name: str) -> WorkspaceInfo:
         with self._reading() as session:
