@@ -185,3 +185,12 @@ def test_directory_merge_resolves_references_across_files(tmp_path):
 def test_missing_path(tmp_path):
     with pytest.raises(PolicyError, match="no such file"):
         load_policy(tmp_path / "nope.yaml")
+
+
+def test_a_name_with_a_line_separator_is_located(tmp_path):
+    # YAML would fold U+2028 into a line break: the name could not be dumped and read back.
+    problems = problems_of(tmp_path, BASE + 'rules:\n  - name: "r\\u2028one"\n')
+    assert problems == [
+        f"{tmp_path}/policy.yaml:12:11: rule 'r\u2028one' name: 'r\\u2028one': a name may not "
+        "contain control characters or line separators"
+    ]

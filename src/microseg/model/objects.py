@@ -69,6 +69,18 @@ Address = Annotated[
 ]
 
 
+# Unicode categories a one-line name or label may not hold: control characters (NUL, ESC,
+# NEL, ...), line and paragraph separators (YAML folds them: the name would not load back the
+# same; PostgreSQL text cannot hold NUL) and lone surrogates (not encodable as UTF-8).
+_NOT_ONE_LINE = frozenset({"Cc", "Cs", "Zl", "Zp"})
+
+
+def _check_one_line(value: str, what: str) -> None:
+    # str.isprintable() is False for every category above (and for some harmless ones).
+    if not value.isprintable() and any(unicodedata.category(ch) in _NOT_ONE_LINE for ch in value):
+        raise ValueError(f"{value!r}: {what} may not contain control characters or line separators")
+
+
 def _check_name(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError(f"a name must be a string, got {value!r}")
@@ -76,6 +88,7 @@ def _check_name(value: Any) -> str:
         raise ValueError(f"{value!r}: a name may not be empty or start/end with whitespace")
     if any(ch in value for ch in "\n\r\t"):
         raise ValueError(f"{value!r}: a name may not contain tabs or line breaks")
+    _check_one_line(value, "a name")
     return value
 
 
@@ -96,6 +109,16 @@ def _check_description(value: Any) -> str:
 
 # One line of free text: EOS renders it as a `!!` comment line.
 Description = Annotated[str, BeforeValidator(_check_description)]
+
+
+def _check_label(value: Any) -> Any:
+    if isinstance(value, str):
+        _check_one_line(value, "a hardware model or interface name")
+    return value
+
+
+# A hardware model or an interface name: one line of text.
+Label = Annotated[str, BeforeValidator(_check_label)]
 
 ANY = "any"
 
@@ -344,9 +367,9 @@ class Device(_Object):
     name: ObjectName
     description: Description = ""
     platform: Literal["eos", "nftables"] = "eos"
-    hardware: str | None = None
+    hardware: Label | None = None
     management_address: Address | None = None
-    tunnel_source_interface: str = "Loopback0"
+    tunnel_source_interface: Label = "Loopback0"
     loopback_address: Address | None = None
     segments: tuple[Segment, ...] = ()
 
@@ -358,7 +381,7 @@ class MonitorNode(_Object):
     description: Description = ""
     platform: Literal["eos"] = "eos"
     management_address: Address | None = None
-    loopback_interface: str = "Loopback0"
+    loopback_interface: Label = "Loopback0"
     loopback_address: Address
     collector_address: Address = Field(default_factory=lambda: ipaddress.ip_address("127.0.0.1"))
     collector_port: Annotated[int, Field(ge=1, le=65535)] = 4739
@@ -369,10 +392,10 @@ class MonitorObject(_Object):
 
     name: ObjectName
     description: Description = ""
-    exporter_interface: str = "Loopback0"
+    exporter_interface: Label = "Loopback0"
     active_timeout_ms: Annotated[int, Field(ge=1000)] = 1800000
     tunnel_destination: Address
-    tunnel_source_interface: str = "Loopback0"
+    tunnel_source_interface: Label = "Loopback0"
     rate_limit: Annotated[int, Field(ge=1)] = 100000
     monitor_nodes: tuple[ObjectName, ...] = ()
 
