@@ -96,3 +96,32 @@ def test_names_and_interface_labels_are_one_line_of_storable_text(character):
 def test_names_may_be_any_other_unicode_text():
     for name in ("café", "cafe\u0301", "服务器", "web servers", "a\u00a0b", "\u200bzero-width"):
         assert Group(name=name).name == name
+
+
+def test_port_specs_are_stored_canonically_so_equal_services_are_equal():
+    # `"53"` and 53 are the same port; the canonical dump and the store's object bodies
+    # compare the stored specs, so they must be one value (names stay names, as written).
+    written = Service(
+        name="dns",
+        protocol="udp",
+        destination_ports=["53", " 1024 - 2000 ", " domain "],
+        source_ports="1024",
+    )
+    assert written.destination_ports == (53, "1024-2000", "domain")
+    assert written.source_ports == (1024,)
+    assert written == Service(
+        name="dns", protocol="udp", destination_ports=[53, "1024-2000", "domain"], source_ports=1024
+    )
+
+
+def test_icmp_types_given_as_digit_strings_are_numbers():
+    assert Service(name="ping", protocol="icmp", icmp_types=["8", "echo-reply"]).icmp_types == (
+        8,
+        "echo-reply",
+    )
+
+
+def test_a_bad_protocol_is_not_also_reported_as_an_unknown_port_name():
+    with pytest.raises(ValidationError) as raised:
+        Service(name="s", protocol="tcpp", destination_ports=["ssh"])
+    assert "port name" not in str(raised.value)

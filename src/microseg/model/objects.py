@@ -186,7 +186,7 @@ def _resolve_port(spec: int | str, protocol: str) -> PortRange:
             raise ValueError(f"port {spec} is out of range 0-65535")
         return PortRange(spec, spec)
     text = spec.strip()
-    if text.isdigit():
+    if text.isdecimal():  # not isdigit(): it accepts `²`, which int() refuses
         return _resolve_port(int(text), protocol)
     match = _RANGE.match(text)
     if match:
@@ -201,6 +201,25 @@ def _resolve_port(spec: int | str, protocol: str) -> PortRange:
     if text in names:
         return PortRange(names[text], names[text])
     raise ValueError(f"unknown {protocol} port name {text!r}")
+
+
+def _canonical_port(spec: int | str, protocol: str) -> int | str:
+    """A valid port spec as stored: a number, `low-high`, or the EOS name as written.
+
+    `"53"` is stored as 53, so equal services have equal dumps and equal store bodies."""
+    port = _resolve_port(spec, protocol)
+    if isinstance(spec, int):
+        return spec
+    text = spec.strip()
+    if text.isdecimal():
+        return port.low
+    if _RANGE.match(text):
+        return f"{port.low}-{port.high}"
+    return text
+
+
+def _is_port_name(spec: int | str) -> bool:
+    return isinstance(spec, str) and not (spec.strip().isdecimal() or _RANGE.match(spec))
 
 
 def merge_ranges(ranges: list[PortRange]) -> tuple[PortRange, ...]:
@@ -258,14 +277,27 @@ class Service(_Object):
         if ports and protocol is not None and protocol not in ("tcp", "udp"):
             raise ValueError(f"ports need protocol tcp or udp, not {protocol!r}")
         errors = []
+        canonical = []
         for spec in ports:
+            if protocol is None and _is_port_name(spec):
+                # The protocol itself is invalid (reported there): names cannot be checked.
+                canonical.append(spec)
+                continue
             try:
-                _resolve_port(spec, str(protocol))
+                canonical.append(_canonical_port(spec, str(protocol)))
             except ValueError as error:
                 errors.append(str(error))
         if errors:
             raise ValueError("; ".join(errors))
-        return ports
+        return tuple(canonical)
+
+    @field_validator("icmp_types")
+    @classmethod
+    def _icmp_type_numbers_as_numbers(cls, icmp_types: tuple) -> tuple:
+        # `"8"` is type 8, as `"53"` is port 53.
+        return tuple(
+            int(t) if isinstance(t, str) and t.strip().isdecimal() else t for t in icmp_types
+        )
 
     @model_validator(mode="after")
     def _check_icmp_types(self) -> Service:
