@@ -194,3 +194,25 @@ def test_a_name_with_a_line_separator_is_located(tmp_path):
         f"{tmp_path}/policy.yaml:12:11: rule 'r\u2028one' name: 'r\\u2028one': a name may not "
         "contain control characters or line separators"
     ]
+
+
+def test_a_missing_field_is_named_even_inside_a_nested_object(tmp_path):
+    # The path can only go as deep as the document does: the message must name the field.
+    problems = problems_of(
+        tmp_path,
+        "devices:\n  - name: leaf1\n    segments:\n      - vlan: 30\n"
+        "monitor_nodes:\n  - name: ztx1\n",
+    )
+    assert problems == [
+        f"{tmp_path}/policy.yaml:4:9: device 'leaf1' segments.0: required field 'name' is missing",
+        f"{tmp_path}/policy.yaml:6:5: monitor node 'ztx1': "
+        "required field 'loopback_address' is missing",
+    ]
+
+
+def test_every_missing_field_of_an_object_is_reported(tmp_path):
+    problems = problems_of(tmp_path, "redirect_objects:\n  - description: no name, no hops\n")
+    assert problems == [
+        f"{tmp_path}/policy.yaml:2:5: redirect object '#1': required field 'name' is missing",
+        f"{tmp_path}/policy.yaml:2:5: redirect object '#1': required field 'next_hops' is missing",
+    ]

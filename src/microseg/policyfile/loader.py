@@ -54,14 +54,18 @@ class PolicySource:
         A duplicate is reported at its last definition; anything else at its first."""
         if problem.file is not None or len(problem.path) < 2:
             return problem
-        section, name, *rest = problem.path
+        section, name = problem.path[:2]
         found = [o for o in self.objects if o.section == section and o.name == name]
         if not found:
             return problem
         source = found[-1] if problem.message.startswith("duplicate") else found[0]
-        at_key = problem.message == UNKNOWN_KEY
-        line, column = _position(source.node, tuple(rest), at_key)
-        return problem.located(source.file, line, column)
+        return _located_in(source, problem)
+
+
+def _located_in(source: SourceObject, problem: Problem) -> Problem:
+    """`problem`, about `source` (path: section, name, fields...), at its file:line:column."""
+    line, column = _position(source.node, tuple(problem.path[2:]), problem.message == UNKNOWN_KEY)
+    return problem.located(source.file, line, column)
 
 
 def policy_files(path: Path) -> list[Path]:
@@ -124,7 +128,11 @@ def build_policy(source: PolicySource) -> PolicySet:
         except ValidationError as error:
             if obj.name is not None:
                 unvalidated[obj.section].append(references_of(obj.section, obj.name, obj.data))
-            problems += validation_problems(obj.section, label, obj.data, error)
+            # Located here, by the object itself: one without a name cannot be found later.
+            problems += [
+                _located_in(obj, problem)
+                for problem in validation_problems(obj.section, label, obj.data, error)
+            ]
     # Duplicates are counted over every definition, valid or not.
     for (section, name), count in definitions.items():
         if count > 1:
