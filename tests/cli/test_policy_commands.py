@@ -113,3 +113,20 @@ def test_rev_argument_with_a_non_ascii_digit_is_a_user_error(run_cli, tmp_path, 
         assert result.exit_code == 1, (spec, result.stderr)
         assert "a revision is rev:N with N a number" in result.stderr
     assert not (tmp_path / "store.db").exists()  # refused before opening the store
+
+
+def test_an_output_file_that_cannot_be_written_is_a_user_error(run_cli, tmp_path):
+    # fmt, export and compile write -o FILE the same way: exit 1 naming the file, and a
+    # directory in the way is not clobbered.
+    home_lab = str(EXAMPLES / "home-lab.yaml")
+    (tmp_path / "taken").mkdir()
+    for output in (tmp_path / "missing" / "out.txt", tmp_path / "taken"):
+        for args in (
+            ("fmt", home_lab, "-o", str(output)),
+            ("compile", home_lab, "-d", "andreasm-720xp-home", "-o", str(output)),
+        ):
+            result = run_cli(*args)
+            assert result.exit_code == 1, (args, result.stderr)
+            assert f"cannot write {output}" in result.stderr
+    assert (tmp_path / "taken").is_dir() and not list(tmp_path.glob("**/*.tmp"))
+    assert not (tmp_path / "missing").exists()

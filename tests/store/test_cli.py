@@ -236,3 +236,10 @@ def test_the_demo_step_stores_the_seed_stages_and_shows_a_workspace_diff(tmp_pat
         '    sources: "any" -> ["wifi_clients"]\n'
     )
     assert (tmp_path / "microseg.db").exists()
+
+
+def test_export_to_a_file_that_cannot_be_written_is_a_user_error(seeded, run_cli, tmp_path):
+    output = tmp_path / "missing" / "export.yaml"
+    result = run_cli("export", "-o", str(output))
+    assert result.exit_code == 1, result.stderr
+    assert f"cannot write {output}" in result.stderr

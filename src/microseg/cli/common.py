@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,28 @@ POLICY_HELP = "A policy file or directory, rev:N (a stored revision) or ws:NAME 
 def emit_json(data: Any) -> None:
     """Deterministic JSON on stdout: same input, same bytes."""
     sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def write_output(path: Path, text: str) -> None:
+    """Write a command's `-o FILE` so readers see the old file or the new one, never a part.
+
+    A file that cannot be written (no such directory, a directory in the way, no permission)
+    is a user error naming it; nothing is left behind."""
+    directory = path.parent if str(path.parent) else Path(".")
+    try:
+        handle, temporary = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as error:
+        raise MicrosegError(f"cannot write {path}: {error.strerror}") from None
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            file.write(text)
+        os.replace(temporary, path)
+    except OSError as error:
+        Path(temporary).unlink(missing_ok=True)
+        raise MicrosegError(f"cannot write {path}: {error.strerror}") from None
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
 
 
 def resolve_policy(spec: str) -> PolicySet:

@@ -12,7 +12,7 @@ from typing import Any
 import typer
 
 from microseg.cli.app import app, demo_step
-from microseg.cli.common import JSON_OPTION_HELP, console, emit_json
+from microseg.cli.common import JSON_OPTION_HELP, console, emit_json, write_output
 from microseg.cli.demo import DemoContext
 from microseg.model import SECTIONS, MicrosegError, PolicyError
 from microseg.policyfile import dump_policy, load_policy, read_policy_source
@@ -82,7 +82,7 @@ def export(
     if output is None:
         typer.echo(text, nl=False)
     else:
-        output.write_text(text, encoding="utf-8")
+        write_output(output, text)
         typer.echo(f"wrote revision {revision} to {output}", err=True)
 
 
