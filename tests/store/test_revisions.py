@@ -183,3 +183,16 @@ def test_a_log_limit_beyond_any_number_of_revisions_shows_them_all(store, limit)
     for message in ("first", "second"):
         store.import_policy(PolicySet(), "andreas", message)
     assert [r.message for r in store.log(limit)] == ["second", "first"]
+
+
+def test_a_sqlite_store_whose_directory_cannot_be_made_is_a_clear_error(tmp_path, monkeypatch):
+    (tmp_path / "a-file").write_text("")
+    url = f"sqlite:///{tmp_path / 'a-file' / 'data' / 'microseg.db'}"
+    refused = pytest.raises(MicrosegError, match=r"cannot open the store at sqlite:///.*a-file")
+    with refused, open_store(url):
+        pass
+    monkeypatch.delenv(DATABASE_URL_ENV, raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "a-file"))
+    refused = pytest.raises(MicrosegError, match=r"cannot create the store's directory .*a-file")
+    with refused, open_store():
+        pass
