@@ -57,9 +57,23 @@ class PolicySource:
         section, name = problem.path[:2]
         found = [o for o in self.objects if o.section == section and o.name == name]
         if not found:
+            found = self._unnamed(section, name)
+        if not found:
             return problem
         source = found[-1] if problem.message.startswith("duplicate") else found[0]
         return _located_in(source, problem)
+
+    def locate_all(self, problems: list[Problem]) -> list[Problem]:
+        """Every problem located, in file, line and column order."""
+        return sorted((self.locate(problem) for problem in problems), key=_problem_order)
+
+    def _unnamed(self, section: Any, label: Any) -> list[SourceObject]:
+        # An object without a name is labelled `#N`: the Nth object of this source.
+        number = label[1:] if isinstance(label, str) and label.startswith("#") else ""
+        if not (number.isascii() and number.isdigit()) or not 0 < int(number) <= len(self.objects):
+            return []
+        unnamed = self.objects[int(number) - 1]
+        return [unnamed] if unnamed.section == section and unnamed.name is None else []
 
 
 def _located_in(source: SourceObject, problem: Problem) -> Problem:
@@ -146,8 +160,7 @@ def build_policy(source: PolicySource) -> PolicySet:
         if not problem.message.startswith("duplicate name")
     ]
     if problems:
-        located = (source.locate(problem) for problem in problems)
-        raise PolicyError(sorted(located, key=_problem_order))
+        raise PolicyError(source.locate_all(problems))
     return PolicySet(**{section: tuple(objs) for section, objs in sections.items()})
 
 

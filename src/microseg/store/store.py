@@ -455,9 +455,9 @@ def _parsed_bodies(
     bodies: dict[ObjectKey, str] = {}
     problems: list[Problem] = []
     unvalidated: dict[ObjectKey, Mapping[str, Any]] = {}
-    for section, obj in objects:
+    for number, (section, obj) in enumerate(objects, 1):
         try:
-            parsed = parse_object(section, obj)
+            parsed = parse_object(section, obj, number)
         except PolicyError as error:
             problems.extend(error.problems)
             name = obj.get("name") if isinstance(obj, Mapping) else None
