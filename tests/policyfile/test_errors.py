@@ -216,3 +216,24 @@ def test_every_missing_field_of_an_object_is_reported(tmp_path):
         f"{tmp_path}/policy.yaml:2:5: redirect object '#1': required field 'name' is missing",
         f"{tmp_path}/policy.yaml:2:5: redirect object '#1': required field 'next_hops' is missing",
     ]
+
+
+def test_aliases_that_expand_exponentially_are_refused(tmp_path):
+    # "Billion laughs": 9 levels of 9 aliases are 387 million values once expanded; the
+    # loader must refuse them (promptly, and without the memory) rather than expand them.
+    levels = ["  - name: g0\n    prefixes: &a0 [" + ", ".join(["10.0.0.0/8"] * 9) + "]\n"]
+    for level in range(1, 9):
+        aliases = ", ".join([f"*a{level - 1}"] * 9)
+        levels.append(f"  - name: g{level}\n    categories: &a{level} [{aliases}]\n")
+    problems = problems_of(tmp_path, "groups:\n" + "".join(levels))
+    assert len(problems) == 1
+    assert problems[0].startswith(f"{tmp_path}/policy.yaml: the YAML aliases expand to more than")
+
+
+@pytest.mark.parametrize("opening, closing", [("[", "]"), ("{a: ", "}")])
+def test_collections_nested_too_deeply_are_a_problem_not_a_crash(tmp_path, opening, closing):
+    depth = 1200  # beyond the interpreter's recursion limit (1000) for the YAML parser
+    problems = problems_of(
+        tmp_path, "groups:\n  - name: g\n    categories: " + opening * depth + closing * depth
+    )
+    assert problems == [f"{tmp_path}/policy.yaml: invalid YAML: nested too deeply"]

@@ -182,11 +182,22 @@ def _read_document(text: str, filename: str, source: PolicySource) -> None:
     except YAMLError as error:
         source.problems.append(Problem(f"invalid YAML: {error}", file=filename))
         return
+    except RecursionError:  # ruamel parses nested collections recursively
+        source.problems.append(Problem("invalid YAML: nested too deeply", file=filename))
+        return
     if document is None:
         return
     if not isinstance(document, CommentedMap):
         message = "a policy file must be a mapping of sections (groups:, rules:, ...)"
         source.problems.append(Problem(message, (), filename, 1))
+        return
+    budget = len(text) + ALIAS_EXPANSION_ALLOWANCE
+    if _expands_beyond(document, budget):
+        message = (
+            f"the YAML aliases expand to more than {budget} values "
+            "(anchors and aliases may reuse values, not multiply them)"
+        )
+        source.problems.append(Problem(message, (), filename))
         return
     for section, items in document.items():
         line, column = (n + 1 for n in document.lc.key(section))
@@ -209,6 +220,27 @@ def _read_items(section: str, items: CommentedSeq, filename: str, source: Policy
             line, column = (n + 1 for n in items.lc.item(index))
             message = f"item {index + 1} must be a mapping with a name"
             source.problems.append(Problem(message, (section,), filename, line, column))
+
+
+# A document without aliases has fewer values than characters; aliases may add this many
+# more. Nested aliases can multiply a small file into billions of values ("billion laughs").
+ALIAS_EXPANSION_ALLOWANCE = 100_000
+
+
+def _expands_beyond(document: Any, budget: int) -> bool:
+    """Whether the document, its aliases expanded, holds more than `budget` values. Stops
+    counting at the budget, so this costs at most `budget` steps."""
+    pending, count = [document], 0
+    while pending:
+        node = pending.pop()
+        count += 1
+        if count > budget:
+            return True
+        if isinstance(node, dict):
+            pending.extend(node.values())
+        elif isinstance(node, list):
+            pending.extend(node)
+    return False
 
 
 def _plain(node: Any) -> Any:
