@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from microseg.model import Group, MicrosegError, PolicyError
+from microseg.model import Group, MicrosegError, PolicyError, PolicySet
 from microseg.policyfile import load_policy
 from microseg.store import (
     FieldChange,
@@ -296,3 +296,18 @@ def test_workspaces_are_listed_in_byte_order_whatever_the_database_collation(
             store.workspace_create(name, author="andreas")
         listed = [info.name for info in store.workspace_list()]
     assert listed == sorted(names, key=str.encode)
+
+
+@pytest.mark.parametrize("character", ["\x00", "\x1b", "\x7f", "\x85", "\u2028"])
+def test_workspace_names_authors_and_messages_are_text_the_store_can_hold(store, character):
+    # PostgreSQL text cannot hold NUL; ESC and line separators would garble `log` and
+    # `workspace list` in a terminal. Each is refused before anything is written.
+    with pytest.raises(MicrosegError, match=r"author .*control characters"):
+        store.import_policy(PolicySet(), f"an{character}dreas", "m")
+    with pytest.raises(MicrosegError, match="revision message: no NUL"):
+        store.import_policy(PolicySet(), "andreas", "line one\n\x00")
+    assert store.log() == []
+    store.import_policy(PolicySet(), "andreas", "line one\nline two\ttabbed")
+    with pytest.raises(MicrosegError, match=r"workspace name .*control characters"):
+        store.workspace_create(f"w{character}x")
+    assert store.workspace_list(include_closed=True) == []

@@ -75,9 +75,14 @@ Address = Annotated[
 _NOT_ONE_LINE = frozenset({"Cc", "Cs", "Zl", "Zp"})
 
 
-def _check_one_line(value: str, what: str) -> None:
+def is_one_line(text: str) -> bool:
+    """No control character, line or paragraph separator, or lone surrogate in `text`."""
     # str.isprintable() is False for every category above (and for some harmless ones).
-    if not value.isprintable() and any(unicodedata.category(ch) in _NOT_ONE_LINE for ch in value):
+    return text.isprintable() or not any(unicodedata.category(ch) in _NOT_ONE_LINE for ch in text)
+
+
+def _check_one_line(value: str, what: str) -> None:
+    if not is_one_line(value):
         raise ValueError(f"{value!r}: {what} may not contain control characters or line separators")
 
 

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from microseg.model import MicrosegError, PolicyError, PolicySet, Problem
 from microseg.model.errors import singular
+from microseg.model.objects import is_one_line
 from microseg.store.database import (
     WRITE_TRANSACTION,
     create_store_engine,
@@ -309,14 +310,22 @@ def _author(author: str | None) -> str:
     author = (author or "").strip() or default_author()
     if len(author) > 200:
         raise MicrosegError(f"author {author[:40]!r}...: at most 200 characters")
+    if not is_one_line(author):
+        raise MicrosegError(f"author {author!r}: no control characters or line separators")
     return author
+
+
+def _check_message(message: str) -> None:
+    # Lines and tabs are fine in a message; NUL cannot be stored in PostgreSQL text.
+    if "\x00" in message:
+        raise MicrosegError("revision message: no NUL characters")
 
 
 def _check_workspace_name(name: str) -> None:
     if not name or name != name.strip() or len(name) > 200:
         raise MicrosegError(f"workspace name {name!r}: 1 to 200 characters, no surrounding spaces")
-    if any(ord(ch) < 32 for ch in name):
-        raise MicrosegError(f"workspace name {name!r}: no control characters")
+    if not is_one_line(name):
+        raise MicrosegError(f"workspace name {name!r}: no control characters or line separators")
 
 
 # Revision ids are INTEGER columns: 32-bit on PostgreSQL. A number outside that range is
@@ -351,6 +360,7 @@ def _revision_bodies(session: Session, revision: int) -> Bodies:
 def _add_revision(
     session: Session, mainline: Mainline, bodies: Bodies, author: str | None, message: str
 ) -> int:
+    _check_message(message)
     # Under the mainline lock: head + 1 is free, and numbers have no gaps.
     number = (session.scalar(select(func.max(Revision.id))) or 0) + 1
     session.add(
