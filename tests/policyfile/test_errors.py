@@ -237,3 +237,17 @@ def test_collections_nested_too_deeply_are_a_problem_not_a_crash(tmp_path, openi
         tmp_path, "groups:\n  - name: g\n    categories: " + opening * depth + closing * depth
     )
     assert problems == [f"{tmp_path}/policy.yaml: invalid YAML: nested too deeply"]
+
+
+def test_a_directory_policy_leaves_out_hidden_files_and_directories(tmp_path):
+    # A policy repository's root holds `.pre-commit-config.yaml`, `.github/workflows/*.yml`:
+    # they are not policy files.
+    (tmp_path / "groups.yaml").write_text("groups:\n  - name: web\n    prefixes: [10.0.0.0/24]\n")
+    (tmp_path / ".pre-commit-config.yaml").write_text("repos: []\n")
+    (tmp_path / ".github" / "workflows").mkdir(parents=True)
+    (tmp_path / ".github" / "workflows" / "ci.yml").write_text("on: push\njobs: {}\n")
+    (tmp_path / "site" / ".old").mkdir(parents=True)
+    (tmp_path / "site" / ".old" / "groups.yaml").write_text("groups:\n  - name: web\n")
+    (tmp_path / "site" / "rules.yaml").write_text("rules:\n  - name: r\n    sources: [web]\n")
+    policy = load_policy(tmp_path)
+    assert [g.name for g in policy.groups] == ["web"] and [r.name for r in policy.rules] == ["r"]

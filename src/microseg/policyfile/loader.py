@@ -1,8 +1,8 @@
 """YAML policy files -> PolicySet, reporting every problem with file, line and column.
 
-A policy is one YAML file or a directory of them (`*.yaml`, `*.yml`, recursively, read in
-path order and merged). Each file is a mapping of sections (`groups:`, `rules:`, ...) to
-lists of objects. Unknown keys are errors, never silently dropped.
+A policy is one YAML file or a directory of them (`*.yaml`, `*.yml`, recursively but not
+hidden ones, read in path order and merged). Each file is a mapping of sections (`groups:`,
+`rules:`, ...) to lists of objects. Unknown keys are errors, never silently dropped.
 
 Two steps: `read_policy_source` parses the YAML into located objects (plain mappings with
 their YAML nodes); `load_policy` validates them into a PolicySet. `PolicySource.locate`
@@ -83,9 +83,17 @@ def _located_in(source: SourceObject, problem: Problem) -> Problem:
 
 
 def policy_files(path: Path) -> list[Path]:
-    """The YAML files that make up the policy at `path`, in a deterministic order."""
+    """The YAML files that make up the policy at `path`, in a deterministic order.
+
+    Hidden files and directories (`.github/`, `.pre-commit-config.yaml`) are not part of it."""
     if path.is_dir():
-        files = [p for p in path.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file()]
+        files = [
+            p
+            for p in path.rglob("*")
+            if p.suffix in (".yaml", ".yml")
+            and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            and p.is_file()
+        ]
         return sorted(files, key=lambda p: p.relative_to(path).as_posix().encode())
     return [path]
 
