@@ -251,3 +251,25 @@ def test_a_directory_policy_leaves_out_hidden_files_and_directories(tmp_path):
     (tmp_path / "site" / "rules.yaml").write_text("rules:\n  - name: r\n    sources: [web]\n")
     policy = load_policy(tmp_path)
     assert [g.name for g in policy.groups] == ["web"] and [r.name for r in policy.rules] == ["r"]
+
+
+def test_a_device_segment_name_or_vlan_given_twice_is_located(tmp_path):
+    problems = problems_of(
+        tmp_path,
+        """\
+        devices:
+          - name: leaf1
+            segments:
+              - name: Vlan10
+                vlan: 10
+              - name: Vlan20
+                vlan: 10
+              - name: Vlan10
+        """,
+    )
+    assert problems == [
+        f"{tmp_path}/policy.yaml:7:15: device 'leaf1' segments.1.vlan: "
+        "VLAN 10 is also segment 'Vlan10'",
+        f"{tmp_path}/policy.yaml:8:15: device 'leaf1' segments.2.name: "
+        "segment name 'Vlan10' is given twice",
+    ]
