@@ -130,3 +130,30 @@ def test_an_output_file_that_cannot_be_written_is_a_user_error(run_cli, tmp_path
             assert f"cannot write {output}" in result.stderr
     assert (tmp_path / "taken").is_dir() and not list(tmp_path.glob("**/*.tmp"))
     assert not (tmp_path / "missing").exists()
+
+
+def test_square_brackets_in_names_and_paths_are_printed_as_written(run_cli, tmp_path):
+    # Rich reads `[web]` as a style and `[/x]` as a closing tag: user text must never be
+    # markup, or it vanishes from the output or crashes the error report with a traceback.
+    folder = tmp_path / "[web]" / "[/x]"
+    folder.mkdir(parents=True)
+    good = folder / "good.yaml"
+    good.write_text("groups:\n  - name: web\n    prefixes: [10.0.0.0/24]\n")
+    result = run_cli("validate", str(good))
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.startswith(f"{good}: valid")
+    bad = folder / "bad.yaml"
+    bad.write_text('groups:\n  - name: "[/x] [web]"\n    prefixes: [10.0.0.1/24]\n')
+    result = run_cli("validate", str(bad))
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [
+        "error: 1 problem in policy",
+        f"  {bad}:3:16: group '[/x] [web]' prefixes.0: 10.0.0.1/24 has host bits set "
+        "(did you mean 10.0.0.0/24?)",
+    ]
+
+
+def test_an_unknown_command_with_brackets_is_a_usage_error(run_cli):
+    result = run_cli("[/x]")
+    assert result.exit_code == 1
+    assert "No such command '[/x]'" in result.stderr

@@ -60,7 +60,7 @@ def validate(
         return
     for name, summary in results.items():
         counts = ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in summary.items() if n)
-        console.print(f"{name}: valid ({counts})")
+        console.print(f"{name}: valid ({counts})", markup=False)
 
 
 def _policies_in(path: Path) -> list[Path]:
