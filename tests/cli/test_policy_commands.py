@@ -157,3 +157,15 @@ def test_an_unknown_command_with_brackets_is_a_usage_error(run_cli):
     result = run_cli("[/x]")
     assert result.exit_code == 1
     assert "No such command '[/x]'" in result.stderr
+
+
+def test_lint_prints_bracketed_names_as_written(run_cli, tmp_path):
+    policy = tmp_path / "brackets.yaml"
+    policy.write_text(
+        'groups:\n  - name: "[web]"\n    prefixes: [10.0.0.0/24]\n'
+        '  - name: "[/x]"\n    prefixes: [10.0.1.0/24]\n'
+    )
+    result = run_cli("lint", str(policy))
+    assert "Traceback" not in result.stderr and "internal error" not in result.stderr
+    assert "unused group '[/x]': group [/x] is unused" in result.stdout
+    assert "unused group '[web]': group [web] is unused" in result.stdout

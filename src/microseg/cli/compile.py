@@ -94,7 +94,7 @@ def compile_command(
     elif output is None:
         sys.stdout.write(config)
     else:
-        console.print(f"wrote {used_target} configuration of {device} to {output}")
+        console.print(f"wrote {used_target} configuration of {device} to {output}", markup=False)
 
 
 def print_diffs(diffs: list[DeviceDiff], json_output: bool, **extra: object) -> None:
@@ -109,7 +109,8 @@ def print_diffs(diffs: list[DeviceDiff], json_output: bool, **extra: object) -> 
     changed = ", ".join(f"{d.device} (+{d.added} -{d.removed})" for d in diffs if d.changed)
     console.print(
         f"{totals['devices_changed']} device(s) changed, {totals['lines_added']} line(s) added, "
-        f"{totals['lines_removed']} removed" + (f": {changed}" if changed else "")
+        f"{totals['lines_removed']} removed" + (f": {changed}" if changed else ""),
+        markup=False,
     )
 
 

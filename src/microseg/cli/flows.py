@@ -11,6 +11,7 @@ import pyarrow as pa
 import typer
 from rich import box
 from rich.table import Table
+from rich.text import Text
 
 from microseg.cli.app import app, demo_step
 from microseg.cli.common import JSON_OPTION_HELP, console, err_console
@@ -57,7 +58,9 @@ def collect(
     collector = FlowCollector(FlowStore(store_dir), settings)
 
     def ready(address: tuple) -> None:
-        err_console.print(f"listening on {address[0]}:{address[1]}, store {store_dir}")
+        err_console.print(
+            f"listening on {address[0]}:{address[1]}, store {store_dir}", markup=False
+        )
 
     def report(current) -> None:
         if stats:
@@ -179,7 +182,7 @@ def export_sessions(
     except OSError as error:
         temporary.unlink(missing_ok=True)
         raise MicrosegError(f"{target}: cannot write: {error.strerror}") from None
-    console.print(f"{target}: {table.num_rows} session rows")
+    console.print(f"{target}: {table.num_rows} session rows", markup=False)
 
 
 @sessions_app.command("compact")
@@ -256,7 +259,7 @@ def session_table(table: pa.Table):
     for row in table.to_pylist():
         started = row["first_seen"]
         grid.add_row(
-            row["vrf"],
+            Text(row["vrf"] or ""),
             row["protocol"].upper(),
             f"{_endpoint(row['src'], row['sport'])}\n{_endpoint(row['dst'], row['dport'])}",
             f"{row['exporter']}\n{row['rev_exporter']}",
