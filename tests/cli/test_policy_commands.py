@@ -103,3 +103,69 @@ def test_validate_directory_without_several_policies_is_one_merged_policy(run_cl
     result = run_cli("validate", str(tmp_path))
     assert result.exit_code == 1
     assert f"{tmp_path}/rules.yaml:3:20: rule 'r' sources.1: unknown group 'ghost'" in result.stderr
+
+
+def test_rev_argument_with_a_non_ascii_digit_is_a_user_error(run_cli, tmp_path, monkeypatch):
+    # str.isdigit() accepts superscripts and other scripts' digits that int() refuses.
+    monkeypatch.setenv("MICROSEG_DATABASE_URL", f"sqlite:///{tmp_path / 'store.db'}")
+    for spec in ("rev:²", "rev:", "rev: 1", "rev:+1"):
+        result = run_cli("fmt", spec)
+        assert result.exit_code == 1, (spec, result.stderr)
+        assert "a revision is rev:N with N a number" in result.stderr
+    assert not (tmp_path / "store.db").exists()  # refused before opening the store
+
+
+def test_an_output_file_that_cannot_be_written_is_a_user_error(run_cli, tmp_path):
+    # fmt, export and compile write -o FILE the same way: exit 1 naming the file, and a
+    # directory in the way is not clobbered.
+    home_lab = str(EXAMPLES / "home-lab.yaml")
+    (tmp_path / "taken").mkdir()
+    for output in (tmp_path / "missing" / "out.txt", tmp_path / "taken"):
+        for args in (
+            ("fmt", home_lab, "-o", str(output)),
+            ("compile", home_lab, "-d", "andreasm-720xp-home", "-o", str(output)),
+        ):
+            result = run_cli(*args)
+            assert result.exit_code == 1, (args, result.stderr)
+            assert f"cannot write {output}" in result.stderr
+    assert (tmp_path / "taken").is_dir() and not list(tmp_path.glob("**/*.tmp"))
+    assert not (tmp_path / "missing").exists()
+
+
+def test_square_brackets_in_names_and_paths_are_printed_as_written(run_cli, tmp_path):
+    # Rich reads `[web]` as a style and `[/x]` as a closing tag: user text must never be
+    # markup, or it vanishes from the output or crashes the error report with a traceback.
+    folder = tmp_path / "[web]" / "[/x]"
+    folder.mkdir(parents=True)
+    good = folder / "good.yaml"
+    good.write_text("groups:\n  - name: web\n    prefixes: [10.0.0.0/24]\n")
+    result = run_cli("validate", str(good))
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.startswith(f"{good}: valid")
+    bad = folder / "bad.yaml"
+    bad.write_text('groups:\n  - name: "[/x] [web]"\n    prefixes: [10.0.0.1/24]\n')
+    result = run_cli("validate", str(bad))
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [
+        "error: 1 problem in policy",
+        f"  {bad}:3:16: group '[/x] [web]' prefixes.0: 10.0.0.1/24 has host bits set "
+        "(did you mean 10.0.0.0/24?)",
+    ]
+
+
+def test_an_unknown_command_with_brackets_is_a_usage_error(run_cli):
+    result = run_cli("[/x]")
+    assert result.exit_code == 1
+    assert "No such command '[/x]'" in result.stderr
+
+
+def test_lint_prints_bracketed_names_as_written(run_cli, tmp_path):
+    policy = tmp_path / "brackets.yaml"
+    policy.write_text(
+        'groups:\n  - name: "[web]"\n    prefixes: [10.0.0.0/24]\n'
+        '  - name: "[/x]"\n    prefixes: [10.0.1.0/24]\n'
+    )
+    result = run_cli("lint", str(policy))
+    assert "Traceback" not in result.stderr and "internal error" not in result.stderr
+    assert "unused group '[/x]': group [/x] is unused" in result.stdout
+    assert "unused group '[web]': group [web] is unused" in result.stdout

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from microseg.model import Group, PolicyError, PolicySet, Rule, Service
+from microseg.model import Device, Group, PolicyError, PolicySet, Rule, Service
 
 
 def test_service_resolves_names_numbers_and_ranges():
@@ -76,3 +76,52 @@ def test_model_copy_rebuilds_the_name_index():
     changed = original.model_copy(update={"groups": (Group(name="g", prefixes=["10.9.0.0/16"]),)})
     assert str(changed.group("g").prefixes[0]) == "10.9.0.0/16"
     assert str(original.group("g").prefixes[0]) == "10.0.0.0/24"
+
+
+@pytest.mark.parametrize(
+    "character",
+    ["\x00", "\x1b", "\x7f", "\x85", "\u2028", "\u2029", "\ud800"],
+    ids=["NUL", "ESC", "DEL", "NEL", "LINE-SEPARATOR", "PARAGRAPH-SEPARATOR", "surrogate"],
+)
+def test_names_and_interface_labels_are_one_line_of_storable_text(character):
+    # YAML folds NEL and U+2028/9 (the name would not load back the same), PostgreSQL text
+    # cannot hold NUL, and a lone surrogate is not UTF-8 at all.
+    with pytest.raises(ValidationError, match="control characters or line separators"):
+        Group(name=f"web{character}servers")
+    for label in ("hardware", "tunnel_source_interface"):
+        with pytest.raises(ValidationError, match="control characters or line separators"):
+            Device(name="leaf1", **{label: f"Loopback{character}0"})
+
+
+def test_names_may_be_any_other_unicode_text():
+    for name in ("café", "cafe\u0301", "服务器", "web servers", "a\u00a0b", "\u200bzero-width"):
+        assert Group(name=name).name == name
+
+
+def test_port_specs_are_stored_canonically_so_equal_services_are_equal():
+    # `"53"` and 53 are the same port; the canonical dump and the store's object bodies
+    # compare the stored specs, so they must be one value (names stay names, as written).
+    written = Service(
+        name="dns",
+        protocol="udp",
+        destination_ports=["53", " 1024 - 2000 ", " domain "],
+        source_ports="1024",
+    )
+    assert written.destination_ports == (53, "1024-2000", "domain")
+    assert written.source_ports == (1024,)
+    assert written == Service(
+        name="dns", protocol="udp", destination_ports=[53, "1024-2000", "domain"], source_ports=1024
+    )
+
+
+def test_icmp_types_given_as_digit_strings_are_numbers():
+    assert Service(name="ping", protocol="icmp", icmp_types=["8", "echo-reply"]).icmp_types == (
+        8,
+        "echo-reply",
+    )
+
+
+def test_a_bad_protocol_is_not_also_reported_as_an_unknown_port_name():
+    with pytest.raises(ValidationError) as raised:
+        Service(name="s", protocol="tcpp", destination_ports=["ssh"])
+    assert "port name" not in str(raised.value)

@@ -185,3 +185,91 @@ def test_directory_merge_resolves_references_across_files(tmp_path):
 def test_missing_path(tmp_path):
     with pytest.raises(PolicyError, match="no such file"):
         load_policy(tmp_path / "nope.yaml")
+
+
+def test_a_name_with_a_line_separator_is_located(tmp_path):
+    # YAML would fold U+2028 into a line break: the name could not be dumped and read back.
+    problems = problems_of(tmp_path, BASE + 'rules:\n  - name: "r\\u2028one"\n')
+    assert problems == [
+        f"{tmp_path}/policy.yaml:12:11: rule 'r\u2028one' name: 'r\\u2028one': a name may not "
+        "contain control characters or line separators"
+    ]
+
+
+def test_a_missing_field_is_named_even_inside_a_nested_object(tmp_path):
+    # The path can only go as deep as the document does: the message must name the field.
+    problems = problems_of(
+        tmp_path,
+        "devices:\n  - name: leaf1\n    segments:\n      - vlan: 30\n"
+        "monitor_nodes:\n  - name: ztx1\n",
+    )
+    assert problems == [
+        f"{tmp_path}/policy.yaml:4:9: device 'leaf1' segments.0: required field 'name' is missing",
+        f"{tmp_path}/policy.yaml:6:5: monitor node 'ztx1': "
+        "required field 'loopback_address' is missing",
+    ]
+
+
+def test_every_missing_field_of_an_object_is_reported(tmp_path):
+    problems = problems_of(tmp_path, "redirect_objects:\n  - description: no name, no hops\n")
+    assert problems == [
+        f"{tmp_path}/policy.yaml:2:5: redirect object '#1': required field 'name' is missing",
+        f"{tmp_path}/policy.yaml:2:5: redirect object '#1': required field 'next_hops' is missing",
+    ]
+
+
+def test_aliases_that_expand_exponentially_are_refused(tmp_path):
+    # "Billion laughs": 9 levels of 9 aliases are 387 million values once expanded; the
+    # loader must refuse them (promptly, and without the memory) rather than expand them.
+    levels = ["  - name: g0\n    prefixes: &a0 [" + ", ".join(["10.0.0.0/8"] * 9) + "]\n"]
+    for level in range(1, 9):
+        aliases = ", ".join([f"*a{level - 1}"] * 9)
+        levels.append(f"  - name: g{level}\n    categories: &a{level} [{aliases}]\n")
+    problems = problems_of(tmp_path, "groups:\n" + "".join(levels))
+    assert len(problems) == 1
+    assert problems[0].startswith(f"{tmp_path}/policy.yaml: the YAML aliases expand to more than")
+
+
+@pytest.mark.parametrize("opening, closing", [("[", "]"), ("{a: ", "}")])
+def test_collections_nested_too_deeply_are_a_problem_not_a_crash(tmp_path, opening, closing):
+    depth = 600  # beyond what the recursive YAML parser can descend
+    problems = problems_of(
+        tmp_path, "groups:\n  - name: g\n    categories: " + opening * depth + closing * depth
+    )
+    assert problems == [f"{tmp_path}/policy.yaml: invalid YAML: nested too deeply"]
+
+
+def test_a_directory_policy_leaves_out_hidden_files_and_directories(tmp_path):
+    # A policy repository's root holds `.pre-commit-config.yaml`, `.github/workflows/*.yml`:
+    # they are not policy files.
+    (tmp_path / "groups.yaml").write_text("groups:\n  - name: web\n    prefixes: [10.0.0.0/24]\n")
+    (tmp_path / ".pre-commit-config.yaml").write_text("repos: []\n")
+    (tmp_path / ".github" / "workflows").mkdir(parents=True)
+    (tmp_path / ".github" / "workflows" / "ci.yml").write_text("on: push\njobs: {}\n")
+    (tmp_path / "site" / ".old").mkdir(parents=True)
+    (tmp_path / "site" / ".old" / "groups.yaml").write_text("groups:\n  - name: web\n")
+    (tmp_path / "site" / "rules.yaml").write_text("rules:\n  - name: r\n    sources: [web]\n")
+    policy = load_policy(tmp_path)
+    assert [g.name for g in policy.groups] == ["web"] and [r.name for r in policy.rules] == ["r"]
+
+
+def test_a_device_segment_name_or_vlan_given_twice_is_located(tmp_path):
+    problems = problems_of(
+        tmp_path,
+        """\
+        devices:
+          - name: leaf1
+            segments:
+              - name: Vlan10
+                vlan: 10
+              - name: Vlan20
+                vlan: 10
+              - name: Vlan10
+        """,
+    )
+    assert problems == [
+        f"{tmp_path}/policy.yaml:7:15: device 'leaf1' segments.1.vlan: "
+        "VLAN 10 is also segment 'Vlan10'",
+        f"{tmp_path}/policy.yaml:8:15: device 'leaf1' segments.2.name: "
+        "segment name 'Vlan10' is given twice",
+    ]

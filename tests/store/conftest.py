@@ -63,14 +63,21 @@ class PostgresServer:
     def url(self, database: str) -> str:
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
 
-    def new_database(self) -> str:
+    def new_database(self, icu_locale: str | None = None) -> str:
+        """A fresh database; with `icu_locale` (e.g. `en-US`), text sorts by that locale's
+        collation, as on a server initialised in a non-C locale."""
         import psycopg
 
         name = f"microseg_test_{next(self._names)}"
+        collation = (
+            f" TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE '{icu_locale}'"
+            if icu_locale
+            else ""
+        )
         with psycopg.connect(
             f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres", autocommit=True
         ) as admin:
-            admin.execute(f'CREATE DATABASE "{name}"')
+            admin.execute(f'CREATE DATABASE "{name}"{collation}')
         return self.url(name)
 
 

@@ -236,3 +236,34 @@ def test_the_demo_step_stores_the_seed_stages_and_shows_a_workspace_diff(tmp_pat
         '    sources: "any" -> ["wifi_clients"]\n'
     )
     assert (tmp_path / "microseg.db").exists()
+
+
+def test_export_to_a_file_that_cannot_be_written_is_a_user_error(seeded, run_cli, tmp_path):
+    output = tmp_path / "missing" / "export.yaml"
+    result = run_cli("export", "-o", str(output))
+    assert result.exit_code == 1, result.stderr
+    assert f"cannot write {output}" in result.stderr
+
+
+def test_a_workspace_file_with_a_nameless_or_twice_given_object_is_located(
+    seeded, run_cli, tmp_path
+):
+    run_cli("workspace", "create", "w")
+    changes = tmp_path / "changes.yaml"
+    changes.write_text(
+        "rules:\n  - sources: [wifi_clients]\n  - name: r2\n    bogus: 1\n    sources: [x]\n",
+        encoding="utf-8",
+    )
+    result = run_cli("workspace", "set", "w", "--file", str(changes))
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [
+        "error: workspace 'w': change refused, nothing written: 3 problems in policy",
+        f"  {changes}:2:5: rule '#1': required field 'name' is missing",
+        f"  {changes}:4:5: rule 'r2' bogus: unknown key (not a field of this object)",
+        f"  {changes}:5:15: rule 'r2' sources.0: unknown group 'x'",
+    ]
+    changes.write_text("groups:\n  - name: g\n  - name: g\n", encoding="utf-8")
+    result = run_cli("workspace", "set", "w", "--file", str(changes))
+    assert result.exit_code == 1
+    assert f"{changes}:3:11: group 'g' name: duplicate name: defined 2 times" in result.stderr
+    assert _json(run_cli("workspace", "diff", "w", "--json"))["changes"] == []

@@ -163,3 +163,36 @@ def test_an_unsupported_database_url_is_a_clear_error():
         pass
     with pytest.raises(MicrosegError, match="invalid database URL"), open_store("not a url"):
         pass
+
+
+@pytest.mark.parametrize("number", [0, -1, 2**31, 2**63, 10**20])
+def test_a_revision_number_out_of_the_databases_range_is_not_found(store, number):
+    # Revision ids are 32-bit integers on PostgreSQL and 64-bit on SQLite: a larger number
+    # must still be "no such revision", not a driver overflow.
+    store.import_policy(PolicySet(), "andreas", "empty")
+    with pytest.raises(NotFound, match=f"no revision {number} \\(head is 1\\)"):
+        store.revision_policy(number)
+    with pytest.raises(NotFound, match=f"no revision {number} "):
+        store.revision_info(number)
+    with pytest.raises(NotFound, match=f"no revision {number} "):
+        store.workspace_create("w", base=number)
+
+
+@pytest.mark.parametrize("limit", [2**31, 2**63, 10**20])
+def test_a_log_limit_beyond_any_number_of_revisions_shows_them_all(store, limit):
+    for message in ("first", "second"):
+        store.import_policy(PolicySet(), "andreas", message)
+    assert [r.message for r in store.log(limit)] == ["second", "first"]
+
+
+def test_a_sqlite_store_whose_directory_cannot_be_made_is_a_clear_error(tmp_path, monkeypatch):
+    (tmp_path / "a-file").write_text("")
+    url = f"sqlite:///{tmp_path / 'a-file' / 'data' / 'microseg.db'}"
+    refused = pytest.raises(MicrosegError, match=r"cannot open the store at sqlite:///.*a-file")
+    with refused, open_store(url):
+        pass
+    monkeypatch.delenv(DATABASE_URL_ENV, raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "a-file"))
+    refused = pytest.raises(MicrosegError, match=r"cannot create the store's directory .*a-file")
+    with refused, open_store():
+        pass

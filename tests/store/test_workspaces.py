@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from microseg.model import Group, MicrosegError, PolicyError
+from microseg.model import Group, MicrosegError, PolicyError, PolicySet
 from microseg.policyfile import load_policy
 from microseg.store import (
     FieldChange,
@@ -273,3 +273,41 @@ def test_every_problem_of_a_change_set_is_reported_at_once(lab):
     # The invalid group still counts as defined; the invalid rule's references are checked.
     assert reported[2] == "rule 'print' sources.1: unknown group 'nothere'"
     assert lab.workspace_diff("w") == []
+
+
+@pytest.mark.parametrize("collation", ["sqlite", "postgresql-C", "postgresql-en-US"])
+def test_workspaces_are_listed_in_byte_order_whatever_the_database_collation(
+    collation, tmp_path, request
+):
+    # A PostgreSQL server initialised in en_US sorts `a` before `B`; the listing (and its
+    # --json) must be the same bytes on every backend.
+    from microseg.model import PolicySet
+    from microseg.store import open_store
+
+    if collation == "sqlite":
+        url = f"sqlite:///{tmp_path / 'store.db'}"
+    else:
+        server = request.getfixturevalue("postgres_server")
+        url = server.new_database("en-US" if collation.endswith("en-US") else None)
+    names = ["b", "B", "a", "_x", "A-1", "é"]
+    with open_store(url) as store:
+        store.import_policy(PolicySet(), "andreas", "empty")
+        for name in names:
+            store.workspace_create(name, author="andreas")
+        listed = [info.name for info in store.workspace_list()]
+    assert listed == sorted(names, key=str.encode)
+
+
+@pytest.mark.parametrize("character", ["\x00", "\x1b", "\x7f", "\x85", "\u2028"])
+def test_workspace_names_authors_and_messages_are_text_the_store_can_hold(store, character):
+    # PostgreSQL text cannot hold NUL; ESC and line separators would garble `log` and
+    # `workspace list` in a terminal. Each is refused before anything is written.
+    with pytest.raises(MicrosegError, match=r"author .*control characters"):
+        store.import_policy(PolicySet(), f"an{character}dreas", "m")
+    with pytest.raises(MicrosegError, match="revision message: no NUL"):
+        store.import_policy(PolicySet(), "andreas", "line one\n\x00")
+    assert store.log() == []
+    store.import_policy(PolicySet(), "andreas", "line one\nline two\ttabbed")
+    with pytest.raises(MicrosegError, match=r"workspace name .*control characters"):
+        store.workspace_create(f"w{character}x")
+    assert store.workspace_list(include_closed=True) == []

@@ -10,6 +10,7 @@ import os
 import sys
 
 import typer
+from rich.markup import escape
 
 # Command modules register on import; one module per area keeps parallel work apart.
 from microseg.cli import builder, compile, demo, evaluate, flows, policy, store  # noqa: F401
@@ -28,7 +29,8 @@ def main(argv: list[str] | None = None) -> None:
         if isinstance(code, int) and code:
             sys.exit(code)
     except MicrosegError as error:
-        err_console.print(f"[bold red]error:[/] {error}", markup=True, highlight=False)
+        # The message is user text (names, paths): escaped, never read as markup.
+        err_console.print(f"[bold red]error:[/] {escape(str(error))}", markup=True, highlight=False)
         sys.exit(EXIT_USER_ERROR)
     except typer.Exit as done:
         sys.exit(done.exit_code)
@@ -36,7 +38,7 @@ def main(argv: list[str] | None = None) -> None:
         err_console.print("aborted")
         sys.exit(EXIT_USER_ERROR)
     except typer.TyperException as error:  # usage errors: bad option, missing argument
-        err_console.print(f"error: {error.format_message()} (see: microseg --help)")
+        err_console.print(f"error: {error.format_message()} (see: microseg --help)", markup=False)
         sys.exit(EXIT_USER_ERROR)
     except KeyboardInterrupt:
         sys.exit(130)
@@ -45,6 +47,7 @@ def main(argv: list[str] | None = None) -> None:
             raise
         err_console.print(
             f"internal error: {type(error).__name__}: {error}\n"
-            "This is a bug in microseg. Re-run with MICROSEG_DEBUG=1 for the traceback."
+            "This is a bug in microseg. Re-run with MICROSEG_DEBUG=1 for the traceback.",
+            markup=False,
         )
         sys.exit(EXIT_INTERNAL_ERROR)

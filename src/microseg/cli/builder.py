@@ -6,7 +6,9 @@ import ipaddress
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from microseg.builder import (
     BuilderOptions,
@@ -108,8 +110,8 @@ def recommend_command(
     print_recommendation(recommendation)
     if into_workspace is not None:
         console.print(
-            f"wrote {len(written)} objects into workspace [bold]{into_workspace}[/]; "
-            f"review with: microseg workspace build {into_workspace}"
+            f"wrote {len(written)} objects into workspace [bold]{escape(into_workspace)}[/]; "
+            f"review with: microseg workspace build {escape(into_workspace)}"
         )
 
 
@@ -170,18 +172,19 @@ def print_recommendation(recommendation: Recommendation) -> None:
     for number, item in enumerate(recommendation.rules, 1):
         rules.add_row(
             str(number),
-            ", ".join(item.rule.sources),
-            ", ".join(item.rule.destinations),
-            ", ".join(item.rule.services),
+            Text(", ".join(item.rule.sources)),
+            Text(", ".join(item.rule.destinations)),
+            Text(", ".join(item.rule.services)),
             str(item.evidence.sessions),
         )
     console.print(rules)
     for number, item in enumerate(recommendation.rules, 1):
         evidence = item.evidence
         console.print(
-            f"  {number}. [bold]{item.rule.name}[/]: {evidence.sessions} sessions, "
+            f"  {number}. [bold]{escape(item.rule.name)}[/]: {evidence.sessions} sessions, "
             f"{evidence.bytes} bytes, {evidence.first_seen} .. {evidence.last_seen}; "
-            "server side by " + ", ".join(f"{k} ({v})" for k, v in evidence.server_side.items())
+            "server side by "
+            + escape(", ".join(f"{k} ({v})" for k, v in evidence.server_side.items()))
         )
         if item.current_decisions:
             console.print(
@@ -189,7 +192,8 @@ def print_recommendation(recommendation: Recommendation) -> None:
                 + ", ".join(
                     f"{d.verdict} by {d.rule or 'the default match'} ({d.sessions})"
                     for d in item.current_decisions
-                )
+                ),
+                markup=False,
             )
         for first in evidence.examples:
             console.print(
@@ -201,29 +205,35 @@ def print_recommendation(recommendation: Recommendation) -> None:
         for widening in item.widened:
             console.print(
                 f"  {item.rule.name}: group {widening.group} used whole ({widening.reason}): "
-                f"{widening.observed_addresses} of {widening.group_addresses} addresses seen"
+                f"{widening.observed_addresses} of {widening.group_addresses} addresses seen",
+                markup=False,
             )
     if recommendation.new_groups:
         console.print("[bold]New groups[/]")
         for group in recommendation.new_groups:
             prefixes = " ".join(str(p) for p in group.prefixes)
             excepts = " ".join(str(p) for p in group.except_prefixes)
-            console.print(f"  {group.name}: {prefixes}" + (f" except {excepts}" if excepts else ""))
+            console.print(
+                f"  {group.name}: {prefixes}" + (f" except {excepts}" if excepts else ""),
+                markup=False,
+            )
     if recommendation.new_services:
         console.print("[bold]New services[/]")
         for service in recommendation.new_services:
             ports = ",".join(str(p) for p in service.destination_ports)
             types = ",".join(str(t) for t in service.icmp_types)
-            console.print(f"  {service.name}: {service.protocol} {ports or types or 'all'}")
+            console.print(
+                f"  {service.name}: {service.protocol} {ports or types or 'all'}", markup=False
+            )
     if recommendation.blocked_attempts:
         blocked = Table(title="Attempts blocked (no reply; not proposed)", title_justify="left")
         for column in ("source", "destination", "service", "sessions", "seen"):
             blocked.add_column(column, overflow="fold")
         for attempt in recommendation.blocked_attempts:
             blocked.add_row(
-                attempt.source,
-                attempt.destination,
-                attempt.service,
+                Text(attempt.source),
+                Text(attempt.destination),
+                Text(attempt.service),
                 str(attempt.sessions),
                 f"{attempt.first_seen} .. {attempt.last_seen}",
             )
@@ -249,7 +259,7 @@ def print_quality(recommendation: Recommendation) -> None:
         f"{quality.observed_combinations} observed)"
     )
     for note in quality.notes:
-        console.print(f"  note: {note}")
+        console.print(f"  note: {note}", markup=False)
 
 
 @demo_step(60, "6. Policy Builder: recommended rules from collected sessions")

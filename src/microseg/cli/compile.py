@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import ipaddress
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import typer
 
 from microseg.cli.app import app, demo_step
-from microseg.cli.common import JSON_OPTION_HELP, POLICY_HELP, console, emit_json, resolve_policy
+from microseg.cli.common import (
+    JSON_OPTION_HELP,
+    POLICY_HELP,
+    console,
+    emit_json,
+    resolve_policy,
+    write_output,
+)
 from microseg.cli.demo import DemoContext
 from microseg.cli.store import workspace_app
 from microseg.compile import compile_all
@@ -39,19 +44,6 @@ def parse_collector(text: str | None) -> Collector | None:
     if not port.isdigit() or not 1 <= int(port) <= 65535:
         raise MicrosegError(f"--collector {text!r}: port {port!r} is not 1-65535")
     return Collector(parsed, int(port))
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write `text` to `path` so readers see the old file or the new one, never a part."""
-    directory = path.parent if str(path.parent) else Path(".")
-    handle, temporary = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 @app.command("compile")
@@ -96,13 +88,13 @@ def compile_command(
         omit_mirror=omit_mirror,
     )
     if output is not None:
-        write_atomically(output, config)
+        write_output(output, config)
     if json_output:
         emit_json({"device": device, "target": used_target, "config": config})
     elif output is None:
         sys.stdout.write(config)
     else:
-        console.print(f"wrote {used_target} configuration of {device} to {output}")
+        console.print(f"wrote {used_target} configuration of {device} to {output}", markup=False)
 
 
 def print_diffs(diffs: list[DeviceDiff], json_output: bool, **extra: object) -> None:
@@ -117,7 +109,8 @@ def print_diffs(diffs: list[DeviceDiff], json_output: bool, **extra: object) -> 
     changed = ", ".join(f"{d.device} (+{d.added} -{d.removed})" for d in diffs if d.changed)
     console.print(
         f"{totals['devices_changed']} device(s) changed, {totals['lines_added']} line(s) added, "
-        f"{totals['lines_removed']} removed" + (f": {changed}" if changed else "")
+        f"{totals['lines_removed']} removed" + (f": {changed}" if changed else ""),
+        markup=False,
     )
 
 

@@ -10,6 +10,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rich.markup import escape
 from rich.rule import Rule
 
 from microseg.cli.app import DEMO_STEPS, app, demo_step
@@ -58,14 +59,15 @@ def _validate_examples(context: DemoContext) -> None:
     final = context.policies["home-lab.yaml"]
     for policy in final.policies:
         console.print(
-            f"policy [bold]{policy.name}[/] (id {policy.id}) on domain {policy.domain}, "
-            f"VRF {policy.vrf}: {len(policy.rules)} rules"
+            f"policy [bold]{escape(policy.name)}[/] (id {policy.id}) on domain "
+            f"{escape(policy.domain)}, VRF {escape(policy.vrf)}: {len(policy.rules)} rules"
         )
         for index, rule_name in enumerate(policy.rules, 1):
             rule = final.rule(rule_name)
             console.print(
                 f"  {index}. {rule.name}: {_names(rule.sources)} -> {_names(rule.destinations)} "
-                f"on {_names(rule.services)}, {rule.direction}, {rule.action}"
+                f"on {_names(rule.services)}, {rule.direction}, {rule.action}",
+                markup=False,
             )
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import typer
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from microseg.cli.app import app, demo_step
 from microseg.cli.common import JSON_OPTION_HELP, POLICY_HELP, console, emit_json, resolve_policy
@@ -68,29 +70,32 @@ def _decision_text(decision: Decision) -> str:
 
 def print_check(result: ConnectionCheck) -> None:
     console.print(
-        f"[bold]{result.request.src} -> {result.request.dst}[/] {result.service}, VRF {result.vrf}"
+        f"[bold]{result.request.src} -> {result.request.dst}[/] "
+        f"{escape(str(result.service))}, VRF {escape(str(result.vrf))}"
     )
     for label, packet, decisions in (
         ("request", result.request, result.request_decisions),
         ("reply", result.reply, result.reply_decisions),
     ):
         if not decisions:
-            console.print(f"  {label:8} {packet.describe()}: no device enforces a policy here")
+            console.print(
+                f"  {label:8} {packet.describe()}: no device enforces a policy here", markup=False
+            )
         for decision in decisions:
             style = "green" if decision.verdict == "forward" else "red"
             console.print(
                 f"  {label:8} {packet.describe()}  [{style}]{decision.verdict}[/]  "
-                f"{_decision_text(decision)}"
+                f"{escape(_decision_text(decision))}"
             )
     if result.bypass is not None:
         would = "forward it" if result.policy_allows else f"drop it ({_blocked_by(result)})"
-        console.print(f"[bold yellow]result: {result.result}[/]")
-        console.print(f"  why: {result.bypass.explanation()}")
-        console.print(f"  if the switch saw it, the policy would {would}")
-        console.print(f"  fix: {result.bypass.fix()}")
+        console.print(f"[bold yellow]result: {escape(result.result)}[/]")
+        console.print(f"  why: {result.bypass.explanation()}", markup=False)
+        console.print(f"  if the switch saw it, the policy would {would}", markup=False)
+        console.print(f"  fix: {result.bypass.fix()}", markup=False)
         return
     style = "green" if result.connects else "red"
-    console.print(f"[bold {style}]result: {result.result}[/]")
+    console.print(f"[bold {style}]result: {escape(result.result)}[/]")
 
 
 def _blocked_by(result: ConnectionCheck) -> str:
@@ -119,9 +124,9 @@ def check_table(rows: list[tuple[str, ConnectionCheck]]) -> Table:
         table.add_row(
             result.request.src,
             result.request.dst,
-            result.service,
-            f"[{style}]{outcome}{note}[/]",
-            deciding,
+            Text(str(result.service)),
+            f"[{style}]{outcome}{escape(note)}[/]",
+            Text(str(deciding)),
         )
     return table
 
@@ -170,7 +175,8 @@ def whatif(
         for group in change["groups"]:
             console.print(
                 f"  {group['service']}  {group['role']} {_label(group)}: "
-                f"{group['sessions']} sessions, {group['packets']} packets, {group['bytes']} bytes"
+                f"{group['sessions']} sessions, {group['packets']} packets, {group['bytes']} bytes",
+                markup=False,
             )
             for example in group["examples"]:
                 console.print(
@@ -186,9 +192,9 @@ def whatif(
         )
     for hit in report["candidate_rule_hits"]:
         table.add_row(
-            hit["device"],
-            hit["policy"] or "-",
-            hit["match"] or "-",
+            Text(hit["device"]),
+            Text(hit["policy"] or "-"),
+            Text(hit["match"] or "-"),
             str(hit["sessions"]),
             str(hit["packets"]),
         )
@@ -226,9 +232,10 @@ def lint(
 def print_lint(report: dict) -> None:
     for finding in report["findings"]:
         console.print(
-            f"[bold yellow]{finding['kind']}[/] {finding['subject']}: {finding['message']}"
+            f"[bold yellow]{finding['kind']}[/] "
+            f"{escape(finding['subject'])}: {escape(finding['message'])}"
         )
-        console.print(f"    fix: {finding['fix']}")
+        console.print(f"    fix: {finding['fix']}", markup=False)
     if report["clean"]:
         console.print("[green]no findings[/]")
     else:
@@ -237,7 +244,8 @@ def print_lint(report: dict) -> None:
         budget = "no hardware limit" if row["budget"] is None else f"budget {row['budget']}"
         console.print(
             f"hardware: {row['device']} ({row['hardware'] or row['platform']}) needs about "
-            f"{row['entries']} entries, {budget}"
+            f"{row['entries']} entries, {budget}",
+            markup=False,
         )
 
 

@@ -58,7 +58,9 @@ def collect(
     collector = FlowCollector(FlowStore(store_dir), settings)
 
     def ready(address: tuple) -> None:
-        err_console.print(f"listening on {address[0]}:{address[1]}, store {store_dir}")
+        err_console.print(
+            f"listening on {address[0]}:{address[1]}, store {store_dir}", markup=False
+        )
 
     def report(current) -> None:
         if stats:
@@ -180,7 +182,7 @@ def export_sessions(
     except OSError as error:
         temporary.unlink(missing_ok=True)
         raise MicrosegError(f"{target}: cannot write: {error.strerror}") from None
-    console.print(f"{target}: {table.num_rows} session rows")
+    console.print(f"{target}: {table.num_rows} session rows", markup=False)
 
 
 @sessions_app.command("compact")
@@ -257,7 +259,7 @@ def session_table(table: pa.Table):
     for row in table.to_pylist():
         started = row["first_seen"]
         cells = (
-            row["vrf"],
+            row["vrf"] or "",
             row["protocol"].upper(),
             f"{_endpoint(row['src'], row['sport'])}\n{_endpoint(row['dst'], row['dport'])}",
             f"{row['exporter']}\n{row['rev_exporter']}",

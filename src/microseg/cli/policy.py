@@ -7,7 +7,14 @@ from pathlib import Path
 import typer
 
 from microseg.cli.app import app
-from microseg.cli.common import JSON_OPTION_HELP, POLICY_HELP, console, emit_json, resolve_policy
+from microseg.cli.common import (
+    JSON_OPTION_HELP,
+    POLICY_HELP,
+    console,
+    emit_json,
+    resolve_policy,
+    write_output,
+)
 from microseg.model import PolicyError
 from microseg.policyfile import (
     dump_policy,
@@ -53,7 +60,7 @@ def validate(
         return
     for name, summary in results.items():
         counts = ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in summary.items() if n)
-        console.print(f"{name}: valid ({counts})")
+        console.print(f"{name}: valid ({counts})", markup=False)
 
 
 def _policies_in(path: Path) -> list[Path]:
@@ -100,4 +107,4 @@ def fmt(
     if output is None:
         typer.echo(text, nl=False)
     else:
-        output.write_text(text, encoding="utf-8")
+        write_output(output, text)

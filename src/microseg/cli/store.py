@@ -6,15 +6,16 @@ The store is $MICROSEG_DATABASE_URL, else SQLite in the user data dir.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import typer
 
 from microseg.cli.app import app, demo_step
-from microseg.cli.common import JSON_OPTION_HELP, console, emit_json
+from microseg.cli.common import JSON_OPTION_HELP, console, emit_json, write_output
 from microseg.cli.demo import DemoContext
-from microseg.model import SECTIONS, MicrosegError, PolicyError
+from microseg.model import SECTIONS, MicrosegError, PolicyError, Problem
 from microseg.policyfile import dump_policy, load_policy, read_policy_source
 from microseg.store import (
     InvalidChange,
@@ -82,7 +83,7 @@ def export(
     if output is None:
         typer.echo(text, nl=False)
     else:
-        output.write_text(text, encoding="utf-8")
+        write_output(output, text)
         typer.echo(f"wrote revision {revision} to {output}", err=True)
 
 
@@ -250,12 +251,20 @@ def workspace_set(
         raise PolicyError(source.problems)
     if not source.objects:
         raise MicrosegError(f"{file}: no objects to set")
+    given = Counter((obj.section, obj.name) for obj in source.objects if obj.name is not None)
+    twice = [
+        Problem(f"duplicate name: defined {count} times", (section, object_name, "name"))
+        for (section, object_name), count in given.items()
+        if count > 1
+    ]
+    if twice:
+        raise PolicyError(source.locate_all(twice))
     objects = [(obj.section, obj.data) for obj in source.objects]
     with open_store() as store:
         try:
             store.workspace_set_objects(name, objects)
         except PolicyError as error:
-            located = [source.locate(problem) for problem in error.problems]
+            located = source.locate_all(error.problems)
             if isinstance(error, InvalidChange):
                 raise InvalidChange(error.what, located) from None
             raise PolicyError(located) from None

@@ -94,12 +94,15 @@ def validation_problems(
     The path keeps only the keys and indexes that exist in `data`: pydantic also adds union
     tags (`literal['tcp',...]`, `int`) the author never wrote. One problem per path."""
     problems: list[Problem] = []
-    seen: set[tuple] = set()
+    seen: set[tuple[tuple, Any]] = set()
     for detail in error.errors():
         path = _input_path(data, detail["loc"])
-        if path in seen:
+        # A missing field is not in `data`, so its path stops at its object: key on the
+        # field too, or a second missing field of the same object would be dropped.
+        key = (path, detail["loc"][-1] if detail["type"] == "missing" and detail["loc"] else None)
+        if key in seen:
             continue
-        seen.add(path)
+        seen.add(key)
         problems.append(Problem(_message(detail), (section, label, *path)))
     return problems
 
@@ -125,7 +128,12 @@ def _message(detail: Any) -> str:
     if detail["type"] == "extra_forbidden":
         return UNKNOWN_KEY
     if detail["type"] == "missing":
-        return "required field is missing"
+        field = detail["loc"][-1] if detail["loc"] else None
+        return (
+            f"required field {field!r} is missing"
+            if isinstance(field, str)
+            else ("required field is missing")
+        )
     value = detail.get("input")
     if detail["type"] not in ("value_error", "assertion_error") and not isinstance(
         value, dict | list

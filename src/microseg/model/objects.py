@@ -69,6 +69,23 @@ Address = Annotated[
 ]
 
 
+# Unicode categories a one-line name or label may not hold: control characters (NUL, ESC,
+# NEL, ...), line and paragraph separators (YAML folds them: the name would not load back the
+# same; PostgreSQL text cannot hold NUL) and lone surrogates (not encodable as UTF-8).
+_NOT_ONE_LINE = frozenset({"Cc", "Cs", "Zl", "Zp"})
+
+
+def is_one_line(text: str) -> bool:
+    """No control character, line or paragraph separator, or lone surrogate in `text`."""
+    # str.isprintable() is False for every category above (and for some harmless ones).
+    return text.isprintable() or not any(unicodedata.category(ch) in _NOT_ONE_LINE for ch in text)
+
+
+def _check_one_line(value: str, what: str) -> None:
+    if not is_one_line(value):
+        raise ValueError(f"{value!r}: {what} may not contain control characters or line separators")
+
+
 def _check_name(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError(f"a name must be a string, got {value!r}")
@@ -76,6 +93,7 @@ def _check_name(value: Any) -> str:
         raise ValueError(f"{value!r}: a name may not be empty or start/end with whitespace")
     if any(ch in value for ch in "\n\r\t"):
         raise ValueError(f"{value!r}: a name may not contain tabs or line breaks")
+    _check_one_line(value, "a name")
     return value
 
 
@@ -96,6 +114,16 @@ def _check_description(value: Any) -> str:
 
 # One line of free text: EOS renders it as a `!!` comment line.
 Description = Annotated[str, BeforeValidator(_check_description)]
+
+
+def _check_label(value: Any) -> Any:
+    if isinstance(value, str):
+        _check_one_line(value, "a hardware model or interface name")
+    return value
+
+
+# A hardware model or an interface name: one line of text.
+Label = Annotated[str, BeforeValidator(_check_label)]
 
 ANY = "any"
 
@@ -163,7 +191,7 @@ def _resolve_port(spec: int | str, protocol: str) -> PortRange:
             raise ValueError(f"port {spec} is out of range 0-65535")
         return PortRange(spec, spec)
     text = spec.strip()
-    if text.isdigit():
+    if text.isdecimal():  # not isdigit(): it accepts `²`, which int() refuses
         return _resolve_port(int(text), protocol)
     match = _RANGE.match(text)
     if match:
@@ -178,6 +206,25 @@ def _resolve_port(spec: int | str, protocol: str) -> PortRange:
     if text in names:
         return PortRange(names[text], names[text])
     raise ValueError(f"unknown {protocol} port name {text!r}")
+
+
+def _canonical_port(spec: int | str, protocol: str) -> int | str:
+    """A valid port spec as stored: a number, `low-high`, or the EOS name as written.
+
+    `"53"` is stored as 53, so equal services have equal dumps and equal store bodies."""
+    port = _resolve_port(spec, protocol)
+    if isinstance(spec, int):
+        return spec
+    text = spec.strip()
+    if text.isdecimal():
+        return port.low
+    if _RANGE.match(text):
+        return f"{port.low}-{port.high}"
+    return text
+
+
+def _is_port_name(spec: int | str) -> bool:
+    return isinstance(spec, str) and not (spec.strip().isdecimal() or _RANGE.match(spec))
 
 
 def merge_ranges(ranges: list[PortRange]) -> tuple[PortRange, ...]:
@@ -235,14 +282,27 @@ class Service(_Object):
         if ports and protocol is not None and protocol not in ("tcp", "udp"):
             raise ValueError(f"ports need protocol tcp or udp, not {protocol!r}")
         errors = []
+        canonical = []
         for spec in ports:
+            if protocol is None and _is_port_name(spec):
+                # The protocol itself is invalid (reported there): names cannot be checked.
+                canonical.append(spec)
+                continue
             try:
-                _resolve_port(spec, str(protocol))
+                canonical.append(_canonical_port(spec, str(protocol)))
             except ValueError as error:
                 errors.append(str(error))
         if errors:
             raise ValueError("; ".join(errors))
-        return ports
+        return tuple(canonical)
+
+    @field_validator("icmp_types")
+    @classmethod
+    def _icmp_type_numbers_as_numbers(cls, icmp_types: tuple) -> tuple:
+        # `"8"` is type 8, as `"53"` is port 53.
+        return tuple(
+            int(t) if isinstance(t, str) and t.strip().isdecimal() else t for t in icmp_types
+        )
 
     @model_validator(mode="after")
     def _check_icmp_types(self) -> Service:
@@ -344,9 +404,9 @@ class Device(_Object):
     name: ObjectName
     description: Description = ""
     platform: Literal["eos", "nftables"] = "eos"
-    hardware: str | None = None
+    hardware: Label | None = None
     management_address: Address | None = None
-    tunnel_source_interface: str = "Loopback0"
+    tunnel_source_interface: Label = "Loopback0"
     loopback_address: Address | None = None
     segments: tuple[Segment, ...] = ()
 
@@ -358,7 +418,7 @@ class MonitorNode(_Object):
     description: Description = ""
     platform: Literal["eos"] = "eos"
     management_address: Address | None = None
-    loopback_interface: str = "Loopback0"
+    loopback_interface: Label = "Loopback0"
     loopback_address: Address
     collector_address: Address = Field(default_factory=lambda: ipaddress.ip_address("127.0.0.1"))
     collector_port: Annotated[int, Field(ge=1, le=65535)] = 4739
@@ -369,10 +429,10 @@ class MonitorObject(_Object):
 
     name: ObjectName
     description: Description = ""
-    exporter_interface: str = "Loopback0"
+    exporter_interface: Label = "Loopback0"
     active_timeout_ms: Annotated[int, Field(ge=1000)] = 1800000
     tunnel_destination: Address
-    tunnel_source_interface: str = "Loopback0"
+    tunnel_source_interface: Label = "Loopback0"
     rate_limit: Annotated[int, Field(ge=1)] = 100000
     monitor_nodes: tuple[ObjectName, ...] = ()
 

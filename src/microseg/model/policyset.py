@@ -162,7 +162,7 @@ def reference_problems(
 
 
 def _binding_problems(policy_set: PolicySet) -> list[Problem]:
-    problems: list[Problem] = []
+    problems: list[Problem] = _segment_problems(policy_set)
     domains = {d.name: d for d in policy_set.domains}
     for policy in policy_set.policies:
         domain = domains.get(policy.domain)
@@ -183,6 +183,28 @@ def _binding_problems(policy_set: PolicySet) -> list[Problem]:
                     ("policies", policy.name, "id"),
                 )
             )
+    return problems
+
+
+def _segment_problems(policy_set: PolicySet) -> list[Problem]:
+    """A device's segments each have their own name and VLAN (one SVI per VLAN)."""
+    problems: list[Problem] = []
+    for device in policy_set.devices:
+        names: dict[str, int] = {}
+        vlans: dict[int, str] = {}
+        for index, segment in enumerate(device.segments):
+            path = ("devices", device.name, "segments", index)
+            if segment.name in names:
+                problems.append(
+                    Problem(f"segment name {segment.name!r} is given twice", (*path, "name"))
+                )
+            names.setdefault(segment.name, index)
+            if segment.vlan is not None and segment.vlan in vlans:
+                other = vlans[segment.vlan]
+                message = f"VLAN {segment.vlan} is also segment {other!r}"
+                problems.append(Problem(message, (*path, "vlan")))
+            if segment.vlan is not None:
+                vlans.setdefault(segment.vlan, segment.name)
     return problems
 
 

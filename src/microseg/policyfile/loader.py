@@ -1,8 +1,8 @@
 """YAML policy files -> PolicySet, reporting every problem with file, line and column.
 
-A policy is one YAML file or a directory of them (`*.yaml`, `*.yml`, recursively, read in
-path order and merged). Each file is a mapping of sections (`groups:`, `rules:`, ...) to
-lists of objects. Unknown keys are errors, never silently dropped.
+A policy is one YAML file or a directory of them (`*.yaml`, `*.yml`, recursively but not
+hidden ones, read in path order and merged). Each file is a mapping of sections (`groups:`,
+`rules:`, ...) to lists of objects. Unknown keys are errors, never silently dropped.
 
 Two steps: `read_policy_source` parses the YAML into located objects (plain mappings with
 their YAML nodes); `load_policy` validates them into a PolicySet. `PolicySource.locate`
@@ -54,20 +54,46 @@ class PolicySource:
         A duplicate is reported at its last definition; anything else at its first."""
         if problem.file is not None or len(problem.path) < 2:
             return problem
-        section, name, *rest = problem.path
+        section, name = problem.path[:2]
         found = [o for o in self.objects if o.section == section and o.name == name]
+        if not found:
+            found = self._unnamed(section, name)
         if not found:
             return problem
         source = found[-1] if problem.message.startswith("duplicate") else found[0]
-        at_key = problem.message == UNKNOWN_KEY
-        line, column = _position(source.node, tuple(rest), at_key)
-        return problem.located(source.file, line, column)
+        return _located_in(source, problem)
+
+    def locate_all(self, problems: list[Problem]) -> list[Problem]:
+        """Every problem located, in file, line and column order."""
+        return sorted((self.locate(problem) for problem in problems), key=_problem_order)
+
+    def _unnamed(self, section: Any, label: Any) -> list[SourceObject]:
+        # An object without a name is labelled `#N`: the Nth object of this source.
+        number = label[1:] if isinstance(label, str) and label.startswith("#") else ""
+        if not (number.isascii() and number.isdigit()) or not 0 < int(number) <= len(self.objects):
+            return []
+        unnamed = self.objects[int(number) - 1]
+        return [unnamed] if unnamed.section == section and unnamed.name is None else []
+
+
+def _located_in(source: SourceObject, problem: Problem) -> Problem:
+    """`problem`, about `source` (path: section, name, fields...), at its file:line:column."""
+    line, column = _position(source.node, tuple(problem.path[2:]), problem.message == UNKNOWN_KEY)
+    return problem.located(source.file, line, column)
 
 
 def policy_files(path: Path) -> list[Path]:
-    """The YAML files that make up the policy at `path`, in a deterministic order."""
+    """The YAML files that make up the policy at `path`, in a deterministic order.
+
+    Hidden files and directories (`.github/`, `.pre-commit-config.yaml`) are not part of it."""
     if path.is_dir():
-        files = [p for p in path.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file()]
+        files = [
+            p
+            for p in path.rglob("*")
+            if p.suffix in (".yaml", ".yml")
+            and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            and p.is_file()
+        ]
         return sorted(files, key=lambda p: p.relative_to(path).as_posix().encode())
     return [path]
 
@@ -124,7 +150,11 @@ def build_policy(source: PolicySource) -> PolicySet:
         except ValidationError as error:
             if obj.name is not None:
                 unvalidated[obj.section].append(references_of(obj.section, obj.name, obj.data))
-            problems += validation_problems(obj.section, label, obj.data, error)
+            # Located here, by the object itself: one without a name cannot be found later.
+            problems += [
+                _located_in(obj, problem)
+                for problem in validation_problems(obj.section, label, obj.data, error)
+            ]
     # Duplicates are counted over every definition, valid or not.
     for (section, name), count in definitions.items():
         if count > 1:
@@ -138,8 +168,7 @@ def build_policy(source: PolicySource) -> PolicySet:
         if not problem.message.startswith("duplicate name")
     ]
     if problems:
-        located = (source.locate(problem) for problem in problems)
-        raise PolicyError(sorted(located, key=_problem_order))
+        raise PolicyError(source.locate_all(problems))
     return PolicySet(**{section: tuple(objs) for section, objs in sections.items()})
 
 
@@ -161,11 +190,22 @@ def _read_document(text: str, filename: str, source: PolicySource) -> None:
     except YAMLError as error:
         source.problems.append(Problem(f"invalid YAML: {error}", file=filename))
         return
+    except RecursionError:  # ruamel parses nested collections recursively
+        source.problems.append(Problem("invalid YAML: nested too deeply", file=filename))
+        return
     if document is None:
         return
     if not isinstance(document, CommentedMap):
         message = "a policy file must be a mapping of sections (groups:, rules:, ...)"
         source.problems.append(Problem(message, (), filename, 1))
+        return
+    budget = len(text) + ALIAS_EXPANSION_ALLOWANCE
+    if _expands_beyond(document, budget):
+        message = (
+            f"the YAML aliases expand to more than {budget} values "
+            "(anchors and aliases may reuse values, not multiply them)"
+        )
+        source.problems.append(Problem(message, (), filename))
         return
     for section, items in document.items():
         line, column = (n + 1 for n in document.lc.key(section))
@@ -188,6 +228,27 @@ def _read_items(section: str, items: CommentedSeq, filename: str, source: Policy
             line, column = (n + 1 for n in items.lc.item(index))
             message = f"item {index + 1} must be a mapping with a name"
             source.problems.append(Problem(message, (section,), filename, line, column))
+
+
+# A document without aliases has fewer values than characters; aliases may add this many
+# more. Nested aliases can multiply a small file into billions of values ("billion laughs").
+ALIAS_EXPANSION_ALLOWANCE = 100_000
+
+
+def _expands_beyond(document: Any, budget: int) -> bool:
+    """Whether the document, its aliases expanded, holds more than `budget` values. Stops
+    counting at the budget, so this costs at most `budget` steps."""
+    pending, count = [document], 0
+    while pending:
+        node = pending.pop()
+        count += 1
+        if count > budget:
+            return True
+        if isinstance(node, dict):
+            pending.extend(node.values())
+        elif isinstance(node, list):
+            pending.extend(node)
+    return False
 
 
 def _plain(node: Any) -> Any:

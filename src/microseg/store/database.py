@@ -48,7 +48,13 @@ def database_url(url: str | None = None) -> str:
     if from_env:
         return from_env
     directory = Path(platformdirs.user_data_dir("microseg"))
-    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise MicrosegError(
+            f"cannot create the store's directory {directory}: {error.strerror} "
+            f"(set {DATABASE_URL_ENV} to choose another store)"
+        ) from None
     return f"sqlite:///{directory / 'microseg.db'}"
 
 
@@ -92,7 +98,12 @@ def _sqlite_engine(url: URL) -> Engine:
         # One connection, or every checkout would see a new empty database.
         options.update(poolclass=StaticPool, connect_args={"check_same_thread": False})
     else:
-        Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        try:
+            Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise MicrosegError(
+                f"cannot open the store at {redacted(url)}: {error.strerror}: {error.filename}"
+            ) from None
     engine = create_engine(url, **options)
 
     @event.listens_for(engine, "connect")

@@ -36,8 +36,13 @@ def policy_bodies(policy_set: PolicySet) -> Bodies:
     return {(section, obj.name): object_body(section, obj) for section, obj in policy_set.objects()}
 
 
-def parse_object(section: str, obj: BaseModel | Mapping[str, Any]) -> BaseModel:
-    """A model object of `section` from an object or a plain mapping; PolicyError if invalid."""
+def parse_object(
+    section: str, obj: BaseModel | Mapping[str, Any], number: int | None = None
+) -> BaseModel:
+    """A model object of `section` from an object or a plain mapping; PolicyError if invalid.
+
+    `number`: the object's position among those given, its label if it has no name (`#2`,
+    as the policy-file loader labels them)."""
     check_section(section)
     model = SECTIONS[section]
     if isinstance(obj, BaseModel):
@@ -50,7 +55,7 @@ def parse_object(section: str, obj: BaseModel | Mapping[str, Any]) -> BaseModel:
     if not isinstance(obj, Mapping):
         raise PolicyError([Problem(f"an object must be a mapping, got {obj!r}", (section,))])
     name = obj.get("name")
-    label = name if isinstance(name, str) else "?"
+    label = name if isinstance(name, str) else (f"#{number}" if number is not None else "?")
     try:
         return model.model_validate(dict(obj))
     except ValidationError as error:

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from microseg.model import MicrosegError, PolicyError, PolicySet, Problem
 from microseg.model.errors import singular
+from microseg.model.objects import is_one_line
 from microseg.store.database import (
     WRITE_TRANSACTION,
     create_store_engine,
@@ -152,6 +153,8 @@ class Store:
         """Mainline revisions, newest first: the audit trail."""
         if limit is not None and limit < 0:
             raise MicrosegError(f"log limit {limit}: expected a number of revisions >= 0")
+        if limit is not None and limit > MAX_REVISION_ID:
+            limit = None  # more than there can be: all of them (and no driver overflow)
         with self._reading() as session:
             query = select(Revision).order_by(Revision.id.desc()).limit(limit)
             return [_revision_info(r) for r in session.scalars(query)]
@@ -188,10 +191,13 @@ class Store:
     def workspace_list(self, include_closed: bool = False) -> list[WorkspaceInfo]:
         """Open workspaces by name; with `include_closed`, submitted and abandoned ones too."""
         with self._reading() as session:
-            query = select(Workspace).order_by(Workspace.name, Workspace.id)
+            query = select(Workspace)
             if not include_closed:
                 query = query.where(Workspace.state == "open")
-            return [_workspace_info(session, w) for w in session.scalars(query)]
+            # Sorted here, not by ORDER BY name: PostgreSQL sorts text by the server's
+            # collation (en_US puts `a` before `B`), SQLite by bytes.
+            found = sorted(session.scalars(query), key=lambda w: (w.name.encode(), w.id))
+            return [_workspace_info(session, w) for w in found]
 
     def workspace_info(self, name: str) -> WorkspaceInfo:
         with self._reading() as session:
@@ -304,18 +310,31 @@ def _author(author: str | None) -> str:
     author = (author or "").strip() or default_author()
     if len(author) > 200:
         raise MicrosegError(f"author {author[:40]!r}...: at most 200 characters")
+    if not is_one_line(author):
+        raise MicrosegError(f"author {author!r}: no control characters or line separators")
     return author
+
+
+def _check_message(message: str) -> None:
+    # Lines and tabs are fine in a message; NUL cannot be stored in PostgreSQL text.
+    if "\x00" in message:
+        raise MicrosegError("revision message: no NUL characters")
 
 
 def _check_workspace_name(name: str) -> None:
     if not name or name != name.strip() or len(name) > 200:
         raise MicrosegError(f"workspace name {name!r}: 1 to 200 characters, no surrounding spaces")
-    if any(ord(ch) < 32 for ch in name):
-        raise MicrosegError(f"workspace name {name!r}: no control characters")
+    if not is_one_line(name):
+        raise MicrosegError(f"workspace name {name!r}: no control characters or line separators")
+
+
+# Revision ids are INTEGER columns: 32-bit on PostgreSQL. A number outside that range is
+# no revision, not a driver overflow (SQLite and psycopg would raise different errors).
+MAX_REVISION_ID = 2**31 - 1
 
 
 def _revision(session: Session, revision: int) -> Revision:
-    found = session.get(Revision, revision)
+    found = session.get(Revision, revision) if 1 <= revision <= MAX_REVISION_ID else None
     if found is None:
         head = session.get_one(Mainline, 1).head_revision_id
         where = f"head is {head}" if head is not None else "the store is empty"
@@ -341,6 +360,7 @@ def _revision_bodies(session: Session, revision: int) -> Bodies:
 def _add_revision(
     session: Session, mainline: Mainline, bodies: Bodies, author: str | None, message: str
 ) -> int:
+    _check_message(message)
     # Under the mainline lock: head + 1 is free, and numbers have no gaps.
     number = (session.scalar(select(func.max(Revision.id))) or 0) + 1
     session.add(
@@ -445,9 +465,9 @@ def _parsed_bodies(
     bodies: dict[ObjectKey, str] = {}
     problems: list[Problem] = []
     unvalidated: dict[ObjectKey, Mapping[str, Any]] = {}
-    for section, obj in objects:
+    for number, (section, obj) in enumerate(objects, 1):
         try:
-            parsed = parse_object(section, obj)
+            parsed = parse_object(section, obj, number)
         except PolicyError as error:
             problems.extend(error.problems)
             name = obj.get("name") if isinstance(obj, Mapping) else None
