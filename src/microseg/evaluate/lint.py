@@ -270,32 +270,38 @@ def unused_findings(policy_set: PolicySet) -> list[Finding]:
 
 # -- switch bypass ------------------------------------------------------------------------------
 def bypass_findings(policy_set: PolicySet, intents: dict[str, DeviceIntent]) -> list[Finding]:
-    """Drop, redirect and monitored rules whose traffic can stay inside one segment that does
-    not hairpin through the switch (hosts not isolated or no `ip local-proxy-arp`)."""
+    """Drop, redirect and monitored rules whose traffic can stay inside one subnet of a
+    segment that does not hairpin through the switch (hosts not isolated or no
+    `ip local-proxy-arp`). Only the policy the segment's VRF meets counts, and a side counts
+    when its field-sets (except-prefixes removed) hold an address of the subnet."""
     findings = []
     for device_name, intent in intents.items():
         device = policy_set.device(device_name)
-        rules = {m.rule: m for p in intent.policies for m in p.matches}
         for segment in device.segments:
             if segment.enforces_intra_subnet:
                 continue
-            for rule_name in sorted(rules):
-                rule = policy_set.rule(rule_name)
-                if rule.action == "forward" and not rule.monitor:
-                    continue
-                if not (
-                    _side_touches(policy_set, rule.sources, segment)
-                    and _side_touches(policy_set, rule.destinations, segment)
-                ):
-                    continue
-                what = "monitor" if rule.action == "forward" else rule.action
+            policy = intent.policy_for_vrf(segment.vrf)
+            if policy is None:
+                continue
+            bypassed = {
+                match.rule: match.action if match.action != "forward" else "monitor"
+                for match in policy.matches
+                if (match.action != "forward" or match.mirror_session)
+                and any(
+                    _side_touches(intent, match, match.source_field_sets, subnet)
+                    and _side_touches(intent, match, match.destination_field_sets, subnet)
+                    for subnet in segment.subnets
+                    if f"ipv{subnet.version}" == match.family
+                )
+            }
+            for rule_name in sorted(bypassed):
                 findings.append(
                     Finding(
                         "bypass",
                         f"rule '{rule_name}'",
-                        f"rule {rule_name} ({what}) covers traffic between hosts of segment "
-                        f"{segment.name} on {device_name}, which stays on the host bridge and "
-                        "never reaches the switch",
+                        f"rule {rule_name} ({bypassed[rule_name]}) covers traffic between "
+                        f"hosts of segment {segment.name} on {device_name}, which stays on the "
+                        "host bridge and never reaches the switch",
                         f"isolate the hosts of {segment.name} at L2 (bridge port isolation / "
                         "private VLAN) and configure `ip local-proxy-arp` on its SVI; then set "
                         "hosts_isolated and local_proxy_arp on the segment",
@@ -305,16 +311,15 @@ def bypass_findings(policy_set: PolicySet, intents: dict[str, DeviceIntent]) -> 
     return findings
 
 
-def _side_touches(policy_set: PolicySet, groups: tuple[str, ...], segment) -> bool:
-    if not groups:
+def _side_touches(intent: DeviceIntent, match: Match, names: tuple[str, ...], subnet) -> bool:
+    if not names:
         return True
-    for name in groups:
-        group = policy_set.group(name)
-        for prefix in group.prefixes:
-            for subnet in segment.subnets:
-                if prefix.version == subnet.version and prefix.overlaps(subnet):
-                    return True
-    return False
+    first, last = int(subnet.network_address), int(subnet.broadcast_address)
+    return any(
+        low <= last and high >= first
+        for name in names
+        for low, high in field_set_intervals(intent.prefix_field_sets[(match.family, name)])
+    )
 
 
 # -- hardware entries ---------------------------------------------------------------------------
