@@ -195,6 +195,11 @@ def connection_packets(
     number = protocol_number(protocol)
     if number == 1 and src.version == 6:
         number = 58  # ICMP between IPv6 hosts is ICMPv6 (RFC 4443)
+    if number == 58 and src.version == 4:
+        raise MicrosegError(
+            f"--proto {protocol}: icmpv6 is ICMP for IPv6 (RFC 4443), but {src} and {dst} are "
+            "IPv4 addresses; use --proto icmp"
+        )
     if number in PORT_PROTOCOLS:
         if port is None:
             raise MicrosegError(f"--port is required for protocol {protocol}")
