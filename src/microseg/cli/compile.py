@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from microseg.cli.app import app, demo_step
 from microseg.cli.common import JSON_OPTION_HELP, POLICY_HELP, console, emit_json, resolve_policy
@@ -102,7 +103,7 @@ def compile_command(
     elif output is None:
         sys.stdout.write(config)
     else:
-        console.print(f"wrote {used_target} configuration of {device} to {output}")
+        console.print(escape(f"wrote {used_target} configuration of {device} to {output}"))
 
 
 def print_diffs(diffs: list[DeviceDiff], json_output: bool, **extra: object) -> None:
@@ -116,8 +117,10 @@ def print_diffs(diffs: list[DeviceDiff], json_output: bool, **extra: object) -> 
     totals = summary(diffs)
     changed = ", ".join(f"{d.device} (+{d.added} -{d.removed})" for d in diffs if d.changed)
     console.print(
-        f"{totals['devices_changed']} device(s) changed, {totals['lines_added']} line(s) added, "
-        f"{totals['lines_removed']} removed" + (f": {changed}" if changed else "")
+        escape(
+            f"{totals['devices_changed']} device(s) changed, {totals['lines_added']} line(s) "
+            f"added, {totals['lines_removed']} removed" + (f": {changed}" if changed else "")
+        )
     )
 
 

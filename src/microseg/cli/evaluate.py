@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from microseg.cli.app import app, demo_step
@@ -68,29 +69,32 @@ def _decision_text(decision: Decision) -> str:
 
 def print_check(result: ConnectionCheck) -> None:
     console.print(
-        f"[bold]{result.request.src} -> {result.request.dst}[/] {result.service}, VRF {result.vrf}"
+        f"[bold]{escape(f'{result.request.src} -> {result.request.dst}')}[/] "
+        + escape(f"{result.service}, VRF {result.vrf}")
     )
     for label, packet, decisions in (
         ("request", result.request, result.request_decisions),
         ("reply", result.reply, result.reply_decisions),
     ):
         if not decisions:
-            console.print(f"  {label:8} {packet.describe()}: no device enforces a policy here")
+            console.print(
+                escape(f"  {label:8} {packet.describe()}: no device enforces a policy here")
+            )
         for decision in decisions:
             style = "green" if decision.verdict == "forward" else "red"
             console.print(
-                f"  {label:8} {packet.describe()}  [{style}]{decision.verdict}[/]  "
-                f"{_decision_text(decision)}"
+                f"  {escape(f'{label:8} {packet.describe()}')}  [{style}]{decision.verdict}[/]  "
+                + escape(_decision_text(decision))
             )
     if result.bypass is not None:
         would = "forward it" if result.policy_allows else f"drop it ({_blocked_by(result)})"
-        console.print(f"[bold yellow]result: {result.result}[/]")
-        console.print(f"  why: {result.bypass.explanation()}")
-        console.print(f"  if the switch saw it, the policy would {would}")
-        console.print(f"  fix: {result.bypass.fix()}")
+        console.print(f"[bold yellow]result: {escape(result.result)}[/]")
+        console.print(escape(f"  why: {result.bypass.explanation()}"))
+        console.print(escape(f"  if the switch saw it, the policy would {would}"))
+        console.print(escape(f"  fix: {result.bypass.fix()}"))
         return
     style = "green" if result.connects else "red"
-    console.print(f"[bold {style}]result: {result.result}[/]")
+    console.print(f"[bold {style}]result: {escape(result.result)}[/]")
 
 
 def _blocked_by(result: ConnectionCheck) -> str:
@@ -117,11 +121,11 @@ def check_table(rows: list[tuple[str, ConnectionCheck]]) -> Table:
         else:
             deciding = request.match if request else "-"
         table.add_row(
-            result.request.src,
-            result.request.dst,
-            result.service,
-            f"[{style}]{outcome}{note}[/]",
-            deciding,
+            escape(result.request.src),
+            escape(result.request.dst),
+            escape(result.service),
+            f"[{style}]{outcome}{escape(note)}[/]",
+            escape(deciding),
         )
     return table
 
@@ -169,13 +173,17 @@ def whatif(
         )
         for group in change["groups"]:
             console.print(
-                f"  {group['service']}  {group['role']} {_label(group)}: "
-                f"{group['sessions']} sessions, {group['packets']} packets, {group['bytes']} bytes"
+                escape(
+                    f"  {group['service']}  {group['role']} {_label(group)}: {group['sessions']} "
+                    f"sessions, {group['packets']} packets, {group['bytes']} bytes"
+                )
             )
             for example in group["examples"]:
                 console.print(
-                    f"      e.g. {example['vrf']} {example['protocol']} {example['src']}:"
-                    f"{example['sport']} -> {example['dst']}:{example['dport']}"
+                    escape(
+                        f"      e.g. {example['vrf']} {example['protocol']} {example['src']}:"
+                        f"{example['sport']} -> {example['dst']}:{example['dport']}"
+                    )
                 )
     table = Table(title="rule hits under the candidate", show_edge=False, pad_edge=False)
     for column in ("device", "policy", "match", "sessions", "packets"):
@@ -186,9 +194,9 @@ def whatif(
         )
     for hit in report["candidate_rule_hits"]:
         table.add_row(
-            hit["device"],
-            hit["policy"] or "-",
-            hit["match"] or "-",
+            escape(hit["device"]),
+            escape(hit["policy"] or "-"),
+            escape(hit["match"] or "-"),
             str(hit["sessions"]),
             str(hit["packets"]),
         )
@@ -226,9 +234,10 @@ def lint(
 def print_lint(report: dict) -> None:
     for finding in report["findings"]:
         console.print(
-            f"[bold yellow]{finding['kind']}[/] {finding['subject']}: {finding['message']}"
+            f"[bold yellow]{finding['kind']}[/] "
+            + escape(f"{finding['subject']}: {finding['message']}")
         )
-        console.print(f"    fix: {finding['fix']}")
+        console.print(escape(f"    fix: {finding['fix']}"))
     if report["clean"]:
         console.print("[green]no findings[/]")
     else:
@@ -236,8 +245,10 @@ def print_lint(report: dict) -> None:
     for row in report["hardware"]:
         budget = "no hardware limit" if row["budget"] is None else f"budget {row['budget']}"
         console.print(
-            f"hardware: {row['device']} ({row['hardware'] or row['platform']}) needs about "
-            f"{row['entries']} entries, {budget}"
+            escape(
+                f"hardware: {row['device']} ({row['hardware'] or row['platform']}) needs about "
+                f"{row['entries']} entries, {budget}"
+            )
         )
 
 
@@ -296,6 +307,8 @@ def _demo_check_and_lint(context) -> None:
     )
     console.print(check_table(rows))
     bypass = rows[-1][1].bypass
-    console.print(f"* Vlan299 before isolation: {bypass.explanation()}.\n  fix: {bypass.fix()}")
+    console.print(
+        escape(f"* Vlan299 before isolation: {bypass.explanation()}.\n  fix: {bypass.fix()}")
+    )
     console.print("[bold]microseg lint home-lab.yaml[/]")
     print_lint(lint_policy(policy_set))
