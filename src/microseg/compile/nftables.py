@@ -59,6 +59,10 @@ _NOT_IDENTIFIER = re.compile(r"[^A-Za-z0-9_]")
 # (NFTNL_UDATA_COMMENT_MAXLEN). Identifiers are cut well below so a `_N` suffix still fits.
 MAX_IDENTIFIER = 200
 MAX_COMMENT_BYTES = 128
+# A Linux interface name (what `meta iifname` compares): at most 15 bytes (IFNAMSIZ 16), no
+# whitespace, '/' or ':' (the kernel's dev_valid_name; ':' is taken by alias labels).
+MAX_INTERFACE_NAME = 15
+_NOT_INTERFACE_NAME = re.compile(r"[\s/:]")
 
 
 def render_ruleset(intent: DeviceIntent, omit_mirror: bool = False) -> str:
@@ -125,6 +129,8 @@ class _Ruleset:
                     "on this device, so no interface to key on"
                 )
                 continue
+            for interface in interfaces:
+                _check_interface_name(interface, policy.vrf)
             names = ", ".join(_quote(i) for i in interfaces)
             lines.append(f"{INDENT * 2}meta iifname {{ {names} }} goto {chain}")
         lines.append(f"{INDENT}}}")
@@ -230,6 +236,15 @@ def _exact_networks(field_sets: list[PrefixFieldSet]) -> list:
             remaining = next_remaining
         networks.extend(remaining)
     return list(ipaddress.collapse_addresses(networks))
+
+
+def _check_interface_name(name: str, vrf: str) -> None:
+    if len(name.encode()) > MAX_INTERFACE_NAME or _NOT_INTERFACE_NAME.search(name):
+        raise CompileError(
+            f"segment {name!r} (VRF {vrf}): nftables keys the VRF on the ingress interface, "
+            f"but this is not a Linux interface name (at most {MAX_INTERFACE_NAME} bytes, no "
+            "whitespace, '/' or ':'); name the segment after its interface"
+        )
 
 
 def _comment(text: str) -> str:
