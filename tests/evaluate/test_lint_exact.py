@@ -130,7 +130,7 @@ def _policy_set(draw) -> PolicySet:
             "direction": draw(st.sampled_from(("bidirectional", "unidirectional"))),
             "action": draw(st.sampled_from(("forward", "drop"))),
         }
-        for index in range(draw(st.integers(1, 8)))
+        for index in range(draw(st.integers(1, 24)))
     ]
     document = {
         "devices": [{"name": "sw1", "platform": "nftables"}],
@@ -179,3 +179,37 @@ def test_engine_agrees_with_reference_on_enumerated_packets(policy_set, rng):
         assert (decision.verdict, decision.policy, decision.match) == evaluate_one(
             intent, **packet
         ), packet
+
+
+def test_shadowing_across_bit_table_words():
+    # More than 64 terms: the terms of the last rules live in the second word of the bit
+    # tables, and their shadowing is still exact.
+    services = [
+        {"name": f"s{port}", "protocol": "tcp", "destination_ports": [port]}
+        for port in range(1, 71)
+    ]
+    services.append({"name": "s100", "protocol": "tcp", "destination_ports": [100]})
+    rules = [
+        {"name": f"r{port}", "services": [f"s{port}"], "direction": "unidirectional"}
+        for port in range(1, 71)
+    ]
+    rules += [
+        {"name": "live", "services": ["s100"], "direction": "unidirectional"},
+        {"name": "late", "services": ["s70"], "direction": "unidirectional", "action": "drop"},
+    ]
+    policy_set = PolicySet.model_validate(
+        {
+            "devices": [{"name": "sw1"}],
+            "domains": [{"name": "d1", "devices": ["sw1"]}],
+            "services": services,
+            "rules": rules,
+            "policies": [
+                {"name": "p1", "id": 1, "domain": "d1", "rules": [r["name"] for r in rules]}
+            ],
+        }
+    )
+    shadowed = [f for f in lint(policy_set)["findings"] if f["kind"] == "shadowed"]
+    assert [(f["match"], f["shadowed_by"], f["action_differs"]) for f in shadowed] == [
+        ("late", ["r70"], True),
+        ("late-ipv6", ["r70-ipv6"], True),
+    ]

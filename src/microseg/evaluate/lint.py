@@ -75,21 +75,30 @@ class _Space:
 
 
 def _classes(rows: np.ndarray) -> np.ndarray:
-    return np.unique(rows, axis=0)
+    """The distinct rows, in order of first occurrence. Each row is compared as one opaque
+    byte string (a void view): several times faster than np.unique(axis=0), which sorts
+    field by field."""
+    rows = np.ascontiguousarray(rows)
+    as_bytes = rows.view(np.dtype((np.void, rows.shape[1] * rows.itemsize))).reshape(-1)
+    _, first = np.unique(as_bytes, return_index=True)
+    return rows[np.sort(first)]
+
+
+def _combined(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """The distinct non-empty ANDs of a row of `left` with a row of `right`."""
+    rows = (left[:, None, :] & right[None, :, :]).reshape(-1, left.shape[1])
+    return _classes(rows[(rows != 0).any(axis=1)])
 
 
 def _space(compiled: CompiledPolicy) -> _Space:
+    """The service classes are the distinct ANDs of protocol, ICMP-type and port classes,
+    combined pairwise and deduplicated at each step (AND is associative), so the full
+    four-way product is never built."""
     protocol = _classes(compiled.protocol_rows)
     sport = _classes(compiled.source_port_rows)
     dport = _classes(compiled.destination_port_rows)
     icmp = _classes(compiled.icmp_rows)
-    service = (
-        protocol[:, None, None, None, :]
-        & sport[None, :, None, None, :]
-        & dport[None, None, :, None, :]
-        & icmp[None, None, None, :, :]
-    ).reshape(-1, protocol.shape[1])
-    service = _classes(service[(service != 0).any(axis=1)])
+    service = _combined(_combined(protocol, icmp), _combined(sport, dport))
     return _Space(_classes(compiled.source_rows), _classes(compiled.destination_rows), service)
 
 
@@ -112,9 +121,12 @@ def match_coverage(compiled: CompiledPolicy, space: _Space, match_index: int) ->
     grids = []
     empty = True
     for term in terms:
-        sources = space.source[_has_bit(space.source, term)]
-        destinations = space.destination[_has_bit(space.destination, term)]
-        services = space.service[_has_bit(space.service, term)]
+        # Only terms up to this one can decide its grid (its own bit is set in every row),
+        # so the words after its own are left out.
+        words = term // 64 + 1
+        sources = space.source[_has_bit(space.source, term), :words]
+        destinations = space.destination[_has_bit(space.destination, term), :words]
+        services = space.service[_has_bit(space.service, term), :words]
         if not (len(sources) and len(destinations) and len(services)):
             continue
         empty = False
