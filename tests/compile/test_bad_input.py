@@ -182,3 +182,33 @@ def test_a_broken_device_does_not_block_compiling_another(run_cli, tmp_path):
     broken = run_cli("compile", str(path), "--device", "leaf2")
     assert broken.exit_code == 1
     assert "rule 'broken'" in broken.stderr
+
+
+def test_nftables_refuses_a_segment_name_linux_cannot_take_as_interface(run_cli, tmp_path):
+    # nftables keys a VRF on `meta iifname`: a Linux interface name is at most 15 bytes
+    # (IFNAMSIZ 16) without whitespace or '/'; nft itself refuses longer strings.
+    from microseg.compile import compile_device
+    from microseg.compile.nftables import render_ruleset
+    from microseg.compile.resolve import CompileError
+    from microseg.model import PolicySet
+
+    def ruleset(segment: str) -> str:
+        policy_set = PolicySet.model_validate(
+            {
+                "devices": [
+                    {
+                        "name": "r1",
+                        "platform": "nftables",
+                        "segments": [{"name": segment, "vrf": "blue"}],
+                    }
+                ],
+                "domains": [{"name": "dc", "devices": ["r1"], "vrfs": ["blue"]}],
+                "policies": [{"name": "p", "id": 1, "domain": "dc", "vrf": "blue"}],
+            }
+        )
+        return render_ruleset(compile_device(policy_set, "r1"))
+
+    assert 'meta iifname { "Vlan10" } goto policy_p' in ruleset("Vlan10")
+    for bad in ("servers-dmz-segment", "Vlan 10", "eth0/1"):
+        with pytest.raises(CompileError, match=f"segment '{bad}'.*interface name"):
+            ruleset(bad)

@@ -63,3 +63,30 @@ def test_line_counts_and_section_of_a_changed_match():
     assert (diff.added, diff.removed) == (1, 1)
     assert "@@ a > d > e" in diff.text.splitlines()[2]
     assert section_path(new.splitlines(), 5) == "a > d > E"
+
+
+def test_nftables_hunks_name_their_tab_indented_section():
+    # nftables rulesets are indented with tabs: the section is the enclosing chain.
+    old = "table inet microseg {\n\tchain policy_p {\n\t\tip saddr 10.0.0.1 accept\n\t}\n}\n"
+    new = old.replace("10.0.0.1 accept", "10.0.0.1 drop")
+    diff = diff_text("r1", old, new, "a", "b")
+    [header] = [line for line in diff.text.splitlines() if line.startswith("@@")]
+    assert header.endswith(
+        "@@ table inet microseg { > chain policy_p { > ip saddr 10.0.0.1 accept"
+    ), header
+
+
+def test_diff_summary_prints_bracketed_device_names_literally(run_cli, tmp_path):
+    policy = (
+        "devices: [{name: 'leaf[bold]1'}]\n"
+        "domains: [{name: dc, devices: ['leaf[bold]1']}]\n"
+        "groups: [{name: g, prefixes: [10.0.0.0/24]}]\n"
+        "rules: [{name: r, sources: [g], action: drop}]\n"
+        "policies: [{name: p, id: 1, domain: dc, rules: RULES}]\n"
+    )
+    old, new = tmp_path / "old.yaml", tmp_path / "new.yaml"
+    old.write_text(policy.replace("RULES", "[]"))
+    new.write_text(policy.replace("RULES", "[r]"))
+    result = run_cli("diff", str(old), str(new))
+    assert result.exit_code == 0, result.stderr
+    assert ": leaf[bold]1 (+" in result.stdout

@@ -240,3 +240,27 @@ def test_nftables_is_the_default_target_of_an_nftables_device(run_cli, tmp_path)
     eos = run_cli("compile", str(path), "--device", "leaf1", "--target", "eos")
     assert eos.exit_code == 1
     assert "platform 'nftables', not eos" in eos.stderr
+
+
+def test_long_names_fit_nft_limits(tmp_path):
+    # nft takes set, chain and counter names of at most 255 bytes and comments of at most
+    # 128: a side of many long-named groups and a long rule name must still load.
+    from microseg.model import PolicySet
+
+    groups = [
+        {"name": f"group-{i:02d}-" + "x" * 40, "prefixes": [f"10.0.{i}.0/24"]} for i in range(8)
+    ]
+    rule = "r" * 140 + "-é"
+    policy_set = PolicySet.model_validate(
+        {
+            "devices": [{"name": "r1", "platform": "nftables"}],
+            "domains": [{"name": "dc", "devices": ["r1"]}],
+            "groups": groups,
+            "rules": [{"name": rule, "sources": [g["name"] for g in groups], "action": "drop"}],
+            "policies": [{"name": "p" * 200, "id": 1, "domain": "dc", "rules": [rule]}],
+        }
+    )
+    ruleset = render_ruleset(compile_device(policy_set, "r1"))
+    _nft_check(ruleset, tmp_path)
+    # Still one distinct counter per match and one set per side.
+    assert len([line for line in ruleset.splitlines() if line.startswith("\tcounter ")]) == 2

@@ -152,6 +152,7 @@ def test_check_cli_json_and_exit_codes(run_cli, home_lab_path):
             ("--from", LAPTOP, "--to", WEB01, "--proto", "icmp", "--icmp-type", "bogus"),
             "unknown icmp type",
         ),
+        (("--from", LAPTOP, "--to", WEB01, "--proto", "icmpv6"), "icmpv6 is ICMP for IPv6"),
     ],
 )
 def test_check_cli_bad_input_is_a_clear_error(run_cli, home_lab_path, args, message):

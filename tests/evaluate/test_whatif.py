@@ -164,3 +164,20 @@ def test_whatif_bad_sessions_file_is_a_clear_error(run_cli, tmp_path):
         "whatif", "--base", home, "--candidate", home, "--sessions", str(tmp_path / "x.csv")
     )
     assert missing.exit_code == 1 and "Traceback" not in missing.stderr
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ("default,tcp,10.0.0.1,1,10.0.0.2,99999999999999999999999", "dport"),
+        ("default,bogus,10.0.0.1,1,10.0.0.2,22", "unknown protocol 'bogus'"),
+    ],
+)
+def test_whatif_bad_session_values_are_clear_errors(run_cli, tmp_path, row, message):
+    path = tmp_path / "sessions.csv"
+    path.write_text(f"vrf,protocol,src,sport,dst,dport\n{row}\n")
+    home = str(EXAMPLES / "home-lab.yaml")
+    result = run_cli("whatif", "--base", home, "--candidate", home, "--sessions", str(path))
+    assert result.exit_code == 1
+    assert message in result.stderr
+    assert "internal error" not in result.stderr

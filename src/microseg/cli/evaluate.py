@@ -5,7 +5,6 @@ from __future__ import annotations
 import typer
 from rich.markup import escape
 from rich.table import Table
-from rich.text import Text
 
 from microseg.cli.app import app, demo_step
 from microseg.cli.common import JSON_OPTION_HELP, POLICY_HELP, console, emit_json, resolve_policy
@@ -70,8 +69,8 @@ def _decision_text(decision: Decision) -> str:
 
 def print_check(result: ConnectionCheck) -> None:
     console.print(
-        f"[bold]{result.request.src} -> {result.request.dst}[/] "
-        f"{escape(str(result.service))}, VRF {escape(str(result.vrf))}"
+        f"[bold]{escape(f'{result.request.src} -> {result.request.dst}')}[/] "
+        + escape(f"{result.service}, VRF {result.vrf}")
     )
     for label, packet, decisions in (
         ("request", result.request, result.request_decisions),
@@ -79,20 +78,20 @@ def print_check(result: ConnectionCheck) -> None:
     ):
         if not decisions:
             console.print(
-                f"  {label:8} {packet.describe()}: no device enforces a policy here", markup=False
+                escape(f"  {label:8} {packet.describe()}: no device enforces a policy here")
             )
         for decision in decisions:
             style = "green" if decision.verdict == "forward" else "red"
             console.print(
-                f"  {label:8} {packet.describe()}  [{style}]{decision.verdict}[/]  "
-                f"{escape(_decision_text(decision))}"
+                f"  {escape(f'{label:8} {packet.describe()}')}  [{style}]{decision.verdict}[/]  "
+                + escape(_decision_text(decision))
             )
     if result.bypass is not None:
         would = "forward it" if result.policy_allows else f"drop it ({_blocked_by(result)})"
         console.print(f"[bold yellow]result: {escape(result.result)}[/]")
-        console.print(f"  why: {result.bypass.explanation()}", markup=False)
-        console.print(f"  if the switch saw it, the policy would {would}", markup=False)
-        console.print(f"  fix: {result.bypass.fix()}", markup=False)
+        console.print(escape(f"  why: {result.bypass.explanation()}"))
+        console.print(escape(f"  if the switch saw it, the policy would {would}"))
+        console.print(escape(f"  fix: {result.bypass.fix()}"))
         return
     style = "green" if result.connects else "red"
     console.print(f"[bold {style}]result: {escape(result.result)}[/]")
@@ -122,11 +121,11 @@ def check_table(rows: list[tuple[str, ConnectionCheck]]) -> Table:
         else:
             deciding = request.match if request else "-"
         table.add_row(
-            result.request.src,
-            result.request.dst,
-            Text(str(result.service)),
+            escape(result.request.src),
+            escape(result.request.dst),
+            escape(result.service),
             f"[{style}]{outcome}{escape(note)}[/]",
-            Text(str(deciding)),
+            escape(deciding),
         )
     return table
 
@@ -174,14 +173,17 @@ def whatif(
         )
         for group in change["groups"]:
             console.print(
-                f"  {group['service']}  {group['role']} {_label(group)}: "
-                f"{group['sessions']} sessions, {group['packets']} packets, {group['bytes']} bytes",
-                markup=False,
+                escape(
+                    f"  {group['service']}  {group['role']} {_label(group)}: {group['sessions']} "
+                    f"sessions, {group['packets']} packets, {group['bytes']} bytes"
+                )
             )
             for example in group["examples"]:
                 console.print(
-                    f"      e.g. {example['vrf']} {example['protocol']} {example['src']}:"
-                    f"{example['sport']} -> {example['dst']}:{example['dport']}"
+                    escape(
+                        f"      e.g. {example['vrf']} {example['protocol']} {example['src']}:"
+                        f"{example['sport']} -> {example['dst']}:{example['dport']}"
+                    )
                 )
     table = Table(title="rule hits under the candidate", show_edge=False, pad_edge=False)
     for column in ("device", "policy", "match", "sessions", "packets"):
@@ -192,9 +194,9 @@ def whatif(
         )
     for hit in report["candidate_rule_hits"]:
         table.add_row(
-            Text(hit["device"]),
-            Text(hit["policy"] or "-"),
-            Text(hit["match"] or "-"),
+            escape(hit["device"]),
+            escape(hit["policy"] or "-"),
+            escape(hit["match"] or "-"),
             str(hit["sessions"]),
             str(hit["packets"]),
         )
@@ -233,9 +235,9 @@ def print_lint(report: dict) -> None:
     for finding in report["findings"]:
         console.print(
             f"[bold yellow]{finding['kind']}[/] "
-            f"{escape(finding['subject'])}: {escape(finding['message'])}"
+            + escape(f"{finding['subject']}: {finding['message']}")
         )
-        console.print(f"    fix: {finding['fix']}", markup=False)
+        console.print(escape(f"    fix: {finding['fix']}"))
     if report["clean"]:
         console.print("[green]no findings[/]")
     else:
@@ -243,9 +245,10 @@ def print_lint(report: dict) -> None:
     for row in report["hardware"]:
         budget = "no hardware limit" if row["budget"] is None else f"budget {row['budget']}"
         console.print(
-            f"hardware: {row['device']} ({row['hardware'] or row['platform']}) needs about "
-            f"{row['entries']} entries, {budget}",
-            markup=False,
+            escape(
+                f"hardware: {row['device']} ({row['hardware'] or row['platform']}) needs about "
+                f"{row['entries']} entries, {budget}"
+            )
         )
 
 
@@ -304,6 +307,8 @@ def _demo_check_and_lint(context) -> None:
     )
     console.print(check_table(rows))
     bypass = rows[-1][1].bypass
-    console.print(f"* Vlan299 before isolation: {bypass.explanation()}.\n  fix: {bypass.fix()}")
+    console.print(
+        escape(f"* Vlan299 before isolation: {bypass.explanation()}.\n  fix: {bypass.fix()}")
+    )
     console.print("[bold]microseg lint home-lab.yaml[/]")
     print_lint(lint_policy(policy_set))

@@ -45,14 +45,15 @@ class DeviceDiff:
 def section_path(lines: list[str], index: int) -> str:
     """The sections enclosing line `index` (itself included): each less-indented line above.
 
-    `!` separators and blank lines are not sections."""
+    `!` separators and blank lines are not sections. Indentation is spaces (EOS) or tabs
+    (nftables)."""
     path: list[str] = []
     limit: int | None = None
     for line in reversed(lines[: index + 1]):
         stripped = line.strip()
         if not stripped or stripped.startswith("!"):
             continue
-        indent = len(line) - len(line.lstrip(" "))
+        indent = len(line) - len(line.lstrip(" \t"))
         if limit is None or indent < limit:
             path.append(stripped)
             limit = indent

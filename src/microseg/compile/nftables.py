@@ -54,6 +54,15 @@ _ADDRESS_TYPE = {"ipv4": "ipv4_addr", "ipv6": "ipv6_addr"}
 _ADDRESS_MATCH = {"ipv4": "ip", "ipv6": "ip6"}
 _PROTOCOL_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6"}
 _NOT_IDENTIFIER = re.compile(r"[^A-Za-z0-9_]")
+# nft's limits (libnftnl/kernel): set, chain and object names under 256 bytes
+# (NFT_SET_MAXNAMELEN, NFT_CHAIN_MAXNAMELEN, NFT_OBJ_MAXNAMELEN), comments at most 128 bytes
+# (NFTNL_UDATA_COMMENT_MAXLEN). Identifiers are cut well below so a `_N` suffix still fits.
+MAX_IDENTIFIER = 200
+MAX_COMMENT_BYTES = 128
+# A Linux interface name (what `meta iifname` compares): at most 15 bytes (IFNAMSIZ 16), no
+# whitespace, '/' or ':' (the kernel's dev_valid_name; ':' is taken by alias labels).
+MAX_INTERFACE_NAME = 15
+_NOT_INTERFACE_NAME = re.compile(r"[\s/:]")
 
 
 def render_ruleset(intent: DeviceIntent, omit_mirror: bool = False) -> str:
@@ -95,6 +104,7 @@ class _Ruleset:
         base = _NOT_IDENTIFIER.sub("_", name)
         if not base[:1].isalpha():
             base = "x" + base
+        base = base[:MAX_IDENTIFIER]
         candidate, suffix = base, 2
         taken = set(self.identifiers.values())
         while candidate in taken:
@@ -119,6 +129,8 @@ class _Ruleset:
                     "on this device, so no interface to key on"
                 )
                 continue
+            for interface in interfaces:
+                _check_interface_name(interface, policy.vrf)
             names = ", ".join(_quote(i) for i in interfaces)
             lines.append(f"{INDENT * 2}meta iifname {{ {names} }} goto {chain}")
         lines.append(f"{INDENT}}}")
@@ -162,7 +174,7 @@ class _Ruleset:
         if match.destination_field_sets:
             head.append(f"{address} daddr @{self._set(family, match.destination_field_sets)}")
         verdict = "drop" if match.action == "drop" else "accept"
-        tail = f"counter name {counter} {verdict} comment {_quote(match.name)}"
+        tail = f"counter name {counter} {verdict} comment {_quote(_comment(match.name))}"
         services = [self.intent.service_field_sets[s] for s in match.service_field_sets]
         if not services:
             return [" ".join([*head, tail])]
@@ -224,6 +236,23 @@ def _exact_networks(field_sets: list[PrefixFieldSet]) -> list:
             remaining = next_remaining
         networks.extend(remaining)
     return list(ipaddress.collapse_addresses(networks))
+
+
+def _check_interface_name(name: str, vrf: str) -> None:
+    if len(name.encode()) > MAX_INTERFACE_NAME or _NOT_INTERFACE_NAME.search(name):
+        raise CompileError(
+            f"segment {name!r} (VRF {vrf}): nftables keys the VRF on the ingress interface, "
+            f"but this is not a Linux interface name (at most {MAX_INTERFACE_NAME} bytes, no "
+            "whitespace, '/' or ':'); name the segment after its interface"
+        )
+
+
+def _comment(text: str) -> str:
+    """`text` cut to nft's comment limit (UTF-8 bytes, never inside a character)."""
+    encoded = text.encode()
+    if len(encoded) <= MAX_COMMENT_BYTES:
+        return text
+    return encoded[:MAX_COMMENT_BYTES].decode(errors="ignore")
 
 
 def _quote(text: str) -> str:

@@ -195,6 +195,11 @@ def connection_packets(
     number = protocol_number(protocol)
     if number == 1 and src.version == 6:
         number = 58  # ICMP between IPv6 hosts is ICMPv6 (RFC 4443)
+    if number == 58 and src.version == 4:
+        raise MicrosegError(
+            f"--proto {protocol}: icmpv6 is ICMP for IPv6 (RFC 4443), but {src} and {dst} are "
+            "IPv4 addresses; use --proto icmp"
+        )
     if number in PORT_PROTOCOLS:
         if port is None:
             raise MicrosegError(f"--port is required for protocol {protocol}")
@@ -282,10 +287,16 @@ def _bypass(policy_set: PolicySet, devices: list[str], vrf: str, packet: Packet)
         for segment in policy_set.device(name).segments:
             if segment.vrf != vrf or segment.enforces_intra_subnet:
                 continue
-            if segment_holds(segment, source) and segment_holds(segment, destination):
+            if shared_subnet(segment, source, destination) is not None:
                 return Bypass(name, segment)
     return None
 
 
-def segment_holds(segment: Segment, address) -> bool:
-    return any(address.version == s.version and address in s for s in segment.subnets)
+def shared_subnet(segment: Segment, source, destination):
+    """The segment's subnet holding both addresses, or None. Hosts of two different subnets
+    of one segment reach each other through their gateway, the SVI: that traffic is routed
+    by the switch and meets the policy."""
+    for subnet in segment.subnets:
+        if source.version == subnet.version and source in subnet and destination in subnet:
+            return subnet
+    return None

@@ -124,7 +124,9 @@ def protocol_number(name: str | int) -> int:
         return int(text)
     if text in PROTOCOL_NUMBERS:
         return PROTOCOL_NUMBERS[text]
-    raise MicrosegError(f"unknown protocol {name!r} (tcp, udp, icmp, icmpv6 or a number 0-255)")
+    raise MicrosegError(
+        f"unknown protocol {str(name)!r} (tcp, udp, icmp, icmpv6 or a number 0-255)"
+    )
 
 
 def icmp_type_number(name: str | int, protocol: str) -> int:

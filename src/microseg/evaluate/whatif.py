@@ -53,11 +53,18 @@ def _ports(column: pa.ChunkedArray | pa.Array, name: str) -> tuple[np.ndarray, n
     numeric = np.where(ephemeral | (text == "") | (text == "None"), "0", text)
     try:
         ports = numeric.astype(np.int64)
-    except ValueError:
-        bad = next(v for v in numeric if not v.lstrip("-").isdigit())
-        raise MicrosegError(f"sessions: {name} {bad!r} is not a port number or eph") from None
+    except (ValueError, OverflowError):
+        bad = next(v for v in numeric if not _is_port(v))
+        raise MicrosegError(f"sessions: {name} {str(bad)!r} is not a port number or eph") from None
     ports = np.where(ephemeral, ephemeral_ports(len(ports)), ports)
     return ports, ephemeral
+
+
+def _is_port(text: str) -> bool:
+    try:
+        return 0 <= int(text) <= 65535
+    except ValueError:
+        return False
 
 
 def session_columns(table: pa.Table) -> SessionColumns:
