@@ -28,10 +28,7 @@ from microseg.compile import CompileError, DeviceIntent, compile_all
 from microseg.evaluate import VERDICTS, CompiledDevice, Evaluation, PacketBatch
 from microseg.evaluate.packets import ADDRESS_DTYPE, NO_ICMP_TYPE, ephemeral_ports
 from microseg.model import PolicySet
-
-# ICMP queries and their replies (RFC 792, RFC 4443): echo -> echo-reply, and so on.
-_ICMP_REPLY = {8: 0, 13: 14, 15: 16, 17: 18}
-_ICMPV6_REPLY = {128: 129}
+from microseg.model.ports import ICMP_REPLY_TYPES
 
 
 @dataclass(frozen=True)
@@ -60,7 +57,7 @@ def replay_packets(sessions: SessionColumns) -> Replay:
     server_port = np.where(has_ports, side.server_port, 0).astype(np.int32)
     is_icmp = ((protocol == ICMP) & (family == 4)) | ((protocol == ICMPV6) & (family == 6))
     query_type = np.where(is_icmp, side.server_port, NO_ICMP_TYPE).astype(np.int16)
-    replies = {**_ICMP_REPLY, **{k: v for k, v in _ICMPV6_REPLY.items()}}
+    replies = {**ICMP_REPLY_TYPES[ICMP], **ICMP_REPLY_TYPES[ICMPV6]}
     reply_type = np.array([replies.get(int(t), -1) for t in range(NO_ICMP_TYPE + 1)])[query_type]
     reply_type = np.where(is_icmp, reply_type, NO_ICMP_TYPE).astype(np.int16)
     has_reply = ~is_icmp | (reply_type >= 0)

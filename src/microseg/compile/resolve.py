@@ -43,6 +43,7 @@ from microseg.model.objects import (
     Service,
     merge_ranges,
 )
+from microseg.model.ports import ICMP_REPLY_TYPES
 
 FAMILIES: tuple[Family, ...] = ("ipv4", "ipv6")
 _BOTH_FAMILIES: frozenset[Family] = frozenset(FAMILIES)
@@ -61,10 +62,6 @@ RESERVED_MATCH_NAMES = frozenset({"ipv4-all-default", "ipv6-all-default"})
 REVERSE_SUFFIX = "-reverse"
 IPV6_SUFFIX = "-ipv6"
 
-# Stateless return traffic of an ICMP request is the matching reply (RFC 792: echo 8 ->
-# echo-reply 0, timestamp 13 -> timestamp-reply 14; RFC 4443: echo-request 128 -> 129).
-# Error messages and other types keep their type in the reverse match.
-_ICMP_REPLY_TYPES: dict[int, dict[int, int]] = {1: {8: 0, 13: 14}, 58: {128: 129}}
 # Which families a protocol can be carried in: ICMP is IPv4 only, ICMPv6 IPv6 only.
 _PROTOCOL_FAMILIES: dict[int, tuple[Family, ...]] = {1: ("ipv4",), 58: ("ipv6",)}
 
@@ -147,7 +144,7 @@ class _Resolved:
         if field_set is not None:
             return field_set
         forward = self.service_field_sets[name.removesuffix(REVERSE_SUFFIX)]
-        replies = _ICMP_REPLY_TYPES.get(forward.protocol, {})
+        replies = ICMP_REPLY_TYPES.get(forward.protocol, {})
         field_set = self.service_field_sets[name] = ServiceFieldSet(
             name=name,
             protocol=forward.protocol,

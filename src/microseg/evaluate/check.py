@@ -18,13 +18,10 @@ from microseg.evaluate.engine import CompiledDevice, Decision
 from microseg.evaluate.packets import icmp_type_number, protocol_number
 from microseg.model import MicrosegError, PolicySet
 from microseg.model.objects import Segment
-from microseg.model.ports import EPHEMERAL_PORT_START
+from microseg.model.ports import EPHEMERAL_PORT_START, ICMP_REPLY_TYPES
 
 CLIENT_PORT = EPHEMERAL_PORT_START  # the request's source port, the reply's destination port
 PORT_PROTOCOLS = (6, 17, 132)
-# Stateless return traffic of an ICMP request (RFC 792: echo 8 -> echo-reply 0, timestamp
-# 13 -> 14; RFC 4443: echo-request 128 -> echo-reply 129). Other types are answered in kind.
-ICMP_REPLY = {1: {8: 0, 13: 14}, 58: {128: 129}}
 
 
 @dataclass(frozen=True)
@@ -211,10 +208,10 @@ def connection_packets(
         return f"{name}/{port}", request, reply
     if port is not None:
         raise MicrosegError(f"--port applies to tcp and udp, not protocol {protocol}")
-    if number in ICMP_REPLY:
+    if number in ICMP_REPLY_TYPES:
         family_name = "icmp" if number == 1 else "icmpv6"
         requested = icmp_type_number("echo" if icmp_type is None else icmp_type, family_name)
-        answer = ICMP_REPLY[number].get(requested, requested)
+        answer = ICMP_REPLY_TYPES[number].get(requested, requested)
         request = Packet(str(src), str(dst), number, icmp_type=requested)
         reply = Packet(str(dst), str(src), number, icmp_type=answer)
         label = "echo" if icmp_type is None else str(icmp_type)

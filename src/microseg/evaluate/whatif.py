@@ -16,7 +16,6 @@ import numpy as np
 import pyarrow as pa
 
 from microseg.compile.resolve import compile_all
-from microseg.evaluate.check import ICMP_REPLY
 from microseg.evaluate.engine import CompiledDevice
 from microseg.evaluate.packets import (
     NO_ICMP_TYPE,
@@ -26,6 +25,7 @@ from microseg.evaluate.packets import (
     protocol_numbers,
 )
 from microseg.model import MicrosegError, PolicySet
+from microseg.model.ports import ICMP_REPLY_TYPES
 
 EXAMPLES_PER_GROUP = 3
 PROTOCOL_LABELS = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6", 132: "sctp"}
@@ -100,7 +100,7 @@ def session_columns(table: pa.Table) -> SessionColumns:
     echo_request = np.where(protocol == 58, 128, 8)
     icmp_type = np.where(dport > 255, dport // 256, np.where(dport == 0, echo_request, dport))
     reply_type = icmp_type.copy()
-    for number, replies in ICMP_REPLY.items():
+    for number, replies in ICMP_REPLY_TYPES.items():
         for request_type, answer in replies.items():
             reply_type[(protocol == number) & (icmp_type == request_type)] = answer
     request = PacketBatch(

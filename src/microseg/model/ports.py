@@ -123,4 +123,10 @@ ICMP_TYPE_NAMES_BY_PROTOCOL: dict[str, dict[str, int]] = {
     "icmpv6": ICMPV6_TYPE_NAMES,
 }
 
+# Stateless return traffic of an ICMP query is its reply, by IP protocol number (RFC 792:
+# echo 8 -> echo-reply 0, timestamp 13 -> 14, information request 15 -> 16; RFC 950:
+# address mask 17 -> 18; RFC 4443: echo-request 128 -> echo-reply 129). Other types (error
+# messages) keep their type in a reverse match.
+ICMP_REPLY_TYPES: dict[int, dict[int, int]] = {1: {8: 0, 13: 14, 15: 16, 17: 18}, 58: {128: 129}}
+
 EPHEMERAL_PORT_START = 49152  # RFC 6335 dynamic/private range; the vZTX summarises from here.
