@@ -180,3 +180,40 @@ def test_check_and_whatif_read_stored_revisions(run_cli, tmp_path, monkeypatch):
     second = json.loads(run_cli("check", "rev:2", *ssh).stdout)
     assert second["request"]["rule"] == "ssh_to_web-app_servers"
     assert run_cli("check", "rev:9", *ssh).exit_code == 1
+
+
+def test_web_traffic_redirected_to_a_firewall_is_not_called_connects(home_lab, run_cli, tmp_path):
+    from microseg.model import RedirectObject, Rule
+    from microseg.policyfile import dump_policy
+
+    firewall = RedirectObject(name="pfsense", next_hops=["10.100.5.1"])
+    inspect = Rule(
+        name="inspect_web",
+        sources=["wifi_clients"],
+        destinations=["web01_web02"],
+        services=["HTTP"],
+        action="redirect",
+        redirect="pfsense",
+    )
+    policy = home_lab.policy("vrf_all_home")
+    redirected = PolicySet(
+        **{
+            **{section: getattr(home_lab, section) for section in type(home_lab).model_fields},
+            "redirect_objects": (firewall,),
+            "rules": (*home_lab.rules, inspect),
+            "policies": (policy.model_copy(update={"rules": ("inspect_web", *policy.rules)}),),
+        }
+    )
+    result = check_connection(redirected, LAPTOP, WEB01, "tcp", 80)
+    assert result.redirected and not result.connects
+    assert result.result.startswith("redirected")
+    assert result.request_decisions[0].verdict == "redirect"
+
+    path = tmp_path / "redirect.yaml"
+    path.write_text(dump_policy(redirected))
+    args = ("check", str(path), "--from", LAPTOP, "--to", WEB01, "--port", "80")
+    assert run_cli(*args, "--exit-code").exit_code == 5
+    assert json.loads(run_cli(*args, "--json").stdout)["redirected"] is True
+    # A drop anywhere still wins over a redirect: web01 -> web02 HTTP is dropped.
+    dropped = check_connection(redirected, WEB01, WEB02, "tcp", 80)
+    assert not dropped.redirected and dropped.result == "dropped"

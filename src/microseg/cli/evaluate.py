@@ -13,6 +13,7 @@ from microseg.evaluate.engine import Decision
 
 EXIT_BLOCKED = 3  # `check --exit-code`: the connection does not get through
 EXIT_NOT_ENFORCED = 4  # `check --exit-code`: it gets through, but the policy never sees it
+EXIT_REDIRECTED = 5  # `check --exit-code`: sent to a redirect target, which decides
 
 
 @app.command()
@@ -31,7 +32,8 @@ def check(
         False,
         "--exit-code",
         help=f"Exit {EXIT_BLOCKED} when the connection is dropped, {EXIT_NOT_ENFORCED} when it "
-        "is not enforced (stays on the host bridge); 0 when it connects.",
+        f"is not enforced (stays on the host bridge), {EXIT_REDIRECTED} when it is redirected "
+        "to a firewall; 0 when it connects.",
     ),
     json_output: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
 ) -> None:
@@ -39,7 +41,8 @@ def check(
 
     Evaluates the request and the reply (from the server port to an ephemeral client port;
     ICMP echo is answered by echo-reply) on every device with a policy for the VRF.
-    Exit 0 when evaluated (with --exit-code: 3 dropped, 4 not enforced); 1 on bad input.
+    Exit 0 when evaluated (with --exit-code: 3 dropped, 4 not enforced, 5 redirected); 1 on
+    bad input.
 
     Example: microseg check examples/home-lab.yaml --from 172.18.6.138 --to 10.100.99.51
     --proto tcp --port 22
@@ -56,6 +59,8 @@ def check(
         # standalone_mode is off, as `microseg.cli.main` runs it.
         if result.bypass is not None:
             raise SystemExit(EXIT_NOT_ENFORCED)
+        if result.redirected:
+            raise SystemExit(EXIT_REDIRECTED)
         if not result.connects:
             raise SystemExit(EXIT_BLOCKED)
 

@@ -114,11 +114,20 @@ class ConnectionCheck:
         return self.policy_allows or not self.enforced
 
     @property
+    def redirected(self) -> bool:
+        """Nothing drops it, but a device sends it to a redirect target (an external
+        firewall), which then decides: the switch policy alone cannot say it connects."""
+        verdicts = {d.verdict for d in (*self.request_decisions, *self.reply_decisions)}
+        return "redirect" in verdicts and "drop" not in verdicts
+
+    @property
     def result(self) -> str:
         if self.bypass is not None:
             return "not enforced — stays on the host bridge"
         if not self.request_decisions:
             return f"connects (no device has a traffic policy for VRF {self.vrf})"
+        if self.redirected:
+            return "redirected — the redirect target (firewall) decides"
         return "connects" if self.connects else "dropped"
 
     def deciding(self, decisions: tuple[Decision, ...]) -> Decision | None:
@@ -151,6 +160,7 @@ class ConnectionCheck:
             "service": self.service,
             "connects": self.connects,
             "enforced": self.enforced,
+            "redirected": self.redirected,
             "result": self.result,
             "policy_allows": self.policy_allows,
             "blocked_by": blocking.as_dict() if blocking else None,
