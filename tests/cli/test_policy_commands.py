@@ -169,3 +169,16 @@ def test_lint_prints_bracketed_names_as_written(run_cli, tmp_path):
     assert "Traceback" not in result.stderr and "internal error" not in result.stderr
     assert "unused group '[/x]': group [/x] is unused" in result.stdout
     assert "unused group '[web]': group [web] is unused" in result.stdout
+
+
+def test_validate_collection_checks_its_subdirectories_too(run_cli, tmp_path):
+    for name in ("home-lab.yaml", "home-lab-dns-ntp.yaml"):
+        (tmp_path / name).write_text((EXAMPLES / name).read_text())
+    (tmp_path / "site-b").mkdir()
+    (tmp_path / "site-b" / "rules.yaml").write_text("rules:\n  - name: r\n    sources: [ghost]\n")
+    result = run_cli("validate", str(tmp_path))
+    assert result.exit_code == 1
+    assert (
+        f"{tmp_path}/site-b/rules.yaml:3:15: rule 'r' sources.0: unknown group 'ghost'"
+        in result.stderr
+    )

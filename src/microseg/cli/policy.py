@@ -40,7 +40,7 @@ def validate(
 
     A directory is one policy, its files merged, unless two or more of its top-level files
     each define `policies:`: then it is a collection of separate policies (like examples/),
-    and each top-level file is checked on its own.
+    and each top-level file, and each top-level subdirectory (merged), is checked on its own.
     Example: microseg validate examples/
     """
     results: dict[str, dict[str, int]] = {}
@@ -64,12 +64,17 @@ def validate(
 
 
 def _policies_in(path: Path) -> list[Path]:
-    """The policies `validate PATH` checks: PATH itself, or a collection's top-level files."""
+    """The policies `validate PATH` checks: PATH itself, or each member of a collection (a
+    top-level file, or a top-level subdirectory merged as one policy)."""
     if not path.is_dir():
         return [path]
-    top_level = [p for p in policy_files(path) if p.parent == path]
+    files = policy_files(path)
+    top_level = [p for p in files if p.parent == path]
     with_policies = [p for p in top_level if "policies" in read_policy_source(p).sections]
-    return top_level if len(with_policies) >= 2 else [path]
+    if len(with_policies) < 2:
+        return [path]
+    subdirectories = sorted({path / p.relative_to(path).parts[0] for p in files} - set(top_level))
+    return top_level + subdirectories
 
 
 def _problem_json(problem) -> dict:
