@@ -57,8 +57,10 @@ def replay_packets(sessions: SessionColumns) -> Replay:
     server_port = np.where(has_ports, side.server_port, 0).astype(np.int32)
     is_icmp = ((protocol == ICMP) & (family == 4)) | ((protocol == ICMPV6) & (family == 6))
     query_type = np.where(is_icmp, side.server_port, NO_ICMP_TYPE).astype(np.int16)
-    replies = {**ICMP_REPLY_TYPES[ICMP], **ICMP_REPLY_TYPES[ICMPV6]}
-    reply_type = np.array([replies.get(int(t), -1) for t in range(NO_ICMP_TYPE + 1)])[query_type]
+    reply_type = np.full(len(query_type), -1, dtype=np.int16)  # -1: a message with no reply
+    for number, replies in ICMP_REPLY_TYPES.items():
+        for query, answer in replies.items():
+            reply_type[(protocol == number) & (query_type == query)] = answer
     reply_type = np.where(is_icmp, reply_type, NO_ICMP_TYPE).astype(np.int16)
     has_reply = ~is_icmp | (reply_type >= 0)
     request = PacketBatch(
