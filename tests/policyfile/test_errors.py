@@ -231,12 +231,22 @@ def test_aliases_that_expand_exponentially_are_refused(tmp_path):
 
 
 @pytest.mark.parametrize("opening, closing", [("[", "]"), ("{a: ", "}")])
-def test_collections_nested_too_deeply_are_a_problem_not_a_crash(tmp_path, opening, closing):
-    depth = 600  # beyond what the recursive YAML parser can descend
+@pytest.mark.parametrize(
+    "depth, message",
+    [
+        (600, "invalid YAML: nested too deeply (more than 64 levels)"),  # our limit
+        (20_000, "invalid YAML: exceeded maximum nesting depth"),  # libyaml's own limit
+    ],
+)
+def test_collections_nested_too_deeply_are_a_problem_not_a_crash(
+    tmp_path, opening, closing, depth, message
+):
     problems = problems_of(
         tmp_path, "groups:\n  - name: g\n    categories: " + opening * depth + closing * depth
     )
-    assert problems == [f"{tmp_path}/policy.yaml: invalid YAML: nested too deeply"]
+    assert len(problems) == 1
+    assert problems[0].startswith(f"{tmp_path}/policy.yaml:3:")
+    assert problems[0].endswith(message)
 
 
 def test_a_directory_policy_leaves_out_hidden_files_and_directories(tmp_path):
@@ -273,3 +283,22 @@ def test_a_device_segment_name_or_vlan_given_twice_is_located(tmp_path):
         f"{tmp_path}/policy.yaml:8:15: device 'leaf1' segments.2.name: "
         "segment name 'Vlan10' is given twice",
     ]
+
+
+def test_merge_keys_share_fields_and_written_keys_win(tmp_path):
+    path = tmp_path / "policy.yaml"
+    path.write_text(
+        "services:\n"
+        "  - &web {name: HTTP, protocol: tcp, destination_ports: [80]}\n"
+        "  - <<: *web\n"
+        "    name: HTTP-alt\n"
+        "    destination_ports: [8080]\n"
+    )
+    policy_set = load_policy(path)
+    assert policy_set.service("HTTP-alt").protocol == "tcp"
+    assert policy_set.service("HTTP-alt").destination_ports == (8080,)
+
+
+def test_duplicate_key_is_located_at_the_second_key(tmp_path):
+    problems = problems_of(tmp_path, "groups:\n  - name: g\n    prefixes: []\n    name: h\n")
+    assert problems == [f"{tmp_path}/policy.yaml:4:5: invalid YAML: found duplicate key 'name'"]

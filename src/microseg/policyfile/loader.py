@@ -16,13 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from microseg.model import SECTIONS, PolicyError, PolicySet, Problem
 from microseg.model.errors import UNKNOWN_KEY, validation_problems
 from microseg.model.policyset import reference_problems, references_of
+from microseg.policyfile.located import LocatedList, LocatedMap, YamlProblem, load_located
 
 
 @dataclass(frozen=True)
@@ -31,7 +29,7 @@ class SourceObject:
 
     section: str
     data: dict[str, Any]
-    node: CommentedMap
+    node: LocatedMap
     file: str
 
     @property
@@ -177,42 +175,23 @@ def _problem_order(problem: Problem) -> tuple:
 
 
 def _read_document(text: str, filename: str, source: PolicySource) -> None:
-    yaml = YAML(typ="rt")
-    yaml.allow_duplicate_keys = False
     try:
-        document = yaml.load(text)
-    except MarkedYAMLError as error:
-        mark = error.problem_mark or error.context_mark
-        line, column = (mark.line + 1, mark.column + 1) if mark else (None, None)
-        message = f"invalid YAML: {error.problem or error.context}"
-        source.problems.append(Problem(message, (), filename, line, column))
-        return
-    except YAMLError as error:
-        source.problems.append(Problem(f"invalid YAML: {error}", file=filename))
-        return
-    except RecursionError:  # ruamel parses nested collections recursively
-        source.problems.append(Problem("invalid YAML: nested too deeply", file=filename))
+        document = load_located(text)
+    except YamlProblem as problem:
+        source.problems.append(Problem(problem.message, (), filename, *(problem.position or ())))
         return
     if document is None:
         return
-    if not isinstance(document, CommentedMap):
+    if not isinstance(document, LocatedMap):
         message = "a policy file must be a mapping of sections (groups:, rules:, ...)"
         source.problems.append(Problem(message, (), filename, 1))
         return
-    budget = len(text) + ALIAS_EXPANSION_ALLOWANCE
-    if _expands_beyond(document, budget):
-        message = (
-            f"the YAML aliases expand to more than {budget} values "
-            "(anchors and aliases may reuse values, not multiply them)"
-        )
-        source.problems.append(Problem(message, (), filename))
-        return
     for section, items in document.items():
-        line, column = (n + 1 for n in document.lc.key(section))
+        line, column = document.key_positions[section]
         if section not in SECTIONS:
             message = f"unknown section {section!r} (known: {', '.join(SECTIONS)})"
             source.problems.append(Problem(message, (), filename, line, column))
-        elif isinstance(items, CommentedSeq):
+        elif isinstance(items, LocatedList):
             source.sections.add(section)
             _read_items(section, items, filename, source)
         elif items is not None:
@@ -220,39 +199,18 @@ def _read_document(text: str, filename: str, source: PolicySource) -> None:
             source.problems.append(Problem(message, (section,), filename, line, column))
 
 
-def _read_items(section: str, items: CommentedSeq, filename: str, source: PolicySource) -> None:
+def _read_items(section: str, items: LocatedList, filename: str, source: PolicySource) -> None:
     for index, item in enumerate(items):
-        if isinstance(item, CommentedMap):
+        if isinstance(item, LocatedMap):
             source.objects.append(SourceObject(section, _plain(item), item, filename))
         else:
-            line, column = (n + 1 for n in items.lc.item(index))
+            line, column = items.item_positions[index]
             message = f"item {index + 1} must be a mapping with a name"
             source.problems.append(Problem(message, (section,), filename, line, column))
 
 
-# A document without aliases has fewer values than characters; aliases may add this many
-# more. Nested aliases can multiply a small file into billions of values ("billion laughs").
-ALIAS_EXPANSION_ALLOWANCE = 100_000
-
-
-def _expands_beyond(document: Any, budget: int) -> bool:
-    """Whether the document, its aliases expanded, holds more than `budget` values. Stops
-    counting at the budget, so this costs at most `budget` steps."""
-    pending, count = [document], 0
-    while pending:
-        node = pending.pop()
-        count += 1
-        if count > budget:
-            return True
-        if isinstance(node, dict):
-            pending.extend(node.values())
-        elif isinstance(node, list):
-            pending.extend(node)
-    return False
-
-
 def _plain(node: Any) -> Any:
-    """ruamel round-trip containers -> plain dicts and lists."""
+    """Located containers -> plain dicts and lists."""
     if isinstance(node, dict):
         return {key: _plain(value) for key, value in node.items()}
     if isinstance(node, list):
@@ -263,13 +221,13 @@ def _plain(node: Any) -> Any:
 def _position(node: Any, path: tuple, at_key: bool) -> tuple[int, int]:
     """Line and column of the value at `path` under an object's node (of the key, for a key
     that should not be there); as deep as the path exists in the document."""
-    line, column = node.lc.line + 1, node.lc.col + 1
+    line, column = node.position
     for depth, part in enumerate(path, 1):
-        if isinstance(node, CommentedMap) and part in node:
+        if isinstance(node, LocatedMap) and part in node:
             on_key = at_key and depth == len(path)
-            line, column = (n + 1 for n in (node.lc.key(part) if on_key else node.lc.value(part)))
-        elif isinstance(node, CommentedSeq) and isinstance(part, int) and 0 <= part < len(node):
-            line, column = (n + 1 for n in node.lc.item(part))
+            line, column = (node.key_positions if on_key else node.value_positions)[part]
+        elif isinstance(node, LocatedList) and isinstance(part, int) and 0 <= part < len(node):
+            line, column = node.item_positions[part]
         else:
             break
         node = node[part]

@@ -1,0 +1,169 @@
+"""YAML text -> plain mappings and lists that remember where each value was written.
+
+libyaml (PyYAML's C parser) composes the node graph, which carries every node's position;
+building the values ourselves from it keeps those positions and is several times faster than
+a pure-Python round-trip parser on large policies. Duplicate keys are errors, merge keys
+(`<<: *defaults`) work as in YAML 1.1, and aliases may reuse values but not multiply them
+("billion laughs"): a document may expand to at most its own length plus an allowance.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+# A document without aliases has fewer values than characters; aliases may add this many
+# more. Nested aliases can multiply a small file into billions of values.
+ALIAS_EXPANSION_ALLOWANCE = 100_000
+# A policy nests five levels deep at most (sections, objects, segments, fields, lists).
+MAX_DEPTH = 64
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+Position = tuple[int, int]  # 1-based line and column
+
+
+class LocatedMap(dict):
+    """A mapping with the position of itself, of each key and of each value."""
+
+    __slots__ = ("key_positions", "position", "value_positions")
+
+    def __init__(self, position: Position):
+        super().__init__()
+        self.position = position
+        self.key_positions: dict[Any, Position] = {}
+        self.value_positions: dict[Any, Position] = {}
+
+
+class LocatedList(list):
+    """A sequence with the position of itself and of each item."""
+
+    __slots__ = ("item_positions", "position")
+
+    def __init__(self, position: Position):
+        super().__init__()
+        self.position = position
+        self.item_positions: list[Position] = []
+
+
+class YamlProblem(Exception):
+    """The text is not YAML we accept; `position` is where, when known."""
+
+    def __init__(self, message: str, position: Position | None = None):
+        super().__init__(message)
+        self.message = message
+        self.position = position
+
+
+def load_located(text: str) -> Any:
+    """The document's value (None for an empty one), built of LocatedMap / LocatedList."""
+    try:
+        root = yaml.compose(text, Loader=_Loader)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        raise YamlProblem(f"invalid YAML: {error.problem or error.context}", _at(mark)) from None
+    except yaml.YAMLError as error:
+        raise YamlProblem(f"invalid YAML: {error}") from None
+    if root is None:
+        return None
+    return _Builder(budget=len(text) + ALIAS_EXPANSION_ALLOWANCE).build(root)
+
+
+def _at(mark: Any) -> Position | None:
+    return (mark.line + 1, mark.column + 1) if mark is not None else None
+
+
+class _Builder:
+    def __init__(self, budget: int):
+        self.budget = budget
+        self.built = 0
+        self.depth = 0
+        self.scalars = yaml.constructor.SafeConstructor()
+
+    def build(self, node: Node) -> Any:
+        if isinstance(node, ScalarNode):
+            return self._scalar(node)
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise YamlProblem(
+                f"invalid YAML: nested too deeply (more than {MAX_DEPTH} levels)",
+                _at(node.start_mark),
+            )
+        try:
+            return self._collection(node)
+        finally:
+            self.depth -= 1
+
+    def _scalar(self, node: ScalarNode) -> Any:
+        self._count()
+        try:
+            return self.scalars.construct_object(node)
+        except yaml.MarkedYAMLError as error:
+            raise YamlProblem(f"invalid YAML: {error.problem}", _at(node.start_mark)) from None
+
+    def _count(self) -> None:
+        self.built += 1
+        if self.built > self.budget:
+            raise YamlProblem(
+                f"the YAML aliases expand to more than {self.budget} values "
+                "(anchors and aliases may reuse values, not multiply them)"
+            )
+
+    def _collection(self, node: Node) -> Any:
+        self._count()
+        if isinstance(node, MappingNode):
+            return self._mapping(node)
+        if isinstance(node, SequenceNode):
+            items = LocatedList(_at(node.start_mark))
+            for item in node.value:
+                items.append(self.build(item))
+                items.item_positions.append(_at(item.start_mark))
+            return items
+        raise YamlProblem(f"invalid YAML: unexpected node {node.tag}", _at(node.start_mark))
+
+    def _mapping(self, node: MappingNode) -> LocatedMap:
+        mapping = LocatedMap(_at(node.start_mark))
+        merged: list[tuple[Node, Node]] = []
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE_TAG:
+                merged += self._merge_sources(value_node)
+                continue
+            key = self._key(key_node)
+            if key in mapping:
+                raise YamlProblem(
+                    f"invalid YAML: found duplicate key {key!r}", _at(key_node.start_mark)
+                )
+            self._set(mapping, key, key_node, value_node)
+        # YAML 1.1 merge keys: keys written in the mapping win over merged ones.
+        for key_node, value_node in merged:
+            key = self._key(key_node)
+            if key not in mapping:
+                self._set(mapping, key, key_node, value_node)
+        return mapping
+
+    def _set(self, mapping: LocatedMap, key: Any, key_node: Node, value_node: Node) -> None:
+        mapping[key] = self.build(value_node)
+        mapping.key_positions[key] = _at(key_node.start_mark)
+        mapping.value_positions[key] = _at(value_node.start_mark)
+
+    def _key(self, key_node: Node) -> Any:
+        if not isinstance(key_node, ScalarNode):
+            raise YamlProblem(
+                "invalid YAML: a mapping key must be a plain value", _at(key_node.start_mark)
+            )
+        return self.build(key_node)
+
+    def _merge_sources(self, value_node: Node) -> list[tuple[Node, Node]]:
+        sources = value_node.value if isinstance(value_node, SequenceNode) else [value_node]
+        pairs: list[tuple[Node, Node]] = []
+        for source in sources:
+            if not isinstance(source, MappingNode):
+                raise YamlProblem("invalid YAML: `<<` merges mappings only", _at(source.start_mark))
+            self.built += len(source.value)  # merged pairs count against the alias budget
+            pairs += [(k, v) for k, v in source.value if k.tag != _MERGE_TAG]
+            for key_node, value_node in source.value:
+                if key_node.tag == _MERGE_TAG:
+                    pairs += self._merge_sources(value_node)
+        return pairs
