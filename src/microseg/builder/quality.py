@@ -26,9 +26,13 @@ from microseg.builder.services import ICMP, ICMPV6, server_side
 from microseg.builder.sessions import EPHEMERAL, SessionColumns
 from microseg.compile import CompileError, DeviceIntent, compile_all
 from microseg.evaluate import VERDICTS, CompiledDevice, Evaluation, PacketBatch
-from microseg.evaluate.packets import ADDRESS_DTYPE, NO_ICMP_TYPE, ephemeral_ports
+from microseg.evaluate.packets import (
+    ADDRESS_DTYPE,
+    NO_ICMP_TYPE,
+    ephemeral_ports,
+    icmp_reply_types,
+)
 from microseg.model import PolicySet
-from microseg.model.ports import ICMP_REPLY_TYPES
 
 
 @dataclass(frozen=True)
@@ -57,10 +61,7 @@ def replay_packets(sessions: SessionColumns) -> Replay:
     server_port = np.where(has_ports, side.server_port, 0).astype(np.int32)
     is_icmp = ((protocol == ICMP) & (family == 4)) | ((protocol == ICMPV6) & (family == 6))
     query_type = np.where(is_icmp, side.server_port, NO_ICMP_TYPE).astype(np.int16)
-    reply_type = np.full(len(query_type), -1, dtype=np.int16)  # -1: a message with no reply
-    for number, replies in ICMP_REPLY_TYPES.items():
-        for query, answer in replies.items():
-            reply_type[(protocol == number) & (query_type == query)] = answer
+    reply_type = icmp_reply_types(protocol, query_type, unanswered=-1)  # -1: no reply
     reply_type = np.where(is_icmp, reply_type, NO_ICMP_TYPE).astype(np.int16)
     has_reply = ~is_icmp | (reply_type >= 0)
     request = PacketBatch(

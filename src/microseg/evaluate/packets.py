@@ -15,6 +15,7 @@ import numpy as np
 from microseg.model import MicrosegError
 from microseg.model.ports import (
     EPHEMERAL_PORT_START,
+    ICMP_REPLY_TYPES,
     ICMP_TYPE_NAMES_BY_PROTOCOL,
     PROTOCOL_NUMBERS,
 )
@@ -157,6 +158,18 @@ def parse_addresses(values: Sequence[str] | np.ndarray) -> tuple[np.ndarray, np.
         families[position] = address.version
         packed[position] = address_bytes(address)
     return families[inverse.reshape(-1)], packed[inverse.reshape(-1)]
+
+
+def icmp_reply_types(
+    protocol: np.ndarray, query_type: np.ndarray, unanswered: int | np.ndarray
+) -> np.ndarray:
+    """The ICMP type answering each query (echo 8 -> 0, ...; `model.ports.ICMP_REPLY_TYPES`);
+    `unanswered` where the type is no query of that protocol."""
+    reply_type = np.broadcast_to(np.asarray(unanswered), np.shape(query_type)).copy()
+    for number, replies in ICMP_REPLY_TYPES.items():
+        for query, answer in replies.items():
+            reply_type[(protocol == number) & (query_type == query)] = answer
+    return reply_type
 
 
 def ephemeral_ports(count: int, offset: int = 0) -> np.ndarray:

@@ -21,11 +21,11 @@ from microseg.evaluate.packets import (
     NO_ICMP_TYPE,
     PacketBatch,
     ephemeral_ports,
+    icmp_reply_types,
     parse_addresses,
     protocol_numbers,
 )
 from microseg.model import MicrosegError, PolicySet
-from microseg.model.ports import ICMP_REPLY_TYPES
 
 EXAMPLES_PER_GROUP = 3
 PROTOCOL_LABELS = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6", 132: "sctp"}
@@ -99,10 +99,7 @@ def session_columns(table: pa.Table) -> SessionColumns:
     is_icmp = ((protocol == 1) & (src_family == 4)) | ((protocol == 58) & (src_family == 6))
     echo_request = np.where(protocol == 58, 128, 8)
     icmp_type = np.where(dport > 255, dport // 256, np.where(dport == 0, echo_request, dport))
-    reply_type = icmp_type.copy()
-    for number, replies in ICMP_REPLY_TYPES.items():
-        for request_type, answer in replies.items():
-            reply_type[(protocol == number) & (icmp_type == request_type)] = answer
+    reply_type = icmp_reply_types(protocol, icmp_type, unanswered=icmp_type)  # else in kind
     request = PacketBatch(
         vrf=vrf,
         family=src_family,
