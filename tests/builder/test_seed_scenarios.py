@@ -212,8 +212,7 @@ def test_recommend_cli_json_carries_rules_quality_and_blocked_attempts(run_cli, 
 
 @pytest.mark.parametrize("categories", [(), SEED_CATEGORIES], ids=["hosts", "categories"])
 def test_no_proposed_rule_is_shadowed_says_the_linter(tmp_path, categories):
-    from microseg.compile import compile_all
-    from microseg.evaluate.lint import shadow_findings
+    from microseg.evaluate.lint import lint
 
     for policy_set, path, rule in (
         (seed_policies.dns_ntp_before(), seed_policies.dns_ntp_file(tmp_path), None),
@@ -229,6 +228,6 @@ def test_no_proposed_rule_is_shadowed_says_the_linter(tmp_path, categories):
         result = recommend(policy_set, read_session_table(path), options)
         proposed = {f"rule '{r.rule.name}'" for r in result.rules}
         assert proposed
-        for intent in compile_all(result.proposed_policy_set(policy_set)).values():
-            shadowed = {f.subject for f in shadow_findings(intent, set())}
-            assert not shadowed & proposed
+        report = lint(result.proposed_policy_set(policy_set), select=["shadowed"])
+        shadowed = {f["subject"] for f in report["findings"]}
+        assert not shadowed & proposed

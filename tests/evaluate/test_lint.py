@@ -58,7 +58,32 @@ def test_rule_under_a_broader_drop_is_shadowed_with_different_action():
     assert finding["match"] == "web01-db-ssh"
     assert finding["shadowed_by"] == ["drop-web"]
     assert finding["action_differs"] is True
-    assert "move rule web01-db-ssh above drop-web" in finding["fix"]
+    # Moving the allow above the drop would open web01 -> db ssh: not a lint fix.
+    assert "move rule web01-db-ssh above" not in finding["fix"]
+    assert "moving rule web01-db-ssh above drop-web would widen access" in finding["fix"]
+    assert finding["hints"] == [{"action": "remove", "rule": "web01-db-ssh", "policy": "p"}]
+
+
+def test_a_drop_under_a_broader_allow_may_move_up_it_only_narrows_access():
+    rules = [
+        {"name": "web-any", "sources": ["web"], "direction": "unidirectional"},
+        {
+            "name": "drop-web01",
+            "sources": ["web01"],
+            "action": "drop",
+            "direction": "unidirectional",
+        },
+    ]
+    [finding] = _findings(_policy(GROUPS, [], rules), "shadowed")
+    assert finding["action_differs"] is True
+    assert (
+        "move it above web-any: that changes verdicts, and never to a wider access"
+        in (finding["fix"])
+    )
+    assert finding["hints"] == [
+        {"action": "move", "rule": "drop-web01", "above": "web-any", "policy": "p"},
+        {"action": "remove", "rule": "drop-web01", "policy": "p"},
+    ]
 
 
 def test_shadowing_by_a_union_names_the_minimal_set():
@@ -189,3 +214,21 @@ def test_lint_cli_exit_codes_and_json(run_cli, tmp_path):
     clean_result = run_cli("lint", str(clean))
     assert clean_result.exit_code == 0, clean_result.stdout + clean_result.stderr
     assert "no findings" in clean_result.stdout
+
+
+def test_the_only_drop_rule_is_never_called_redundant_when_its_own_reverse_is_shadowed():
+    # A default-deny written as the last rule: its -reverse match (any -> any again) is
+    # shadowed by its own forward match. Removing the rule would forward everything.
+    services = [{"name": "ssh", "protocol": "tcp", "destination_ports": [22]}]
+    rules = [
+        {"name": "ssh-to-web", "sources": "any", "destinations": ["web"], "services": ["ssh"]},
+        {"name": "deny-all", "sources": "any", "destinations": "any", "action": "drop"},
+    ]
+    shadowed = _findings(_policy(GROUPS, services, rules), "shadowed")
+    assert [f["match"] for f in shadowed] == ["deny-all-ipv6-reverse", "deny-all-reverse"]
+    for finding in shadowed:
+        assert "remove rule deny-all:" not in finding["fix"].replace("do not remove", "")
+        assert "do not remove rule deny-all: that would change verdicts" in finding["fix"]
+        assert "from drop to forward" in finding["fix"]
+        assert "reverse match of rule deny-all" in finding["message"]
+        assert finding["hints"] == [{"action": "unidirectional", "rule": "deny-all"}]

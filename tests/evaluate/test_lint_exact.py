@@ -117,12 +117,44 @@ def _names(draw, objects: list[dict]):
     return sorted(set(draw(st.lists(st.sampled_from([o["name"] for o in objects]), min_size=1))))
 
 
+# What a rule does besides forward and drop, for `policy_sets(effects=True)`: a redirect to
+# a firewall with a next-hop per family, mirroring to a monitor node, and decap types.
+EFFECT_OBJECTS = {
+    "monitor_nodes": [{"name": "ztx1", "loopback_address": "10.255.1.11"}],
+    "monitor_objects": [
+        {"name": "mon1", "tunnel_destination": "10.255.1.11", "monitor_nodes": ["ztx1"]}
+    ],
+    "redirect_objects": [{"name": "fw1", "next_hops": ["10.9.9.9", "fd09::9"]}],
+}
+
+
 @st.composite
-def _policy_set(draw) -> PolicySet:
+def _effects(draw) -> dict:
+    extra: dict = {}
+    action = draw(st.sampled_from(("forward", "drop", "drop", "redirect")))
+    extra["action"] = action
+    if action == "redirect":
+        extra["redirect"] = "fw1"
+    if action != "drop" and draw(st.integers(0, 3)) == 0:
+        extra["monitor"] = "mon1"
+    if draw(st.integers(0, 3)) == 0:
+        extra["decap_type"] = draw(st.sampled_from(("vxlan-decap-only", "no-vxlan-decap")))
+    return extra
+
+
+@st.composite
+def policy_sets(draw, effects: bool = False, max_rules: int = 24) -> PolicySet:
+    """One device, one policy of up to `max_rules` rules over the tiny space. With `effects`, rules
+    also redirect, mirror and restrict decap, and some repeat an earlier rule (identical
+    rules are each redundant, but not both)."""
     groups = [draw(_group(i)) for i in range(draw(st.integers(1, 4)))]
     services = [draw(_service(i)) for i in range(draw(st.integers(1, 4)))]
-    rules = [
-        {
+    rules = []
+    for index in range(draw(st.integers(1, max_rules))):
+        if effects and rules and draw(st.integers(0, 5)) == 0:
+            rules.append({**draw(st.sampled_from(rules)), "name": f"r{index}"})
+            continue
+        rule = {
             "name": f"r{index}",
             "sources": _names(draw, groups),
             "destinations": _names(draw, groups),
@@ -130,15 +162,17 @@ def _policy_set(draw) -> PolicySet:
             "direction": draw(st.sampled_from(("bidirectional", "unidirectional"))),
             "action": draw(st.sampled_from(("forward", "drop"))),
         }
-        for index in range(draw(st.integers(1, 24)))
-    ]
+        if effects:
+            rule.update(draw(_effects()))
+        rules.append(rule)
     document = {
-        "devices": [{"name": "sw1", "platform": "nftables"}],
+        "devices": [{"name": "sw1", "platform": "eos" if effects else "nftables"}],
         "domains": [{"name": "d1", "devices": ["sw1"]}],
         "groups": groups,
         "services": services,
         "rules": rules,
         "policies": [{"name": "p1", "id": 1, "domain": "d1", "rules": []}],
+        **(EFFECT_OBJECTS if effects else {}),
     }
     kept = []  # only rules that compile on their own (shared address family)
     for rule in rules:
@@ -153,7 +187,7 @@ def _policy_set(draw) -> PolicySet:
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(_policy_set())
+@given(policy_sets())
 def test_lint_shadowing_is_exact_against_brute_force(policy_set):
     intent = compile_all(policy_set)["sw1"]
     flagged = {
@@ -169,7 +203,7 @@ def test_lint_shadowing_is_exact_against_brute_force(policy_set):
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(_policy_set(), st.randoms(use_true_random=False))
+@given(policy_sets(), st.randoms(use_true_random=False))
 def test_engine_agrees_with_reference_on_enumerated_packets(policy_set, rng):
     intent = compile_all(policy_set)["sw1"]
     evaluation = CompiledDevice(intent).evaluate(BATCH)

@@ -217,23 +217,36 @@ def _label(group: dict) -> str:
 @app.command()
 def lint(
     policy: str = typer.Argument(..., help=POLICY_HELP),
+    select: str | None = typer.Option(
+        None, "--select", metavar="CHECK,...", help="Run only these checks (comma-separated)."
+    ),
+    ignore: str | None = typer.Option(
+        None, "--ignore", metavar="CHECK,...", help="Skip these checks (comma-separated)."
+    ),
     json_output: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
 ) -> None:
-    """Find shadowed and dead rules, unused objects, switch bypass and hardware overruns.
+    """Find dead, shadowed and redundant rules, nested prefixes, unused objects, switch
+    bypass and hardware overruns.
 
-    Exit 0 when clean, 1 with findings (each with a fix hint).
+    Checks: never-matches, shadowed, redundant, bypass, nested-prefix, unused, hardware.
+    Exit 0 when clean, 1 with findings (each with a fix; a fix only suggests an edit lint
+    has verified: removing a rule changes no verdict, no edit widens access).
 
-    Example: microseg lint examples/home-lab.yaml
+    Example: microseg lint examples/home-lab.yaml --ignore unused
     """
     from microseg.evaluate.lint import lint as lint_policy
 
-    report = lint_policy(resolve_policy(policy))
+    report = lint_policy(resolve_policy(policy), _check_names(select), _check_names(ignore))
     if json_output:
         emit_json(report)
     else:
         print_lint(report)
     if not report["clean"]:
         raise SystemExit(1)
+
+
+def _check_names(text: str | None) -> list[str]:
+    return [name.strip() for name in (text or "").split(",") if name.strip()]
 
 
 def print_lint(report: dict) -> None:

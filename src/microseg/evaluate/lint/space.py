@@ -1,0 +1,555 @@
+"""A policy's decisions, exactly: which match decides which packets, and what an edit changes.
+
+Shadowing is decided as Batfish's filterLineReachability does, but over a finite space: the
+atomic cells of the device's field-sets (addresses and ports cut at every boundary,
+protocols and ICMP types grouped by identical membership), taken from the evaluator's bit
+tables. Every question is asked over a *region*, the classes of packets one term accepts,
+projected onto the terms that can meet that region at all: a term that misses it in one
+dimension is zero on every point of it, so dropping its bit changes no first match.
+Projected rows are a few bits wide and collapse into few distinct classes.
+
+Questions: does a match ever decide a packet, and which earlier matches decide its packets
+instead; does removing a rule (all its matches) change any packet's verdict; does moving a
+rule up widen access. A verdict is the action with its redirect next-hops and mirror
+session; access is ranked drop < redirect < forward.
+
+A rule's decap type is one more packet dimension (EOS `packet type` / `vxlan decap`): when a
+policy restricts matches to decapsulated or to plain packets, each state is analysed with
+the matches that apply in it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from microseg.compile.intent import Match, PolicyIntent
+from microseg.evaluate.engine import CompiledDevice, CompiledPolicy, lowest_set_bit, pack_rows
+
+GRID_CHUNK = 1 << 18  # grid points per step of a region scan
+# Grid points x words one edit question may scan; past it lint abstains (says it could not
+# decide) rather than run for minutes. Deterministic: a size, not a time.
+WORK_LIMIT = 1 << 31
+# Regions of more grid words than this are projected onto the terms that meet them first.
+PROJECT_ABOVE = 1 << 18
+SAMPLE_POINTS = 64  # packet classes a reachable match keeps as a sample
+
+Effect = tuple[str, tuple, str | None]  # action, redirect next-hops, mirror session
+ACCESS_RANK = {"drop": 0, "redirect": 1, "forward": 2}
+# Decap types that apply to a plain packet and to a decapsulated VXLAN packet.
+DECAP_STATES = (("allow-all", "no-vxlan-decap"), ("allow-all", "vxlan-decap-only"))
+
+
+def match_effect(match: Match) -> Effect:
+    return (match.action, match.redirect_next_hops, match.mirror_session)
+
+
+def default_effect(policy: PolicyIntent) -> Effect:
+    """What the implicit `ipv4-all-default` / `ipv6-all-default` matches do: forward."""
+    return ("forward", (), None)
+
+
+def describe_effect(effect: Effect) -> str:
+    action, next_hops, mirror = effect
+    text = action
+    if next_hops:
+        text += " to " + ", ".join(str(h) for h in next_hops)
+    if mirror:
+        text += f" mirrored to {mirror}"
+    return text
+
+
+# -- packed bit rows --------------------------------------------------------------------------
+def _classes(rows: np.ndarray) -> np.ndarray:
+    """The distinct rows, in order of first occurrence. Each row is compared as one opaque
+    byte string (a void view): several times faster than np.unique(axis=0), which sorts
+    field by field."""
+    rows = np.ascontiguousarray(rows)
+    as_bytes = rows.view(np.dtype((np.void, rows.shape[1] * rows.itemsize))).reshape(-1)
+    _, first = np.unique(as_bytes, return_index=True)
+    return rows[np.sort(first)]
+
+
+def _combined(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """The distinct non-empty ANDs of a row of `left` with a row of `right`."""
+    rows = (left[:, None, :] & right[None, :, :]).reshape(-1, left.shape[1])
+    return _classes(rows[(rows != 0).any(axis=1)])
+
+
+def _has_bit(rows: np.ndarray, term: int) -> np.ndarray:
+    return ((rows[:, term // 64] >> np.uint64(term % 64)) & np.uint64(1)).astype(bool)
+
+
+def _bits(rows: np.ndarray) -> np.ndarray:
+    """uint8[row, term] (0/1) of packed rows: term t is bit t % 64 of word t // 64."""
+    as_bytes = np.ascontiguousarray(rows, dtype="<u8").view(np.uint8)
+    return np.unpackbits(as_bytes, axis=1, bitorder="little")
+
+
+def _project(bits: np.ndarray) -> np.ndarray:
+    """Unpacked rows (already cut down to some terms) packed again and deduplicated."""
+    return _classes(pack_rows(bits.T.astype(bool)))
+
+
+def _mask(selected: np.ndarray) -> np.ndarray:
+    """uint64[word]: a row with the bits where `selected` (bool per bit) is set."""
+    return pack_rows(selected[:, None])[0]
+
+
+def first_set(grid: np.ndarray) -> np.ndarray:
+    """Index of the lowest set bit of each row of packed words; -1 for an all-zero row."""
+    nonzero = grid != 0
+    word = nonzero.argmax(axis=1)
+    rows = np.arange(len(grid))
+    first = word * 64 + lowest_set_bit(grid[rows, word])
+    return np.where(nonzero[rows, word], first, -1)
+
+
+@dataclass(frozen=True)
+class Region:
+    """The packets one term accepts, as classes over the terms that can meet them."""
+
+    terms: np.ndarray  # the space's term index of each bit of the rows, ascending
+    sources: np.ndarray  # uint64[class, word], projected onto `terms`
+    destinations: np.ndarray
+    services: np.ndarray
+
+    @property
+    def work(self) -> int:
+        words = self.sources.shape[1]
+        return len(self.sources) * len(self.destinations) * len(self.services) * words
+
+    def grids(self) -> Iterator[np.ndarray]:
+        """Rows of every (source, destination, service) class combination, in chunks."""
+        words = self.sources.shape[1]
+        pairs = (self.destinations[:, None, :] & self.services[None, :, :]).reshape(-1, words)
+        per_chunk = max(1, GRID_CHUNK // max(len(pairs), 1))
+        for start in range(0, len(self.sources), per_chunk):
+            chunk = self.sources[start : start + per_chunk]
+            yield (chunk[:, None, :] & pairs[None, :, :]).reshape(-1, words)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """Some packet classes a match decides, as rows of bits over `terms`: a cheap first
+    place to look for a verdict that removing its rule would change."""
+
+    rows: np.ndarray
+    terms: np.ndarray
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """For one match: whether it ever decides, and which earlier matches decide its space."""
+
+    empty: bool  # no packet fits it at all
+    reachable: bool  # it decides at least one packet
+    deciders: tuple[int, ...] = ()  # every earlier match deciding some of its packets
+    blockers: tuple[int, ...] = ()  # an irredundant subset of those that covers it
+    sample: Sample | None = None  # when reachable: some packet classes it decides
+
+
+class DecisionSpace:
+    """The matches of a policy that apply in one decapsulation state, as classes."""
+
+    def __init__(self, compiled: CompiledPolicy, match_indexes: np.ndarray):
+        self.term_match = match_indexes[compiled.term_match].astype(np.int64)
+        self.source = _classes(compiled.source_rows)
+        self.destination = _classes(compiled.destination_rows)
+        # The service classes are the distinct ANDs of protocol, ICMP-type and port classes,
+        # combined pairwise and deduplicated at each step (AND is associative), so the full
+        # four-way product is never built.
+        protocol = _classes(compiled.protocol_rows)
+        icmp = _classes(compiled.icmp_rows)
+        ports = _combined(
+            _classes(compiled.source_port_rows), _classes(compiled.destination_port_rows)
+        )
+        self.service = _combined(_combined(protocol, icmp), ports)
+        # The same classes unpacked (one byte per term) to project them without unpacking
+        # again per question, and term-major to list a term's classes with one row read.
+        self.source_bits = _bits(self.source)
+        self.destination_bits = _bits(self.destination)
+        self.service_bits = _bits(self.service)
+        self.members = tuple(
+            np.ascontiguousarray(bits.T)
+            for bits in (self.source_bits, self.destination_bits, self.service_bits)
+        )
+        self._coverage: dict[int, Coverage | None] = {}
+
+    def terms_of(self, matches: list[int]) -> np.ndarray:
+        """The terms of some matches (term_match is sorted: a match's terms are a run)."""
+        starts = np.searchsorted(self.term_match, matches, side="left")
+        stops = np.searchsorted(self.term_match, matches, side="right")
+        return np.concatenate([np.arange(a, b) for a, b in zip(starts, stops, strict=True)])
+
+    def region(self, term: int) -> Region | None:
+        """The classes term `term` accepts; None when it accepts no packet. Small regions
+        are scanned as they are; larger ones are projected onto the terms that meet them."""
+        sides = []
+        for members in self.members:
+            picked = np.flatnonzero(members[term])
+            if not len(picked):
+                return None
+            sides.append(picked)
+        classes = (self.source, self.destination, self.service)
+        words = self.source.shape[1]
+        if len(sides[0]) * len(sides[1]) * len(sides[2]) * words <= PROJECT_ABOVE:
+            terms = np.arange(min(words * 64, len(self.term_match)))
+            return Region(terms, *(c[p] for c, p in zip(classes, sides, strict=True)))
+        meets = np.bitwise_and.reduce(
+            [np.bitwise_or.reduce(c[p], axis=0) for c, p in zip(classes, sides, strict=True)]
+        )
+        terms = np.flatnonzero(_bits(meets[None, :])[0])
+        unpacked = (self.source_bits, self.destination_bits, self.service_bits)
+        rows = (_project(u[p][:, terms]) for u, p in zip(unpacked, sides, strict=True))
+        return Region(terms, *rows)
+
+    # -- does a match decide anything? ------------------------------------------------------
+    def coverage(self, match: int) -> Coverage | None:
+        """None when the match does not apply in this state."""
+        if match not in self._coverage:
+            self._coverage[match] = self._compute_coverage(match)
+        return self._coverage[match]
+
+    def _compute_coverage(self, match: int) -> Coverage | None:
+        terms = self.terms_of([match])
+        if not len(terms):
+            return None
+        deciders: set[int] = set()
+        regions = []
+        for term in terms:
+            region = self.region(term)
+            if region is None:
+                continue
+            for grid in region.grids():
+                # The term's own bit is set on every point: the first match is at most it.
+                deciding = self.term_match[region.terms[first_set(grid)]]
+                decided = deciding == match
+                if decided.any():
+                    sample = Sample(grid[decided][:SAMPLE_POINTS], region.terms)
+                    return Coverage(empty=False, reachable=True, sample=sample)
+                deciders.update(int(m) for m in np.unique(deciding))
+            regions.append(region)
+        if not regions:
+            return Coverage(empty=True, reachable=False)
+        ordered = sorted(deciders)
+        return Coverage(False, False, tuple(ordered), self._irredundant(ordered, regions))
+
+    def _irredundant(self, deciders: list[int], regions: list[Region]) -> tuple[int, ...]:
+        """Drop deciders (latest first) while the others still cover every point."""
+        covers = {
+            match: np.concatenate(
+                [
+                    (grid & _mask(self.term_match[region.terms] == match)).any(axis=1)
+                    for region in regions
+                    for grid in region.grids()
+                ]
+            )
+            for match in deciders
+        }
+        kept = list(deciders)
+        for match in reversed(deciders):
+            others = [covers[m] for m in kept if m != match]
+            if others and np.logical_or.reduce(others).all():
+                kept.remove(match)
+        return tuple(kept)
+
+    # -- what an edit changes -----------------------------------------------------------------
+    def removal_conflict(
+        self,
+        first_term: int,
+        last_term: int,
+        scan_terms: np.ndarray,
+        hinted: np.ndarray,
+        codes: np.ndarray,
+        default_code: int,
+    ) -> Conflict | bool | None:
+        """Whether removing terms first_term..last_term (one rule's) can change a verdict
+        when any subset of the `hinted` terms (bool per term) is removed too; None if not,
+        False when the space is too large to decide. Only `scan_terms` (the rule's) are
+        scanned: a packet no term of the rule accepts keeps its verdict."""
+        for term in scan_terms:
+            region = self.region(int(term))
+            if region is None:
+                continue
+            if region.work > WORK_LIMIT:
+                return False
+            for grid in region.grids():
+                conflict = self.conflict_in(
+                    grid, region.terms, first_term, last_term, hinted, codes, default_code
+                )
+                if conflict:
+                    return conflict
+        return None
+
+    def conflict_in(
+        self,
+        rows: np.ndarray,
+        terms: np.ndarray,
+        first_term: int,
+        last_term: int,
+        hinted: np.ndarray,
+        codes: np.ndarray,
+        default_code: int,
+    ) -> Conflict | None:
+        """The check behind `removal_conflict`, on some packet classes (rows of bits over
+        `terms`). At a packet the rule decides once the hinted terms are gone, every term
+        that could decide it once the rule is gone too (the hinted ones up to the first
+        term that stays, and that one, or the default) must give the rule's verdict."""
+        gone = hinted[terms]
+        first_kept = terms[first_set(rows & _mask(~gone))]
+        ours = first_kept >= first_term  # a term of the rule is set: first_kept <= last
+        if not ours.any():
+            return None
+        rows, first_kept = rows[ours], first_kept[ours]
+        later = terms > last_term
+        code_of_bit = codes[self.term_match[terms]]
+        before = codes[self.term_match[first_kept]]
+        next_kept = first_set(rows & _mask(later & ~gone))
+        after = np.where(next_kept >= 0, code_of_bit[np.maximum(next_kept, 0)], default_code)
+        conflicting = after != before
+        for code in np.unique(before):
+            same = before == code
+            odd = first_set(rows[same] & _mask(later & gone & (code_of_bit != code)))
+            kept = next_kept[same]
+            conflicting[same] |= (odd >= 0) & ((kept < 0) | (odd < kept))
+        if not conflicting.any():
+            return None
+        # Does removing the rule alone change one of them? Where the rule decided first,
+        # the next term of all (hinted or not) decides then.
+        decided_first = terms[first_set(rows)] >= first_term
+        next_any = first_set(rows & _mask(later))
+        alone_after = np.where(next_any >= 0, code_of_bit[np.maximum(next_any, 0)], default_code)
+        alone = conflicting & decided_first & (alone_after != before)
+        if alone.any():
+            row = int(np.flatnonzero(alone)[0])
+            return Conflict(int(before[row]), int(alone_after[row]), True)
+        row = int(np.flatnonzero(conflicting)[0])
+        shown = after[row]
+        if shown == before[row]:  # a suggested removal between decides differently
+            odd_bits = _mask(later & gone & (code_of_bit != before[row]))
+            shown = code_of_bit[first_set(rows[row : row + 1] & odd_bits)[0]]
+        return Conflict(int(before[row]), int(shown), False)
+
+    def move_widens(
+        self, first_term: int, last_term: int, above_term: int, codes, rank
+    ) -> bool | None:
+        """Whether moving terms first_term..last_term (one rule's) to just before term
+        `above_term` gives some packet a verdict of higher access; None when too large."""
+        for term in range(first_term, last_term + 1):
+            region = self.region(term)
+            if region is None:
+                continue
+            if region.work > WORK_LIMIT:
+                return None
+            own = _mask((region.terms >= first_term) & (region.terms <= last_term))
+            for grid in region.grids():
+                first = region.terms[first_set(grid)]
+                moved = first >= above_term  # decided at or after the new place: now this rule
+                if not moved.any():
+                    continue
+                now = region.terms[first_set(grid[moved] & own)]
+                before = rank[codes[self.term_match[first[moved]]]]
+                if (rank[codes[self.term_match[now]]] > before).any():
+                    return True
+        return False
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """A packet whose verdict removing a rule changes: codes before and after, and whether
+    removing the rule alone changes it (else only with other suggested removals)."""
+
+    before: int
+    after: int
+    alone: bool
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What removing a rule does: `decided` False when lint could not tell (too large)."""
+
+    decided: bool
+    change: tuple[Effect, Effect] | None = None  # one verdict before and after, if any
+    # The change shown needs other removals lint suggests to be made too.
+    alongside: bool = False
+
+
+class PolicyAnalysis:
+    """One policy of a device, analysed exactly; results are cached per match and rule.
+
+    Example: PolicyAnalysis(CompiledDevice(intent), 0).removal("deny-all")"""
+
+    def __init__(self, device: CompiledDevice, position: int):
+        policy = device.intent.policies[position]
+        self.intent = device.intent
+        self.policy = policy
+        self.matches = policy.matches
+        effects = [match_effect(m) for m in policy.matches]
+        self.default = default_effect(policy)
+        self.effects = list(dict.fromkeys([*effects, self.default]))
+        code_of = {effect: code for code, effect in enumerate(self.effects)}
+        self.codes = np.array([code_of[e] for e in effects], dtype=np.int64)
+        self.default_code = code_of[self.default]
+        self.rank = np.array([ACCESS_RANK[e[0]] for e in self.effects], dtype=np.int64)
+        self.rules: dict[str, list[int]] = {}
+        for index, match in enumerate(policy.matches):
+            self.rules.setdefault(match.rule, []).append(index)
+        self.spaces = self._spaces(device, position)
+
+    def _spaces(self, device: CompiledDevice, position: int) -> list[DecisionSpace]:
+        every = np.arange(len(self.matches), dtype=np.int64)
+        if all(m.decap_type == "allow-all" for m in self.matches):
+            return [DecisionSpace(device.policies[position], every)]
+        spaces = []
+        for applies in DECAP_STATES:
+            indexes = every[[m.decap_type in applies for m in self.matches]]
+            subset = replace(self.policy, matches=tuple(self.matches[i] for i in indexes))
+            spaces.append(DecisionSpace(CompiledPolicy(device, subset), indexes))
+        return spaces
+
+    def coverage(self, match: int) -> Coverage:
+        parts = [c for space in self.spaces if (c := space.coverage(match)) is not None]
+        if any(p.reachable for p in parts):
+            return Coverage(empty=False, reachable=True)
+        if all(p.empty for p in parts):
+            return Coverage(empty=True, reachable=False)
+        deciders = sorted({m for p in parts for m in p.deciders})
+        blockers = sorted({m for p in parts for m in p.blockers})
+        return Coverage(False, False, tuple(deciders), tuple(blockers))
+
+    def removal_plan(self, unidirectional: frozenset[str]) -> dict[str, Outcome]:
+        """What removing each rule does, and so which removals lint suggests.
+
+        The suggestions are safe in any combination: applying all of them, or any subset,
+        changes no packet's verdict (two identical drops are each removable, but not
+        both; removing a rule must not bring a dead one to life with another verdict).
+        Rules whose matches all decide nothing come first, with the reverse matches of
+        the rules lint makes `unidirectional` (they decide nothing either): any set of
+        those can go. Then every other rule in policy order, suggested only if, at every
+        packet it decides once any suggested removals are made, every match that could
+        decide the packet without it (suggested ones up to the first that stays, and
+        that one, or the default) gives its verdict.
+
+        A rule whose matches all decide traffic is suggested in a default-forward policy
+        only when later rules (not the default) keep its verdicts: an allow rule above
+        the drops still to come is how a policy is built."""
+        hinted = np.zeros(len(self.matches), dtype=bool)
+        outcomes: dict[str, Outcome] = {}
+        for rule, indexes in self.rules.items():
+            if not any(self.coverage(i).reachable for i in indexes):
+                hinted[indexes] = True
+                outcomes[rule] = Outcome(True)
+            elif rule in unidirectional:
+                hinted[[i for i in indexes if self.matches[i].reverse]] = True
+        for rule, indexes in self.rules.items():
+            if rule in outcomes:
+                continue
+            all_live = all(self.coverage(i).reachable for i in indexes)
+            default_keeps = not all_live or self.default[0] != "forward"
+            outcome = self._removal(rule, hinted, default_keeps)
+            outcomes[rule] = outcome
+            if outcome.decided and outcome.change is None:
+                hinted[indexes] = True
+        return outcomes
+
+    def _sample_conflict(
+        self, space: DecisionSpace, present, first: int, last: int, hinted, default_code: int
+    ) -> Conflict | None:
+        """`removal_conflict` looked for first in the samples of packet classes the rule's
+        matches decide (it still decides them whatever else is removed: removing matches
+        never makes an earlier one match)."""
+        for match in sorted(set(space.term_match[present].tolist())):
+            coverage = space.coverage(match)
+            if coverage is None or coverage.sample is None:
+                continue
+            sample = coverage.sample
+            conflict = space.conflict_in(
+                sample.rows, sample.terms, first, last, hinted, self.codes, default_code
+            )
+            if conflict:
+                return conflict
+        return None
+
+    def _removal(self, rule: str, hinted: np.ndarray, default_keeps: bool) -> Outcome:
+        indexes = self.rules[rule]
+        # A code no match has: with it every fall-through to the default differs.
+        default_code = self.default_code if default_keeps else len(self.effects)
+        effects = [*self.effects, self.default]
+        for space in self.spaces:
+            terms = space.terms_of(indexes)
+            hinted_terms = hinted[space.term_match]
+            present = terms[~hinted_terms[terms]]
+            if not len(present):
+                continue
+            first, last = int(terms[0]), int(terms[-1])
+            if last == len(space.term_match) - 1:
+                # Nothing after the rule: without it, the default decides what it did.
+                for match in sorted(set(space.term_match[present].tolist())):
+                    coverage = space.coverage(match)
+                    if coverage and coverage.reachable and self.codes[match] != default_code:
+                        change = (self.effects[self.codes[match]], self.default)
+                        return Outcome(True, change)
+                if all(self.codes[space.term_match[present]] == default_code):
+                    continue
+            conflict = self._sample_conflict(
+                space, present, first, last, hinted_terms, default_code
+            ) or space.removal_conflict(
+                first, last, present, hinted_terms, self.codes, default_code
+            )
+            if conflict is False:
+                return Outcome(False)
+            if conflict:
+                change = (effects[conflict.before], effects[conflict.after])
+                return Outcome(True, change, alongside=not conflict.alone)
+        return Outcome(True)
+
+    def reverse_matches_decide_nothing(self, rule: str) -> bool:
+        """True when the rule has reverse matches here and none decides a packet."""
+        reverse = [i for i in self.rules[rule] if self.matches[i].reverse]
+        return bool(reverse) and not any(self.coverage(i).reachable for i in reverse)
+
+    def move_widens(self, rule: str, above_rule: str) -> bool | None:
+        """Whether moving `rule` just above `above_rule` widens access for some packet."""
+        above = self.rules[above_rule][0]
+        for space in self.spaces:
+            terms = space.terms_of(self.rules[rule])
+            if not len(terms):
+                continue
+            above_term = int(np.searchsorted(space.term_match, above, side="left"))
+            widens = space.move_widens(
+                int(terms[0]), int(terms[-1]), above_term, self.codes, self.rank
+            )
+            if widens is not False:
+                return widens
+        return False
+
+
+@dataclass(frozen=True)
+class EditPlan:
+    """The edits lint suggests, all verified together: applying every one of them at once
+    changes no packet's verdict."""
+
+    unidirectional: frozenset[str]  # rules whose reverse matches decide nothing anywhere
+    removals: dict[str, dict[str, Outcome]]  # policy -> rule -> what removing it does
+
+    def removable(self, policy: str, rule: str) -> Outcome:
+        return self.removals[policy][rule]
+
+
+def plan_edits(analyses: list[PolicyAnalysis]) -> EditPlan:
+    in_policies: dict[str, list[PolicyAnalysis]] = {}
+    for analysis in analyses:
+        for rule in analysis.rules:
+            in_policies.setdefault(rule, []).append(analysis)
+    unidirectional = frozenset(
+        rule
+        for rule, policies in in_policies.items()
+        if all(a.reverse_matches_decide_nothing(rule) for a in policies)
+    )
+    return EditPlan(
+        unidirectional,
+        {a.policy.name: a.removal_plan(unidirectional) for a in analyses},
+    )
