@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from microseg.builder import BuilderOptions, recommend
-from microseg.builder.addresses import AddressTable
 from microseg.builder.endpoints import map_endpoints
 from microseg.builder.seed_sessions import session
+from microseg.flows.session_columns import AddressTable
 from microseg.model import Category, Device, Group, Policy, PolicySet, SecurityDomain, Segment
 
 

@@ -22,7 +22,8 @@ from typing import Literal
 
 import numpy as np
 
-from microseg.builder.addresses import AddressTable, collapse, group_size
+from microseg.builder.addresses import collapse, group_size
+from microseg.flows.session_columns import AddressTable
 from microseg.model import Group, PolicySet
 from microseg.model.objects import IPAddress, IPNetwork
 
