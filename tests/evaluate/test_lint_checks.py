@@ -19,7 +19,7 @@ GROUPS = [
 SERVICES = [{"name": "ssh", "protocol": "tcp", "destination_ports": [22]}]
 
 
-def _policy(rules, groups=GROUPS, **extra) -> PolicySet:
+def _policy(rules, groups=GROUPS, default_action="forward", **extra) -> PolicySet:
     return PolicySet.model_validate(
         {
             "devices": [{"name": "leaf1"}],
@@ -28,7 +28,13 @@ def _policy(rules, groups=GROUPS, **extra) -> PolicySet:
             "services": SERVICES,
             "rules": rules,
             "policies": [
-                {"name": "p", "id": 1, "domain": "dc", "rules": [r["name"] for r in rules]}
+                {
+                    "name": "p",
+                    "id": 1,
+                    "domain": "dc",
+                    "rules": [r["name"] for r in rules],
+                    "default_action": default_action,
+                }
             ],
             **extra,
         }
@@ -151,6 +157,57 @@ EXTRA_GROUPS = [
         "except_prefixes": ["10.0.3.8/29", "10.0.3.8/30"],
     },
 ]
+
+
+# The policy's default action decides what redundancy is measured against.
+DEFAULT_TABLE = [
+    pytest.param(
+        "drop",
+        "redundant",
+        [_rule("web-ssh", ["web"], ["db"], ["ssh"]), _rule("deny-all", action="drop")],
+        [("rule 'deny-all'", None, ("remove",))],
+        id="a-trailing-deny-all-in-a-default-drop-policy-is-redundant",
+    ),
+    pytest.param(
+        "forward",
+        "redundant",
+        [_rule("web-ssh", ["web"], ["db"], ["ssh"]), _rule("deny-all", action="drop")],
+        [],
+        id="in-a-default-forward-policy-it-is-what-drops",
+    ),
+    pytest.param(
+        "drop",
+        "redundant",
+        [_rule("web-ssh", ["web"], ["db"], ["ssh"])],
+        [],
+        id="an-allow-in-a-default-drop-policy-is-what-allows",
+    ),
+    pytest.param(
+        "drop",
+        "shadowed",
+        [_rule("deny-all", action="drop", direction="bidirectional")],
+        [
+            ("rule 'deny-all'", "deny-all-ipv6-reverse", ("remove",)),
+            ("rule 'deny-all'", "deny-all-reverse", ("remove",)),
+        ],
+        id="a-bidirectional-deny-all-in-a-default-drop-policy-can-go",
+    ),
+    pytest.param(
+        "drop",
+        "redundant",
+        [
+            _rule("drop-web", ["web"], action="drop"),
+            _rule("web01-ssh", ["web01"], ["db"], ["ssh"]),
+        ],
+        [],
+        id="a-drop-that-shields-an-allow-under-a-default-drop-is-not",
+    ),
+]
+
+
+@pytest.mark.parametrize(("default_action", "check", "rules", "expected"), DEFAULT_TABLE)
+def test_check_table_with_default_action(default_action, check, rules, expected):
+    assert _summary(_policy(rules, default_action=default_action), check) == expected
 
 
 @pytest.mark.parametrize(("check", "rules", "expected"), TABLE)

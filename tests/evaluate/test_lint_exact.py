@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from microseg.compile.resolve import CompileError, compile_all
 from microseg.evaluate import CompiledDevice, PacketBatch
 from microseg.evaluate.lint import lint
+from microseg.evaluate.lint.space import Region
 from microseg.evaluate.reference import evaluate_one
 from microseg.model import PolicySet
 
@@ -171,7 +172,15 @@ def policy_sets(draw, effects: bool = False, max_rules: int = 24) -> PolicySet:
         "groups": groups,
         "services": services,
         "rules": rules,
-        "policies": [{"name": "p1", "id": 1, "domain": "d1", "rules": []}],
+        "policies": [
+            {
+                "name": "p1",
+                "id": 1,
+                "domain": "d1",
+                "rules": [],
+                "default_action": draw(st.sampled_from(("forward", "drop"))),
+            }
+        ],
         **(EFFECT_OBJECTS if effects else {}),
     }
     kept = []  # only rules that compile on their own (shared address family)
@@ -247,3 +256,21 @@ def test_shadowing_across_bit_table_words():
         ("late", ["r70"], True),
         ("late-ipv6", ["r70-ipv6"], True),
     ]
+
+
+def test_region_chunks_cover_every_class_combination_once():
+    # The first chunks are gathered point by point, the rest broadcast per source row.
+    rng = np.random.default_rng(1)
+    for sizes in [(1, 1, 1), (1, 3, 500), (3, 1, 1500), (2, 2, 2000), (7, 5, 13), (40, 30, 300)]:
+        sources, destinations, services = (
+            rng.integers(0, 2**63, (n, 2), dtype=np.uint64) for n in sizes
+        )
+        region = Region(np.arange(128), sources, destinations, services)
+        every = (
+            sources[:, None, None, :] & destinations[None, :, None, :] & services[None, None, :, :]
+        ).reshape(-1, 2)
+        seen = np.zeros(len(every), dtype=int)
+        for start, grid in region.chunks():
+            assert (grid == every[start : start + len(grid)]).all(), sizes
+            seen[start : start + len(grid)] += 1
+        assert (seen == 1).all(), sizes

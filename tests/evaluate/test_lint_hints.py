@@ -28,13 +28,17 @@ ACCESS_RANK = {"drop": 0, "redirect": 1, "forward": 2}
 SAFE_TOGETHER = ("remove", "unidirectional", "remove-prefix")
 
 
-_EFFECT_CODES: dict[tuple, int] = {("forward", (), None): 0}
+_EFFECT_CODES: dict[tuple, int] = {}
+
+
+def _code(effect: tuple) -> int:
+    return _EFFECT_CODES.setdefault(effect, len(_EFFECT_CODES))
 
 
 def verdicts(policy_set: PolicySet) -> np.ndarray:
     """Every enumerated packet's verdict, plain and VXLAN-decapsulated, as a code of the
-    first match's (action, next-hops, mirror session), or of the implicit default's
-    forward (code 0). Codes are the same across calls."""
+    first match's (action, next-hops, mirror session), or of the implicit default match's
+    (the policy's default action). Codes are the same across calls."""
     intent = compile_all(policy_set)["sw1"]
     [policy] = intent.policies
     result = []
@@ -42,13 +46,9 @@ def verdicts(policy_set: PolicySet) -> np.ndarray:
         matches = tuple(m for m in policy.matches if m.decap_type in applies)
         state = replace(intent, policies=(replace(policy, matches=matches),))
         decided = CompiledDevice(state).evaluate(BATCH).match_index
-        codes = [
-            _EFFECT_CODES.setdefault(
-                (m.action, m.redirect_next_hops, m.mirror_session), len(_EFFECT_CODES)
-            )
-            for m in matches
-        ]
-        result.append(np.array([*codes, 0])[decided])  # index -1: the default
+        codes = [_code((m.action, m.redirect_next_hops, m.mirror_session)) for m in matches]
+        default = _code((policy.default_action, (), None))
+        result.append(np.array([*codes, default])[decided])  # index -1: the default
     return np.concatenate(result)
 
 

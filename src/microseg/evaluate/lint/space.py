@@ -29,6 +29,7 @@ from microseg.compile.intent import Match, PolicyIntent
 from microseg.evaluate.engine import CompiledDevice, CompiledPolicy, lowest_set_bit, pack_rows
 
 GRID_CHUNK = 1 << 18  # grid points per step of a region scan
+FIRST_CHUNK = 1 << 10  # grid points of its first step
 # Grid points x words one edit question may scan; past it lint abstains (says it could not
 # decide) rather than run for minutes. Deterministic: a size, not a time.
 WORK_LIMIT = 1 << 31
@@ -47,8 +48,9 @@ def match_effect(match: Match) -> Effect:
 
 
 def default_effect(policy: PolicyIntent) -> Effect:
-    """What the implicit `ipv4-all-default` / `ipv6-all-default` matches do: forward."""
-    return ("forward", (), None)
+    """What the implicit `ipv4-all-default` / `ipv6-all-default` matches do: the policy's
+    `default_action` (forward, EOS's own default, or drop)."""
+    return (policy.default_action, (), None)
 
 
 def describe_effect(effect: Effect) -> str:
@@ -115,6 +117,8 @@ class Region:
     sources: np.ndarray  # uint64[class, word], projected onto `terms`
     destinations: np.ndarray
     services: np.ndarray
+    # For a region that is not projected: the space's class index of each row, per side.
+    classes: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     @property
     def work(self) -> int:
@@ -122,13 +126,42 @@ class Region:
         return len(self.sources) * len(self.destinations) * len(self.services) * words
 
     def grids(self) -> Iterator[np.ndarray]:
-        """Rows of every (source, destination, service) class combination, in chunks."""
+        for _, grid in self.chunks():
+            yield grid
+
+    def chunks(self) -> Iterator[tuple[int, np.ndarray]]:
+        """Rows of every (source, destination, service) class combination, in chunks, each
+        with the index of its first point (point p is source p // (d * v), destination
+        p // v % d, service p % v)."""
+        # Chunks grow from small: most questions are answered by the first packets looked
+        # at (a match that decides something usually decides its first class), so the
+        # first chunks are gathered row by row; later ones are broadcast from the pairs.
         words = self.sources.shape[1]
+        pair_count = len(self.destinations) * len(self.services)
+        total = len(self.sources) * pair_count
+        start, size = 0, FIRST_CHUNK
+        while start < total and size < pair_count:
+            point = np.arange(start, min(start + size, total))
+            yield (
+                start,
+                (
+                    self.sources[point // pair_count]
+                    & self.destinations[point // len(self.services) % len(self.destinations)]
+                    & self.services[point % len(self.services)]
+                ),
+            )
+            start, size = start + len(point), size * 4
+        if start >= total:
+            return
         pairs = (self.destinations[:, None, :] & self.services[None, :, :]).reshape(-1, words)
-        per_chunk = max(1, GRID_CHUNK // max(len(pairs), 1))
-        for start in range(0, len(self.sources), per_chunk):
-            chunk = self.sources[start : start + per_chunk]
-            yield (chunk[:, None, :] & pairs[None, :, :]).reshape(-1, words)
+        first_full = -(-start // pair_count)  # the first source row not yet begun
+        if first_full * pair_count > start:  # the rest of a partly gathered source row
+            point = np.arange(start, first_full * pair_count)
+            yield start, self.sources[point // pair_count] & pairs[point % pair_count]
+        per_chunk = max(1, GRID_CHUNK // pair_count)
+        for source in range(first_full, len(self.sources), per_chunk):
+            chunk = self.sources[source : source + per_chunk]
+            yield source * pair_count, (chunk[:, None, :] & pairs[None, :, :]).reshape(-1, words)
 
 
 @dataclass(frozen=True)
@@ -184,9 +217,10 @@ class DecisionSpace:
         stops = np.searchsorted(self.term_match, matches, side="right")
         return np.concatenate([np.arange(a, b) for a, b in zip(starts, stops, strict=True)])
 
-    def region(self, term: int) -> Region | None:
+    def region(self, term: int, words: int | None = None) -> Region | None:
         """The classes term `term` accepts; None when it accepts no packet. Small regions
-        are scanned as they are; larger ones are projected onto the terms that meet them."""
+        are scanned as they are, cut to the first `words` words (default all); larger ones
+        are projected onto the terms that meet them (all of them)."""
         sides = []
         for members in self.members:
             picked = np.flatnonzero(members[term])
@@ -194,10 +228,11 @@ class DecisionSpace:
                 return None
             sides.append(picked)
         classes = (self.source, self.destination, self.service)
-        words = self.source.shape[1]
+        words = words or self.source.shape[1]
         if len(sides[0]) * len(sides[1]) * len(sides[2]) * words <= PROJECT_ABOVE:
             terms = np.arange(min(words * 64, len(self.term_match)))
-            return Region(terms, *(c[p] for c, p in zip(classes, sides, strict=True)))
+            rows = (c[p, :words] for c, p in zip(classes, sides, strict=True))
+            return Region(terms, *rows, classes=(sides[0], sides[1], sides[2]))
         meets = np.bitwise_and.reduce(
             [np.bitwise_or.reduce(c[p], axis=0) for c, p in zip(classes, sides, strict=True)]
         )
@@ -205,6 +240,20 @@ class DecisionSpace:
         unpacked = (self.source_bits, self.destination_bits, self.service_bits)
         rows = (_project(u[p][:, terms]) for u, p in zip(unpacked, sides, strict=True))
         return Region(terms, *rows)
+
+    def _sample(self, region: Region, start: int, grid: np.ndarray, rows: np.ndarray) -> Sample:
+        """Some of the grid's rows as a Sample over every term of the space."""
+        rows = rows[:SAMPLE_POINTS]
+        if region.classes is None:  # projected: already over every term that meets it
+            return Sample(grid[rows], region.terms)
+        sources, destinations, services = region.classes
+        point = start + rows
+        full = (
+            self.source[sources[point // (len(destinations) * len(services))]]
+            & self.destination[destinations[point // len(services) % len(destinations)]]
+            & self.service[services[point % len(services)]]
+        )
+        return Sample(full, np.arange(len(self.term_match)))
 
     # -- does a match decide anything? ------------------------------------------------------
     def coverage(self, match: int) -> Coverage | None:
@@ -220,15 +269,16 @@ class DecisionSpace:
         deciders: set[int] = set()
         regions = []
         for term in terms:
-            region = self.region(term)
+            # The term's own bit is set on every point, so the first match is at most it:
+            # the words after its own can be left out.
+            region = self.region(term, words=term // 64 + 1)
             if region is None:
                 continue
-            for grid in region.grids():
-                # The term's own bit is set on every point: the first match is at most it.
+            for start, grid in region.chunks():
                 deciding = self.term_match[region.terms[first_set(grid)]]
                 decided = deciding == match
                 if decided.any():
-                    sample = Sample(grid[decided][:SAMPLE_POINTS], region.terms)
+                    sample = self._sample(region, start, grid, np.flatnonzero(decided))
                     return Coverage(empty=False, reachable=True, sample=sample)
                 deciders.update(int(m) for m in np.unique(deciding))
             regions.append(region)
@@ -239,16 +289,13 @@ class DecisionSpace:
 
     def _irredundant(self, deciders: list[int], regions: list[Region]) -> tuple[int, ...]:
         """Drop deciders (latest first) while the others still cover every point."""
-        covers = {
-            match: np.concatenate(
-                [
-                    (grid & _mask(self.term_match[region.terms] == match)).any(axis=1)
-                    for region in regions
-                    for grid in region.grids()
-                ]
-            )
-            for match in deciders
-        }
+        covered: dict[int, list[np.ndarray]] = {match: [] for match in deciders}
+        for region in regions:
+            masks = {m: _mask(self.term_match[region.terms] == m) for m in deciders}
+            for grid in region.grids():
+                for match, mask in masks.items():
+                    covered[match].append((grid & mask).any(axis=1))
+        covers = {match: np.concatenate(parts) for match, parts in covered.items()}
         kept = list(deciders)
         for match in reversed(deciders):
             others = [covers[m] for m in kept if m != match]
@@ -303,23 +350,38 @@ class DecisionSpace:
         ours = first_kept >= first_term  # a term of the rule is set: first_kept <= last
         if not ours.any():
             return None
-        rows, first_kept = rows[ours], first_kept[ours]
+        return self._conflict_at(
+            rows[ours], terms, first_kept[ours], last_term, gone, codes, default_code
+        )
+
+    def _conflict_at(
+        self,
+        rows: np.ndarray,
+        terms: np.ndarray,
+        deciding: np.ndarray,
+        last_term: int,
+        gone: np.ndarray,
+        codes: np.ndarray,
+        default_code: int,
+    ) -> Conflict | None:
+        """`conflict_in` on rows the rule decides (by term `deciding`) with `gone` out."""
         later = terms > last_term
         code_of_bit = codes[self.term_match[terms]]
-        before = codes[self.term_match[first_kept]]
+        before = codes[self.term_match[deciding]]
         next_kept = first_set(rows & _mask(later & ~gone))
         after = np.where(next_kept >= 0, code_of_bit[np.maximum(next_kept, 0)], default_code)
         conflicting = after != before
-        for code in np.unique(before):
-            same = before == code
-            odd = first_set(rows[same] & _mask(later & gone & (code_of_bit != code)))
-            kept = next_kept[same]
-            conflicting[same] |= (odd >= 0) & ((kept < 0) | (odd < kept))
+        if (later & gone).any():
+            for code in np.unique(before):
+                same = before == code
+                odd = first_set(rows[same] & _mask(later & gone & (code_of_bit != code)))
+                kept = next_kept[same]
+                conflicting[same] |= (odd >= 0) & ((kept < 0) | (odd < kept))
         if not conflicting.any():
             return None
         # Does removing the rule alone change one of them? Where the rule decided first,
         # the next term of all (hinted or not) decides then.
-        decided_first = terms[first_set(rows)] >= first_term
+        decided_first = terms[first_set(rows)] == deciding
         next_any = first_set(rows & _mask(later))
         alone_after = np.where(next_any >= 0, code_of_bit[np.maximum(next_any, 0)], default_code)
         alone = conflicting & decided_first & (alone_after != before)
@@ -465,9 +527,18 @@ class PolicyAnalysis:
             coverage = space.coverage(match)
             if coverage is None or coverage.sample is None:
                 continue
+            # The match decided these classes first, and still does: removing other
+            # matches never makes an earlier one match.
             sample = coverage.sample
-            conflict = space.conflict_in(
-                sample.rows, sample.terms, first, last, hinted, self.codes, default_code
+            deciding = sample.terms[first_set(sample.rows)]
+            conflict = space._conflict_at(
+                sample.rows,
+                sample.terms,
+                deciding,
+                last,
+                hinted[sample.terms],
+                self.codes,
+                default_code,
             )
             if conflict:
                 return conflict
