@@ -86,9 +86,13 @@ def parse_readme(text: str) -> list[Section]:
             if language == "console":
                 sections[-1].blocks.append(_block(fence_line, body, directives))
             elif directives:
-                raise ValueError(f"README.md:{fence_line}: readme-test directive on a non-console block")
+                raise ValueError(
+                    f"README.md:{fence_line}: readme-test directive on a non-console block"
+                )
         elif line.strip() and directives:
-            raise ValueError(f"README.md:{index + 1}: readme-test directive not right before a block")
+            raise ValueError(
+                f"README.md:{index + 1}: readme-test directive not right before a block"
+            )
         directives = [] if line.strip() else directives
         index += 1
     return [section for section in sections if section.blocks]

@@ -111,5 +111,5 @@ def test_parser_reads_continuations_directives_and_sections():
 
 
 def test_a_directive_must_sit_right_before_a_console_block():
-    with pytest.raises(ValueError, match="README.md:2"):
+    with pytest.raises(ValueError, match=r"README\.md:2"):
         parse_readme("<!-- readme-test: mask x -->\ntext\n```console\n$ true\n```\n")
