@@ -24,6 +24,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from microseg.flows.session_columns import session_columns
 from microseg.flows.sessions import SESSION_SCHEMA, sort_sessions
 from microseg.model import MicrosegError
 
@@ -181,6 +182,10 @@ def read_sessions(
     columns = _load(connection, path)
     if columns is None:
         return OUTPUT_SCHEMA.empty_table()
+    if not path.is_dir():
+        # A session file is checked row by row, in file order, by the one session-table
+        # reader before it is summarised: a bad value is an error naming its row.
+        session_columns(_raw_rows(connection, path), where=str(path))
     connection.execute(f"CREATE TEMP VIEW sessions AS {_normalised(columns)}")
     where, parameters = _filters(vrf, protocol, src, dst, port, since)
     try:
@@ -197,6 +202,13 @@ def read_sessions(
     except duckdb.Error as error:
         raise MicrosegError(f"{path}: cannot read sessions: {error}") from None
     return table.cast(OUTPUT_SCHEMA)
+
+
+def _raw_rows(connection, path: Path) -> pa.Table:
+    try:
+        return connection.sql("SELECT * FROM raw").to_arrow_table()
+    except duckdb.Error as error:
+        raise MicrosegError(f"{path}: cannot read sessions: {error}") from None
 
 
 def _load(connection, path: Path) -> list[str] | None:
