@@ -101,6 +101,40 @@ def test_what_microseg_compiles_is_what_the_device_runs_afterwards(
     assert driver.running() == config
 
 
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        # A default-deny policy: both default matches get actions (count, drop).
+        (
+            (
+                "    rules: [rule72, rule73]\n",
+                "    rules: [rule72, rule73]\n    default_action: drop\n",
+            ),
+            "drop",
+        ),
+        # A rule with no criteria at all: its match has nothing before `actions`.
+        (
+            ("    rules: [rule72, rule73]\n", "    rules: [rule72, rule73, drop_rest]\n"),
+            "drop_rest",
+        ),
+    ],
+    ids=["default-drop", "criteria-less-match"],
+)
+def test_compiled_policies_of_other_shapes_read_back_unchanged(
+    switch, connect, run_cli, tmp_path, edit, expected
+):
+    text = (EXAMPLES / "home-lab-dns-ntp.yaml").read_text().replace(*edit)
+    text = text.replace("\npolicies:\n", "\n  - name: drop_rest\n    action: drop\n\npolicies:\n")
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(text)
+    result = run_cli("compile", str(policy), "--device", SWITCH)
+    assert result.exit_code == 0, result.stderr
+    assert expected in result.stdout
+    driver = connect(switch)
+    deploy(driver, result.stdout)
+    assert driver.running() == result.stdout
+
+
 def test_a_second_load_removes_the_renamed_policy_and_leaves_the_rest(switch, connect):
     deploy(connect(switch), WEB_APP)
     untouched = switch.running_config().split("traffic-policies")[0]
