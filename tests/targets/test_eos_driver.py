@@ -249,6 +249,21 @@ def test_an_unconfirmed_commit_is_undone_by_the_switch(switch, connect):
         second.confirm()
 
 
+def test_no_load_or_commit_over_another_changes_unconfirmed_commit(switch, connect):
+    first = connect(switch)
+    first.load(DNS_NTP)
+    second = connect(switch)
+    second.load(WEB_APP)
+    first.commit(confirm_within=600)
+    with pytest.raises(DriverError, match=f"session '{first.session}' has an unconfirmed commit"):
+        second.commit()
+    with pytest.raises(DriverError, match=f"session '{first.session}' has an unconfirmed commit"):
+        connect(switch).load(WEB_APP)
+    first.confirm()
+    second.commit()
+    assert second.running() == with_implicit_defaults(WEB_APP)
+
+
 def test_discard_during_an_unconfirmed_commit_restores_at_once(switch, connect):
     driver = connect(switch)
     before = switch.running_config()
