@@ -73,10 +73,18 @@ def test_rule_under_a_broader_drop_is_shadowed_with_different_action():
 
 def test_a_drop_under_a_broader_allow_may_move_up_it_only_narrows_access():
     rules = [
-        {"name": "web-any", "sources": ["web"], "direction": "unidirectional"},
+        {
+            "name": "web-any",
+            "sources": ["web"],
+            "destinations": "any",
+            "services": "any",
+            "direction": "unidirectional",
+        },
         {
             "name": "drop-web01",
             "sources": ["web01"],
+            "destinations": "any",
+            "services": "any",
             "action": "drop",
             "direction": "unidirectional",
         },
@@ -245,7 +253,13 @@ def test_the_only_drop_rule_is_never_called_redundant_when_its_own_reverse_is_sh
     services = [{"name": "ssh", "protocol": "tcp", "destination_ports": [22]}]
     rules = [
         {"name": "ssh-to-web", "sources": "any", "destinations": ["web"], "services": ["ssh"]},
-        {"name": "deny-all", "sources": "any", "destinations": "any", "action": "drop"},
+        {
+            "name": "deny-all",
+            "sources": "any",
+            "destinations": "any",
+            "services": "any",
+            "action": "drop",
+        },
     ]
     shadowed = _findings(_policy(GROUPS, services, rules), "shadowed")
     assert [f["match"] for f in shadowed] == ["deny-all-ipv6-reverse", "deny-all-reverse"]
