@@ -35,7 +35,7 @@ FIRST_CHUNK = 1 << 10  # grid points of its first step
 WORK_LIMIT = 1 << 31
 # Regions of more grid words than this are projected onto the terms that meet them first.
 PROJECT_ABOVE = 1 << 18
-SAMPLE_POINTS = 64  # packet classes a reachable match keeps as a sample
+SAMPLE_POINTS = 16  # packet classes a reachable match keeps as a sample
 
 Effect = tuple[str, tuple, str | None]  # action, redirect next-hops, mirror session
 ACCESS_RANK = {"drop": 0, "redirect": 1, "forward": 2}
@@ -98,6 +98,22 @@ def _project(bits: np.ndarray) -> np.ndarray:
 def _mask(selected: np.ndarray) -> np.ndarray:
     """uint64[word]: a row with the bits where `selected` (bool per bit) is set."""
     return pack_rows(selected[:, None])[0]
+
+
+def _after_bits(lasts: np.ndarray, words: int) -> np.ndarray:
+    """uint64[row, word]: per row, the bits of the terms after `lasts[row]`."""
+    word = np.arange(words)[None, :]
+    last_word = (lasts // 64)[:, None]
+    last_bit = (lasts % 64).astype(np.uint64)[:, None]
+    every = np.uint64(0xFFFFFFFFFFFFFFFF)
+    # Bits above last_bit in its word; none when it is the word's top bit (a shift by 64
+    # is not defined).
+    above = np.where(
+        last_bit == 63, np.uint64(0), every << np.minimum(last_bit + np.uint64(1), np.uint64(63))
+    )
+    return np.where(
+        word > last_word, every, np.where(word == last_word, above, np.uint64(0))
+    ).astype(np.uint64)
 
 
 def first_set(grid: np.ndarray) -> np.ndarray:
@@ -506,16 +522,75 @@ class PolicyAnalysis:
                 outcomes[rule] = Outcome(True)
             elif rule in unidirectional:
                 hinted[[i for i in indexes if self.matches[i].reverse]] = True
+        all_live = [
+            rule
+            for rule, indexes in self.rules.items()
+            if rule not in outcomes and all(self.coverage(i).reachable for i in indexes)
+        ]
+        # Rules whose matches all decide traffic: most conflict at a sample point, found
+        # for all of them at once (such a conflict stays whatever else is removed later).
+        live_default_keeps = self.default[0] != "forward"
+        outcomes.update(self._prescreen(all_live, hinted, live_default_keeps))
         for rule, indexes in self.rules.items():
             if rule in outcomes:
                 continue
-            all_live = all(self.coverage(i).reachable for i in indexes)
-            default_keeps = not all_live or self.default[0] != "forward"
+            default_keeps = rule not in all_live or live_default_keeps
             outcome = self._removal(rule, hinted, default_keeps)
             outcomes[rule] = outcome
             if outcome.decided and outcome.change is None:
                 hinted[indexes] = True
         return outcomes
+
+    def _prescreen(
+        self, rules: list[str], hinted: np.ndarray, default_keeps: bool
+    ) -> dict[str, Outcome]:
+        """The rules whose removal changes a verdict at one of their sample points, with
+        the suggested removals so far (`hinted`) made or not: checked for all rules at
+        once. At a sample point the rule decides, the matches after it that could decide
+        instead (hinted ones up to the first that stays, and that one, or the default)
+        must all give its verdict; a sample point where one does not stays a conflict
+        when more removals are suggested (they only lengthen that list).
+
+        Only the rules' verdict change matters here: these rules are reported only when
+        removing them changes nothing, so the change is not described."""
+        default_code = self.default_code if default_keeps else len(self.effects)
+        changed: dict[str, Outcome] = {}
+        for space in self.spaces:
+            rows, row_rule, row_code, row_last = [], [], [], []
+            every_term = len(space.term_match)
+            for rule in rules:
+                terms = space.terms_of(self.rules[rule])
+                for match in sorted(set(space.term_match[terms].tolist())):
+                    sample = space.coverage(match).sample
+                    if sample is None or len(sample.terms) != every_term:
+                        continue  # projected samples are left to the exact check
+                    rows.append(sample.rows)
+                    row_rule += [rule] * len(sample.rows)
+                    row_code.append(np.full(len(sample.rows), self.codes[match]))
+                    row_last.append(np.full(len(sample.rows), terms[-1]))
+            if not rows:
+                continue
+            grid = np.concatenate(rows)
+            before = np.concatenate(row_code)
+            later = _after_bits(np.concatenate(row_last), grid.shape[1])
+            hinted_bits = _mask(hinted[space.term_match])
+            code_of_term = self.codes[space.term_match]
+            next_kept = first_set(grid & later & ~hinted_bits)
+            after = np.where(next_kept >= 0, code_of_term[np.maximum(next_kept, 0)], default_code)
+            conflicting = after != before
+            for code in np.unique(before):
+                same = before == code
+                odd_bits = hinted_bits & _mask(code_of_term != code)
+                odd = first_set(grid[same] & later[same] & odd_bits)
+                kept = next_kept[same]
+                conflicting[same] |= (odd >= 0) & ((kept < 0) | (odd < kept))
+            for row in np.flatnonzero(conflicting):
+                rule = row_rule[row]
+                if rule not in changed:
+                    effects = [*self.effects, self.default]
+                    change = (effects[before[row]], effects[after[row]])
+                    changed[rule] = Outcome(True, change, alongside=True)
+        return changed
 
     def _sample_conflict(
         self, space: DecisionSpace, present, first: int, last: int, hinted, default_code: int
