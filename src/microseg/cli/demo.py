@@ -18,7 +18,7 @@ from rich.rule import Rule
 
 from microseg import EXAMPLES
 from microseg.cli.app import DEMO_STEPS, app, demo_step
-from microseg.cli.common import console, counted, section_count
+from microseg.cli.common import console, counted, print_paragraph, section_count
 from microseg.model import SECTIONS, MicrosegError, PolicySet
 from microseg.policyfile import load_policy
 
@@ -145,7 +145,7 @@ def _validate_examples(context: DemoContext) -> None:
             for s in SECTIONS
             if getattr(policy_set, s)
         )
-        console.print(f"[bold]{name}[/]: valid — {counts}")
+        print_paragraph(f"{name}: valid — {counts}")
     final = context.policies["home-lab.yaml"]
     for policy in final.policies:
         console.print(
