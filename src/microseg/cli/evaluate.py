@@ -138,7 +138,7 @@ def check_table(rows: list[tuple[str, ConnectionCheck]]) -> Table:
             escape(result.request.dst),
             escape(result.service),
             f"[{style}]{outcome}{escape(note)}[/]",
-            escape(deciding),
+            escape(deciding or "-"),
         )
     return table
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from functools import cached_property
 from types import SimpleNamespace
 from typing import Any
@@ -78,7 +79,9 @@ class PolicySet(BaseModel):
             raise PolicyError(problems)
         return self
 
-    def model_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False) -> PolicySet:
+    def model_copy(
+        self, *, update: Mapping[str, Any] | None = None, deep: bool = False
+    ) -> PolicySet:
         """A copy whose name index is rebuilt (the cached one would point at the old objects)."""
         copy = super().model_copy(update=update, deep=deep)
         copy.__dict__.pop("_index", None)
