@@ -18,6 +18,7 @@ from microseg.model.objects import (
     MonitorNode,
     MonitorObject,
     Policy,
+    PolicyObject,
     RedirectObject,
     Rule,
     SecurityDomain,
@@ -25,7 +26,7 @@ from microseg.model.objects import (
 )
 
 # Section name -> object type, in the order sections are written to a policy file.
-SECTIONS: dict[str, type[BaseModel]] = {
+SECTIONS: dict[str, type[PolicyObject]] = {
     "devices": Device,
     "monitor_nodes": MonitorNode,
     "domains": SecurityDomain,
@@ -125,7 +126,7 @@ class PolicySet(BaseModel):
     def domains_of(self, device: str) -> tuple[SecurityDomain, ...]:
         return tuple(d for d in self.domains if device in d.devices)
 
-    def objects(self) -> list[tuple[str, BaseModel]]:
+    def objects(self) -> list[tuple[str, PolicyObject]]:
         """Every object as (section, object), sections in file order."""
         return [(section, obj) for section in SECTIONS for obj in getattr(self, section)]
 
