@@ -2,7 +2,7 @@
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench fuzz clean
 
 setup: $(VENV)/.installed
 
@@ -19,6 +19,11 @@ lint: setup
 
 test: setup lint
 	$(BIN)/python -m pytest -q
+
+# the fuzz and fault suites with a larger budget than every test run gives them
+fuzz: setup
+	MICROSEG_FUZZ=long $(BIN)/python -m pytest -q -s \
+		tests/flows/test_flow_structured_fuzz.py tests/flows/test_flow_faults.py
 
 bench: setup
 	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done

@@ -433,7 +433,7 @@ def test_retention_of_less_than_half_needs_no_yes(tmp_path, run_cli):
 
 def test_maintain_refuses_through_the_python_api_too(tmp_path):
     store = store_with_ages(tmp_path, [40, 40])
-    with pytest.raises(MicrosegError, match="every stored session"):
+    with pytest.raises(MicrosegError, match="all stored sessions"):
         store.maintain(retention_seconds=30 * 86400)
     assert len(stored_rows(tmp_path)) == 6
 

@@ -260,9 +260,9 @@ class FlowStore:
         doomed = [s for s in scan.live if scan.footers[s.name].last_seen_ms < cutoff_ms]
         doomed_rows, stored = scan.rows(doomed), scan.rows(scan.live)
         if doomed and (len(doomed) == len(scan.live) or 2 * doomed_rows > stored):
-            what = "every" if len(doomed) == len(scan.live) else "more than half of the"
+            what = "all" if len(doomed) == len(scan.live) else "more than half of the"
             done.refusal = (
-                f"retention would delete {what} stored session(s) ({doomed_rows} of {stored}, "
+                f"retention would delete {what} stored sessions ({doomed_rows} of {stored}, "
                 f"{len(doomed)} of {len(scan.live)} segments): --dry-run lists them, "
                 "--yes deletes them"
             )
