@@ -33,9 +33,10 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from microseg.builder import BuilderOptions, recommend, session_columns
+from microseg.builder import BuilderOptions, recommend
 from microseg.builder.endpoints import map_endpoints
 from microseg.builder.recommend import aggregate, domain_segments
+from microseg.flows.session_columns import session_columns
 from microseg.model import (
     Category,
     Device,

@@ -7,7 +7,7 @@ import pytest
 import seed_policies
 from seed_policies import replaced
 
-from microseg.builder import BuilderOptions, Scope, read_session_table, recommend, session_columns
+from microseg.builder import BuilderOptions, Scope, recommend
 from microseg.builder.scope import Selector, policy_selectors, rule_selector
 from microseg.builder.seed_sessions import (
     APPSERVER1,
@@ -18,7 +18,9 @@ from microseg.builder.seed_sessions import (
     web_app_sessions,
 )
 from microseg.builder.services import EVIDENCE, server_side
-from microseg.builder.sessions import parse_time
+from microseg.builder.times import parse_time
+from microseg.flows.flowstore import read_sessions
+from microseg.flows.session_columns import session_columns
 from microseg.model import Group, MicrosegError, Rule, Service
 
 
@@ -235,7 +237,7 @@ def test_an_empty_policy_gets_the_proposals_first_and_fully_covered(tmp_path):
     )
     result = recommend(
         empty,
-        read_session_table(seed_policies.dns_ntp_file(tmp_path)),
+        read_sessions(seed_policies.dns_ntp_file(tmp_path)),
         BuilderOptions(categories=("clients", "infrastructure")),
     )
     assert result.insert_at == 0 and result.quality.coverage == 1.0

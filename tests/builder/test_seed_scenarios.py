@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import seed_policies
 
-from microseg.builder import BuilderOptions, Scope, read_session_table, recommend, rule_selector
+from microseg.builder import BuilderOptions, Scope, recommend, rule_selector
 from microseg.builder.seed_sessions import (
     APPSERVER1,
     LAPTOP,
@@ -18,6 +18,7 @@ from microseg.builder.seed_sessions import (
     web_app_sessions,
     wifi_clients,
 )
+from microseg.flows.flowstore import read_sessions
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 SEED_CATEGORIES = ("clients", "infrastructure")  # carried by wifi_clients, DNS_NTP_servers
@@ -33,7 +34,7 @@ def test_dns_ntp_with_categories_is_one_group_rule_and_a_few_dozen_lines(tmp_pat
     options = BuilderOptions(
         categories=SEED_CATEGORIES, scope=monitor_scope(dns_ntp_before, "dns_ntp_discovery")
     )
-    result = recommend(dns_ntp_before, read_session_table(dns_ntp_file), options)
+    result = recommend(dns_ntp_before, read_sessions(dns_ntp_file), options)
 
     assert [(r.rule.sources, r.rule.destinations, r.rule.services) for r in result.rules] == [
         (("wifi_clients",), ("DNS_NTP_servers",), ("DNS", "NTP"))
@@ -56,7 +57,7 @@ def test_dns_ntp_with_categories_is_one_group_rule_and_a_few_dozen_lines(tmp_pat
 def test_dns_ntp_without_categories_is_a_rule_for_every_ip_and_hundreds_of_lines(tmp_path):
     dns_ntp_before = seed_policies.dns_ntp_before()
     dns_ntp_file = seed_policies.dns_ntp_file(tmp_path)
-    result = recommend(dns_ntp_before, read_session_table(dns_ntp_file))
+    result = recommend(dns_ntp_before, read_sessions(dns_ntp_file))
 
     sources = [r.rule.sources for r in result.rules]
     assert sorted(sources) == sorted((f"host-{c.replace('.', '-')}",) for c in wifi_clients(60))
@@ -77,7 +78,7 @@ def test_web_app_monitor_rule_finds_exactly_the_application_dependencies(tmp_pat
         categories=SEED_CATEGORIES,
         scope=monitor_scope(web_app_monitor, "web-appserver-discovery"),
     )
-    result = recommend(web_app_monitor, read_session_table(web_app_file), options)
+    result = recommend(web_app_monitor, read_sessions(web_app_file), options)
 
     proposed = {(r.rule.sources, r.rule.destinations, r.rule.services) for r in result.rules}
     web01, web02 = "host-10-100-99-51", "host-10-100-99-52"
@@ -112,7 +113,7 @@ def test_dropped_attempts_are_reported_apart_and_never_proposed(tmp_path):
     web_app_monitor = seed_policies.web_app_monitor()
     web_app_file = seed_policies.web_app_file(tmp_path)
     options = BuilderOptions(scope=monitor_scope(web_app_monitor, "web-appserver-discovery"))
-    result = recommend(web_app_monitor, read_session_table(web_app_file), options)
+    result = recommend(web_app_monitor, read_sessions(web_app_file), options)
 
     blocked = {(a.source, a.destination, a.service, a.sessions) for a in result.blocked_attempts}
     assert blocked == {(LAPTOP, APPSERVER1, "SSH", 2), (WEB01, WEB02, "HTTP", 1)}
@@ -121,7 +122,7 @@ def test_dropped_attempts_are_reported_apart_and_never_proposed(tmp_path):
 
     included = recommend(
         web_app_monitor,
-        read_session_table(web_app_file),
+        read_sessions(web_app_file),
         BuilderOptions(scope=options.scope, include_blocked=True),
     )
     assert ("SSH",) in {r.rule.services for r in included.rules}
@@ -134,7 +135,7 @@ def test_proposals_go_before_the_drop_rule_that_would_shadow_them(tmp_path):
     web_app_file = seed_policies.web_app_file(tmp_path)
     from microseg.builder.quality import covered_sessions
 
-    table = read_session_table(web_app_file)
+    table = read_sessions(web_app_file)
     result = recommend(home_lab_final, table, BuilderOptions(categories=SEED_CATEGORIES))
     rules = home_lab_final.policy("vrf_all_home").rules
     assert result.insert_at <= rules.index("allow_all_NTP")
@@ -153,7 +154,7 @@ def test_proposals_go_before_the_drop_rule_that_would_shadow_them(tmp_path):
     assert result.quality.coverage == 1.0
 
     from microseg.builder.recommend import answered
-    from microseg.builder.sessions import session_columns
+    from microseg.flows.session_columns import session_columns
 
     columns = session_columns(table)
     evidence = columns.take(answered(columns))
@@ -226,7 +227,7 @@ def test_no_proposed_rule_is_shadowed_says_the_linter(tmp_path, categories):
     ):
         scope = monitor_scope(policy_set, rule) if rule else Scope()
         options = BuilderOptions(categories=categories, scope=scope)
-        result = recommend(policy_set, read_session_table(path), options)
+        result = recommend(policy_set, read_sessions(path), options)
         proposed = {f"rule '{r.rule.name}'" for r in result.rules}
         assert proposed
         for intent in compile_all(result.proposed_policy_set(policy_set)).values():

@@ -260,3 +260,31 @@ def test_json_output_carries_the_configuration(run_cli):
     )
     data = json.loads(result.stdout)
     assert data["target"] == "eos" and data["config"].startswith("traffic-policies\n")
+
+
+def test_a_default_drop_policy_drops_on_both_default_matches_and_counts():
+    # AVD: traffic_policies.policies[].default_actions.ipv4|ipv6 {count, drop}, rendered
+    # under the default match with no `!` before `actions`.
+    rules = """
+    rules:
+      - {name: web, sources: [v4only], destinations: any, services: [WEB]}
+    """
+    policies = """
+    policies:
+      - {name: p1, id: 7, domain: dc, vrf: ALL, rules: [web], default_action: drop}
+    """
+    out = compile_text(rules, policies)
+    tail = out.split("match web-reverse ipv4")[1].splitlines()
+    start = tail.index("      match ipv4-all-default ipv4")
+    assert tail[start:] == [
+        "      match ipv4-all-default ipv4",
+        "         actions",
+        "            count",
+        "            drop",
+        "      !",
+        "      match ipv6-all-default ipv6",
+        "         actions",
+        "            count",
+        "            drop",
+        "!",
+    ]

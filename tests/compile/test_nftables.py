@@ -264,3 +264,26 @@ def test_long_names_fit_nft_limits(tmp_path):
     _nft_check(ruleset, tmp_path)
     # Still one distinct counter per match and one set per side.
     assert len([line for line in ruleset.splitlines() if line.startswith("\tcounter ")]) == 2
+
+
+def test_a_default_drop_policy_ends_its_chain_with_counted_drops_per_family(tmp_path):
+    from tests.compile.test_eos_features import BASE
+
+    from microseg.policyfile import load_policy_text
+
+    policy_set = load_policy_text(
+        BASE
+        + """
+rules:
+  - {name: web, sources: [dual], destinations: any, services: [WEB]}
+policies:
+  - {name: pall, id: 1, domain: dc, vrf: ALL, rules: [web], default_action: drop}
+"""
+    )
+    ruleset = render_ruleset(compile_device(policy_set, "leaf1"))
+    _nft_check(ruleset, tmp_path)
+    chain = ruleset.split("chain policy_pall {")[1].split("\t}")[0].strip().splitlines()
+    assert [line.strip() for line in chain[-2:]] == [
+        'meta nfproto ipv4 counter name pall__ipv4_all_default drop comment "ipv4-all-default"',
+        'meta nfproto ipv6 counter name pall__ipv6_all_default drop comment "ipv6-all-default"',
+    ]

@@ -17,6 +17,9 @@ Known differences, normalised (each is a representation choice, not a semantic d
 * pyavd has no mirror action: `mirror session` lines are compared separately (they must be
   exactly the monitored matches).
 * pyavd writes `count` with an empty counter name as `count ` (trailing space).
+* The default matches (`ipv4-all-default`, `ipv6-all-default`) are compared like any other
+  match: a `default_action: drop` policy is given to pyavd as `default_actions.ipv4|ipv6:
+  {count: "", drop: true}`.
 
 Disagreements found while writing this test:
 * ICMP type lists: we first joined them with commas (`type 0,8 code all`, as Aerleon's
@@ -113,7 +116,11 @@ def to_avd(intent: DeviceIntent) -> dict:
                 }
             avd_match["actions"] = actions
             matches.append(avd_match)
-        policies.append({"name": policy.name, "matches": matches})
+        avd_policy: dict = {"name": policy.name, "matches": matches}
+        if policy.default_action == "drop":
+            drop = {"count": "", "drop": True}
+            avd_policy["default_actions"] = {"ipv4": drop, "ipv6": drop}
+        policies.append(avd_policy)
     vrfs = [{"name": p.vrf, "traffic_policy_input_physical": p.name} for p in intent.policies]
     return {
         "traffic_policies": {
@@ -195,8 +202,6 @@ def _parse_matches(body: list[str]) -> list[dict]:
     for line in body:
         words = line.split()
         if line.startswith("      match "):
-            if words[1] in ("ipv4-all-default", "ipv6-all-default"):
-                continue
             matches.append(
                 {
                     "name": words[1],
@@ -329,7 +334,14 @@ def policy_sets(draw) -> PolicySet:
         ],
         rules=rules,
         policies=[
-            Policy(name="pall", id=1, domain="dc", vrf="ALL", rules=[r.name for r in rules]),
+            Policy(
+                name="pall",
+                id=1,
+                domain="dc",
+                vrf="ALL",
+                rules=[r.name for r in rules],
+                default_action=draw(st.sampled_from(["forward", "drop"])),
+            ),
             Policy(name="pblue", id=2, domain="dc", vrf="blue", rules=[rules[0].name]),
         ],
     )

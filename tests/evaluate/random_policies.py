@@ -73,7 +73,7 @@ def _service(rng: random.Random, index: int) -> dict:
     return service
 
 
-def random_policy_set(seed: int, rules: int = 8) -> PolicySet:
+def random_policy_set(seed: int, rules: int = 8, default_action: str = "forward") -> PolicySet:
     """A one-device, one-policy PolicySet with `rules` random rules (VRF ALL)."""
     rng = random.Random(seed)
     groups = [_group(rng, i) for i in range(rng.randint(3, 6))]
@@ -103,6 +103,7 @@ def random_policy_set(seed: int, rules: int = 8) -> PolicySet:
                     "domain": "d1",
                     "vrf": "ALL",
                     "rules": [r["name"] for r in rule_list],
+                    "default_action": default_action,
                 }
             ],
         }

@@ -55,7 +55,11 @@ def assert_agrees_with_reference(intent: DeviceIntent, columns: dict) -> None:
 
 @pytest.mark.parametrize("seed", range(40))
 def test_engine_matches_per_packet_loop_on_random_policies(seed):
-    policy_set = random_policy_set(seed, rules=random.Random(seed).randint(2, 14))
+    policy_set = random_policy_set(
+        seed,
+        rules=random.Random(seed).randint(2, 14),
+        default_action="drop" if seed % 2 else "forward",
+    )
     intent = compile_all(policy_set)["sw1"]
     assert_agrees_with_reference(intent, random_packets(random.Random(seed), 400))
 
@@ -218,3 +222,24 @@ def test_policy_without_rules_forwards_by_default(home_lab):
         "vrf_all_home",
         "ipv4-all-default",
     )
+
+
+def test_a_default_deny_policy_drops_what_no_rule_matches_and_only_that(home_lab):
+    from tests.evaluate.random_policies import replaced
+
+    policy = home_lab.policies[0].model_copy(update={"default_action": "drop"})
+    intent = compile_all(replaced(home_lab, policies=(policy,)))["andreasm-720xp-home"]
+    device = CompiledDevice(intent)
+    unmatched = device.evaluate_packet(
+        vrf="default", protocol="tcp", src="172.18.6.138", dst="192.0.2.7", sport=1, dport=25
+    )
+    assert (unmatched.verdict, unmatched.match) == ("drop", "ipv4-all-default")
+    unmatched_v6 = device.evaluate_packet(
+        vrf="default", protocol="udp", src="2001:db8::1", dst="2001:db8::2", sport=1, dport=53
+    )
+    assert (unmatched_v6.verdict, unmatched_v6.match) == ("drop", "ipv6-all-default")
+    # The seed's DNS rule still forwards what it matches.
+    dns = device.evaluate_packet(
+        vrf="default", protocol="udp", src="172.18.6.138", dst="10.100.1.6", sport=50000, dport=53
+    )
+    assert (dns.verdict, dns.rule) == ("forward", "allow_all_DNS")

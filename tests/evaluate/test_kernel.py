@@ -237,8 +237,13 @@ def test_evaluator_agrees_with_nftables_on_every_packet(tmp_path):
         receivers = Receivers(names, tmp_path)
         try:
             for round_number in range(ROUNDS):
-                policy_set = random_policy_set(5000 + round_number, rules=rng.randint(3, 14))
+                policy_set = random_policy_set(
+                    5000 + round_number,
+                    rules=rng.randint(3, 14),
+                    default_action="drop" if round_number % 3 == 2 else "forward",
+                )
                 intent = compile_all(policy_set)["sw1"]
+                default_drops = intent.policies[0].default_action == "drop"
                 load_ruleset(names["switch"], render_ruleset(intent), str(tmp_path / "rules.nft"))
                 packets = random_packets(rng, PACKETS_PER_ROUND)
                 evaluation = CompiledDevice(intent).evaluate(
@@ -265,8 +270,9 @@ def test_evaluator_agrees_with_nftables_on_every_packet(tmp_path):
                         )
                 predicted: dict[str, tuple[int, int]] = {}
                 for i, m in enumerate(evaluation.match_index):
-                    if m >= 0:
-                        name = intent.policies[0].matches[m].name
+                    # A default-drop policy counts its default matches too.
+                    if m >= 0 or default_drops:
+                        name = evaluation.decision(i).match
                         count, size = predicted.get(name, (0, 0))
                         predicted[name] = (count + 1, size + l3_lengths[i])
                 counted = {
@@ -279,7 +285,9 @@ def test_evaluator_agrees_with_nftables_on_every_packet(tmp_path):
                         f"round {round_number}: kernel counters {counted} != evaluator {predicted}"
                     )
                 decided_kinds.update(
-                    "default" if m < 0 else intent.policies[0].matches[m].action
+                    f"default {intent.policies[0].default_action}"
+                    if m < 0
+                    else intent.policies[0].matches[m].action
                     for m in evaluation.match_index
                 )
                 total += len(packets)
@@ -287,8 +295,9 @@ def test_evaluator_agrees_with_nftables_on_every_packet(tmp_path):
             receivers.stop()
     assert disagreements == []
     assert total >= 10_000
-    # The run exercised forwards, drops and the default match.
-    assert min(decided_kinds[k] for k in ("forward", "drop", "default")) > 500, decided_kinds
+    # The run exercised forwards, drops and both default actions.
+    kinds = ("forward", "drop", "default forward", "default drop")
+    assert min(decided_kinds[k] for k in kinds) > 500, decided_kinds
     print(
         f"kernel differential: {total} packets, {ROUNDS} policies, 0 disagreements, {decided_kinds}"
     )

@@ -11,7 +11,7 @@ import pytest
 from tests.evaluate.random_policies import replaced
 
 from microseg.evaluate.check import check_connection
-from microseg.evaluate.whatif import replay, session_columns, whatif
+from microseg.evaluate.whatif import replay, session_packets, whatif
 from microseg.policyfile import dump_policy
 from support import EXAMPLES
 
@@ -32,7 +32,7 @@ def test_icmp_sessions_are_echo_requests_from_the_client(home_lab):
         ("default", "icmp", "10.100.1.7", "0", "10.100.99.50", "0", 2, 196),
         ("default", "icmp", "10.100.1.7", "0", "10.100.99.50", "2048", 2, 196),
     ]
-    columns = session_columns(_table(rows))
+    columns = session_packets(_table(rows))
     assert columns.request.icmp_type.tolist() == [8, 8]
     assert columns.reply.icmp_type.tolist() == [0, 0]
     assert columns.service.tolist() == ["icmp type 8", "icmp type 8"]
@@ -103,7 +103,7 @@ def test_replay_agrees_with_check_for_every_session(home_lab):
         protocol = rng.choice(("tcp", "udp", "icmp"))
         port = rng.choice(("22", "53", "80", "123", "4567")) if protocol != "icmp" else "2048"
         rows.append(("default", protocol, rng.choice(hosts), "eph", rng.choice(hosts), port, 1, 1))
-    columns = session_columns(_table(rows))
+    columns = session_packets(_table(rows))
     outcome = replay(home_lab, columns, None)
     for position, row in enumerate(rows):
         port = None if row[1] == "icmp" else int(row[5])

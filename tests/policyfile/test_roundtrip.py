@@ -134,6 +134,7 @@ def policy_sets(draw):
         domain="d",
         vrf=draw(st.sampled_from(["ALL", "default"])),
         rules=draw(st.permutations(rule_names)),
+        default_action=draw(st.sampled_from(["forward", "drop"])),
     )
     return PolicySet(
         devices=[device],

@@ -12,7 +12,6 @@ from microseg.builder.proposal import (
 )
 from microseg.builder.recommend import recommend
 from microseg.builder.scope import Scope, Selector, policy_selectors, rule_selector
-from microseg.builder.sessions import SessionColumns, read_session_table, session_columns
 
 __all__ = [
     "BlockedAttempt",
@@ -23,12 +22,9 @@ __all__ = [
     "RecommendedRule",
     "Scope",
     "Selector",
-    "SessionColumns",
     "SessionExample",
     "Widening",
     "policy_selectors",
-    "read_session_table",
     "recommend",
     "rule_selector",
-    "session_columns",
 ]

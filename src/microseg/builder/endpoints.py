@@ -22,7 +22,8 @@ from typing import Literal
 
 import numpy as np
 
-from microseg.builder.addresses import AddressTable, collapse, group_size
+from microseg.builder.addresses import collapse, group_size
+from microseg.flows.session_columns import AddressTable
 from microseg.model import Group, PolicySet
 from microseg.model.objects import IPAddress, IPNetwork
 
@@ -124,21 +125,25 @@ def map_endpoints(
 def _most_specific(
     addresses: AddressTable, groups: list[Group], sizes: dict[str, int]
 ) -> np.ndarray:
-    """Per address, the position in `groups` of its most specific group; -1 for none."""
+    """Per address, the position in `groups` of its most specific group; -1 for none.
+
+    Group sizes reach 2**128 (an IPv6 /0), beyond any numpy integer: numpy compares each
+    group's rank among the distinct sizes, computed with Python's integers."""
     best = np.full(len(addresses), -1, dtype=np.int32)
     best_length = np.full(len(addresses), -1, dtype=np.int16)
-    best_size = np.full(len(addresses), np.iinfo(np.int64).max, dtype=np.int64)
+    best_rank = np.full(len(addresses), len(groups), dtype=np.int64)
+    size_rank = {size: rank for rank, size in enumerate(sorted({sizes[g.name] for g in groups}))}
     order = sorted(range(len(groups)), key=lambda i: groups[i].name.encode())
     for position in order:
         group = groups[position]
         length = np.where(addresses.in_group(group), addresses.longest_match(group.prefixes), -1)
-        size = sizes[group.name]
+        rank = size_rank[sizes[group.name]]
         better = (length >= 0) & (
-            (length > best_length) | ((length == best_length) & (size < best_size))
+            (length > best_length) | ((length == best_length) & (rank < best_rank))
         )
         best = np.where(better, position, best)
         best_length = np.where(better, length, best_length)
-        best_size = np.where(better, size, best_size)
+        best_rank = np.where(better, rank, best_rank)
     return best
 
 

@@ -14,7 +14,6 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from microseg.builder.addresses import AddressTable
 from microseg.builder.proposal import (
     CurrentDecision,
     Recommendation,
@@ -23,15 +22,15 @@ from microseg.builder.proposal import (
 )
 from microseg.builder.recommend import factorize
 from microseg.builder.services import ICMP, ICMPV6, server_side
-from microseg.builder.sessions import EPHEMERAL, SessionColumns
 from microseg.compile import CompileError, DeviceIntent, compile_all
 from microseg.evaluate import VERDICTS, CompiledDevice, Evaluation, PacketBatch
 from microseg.evaluate.packets import (
-    ADDRESS_DTYPE,
     NO_ICMP_TYPE,
     ephemeral_ports,
     icmp_reply_types,
+    packed_addresses,
 )
+from microseg.flows.session_columns import EPHEMERAL, SessionColumns
 from microseg.model import PolicySet
 
 
@@ -48,7 +47,7 @@ class Replay:
 
 def replay_packets(sessions: SessionColumns) -> Replay:
     side = server_side(sessions)
-    addresses = _packed(sessions.addresses)
+    addresses = packed_addresses(sessions.addresses.high, sessions.addresses.low)
     vrf = np.array(sessions.vrf_names, dtype=str)[sessions.vrf]
     family = sessions.addresses.family[side.client]
     protocol = sessions.protocol
@@ -87,14 +86,6 @@ def replay_packets(sessions: SessionColumns) -> Replay:
     return Replay(request, reply, has_reply, side.client, side.server)
 
 
-def _packed(addresses: AddressTable) -> np.ndarray:
-    """The evaluator's 16-byte big-endian addresses (IPv4 in the last four bytes)."""
-    words = np.empty((len(addresses), 2), dtype=">u8")
-    words[:, 0] = addresses.high
-    words[:, 1] = addresses.low
-    return words.view(ADDRESS_DTYPE).reshape(-1)
-
-
 def _evaluate(device: CompiledDevice, replay: Replay, evidence: SessionColumns):
     """(request evaluation, reply evaluation, inverse): the device decides a packet by the
     cells its fields fall in (VRF, protocol, address cells, port cells, ICMP type), so one
@@ -102,7 +93,9 @@ def _evaluate(device: CompiledDevice, replay: Replay, evidence: SessionColumns):
     session to its representative."""
     addresses = evidence.addresses
     request = replay.request
-    cells = device.address_cell_index(addresses.family, _packed(addresses))
+    cells = device.address_cell_index(
+        addresses.family, packed_addresses(addresses.high, addresses.low)
+    )
     pair = cells[replay.client] * device.address_cell_count + cells[replay.server]
     key = factorize(pair)[1]
     key = factorize((key * len(evidence.vrf_names) + evidence.vrf) * 256 + request.protocol)[1]

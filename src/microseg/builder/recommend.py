@@ -39,7 +39,8 @@ from microseg.builder.services import (
     server_side,
     syn_acknowledged,
 )
-from microseg.builder.sessions import EPHEMERAL, SessionColumns, iso_time, session_columns
+from microseg.builder.times import iso_time
+from microseg.flows.session_columns import EPHEMERAL, SessionColumns, session_columns
 from microseg.model import MicrosegError, PolicySet, Rule
 from microseg.model.objects import IPNetwork
 from microseg.model.ports import PROTOCOL_NUMBERS
@@ -132,7 +133,8 @@ def answered(sessions: SessionColumns) -> np.ndarray:
     packets did; a TCP session with reverse packets but not complete (a RST to the SYN, a
     reply the collector marked half-open) did not; a session with no reverse packets did not.
     A TCP reply without a handshake (a session that started before collection did, or a file
-    without TCP flags) counts unless it was only a reset: RST, maybe with ACK, nothing else."""
+    without TCP flags) counts unless it was only a reset: RST, maybe with ACK, nothing else.
+    A row that says nothing about a reply (see `reply_unknown`) counts as answered."""
     tcp = sessions.protocol == 6
     replied = sessions.rev_packets > 0
     reply_flags = sessions.reply_tcp_flags
@@ -142,6 +144,19 @@ def answered(sessions: SessionColumns) -> np.ndarray:
         | (tcp & syn_acknowledged(sessions))
         | (replied & ~tcp)
         | (replied & tcp & (sessions.half_open == 0) & ~reset_only)
+        | reply_unknown(sessions)
+    )
+
+
+def reply_unknown(sessions: SessionColumns) -> np.ndarray:
+    """Rows without reverse packets, reply flags, `complete` or `half_open`: a file in the
+    what-if format (`packets, bytes`). The collector marks every unanswered session
+    half-open, so its rows are never unknown."""
+    return (
+        (sessions.rev_packets == 0)
+        & (sessions.reply_tcp_flags == 0)
+        & (sessions.complete == 0)
+        & (sessions.half_open == 0)
     )
 
 
@@ -187,6 +202,15 @@ def aggregate(
     )
     observed = sum(r.evidence.host_combinations for r in rules)
     allowed = sum(r.allowed_combinations for r in rules)
+    unknown = int(scoped.sessions[reply_unknown(scoped)].sum())
+    notes = (
+        (
+            f"{unknown} session(s) carry no reply information (no rev_packets, complete or "
+            "half_open): taken as answered",
+        )
+        if unknown
+        else ()
+    )
     quality = Quality(
         rules=len(rules),
         evidence_sessions=int(scoped.sessions[use].sum()),
@@ -196,6 +220,7 @@ def aggregate(
         observed_combinations=observed,
         allowed_combinations=allowed,
         over_permissiveness=(allowed - observed) / observed if observed else 0.0,
+        notes=notes,
     )
     recommendation = Recommendation(
         rules=tuple(rules),

@@ -12,9 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from microseg.builder.addresses import AddressTable
-from microseg.builder.services import icmp_types
-from microseg.builder.sessions import EPHEMERAL, SessionColumns
+from microseg.flows.session_columns import EPHEMERAL, AddressTable, SessionColumns, icmp_types
 from microseg.model import MicrosegError, PolicySet, Service
 from microseg.model.objects import IPNetwork, PortRange
 from microseg.model.ports import EPHEMERAL_PORT_START

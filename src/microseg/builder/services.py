@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from microseg.builder.sessions import EPHEMERAL, SessionColumns
+from microseg.flows.session_columns import EPHEMERAL, SessionColumns, icmp_types
 from microseg.model import PolicySet, Service
 from microseg.model.ports import EPHEMERAL_PORT_START, ICMP_TYPE_NAMES, PROTOCOL_NUMBERS
 
@@ -85,15 +85,6 @@ SYN, RST, ACK = 0x02, 0x04, 0x10  # TCP header flag bits (RFC 9293)
 def syn_acknowledged(sessions: SessionColumns) -> np.ndarray:
     """The server side sent SYN+ACK: it answered the client's SYN (RFC 9293 handshake)."""
     return (sessions.reply_tcp_flags & (SYN | ACK)) == (SYN | ACK)
-
-
-def icmp_types(protocol: np.ndarray, dport: np.ndarray) -> np.ndarray:
-    """The ICMP type of each session's first message. Flow records carry type * 256 + code
-    in the destination port (icmpTypeCodeIPv4, RFC 7012); 1-255 is a bare type; the session
-    table zeroes echo ports and makes the echo requester the client, so 0 is an echo
-    request (RFC 792 type 8, RFC 4443 type 128), as the what-if replay reads it too."""
-    echo_request = np.where(protocol == ICMPV6, 128, 8)
-    return np.where(dport > 255, dport >> 8, np.where(dport <= 0, echo_request, dport))
 
 
 @dataclass(frozen=True)

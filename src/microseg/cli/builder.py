@@ -16,12 +16,11 @@ from microseg.builder import (
     Scope,
     Selector,
     policy_selectors,
-    read_session_table,
     recommend,
     rule_selector,
 )
 from microseg.builder.report import recommendation_json
-from microseg.builder.sessions import parse_time
+from microseg.builder.times import parse_time
 from microseg.cli.app import app, demo_step
 from microseg.cli.common import (
     JSON_OPTION_HELP,
@@ -93,7 +92,7 @@ def recommend_command(
         include_blocked=include_blocked,
         target_policy=policy_name,
     )
-    table = read_session_table(sessions if sessions is not None else store)  # type: ignore[arg-type]
+    table = read_session_columns(sessions if sessions is not None else store)  # type: ignore[arg-type]
     recommendation = recommend(policy_set, table, options)
     written: list[tuple[str, str]] = []
     if into_workspace is not None:
@@ -113,6 +112,14 @@ def recommend_command(
             f"wrote {len(written)} objects into workspace [bold]{escape(into_workspace)}[/]; "
             f"review with: microseg workspace build {escape(into_workspace)}"
         )
+
+
+def read_session_columns(source: Path):
+    """Sessions from a flow store directory or a session file, checked row by row."""
+    from microseg.flows.flowstore import read_sessions
+    from microseg.flows.session_columns import session_columns
+
+    return session_columns(read_sessions(source), where=str(source))
 
 
 def _names(text: str | None) -> tuple[str, ...]:
@@ -286,7 +293,7 @@ def _demo_recommendations(context) -> None:
         ("Web app: monitor rule web-appserver-discovery", web_app, web_file, scope),
     ]
     for title, policy_set, path, run_scope in runs:
-        table = read_session_table(path)
+        table = read_session_columns(path)
         plain = recommend(policy_set, table, BuilderOptions(scope=run_scope))
         grouped = recommend(
             policy_set, table, BuilderOptions(categories=categories, scope=run_scope)

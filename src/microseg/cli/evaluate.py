@@ -156,11 +156,11 @@ def whatif(
 
     Example: microseg whatif --base rev:3 --candidate ws:tighten --sessions sessions.parquet
     """
-    from microseg.evaluate.whatif import read_session_table
     from microseg.evaluate.whatif import whatif as replay_whatif
+    from microseg.flows.flowstore import read_sessions
 
     report = replay_whatif(
-        resolve_policy(base), resolve_policy(candidate), read_session_table(sessions), device
+        resolve_policy(base), resolve_policy(candidate), read_sessions(sessions), device, sessions
     )
     if json_output:
         emit_json(report)

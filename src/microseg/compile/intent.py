@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from microseg.model.objects import DecapType, IPAddress, IPNetwork, PortRange
+from microseg.model.objects import DecapType, DefaultAction, IPAddress, IPNetwork, PortRange
 
 Family = Literal["ipv4", "ipv6"]
 Verdict = Literal["forward", "drop", "redirect"]
@@ -83,6 +83,9 @@ class PolicyIntent:
     description: str
     vrf: str
     matches: tuple[Match, ...]
+    # The verdict of a packet no match decides (EOS: the `ipv4-all-default` /
+    # `ipv6-all-default` matches' actions; nftables: the policy chain's last rule).
+    default_action: DefaultAction = "forward"
 
 
 @dataclass(frozen=True)

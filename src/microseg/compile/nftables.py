@@ -17,7 +17,10 @@ Layout (`table inet microseg`, ours alone):
   stateless forward / `-reverse` expansion as EOS (no conntrack).
 * The base chain `forward` (hook forward, policy accept = EOS's forwarding default matches)
   dispatches each packet to exactly one policy chain with `goto` (so a policy's end falls
-  through to the default accept, never into another policy).
+  through to the default accept, never into another policy). A policy whose
+  `default_action` is `drop` ends its chain with one counted `drop` rule per family,
+  commented `ipv4-all-default` / `ipv6-all-default` like the EOS matches it stands for (a
+  regular chain has no policy of its own; the base chain's is shared by every policy).
 
 VRFs: nftables has no VRF match. A packet's VRF is the VRF of the segment it arrives on:
 the device's segment names are taken as Linux interface names (`meta iifname`), and a policy
@@ -147,6 +150,15 @@ class _Ruleset:
             self.counters.append(counter)
             for rule in self._rules(match, counter):
                 lines.append(INDENT * 2 + rule)
+        if policy.default_action == "drop":
+            for family in ("ipv4", "ipv6"):
+                default_match = f"{family}-all-default"
+                counter = self._identifier(f"{policy.name}__{default_match}")
+                self.counters.append(counter)
+                lines.append(
+                    f"{INDENT * 2}meta nfproto {family} counter name {counter} drop "
+                    f"comment {_quote(default_match)}"
+                )
         lines.append(f"{INDENT}}}")
         return lines
 

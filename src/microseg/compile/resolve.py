@@ -274,6 +274,7 @@ class _DeviceBuilder:
             description=policy.description,
             vrf=policy.vrf,
             matches=tuple(matches),
+            default_action=policy.default_action,
         )
 
     def _rule_matches(self, rule: Rule, policy: Policy) -> list[Match]:

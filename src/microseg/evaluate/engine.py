@@ -2,7 +2,9 @@
 
 EOS traffic policies are stateless and ordered: the first match whose every condition holds
 decides, and a packet no match takes hits the implicit `ipv4-all-default` /
-`ipv6-all-default` match, which forwards (EOS "Traffic Policies" configuration guide).
+`ipv6-all-default` match, which forwards (EOS "Traffic Policies" configuration guide) unless
+the policy's `default_action` is `drop` (rendered as that match's actions). A packet whose VRF
+has no policy is forwarded.
 
 How it is vectorised: a match with k service field-sets is k conjunctive *terms* (protocol,
 source ports, destination ports and ICMP types belong together inside one field-set). For
@@ -102,6 +104,7 @@ class CompiledPolicy:
         self.match_verdict = np.array(
             [VERDICT_CODES[m.action] for m in policy.matches], dtype=np.uint8
         )
+        self.default_verdict = VERDICT_CODES[policy.default_action]
 
         def rows(attribute: str, width: int) -> np.ndarray:
             if not terms:
@@ -247,7 +250,7 @@ class CompiledDevice:
         count = len(packets)
         policy_index = self.policy_index_of_vrfs(packets.vrf) if count else np.zeros(0, np.int32)
         match_index = np.full(count, -1, dtype=np.int32)
-        verdict = np.zeros(count, dtype=np.uint8)  # default: forward
+        verdict = np.zeros(count, dtype=np.uint8)  # no policy for the VRF: forward
         if count:
             source = self.address_cell_index(packets.family, packets.src)
             destination = self.address_cell_index(packets.family, packets.dst)
@@ -269,6 +272,7 @@ class CompiledDevice:
                 match_index[selected] = matches
                 decided = matches >= 0
                 verdict[selected[decided]] = compiled.match_verdict[matches[decided]]
+                verdict[selected[~decided]] = compiled.default_verdict
         return Evaluation(self, packets.family.copy(), policy_index, match_index, verdict)
 
     def _first_matches(self, compiled, source, destination, protocol, sport, dport, icmp):

@@ -172,6 +172,14 @@ def icmp_reply_types(
     return reply_type
 
 
+def packed_addresses(high: np.ndarray, low: np.ndarray) -> np.ndarray:
+    """16-byte big-endian addresses (ADDRESS_DTYPE) from their upper and lower 64 bits."""
+    words = np.empty((len(high), 2), dtype=">u8")
+    words[:, 0] = high
+    words[:, 1] = low
+    return words.view(ADDRESS_DTYPE).reshape(-1)
+
+
 def ephemeral_ports(count: int, offset: int = 0) -> np.ndarray:
     """Client ports for replies and summarised (`eph`) sessions: 49152 upward (RFC 6335)."""
     span = 65536 - EPHEMERAL_PORT_START

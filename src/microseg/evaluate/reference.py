@@ -48,7 +48,7 @@ def evaluate_one(
         ):
             continue
         return match.action, policy.name, match.name
-    return "forward", policy.name, f"{family}-all-default"
+    return policy.default_action, policy.name, f"{family}-all-default"
 
 
 def _side(intent: DeviceIntent, match: Match, names: tuple[str, ...], address) -> bool:

@@ -22,9 +22,9 @@ from microseg.evaluate.packets import (
     PacketBatch,
     ephemeral_ports,
     icmp_reply_types,
-    parse_addresses,
-    protocol_numbers,
+    packed_addresses,
 )
+from microseg.flows.session_columns import EPHEMERAL, icmp_types, session_columns
 from microseg.model import MicrosegError, PolicySet
 
 EXAMPLES_PER_GROUP = 3
@@ -32,118 +32,62 @@ PROTOCOL_LABELS = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6", 132: "sctp"}
 
 
 @dataclass(frozen=True)
-class SessionColumns:
+class SessionPackets:
     """Sessions as the replay needs them: request and reply packets plus weights."""
 
-    table: pa.Table
+    table: pa.Table  # the rows as read, for the examples
     request: PacketBatch
     reply: PacketBatch
     sessions: np.ndarray  # how many sessions a row stands for
     packets: np.ndarray  # forward + reverse
     bytes: np.ndarray
-    forward_packets: np.ndarray
-    reverse_packets: np.ndarray
     service: np.ndarray  # str label: tcp/22, udp/eph, icmp type 8
 
 
-def _ports(column: pa.ChunkedArray | pa.Array, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """(port, is_ephemeral) from a text or integer port column (`eph` = summarised)."""
-    text = np.asarray(column.to_numpy(zero_copy_only=False), dtype=str)
-    ephemeral = text == "eph"
-    numeric = np.where(ephemeral | (text == "") | (text == "None"), "0", text)
-    try:
-        ports = numeric.astype(np.int64)
-    except (ValueError, OverflowError):
-        bad = next(v for v in numeric if not _is_port(v))
-        raise MicrosegError(f"sessions: {name} {str(bad)!r} is not a port number or eph") from None
-    ports = np.where(ephemeral, ephemeral_ports(len(ports)), ports)
-    return ports, ephemeral
-
-
-def _is_port(text: str) -> bool:
-    try:
-        return 0 <= int(text) <= 65535
-    except ValueError:
-        return False
-
-
-def session_columns(table: pa.Table) -> SessionColumns:
-    count = table.num_rows
-    missing = [n for n in ("protocol", "src", "dst", "dport") if n not in table.column_names]
-    if missing:
-        raise MicrosegError(f"sessions: missing field(s) {', '.join(missing)}")
-    column = {name: table.column(name) for name in table.column_names}
-    column.setdefault("vrf", pa.chunked_array([pa.array(["default"] * count)]))
-    column.setdefault("sport", pa.chunked_array([pa.array(["0"] * count)]))
-    vrf = np.asarray(column["vrf"].to_numpy(zero_copy_only=False), dtype=str)
-    protocol = protocol_numbers(
-        np.asarray(column["protocol"].to_numpy(zero_copy_only=False), dtype=str)
-    )
-    src_family, src = parse_addresses(column["src"].to_numpy(zero_copy_only=False))
-    dst_family, dst = parse_addresses(column["dst"].to_numpy(zero_copy_only=False))
-    mixed = np.flatnonzero(src_family != dst_family)
-    if len(mixed):
-        raise MicrosegError(f"sessions: row {mixed[0] + 1} mixes IPv4 and IPv6 addresses")
-    sport, _ = _ports(column["sport"], "sport")
-    dport, dport_ephemeral = _ports(column["dport"], "dport")
-    for name, ports in (("sport", sport), ("dport", dport)):
-        bad = np.flatnonzero((ports < 0) | (ports > 65535))
-        if len(bad):
-            raise MicrosegError(
-                f"sessions: row {bad[0] + 1}: {name} {ports[bad[0]]} is not 0-65535"
-            )
-    # ICMP flow records carry type * 256 + code in the destination port (NetFlow v9 /
-    # IPFIX icmpTypeCodeIPv4 convention); 1-255 is taken as the type itself. The session
-    # table zeroes ICMP ports and makes the echo requester the client, so 0 means an echo
-    # request (RFC 792 type 8, RFC 4443 type 128).
-    is_icmp = ((protocol == 1) & (src_family == 4)) | ((protocol == 58) & (src_family == 6))
-    echo_request = np.where(protocol == 58, 128, 8)
-    icmp_type = np.where(dport > 255, dport // 256, np.where(dport == 0, echo_request, dport))
+def session_packets(table: pa.Table, where: str = "sessions") -> SessionPackets:
+    """Each session's request (as recorded: `src` opened it) and reply packet. The table is
+    read and checked by the one session-table reader (`flows.session_columns`)."""
+    columns = session_columns(table, where)
+    count = len(columns)
+    addresses = columns.addresses
+    packed = packed_addresses(addresses.high, addresses.low)
+    family = addresses.family[columns.src]
+    protocol = columns.protocol
+    vrf = np.array(columns.vrf_names, dtype=str)[columns.vrf]
+    ephemeral = ephemeral_ports(count)
+    sport = np.where(columns.sport == EPHEMERAL, ephemeral, columns.sport)
+    dport = np.where(columns.dport == EPHEMERAL, ephemeral, columns.dport)
+    is_icmp = ((protocol == 1) & (family == 4)) | ((protocol == 58) & (family == 6))
+    icmp_type = icmp_types(protocol, dport)
     reply_type = icmp_reply_types(protocol, icmp_type, unanswered=icmp_type)  # else in kind
     request = PacketBatch(
         vrf=vrf,
-        family=src_family,
+        family=family,
         protocol=protocol,
-        src=src,
-        dst=dst,
+        src=packed[columns.src],
+        dst=packed[columns.dst],
         sport=np.where(is_icmp, 0, sport).astype(np.int32),
         dport=np.where(is_icmp, 0, dport).astype(np.int32),
         icmp_type=np.where(is_icmp, icmp_type, NO_ICMP_TYPE).astype(np.int16),
     )
     reply = PacketBatch(
         vrf=vrf,
-        family=src_family,
+        family=family,
         protocol=protocol,
-        src=dst,
-        dst=src,
+        src=request.dst,
+        dst=request.src,
         sport=request.dport,
         dport=request.sport,
         icmp_type=np.where(is_icmp, reply_type, NO_ICMP_TYPE).astype(np.int16),
     )
-    aliases = {"fwd_packets": "packets", "fwd_bytes": "bytes"}
-    weights = {}
-    for name in ("fwd_packets", "rev_packets", "fwd_bytes", "rev_bytes"):
-        source = name if name in column else aliases.get(name)
-        weights[name] = (
-            np.asarray(column[source].to_numpy(zero_copy_only=False), dtype=np.int64)
-            if source in column
-            else np.zeros(count, dtype=np.int64)
-        )
-    sessions = (
-        np.asarray(column["sessions"].to_numpy(zero_copy_only=False), dtype=np.int64)
-        if "sessions" in column
-        else np.ones(count, dtype=np.int64)
-    )
-    return SessionColumns(
+    return SessionPackets(
         table=table,
         request=request,
         reply=reply,
-        sessions=sessions,
-        packets=weights["fwd_packets"] + weights["rev_packets"],
-        bytes=weights["fwd_bytes"] + weights["rev_bytes"],
-        forward_packets=weights["fwd_packets"],
-        reverse_packets=weights["rev_packets"],
-        service=_service_labels(protocol, dport, dport_ephemeral, is_icmp, icmp_type),
+        sessions=columns.sessions,
+        packets=columns.fwd_packets + columns.rev_packets,
+        bytes=columns.fwd_bytes + columns.rev_bytes,
+        service=_service_labels(protocol, dport, columns.dport == EPHEMERAL, is_icmp, icmp_type),
     )
 
 
@@ -177,7 +121,7 @@ class Outcome:
     labels: list[dict]  # {device, policy, rule, match}
 
 
-def replay(policy_set: PolicySet, columns: SessionColumns, device: str | None) -> Outcome:
+def replay(policy_set: PolicySet, columns: SessionPackets, device: str | None) -> Outcome:
     intents = compile_all(policy_set)
     if device is not None:
         if device not in intents:
@@ -233,18 +177,16 @@ def _first_positions(groups: np.ndarray, count: int) -> np.ndarray:
     return first
 
 
-def read_session_table(path: str) -> pa.Table:
-    """Sessions from a CSV, JSON-lines or Parquet file or a flow store directory."""
-    from microseg.flows.flowstore import read_sessions
-
-    return read_sessions(path)
-
-
 def whatif(
-    base: PolicySet, candidate: PolicySet, sessions: pa.Table, device: str | None = None
+    base: PolicySet,
+    candidate: PolicySet,
+    sessions: pa.Table,
+    device: str | None = None,
+    where: str = "sessions",
 ) -> dict:
-    """The impact report: newly blocked / newly allowed groups and candidate rule hits."""
-    columns = session_columns(sessions)
+    """The impact report: newly blocked / newly allowed groups and candidate rule hits.
+    `where` names the sessions' source in error messages."""
+    columns = session_packets(sessions, where)
     before = replay(base, columns, device)
     after = replay(candidate, columns, device)
     newly_blocked = before.gets_through & ~after.gets_through
@@ -258,7 +200,7 @@ def whatif(
     }
 
 
-def _changes(columns: SessionColumns, selected: np.ndarray, outcome: Outcome, role: str) -> dict:
+def _changes(columns: SessionPackets, selected: np.ndarray, outcome: Outcome, role: str) -> dict:
     rows = np.flatnonzero(selected)
     service_codes, service_of_row = np.unique(
         columns.service[rows].astype(str), return_inverse=True
@@ -297,12 +239,12 @@ def _changes(columns: SessionColumns, selected: np.ndarray, outcome: Outcome, ro
     }
 
 
-def _example(columns: SessionColumns, row: int) -> dict:
+def _example(columns: SessionPackets, row: int) -> dict:
     record = columns.table.slice(row, 1).to_pylist()[0]
     return {name: record.get(name) for name in ("vrf", "protocol", "src", "sport", "dst", "dport")}
 
 
-def _hits(columns: SessionColumns, outcome: Outcome) -> list[dict]:
+def _hits(columns: SessionPackets, outcome: Outcome) -> list[dict]:
     """Sessions and packets per deciding match under the candidate."""
     codes, rows_of = np.unique(outcome.deciding, return_inverse=True)
     rows_of = rows_of.reshape(-1)

@@ -41,6 +41,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from microseg.flows.session_columns import session_columns
 from microseg.flows.sessions import INT64_MAX, SESSION_SCHEMA, sort_sessions
 from microseg.model import MicrosegError
 
@@ -482,6 +483,9 @@ def read_sessions(
         return _read_store(path, ephemeral_port, where, parameters)
     connection = duckdb.connect()
     columns = _load(connection, path)
+    # A session file is checked row by row, in file order, by the one session-table
+    # reader before it is summarised: a bad value is an error naming its row.
+    session_columns(_raw_rows(connection, path), where=str(path))
     try:
         return _query(connection, columns, ephemeral_port, where, parameters)
     except duckdb.Error as error:
@@ -539,6 +543,13 @@ def _query(connection, columns: list[str], ephemeral_port, where: str, parameter
     order += [name for name in OUTPUT_SCHEMA.names if name not in order]
     query += f" ORDER BY {', '.join(order)}"
     return connection.sql(query, params=parameters).to_arrow_table().cast(OUTPUT_SCHEMA)
+
+
+def _raw_rows(connection, path: Path) -> pa.Table:
+    try:
+        return connection.sql("SELECT * FROM raw").to_arrow_table()
+    except duckdb.Error as error:
+        raise MicrosegError(f"{path}: cannot read sessions: {error}") from None
 
 
 def _load(connection, path: Path) -> list[str]:

@@ -457,6 +457,9 @@ class SecurityDomain(_Object):
 Direction = Literal["unidirectional", "bidirectional"]
 DecapType = Literal["allow-all", "vxlan-decap-only", "no-vxlan-decap"]
 Action = Literal["forward", "drop", "redirect"]
+# What a policy does with a packet none of its rules matches (EOS: the actions of the
+# implicit `ipv4-all-default` / `ipv6-all-default` matches).
+DefaultAction = Literal["forward", "drop"]
 
 
 class Rule(_Object):
@@ -487,7 +490,13 @@ class Rule(_Object):
 
 
 class Policy(_Object):
-    """An ordered rule list bound to a security domain and a VRF (or ALL)."""
+    """An ordered rule list bound to a security domain and a VRF (or ALL).
+
+    `default_action` decides a packet no rule matches: `forward` (EOS's own default, the
+    seed's) or `drop` (default-deny, without an any-to-any drop rule).
+
+    Example: Policy(name="office", id=10, domain="site", rules=["dns"], default_action="drop")
+    """
 
     name: ObjectName
     description: Description = ""
@@ -495,3 +504,4 @@ class Policy(_Object):
     domain: ObjectName
     vrf: ObjectName = "ALL"
     rules: tuple[ObjectName, ...] = ()
+    default_action: DefaultAction = "forward"
