@@ -448,3 +448,26 @@ def test_quarantine_keeps_two_bad_segments_of_the_same_name(tmp_path):
         "seg-0-empty.parquet.1",
     ]
     shutil.rmtree(tmp_path / QUARANTINE)
+
+
+def test_an_ipv6_record_pairing_an_ipv4_mapped_address_is_dropped_and_counted(tmp_path):
+    """Found by the structure-aware fuzz: `::ffff:10.0.0.1` (RFC 4291 2.5.5.2) beside a native
+    IPv6 address was stored as a session from 10.0.0.1 to 2001:db8::1, which no reader takes."""
+    from flows_encoder import Field, data_set, ipfix_message, ipfix_template_set
+
+    from microseg.flows.decoder import FlowDecoder
+
+    template = [Field(27, 16), Field(28, 16), Field(2, 4)]
+    records = [
+        address("::ffff:10.0.0.1") + address("2001:db8::1") + encode(1, 4),
+        address("::ffff:10.0.0.1") + address("::ffff:10.0.0.2") + encode(2, 4),
+        address("2001:db8::2") + address("2001:db8::1") + encode(3, 4),
+    ]
+    message = ipfix_message([ipfix_template_set({256: template}), data_set(256, records)])
+    decoder = FlowDecoder()
+    rows = decoder.decode([(message, "192.0.2.1")]).to_records()
+    assert [(r["src"], r["dst"], r["family"]) for r in rows] == [
+        ("10.0.0.1", "10.0.0.2", 4),
+        ("2001:db8::2", "2001:db8::1", 6),
+    ]
+    assert decoder.counters.mixed_family_records == 1

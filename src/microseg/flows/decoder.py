@@ -59,6 +59,7 @@ class DecoderCounters:
     templates: int = 0
     template_withdrawals: int = 0
     template_evictions: int = 0  # oldest templates dropped at the per-exporter/stream cap
+    mixed_family_records: int = 0  # IPv6 records pairing an IPv4-mapped address: dropped
     exporters: dict[str, ExporterCounters] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
@@ -437,7 +438,22 @@ class FlowDecoder:
             halves = self._exporter_halves[gather.exporter] = _exporter_halves(gather.exporter)
         batch.exporter_hi[:], batch.exporter_lo[:] = halves
         batch.observation_domain[:] = gather.domain
-        return batch
+        return self._one_family(batch)
+
+    def _one_family(self, batch: FlowBatch) -> FlowBatch:
+        """IPv4 is kept IPv4-mapped, so an IPv6 record with a `::ffff:a.b.c.d` address
+        (RFC 4291 2.5.5.2; RFC 4942 2.2: not valid on the wire) would pair an IPv4 and an
+        IPv6 end: such records are dropped and counted; with both ends mapped it is IPv4."""
+        if len(batch) == 0 or batch.family[0] != 6:
+            return batch
+        src_mapped = (batch.src_hi == 0) & ((batch.src_lo >> np.uint64(32)) == 0xFFFF)
+        dst_mapped = (batch.dst_hi == 0) & ((batch.dst_lo >> np.uint64(32)) == 0xFFFF)
+        batch.family[src_mapped & dst_mapped] = 4
+        mixed = src_mapped != dst_mapped
+        if not mixed.any():
+            return batch
+        self.counters.mixed_family_records += int(mixed.sum())
+        return batch.take(~mixed)
 
 
 def _fill_addresses(batch: FlowBatch, values, roles) -> None:
