@@ -1,31 +1,38 @@
-# Two commands: `make demo` and `make test`. Both set everything up first (idempotent).
+# Two commands: `make demo` and `make test`. Each sets up what it needs first (idempotent):
+# demo only Python and microseg; test also the system tests' Debian packages and the extras.
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint bench fuzz clean
+.PHONY: setup setup-demo demo test lint bench fuzz clean
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed-test
+setup-demo: $(VENV)/.installed-demo
 
-$(VENV)/.installed: pyproject.toml scripts/setup.sh
-	scripts/setup.sh
+$(VENV)/.installed-demo: pyproject.toml scripts/setup.sh
+	scripts/setup.sh demo
 	touch $@
 
-demo: setup
+# The test setup includes everything the demo needs.
+$(VENV)/.installed-test: pyproject.toml scripts/setup.sh
+	scripts/setup.sh test
+	touch $@ $(VENV)/.installed-demo
+
+demo: $(VENV)/.installed-demo
 	$(BIN)/microseg demo
 
-lint: setup
+lint: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 
-test: setup lint
+test: lint
 	$(BIN)/python -m pytest -q
 
 # the fuzz and fault suites with a larger budget than every test run gives them
-fuzz: setup
+fuzz: $(VENV)/.installed-test
 	MICROSEG_FUZZ=long $(BIN)/python -m pytest -q -s \
 		tests/flows/test_flow_structured_fuzz.py tests/flows/test_flow_faults.py
 
-bench: setup
+bench: $(VENV)/.installed-test
 	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done
 
 clean:

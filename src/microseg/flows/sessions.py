@@ -32,6 +32,7 @@ import numpy as np
 import pyarrow as pa
 
 from microseg.flows.batch import FlowBatch, format_addresses
+from microseg.model.ports import ICMP, ICMPV6, PROTOCOL_NAMES, TCP
 
 NO_TIME = np.iinfo(np.int64).max  # "no packet in this direction" for min(first)
 # Counters saturate instead of overflowing: at UINT64_MAX in the table (RFC 7011's
@@ -41,8 +42,6 @@ INT64_MAX = (1 << 63) - 1
 MERGE_ROWS = 500_000  # records waiting before they are merged (at most max_sessions)
 EVICT_TO = 0.8  # past max_sessions, the least recently updated leave until 80 % remain
 log = logging.getLogger("microseg.flows")
-TCP, UDP, ICMP, ICMPV6 = 6, 17, 1, 58
-PROTOCOL_NAMES = {TCP: "tcp", UDP: "udp", ICMP: "icmp", ICMPV6: "icmpv6", 132: "sctp"}
 ECHO_REQUEST = {ICMP: 8, ICMPV6: 128}  # RFC 792, RFC 4443
 SYN, ACK = 0x02, 0x10
 
