@@ -405,14 +405,33 @@ class Segment(_Object):
         return self.hosts_isolated and self.local_proxy_arp
 
 
+# iproute2 keeps a named network namespace as the file /run/netns/NAME: one path component.
+NAMESPACE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def _check_namespace(value: Any) -> Any:
+    if isinstance(value, str) and not NAMESPACE_NAME.fullmatch(value):
+        raise ValueError(f"{value!r}: a network namespace name is 1-64 of A-Z a-z 0-9 _ . -")
+    return value
+
+
+# A Linux network namespace as `ip netns` names it.
+NamespaceName = Annotated[str, BeforeValidator(_check_namespace)]
+
+
 class Device(_Object):
-    """A switch (or Linux router) that enforces policies."""
+    """A switch (or Linux router) that enforces policies.
+
+    `management_namespace`: an nftables device inside the named network namespace on the
+    microseg host (`ip netns exec NAME nft ...`); none = the local host's own nftables.
+    """
 
     name: ObjectName
     description: Description = ""
     platform: Literal["eos", "nftables"] = "eos"
     hardware: Label | None = None
     management_address: Address | None = None
+    management_namespace: NamespaceName | None = None
     tunnel_source_interface: Label = "Loopback0"
     loopback_address: Address | None = None
     segments: tuple[Segment, ...] = ()
