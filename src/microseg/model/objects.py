@@ -12,6 +12,7 @@ import unicodedata
 from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -23,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from microseg.model.platforms import check_platform
 from microseg.model.ports import ICMP_TYPE_NAMES_BY_PROTOCOL, PORT_NAMES, PROTOCOL_NUMBERS
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -419,6 +421,14 @@ def _check_namespace(value: Any) -> Any:
 NamespaceName = Annotated[str, BeforeValidator(_check_namespace)]
 
 
+# A target that implements the device's platform (model/platforms.py: built-ins and plug-ins).
+Platform = Annotated[
+    str,
+    AfterValidator(check_platform),
+    WithJsonSchema({"type": "string", "minLength": 1}),
+]
+
+
 class Device(_Object):
     """A switch (or Linux router) that enforces policies.
 
@@ -428,7 +438,7 @@ class Device(_Object):
 
     name: ObjectName
     description: Description = ""
-    platform: Literal["eos", "nftables"] = "eos"
+    platform: Platform = "eos"
     hardware: Label | None = None
     management_address: Address | None = None
     management_namespace: NamespaceName | None = None
