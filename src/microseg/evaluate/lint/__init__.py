@@ -16,7 +16,6 @@ from microseg.evaluate.lint import bypass as _bypass  # noqa: F401
 from microseg.evaluate.lint import prefixes as _prefixes  # noqa: F401
 from microseg.evaluate.lint import unused as _unused  # noqa: F401
 from microseg.evaluate.lint.hardware import (
-    HARDWARE_BUDGETS,
     hardware_entries,
     hardware_report,
     range_prefix_count,
@@ -28,7 +27,6 @@ from microseg.model import PolicySet
 
 __all__ = [
     "CHECKS",
-    "HARDWARE_BUDGETS",
     "Check",
     "Finding",
     "LintContext",

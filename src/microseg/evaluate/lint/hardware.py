@@ -1,5 +1,5 @@
-"""Hardware entries: the estimated TCAM entries of each device's traffic policies against a
-planning budget per platform."""
+"""Hardware entries: the estimated TCAM entries of each device's traffic policies against the
+budget its target declares (a planning figure per platform, `targets/<platform>/target.py`)."""
 
 from __future__ import annotations
 
@@ -9,24 +9,7 @@ from microseg.compile.intent import DeviceIntent, Match
 from microseg.evaluate.cells import field_set_intervals
 from microseg.evaluate.lint.registry import Check, Finding, LintContext, register
 from microseg.model import PolicySet
-
-# Hardware entry budgets for traffic-policy matches, per platform. These are planning
-# figures, not vendor-published limits: the real number depends on the TCAM profile and on
-# what else shares the ingress slices. Confirm on the switch with `show hardware tcam
-# profile` / `show platform trident tcam`.
-HARDWARE_BUDGETS: dict[str, tuple[int | None, str]] = {
-    "CCS-720XP": (
-        4096,
-        "planning figure for the 720XP (Broadcom Trident3-X3) ingress TCAM share of the "
-        "default traffic-policy profile; confirm with `show hardware tcam profile`",
-    ),
-    "eos": (
-        4096,
-        "generic EOS planning figure (same as the 720XP); set the device's `hardware` for a "
-        "platform-specific budget",
-    ),
-    "nftables": (None, "software: nftables interval sets have no hardware entry limit"),
-}
+from microseg.targets import registry
 
 
 def range_prefix_count(low: int, high: int, bits: int = 16) -> int:
@@ -92,16 +75,16 @@ def hardware_report(policy_set: PolicySet, intents: dict[str, DeviceIntent]) -> 
     rows = []
     for name, intent in intents.items():
         device = policy_set.device(name)
-        key = device.hardware if device.hardware in HARDWARE_BUDGETS else device.platform
-        budget, source = HARDWARE_BUDGETS[key]
+        # The device's target knows its hardware budget (targets/<platform>/target.py).
+        budget = registry.for_device(device).limits.hardware_budget(device.hardware)
         rows.append(
             {
                 "device": name,
                 "platform": device.platform,
                 "hardware": device.hardware,
                 "entries": hardware_entries(intent),
-                "budget": budget,
-                "budget_source": source,
+                "budget": budget.entries,
+                "budget_source": budget.source,
             }
         )
     return rows
