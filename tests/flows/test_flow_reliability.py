@@ -505,3 +505,12 @@ def test_what_never_fits_stays_counted_as_unwritten(tmp_path):
     assert collector.flush_all() == 0
     assert collector.stats()["sessions_unwritten"] == 5
     assert collector.last_write_error == "No space left on device"
+
+
+def test_a_refused_retention_quarantines_nothing_either(tmp_path, run_cli):
+    store = store_with_ages(tmp_path, [40, 40])
+    (store.segment_dir / "seg-0-empty.parquet").write_bytes(b"")
+    before = segment_files(store)
+    refused = run_cli("sessions", "compact", "--store", str(tmp_path), "--retention-days", "30")
+    assert refused.exit_code == 1 and segment_files(store) == before
+    assert not (tmp_path / QUARANTINE).exists()
