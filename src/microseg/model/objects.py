@@ -405,14 +405,27 @@ class Segment(_Object):
         return self.hosts_isolated and self.local_proxy_arp
 
 
+# How microseg reaches a device's management API (EOS eAPI). `http` is for labs and test
+# doubles only: credentials and configuration would cross the network in clear, so change
+# control warns for every device that uses it.
+ManagementTransport = Literal["https", "http"]
+ManagementPort = Annotated[int, Field(ge=1, le=65535)]
+
+
 class Device(_Object):
-    """A switch (or Linux router) that enforces policies."""
+    """A switch (or Linux router) that enforces policies.
+
+    `management_address`/`management_port`/`management_transport`: where change control
+    reaches the device's API (default https on 443). Credentials are never part of a policy.
+    """
 
     name: ObjectName
     description: Description = ""
     platform: Literal["eos", "nftables"] = "eos"
     hardware: Label | None = None
     management_address: Address | None = None
+    management_port: ManagementPort = 443
+    management_transport: ManagementTransport = "https"
     tunnel_source_interface: Label = "Loopback0"
     loopback_address: Address | None = None
     segments: tuple[Segment, ...] = ()
@@ -425,6 +438,8 @@ class MonitorNode(_Object):
     description: Description = ""
     platform: Literal["eos"] = "eos"
     management_address: Address | None = None
+    management_port: ManagementPort = 443
+    management_transport: ManagementTransport = "https"
     loopback_interface: Label = "Loopback0"
     loopback_address: Address
     collector_address: Address = Field(default_factory=lambda: ipaddress.ip_address("127.0.0.1"))
