@@ -11,14 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from support import EXAMPLES, ROOT
+from support import ROOT
 
 sys.path.insert(0, str(ROOT / "tests" / "targets"))
 
+from deploy_lab import SWITCH, VZTX, pointed_at
 from seed_doubles import seed_switch, seed_vztx
-
-SWITCH = "andreasm-720xp-home"
-VZTX = "andreas-ztx1"
 
 
 @pytest.fixture
@@ -42,32 +40,6 @@ def switch():
 def vztx():
     with seed_vztx() as double:
         yield double
-
-
-def pointed_at(
-    example: str | Path, directory: Path, doubles: dict, name: str | None = None
-) -> Path:
-    """The example policy with each named device reached at its double (http on loopback)."""
-    from microseg.policyfile import dump_policy, load_policy
-
-    policy_set = load_policy(EXAMPLES / example if isinstance(example, str) else example)
-    updates = {}
-    for section in ("devices", "monitor_nodes"):
-        updates[section] = tuple(
-            obj.model_copy(
-                update={
-                    "management_address": "127.0.0.1",
-                    "management_port": doubles[obj.name].port,
-                    "management_transport": "http",
-                }
-            )
-            if obj.name in doubles
-            else obj
-            for obj in getattr(policy_set, section)
-        )
-    path = directory / (name or Path(example).name)
-    path.write_text(dump_policy(policy_set.model_copy(update=updates)))
-    return path
 
 
 @pytest.fixture

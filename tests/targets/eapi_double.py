@@ -205,6 +205,11 @@ class EapiDouble:
         """Answer every request `seconds` late (bounded; `close()` releases at once)."""
         self._hang_seconds = seconds
 
+    @property
+    def hanging(self) -> bool:
+        """Whether requests are answered late now (`hang`, or `hang_after` triggered)."""
+        return self._hang_seconds > 0
+
     def hang_after(self, pattern: str, seconds: float) -> None:
         """Once a command matching `pattern` (a regex, whole command) has run, answer every
         later request `seconds` late: a client stuck right after that command."""
