@@ -135,6 +135,7 @@ class EapiDouble:
         username: str = "admin",
         password: str = "secret",
         tls: tuple[Path, Path] | None = None,
+        port: int = 0,
     ) -> None:
         self.model, self.version, self.serial = model, version, serial
         self._credentials = (username, password)
@@ -152,7 +153,7 @@ class EapiDouble:
         self._hang_trigger: tuple[re.Pattern[str], float] | None = None
         self._release = threading.Event()
         self._booted = time.time()
-        self._server = _Server(self, tls)
+        self._server = _Server(self, tls, port)
         self._thread = threading.Thread(
             target=self._server.serve_forever, args=(0.05,), daemon=True
         )
@@ -626,8 +627,8 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, double: EapiDouble, tls: tuple[Path, Path] | None) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
+    def __init__(self, double: EapiDouble, tls: tuple[Path, Path] | None, port: int) -> None:
+        super().__init__(("127.0.0.1", port), _Handler)
         self.double = double
         self.tls = tls is not None
         if tls is not None:

@@ -3,6 +3,10 @@ besides what microseg owns."""
 
 from __future__ import annotations
 
+import argparse
+import signal
+import sys
+
 from eapi_double import EapiDouble
 
 # What the seed's 720XP and vZTX have besides what microseg owns (from the seed's
@@ -52,3 +56,51 @@ def seed_vztx(**options) -> EapiDouble:
         running_config=VZTX_OWN_CONFIG,
         **options,
     )
+
+
+def point_policy(text: str, switch_port: int, vztx_port: int) -> str:
+    """A seed example's text with the switch and the vZTX reached at the doubles (http on
+    127.0.0.1): plain text edits, so this works without microseg installed."""
+    lines = []
+    for line in text.splitlines():
+        if line.strip() == "management_address: 172.18.100.201":  # the vZTX
+            lines += _management("    ", vztx_port)
+            continue
+        lines.append(line)
+        if line == "  - name: andreasm-720xp-home":
+            lines += _management("    ", switch_port)
+    return "\n".join(lines) + "\n"
+
+
+def _management(indent: str, port: int) -> list[str]:
+    return [
+        f"{indent}management_address: 127.0.0.1",
+        f"{indent}management_port: {port}",
+        f"{indent}management_transport: http",
+    ]
+
+
+def main() -> None:
+    """Serve the seed's switch and vZTX as eAPI test doubles until interrupted; with
+    --point FILE, print that seed example pointed at them instead."""
+    parser = argparse.ArgumentParser(description="eAPI test doubles of the seed's switch and vZTX")
+    parser.add_argument("--switch-port", type=int, default=8443)
+    parser.add_argument("--vztx-port", type=int, default=8444)
+    parser.add_argument("--point", metavar="POLICY", help="print POLICY pointed at the doubles")
+    args = parser.parse_args()
+    if args.point:
+        with open(args.point, encoding="utf-8") as file:
+            print(point_policy(file.read(), args.switch_port, args.vztx_port), end="")
+        return
+    # Blocked before the servers' threads start (they inherit it): only sigwait sees them.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    with seed_switch(port=args.switch_port) as switch, seed_vztx(port=args.vztx_port) as vztx:
+        for double in (switch, vztx):
+            name = double.hostname(double.running)
+            print(f"eAPI test double {name} on http://127.0.0.1:{double.port} (admin / secret)")
+        sys.stdout.flush()
+        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+
+
+if __name__ == "__main__":
+    main()

@@ -240,10 +240,12 @@ class _Run:
         device = managed_device(self.policy_set, row.device)
         credentials = self.credentials.for_device(row.device)
         driver, warnings = open_driver(device, credentials, session, self.options.timeout)
+        outcome = self.outcomes[row.device]
         for warning in warnings:
-            self.outcomes[row.device].warnings.append(warning)
-            self._log(row.device, f"warning: {warning}")
-            self.progress(row.device, "warning", warning)
+            if warning not in outcome.warnings:  # once per device and run
+                outcome.warnings.append(warning)
+                self._log(row.device, f"warning: {warning}")
+                self.progress(row.device, "warning", warning)
         return driver
 
     def _abort_leftovers(self, row: DeviceRecord) -> None:
