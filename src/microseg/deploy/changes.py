@@ -38,7 +38,7 @@ FOUR_EYES = "four_eyes"
 CANCELLABLE = ("pending-approval", "approved", "interrupted")
 RUNNABLE = ("approved", "interrupted")
 # Device rows a dead runner left in the middle of a step.
-UNFINISHED_DEVICE_STATES = ("loading", "loaded", "committing", "committed")
+UNFINISHED_DEVICE_STATES = ("loading", "committing")
 # A runner on another host is presumed dead when it has not said it is alive for this long
 # (a runner on this host is checked directly, by its process id and start time).
 HEARTBEAT_INTERVAL_S = 10.0

@@ -13,6 +13,12 @@ new configuration) or with an unconfirmed commit that the device's confirm timer
 `show_change` reports such a change `interrupted`; running it again first aborts whatever
 the dead run left open (by session name), then deploys every device again -- a device that
 already runs its configuration loads with an empty diff and is left alone.
+
+A device's state in the change: `pending` (not run yet), `loading` (a session is open),
+`committing` (the commit may be in, its timer running), `confirmed`, `unchanged` (it
+already ran the configuration), `failed`, `skipped` (not started: another device failed),
+`rolled-back` (given back what it ran before the change), `interrupted` (the run died
+during a step).
 """
 
 from __future__ import annotations
@@ -141,6 +147,10 @@ class _Run:
         self.actor, self.options, self.progress = actor, options, progress
         self.credentials = CredentialStore(policy_set)
         self.outcomes = {d.device: DeviceOutcome(d.device, d.state) for d in record.devices}
+        # Log lines and facts waiting for the device's next write (one transaction each:
+        # the store's commits are most of microseg's own time per device).
+        self.notes: dict[str, list[str]] = {d.device: [] for d in record.devices}
+        self.before: dict[str, str] = {}
         self.stop = threading.Event()
 
     # -- the two kinds of run ------------------------------------------------------------
@@ -232,9 +242,16 @@ class _Run:
                 return
             step(row)
 
-        with ThreadPoolExecutor(max_workers=self.options.parallel) as pool:
+        pool = ThreadPoolExecutor(max_workers=self.options.parallel)
+        try:
             for future in [pool.submit(guarded, row) for row in rows]:
                 future.result()
+        except BaseException:
+            # Ctrl-C or a bug: start no other device; those in flight finish their step.
+            self.stop.set()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
 
     def _open(self, row: DeviceRecord, session: str) -> Driver:
         device = managed_device(self.policy_set, row.device)
@@ -244,7 +261,7 @@ class _Run:
         for warning in warnings:
             if warning not in outcome.warnings:  # once per device and run
                 outcome.warnings.append(warning)
-                self._log(row.device, f"warning: {warning}")
+                self.notes[row.device].append(f"warning: {warning}")
                 self.progress(row.device, "warning", warning)
         return driver
 
@@ -272,7 +289,7 @@ class _Run:
                 self._fail(row.device, f"cannot read its configuration: {error}")
                 return
             if row.before is None:
-                self.changes.update_device(self.record.id, row.device, before=running)
+                self.before[row.device] = running  # written with the device's first step
             last = self.changes.last_deployed(row.device)
             expected = last[1].read_back if last else ""
             if running in (expected, row.config) or self.options.force:
@@ -296,29 +313,32 @@ class _Run:
         name, step = row.device, "open"
         driver: Driver | None = None
         try:
-            self._set(name, "loading", session=session, error=None)
+            first = {"before": self.before[name]} if name in self.before else {}
+            self._set(name, "loading", session=session, error=None, **first)
             driver = self._open(row, session)
             step = "load"
             driver.load(row.config)
             diff = driver.compare()
-            self._set(name, "loaded", device_diff=diff.text)
             self.outcomes[name].device_diff = diff.text
             self.progress(name, "diff", _diff_size(diff.text))
             if not diff.changed:
                 driver.discard()
                 if row.state == "confirmed":  # by an earlier run of this change
-                    self._set(name, "confirmed")
-                    self._log(name, "still runs the configuration an earlier run confirmed")
+                    self._set(
+                        name,
+                        "confirmed",
+                        "still runs what an earlier run confirmed",
+                        device_diff=diff.text,
+                    )
                 else:
-                    self._deployed(name, "unchanged", driver.running())
+                    self._deployed(name, "unchanged", driver.running(), device_diff=diff.text)
                 return
             step = "commit"
-            self._set(name, "committing")
+            self._set(name, "committing", device_diff=diff.text)
             driver.commit(self.options.confirm_within)
-            self._set(name, "committed")
-            self._log(
-                name,
-                f"committed; the device restores it unless confirmed within {self.options.confirm_within} s",
+            within = self.options.confirm_within
+            self.notes[name].append(
+                f"committed; the device restores it unless confirmed within {within} s"
             )
             self.progress(name, "committed", f"confirm within {self.options.confirm_within} s")
             step = "read back"
@@ -358,10 +378,7 @@ class _Run:
             )
             self.progress(name, "rollback failed", str(error))
             return
-        self._set(name, "rolled-back")
-        self.outcomes[name].state = "rolled-back"
-        self._log(name, "rolled back to the configuration it had before this change")
-        self.progress(name, "rolled-back", "")
+        self._set(name, "rolled-back", "rolled back to the configuration it had before this change")
 
     def _dry_run_device(self, row: DeviceRecord, session: str) -> None:
         name = row.device
@@ -386,23 +403,21 @@ class _Run:
 
     # -- recording ------------------------------------------------------------------------
 
-    def _set(self, device: str, state: str, **fields: Any) -> None:
-        self.changes.update_device(self.record.id, device, state=state, **fields)
+    def _set(self, device: str, state: str, note: str | None = None, **fields: Any) -> None:
+        """The device's new state, its log line `note` and the notes waiting, in one write."""
+        notes = self._take_notes(device) + ([note] if note else [])
+        self.changes.update_device(self.record.id, device, self.actor, notes, state=state, **fields)
         self.outcomes[device].state = state
         if "error" in fields:
             self.outcomes[device].error = fields["error"]
-        if state not in ("loaded", "committed"):  # those two report their own details
-            self.progress(device, state, fields.get("error") or "")
+        self.progress(device, state, fields.get("error") or "")
 
-    def _deployed(self, device: str, state: str, read_back: str) -> None:
-        self._set(device, state, read_back=read_back, deployed_at=datetime.now(UTC))
-        self._log(
-            device, "confirmed" if state == "confirmed" else "already runs this configuration"
-        )
+    def _deployed(self, device: str, state: str, read_back: str, **fields: Any) -> None:
+        note = "confirmed" if state == "confirmed" else "already runs this configuration"
+        self._set(device, state, note, read_back=read_back, deployed_at=datetime.now(UTC), **fields)
 
     def _fail(self, device: str, message: str) -> None:
-        self._set(device, "failed", error=message)
-        self._log(device, f"failed: {message}")
+        self._set(device, "failed", f"failed: {message}", error=message)
 
     def _discard_quietly(self, driver: Driver, device: str) -> None:
         try:
@@ -414,7 +429,12 @@ class _Run:
             )
 
     def _log(self, device: str, message: str) -> None:
-        self.changes.log(self.record.id, self.actor, "device", message, device)
+        for note in [*self._take_notes(device), message]:
+            self.changes.log(self.record.id, self.actor, "device", note, device)
+
+    def _take_notes(self, device: str) -> list[str]:
+        notes, self.notes[device] = self.notes[device], []
+        return notes
 
     def _ordered(self) -> list[DeviceOutcome]:
         return [self.outcomes[d.device] for d in self.record.devices]

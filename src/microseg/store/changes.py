@@ -286,13 +286,18 @@ class ChangeTable:
 
     # -- devices and their logs -------------------------------------------------------------
 
-    def update_device(self, change: int, device: str, **fields: Any) -> None:
+    def update_device(
+        self, change: int, device: str, actor: str = "", notes: Sequence[str] = (), **fields: Any
+    ) -> None:
+        """Set columns of a device row and add its log lines (`notes`, by `actor`) at once."""
         with self._store._writing() as (session, _):
             row = session.get(ChangeDevice, (change, device))
             if row is None:
                 raise NotFound(f"change {change} has no device {device!r}")
             for name, value in fields.items():
                 setattr(row, name, value)
+            for note in notes:
+                _event(session, change, actor, "device", note, device)
 
     def log(
         self, change: int, actor: str, kind: str, message: str, device: str | None = None
