@@ -202,7 +202,7 @@ def change_run(
     Example: microseg change run 4 --parallel 10 --confirm-within 120
     """
     options = RunOptions(dry_run, parallel, confirm_within, continue_on_error, force, timeout)
-    with open_store() as store, _progress(store, change) as progress:
+    with open_store() as store, _Progress(store, change) as progress:
         result = run_change(store, change, _who(author), options, progress)
     if as_json:
         emit_json(result.as_json())
@@ -324,7 +324,7 @@ def _print_table(header: list[str], rows: list[list[str]]) -> None:
         typer.echo("  ".join(cells).rstrip())
 
 
-class _progress:
+class _Progress:
     """Per-device progress on stderr: a live table on a terminal, one line per step otherwise."""
 
     def __init__(self, store, change: int) -> None:
