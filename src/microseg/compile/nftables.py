@@ -8,9 +8,10 @@ Layout (`table inet microseg`, ours alone):
 * One named interval set per address side: `<group>_v4` / `<group>_v6` holding the group's
   prefixes minus its except-prefixes, computed exactly (several groups on one side get one
   set with the union, named `<g1>+<g2>_v4` before sanitising).
-* One named counter per match (`<policy>__<match>`, sanitised to [A-Za-z0-9_]) and every
-  nft rule of that match carries `counter name ...` and `comment "<match name>"`, so
-  `nft -j list counters` tells which match a packet hit.
+* One named counter per match (`<policy>__<match>`, sanitised to [A-Za-z0-9_]), commented
+  with the policy's name, and every nft rule of that match carries `counter name ...` and
+  `comment "<match name>"`, so `nft -j list table` tells which match of which policy a
+  packet hit (the kernel keeps both comments; nft 1.0.6's JSON omits chain comments).
 * One chain per (VRF, policy), the matches in order. A match with several services becomes
   one nft rule per service (same counter, same verdict): the first that fits decides, which
   is the match's OR of services. Verdicts: forward -> `accept`, drop -> `drop`. The same
@@ -83,7 +84,7 @@ class _Ruleset:
         self.identifiers: dict[str, str] = {}
         self.sets: dict[tuple[Family, tuple[str, ...]], str] = {}
         self.set_lines: list[str] = []
-        self.counters: list[str] = []
+        self.counters: list[tuple[str, str]] = []  # (counter, policy name)
 
     def render(self) -> str:
         policies = sorted(self.intent.policies, key=lambda p: (p.vrf == "ALL", p.vrf.encode()))
@@ -95,7 +96,10 @@ class _Ruleset:
             f"table inet {TABLE} {{",
         ]
         lines += self.set_lines
-        lines += [f"{INDENT}counter {name} {{ }}" for name in self.counters]
+        lines += [
+            f"{INDENT}counter {name} {{ comment {_quote(_comment(policy))}; }}"
+            for name, policy in self.counters
+        ]
         lines += self._forward_chain(policies)
         for chain in chains:
             lines += chain
@@ -149,14 +153,14 @@ class _Ruleset:
         ]
         for match in policy.matches:
             counter = self._identifier(f"{policy.name}__{match.name}")
-            self.counters.append(counter)
+            self.counters.append((counter, policy.name))
             for rule in self._rules(match, counter):
                 lines.append(INDENT * 2 + rule)
         if policy.default_action == "drop":
             for family in ("ipv4", "ipv6"):
                 default_match = f"{family}-all-default"
                 counter = self._identifier(f"{policy.name}__{default_match}")
-                self.counters.append(counter)
+                self.counters.append((counter, policy.name))
                 lines.append(
                     f"{INDENT * 2}meta nfproto {family} counter name {counter} drop "
                     f"comment {_quote(default_match)}"

@@ -29,10 +29,11 @@ import socket
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from microseg.compile.diff import configured_names, diff_text
+from microseg.compile.diff import diff_text
 from microseg.deploy.devices import intended_configs
 from microseg.model import MicrosegError
 from microseg.store import ChangeRecord, PlannedDevice, Store, default_author
+from microseg.targets.render import configured_names
 
 FOUR_EYES = "four_eyes"
 CANCELLABLE = ("pending-approval", "approved", "interrupted")

@@ -22,8 +22,8 @@ Two sources, in this order:
        ca_file = "/etc/microseg/lab-ca.pem"   # optional: the CA that signed its certificate
 
 The most specific entry wins: device, then domain, then default. A password is never
-printed, logged or stored: `Credentials` leaves it out of its repr, and messages name the
-file, section and key, never the value.
+printed, logged or stored: `Credentials` (`microseg.targets.target`) leaves it out of its
+repr, and messages name the file, section and key, never the value.
 """
 
 from __future__ import annotations
@@ -31,31 +31,19 @@ from __future__ import annotations
 import os
 import stat
 import tomllib
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import platformdirs
 
 from microseg.model import MicrosegError, PolicySet
+from microseg.targets.target import Credentials
 
 USERNAME_ENV = "MICROSEG_DEVICE_USERNAME"
 PASSWORD_ENV = "MICROSEG_DEVICE_PASSWORD"
 CA_FILE_ENV = "MICROSEG_DEVICE_CA_FILE"
 CREDENTIALS_FILE_ENV = "MICROSEG_CREDENTIALS_FILE"
 _ENTRY_KEYS = frozenset({"username", "password", "ca_file"})
-
-
-@dataclass(frozen=True)
-class Credentials:
-    """A device login, and the CA its certificate is checked against (None: the system's).
-
-    Example: Credentials("admin", "secret")  # repr: Credentials(username='admin', ...)
-    """
-
-    username: str
-    password: str = field(repr=False)
-    ca_file: str | None = None
 
 
 class CredentialsError(MicrosegError):

@@ -5,12 +5,13 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 
-from microseg.compile.diff import configured_names, device_config
 from microseg.compile.resolve import compile_all
-from microseg.deploy.credentials import Credentials
+from microseg.deploy.credentials import CredentialsError, CredentialStore
 from microseg.model import MicrosegError, PolicySet
 from microseg.model.objects import Device, MonitorNode
-from microseg.targets import Driver, DriverError
+from microseg.targets import Driver, DriverError, registry
+from microseg.targets.render import configured_names, device_config
+from microseg.targets.target import Credentials
 
 DEFAULT_TIMEOUT_S = 30.0
 
@@ -56,38 +57,35 @@ def managed_device(policy_set: PolicySet, name: str) -> Device | MonitorNode:
 
 def open_driver(
     device: Device | MonitorNode,
-    credentials: Credentials,
+    credentials: Credentials | None,
     session: str,
     timeout: float = DEFAULT_TIMEOUT_S,
 ) -> tuple[Driver, list[str]]:
-    """The driver for `device`, and the warnings opening it gave (plain http).
-
-    The one place change control picks a driver by platform; the target registry's
-    `Target.driver(device, credentials, session)` replaces it once it lands."""
-    if device.platform != "eos":
-        raise DriverError(
-            device.name, f"platform {device.platform!r}: change control deploys EOS devices only"
-        )
-    from microseg.targets.eos.driver import EapiEndpoint, EosDriver
-
-    if device.management_address is None:
-        raise DriverError(device.name, "no management_address: microseg cannot reach it")
-    endpoint = EapiEndpoint(
-        host=str(device.management_address),
-        port=device.management_port,
-        transport=device.management_transport,
-        ca_file=credentials.ca_file,
-        timeout=timeout,
-    )
-    role = "monitor-node" if isinstance(device, MonitorNode) else "switch"
+    """The driver of `device`'s target (the registry's), and the warnings opening it gave
+    (eAPI over plain http)."""
+    target = registry.for_device(device)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        driver = EosDriver(
-            device.name,
-            endpoint,
-            credentials.username,
-            credentials.password,
-            role=role,
-            session=session,
-        )
+        driver = target.driver(device, credentials, session, timeout=timeout)
     return driver, [str(warning.message) for warning in caught]
+
+
+def open_device(
+    policy_set: PolicySet,
+    name: str,
+    credentials: CredentialStore,
+    session: str,
+    timeout: float = DEFAULT_TIMEOUT_S,
+) -> tuple[Driver, list[str]]:
+    """`open_driver` for device `name` of `policy_set`, with its login. A device with no
+    login is still opened (an nftables host needs none); if its target wants one, the
+    error says where logins come from."""
+    device = managed_device(policy_set, name)
+    try:
+        login: Credentials | None = credentials.for_device(name)
+    except CredentialsError as missing:
+        try:
+            return open_driver(device, None, session, timeout)
+        except DriverError:
+            raise missing from None
+    return open_driver(device, login, session, timeout)

@@ -14,7 +14,7 @@ from typing import Any
 
 from microseg.compile.diff import diff_text
 from microseg.deploy.credentials import CredentialStore
-from microseg.deploy.devices import DEFAULT_TIMEOUT_S, intended_configs, managed_device, open_driver
+from microseg.deploy.devices import DEFAULT_TIMEOUT_S, intended_configs, open_device
 from microseg.model import MicrosegError
 from microseg.store import Store
 from microseg.targets import DriverError
@@ -57,8 +57,7 @@ def drift(
         name = intended.device
         last = store.changes.last_deployed(name)
         try:
-            device = managed_device(policy_set, name)
-            driver, _ = open_driver(device, credentials.for_device(name), "microseg-drift", timeout)
+            driver, _ = open_device(policy_set, name, credentials, "microseg-drift", timeout)
             running = driver.running()
         except (DriverError, MicrosegError) as error:
             return DriftReport(name, False, False, last[0] if last else None, "", str(error))

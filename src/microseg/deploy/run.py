@@ -39,7 +39,7 @@ from microseg.deploy.changes import (
     show_change,
 )
 from microseg.deploy.credentials import CredentialStore
-from microseg.deploy.devices import DEFAULT_TIMEOUT_S, managed_device, open_driver
+from microseg.deploy.devices import DEFAULT_TIMEOUT_S, open_device
 from microseg.model import MicrosegError, PolicySet
 from microseg.store import ChangeRecord, DeviceRecord, Store
 from microseg.targets import Driver, DriverError
@@ -254,9 +254,9 @@ class _Run:
         pool.shutdown()
 
     def _open(self, row: DeviceRecord, session: str) -> Driver:
-        device = managed_device(self.policy_set, row.device)
-        credentials = self.credentials.for_device(row.device)
-        driver, warnings = open_driver(device, credentials, session, self.options.timeout)
+        driver, warnings = open_device(
+            self.policy_set, row.device, self.credentials, session, self.options.timeout
+        )
         outcome = self.outcomes[row.device]
         for warning in warnings:
             if warning not in outcome.warnings:  # once per device and run

@@ -12,6 +12,7 @@ import unicodedata
 from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -23,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from microseg.model.platforms import check_platform
 from microseg.model.ports import ICMP_TYPE_NAMES_BY_PROTOCOL, PORT_NAMES, PROTOCOL_NUMBERS
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -405,6 +407,28 @@ class Segment(_Object):
         return self.hosts_isolated and self.local_proxy_arp
 
 
+# iproute2 keeps a named network namespace as the file /run/netns/NAME: one path component.
+NAMESPACE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def _check_namespace(value: Any) -> Any:
+    if isinstance(value, str) and not NAMESPACE_NAME.fullmatch(value):
+        raise ValueError(f"{value!r}: a network namespace name is 1-64 of A-Z a-z 0-9 _ . -")
+    return value
+
+
+# A Linux network namespace as `ip netns` names it.
+NamespaceName = Annotated[str, BeforeValidator(_check_namespace)]
+
+
+# A target that implements the device's platform (model/platforms.py: built-ins and plug-ins).
+Platform = Annotated[
+    str,
+    AfterValidator(check_platform),
+    WithJsonSchema({"type": "string", "minLength": 1}),
+]
+
+
 # How microseg reaches a device's management API (EOS eAPI). `http` is for labs and test
 # doubles only: credentials and configuration would cross the network in clear, so change
 # control warns for every device that uses it.
@@ -417,15 +441,18 @@ class Device(_Object):
 
     `management_address`/`management_port`/`management_transport`: where change control
     reaches the device's API (default https on 443). Credentials are never part of a policy.
+    `management_namespace`: an nftables device inside the named network namespace on the
+    microseg host (`ip netns exec NAME nft ...`); none = the local host's own nftables.
     """
 
     name: ObjectName
     description: Description = ""
-    platform: Literal["eos", "nftables"] = "eos"
+    platform: Platform = "eos"
     hardware: Label | None = None
     management_address: Address | None = None
     management_port: ManagementPort = 443
     management_transport: ManagementTransport = "https"
+    management_namespace: NamespaceName | None = None
     tunnel_source_interface: Label = "Loopback0"
     loopback_address: Address | None = None
     segments: tuple[Segment, ...] = ()
