@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import warnings
 from dataclasses import dataclass
 
@@ -14,6 +15,7 @@ from microseg.targets.render import configured_names, device_config
 from microseg.targets.target import Credentials
 
 DEFAULT_TIMEOUT_S = 30.0
+_OPENING = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,9 @@ def open_driver(
     """The driver of `device`'s target (the registry's), and the warnings opening it gave
     (eAPI over plain http)."""
     target = registry.for_device(device)
-    with warnings.catch_warnings(record=True) as caught:
+    # catch_warnings changes process-wide state: one thread at a time (opening a driver
+    # sends nothing to the device, so this costs nothing worth measuring).
+    with _OPENING, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         driver = target.driver(device, credentials, session, timeout=timeout)
     return driver, [str(warning.message) for warning in caught]
