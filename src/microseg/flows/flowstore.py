@@ -424,19 +424,20 @@ def _read_footer(path: Path) -> _Footer:
     if not schema.remove_metadata().equals(SESSION_SCHEMA):
         raise _Unreadable(f"not a session segment: {_schema_difference(schema)}")
     metadata = schema.metadata or {}
-    sources: object = []
+    sources: tuple[str, ...] = ()
     if COMPACTED_FROM in metadata:
         try:
-            sources = json.loads(metadata[COMPACTED_FROM])
+            listed = json.loads(metadata[COMPACTED_FROM])
         except ValueError:
-            sources = None
-        if not isinstance(sources, list) or not all(isinstance(s, str) for s in sources):
+            listed = None
+        if not isinstance(listed, list) or not all(isinstance(s, str) for s in listed):
             raise _Unreadable("bad metadata: microseg.compacted_from is not a list of names")
+        sources = tuple(listed)
     try:
         last_seen = int(metadata.get(LAST_SEEN, b"0"))
     except ValueError:
         raise _Unreadable("bad metadata: microseg.last_seen_ms is not a number") from None
-    return _Footer(tuple(sources), rows, last_seen, info.st_size)
+    return _Footer(sources, rows, last_seen, info.st_size)
 
 
 def _schema_difference(schema: pa.Schema) -> str:
