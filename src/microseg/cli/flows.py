@@ -71,7 +71,7 @@ def collect(
     )
     flow_store = FlowStore(store_dir)
     collector = FlowCollector(flow_store, settings)
-    flow_store.scan().warn()
+    flow_store.scan().warn()  # bad segments: said at start, skipped by every reader
 
     def ready(address: tuple) -> None:
         err_console.print(
