@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from microseg.compile.intent import DeviceIntent, Match
+from microseg.compile.intent import DeviceIntent, Family, Match
 from microseg.evaluate.cells import field_set_intervals
 from microseg.evaluate.lint.registry import Check, Finding, LintContext, register
 from microseg.model import PolicySet
@@ -24,13 +24,17 @@ def range_prefix_count(low: int, high: int, bits: int = 16) -> int:
     return count
 
 
-def _field_set_entries(intent: DeviceIntent, family: str, name: str) -> int:
+def _field_set_entries(intent: DeviceIntent, family: Family, name: str) -> int:
     """CIDR blocks of one prefix field-set once its except-prefixes are cut out."""
-    address = ipaddress.IPv4Address if family == "ipv4" else ipaddress.IPv6Address
-    return sum(
-        len(list(ipaddress.summarize_address_range(address(first), address(last))))
-        for first, last in field_set_intervals(intent.prefix_field_sets[(family, name)])
-    )
+    total = 0
+    for first, last in field_set_intervals(intent.prefix_field_sets[(family, name)]):
+        if family == "ipv4":
+            v4 = ipaddress.IPv4Address
+            total += sum(1 for _ in ipaddress.summarize_address_range(v4(first), v4(last)))
+        else:
+            v6 = ipaddress.IPv6Address
+            total += sum(1 for _ in ipaddress.summarize_address_range(v6(first), v6(last)))
+    return total
 
 
 def _ports_entries(ranges) -> int:
@@ -40,7 +44,7 @@ def _ports_entries(ranges) -> int:
 def hardware_entries(intent: DeviceIntent) -> int:
     """Entries if every match is expanded: sources x destinations x service port entries, plus
     one default entry per family and policy. An upper bound: EOS compresses field-sets."""
-    field_set_entries: dict[tuple[str, str], int] = {}
+    field_set_entries: dict[tuple[Family, str], int] = {}
 
     def side(match: Match, names: tuple[str, ...]) -> int:
         total = 0

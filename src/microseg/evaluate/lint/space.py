@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from typing import Literal
 
 import numpy as np
 
@@ -78,10 +79,6 @@ def _combined(left: np.ndarray, right: np.ndarray) -> np.ndarray:
     """The distinct non-empty ANDs of a row of `left` with a row of `right`."""
     rows = (left[:, None, :] & right[None, :, :]).reshape(-1, left.shape[1])
     return _classes(rows[(rows != 0).any(axis=1)])
-
-
-def _has_bit(rows: np.ndarray, term: int) -> np.ndarray:
-    return ((rows[:, term // 64] >> np.uint64(term % 64)) & np.uint64(1)).astype(bool)
 
 
 def _bits(rows: np.ndarray) -> np.ndarray:
@@ -247,15 +244,19 @@ class DecisionSpace:
         words = words or self.source.shape[1]
         if len(sides[0]) * len(sides[1]) * len(sides[2]) * words <= PROJECT_ABOVE:
             terms = np.arange(min(words * 64, len(self.term_match)))
-            rows = (c[p, :words] for c, p in zip(classes, sides, strict=True))
-            return Region(terms, *rows, classes=(sides[0], sides[1], sides[2]))
+            source, destination, service = (
+                c[p, :words] for c, p in zip(classes, sides, strict=True)
+            )
+            return Region(terms, source, destination, service, (sides[0], sides[1], sides[2]))
         meets = np.bitwise_and.reduce(
             [np.bitwise_or.reduce(c[p], axis=0) for c, p in zip(classes, sides, strict=True)]
         )
         terms = np.flatnonzero(_bits(meets[None, :])[0])
         unpacked = (self.source_bits, self.destination_bits, self.service_bits)
-        rows = (_project(u[p][:, terms]) for u, p in zip(unpacked, sides, strict=True))
-        return Region(terms, *rows)
+        source, destination, service = (
+            _project(u[p][:, terms]) for u, p in zip(unpacked, sides, strict=True)
+        )
+        return Region(terms, source, destination, service)
 
     def _sample(self, region: Region, start: int, grid: np.ndarray, rows: np.ndarray) -> Sample:
         """Some of the grid's rows as a Sample over every term of the space."""
@@ -328,7 +329,7 @@ class DecisionSpace:
         hinted: np.ndarray,
         codes: np.ndarray,
         default_code: int,
-    ) -> Conflict | bool | None:
+    ) -> Conflict | Literal[False] | None:
         """Whether removing terms first_term..last_term (one rule's) can change a verdict
         when any subset of the `hinted` terms (bool per term) is removed too; None if not,
         False when the space is too large to decide. Only `scan_terms` (the rule's) are
@@ -561,7 +562,8 @@ class PolicyAnalysis:
             for rule in rules:
                 terms = space.terms_of(self.rules[rule])
                 for match in sorted(set(space.term_match[terms].tolist())):
-                    sample = space.coverage(match).sample
+                    coverage = space.coverage(match)
+                    sample = coverage.sample if coverage else None
                     if sample is None or len(sample.terms) != every_term:
                         continue  # projected samples are left to the exact check
                     rows.append(sample.rows)
@@ -647,7 +649,7 @@ class PolicyAnalysis:
             )
             if conflict is False:
                 return Outcome(False)
-            if conflict:
+            if isinstance(conflict, Conflict):
                 change = (effects[conflict.before], effects[conflict.after])
                 return Outcome(True, change, alongside=not conflict.alone)
         return Outcome(True)
