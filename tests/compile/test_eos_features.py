@@ -300,3 +300,28 @@ def test_a_default_drop_policy_drops_on_both_default_matches_and_counts():
         "            drop",
         "!",
     ]
+
+
+def test_a_bidirectional_rule_whose_reverse_is_itself_compiles_to_one_match():
+    out = one_policy(
+        """
+  - {name: mesh, sources: [v4only], destinations: [v4only], services: any}
+  - {name: gre, sources: [dual], destinations: [dual], services: [GRE]}
+  - {name: web, sources: [v4only], destinations: [v4only], services: [WEB]}
+  - {name: across, sources: [v4only], destinations: [dual], services: any}
+""",
+        ["mesh", "gre", "web", "across"],
+    )
+    matches = [line.split()[1] for line in out.splitlines() if line.startswith("      match ")]
+    assert matches == [
+        "mesh",  # any service between one group and itself: the reverse is the same match
+        "gre",  # GRE has no ports to swap
+        "gre-ipv6",
+        "web",  # port 80 on one side only: the reverse differs
+        "web-reverse",
+        "across",  # different groups on each side
+        "across-reverse",
+        "ipv4-all-default",
+        "ipv6-all-default",
+    ]
+    assert "field-set service GRE-reverse" not in out

@@ -11,7 +11,10 @@ seed's `show running-config`):
   keys `matches` by name alone);
 * a bidirectional rule also gets `<name>-reverse` with source and destination swapped and
   the `-reverse` service field-sets (source and destination ports swapped). EOS traffic
-  policies are stateless: return traffic needs its own match;
+  policies are stateless: return traffic needs its own match. Unless that match would be
+  the forward match again (the same groups on both sides, services whose reverse is
+  themselves, e.g. `any`, or tcp from all ports to all ports): then the forward match
+  already takes the return traffic and the rule yields one match;
 * an absent side (any source, any destination, any service) is left out of the match;
 * every match counts; drop / redirect next-hop / mirror to the monitor session per rule.
 
@@ -312,7 +315,9 @@ class _DeviceBuilder:
                     rule.decap_type,
                 )
             )
-            if rule.direction == "bidirectional":
+            if rule.direction == "bidirectional" and not self._reverse_is_forward(
+                sources, destinations, family_services
+            ):
                 reverse_services = tuple(s + REVERSE_SUFFIX for s in family_services)
                 matches.append(
                     Match(
@@ -331,6 +336,20 @@ class _DeviceBuilder:
                     )
                 )
         return matches
+
+    def _reverse_is_forward(
+        self, sources: tuple[str, ...], destinations: tuple[str, ...], services: tuple[str, ...]
+    ) -> bool:
+        """True when the `-reverse` match would match exactly the forward match's packets:
+        the same groups on both sides and services whose reverse (ports swapped, ICMP
+        requests turned into replies) is the same set of conditions. Emitting it would
+        waste a hardware entry on a duplicate."""
+        if set(sources) != set(destinations):
+            return False
+        resolved = self.resolved
+        forward = {_conditions(resolved.service_field_set(s)) for s in services}
+        reverse = {_conditions(resolved.service_field_set(s + REVERSE_SUFFIX)) for s in services}
+        return forward == reverse
 
     def _families(self, rule: Rule, services: tuple[str, ...]) -> tuple[Family, ...]:
         """Address families the rule can match in; an error if its objects share none."""
@@ -426,6 +445,16 @@ class _DeviceBuilder:
             ),
         )
         return name
+
+
+def _conditions(field_set: ServiceFieldSet) -> tuple:
+    """What a service field-set matches, without its name."""
+    return (
+        field_set.protocol,
+        field_set.source_ports,
+        field_set.destination_ports,
+        field_set.icmp_types,
+    )
 
 
 def _describe_families(resolved: _Resolved, rule: Rule) -> str:
