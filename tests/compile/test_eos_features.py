@@ -221,6 +221,15 @@ def test_monitored_matches_mirror_to_the_gre_session_of_the_seed(run_cli):
         "monitor session andreas-vztx-ALL destination tunnel mode gre "
         "source 10.255.1.10 destination 10.255.1.11\n"
     ) in out
+    assert "monitor session andreas-vztx-ALL rate-limit per-ingress-chip 100000 kbps\n" in out
+
+
+def test_the_mirror_rate_limit_is_written_in_its_own_unit():
+    text = (EXAMPLES / "home-lab-monitor.yaml").read_text()
+    assert "rate_limit: 100000 kbps" in text
+    policy_set = load_policy_text(text.replace("rate_limit: 100000 kbps", "rate_limit: 40 mbps"))
+    out = render_device(compile_device(policy_set, "andreasm-720xp-home"))
+    assert "monitor session andreas-vztx-ALL rate-limit per-ingress-chip 40 mbps\n" in out
 
 
 def test_monitor_node_gets_the_gre_tunnel_and_flow_tracking_of_the_seed(run_cli):
@@ -325,3 +334,21 @@ def test_a_bidirectional_rule_whose_reverse_is_itself_compiles_to_one_match():
         "ipv6-all-default",
     ]
     assert "field-set service GRE-reverse" not in out
+
+
+def test_field_set_prefixes_print_in_address_order_whatever_the_written_order():
+    shuffled = BASE.replace(
+        "prefixes: [10.2.0.0/16]",
+        "prefixes: [10.2.0.0/16, 10.10.0.0/16, 10.2.0.0/24, 9.0.0.0/8, 10.2.0.0/16]",
+    ).replace(
+        'prefixes: ["2001:db8:2::/48"]',
+        'prefixes: ["2001:db8:2::/48", "2001:db8:1::/48"]',
+    )
+    rules = "rules:\n  - {name: r, sources: [v4only], destinations: any, services: any}\n"
+    rules += "  - {name: r6, sources: [v6only], destinations: any, services: any}\n"
+    policies = "policies:\n  - {name: p1, id: 7, domain: dc, vrf: ALL, rules: [r, r6]}\n"
+    out = render_device(compile_device(load_policy_text(shuffled + rules + policies), "leaf1"))
+    assert block(out, "field-set ipv4 prefix v4only") == [
+        "9.0.0.0/8 10.2.0.0/16 10.2.0.0/24 10.10.0.0/16"
+    ]
+    assert block(out, "field-set ipv6 prefix v6only") == ["2001:db8:1::/48 2001:db8:2::/48"]

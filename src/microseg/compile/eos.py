@@ -296,9 +296,10 @@ def _monitor_session(device: str, session: MirrorSession) -> list[str]:
     return [
         f"{prefix} destination tunnel mode gre source {session.tunnel_source} "
         f"destination {session.tunnel_destination}",
-        # EOS `monitor session NAME rate-limit per-ingress-chip RATE kbps` (pyavd
-        # monitor_sessions[].rate_limit_per_ingress_chip); MSS's default is 100000.
-        f"{prefix} rate-limit per-ingress-chip {session.rate_limit} kbps",
+        # EOS `monitor session NAME rate-limit per-ingress-chip RATE bps|kbps|mbps` (pyavd
+        # monitor_sessions[].rate_limit_per_ingress_chip: "Ratelimit and unit as string").
+        f"{prefix} rate-limit per-ingress-chip {session.rate_limit.value} "
+        f"{session.rate_limit.unit}",
     ]
 
 

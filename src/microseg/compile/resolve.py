@@ -102,7 +102,9 @@ class _Resolved:
             name, prefixes = group.name, group.prefixes
             if not group.except_prefixes and prefixes and set(map(type, prefixes)) == _IPV4_ONLY:
                 # The common case, without the general split below.
-                prefix_field_sets[("ipv4", name)] = PrefixFieldSet(name, "ipv4", prefixes)
+                prefix_field_sets[("ipv4", name)] = PrefixFieldSet(
+                    name, "ipv4", _canonical(prefixes)
+                )
                 group_families[name] = _IPV4_FAMILY
                 continue
             by_family = _split_families(prefixes)
@@ -112,7 +114,7 @@ class _Resolved:
                 if by_family[index]:
                     families.append(family)
                     prefix_field_sets[(family, name)] = PrefixFieldSet(
-                        name, family, by_family[index], excepts[index]
+                        name, family, _canonical(by_family[index]), _canonical(excepts[index])
                     )
             group_families[name] = frozenset(families)
         service_families: dict[str, tuple[Family, ...]] = {}
@@ -158,6 +160,16 @@ class _Resolved:
             destination_port_names=forward.source_port_names,
         )
         return field_set
+
+
+def _canonical(prefixes: tuple) -> tuple:
+    """One family's prefixes in address order (a shorter prefix before a longer one at the
+    same address), each once. A field-set is a set to EOS; this order is the one the seed's
+    running-config shows (`10.100.99.50/32 10.100.99.51/32 10.100.99.52/32`), and it makes
+    the output independent of the order the group was written in."""
+    if len(prefixes) < 2:
+        return prefixes
+    return tuple(sorted(set(prefixes)))
 
 
 def _split_families(prefixes: tuple) -> tuple[tuple, tuple]:

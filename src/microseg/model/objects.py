@@ -431,6 +431,58 @@ class MonitorNode(_Object):
     collector_port: Annotated[int, Field(ge=1, le=65535)] = 4739
 
 
+class RateLimit(NamedTuple):
+    """A mirror rate limit: a whole number and its unit, as EOS `rate-limit per-ingress-chip
+    <rate> bps|kbps|mbps` takes it (AVD: "Ratelimit and unit as string", e.g. `100 kbps`)."""
+
+    value: int
+    unit: Literal["bps", "kbps", "mbps"]
+
+    def __str__(self) -> str:
+        return f"{self.value} {self.unit}"
+
+
+RATE_UNITS = ("bps", "kbps", "mbps")
+# Twelve digits are far beyond any port speed, and keep int() away from Python's limit on
+# the length of the numbers it converts.
+_RATE = re.compile(r"^\s*(\d{1,12})\s*(\S+)\s*$")
+
+
+def _parse_rate_limit(value: Any) -> Any:
+    if isinstance(value, RateLimit):
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError(f"expected a rate with its unit such as `100000 kbps`, got {value!r}")
+    if isinstance(value, int):
+        raise ValueError(f"{value} needs a unit: write `{value} kbps` (or bps, mbps)")
+    match = _RATE.match(value)
+    if not match or match[2] not in RATE_UNITS:
+        raise ValueError(
+            f"{value!r} is not a rate: a whole number and a unit, one of {', '.join(RATE_UNITS)} "
+            "(e.g. `100000 kbps`)"
+        )
+    if int(match[1]) < 1:
+        raise ValueError(f"{value!r}: a rate limit must be at least 1")
+    return RateLimit(int(match[1]), match[2])  # type: ignore[arg-type]
+
+
+Rate = Annotated[
+    RateLimit,
+    BeforeValidator(_parse_rate_limit),
+    PlainSerializer(str, return_type=str),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": r"^\s*\d{1,12}\s*(bps|kbps|mbps)\s*$",
+            "description": "rate and unit, e.g. 100000 kbps",
+        }
+    ),
+]
+# MSS's monitor object default "Rate Limit: 100000" (the seed) carries no unit; we read it as
+# kbps, the unit microseg always rendered it in (100 Mbit/s of mirrored traffic per chip).
+DEFAULT_RATE_LIMIT = RateLimit(100000, "kbps")
+
+
 class MonitorObject(_Object):
     """How monitored traffic reaches the monitor nodes (GRE mirror + flow export)."""
 
@@ -440,7 +492,7 @@ class MonitorObject(_Object):
     active_timeout_ms: Annotated[int, Field(ge=1000)] = 1800000
     tunnel_destination: Address
     tunnel_source_interface: Label = "Loopback0"
-    rate_limit: Annotated[int, Field(ge=1)] = 100000
+    rate_limit: Rate = DEFAULT_RATE_LIMIT
     monitor_nodes: tuple[ObjectName, ...] = ()
 
 
