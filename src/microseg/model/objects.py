@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import unicodedata
+import zlib
 from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import (
@@ -405,8 +406,18 @@ class Segment(_Object):
         return self.hosts_isolated and self.local_proxy_arp
 
 
+# Tunnel interface numbers microseg gives switches on a monitor node: a conservative range
+# (we found no documented EOS limit for `interface TunnelN`; 0-255 is accepted everywhere).
+MONITOR_TUNNEL_IDS = 256
+
+
 class Device(_Object):
-    """A switch (or Linux router) that enforces policies."""
+    """A switch (or Linux router) that enforces policies.
+
+    `monitor_tunnel`: the number of this switch's GRE tunnel interface (`TunnelN`) on the
+    monitor nodes it mirrors to. Unset, it is derived from the switch's name alone, so
+    adding or removing another switch never renumbers this one's tunnel.
+    """
 
     name: ObjectName
     description: Description = ""
@@ -415,7 +426,16 @@ class Device(_Object):
     management_address: Address | None = None
     tunnel_source_interface: Label = "Loopback0"
     loopback_address: Address | None = None
+    monitor_tunnel: Annotated[int, Field(ge=0, lt=MONITOR_TUNNEL_IDS)] | None = None
     segments: tuple[Segment, ...] = ()
+
+    @property
+    def monitor_tunnel_id(self) -> int:
+        """`monitor_tunnel`, or a number derived from the name (CRC-32, stable across
+        Python runs and releases, unlike hash())."""
+        if self.monitor_tunnel is not None:
+            return self.monitor_tunnel
+        return zlib.crc32(self.name.encode()) % MONITOR_TUNNEL_IDS
 
 
 class MonitorNode(_Object):
