@@ -59,6 +59,7 @@ def test_engine_matches_per_packet_loop_on_random_policies(seed):
         seed,
         rules=random.Random(seed).randint(2, 14),
         default_action="drop" if seed % 2 else "forward",
+        adversarial_names=seed % 3 == 0,
     )
     intent = compile_all(policy_set)["sw1"]
     assert_agrees_with_reference(intent, random_packets(random.Random(seed), 400))
