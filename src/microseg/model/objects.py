@@ -30,12 +30,31 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
+def _short(value: Any) -> str:
+    """repr(value), cut to a readable length (a bad value may be megabytes long)."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _check_unscoped(text: str) -> None:
+    # Python's ipaddress takes `fe80::1%eth0` (RFC 4007 zone); a zone names an interface of
+    # one host, which no switch or nftables rule can match (nft silently drops it).
+    if "%" in text:
+        zone = text.split("%", 1)[1].split("/", 1)[0]
+        raise ValueError(
+            f"{_short(text)}: a scoped IPv6 address (zone %{_short(zone)[1:-1]}) cannot be "
+            "matched by a switch; remove the zone"
+        )
+
+
 def _parse_prefix(value: Any) -> IPNetwork:
     if isinstance(value, ipaddress.IPv4Network | ipaddress.IPv6Network):
+        _check_unscoped(str(value))
         return value
     if not isinstance(value, str):
-        raise ValueError(f"expected a prefix such as 10.0.0.0/24, got {value!r}")
+        raise ValueError(f"expected a prefix such as 10.0.0.0/24, got {_short(value)}")
     text = value.strip()
+    _check_unscoped(text)
     try:
         return ipaddress.ip_network(text, strict=True)
     except ValueError:
@@ -43,17 +62,22 @@ def _parse_prefix(value: Any) -> IPNetwork:
     try:
         loose = ipaddress.ip_network(text, strict=False)
     except ValueError:
-        raise ValueError(f"{text!r} is not a valid IPv4 or IPv6 prefix") from None
+        raise ValueError(f"{_short(text)} is not a valid IPv4 or IPv6 prefix") from None
     raise ValueError(f"{text} has host bits set (did you mean {loose}?)")
 
 
 def _parse_address(value: Any) -> IPAddress:
     if isinstance(value, ipaddress.IPv4Address | ipaddress.IPv6Address):
+        _check_unscoped(str(value))
         return value
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ValueError(f"expected an address such as 10.0.0.1, got {_short(value)}")
+    text = str(value).strip()
+    _check_unscoped(text)
     try:
-        return ipaddress.ip_address(str(value).strip())
+        return ipaddress.ip_address(text)
     except ValueError:
-        raise ValueError(f"{value!r} is not a valid IPv4 or IPv6 address") from None
+        raise ValueError(f"{_short(value)} is not a valid IPv4 or IPv6 address") from None
 
 
 Prefix = Annotated[
@@ -129,6 +153,17 @@ Label = Annotated[str, BeforeValidator(_check_label)]
 ANY = "any"
 
 
+def _whole_number(value: Any) -> Any:
+    """YAML `true` is not 1: pydantic would take a boolean for an int; we do not."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a whole number, got {str(value).lower()}")
+    return value
+
+
+# On every integer field: refuses booleans.
+NOT_BOOL = BeforeValidator(_whole_number)
+
+
 def _any_or_names(value: Any) -> Any:
     """`any` means every address / service: stored as the empty tuple.
 
@@ -176,6 +211,7 @@ class PortRange(NamedTuple):
 _RANGE = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$")
 PortSpec = Annotated[
     int | str,
+    NOT_BOOL,
     WithJsonSchema(
         {
             "anyOf": [
@@ -196,24 +232,35 @@ def _resolve_port(spec: int | str, protocol: str) -> PortRange:
         raise ValueError(f"{spec!r} is not a port")
     if isinstance(spec, int):
         if not 0 <= spec <= 65535:
-            raise ValueError(f"port {spec} is out of range 0-65535")
+            raise ValueError(f"port {_short(spec)} is out of range 0-65535")
         return PortRange(spec, spec)
     text = spec.strip()
     if text.isdecimal():  # not isdigit(): it accepts `²`, which int() refuses
-        return _resolve_port(int(text), protocol)
+        return _resolve_port(_port_number(text), protocol)
     match = _RANGE.match(text)
     if match:
-        low, high = int(match[1]), int(match[2])
+        low, high = _port_number(match[1]), _port_number(match[2])
         for port in (low, high):
             if port > 65535:
-                raise ValueError(f"port {port} in range {text!r} is out of range 0-65535")
+                raise ValueError(
+                    f"port {_short(port)} in range {_short(text)} is out of range 0-65535"
+                )
         if low > high:
             raise ValueError(f"port range {text!r} is reversed (low > high)")
         return PortRange(low, high)
     names = PORT_NAMES.get(protocol, {})
     if text in names:
         return PortRange(names[text], names[text])
-    raise ValueError(f"unknown {protocol} port name {text!r}")
+    raise ValueError(f"unknown {protocol} port name {_short(text)}")
+
+
+def _port_number(digits: str) -> int:
+    """int(digits), refusing a number too long for any port before int() would (past
+    Python's 4,300-digit limit it raises a ValueError of its own)."""
+    if len(digits) > 6:
+        shown = digits if len(digits) <= 20 else digits[:17] + "..."
+        raise ValueError(f"port {shown} is out of range 0-65535")
+    return int(digits)
 
 
 def _canonical_port(spec: int | str, protocol: str) -> int | str:
@@ -260,7 +307,9 @@ Ports = Annotated[
     PlainSerializer(lambda ports: "all" if not ports else list(ports)),
 ]
 
-Protocol = Literal["tcp", "udp", "icmp", "icmpv6", "any"] | Annotated[int, Field(ge=0, le=255)]
+Protocol = (
+    Literal["tcp", "udp", "icmp", "icmpv6", "any"] | Annotated[int, NOT_BOOL, Field(ge=0, le=255)]
+)
 
 
 class Service(_Object):
@@ -276,7 +325,7 @@ class Service(_Object):
     protocol: Protocol
     destination_ports: Ports = ()
     source_ports: Ports = ()
-    icmp_types: tuple[int | str, ...] = ()
+    icmp_types: tuple[Annotated[int | str, NOT_BOOL], ...] = ()
 
     @field_validator("protocol", mode="before")
     @classmethod
@@ -309,7 +358,8 @@ class Service(_Object):
     def _icmp_type_numbers_as_numbers(cls, icmp_types: tuple) -> tuple:
         # `"8"` is type 8, as `"53"` is port 53.
         return tuple(
-            int(t) if isinstance(t, str) and t.strip().isdecimal() else t for t in icmp_types
+            int(t) if isinstance(t, str) and t.strip().isdecimal() and len(t) < 10 else t
+            for t in icmp_types
         )
 
     @model_validator(mode="after")
@@ -326,7 +376,7 @@ class Service(_Object):
         names = ICMP_TYPE_NAMES_BY_PROTOCOL[str(self.protocol)]
         if isinstance(icmp_type, str) and icmp_type in names:
             return names[icmp_type]
-        raise ValueError(f"unknown {self.protocol} type {icmp_type!r}")
+        raise ValueError(f"unknown {self.protocol} type {_short(icmp_type)}")
 
     @property
     def protocol_number(self) -> int | None:
@@ -395,7 +445,7 @@ class Segment(_Object):
 
     name: ObjectName
     description: Description = ""
-    vlan: Annotated[int, Field(ge=1, le=4094)] | None = None
+    vlan: Annotated[int, NOT_BOOL, Field(ge=1, le=4094)] | None = None
     vrf: ObjectName = "default"
     subnets: tuple[Prefix, ...] = ()
     local_proxy_arp: bool = False
@@ -426,7 +476,7 @@ class Device(_Object):
     management_address: Address | None = None
     tunnel_source_interface: Label = "Loopback0"
     loopback_address: Address | None = None
-    monitor_tunnel: Annotated[int, Field(ge=0, lt=MONITOR_TUNNEL_IDS)] | None = None
+    monitor_tunnel: Annotated[int, NOT_BOOL, Field(ge=0, lt=MONITOR_TUNNEL_IDS)] | None = None
     segments: tuple[Segment, ...] = ()
 
     @property
@@ -448,7 +498,7 @@ class MonitorNode(_Object):
     loopback_interface: Label = "Loopback0"
     loopback_address: Address
     collector_address: Address = Field(default_factory=lambda: ipaddress.ip_address("127.0.0.1"))
-    collector_port: Annotated[int, Field(ge=1, le=65535)] = 4739
+    collector_port: Annotated[int, NOT_BOOL, Field(ge=1, le=65535)] = 4739
 
 
 class RateLimit(NamedTuple):
@@ -509,7 +559,7 @@ class MonitorObject(_Object):
     name: ObjectName
     description: Description = ""
     exporter_interface: Label = "Loopback0"
-    active_timeout_ms: Annotated[int, Field(ge=1000)] = 1800000
+    active_timeout_ms: Annotated[int, NOT_BOOL, Field(ge=1000)] = 1800000
     tunnel_destination: Address
     tunnel_source_interface: Label = "Loopback0"
     rate_limit: Rate = DEFAULT_RATE_LIMIT
@@ -582,7 +632,7 @@ class Policy(_Object):
 
     name: ObjectName
     description: Description = ""
-    id: Annotated[int, Field(ge=1, le=2**31 - 1)]
+    id: Annotated[int, NOT_BOOL, Field(ge=1, le=2**31 - 1)]
     domain: ObjectName
     vrf: ObjectName = "ALL"
     rules: tuple[ObjectName, ...] = ()
