@@ -124,7 +124,10 @@ def test_compiled_policies_of_other_shapes_read_back_unchanged(
     switch, connect, run_cli, tmp_path, edit, expected
 ):
     text = (EXAMPLES / "home-lab-dns-ntp.yaml").read_text().replace(*edit)
-    text = text.replace("\npolicies:\n", "\n  - name: drop_rest\n    action: drop\n\npolicies:\n")
+    text = text.replace(
+        "\npolicies:\n",
+        "\n  - name: drop_rest\n    sources: any\n    destinations: any\n    services: any\n    action: drop\n\npolicies:\n",
+    )
     policy = tmp_path / "policy.yaml"
     policy.write_text(text)
     result = run_cli("compile", str(policy), "--device", SWITCH)
