@@ -411,3 +411,15 @@ def test_an_explicit_monitor_tunnel_is_used_and_two_switches_on_one_number_are_r
     derived = Device(name="leaf-b").monitor_tunnel_id
     with pytest.raises(CompileError, match=f"both get Tunnel{derived}.*set a distinct"):
         _tunnels(_monitor_lab({"leaf-a": derived, "leaf-b": None}))
+
+
+def test_a_logged_default_drop_logs_after_dropping_and_needs_a_drop():
+    rules = "rules:\n  - {name: web, sources: [v4only], destinations: any, services: [WEB]}\n"
+    policies = (
+        "policies:\n  - {name: p1, id: 7, domain: dc, vrf: ALL, rules: [web], "
+        "default_action: drop, default_log: true}\n"
+    )
+    out = compile_text(rules, policies)
+    assert block(out, "match ipv6-all-default ipv6") == ["actions", "count", "drop", "log"]
+    with pytest.raises(PolicyError, match="default_log needs default_action: drop"):
+        compile_text(rules, policies.replace("default_action: drop", "default_action: forward"))

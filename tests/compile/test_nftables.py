@@ -329,3 +329,22 @@ def test_identifiers_nft_takes_for_sets_counters_and_chains(tmp_path):
         ]
     lines += ["\tchain base {", *[f"\t\tgoto {identifier(*p)}" for p in names[:1]], "\t}", "}"]
     _nft_check("\n".join(lines) + "\n", tmp_path)
+
+
+def test_a_logged_default_drop_logs_in_nftables_too(tmp_path):
+    from tests.compile.test_eos_features import BASE
+
+    from microseg.policyfile import load_policy_text
+
+    policy_set = load_policy_text(
+        BASE
+        + "rules:\n  - {name: web, sources: [dual], destinations: any, services: [WEB]}\n"
+        + "policies:\n  - {name: pall, id: 1, domain: dc, vrf: ALL, rules: [web], "
+        + "default_action: drop, default_log: true}\n"
+    )
+    ruleset = render_ruleset(compile_device(policy_set, "leaf1"))
+    _nft_check(ruleset, tmp_path)
+    assert (
+        'meta nfproto ipv4 counter name pall/ipv4-all-default log prefix "microseg default '
+        'drop: " drop comment "ipv4-all-default"'
+    ) in ruleset

@@ -93,6 +93,7 @@ class PolicyIntent:
     # The verdict of a packet no match decides (EOS: the `ipv4-all-default` /
     # `ipv6-all-default` matches' actions; nftables: the policy chain's last rule).
     default_action: DefaultAction = "forward"
+    default_log: bool = False  # log what the default drops
 
 
 @dataclass(frozen=True)

@@ -68,6 +68,8 @@ _FIRST_PLAIN = re.compile(r"[A-Za-z_]")
 # (NFTNL_UDATA_COMMENT_MAXLEN).
 MAX_IDENTIFIER = 255
 MAX_COMMENT_BYTES = 128
+# What `default_log` writes before each logged packet (kernel log, `nft ... log prefix`).
+_LOG_PREFIX = "microseg default drop: "
 # A Linux interface name (what `meta iifname` compares): at most 15 bytes (IFNAMSIZ 16), no
 # whitespace, '/' or ':' (the kernel's dev_valid_name; ':' is taken by alias labels).
 MAX_INTERFACE_NAME = 15
@@ -145,8 +147,9 @@ class _Ruleset:
                 default_match = f"{family}-all-default"
                 counter = identifier(policy.name, default_match)
                 self.counters.append(counter)
+                log = f'log prefix "{_LOG_PREFIX}" ' if policy.default_log else ""
                 lines.append(
-                    f"{INDENT * 2}meta nfproto {family} counter name {counter} drop "
+                    f"{INDENT * 2}meta nfproto {family} counter name {counter} {log}drop "
                     f"comment {_quote(default_match)}"
                 )
         lines.append(f"{INDENT}}}")

@@ -290,6 +290,7 @@ class _DeviceBuilder:
             vrf=policy.vrf,
             matches=tuple(matches),
             default_action=policy.default_action,
+            default_log=policy.default_log,
         )
 
     def _rule_matches(self, rule: Rule, policy: Policy) -> list[Match]:

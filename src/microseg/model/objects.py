@@ -625,7 +625,8 @@ class Policy(_Object):
     """An ordered rule list bound to a security domain and a VRF (or ALL).
 
     `default_action` decides a packet no rule matches: `forward` (EOS's own default, the
-    seed's) or `drop` (default-deny, without an any-to-any drop rule).
+    seed's) or `drop` (default-deny, without an any-to-any drop rule). `default_log` also
+    logs what the default drops (EOS takes `log` only with `drop`).
 
     Example: Policy(name="office", id=10, domain="site", rules=["dns"], default_action="drop")
     """
@@ -637,3 +638,12 @@ class Policy(_Object):
     vrf: ObjectName = "ALL"
     rules: tuple[ObjectName, ...] = ()
     default_action: DefaultAction = "forward"
+    default_log: bool = False
+
+    @model_validator(mode="after")
+    def _log_needs_drop(self) -> Policy:
+        # AVD traffic_policies default_actions.ipv4.log: "Only supported when action is set
+        # to drop".
+        if self.default_log and self.default_action != "drop":
+            raise ValueError("default_log needs default_action: drop (EOS logs only drops)")
+        return self
