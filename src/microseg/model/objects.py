@@ -308,7 +308,7 @@ Ports = Annotated[
 ]
 
 Protocol = (
-    Literal["tcp", "udp", "icmp", "icmpv6", "any"] | Annotated[int, NOT_BOOL, Field(ge=0, le=255)]
+    Literal["tcp", "udp", "icmp", "icmpv6", "any"] | Annotated[int, Field(ge=0, le=255), NOT_BOOL]
 )
 
 
@@ -445,7 +445,7 @@ class Segment(_Object):
 
     name: ObjectName
     description: Description = ""
-    vlan: Annotated[int, NOT_BOOL, Field(ge=1, le=4094)] | None = None
+    vlan: Annotated[int, Field(ge=1, le=4094), NOT_BOOL] | None = None
     vrf: ObjectName = "default"
     subnets: tuple[Prefix, ...] = ()
     local_proxy_arp: bool = False
@@ -476,7 +476,7 @@ class Device(_Object):
     management_address: Address | None = None
     tunnel_source_interface: Label = "Loopback0"
     loopback_address: Address | None = None
-    monitor_tunnel: Annotated[int, NOT_BOOL, Field(ge=0, lt=MONITOR_TUNNEL_IDS)] | None = None
+    monitor_tunnel: Annotated[int, Field(ge=0, lt=MONITOR_TUNNEL_IDS), NOT_BOOL] | None = None
     segments: tuple[Segment, ...] = ()
 
     @property
@@ -498,7 +498,7 @@ class MonitorNode(_Object):
     loopback_interface: Label = "Loopback0"
     loopback_address: Address
     collector_address: Address = Field(default_factory=lambda: ipaddress.ip_address("127.0.0.1"))
-    collector_port: Annotated[int, NOT_BOOL, Field(ge=1, le=65535)] = 4739
+    collector_port: Annotated[int, Field(ge=1, le=65535), NOT_BOOL] = 4739
 
 
 class RateLimit(NamedTuple):
@@ -559,10 +559,12 @@ class MonitorObject(_Object):
     name: ObjectName
     description: Description = ""
     exporter_interface: Label = "Loopback0"
-    active_timeout_ms: Annotated[int, NOT_BOOL, Field(ge=1000)] = 1800000
+    active_timeout_ms: Annotated[int, Field(ge=1000), NOT_BOOL] = 1800000
     tunnel_destination: Address
     tunnel_source_interface: Label = "Loopback0"
-    rate_limit: Rate = DEFAULT_RATE_LIMIT
+    rate_limit: Rate = Field(
+        DEFAULT_RATE_LIMIT, json_schema_extra={"default": str(DEFAULT_RATE_LIMIT)}
+    )
     monitor_nodes: tuple[ObjectName, ...] = ()
 
 
@@ -633,7 +635,7 @@ class Policy(_Object):
 
     name: ObjectName
     description: Description = ""
-    id: Annotated[int, NOT_BOOL, Field(ge=1, le=2**31 - 1)]
+    id: Annotated[int, Field(ge=1, le=2**31 - 1), NOT_BOOL]
     domain: ObjectName
     vrf: ObjectName = "ALL"
     rules: tuple[ObjectName, ...] = ()
