@@ -186,3 +186,12 @@ def test_a_mirror_rate_limit_is_a_number_with_its_unit(written, expected):
 def test_a_rate_limit_without_a_known_unit_is_refused(written, message):
     with pytest.raises(ValidationError, match=message):
         MonitorObject(name="m", tunnel_destination="10.0.0.1", rate_limit=written)
+
+
+def test_an_nftables_device_names_its_network_namespace():
+    router = Device(name="router1", platform="nftables", management_namespace="lab-router1")
+    assert router.management_namespace == "lab-router1"
+    assert Device(name="router2", platform="nftables").management_namespace is None
+    for bad in ("a/b", "", "x" * 65, "../etc"):
+        with pytest.raises(ValidationError, match="network namespace name"):
+            Device(name="r", platform="nftables", management_namespace=bad)

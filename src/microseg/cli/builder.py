@@ -302,7 +302,7 @@ def _demo_recommendations(context) -> None:
         console.print(f"[bold]{title}[/] ({path.name})")
         console.print(
             f"  without categories: {counted(plain.quality.rules, 'rule')}, "
-            f"{plain.quality.config_lines} EOS lines added (a rule for every IP)"
+            f"{plain.quality.config_lines} config lines added (a rule for every IP)"
         )
         console.print(f"  with categories {', '.join(categories)}:")
         print_recommendation(grouped)

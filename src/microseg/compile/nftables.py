@@ -8,11 +8,13 @@ Layout (`table inet microseg`, ours alone):
 * One named interval set per address side: `v4/<group>` / `v6/<group>` holding the group's
   prefixes minus its except-prefixes, computed exactly (several groups on one side get one
   set with the union, `v4/<g1>/<g2>`).
-* One named counter per match (`<policy>/<match>`) and every nft rule of that match carries
-  `counter name ...` and `comment "<match name>"`, so `nft -j list counters` tells which
-  match a packet hit. Chains are `policy/<policy>`. Every name goes through `identifier`,
-  which is injective: no two sets, counters or chains can share a name, whatever the
-  group, rule and policy names hold (`+`, `_`, `/`, `-reverse`, spaces, non-ASCII).
+* One named counter per match (`<policy>/<match>`), commented with the policy's name, and
+  every nft rule of that match carries `counter name ...` and `comment "<match name>"`, so
+  `nft -j list table` tells which match of which policy a packet hit (the kernel keeps both
+  comments; nft 1.0.6's JSON omits chain comments). Chains are `policy/<policy>`. Every
+  name goes through `identifier`, which is injective: no two sets, counters or chains can
+  share a name, whatever the group, rule and policy names hold (`+`, `_`, `/`, `-reverse`,
+  spaces, non-ASCII).
 * One chain per (VRF, policy), the matches in order. A match with several services becomes
   one nft rule per service (same counter, same verdict): the first that fits decides, which
   is the match's OR of services. Verdicts: forward -> `accept`, drop -> `drop`. The same
@@ -90,7 +92,7 @@ class _Ruleset:
         self.omit_mirror = omit_mirror
         self.sets: dict[tuple[Family, tuple[str, ...]], str] = {}
         self.set_lines: list[str] = []
-        self.counters: list[str] = []
+        self.counters: list[tuple[str, str]] = []  # (counter, policy name)
 
     def render(self) -> str:
         policies = sorted(self.intent.policies, key=lambda p: (p.vrf == "ALL", p.vrf.encode()))
@@ -102,7 +104,10 @@ class _Ruleset:
             f"table inet {TABLE} {{",
         ]
         lines += self.set_lines
-        lines += [f"{INDENT}counter {name} {{ }}" for name in self.counters]
+        lines += [
+            f"{INDENT}counter {name} {{ comment {_quote(_comment(policy))}; }}"
+            for name, policy in self.counters
+        ]
         lines += self._forward_chain(policies)
         for chain in chains:
             lines += chain
@@ -141,14 +146,14 @@ class _Ruleset:
         ]
         for match in policy.matches:
             counter = identifier(policy.name, match.name)
-            self.counters.append(counter)
+            self.counters.append((counter, policy.name))
             for rule in self._rules(match, counter):
                 lines.append(INDENT * 2 + rule)
         if policy.default_action == "drop":
             for family in ("ipv4", "ipv6"):
                 default_match = f"{family}-all-default"
                 counter = identifier(policy.name, default_match)
-                self.counters.append(counter)
+                self.counters.append((counter, policy.name))
                 log = f'log prefix "{_LOG_PREFIX}" ' if policy.default_log else ""
                 lines.append(
                     f"{INDENT * 2}meta nfproto {family} counter name {counter} {log}drop "

@@ -13,6 +13,7 @@ import zlib
 from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -24,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from microseg.model.platforms import check_platform
 from microseg.model.ports import ICMP_TYPE_NAMES_BY_PROTOCOL, PORT_NAMES, PROTOCOL_NUMBERS
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -460,6 +462,27 @@ class Segment(_Object):
 # (we found no documented EOS limit for `interface TunnelN`; 0-255 is accepted everywhere).
 MONITOR_TUNNEL_IDS = 256
 
+# iproute2 keeps a named network namespace as the file /run/netns/NAME: one path component.
+NAMESPACE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def _check_namespace(value: Any) -> Any:
+    if isinstance(value, str) and not NAMESPACE_NAME.fullmatch(value):
+        raise ValueError(f"{value!r}: a network namespace name is 1-64 of A-Z a-z 0-9 _ . -")
+    return value
+
+
+# A Linux network namespace as `ip netns` names it.
+NamespaceName = Annotated[str, BeforeValidator(_check_namespace)]
+
+
+# A target that implements the device's platform (model/platforms.py: built-ins and plug-ins).
+Platform = Annotated[
+    str,
+    AfterValidator(check_platform),
+    WithJsonSchema({"type": "string", "minLength": 1}),
+]
+
 
 class Device(_Object):
     """A switch (or Linux router) that enforces policies.
@@ -467,13 +490,17 @@ class Device(_Object):
     `monitor_tunnel`: the number of this switch's GRE tunnel interface (`TunnelN`) on the
     monitor nodes it mirrors to. Unset, it is derived from the switch's name alone, so
     adding or removing another switch never renumbers this one's tunnel.
+
+    `management_namespace`: an nftables device inside the named network namespace on the
+    microseg host (`ip netns exec NAME nft ...`); none = the local host's own nftables.
     """
 
     name: ObjectName
     description: Description = ""
-    platform: Literal["eos", "nftables"] = "eos"
+    platform: Platform = "eos"
     hardware: Label | None = None
     management_address: Address | None = None
+    management_namespace: NamespaceName | None = None
     tunnel_source_interface: Label = "Loopback0"
     loopback_address: Address | None = None
     monitor_tunnel: Annotated[int, Field(ge=0, lt=MONITOR_TUNNEL_IDS), NOT_BOOL] | None = None
