@@ -10,7 +10,7 @@ import ipaddress
 import re
 import unicodedata
 import zlib
-from typing import Annotated, Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple
 
 from pydantic import (
     AfterValidator,
@@ -201,8 +201,14 @@ NameRefs = Annotated[
 ]
 
 
-class _Object(BaseModel):
+class PolicyObject(BaseModel):
+    """What every object of a policy is: frozen, strict about its keys, and named."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
+    if TYPE_CHECKING:
+        # Each object type declares `name` itself, first among its fields (the canonical
+        # dump's order); declared here for the type checker only.
+        name: str
 
 
 class PortRange(NamedTuple):
@@ -314,7 +320,7 @@ Protocol = (
 )
 
 
-class Service(_Object):
+class Service(PolicyObject):
     """A transport service, as EOS `field-set service` sees it.
 
     Example: Service(name="DNS", protocol="udp", destination_ports=["domain"])
@@ -401,14 +407,14 @@ class Service(_Object):
         return tuple(sorted({self._resolve_icmp_type(t) for t in self.icmp_types}))
 
 
-class Category(_Object):
+class Category(PolicyObject):
     """A label on groups; the policy builder aggregates endpoints by it."""
 
     name: ObjectName
     description: Description = ""
 
 
-class Group(_Object):
+class Group(PolicyObject):
     """A static IP group: IPv4 and IPv6 prefixes, minus except-prefixes.
 
     Example: Group(name="DNS_NTP_servers", prefixes=["10.100.1.6/32", "10.100.1.7/32"])
@@ -437,7 +443,7 @@ class Group(_Object):
         return tuple(p for p in self.except_prefixes if p.version == version)
 
 
-class Segment(_Object):
+class Segment(PolicyObject):
     """A VLAN / subnet routed by a device's SVI.
 
     `hosts_isolated`: hosts on it cannot reach each other at L2 (bridge port isolation,
@@ -484,7 +490,7 @@ Platform = Annotated[
 ]
 
 
-class Device(_Object):
+class Device(PolicyObject):
     """A switch (or Linux router) that enforces policies.
 
     `monitor_tunnel`: the number of this switch's GRE tunnel interface (`TunnelN`) on the
@@ -515,7 +521,7 @@ class Device(_Object):
         return zlib.crc32(self.name.encode()) % MONITOR_TUNNEL_IDS
 
 
-class MonitorNode(_Object):
+class MonitorNode(PolicyObject):
     """A flow monitor (the vZTX): terminates the mirror tunnel, exports IPFIX to microseg."""
 
     name: ObjectName
@@ -580,7 +586,7 @@ Rate = Annotated[
 DEFAULT_RATE_LIMIT = RateLimit(100000, "kbps")
 
 
-class MonitorObject(_Object):
+class MonitorObject(PolicyObject):
     """How monitored traffic reaches the monitor nodes (GRE mirror + flow export)."""
 
     name: ObjectName
@@ -595,7 +601,7 @@ class MonitorObject(_Object):
     monitor_nodes: tuple[ObjectName, ...] = ()
 
 
-class RedirectObject(_Object):
+class RedirectObject(PolicyObject):
     """An external firewall to redirect traffic to (next-hop addresses)."""
 
     name: ObjectName
@@ -603,7 +609,7 @@ class RedirectObject(_Object):
     next_hops: tuple[Address, ...] = Field(min_length=1)
 
 
-class SecurityDomain(_Object):
+class SecurityDomain(PolicyObject):
     """A set of switches sharing rules and policies (a site, a building, a DC)."""
 
     name: ObjectName
@@ -620,7 +626,7 @@ Action = Literal["forward", "drop", "redirect"]
 DefaultAction = Literal["forward", "drop"]
 
 
-class Rule(_Object):
+class Rule(PolicyObject):
     """Sources -> destinations on services, and what to do with matching traffic.
 
     `sources`, `destinations` and `services` are required: `any` or a non-empty list of
@@ -650,7 +656,7 @@ class Rule(_Object):
         return self
 
 
-class Policy(_Object):
+class Policy(PolicyObject):
     """An ordered rule list bound to a security domain and a VRF (or ALL).
 
     `default_action` decides a packet no rule matches: `forward` (EOS's own default, the
