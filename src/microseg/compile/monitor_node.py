@@ -117,11 +117,12 @@ def _tunnel_peers(
             peers[device] = session.tunnel_source
     tunnels: dict[int, tuple[int, str, IPAddress]] = {}
     for switch, address in peers.items():
-        device = policy_set.device(switch)
-        number = device.monitor_tunnel_id
+        switch_device = policy_set.device(switch)
+        number = switch_device.monitor_tunnel_id
         if number in tunnels:
             other = tunnels[number][1]
-            how = "is given" if device.monitor_tunnel is not None else "derives from its name"
+            given = switch_device.monitor_tunnel is not None
+            how = "is given" if given else "derives from its name"
             raise CompileError(
                 f"monitor node {node_name!r}: switches {other!r} and {switch!r} both get "
                 f"Tunnel{number} ({switch!r} {how} {number}); set a distinct monitor_tunnel "
