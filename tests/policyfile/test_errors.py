@@ -362,6 +362,7 @@ def test_a_rule_without_sources_destinations_or_services_is_located(tmp_path):
             "monitor_nodes:\n  - {name: m, loopback_address: 10.0.0.1, collector_port: true}\n",
             "2:59: monitor node 'm' collector_port",
         ),
+        ("devices:\n  - {name: d, management_port: true}\n", "2:32: device 'd' management_port"),
         (
             "monitor_objects:\n  - {name: m, tunnel_destination: 10.0.0.1, active_timeout_ms: true}\n",
             "2:64: monitor object 'm' active_timeout_ms",

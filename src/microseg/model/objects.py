@@ -490,6 +490,13 @@ Platform = Annotated[
 ]
 
 
+# How microseg reaches a device's management API (EOS eAPI). `http` is for labs and test
+# doubles only: credentials and configuration would cross the network in clear, so change
+# control warns for every device that uses it.
+ManagementTransport = Literal["https", "http"]
+ManagementPort = Annotated[int, Field(ge=1, le=65535), NOT_BOOL]
+
+
 class Device(PolicyObject):
     """A switch (or Linux router) that enforces policies.
 
@@ -497,6 +504,8 @@ class Device(PolicyObject):
     monitor nodes it mirrors to. Unset, it is derived from the switch's name alone, so
     adding or removing another switch never renumbers this one's tunnel.
 
+    `management_address`/`management_port`/`management_transport`: where change control
+    reaches the device's API (default https on 443). Credentials are never part of a policy.
     `management_namespace`: an nftables device inside the named network namespace on the
     microseg host (`ip netns exec NAME nft ...`); none = the local host's own nftables.
     """
@@ -506,6 +515,8 @@ class Device(PolicyObject):
     platform: Platform = "eos"
     hardware: Label | None = None
     management_address: Address | None = None
+    management_port: ManagementPort = 443
+    management_transport: ManagementTransport = "https"
     management_namespace: NamespaceName | None = None
     tunnel_source_interface: Label = "Loopback0"
     loopback_address: Address | None = None
@@ -528,6 +539,8 @@ class MonitorNode(PolicyObject):
     description: Description = ""
     platform: Literal["eos"] = "eos"
     management_address: Address | None = None
+    management_port: ManagementPort = 443
+    management_transport: ManagementTransport = "https"
     loopback_interface: Label = "Loopback0"
     loopback_address: Address
     collector_address: Address = Field(default_factory=lambda: ipaddress.ip_address("127.0.0.1"))
