@@ -240,7 +240,7 @@ def test_an_empty_policy_gets_the_proposals_first_and_fully_covered(tmp_path):
         read_sessions(seed_policies.dns_ntp_file(tmp_path)),
         BuilderOptions(categories=("clients", "infrastructure")),
     )
-    assert result.insert_at == 0 and result.quality.coverage == 1.0
+    assert [r.insert_at for r in result.rules] == [0] and result.quality.coverage == 1.0
     assert [d.rule for d in result.rules[0].current_decisions] == [None]  # the default match
 
 

@@ -8,11 +8,17 @@ source reached with exactly the same services share its rule; group sources reac
 the same destinations on the same services share one too. Every merge is exact: each listed
 source reached each listed destination on each listed service. Sessions nobody answered are
 attempts blocked, reported apart and never proposed unless `include_blocked`.
+
+Before aggregating, the sessions are replayed through the policy in force
+(`builder.standing`): what an existing rule already allows is reported, not proposed again;
+what an existing drop or redirect rule stops is reported, not proposed (unless
+`include_blocked`). Each proposal is then placed where it changes no explicit decision
+(`builder.placement`) and verified (`builder.quality`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pyarrow as pa
@@ -40,6 +46,7 @@ from microseg.builder.services import (
     syn_acknowledged,
 )
 from microseg.builder.times import iso_time
+from microseg.compile import CompileError, compile_all
 from microseg.flows.session_columns import EPHEMERAL, SessionColumns, session_columns
 from microseg.model import MicrosegError, PolicySet, Rule
 from microseg.model.objects import IPNetwork
@@ -58,7 +65,8 @@ def recommend(
     segments: tuple[IPNetwork, ...] | None = None,
 ) -> Recommendation:
     """Recommend rules for the sessions in scope. See the module docstring."""
-    from microseg.builder.quality import verify
+    from microseg.builder.quality import decide, verify
+    from microseg.builder.standing import standing
 
     options = options or BuilderOptions()
     _check_options(policy_set, options)
@@ -67,16 +75,46 @@ def recommend(
     target = target_policy(policy_set, options)
     if segments is None:
         segments = domain_segments(policy_set, target)
-    draft = aggregate(policy_set, scoped, options, segments, target)
-    return verify(policy_set, draft.recommendation, draft.evidence_sessions)
+    side = server_side(scoped)
+    use = np.ones(len(scoped), dtype=bool) if options.include_blocked else answered(scoped)
+    try:
+        today = decide(policy_set, compile_all(policy_set), scoped, side)
+    except CompileError:
+        today = []  # verify() says why nothing could be measured
+    existing = standing(today, len(scoped))
+    allowed = use & (existing.allowed_by >= 0)
+    blocked = use & (existing.blocked_by >= 0)
+    evidence = use & ~allowed & (~blocked | options.include_blocked)
+    draft = aggregate(policy_set, scoped, options, segments, target, side=side, evidence=evidence)
+    rows = draft.evidence_rows
+    recommendation = replace(
+        draft.recommendation,
+        already_allowed=existing.report(
+            scoped, side, np.where(allowed, existing.allowed_by, -1), example
+        ),
+        blocked_by_rules=existing.report(
+            scoped, side, np.where(blocked & ~evidence, existing.blocked_by, -1), example
+        ),
+    )
+    return verify(
+        policy_set,
+        recommendation,
+        scoped.take(rows),
+        side.take(rows),
+        draft.membership,
+        [decisions.take(rows) for decisions in today],
+        options.include_blocked,
+    )
 
 
 @dataclass(frozen=True)
 class Draft:
-    """A recommendation before its placement and quality are known, and its evidence."""
+    """A recommendation before its placement and quality are known, and its evidence:
+    the scoped session rows the rules stand on and, per row, the rule's index."""
 
     recommendation: Recommendation
-    evidence_sessions: SessionColumns
+    evidence_rows: np.ndarray
+    membership: np.ndarray
 
 
 def _check_options(policy_set: PolicySet, options: BuilderOptions) -> None:
@@ -166,11 +204,18 @@ def aggregate(
     options: BuilderOptions,
     segments: tuple[IPNetwork, ...],
     target: str | None,
+    *,
+    side: ServerSide | None = None,
+    evidence: np.ndarray | None = None,
 ) -> Draft:
-    """The proposals for already scoped sessions, before placement and verification."""
-    side = server_side(scoped)
+    """The proposals for already scoped sessions, before placement and verification.
+    `evidence`: the sessions to propose rules for (default: the answered ones, or all of
+    them with `include_blocked`)."""
+    side = server_side(scoped) if side is None else side
     replied = answered(scoped)
-    use = np.ones(len(scoped), dtype=bool) if options.include_blocked else replied
+    if evidence is None:
+        evidence = np.ones(len(scoped), dtype=bool) if options.include_blocked else replied
+    use = evidence
     taken_services = {s.name for s in policy_set.services}
     service_index, choices = _services(policy_set, scoped, side, taken_services)
     used_addresses = np.zeros(len(scoped.addresses), dtype=bool)
@@ -184,7 +229,9 @@ def aggregate(
         options.min_share,
         segments,
     )
-    rules = _rules(policy_set, scoped, side, use, service_index, choices, endpoints)
+    rules, rows, membership = _rules(
+        policy_set, scoped, side, use, service_index, choices, endpoints
+    )
     blocked = _blocked(scoped, side, ~replied, service_index, choices)
     used_endpoints = {name for r in rules for name in (*r.rule.sources, *r.rule.destinations)}
     used_services = {name for r in rules for name in r.rule.services}
@@ -202,7 +249,7 @@ def aggregate(
     )
     observed = sum(r.evidence.host_combinations for r in rules)
     allowed = sum(r.allowed_combinations for r in rules)
-    unknown = int(scoped.sessions[reply_unknown(scoped)].sum())
+    unknown = int(scoped.sessions[use & reply_unknown(scoped)].sum())
     notes = (
         (
             f"{unknown} session(s) carry no reply information (no rev_packets, complete or "
@@ -230,10 +277,9 @@ def aggregate(
         quality=quality,
         scoped_sessions=int(scoped.sessions.sum()),
         target_policy=target,
-        insert_at=0,
         categories=options.categories,
     )
-    return Draft(recommendation, scoped.take(use))
+    return Draft(recommendation, rows, membership)
 
 
 def _services(
@@ -280,10 +326,11 @@ def _rules(
     service_index: np.ndarray,
     choices: list[ServiceChoice],
     endpoints: EndpointMap,
-) -> list[RecommendedRule]:
+) -> tuple[list[RecommendedRule], np.ndarray, np.ndarray]:
+    """The rules, the session rows they stand on, and per row its rule's index."""
     rows = np.flatnonzero(use)
     if not len(rows):
-        return []
+        return [], rows, np.zeros(0, dtype=np.int64)
     shape = (max(len(endpoints.endpoints), 1), max(len(choices), 1))
     source = endpoints.of_address[side.client[rows]].astype(np.int64)
     destination = endpoints.of_address[side.server[rows]].astype(np.int64)
@@ -298,9 +345,11 @@ def _rules(
     # Python from here on: once per aggregated (source, destination, service) triple.
     taken_rules = {r.name for r in policy_set.rules}
     proposals = []
+    proposal_of_triple = np.zeros(len(triple_keys), dtype=np.int64)
     for service_names, sources, destinations, positions in _merged(
         triple_keys, choices, endpoints, shape
     ):
+        proposal_of_triple[positions] = len(proposals)
         source_groups = sorted((endpoints.endpoints[s] for s in sources), key=_by_name)
         destination_groups = sorted((endpoints.endpoints[d] for d in destinations), key=_by_name)
         rule = Rule(
@@ -328,7 +377,14 @@ def _rules(
     # Narrower rules first: a rule is only shadowed by a rule allowing a superset, which
     # allows at least as many combinations, so ordering by allowed size (then name) leaves
     # every proposal reachable.
-    return sorted(proposals, key=lambda r: (r.allowed_combinations, r.rule.name.encode()))
+    order = sorted(
+        range(len(proposals)),
+        key=lambda i: (proposals[i].allowed_combinations, proposals[i].rule.name.encode()),
+    )
+    renumbered = np.empty(len(order), dtype=np.int64)
+    renumbered[order] = np.arange(len(order))
+    membership = renumbered[proposal_of_triple[triple_of_row]]
+    return [proposals[i] for i in order], rows, membership
 
 
 def _observed_combinations(

@@ -19,6 +19,7 @@ from microseg.builder import (
     recommend,
     rule_selector,
 )
+from microseg.builder.proposal import SessionExample, StandingDecision
 from microseg.builder.report import recommendation_json
 from microseg.builder.times import parse_time
 from microseg.cli.app import app, demo_step
@@ -193,6 +194,9 @@ def print_recommendation(recommendation: Recommendation) -> None:
             "server side by "
             + escape(", ".join(f"{k} ({v})" for k, v in evidence.server_side.items()))
         )
+        if recommendation.target_policy is not None:
+            where = f"before {item.before}" if item.before else "at the end"
+            console.print(f"     placed {where}", markup=False)
         if item.current_decisions:
             console.print(
                 "     today: "
@@ -203,11 +207,7 @@ def print_recommendation(recommendation: Recommendation) -> None:
                 markup=False,
             )
         for first in evidence.examples:
-            console.print(
-                f"     e.g. {first.client}:{first.client_port} -> {first.server}:"
-                f"{first.server_port} {first.protocol}, {first.sessions} session(s), "
-                f"{first.bytes} bytes, {first.first_seen}"
-            )
+            console.print(f"     e.g. {_example_text(first)}", markup=False)
     for item in recommendation.rules:
         for widening in item.widened:
             console.print(
@@ -232,6 +232,21 @@ def print_recommendation(recommendation: Recommendation) -> None:
             console.print(
                 f"  {service.name}: {service.protocol} {ports or types or 'all'}", markup=False
             )
+    _print_standing(
+        "Already allowed by an existing rule (not proposed again)", recommendation.already_allowed
+    )
+    _print_standing(
+        "Stopped by an existing rule today (not proposed; --include-blocked proposes them)",
+        recommendation.blocked_by_rules,
+    )
+    if recommendation.unexplained is not None:
+        unexplained = recommendation.unexplained
+        console.print(
+            f"[bold]Unexplained[/]: {unexplained.sessions} session(s) between addresses outside "
+            "every known group and segment; no rule is proposed for them"
+        )
+        for first in unexplained.examples:
+            console.print(f"     e.g. {_example_text(first)}", markup=False)
     if recommendation.blocked_attempts:
         blocked = Table(title="Attempts blocked (no reply; not proposed)", title_justify="left")
         for column in ("source", "destination", "service", "sessions", "seen"):
@@ -248,10 +263,31 @@ def print_recommendation(recommendation: Recommendation) -> None:
     print_quality(recommendation)
 
 
+def _example_text(example: SessionExample) -> str:
+    return (
+        f"{example.client}:{example.client_port} -> {example.server}:{example.server_port} "
+        f"{example.protocol}, {example.sessions} session(s), {example.bytes} bytes, "
+        f"{example.first_seen}"
+    )
+
+
+def _print_standing(title: str, decisions: tuple[StandingDecision, ...]) -> None:
+    if not decisions:
+        return
+    console.print(f"[bold]{title}[/]")
+    for decision in decisions:
+        console.print(
+            f"  {decision.verdict} by {decision.rule}: {decision.sessions} session(s)",
+            markup=False,
+        )
+        for first in decision.examples:
+            console.print(f"     e.g. {_example_text(first)}", markup=False)
+
+
 def _target(recommendation: Recommendation) -> str:
     if recommendation.target_policy is None:
         return "no target policy"
-    return f"for policy {recommendation.target_policy} at position {recommendation.insert_at + 1}"
+    return f"for policy {recommendation.target_policy}"
 
 
 def print_quality(recommendation: Recommendation) -> None:
@@ -265,6 +301,14 @@ def print_quality(recommendation: Recommendation) -> None:
         f"({quality.allowed_combinations} host/service combinations allowed, "
         f"{quality.observed_combinations} observed)"
     )
+    for use in quality.hardware:
+        budget = "no hardware limit" if use.budget is None else f"budget {use.budget}"
+        over = " — OVER BUDGET" if use.over_budget else ""
+        console.print(
+            f"  hardware: {use.device} {use.entries_before} -> {use.entries_after} entries "
+            f"(+{use.entries_after - use.entries_before}), {budget}{over}",
+            markup=False,
+        )
     for note in quality.notes:
         console.print(f"  note: {note}", markup=False)
 

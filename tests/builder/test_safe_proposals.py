@@ -1,0 +1,140 @@
+"""Accepting a recommendation never changes what an existing rule decides explicitly: a
+hand-written drop stays in force, traffic a rule already allows is not proposed again."""
+
+from __future__ import annotations
+
+import seed_policies
+from seed_policies import replaced
+
+from microseg.builder import BuilderOptions, recommend
+from microseg.builder.seed_sessions import APPSERVER1, LAPTOP, WEB01, WEB02, session
+from microseg.evaluate.check import check_connection
+from microseg.flows.session_columns import session_columns
+from microseg.model import Group, Rule
+
+GUEST = "172.18.6.200"  # a wifi client that must never reach the web servers
+CATEGORIES = ("clients", "infrastructure")
+
+
+def _with_drops(*drops: Rule, first: bool = True):
+    """The web-app discovery stage (DNS, NTP, the monitor rule) plus hand-written drops."""
+    lab = seed_policies.web_app_monitor()
+    guest = Group(name="guest", prefixes=(f"{GUEST}/32",))
+    policy = lab.policy("vrf_all_home")
+    names = tuple(d.name for d in drops)
+    rules = names + policy.rules if first else policy.rules + names
+    return replaced(
+        lab,
+        groups=(*lab.groups, guest),
+        rules=(*lab.rules, *drops),
+        policies=(policy.model_copy(update={"rules": rules}),),
+    )
+
+
+def _columns(rows: list[dict]):
+    import pyarrow as pa
+
+    for row in rows:
+        row["sport"], row["dport"] = str(row["sport"]), str(row["dport"])
+    return session_columns(pa.Table.from_pylist(rows))
+
+
+GUEST_TO_WEB = Rule(
+    name="no_guest_to_web",
+    sources=("guest",),
+    destinations=("web01_web02",),
+    services=("HTTP",),
+    action="drop",
+)
+NO_SSH_TO_APPSERVER = Rule(
+    name="no_ssh_to_appserver",
+    sources=("wifi_clients",),
+    destinations=("appserver1",),
+    services=("SSH",),
+    action="drop",
+)
+
+
+def test_a_hand_written_drop_stays_in_force_when_a_wider_proposal_is_accepted():
+    """The laptop's HTTP to the web servers gives `wifi_clients -> web01, web02` with the
+    clients category: wider than the evidence, it also covers the guest, whom a drop rule
+    keeps off the web servers. The proposal goes after that drop, before the monitor rule."""
+    policy_set = _with_drops(GUEST_TO_WEB)
+    rows = [session(LAPTOP, "eph", web, 80, "tcp", sessions=5) for web in (WEB01, WEB02)]
+    rows += [session(WEB01, 40000, "10.100.1.6", 53)]  # already allowed by allow_all_DNS
+    result = recommend(
+        policy_set,
+        _columns(rows),
+        BuilderOptions(categories=CATEGORIES, target_policy="vrf_all_home"),
+    )
+    [proposal] = result.rules
+    assert proposal.rule.sources == ("wifi_clients",)
+    rules = policy_set.policy("vrf_all_home").rules
+    assert proposal.insert_at == rules.index("web-appserver-discovery")
+    assert proposal.before == "web-appserver-discovery"
+    accepted = result.proposed_policy_set(policy_set)
+    assert accepted.policy("vrf_all_home").rules.index(proposal.rule.name) > 0
+    guest = check_connection(accepted, GUEST, WEB01, "tcp", 80)
+    assert not guest.policy_allows and guest.request_decisions[0].rule == "no_guest_to_web"
+    laptop = check_connection(accepted, LAPTOP, WEB01, "tcp", 80)
+    assert laptop.policy_allows and laptop.request_decisions[0].rule == proposal.rule.name
+    assert result.quality.coverage == 1.0
+
+
+def test_a_hand_written_drop_placed_late_still_decides_what_it_decided():
+    """A drop after the monitor rule: the proposal goes after the drop (it cannot go
+    before the monitor rule without overriding the drop); coverage still holds."""
+    policy_set = _with_drops(GUEST_TO_WEB, first=False)
+    rows = [session(LAPTOP, "eph", web, 80, "tcp", sessions=5) for web in (WEB01, WEB02)]
+    result = recommend(
+        policy_set,
+        _columns(rows),
+        BuilderOptions(categories=CATEGORIES, target_policy="vrf_all_home"),
+    )
+    [proposal] = result.rules
+    rules = policy_set.policy("vrf_all_home").rules
+    assert proposal.insert_at == len(rules) and proposal.before is None
+    accepted = result.proposed_policy_set(policy_set)
+    for host in (GUEST, LAPTOP, "172.18.6.7"):
+        before = check_connection(policy_set, host, WEB02, "tcp", 80)
+        after = check_connection(accepted, host, WEB02, "tcp", 80)
+        assert after.policy_allows == before.policy_allows, host
+    assert result.quality.coverage == 1.0
+
+
+def test_sessions_an_existing_drop_decides_are_reported_not_proposed():
+    policy_set = _with_drops(NO_SSH_TO_APPSERVER)
+    rows = [session(LAPTOP, "eph", APPSERVER1, 22, "tcp", sessions=3)]  # answered anyway
+    rows += [session(LAPTOP, "eph", WEB01, 80, "tcp")]
+    options = BuilderOptions(categories=CATEGORIES, target_policy="vrf_all_home")
+    result = recommend(policy_set, _columns([dict(r) for r in rows]), options)
+    assert [r.rule.services for r in result.rules] == [("HTTP",)]
+    [stopped] = result.blocked_by_rules
+    assert (stopped.rule, stopped.verdict, stopped.sessions) == ("no_ssh_to_appserver", "drop", 3)
+    assert stopped.examples[0].server == APPSERVER1 and stopped.examples[0].server_port == 22
+
+    included = recommend(
+        policy_set,
+        _columns([dict(r) for r in rows]),
+        BuilderOptions(categories=CATEGORIES, target_policy="vrf_all_home", include_blocked=True),
+    )
+    ssh = next(r for r in included.rules if r.rule.services == ("SSH",))
+    assert ssh.insert_at == 0  # asked for: before the drop it overrides
+    assert [(d.rule, d.verdict) for d in ssh.current_decisions] == [("no_ssh_to_appserver", "drop")]
+    assert included.blocked_by_rules == ()
+
+
+def test_traffic_an_existing_rule_allows_is_already_allowed_not_proposed_again():
+    """In the web-app stage DNS and NTP are allowed by allow_all_DNS / allow_all_NTP: the
+    sessions are reported as already allowed by them; no rule is proposed for them."""
+    policy_set = seed_policies.web_app_monitor()
+    rows = [session(WEB01, 40000 + n, "10.100.1.6", 53) for n in range(4)]
+    rows += [session(WEB02, 123, "10.100.1.7", 123)]
+    rows += [session(LAPTOP, "eph", WEB01, 80, "tcp")]  # mirrored: the monitor rule decides
+    result = recommend(policy_set, _columns(rows), BuilderOptions(categories=CATEGORIES))
+    assert [r.rule.services for r in result.rules] == [("HTTP",)]
+    assert [(a.rule, a.verdict, a.sessions) for a in result.already_allowed] == [
+        ("allow_all_DNS", "forward", 4),
+        ("allow_all_NTP", "forward", 1),
+    ]
+    assert result.quality.evidence_sessions == 1
