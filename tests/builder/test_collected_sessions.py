@@ -84,9 +84,11 @@ def test_recommend_reads_what_softflowd_exported_through_the_collector(tmp_path,
         (("wifi_clients",), (web01, web02), ("HTTP",)),
         ((web01,), ("appserver1",), ("appserver1-tcp",)),
         ((web02,), ("appserver1",), ("appserver1-tcp",)),
-        ((web01,), ("internet",), ("HTTP",)),
-        ((web02,), ("internet",), ("HTTP",)),
-        (("appserver1",), ("internet",), ("HTTP", "icmp-echo")),
+        # outside hosts: the mirror all three fetch from, and the ping of 8.8.8.8
+        ((web01,), ("external-91-189-91-81",), ("HTTP",)),
+        ((web02,), ("external-91-189-91-81",), ("HTTP",)),
+        (("appserver1",), ("external-91-189-91-81",), ("HTTP",)),
+        (("appserver1",), ("external-8-8-8-8",), ("icmp-echo",)),
     }
     assert [s["name"] for s in data["new_services"]] == ["icmp-echo"]
     assert data["blocked_attempts"] == [

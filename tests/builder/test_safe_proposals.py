@@ -138,3 +138,34 @@ def test_traffic_an_existing_rule_allows_is_already_allowed_not_proposed_again()
         ("allow_all_NTP", "forward", 1),
     ]
     assert result.quality.evidence_sessions == 1
+
+
+def test_outside_endpoints_are_never_widened_to_the_whole_internet():
+    """Hosts outside every group and segment become a group of exactly those hosts, named
+    for their role; a fully seen block is one prefix; two outside ends are unexplained."""
+    policy_set = seed_policies.web_app_monitor()
+    block = [f"198.51.100.{n}" for n in range(256)]  # every address of a /24 answered
+    rows = [session(WEB01, "eph", host, 443, "tcp") for host in block]
+    rows += [session(WEB02, "eph", "203.0.113.7", 443, "tcp")]  # one more HTTPS server
+    rows += [session(APPSERVER1, "eph", "203.0.113.9", 22, "tcp")]
+    rows += [session("192.0.2.1", "eph", "192.0.2.2", 80, "tcp", sessions=2)]  # transit
+    result = recommend(policy_set, _columns(rows))
+    for group in result.new_groups:
+        assert all(p.prefixlen > 0 for p in group.prefixes), group
+    groups = {g.name: [str(p) for p in g.prefixes] for g in result.new_groups}
+    assert groups["external-HTTPS-servers"] == ["198.51.100.0/24"]
+    assert groups["external-203-0-113-7"] == ["203.0.113.7/32"]
+    assert groups["external-203-0-113-9"] == ["203.0.113.9/32"]
+    assert result.unexplained is not None and result.unexplained.sessions == 2
+    assert result.unexplained.examples[0].server == "192.0.2.2"
+    destinations = {d for r in result.rules for d in r.rule.destinations}
+    assert destinations == {
+        "external-HTTPS-servers",
+        "external-203-0-113-7",
+        "external-203-0-113-9",
+    }
+    assert result.quality.coverage == 1.0
+    for outside in ("8.8.8.8", "198.51.101.1"):  # nothing unseen is allowed
+        accepted = result.proposed_policy_set(policy_set)
+        check = check_connection(accepted, WEB01, outside, "tcp", 443)
+        assert check.request_decisions[0].rule not in {r.rule.name for r in result.rules}

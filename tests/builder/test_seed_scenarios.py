@@ -94,10 +94,10 @@ def test_web_app_monitor_rule_finds_exactly_the_application_dependencies(tmp_pat
         # both web servers to appserver1 on tcp/4567 (the existing service is reused)
         ((web01,), ("appserver1",), ("appserver1-tcp",)),
         ((web02,), ("appserver1",), ("appserver1-tcp",)),
-        # package updates from the internet
-        ((web01,), ("internet",), ("HTTP",)),
-        ((web02,), ("internet",), ("HTTP",)),
-        (("appserver1",), ("internet",), ("HTTP",)),
+        # package updates from both mirrors outside the lab: one group of exactly them
+        ((web01,), ("external-HTTP-servers",), ("HTTP",)),
+        ((web02,), ("external-HTTP-servers",), ("HTTP",)),
+        (("appserver1",), ("external-HTTP-servers",), ("HTTP",)),
     }
     by_pair = {(r.rule.sources, r.rule.destinations): r.evidence for r in result.rules}
     http_to_web = by_pair[(("wifi_clients",), (web01, web02))]
@@ -105,9 +105,9 @@ def test_web_app_monitor_rule_finds_exactly_the_application_dependencies(tmp_pat
     assert {e.client for e in http_to_web.examples} == {LAPTOP}
     assert http_to_web.server_side == {"tcp-handshake": 10}
     assert by_pair[((web01,), ("appserver1",))].sessions == 4
-    internet = next(g for g in result.new_groups if g.name == "internet")
-    assert [str(p) for p in internet.prefixes] == ["0.0.0.0/0"]
-    assert "10.100.99.0/24" in [str(p) for p in internet.except_prefixes]
+    mirrors = next(g for g in result.new_groups if g.name == "external-HTTP-servers")
+    assert [str(p) for p in mirrors.prefixes] == ["91.189.91.81/32", "185.125.190.36/32"]
+    assert mirrors.description.startswith("2 host(s) outside every known group and segment")
     assert result.quality.coverage == 1.0
 
 
@@ -159,7 +159,7 @@ def test_in_the_locked_down_lab_nothing_is_proposed_against_its_rules(tmp_path):
         home_lab_final, table, BuilderOptions(categories=SEED_CATEGORIES, include_blocked=True)
     )
     rules = home_lab_final.policy("vrf_all_home").rules
-    updates = [r for r in included.rules if r.rule.destinations == ("internet",)]
+    updates = [r for r in included.rules if r.rule.destinations == ("external-HTTP-servers",)]
     assert updates and all(r.before == "drop_all_else_web-app" for r in updates)
     assert all(r.insert_at == rules.index("drop_all_else_web-app") for r in updates)
     assert {(d.rule, d.verdict) for r in updates for d in r.current_decisions} == {

@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pyarrow as pa
 
-from microseg.builder.endpoints import EndpointMap, map_endpoints, unique_name
+from microseg.builder.endpoints import UNMAPPED, EndpointMap, Peers, map_endpoints, unique_name
 from microseg.builder.proposal import (
     BlockedAttempt,
     BuilderOptions,
@@ -32,6 +32,7 @@ from microseg.builder.proposal import (
     Recommendation,
     RecommendedRule,
     SessionExample,
+    Unexplained,
     Widening,
 )
 from microseg.builder.scope import scope_mask
@@ -215,12 +216,17 @@ def aggregate(
     replied = answered(scoped)
     if evidence is None:
         evidence = np.ones(len(scoped), dtype=bool) if options.include_blocked else replied
-    use = evidence
     taken_services = {s.name for s in policy_set.services}
     service_index, choices = _services(policy_set, scoped, side, taken_services)
     used_addresses = np.zeros(len(scoped.addresses), dtype=bool)
-    used_addresses[side.client[use]] = True
-    used_addresses[side.server[use]] = True
+    used_addresses[side.client[evidence]] = True
+    used_addresses[side.server[evidence]] = True
+    peers = Peers(
+        side.client[evidence],
+        side.server[evidence],
+        service_index[evidence],
+        tuple(c.name for c in choices),
+    )
     endpoints = map_endpoints(
         policy_set,
         scoped.addresses,
@@ -228,7 +234,12 @@ def aggregate(
         options.categories,
         options.min_share,
         segments,
+        peers,
     )
+    mapped = (endpoints.of_address[side.client] != UNMAPPED) & (
+        endpoints.of_address[side.server] != UNMAPPED
+    )
+    use = evidence & mapped
     rules, rows, membership = _rules(
         policy_set, scoped, side, use, service_index, choices, endpoints
     )
@@ -278,8 +289,23 @@ def aggregate(
         scoped_sessions=int(scoped.sessions.sum()),
         target_policy=target,
         categories=options.categories,
+        unexplained=_unexplained(scoped, side, evidence & ~mapped),
     )
     return Draft(recommendation, rows, membership)
+
+
+def _unexplained(
+    sessions: SessionColumns, side: ServerSide, selected: np.ndarray
+) -> Unexplained | None:
+    """Sessions between two addresses outside every known group and segment."""
+    rows = np.flatnonzero(selected)
+    if not len(rows):
+        return None
+    first = rows[np.argsort(sessions.first_seen[rows], kind="stable")][:EXAMPLES_PER_RULE]
+    return Unexplained(
+        sessions=int(sessions.sessions[rows].sum()),
+        examples=tuple(example(sessions, side, int(r)) for r in first),
+    )
 
 
 def _services(
@@ -396,20 +422,14 @@ def _observed_combinations(
     triple_keys: np.ndarray,
     shape: tuple[int, int],
 ) -> np.ndarray:
-    """Per triple, the distinct (client host, server host, service) seen. Internet
-    addresses count as one host, as the internet group counts as one endpoint."""
+    """Per triple, the distinct (client host, server host, service) seen."""
     endpoint_count, service_count = shape
-    host_id = np.arange(len(sessions.addresses), dtype=np.int64)
-    internet = [i for i, e in enumerate(endpoints.endpoints) if e.kind == "internet"]
-    host_id[np.isin(endpoints.of_address, internet)] = len(host_id)
-    hosts = len(host_id) + 1
+    hosts = len(sessions.addresses)
     host_keys = np.unique(
-        (host_id[side.client[rows]] * hosts + host_id[side.server[rows]]) * service_count + service
+        (side.client[rows].astype(np.int64) * hosts + side.server[rows]) * service_count + service
     )
-    first_host = np.zeros(hosts, dtype=np.int64)
-    first_host[host_id] = np.arange(len(host_id))  # a representative address per host id
-    host_source = first_host[host_keys // service_count // hosts]
-    host_destination = first_host[(host_keys // service_count) % hosts]
+    host_source = host_keys // service_count // hosts
+    host_destination = (host_keys // service_count) % hosts
     host_triples = np.searchsorted(
         triple_keys,
         (
