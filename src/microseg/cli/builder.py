@@ -72,6 +72,11 @@ def recommend_command(
     into_workspace: str | None = typer.Option(
         None, "--into-workspace", help="Write the proposals into this store workspace."
     ),
+    force: bool = typer.Option(
+        False,
+        "--force",
+        help="With --into-workspace: write even if a device goes over its hardware budget.",
+    ),
     as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
 ) -> None:
     """Recommend rules from collected sessions, with their evidence and measured quality.
@@ -97,6 +102,7 @@ def recommend_command(
     recommendation = recommend(policy_set, table, options)
     written: list[tuple[str, str]] = []
     if into_workspace is not None:
+        _check_budget(recommendation, force)
         written = _into_workspace(policy, policy_set, into_workspace, recommendation)
     if as_json:
         data = recommendation_json(recommendation)
@@ -158,17 +164,71 @@ def _scope(
     return Scope(all_of=tuple(conditions), since_ms=since_ms, until_ms=until_ms)
 
 
+def _check_budget(recommendation: Recommendation, force: bool) -> None:
+    """Refuse to write a proposal that takes a device over its hardware budget."""
+    over = [
+        use
+        for use in recommendation.quality.hardware
+        if use.over_budget and use.entries_after > use.entries_before
+    ]
+    if over and not force:
+        devices = "; ".join(
+            f"{u.device} {u.entries_before} -> {u.entries_after} entries, budget {u.budget}"
+            for u in over
+        )
+        raise MicrosegError(
+            f"the proposal goes over the hardware budget ({devices}; lint's planning figure): "
+            "narrow it (--categories, a scope) or write it anyway with --force"
+        )
+
+
 def _into_workspace(
     policy: str, policy_set: PolicySet, workspace: str, recommendation: Recommendation
 ) -> list[tuple[str, str]]:
+    """Write the proposals into `workspace`, which must hold exactly the policy they were
+    made from: its base revision (for rev:N) with no changes, or itself (for ws:NAME)."""
     from microseg.builder.workspace import write_into_workspace
     from microseg.store import open_store
+    from microseg.store.snapshot import policy_bodies
 
     base_revision = None
-    if policy.startswith("rev:") and policy.removeprefix("rev:").isdigit():
+    if policy.startswith("rev:"):
         base_revision = int(policy.removeprefix("rev:"))
     with open_store() as store:
+        made_from = _made_from(policy)
+        if workspace in {w.name for w in store.workspace_list()}:
+            base = store.workspace_base(workspace)
+            if base_revision is not None and base_revision != base:
+                raise MicrosegError(
+                    f"workspace {workspace!r} is based on revision {base}, but the "
+                    f"recommendation was made from revision {base_revision}: recommend from "
+                    f"rev:{base} or ws:{workspace}, or write into a new workspace"
+                )
+            if policy_bodies(store.workspace_policy(workspace)) != policy_bodies(policy_set):
+                raise MicrosegError(
+                    f"workspace {workspace!r} (on revision {base}) holds a different policy "
+                    f"than {made_from}, which the recommendation was made from: recommend from "
+                    f"ws:{workspace}, or write into a new workspace"
+                )
+        elif base_revision is None:
+            head = store.head()
+            if head is None:
+                raise MicrosegError("the store has no revisions yet: import a policy first")
+            if policy_bodies(store.revision_policy(head)) != policy_bodies(policy_set):
+                raise MicrosegError(
+                    f"a new workspace starts from the head revision {head}, but the "
+                    f"recommendation was made from {made_from}, which differs from it: "
+                    f"recommend from rev:{head}, or import the policy first"
+                )
         return write_into_workspace(store, workspace, base_revision, policy_set, recommendation)
+
+
+def _made_from(policy: str) -> str:
+    if policy.startswith("rev:"):
+        return f"revision {policy.removeprefix('rev:')}"
+    if policy.startswith("ws:"):
+        return f"workspace {policy.removeprefix('ws:')!r}"
+    return policy
 
 
 def print_recommendation(recommendation: Recommendation) -> None:
