@@ -169,3 +169,39 @@ def test_outside_endpoints_are_never_widened_to_the_whole_internet():
         accepted = result.proposed_policy_set(policy_set)
         check = check_connection(accepted, WEB01, outside, "tcp", 443)
         assert check.request_decisions[0].rule not in {r.rule.name for r in result.rules}
+
+
+def _default_drop(default_action: str):
+    """The web-app stage without its monitor rule, its policy dropping what no rule allows."""
+    lab = seed_policies.web_app_monitor()
+    policy = lab.policy("vrf_all_home").model_copy(
+        update={"rules": ("allow_all_NTP", "allow_all_DNS"), "default_action": default_action}
+    )
+    return replaced(lab, policies=(policy,))
+
+
+def test_a_default_drop_policy_blocks_what_its_default_decides():
+    """What the default of a default-drop policy decides is what the policy blocks: answered
+    sessions it decides are proposed (they are the allow-list still to write) and placed
+    before the default; unanswered ones are attempts its default drops; sessions a rule
+    allows are already allowed."""
+    rows = [session(LAPTOP, "eph", WEB01, 80, "tcp", sessions=2)]
+    rows += [session(LAPTOP, 50000, APPSERVER1, 22, "tcp", reply=False)]
+    rows += [session(WEB01, 40000, "10.100.1.6", 53)]
+    options = BuilderOptions(categories=CATEGORIES, target_policy="vrf_all_home")
+    deny = recommend(_default_drop("drop"), _columns([dict(r) for r in rows]), options)
+    [http] = deny.rules
+    assert http.rule.services == ("HTTP",) and http.before is None  # at the end, before the default
+    assert [(d.rule, d.verdict, d.sessions) for d in http.current_decisions] == [(None, "drop", 2)]
+    [attempt] = deny.blocked_attempts
+    assert attempt.stopped_by == "drop by the default of policy vrf_all_home"
+    assert [a.rule for a in deny.already_allowed] == ["allow_all_DNS"]
+    assert deny.quality.coverage == 1.0
+    accepted = deny.proposed_policy_set(_default_drop("drop"))
+    assert check_connection(accepted, "172.18.6.7", WEB01, "tcp", 80).policy_allows  # any client
+    assert not check_connection(accepted, LAPTOP, WEB02, "tcp", 80).policy_allows  # unseen
+    assert not check_connection(accepted, LAPTOP, APPSERVER1, "tcp", 22).policy_allows
+
+    allow = recommend(_default_drop("forward"), _columns([dict(r) for r in rows]), options)
+    assert [(d.rule, d.verdict) for d in allow.rules[0].current_decisions] == [(None, "forward")]
+    assert allow.blocked_attempts[0].stopped_by is None  # the server did not answer

@@ -121,6 +121,9 @@ class BlockedAttempt:
     sessions: int
     first_seen: str
     last_seen: str
+    # What stops it in the policy in force (`drop by rule R`, `drop by the default of policy
+    # P`); None: the policy forwards it, so the server did not answer
+    stopped_by: str | None = None
 
 
 @dataclass(frozen=True)

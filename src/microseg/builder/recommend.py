@@ -86,7 +86,16 @@ def recommend(
     allowed = use & (existing.allowed_by >= 0)
     blocked = use & (existing.blocked_by >= 0)
     evidence = use & ~allowed & (~blocked | options.include_blocked)
-    draft = aggregate(policy_set, scoped, options, segments, target, side=side, evidence=evidence)
+    draft = aggregate(
+        policy_set,
+        scoped,
+        options,
+        segments,
+        target,
+        side=side,
+        evidence=evidence,
+        stopped=(existing.stopped_by, existing.stoppers),
+    )
     rows = draft.evidence_rows
     recommendation = replace(
         draft.recommendation,
@@ -208,10 +217,12 @@ def aggregate(
     *,
     side: ServerSide | None = None,
     evidence: np.ndarray | None = None,
+    stopped: tuple[np.ndarray, list[str]] | None = None,
 ) -> Draft:
     """The proposals for already scoped sessions, before placement and verification.
     `evidence`: the sessions to propose rules for (default: the answered ones, or all of
-    them with `include_blocked`)."""
+    them with `include_blocked`); `stopped`: per session, what stops it in the policy in
+    force (an index into the texts; -1: nothing)."""
     side = server_side(scoped) if side is None else side
     replied = answered(scoped)
     if evidence is None:
@@ -243,7 +254,7 @@ def aggregate(
     rules, rows, membership = _rules(
         policy_set, scoped, side, use, service_index, choices, endpoints
     )
-    blocked = _blocked(scoped, side, ~replied, service_index, choices)
+    blocked = _blocked(scoped, side, ~replied, service_index, choices, stopped)
     used_endpoints = {name for r in rules for name in (*r.rule.sources, *r.rule.destinations)}
     used_services = {name for r in rules for name in r.rule.services}
     new_groups = tuple(
@@ -584,14 +595,22 @@ def example(sessions: SessionColumns, side: ServerSide, row: int) -> SessionExam
     )
 
 
+def _stopper(stopped: tuple[np.ndarray, list[str]] | None, row: int) -> str | None:
+    if stopped is None or stopped[0][row] < 0:
+        return None
+    return stopped[1][int(stopped[0][row])]
+
+
 def _blocked(
     sessions: SessionColumns,
     side: ServerSide,
     blocked: np.ndarray,
     service_index: np.ndarray,
     choices: list[ServiceChoice],
+    stopped: tuple[np.ndarray, list[str]] | None,
 ) -> list[BlockedAttempt]:
-    """Unanswered sessions per (client, server, service), most sessions first."""
+    """Unanswered sessions per (client, server, service), most sessions first, each with
+    what stops its earliest session in the policy in force."""
     rows = np.flatnonzero(blocked)
     if not len(rows):
         return []
@@ -606,6 +625,7 @@ def _blocked(
     counts = np.bincount(group, weights=sessions.sessions[rows]).astype(np.int64)
     first = np.minimum.reduceat(sessions.first_seen[ordered], starts)
     last = np.maximum.reduceat(sessions.last_seen[ordered], starts)
+    earliest = ordered[starts]
     attempts = []
     for position, key in enumerate(unique_keys.tolist()):
         pair, service = divmod(key, service_count)
@@ -618,6 +638,7 @@ def _blocked(
                 sessions=int(counts[position]),
                 first_seen=iso_time(int(first[position])),
                 last_seen=iso_time(int(last[position])),
+                stopped_by=_stopper(stopped, int(earliest[position])),
             )
         )
     return sorted(attempts, key=lambda a: (-a.sessions, a.source, a.destination, a.service))

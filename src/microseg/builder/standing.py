@@ -30,6 +30,8 @@ class Standing:
     blocked_by: np.ndarray  # int64 index into `rules`
     allowed_by: np.ndarray
     rules: list[tuple[str, str]]  # (rule name, its verdict: forward / drop / redirect)
+    stopped_by: np.ndarray  # int64 index into `stoppers`, -1: every packet is forwarded
+    stoppers: list[str]  # `drop by rule R`, `drop by the default of policy P`
 
     def report(
         self, sessions: SessionColumns, side: ServerSide, which: np.ndarray, example
@@ -56,6 +58,8 @@ def standing(decisions: list[DeviceDecisions], count: int) -> Standing:
     """Classify `count` sessions from every device's decisions about them."""
     rules: list[tuple[str, str]] = []
     codes: dict[tuple[str, str], int] = {}
+    stoppers: list[str] = []
+    stopped_by = np.full(count, -1, dtype=np.int64)
     blocked_by = np.full(count, -1, dtype=np.int64)
     allowed_by = np.full(count, -1, dtype=np.int64)
     allowed_everywhere = np.ones(count, dtype=bool)
@@ -72,12 +76,35 @@ def standing(decisions: list[DeviceDecisions], count: int) -> Standing:
         blocked_by[first & stops_request] = request_code[first & stops_request]
         first = blocked_by < 0
         blocked_by[first & stops_reply] = reply_code[first & stops_reply]
+        for evaluation, stops in (
+            (device.request, device.passing & ~forwarded),
+            (device.reply, device.passing & ~reply_forwarded),
+        ):
+            text = _stoppers(device, evaluation, stoppers)[device.inverse]
+            unset = (stopped_by < 0) & stops
+            stopped_by[unset] = text[unset]
         explicit = (request_code >= 0) & request_plain & forwarded & reply_forwarded
         allowed_everywhere &= ~device.passing | explicit
         unset = (allowed_by < 0) & device.passing & explicit
         allowed_by[unset] = request_code[unset]
     allowed_by[~allowed_everywhere | (blocked_by >= 0)] = -1
-    return Standing(blocked_by, allowed_by, rules)
+    return Standing(blocked_by, allowed_by, rules, stopped_by, stoppers)
+
+
+def _stoppers(device: DeviceDecisions, evaluation, stoppers: list[str]) -> np.ndarray:
+    """Per representative packet, what decides it as a sentence's code in `stoppers`: a
+    rule, or a policy's default match (its `default_action`: drop in a default-deny policy)."""
+    code = np.full(len(evaluation.verdict), -1, dtype=np.int64)
+    for position in np.flatnonzero(~evaluation.forwarded).tolist():
+        decision = evaluation.decision(position)
+        if decision.rule is not None:
+            text = f"{decision.verdict} by rule {decision.rule}"
+        else:
+            text = f"{decision.verdict} by the default of policy {decision.policy}"
+        if text not in stoppers:
+            stoppers.append(text)
+        code[position] = stoppers.index(text)
+    return code
 
 
 def _explicit(

@@ -309,7 +309,7 @@ def print_recommendation(recommendation: Recommendation) -> None:
             console.print(f"     e.g. {_example_text(first)}", markup=False)
     if recommendation.blocked_attempts:
         blocked = Table(title="Attempts blocked (no reply; not proposed)", title_justify="left")
-        for column in ("source", "destination", "service", "sessions", "seen"):
+        for column in ("source", "destination", "service", "sessions", "seen", "today"):
             blocked.add_column(column, overflow="fold")
         for attempt in recommendation.blocked_attempts:
             blocked.add_row(
@@ -318,6 +318,7 @@ def print_recommendation(recommendation: Recommendation) -> None:
                 Text(attempt.service),
                 str(attempt.sessions),
                 f"{attempt.first_seen} .. {attempt.last_seen}",
+                Text(attempt.stopped_by or "forwarded: no answer"),
             )
         console.print(blocked)
     print_quality(recommendation)
