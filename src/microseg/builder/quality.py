@@ -150,12 +150,14 @@ def decide(
     intents: dict[str, DeviceIntent],
     evidence: SessionColumns,
     side: ServerSide | None = None,
+    replay: Replay | None = None,
 ) -> list[DeviceDecisions]:
     """Every device's decisions for the sessions that pass it (a device with a segment
-    holding either end; every device when none does)."""
+    holding either end; every device when none does). `replay`: the sessions' packets, when
+    already built."""
     if not len(evidence) or not intents:
         return []
-    replay = replay_packets(evidence, side)
+    replay = replay_packets(evidence, side) if replay is None else replay
     addresses = evidence.addresses
     passing: dict[str, np.ndarray] = {}
     for name in intents:
@@ -204,16 +206,20 @@ def deciding_rules(
 def verify(
     policy_set: PolicySet,
     recommendation: Recommendation,
-    evidence: SessionColumns,
-    side: ServerSide,
+    sessions: SessionColumns,
+    replay: Replay,
+    rows: np.ndarray,
     membership: np.ndarray,
     today: list[DeviceDecisions],
     include_blocked: bool,
 ) -> Recommendation:
     """Place the proposals, then measure: coverage (evaluator), config lines (compiler),
     hardware entries (lint's estimate), and for each proposal what decides its sessions
-    today. `membership`: per evidence session, the index of the proposal it supports;
-    `today`: the policy in force's decisions for the evidence sessions."""
+    today. `rows`: the evidence among `sessions` (whose packets `replay` holds);
+    `membership`: per evidence row, the index of the proposal it supports; `today`: the
+    policy in force's decisions for all `sessions`."""
+    weights = sessions.sessions[rows]
+    today = [decisions.take(rows) for decisions in today]
     quality = recommendation.quality
     notes = list(quality.notes)
     if not quality.evidence_sessions:
@@ -240,14 +246,14 @@ def verify(
         notes.append(f"cannot compile the policy with the proposals: {error}")
         return replace(recommendation, quality=replace(quality, notes=tuple(notes)))
     result = placed.recommendation
-    tomorrow = decide(proposed, after, evidence, side)
-    covered = _covered(tomorrow, evidence)
+    tomorrow = [d.take(rows) for d in decide(proposed, after, sessions, replay=replay)]
+    covered = _covered(tomorrow, weights)
     config_lines = _config_lines_added(policy_set, proposed, before, after)
     if config_lines is None:
         notes.append("no EOS device in the policy: no config lines to count")
     return replace(
         result,
-        rules=_with_current_decisions(result.rules, today, placed.membership, evidence),
+        rules=_with_current_decisions(result.rules, today, placed.membership, weights),
         quality=replace(
             quality,
             covered_sessions=covered,
@@ -309,29 +315,29 @@ def hardware_use(
     )
 
 
-def _covered(tomorrow: list[DeviceDecisions], evidence: SessionColumns) -> int:
+def _covered(tomorrow: list[DeviceDecisions], weights: np.ndarray) -> int:
     """Sessions (weighted) whose request and reply are forwarded on every device they pass
     (the reply only when the request expects one)."""
-    if not len(evidence):
+    if not len(weights):
         return 0
-    allowed = np.ones(len(evidence), dtype=bool)
+    allowed = np.ones(len(weights), dtype=bool)
     for decisions in tomorrow:
         request = decisions.request.forwarded[decisions.inverse]
         reply = decisions.reply.forwarded[decisions.inverse]
         allowed &= ~decisions.passing | (request & (reply | ~decisions.has_reply))
-    return int(evidence.sessions[allowed].sum())
+    return int(weights[allowed].sum())
 
 
 def covered_sessions(policy_set: PolicySet, evidence: SessionColumns) -> int:
     """Evidence sessions a policy forwards (both directions) on every device they pass."""
-    return _covered(decide(policy_set, compile_all(policy_set), evidence), evidence)
+    return _covered(decide(policy_set, compile_all(policy_set), evidence), evidence.sessions)
 
 
 def _with_current_decisions(
     rules: tuple[RecommendedRule, ...],
     today: list[DeviceDecisions],
     membership: np.ndarray,
-    evidence: SessionColumns,
+    weights: np.ndarray,
 ) -> tuple[RecommendedRule, ...]:
     """Each proposal with what decides its sessions' requests today: an existing rule
     (forward, drop, redirect) or a policy's default match (its default action)."""
@@ -343,9 +349,9 @@ def _with_current_decisions(
         rows = np.flatnonzero(before.passing)
         keys = (membership[rows] * len(labels) + current[rows]) * len(VERDICTS) + verdict[rows]
         unique_keys, inverse = factorize(keys)
-        weights = np.bincount(inverse, weights=evidence.sessions[rows])
+        totals = np.bincount(inverse, weights=weights[rows])
         names = {code: name for name, code in labels.items()}
-        for key, weight in zip(unique_keys.tolist(), weights.tolist(), strict=True):
+        for key, weight in zip(unique_keys.tolist(), totals.tolist(), strict=True):
             codes, verdict_code = divmod(key, len(VERDICTS))
             proposal, current_code = divmod(codes, len(labels))
             decider = names[current_code] or None

@@ -66,20 +66,22 @@ def recommend(
     segments: tuple[IPNetwork, ...] | None = None,
 ) -> Recommendation:
     """Recommend rules for the sessions in scope. See the module docstring."""
-    from microseg.builder.quality import decide, verify
+    from microseg.builder.quality import decide, replay_packets, verify
     from microseg.builder.standing import standing
 
     options = options or BuilderOptions()
     _check_options(policy_set, options)
     columns = sessions if isinstance(sessions, SessionColumns) else session_columns(sessions)
-    scoped = columns.take(scope_mask(columns, options.scope))
+    in_scope = scope_mask(columns, options.scope)
+    scoped = columns if in_scope.all() else columns.take(in_scope)
     target = target_policy(policy_set, options)
     if segments is None:
         segments = domain_segments(policy_set, target)
     side = server_side(scoped)
+    replay = replay_packets(scoped, side)
     use = np.ones(len(scoped), dtype=bool) if options.include_blocked else answered(scoped)
     try:
-        today = decide(policy_set, compile_all(policy_set), scoped, side)
+        today = decide(policy_set, compile_all(policy_set), scoped, replay=replay)
     except CompileError:
         today = []  # verify() says why nothing could be measured
     existing = standing(today, len(scoped))
@@ -109,10 +111,11 @@ def recommend(
     return verify(
         policy_set,
         recommendation,
-        scoped.take(rows),
-        side.take(rows),
+        scoped,
+        replay,
+        rows,
         draft.membership,
-        [decisions.take(rows) for decisions in today],
+        today,
         options.include_blocked,
     )
 

@@ -97,15 +97,6 @@ class ServerSide:
     server_port: np.ndarray  # for ICMP: the ICMP type of the client's message
     evidence: np.ndarray  # int8 index into EVIDENCE
 
-    def take(self, rows: np.ndarray) -> ServerSide:
-        return ServerSide(
-            self.client[rows],
-            self.server[rows],
-            self.client_port[rows],
-            self.server_port[rows],
-            self.evidence[rows],
-        )
-
 
 def server_side(sessions: SessionColumns) -> ServerSide:
     sport, dport, protocol = sessions.sport, sessions.dport, sessions.protocol
