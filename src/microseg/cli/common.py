@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from rich.console import Console
 
@@ -25,26 +28,74 @@ def emit_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
-def write_output(path: Path, text: str) -> None:
-    """Write a command's `-o FILE` so readers see the old file or the new one, never a part.
+Writer = Callable[[BinaryIO], None]
 
-    A file that cannot be written (no such directory, a directory in the way, no permission)
-    is a user error naming it; nothing is left behind."""
-    directory = path.parent if str(path.parent) else Path(".")
+
+def write_output(path: Path, content: str | bytes | Writer) -> None:
+    """Write a command's output file (`-o FILE`, `--csv FILE`, ...): the CLI's one writer.
+
+    `content` is text (UTF-8), bytes, or a function that writes to a binary file.
+
+    * A regular file (or a new one) is replaced atomically: readers see the old file or the
+      new one, never a part. The temporary file has a unique name in the target's directory,
+      so two runs never write into one temporary, and nothing is left behind on failure.
+    * An existing file keeps its permission bits; a new one gets 0666 minus the umask, as
+      the shell's `>` would give it.
+    * A symbolic link is written through: its target is replaced, the link stays.
+    * Anything that is not a regular file (`/dev/null`, a terminal, a FIFO) is written to
+      in place, as a stream: replacing it would turn a device into a file.
+
+    A file that cannot be written (no such directory, a directory in the way, no
+    permission, a full or read-only disk) is a user error naming it."""
     try:
-        handle, temporary = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
+        target = Path(os.path.realpath(path))
+        try:
+            existing = target.stat()
+        except FileNotFoundError:
+            existing = None
+        if existing is not None and stat.S_ISDIR(existing.st_mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
+        if existing is not None and not stat.S_ISREG(existing.st_mode):
+            with open(target, "wb") as stream:
+                _write_content(stream, content)
+            return
+        mode = stat.S_IMODE(existing.st_mode) if existing is not None else _new_file_mode()
+        _replace_atomically(target, content, mode)
     except OSError as error:
-        raise MicrosegError(f"cannot write {path}: {error.strerror}") from None
+        reason = error.strerror or str(error)
+        raise MicrosegError(f"cannot write {path}: {reason}") from None
+
+
+def _replace_atomically(target: Path, content: str | bytes | Writer, mode: int) -> None:
+    handle, temporary = tempfile.mkstemp(
+        dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"
+    )
     try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(text)
-        os.replace(temporary, path)
-    except OSError as error:
-        Path(temporary).unlink(missing_ok=True)
-        raise MicrosegError(f"cannot write {path}: {error.strerror}") from None
+        with os.fdopen(handle, "wb") as file:
+            _write_content(file, content)
+            file.flush()
+            os.fchmod(file.fileno(), mode)
+            os.fsync(file.fileno())
+        os.replace(temporary, target)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def _write_content(file: BinaryIO, content: str | bytes | Writer) -> None:
+    if isinstance(content, str):
+        file.write(content.encode("utf-8"))
+    elif isinstance(content, bytes):
+        file.write(content)
+    else:
+        content(file)
+
+
+def _new_file_mode() -> int:
+    """0666 minus the process's umask (which can only be read by setting it)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def resolve_policy(spec: str) -> PolicySet:

@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from microseg.cli.app import app, demo_step
-from microseg.cli.common import JSON_OPTION_HELP, console, err_console
+from microseg.cli.common import JSON_OPTION_HELP, console, err_console, write_output
 from microseg.model import MicrosegError
 
 STORE_HELP = "Flow store directory (default: $MICROSEG_FLOW_STORE or the user data dir)."
@@ -172,16 +172,10 @@ def export_sessions(
         raise MicrosegError("sessions export: give exactly one of --parquet FILE or --csv FILE")
     table = read_sessions(store, ephemeral_port=None if no_eph else EPHEMERAL_PORT)
     target = parquet or csv
-    temporary = target.with_name(f".{target.name}.tmp")
-    try:
-        if parquet is not None:
-            pq.write_table(table, temporary)
-        else:
-            pa_csv.write_csv(_with_text_times(table), temporary)
-        temporary.replace(target)
-    except OSError as error:
-        temporary.unlink(missing_ok=True)
-        raise MicrosegError(f"{target}: cannot write: {error.strerror}") from None
+    if parquet is not None:
+        write_output(target, lambda file: pq.write_table(table, file))
+    else:
+        write_output(target, lambda file: pa_csv.write_csv(_with_text_times(table), file))
     console.print(f"{target}: {table.num_rows} session rows", markup=False)
 
 

@@ -103,8 +103,8 @@ class _Builder:
         except yaml.MarkedYAMLError as error:
             raise YamlProblem(f"invalid YAML: {error.problem}", _at(node.start_mark)) from None
 
-    def _count(self) -> None:
-        self.built += 1
+    def _count(self, values: int = 1) -> None:
+        self.built += values
         if self.built > self.budget:
             raise YamlProblem(
                 f"the YAML aliases expand to more than {self.budget} values "
@@ -128,7 +128,7 @@ class _Builder:
         merged: list[tuple[Node, Node]] = []
         for key_node, value_node in node.value:
             if key_node.tag == _MERGE_TAG:
-                merged += self._merge_sources(value_node)
+                merged += self._merge_sources(value_node, (node,))
                 continue
             key = self._key(key_node)
             if key in mapping:
@@ -155,15 +155,32 @@ class _Builder:
             )
         return self.build(key_node)
 
-    def _merge_sources(self, value_node: Node) -> list[tuple[Node, Node]]:
+    def _merge_sources(
+        self, value_node: Node, expanding: tuple[MappingNode, ...]
+    ) -> list[tuple[Node, Node]]:
+        """The (key, value) pairs `<<: value_node` merges, nested merges included.
+
+        `expanding` is the chain of mappings being merged into: a mapping that merges itself
+        (`x: &a {<<: *a}`) is refused, the chain is as deep as nesting may be, and every pair
+        counts against the alias budget as it is collected, so merges cannot multiply values
+        (`<<: [*a, *a, ...]` over and over) any more than aliases can."""
         sources = value_node.value if isinstance(value_node, SequenceNode) else [value_node]
         pairs: list[tuple[Node, Node]] = []
         for source in sources:
             if not isinstance(source, MappingNode):
                 raise YamlProblem("invalid YAML: `<<` merges mappings only", _at(source.start_mark))
-            self.built += len(source.value)  # merged pairs count against the alias budget
+            if any(source is outer for outer in expanding):
+                raise YamlProblem(
+                    "invalid YAML: `<<` merges a mapping into itself", _at(value_node.start_mark)
+                )
+            if len(expanding) >= MAX_DEPTH:
+                raise YamlProblem(
+                    f"invalid YAML: merges nested too deeply (more than {MAX_DEPTH} levels)",
+                    _at(value_node.start_mark),
+                )
+            self._count(len(source.value))
             pairs += [(k, v) for k, v in source.value if k.tag != _MERGE_TAG]
-            for key_node, value_node in source.value:
+            for key_node, nested in source.value:
                 if key_node.tag == _MERGE_TAG:
-                    pairs += self._merge_sources(value_node)
+                    pairs += self._merge_sources(nested, (*expanding, source))
         return pairs

@@ -9,6 +9,7 @@ never both read a stale head).
 from __future__ import annotations
 
 import os
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,14 @@ def database_url(url: str | None = None) -> str:
         return url
     from_env = os.environ.get(DATABASE_URL_ENV, "").strip()
     if from_env:
+        # Each command opens the store and closes it: an in-memory database would vanish with
+        # the command, after reporting "imported ... as revision 1".
+        if is_in_memory(parse_database_url(from_env)):
+            raise MicrosegError(
+                f"{DATABASE_URL_ENV}={from_env}: an in-memory database is discarded when the "
+                "command ends, so nothing would be kept; give a file (sqlite:///PATH) or a "
+                "PostgreSQL URL"
+            )
         return from_env
     directory = Path(platformdirs.user_data_dir("microseg"))
     try:
@@ -59,22 +68,51 @@ def database_url(url: str | None = None) -> str:
 
 
 def redacted(url: str | URL) -> str:
-    """The URL with any password hidden, for messages."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return "<invalid URL>"
-
-
-def create_store_engine(url: str) -> Engine:
-    """An Engine for a SQLite or PostgreSQL URL. `postgresql://` means psycopg 3."""
+    """The URL with any password hidden, for messages; a SQLite URI (`?mode=ro`) as the
+    user wrote it, `sqlite:///PATH?mode=ro`."""
     try:
         parsed = make_url(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):
+        return "<invalid URL>"
+    database = parsed.database or ""
+    if parsed.get_backend_name() == "sqlite" and database.startswith("file:"):
+        path = urllib.parse.unquote(urllib.parse.urlsplit(database).path)
+        query = {key: value for key, value in parsed.query.items() if key != "uri"}
+        parsed = parsed.set(database=path, query=query)
+    return parsed.render_as_string(hide_password=True)
+
+
+def parse_database_url(url: str) -> URL:
+    """The URL, parsed; a malformed one is a user error saying what a URL looks like."""
+    try:
+        return make_url(url)
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         raise MicrosegError(
             f"invalid database URL {url!r}: expected sqlite:///PATH or "
             "postgresql+psycopg://USER:PASSWORD@HOST:PORT/DATABASE"
         ) from None
+
+
+def is_in_memory(url: URL) -> bool:
+    """A SQLite database that lives only as long as its connection."""
+    if url.get_backend_name() != "sqlite":
+        return False
+    database = url.database or ""
+    return (
+        database in ("", ":memory:")
+        or database.startswith("file::memory:")
+        or url.query.get("mode") == "memory"
+    )
+
+
+def is_read_only(url: URL) -> bool:
+    """A SQLite store opened with `?mode=ro`: readable, and every write refused."""
+    return url.get_backend_name() == "sqlite" and url.query.get("mode") == "ro"
+
+
+def create_store_engine(url: str) -> Engine:
+    """An Engine for a SQLite or PostgreSQL URL. `postgresql://` means psycopg 3."""
+    parsed = parse_database_url(url)
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     backend = parsed.get_backend_name()
@@ -82,29 +120,69 @@ def create_store_engine(url: str) -> Engine:
         if backend == "sqlite":
             return _sqlite_engine(parsed)
         if backend == "postgresql":
-            return create_engine(parsed)
-    except NoSuchModuleError as error:
-        raise MicrosegError(f"database URL {redacted(parsed)}: {error}") from None
+            return _postgresql_engine(parsed)
+    except (NoSuchModuleError, ImportError):
+        raise MicrosegError(
+            f"database URL {redacted(parsed)}: driver {parsed.get_driver_name()!r} is not "
+            "available; microseg connects with pysqlite (sqlite:///PATH) and psycopg 3 "
+            "(postgresql+psycopg://...)"
+        ) from None
     raise MicrosegError(
         f"database URL {redacted(parsed)}: unsupported database {backend!r} "
         "(microseg stores its data in SQLite or PostgreSQL)"
     )
 
 
+def _postgresql_engine(url: URL) -> Engine:
+    if "mode" in url.query:
+        raise MicrosegError(
+            f"database URL {redacted(url)}: ?mode= is a SQLite option; for a read-only "
+            "PostgreSQL store, connect as a role that may only read"
+        )
+    return create_engine(url)
+
+
+# SQLite URL options microseg honours (SQLite URI parameters, https://sqlite.org/uri.html).
+SQLITE_MODES = ("ro", "rw", "rwc", "memory")
+
+
+def _sqlite_url(url: URL) -> URL:
+    """The URL pysqlite is given: `?mode=` honoured (as a SQLite URI), anything else refused."""
+    unknown = sorted(set(url.query) - {"mode", "uri"})
+    if unknown:
+        raise MicrosegError(
+            f"database URL {redacted(url)}: unknown option {unknown[0]!r} "
+            f"(a SQLite URL takes ?mode={'|'.join(SQLITE_MODES)})"
+        )
+    mode = url.query.get("mode")
+    if mode is None:
+        return url.set(query={}) if "uri" not in url.query else url
+    if mode not in SQLITE_MODES:
+        raise MicrosegError(
+            f"database URL {redacted(url)}: ?mode={mode} is not one of {', '.join(SQLITE_MODES)}"
+        )
+    database = url.database or ""
+    if url.query.get("uri") == "true" or mode == "memory":
+        return url.update_query_dict({"uri": "true"})
+    # SQLAlchemy passes SQLite URI parameters only for a `file:` URI with uri=true.
+    location = Path(database).expanduser().absolute().as_uri()
+    return url.set(database=location, query={"mode": mode, "uri": "true"})
+
+
 def _sqlite_engine(url: URL) -> Engine:
-    in_memory = url.database in (None, "", ":memory:")
+    in_memory, read_only = is_in_memory(url), is_read_only(url)
     options: dict[str, Any] = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
     if in_memory:
         # One connection, or every checkout would see a new empty database.
         options.update(poolclass=StaticPool, connect_args={"check_same_thread": False})
-    else:
+    elif not read_only and "uri" not in url.query:
         try:
-            Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            Path(url.database or "").expanduser().parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise MicrosegError(
                 f"cannot open the store at {redacted(url)}: {error.strerror}: {error.filename}"
             ) from None
-    engine = create_engine(url, **options)
+    engine = create_engine(_sqlite_url(url), **options)
 
     @event.listens_for(engine, "connect")
     def _configure(dbapi_connection: Any, _record: Any) -> None:
@@ -113,7 +191,7 @@ def _sqlite_engine(url: URL) -> Engine:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys = ON")
-        if not in_memory:
+        if not in_memory and not read_only:
             # Readers do not block the writer nor wait for it.
             cursor.execute("PRAGMA journal_mode = WAL")
         cursor.close()
@@ -144,7 +222,18 @@ def head_schema_revision() -> str:
 def current_schema_revision(engine: Engine) -> str | None:
     """The Alembic revision the database is at; None for an uninitialised database."""
     with engine.connect() as connection:
-        return MigrationContext.configure(connection).get_current_revision()
+        return _schema_revision(connection)
+
+
+def _schema_revision(connection: Connection) -> str | None:
+    heads = MigrationContext.configure(connection).get_current_heads()
+    if len(heads) > 1:
+        raise MicrosegError(
+            f"the store at {redacted(connection.engine.url)} records {len(heads)} schema "
+            f"revisions ({', '.join(sorted(heads))}) in its alembic_version table, which holds "
+            "one: it was changed by hand or by another tool; restore it from a backup"
+        )
+    return heads[0] if heads else None
 
 
 def upgrade_schema(engine: Engine) -> str:
@@ -157,7 +246,7 @@ def upgrade_schema(engine: Engine) -> str:
                 connection.exec_driver_sql(
                     f"SELECT pg_advisory_xact_lock({POSTGRES_MIGRATION_LOCK})"
                 )
-            current = MigrationContext.configure(connection).get_current_revision()
+            current = _schema_revision(connection)
             _check_known(current, engine)
             if current != head:
                 command.upgrade(_alembic_config(connection), "head")

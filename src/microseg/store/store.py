@@ -32,6 +32,7 @@ from microseg.store.database import (
     create_store_engine,
     database_url,
     ensure_schema,
+    is_read_only,
     redacted,
     upgrade_schema,
 )
@@ -86,11 +87,20 @@ def init_database(url: str | None = None) -> tuple[str, str]:
 
 @contextmanager
 def _reporting_connection_errors(engine: Engine) -> Iterator[None]:
+    with _reporting_database_errors(f"cannot open the store at {redacted(engine.url)}"):
+        yield
+
+
+@contextmanager
+def _reporting_database_errors(what: str) -> Iterator[None]:
+    """A database that refuses (read-only file or disk, disk full, a server limit, a lost
+    connection) is a user error in one line: what failed and the database's own reason.
+    The transaction was rolled back: nothing was written."""
     try:
         yield
     except DBAPIError as error:
-        where = redacted(engine.url)
-        raise MicrosegError(f"cannot open the store at {where}: {error.orig}") from None
+        reason = str(error.orig).strip().splitlines()[0] if str(error.orig).strip() else ""
+        raise MicrosegError(f"{what}: {reason or type(error.orig).__name__}") from None
 
 
 class Store:
@@ -98,6 +108,7 @@ class Store:
 
     def __init__(self, engine: Engine):
         self._engine = engine
+        self._read_only = is_read_only(engine.url)
 
     @property
     def url(self) -> str:
@@ -107,13 +118,22 @@ class Store:
 
     @contextmanager
     def _reading(self) -> Iterator[Session]:
-        with Session(self._engine) as session, session.begin():
+        with (
+            _reporting_database_errors(f"cannot read the store at {self.url}"),
+            Session(self._engine) as session,
+            session.begin(),
+        ):
             yield session
 
     @contextmanager
     def _writing(self) -> Iterator[tuple[Session, Mainline]]:
         """One write transaction, serialized on the mainline row. Rolls back on any error."""
-        with self._engine.connect() as connection:
+        if self._read_only:
+            raise MicrosegError(f"the store at {self.url} is opened read-only: nothing written")
+        with (
+            _reporting_database_errors(f"cannot write to the store at {self.url}"),
+            self._engine.connect() as connection,
+        ):
             connection.execution_options(**{WRITE_TRANSACTION: True})
             with Session(bind=connection) as session, session.begin():
                 mainline = session.execute(
@@ -143,6 +163,7 @@ class Store:
     ) -> int:
         """Store a whole policy set as the next mainline revision; returns its number."""
         bodies = policy_bodies(policy_set)
+        _check_name_lengths(bodies)
         # What is stored must load back: validate the bodies themselves (a PolicySet made
         # with model_construct skips validation).
         policy_from_bodies(bodies, "import")
@@ -232,6 +253,7 @@ class Store:
         Each object is validated, then the workspace's effective policy as a whole: a change
         that breaks a reference is refused (InvalidChange with the problems)."""
         new_bodies, problems, unvalidated = _parsed_bodies(objects)
+        _check_name_lengths(new_bodies)
         what = f"workspace {name!r}: change"
         with self._writing() as (session, _):
             workspace = _open_workspace(session, name)
@@ -326,6 +348,20 @@ def _check_workspace_name(name: str) -> None:
         raise MicrosegError(f"workspace name {name!r}: 1 to 200 characters, no surrounding spaces")
     if not is_one_line(name):
         raise MicrosegError(f"workspace name {name!r}: no control characters or line separators")
+
+
+# Object names are part of the primary keys: PostgreSQL's B-tree index holds at most
+# 2,704 bytes per entry. Every backend takes the same names, so one limit for all of them.
+MAX_NAME_BYTES = 1000
+
+
+def _check_name_lengths(keys: Iterable[ObjectKey]) -> None:
+    for section, name in keys:
+        if len(name.encode("utf-8")) > MAX_NAME_BYTES:
+            raise MicrosegError(
+                f"{singular(section)} {name[:40]!r}... ({len(name)} characters): the store "
+                f"keeps names of at most {MAX_NAME_BYTES} bytes (UTF-8); nothing written"
+            )
 
 
 # Revision ids are INTEGER columns: 32-bit on PostgreSQL. A number outside that range is
