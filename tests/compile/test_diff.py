@@ -81,7 +81,7 @@ def test_diff_summary_prints_bracketed_device_names_literally(run_cli, tmp_path)
         "devices: [{name: 'leaf[bold]1'}]\n"
         "domains: [{name: dc, devices: ['leaf[bold]1']}]\n"
         "groups: [{name: g, prefixes: [10.0.0.0/24]}]\n"
-        "rules: [{name: r, sources: [g], action: drop}]\n"
+        "rules: [{name: r, sources: [g], action: drop, destinations: any, services: any}]\n"
         "policies: [{name: p, id: 1, domain: dc, rules: RULES}]\n"
     )
     old, new = tmp_path / "old.yaml", tmp_path / "new.yaml"

@@ -313,9 +313,11 @@ def policy_sets(draw) -> PolicySet:
         rules.append(
             Rule(
                 name=f"r{index}",
-                sources=draw(st.lists(st.sampled_from(group_names), max_size=2, unique=True)),
-                destinations=draw(st.lists(st.sampled_from(group_names), max_size=2, unique=True)),
-                services=tuple(by_protocol.values()),
+                sources=draw(st.lists(st.sampled_from(group_names), max_size=2, unique=True))
+                or "any",
+                destinations=draw(st.lists(st.sampled_from(group_names), max_size=2, unique=True))
+                or "any",
+                services=tuple(by_protocol.values()) or "any",
                 direction=draw(st.sampled_from(["bidirectional", "unidirectional"])),
                 decap_type=draw(
                     st.sampled_from(["allow-all", "vxlan-decap-only", "no-vxlan-decap"])

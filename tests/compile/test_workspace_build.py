@@ -16,6 +16,8 @@ groups:
 rules:
   - name: web-appserver-discovery
     sources: [web-appserver1]
+    destinations: any
+    services: any
     monitor: andreas-vztx
 policies:
   - name: dns_ntp_services
