@@ -16,13 +16,14 @@ GUEST = "172.18.6.200"  # a wifi client that must never reach the web servers
 CATEGORIES = ("clients", "infrastructure")
 
 
-def _with_drops(*drops: Rule, first: bool = True):
-    """The web-app discovery stage (DNS, NTP, the monitor rule) plus hand-written drops."""
+def _with_drops(*drops: Rule, at: int = 0):
+    """The web-app discovery stage (allow_all_NTP, allow_all_DNS, the monitor rule) with
+    hand-written drops inserted at position `at`."""
     lab = seed_policies.web_app_monitor()
     guest = Group(name="guest", prefixes=(f"{GUEST}/32",))
     policy = lab.policy("vrf_all_home")
     names = tuple(d.name for d in drops)
-    rules = names + policy.rules if first else policy.rules + names
+    rules = policy.rules[:at] + names + policy.rules[at:]
     return replaced(
         lab,
         groups=(*lab.groups, guest),
@@ -58,8 +59,10 @@ NO_SSH_TO_APPSERVER = Rule(
 def test_a_hand_written_drop_stays_in_force_when_a_wider_proposal_is_accepted():
     """The laptop's HTTP to the web servers gives `wifi_clients -> web01, web02` with the
     clients category: wider than the evidence, it also covers the guest, whom a drop rule
-    keeps off the web servers. The proposal goes after that drop, before the monitor rule."""
-    policy_set = _with_drops(GUEST_TO_WEB)
+    (after allow_all_DNS, which decides other sessions) keeps off the web servers. The
+    proposal goes after that drop, before the monitor rule (it went before allow_all_DNS,
+    ahead of the drop, and let the guest in)."""
+    policy_set = _with_drops(GUEST_TO_WEB, at=2)
     rows = [session(LAPTOP, "eph", web, 80, "tcp", sessions=5) for web in (WEB01, WEB02)]
     rows += [session(WEB01, 40000, "10.100.1.6", 53)]  # already allowed by allow_all_DNS
     result = recommend(
@@ -73,7 +76,7 @@ def test_a_hand_written_drop_stays_in_force_when_a_wider_proposal_is_accepted():
     assert proposal.insert_at == rules.index("web-appserver-discovery")
     assert proposal.before == "web-appserver-discovery"
     accepted = result.proposed_policy_set(policy_set)
-    assert accepted.policy("vrf_all_home").rules.index(proposal.rule.name) > 0
+    assert accepted.policy("vrf_all_home").rules.index(proposal.rule.name) == 3
     guest = check_connection(accepted, GUEST, WEB01, "tcp", 80)
     assert not guest.policy_allows and guest.request_decisions[0].rule == "no_guest_to_web"
     laptop = check_connection(accepted, LAPTOP, WEB01, "tcp", 80)
@@ -84,7 +87,7 @@ def test_a_hand_written_drop_stays_in_force_when_a_wider_proposal_is_accepted():
 def test_a_hand_written_drop_placed_late_still_decides_what_it_decided():
     """A drop after the monitor rule: the proposal goes after the drop (it cannot go
     before the monitor rule without overriding the drop); coverage still holds."""
-    policy_set = _with_drops(GUEST_TO_WEB, first=False)
+    policy_set = _with_drops(GUEST_TO_WEB, at=3)
     rows = [session(LAPTOP, "eph", web, 80, "tcp", sessions=5) for web in (WEB01, WEB02)]
     result = recommend(
         policy_set,
