@@ -24,10 +24,13 @@ from where:
   ipv4-all-default ipv4` and `match ipv6-all-default ipv6`, printed after the user's
   matches (pyavd traffic-policies template; Aerleon's arista_tp doc: "EOS will still, by
   default, create an 'ipvX-default-all' term").
-* **Layout.** Three spaces per level; `!` lines before sub-mode blocks as the seed's
-  traffic-policies listing shows (before every block but a mode's first child in
-  `traffic-policies` and `traffic-policy`, before every block in a `match`) and as pyavd
-  prints flow tracking (between consecutive blocks only). Children print in the order
+* **Layout.** Three spaces per level; a `!` line before every sub-mode block but a
+  mode's first child, as the seed's traffic-policies listing shows (`vrf ALL` first
+  under `traffic-policies` without one, `!` before each field-set, policy and match, and
+  before `actions` after a match's criteria) and as openconfig/featureprofiles' EOS
+  configuration shows for a default match (`match ipv4-all-default ipv4` directly
+  followed by `actions`); in flow tracking only between consecutive blocks, as pyavd
+  prints it. Children print in the order
   they were entered: real EOS prints its own canonical order, which the seed's listings
   show and microseg's renderer reproduces.
 """
@@ -78,8 +81,8 @@ def _rule(name: str, pattern: str, mode: str | None = None, single: bool = False
 @dataclass(frozen=True)
 class Mode:
     rules: tuple[Rule, ...]
-    # When a `!` precedes a sub-mode block: "none", "always", "not-first" (unless it is
-    # the mode's first child), "after-block" (only after another block).
+    # When a `!` precedes a sub-mode block: "none", "not-first" (unless it is the
+    # mode's first child), "after-block" (only after another block).
     separator: str = "none"
 
 
@@ -168,7 +171,7 @@ MODES: dict[str, Mode] = {
             _rule("packet-type", r"packet type", "packet-type", single=True),
             _rule("actions", r"actions", "actions", single=True),
         ),
-        separator="always",
+        separator="not-first",
     ),
     "packet-type": Mode((_rule("vxlan", r"vxlan decap(?: exclude)?", single=True),)),
     "actions": Mode(
@@ -361,8 +364,7 @@ def _render_node(node: Node, level: int, lines: list[str]) -> None:
     previous: Node | None = None
     for index, child in enumerate(node.children):
         if child.mode is not None and (
-            separator == "always"
-            or (separator == "not-first" and (index > 0 or node.comment))
+            (separator == "not-first" and (index > 0 or node.comment))
             or (separator == "after-block" and previous is not None and previous.mode is not None)
         ):
             lines.append(f"{inner}!")

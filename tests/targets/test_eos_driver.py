@@ -101,6 +101,43 @@ def test_what_microseg_compiles_is_what_the_device_runs_afterwards(
     assert driver.running() == config
 
 
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        # A default-deny policy: both default matches get actions (count, drop).
+        (
+            (
+                "    rules: [rule72, rule73]\n",
+                "    rules: [rule72, rule73]\n    default_action: drop\n",
+            ),
+            "drop",
+        ),
+        # A rule with no criteria at all: its match has nothing before `actions`.
+        (
+            ("    rules: [rule72, rule73]\n", "    rules: [rule72, rule73, drop_rest]\n"),
+            "drop_rest",
+        ),
+    ],
+    ids=["default-drop", "criteria-less-match"],
+)
+def test_compiled_policies_of_other_shapes_read_back_unchanged(
+    switch, connect, run_cli, tmp_path, edit, expected
+):
+    text = (EXAMPLES / "home-lab-dns-ntp.yaml").read_text().replace(*edit)
+    text = text.replace(
+        "\npolicies:\n",
+        "\n  - name: drop_rest\n    sources: any\n    destinations: any\n    services: any\n    action: drop\n\npolicies:\n",
+    )
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(text)
+    result = run_cli("compile", str(policy), "--device", SWITCH)
+    assert result.exit_code == 0, result.stderr
+    assert expected in result.stdout
+    driver = connect(switch)
+    deploy(driver, result.stdout)
+    assert driver.running() == result.stdout
+
+
 def test_a_second_load_removes_the_renamed_policy_and_leaves_the_rest(switch, connect):
     deploy(connect(switch), WEB_APP)
     untouched = switch.running_config().split("traffic-policies")[0]
@@ -213,6 +250,21 @@ def test_an_unconfirmed_commit_is_undone_by_the_switch(switch, connect):
         DriverError, match="timer expired, EOS has restored the previous configuration"
     ):
         second.confirm()
+
+
+def test_no_load_or_commit_over_another_changes_unconfirmed_commit(switch, connect):
+    first = connect(switch)
+    first.load(DNS_NTP)
+    second = connect(switch)
+    second.load(WEB_APP)
+    first.commit(confirm_within=600)
+    with pytest.raises(DriverError, match=f"session '{first.session}' has an unconfirmed commit"):
+        second.commit()
+    with pytest.raises(DriverError, match=f"session '{first.session}' has an unconfirmed commit"):
+        connect(switch).load(WEB_APP)
+    first.confirm()
+    second.commit()
+    assert second.running() == with_implicit_defaults(WEB_APP)
 
 
 def test_discard_during_an_unconfirmed_commit_restores_at_once(switch, connect):

@@ -210,7 +210,8 @@ _POLICY = INDENT
 _MATCH = INDENT * 2
 _CRITERION = INDENT * 3
 _ACTION = INDENT * 4
-_ACTIONS_HEADER = [f"{_CRITERION}!", f"{_CRITERION}actions", f"{_ACTION}count"]
+_ACTIONS_HEADER = [f"{_CRITERION}actions", f"{_ACTION}count"]
+_SUB_MODE_SEPARATOR = f"{_CRITERION}!"
 
 
 def _traffic_policy(policy: PolicyIntent) -> list[str]:
@@ -244,6 +245,7 @@ _DEFAULT_ACTIONS = {
 
 def _add_match(lines: list[str], match: Match) -> None:
     lines.append(f"{_MATCH}match {match.name} {match.family}")
+    first = len(lines)
     if match.comment:
         lines.append(f"{_CRITERION}!! {match.comment}")
     # The field-sets of one line are a set (any of them matches); EOS keeps them sorted,
@@ -256,9 +258,16 @@ def _add_match(lines: list[str], match: Match) -> None:
     if match.service_field_sets:
         names = _sorted(match.service_field_sets)
         lines.append(f"{_CRITERION}protocol service field-set {names}")
+    # EOS prints `!` before a sub-mode block (`packet type`, `actions`) only after other
+    # lines of the match: a match with no criteria starts with `actions`, as a default
+    # match with actions does (see the module docstring).
     decap = _DECAP_LINES.get(match.decap_type)
     if decap:
-        lines += [f"{_CRITERION}!", f"{_CRITERION}packet type", f"{_ACTION}{decap}"]
+        if len(lines) > first:
+            lines.append(_SUB_MODE_SEPARATOR)
+        lines += [f"{_CRITERION}packet type", f"{_ACTION}{decap}"]
+    if len(lines) > first:
+        lines.append(_SUB_MODE_SEPARATOR)
     lines += _ACTIONS_HEADER
     if match.action == "drop":
         lines.append(f"{_ACTION}drop")

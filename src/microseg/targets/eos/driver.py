@@ -185,12 +185,14 @@ class EosDriver:
         return render_sections(owned_sections(sections, self.role, []))
 
     def load(self, config: str) -> None:
-        state = self._session_state()
+        sessions = self._sessions()
+        state = session_state(sessions, self.session)
         if state not in (None, "pending"):
             raise DriverError(
                 self.device,
                 f"configuration session {self.session!r} is {state}; a new change needs a new session",
             )
+        self._refuse_over_pending_timer(sessions)
         try:
             candidate = replace_owned(self._running_config(), config, self.role)
         except SectionError as error:
@@ -213,10 +215,12 @@ class EosDriver:
         return DeviceDiff(self.device, "\n".join(body) + "\n" if body else "")
 
     def commit(self, confirm_within: int | None = None) -> None:
-        if self._session_state() != "pending":
+        sessions = self._sessions()
+        if session_state(sessions, self.session) != "pending":
             raise DriverError(
                 self.device, f"configuration session {self.session!r} has nothing loaded to commit"
             )
+        self._refuse_over_pending_timer(sessions)
         command = f"configure session {self.session} commit"
         if confirm_within is not None:
             if not 1 <= confirm_within <= MAX_CONFIRM_SECONDS:
@@ -270,9 +274,24 @@ class EosDriver:
         (output,) = self._run(["show running-config"], encoding="text")
         return output["output"]
 
-    def _session_state(self) -> str | None:
+    def _sessions(self) -> Any:
         (output,) = self._run(["show configuration sessions detail"])
-        return session_state(output, self.session)
+        return output
+
+    def _session_state(self) -> str | None:
+        return session_state(self._sessions(), self.session)
+
+    def _refuse_over_pending_timer(self, sessions: Any) -> None:
+        """Another session's unconfirmed commit would, on expiring, restore the
+        configuration from before it -- and so undo ours (NAPALM refuses a commit-confirm
+        while one is pending for the same reason)."""
+        others = [name for name in timed_sessions(sessions) if name != self.session]
+        if others:
+            raise DriverError(
+                self.device,
+                f"configuration session {others[0]!r} has an unconfirmed commit; confirm or abort "
+                "it first (when its timer expires EOS restores the configuration from before it)",
+            )
 
     def _abort_quietly(self) -> None:
         try:
@@ -343,6 +362,19 @@ def session_state(output: Any, session: str) -> str | None:
         return None
     state = entry["state"]
     return "pendingCommitTimer" if "pendingCommitTimer" in state else state
+
+
+def timed_sessions(output: Any) -> list[str]:
+    """The sessions whose commit waits for confirmation, in `show configuration sessions
+    detail` (JSON), either EOS layout."""
+    names = [
+        name
+        for name, entry in output.get("sessions", {}).items()
+        if "pendingCommitTimer" in entry.get("state", "")
+    ]
+    if output.get("commitTimerSessionName"):
+        names.append(output["commitTimerSessionName"])
+    return sorted(set(names))
 
 
 def _reason(message: str) -> str:
