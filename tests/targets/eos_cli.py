@@ -7,7 +7,7 @@ from where:
 
 * **Grammar.** Only the commands below exist; anything else is `Invalid input`, as on the
   device. The commands are those of the seed's switch and vZTX listings
-  (`tests/data/reference/*.eos`, `shared/seed/arista-mss-lab-blog.md`), of pyavd's
+  (`examples/seed-720xp-*.eos`, `shared/seed/arista-mss-lab-blog.md`), of pyavd's
   `eos_cli_config_gen` templates for traffic-policies, monitor sessions and flow
   tracking, and of microseg's monitor-session and monitor-node output.
 * **Modes.** A command opening a mode (`traffic-policies`, `match X ipv4`, `interface

@@ -24,7 +24,7 @@ from microseg.builder.proposal import (
     proposed_policy_set,
 )
 from microseg.builder.recommend import factorize
-from microseg.builder.services import ICMP, ICMPV6, ServerSide, server_side
+from microseg.builder.services import ServerSide, server_side
 from microseg.compile import CompileError, DeviceIntent, compile_all
 from microseg.evaluate import VERDICTS, CompiledDevice, Evaluation, PacketBatch
 from microseg.evaluate.packets import (
@@ -35,6 +35,7 @@ from microseg.evaluate.packets import (
 )
 from microseg.flows.session_columns import EPHEMERAL, SessionColumns
 from microseg.model import Policy, PolicySet
+from microseg.model.ports import ICMP, ICMPV6, PORT_PROTOCOLS
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ def replay_packets(sessions: SessionColumns, side: ServerSide | None = None) -> 
     vrf = np.array(sessions.vrf_names, dtype=str)[sessions.vrf]
     family = sessions.addresses.family[side.client]
     protocol = sessions.protocol
-    has_ports = (protocol == 6) | (protocol == 17)
+    has_ports = np.isin(protocol, PORT_PROTOCOLS)
     # A summarised client port (`eph`) stands for ports from 49152 up (RFC 6335).
     client_port = np.where(
         side.client_port == EPHEMERAL, ephemeral_ports(len(sessions)), side.client_port

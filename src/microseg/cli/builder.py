@@ -27,6 +27,7 @@ from microseg.cli.common import (
     JSON_OPTION_HELP,
     POLICY_HELP,
     console,
+    counted,
     emit_json,
     resolve_policy,
 )
@@ -249,8 +250,8 @@ def print_recommendation(recommendation: Recommendation) -> None:
     for number, item in enumerate(recommendation.rules, 1):
         evidence = item.evidence
         console.print(
-            f"  {number}. [bold]{escape(item.rule.name)}[/]: {evidence.sessions} sessions, "
-            f"{evidence.bytes} bytes, {evidence.first_seen} .. {evidence.last_seen}; "
+            f"  {number}. [bold]{escape(item.rule.name)}[/]: {counted(evidence.sessions, 'session')}, "
+            f"{counted(evidence.bytes, 'byte')}, {evidence.first_seen} .. {evidence.last_seen}; "
             "server side by "
             + escape(", ".join(f"{k} ({v})" for k, v in evidence.server_side.items()))
         )
@@ -302,8 +303,8 @@ def print_recommendation(recommendation: Recommendation) -> None:
     if recommendation.unexplained is not None:
         unexplained = recommendation.unexplained
         console.print(
-            f"[bold]Unexplained[/]: {unexplained.sessions} session(s) between addresses outside "
-            "every known group and segment; no rule is proposed for them"
+            f"[bold]Unexplained[/]: {counted(unexplained.sessions, 'session')} between addresses "
+            "outside every known group and segment; no rule is proposed for them"
         )
         for first in unexplained.examples:
             console.print(f"     e.g. {_example_text(first)}", markup=False)
@@ -327,7 +328,7 @@ def print_recommendation(recommendation: Recommendation) -> None:
 def _example_text(example: SessionExample) -> str:
     return (
         f"{example.client}:{example.client_port} -> {example.server}:{example.server_port} "
-        f"{example.protocol}, {example.sessions} session(s), {example.bytes} bytes, "
+        f"{example.protocol}, {counted(example.sessions, 'session')}, {example.bytes} bytes, "
         f"{example.first_seen}"
     )
 
@@ -338,7 +339,7 @@ def _print_standing(title: str, decisions: tuple[StandingDecision, ...]) -> None
     console.print(f"[bold]{title}[/]")
     for decision in decisions:
         console.print(
-            f"  {decision.verdict} by {decision.rule}: {decision.sessions} session(s)",
+            f"  {decision.verdict} by {decision.rule}: {counted(decision.sessions, 'session')}",
             markup=False,
         )
         for first in decision.examples:
@@ -356,8 +357,8 @@ def print_quality(recommendation: Recommendation) -> None:
     coverage = "not verified" if quality.coverage is None else f"{quality.coverage:.1%}"
     lines = "n/a" if quality.config_lines is None else str(quality.config_lines)
     console.print(
-        f"[bold]Quality[/]: coverage {coverage} of {quality.evidence_sessions} sessions "
-        f"(of {recommendation.scoped_sessions} in scope), {quality.rules} rules, "
+        f"[bold]Quality[/]: coverage {coverage} of {counted(quality.evidence_sessions, 'session')} "
+        f"(of {recommendation.scoped_sessions} in scope), {counted(quality.rules, 'rule')}, "
         f"{lines} EOS config lines added, over-permissiveness {quality.over_permissiveness:.2f} "
         f"({quality.allowed_combinations} host/service combinations allowed, "
         f"{quality.observed_combinations} observed)"
@@ -405,7 +406,7 @@ def _demo_recommendations(context) -> None:
         )
         console.print(f"[bold]{title}[/] ({path.name})")
         console.print(
-            f"  without categories: {plain.quality.rules} rules, "
+            f"  without categories: {counted(plain.quality.rules, 'rule')}, "
             f"{plain.quality.config_lines} EOS lines added (a rule for every IP)"
         )
         console.print(f"  with categories {', '.join(categories)}:")
