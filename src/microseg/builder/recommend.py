@@ -267,7 +267,11 @@ def aggregate(
     )
     new_services = tuple(
         sorted(
-            (c.proposed for c in choices if not c.existing and c.name in used_services),
+            (
+                service
+                for c in choices
+                if c.name in used_services and (service := c.proposed) is not None
+            ),
             key=lambda s: s.name.encode(),
         )
     )
@@ -383,7 +387,7 @@ def _rules(
     )
     # Python from here on: once per aggregated (source, destination, service) triple.
     taken_rules = {r.name for r in policy_set.rules}
-    proposals = []
+    proposals: list[RecommendedRule] = []
     proposal_of_triple = np.zeros(len(triple_keys), dtype=np.int64)
     for service_names, sources, destinations, positions in _merged(
         triple_keys, choices, endpoints, shape
@@ -416,14 +420,14 @@ def _rules(
     # Narrower rules first: a rule is only shadowed by a rule allowing a superset, which
     # allows at least as many combinations, so ordering by allowed size (then name) leaves
     # every proposal reachable.
-    order = sorted(
+    rule_order = sorted(
         range(len(proposals)),
         key=lambda i: (proposals[i].allowed_combinations, proposals[i].rule.name.encode()),
     )
-    renumbered = np.empty(len(order), dtype=np.int64)
-    renumbered[order] = np.arange(len(order))
+    renumbered = np.empty(len(rule_order), dtype=np.int64)
+    renumbered[rule_order] = np.arange(len(rule_order))
     membership = renumbered[proposal_of_triple[triple_of_row]]
-    return [proposals[i] for i in order], rows, membership
+    return [proposals[i] for i in rule_order], rows, membership
 
 
 def _observed_combinations(
