@@ -151,14 +151,15 @@ def test_into_a_workspace_on_another_revision_says_exactly_that(run_cli, monkeyp
 
 
 def test_into_workspace_refuses_a_proposal_over_the_hardware_budget(run_cli, monkeypatch, tmp_path):
-    """The budget is lint's (evaluate.lint.HARDWARE_BUDGETS): shrunk here so the seed's
-    per-host proposal (a rule for every IP) goes over it."""
-    from microseg.evaluate import lint
+    """The budget is the EOS target's (targets/eos/target.py, the figure lint reports):
+    shrunk here so the seed's per-host proposal (a rule for every IP) goes over it."""
+    from microseg.targets.eos.target import HARDWARE_BUDGETS
+    from microseg.targets.target import HardwareBudget
 
     dns_ntp_file = seed_policies.dns_ntp_file(tmp_path)
     _store_with(run_cli, monkeypatch, tmp_path, seed_policies.dns_ntp_before())
-    for key in ("CCS-720XP", "eos"):
-        monkeypatch.setitem(lint.HARDWARE_BUDGETS, key, (100, "a small budget for the test"))
+    for key in ("CCS-720XP", None):
+        monkeypatch.setitem(HARDWARE_BUDGETS, key, HardwareBudget(100, "a test's small budget"))
     arguments = ["rev:1", "--sessions", str(dns_ntp_file)]
     report = run_cli("recommend", *arguments, "--json")
     [use] = json.loads(report.stdout)["quality"]["hardware"]

@@ -302,7 +302,7 @@ def hardware_use(
     after: dict[str, DeviceIntent],
 ) -> tuple[HardwareUse, ...]:
     """Per device, lint's hardware entry estimate without and with the proposals, and the
-    budget of its platform (lint's table; None for software targets)."""
+    budget its target declares (None for software targets)."""
     from microseg.evaluate.lint import hardware_report
 
     entries_before = {row["device"]: row["entries"] for row in hardware_report(before_set, before)}

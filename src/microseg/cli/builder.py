@@ -179,7 +179,8 @@ def _check_budget(recommendation: Recommendation, force: bool) -> None:
             for u in over
         )
         raise MicrosegError(
-            f"the proposal goes over the hardware budget ({devices}; lint's planning figure): "
+            f"the proposal goes over the hardware budget ({devices}; the target's planning "
+            "figure, as lint reports it): "
             "narrow it (--categories, a scope) or write it anyway with --force"
         )
 
