@@ -471,3 +471,46 @@ def test_an_ipv6_record_pairing_an_ipv4_mapped_address_is_dropped_and_counted(tm
         ("2001:db8::2", "2001:db8::1", 6),
     ]
     assert decoder.counters.mixed_family_records == 1
+
+
+class NearlyFullStore(FlowStore):
+    """Test double: a store whose disk has room for segments of at most `room` sessions; a
+    larger write fails as a full tmpfs fails it (OSError ENOSPC, errno 28, as
+    test_flow_faults.py sees for real)."""
+
+    def __init__(self, directory, room: int):
+        super().__init__(directory)
+        self.room = room
+
+    def write(self, sessions):
+        if sessions.num_rows > self.room:
+            raise OSError(28, os.strerror(28))
+        return super().write(sessions)
+
+
+def test_at_exit_on_a_full_disk_what_fits_is_written_in_smaller_segments(tmp_path):
+    collector = FlowCollector(NearlyFullStore(tmp_path, room=800))
+    records = [biflow_record(1, 60, 1, 80, sport=20000 + n) for n in range(3000)]
+    for first in range(0, 3000, 100):
+        collector.receive([datagram(*records[first : first + 100])], now=0)
+    assert collector.flush_all() == 3000
+    stats = collector.stats()
+    assert stats["write_failures"] >= 3 and stats["sessions_unwritten"] == 0
+    assert stats["segments_written"] >= 4 and len(stored_rows(tmp_path)) == 3000
+
+
+def test_what_never_fits_stays_counted_as_unwritten(tmp_path):
+    collector = FlowCollector(NearlyFullStore(tmp_path, room=0))
+    collector.receive([datagram(biflow_record(1, 60, sport=20000 + n)) for n in range(5)])
+    assert collector.flush_all() == 0
+    assert collector.stats()["sessions_unwritten"] == 5
+    assert collector.last_write_error == "No space left on device"
+
+
+def test_a_refused_retention_quarantines_nothing_either(tmp_path, run_cli):
+    store = store_with_ages(tmp_path, [40, 40])
+    (store.segment_dir / "seg-0-empty.parquet").write_bytes(b"")
+    before = segment_files(store)
+    refused = run_cli("sessions", "compact", "--store", str(tmp_path), "--retention-days", "30")
+    assert refused.exit_code == 1 and segment_files(store) == before
+    assert not (tmp_path / QUARANTINE).exists()

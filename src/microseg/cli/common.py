@@ -34,6 +34,14 @@ def section_count(section: str, count: int) -> str:
     return counted(count, singular(section), section.replace("_", " "))
 
 
+def print_paragraph(text: str, hanging: str = "  ") -> None:
+    """Plain text wrapped to the console's width, continuation lines indented by `hanging`."""
+    import textwrap
+
+    wrapped = textwrap.fill(text, width=console.width, subsequent_indent=hanging)
+    console.print(wrapped, markup=False, soft_wrap=True)
+
+
 def emit_json(data: Any) -> None:
     """Deterministic JSON on stdout: same input, same bytes."""
     sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")

@@ -10,6 +10,7 @@ from pathlib import Path
 import pyarrow as pa
 import typer
 from rich import box
+from rich.console import JustifyMethod
 from rich.markup import escape
 from rich.table import Table
 
@@ -206,12 +207,11 @@ def export_sessions(
     if (parquet is None) == (csv is None):
         raise MicrosegError("sessions export: give exactly one of --parquet FILE or --csv FILE")
     table = read_sessions(store, ephemeral_port=None if no_eph else EPHEMERAL_PORT)
-    target = parquet or csv
     if parquet is not None:
-        write_output(target, lambda file: pq.write_table(table, file))
-    else:
-        write_output(target, lambda file: pa_csv.write_csv(_with_text_times(table), file))
-    console.print(f"{target}: {table.num_rows} session rows", markup=False)
+        write_output(parquet, lambda file: pq.write_table(table, file))
+    elif csv is not None:
+        write_output(csv, lambda file: pa_csv.write_csv(_with_text_times(table), file))
+    console.print(f"{parquet or csv}: {table.num_rows} session rows", markup=False)
 
 
 @sessions_app.command("compact")
@@ -313,7 +313,7 @@ def session_table(table: pa.Table):
 
     Returns the legend text and the rich table."""
     grid = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, show_lines=False)
-    for header, justify in (
+    columns: tuple[tuple[str, JustifyMethod], ...] = (
         ("VRF", "left"),
         ("Proto", "left"),
         ("Source/\nDestination", "left"),
@@ -323,7 +323,8 @@ def session_table(table: pa.Table):
         ("Complete", "right"),
         ("Half-Open", "right"),
         ("Start Time", "right"),
-    ):
+    )
+    for header, justify in columns:
         grid.add_column(header, justify=justify, no_wrap=True)
     for row in table.to_pylist():
         started = row["first_seen"]
@@ -368,7 +369,7 @@ def _demo_flows(context) -> None:
 def print_session_summary(table: pa.Table) -> None:
     """One line per session row: client, server, packets and bytes each way, state."""
     grid = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
-    for header, justify in (
+    columns: tuple[tuple[str, JustifyMethod], ...] = (
         ("proto", "left"),
         ("client", "left"),
         ("server", "left"),
@@ -376,7 +377,8 @@ def print_session_summary(table: pa.Table) -> None:
         ("bytes", "right"),
         ("sessions", "right"),
         ("state", "left"),
-    ):
+    )
+    for header, justify in columns:
         grid.add_column(header, justify=justify, no_wrap=True)
     for row in table.to_pylist():
         state = "complete" if row["complete"] else "half-open" if row["half_open"] else ""

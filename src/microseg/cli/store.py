@@ -328,14 +328,14 @@ def _store_demo(context: DemoContext) -> None:
     with open_store(url) as store:
         for file, message in SEED_STAGES:
             policy_set = context.policies.get(file) or load_policy(context.examples / file)
-            revision = store.import_policy(policy_set, "demo", message)
-            console.print(f"imported {file} as revision {revision}", markup=False)
+            number = store.import_policy(policy_set, "demo", message)
+            console.print(f"imported {file} as revision {number}", markup=False)
         for revision in reversed(store.log()):
             line = f"  rev {revision.id}  {revision.author}  {revision.message}"
             console.print(line, markup=False)
         workspace = "web-only-from-wifi"
         store.workspace_create(workspace, author="demo")
-        rule = store.revision_policy(store.head()).rule("clients_to_webservers")
+        rule = store.revision_policy(number).rule("clients_to_webservers")
         narrowed = rule.model_copy(update={"sources": ("wifi_clients",)})
         store.workspace_set(workspace, "rules", narrowed)
         for line in diff_lines(store.workspace_info(workspace), store.workspace_diff(workspace)):

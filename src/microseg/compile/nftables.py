@@ -51,6 +51,7 @@ from microseg.compile.intent import (
     ServiceFieldSet,
 )
 from microseg.compile.resolve import CompileError
+from microseg.model.objects import IPNetwork
 from microseg.model.ports import ICMP, ICMPV6, PROTOCOL_NUMBERS, TCP, UDP
 
 TABLE = "microseg"
@@ -245,7 +246,7 @@ def _exact_networks(field_sets: list[PrefixFieldSet]) -> list:
     for field_set in field_sets:
         remaining = list(field_set.prefixes)
         for excluded in field_set.except_prefixes:
-            next_remaining = []
+            next_remaining: list[IPNetwork] = []
             for network in remaining:
                 if excluded.subnet_of(network):  # type: ignore[arg-type]
                     next_remaining.extend(network.address_exclude(excluded))  # type: ignore[arg-type]
@@ -253,7 +254,8 @@ def _exact_networks(field_sets: list[PrefixFieldSet]) -> list:
                     next_remaining.append(network)
             remaining = next_remaining
         networks.extend(remaining)
-    return list(ipaddress.collapse_addresses(networks))
+    # One IP version per call (the field-sets of one family); typeshed wants one class.
+    return list(ipaddress.collapse_addresses(networks))  # type: ignore[type-var]
 
 
 def _check_interface_name(name: str, vrf: str) -> None:

@@ -231,21 +231,20 @@ class FlowStore:
         `dry_run` computes the same result and changes nothing."""
         with self._maintenance_lock(dry_run):
             scan = self.scan()
-            if not dry_run:
-                self._remove_superseded(scan)
             done = Maintenance(dry_run=dry_run, stored_sessions=scan.rows(scan.live))
-            done.quarantined = scan.bad if dry_run else self._quarantine(scan.bad)
-            live = list(scan.live)
+            doomed = []
             if retention_seconds is not None:
                 doomed = self._retention(scan, retention_seconds, now, done)
                 if done.refusal and not (allow_most or dry_run):
-                    raise MicrosegError(done.refusal)
+                    raise MicrosegError(done.refusal)  # before anything is changed
                 done.pruned = [segment.name for segment in doomed]
                 done.pruned_sessions = scan.rows(doomed)
-                live = [segment for segment in live if segment not in doomed]
-                if not dry_run:
-                    for segment in doomed:
-                        segment.unlink(missing_ok=True)
+            if not dry_run:
+                self._remove_superseded(scan)
+                for segment in doomed:
+                    segment.unlink(missing_ok=True)
+            done.quarantined = scan.bad if dry_run else self._quarantine(scan.bad)
+            live = [segment for segment in scan.live if segment not in doomed]
             small = [s for s in live if scan.footers[s.name].size < small_bytes]
             if len(small) >= 2:
                 merged = small if dry_run else self._merge(scan, small, done)

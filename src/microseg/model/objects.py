@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import unicodedata
-from typing import Annotated, Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple
 
 from pydantic import (
     AfterValidator,
@@ -165,8 +165,14 @@ NameRefs = Annotated[
 ]
 
 
-class _Object(BaseModel):
+class PolicyObject(BaseModel):
+    """What every object of a policy is: frozen, strict about its keys, and named."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
+    if TYPE_CHECKING:
+        # Each object type declares `name` itself, first among its fields (the canonical
+        # dump's order); declared here for the type checker only.
+        name: str
 
 
 class PortRange(NamedTuple):
@@ -264,7 +270,7 @@ Ports = Annotated[
 Protocol = Literal["tcp", "udp", "icmp", "icmpv6", "any"] | Annotated[int, Field(ge=0, le=255)]
 
 
-class Service(_Object):
+class Service(PolicyObject):
     """A transport service, as EOS `field-set service` sees it.
 
     Example: Service(name="DNS", protocol="udp", destination_ports=["domain"])
@@ -350,14 +356,14 @@ class Service(_Object):
         return tuple(sorted({self._resolve_icmp_type(t) for t in self.icmp_types}))
 
 
-class Category(_Object):
+class Category(PolicyObject):
     """A label on groups; the policy builder aggregates endpoints by it."""
 
     name: ObjectName
     description: Description = ""
 
 
-class Group(_Object):
+class Group(PolicyObject):
     """A static IP group: IPv4 and IPv6 prefixes, minus except-prefixes.
 
     Example: Group(name="DNS_NTP_servers", prefixes=["10.100.1.6/32", "10.100.1.7/32"])
@@ -386,7 +392,7 @@ class Group(_Object):
         return tuple(p for p in self.except_prefixes if p.version == version)
 
 
-class Segment(_Object):
+class Segment(PolicyObject):
     """A VLAN / subnet routed by a device's SVI.
 
     `hosts_isolated`: hosts on it cannot reach each other at L2 (bridge port isolation,
@@ -429,7 +435,7 @@ Platform = Annotated[
 ]
 
 
-class Device(_Object):
+class Device(PolicyObject):
     """A switch (or Linux router) that enforces policies.
 
     `management_namespace`: an nftables device inside the named network namespace on the
@@ -447,7 +453,7 @@ class Device(_Object):
     segments: tuple[Segment, ...] = ()
 
 
-class MonitorNode(_Object):
+class MonitorNode(PolicyObject):
     """A flow monitor (the vZTX): terminates the mirror tunnel, exports IPFIX to microseg."""
 
     name: ObjectName
@@ -460,7 +466,7 @@ class MonitorNode(_Object):
     collector_port: Annotated[int, Field(ge=1, le=65535)] = 4739
 
 
-class MonitorObject(_Object):
+class MonitorObject(PolicyObject):
     """How monitored traffic reaches the monitor nodes (GRE mirror + flow export)."""
 
     name: ObjectName
@@ -473,7 +479,7 @@ class MonitorObject(_Object):
     monitor_nodes: tuple[ObjectName, ...] = ()
 
 
-class RedirectObject(_Object):
+class RedirectObject(PolicyObject):
     """An external firewall to redirect traffic to (next-hop addresses)."""
 
     name: ObjectName
@@ -481,7 +487,7 @@ class RedirectObject(_Object):
     next_hops: tuple[Address, ...] = Field(min_length=1)
 
 
-class SecurityDomain(_Object):
+class SecurityDomain(PolicyObject):
     """A set of switches sharing rules and policies (a site, a building, a DC)."""
 
     name: ObjectName
@@ -498,7 +504,7 @@ Action = Literal["forward", "drop", "redirect"]
 DefaultAction = Literal["forward", "drop"]
 
 
-class Rule(_Object):
+class Rule(PolicyObject):
     """Sources -> destinations on services, and what to do with matching traffic.
 
     `sources`, `destinations` and `services` are required: `any` or a non-empty list of
@@ -528,7 +534,7 @@ class Rule(_Object):
         return self
 
 
-class Policy(_Object):
+class Policy(PolicyObject):
     """An ordered rule list bound to a security domain and a VRF (or ALL).
 
     `default_action` decides a packet no rule matches: `forward` (EOS's own default, the

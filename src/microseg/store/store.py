@@ -506,8 +506,7 @@ def _parsed_bodies(
             parsed = parse_object(section, obj, number)
         except PolicyError as error:
             problems.extend(error.problems)
-            name = obj.get("name") if isinstance(obj, Mapping) else None
-            if isinstance(name, str):
+            if isinstance(obj, Mapping) and isinstance(name := obj.get("name"), str):
                 unvalidated[(section, name)] = obj
             continue
         key = (section, parsed.name)
