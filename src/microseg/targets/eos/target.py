@@ -63,12 +63,13 @@ class EosTarget:
     ) -> Driver:
         from microseg.model import MonitorNode
         from microseg.targets.eos.driver import EapiEndpoint, EosDriver
+        from microseg.targets.eos.sections import Role
 
         if device.management_address is None:
             raise DriverError(device.name, "no management_address: microseg cannot reach it")
         if credentials is None:
             raise DriverError(device.name, "eAPI needs a username and password")
-        role = "monitor-node" if isinstance(device, MonitorNode) else "switch"
+        role: Role = "monitor-node" if isinstance(device, MonitorNode) else "switch"
         endpoint = EapiEndpoint(host=str(device.management_address))
         return EosDriver(
             device.name,
