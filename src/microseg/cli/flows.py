@@ -69,8 +69,9 @@ def collect(
         max_unwritten=max_unwritten,
         sessions=SessionSettings(inactive_timeout, active_timeout, max_sessions),
     )
-    collector = FlowCollector(FlowStore(store_dir), settings)
-    collector.store.scan().warn()
+    flow_store = FlowStore(store_dir)
+    collector = FlowCollector(flow_store, settings)
+    flow_store.scan().warn()  # bad segments: said at start, skipped by every reader
 
     def ready(address: tuple) -> None:
         err_console.print(

@@ -13,7 +13,7 @@ from typing import Any
 import typer
 
 from microseg.cli.app import app, demo_step
-from microseg.cli.common import JSON_OPTION_HELP, console, emit_json, write_output
+from microseg.cli.common import JSON_OPTION_HELP, console, emit_json, print_table, write_output
 from microseg.cli.demo import DemoContext
 from microseg.model import SECTIONS, MicrosegError, PolicyError, Problem
 from microseg.policyfile import dump_policy, load_policy, read_policy_source
@@ -23,6 +23,7 @@ from microseg.store import (
     ObjectChange,
     RevisionInfo,
     WorkspaceInfo,
+    default_author,
     init_database,
     open_store,
 )
@@ -101,7 +102,7 @@ def log(
     if as_json:
         emit_json([revision.as_json() for revision in revisions])
         return
-    _print_table(
+    print_table(
         ["rev", "parent", "created (UTC)", "author", "message"],
         [_log_row(revision) for revision in revisions],
     )
@@ -112,13 +113,6 @@ def _log_row(revision: RevisionInfo) -> list[str]:
     created = revision.created_at.strftime("%Y-%m-%d %H:%M:%S")
     first_line = revision.message.splitlines()[0] if revision.message else ""
     return [str(revision.id), parent, created, revision.author, first_line]
-
-
-def _print_table(header: list[str], rows: list[list[str]]) -> None:
-    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
-    for row in [header, *rows]:
-        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
-        typer.echo("  ".join(cells).rstrip())
 
 
 # -- workspaces ---------------------------------------------------------------------------
@@ -153,7 +147,7 @@ def workspace_list(
     if as_json:
         emit_json([info.as_json() for info in workspaces])
         return
-    _print_table(
+    print_table(
         ["name", "base", "state", "changes", "author", "created (UTC)"],
         [_workspace_row(info) for info in workspaces],
     )
@@ -291,15 +285,29 @@ def workspace_submit(
     name: str = typer.Argument(..., help="Workspace name."),
     message: str = typer.Option("", "-m", "--message", help="Revision message."),
     author: str = typer.Option("", "--author", help=AUTHOR_HELP),
+    change: bool = typer.Option(
+        False, "--change", help="Also create a change deploying the new revision (microseg change)."
+    ),
 ) -> None:
     """Apply the workspace to the head as a new revision; refused on conflict.
 
     A conflict: an object the workspace changes was changed on mainline since its base.
-    Example: microseg workspace submit restrict-web-clients -m "web only from wifi"
+    With --change, a change deploying the new revision to every device it changes is
+    created too, waiting for approval.
+    Example: microseg workspace submit restrict-web-clients -m "web only from wifi" --change
     """
     with open_store() as store:
         revision = store.workspace_submit(name, author or None, message)
-    typer.echo(f"workspace {name!r} submitted as revision {revision}")
+        typer.echo(f"workspace {name!r} submitted as revision {revision}")
+        if change:
+            from microseg.deploy import create_change
+
+            record = create_change(store, author or default_author(), revision)
+            names = ", ".join(d.device for d in record.devices)
+            typer.echo(
+                f"change {record.id} created: deploy revision {revision} to {names} "
+                "(pending-approval)"
+            )
 
 
 @workspace_app.command("abandon")

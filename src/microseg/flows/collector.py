@@ -103,18 +103,20 @@ class FlowCollector:
             self._save_stats()
             return 0
         pending, self._unwritten = pa.concat_tables(self._unwritten), []
-        written = pending.num_rows if self.store is None else self._store(pending, final)
+        written = (
+            pending.num_rows if self.store is None else self._store(self.store, pending, final)
+        )
         self.sessions_written += written
         self._save_stats()
         return written
 
-    def _store(self, sessions: pa.Table, final: bool) -> int:
+    def _store(self, store: FlowStore, sessions: pa.Table, final: bool) -> int:
         pieces, written = [sessions], 0
         smallest = max(1024, sessions.num_rows // SPLIT_PIECES)
         while pieces:
             piece = pieces.pop(0)
             try:
-                self.store.write(piece)
+                store.write(piece)
             except Exception as error:  # OSError mostly; the sessions must survive any
                 self.counters.write_failures += 1
                 self.last_write_error = _describe(error)
@@ -128,7 +130,7 @@ class FlowCollector:
                 log.error(
                     "collector: cannot write %d sessions to %s: %s; %s",
                     self.unwritten,
-                    self.store.directory,
+                    store.directory,
                     self.last_write_error,
                     "they are lost at exit"
                     if final

@@ -423,14 +423,15 @@ def _read_footer(path: Path) -> _Footer:
     if not schema.remove_metadata().equals(SESSION_SCHEMA):
         raise _Unreadable(f"not a session segment: {_schema_difference(schema)}")
     metadata = schema.metadata or {}
-    sources: object = []
+    sources: list[str] = []
     if COMPACTED_FROM in metadata:
         try:
-            sources = json.loads(metadata[COMPACTED_FROM])
+            listed = json.loads(metadata[COMPACTED_FROM])
         except ValueError:
-            sources = None
-        if not isinstance(sources, list) or not all(isinstance(s, str) for s in sources):
+            listed = None
+        if not isinstance(listed, list) or not all(isinstance(s, str) for s in listed):
             raise _Unreadable("bad metadata: microseg.compacted_from is not a list of names")
+        sources = listed
     try:
         last_seen = int(metadata.get(LAST_SEEN, b"0"))
     except ValueError:

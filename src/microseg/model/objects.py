@@ -435,9 +435,18 @@ Platform = Annotated[
 ]
 
 
+# How microseg reaches a device's management API (EOS eAPI). `http` is for labs and test
+# doubles only: credentials and configuration would cross the network in clear, so change
+# control warns for every device that uses it.
+ManagementTransport = Literal["https", "http"]
+ManagementPort = Annotated[int, Field(ge=1, le=65535)]
+
+
 class Device(PolicyObject):
     """A switch (or Linux router) that enforces policies.
 
+    `management_address`/`management_port`/`management_transport`: where change control
+    reaches the device's API (default https on 443). Credentials are never part of a policy.
     `management_namespace`: an nftables device inside the named network namespace on the
     microseg host (`ip netns exec NAME nft ...`); none = the local host's own nftables.
     """
@@ -447,6 +456,8 @@ class Device(PolicyObject):
     platform: Platform = "eos"
     hardware: Label | None = None
     management_address: Address | None = None
+    management_port: ManagementPort = 443
+    management_transport: ManagementTransport = "https"
     management_namespace: NamespaceName | None = None
     tunnel_source_interface: Label = "Loopback0"
     loopback_address: Address | None = None
@@ -460,6 +471,8 @@ class MonitorNode(PolicyObject):
     description: Description = ""
     platform: Literal["eos"] = "eos"
     management_address: Address | None = None
+    management_port: ManagementPort = 443
+    management_transport: ManagementTransport = "https"
     loopback_interface: Label = "Loopback0"
     loopback_address: Address
     collector_address: Address = Field(default_factory=lambda: ipaddress.ip_address("127.0.0.1"))

@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 from microseg.model import MicrosegError, PolicyError, PolicySet, Problem
 from microseg.model.errors import singular
 from microseg.model.objects import is_one_line
+from microseg.store.changes import ChangeTable
 from microseg.store.database import (
     WRITE_TRANSACTION,
     create_store_engine,
@@ -113,6 +114,11 @@ class Store:
     @property
     def url(self) -> str:
         return redacted(self._engine.url)
+
+    @property
+    def changes(self) -> ChangeTable:
+        """Change control's tables: changes, their devices, approvals, events, settings."""
+        return ChangeTable(self)
 
     # -- transactions -------------------------------------------------------------------
 

@@ -74,10 +74,15 @@ class Limits:
 @dataclass(frozen=True)
 class Credentials:
     """How microseg logs in to a device. Never stored with the policy: the caller (change
-    control) reads them from the environment or the credentials file and hands them in."""
+    control) reads them from the environment or the credentials file and hands them in.
+    `ca_file`: the CA that signed the device's certificate (None: the system's CAs).
+
+    Example: Credentials("admin", "secret")  # repr: Credentials(username='admin', ...)
+    """
 
     username: str
     password: str = field(repr=False)
+    ca_file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -103,10 +108,15 @@ class Target(Protocol):
         ...
 
     def driver(
-        self, device: Any, credentials: Credentials | None, session: str | None = None
+        self,
+        device: Any,
+        credentials: Credentials | None,
+        session: str | None = None,
+        timeout: float | None = None,
     ) -> Driver:
         """A Driver for `device` (a model Device or MonitorNode). `session` names the
-        change, so a later process can confirm or roll it back."""
+        change, so a later process can confirm or roll it back; `timeout` is how long to
+        wait for each device request, in seconds (None: the driver's default)."""
         ...
 
 

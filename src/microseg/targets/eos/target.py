@@ -59,7 +59,11 @@ class EosTarget:
         return render_monitor_node(policy_set, name, intents, collector)
 
     def driver(
-        self, device: Any, credentials: Credentials | None, session: str | None = None
+        self,
+        device: Any,
+        credentials: Credentials | None,
+        session: str | None = None,
+        timeout: float | None = None,
     ) -> Driver:
         from microseg.model import MonitorNode
         from microseg.targets.eos.driver import EapiEndpoint, EosDriver
@@ -70,7 +74,13 @@ class EosTarget:
         if credentials is None:
             raise DriverError(device.name, "eAPI needs a username and password")
         role: Role = "monitor-node" if isinstance(device, MonitorNode) else "switch"
-        endpoint = EapiEndpoint(host=str(device.management_address))
+        endpoint = EapiEndpoint(
+            host=str(device.management_address),
+            port=device.management_port,
+            transport=device.management_transport,
+            ca_file=credentials.ca_file,
+            **({"timeout": timeout} if timeout is not None else {}),
+        )
         return EosDriver(
             device.name,
             endpoint,

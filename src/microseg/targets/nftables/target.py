@@ -30,9 +30,14 @@ class NftablesTarget:
         return render_ruleset(intent, omit_mirror=options.omit_mirror)
 
     def driver(
-        self, device: Any, credentials: Credentials | None, session: str | None = None
+        self,
+        device: Any,
+        credentials: Credentials | None,
+        session: str | None = None,
+        timeout: float | None = None,
     ) -> Driver:
-        """The host's nftables (as root: no credentials) or the device's namespace's."""
+        """The host's nftables (as root: no credentials) or the device's namespace's.
+        `timeout` does not apply: nft runs on this host."""
         from microseg.targets.nftables.driver import NftablesDriver
 
         return NftablesDriver(device.name, device.management_namespace, session)

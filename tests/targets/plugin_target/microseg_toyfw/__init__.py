@@ -88,7 +88,7 @@ class ToyTarget:
                 lines.append(f"  {match.name} {sources} -> {destinations} {verdict}")
         return "\n".join(lines) + "\n"
 
-    def driver(self, device, credentials, session=None) -> ToyDriver:
+    def driver(self, device, credentials, session=None, timeout=None) -> ToyDriver:
         return ToyDriver(device.name, Path(os.environ["TOYFW_DEVICES"]) / device.name)
 
 
