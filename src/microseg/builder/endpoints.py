@@ -17,6 +17,7 @@ Each distinct address is mapped once, in this order:
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -158,7 +159,9 @@ def host_group(address: IPAddress, taken: set[str]) -> Group:
     )
 
 
-def _internet(known_space: tuple[IPNetwork, ...], families: set[int], taken: set[str]) -> Endpoint:
+def _internet(
+    known_space: tuple[IPNetwork, ...], families: Collection[int], taken: set[str]
+) -> Endpoint:
     """The rest of the world, in the address families it was seen in."""
     everything = [
         ipaddress.ip_network(p) for v, p in ((4, "0.0.0.0/0"), (6, "::/0")) if v in families

@@ -195,7 +195,11 @@ def aggregate(
     )
     new_services = tuple(
         sorted(
-            (c.proposed for c in choices if not c.existing and c.name in used_services),
+            (
+                c.proposed
+                for c in choices
+                if c.proposed is not None and not c.existing and c.name in used_services
+            ),
             key=lambda s: s.name.encode(),
         )
     )

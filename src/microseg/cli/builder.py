@@ -77,7 +77,7 @@ def recommend_command(
 ) -> None:
     """Recommend rules from collected sessions, with their evidence and measured quality.
 
-    Example: microseg recommend examples/home-lab-dns-ntp.yaml --sessions sessions.jsonl
+    Example: microseg recommend examples/home-lab-dns-ntp.yaml --sessions examples/seed-lab-sessions.csv
     --categories clients,infrastructure
     """
     if sessions is not None and store is not None:
