@@ -247,12 +247,39 @@ def test_lint_cli_exit_codes_and_json(run_cli, tmp_path):
     assert "no findings" in clean_result.stdout
 
 
-def test_the_only_drop_rule_is_never_called_redundant_when_its_own_reverse_is_shadowed():
-    # A default-deny written as the last rule: its -reverse match (any -> any again) is
-    # shadowed by its own forward match. Removing the rule would forward everything.
-    services = [{"name": "ssh", "protocol": "tcp", "destination_ports": [22]}]
+def test_the_only_web_db_drop_is_never_called_redundant_when_its_reverse_is_shadowed():
+    # The drop's -reverse match (db -> web) is shadowed by an earlier drop of everything
+    # from db; its forward match (web -> db) is the only thing dropping web -> db.
+    # Removing the rule would forward that: lint used to call it redundant.
     rules = [
-        {"name": "ssh-to-web", "sources": "any", "destinations": ["web"], "services": ["ssh"]},
+        {
+            "name": "db-silent",
+            "sources": ["db"],
+            "destinations": "any",
+            "services": "any",
+            "action": "drop",
+            "direction": "unidirectional",
+        },
+        {
+            "name": "web-db-drop",
+            "sources": ["web"],
+            "destinations": ["db"],
+            "services": "any",
+            "action": "drop",
+        },
+    ]
+    [finding] = _findings(_policy(GROUPS, [], rules), "shadowed")
+    assert finding["match"] == "web-db-drop-reverse"
+    assert "the IPv4 reverse match of rule web-db-drop" in finding["message"]
+    assert "remove rule web-db-drop:" not in finding["fix"].replace("do not remove", "")
+    assert "do not remove rule web-db-drop: that would change verdicts" in finding["fix"]
+    assert "from drop to forward" in finding["fix"]
+    assert finding["hints"] == [{"action": "unidirectional", "rule": "web-db-drop"}]
+
+
+def test_a_symmetric_deny_all_is_one_match_and_no_finding():
+    # Its reverse equals its forward match, so it compiles to one match: nothing shadowed.
+    rules = [
         {
             "name": "deny-all",
             "sources": "any",
@@ -261,11 +288,4 @@ def test_the_only_drop_rule_is_never_called_redundant_when_its_own_reverse_is_sh
             "action": "drop",
         },
     ]
-    shadowed = _findings(_policy(GROUPS, services, rules), "shadowed")
-    assert [f["match"] for f in shadowed] == ["deny-all-ipv6-reverse", "deny-all-reverse"]
-    for finding in shadowed:
-        assert "remove rule deny-all:" not in finding["fix"].replace("do not remove", "")
-        assert "do not remove rule deny-all: that would change verdicts" in finding["fix"]
-        assert "from drop to forward" in finding["fix"]
-        assert "reverse match of rule deny-all" in finding["message"]
-        assert finding["hints"] == [{"action": "unidirectional", "rule": "deny-all"}]
+    assert _findings(_policy(GROUPS, [], rules), "shadowed") == []

@@ -108,14 +108,11 @@ TABLE = [
     pytest.param(
         "shadowed",
         [
-            _rule("ssh-web", destinations=["web"], services=["ssh"], direction="bidirectional"),
-            _rule("deny-all", action="drop", direction="bidirectional"),
+            _rule("db-silent", ["db"], action="drop"),
+            _rule("web-db-drop", ["web"], ["db"], action="drop", direction="bidirectional"),
         ],
-        [
-            ("rule 'deny-all'", "deny-all-ipv6-reverse", ("unidirectional",)),
-            ("rule 'deny-all'", "deny-all-reverse", ("unidirectional",)),
-        ],
-        id="a-deny-alls-own-reverse-is-shadowed-but-the-rule-stays",
+        [("rule 'web-db-drop'", "web-db-drop-reverse", ("unidirectional",))],
+        id="a-drops-reverse-is-shadowed-but-the-rule-stays",
     ),
     # -- never-matches -----------------------------------------------------------------------
     pytest.param(
@@ -185,12 +182,12 @@ DEFAULT_TABLE = [
     pytest.param(
         "drop",
         "shadowed",
-        [_rule("deny-all", action="drop", direction="bidirectional")],
         [
-            ("rule 'deny-all'", "deny-all-ipv6-reverse", ("remove",)),
-            ("rule 'deny-all'", "deny-all-reverse", ("remove",)),
+            _rule("db-silent", ["db"], action="drop"),
+            _rule("web-db-drop", ["web"], ["db"], action="drop", direction="bidirectional"),
         ],
-        id="a-bidirectional-deny-all-in-a-default-drop-policy-can-go",
+        [("rule 'web-db-drop'", "web-db-drop-reverse", ("remove",))],
+        id="under-a-default-drop-that-drop-can-go",
     ),
     pytest.param(
         "drop",
