@@ -23,6 +23,11 @@ EXIT_INTERNAL_ERROR = 70  # EX_SOFTWARE (sysexits.h)
 
 
 def main(argv: list[str] | None = None) -> None:
+    words = sys.argv[1:] if argv is None else argv
+    if any("\x00" in word for word in words):
+        # A shell cannot pass one (argv strings end at NUL); another program calling main() can.
+        err_console.print("error: an argument contains a NUL character", markup=False)
+        sys.exit(EXIT_USER_ERROR)
     try:
         # Without standalone mode, click returns the code of a `typer.Exit` instead of exiting.
         code = app(args=argv, prog_name="microseg", standalone_mode=False)

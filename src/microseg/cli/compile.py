@@ -41,7 +41,7 @@ def parse_collector(text: str | None) -> Collector | None:
         parsed = ipaddress.ip_address(address)
     except ValueError:
         raise MicrosegError(f"--collector {text!r}: {address!r} is not an IP address") from None
-    if not port.isdigit() or not 1 <= int(port) <= 65535:
+    if not (port.isascii() and port.isdigit() and len(port) <= 5) or not 1 <= int(port) <= 65535:
         raise MicrosegError(f"--collector {text!r}: port {port!r} is not 1-65535")
     return Collector(parsed, int(port))
 

@@ -12,6 +12,7 @@ from microseg.cli.common import (
     POLICY_HELP,
     console,
     emit_json,
+    policy_path,
     resolve_policy,
     write_output,
 )
@@ -33,7 +34,9 @@ def policy_summary(policy_set) -> dict[str, int]:
 
 @app.command()
 def validate(
-    path: Path = typer.Argument(..., help="Policy file or directory of YAML files."),
+    path_text: str = typer.Argument(
+        ..., metavar="PATH", help="Policy file or directory of YAML files."
+    ),
     as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
 ) -> None:
     """Check a policy: every problem, with file:line:column. Exit 1 if any.
@@ -43,11 +46,12 @@ def validate(
     and each top-level file, and each top-level subdirectory (merged), is checked on its own.
     Example: microseg validate examples/
     """
+    path = policy_path(path_text)
     results: dict[str, dict[str, int]] = {}
     problems = []
-    for policy_path in _policies_in(path):
+    for member in _policies_in(path):
         try:
-            results[str(policy_path)] = policy_summary(load_policy(policy_path))
+            results[str(member)] = policy_summary(load_policy(member))
         except PolicyError as error:
             problems += error.problems
     if problems:

@@ -13,7 +13,13 @@ from typing import Any
 import typer
 
 from microseg.cli.app import app, demo_step
-from microseg.cli.common import JSON_OPTION_HELP, console, emit_json, write_output
+from microseg.cli.common import (
+    JSON_OPTION_HELP,
+    console,
+    emit_json,
+    policy_path,
+    write_output,
+)
 from microseg.cli.demo import DemoContext
 from microseg.model import SECTIONS, MicrosegError, PolicyError, Problem
 from microseg.policyfile import dump_policy, load_policy, read_policy_source
@@ -50,7 +56,9 @@ def db_init() -> None:
 
 @app.command("import")
 def import_policy(
-    path: Path = typer.Argument(..., help="Policy file or directory of YAML files."),
+    path_text: str = typer.Argument(
+        ..., metavar="PATH", help="Policy file or directory of YAML files."
+    ),
     message: str = typer.Option("", "-m", "--message", help="Revision message."),
     author: str = typer.Option("", "--author", help=AUTHOR_HELP),
 ) -> None:
@@ -58,6 +66,7 @@ def import_policy(
 
     Example: microseg import examples/home-lab.yaml -m "seed lab"
     """
+    path = policy_path(path_text)
     policy_set = load_policy(path)
     with open_store() as store:
         revision = store.import_policy(policy_set, author or None, message or f"import {path}")
@@ -238,7 +247,9 @@ def _value(value: Any) -> str:
 @workspace_app.command("set")
 def workspace_set(
     name: str = typer.Argument(..., help="Workspace name."),
-    file: Path = typer.Option(..., "--file", "-f", help="YAML with sections, like a policy file."),
+    file_text: str = typer.Option(
+        ..., "--file", "-f", metavar="FILE", help="YAML with sections, like a policy file."
+    ),
 ) -> None:
     """Add or replace the file's objects in the workspace (all of them, or none if invalid).
 
@@ -246,6 +257,7 @@ def workspace_set(
     reference is refused with the problems, located in the file.
     Example: microseg workspace set restrict-web-clients --file rule.yaml
     """
+    file = policy_path(file_text)
     source = read_policy_source(file)
     if source.problems:
         raise PolicyError(source.problems)

@@ -208,6 +208,8 @@ def connection_packets(
             "IPv4 addresses; use --proto icmp"
         )
     if number in PORT_PROTOCOLS:
+        if icmp_type is not None:
+            raise MicrosegError(f"--icmp-type applies to icmp and icmpv6, not protocol {protocol}")
         if port is None:
             raise MicrosegError(f"--port is required for protocol {protocol}")
         if not 0 <= port <= 65535:

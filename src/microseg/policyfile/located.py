@@ -102,6 +102,11 @@ class _Builder:
             return self.scalars.construct_object(node)
         except yaml.MarkedYAMLError as error:
             raise YamlProblem(f"invalid YAML: {error.problem}", _at(node.start_mark)) from None
+        except ValueError:  # an integer past Python's 4,300-digit conversion limit
+            raise YamlProblem(
+                f"a number of {len(node.value)} characters: too large for any field",
+                _at(node.start_mark),
+            ) from None
 
     def _count(self, values: int = 1) -> None:
         self.built += values
