@@ -154,3 +154,12 @@ def test_importing_an_empty_file_creates_no_revision(run_cli, store, tmp_path):
 
 def test_a_nul_in_an_argument_is_a_user_error(run_cli):
     assert "an argument contains a NUL character" in _user_error(run_cli("validate", "a\x00b"))
+
+
+def test_a_file_name_too_long_for_the_file_system_is_a_user_error(run_cli):
+    error = _user_error(run_cli("validate", "x" * 100_000))
+    assert error == f"error: File name too long: {'x' * 120}... (100000 characters)\n"
+
+
+def test_a_listen_port_of_thousands_of_digits_is_a_user_error(run_cli):
+    assert "expected HOST:PORT" in _user_error(run_cli("collect", "--listen", f"127.0.0.1:{HUGE}"))
