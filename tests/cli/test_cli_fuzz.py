@@ -292,7 +292,9 @@ def _alarm(_signal, _frame):
     raise Hung()
 
 
-def test_no_command_crashes_on_hostile_arguments(run_cli, workdir, fuzz_env):
+def test_no_command_crashes_on_hostile_arguments(run_cli, workdir, fuzz_env, monkeypatch):
+    # Relative names (`-o 0`, `--csv nan`) are created here, not in the checkout.
+    monkeypatch.chdir(workdir / "a-directory")
     cases = _selected(_cases(workdir))
     failures = []
     previous = signal.signal(signal.SIGALRM, _alarm)
