@@ -246,6 +246,7 @@ def workdir(tmp_path_factory) -> Path:
     )
     (work / "flows").mkdir()
     (work / "out").mkdir()
+    (work / "cwd").mkdir()
     return work
 
 
@@ -294,7 +295,7 @@ def _alarm(_signal, _frame):
 
 def test_no_command_crashes_on_hostile_arguments(run_cli, workdir, fuzz_env, monkeypatch):
     # Relative names (`-o 0`, `--csv nan`) are created here, not in the checkout.
-    monkeypatch.chdir(workdir / "a-directory")
+    monkeypatch.chdir(workdir / "cwd")
     cases = _selected(_cases(workdir))
     failures = []
     previous = signal.signal(signal.SIGALRM, _alarm)
