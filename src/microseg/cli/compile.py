@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from microseg.cli.app import app, demo_step
+from microseg.cli.app import COMPILE_AND_CHECK, app, demo_step
 from microseg.cli.common import (
     JSON_OPTION_HELP,
     POLICY_HELP,
@@ -46,7 +46,7 @@ def parse_collector(text: str | None) -> Collector | None:
     return Collector(parsed, int(port))
 
 
-@app.command("compile")
+@app.command("compile", rich_help_panel=COMPILE_AND_CHECK)
 def compile_command(
     policy: str = typer.Argument(..., help=POLICY_HELP),
     device: str = typer.Option(
@@ -114,7 +114,7 @@ def print_diffs(diffs: list[DeviceDiff], json_output: bool, **extra: object) -> 
     )
 
 
-@app.command("diff")
+@app.command("diff", rich_help_panel=COMPILE_AND_CHECK)
 def diff_command(
     old: str = typer.Argument(..., help="The policy before. " + POLICY_HELP),
     new: str = typer.Argument(..., help="The policy after. " + POLICY_HELP),

@@ -13,7 +13,7 @@ from pathlib import Path
 from rich.markup import escape
 from rich.rule import Rule
 
-from microseg.cli.app import DEMO_STEPS, app, demo_step
+from microseg.cli.app import DEMO_STEPS, GETTING_STARTED, app, demo_step
 from microseg.cli.common import console
 from microseg.model import SECTIONS, PolicySet
 from microseg.policyfile import load_policy
@@ -30,7 +30,7 @@ class DemoContext:
     policies: dict[str, PolicySet] = field(default_factory=dict)
 
 
-@app.command()
+@app.command(rich_help_panel=GETTING_STARTED)
 def demo(
     examples: Path = EXAMPLES,
 ) -> None:

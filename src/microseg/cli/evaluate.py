@@ -6,7 +6,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from microseg.cli.app import app, demo_step
+from microseg.cli.app import COMPILE_AND_CHECK, app, demo_step
 from microseg.cli.common import JSON_OPTION_HELP, POLICY_HELP, console, emit_json, resolve_policy
 from microseg.evaluate.check import ConnectionCheck, check_connection
 from microseg.evaluate.engine import Decision
@@ -16,7 +16,7 @@ EXIT_NOT_ENFORCED = 4  # `check --exit-code`: it gets through, but the policy ne
 EXIT_REDIRECTED = 5  # `check --exit-code`: sent to a redirect target, which decides
 
 
-@app.command()
+@app.command(rich_help_panel=COMPILE_AND_CHECK)
 def check(
     policy: str = typer.Argument(..., help=POLICY_HELP),
     source: str = typer.Option(..., "--from", help="Client address (IPv4 or IPv6)."),
@@ -26,7 +26,7 @@ def check(
     icmp_type: str | None = typer.Option(
         None, "--icmp-type", help="ICMP type for icmp (default echo; the reply is echo-reply)."
     ),
-    device: str | None = typer.Option(None, "--device", help="Only this device."),
+    device: str | None = typer.Option(None, "--device", "-d", help="Only this device."),
     vrf: str = typer.Option("default", "--vrf", help="VRF the traffic is in."),
     exit_code: bool = typer.Option(
         False,
@@ -135,7 +135,7 @@ def check_table(rows: list[tuple[str, ConnectionCheck]]) -> Table:
     return table
 
 
-@app.command()
+@app.command(rich_help_panel=COMPILE_AND_CHECK)
 def whatif(
     base: str = typer.Option(..., "--base", help="The policy in force. " + POLICY_HELP),
     candidate: str = typer.Option(..., "--candidate", help="The proposed policy. " + POLICY_HELP),
@@ -145,7 +145,7 @@ def whatif(
         help="Sessions: a .csv, .jsonl or .parquet file (vrf, protocol, src, sport, dst, dport, "
         "packets, bytes) or a flow store directory.",
     ),
-    device: str | None = typer.Option(None, "--device", help="Only this device."),
+    device: str | None = typer.Option(None, "--device", "-d", help="Only this device."),
     json_output: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
 ) -> None:
     """Replay sessions against base and candidate: what would be newly blocked or allowed?
@@ -214,7 +214,7 @@ def _label(group: dict) -> str:
     return f"{group['match']} ({group['policy']} on {group['device']})"
 
 
-@app.command()
+@app.command(rich_help_panel=COMPILE_AND_CHECK)
 def lint(
     policy: str = typer.Argument(..., help=POLICY_HELP),
     json_output: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from microseg.cli.app import app
+from microseg.cli.app import POLICY_FILES, app
 from microseg.cli.common import (
     JSON_OPTION_HELP,
     POLICY_HELP,
@@ -32,7 +32,7 @@ def policy_summary(policy_set) -> dict[str, int]:
     return {section: len(getattr(policy_set, section)) for section in SECTIONS}
 
 
-@app.command()
+@app.command(rich_help_panel=POLICY_FILES)
 def validate(
     path_text: str = typer.Argument(
         ..., metavar="PATH", help="Policy file or directory of YAML files."
@@ -92,7 +92,7 @@ def _problem_json(problem) -> dict:
     }
 
 
-@app.command()
+@app.command(rich_help_panel=POLICY_FILES)
 def schema() -> None:
     """Print the JSON Schema of policy files (for editors).
 
@@ -101,7 +101,7 @@ def schema() -> None:
     typer.echo(policy_schema_json(), nl=False)
 
 
-@app.command()
+@app.command(rich_help_panel=POLICY_FILES)
 def fmt(
     policy: str = typer.Argument(..., help=POLICY_HELP),
     output: Path | None = typer.Option(

@@ -12,7 +12,7 @@ from typing import Any
 
 import typer
 
-from microseg.cli.app import app, demo_step
+from microseg.cli.app import STORE, app, demo_step
 from microseg.cli.common import (
     JSON_OPTION_HELP,
     console,
@@ -38,8 +38,8 @@ workspace_app = typer.Typer(
     help="Workspaces: named change sets on a revision, submitted as a new revision.",
     no_args_is_help=True,
 )
-app.add_typer(db_app, name="db")
-app.add_typer(workspace_app, name="workspace")
+app.add_typer(db_app, name="db", rich_help_panel=STORE)
+app.add_typer(workspace_app, name="workspace", rich_help_panel=STORE)
 
 AUTHOR_HELP = "Who makes the change (default: $MICROSEG_AUTHOR, else your user name)."
 
@@ -54,7 +54,7 @@ def db_init() -> None:
     typer.echo(f"store {url}: schema at revision {schema_revision}")
 
 
-@app.command("import")
+@app.command("import", rich_help_panel=STORE)
 def import_policy(
     path_text: str = typer.Argument(
         ..., metavar="PATH", help="Policy file or directory of YAML files."
@@ -74,7 +74,7 @@ def import_policy(
     typer.echo(f"imported {path} as revision {revision} ({count} objects)")
 
 
-@app.command()
+@app.command(rich_help_panel=STORE)
 def export(
     revision: int | None = typer.Option(None, "-r", "--revision", help="Default: the head."),
     output: Path | None = typer.Option(None, "-o", "--output", help="Default: stdout."),
@@ -96,7 +96,7 @@ def export(
         typer.echo(f"wrote revision {revision} to {output}", err=True)
 
 
-@app.command()
+@app.command(rich_help_panel=STORE)
 def log(
     limit: int | None = typer.Option(None, "-n", "--limit", min=1, help="Show only the newest N."),
     as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
