@@ -103,9 +103,10 @@ def resolve_policy(spec: str) -> PolicySet:
     if spec.startswith(("rev:", "ws:")):
         from microseg.store import open_store
 
+        number = revision_number(spec) if spec.startswith("rev:") else None
         with open_store() as store:
-            if spec.startswith("rev:"):
-                return store.revision_policy(revision_number(spec))
+            if number is not None:
+                return store.revision_policy(number)
             return store.workspace_policy(spec.removeprefix("ws:"))
     from microseg.policyfile import load_policy
 
