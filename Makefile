@@ -1,26 +1,33 @@
-# Two commands: `make demo` and `make test`. Both set everything up first (idempotent).
+# Two commands: `make demo` and `make test`. Each sets up what it needs first (idempotent):
+# demo only Python and microseg; test also the system tests' Debian packages and the extras.
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup setup-demo demo test lint bench clean
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed-test
+setup-demo: $(VENV)/.installed-demo
 
-$(VENV)/.installed: pyproject.toml scripts/setup.sh
-	scripts/setup.sh
+$(VENV)/.installed-demo: pyproject.toml scripts/setup.sh
+	scripts/setup.sh demo
 	touch $@
 
-demo: setup
+# The test setup includes everything the demo needs.
+$(VENV)/.installed-test: pyproject.toml scripts/setup.sh
+	scripts/setup.sh test
+	touch $@ $(VENV)/.installed-demo
+
+demo: $(VENV)/.installed-demo
 	$(BIN)/microseg demo
 
-lint: setup
+lint: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 
-test: setup lint
+test: lint
 	$(BIN)/python -m pytest -q
 
-bench: setup
+bench: $(VENV)/.installed-test
 	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done
 
 clean:

@@ -10,8 +10,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 SRC = ROOT / "src"
-# The seed's two switch configurations, verbatim copies of shared/reference/ (golden outputs).
-REFERENCE = ROOT / "tests" / "data" / "reference"
+# The seed's two switch configurations (examples/seed-720xp-*.eos), verbatim copies of
+# shared/reference/: the golden outputs, shipped beside the policies they come from.
+REFERENCE = EXAMPLES
 SHARED_REFERENCE = ROOT.parent / "shared" / "reference"
 
 

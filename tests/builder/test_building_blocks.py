@@ -264,10 +264,12 @@ def test_a_tcp_session_answered_only_by_a_reset_is_an_attempt_blocked():
 
 
 def test_a_monitor_rule_naming_an_empty_group_selects_nothing_on_that_side():
-    """An empty group holds no address; it is not `any` (which a rule spells as no names)."""
+    """An empty group holds no address; it is not `any` (which a rule spells `any`)."""
     web_app_monitor = seed_policies.web_app_monitor()
     empty = Group(name="not_yet_deployed")
-    watch_empty = Rule(name="watch-empty", sources=("not_yet_deployed",))
+    watch_empty = Rule(
+        name="watch-empty", sources=("not_yet_deployed",), destinations="any", services="any"
+    )
     policy_set = replaced(
         web_app_monitor,
         groups=(*web_app_monitor.groups, empty),

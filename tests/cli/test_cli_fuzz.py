@@ -97,6 +97,10 @@ HOSTILE = {
 }
 
 
+# `demo --keep VALUE` values the demo must refuse before it starts.
+DEMO_REFUSES = {"FIFO", "/dev/zero", "/dev/null", "empty file", "binary file", "long", "NUL"}
+
+
 def _base_argv(path: tuple[str, ...], work: Path) -> list[str] | None:
     """A valid invocation of each command (None: only its hostile cases run)."""
     sessions = str(work / "sessions.csv")
@@ -166,6 +170,8 @@ def _cases(work: Path) -> list[Case]:
             for label, value in values.items():
                 if label == "FIFO" and parameter.name in ("output", "csv", "parquet"):
                     continue  # writing to a FIFO waits for its reader, as the shell's `>` does
+                if path == ("demo",) and label not in DEMO_REFUSES:
+                    continue  # a value the demo accepts runs the whole demo
                 argv = _with_value(base, path, command, parameter, options, value)
                 if argv is not None:
                     cases.append(Case(tuple(argv), f"{' '.join(path)} {parameter.name}={label}"))

@@ -182,3 +182,19 @@ def test_validate_collection_checks_its_subdirectories_too(run_cli, tmp_path):
         f"{tmp_path}/site-b/rules.yaml:3:15: rule 'r' sources.0: unknown group 'ghost'"
         in result.stderr
     )
+
+
+def test_fmt_refuses_an_empty_list_instead_of_rewriting_it_to_any(run_cli, tmp_path):
+    policy = tmp_path / "open.yaml"
+    text = (
+        "groups:\n  - {name: g, prefixes: [10.0.0.0/24]}\n"
+        "rules:\n  - {name: r, sources: [], destinations: [g], services: any}\n"
+    )
+    policy.write_text(text)
+    output = tmp_path / "formatted.yaml"
+    result = run_cli("fmt", str(policy), "-o", str(output))
+    assert result.exit_code == 1
+    assert f"{policy}:4:24: rule 'r' sources: an empty list is not `any`" in result.stderr
+    assert "sources: any" not in result.stdout
+    assert not output.exists()
+    assert policy.read_text() == text

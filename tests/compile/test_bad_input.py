@@ -32,19 +32,19 @@ policies:
         ),
         ("", "nosuch", "device 'nosuch' is not defined"),
         (
-            "rules:\n  - {name: r, sources: [v6only], services: [PING]}\n"
+            "rules:\n  - {name: r, sources: [v6only], services: [PING], destinations: any}\n"
             + POLICY.format(vrf="ALL", rules="r"),
             DEVICE,
             "rule 'r': its groups and services share no address family",
         ),
         (
-            "rules:\n  - {name: r, sources: [v6only], destinations: [v4only]}\n"
+            "rules:\n  - {name: r, sources: [v6only], destinations: [v4only], services: any}\n"
             + POLICY.format(vrf="ALL", rules="r"),
             DEVICE,
             "rule 'r': sources and destinations share no address family",
         ),
         (
-            "rules:\n  - {name: 'has space', sources: [v4only]}\n"
+            "rules:\n  - {name: 'has space', sources: [v4only], destinations: any, services: any}\n"
             + POLICY.format(vrf="ALL", rules="'has space'"),
             DEVICE,
             "match 'has space': EOS names are one word",
@@ -52,50 +52,50 @@ policies:
         (
             "rules:\n  - {name: "
             + "r" * 101
-            + ", sources: [v4only]}\n"
+            + ", sources: [v4only], destinations: any, services: any}\n"
             + POLICY.format(vrf="ALL", rules="r" * 101),
             DEVICE,
             "101 characters; EOS takes at most 100",
         ),
         (
-            "rules:\n  - {name: 'why?', sources: [v4only]}\n"
+            "rules:\n  - {name: 'why?', sources: [v4only], destinations: any, services: any}\n"
             + POLICY.format(vrf="ALL", rules="'why?'"),
             DEVICE,
             "match 'why?': EOS names are one word",
         ),
         (
-            "rules:\n  - {name: règle, sources: [v4only]}\n"
+            "rules:\n  - {name: règle, sources: [v4only], destinations: any, services: any}\n"
             + POLICY.format(vrf="ALL", rules="règle"),
             DEVICE,
             "match 'règle': EOS names are one word",
         ),
         (
-            "rules:\n  - {name: ipv4-all-default, sources: [v4only]}\n"
+            "rules:\n  - {name: ipv4-all-default, sources: [v4only], destinations: any, services: any}\n"
             + POLICY.format(vrf="ALL", rules="ipv4-all-default"),
             DEVICE,
             "reserved by EOS",
         ),
         (
-            "rules:\n  - {name: a, sources: [v4only]}\n  - {name: a-reverse, sources: [v4only]}\n"
+            "rules:\n  - {name: a, sources: [v4only], destinations: any, services: any}\n  - {name: a-reverse, sources: [v4only], destinations: any, services: any}\n"
             + POLICY.format(vrf="ALL", rules="a, a-reverse"),
             DEVICE,
             "both produce match 'a-reverse'",
         ),
         (
             "monitor_objects:\n  - {name: mon, tunnel_destination: 10.9.9.9}\n"
-            "rules:\n  - {name: r, sources: [v4only], monitor: mon}\n"
+            "rules:\n  - {name: r, sources: [v4only], monitor: mon, destinations: any, services: any}\n"
             + POLICY.format(vrf="ALL", rules="r"),
             DEVICE,
             "monitor object 'mon' has no monitor node",
         ),
         (
-            "rules:\n  - {name: r, sources: [v6only], action: redirect, redirect: v4fw}\n"
+            "rules:\n  - {name: r, sources: [v6only], action: redirect, redirect: v4fw, destinations: any, services: any}\n"
             + POLICY.format(vrf="ALL", rules="r"),
             DEVICE,
             "redirect object 'v4fw' has no ipv6 next-hop",
         ),
         (
-            "rules:\n  - {name: r, sources: [v4only]}\n"
+            "rules:\n  - {name: r, sources: [v4only], destinations: any, services: any}\n"
             "policies:\n  - {name: p1, id: 7, domain: dc, vrf: ALL, rules: [r]}\n"
             "  - {name: p2, id: 8, domain: dc, vrf: ALL, rules: [r]}\n",
             DEVICE,
@@ -125,7 +125,8 @@ def test_compile_errors_name_the_object_and_write_nothing(
     ("extra", "message"),
     [
         (
-            "rules:\n  - {name: r, action: redirect}\n" + POLICY.format(vrf="ALL", rules="r"),
+            "rules:\n  - {name: r, action: redirect, sources: any, destinations: any, services: any}\n"
+            + POLICY.format(vrf="ALL", rules="r"),
             "action redirect needs a redirect object",
         ),
         (
@@ -144,7 +145,7 @@ def test_errors_the_model_catches_at_load_time(run_cli, tmp_path, extra, message
 def test_nftables_refuses_what_it_cannot_express(run_cli, tmp_path):
     path = write_policy(
         tmp_path,
-        "rules:\n  - {name: r, sources: [v4only], action: redirect, redirect: fw}\n"
+        "rules:\n  - {name: r, sources: [v4only], action: redirect, redirect: fw, destinations: any, services: any}\n"
         + POLICY.format(vrf="ALL", rules="r"),
     )
     result = run_cli("compile", str(path), "--device", DEVICE, "--target", "nftables")
@@ -154,7 +155,9 @@ def test_nftables_refuses_what_it_cannot_express(run_cli, tmp_path):
 
 def test_output_file_is_written_only_on_success(run_cli, tmp_path):
     path = write_policy(
-        tmp_path, "rules:\n  - {name: r, sources: [v4only]}\n" + POLICY.format(vrf="ALL", rules="r")
+        tmp_path,
+        "rules:\n  - {name: r, sources: [v4only], destinations: any, services: any}\n"
+        + POLICY.format(vrf="ALL", rules="r"),
     )
     output = tmp_path / "leaf1.cfg"
     output.write_text("previous\n")
@@ -171,8 +174,8 @@ def test_a_broken_device_does_not_block_compiling_another(run_cli, tmp_path):
         BASE.replace("devices:\n", "devices:\n  - name: leaf2\n", 1).replace(
             "domains:\n", "domains:\n  - {name: other, devices: [leaf2]}\n", 1
         )
-        + "rules:\n  - {name: ok, sources: [v4only]}\n"
-        + "  - {name: broken, sources: [v6only], services: [PING]}\n"
+        + "rules:\n  - {name: ok, sources: [v4only], destinations: any, services: any}\n"
+        + "  - {name: broken, sources: [v6only], services: [PING], destinations: any}\n"
         + "policies:\n  - {name: p1, id: 1, domain: dc, vrf: ALL, rules: [ok]}\n"
         + "  - {name: p2, id: 2, domain: other, vrf: ALL, rules: [broken]}\n"
     )

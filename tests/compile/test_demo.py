@@ -18,4 +18,4 @@ def test_demo_shows_switch_monitor_node_and_the_diff_between_seed_states(capsys)
     assert "flow tracking firewall distributed\n" in out
     assert "-      match rule72 ipv4\n" in out
     assert "+      match drop_all_else_web-app-reverse ipv4\n" in out
-    assert "1 device(s) changed, 121 line(s) added, 10 removed" in out
+    assert "1 device changed, 121 lines added, 10 removed" in out

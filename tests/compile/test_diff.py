@@ -41,13 +41,13 @@ def test_switch_diff_between_the_seed_states_names_sections(run_cli):
     assert hunks[0].endswith(
         "@@ traffic-policies > vrf ALL > traffic-policy input dns_ntp_services physical"
     )
-    assert "1 device(s) changed" in out
+    assert "1 device changed" in out
 
 
 def test_identical_policies_have_no_diff(run_cli):
     result = run_cli("diff", FINAL, FINAL)
     assert result.exit_code == 0
-    assert result.stdout.strip() == "0 device(s) changed, 0 line(s) added, 0 removed"
+    assert result.stdout.strip() == "0 devices changed, 0 lines added, 0 removed"
 
 
 def test_unknown_device_is_an_error(run_cli):
@@ -81,7 +81,7 @@ def test_diff_summary_prints_bracketed_device_names_literally(run_cli, tmp_path)
         "devices: [{name: 'leaf[bold]1'}]\n"
         "domains: [{name: dc, devices: ['leaf[bold]1']}]\n"
         "groups: [{name: g, prefixes: [10.0.0.0/24]}]\n"
-        "rules: [{name: r, sources: [g], action: drop}]\n"
+        "rules: [{name: r, sources: [g], action: drop, destinations: any, services: any}]\n"
         "policies: [{name: p, id: 1, domain: dc, rules: RULES}]\n"
     )
     old, new = tmp_path / "old.yaml", tmp_path / "new.yaml"

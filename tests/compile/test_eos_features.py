@@ -78,7 +78,7 @@ def block(text: str, header: str) -> list[str]:
 def test_a_dual_stack_group_yields_ipv4_and_ipv6_field_sets_and_matches_with_excepts():
     out = one_policy(
         """
-  - {name: web, sources: [dual], services: [WEB]}
+  - {name: web, sources: [dual], services: [WEB], destinations: any}
 """,
         ["web"],
     )
@@ -98,7 +98,9 @@ def test_a_dual_stack_group_yields_ipv4_and_ipv6_field_sets_and_matches_with_exc
 
 
 def test_several_ports_and_ranges_print_in_one_service_line_with_keywords():
-    out = one_policy("  - {name: web, destinations: [v4only], services: [WEB, DNS]}\n", ["web"])
+    out = one_policy(
+        "  - {name: web, destinations: [v4only], services: [WEB, DNS], sources: any}\n", ["web"]
+    )
     assert block(out, "field-set service WEB") == [
         "protocol tcp source port all destination port www https 8000-8080"
     ]
@@ -113,7 +115,7 @@ def test_several_ports_and_ranges_print_in_one_service_line_with_keywords():
 
 def test_unidirectional_rule_has_no_reverse_match_nor_reverse_field_set():
     out = one_policy(
-        "  - {name: oneway, sources: [v4only], services: [WEB], direction: unidirectional}\n",
+        "  - {name: oneway, sources: [v4only], services: [WEB], direction: unidirectional, destinations: any}\n",
         ["oneway"],
     )
     assert "match oneway ipv4" in out
@@ -122,11 +124,15 @@ def test_unidirectional_rule_has_no_reverse_match_nor_reverse_field_set():
 
 
 def test_icmp_only_meets_ipv4_and_its_reverse_is_the_echo_reply():
-    out = one_policy("  - {name: ping, destinations: [dual], services: [PING]}\n", ["ping"])
+    out = one_policy(
+        "  - {name: ping, destinations: [dual], services: [PING], sources: any}\n", ["ping"]
+    )
     assert block(out, "field-set service PING") == ["protocol icmp type 8 code all"]
     assert block(out, "field-set service PING-reverse") == ["protocol icmp type 0 code all"]
     assert "ping-ipv6" not in out  # ICMP is IPv4 only
-    out6 = one_policy("  - {name: ping, destinations: [dual], services: [PING6]}\n", ["ping"])
+    out6 = one_policy(
+        "  - {name: ping, destinations: [dual], services: [PING6], sources: any}\n", ["ping"]
+    )
     assert block(out6, "field-set service PING6") == ["protocol icmpv6 type 128 code all"]
     assert "match ping ipv4" not in out6
     assert "match ping-ipv6 ipv6" in out6
@@ -135,8 +141,8 @@ def test_icmp_only_meets_ipv4_and_its_reverse_is_the_echo_reply():
 def test_protocol_number_and_any_protocol():
     out = one_policy(
         """
-  - {name: gre, sources: [v4only], services: [GRE]}
-  - {name: all, sources: [v4only], services: [ANYTHING, GRE]}
+  - {name: gre, sources: [v4only], services: [GRE], destinations: any}
+  - {name: all, sources: [v4only], services: [ANYTHING, GRE], destinations: any}
 """,
         ["gre", "all"],
     )
@@ -148,7 +154,8 @@ def test_protocol_number_and_any_protocol():
 
 def test_redirect_uses_the_next_hops_of_the_matching_family():
     out = one_policy(
-        "  - {name: tofw, sources: [dual], action: redirect, redirect: fw}\n", ["tofw"]
+        "  - {name: tofw, sources: [dual], action: redirect, redirect: fw, destinations: any, services: any}\n",
+        ["tofw"],
     )
     assert block(out, "match tofw ipv4")[-1] == "redirect next-hop 192.0.2.1 192.0.2.2"
     assert block(out, "match tofw-ipv6 ipv6")[-1] == "redirect next-hop 2001:db8::1"
@@ -159,14 +166,19 @@ def test_redirect_uses_the_next_hops_of_the_matching_family():
     [("vxlan-decap-only", "vxlan decap"), ("no-vxlan-decap", "vxlan decap exclude")],
 )
 def test_decap_types_render_as_packet_type_vxlan(decap, line):
-    out = one_policy(f"  - {{name: d, sources: [v4only], decap_type: {decap}}}\n", ["d"])
+    out = one_policy(
+        f"  - {{name: d, sources: [v4only], destinations: any, services: any, decap_type: {decap}}}\n",
+        ["d"],
+    )
     assert block(out, "packet type") == [line]
-    allow_all = one_policy("  - {name: d, sources: [v4only]}\n", ["d"])
+    allow_all = one_policy(
+        "  - {name: d, sources: [v4only], destinations: any, services: any}\n", ["d"]
+    )
     assert "packet type" not in allow_all
 
 
 def test_each_vrf_gets_its_own_binding_sorted():
-    rules = "rules:\n  - {name: r1, sources: [v4only]}\n  - {name: r2, sources: [v6only]}\n"
+    rules = "rules:\n  - {name: r1, sources: [v4only], destinations: any, services: any}\n  - {name: r2, sources: [v6only], destinations: any, services: any}\n"
     policies = """
 policies:
   - {name: pblue, id: 2, domain: dc, vrf: blue, rules: [r2]}

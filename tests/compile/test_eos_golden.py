@@ -19,22 +19,19 @@ SWITCH = "andreasm-720xp-home"
 def test_traffic_policies_match_the_seed_running_config_byte_for_byte(run_cli, example, reference):
     result = run_cli("compile", str(EXAMPLES / example), "--device", SWITCH)
     assert result.exit_code == 0, result.stderr
-    expected = (REFERENCE / reference).read_text().splitlines()
-    produced = result.stdout.splitlines()
-    # The reference ends after the last user match; every line it has must be ours.
-    assert produced[: len(expected)] == expected
-    # What follows is EOS's implicit default matches, then the end of the block. (The
-    # web-app listing was cut after the last match's closing `!`, the dns-ntp one before.)
-    rest = produced[len(expected) :]
-    if expected[-1] != "      !":
-        assert rest[0] == "      !"
-        rest = rest[1:]
-    assert rest == [
-        "      match ipv4-all-default ipv4",
-        "      !",
-        "      match ipv6-all-default ipv6",
-        "!",
-    ]
+    seed = (REFERENCE / reference).read_bytes()
+    produced = result.stdout.encode()
+    # The seed's listing ends after the last user match (the web-app one after its closing
+    # `!`, the dns-ntp one before it): ours is that listing, byte for byte, then the end of
+    # the last match and EOS's implicit default matches, which the listing cut off.
+    assert produced.startswith(seed)
+    rest = produced[len(seed) :].decode()
+    if not seed.endswith(b"      !\n"):
+        assert rest.startswith("      !\n")
+        rest = rest.removeprefix("      !\n")
+    assert (
+        rest == "      match ipv4-all-default ipv4\n      !\n      match ipv6-all-default ipv6\n!\n"
+    )
 
 
 def test_seed_ports_written_as_numbers_print_as_eos_keywords(run_cli):

@@ -188,9 +188,9 @@ def test_dual_stack_excepts_services_icmp_and_vrf_dispatch(tmp_path):
         BASE
         + """
 rules:
-  - {name: web, sources: [dual], services: [WEB, DNS]}
-  - {name: ping, destinations: [dual], services: [PING, PING6], action: drop}
-  - {name: gre, sources: [v4only, v6only], services: [GRE], direction: unidirectional}
+  - {name: web, sources: [dual], services: [WEB, DNS], destinations: any}
+  - {name: ping, destinations: [dual], services: [PING, PING6], action: drop, sources: any}
+  - {name: gre, sources: [v4only, v6only], services: [GRE], direction: unidirectional, destinations: any}
 policies:
   - {name: pblue, id: 2, domain: dc, vrf: blue, rules: [ping]}
   - {name: pall, id: 1, domain: dc, vrf: ALL, rules: [web, gre]}
@@ -228,7 +228,7 @@ def test_nftables_is_the_default_target_of_an_nftables_device(run_cli, tmp_path)
     from tests.compile.test_eos_features import BASE
 
     text = BASE.replace("  - name: leaf1\n", "  - name: leaf1\n    platform: nftables\n", 1)
-    text += "rules:\n  - {name: r, sources: [v4only], services: [WEB], action: drop}\n"
+    text += "rules:\n  - {name: r, sources: [v4only], services: [WEB], action: drop, destinations: any}\n"
     text += "policies:\n  - {name: p, id: 1, domain: dc, vrf: ALL, rules: [r]}\n"
     path = tmp_path / "linux.yaml"
     path.write_text(text)
@@ -256,7 +256,15 @@ def test_long_names_fit_nft_limits(tmp_path):
             "devices": [{"name": "r1", "platform": "nftables"}],
             "domains": [{"name": "dc", "devices": ["r1"]}],
             "groups": groups,
-            "rules": [{"name": rule, "sources": [g["name"] for g in groups], "action": "drop"}],
+            "rules": [
+                {
+                    "name": rule,
+                    "sources": [g["name"] for g in groups],
+                    "destinations": "any",
+                    "services": "any",
+                    "action": "drop",
+                }
+            ],
             "policies": [{"name": "p" * 200, "id": 1, "domain": "dc", "rules": [rule]}],
         }
     )

@@ -55,11 +55,11 @@ from microseg.model import (
     SecurityDomain,
     Service,
 )
-from microseg.model.ports import PORT_NAMES
+from microseg.model.ports import PORT_NAMES, PROTOCOL_NUMBERS, TCP, UDP
 from microseg.policyfile import load_policy
 from support import EXAMPLES
 
-_PROTOCOL_KEYWORDS = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6"}
+_PROTOCOL_KEYWORDS = {number: name for name, number in PROTOCOL_NUMBERS.items()}
 
 
 def _ports(ranges) -> str:
@@ -71,7 +71,7 @@ def _ports(ranges) -> str:
 def _avd_protocol(field_set: ServiceFieldSet) -> dict:
     keyword = _PROTOCOL_KEYWORDS.get(field_set.protocol, str(field_set.protocol))
     protocol = {"protocol": keyword}
-    if field_set.protocol in (6, 17):
+    if field_set.protocol in (TCP, UDP):
         protocol["src_port"] = _ports(field_set.source_ports)
         protocol["dst_port"] = _ports(field_set.destination_ports)
     elif field_set.icmp_types:
@@ -313,9 +313,11 @@ def policy_sets(draw) -> PolicySet:
         rules.append(
             Rule(
                 name=f"r{index}",
-                sources=draw(st.lists(st.sampled_from(group_names), max_size=2, unique=True)),
-                destinations=draw(st.lists(st.sampled_from(group_names), max_size=2, unique=True)),
-                services=tuple(by_protocol.values()),
+                sources=draw(st.lists(st.sampled_from(group_names), max_size=2, unique=True))
+                or "any",
+                destinations=draw(st.lists(st.sampled_from(group_names), max_size=2, unique=True))
+                or "any",
+                services=tuple(by_protocol.values()) or "any",
                 direction=draw(st.sampled_from(["bidirectional", "unidirectional"])),
                 decap_type=draw(
                     st.sampled_from(["allow-all", "vxlan-decap-only", "no-vxlan-decap"])

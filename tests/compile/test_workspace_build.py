@@ -16,6 +16,8 @@ groups:
 rules:
   - name: web-appserver-discovery
     sources: [web-appserver1]
+    destinations: any
+    services: any
     monitor: andreas-vztx
 policies:
   - name: dns_ntp_services
@@ -60,7 +62,7 @@ def test_adding_a_monitor_rule_in_a_workspace_changes_switch_and_vztx(
 
     text = run_cli("workspace", "build", "monitor-web").stdout
     assert "@@ traffic-policies > field-set ipv4 prefix web-appserver1" in text
-    assert "2 device(s) changed" in text
+    assert "2 devices changed" in text
 
 
 def test_unknown_workspace_is_a_clear_error(run_cli, store_with_workspace):

@@ -20,6 +20,7 @@ def _policy_set(segments: list[dict], vrf: str = "ALL") -> PolicySet:
                     "name": "drop-hosts",
                     "sources": ["hosts"],
                     "destinations": ["hosts"],
+                    "services": "any",
                     "action": "drop",
                 }
             ],

@@ -18,6 +18,7 @@ rules:
   - name: "drop[red]x"
     sources: ["hosts[bold]"]
     destinations: ["hosts[bold]"]
+    services: any
     action: drop
 policies:
   - {name: p, id: 1, domain: dc, rules: ["drop[red]x"]}

@@ -44,7 +44,14 @@ def _findings(policy_set, kind):
 
 def test_rule_under_a_broader_drop_is_shadowed_with_different_action():
     rules = [
-        {"name": "drop-web", "sources": ["web"], "action": "drop", "direction": "unidirectional"},
+        {
+            "name": "drop-web",
+            "sources": ["web"],
+            "action": "drop",
+            "direction": "unidirectional",
+            "destinations": "any",
+            "services": "any",
+        },
         {
             "name": "web01-db-ssh",
             "sources": ["web01"],
@@ -69,7 +76,13 @@ def test_shadowing_by_a_union_names_the_minimal_set():
         {"name": "span", "protocol": "tcp", "destination_ports": ["50-150"]},
     ]
     rules = [
-        {"name": f"r-{s}", "destinations": ["db"], "services": [s], "direction": "unidirectional"}
+        {
+            "name": f"r-{s}",
+            "sources": "any",
+            "destinations": ["db"],
+            "services": [s],
+            "direction": "unidirectional",
+        }
         for s in ("mid", "low", "high", "span")
     ]
     [finding] = _findings(_policy(GROUPS, services, rules), "shadowed")
@@ -88,10 +101,18 @@ def test_except_prefix_leaves_a_hole_so_no_shadowing():
         {
             "name": "drop-most",
             "sources": ["web-but-01"],
+            "destinations": "any",
+            "services": "any",
             "action": "drop",
             "direction": "unidirectional",
         },
-        {"name": "web-any", "sources": ["web"], "direction": "unidirectional"},
+        {
+            "name": "web-any",
+            "sources": ["web"],
+            "direction": "unidirectional",
+            "destinations": "any",
+            "services": "any",
+        },
     ]
     assert _findings(_policy(groups, [], rules), "shadowed") == []
     # Without the except-prefix the second rule is shadowed.
@@ -108,6 +129,8 @@ def test_group_emptied_by_its_except_prefix_never_matches():
         {
             "name": "from-nothing",
             "sources": ["nothing"],
+            "destinations": "any",
+            "services": "any",
             "action": "drop",
             "direction": "unidirectional",
         }

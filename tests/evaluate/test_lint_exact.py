@@ -190,12 +190,31 @@ def test_shadowing_across_bit_table_words():
     ]
     services.append({"name": "s100", "protocol": "tcp", "destination_ports": [100]})
     rules = [
-        {"name": f"r{port}", "services": [f"s{port}"], "direction": "unidirectional"}
+        {
+            "name": f"r{port}",
+            "sources": "any",
+            "destinations": "any",
+            "services": [f"s{port}"],
+            "direction": "unidirectional",
+        }
         for port in range(1, 71)
     ]
     rules += [
-        {"name": "live", "services": ["s100"], "direction": "unidirectional"},
-        {"name": "late", "services": ["s70"], "direction": "unidirectional", "action": "drop"},
+        {
+            "name": "live",
+            "services": ["s100"],
+            "direction": "unidirectional",
+            "sources": "any",
+            "destinations": "any",
+        },
+        {
+            "name": "late",
+            "services": ["s70"],
+            "direction": "unidirectional",
+            "action": "drop",
+            "sources": "any",
+            "destinations": "any",
+        },
     ]
     policy_set = PolicySet.model_validate(
         {

@@ -2,8 +2,8 @@
 
     python tests/flows/generate_demo_data.py
 
-writes src/microseg/data/seed-lab.pcap (the seed lab's traffic, from traffic.py) and
-src/microseg/data/seed-lab.ipfix (softflowd's IPFIX export of it, RFC 5655 file layout),
+writes examples/seed-lab.pcap (the seed lab's traffic, from traffic.py) and
+examples/seed-lab.ipfix (softflowd's IPFIX export of it, RFC 5655 file layout),
 which the demo replays when softflowd is not installed.
 """
 

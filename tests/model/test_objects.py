@@ -45,16 +45,40 @@ def test_group_keeps_both_address_families():
 
 
 def test_rule_any_is_the_empty_tuple_and_serialises_back_to_any():
-    rule = Rule(name="r", sources="any", destinations=["g"])
+    rule = Rule(name="r", sources="any", destinations=["g"], services="any")
     assert rule.sources == ()
     assert rule.model_dump(mode="json")["sources"] == "any"
+
+
+@pytest.mark.parametrize("field", ["sources", "destinations", "services"])
+@pytest.mark.parametrize("value", [[], (), None])
+def test_an_empty_reach_is_an_error_not_any(field, value):
+    # An allow rule with `sources: []` allowed every source.
+    fields = {"sources": ["g"], "destinations": ["g"], "services": ["s"], field: value}
+    with pytest.raises(ValidationError, match="is not `any`: write `any`"):
+        Rule(name="r", **fields)
+
+
+@pytest.mark.parametrize("field", ["sources", "destinations", "services"])
+def test_a_rule_must_say_its_reach(field):
+    fields = {"sources": "any", "destinations": "any", "services": "any"}
+    del fields[field]
+    with pytest.raises(ValidationError, match=f"{field}\n  Field required"):
+        Rule(name="r", **fields)
 
 
 def test_policy_set_reports_every_dangling_reference_at_once():
     with pytest.raises(PolicyError) as raised:
         PolicySet(
             groups=[Group(name="g", categories=["nope"])],
-            rules=[Rule(name="r", sources=["missing"], services=["also-missing"])],
+            rules=[
+                Rule(
+                    name="r",
+                    sources=["missing"],
+                    destinations="any",
+                    services=["also-missing"],
+                )
+            ],
         )
     messages = sorted(str(p) for p in raised.value.problems)
     assert messages == [

@@ -1,4 +1,4 @@
-"""The golden EOS configurations in tests/data/reference are the seed's, byte for byte."""
+"""The golden EOS configurations in examples/ are the seed's, byte for byte."""
 
 from __future__ import annotations
 

@@ -73,7 +73,18 @@ def test_the_collector_state_is_restored(enabled):
             assert not gc.isenabled()
         assert gc.isenabled() is enabled
         with pytest.raises(PolicyError):
-            PolicySet.model_validate({"rules": [{"name": "r", "sources": ["nowhere"]}]})
+            PolicySet.model_validate(
+                {
+                    "rules": [
+                        {
+                            "name": "r",
+                            "sources": ["nowhere"],
+                            "destinations": "any",
+                            "services": "any",
+                        }
+                    ]
+                }
+            )
         assert gc.isenabled() is enabled
     finally:
         gc.enable() if was else gc.disable()

@@ -34,7 +34,9 @@ def problems_of(tmp_path: Path, text: str, name: str = "policy.yaml") -> list[st
 
 def test_unknown_reference_names_rule_field_and_line(tmp_path):
     problems = problems_of(
-        tmp_path, BASE + "rules:\n  - name: r1\n    sources: [web]\n    destinations: [db]\n"
+        tmp_path,
+        BASE
+        + "rules:\n  - name: r1\n    sources: [web]\n    destinations: [db]\n    services: any\n",
     )
     assert problems == [
         f"{tmp_path}/policy.yaml:14:20: rule 'r1' destinations.0: unknown group 'db'"
@@ -119,6 +121,8 @@ def test_every_problem_is_reported_at_once(tmp_path):
         rules:
           - name: r
             sources: [nothere]
+            destinations: any
+            services: any
             action: redirect
         policies:
           - name: p
@@ -165,7 +169,9 @@ def test_policy_vrf_must_belong_to_its_domain(tmp_path):
 def test_directory_is_merged_and_errors_name_the_right_file(tmp_path):
     (tmp_path / "objects.yaml").write_text(BASE)
     (tmp_path / "rules").mkdir()
-    (tmp_path / "rules" / "web.yaml").write_text("rules:\n  - name: r\n    sources: [web, ghost]\n")
+    (tmp_path / "rules" / "web.yaml").write_text(
+        "rules:\n  - name: r\n    sources: [web, ghost]\n    destinations: any\n    services: any\n"
+    )
     with pytest.raises(PolicyError) as raised:
         load_policy(tmp_path)
     assert [str(p) for p in raised.value.problems] == [
@@ -176,7 +182,7 @@ def test_directory_is_merged_and_errors_name_the_right_file(tmp_path):
 def test_directory_merge_resolves_references_across_files(tmp_path):
     (tmp_path / "a.yaml").write_text(BASE)
     (tmp_path / "b.yaml").write_text(
-        "rules:\n  - name: r\n    sources: [web]\n    services: [HTTP]\n"
+        "rules:\n  - name: r\n    sources: [web]\n    destinations: any\n    services: [HTTP]\n"
     )
     policy_set = load_policy(tmp_path)
     assert policy_set.rule("r").sources == ("web",)
@@ -189,7 +195,11 @@ def test_missing_path(tmp_path):
 
 def test_a_name_with_a_line_separator_is_located(tmp_path):
     # YAML would fold U+2028 into a line break: the name could not be dumped and read back.
-    problems = problems_of(tmp_path, BASE + 'rules:\n  - name: "r\\u2028one"\n')
+    problems = problems_of(
+        tmp_path,
+        BASE
+        + 'rules:\n  - name: "r\\u2028one"\n    sources: any\n    destinations: any\n    services: any\n',
+    )
     assert problems == [
         f"{tmp_path}/policy.yaml:12:11: rule 'r\u2028one' name: 'r\\u2028one': a name may not "
         "contain control characters or line separators"
@@ -258,7 +268,9 @@ def test_a_directory_policy_leaves_out_hidden_files_and_directories(tmp_path):
     (tmp_path / ".github" / "workflows" / "ci.yml").write_text("on: push\njobs: {}\n")
     (tmp_path / "site" / ".old").mkdir(parents=True)
     (tmp_path / "site" / ".old" / "groups.yaml").write_text("groups:\n  - name: web\n")
-    (tmp_path / "site" / "rules.yaml").write_text("rules:\n  - name: r\n    sources: [web]\n")
+    (tmp_path / "site" / "rules.yaml").write_text(
+        "rules:\n  - name: r\n    sources: [web]\n    destinations: any\n    services: any\n"
+    )
     policy = load_policy(tmp_path)
     assert [g.name for g in policy.groups] == ["web"] and [r.name for r in policy.rules] == ["r"]
 
@@ -302,3 +314,28 @@ def test_merge_keys_share_fields_and_written_keys_win(tmp_path):
 def test_duplicate_key_is_located_at_the_second_key(tmp_path):
     problems = problems_of(tmp_path, "groups:\n  - name: g\n    prefixes: []\n    name: h\n")
     assert problems == [f"{tmp_path}/policy.yaml:4:5: invalid YAML: found duplicate key 'name'"]
+
+
+def test_an_empty_list_is_not_any_and_is_located(tmp_path):
+    # `sources: []` used to load as `any`: an allow rule then allowed every source.
+    problems = problems_of(
+        tmp_path,
+        BASE
+        + "rules:\n"
+        + "  - name: r1\n    sources: []\n    destinations: [web]\n    services: [HTTP]\n"
+        + "  - name: r2\n    sources: any\n    destinations: [web]\n    services:\n",
+    )
+    assert problems == [
+        f"{tmp_path}/policy.yaml:13:14: rule 'r1' sources: an empty list is not `any`: "
+        "write `any` to match everything, or names",
+        f"{tmp_path}/policy.yaml:19:14: rule 'r2' services: no value is not `any`: "
+        "write `any` to match everything, or names",
+    ]
+
+
+def test_a_rule_without_sources_destinations_or_services_is_located(tmp_path):
+    problems = problems_of(tmp_path, BASE + "rules:\n  - name: r1\n    services: [HTTP]\n")
+    assert problems == [
+        f"{tmp_path}/policy.yaml:12:5: rule 'r1': required field 'destinations' is missing",
+        f"{tmp_path}/policy.yaml:12:5: rule 'r1': required field 'sources' is missing",
+    ]

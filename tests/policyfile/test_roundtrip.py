@@ -119,9 +119,12 @@ def policy_sets(draw):
             Rule(
                 name=name,
                 description=draw(descriptions),
-                sources=draw(st.lists(st.sampled_from(group_names), max_size=2, unique=True)),
-                destinations=draw(st.lists(st.sampled_from(group_names), max_size=2, unique=True)),
-                services=draw(st.lists(st.sampled_from(service_names), max_size=2, unique=True)),
+                sources=draw(st.lists(st.sampled_from(group_names), max_size=2, unique=True))
+                or "any",
+                destinations=draw(st.lists(st.sampled_from(group_names), max_size=2, unique=True))
+                or "any",
+                services=draw(st.lists(st.sampled_from(service_names), max_size=2, unique=True))
+                or "any",
                 direction=draw(st.sampled_from(["unidirectional", "bidirectional"])),
                 action=action,
                 redirect="fw" if action == "redirect" else None,

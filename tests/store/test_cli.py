@@ -251,7 +251,8 @@ def test_a_workspace_file_with_a_nameless_or_twice_given_object_is_located(
     run_cli("workspace", "create", "w")
     changes = tmp_path / "changes.yaml"
     changes.write_text(
-        "rules:\n  - sources: [wifi_clients]\n  - name: r2\n    bogus: 1\n    sources: [x]\n",
+        "rules:\n  - {sources: [wifi_clients], destinations: any, services: any}\n"
+        "  - name: r2\n    bogus: 1\n    sources: [x]\n    destinations: any\n    services: any\n",
         encoding="utf-8",
     )
     result = run_cli("workspace", "set", "w", "--file", str(changes))

@@ -74,7 +74,7 @@ def test_an_invalid_policy_set_is_refused_and_nothing_is_written(store, store_ur
     # model_construct skips validation: the store must validate what it stores itself.
     dangling = PolicySet.model_construct(
         groups=(Group(name="web", prefixes=["10.0.0.0/24"]),),
-        rules=(Rule(name="r1", sources=["web"], destinations=["nothere"]),),
+        rules=(Rule(name="r1", sources=["web"], destinations=["nothere"], services="any"),),
     )
     with pytest.raises(InvalidChange) as refused:
         store.import_policy(dangling, "a", "broken")

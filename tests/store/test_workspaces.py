@@ -243,7 +243,12 @@ def test_a_submit_whose_merge_would_break_a_reference_is_refused(lab):
     lab.workspace_create("remove-printers")
     lab.workspace_create("print-rule")
     lab.workspace_delete("remove-printers", "groups", "printers")
-    printing = {"name": "print", "sources": ["wifi_clients"], "destinations": ["printers"]}
+    printing = {
+        "name": "print",
+        "sources": ["wifi_clients"],
+        "destinations": ["printers"],
+        "services": "any",
+    }
     lab.workspace_set("print-rule", "rules", printing)
     assert lab.workspace_submit("remove-printers", "a", "no printers") == 3
     # Each workspace touches a different object, so no conflict, but the merge is invalid.
@@ -263,7 +268,13 @@ def test_an_old_revision_can_be_the_base(lab):
 def test_every_problem_of_a_change_set_is_reported_at_once(lab):
     lab.workspace_create("w")
     bad_group = {"name": "printers", "prefixes": ["10.100.7.1/24"]}
-    bad_rule = {"name": "print", "sources": ["printers", "nothere"], "action": "deny"}
+    bad_rule = {
+        "name": "print",
+        "sources": ["printers", "nothere"],
+        "action": "deny",
+        "destinations": "any",
+        "services": "any",
+    }
     with pytest.raises(InvalidChange) as refused:
         lab.workspace_set_objects("w", [("groups", bad_group), ("rules", bad_rule)])
     reported = [str(p) for p in refused.value.problems]

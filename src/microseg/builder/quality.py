@@ -21,7 +21,7 @@ from microseg.builder.proposal import (
     proposed_policy_set,
 )
 from microseg.builder.recommend import factorize
-from microseg.builder.services import ICMP, ICMPV6, server_side
+from microseg.builder.services import server_side
 from microseg.compile import CompileError, DeviceIntent, compile_all
 from microseg.evaluate import VERDICTS, CompiledDevice, Evaluation, PacketBatch
 from microseg.evaluate.packets import (
@@ -32,6 +32,7 @@ from microseg.evaluate.packets import (
 )
 from microseg.flows.session_columns import EPHEMERAL, SessionColumns
 from microseg.model import PolicySet
+from microseg.model.ports import ICMP, ICMPV6, PORT_PROTOCOLS
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ def replay_packets(sessions: SessionColumns) -> Replay:
     vrf = np.array(sessions.vrf_names, dtype=str)[sessions.vrf]
     family = sessions.addresses.family[side.client]
     protocol = sessions.protocol
-    has_ports = (protocol == 6) | (protocol == 17)
+    has_ports = np.isin(protocol, PORT_PROTOCOLS)
     # A summarised client port (`eph`) stands for ports from 49152 up (RFC 6335).
     client_port = np.where(
         side.client_port == EPHEMERAL, ephemeral_ports(len(sessions)), side.client_port

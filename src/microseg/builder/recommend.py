@@ -43,11 +43,10 @@ from microseg.builder.times import iso_time
 from microseg.flows.session_columns import EPHEMERAL, SessionColumns, session_columns
 from microseg.model import MicrosegError, PolicySet, Rule
 from microseg.model.objects import IPNetwork
-from microseg.model.ports import PROTOCOL_NUMBERS
+from microseg.model.ports import PROTOCOL_NAMES, TCP
 
 EXAMPLES_PER_RULE = 3
 MAX_RULE_NAME = 84
-_PROTOCOL_NAMES = {number: name for name, number in PROTOCOL_NUMBERS.items()}
 
 
 def recommend(
@@ -135,7 +134,7 @@ def answered(sessions: SessionColumns) -> np.ndarray:
     A TCP reply without a handshake (a session that started before collection did, or a file
     without TCP flags) counts unless it was only a reset: RST, maybe with ACK, nothing else.
     A row that says nothing about a reply (see `reply_unknown`) counts as answered."""
-    tcp = sessions.protocol == 6
+    tcp = sessions.protocol == TCP
     replied = sessions.rev_packets > 0
     reply_flags = sessions.reply_tcp_flags
     reset_only = ((reply_flags & RST) != 0) & ((reply_flags & ~(RST | ACK)) == 0)
@@ -494,7 +493,7 @@ def example(sessions: SessionColumns, side: ServerSide, row: int) -> SessionExam
     client_port = int(side.client_port[row])
     return SessionExample(
         vrf=sessions.vrf_names[int(sessions.vrf[row])],
-        protocol=_PROTOCOL_NAMES.get(protocol, str(protocol)),
+        protocol=PROTOCOL_NAMES.get(protocol, str(protocol)),
         client=str(sessions.addresses.addresses[int(side.client[row])]),
         client_port="eph" if client_port == EPHEMERAL else client_port,
         server=str(sessions.addresses.addresses[int(side.server[row])]),

@@ -23,9 +23,16 @@ import numpy as np
 
 from microseg.flows.session_columns import EPHEMERAL, SessionColumns, icmp_types
 from microseg.model import PolicySet, Service
-from microseg.model.ports import EPHEMERAL_PORT_START, ICMP_TYPE_NAMES, PROTOCOL_NUMBERS
+from microseg.model.ports import (
+    EPHEMERAL_PORT_START,
+    ICMP,
+    ICMP_TYPE_NAMES,
+    ICMPV6,
+    PROTOCOL_NAMES,
+    TCP,
+    UDP,
+)
 
-TCP, UDP, ICMP, ICMPV6 = 6, 17, 1, 58
 EVIDENCE = (
     "tcp-handshake",
     "ephemeral-port",
@@ -75,7 +82,6 @@ WELL_KNOWN: dict[tuple[int, int], str] = {
     (TCP, 8443): "HTTPS-ALT",
     (TCP, 9200): "ELASTICSEARCH",
 }
-_PROTOCOL_NAMES = {number: name for name, number in PROTOCOL_NUMBERS.items()}
 _ICMP_TYPES = {number: name for name, number in sorted(ICMP_TYPE_NAMES.items(), reverse=True)}
 
 
@@ -214,7 +220,7 @@ def _exact_key(service: Service) -> tuple[int, int] | None:
 def proposed_name(protocol: int, port: int) -> str:
     """`DNS` for udp/53, `tcp-4567` for an unnamed port, `icmp-echo`, `proto-47`..."""
     if protocol in (TCP, UDP):
-        return WELL_KNOWN.get((protocol, port), f"{_PROTOCOL_NAMES[protocol]}-{port}")
+        return WELL_KNOWN.get((protocol, port), f"{PROTOCOL_NAMES[protocol]}-{port}")
     if protocol == ICMP:
         return f"icmp-{_ICMP_TYPES.get(port, str(port))}"
     if protocol == ICMPV6:
@@ -227,7 +233,7 @@ def proposed_service(protocol: int, port: int) -> Service:
     name = proposed_name(protocol, port)
     description = "proposed by the policy builder"
     if protocol in (TCP, UDP):
-        transport = _PROTOCOL_NAMES[protocol]
+        transport = PROTOCOL_NAMES[protocol]
         return Service(
             name=name, description=description, protocol=transport, destination_ports=(port,)
         )

@@ -26,6 +26,7 @@ from microseg.cli.common import (
     JSON_OPTION_HELP,
     POLICY_HELP,
     console,
+    counted,
     emit_json,
     resolve_policy,
 )
@@ -188,8 +189,8 @@ def print_recommendation(recommendation: Recommendation) -> None:
     for number, item in enumerate(recommendation.rules, 1):
         evidence = item.evidence
         console.print(
-            f"  {number}. [bold]{escape(item.rule.name)}[/]: {evidence.sessions} sessions, "
-            f"{evidence.bytes} bytes, {evidence.first_seen} .. {evidence.last_seen}; "
+            f"  {number}. [bold]{escape(item.rule.name)}[/]: {counted(evidence.sessions, 'session')}, "
+            f"{counted(evidence.bytes, 'byte')}, {evidence.first_seen} .. {evidence.last_seen}; "
             "server side by "
             + escape(", ".join(f"{k} ({v})" for k, v in evidence.server_side.items()))
         )
@@ -205,7 +206,7 @@ def print_recommendation(recommendation: Recommendation) -> None:
         for first in evidence.examples:
             console.print(
                 f"     e.g. {first.client}:{first.client_port} -> {first.server}:"
-                f"{first.server_port} {first.protocol}, {first.sessions} session(s), "
+                f"{first.server_port} {first.protocol}, {counted(first.sessions, 'session')}, "
                 f"{first.bytes} bytes, {first.first_seen}"
             )
     for item in recommendation.rules:
@@ -259,8 +260,8 @@ def print_quality(recommendation: Recommendation) -> None:
     coverage = "not verified" if quality.coverage is None else f"{quality.coverage:.1%}"
     lines = "n/a" if quality.config_lines is None else str(quality.config_lines)
     console.print(
-        f"[bold]Quality[/]: coverage {coverage} of {quality.evidence_sessions} sessions "
-        f"(of {recommendation.scoped_sessions} in scope), {quality.rules} rules, "
+        f"[bold]Quality[/]: coverage {coverage} of {counted(quality.evidence_sessions, 'session')} "
+        f"(of {recommendation.scoped_sessions} in scope), {counted(quality.rules, 'rule')}, "
         f"{lines} EOS config lines added, over-permissiveness {quality.over_permissiveness:.2f} "
         f"({quality.allowed_combinations} host/service combinations allowed, "
         f"{quality.observed_combinations} observed)"
@@ -300,7 +301,7 @@ def _demo_recommendations(context) -> None:
         )
         console.print(f"[bold]{title}[/] ({path.name})")
         console.print(
-            f"  without categories: {plain.quality.rules} rules, "
+            f"  without categories: {counted(plain.quality.rules, 'rule')}, "
             f"{plain.quality.config_lines} EOS lines added (a rule for every IP)"
         )
         console.print(f"  with categories {', '.join(categories)}:")

@@ -23,6 +23,18 @@ JSON_OPTION_HELP = "Print machine-readable JSON instead of a table."
 POLICY_HELP = "A policy file or directory, rev:N (a stored revision) or ws:NAME (a workspace)."
 
 
+def counted(count: int, noun: str, plural: str | None = None) -> str:
+    """`1 device`, `2 devices`, `0 devices`: a count with its noun in the right number."""
+    return f"{count} {noun if count == 1 else plural or noun + 's'}"
+
+
+def section_count(section: str, count: int) -> str:
+    """`1 monitor node`, `2 categories`: how many objects of a policy section."""
+    from microseg.model.errors import singular
+
+    return counted(count, singular(section), section.replace("_", " "))
+
+
 def emit_json(data: Any) -> None:
     """Deterministic JSON on stdout: same input, same bytes."""
     sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")

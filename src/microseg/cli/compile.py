@@ -13,6 +13,7 @@ from microseg.cli.common import (
     JSON_OPTION_HELP,
     POLICY_HELP,
     console,
+    counted,
     emit_json,
     resolve_policy,
     write_output,
@@ -108,7 +109,8 @@ def print_diffs(diffs: list[DeviceDiff], json_output: bool, **extra: object) -> 
     totals = summary(diffs)
     changed = ", ".join(f"{d.device} (+{d.added} -{d.removed})" for d in diffs if d.changed)
     console.print(
-        f"{totals['devices_changed']} device(s) changed, {totals['lines_added']} line(s) added, "
+        f"{counted(totals['devices_changed'], 'device')} changed, "
+        f"{counted(totals['lines_added'], 'line')} added, "
         f"{totals['lines_removed']} removed" + (f": {changed}" if changed else ""),
         markup=False,
     )

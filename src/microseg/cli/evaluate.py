@@ -7,7 +7,14 @@ from rich.markup import escape
 from rich.table import Table
 
 from microseg.cli.app import COMPILE_AND_CHECK, app, demo_step
-from microseg.cli.common import JSON_OPTION_HELP, POLICY_HELP, console, emit_json, resolve_policy
+from microseg.cli.common import (
+    JSON_OPTION_HELP,
+    POLICY_HELP,
+    console,
+    counted,
+    emit_json,
+    resolve_policy,
+)
 from microseg.evaluate.check import (
     ConnectionCheck,
     GroupCheck,
@@ -223,7 +230,9 @@ def whatif(
     if json_output:
         emit_json(report)
         return
-    console.print(f"replayed {report['sessions']} sessions ({report['rows']} rows)")
+    console.print(
+        f"replayed {counted(report['sessions'], 'session')} ({counted(report['rows'], 'row')})"
+    )
     for key, title in (("newly_blocked", "newly blocked"), ("newly_allowed", "newly allowed")):
         change = report[key]
         if not change["groups"]:
@@ -231,14 +240,15 @@ def whatif(
             continue
         style = "red" if key == "newly_blocked" else "green"
         console.print(
-            f"[bold {style}]{title}:[/] {change['sessions']} sessions, "
-            f"{change['packets']} packets, {change['bytes']} bytes"
+            f"[bold {style}]{title}:[/] {counted(change['sessions'], 'session')}, "
+            f"{counted(change['packets'], 'packet')}, {counted(change['bytes'], 'byte')}"
         )
         for group in change["groups"]:
             console.print(
                 escape(
-                    f"  {group['service']}  {group['role']} {_label(group)}: {group['sessions']} "
-                    f"sessions, {group['packets']} packets, {group['bytes']} bytes"
+                    f"  {group['service']}  {group['role']} {_label(group)}: "
+                    f"{counted(group['sessions'], 'session')}, "
+                    f"{counted(group['packets'], 'packet')}, {counted(group['bytes'], 'byte')}"
                 )
             )
             for example in group["examples"]:
@@ -304,7 +314,7 @@ def print_lint(report: dict) -> None:
     if report["clean"]:
         console.print("[green]no findings[/]")
     else:
-        console.print(f"{len(report['findings'])} finding(s)")
+        console.print(counted(len(report["findings"]), "finding"))
     for row in report["hardware"]:
         budget = "no hardware limit" if row["budget"] is None else f"budget {row['budget']}"
         console.print(

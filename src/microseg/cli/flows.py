@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from microseg.cli.app import FLOWS, app, demo_step
-from microseg.cli.common import JSON_OPTION_HELP, console, err_console, write_output
+from microseg.cli.common import JSON_OPTION_HELP, console, counted, err_console, write_output
 from microseg.model import MicrosegError
 
 STORE_HELP = "Flow store directory (default: $MICROSEG_FLOW_STORE or the user data dir)."
@@ -272,8 +272,53 @@ def _endpoint(address: str, port: str) -> str:
     return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
-@demo_step(50, "5. Flows: softflowd -> collector -> session table")
+@demo_step(50, "5. Flows: the lab's traffic -> softflowd -> IPFIX collector -> session table")
 def _demo_flows(context) -> None:
-    from microseg.flows.demo import run_demo
+    from microseg.flows.demo import SEED_LAB_IPFIX, SEED_LAB_PCAP, run_demo
+    from microseg.flows.replay import softflowd_available
 
-    print_session_table(run_demo(context.workdir))
+    source = (
+        f"softflowd replays {SEED_LAB_PCAP.name} (the lab's traffic)"
+        if softflowd_available()
+        else f"{SEED_LAB_IPFIX.name} (softflowd's IPFIX export of the lab's traffic) is sent"
+    )
+    console.print(
+        f"{source} to a collector on a loopback port, which writes the session table to the "
+        "flow store. `microseg sessions list` prints it in the vZTX layout; in short:",
+        markup=False,
+    )
+    print_session_summary(run_demo(context.workdir))
+
+
+def print_session_summary(table: pa.Table) -> None:
+    """One line per session row: client, server, packets and bytes each way, state."""
+    grid = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for header, justify in (
+        ("proto", "left"),
+        ("client", "left"),
+        ("server", "left"),
+        ("packets", "right"),
+        ("bytes", "right"),
+        ("sessions", "right"),
+        ("state", "left"),
+    ):
+        grid.add_column(header, justify=justify, no_wrap=True)
+    for row in table.to_pylist():
+        state = "complete" if row["complete"] else "half-open" if row["half_open"] else ""
+        cells = (
+            row["protocol"],
+            _endpoint(row["src"], row["sport"]),
+            _endpoint(row["dst"], row["dport"]),
+            f"{row['fwd_packets']}/{row['rev_packets']}",
+            f"{row['fwd_bytes']}/{row['rev_bytes']}",
+            str(row["sessions"]),
+            state,
+        )
+        grid.add_row(*map(escape, cells))
+    total = sum(table.column("sessions").to_pylist()) if table.num_rows else 0
+    console.print(
+        f"{counted(total, 'session')} in {counted(table.num_rows, 'row')}; "
+        "packets and bytes client->server/server->client; eph: an ephemeral client port",
+        markup=False,
+    )
+    console.print(grid)

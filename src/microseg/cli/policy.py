@@ -14,15 +14,15 @@ from microseg.cli.common import (
     emit_json,
     policy_path,
     resolve_policy,
+    section_count,
     write_output,
 )
 from microseg.model import PolicyError
 from microseg.policyfile import (
     dump_policy,
     load_policy,
-    policy_files,
     policy_schema_json,
-    read_policy_source,
+    standalone_policies,
 )
 
 
@@ -43,13 +43,14 @@ def validate(
 
     A directory is one policy, its files merged, unless two or more of its top-level files
     each define `policies:`: then it is a collection of separate policies (like examples/),
-    and each top-level file, and each top-level subdirectory (merged), is checked on its own.
+    and each top-level file, and each top-level subdirectory, is checked on its own. Every
+    other command refuses a collection and names its members.
     Example: microseg validate examples/
     """
     path = policy_path(path_text)
     results: dict[str, dict[str, int]] = {}
     problems = []
-    for member in _policies_in(path):
+    for member in standalone_policies(path):
         try:
             results[str(member)] = policy_summary(load_policy(member))
         except PolicyError as error:
@@ -63,22 +64,8 @@ def validate(
         emit_json({"valid": True, "policies": results})
         return
     for name, summary in results.items():
-        counts = ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in summary.items() if n)
+        counts = ", ".join(section_count(s, n) for s, n in summary.items() if n)
         console.print(f"{name}: valid ({counts})", markup=False)
-
-
-def _policies_in(path: Path) -> list[Path]:
-    """The policies `validate PATH` checks: PATH itself, or each member of a collection (a
-    top-level file, or a top-level subdirectory merged as one policy)."""
-    if not path.is_dir():
-        return [path]
-    files = policy_files(path)
-    top_level = [p for p in files if p.parent == path]
-    with_policies = [p for p in top_level if "policies" in read_policy_source(p).sections]
-    if len(with_policies) < 2:
-        return [path]
-    subdirectories = sorted({path / p.relative_to(path).parts[0] for p in files} - set(top_level))
-    return top_level + subdirectories
 
 
 def _problem_json(problem) -> dict:

@@ -38,14 +38,15 @@ from microseg.compile.intent import (
 from microseg.compile.resolve import CompileError
 from microseg.gc_pause import paused_garbage_collector
 from microseg.model.objects import IPNetwork
-from microseg.model.ports import PORT_NAMES
+from microseg.model.ports import ICMP, ICMPV6, PORT_NAMES, PROTOCOL_NUMBERS, TCP, UDP
 
 INDENT = "   "
 # Required by MSS on the switch (MSS deployment guide p. 13, quoted by the seed); EOS prints
 # it after the field-sets, before the traffic policies (seed reference).
 TRANSFORMS = "transforms interface prefix common source-destination"
 # EOS keywords for IP protocols in `protocol ...` lines; other protocols print as numbers.
-_PROTOCOL_KEYWORDS = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6"}
+# EOS's protocol keywords are the names a policy takes; other protocols print as numbers.
+_PROTOCOL_KEYWORDS = {number: name for name, number in PROTOCOL_NUMBERS.items()}
 # Rule decap types as EOS `packet type` sub-mode lines (traffic-policy match, EOS 4.26+:
 # `vxlan decap` matches decapsulated VXLAN traffic, `vxlan decap exclude` everything else;
 # pyavd schema traffic_policies.policies[].matches[].packet_type.vxlan). `allow-all` needs
@@ -166,11 +167,11 @@ def _protocol_line(field_set: ServiceFieldSet) -> str:
     if protocol is None:
         raise CompileError(f"service {field_set.name!r}: protocol any has no field-set form")
     keyword = _PROTOCOL_KEYWORDS.get(protocol, str(protocol))
-    if protocol in (6, 17):
+    if protocol in (TCP, UDP):
         source = _ports(field_set.source_ports, keyword)
         destination = _ports(field_set.destination_ports, keyword)
         return f"protocol {keyword} source port {source} destination port {destination}"
-    if protocol in (1, 58) and field_set.icmp_types:
+    if protocol in (ICMP, ICMPV6) and field_set.icmp_types:
         # EOS: `protocol icmpv6 type echo-reply neighbor-advertisement code all`, types
         # separated by spaces (pyavd traffic-policies.j2; openconfig/featureprofiles' EOS
         # CLI for traffic policies). Aerleon's arista_tp joins them with commas instead.
@@ -210,7 +211,8 @@ _POLICY = INDENT
 _MATCH = INDENT * 2
 _CRITERION = INDENT * 3
 _ACTION = INDENT * 4
-_ACTIONS_HEADER = [f"{_CRITERION}!", f"{_CRITERION}actions", f"{_ACTION}count"]
+_ACTIONS_HEADER = [f"{_CRITERION}actions", f"{_ACTION}count"]
+_SUB_MODE_SEPARATOR = f"{_CRITERION}!"
 
 
 def _traffic_policy(policy: PolicyIntent) -> list[str]:
@@ -244,6 +246,7 @@ _DEFAULT_ACTIONS = {
 
 def _add_match(lines: list[str], match: Match) -> None:
     lines.append(f"{_MATCH}match {match.name} {match.family}")
+    first = len(lines)
     if match.comment:
         lines.append(f"{_CRITERION}!! {match.comment}")
     # The field-sets of one line are a set (any of them matches); EOS keeps them sorted,
@@ -256,9 +259,16 @@ def _add_match(lines: list[str], match: Match) -> None:
     if match.service_field_sets:
         names = _sorted(match.service_field_sets)
         lines.append(f"{_CRITERION}protocol service field-set {names}")
+    # EOS prints `!` before a sub-mode block (`packet type`, `actions`) only after other
+    # lines of the match: a match with no criteria starts with `actions`, as a default
+    # match with actions does (see the module docstring).
     decap = _DECAP_LINES.get(match.decap_type)
     if decap:
-        lines += [f"{_CRITERION}!", f"{_CRITERION}packet type", f"{_ACTION}{decap}"]
+        if len(lines) > first:
+            lines.append(_SUB_MODE_SEPARATOR)
+        lines += [f"{_CRITERION}packet type", f"{_ACTION}{decap}"]
+    if len(lines) > first:
+        lines.append(_SUB_MODE_SEPARATOR)
     lines += _ACTIONS_HEADER
     if match.action == "drop":
         lines.append(f"{_ACTION}drop")

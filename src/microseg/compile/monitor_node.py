@@ -25,6 +25,8 @@ INDENT = "   "
 TRACKER = "flowtrkr"
 EXPORTER = "exp"
 INACTIVE_TIMEOUT_MS = 15000  # the seed's `Inactive timeout: 15000 ms`
+# Marks a tunnel interface as microseg's: the EOS driver replaces such tunnels on a deploy.
+TUNNEL_DESCRIPTION_PREFIX = "mirror from "
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,7 @@ def render_monitor_node(
     for index, (switch, address) in enumerate(tunnels):
         lines += [
             f"interface Tunnel{index}",
-            f"{INDENT}description mirror from {switch}",
+            f"{INDENT}description {TUNNEL_DESCRIPTION_PREFIX}{switch}",
             f"{INDENT}tunnel mode gre",
             f"{INDENT}tunnel source interface {node.loopback_interface}",
             f"{INDENT}tunnel destination {address}",

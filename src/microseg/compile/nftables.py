@@ -50,12 +50,14 @@ from microseg.compile.intent import (
     ServiceFieldSet,
 )
 from microseg.compile.resolve import CompileError
+from microseg.model.ports import ICMP, ICMPV6, PROTOCOL_NUMBERS, TCP, UDP
 
 TABLE = "microseg"
 INDENT = "\t"
 _ADDRESS_TYPE = {"ipv4": "ipv4_addr", "ipv6": "ipv6_addr"}
 _ADDRESS_MATCH = {"ipv4": "ip", "ipv6": "ip6"}
-_PROTOCOL_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6"}
+# nft's `meta l4proto` names for the protocols a policy names; others print as numbers.
+_PROTOCOL_NAMES = {number: name for name, number in PROTOCOL_NUMBERS.items()}
 _NOT_IDENTIFIER = re.compile(r"[^A-Za-z0-9_]")
 # nft's limits (libnftnl/kernel): set, chain and object names under 256 bytes
 # (NFT_SET_MAXNAMELEN, NFT_CHAIN_MAXNAMELEN, NFT_OBJ_MAXNAMELEN), comments at most 128 bytes
@@ -217,12 +219,12 @@ def _service_terms(service: ServiceFieldSet) -> list[str]:
         return []
     name = _PROTOCOL_NAMES.get(protocol, str(protocol))
     terms = [f"meta l4proto {name}"]
-    if protocol in (6, 17):
+    if protocol in (TCP, UDP):
         if service.source_ports:
             terms.append(f"th sport {_port_set(service.source_ports)}")
         if service.destination_ports:
             terms.append(f"th dport {_port_set(service.destination_ports)}")
-    elif protocol in (1, 58) and service.icmp_types:
+    elif protocol in (ICMP, ICMPV6) and service.icmp_types:
         types = ", ".join(str(t) for t in service.icmp_types)
         terms.append(f"{name} type {{ {types} }}")
     return terms

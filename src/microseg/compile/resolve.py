@@ -43,7 +43,7 @@ from microseg.model.objects import (
     Service,
     merge_ranges,
 )
-from microseg.model.ports import ICMP_REPLY_TYPES
+from microseg.model.ports import ICMP, ICMP_REPLY_TYPES, ICMPV6
 
 FAMILIES: tuple[Family, ...] = ("ipv4", "ipv6")
 _BOTH_FAMILIES: frozenset[Family] = frozenset(FAMILIES)
@@ -63,7 +63,7 @@ REVERSE_SUFFIX = "-reverse"
 IPV6_SUFFIX = "-ipv6"
 
 # Which families a protocol can be carried in: ICMP is IPv4 only, ICMPv6 IPv6 only.
-_PROTOCOL_FAMILIES: dict[int, tuple[Family, ...]] = {1: ("ipv4",), 58: ("ipv6",)}
+_PROTOCOL_FAMILIES: dict[int, tuple[Family, ...]] = {ICMP: ("ipv4",), ICMPV6: ("ipv6",)}
 
 
 class CompileError(MicrosegError):

@@ -18,10 +18,16 @@ from microseg.evaluate.engine import CompiledDevice, Decision
 from microseg.evaluate.packets import icmp_type_number, protocol_number
 from microseg.model import MicrosegError, PolicySet
 from microseg.model.objects import Segment
-from microseg.model.ports import EPHEMERAL_PORT_START, ICMP_REPLY_TYPES
+from microseg.model.ports import (
+    EPHEMERAL_PORT_START,
+    ICMP,
+    ICMP_REPLY_TYPES,
+    ICMPV6,
+    PORT_PROTOCOLS,
+    PROTOCOL_NAMES,
+)
 
 CLIENT_PORT = EPHEMERAL_PORT_START  # the request's source port, the reply's destination port
-PORT_PROTOCOLS = (6, 17, 132)
 
 
 @dataclass(frozen=True)
@@ -202,9 +208,9 @@ def connection_packets(
     if src.version != dst.version:
         raise MicrosegError(f"--from {src} and --to {dst} are of different address families")
     number = protocol_number(protocol)
-    if number == 1 and src.version == 6:
-        number = 58  # ICMP between IPv6 hosts is ICMPv6 (RFC 4443)
-    if number == 58 and src.version == 4:
+    if number == ICMP and src.version == 6:
+        number = ICMPV6  # ICMP between IPv6 hosts is ICMPv6 (RFC 4443)
+    if number == ICMPV6 and src.version == 4:
         raise MicrosegError(
             f"--proto {protocol}: icmpv6 is ICMP for IPv6 (RFC 4443), but {src} and {dst} are "
             "IPv4 addresses; use --proto icmp"
@@ -216,7 +222,7 @@ def connection_packets(
             raise MicrosegError(f"--port is required for protocol {protocol}")
         if not 0 <= port <= 65535:
             raise MicrosegError(f"--port {port} is not 0-65535")
-        name = {6: "tcp", 17: "udp", 132: "sctp"}[number]
+        name = PROTOCOL_NAMES[number]
         request = Packet(str(src), str(dst), number, CLIENT_PORT, port)
         reply = Packet(str(dst), str(src), number, port, CLIENT_PORT)
         return f"{name}/{port}", request, reply

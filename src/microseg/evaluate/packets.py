@@ -15,8 +15,11 @@ import numpy as np
 from microseg.model import MicrosegError
 from microseg.model.ports import (
     EPHEMERAL_PORT_START,
+    ICMP,
     ICMP_REPLY_TYPES,
     ICMP_TYPE_NAMES_BY_PROTOCOL,
+    ICMPV6,
+    PORT_PROTOCOLS,
     PROTOCOL_NUMBERS,
 )
 
@@ -68,14 +71,16 @@ class PacketBatch:
         protocols = protocol_numbers(protocol)
         vrf_column = np.full(count, vrf) if isinstance(vrf, str) else np.asarray(vrf, dtype=str)
         zeros = np.zeros(count, dtype=np.int32)
-        ports_apply = np.isin(protocols, (6, 17, 132))
+        ports_apply = np.isin(protocols, PORT_PROTOCOLS)
         sport_column = np.where(ports_apply, _int_column(sport, count, 0), 0).astype(np.int32)
         dport_column = np.where(ports_apply, _int_column(dport, count, 0), 0).astype(np.int32)
         for name, column in (("source", sport_column), ("destination", dport_column)):
             bad = np.flatnonzero((column < 0) | (column > 65535))
             if len(bad):
                 raise MicrosegError(f"packet {bad[0]}: {name} port {column[bad[0]]} is not 0-65535")
-        is_icmp = ((protocols == 1) & (src_family == 4)) | ((protocols == 58) & (src_family == 6))
+        is_icmp = ((protocols == ICMP) & (src_family == 4)) | (
+            (protocols == ICMPV6) & (src_family == 6)
+        )
         types = _int_column(icmp_type, count, 0)
         icmp_column = np.where(is_icmp, types, NO_ICMP_TYPE).astype(np.int16)
         return cls(

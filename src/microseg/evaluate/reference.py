@@ -9,9 +9,7 @@ from __future__ import annotations
 import ipaddress
 
 from microseg.compile.intent import DeviceIntent, Match, ServiceFieldSet
-
-PORT_PROTOCOLS = (6, 17, 132)
-ICMP_PROTOCOL = {4: 1, 6: 58}
+from microseg.model.ports import ICMP_BY_IP_VERSION, PORT_PROTOCOLS
 
 
 def evaluate_one(
@@ -33,7 +31,7 @@ def evaluate_one(
     family = f"ipv{source.version}"
     if protocol not in PORT_PROTOCOLS:
         sport = dport = 0
-    if protocol != ICMP_PROTOCOL[source.version]:
+    if protocol != ICMP_BY_IP_VERSION[source.version]:
         icmp_type = None
     for match in policy.matches:
         if match.family != family:

@@ -26,9 +26,9 @@ from microseg.evaluate.packets import (
 )
 from microseg.flows.session_columns import EPHEMERAL, icmp_types, session_columns
 from microseg.model import MicrosegError, PolicySet
+from microseg.model.ports import ICMP, ICMPV6, PORT_PROTOCOLS, PROTOCOL_NAMES
 
 EXAMPLES_PER_GROUP = 3
-PROTOCOL_LABELS = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6", 132: "sctp"}
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ def session_packets(table: pa.Table, where: str = "sessions") -> SessionPackets:
     ephemeral = ephemeral_ports(count)
     sport = np.where(columns.sport == EPHEMERAL, ephemeral, columns.sport)
     dport = np.where(columns.dport == EPHEMERAL, ephemeral, columns.dport)
-    is_icmp = ((protocol == 1) & (family == 4)) | ((protocol == 58) & (family == 6))
+    is_icmp = ((protocol == ICMP) & (family == 4)) | ((protocol == ICMPV6) & (family == 6))
     icmp_type = icmp_types(protocol, dport)
     reply_type = icmp_reply_types(protocol, icmp_type, unanswered=icmp_type)  # else in kind
     request = PacketBatch(
@@ -93,7 +93,7 @@ def session_packets(table: pa.Table, where: str = "sessions") -> SessionPackets:
 
 def _service_labels(protocol, dport, dport_ephemeral, is_icmp, icmp_type) -> np.ndarray:
     """`tcp/22`, `udp/eph`, `icmp type 8`, `protocol 47`: labels built once per distinct value."""
-    kind = np.where(is_icmp, 1, np.where(np.isin(protocol, (6, 17, 132)), 0, 2))
+    kind = np.where(is_icmp, 1, np.where(np.isin(protocol, PORT_PROTOCOLS), 0, 2))
     value = np.where(is_icmp, icmp_type, np.where(dport_ephemeral, -1, dport))
     key = (kind.astype(np.int64) * 256 + protocol) * 70000 + value + 1
     unique, inverse = np.unique(key, return_inverse=True)
@@ -102,7 +102,7 @@ def _service_labels(protocol, dport, dport_ephemeral, is_icmp, icmp_type) -> np.
         kind_code, rest = divmod(int(code), 256 * 70000)
         number, port = divmod(rest, 70000)
         port -= 1
-        name = PROTOCOL_LABELS.get(number, f"protocol {number}")
+        name = PROTOCOL_NAMES.get(number, f"protocol {number}")
         if kind_code == 0:
             labels.append(f"{name}/{'eph' if port < 0 else port}")
         elif kind_code == 1:

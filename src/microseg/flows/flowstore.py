@@ -27,9 +27,11 @@ import pyarrow.parquet as pq
 from microseg.flows.session_columns import session_columns
 from microseg.flows.sessions import SESSION_SCHEMA, sort_sessions
 from microseg.model import MicrosegError
+from microseg.model.ports import EPHEMERAL_PORT_START
 
 STORE_ENV = "MICROSEG_FLOW_STORE"
-EPHEMERAL_PORT = 49152  # vZTX: "Ephemeral Source Starting Port: 49152" (seed)
+# vZTX: "Ephemeral Source Starting Port: 49152" (seed), the start of RFC 6335's dynamic range.
+EPHEMERAL_PORT = EPHEMERAL_PORT_START
 COMPACTED_FROM = b"microseg.compacted_from"
 LAST_SEEN = b"microseg.last_seen_ms"
 _counter = itertools.count()

@@ -32,11 +32,10 @@ import pyarrow.compute as pc
 
 from microseg.model import Group, MicrosegError
 from microseg.model.objects import IPAddress, IPNetwork
-from microseg.model.ports import PROTOCOL_NUMBERS
+from microseg.model.ports import ICMPV6, PROTOCOL_NUMBERS
 
 REQUIRED_FIELDS = ("protocol", "src", "dst", "dport")
 EPHEMERAL = -1  # a port column value: summarised ephemeral client ports (`eph`)
-ICMP, ICMPV6 = 1, 58
 COUNTER_ALIASES = {"fwd_packets": "packets", "fwd_bytes": "bytes"}
 _WORD = (1 << 64) - 1
 _INT64_MAX = 2**63 - 1

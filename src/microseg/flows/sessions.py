@@ -31,10 +31,9 @@ import numpy as np
 import pyarrow as pa
 
 from microseg.flows.batch import FlowBatch, format_addresses
+from microseg.model.ports import ICMP, ICMPV6, PROTOCOL_NAMES, TCP
 
 NO_TIME = np.iinfo(np.int64).max  # "no packet in this direction" for min(first)
-TCP, UDP, ICMP, ICMPV6 = 6, 17, 1, 58
-PROTOCOL_NAMES = {TCP: "tcp", UDP: "udp", ICMP: "icmp", ICMPV6: "icmpv6", 132: "sctp"}
 ECHO_REQUEST = {ICMP: 8, ICMPV6: 128}  # RFC 792, RFC 4443
 SYN, ACK = 0x02, 0x10
 

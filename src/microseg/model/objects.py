@@ -129,11 +129,18 @@ ANY = "any"
 
 
 def _any_or_names(value: Any) -> Any:
-    """`any` (or nothing) means every address / service: stored as the empty tuple."""
-    if value is None or value == ANY:
+    """`any` means every address / service: stored as the empty tuple.
+
+    Only the word `any` says so. An empty list (or no value) is refused: read as "nothing"
+    it would match no packet, read as "any" an allow rule would allow everything; the
+    writer has to say which they mean."""
+    if value == ANY:
         return ()
     if isinstance(value, str):
         return (value,)
+    if value is None or (isinstance(value, list | tuple) and not value):
+        written = "no value" if value is None else "an empty list"
+        raise ValueError(f"{written} is not `any`: write `any` to match everything, or names")
     return value
 
 
@@ -465,15 +472,18 @@ DefaultAction = Literal["forward", "drop"]
 class Rule(_Object):
     """Sources -> destinations on services, and what to do with matching traffic.
 
-    `sources`, `destinations` and `services` are `any` or a list of names. A bidirectional
-    rule also matches the return traffic (EOS traffic policies are stateless).
+    `sources`, `destinations` and `services` are required: `any` or a non-empty list of
+    names (an empty list is an error, never "any"). A bidirectional rule also matches the
+    return traffic (EOS traffic policies are stateless).
+
+    Example: Rule(name="dns", sources="any", destinations=["dns_servers"], services=["DNS"])
     """
 
     name: ObjectName
     description: Description = ""
-    sources: NameRefs = ()
-    destinations: NameRefs = ()
-    services: NameRefs = ()
+    sources: NameRefs
+    destinations: NameRefs
+    services: NameRefs
     direction: Direction = "bidirectional"
     decap_type: DecapType = "allow-all"
     action: Action = "forward"

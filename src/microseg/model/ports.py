@@ -87,8 +87,20 @@ UDP_PORT_NAMES: dict[str, int] = {
 
 PORT_NAMES: dict[str, dict[str, int]] = {"tcp": TCP_PORT_NAMES, "udp": UDP_PORT_NAMES}
 
-# IP protocol numbers (IANA "Assigned Internet Protocol Numbers").
-PROTOCOL_NUMBERS: dict[str, int] = {"icmp": 1, "tcp": 6, "udp": 17, "icmpv6": 58}
+# IP protocol numbers (IANA "Assigned Internet Protocol Numbers"): the one protocol table.
+ICMP, TCP, UDP, ICMPV6, SCTP = 1, 6, 17, 58, 132
+# The names a policy's `protocol:` takes (any other protocol is written as its number); EOS
+# (`protocol tcp`) and nftables (`meta l4proto tcp`) print these names too.
+PROTOCOL_NUMBERS: dict[str, int] = {"icmp": ICMP, "tcp": TCP, "udp": UDP, "icmpv6": ICMPV6}
+# Names for display (sessions, what-if, check): those, and SCTP, which flows carry.
+PROTOCOL_NAMES: dict[int, str] = {
+    **{number: name for name, number in PROTOCOL_NUMBERS.items()},
+    SCTP: "sctp",
+}
+# Transports whose packets carry source and destination ports.
+PORT_PROTOCOLS: tuple[int, ...] = (TCP, UDP, SCTP)
+# The ICMP of each IP version (RFC 792, RFC 4443).
+ICMP_BY_IP_VERSION: dict[int, int] = {4: ICMP, 6: ICMPV6}
 
 # ICMP message types (RFC 792 / RFC 4443) by the names EOS uses.
 ICMP_TYPE_NAMES: dict[str, int] = {
@@ -127,6 +139,9 @@ ICMP_TYPE_NAMES_BY_PROTOCOL: dict[str, dict[str, int]] = {
 # echo 8 -> echo-reply 0, timestamp 13 -> 14, information request 15 -> 16; RFC 950:
 # address mask 17 -> 18; RFC 4443: echo-request 128 -> echo-reply 129). Other types (error
 # messages) keep their type in a reverse match.
-ICMP_REPLY_TYPES: dict[int, dict[int, int]] = {1: {8: 0, 13: 14, 15: 16, 17: 18}, 58: {128: 129}}
+ICMP_REPLY_TYPES: dict[int, dict[int, int]] = {
+    ICMP: {8: 0, 13: 14, 15: 16, 17: 18},
+    ICMPV6: {128: 129},
+}
 
 EPHEMERAL_PORT_START = 49152  # RFC 6335 dynamic/private range; the vZTX summarises from here.

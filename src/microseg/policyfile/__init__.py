@@ -5,11 +5,13 @@ from microseg.policyfile.loader import (
     PolicySource,
     SourceObject,
     build_policy,
+    collection_members,
     load_policy,
     load_policy_text,
     policy_files,
     read_policy_source,
     read_policy_source_text,
+    standalone_policies,
 )
 from microseg.policyfile.schema import policy_schema, policy_schema_json
 
@@ -17,6 +19,7 @@ __all__ = [
     "PolicySource",
     "SourceObject",
     "build_policy",
+    "collection_members",
     "dump_policy",
     "load_policy",
     "load_policy_text",
@@ -27,4 +30,5 @@ __all__ = [
     "policy_schema_json",
     "read_policy_source",
     "read_policy_source_text",
+    "standalone_policies",
 ]

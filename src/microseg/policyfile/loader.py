@@ -1,7 +1,9 @@
 """YAML policy files -> PolicySet, reporting every problem with file, line and column.
 
 A policy is one YAML file or a directory of them (`*.yaml`, `*.yml`, recursively but not
-hidden ones, read in path order and merged). Each file is a mapping of sections (`groups:`,
+hidden ones, read in path order and merged), unless the directory is a *collection* of
+standalone policies (`collection_members`): then it is no one policy, and loading it is a
+problem that names its members. Every command reads directories through this rule. Each file is a mapping of sections (`groups:`,
 `rules:`, ...) to lists of objects. Unknown keys are errors, never silently dropped.
 
 Two steps: `read_policy_source` parses the YAML into located objects (plain mappings with
@@ -47,6 +49,7 @@ class PolicySource:
     objects: list[SourceObject] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     sections: set[str] = field(default_factory=set)  # the sections the files hold
+    files_defining_policies: list[str] = field(default_factory=list)
 
     def locate(self, problem: Problem) -> Problem:
         """`problem` with the file:line:column of what it is about, if it is in this source.
@@ -98,6 +101,37 @@ def policy_files(path: Path) -> list[Path]:
     return [path]
 
 
+def _is_collection(directory: Path, files_defining_policies: list[str]) -> bool:
+    """The one rule for what a directory is: a collection of standalone policies when two or
+    more of its top-level files each define `policies:` (as examples/ does), else one policy."""
+    return sum(Path(file).parent == directory for file in files_defining_policies) >= 2
+
+
+def collection_members(path: Path) -> list[Path]:
+    """The standalone policies of the collection `path`: each top-level file and each
+    top-level subdirectory (read by the same rule); [] when `path` is one policy."""
+    if not path.is_dir():
+        return []
+    files = policy_files(path)
+    top_level = [p for p in files if p.parent == path]
+    probe = PolicySource()
+    for file in top_level:
+        _read_file(file, probe)
+    if not _is_collection(path, probe.files_defining_policies):
+        return []
+    subdirectories = sorted({path / p.relative_to(path).parts[0] for p in files} - set(top_level))
+    return top_level + subdirectories
+
+
+def standalone_policies(path: Path) -> list[Path]:
+    """`path` itself when it is one policy, else every policy of the collection, nested
+    collections expanded (what `microseg validate PATH` checks)."""
+    members = collection_members(path)
+    if not members:
+        return [path]
+    return [policy for member in members for policy in standalone_policies(member)]
+
+
 def read_policy_source(path: str | Path) -> PolicySource:
     """Parse a policy file or directory into located objects (not validated yet)."""
     source = PolicySource()
@@ -112,16 +146,28 @@ def read_policy_source(path: str | Path) -> PolicySource:
     if not files:
         source.problems.append(Problem(f"no .yaml or .yml files under {path}"))
     for file in files:
-        try:
-            text = _read_policy_file(file)
-        except (OSError, UnicodeDecodeError) as error:
-            source.problems.append(Problem(f"cannot read: {error}", file=str(file)))
-            continue
-        except PolicyFileRefused as refused:
-            source.problems.append(Problem(str(refused), file=str(file)))
-            continue
-        _read_document(text, str(file), source)
+        _read_file(file, source)
+    if path.is_dir() and _is_collection(path, source.files_defining_policies):
+        members = collection_members(path)
+        names = ", ".join(member.name for member in members)
+        message = (
+            f"a collection of {len(members)} standalone policies ({names}), not one policy: "
+            f"give one of them, e.g. {members[-1]} (`microseg validate {path}` checks them all)"
+        )
+        return PolicySource(problems=[Problem(message, file=str(path))])
     return source
+
+
+def _read_file(file: Path, source: PolicySource) -> None:
+    try:
+        text = _read_policy_file(file)
+    except (OSError, UnicodeDecodeError) as error:
+        source.problems.append(Problem(f"cannot read: {error}", file=str(file)))
+        return
+    except PolicyFileRefused as refused:
+        source.problems.append(Problem(str(refused), file=str(file)))
+        return
+    _read_document(text, str(file), source)
 
 
 # A 5,000-rule policy is about 4 MB of YAML; a file eight times that is not a policy.
@@ -228,6 +274,8 @@ def _read_document(text: str, filename: str, source: PolicySource) -> None:
             source.problems.append(Problem(message, (), filename, line, column))
         elif isinstance(items, LocatedList):
             source.sections.add(section)
+            if section == "policies":
+                source.files_defining_policies.append(filename)
             _read_items(section, items, filename, source)
         elif items is not None:
             message = f"section {section!r} must be a list of objects"
