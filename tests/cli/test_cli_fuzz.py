@@ -4,7 +4,7 @@ Each command is found in the Typer application itself (a new command is fuzzed w
 touching this file), given a valid invocation, and then each of its parameters in turn gets
 each hostile value: huge integers, NUL and control characters, missing files, directories,
 FIFOs, /dev/zero, unicode, option-like text; every option is also given twice. The normal run
-tries a fixed sample of these cases (the same every run); MICROSEG_FUZZ_LONG=1 tries them all.
+tries a fixed sample of these cases (the same every run); MICROSEG_FUZZ_LONG=1 (or `make fuzz`) tries them all.
 
 The only exit codes a command may end with are 0 and 1 (2 for click's own usage errors,
 and 3-5 from `check --exit-code`); 70 is the CLI's "internal error", a bug.
@@ -23,9 +23,8 @@ import pytest
 import typer
 
 from microseg.cli import app
-from support import EXAMPLES
+from support import EXAMPLES, FUZZ_LONG
 
-FUZZ_LONG = os.environ.get("MICROSEG_FUZZ_LONG") == "1"
 # The normal run's sample of (command, parameter, value) cases; the long run takes them all.
 SAMPLE = 700
 SECONDS_PER_CASE = 120  # a command still running after this is hung (on a FIFO, say)

@@ -6,14 +6,13 @@ huge and negative integers, floats, nulls, nested lists), control characters and
 names, missing and unknown keys, objects given twice, anchors, aliases and merge keys, tabs,
 truncated text. Each document is loaded the way `microseg validate` loads it; it must give a
 PolicySet or a PolicyError whose every problem names the file (and, when the YAML parsed, the
-line). The normal run tries a fixed number of documents; MICROSEG_FUZZ_LONG=1 tries more.
+line). The normal run tries a fixed number of documents; MICROSEG_FUZZ_LONG=1 (or `make fuzz`) tries more.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import os
 
 import pytest
 import yaml
@@ -23,9 +22,8 @@ from hypothesis import strategies as st
 from microseg.compile import compile_all
 from microseg.model import MicrosegError, PolicyError, PolicySet
 from microseg.policyfile import load_policy_text
-from support import EXAMPLES
+from support import EXAMPLES, FUZZ_LONG
 
-FUZZ_LONG = os.environ.get("MICROSEG_FUZZ_LONG") == "1"
 DOCUMENTS = 3000 if FUZZ_LONG else 250
 FILENAME = "fuzz.yaml"
 # Integers past Python's 4,300-digit str() limit are written into the YAML text directly.

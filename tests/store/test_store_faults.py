@@ -10,7 +10,7 @@
 * The same command run concurrently: imports all land, in order; one workspace submitted by
   several processes at once lands once.
 
-The normal run kills a fixed number of writers; MICROSEG_FUZZ_LONG=1 kills many more.
+The normal run kills a fixed number of writers; MICROSEG_FUZZ_LONG=1 (or `make fuzz`) kills many more.
 """
 
 from __future__ import annotations
@@ -27,9 +27,8 @@ from pathlib import Path
 
 import pytest
 
-from support import EXAMPLES, cli_command, cli_env
+from support import EXAMPLES, FUZZ_LONG, cli_command, cli_env
 
-FUZZ_LONG = os.environ.get("MICROSEG_FUZZ_LONG") == "1"
 KILLS = 40 if FUZZ_LONG else 3  # per backend and writer kind
 WRITER = Path(__file__).with_name("store_fault_writer.py")
 HOME_LAB = str(EXAMPLES / "home-lab.yaml")

@@ -189,12 +189,16 @@ def _read_policy_file(file: Path) -> str:
             raise PolicyFileRefused(
                 "not a regular file (a FIFO, device or socket): policies are read from files"
             )
-        data = handle.read(MAX_POLICY_FILE_BYTES + 1)
-    if len(data) > MAX_POLICY_FILE_BYTES:
-        raise PolicyFileRefused(
-            f"larger than {MAX_POLICY_FILE_BYTES // 2**20} MiB: not read as a policy file"
-        )
-    return data.decode("utf-8")
+        # In chunks: read(MAX + 1) would allocate the whole cap for a small file.
+        chunks, size = [], 0
+        while chunk := handle.read(2**20):
+            size += len(chunk)
+            if size > MAX_POLICY_FILE_BYTES:
+                raise PolicyFileRefused(
+                    f"larger than {MAX_POLICY_FILE_BYTES // 2**20} MiB: not read as a policy file"
+                )
+            chunks.append(chunk)
+    return b"".join(chunks).decode("utf-8")
 
 
 def read_policy_source_text(text: str, filename: str = "<string>") -> PolicySource:
