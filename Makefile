@@ -3,7 +3,7 @@
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup setup-demo demo test lint bench clean
+.PHONY: setup setup-demo demo test lint bench fuzz clean
 
 setup: $(VENV)/.installed-test
 setup-demo: $(VENV)/.installed-demo
@@ -26,6 +26,11 @@ lint: $(VENV)/.installed-test
 
 test: lint
 	$(BIN)/python -m pytest -q
+
+# The fuzz and fault suites with a larger budget than every test run gives them.
+fuzz: $(VENV)/.installed-test
+	MICROSEG_FUZZ=long MICROSEG_FUZZ_LONG=1 $(BIN)/python -m pytest -q -s \
+		tests/cli/test_cli_fuzz.py tests/policyfile/test_loader_fuzz.py tests/store/test_store_faults.py
 
 bench: $(VENV)/.installed-test
 	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done

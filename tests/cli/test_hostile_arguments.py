@@ -146,7 +146,7 @@ def test_importing_an_empty_file_creates_no_revision(run_cli, store, tmp_path):
     for text in ("", "# nothing yet\n", "groups: []\n"):
         empty = tmp_path / "empty.yaml"
         empty.write_text(text)
-        assert "the policy holds no objects: nothing imported" in _user_error(
+        assert f"{empty}: the policy holds no objects: nothing imported" in _user_error(
             run_cli("import", str(empty))
         )
     assert run_cli("log", "--json").stdout.count('"id"') == 1

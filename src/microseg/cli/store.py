@@ -68,6 +68,9 @@ def import_policy(
     """
     path = policy_path(path_text)
     policy_set = load_policy(path)
+    if not policy_set.objects():
+        # An empty file (or `groups: []`) would become an empty head revision.
+        raise MicrosegError(f"{path}: the policy holds no objects: nothing imported")
     with open_store() as store:
         revision = store.import_policy(policy_set, author or None, message or f"import {path}")
     count = len(policy_set.objects())

@@ -163,8 +163,6 @@ class Store:
     ) -> int:
         """Store a whole policy set as the next mainline revision; returns its number."""
         bodies = policy_bodies(policy_set)
-        if not bodies:
-            raise MicrosegError("the policy holds no objects: nothing imported")
         _check_name_lengths(bodies)
         # What is stored must load back: validate the bodies themselves (a PolicySet made
         # with model_construct skips validation).
