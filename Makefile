@@ -30,6 +30,7 @@ test: lint
 # The fuzz and fault suites with a larger budget than every test run gives them.
 fuzz: $(VENV)/.installed-test
 	MICROSEG_FUZZ=long MICROSEG_FUZZ_LONG=1 $(BIN)/python -m pytest -q -s \
+		tests/flows/test_flow_structured_fuzz.py tests/flows/test_flow_faults.py \
 		tests/cli/test_cli_fuzz.py tests/policyfile/test_loader_fuzz.py tests/store/test_store_faults.py
 
 bench: $(VENV)/.installed-test

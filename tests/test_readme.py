@@ -113,3 +113,15 @@ def test_parser_reads_continuations_directives_and_sections():
 def test_a_directive_must_sit_right_before_a_console_block():
     with pytest.raises(ValueError, match=r"README\.md:2"):
         parse_readme("<!-- readme-test: mask x -->\ntext\n```console\n$ true\n```\n")
+
+
+def test_every_transcript_in_the_readme_is_a_console_block_that_runs():
+    """A `$ command` shown in any other fence would never be checked: it must be console."""
+    unrun = []
+    fence = None
+    for number, line in enumerate((ROOT / "README.md").read_text(encoding="utf-8").splitlines(), 1):
+        if line.startswith("```"):
+            fence = None if fence is not None else line[3:].strip()
+        elif fence not in (None, "console") and line.startswith("$ "):
+            unrun.append(f"README.md:{number}: {line}")
+    assert unrun == []

@@ -150,7 +150,10 @@ def test_nftables_refuses_what_it_cannot_express(run_cli, tmp_path):
     )
     result = run_cli("compile", str(path), "--device", DEVICE, "--target", "nftables")
     assert result.exit_code == 1
-    assert "nftables cannot redirect" in result.stderr
+    assert result.stderr == (
+        "error: target 'nftables' cannot enforce rule 'r': it redirects to next-hops "
+        "(capability: redirect)\n"
+    )
 
 
 def test_output_file_is_written_only_on_success(run_cli, tmp_path):

@@ -9,8 +9,8 @@ import pytest
 
 from microseg.compile import compile_all, compile_device
 from microseg.compile.eos import render_device
-from microseg.compile.render import render_config
 from microseg.policyfile import load_policy, load_policy_text
+from microseg.targets.render import render_config
 from support import EXAMPLES
 
 BASE = """

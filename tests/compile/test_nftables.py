@@ -217,7 +217,10 @@ def test_monitor_example_renders_without_mirror_only_on_request(run_cli, tmp_pat
     example = str(EXAMPLES / "home-lab-monitor.yaml")
     refused = run_cli("compile", example, "-d", SWITCH, "--target", "nftables")
     assert refused.exit_code == 1
-    assert "nftables cannot mirror" in refused.stderr
+    assert "target 'nftables' cannot enforce rule 'web-appserver-discovery': it mirrors" in (
+        refused.stderr
+    )
+    assert "--omit-mirror" in refused.stderr
     result = run_cli("compile", example, "-d", SWITCH, "--target", "nftables", "--omit-mirror")
     assert result.exit_code == 0, result.stderr
     _nft_check(result.stdout, tmp_path)

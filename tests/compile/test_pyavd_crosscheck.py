@@ -39,6 +39,7 @@ import gc
 import ipaddress
 
 import pyavd
+import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -349,6 +350,7 @@ def policy_sets(draw) -> PolicySet:
     )
 
 
+@pytest.mark.slow
 @settings(max_examples=220, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(policy_sets())
 def test_generated_policies_agree_with_pyavd(policy_set):

@@ -65,7 +65,9 @@ def test_sigkill_loses_nothing_already_stored(tmp_path):
         port = int(collector.stderr.readline().split()[2].rsplit(":", 1)[1].rstrip(","))
         send_datagrams(read_ipfix_file(SEED_LAB_IPFIX), "127.0.0.1", port)
         deadline = time.monotonic() + 20
-        while not FlowStore(store).segments() and time.monotonic() < deadline:
+        stats = store / "collector-stats.json"
+        # the segment is renamed into place first, the counters are saved just after it
+        while not (FlowStore(store).segments() and written(stats)) and time.monotonic() < deadline:
             time.sleep(0.05)
         collector.send_signal(signal.SIGKILL)
         collector.wait(timeout=10)
@@ -79,6 +81,13 @@ def test_sigkill_loses_nothing_already_stored(tmp_path):
     lab = seed_lab_traffic()
     assert stats["records"] == exported_flow_count(lab)
     assert stats["sessions_written"] == len(lab.sessions)
+
+
+def written(stats) -> int:
+    try:
+        return json.loads(stats.read_text())["sessions_written"]
+    except (OSError, ValueError, KeyError):
+        return 0
 
 
 def test_shipped_capture_is_the_generated_lab_traffic(tmp_path):

@@ -88,6 +88,7 @@ def template_flood(rng: random.Random) -> bytes:
     return ipfix_message([ipfix_template_set(templates)], domain=rng.randrange(8))
 
 
+@pytest.mark.slow
 def test_a_hundred_thousand_malformed_datagrams(real_datagrams):
     rng = random.Random(20251119)
     decoder = FlowDecoder(max_templates_per_exporter=64, max_streams=32, max_pending_sets=128)

@@ -76,7 +76,7 @@ def test_retention_drops_segments_by_last_seen(tmp_path):
     store.write(some_sessions(start=T0))
     store.write(some_sessions(first_port=60000, start=T0 + 86_400_000))
     now = (T0 + 86_400_000) / 1000 + 3600
-    assert store.prune(max_age_seconds=7200, now=now) == 1
+    assert store.maintain(retention_seconds=7200, now=now).pruned_sessions == 3
     assert set(read_sessions(tmp_path, ephemeral_port=None).column("sport").to_pylist()) == {
         "60000",
         "60001",

@@ -149,3 +149,12 @@ def test_a_bad_protocol_is_not_also_reported_as_an_unknown_port_name():
     with pytest.raises(ValidationError) as raised:
         Service(name="s", protocol="tcpp", destination_ports=["ssh"])
     assert "port name" not in str(raised.value)
+
+
+def test_an_nftables_device_names_its_network_namespace():
+    router = Device(name="router1", platform="nftables", management_namespace="lab-router1")
+    assert router.management_namespace == "lab-router1"
+    assert Device(name="router2", platform="nftables").management_namespace is None
+    for bad in ("a/b", "", "x" * 65, "../etc"):
+        with pytest.raises(ValidationError, match="network namespace name"):
+            Device(name="r", platform="nftables", management_namespace=bad)

@@ -46,7 +46,8 @@ privilege 15 (`enable` is accepted and changes nothing); the eAPI credentials li
 the configuration; show commands exist only in the format the table below gives.
 
 Fault injection: `reject(pattern)` (a configuration command rejected mid-session),
-`hang(seconds)` (answers late: a timeout), a wrong password (HTTP 401), `close()` (then
+`hang(seconds)` (answers late: a timeout), `hang_after(pattern, seconds)` (answers late
+once a given command ran: a client stuck, or killed, right after it), a wrong password (HTTP 401), `close()` (then
 connection refused), and commit timers that expire when nobody confirms.
 """
 
@@ -134,6 +135,7 @@ class EapiDouble:
         username: str = "admin",
         password: str = "secret",
         tls: tuple[Path, Path] | None = None,
+        port: int = 0,
     ) -> None:
         self.model, self.version, self.serial = model, version, serial
         self._credentials = (username, password)
@@ -148,9 +150,10 @@ class EapiDouble:
         self.expired: list[str] = []
         self._rejections: list[tuple[re.Pattern[str], str]] = []
         self._hang_seconds = 0.0
+        self._hang_trigger: tuple[re.Pattern[str], float] | None = None
         self._release = threading.Event()
         self._booted = time.time()
-        self._server = _Server(self, tls)
+        self._server = _Server(self, tls, port)
         self._thread = threading.Thread(
             target=self._server.serve_forever, args=(0.05,), daemon=True
         )
@@ -203,6 +206,16 @@ class EapiDouble:
         """Answer every request `seconds` late (bounded; `close()` releases at once)."""
         self._hang_seconds = seconds
 
+    @property
+    def hanging(self) -> bool:
+        """Whether requests are answered late now (`hang`, or `hang_after` triggered)."""
+        return self._hang_seconds > 0
+
+    def hang_after(self, pattern: str, seconds: float) -> None:
+        """Once a command matching `pattern` (a regex, whole command) has run, answer every
+        later request `seconds` late: a client stuck right after that command."""
+        self._hang_trigger = (re.compile(pattern), seconds)
+
     def count(self, policy: str, match: str, packets: int, bytes_: int) -> None:
         """Traffic that hit a match: its counters go up."""
         with self._lock:
@@ -246,8 +259,11 @@ class EapiDouble:
             return _rpc_error(request_id, -32602, "Invalid params: format json|text, version 1")
         commands = params["cmds"]
         with self._lock:
-            self.requests.append([c["cmd"] if isinstance(c, dict) else str(c) for c in commands])
+            sent = [c["cmd"] if isinstance(c, dict) else str(c) for c in commands]
+            self.requests.append(sent)
             results, error = _Cli(self, fmt).run(commands)
+            if self._hang_trigger and any(self._hang_trigger[0].fullmatch(c) for c in sent):
+                self._hang_seconds, self._hang_trigger = self._hang_trigger[1], None
             self._changed.notify_all()
         if error is None:
             return {"jsonrpc": "2.0", "id": request_id, "result": results}
@@ -611,8 +627,8 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, double: EapiDouble, tls: tuple[Path, Path] | None) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
+    def __init__(self, double: EapiDouble, tls: tuple[Path, Path] | None, port: int) -> None:
+        super().__init__(("127.0.0.1", port), _Handler)
         self.double = double
         self.tls = tls is not None
         if tls is not None:

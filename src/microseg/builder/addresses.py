@@ -21,5 +21,6 @@ def collapse(prefixes: tuple[IPNetwork, ...]) -> list[IPNetwork]:
     out: list[IPNetwork] = []
     for version in (4, 6):
         same = [p for p in prefixes if p.version == version]
-        out.extend(ipaddress.collapse_addresses(same))  # type: ignore[arg-type]
+        # `same` holds one IP version; typeshed's collapse_addresses wants one network class.
+        out.extend(ipaddress.collapse_addresses(same))  # type: ignore[type-var]
     return out

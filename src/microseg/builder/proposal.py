@@ -96,7 +96,7 @@ class Quality:
     evidence_sessions: int
     covered_sessions: int | None  # verified by the evaluator; None when it cannot run
     coverage: float | None
-    config_lines: int | None  # EOS lines the proposals add, over every device
+    config_lines: int | None  # configuration lines the proposals add, over every device
     observed_combinations: int
     allowed_combinations: int
     over_permissiveness: float

@@ -23,6 +23,7 @@ from microseg.builder.proposal import (
 from microseg.builder.recommend import factorize
 from microseg.builder.services import server_side
 from microseg.compile import CompileError, DeviceIntent, compile_all
+from microseg.compile.diff import diff_text
 from microseg.evaluate import VERDICTS, CompiledDevice, Evaluation, PacketBatch
 from microseg.evaluate.packets import (
     NO_ICMP_TYPE,
@@ -203,7 +204,7 @@ def verify(
     covered = _covered(tomorrow, evidence)
     config_lines = _config_lines_added(policy_set, proposed, before, after)
     if config_lines is None:
-        notes.append("no EOS device in the policy: no config lines to count")
+        notes.append("no device in the policy: no config lines to count")
     return replace(
         placed,
         rules=_with_current_decisions(placed.rules, today, tomorrow, evidence),
@@ -287,16 +288,13 @@ def _config_lines_added(
     before: dict[str, DeviceIntent],
     after: dict[str, DeviceIntent],
 ) -> int | None:
-    """Lines the proposals add to the EOS devices' configurations, counted by the same
-    section-aware diff `microseg diff` and `workspace build` print; None without EOS."""
-    from microseg.compile.diff import configured_names, device_config, diff_text
+    """Lines the proposals add to the devices' configurations, each rendered by its own
+    target and counted by the same section-aware diff `microseg diff` and `workspace build`
+    print; None when the policy configures no device."""
+    from microseg.targets.render import configured_names, device_config
 
-    eos_names = [
-        name
-        for name in configured_names(after_set)
-        if after_set.get("monitor_nodes", name) is not None or after[name].platform == "eos"
-    ]
-    if not any(name in after for name in eos_names):
+    names = configured_names(after_set)
+    if not names:
         return None
     return sum(
         diff_text(
@@ -306,5 +304,5 @@ def _config_lines_added(
             "before",
             "after",
         ).added
-        for name in eos_names
+        for name in names
     )

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from microseg.builder.proposal import Recommendation, proposed_policy_set
-from microseg.model import PolicySet
+from microseg.model import PolicyObject, PolicySet
 
 
-def proposal_objects(base: PolicySet, recommendation: Recommendation) -> list[tuple[str, object]]:
+def proposal_objects(
+    base: PolicySet, recommendation: Recommendation
+) -> list[tuple[str, PolicyObject]]:
     """(section, object) for every new group, service and rule, and the target policy with
     the rules placed in it: exactly what changes between `base` and the proposal."""
-    objects: list[tuple[str, object]] = [("groups", g) for g in recommendation.new_groups]
+    objects: list[tuple[str, PolicyObject]] = [("groups", g) for g in recommendation.new_groups]
     objects += [("services", s) for s in recommendation.new_services]
     objects += [("rules", r.rule) for r in recommendation.rules]
     if recommendation.target_policy is not None and recommendation.rules:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import typer
@@ -111,12 +112,16 @@ def _root(
     """microseg command line."""
 
 
+# A demo step takes the demo's context (`microseg.cli.demo.DemoContext`, which imports this
+# module, hence Any) and prints its part of the story.
+DemoStep = Callable[[Any], None]
+
 # `microseg demo` runs these in order; each area registers its own step with @demo_step(n).
-DEMO_STEPS: list[tuple[int, str, object]] = []
+DEMO_STEPS: list[tuple[int, str, DemoStep]] = []
 
 
-def demo_step(order: int, title: str):
-    def register(function):
+def demo_step(order: int, title: str) -> Callable[[DemoStep], DemoStep]:
+    def register(function: DemoStep) -> DemoStep:
         DEMO_STEPS.append((order, title, function))
         return function
 

@@ -6,6 +6,7 @@ import ipaddress
 from pathlib import Path
 
 import typer
+from rich.console import JustifyMethod
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
@@ -175,7 +176,7 @@ def print_recommendation(recommendation: Recommendation) -> None:
     """The review table: rules with evidence, new objects, attempts blocked, quality."""
     rules = Table(title=f"Recommended rules ({_target(recommendation)})", title_justify="left")
     for column in ("#", "sources", "destinations", "services", "sessions"):
-        justify = "right" if column in ("#", "sessions") else "left"
+        justify: JustifyMethod = "right" if column in ("#", "sessions") else "left"
         rules.add_column(column, justify=justify, overflow="fold")
     for number, item in enumerate(recommendation.rules, 1):
         rules.add_row(
@@ -302,7 +303,7 @@ def _demo_recommendations(context) -> None:
         console.print(f"[bold]{title}[/] ({path.name})")
         console.print(
             f"  without categories: {counted(plain.quality.rules, 'rule')}, "
-            f"{plain.quality.config_lines} EOS lines added (a rule for every IP)"
+            f"{plain.quality.config_lines} config lines added (a rule for every IP)"
         )
         console.print(f"  with categories {', '.join(categories)}:")
         print_recommendation(grouped)

@@ -7,13 +7,12 @@ import json
 import os
 import stat
 import sys
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from rich.console import Console
 
+from microseg.files import Writer, replace_atomically, write_content
 from microseg.model import MicrosegError, PolicySet
 
 console = Console(highlight=False, soft_wrap=True)
@@ -35,12 +34,17 @@ def section_count(section: str, count: int) -> str:
     return counted(count, singular(section), section.replace("_", " "))
 
 
+def print_paragraph(text: str, hanging: str = "  ") -> None:
+    """Plain text wrapped to the console's width, continuation lines indented by `hanging`."""
+    import textwrap
+
+    wrapped = textwrap.fill(text, width=console.width, subsequent_indent=hanging)
+    console.print(wrapped, markup=False, soft_wrap=True)
+
+
 def emit_json(data: Any) -> None:
     """Deterministic JSON on stdout: same input, same bytes."""
     sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-
-
-Writer = Callable[[BinaryIO], None]
 
 
 def write_output(path: Path, content: str | bytes | Writer) -> None:
@@ -69,38 +73,13 @@ def write_output(path: Path, content: str | bytes | Writer) -> None:
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
         if existing is not None and not stat.S_ISREG(existing.st_mode):
             with open(target, "wb") as stream:
-                _write_content(stream, content)
+                write_content(stream, content)
             return
         mode = stat.S_IMODE(existing.st_mode) if existing is not None else _new_file_mode()
-        _replace_atomically(target, content, mode)
+        replace_atomically(target, content, mode)
     except OSError as error:
         reason = error.strerror or str(error)
         raise MicrosegError(f"cannot write {path}: {reason}") from None
-
-
-def _replace_atomically(target: Path, content: str | bytes | Writer, mode: int) -> None:
-    handle, temporary = tempfile.mkstemp(
-        dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"
-    )
-    try:
-        with os.fdopen(handle, "wb") as file:
-            _write_content(file, content)
-            file.flush()
-            os.fchmod(file.fileno(), mode)
-            os.fsync(file.fileno())
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def _write_content(file: BinaryIO, content: str | bytes | Writer) -> None:
-    if isinstance(content, str):
-        file.write(content.encode("utf-8"))
-    elif isinstance(content, bytes):
-        file.write(content)
-    else:
-        content(file)
 
 
 def _new_file_mode() -> int:

@@ -21,11 +21,12 @@ from microseg.cli.common import (
 from microseg.cli.demo import DemoContext
 from microseg.cli.store import workspace_app
 from microseg.compile import compile_all
-from microseg.compile.diff import DeviceDiff, configured_names, diff_policies, summary
+from microseg.compile.diff import DeviceDiff, summary
 from microseg.compile.monitor_node import Collector
-from microseg.compile.render import Target, render_config
 from microseg.model import MicrosegError
 from microseg.policyfile import load_policy
+from microseg.targets import registry
+from microseg.targets.render import configured_names, diff_policies, render_config
 
 
 def parse_collector(text: str | None) -> Collector | None:
@@ -54,7 +55,10 @@ def compile_command(
         ..., "--device", "-d", help="A device (switch) or monitor node to compile for."
     ),
     target: str | None = typer.Option(
-        None, "--target", "-t", help="eos or nftables (default: the device's platform)."
+        None,
+        "--target",
+        "-t",
+        help="A target: eos, nftables or an installed plug-in (default: the device's platform).",
     ),
     output: Path | None = typer.Option(
         None, "--output", "-o", help="Write the configuration to FILE (atomically) instead."
@@ -68,8 +72,8 @@ def compile_command(
     omit_mirror: bool = typer.Option(
         False,
         "--omit-mirror",
-        help="nftables: render monitored rules without mirroring (nftables cannot GRE-mirror; "
-        "the verdicts are unchanged).",
+        help="On a target that cannot mirror (nftables): render monitored rules without "
+        "mirroring (the verdicts are unchanged).",
     ),
     json_output: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
 ) -> None:
@@ -77,14 +81,13 @@ def compile_command(
 
     Example: microseg compile examples/home-lab.yaml --device andreasm-720xp-home
     """
-    if target is not None and target not in ("eos", "nftables"):
-        raise MicrosegError(f"--target {target!r}: choose eos or nftables")
+    if target is not None and target not in registry.names():
+        raise MicrosegError(f"--target {target!r}: choose one of {', '.join(registry.names())}")
     policy_set = resolve_policy(policy)
-    chosen: Target | None = target  # type: ignore[assignment]
     config, used_target = render_config(
         policy_set,
         device,
-        chosen,
+        target,
         collector=parse_collector(collector),
         omit_mirror=omit_mirror,
     )

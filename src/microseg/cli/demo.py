@@ -17,8 +17,8 @@ from rich.markup import escape
 from rich.rule import Rule
 
 from microseg import EXAMPLES
-from microseg.cli.app import DEMO_STEPS, GETTING_STARTED, app, demo_step
-from microseg.cli.common import console, counted, section_count
+from microseg.cli.app import DEMO_STEPS, GETTING_STARTED, DemoStep, app, demo_step
+from microseg.cli.common import console, counted, print_paragraph, section_count
 from microseg.model import SECTIONS, MicrosegError, PolicySet
 from microseg.policyfile import load_policy
 
@@ -87,7 +87,7 @@ def _fitting_width(columns: int) -> Iterator[None]:
         console._width, console.soft_wrap = saved
 
 
-def _introduce(steps) -> None:
+def _introduce(steps: list[tuple[int, str, DemoStep]]) -> None:
     console.print(
         "microseg demo: the seed lab of the Arista MSS blog (a 720XP switch, a vZTX monitor "
         "node, DNS/NTP servers, wifi clients, two web servers and an app server), end to end "
@@ -145,7 +145,7 @@ def _validate_examples(context: DemoContext) -> None:
             for s in SECTIONS
             if getattr(policy_set, s)
         )
-        console.print(f"[bold]{name}[/]: valid — {counts}")
+        print_paragraph(f"{name}: valid — {counts}")
     final = context.policies["home-lab.yaml"]
     for policy in final.policies:
         console.print(

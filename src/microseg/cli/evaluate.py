@@ -13,6 +13,7 @@ from microseg.cli.common import (
     console,
     counted,
     emit_json,
+    print_paragraph,
     resolve_policy,
 )
 from microseg.evaluate.check import (
@@ -195,7 +196,7 @@ def check_table(rows: list[tuple[str, ConnectionCheck]]) -> Table:
             escape(result.request.dst),
             escape(result.service),
             f"[{style}]{outcome}{escape(note)}[/]",
-            escape(deciding),
+            escape(deciding or "-"),
         )
     return table
 
@@ -380,8 +381,8 @@ def _demo_check_and_lint(context) -> None:
     )
     console.print(check_table(rows))
     bypass = rows[-1][1].bypass
-    console.print(
-        escape(f"* Vlan299 before isolation: {bypass.explanation()}.\n  fix: {bypass.fix()}")
-    )
+    assert bypass is not None  # both ends sit in Vlan299, which is not isolated before the fix
+    print_paragraph(f"* Vlan299 before isolation: {bypass.explanation()}.")
+    print_paragraph(f"  fix: {bypass.fix()}", hanging="       ")
     console.print("[bold]microseg lint home-lab.yaml[/]")
     print_lint(lint_policy(policy_set))

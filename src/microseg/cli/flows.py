@@ -10,6 +10,7 @@ from pathlib import Path
 import pyarrow as pa
 import typer
 from rich import box
+from rich.console import JustifyMethod
 from rich.markup import escape
 from rich.table import Table
 
@@ -40,6 +41,18 @@ def collect(
     active_timeout: float = typer.Option(
         1800.0, "--active-timeout", min=0.0, help="Seconds after which a session is written out."
     ),
+    max_sessions: int = typer.Option(
+        1_000_000,
+        "--max-sessions",
+        min=1,
+        help="Active sessions at most; past it the least recently updated are written out early.",
+    ),
+    max_unwritten: int = typer.Option(
+        1_000_000,
+        "--max-unwritten",
+        min=0,
+        help="Sessions kept in memory while the store cannot take them (full, read-only).",
+    ),
 ) -> None:
     """Receive IPFIX / NetFlow v9 until SIGINT or SIGTERM; sessions go to the flow store.
 
@@ -53,9 +66,12 @@ def collect(
     store_dir = store or default_store_dir()
     settings = CollectorSettings(
         flush_interval=flush_interval,
-        sessions=SessionSettings(inactive_timeout, active_timeout),
+        max_unwritten=max_unwritten,
+        sessions=SessionSettings(inactive_timeout, active_timeout, max_sessions),
     )
-    collector = FlowCollector(FlowStore(store_dir), settings)
+    flow_store = FlowStore(store_dir)
+    collector = FlowCollector(flow_store, settings)
+    flow_store.scan().warn()  # bad segments: said at start, skipped by every reader
 
     def ready(address: tuple) -> None:
         err_console.print(
@@ -72,6 +88,12 @@ def collect(
         sys.stdout.write(json.dumps(final, sort_keys=True) + "\n")
     else:
         _print_stats(final, False)
+    lost = final["sessions_unwritten"] + final["sessions_dropped"]
+    if lost:
+        raise MicrosegError(
+            f"{lost} sessions could not be stored in {store_dir} "
+            f"({collector.last_write_error or 'see above'}); everything stored before is intact"
+        )
 
 
 def _print_stats(stats: dict, as_json: bool) -> None:
@@ -83,8 +105,23 @@ def _print_stats(stats: dict, as_json: bool) -> None:
         f"datagrams {stats['datagrams']}  records {stats['records']}  "
         f"decode errors {stats['decode_errors']}  "
         f"unknown-template sets {stats['unknown_template_sets']}  "
-        f"sessions active {stats['sessions_active']} written {stats['sessions_written']}"
+        f"sessions active {stats['sessions_active']} written {stats['sessions_written']} "
+        f"evicted {stats['sessions_evicted']}"
     )
+    trouble = [
+        f"{name.replace('_', ' ')} {stats[name]}"
+        for name in (
+            "sessions_unwritten",
+            "write_failures",
+            "sessions_dropped",
+            "records_rejected",
+            "counters_saturated",
+            "batch_errors",
+        )
+        if stats[name]
+    ]
+    if trouble:
+        line += "\n  " + "  ".join(trouble)
     for exporter, counters in stats["exporters"].items():
         line += (
             f"\n  exporter {exporter}: datagrams {counters['datagrams']} records "
@@ -171,39 +208,78 @@ def export_sessions(
     if (parquet is None) == (csv is None):
         raise MicrosegError("sessions export: give exactly one of --parquet FILE or --csv FILE")
     table = read_sessions(store, ephemeral_port=None if no_eph else EPHEMERAL_PORT)
-    target = parquet or csv
     if parquet is not None:
-        write_output(target, lambda file: pq.write_table(table, file))
-    else:
-        write_output(target, lambda file: pa_csv.write_csv(_with_text_times(table), file))
-    console.print(f"{target}: {table.num_rows} session rows", markup=False)
+        write_output(parquet, lambda file: pq.write_table(table, file))
+    elif csv is not None:
+        write_output(csv, lambda file: pa_csv.write_csv(_with_text_times(table), file))
+    console.print(f"{parquet or csv}: {table.num_rows} session rows", markup=False)
 
 
 @sessions_app.command("compact")
 def compact_sessions(
     store: Path | None = typer.Option(None, "--store", help=STORE_HELP),
     retention_days: float | None = typer.Option(
-        None, "--retention-days", min=0.0, help="Also delete segments last seen before this."
+        None,
+        "--retention-days",
+        min=0.0,
+        help="Also delete segments whose newest session was last seen more than N days ago.",
+    ),
+    yes: bool = typer.Option(
+        False, "--yes", help="Let retention delete every session or more than half of them."
+    ),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Say what would be done; change nothing."
     ),
     as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
 ) -> None:
-    """Merge small segments into one; optionally drop old ones.
+    """Quarantine bad segments, apply retention, merge small segments into one.
 
-    Example: microseg sessions compact --retention-days 30
+    Example: microseg sessions compact --retention-days 30 --dry-run
     """
     from microseg.cli.common import emit_json
     from microseg.flows.flowstore import FlowStore, default_store_dir
 
-    flow_store = FlowStore(store or default_store_dir()).open()
-    pruned = flow_store.prune(retention_days * 86400) if retention_days is not None else 0
-    merged = flow_store.compact()
-    result = {"merged": merged, "pruned": pruned, "segments": len(flow_store.segments())}
+    flow_store = FlowStore(store or default_store_dir())
+    if not dry_run:
+        flow_store.open()
+    done = flow_store.maintain(
+        retention_seconds=None if retention_days is None else retention_days * 86400,
+        allow_most=yes,
+        dry_run=dry_run,
+    )
     if as_json:
-        emit_json(result)
-    else:
-        console.print(
-            f"merged {merged} segments, pruned {pruned}; {result['segments']} segments now"
+        emit_json(
+            {
+                "dry_run": done.dry_run,
+                "quarantined": [{"segment": b.name, "reason": b.reason} for b in done.quarantined],
+                "pruned": len(done.pruned),
+                "pruned_sessions": done.pruned_sessions,
+                "stored_sessions": done.stored_sessions,
+                "merged": len(done.merged),
+                "segments": done.segments,
+            }
         )
+        return
+    for bad in done.quarantined:
+        state = "would be quarantined" if dry_run else "quarantined"
+        console.print(f"{state}: {bad}", markup=False)
+    if not dry_run:
+        console.print(
+            f"merged {len(done.merged)} segments, pruned {len(done.pruned)} "
+            f"({done.pruned_sessions} of {done.stored_sessions} sessions); "
+            f"{done.segments} segments now",
+            markup=False,
+        )
+        return
+    lines = [
+        f"dry run: {len(done.merged)} segments would be merged, {len(done.pruned)} would be "
+        f"pruned ({done.pruned_sessions} of {done.stored_sessions} sessions); "
+        f"{done.segments} segments after"
+    ]
+    lines += [f"  would be pruned: {name}" for name in done.pruned]
+    if done.refusal:
+        lines.append("needs --yes: " + done.refusal.split(":")[0])
+    console.print("\n".join(lines), markup=False)
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -238,7 +314,7 @@ def session_table(table: pa.Table):
 
     Returns the legend text and the rich table."""
     grid = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, show_lines=False)
-    for header, justify in (
+    columns: tuple[tuple[str, JustifyMethod], ...] = (
         ("VRF", "left"),
         ("Proto", "left"),
         ("Source/\nDestination", "left"),
@@ -248,7 +324,8 @@ def session_table(table: pa.Table):
         ("Complete", "right"),
         ("Half-Open", "right"),
         ("Start Time", "right"),
-    ):
+    )
+    for header, justify in columns:
         grid.add_column(header, justify=justify, no_wrap=True)
     for row in table.to_pylist():
         started = row["first_seen"]
@@ -293,7 +370,7 @@ def _demo_flows(context) -> None:
 def print_session_summary(table: pa.Table) -> None:
     """One line per session row: client, server, packets and bytes each way, state."""
     grid = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
-    for header, justify in (
+    columns: tuple[tuple[str, JustifyMethod], ...] = (
         ("proto", "left"),
         ("client", "left"),
         ("server", "left"),
@@ -301,7 +378,8 @@ def print_session_summary(table: pa.Table) -> None:
         ("bytes", "right"),
         ("sessions", "right"),
         ("state", "left"),
-    ):
+    )
+    for header, justify in columns:
         grid.add_column(header, justify=justify, no_wrap=True)
     for row in table.to_pylist():
         state = "complete" if row["complete"] else "half-open" if row["half_open"] else ""

@@ -29,6 +29,7 @@ from microseg.store import (
     ObjectChange,
     RevisionInfo,
     WorkspaceInfo,
+    default_author,
     init_database,
     open_store,
 )
@@ -306,15 +307,29 @@ def workspace_submit(
     name: str = typer.Argument(..., help="Workspace name."),
     message: str = typer.Option("", "-m", "--message", help="Revision message."),
     author: str = typer.Option("", "--author", help=AUTHOR_HELP),
+    change: bool = typer.Option(
+        False, "--change", help="Also create a change deploying the new revision (microseg change)."
+    ),
 ) -> None:
     """Apply the workspace to the head as a new revision; refused on conflict.
 
     A conflict: an object the workspace changes was changed on mainline since its base.
-    Example: microseg workspace submit restrict-web-clients -m "web only from wifi"
+    With --change, a change deploying the new revision to every device it changes is
+    created too, waiting for approval.
+    Example: microseg workspace submit restrict-web-clients -m "web only from wifi" --change
     """
     with open_store() as store:
         revision = store.workspace_submit(name, author or None, message)
-    typer.echo(f"workspace {name!r} submitted as revision {revision}")
+        typer.echo(f"workspace {name!r} submitted as revision {revision}")
+        if change:
+            from microseg.deploy import create_change
+
+            record = create_change(store, author or default_author(), revision)
+            names = ", ".join(d.device for d in record.devices)
+            typer.echo(
+                f"change {record.id} created: deploy revision {revision} to {names} "
+                "(pending-approval)"
+            )
 
 
 @workspace_app.command("abandon")
@@ -343,14 +358,14 @@ def _store_demo(context: DemoContext) -> None:
     with open_store(url) as store:
         for file, message in SEED_STAGES:
             policy_set = context.policies.get(file) or load_policy(context.examples / file)
-            revision = store.import_policy(policy_set, "demo", message)
-            console.print(f"imported {file} as revision {revision}", markup=False)
+            number = store.import_policy(policy_set, "demo", message)
+            console.print(f"imported {file} as revision {number}", markup=False)
         for revision in reversed(store.log()):
             line = f"  rev {revision.id}  {revision.author}  {revision.message}"
             console.print(line, markup=False)
         workspace = "web-only-from-wifi"
         store.workspace_create(workspace, author="demo")
-        rule = store.revision_policy(store.head()).rule("clients_to_webservers")
+        rule = store.revision_policy(number).rule("clients_to_webservers")
         narrowed = rule.model_copy(update={"sources": ("wifi_clients",)})
         store.workspace_set(workspace, "rules", narrowed)
         for line in diff_lines(store.workspace_info(workspace), store.workspace_diff(workspace)):

@@ -11,12 +11,6 @@ import difflib
 import re
 from dataclasses import dataclass
 
-from microseg.compile.intent import DeviceIntent
-from microseg.compile.monitor_node import Collector
-from microseg.compile.render import render_config
-from microseg.compile.resolve import compile_all
-from microseg.model import PolicySet
-
 _HUNK = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
 
 
@@ -96,53 +90,6 @@ def diff_text(device: str, old: str, new: str, old_label: str, new_label: str) -
             old_index, new_index = old_index + 1, new_index + 1
         out.append(line)
     return DeviceDiff(device, added, removed, "\n".join(out) + ("\n" if out else ""))
-
-
-def device_config(
-    policy_set: PolicySet,
-    name: str,
-    intents: dict[str, DeviceIntent],
-    collector: Collector | None = None,
-) -> str:
-    """`name`'s configuration, or "" when the policy does not configure it at all."""
-    is_node = policy_set.get("monitor_nodes", name) is not None
-    if not is_node and name not in intents:
-        return ""
-    return render_config(policy_set, name, None, intents, collector)[0]
-
-
-def configured_names(policy_set: PolicySet) -> list[str]:
-    """Every device in a domain and every monitor node, sorted by name."""
-    names = {d for domain in policy_set.domains for d in domain.devices}
-    names |= {node.name for node in policy_set.monitor_nodes}
-    return sorted(names)
-
-
-def diff_policies(
-    old: PolicySet,
-    new: PolicySet,
-    devices: list[str] | None = None,
-    old_label: str = "old",
-    new_label: str = "new",
-) -> list[DeviceDiff]:
-    """Per-device diffs between two policies (every configured device when None)."""
-    old_intents, new_intents = compile_all(old), compile_all(new)
-    names = devices or sorted(set(configured_names(old)) | set(configured_names(new)))
-    return [
-        diff_text(
-            name,
-            device_config(old, name, old_intents),
-            device_config(new, name, new_intents),
-            old_label,
-            new_label,
-        )
-        for name in names
-    ]
-
-
-def diff_configs(old: PolicySet, new: PolicySet, device: str) -> DeviceDiff:
-    """One device's diff between two policies."""
-    return diff_policies(old, new, [device])[0]
 
 
 def summary(diffs: list[DeviceDiff]) -> dict:

@@ -115,8 +115,8 @@ def render_traffic_policies(intent: DeviceIntent) -> list[str]:
     for name in sorted(intent.service_field_sets, key=str.encode):
         if len(lines) > 1:
             lines.append(separator)
-        field_set = intent.service_field_sets[name]
-        lines += [f"{INDENT}field-set service {name}", INDENT * 2 + _protocol_line(field_set)]
+        service_set = intent.service_field_sets[name]
+        lines += [f"{INDENT}field-set service {name}", INDENT * 2 + _protocol_line(service_set)]
     lines.append(INDENT + TRANSFORMS)  # a plain command: no `!` before it
     for policy in sorted(intent.policies, key=lambda p: p.name.encode()):
         lines.append(separator)

@@ -93,7 +93,7 @@ class DeviceIntent:
     """Everything one device enforces, resolved from the PolicySet."""
 
     device: str
-    platform: Literal["eos", "nftables"]
+    platform: str  # the device's target (a name model.platforms knows)
     policies: tuple[PolicyIntent, ...]
     prefix_field_sets: dict[tuple[Family, str], PrefixFieldSet] = field(default_factory=dict)
     service_field_sets: dict[str, ServiceFieldSet] = field(default_factory=dict)

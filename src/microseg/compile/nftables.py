@@ -8,9 +8,10 @@ Layout (`table inet microseg`, ours alone):
 * One named interval set per address side: `<group>_v4` / `<group>_v6` holding the group's
   prefixes minus its except-prefixes, computed exactly (several groups on one side get one
   set with the union, named `<g1>+<g2>_v4` before sanitising).
-* One named counter per match (`<policy>__<match>`, sanitised to [A-Za-z0-9_]) and every
-  nft rule of that match carries `counter name ...` and `comment "<match name>"`, so
-  `nft -j list counters` tells which match a packet hit.
+* One named counter per match (`<policy>__<match>`, sanitised to [A-Za-z0-9_]), commented
+  with the policy's name, and every nft rule of that match carries `counter name ...` and
+  `comment "<match name>"`, so `nft -j list table` tells which match of which policy a
+  packet hit (the kernel keeps both comments; nft 1.0.6's JSON omits chain comments).
 * One chain per (VRF, policy), the matches in order. A match with several services becomes
   one nft rule per service (same counter, same verdict): the first that fits decides, which
   is the match's OR of services. Verdicts: forward -> `accept`, drop -> `drop`. The same
@@ -50,6 +51,7 @@ from microseg.compile.intent import (
     ServiceFieldSet,
 )
 from microseg.compile.resolve import CompileError
+from microseg.model.objects import IPNetwork
 from microseg.model.ports import ICMP, ICMPV6, PROTOCOL_NUMBERS, TCP, UDP
 
 TABLE = "microseg"
@@ -83,7 +85,7 @@ class _Ruleset:
         self.identifiers: dict[str, str] = {}
         self.sets: dict[tuple[Family, tuple[str, ...]], str] = {}
         self.set_lines: list[str] = []
-        self.counters: list[str] = []
+        self.counters: list[tuple[str, str]] = []  # (counter, policy name)
 
     def render(self) -> str:
         policies = sorted(self.intent.policies, key=lambda p: (p.vrf == "ALL", p.vrf.encode()))
@@ -95,7 +97,10 @@ class _Ruleset:
             f"table inet {TABLE} {{",
         ]
         lines += self.set_lines
-        lines += [f"{INDENT}counter {name} {{ }}" for name in self.counters]
+        lines += [
+            f"{INDENT}counter {name} {{ comment {_quote(_comment(policy))}; }}"
+            for name, policy in self.counters
+        ]
         lines += self._forward_chain(policies)
         for chain in chains:
             lines += chain
@@ -149,14 +154,14 @@ class _Ruleset:
         ]
         for match in policy.matches:
             counter = self._identifier(f"{policy.name}__{match.name}")
-            self.counters.append(counter)
+            self.counters.append((counter, policy.name))
             for rule in self._rules(match, counter):
                 lines.append(INDENT * 2 + rule)
         if policy.default_action == "drop":
             for family in ("ipv4", "ipv6"):
                 default_match = f"{family}-all-default"
                 counter = self._identifier(f"{policy.name}__{default_match}")
-                self.counters.append(counter)
+                self.counters.append((counter, policy.name))
                 lines.append(
                     f"{INDENT * 2}meta nfproto {family} counter name {counter} drop "
                     f"comment {_quote(default_match)}"
@@ -241,7 +246,7 @@ def _exact_networks(field_sets: list[PrefixFieldSet]) -> list:
     for field_set in field_sets:
         remaining = list(field_set.prefixes)
         for excluded in field_set.except_prefixes:
-            next_remaining = []
+            next_remaining: list[IPNetwork] = []
             for network in remaining:
                 if excluded.subnet_of(network):  # type: ignore[arg-type]
                     next_remaining.extend(network.address_exclude(excluded))  # type: ignore[arg-type]
@@ -249,7 +254,8 @@ def _exact_networks(field_sets: list[PrefixFieldSet]) -> list:
                     next_remaining.append(network)
             remaining = next_remaining
         networks.extend(remaining)
-    return list(ipaddress.collapse_addresses(networks))
+    # One IP version per call (the field-sets of one family); typeshed wants one class.
+    return list(ipaddress.collapse_addresses(networks))  # type: ignore[type-var]
 
 
 def _check_interface_name(name: str, vrf: str) -> None:

@@ -116,7 +116,10 @@ class _Resolved:
         service_field_sets: dict[str, ServiceFieldSet] = {}
         for service in policy_set.services:
             name, protocol = service.name, service.protocol_number
-            service_families[name] = _PROTOCOL_FAMILIES.get(protocol, FAMILIES)
+            # `any` (no protocol number) and most protocols travel in both families.
+            service_families[name] = (
+                _PROTOCOL_FAMILIES.get(protocol, FAMILIES) if protocol is not None else FAMILIES
+            )
             source_ports, destination_ports = service.source_ports, service.destination_ports
             service_field_sets[name] = ServiceFieldSet(
                 name,
@@ -144,7 +147,7 @@ class _Resolved:
         if field_set is not None:
             return field_set
         forward = self.service_field_sets[name.removesuffix(REVERSE_SUFFIX)]
-        replies = ICMP_REPLY_TYPES.get(forward.protocol, {})
+        replies = ICMP_REPLY_TYPES.get(forward.protocol, {}) if forward.protocol is not None else {}
         field_set = self.service_field_sets[name] = ServiceFieldSet(
             name=name,
             protocol=forward.protocol,
@@ -283,7 +286,7 @@ class _DeviceBuilder:
         if services and not resolved.any_services.isdisjoint(services):
             services = ()  # a service of protocol `any` makes the rule match any service
         families = self._families(rule, services)
-        mirror_session = self._mirror_session(rule, policy) if rule.monitor else None
+        mirror_session = self._mirror_session(rule, rule.monitor, policy) if rule.monitor else None
         matches = []
         for family in families:
             if len(services) > 1:
@@ -403,10 +406,10 @@ class _DeviceBuilder:
             )
         return next_hops
 
-    def _mirror_session(self, rule: Rule, policy: Policy) -> str:
+    def _mirror_session(self, rule: Rule, monitor_name: str, policy: Policy) -> str:
         """The monitor session monitored matches mirror to: `<monitor object>-<VRF>`,
         as the seed's `show traffic-policy` reports `Mirror session andreas-vztx-ALL`."""
-        monitor = self.resolved.policy_set.monitor_object(rule.monitor)
+        monitor = self.resolved.policy_set.monitor_object(monitor_name)
         if not monitor.monitor_nodes:
             raise CompileError(
                 f"rule {rule.name!r}: monitor object {monitor.name!r} has no monitor node "

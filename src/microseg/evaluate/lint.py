@@ -19,26 +19,9 @@ from microseg.compile.resolve import compile_all
 from microseg.evaluate.cells import field_set_intervals
 from microseg.evaluate.engine import CompiledDevice, CompiledPolicy, lowest_set_bit
 from microseg.model import PolicySet
+from microseg.targets import registry
 
 GRID_CHUNK = 1 << 18  # grid points per step of the shadow scan
-
-# Hardware entry budgets for traffic-policy matches, per platform. These are planning
-# figures, not vendor-published limits: the real number depends on the TCAM profile and on
-# what else shares the ingress slices. Confirm on the switch with `show hardware tcam
-# profile` / `show platform trident tcam`.
-HARDWARE_BUDGETS: dict[str, tuple[int | None, str]] = {
-    "CCS-720XP": (
-        4096,
-        "planning figure for the 720XP (Broadcom Trident3-X3) ingress TCAM share of the "
-        "default traffic-policy profile; confirm with `show hardware tcam profile`",
-    ),
-    "eos": (
-        4096,
-        "generic EOS planning figure (same as the 720XP); set the device's `hardware` for a "
-        "platform-specific budget",
-    ),
-    "nftables": (None, "software: nftables interval sets have no hardware entry limit"),
-}
 
 
 @dataclass(frozen=True)
@@ -389,16 +372,16 @@ def hardware_report(policy_set: PolicySet, intents: dict[str, DeviceIntent]) -> 
     rows = []
     for name, intent in intents.items():
         device = policy_set.device(name)
-        key = device.hardware if device.hardware in HARDWARE_BUDGETS else device.platform
-        budget, source = HARDWARE_BUDGETS[key]
+        # The device's target knows its hardware budget (targets/<platform>/target.py).
+        budget = registry.for_device(device).limits.hardware_budget(device.hardware)
         rows.append(
             {
                 "device": name,
                 "platform": device.platform,
                 "hardware": device.hardware,
                 "entries": hardware_entries(intent),
-                "budget": budget,
-                "budget_source": source,
+                "budget": budget.entries,
+                "budget_source": budget.source,
             }
         )
     return rows

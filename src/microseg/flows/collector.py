@@ -6,20 +6,29 @@ receive callback only appends to a list; a timer hands the list to the decoder e
 Every `flush_interval` seconds sessions past their timeouts go to the store as one atomic
 segment; on stop (SIGINT/SIGTERM) every active session does. A SIGKILL loses only the
 active table since the last flush; segments already written are never touched.
+
+Nothing in one batch stops the collector: an error is logged, counted, and the batch
+dropped. When the store cannot take a segment (full disk, read-only), the sessions stay in
+memory (at most `max_unwritten`, the oldest dropped past it, counted) and every flush tries
+again; at exit what fits is written, in smaller segments if the disk is full.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
+import logging
 import os
 import signal
 import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+
+import pyarrow as pa
 
 from microseg.flows.decoder import FlowDecoder
 from microseg.flows.flowstore import FlowStore
@@ -29,6 +38,8 @@ from microseg.model import MicrosegError
 RECEIVE_BUFFER = 64 << 20
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # Linux: root may exceed rmem_max
 STATS_FILE = "collector-stats.json"
+SPLIT_PIECES = 64  # at exit on a full disk, segments down to 1/64 of what is left are tried
+log = logging.getLogger("microseg.flows")
 
 
 @dataclass(frozen=True)
@@ -36,7 +47,15 @@ class CollectorSettings:
     flush_interval: float = 5.0
     batch_interval: float = 0.02
     receive_buffer: int = RECEIVE_BUFFER
+    max_unwritten: int = 1_000_000  # sessions held while the store cannot take them
     sessions: SessionSettings = field(default_factory=SessionSettings)
+
+
+@dataclass
+class CollectorCounters:
+    batch_errors: int = 0  # batches that failed (logged) and were dropped
+    write_failures: int = 0  # segment writes the store refused (full, read-only...)
+    sessions_dropped: int = 0  # unwritten sessions past max_unwritten (oldest first)
 
 
 class FlowCollector:
@@ -47,27 +66,96 @@ class FlowCollector:
         self.store = store.open() if store is not None else None
         self.decoder = FlowDecoder()
         self.table = SessionTable(self.settings.sessions)
+        self.counters = CollectorCounters()
         self.sessions_written = 0
         self.segments_written = 0
         self.started = time.time()
+        self._unwritten: list[pa.Table] = []  # sessions the store could not take yet
+        self.last_write_error = ""
 
     def receive(self, datagrams: list[tuple[bytes, str]], now: float | None = None) -> None:
-        self.table.add(self.decoder.decode(datagrams), now)
+        try:
+            self.table.add(self.decoder.decode(datagrams), now)
+        except Exception:  # a bug must cost one batch, never the collector and its table
+            self.counters.batch_errors += 1
+            log.exception(
+                "collector: a batch of %d datagrams failed and is dropped; collecting goes on",
+                len(datagrams),
+            )
+        if self.table.evicted_rows:  # the table is full: the least recent sessions leave
+            self._write(self.table.take_evicted())
 
     def flush_expired(self, now: float | None = None) -> int:
         return self._write(self.table.expire(now))
 
     def flush_all(self) -> int:
-        return self._write(self.table.flush())
+        return self._write(self.table.flush(), final=True)
 
-    def _write(self, sessions) -> int:
-        if self.store is not None and sessions.num_rows:
-            self.store.write(sessions)
-            self.segments_written += 1
-        self.sessions_written += sessions.num_rows
-        if self.store is not None:
+    @property
+    def unwritten(self) -> int:
+        return sum(table.num_rows for table in self._unwritten)
+
+    def _write(self, sessions: pa.Table, final: bool = False) -> int:
+        """Store these sessions and those earlier writes could not; returns sessions stored."""
+        if sessions.num_rows:
+            self._unwritten.append(sessions)
+        if not self._unwritten:
             self._save_stats()
-        return sessions.num_rows
+            return 0
+        pending, self._unwritten = pa.concat_tables(self._unwritten), []
+        written = (
+            pending.num_rows if self.store is None else self._store(self.store, pending, final)
+        )
+        self.sessions_written += written
+        self._save_stats()
+        return written
+
+    def _store(self, store: FlowStore, sessions: pa.Table, final: bool) -> int:
+        pieces, written = [sessions], 0
+        smallest = max(1024, sessions.num_rows // SPLIT_PIECES)
+        while pieces:
+            piece = pieces.pop(0)
+            try:
+                store.write(piece)
+            except Exception as error:  # OSError mostly; the sessions must survive any
+                self.counters.write_failures += 1
+                self.last_write_error = _describe(error)
+                full = isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
+                if final and full and piece.num_rows > smallest:  # smaller segments may fit
+                    half = piece.num_rows // 2
+                    pieces[:0] = [piece.slice(0, half), piece.slice(half)]
+                    continue
+                self._unwritten = [piece, *pieces]
+                self._keep_within_bound()
+                log.error(
+                    "collector: cannot write %d sessions to %s: %s; %s",
+                    self.unwritten,
+                    store.directory,
+                    self.last_write_error,
+                    "they are lost at exit"
+                    if final
+                    else "kept in memory, written at the next flush that succeeds",
+                )
+                if not isinstance(error, OSError):
+                    log.error("collector: the write failed with", exc_info=error)
+                return written
+            self.segments_written += 1
+            written += piece.num_rows
+        return written
+
+    def _keep_within_bound(self) -> None:
+        excess = self.unwritten - self.settings.max_unwritten
+        if excess <= 0:
+            return
+        pending = pa.concat_tables(self._unwritten)
+        self._unwritten = [pending.slice(excess)]
+        self.counters.sessions_dropped += excess
+        log.error(
+            "collector: %d oldest unwritten sessions dropped: at most %d are kept in memory "
+            "while the store cannot take them (--max-unwritten)",
+            excess,
+            self.settings.max_unwritten,
+        )
 
     def stats(self) -> dict:
         data = self.decoder.stats()
@@ -75,16 +163,33 @@ class FlowCollector:
             sessions_active=len(self.table),
             sessions_written=self.sessions_written,
             segments_written=self.segments_written,
+            sessions_unwritten=self.unwritten,
+            max_sessions=self.settings.sessions.max_sessions,
+            **asdict(self.table.counters),
+            **asdict(self.counters),
             uptime_seconds=round(time.time() - self.started, 3),
         )
         return data
 
     def _save_stats(self) -> None:
-        """Counters next to the segments, for `microseg` and the API (atomic replace)."""
+        """Counters next to the segments, for `microseg` and the API (atomic replace);
+        best effort: a full or read-only store must not stop the collector."""
+        if self.store is None:
+            return
         path = self.store.directory / STATS_FILE
         temporary = path.with_name(f".tmp-{os.getpid()}-{STATS_FILE}")
-        temporary.write_text(json.dumps(self.stats(), indent=2, sort_keys=True) + "\n")
-        os.replace(temporary, path)
+        try:
+            temporary.write_text(json.dumps(self.stats(), indent=2, sort_keys=True) + "\n")
+            os.replace(temporary, path)
+        except OSError:
+            with contextlib.suppress(OSError):
+                temporary.unlink(missing_ok=True)
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return str(error) or type(error).__name__
 
 
 def parse_listen(listen: str) -> tuple[str, int]:

@@ -29,6 +29,7 @@ SEQUENCE_MODULO = 1 << 32
 UPTIME_MODULO = 1 << 32  # RFC 3954 5.1: sysUptime and *_SWITCHED are 32-bit milliseconds
 NO_UPTIME = -1  # a time base without a header sysUptime (IPFIX)
 LATEST_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+LATEST = np.uint64(LATEST_MS)
 VERSION = struct.Struct("!H")
 
 
@@ -58,6 +59,7 @@ class DecoderCounters:
     templates: int = 0
     template_withdrawals: int = 0
     template_evictions: int = 0  # oldest templates dropped at the per-exporter/stream cap
+    mixed_family_records: int = 0  # IPv6 records pairing an IPv4-mapped address: dropped
     exporters: dict[str, ExporterCounters] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
@@ -436,7 +438,22 @@ class FlowDecoder:
             halves = self._exporter_halves[gather.exporter] = _exporter_halves(gather.exporter)
         batch.exporter_hi[:], batch.exporter_lo[:] = halves
         batch.observation_domain[:] = gather.domain
-        return batch
+        return self._one_family(batch)
+
+    def _one_family(self, batch: FlowBatch) -> FlowBatch:
+        """IPv4 is kept IPv4-mapped, so an IPv6 record with a `::ffff:a.b.c.d` address
+        (RFC 4291 2.5.5.2; RFC 4942 2.2: not valid on the wire) would pair an IPv4 and an
+        IPv6 end: such records are dropped and counted; with both ends mapped it is IPv4."""
+        if len(batch) == 0 or batch.family[0] != 6:
+            return batch
+        src_mapped = (batch.src_hi == 0) & ((batch.src_lo >> np.uint64(32)) == 0xFFFF)
+        dst_mapped = (batch.dst_hi == 0) & ((batch.dst_lo >> np.uint64(32)) == 0xFFFF)
+        batch.family[src_mapped & dst_mapped] = 4
+        mixed = src_mapped != dst_mapped
+        if not mixed.any():
+            return batch
+        self.counters.mixed_family_records += int(mixed.sum())
+        return batch.take(~mixed)
 
 
 def _fill_addresses(batch: FlowBatch, values, roles) -> None:
@@ -451,17 +468,20 @@ def _fill_addresses(batch: FlowBatch, values, roles) -> None:
 
 
 def _time_ms(values, roles, which: str, time_base) -> np.ndarray:
+    # clamp while still unsigned: a 64-bit time past int64 must not wrap into the past
     if f"{which}_ms" in roles:
-        return widen(values[f"{which}_ms"]).astype(np.int64)
+        return np.minimum(widen(values[f"{which}_ms"]), LATEST).astype(np.int64)
     if f"{which}_s" in roles:
-        return widen(values[f"{which}_s"]).astype(np.int64) * 1000
+        seconds = np.minimum(widen(values[f"{which}_s"]), LATEST // np.uint64(1000) + 1)
+        return seconds.astype(np.int64) * 1000
     if f"{which}_ntp" in roles:
         ntp = widen(values[f"{which}_ntp"])
         seconds = (ntp >> np.uint64(32)).astype(np.int64) - NTP_TO_UNIX_SECONDS
         fraction_ms = ((ntp & np.uint64(0xFFFFFFFF)) * np.uint64(1000)) >> np.uint64(32)
         return seconds * 1000 + fraction_ms.astype(np.int64)
     if f"{which}_uptime" in roles:
-        uptime = widen(values[f"{which}_uptime"]).astype(np.int64)
+        # unsigned32 by the RFCs; a wider field is bounded so the sum below cannot overflow
+        uptime = np.minimum(widen(values[f"{which}_uptime"]), np.uint64(1 << 62)).astype(np.int64)
         base, header_uptime = time_base[:, 0], time_base[:, 1]
         # sysUptime is 32-bit ms and wraps after 49.7 days: read a switched time as the
         # nearest one to the header's uptime, modulo 2^32 (no reference for IPFIX)

@@ -5,6 +5,16 @@ written to `STORE/segments/.tmp-*` and renamed into place (rename is atomic on P
 reader or a crash never sees half a segment. Compaction writes the merged segment first
 (naming its sources in the Parquet metadata) and deletes the sources after; a crash in
 between is repaired on the next open, and readers skip sources a compacted segment lists.
+Only plain `seg-*.parquet` names count as sources: a segment cannot point outside the store.
+
+Two lock files (flock, released by the kernel when a process dies): `STORE/.writers.lock`
+is held shared while a temporary segment is written and exclusively to remove temporaries a
+crash left, so a live writer's file is never taken for one; `STORE/.maintenance.lock`
+serialises compaction, retention and quarantine, so two runs never merge the same segments.
+
+A segment that cannot be read (truncated, empty, not Parquet, another schema, bad metadata,
+not a regular file) is skipped and reported, never fatal; `maintain` moves it to
+`STORE/quarantine/`.
 
 Segments hold one row per session with real port numbers; the `eph` summary is a query
 (`read_sessions`), so it spans segments.
@@ -12,11 +22,18 @@ Segments hold one row per session with real port numbers; the `eph` summary is a
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import ipaddress
 import itertools
 import json
+import logging
 import os
+import stat
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -25,7 +42,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from microseg.flows.session_columns import session_columns
-from microseg.flows.sessions import SESSION_SCHEMA, sort_sessions
+from microseg.flows.sessions import INT64_MAX, SESSION_SCHEMA, sort_sessions
 from microseg.model import MicrosegError
 from microseg.model.ports import EPHEMERAL_PORT_START
 
@@ -34,6 +51,13 @@ STORE_ENV = "MICROSEG_FLOW_STORE"
 EPHEMERAL_PORT = EPHEMERAL_PORT_START
 COMPACTED_FROM = b"microseg.compacted_from"
 LAST_SEEN = b"microseg.last_seen_ms"
+SEGMENT_GLOB = "seg-*.parquet"
+QUARANTINE = "quarantine"
+WRITERS_LOCK = ".writers.lock"
+MAINTENANCE_LOCK = ".maintenance.lock"
+SMALL_SEGMENT = 8 << 20
+READ_ATTEMPTS = 4  # a compaction may replace segments while we read: look again
+log = logging.getLogger("microseg.flows")
 _counter = itertools.count()
 
 # read_sessions() output: SESSION_SCHEMA with ports as text ("53" or "eph")
@@ -65,6 +89,66 @@ def default_store_dir() -> Path:
     return Path(platformdirs.user_data_dir("microseg")) / "flows"
 
 
+@dataclass(frozen=True)
+class BadSegment:
+    """A file named like a segment that cannot be read as one, and why."""
+
+    name: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.reason})"
+
+
+@dataclass(frozen=True)
+class _Footer:
+    sources: tuple[str, ...]  # microseg.compacted_from
+    rows: int
+    last_seen_ms: int
+    size: int
+
+
+@dataclass
+class StoreScan:
+    """One look at the segment directory."""
+
+    directory: Path
+    live: list[Path] = field(default_factory=list)  # readable, not superseded, oldest first
+    bad: list[BadSegment] = field(default_factory=list)
+    superseded: list[Path] = field(default_factory=list)  # a compaction's sources, still here
+    ignored: list[str] = field(default_factory=list)  # unsafe compacted_from entries
+    footers: dict[str, _Footer] = field(default_factory=dict)
+
+    def rows(self, segments: list[Path]) -> int:
+        return sum(self.footers[segment.name].rows for segment in segments)
+
+    def warn(self) -> None:
+        """Say what was skipped (stderr, through logging): reads go on without it."""
+        if self.bad:
+            log.warning(
+                "warning: flow store %s: skipped %d bad segment(s): %s",
+                self.directory,
+                len(self.bad),
+                "; ".join(map(str, self.bad)),
+            )
+        for entry in self.ignored:
+            log.warning("warning: flow store %s: %s", self.directory, entry)
+
+
+@dataclass
+class Maintenance:
+    """What `FlowStore.maintain` did (or, dry run, would do)."""
+
+    quarantined: list[BadSegment] = field(default_factory=list)
+    pruned: list[str] = field(default_factory=list)
+    pruned_sessions: int = 0
+    stored_sessions: int = 0  # before pruning
+    merged: list[str] = field(default_factory=list)
+    segments: int = 0  # live segments afterwards
+    dry_run: bool = False
+    refusal: str = ""  # why retention needs allow_most (--yes), if it does
+
+
 class FlowStore:
     """A directory of Parquet session segments."""
 
@@ -78,49 +162,186 @@ class FlowStore:
             self.segment_dir.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise MicrosegError(f"flow store {self.directory}: {error.strerror}") from None
-        for stray in self.segment_dir.glob(".tmp-*"):
-            stray.unlink(missing_ok=True)
-        for segment in self.segment_dir.glob("seg-*.parquet"):
-            for source in _compacted_from(segment):
-                (self.segment_dir / source).unlink(missing_ok=True)
+        self._remove_stray_temporaries()
+        self._remove_superseded(self.scan())
         return self
 
     def write(self, sessions: pa.Table) -> Path | None:
-        """One new segment with these sessions (SESSION_SCHEMA), atomically; None if empty."""
+        """One new segment with these sessions (SESSION_SCHEMA), atomically; None if empty.
+
+        Raises OSError (no space, read-only...) with nothing left behind."""
         if sessions.num_rows == 0:
             return None
         return self._write_segment(sort_sessions(sessions.cast(SESSION_SCHEMA)), {})
 
     def segments(self) -> list[Path]:
-        """Live segments, oldest first (sources of a finished compaction excluded)."""
+        """Live segments, oldest first (sources of a finished compaction and bad ones excluded)."""
+        return self.scan().live
+
+    def scan(self, known_bad: dict[str, BadSegment] | None = None) -> StoreScan:
+        """Read every segment's footer: which are live, bad, superseded."""
+        scan = StoreScan(self.directory)
         if not self.segment_dir.is_dir():
-            return []
-        found = sorted(self.segment_dir.glob("seg-*.parquet"))
-        superseded = {name for segment in found for name in _compacted_from(segment)}
-        return [segment for segment in found if segment.name not in superseded]
+            return scan
+        known_bad = known_bad or {}
+        for path in sorted(self.segment_dir.glob(SEGMENT_GLOB)):
+            if path.name in known_bad:
+                scan.bad.append(known_bad[path.name])
+                continue
+            try:
+                scan.footers[path.name] = _read_footer(path)
+            except FileNotFoundError:
+                continue  # removed since we listed it (a compaction's sources)
+            except _Unreadable as error:
+                scan.bad.append(BadSegment(path.name, str(error)))
+        superseded = set()
+        for name, footer in scan.footers.items():
+            for source in footer.sources:
+                if _is_segment_name(source) and source != name:
+                    superseded.add(source)
+                else:
+                    scan.ignored.append(
+                        f"{name}: compacted_from entry {source!r} ignored "
+                        "(only names of segments in this store count)"
+                    )
+        scan.bad = [bad for bad in scan.bad if bad.name not in superseded]
+        for name in scan.footers:
+            path = self.segment_dir / name
+            (scan.superseded if name in superseded else scan.live).append(path)
+        return scan
 
-    def compact(self, small_bytes: int = 8 << 20) -> int:
+    def compact(self, small_bytes: int = SMALL_SEGMENT) -> int:
         """Merge every segment smaller than `small_bytes` into one; returns segments merged."""
-        small = [s for s in self.segments() if s.stat().st_size < small_bytes]
-        if len(small) < 2:
-            return 0
-        merged = pa.concat_tables([pq.read_table(s).cast(SESSION_SCHEMA) for s in small])
-        names = json.dumps([s.name for s in small]).encode()
-        self._write_segment(sort_sessions(merged), {COMPACTED_FROM: names})
-        for segment in small:
-            segment.unlink(missing_ok=True)
-        return len(small)
+        return len(self.maintain(small_bytes=small_bytes).merged)
 
-    def prune(self, max_age_seconds: float, now: float | None = None) -> int:
-        """Delete segments whose newest session was last seen longer ago than the age."""
-        cutoff_ms = ((time.time() if now is None else now) - max_age_seconds) * 1000
-        removed = 0
-        for segment in self.segments():
-            metadata = pq.read_schema(segment).metadata or {}
-            if int(metadata.get(LAST_SEEN, b"0")) < cutoff_ms:
-                segment.unlink(missing_ok=True)
-                removed += 1
-        return removed
+    def maintain(
+        self,
+        *,
+        retention_seconds: float | None = None,
+        allow_most: bool = False,
+        dry_run: bool = False,
+        small_bytes: int = SMALL_SEGMENT,
+        now: float | None = None,
+    ) -> Maintenance:
+        """Quarantine bad segments, apply retention, merge small segments; one run at a time.
+
+        Retention deletes segments whose newest session was last seen more than
+        `retention_seconds` before `now` (exporter time). If that is every segment or more
+        than half of the stored sessions, it is refused (MicrosegError) unless `allow_most`.
+        `dry_run` computes the same result and changes nothing."""
+        with self._maintenance_lock(dry_run):
+            scan = self.scan()
+            done = Maintenance(dry_run=dry_run, stored_sessions=scan.rows(scan.live))
+            doomed = []
+            if retention_seconds is not None:
+                doomed = self._retention(scan, retention_seconds, now, done)
+                if done.refusal and not (allow_most or dry_run):
+                    raise MicrosegError(done.refusal)  # before anything is changed
+                done.pruned = [segment.name for segment in doomed]
+                done.pruned_sessions = scan.rows(doomed)
+            if not dry_run:
+                self._remove_superseded(scan)
+                for segment in doomed:
+                    segment.unlink(missing_ok=True)
+            done.quarantined = scan.bad if dry_run else self._quarantine(scan.bad)
+            live = [segment for segment in scan.live if segment not in doomed]
+            small = [s for s in live if scan.footers[s.name].size < small_bytes]
+            if len(small) >= 2:
+                merged = small if dry_run else self._merge(scan, small, done)
+                done.merged = [segment.name for segment in merged]
+            if dry_run:
+                done.segments = len(live) - len(done.merged) + (1 if done.merged else 0)
+            else:
+                done.segments = len(self.scan().live)
+            return done
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _retention(self, scan, retention_seconds, now, done: Maintenance) -> list[Path]:
+        cutoff_ms = ((time.time() if now is None else now) - retention_seconds) * 1000
+        doomed = [s for s in scan.live if scan.footers[s.name].last_seen_ms < cutoff_ms]
+        doomed_rows, stored = scan.rows(doomed), scan.rows(scan.live)
+        if doomed and (len(doomed) == len(scan.live) or 2 * doomed_rows > stored):
+            what = "all" if len(doomed) == len(scan.live) else "more than half of the"
+            done.refusal = (
+                f"retention would delete {what} stored sessions ({doomed_rows} of {stored}, "
+                f"{len(doomed)} of {len(scan.live)} segments): --dry-run lists them, "
+                "--yes deletes them"
+            )
+        return doomed
+
+    def _merge(self, scan: StoreScan, small: list[Path], done: Maintenance) -> list[Path]:
+        """Write one segment with the sessions of `small`, then delete them."""
+        tables, merged = [], []
+        for segment in small:
+            try:
+                tables.append(pq.read_table(segment).cast(SESSION_SCHEMA))
+                merged.append(segment)
+            except FileNotFoundError:
+                continue
+            except (pa.ArrowException, OSError, ValueError) as error:
+                done.quarantined += self._quarantine([BadSegment(segment.name, _reason(error))])
+        if len(merged) < 2:
+            return []
+        # the sources' own sources too: if any survived a crash they stay superseded
+        names = {segment.name for segment in merged}
+        names.update(s for m in merged for s in scan.footers[m.name].sources if _is_segment_name(s))
+        self._write_segment(
+            sort_sessions(pa.concat_tables(tables)),
+            {COMPACTED_FROM: json.dumps(sorted(names)).encode()},
+        )
+        for segment in merged:
+            segment.unlink(missing_ok=True)
+        return merged
+
+    def _quarantine(self, bad: list[BadSegment]) -> list[BadSegment]:
+        """Move bad segments out of the read path, into STORE/quarantine/ (kept for a look)."""
+        moved = []
+        for segment in bad:
+            target_dir = self.directory / QUARANTINE
+            try:
+                target_dir.mkdir(exist_ok=True)
+                target = target_dir / segment.name
+                for number in itertools.count(1):
+                    if not target.exists() and not target.is_symlink():
+                        break
+                    target = target_dir / f"{segment.name}.{number}"
+                os.replace(self.segment_dir / segment.name, target)
+                moved.append(segment)
+            except FileNotFoundError:
+                continue
+            except OSError as error:
+                log.warning("warning: cannot quarantine %s: %s", segment.name, error.strerror)
+        return moved
+
+    def _remove_superseded(self, scan: StoreScan) -> None:
+        for source in scan.superseded:
+            with contextlib.suppress(OSError):  # gone already, or a read-only store
+                source.unlink(missing_ok=True)
+
+    def _remove_stray_temporaries(self) -> None:
+        """Temporaries a crashed writer left; a live writer holds the lock shared."""
+        try:
+            with _flock(self.directory / WRITERS_LOCK, fcntl.LOCK_EX | fcntl.LOCK_NB):
+                for stray in self.segment_dir.glob(".tmp-*"):
+                    stray.unlink(missing_ok=True)
+        except OSError:  # a writer at work (EWOULDBLOCK), or a read-only store
+            return
+
+    @contextlib.contextmanager
+    def _maintenance_lock(self, dry_run: bool) -> Iterator[None]:
+        try:
+            descriptor = os.open(self.directory / MAINTENANCE_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as error:
+            if dry_run and error.errno in (errno.EROFS, errno.EACCES, errno.ENOENT):
+                yield  # looking changes nothing: no lock needed
+                return
+            raise MicrosegError(f"flow store {self.directory}: {error.strerror}") from None
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX)  # another compaction: wait for it
+            yield
+        finally:
+            os.close(descriptor)
 
     def _write_segment(self, table: pa.Table, metadata: dict[bytes, bytes]) -> Path:
         self.segment_dir.mkdir(parents=True, exist_ok=True)
@@ -129,11 +350,17 @@ class FlowStore:
         table = table.replace_schema_metadata(metadata)
         name = f"seg-{time.time_ns() // 1_000_000:013d}-{os.getpid()}-{next(_counter):06d}.parquet"
         temporary = self.segment_dir / f".tmp-{name}"
-        pq.write_table(table, temporary, compression="zstd")
-        with open(temporary, "rb") as written:
-            os.fsync(written.fileno())
         final = self.segment_dir / name
-        os.replace(temporary, final)
+        with _flock(self.directory / WRITERS_LOCK, fcntl.LOCK_SH):
+            try:
+                pq.write_table(table, temporary, compression="zstd")
+                with open(temporary, "rb") as written:
+                    os.fsync(written.fileno())
+                os.replace(temporary, final)
+            except BaseException:
+                with contextlib.suppress(OSError):  # a full disk must not keep the part
+                    temporary.unlink(missing_ok=True)
+                raise
         directory = os.open(self.segment_dir, os.O_RDONLY)
         try:
             os.fsync(directory)
@@ -142,12 +369,85 @@ class FlowStore:
         return final
 
 
-def _compacted_from(segment: Path) -> list[str]:
+@contextlib.contextmanager
+def _flock(path: Path, operation: int) -> Iterator[None]:
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        metadata = pq.read_schema(segment).metadata or {}
-    except (OSError, pa.ArrowInvalid):
-        return []
-    return json.loads(metadata[COMPACTED_FROM]) if COMPACTED_FROM in metadata else []
+        fcntl.flock(descriptor, operation)
+        yield
+    finally:
+        os.close(descriptor)  # releases the lock
+
+
+class _Unreadable(Exception):
+    """Why a file named like a segment is not one we can read."""
+
+
+def _is_segment_name(name: object) -> bool:
+    """A plain segment file name: no directory part, so it names a file in this store."""
+    return (
+        isinstance(name, str)
+        and name.startswith("seg-")
+        and name.endswith(".parquet")
+        and not any(character in name for character in "/\\\0")
+    )
+
+
+def _reason(error: BaseException) -> str:
+    text = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def _read_footer(path: Path) -> _Footer:
+    """The segment's footer, checked: a regular Parquet file of SESSION_SCHEMA with our
+    metadata. Raises _Unreadable (or FileNotFoundError if it is gone)."""
+    try:
+        # O_NONBLOCK: a FIFO named like a segment must not hang the reader
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+    except OSError as error:
+        if error.errno == errno.ENOENT:
+            raise
+        if error.errno == errno.ELOOP:
+            raise _Unreadable("a symbolic link, not a segment") from None
+        raise _Unreadable(error.strerror) from None
+    info = os.fstat(descriptor)
+    if not stat.S_ISREG(info.st_mode) or info.st_size == 0:
+        os.close(descriptor)
+        raise _Unreadable("empty file" if stat.S_ISREG(info.st_mode) else "not a regular file")
+    with os.fdopen(descriptor, "rb") as file:
+        try:
+            parquet = pq.ParquetFile(file)
+            schema, rows = parquet.schema_arrow, parquet.metadata.num_rows
+        except (pa.ArrowException, OSError, ValueError) as error:
+            raise _Unreadable(f"not a readable Parquet file: {_reason(error)}") from None
+    if not schema.remove_metadata().equals(SESSION_SCHEMA):
+        raise _Unreadable(f"not a session segment: {_schema_difference(schema)}")
+    metadata = schema.metadata or {}
+    sources: list[str] = []
+    if COMPACTED_FROM in metadata:
+        try:
+            listed = json.loads(metadata[COMPACTED_FROM])
+        except ValueError:
+            listed = None
+        if not isinstance(listed, list) or not all(isinstance(s, str) for s in listed):
+            raise _Unreadable("bad metadata: microseg.compacted_from is not a list of names")
+        sources = listed
+    try:
+        last_seen = int(metadata.get(LAST_SEEN, b"0"))
+    except ValueError:
+        raise _Unreadable("bad metadata: microseg.last_seen_ms is not a number") from None
+    return _Footer(tuple(sources), rows, last_seen, info.st_size)
+
+
+def _schema_difference(schema: pa.Schema) -> str:
+    for expected in SESSION_SCHEMA:
+        index = schema.get_field_index(expected.name)
+        if index < 0:
+            return f"no column {expected.name}"
+        if not schema.field(index).type.equals(expected.type):
+            return f"column {expected.name} is {schema.field(index).type}, not {expected.type}"
+    extra = [name for name in schema.names if name not in SESSION_SCHEMA.names]
+    return f"extra column(s) {', '.join(extra)}" if extra else "columns in another order"
 
 
 def read_sessions(
@@ -180,30 +480,71 @@ def read_sessions(
     path = default_store_dir() if source is None else Path(source)
     if source is None and not path.exists():
         return OUTPUT_SCHEMA.empty_table()  # nothing collected yet
+    where, parameters = _filters(vrf, protocol, src, dst, port, since)
+    if path.is_dir():
+        return _read_store(path, ephemeral_port, where, parameters)
     connection = duckdb.connect()
     columns = _load(connection, path)
-    if columns is None:
-        return OUTPUT_SCHEMA.empty_table()
-    if not path.is_dir():
-        # A session file is checked row by row, in file order, by the one session-table
-        # reader before it is summarised: a bad value is an error naming its row.
-        session_columns(_raw_rows(connection, path), where=str(path))
-    connection.execute(f"CREATE TEMP VIEW sessions AS {_normalised(columns)}")
-    where, parameters = _filters(vrf, protocol, src, dst, port, since)
+    # A session file is checked row by row, in file order, by the one session-table
+    # reader before it is summarised: a bad value is an error naming its row.
+    session_columns(_raw_rows(connection, path), where=str(path))
     try:
-        if ephemeral_port is None:
-            query = f"SELECT {', '.join(OUTPUT_SCHEMA.names)} FROM sessions {where}"
-        else:
-            query = _summary_query(where, int(ephemeral_port))
-        # first seen, then the key; every other column breaks ties, so the same sessions
-        # list the same whatever order they were stored or written in
-        order = ["first_seen", "vrf", "protocol", "src", "sport", "dst", "dport", "exporter"]
-        order += [name for name in OUTPUT_SCHEMA.names if name not in order]
-        query += f" ORDER BY {', '.join(order)}"
-        table = connection.sql(query, params=parameters).to_arrow_table()
+        return _query(connection, columns, ephemeral_port, where, parameters)
     except duckdb.Error as error:
         raise MicrosegError(f"{path}: cannot read sessions: {error}") from None
-    return table.cast(OUTPUT_SCHEMA)
+
+
+def _read_store(path: Path, ephemeral_port, where: str, parameters: list) -> pa.Table:
+    """Sessions of a store directory. Bad segments are skipped and reported (logging); a
+    segment whose pages turn out unreadable is found by reading each one, then skipped."""
+    store = FlowStore(path)
+    known_bad: dict[str, BadSegment] = {}
+    for _ in range(READ_ATTEMPTS):
+        scan = store.scan(known_bad)
+        if not scan.live:
+            scan.warn()
+            return OUTPUT_SCHEMA.empty_table()
+        connection = duckdb.connect()
+        names = ", ".join(f"'{_quote(segment)}'" for segment in scan.live)
+        try:
+            connection.execute(f"CREATE TEMP VIEW raw AS SELECT * FROM read_parquet([{names}])")
+            table = _query(connection, SESSION_SCHEMA.names, ephemeral_port, where, parameters)
+        except duckdb.Error as error:
+            unreadable = _unreadable(scan.live)
+            if not unreadable and all(segment.exists() for segment in scan.live):
+                raise MicrosegError(f"{path}: cannot read sessions: {error}") from None
+            known_bad.update(unreadable)  # and look again: a compaction may have run
+            continue
+        scan.warn()
+        return table
+    raise MicrosegError(f"{path}: cannot read sessions: the segments kept changing while read")
+
+
+def _unreadable(segments: list[Path]) -> dict[str, BadSegment]:
+    found = {}
+    for segment in segments:
+        try:
+            pq.read_table(segment)
+        except FileNotFoundError:
+            continue
+        except (pa.ArrowException, OSError, ValueError) as error:
+            found[segment.name] = BadSegment(segment.name, f"unreadable data: {_reason(error)}")
+    return found
+
+
+def _query(connection, columns: list[str], ephemeral_port, where: str, parameters) -> pa.Table:
+    """The session table over the view `raw`; raises duckdb.Error."""
+    connection.execute(f"CREATE TEMP VIEW sessions AS {_normalised(columns)}")
+    if ephemeral_port is None:
+        query = f"SELECT {', '.join(OUTPUT_SCHEMA.names)} FROM sessions {where}"
+    else:
+        query = _summary_query(where, int(ephemeral_port))
+    # first seen, then the key; every other column breaks ties, so the same sessions
+    # list the same whatever order they were stored or written in
+    order = ["first_seen", "vrf", "protocol", "src", "sport", "dst", "dport", "exporter"]
+    order += [name for name in OUTPUT_SCHEMA.names if name not in order]
+    query += f" ORDER BY {', '.join(order)}"
+    return connection.sql(query, params=parameters).to_arrow_table().cast(OUTPUT_SCHEMA)
 
 
 def _raw_rows(connection, path: Path) -> pa.Table:
@@ -213,27 +554,21 @@ def _raw_rows(connection, path: Path) -> pa.Table:
         raise MicrosegError(f"{path}: cannot read sessions: {error}") from None
 
 
-def _load(connection, path: Path) -> list[str] | None:
-    """Register `raw` for the source; its column names, or None when there is nothing."""
+def _load(connection, path: Path) -> list[str]:
+    """Register `raw` for a session file; its column names."""
+    if not path.exists():
+        raise MicrosegError(f"{path}: no such session file or flow store directory")
+    if path.suffix == ".parquet":
+        relation = f"read_parquet('{_quote(path)}')"
+    elif path.suffix == ".csv":
+        relation = f"read_csv('{_quote(path)}', header = true, all_varchar = true)"
+    elif path.suffix in (".jsonl", ".json", ".ndjson"):
+        relation = f"read_json('{_quote(path)}', format = 'newline_delimited')"
+    else:
+        raise MicrosegError(
+            f"{path}: sessions come from a store directory or a .parquet, .csv or .jsonl file"
+        )
     try:
-        if path.is_dir():
-            segments = FlowStore(path).segments()
-            if not segments:
-                return None
-            names = ", ".join(f"'{_quote(s)}'" for s in segments)
-            relation = f"read_parquet([{names}], union_by_name = true)"
-        elif not path.exists():
-            raise MicrosegError(f"{path}: no such session file or flow store directory")
-        elif path.suffix == ".parquet":
-            relation = f"read_parquet('{_quote(path)}')"
-        elif path.suffix == ".csv":
-            relation = f"read_csv('{_quote(path)}', header = true, all_varchar = true)"
-        elif path.suffix in (".jsonl", ".json", ".ndjson"):
-            relation = f"read_json('{_quote(path)}', format = 'newline_delimited')"
-        else:
-            raise MicrosegError(
-                f"{path}: sessions come from a store directory or a .parquet, .csv or .jsonl file"
-            )
         connection.execute(f"CREATE TEMP VIEW raw AS SELECT * FROM {relation}")
         columns = [row[0] for row in connection.execute("DESCRIBE raw").fetchall()]
     except duckdb.Error as error:
@@ -310,6 +645,11 @@ def _canonical_address(text: str) -> str:
         return text
 
 
+def _total(column: str) -> str:
+    """A sum that saturates at the store's int64 maximum, as the collector's counters do."""
+    return f"least(sum({column}), {INT64_MAX})::BIGINT AS {column}"
+
+
 def _summary_query(where: str, ephemeral_port: int) -> str:
     # vZTX: client ports from 49152 up are shown as `eph`, one row per client/server/service
     return f"""
@@ -318,13 +658,13 @@ def _summary_query(where: str, ephemeral_port: int) -> str:
                  AND TRY_CAST(dport AS INTEGER) < {ephemeral_port}
                 THEN 'eph' ELSE sport END AS sport,
            dst, dport,
-           sum(fwd_packets)::BIGINT AS fwd_packets, sum(fwd_bytes)::BIGINT AS fwd_bytes,
-           sum(rev_packets)::BIGINT AS rev_packets, sum(rev_bytes)::BIGINT AS rev_bytes,
-           sum(complete)::BIGINT AS complete, sum(half_open)::BIGINT AS half_open,
+           {_total("fwd_packets")}, {_total("fwd_bytes")},
+           {_total("rev_packets")}, {_total("rev_bytes")},
+           {_total("complete")}, {_total("half_open")},
            min(first_seen) AS first_seen, max(last_seen) AS last_seen,
            min(exporter) AS exporter, min(rev_exporter) AS rev_exporter,
            bit_or(fwd_tcp_flags)::INTEGER AS fwd_tcp_flags,
            bit_or(rev_tcp_flags)::INTEGER AS rev_tcp_flags,
-           sum(sessions)::BIGINT AS sessions
+           {_total("sessions")}
     FROM sessions {where}
     GROUP BY ALL"""

@@ -23,6 +23,7 @@ Definitions (also in the README):
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 
@@ -34,6 +35,13 @@ from microseg.flows.batch import FlowBatch, format_addresses
 from microseg.model.ports import ICMP, ICMPV6, PROTOCOL_NAMES, TCP
 
 NO_TIME = np.iinfo(np.int64).max  # "no packet in this direction" for min(first)
+# Counters saturate instead of overflowing: at UINT64_MAX in the table (RFC 7011's
+# unsigned64 counters), at INT64_MAX in stored sessions (Parquet int64, what every reader uses)
+UINT64_MAX = (1 << 64) - 1
+INT64_MAX = (1 << 63) - 1
+MERGE_ROWS = 500_000  # records waiting before they are merged (at most max_sessions)
+EVICT_TO = 0.8  # past max_sessions, the least recently updated leave until 80 % remain
+log = logging.getLogger("microseg.flows")
 ECHO_REQUEST = {ICMP: 8, ICMPV6: 128}  # RFC 792, RFC 4443
 SYN, ACK = 0x02, 0x10
 
@@ -89,12 +97,17 @@ CANONICAL_SCHEMA = pa.schema(
     ]
 )
 
+
+def _saturated_sum(column: str) -> str:
+    return f"least(sum({column}), {UINT64_MAX})::UBIGINT AS {column}"
+
+
 _MERGE = f"""
 SELECT {", ".join(KEY)},
-       sum(a_packets)::UBIGINT AS a_packets, sum(a_bytes)::UBIGINT AS a_bytes,
+       {_saturated_sum("a_packets")}, {_saturated_sum("a_bytes")},
        min(a_first) AS a_first, max(a_last) AS a_last, bit_or(a_flags) AS a_flags,
        max(a_request) AS a_request, max(a_exporter) AS a_exporter,
-       sum(b_packets)::UBIGINT AS b_packets, sum(b_bytes)::UBIGINT AS b_bytes,
+       {_saturated_sum("b_packets")}, {_saturated_sum("b_bytes")},
        min(b_first) AS b_first, max(b_last) AS b_last, bit_or(b_flags) AS b_flags,
        max(b_request) AS b_request, max(b_exporter) AS b_exporter,
        min(created) AS created, max(touched) AS touched
@@ -106,10 +119,19 @@ FROM rows GROUP BY ALL
 class SessionSettings:
     """Timeouts are collector time: inactive = no record for the session for that long;
     active = a session older than that is written out and starts afresh (EOS flow tracking
-    defaults: inactive 15 s, active 1800 s)."""
+    defaults: inactive 15 s, active 1800 s). At most `max_sessions` are active: past it the
+    least recently updated sessions leave the table early (evicted, to be written out)."""
 
     inactive_timeout: float = 15.0
     active_timeout: float = 1800.0
+    max_sessions: int = 1_000_000
+
+
+@dataclass
+class TableCounters:
+    records_rejected: int = 0  # records of a batch that could not be merged (logged)
+    counters_saturated: int = 0  # sessions written with a counter held at INT64_MAX
+    sessions_evicted: int = 0  # sessions that left early because the table was full
 
 
 class SessionTable:
@@ -117,9 +139,12 @@ class SessionTable:
 
     def __init__(self, settings: SessionSettings | None = None):
         self.settings = settings or SessionSettings()
+        self.counters = TableCounters()
         self._sessions: pa.Table | None = None
         self._waiting: list[pa.Table] = []
         self._waiting_rows = 0
+        self._merge_rows = max(1, min(MERGE_ROWS, self.settings.max_sessions))
+        self._evicted: list[pa.Table] = []  # oriented, waiting to be written
         self._exporters: list[str] = [""]  # exporter id -> address; 0 = none
         self._exporter_ids: dict[tuple[int, int], int] = {}
         self._connection = duckdb.connect()
@@ -142,14 +167,23 @@ class SessionTable:
             return
         self._waiting.append(self._canonical_rows(batch, time.time() if now is None else now))
         self._waiting_rows += len(batch)
-        if self._waiting_rows >= 500_000:
+        if self._waiting_rows >= self._merge_rows:
             self._merge()
+
+    @property
+    def evicted_rows(self) -> int:
+        return sum(table.num_rows for table in self._evicted)
+
+    def take_evicted(self) -> pa.Table:
+        """Remove and return (SESSION_SCHEMA) the sessions evicted since the last call."""
+        evicted, self._evicted = self._evicted, []
+        return pa.concat_tables(evicted) if evicted else SESSION_SCHEMA.empty_table()
 
     def expire(self, now: float | None = None) -> pa.Table:
         """Remove and return (SESSION_SCHEMA) sessions past their inactive or active timeout."""
         self._merge()
         if self._sessions is None:
-            return SESSION_SCHEMA.empty_table()
+            return self.take_evicted()
         now = time.time() if now is None else now
         touched = self._sessions.column("touched").to_numpy()
         created = self._sessions.column("created").to_numpy()
@@ -157,31 +191,67 @@ class SessionTable:
             created <= now - self.settings.active_timeout
         )
         if not done.any():
-            return SESSION_SCHEMA.empty_table()
+            return self.take_evicted()
         leaving = self._sessions.filter(pa.array(done))
         self._sessions = self._sessions.filter(pa.array(~done))
-        oriented = self._oriented(leaving)
+        self._evicted.append(self._oriented(leaving))
         self._forget_exporters()
-        return oriented
+        return self.take_evicted()
 
     def flush(self) -> pa.Table:
         """Remove and return every session (shutdown)."""
         self._merge()
         sessions, self._sessions = self._sessions, None
-        oriented = SESSION_SCHEMA.empty_table() if sessions is None else self._oriented(sessions)
+        if sessions is not None:
+            self._evicted.append(self._oriented(sessions))
         self._forget_exporters()
-        return oriented
+        return self.take_evicted()
 
     # -- merging --------------------------------------------------------------------------
 
     def _merge(self) -> None:
+        """Merge waiting records into the table. An error merging one batch loses that batch
+        (logged, counted), never the active table or the other batches."""
         if not self._waiting:
             return
-        parts = ([self._sessions] if self._sessions is not None else []) + self._waiting
-        self._connection.register("rows", pa.concat_tables(parts))
-        self._sessions = self._connection.sql(_MERGE).to_arrow_table().cast(CANONICAL_SCHEMA)
-        self._connection.unregister("rows")
-        self._waiting, self._waiting_rows = [], 0
+        waiting, self._waiting, self._waiting_rows = self._waiting, [], 0
+        try:
+            self._sessions = self._merged([self._sessions, *waiting])
+        except Exception:  # whatever it is, the collector must go on with the rest
+            for part in waiting:
+                try:
+                    self._sessions = self._merged([self._sessions, part])
+                except Exception:
+                    self.counters.records_rejected += part.num_rows
+                    log.exception(
+                        "session table: %d flow records could not be merged and are dropped",
+                        part.num_rows,
+                    )
+        self._evict_over_limit()
+
+    def _merged(self, parts: list[pa.Table | None]) -> pa.Table:
+        rows = pa.concat_tables([part for part in parts if part is not None])
+        self._connection.register("rows", rows)
+        try:
+            return self._connection.sql(_MERGE).to_arrow_table().cast(CANONICAL_SCHEMA)
+        finally:
+            self._connection.unregister("rows")
+
+    def _evict_over_limit(self) -> None:
+        """Past max_sessions, the least recently updated sessions leave (to be written out,
+        never dropped) until EVICT_TO of the limit remain."""
+        limit = self.settings.max_sessions
+        if self._sessions is None or self._sessions.num_rows <= limit:
+            return
+        keep = int(limit * EVICT_TO)
+        touched = self._sessions.column("touched").to_numpy()
+        order = np.argsort(touched, kind="stable")
+        leaving = np.zeros(len(touched), dtype=bool)
+        leaving[order[: len(touched) - keep]] = True
+        self.counters.sessions_evicted += int(leaving.sum())
+        self._evicted.append(self._oriented(self._sessions.filter(pa.array(leaving))))
+        self._sessions = self._sessions.filter(pa.array(~leaving))
+        self._forget_exporters()
 
     def _forget_exporters(self) -> None:
         """Drop exporter ids no active session uses once they are the majority, so ever new
@@ -283,6 +353,11 @@ class SessionTable:
 
         protocol = c["protocol"]
         fwd_packets, rev_packets = pick("packets", True), pick("packets", False)
+        fwd_bytes, rev_bytes = pick("bytes", True), pick("bytes", False)
+        saturated = np.zeros(len(protocol), dtype=bool)
+        for counter in (fwd_packets, rev_packets, fwd_bytes, rev_bytes):
+            saturated |= counter > INT64_MAX
+        self.counters.counters_saturated += int(saturated.sum())
         fwd_flags, rev_flags = pick("flags", True), pick("flags", False)
         both = (fwd_packets > 0) & (rev_packets > 0)
         tcp = protocol == TCP
@@ -305,10 +380,10 @@ class SessionTable:
                 "sport": np.where(low_is_client, c["low_port"], c["high_port"]).astype(np.int32),
                 "dst": format_addresses(dst_hi, dst_lo),
                 "dport": np.where(low_is_client, c["high_port"], c["low_port"]).astype(np.int32),
-                "fwd_packets": fwd_packets.astype(np.int64),
-                "fwd_bytes": pick("bytes", True).astype(np.int64),
-                "rev_packets": rev_packets.astype(np.int64),
-                "rev_bytes": pick("bytes", False).astype(np.int64),
+                "fwd_packets": _stored_count(fwd_packets),
+                "fwd_bytes": _stored_count(fwd_bytes),
+                "rev_packets": _stored_count(rev_packets),
+                "rev_bytes": _stored_count(rev_bytes),
                 "complete": complete.astype(np.int64),
                 "half_open": half_open.astype(np.int64),
                 "first_seen": pa.array(first, pa.timestamp("ms", tz="UTC")),
@@ -345,6 +420,11 @@ def initiator_is_low(c: dict[str, np.ndarray]) -> np.ndarray:
         # same millisecond: the server's port is the smaller one
         default=c["low_port"] >= c["high_port"],
     )
+
+
+def _stored_count(counter: np.ndarray) -> np.ndarray:
+    """uint64 -> int64, saturating: 2^63 packets is stored as 2^63-1, never as negative."""
+    return np.minimum(counter, np.uint64(INT64_MAX)).astype(np.int64)
 
 
 def _direction_stats(packets, octets, start, end, flags, request) -> dict[str, np.ndarray]:

@@ -9,9 +9,10 @@ from __future__ import annotations
 import ipaddress
 import re
 import unicodedata
-from typing import Annotated, Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -23,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from microseg.model.platforms import check_platform
 from microseg.model.ports import ICMP_TYPE_NAMES_BY_PROTOCOL, PORT_NAMES, PROTOCOL_NUMBERS
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -163,8 +165,14 @@ NameRefs = Annotated[
 ]
 
 
-class _Object(BaseModel):
+class PolicyObject(BaseModel):
+    """What every object of a policy is: frozen, strict about its keys, and named."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
+    if TYPE_CHECKING:
+        # Each object type declares `name` itself, first among its fields (the canonical
+        # dump's order); declared here for the type checker only.
+        name: str
 
 
 class PortRange(NamedTuple):
@@ -262,7 +270,7 @@ Ports = Annotated[
 Protocol = Literal["tcp", "udp", "icmp", "icmpv6", "any"] | Annotated[int, Field(ge=0, le=255)]
 
 
-class Service(_Object):
+class Service(PolicyObject):
     """A transport service, as EOS `field-set service` sees it.
 
     Example: Service(name="DNS", protocol="udp", destination_ports=["domain"])
@@ -348,14 +356,14 @@ class Service(_Object):
         return tuple(sorted({self._resolve_icmp_type(t) for t in self.icmp_types}))
 
 
-class Category(_Object):
+class Category(PolicyObject):
     """A label on groups; the policy builder aggregates endpoints by it."""
 
     name: ObjectName
     description: Description = ""
 
 
-class Group(_Object):
+class Group(PolicyObject):
     """A static IP group: IPv4 and IPv6 prefixes, minus except-prefixes.
 
     Example: Group(name="DNS_NTP_servers", prefixes=["10.100.1.6/32", "10.100.1.7/32"])
@@ -384,7 +392,7 @@ class Group(_Object):
         return tuple(p for p in self.except_prefixes if p.version == version)
 
 
-class Segment(_Object):
+class Segment(PolicyObject):
     """A VLAN / subnet routed by a device's SVI.
 
     `hosts_isolated`: hosts on it cannot reach each other at L2 (bridge port isolation,
@@ -405,33 +413,73 @@ class Segment(_Object):
         return self.hosts_isolated and self.local_proxy_arp
 
 
-class Device(_Object):
-    """A switch (or Linux router) that enforces policies."""
+# iproute2 keeps a named network namespace as the file /run/netns/NAME: one path component.
+NAMESPACE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def _check_namespace(value: Any) -> Any:
+    if isinstance(value, str) and not NAMESPACE_NAME.fullmatch(value):
+        raise ValueError(f"{value!r}: a network namespace name is 1-64 of A-Z a-z 0-9 _ . -")
+    return value
+
+
+# A Linux network namespace as `ip netns` names it.
+NamespaceName = Annotated[str, BeforeValidator(_check_namespace)]
+
+
+# A target that implements the device's platform (model/platforms.py: built-ins and plug-ins).
+Platform = Annotated[
+    str,
+    AfterValidator(check_platform),
+    WithJsonSchema({"type": "string", "minLength": 1}),
+]
+
+
+# How microseg reaches a device's management API (EOS eAPI). `http` is for labs and test
+# doubles only: credentials and configuration would cross the network in clear, so change
+# control warns for every device that uses it.
+ManagementTransport = Literal["https", "http"]
+ManagementPort = Annotated[int, Field(ge=1, le=65535)]
+
+
+class Device(PolicyObject):
+    """A switch (or Linux router) that enforces policies.
+
+    `management_address`/`management_port`/`management_transport`: where change control
+    reaches the device's API (default https on 443). Credentials are never part of a policy.
+    `management_namespace`: an nftables device inside the named network namespace on the
+    microseg host (`ip netns exec NAME nft ...`); none = the local host's own nftables.
+    """
 
     name: ObjectName
     description: Description = ""
-    platform: Literal["eos", "nftables"] = "eos"
+    platform: Platform = "eos"
     hardware: Label | None = None
     management_address: Address | None = None
+    management_port: ManagementPort = 443
+    management_transport: ManagementTransport = "https"
+    management_namespace: NamespaceName | None = None
     tunnel_source_interface: Label = "Loopback0"
     loopback_address: Address | None = None
     segments: tuple[Segment, ...] = ()
 
 
-class MonitorNode(_Object):
+class MonitorNode(PolicyObject):
     """A flow monitor (the vZTX): terminates the mirror tunnel, exports IPFIX to microseg."""
 
     name: ObjectName
     description: Description = ""
     platform: Literal["eos"] = "eos"
     management_address: Address | None = None
+    management_port: ManagementPort = 443
+    management_transport: ManagementTransport = "https"
     loopback_interface: Label = "Loopback0"
     loopback_address: Address
     collector_address: Address = Field(default_factory=lambda: ipaddress.ip_address("127.0.0.1"))
     collector_port: Annotated[int, Field(ge=1, le=65535)] = 4739
 
 
-class MonitorObject(_Object):
+class MonitorObject(PolicyObject):
     """How monitored traffic reaches the monitor nodes (GRE mirror + flow export)."""
 
     name: ObjectName
@@ -444,7 +492,7 @@ class MonitorObject(_Object):
     monitor_nodes: tuple[ObjectName, ...] = ()
 
 
-class RedirectObject(_Object):
+class RedirectObject(PolicyObject):
     """An external firewall to redirect traffic to (next-hop addresses)."""
 
     name: ObjectName
@@ -452,7 +500,7 @@ class RedirectObject(_Object):
     next_hops: tuple[Address, ...] = Field(min_length=1)
 
 
-class SecurityDomain(_Object):
+class SecurityDomain(PolicyObject):
     """A set of switches sharing rules and policies (a site, a building, a DC)."""
 
     name: ObjectName
@@ -469,7 +517,7 @@ Action = Literal["forward", "drop", "redirect"]
 DefaultAction = Literal["forward", "drop"]
 
 
-class Rule(_Object):
+class Rule(PolicyObject):
     """Sources -> destinations on services, and what to do with matching traffic.
 
     `sources`, `destinations` and `services` are required: `any` or a non-empty list of
@@ -499,7 +547,7 @@ class Rule(_Object):
         return self
 
 
-class Policy(_Object):
+class Policy(PolicyObject):
     """An ordered rule list bound to a security domain and a VRF (or ALL).
 
     `default_action` decides a packet no rule matches: `forward` (EOS's own default, the

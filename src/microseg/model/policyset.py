@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from functools import cached_property
 from types import SimpleNamespace
 from typing import Any
@@ -17,6 +18,7 @@ from microseg.model.objects import (
     MonitorNode,
     MonitorObject,
     Policy,
+    PolicyObject,
     RedirectObject,
     Rule,
     SecurityDomain,
@@ -24,7 +26,7 @@ from microseg.model.objects import (
 )
 
 # Section name -> object type, in the order sections are written to a policy file.
-SECTIONS: dict[str, type[BaseModel]] = {
+SECTIONS: dict[str, type[PolicyObject]] = {
     "devices": Device,
     "monitor_nodes": MonitorNode,
     "domains": SecurityDomain,
@@ -78,7 +80,9 @@ class PolicySet(BaseModel):
             raise PolicyError(problems)
         return self
 
-    def model_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False) -> PolicySet:
+    def model_copy(
+        self, *, update: Mapping[str, Any] | None = None, deep: bool = False
+    ) -> PolicySet:
         """A copy whose name index is rebuilt (the cached one would point at the old objects)."""
         copy = super().model_copy(update=update, deep=deep)
         copy.__dict__.pop("_index", None)
@@ -122,7 +126,7 @@ class PolicySet(BaseModel):
     def domains_of(self, device: str) -> tuple[SecurityDomain, ...]:
         return tuple(d for d in self.domains if device in d.devices)
 
-    def objects(self) -> list[tuple[str, BaseModel]]:
+    def objects(self) -> list[tuple[str, PolicyObject]]:
         """Every object as (section, object), sections in file order."""
         return [(section, obj) for section in SECTIONS for obj in getattr(self, section)]
 

@@ -44,7 +44,8 @@ def policy_document(policy_set: PolicySet) -> dict[str, list[dict[str, Any]]]:
 def dump_policy(policy_set: PolicySet) -> str:
     yaml = YAML(typ="safe", pure=True)
     yaml.default_flow_style = False
-    yaml.sort_base_mapping_type_on_output = False
+    # ruamel.yaml's YAML.__init__ sets this None, so its inferred type is None; it takes a bool.
+    yaml.sort_base_mapping_type_on_output = False  # type: ignore[assignment]
     yaml.width = 4096
     yaml.indent(mapping=2, sequence=4, offset=2)
     stream = io.StringIO()

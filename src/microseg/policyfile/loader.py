@@ -244,7 +244,7 @@ def build_policy(source: PolicySource) -> PolicySet:
             problems.append(
                 Problem(f"duplicate name: defined {count} times", (section, name, "name"))
             )
-    candidate = PolicySet.model_construct(**{s: tuple(objs) for s, objs in sections.items()})
+    candidate = PolicySet.model_construct(None, **{s: tuple(o) for s, o in sections.items()})
     problems += [
         problem
         for problem in reference_problems(candidate, unvalidated)
@@ -252,7 +252,7 @@ def build_policy(source: PolicySource) -> PolicySet:
     ]
     if problems:
         raise PolicyError(source.locate_all(problems))
-    return PolicySet(**{section: tuple(objs) for section, objs in sections.items()})
+    return PolicySet.model_validate({section: tuple(objs) for section, objs in sections.items()})
 
 
 def _problem_order(problem: Problem) -> tuple:

@@ -72,7 +72,13 @@ def load_located(text: str) -> Any:
 
 
 def _at(mark: Any) -> Position | None:
+    """Where a parser error is, when the error says (its marks may be None)."""
     return (mark.line + 1, mark.column + 1) if mark is not None else None
+
+
+def _start(node: Node) -> Position:
+    """Where a composed node starts: the composer marks every node."""
+    return (node.start_mark.line + 1, node.start_mark.column + 1)
 
 
 class _Builder:
@@ -89,7 +95,7 @@ class _Builder:
         if self.depth > MAX_DEPTH:
             raise YamlProblem(
                 f"invalid YAML: nested too deeply (more than {MAX_DEPTH} levels)",
-                _at(node.start_mark),
+                _start(node),
             )
         try:
             return self._collection(node)
@@ -101,11 +107,10 @@ class _Builder:
         try:
             return self.scalars.construct_object(node)
         except yaml.MarkedYAMLError as error:
-            raise YamlProblem(f"invalid YAML: {error.problem}", _at(node.start_mark)) from None
+            raise YamlProblem(f"invalid YAML: {error.problem}", _start(node)) from None
         except ValueError:  # an integer past Python's 4,300-digit conversion limit
             raise YamlProblem(
-                f"a number of {len(node.value)} characters: too large for any field",
-                _at(node.start_mark),
+                f"a number of {len(node.value)} characters: too large for any field", _start(node)
             ) from None
 
     def _count(self, values: int = 1) -> None:
@@ -121,15 +126,15 @@ class _Builder:
         if isinstance(node, MappingNode):
             return self._mapping(node)
         if isinstance(node, SequenceNode):
-            items = LocatedList(_at(node.start_mark))
+            items = LocatedList(_start(node))
             for item in node.value:
                 items.append(self.build(item))
-                items.item_positions.append(_at(item.start_mark))
+                items.item_positions.append(_start(item))
             return items
-        raise YamlProblem(f"invalid YAML: unexpected node {node.tag}", _at(node.start_mark))
+        raise YamlProblem(f"invalid YAML: unexpected node {node.tag}", _start(node))
 
     def _mapping(self, node: MappingNode) -> LocatedMap:
-        mapping = LocatedMap(_at(node.start_mark))
+        mapping = LocatedMap(_start(node))
         merged: list[tuple[Node, Node]] = []
         for key_node, value_node in node.value:
             if key_node.tag == _MERGE_TAG:
@@ -137,9 +142,7 @@ class _Builder:
                 continue
             key = self._key(key_node)
             if key in mapping:
-                raise YamlProblem(
-                    f"invalid YAML: found duplicate key {key!r}", _at(key_node.start_mark)
-                )
+                raise YamlProblem(f"invalid YAML: found duplicate key {key!r}", _start(key_node))
             self._set(mapping, key, key_node, value_node)
         # YAML 1.1 merge keys: keys written in the mapping win over merged ones.
         for key_node, value_node in merged:
@@ -150,14 +153,12 @@ class _Builder:
 
     def _set(self, mapping: LocatedMap, key: Any, key_node: Node, value_node: Node) -> None:
         mapping[key] = self.build(value_node)
-        mapping.key_positions[key] = _at(key_node.start_mark)
-        mapping.value_positions[key] = _at(value_node.start_mark)
+        mapping.key_positions[key] = _start(key_node)
+        mapping.value_positions[key] = _start(value_node)
 
     def _key(self, key_node: Node) -> Any:
         if not isinstance(key_node, ScalarNode):
-            raise YamlProblem(
-                "invalid YAML: a mapping key must be a plain value", _at(key_node.start_mark)
-            )
+            raise YamlProblem("invalid YAML: a mapping key must be a plain value", _start(key_node))
         return self.build(key_node)
 
     def _merge_sources(
@@ -173,15 +174,15 @@ class _Builder:
         pairs: list[tuple[Node, Node]] = []
         for source in sources:
             if not isinstance(source, MappingNode):
-                raise YamlProblem("invalid YAML: `<<` merges mappings only", _at(source.start_mark))
+                raise YamlProblem("invalid YAML: `<<` merges mappings only", _start(source))
             if any(source is outer for outer in expanding):
                 raise YamlProblem(
-                    "invalid YAML: `<<` merges a mapping into itself", _at(value_node.start_mark)
+                    "invalid YAML: `<<` merges a mapping into itself", _start(value_node)
                 )
             if len(expanding) >= MAX_DEPTH:
                 raise YamlProblem(
                     f"invalid YAML: merges nested too deeply (more than {MAX_DEPTH} levels)",
-                    _at(value_node.start_mark),
+                    _start(value_node),
                 )
             self._count(len(source.value))
             pairs += [(k, v) for k, v in source.value if k.tag != _MERGE_TAG]

@@ -7,6 +7,14 @@ with open_store() as store:           # $MICROSEG_DATABASE_URL or SQLite in the 
     store.workspace_submit("change-42", "alice", "add web group")
 """
 
+from microseg.store.changes import (
+    Approval,
+    ChangeRecord,
+    DeviceRecord,
+    Event,
+    PlannedDevice,
+    StateConflict,
+)
 from microseg.store.database import (
     DATABASE_URL_ENV,
     current_schema_revision,
@@ -22,11 +30,17 @@ from microseg.store.store import Store, init_database, open_store
 __all__ = [
     "AUTHOR_ENV",
     "DATABASE_URL_ENV",
+    "Approval",
+    "ChangeRecord",
+    "DeviceRecord",
+    "Event",
     "FieldChange",
     "InvalidChange",
     "NotFound",
     "ObjectChange",
+    "PlannedDevice",
     "RevisionInfo",
+    "StateConflict",
     "Store",
     "StoreConflict",
     "WorkspaceClosed",

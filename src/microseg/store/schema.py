@@ -112,3 +112,102 @@ class WorkspaceChange(Base):
     section: Mapped[str] = mapped_column(String(40), primary_key=True)
     name: Mapped[str] = mapped_column(String, primary_key=True)
     body: Mapped[str | None] = mapped_column(Text)
+
+
+# -- change control ---------------------------------------------------------------------------
+
+CHANGE_STATES = (
+    "pending-approval",
+    "approved",
+    "running",
+    "succeeded",
+    "failed",
+    "rolled-back",
+    "cancelled",
+    "interrupted",
+)
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+class Change(Base):
+    """A reviewed deploy of one revision to some devices (`microseg change`)."""
+
+    __tablename__ = "changes"
+    __table_args__ = (CheckConstraint(_in("state", CHANGE_STATES), name="ck_changes_state"),)
+
+    # Numbered max + 1 under the mainline lock, like revisions: no gaps.
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    revision_id: Mapped[int] = mapped_column(ForeignKey("revisions.id"))
+    # The revision the devices ran before (the last deployed one): what a rollback deploys.
+    base_revision_id: Mapped[int | None] = mapped_column(ForeignKey("revisions.id"))
+    rollback_of_id: Mapped[int | None] = mapped_column(ForeignKey("changes.id"))
+    author: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    state: Mapped[str] = mapped_column(String(20))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Runs so far; each run names its device sessions after the change and the attempt.
+    attempts: Mapped[int] = mapped_column(default=0)
+    # The process running the change (`host:pid:start`) and when it last said it was alive.
+    runner: Mapped[str | None] = mapped_column(String(300))
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class ChangeDevice(Base):
+    """One device of a change: what it gets, and how its deploy went."""
+
+    __tablename__ = "change_devices"
+
+    change_id: Mapped[int] = mapped_column(
+        ForeignKey("changes.id", ondelete="CASCADE"), primary_key=True
+    )
+    device: Mapped[str] = mapped_column(String, primary_key=True)
+    position: Mapped[int] = mapped_column()
+    platform: Mapped[str] = mapped_column(String(40))
+    config: Mapped[str] = mapped_column(Text)  # the intended owned sections
+    planned_diff: Mapped[str] = mapped_column(Text)  # vs what microseg last deployed there
+    state: Mapped[str] = mapped_column(String(20), default="pending")
+    session: Mapped[str | None] = mapped_column(String(64))  # the device's config session
+    device_diff: Mapped[str | None] = mapped_column(Text)  # the device's own diff
+    before: Mapped[str | None] = mapped_column(Text)  # owned sections before the first run
+    read_back: Mapped[str | None] = mapped_column(Text)  # owned sections after the commit
+    error: Mapped[str | None] = mapped_column(Text)
+    deployed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class ChangeApproval(Base):
+    __tablename__ = "change_approvals"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    change_id: Mapped[int] = mapped_column(ForeignKey("changes.id", ondelete="CASCADE"), index=True)
+    approver: Mapped[str] = mapped_column(String(200))
+    comment: Mapped[str] = mapped_column(Text)
+    approved_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ChangeEvent(Base):
+    """The change's audit trail and per-device log: who did what, when."""
+
+    __tablename__ = "change_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    change_id: Mapped[int] = mapped_column(ForeignKey("changes.id", ondelete="CASCADE"), index=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    actor: Mapped[str] = mapped_column(String(200))
+    device: Mapped[str | None] = mapped_column(String)
+    kind: Mapped[str] = mapped_column(String(30))
+    message: Mapped[str] = mapped_column(Text)
+
+
+class Setting(Base):
+    """A store-wide setting (`four_eyes`), with who set it last and when."""
+
+    __tablename__ = "settings"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    changed_by: Mapped[str] = mapped_column(String(200))
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -14,7 +14,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
-from microseg.model import SECTIONS, MicrosegError, PolicyError, PolicySet, Problem
+from microseg.model import (
+    SECTIONS,
+    MicrosegError,
+    PolicyError,
+    PolicyObject,
+    PolicySet,
+    Problem,
+)
 from microseg.model.errors import validation_problems
 from microseg.model.policyset import reference_problems, references_of
 from microseg.policyfile import object_document
@@ -38,7 +45,7 @@ def policy_bodies(policy_set: PolicySet) -> Bodies:
 
 def parse_object(
     section: str, obj: BaseModel | Mapping[str, Any], number: int | None = None
-) -> BaseModel:
+) -> PolicyObject:
     """A model object of `section` from an object or a plain mapping; PolicyError if invalid.
 
     `number`: the object's position among those given, its label if it has no name (`#2`,
@@ -71,7 +78,7 @@ def object_order(key: ObjectKey) -> tuple[int, bytes]:
 def policy_from_bodies(bodies: Bodies, what: str | None = None) -> PolicySet:
     """Validate stored bodies as one PolicySet. With `what`, problems raise InvalidChange."""
     try:
-        return PolicySet(**_sections(bodies))
+        return PolicySet.model_validate(_sections(bodies))
     except PolicyError as error:
         if what is None:
             raise
@@ -93,7 +100,7 @@ def reference_problems_of(
     """Dangling references among valid bodies and objects that failed their own validation
     (`unvalidated`, as given): those exist, so references to them are not reported, and
     their own references are checked too, so one pass reports every problem."""
-    candidate = PolicySet.model_construct(**_sections(bodies))
+    candidate = PolicySet.model_construct(None, **_sections(bodies))
     reduced: dict[str, list[SimpleNamespace]] = {section: [] for section in SECTIONS}
     for (section, name), obj in unvalidated.items():
         reduced[section].append(references_of(section, name, obj))
@@ -152,11 +159,11 @@ def object_changes(before: Bodies, after: Bodies) -> list[ObjectChange]:
         if old == new:
             continue
         section, name = key
-        if old is None:
+        if old is None and new is not None:
             changes.append(ObjectChange(section, name, "added", after=json.loads(new)))
-        elif new is None:
+        elif new is None and old is not None:
             changes.append(ObjectChange(section, name, "removed", before=json.loads(old)))
-        else:
+        elif old is not None and new is not None:
             changes.append(_changed(section, name, json.loads(old), json.loads(new)))
     return changes
 

@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 from microseg.model import MicrosegError, PolicyError, PolicySet, Problem
 from microseg.model.errors import singular
 from microseg.model.objects import is_one_line
+from microseg.store.changes import ChangeTable
 from microseg.store.database import (
     WRITE_TRANSACTION,
     create_store_engine,
@@ -113,6 +114,11 @@ class Store:
     @property
     def url(self) -> str:
         return redacted(self._engine.url)
+
+    @property
+    def changes(self) -> ChangeTable:
+        """Change control's tables: changes, their devices, approvals, events, settings."""
+        return ChangeTable(self)
 
     # -- transactions -------------------------------------------------------------------
 
@@ -506,8 +512,7 @@ def _parsed_bodies(
             parsed = parse_object(section, obj, number)
         except PolicyError as error:
             problems.extend(error.problems)
-            name = obj.get("name") if isinstance(obj, Mapping) else None
-            if isinstance(name, str):
+            if isinstance(obj, Mapping) and isinstance(name := obj.get("name"), str):
                 unvalidated[(section, name)] = obj
             continue
         key = (section, parsed.name)

@@ -101,7 +101,7 @@ def owned_sections(sections: list[Section], role: Role, incoming: list[Section])
     sections about to be loaded (`incoming`, which can extend what is owned)."""
     if role == "switch":
         mirrored = _mirror_sessions(sections) | _mirror_sessions(incoming)
-        mirrored |= {_monitor_session_name(s) for s in incoming} - {None}
+        mirrored |= {name for s in incoming if (name := _monitor_session_name(s)) is not None}
         return [
             s
             for s in sections

@@ -1,0 +1,1 @@
+"""nftables: the renderer, the driver and its confirm timer."""
