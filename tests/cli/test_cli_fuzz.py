@@ -263,10 +263,16 @@ def fuzz_env(workdir) -> Iterator[dict[str, str]]:
         "MICROSEG_FLOW_STORE": str(workdir / "flows"),
         "MICROSEG_AUTHOR": "fuzz",
         "XDG_DATA_HOME": str(workdir / "xdg"),
+        "XDG_CONFIG_HOME": str(workdir / "xdg-config"),
         "HOME": str(workdir / "home"),
+        # No device login anywhere: `drift` and `change run` stop before contacting a switch.
+        "MICROSEG_CREDENTIALS_FILE": str(workdir / "no-credentials.toml"),
     }
-    saved = {name: os.environ.get(name) for name in env}
+    unset = ("MICROSEG_DEVICE_USERNAME", "MICROSEG_DEVICE_PASSWORD")
+    saved = {name: os.environ.get(name) for name in (*env, *unset)}
     os.environ.update(env)
+    for name in unset:
+        os.environ.pop(name, None)
     from microseg.policyfile import load_policy
     from microseg.store import open_store
 

@@ -18,7 +18,8 @@ STORE = "Store: revisions and workspaces"
 COMPILE_AND_CHECK = "Compile and check"
 FLOWS = "Flows"
 BUILDER = "Policy builder"
-PANELS = (GETTING_STARTED, POLICY_FILES, STORE, COMPILE_AND_CHECK, FLOWS, BUILDER)
+DEPLOY = "Deploy: change control"
+PANELS = (GETTING_STARTED, POLICY_FILES, STORE, COMPILE_AND_CHECK, FLOWS, BUILDER, DEPLOY)
 
 
 class _HelpArgument(TyperArgument):
