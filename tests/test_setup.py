@@ -112,3 +112,15 @@ def test_make_goal_sets_up_only_its_profile(tmp_path, goal, profile, runs):
     setups = [line for line in plan if "scripts/setup.sh" in line]
     assert setups == [f"scripts/setup.sh {profile}"]
     assert any(line.startswith(runs) for line in plan)
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_lint_runs_ruff_and_the_type_checker(tmp_path):
+    for name in ("Makefile", "pyproject.toml"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    shutil.copytree(ROOT / "scripts", tmp_path / "scripts")
+    plan = subprocess.run(
+        ["make", "-n", "lint"], cwd=tmp_path, capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    assert ".venv/bin/ruff check src tests bench" in plan
+    assert ".venv/bin/mypy" in plan  # files and options: [tool.mypy] in pyproject.toml

@@ -18,6 +18,7 @@ Server side, first evidence that applies (vectorised over all sessions):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -233,11 +234,11 @@ def proposed_service(protocol: int, port: int) -> Service:
     name = proposed_name(protocol, port)
     description = "proposed by the policy builder"
     if protocol in (TCP, UDP):
-        transport = PROTOCOL_NAMES[protocol]
+        transport: Literal["tcp", "udp"] = "tcp" if protocol == TCP else "udp"
         return Service(
             name=name, description=description, protocol=transport, destination_ports=(port,)
         )
     if protocol in (ICMP, ICMPV6):
-        icmp = "icmp" if protocol == ICMP else "icmpv6"
+        icmp: Literal["icmp", "icmpv6"] = "icmp" if protocol == ICMP else "icmpv6"
         return Service(name=name, description=description, protocol=icmp, icmp_types=(port,))
     return Service(name=name, description=description, protocol=protocol)

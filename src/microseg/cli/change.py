@@ -16,7 +16,7 @@ from rich.live import Live
 from rich.table import Table
 
 from microseg.cli.app import DEPLOY, app
-from microseg.cli.common import JSON_OPTION_HELP, emit_json, err_console
+from microseg.cli.common import JSON_OPTION_HELP, emit_json, err_console, print_table
 from microseg.deploy import (
     RunOptions,
     approve_change,
@@ -99,7 +99,7 @@ def change_list(as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_H
         ]
         for c in changes
     ]
-    _print_table(["id", "rev", "state", "devices", "author", "created (UTC)", "description"], rows)
+    print_table(["id", "rev", "state", "devices", "author", "created (UTC)", "description"], rows)
 
 
 @change_app.command("show")
@@ -315,13 +315,6 @@ def _counts(states: list[str]) -> str:
     for state in states:
         counts[state] = counts.get(state, 0) + 1
     return ", ".join(f"{n} {state}" for state, n in counts.items())
-
-
-def _print_table(header: list[str], rows: list[list[str]]) -> None:
-    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
-    for row in [header, *rows]:
-        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
-        typer.echo("  ".join(cells).rstrip())
 
 
 class _Progress:

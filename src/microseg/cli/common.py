@@ -42,6 +42,14 @@ def print_paragraph(text: str, hanging: str = "  ") -> None:
     console.print(wrapped, markup=False, soft_wrap=True)
 
 
+def print_table(header: list[str], rows: list[list[str]]) -> None:
+    """A plain text table on stdout: left-aligned columns two spaces apart."""
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
+    for row in [header, *rows]:
+        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        sys.stdout.write("  ".join(cells).rstrip() + "\n")
+
+
 def emit_json(data: Any) -> None:
     """Deterministic JSON on stdout: same input, same bytes."""
     sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")

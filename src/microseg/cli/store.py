@@ -18,6 +18,7 @@ from microseg.cli.common import (
     console,
     emit_json,
     policy_path,
+    print_table,
     write_output,
 )
 from microseg.cli.demo import DemoContext
@@ -114,7 +115,7 @@ def log(
     if as_json:
         emit_json([revision.as_json() for revision in revisions])
         return
-    _print_table(
+    print_table(
         ["rev", "parent", "created (UTC)", "author", "message"],
         [_log_row(revision) for revision in revisions],
     )
@@ -125,13 +126,6 @@ def _log_row(revision: RevisionInfo) -> list[str]:
     created = revision.created_at.strftime("%Y-%m-%d %H:%M:%S")
     first_line = revision.message.splitlines()[0] if revision.message else ""
     return [str(revision.id), parent, created, revision.author, first_line]
-
-
-def _print_table(header: list[str], rows: list[list[str]]) -> None:
-    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
-    for row in [header, *rows]:
-        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
-        typer.echo("  ".join(cells).rstrip())
 
 
 # -- workspaces ---------------------------------------------------------------------------
@@ -166,7 +160,7 @@ def workspace_list(
     if as_json:
         emit_json([info.as_json() for info in workspaces])
         return
-    _print_table(
+    print_table(
         ["name", "base", "state", "changes", "author", "created (UTC)"],
         [_workspace_row(info) for info in workspaces],
     )

@@ -1,13 +1,16 @@
 """Drift: what the head revision intends against what each device runs.
 
-Reads only (`Driver.running()`, no configuration session). A device is `in_sync` when its
-owned sections are exactly the intended ones; `hand_edited` when they differ from what
+Reads (`Driver.running()`). A device is `in_sync` when its owned sections read back as the
+intended text, or -- for a device that lists them in its own canonical form, as nftables
+does -- when its own diff of the staged intent is empty (staged, compared, dropped: never
+committed); `hand_edited` when they differ from what
 microseg last deployed there (someone changed them outside microseg, or, before a first
 deploy, they hold configuration microseg would replace).
 """
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +20,7 @@ from microseg.deploy.credentials import CredentialStore
 from microseg.deploy.devices import DEFAULT_TIMEOUT_S, intended_configs, open_device
 from microseg.model import MicrosegError
 from microseg.store import Store
-from microseg.targets import DriverError
+from microseg.targets import Driver, DriverError
 
 
 @dataclass(frozen=True)
@@ -52,20 +55,22 @@ def drift(
         raise MicrosegError("the store has no revisions yet: microseg import FILE first")
     policy_set = store.revision_policy(head)
     credentials = CredentialStore(policy_set)
+    session = f"microseg-drift-{os.getpid()}"
 
     def report(intended: Any) -> DriftReport:
         name = intended.device
         last = store.changes.last_deployed(name)
         try:
-            driver, _ = open_device(policy_set, name, credentials, "microseg-drift", timeout)
+            driver, _ = open_device(policy_set, name, credentials, session, timeout)
             running = driver.running()
+            in_sync = running == intended.config or _device_agrees(driver, intended.config)
         except (DriverError, MicrosegError) as error:
             return DriftReport(name, False, False, last[0] if last else None, "", str(error))
         diff = diff_text(name, running, intended.config, "running", f"intended (revision {head})")
         deployed = last[1].read_back if last else ""
         return DriftReport(
             name,
-            running == intended.config,
+            in_sync,
             running != deployed,
             last[0] if last else None,
             diff.text,
@@ -74,3 +79,13 @@ def drift(
     intended = intended_configs(policy_set, devices)
     with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
         return head, list(pool.map(report, intended))
+
+
+def _device_agrees(driver: Driver, intended: str) -> bool:
+    """For a device that lists its configuration in its own form (nftables): stage the
+    intent, ask the device's own diff, drop it again."""
+    driver.load(intended)
+    try:
+        return not driver.compare().changed
+    finally:
+        driver.discard()

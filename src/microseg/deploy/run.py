@@ -343,7 +343,7 @@ class _Run:
             self.progress(name, "committed", f"confirm within {self.options.confirm_within} s")
             step = "read back"
             read_back = driver.running()
-            if read_back != row.config:
+            if not runs_intent(driver, read_back, row.config):
                 difference = diff_text(name, row.config, read_back, "intended", "running").text
                 raise DriverError(
                     name, f"the configuration read back differs from the intent:\n{difference}"
@@ -368,7 +368,7 @@ class _Run:
             driver = self._open(row, f"{session}-rollback")
             driver.load(current.before)
             driver.commit(self.options.confirm_within)
-            if driver.running() != current.before:
+            if not runs_intent(driver, driver.running(), current.before):
                 self._discard_quietly(driver, name)
                 raise DriverError(name, "the configuration read back differs from before")
             driver.confirm()
@@ -444,6 +444,21 @@ class _Run:
         for outcome in self.outcomes.values():
             counts[outcome.state] = counts.get(outcome.state, 0) + 1
         return ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+
+
+def runs_intent(driver: Driver, running: str, intended: str) -> bool:
+    """Whether the device runs `intended`: its owned sections read back as that text (EOS
+    prints what microseg renders), or, for a device that lists them in its own canonical
+    form (nftables lists what `nft -f` loaded its way), its own diff of the intent, staged
+    again, against what runs is empty. A device that refuses to stage it again (an EOS
+    session is one load) does not run it."""
+    if running == intended:
+        return True
+    try:
+        driver.load(intended)
+        return not driver.compare().changed
+    except DriverError:
+        return False
 
 
 def _diff_size(text: str) -> str:

@@ -85,7 +85,7 @@ def _space(compiled: CompiledPolicy) -> _Space:
     return _Space(_classes(compiled.source_rows), _classes(compiled.destination_rows), service)
 
 
-def _has_bit(rows: np.ndarray, term: int) -> np.ndarray:
+def _has_bit(rows: np.ndarray, term: int | np.integer) -> np.ndarray:
     return ((rows[:, term // 64] >> np.uint64(term % 64)) & np.uint64(1)).astype(bool)
 
 

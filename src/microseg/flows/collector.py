@@ -326,7 +326,8 @@ class BackgroundCollector:
         return False
 
     def stop(self) -> None:
-        if self._thread.is_alive():
+        # `_stop` exists once the thread runs its loop (`__enter__` waits for that).
+        if self._thread.is_alive() and self._stop is not None:
             self._loop.call_soon_threadsafe(self._stop.set)
             self._thread.join()
 

@@ -16,6 +16,7 @@ import struct
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -31,6 +32,16 @@ NO_UPTIME = -1  # a time base without a header sysUptime (IPFIX)
 LATEST_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 LATEST = np.uint64(LATEST_MS)
 VERSION = struct.Struct("!H")
+
+
+class IpfixSequence(NamedTuple):
+    """What an IPFIX stream's last message said, to check the next one's sequence number."""
+
+    sequence: int
+    records: int  # data records in the message, options records included
+    flow_records: int  # data records of flow templates
+    known: bool  # every data set's template was known: the record counts are exact
+    inclusive: bool  # the exporter counts the message's own records (softflowd 1.1.0)
 
 
 @dataclass
@@ -102,7 +113,8 @@ class FlowDecoder:
         self.templates: dict[tuple, dict[int, Template]] = {}
         # per exporter, its templates oldest first: (stream, template id) -> None
         self._template_order: dict[str, dict[tuple, None]] = {}
-        self._sequence: dict[tuple, tuple] = {}
+        # per stream: NetFlow v9 the last export packet's sequence number, IPFIX the last message
+        self._sequence: dict[tuple, int | IpfixSequence] = {}
         self._pending: dict[tuple, list] = {}  # (stream, template id) -> [(arrival, bytes, base)]
         self._pending_sets = 0
         self._pending_bytes = 0
@@ -206,7 +218,7 @@ class FlowDecoder:
         per_exporter.records += flow_records
         # RFC 3954 5.1: the sequence number counts export packets of this source id
         previous = self._sequence.get(stream)
-        if previous is not None:
+        if isinstance(previous, int):
             expected = (previous + 1) % SEQUENCE_MODULO
             if sequence != expected:
                 per_exporter.sequence_gaps += 1
@@ -222,11 +234,15 @@ class FlowDecoder:
         the first message that shows it counts one gap, then the stream follows that rule.
         """
         previous = self._sequence.get(stream)
-        inclusive = bool(previous and previous[4])
-        self._remember_sequence(stream, (sequence, records, flow_records, known, inclusive))
-        if previous is None or not previous[3] or not known:
+        if not isinstance(previous, IpfixSequence):  # a stream key holds its version
+            previous = None
+        inclusive = previous is not None and previous.inclusive
+        self._remember_sequence(
+            stream, IpfixSequence(sequence, records, flow_records, known, inclusive)
+        )
+        if previous is None or not previous.known or not known:
             return
-        last_sequence, last_records, last_flow_records, _, _ = previous
+        last_sequence, last_records, last_flow_records = previous[:3]
         if inclusive:
             candidates = (last_sequence + records, last_sequence + flow_records)
         else:
@@ -240,13 +256,13 @@ class FlowDecoder:
             (last_sequence + flow_records) % SEQUENCE_MODULO,
         }
         if not inclusive and sequence in inclusive_candidates:
-            self._sequence[stream] = (sequence, records, flow_records, known, True)
+            self._sequence[stream] = IpfixSequence(sequence, records, flow_records, known, True)
             return
         missing = (sequence - candidates[0]) % SEQUENCE_MODULO
         if missing < SEQUENCE_MODULO // 2:
             counters.lost_records += missing
 
-    def _remember_sequence(self, stream, state) -> None:
+    def _remember_sequence(self, stream: tuple, state: int | IpfixSequence) -> None:
         """Sequence state per stream, for at most `max_streams` streams (oldest dropped):
         datagrams without templates create streams too, e.g. a flood of domain ids."""
         if stream not in self._sequence and len(self._sequence) >= self.max_streams:
@@ -496,7 +512,9 @@ def _time_ms(values, roles, which: str, time_base) -> np.ndarray:
 def _variable_values(gather: _Gather):
     """Fields of variable-length records, gathered by computed offsets (vectorised per field)."""
     template = gather.template
-    offset_rows, buffers, bases = [], [], []
+    offset_rows: list[list[int]] = []  # per record, its fields' offsets in the joined payloads
+    buffers: list[bytes] = []
+    bases: list[tuple[int, int, int]] = []  # per record, its message's time base
     shift = 0
     for payload, start, offsets, time_base in gather.variable_sets:
         buffers.append(payload)

@@ -39,13 +39,19 @@ def walk_sets(data: bytes, start: int, end: int) -> list[tuple[int, int, int]]:
     return sets
 
 
-def parse_template_records(data: bytes, start: int, end: int, options: bool):
+# (template id, fields, scope count); fields None: a withdrawal (RFC 7011 8.1)
+TemplateRecord = tuple[int, tuple[FieldSpec, ...] | None, int]
+
+
+def parse_template_records(
+    data: bytes, start: int, end: int, options: bool
+) -> list[TemplateRecord]:
     """Template records of one (options) template set.
 
-    Yields (template id, fields, scope count); fields is None for a withdrawal (field count 0,
-    RFC 7011 8.1). A template id of 2 (or 3) with no fields withdraws every template.
+    Each is (template id, fields, scope count); fields is None for a withdrawal (field count
+    0, RFC 7011 8.1). A template id of 2 (or 3) with no fields withdraws every template.
     """
-    records = []
+    records: list[TemplateRecord] = []
     position = start
     while end - position >= 4:
         template_id, field_count = SET_HEADER.unpack_from(data, position)
@@ -72,7 +78,10 @@ def parse_template_records(data: bytes, start: int, end: int, options: bool):
     return records
 
 
-def _field_specifiers(data: bytes, position: int, end: int, count: int):
+def _field_specifiers(
+    data: bytes, position: int, end: int, count: int
+) -> tuple[tuple[FieldSpec, ...], int]:
+    """A template record's `count` field specifiers starting at `position`, and where they end."""
     if end - position >= 4 * count:
         plain = _PLAIN_FIELDS.get(count) or _PLAIN_FIELDS.setdefault(
             count, struct.Struct("!" + "HH" * count)
@@ -83,7 +92,7 @@ def _field_specifiers(data: bytes, position: int, end: int, count: int):
             pairs = zip(values[::2], values[1::2], strict=True)
             fields = tuple(_field_spec(element, length) for element, length in pairs)
             return fields, position + 4 * count
-    fields = []
+    specifiers: list[FieldSpec] = []
     for _ in range(count):
         if end - position < 4:
             raise MalformedDatagram("template record truncated")
@@ -98,8 +107,8 @@ def _field_specifiers(data: bytes, position: int, end: int, count: int):
             element &= 0x7FFF
         if length == 0:
             raise MalformedDatagram(f"element {element} has length 0")
-        fields.append(FieldSpec(element, length, enterprise))
-    return tuple(fields), position
+        specifiers.append(FieldSpec(element, length, enterprise))
+    return tuple(specifiers), position
 
 
 _PLAIN_FIELDS: dict[int, struct.Struct] = {}
@@ -110,7 +119,9 @@ def _field_spec(element: int, length: int) -> FieldSpec:
     return FieldSpec(element, length)
 
 
-def variable_record_offsets(data: bytes, start: int, end: int, fields) -> list[list[int]]:
+def variable_record_offsets(
+    data: bytes, start: int, end: int, fields: tuple[FieldSpec, ...]
+) -> list[list[int]]:
     """Per record, the offset of every field, for templates with variable-length fields.
 
     RFC 7011 7: a 1-byte length, or 255 then a 2-byte length. This walk is per record by

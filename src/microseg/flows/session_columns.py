@@ -341,7 +341,7 @@ def _port_column(table: pa.Table, name: str, locate: _Locator) -> np.ndarray:
 
 def _count_column(table: pa.Table, name: str, locate: _Locator) -> np.ndarray:
     """A counter: a whole number from 0 to 2**63-1; missing or empty is 0."""
-    source = name if name in table.column_names else COUNTER_ALIASES.get(name)
+    source = name if name in table.column_names else COUNTER_ALIASES.get(name, name)
     if source not in table.column_names:
         return np.zeros(table.num_rows, dtype=np.int64)
     column = table[source]

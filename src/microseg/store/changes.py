@@ -230,12 +230,7 @@ class ChangeTable:
         from microseg.store.store import _author, _now
 
         with self._store._writing() as (session, _):
-            row = _change(session, change, lock=True)
-            allowed = tuple(allowed)
-            if row.state not in allowed:
-                raise StateConflict(
-                    f"change {change} is {row.state}: it must be {' or '.join(allowed)} for that"
-                )
+            row = _change_in(session, change, allowed, "for that")
             row.state = state
             row.updated_at = _now()
             for name, value in fields.items():
@@ -260,12 +255,7 @@ class ChangeTable:
         from microseg.store.store import _author, _now
 
         with self._store._writing() as (session, _):
-            row = _change(session, change, lock=True)
-            allowed = tuple(allowed)
-            if row.state not in allowed:
-                raise StateConflict(
-                    f"change {change} is {row.state}: it must be {' or '.join(allowed)} to approve it"
-                )
+            row = _change_in(session, change, allowed, "to approve it")
             who, now = _author(approver), _now()
             session.add(
                 ChangeApproval(change_id=change, approver=who, comment=comment, approved_at=now)
@@ -365,6 +355,17 @@ def _change(session: Session, change: int, lock: bool = False) -> Change:
         where = f"newest is {count}" if count else "there are none yet"
         raise NotFound(f"no change {change} ({where}; microseg change list)")
     return found
+
+
+def _change_in(session: Session, change: int, allowed: Iterable[str], purpose: str) -> Change:
+    """The change, locked, if it is in one of the `allowed` states; else StateConflict."""
+    row = _change(session, change, lock=True)
+    allowed = tuple(allowed)
+    if row.state not in allowed:
+        raise StateConflict(
+            f"change {change} is {row.state}: it must be {' or '.join(allowed)} {purpose}"
+        )
+    return row
 
 
 def _event(

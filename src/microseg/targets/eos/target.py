@@ -8,6 +8,7 @@ from typing import Any
 from microseg.compile import eos
 from microseg.compile.intent import DeviceIntent
 from microseg.compile.monitor_node import Collector, render_monitor_node
+from microseg.compile.resolve import RESERVED_MATCH_NAMES
 from microseg.model import PolicySet
 from microseg.targets import Driver, DriverError
 from microseg.targets.target import Capabilities, Credentials, HardwareBudget, Limits, RenderOptions
@@ -38,8 +39,9 @@ class EosTarget:
     # forward what no match decides (the implicit `ipv4-all-default` matches).
     capabilities = Capabilities(monitor_node=True)
     limits = Limits(
-        # Matches EOS creates itself in every traffic policy; a rule may not take these names.
-        reserved_match_names=frozenset({"ipv4-all-default", "ipv6-all-default"}),
+        # Matches EOS creates itself in every traffic policy (the resolver refuses them
+        # too, before any target renders).
+        reserved_match_names=RESERVED_MATCH_NAMES,
         hardware_budgets=HARDWARE_BUDGETS,
     )
     default_verdict = "forward"
@@ -65,12 +67,13 @@ class EosTarget:
     ) -> Driver:
         from microseg.model import MonitorNode
         from microseg.targets.eos.driver import EapiEndpoint, EosDriver
+        from microseg.targets.eos.sections import Role
 
         if device.management_address is None:
             raise DriverError(device.name, "no management_address: microseg cannot reach it")
         if credentials is None:
             raise DriverError(device.name, "eAPI needs a username and password")
-        role = "monitor-node" if isinstance(device, MonitorNode) else "switch"
+        role: Role = "monitor-node" if isinstance(device, MonitorNode) else "switch"
         endpoint = EapiEndpoint(
             host=str(device.management_address),
             port=device.management_port,
