@@ -28,10 +28,11 @@ lint: $(VENV)/.installed-test
 test: lint
 	$(BIN)/python -m pytest -q
 
-# the fuzz and fault suites with a larger budget than every test run gives them
+# The fuzz and fault suites with a larger budget than every test run gives them.
 fuzz: $(VENV)/.installed-test
-	MICROSEG_FUZZ=long $(BIN)/python -m pytest -q -s \
-		tests/flows/test_flow_structured_fuzz.py tests/flows/test_flow_faults.py
+	MICROSEG_FUZZ=long MICROSEG_FUZZ_LONG=1 $(BIN)/python -m pytest -q -s \
+		tests/flows/test_flow_structured_fuzz.py tests/flows/test_flow_faults.py \
+		tests/cli/test_cli_fuzz.py tests/policyfile/test_loader_fuzz.py tests/store/test_store_faults.py
 
 bench: $(VENV)/.installed-test
 	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done

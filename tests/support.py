@@ -14,6 +14,8 @@ SRC = ROOT / "src"
 # shared/reference/: the golden outputs, shipped beside the policies they come from.
 REFERENCE = EXAMPLES
 SHARED_REFERENCE = ROOT.parent / "shared" / "reference"
+# The fuzz and fault suites' longer run (`make fuzz`): a larger budget than every test run.
+FUZZ_LONG = os.environ.get("MICROSEG_FUZZ_LONG") == "1" or os.environ.get("MICROSEG_FUZZ") == "long"
 
 
 @dataclass

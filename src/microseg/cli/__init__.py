@@ -23,6 +23,11 @@ EXIT_INTERNAL_ERROR = 70  # EX_SOFTWARE (sysexits.h)
 
 
 def main(argv: list[str] | None = None) -> None:
+    words = sys.argv[1:] if argv is None else argv
+    if any("\x00" in word for word in words):
+        # A shell cannot pass one (argv strings end at NUL); another program calling main() can.
+        err_console.print("error: an argument contains a NUL character", markup=False)
+        sys.exit(EXIT_USER_ERROR)
     try:
         # Without standalone mode, click returns the code of a `typer.Exit` instead of exiting.
         code = app(args=argv, prog_name="microseg", standalone_mode=False)
@@ -40,6 +45,11 @@ def main(argv: list[str] | None = None) -> None:
     except typer.TyperException as error:  # usage errors: bad option, missing argument
         err_console.print(f"error: {error.format_message()} (see: microseg --help)", markup=False)
         sys.exit(EXIT_USER_ERROR)
+    except OSError as error:  # a file or directory the user named that cannot be used
+        reason = error.strerror or str(error)
+        name = "" if error.filename is None else f": {_shortened(str(error.filename))}"
+        err_console.print(f"error: {reason}{name}", markup=False)
+        sys.exit(EXIT_USER_ERROR)
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as error:  # a bug: say so without a traceback unless asked
@@ -51,3 +61,7 @@ def main(argv: list[str] | None = None) -> None:
             markup=False,
         )
         sys.exit(EXIT_INTERNAL_ERROR)
+
+
+def _shortened(text: str, limit: int = 120) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"

@@ -23,7 +23,7 @@ from microseg.builder import (
 from microseg.builder.proposal import SessionExample, StandingDecision
 from microseg.builder.report import recommendation_json
 from microseg.builder.times import parse_time
-from microseg.cli.app import app, demo_step
+from microseg.cli.app import BUILDER, app, demo_step
 from microseg.cli.common import (
     JSON_OPTION_HELP,
     POLICY_HELP,
@@ -35,7 +35,7 @@ from microseg.cli.common import (
 from microseg.model import MicrosegError, PolicySet
 
 
-@app.command("recommend")
+@app.command("recommend", rich_help_panel=BUILDER)
 def recommend_command(
     policy: str = typer.Argument(..., help=POLICY_HELP),
     sessions: Path | None = typer.Option(

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from microseg.cli.app import app
+from microseg.cli.app import DEPLOY, app
 from microseg.cli.common import JSON_OPTION_HELP, emit_json, err_console, print_table
 from microseg.deploy import (
     RunOptions,
@@ -38,7 +38,7 @@ change_app = typer.Typer(
     help="Change control: deploy a revision to devices after review (approve, run, rollback).",
     no_args_is_help=True,
 )
-app.add_typer(change_app, name="change")
+app.add_typer(change_app, name="change", rich_help_panel=DEPLOY)
 
 AUTHOR_HELP = "Who does it (default: $MICROSEG_AUTHOR, else your user name)."
 TIMEOUT_HELP = "Seconds to wait for each device request."
@@ -270,7 +270,7 @@ def change_four_eyes(
     typer.echo(f"four-eyes is {'on' if on else 'off'}{by}")
 
 
-@app.command("drift")
+@app.command("drift", rich_help_panel=DEPLOY)
 def drift_command(
     devices: list[str] = typer.Option(
         [], "--device", "-d", help="Only these devices (repeat); default: every configured one."

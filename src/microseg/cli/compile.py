@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from microseg.cli.app import app, demo_step
+from microseg.cli.app import COMPILE_AND_CHECK, app, demo_step
 from microseg.cli.common import (
     JSON_OPTION_HELP,
     POLICY_HELP,
@@ -43,12 +43,12 @@ def parse_collector(text: str | None) -> Collector | None:
         parsed = ipaddress.ip_address(address)
     except ValueError:
         raise MicrosegError(f"--collector {text!r}: {address!r} is not an IP address") from None
-    if not port.isdigit() or not 1 <= int(port) <= 65535:
+    if not (port.isascii() and port.isdigit() and len(port) <= 5) or not 1 <= int(port) <= 65535:
         raise MicrosegError(f"--collector {text!r}: port {port!r} is not 1-65535")
     return Collector(parsed, int(port))
 
 
-@app.command("compile")
+@app.command("compile", rich_help_panel=COMPILE_AND_CHECK)
 def compile_command(
     policy: str = typer.Argument(..., help=POLICY_HELP),
     device: str = typer.Option(
@@ -119,7 +119,7 @@ def print_diffs(diffs: list[DeviceDiff], json_output: bool, **extra: object) -> 
     )
 
 
-@app.command("diff")
+@app.command("diff", rich_help_panel=COMPILE_AND_CHECK)
 def diff_command(
     old: str = typer.Argument(..., help="The policy before. " + POLICY_HELP),
     new: str = typer.Argument(..., help="The policy after. " + POLICY_HELP),

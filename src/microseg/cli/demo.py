@@ -17,7 +17,7 @@ from rich.markup import escape
 from rich.rule import Rule
 
 from microseg import EXAMPLES
-from microseg.cli.app import DEMO_STEPS, DemoStep, app, demo_step
+from microseg.cli.app import DEMO_STEPS, GETTING_STARTED, DemoStep, app, demo_step
 from microseg.cli.common import console, counted, print_paragraph, section_count
 from microseg.model import SECTIONS, MicrosegError, PolicySet
 from microseg.policyfile import load_policy
@@ -34,7 +34,7 @@ class DemoContext:
     policies: dict[str, PolicySet] = field(default_factory=dict)
 
 
-@app.command()
+@app.command(rich_help_panel=GETTING_STARTED)
 def demo(
     keep: Path | None = typer.Option(
         None,

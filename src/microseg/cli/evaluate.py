@@ -6,7 +6,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from microseg.cli.app import app, demo_step
+from microseg.cli.app import COMPILE_AND_CHECK, app, demo_step
 from microseg.cli.common import (
     JSON_OPTION_HELP,
     POLICY_HELP,
@@ -16,7 +16,14 @@ from microseg.cli.common import (
     print_paragraph,
     resolve_policy,
 )
-from microseg.evaluate.check import ConnectionCheck, check_connection
+from microseg.evaluate.check import (
+    ConnectionCheck,
+    GroupCheck,
+    check_connection,
+    check_groups,
+    is_address,
+    outcome,
+)
 from microseg.evaluate.engine import Decision
 
 EXIT_BLOCKED = 3  # `check --exit-code`: the connection does not get through
@@ -24,17 +31,24 @@ EXIT_NOT_ENFORCED = 4  # `check --exit-code`: it gets through, but the policy ne
 EXIT_REDIRECTED = 5  # `check --exit-code`: sent to a redirect target, which decides
 
 
-@app.command()
+@app.command(rich_help_panel=COMPILE_AND_CHECK)
 def check(
     policy: str = typer.Argument(..., help=POLICY_HELP),
-    source: str = typer.Option(..., "--from", help="Client address (IPv4 or IPv6)."),
-    destination: str = typer.Option(..., "--to", help="Server address."),
+    source: str = typer.Option(
+        ...,
+        "--from",
+        metavar="ADDRESS|GROUP",
+        help="Client: an IPv4 or IPv6 address, or a group (answered for all its addresses).",
+    ),
+    destination: str = typer.Option(
+        ..., "--to", metavar="ADDRESS|GROUP", help="Server: an address or a group."
+    ),
     protocol: str = typer.Option("tcp", "--proto", help="tcp, udp, icmp, icmpv6 or a number."),
     port: int | None = typer.Option(None, "--port", help="Server port (tcp/udp)."),
     icmp_type: str | None = typer.Option(
         None, "--icmp-type", help="ICMP type for icmp (default echo; the reply is echo-reply)."
     ),
-    device: str | None = typer.Option(None, "--device", help="Only this device."),
+    device: str | None = typer.Option(None, "--device", "-d", help="Only this device."),
     vrf: str = typer.Option("default", "--vrf", help="VRF the traffic is in."),
     exit_code: bool = typer.Option(
         False,
@@ -55,22 +69,64 @@ def check(
     Example: microseg check examples/home-lab.yaml --from 172.18.6.138 --to 10.100.99.51
     --proto tcp --port 22
     """
-    result = check_connection(
-        resolve_policy(policy), source, destination, protocol, port, icmp_type, vrf, device
-    )
-    if json_output:
-        emit_json(result.as_dict())
+    policy_set = resolve_policy(policy)
+    if is_address(source) and is_address(destination):
+        result = check_connection(
+            policy_set, source, destination, protocol, port, icmp_type, vrf, device
+        )
+        checks = [result]
+        if json_output:
+            emit_json(result.as_dict())
+        else:
+            print_check(result)
     else:
-        print_check(result)
+        groups = check_groups(
+            policy_set, source, destination, protocol, port, icmp_type, vrf, device
+        )
+        checks = [pair.check for pair in groups.pairs]
+        if json_output:
+            emit_json(groups.as_dict())
+        else:
+            print_group_check(groups)
     if exit_code:
         # SystemExit, not typer.Exit: click returns (drops) typer.Exit codes when
-        # standalone_mode is off, as `microseg.cli.main` runs it.
-        if result.bypass is not None:
-            raise SystemExit(EXIT_NOT_ENFORCED)
-        if result.redirected:
-            raise SystemExit(EXIT_REDIRECTED)
-        if not result.connects:
+        # standalone_mode is off, as `microseg.cli.main` runs it. A group connects only if
+        # every pair of its addresses does; the worst outcome decides the code.
+        if any(not c.connects and c.bypass is None and not c.redirected for c in checks):
             raise SystemExit(EXIT_BLOCKED)
+        if any(c.bypass is not None for c in checks):
+            raise SystemExit(EXIT_NOT_ENFORCED)
+        if any(c.redirected for c in checks):
+            raise SystemExit(EXIT_REDIRECTED)
+
+
+def print_group_check(result: GroupCheck) -> None:
+    """One line per pair of address classes: outcome and the deciding match each way."""
+    console.print(
+        f"[bold]{escape(f'{result.source.label()} -> {result.destination.label()}')}[/] "
+        + escape(f"{result.service}, VRF {result.vrf}")
+    )
+    styles = {"connects": "green", "dropped": "red"}
+    for pair in result.pairs:
+        pair_outcome = outcome(pair.check)
+        style = styles.get(pair_outcome, "yellow")
+        console.print(
+            "  "
+            + escape(f"{', '.join(pair.source.prefixes())} -> ")
+            + escape(", ".join(pair.destination.prefixes()))
+            + f"  [{style}]{escape(pair_outcome)}[/]"
+        )
+        for label, decisions in (
+            ("request", pair.check.request_decisions),
+            ("reply", pair.check.reply_decisions),
+        ):
+            decision = pair.check.deciding(decisions)
+            if decision is not None:
+                console.print(escape(f"      {label:8} {_decision_text(decision)}"))
+        for mirror in pair.check.mirrors:
+            console.print(escape(f"      mirrored: {mirror.describe()}"))
+    style = "green" if result.connects else "red"
+    console.print(f"[bold {style}]result: {escape(result.result)}[/]")
 
 
 def _decision_text(decision: Decision) -> str:
@@ -99,6 +155,8 @@ def print_check(result: ConnectionCheck) -> None:
                 f"  {escape(f'{label:8} {packet.describe()}')}  [{style}]{decision.verdict}[/]  "
                 + escape(_decision_text(decision))
             )
+    for mirror in result.mirrors:
+        console.print(escape(f"  mirrored: {mirror.describe()}"))
     if result.bypass is not None:
         would = "forward it" if result.policy_allows else f"drop it ({_blocked_by(result)})"
         console.print(f"[bold yellow]result: {escape(result.result)}[/]")
@@ -143,7 +201,7 @@ def check_table(rows: list[tuple[str, ConnectionCheck]]) -> Table:
     return table
 
 
-@app.command()
+@app.command(rich_help_panel=COMPILE_AND_CHECK)
 def whatif(
     base: str = typer.Option(..., "--base", help="The policy in force. " + POLICY_HELP),
     candidate: str = typer.Option(..., "--candidate", help="The proposed policy. " + POLICY_HELP),
@@ -153,7 +211,7 @@ def whatif(
         help="Sessions: a .csv, .jsonl or .parquet file (vrf, protocol, src, sport, dst, dport, "
         "packets, bytes) or a flow store directory.",
     ),
-    device: str | None = typer.Option(None, "--device", help="Only this device."),
+    device: str | None = typer.Option(None, "--device", "-d", help="Only this device."),
     json_output: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
 ) -> None:
     """Replay sessions against base and candidate: what would be newly blocked or allowed?
@@ -225,7 +283,7 @@ def _label(group: dict) -> str:
     return f"{group['match']} ({group['policy']} on {group['device']})"
 
 
-@app.command()
+@app.command(rich_help_panel=COMPILE_AND_CHECK)
 def lint(
     policy: str = typer.Argument(..., help=POLICY_HELP),
     select: str | None = typer.Option(

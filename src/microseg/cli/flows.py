@@ -14,7 +14,7 @@ from rich.console import JustifyMethod
 from rich.markup import escape
 from rich.table import Table
 
-from microseg.cli.app import app, demo_step
+from microseg.cli.app import FLOWS, app, demo_step
 from microseg.cli.common import JSON_OPTION_HELP, console, counted, err_console, write_output
 from microseg.model import MicrosegError
 
@@ -23,10 +23,10 @@ STORE_HELP = "Flow store directory (default: $MICROSEG_FLOW_STORE or the user da
 sessions_app = typer.Typer(
     help="The session table from collected flows.", no_args_is_help=True, rich_markup_mode=None
 )
-app.add_typer(sessions_app, name="sessions")
+app.add_typer(sessions_app, name="sessions", rich_help_panel=FLOWS)
 
 
-@app.command()
+@app.command(rich_help_panel=FLOWS)
 def collect(
     listen: str = typer.Option("127.0.0.1:4739", "--listen", help="HOST:PORT to receive on."),
     store: Path | None = typer.Option(None, "--store", help=STORE_HELP),

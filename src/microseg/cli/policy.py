@@ -6,12 +6,13 @@ from pathlib import Path
 
 import typer
 
-from microseg.cli.app import app
+from microseg.cli.app import POLICY_FILES, app
 from microseg.cli.common import (
     JSON_OPTION_HELP,
     POLICY_HELP,
     console,
     emit_json,
+    policy_path,
     resolve_policy,
     section_count,
     write_output,
@@ -31,9 +32,11 @@ def policy_summary(policy_set) -> dict[str, int]:
     return {section: len(getattr(policy_set, section)) for section in SECTIONS}
 
 
-@app.command()
+@app.command(rich_help_panel=POLICY_FILES)
 def validate(
-    path: Path = typer.Argument(..., help="Policy file or directory of YAML files."),
+    path_text: str = typer.Argument(
+        ..., metavar="PATH", help="Policy file or directory of YAML files."
+    ),
     as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
 ) -> None:
     """Check a policy: every problem, with file:line:column. Exit 1 if any.
@@ -44,11 +47,12 @@ def validate(
     other command refuses a collection and names its members.
     Example: microseg validate examples/
     """
+    path = policy_path(path_text)
     results: dict[str, dict[str, int]] = {}
     problems = []
-    for policy_path in standalone_policies(path):
+    for member in standalone_policies(path):
         try:
-            results[str(policy_path)] = policy_summary(load_policy(policy_path))
+            results[str(member)] = policy_summary(load_policy(member))
         except PolicyError as error:
             problems += error.problems
     if problems:
@@ -75,7 +79,7 @@ def _problem_json(problem) -> dict:
     }
 
 
-@app.command()
+@app.command(rich_help_panel=POLICY_FILES)
 def schema() -> None:
     """Print the JSON Schema of policy files (for editors).
 
@@ -84,7 +88,7 @@ def schema() -> None:
     typer.echo(policy_schema_json(), nl=False)
 
 
-@app.command()
+@app.command(rich_help_panel=POLICY_FILES)
 def fmt(
     policy: str = typer.Argument(..., help=POLICY_HELP),
     output: Path | None = typer.Option(

@@ -12,8 +12,15 @@ from typing import Any
 
 import typer
 
-from microseg.cli.app import app, demo_step
-from microseg.cli.common import JSON_OPTION_HELP, console, emit_json, print_table, write_output
+from microseg.cli.app import STORE, app, demo_step
+from microseg.cli.common import (
+    JSON_OPTION_HELP,
+    console,
+    emit_json,
+    policy_path,
+    print_table,
+    write_output,
+)
 from microseg.cli.demo import DemoContext
 from microseg.model import SECTIONS, MicrosegError, PolicyError, Problem
 from microseg.policyfile import dump_policy, load_policy, read_policy_source
@@ -33,8 +40,8 @@ workspace_app = typer.Typer(
     help="Workspaces: named change sets on a revision, submitted as a new revision.",
     no_args_is_help=True,
 )
-app.add_typer(db_app, name="db")
-app.add_typer(workspace_app, name="workspace")
+app.add_typer(db_app, name="db", rich_help_panel=STORE)
+app.add_typer(workspace_app, name="workspace", rich_help_panel=STORE)
 
 AUTHOR_HELP = "Who makes the change (default: $MICROSEG_AUTHOR, else your user name)."
 
@@ -49,9 +56,11 @@ def db_init() -> None:
     typer.echo(f"store {url}: schema at revision {schema_revision}")
 
 
-@app.command("import")
+@app.command("import", rich_help_panel=STORE)
 def import_policy(
-    path: Path = typer.Argument(..., help="Policy file or directory of YAML files."),
+    path_text: str = typer.Argument(
+        ..., metavar="PATH", help="Policy file or directory of YAML files."
+    ),
     message: str = typer.Option("", "-m", "--message", help="Revision message."),
     author: str = typer.Option("", "--author", help=AUTHOR_HELP),
 ) -> None:
@@ -59,14 +68,18 @@ def import_policy(
 
     Example: microseg import examples/home-lab.yaml -m "seed lab"
     """
+    path = policy_path(path_text)
     policy_set = load_policy(path)
+    if not policy_set.objects():
+        # An empty file (or `groups: []`) would become an empty head revision.
+        raise MicrosegError(f"{path}: the policy holds no objects: nothing imported")
     with open_store() as store:
         revision = store.import_policy(policy_set, author or None, message or f"import {path}")
     count = len(policy_set.objects())
     typer.echo(f"imported {path} as revision {revision} ({count} objects)")
 
 
-@app.command()
+@app.command(rich_help_panel=STORE)
 def export(
     revision: int | None = typer.Option(None, "-r", "--revision", help="Default: the head."),
     output: Path | None = typer.Option(None, "-o", "--output", help="Default: stdout."),
@@ -88,7 +101,7 @@ def export(
         typer.echo(f"wrote revision {revision} to {output}", err=True)
 
 
-@app.command()
+@app.command(rich_help_panel=STORE)
 def log(
     limit: int | None = typer.Option(None, "-n", "--limit", min=1, help="Show only the newest N."),
     as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
@@ -232,7 +245,9 @@ def _value(value: Any) -> str:
 @workspace_app.command("set")
 def workspace_set(
     name: str = typer.Argument(..., help="Workspace name."),
-    file: Path = typer.Option(..., "--file", "-f", help="YAML with sections, like a policy file."),
+    file_text: str = typer.Option(
+        ..., "--file", "-f", metavar="FILE", help="YAML with sections, like a policy file."
+    ),
 ) -> None:
     """Add or replace the file's objects in the workspace (all of them, or none if invalid).
 
@@ -240,6 +255,7 @@ def workspace_set(
     reference is refused with the problems, located in the file.
     Example: microseg workspace set restrict-web-clients --file rule.yaml
     """
+    file = policy_path(file_text)
     source = read_policy_source(file)
     if source.problems:
         raise PolicyError(source.problems)

@@ -10,7 +10,7 @@ check says the policy is not enforced instead of claiming a verdict (the seed's 
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from microseg.compile.intent import DeviceIntent
 from microseg.compile.resolve import compile_all
@@ -93,6 +93,7 @@ class ConnectionCheck:
     request_decisions: tuple[Decision, ...]
     reply_decisions: tuple[Decision, ...]
     bypass: Bypass | None
+    mirrors: tuple[Mirror, ...] = ()
 
     @property
     def devices(self) -> tuple[str, ...]:
@@ -172,6 +173,7 @@ class ConnectionCheck:
             "blocked_by": blocking.as_dict() if blocking else None,
             "request": direction(self.request, self.request_decisions),
             "reply": direction(self.reply, self.reply_decisions),
+            "mirrored": [mirror.as_dict() for mirror in self.mirrors],
             "bypass": None
             if self.bypass is None
             else {
@@ -214,6 +216,8 @@ def connection_packets(
             "IPv4 addresses; use --proto icmp"
         )
     if number in PORT_PROTOCOLS:
+        if icmp_type is not None:
+            raise MicrosegError(f"--icmp-type applies to icmp and icmpv6, not protocol {protocol}")
         if port is None:
             raise MicrosegError(f"--port is required for protocol {protocol}")
         if not 0 <= port <= 65535:
@@ -277,9 +281,10 @@ def check_connection(
         request_decisions.append(_decide(compiled, vrf, request))
         reply_decisions.append(_decide(compiled, vrf, reply))
     bypass = _bypass(policy_set, [i.device for i in selected], vrf, request)
-    return ConnectionCheck(
+    result = ConnectionCheck(
         vrf, service, request, reply, tuple(request_decisions), tuple(reply_decisions), bypass
     )
+    return replace(result, mirrors=mirrors_of(result, intents))
 
 
 def _decide(compiled: CompiledDevice, vrf: str, packet: Packet) -> Decision:
@@ -313,3 +318,336 @@ def shared_subnet(segment: Segment, source, destination):
         if source.version == subnet.version and source in subnet and destination in subnet:
             return subnet
     return None
+
+
+# -- mirroring ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Mirror:
+    """A deciding match that also mirrors the packet to a monitor session (EOS `mirror`
+    action: the traffic is forwarded or dropped as the match says, and a copy goes over GRE
+    to the monitor node, where it becomes flow records)."""
+
+    direction: str  # request or reply
+    device: str
+    match: str
+    session: str
+    monitor_object: str
+    monitor_nodes: tuple[str, ...]
+
+    def as_dict(self) -> dict:
+        return {
+            "direction": self.direction,
+            "device": self.device,
+            "match": self.match,
+            "session": self.session,
+            "monitor_object": self.monitor_object,
+            "monitor_nodes": list(self.monitor_nodes),
+        }
+
+    def describe(self) -> str:
+        nodes = ", ".join(self.monitor_nodes) or "its monitor node"
+        return (
+            f"{self.direction} on {self.device}: match {self.match} mirrors to monitor session "
+            f"{self.session} (monitor object {self.monitor_object}, to {nodes})"
+        )
+
+
+def mirrors_of(check: ConnectionCheck, intents: dict[str, DeviceIntent]) -> tuple[Mirror, ...]:
+    """The mirrors the request's and the reply's deciding matches apply."""
+    found = []
+    for direction, decisions in (
+        ("request", check.request_decisions),
+        ("reply", check.reply_decisions),
+    ):
+        for decision in decisions:
+            mirror = _mirror_of(intents.get(decision.device), decision)
+            if mirror is not None:
+                found.append(Mirror(direction, decision.device, *mirror))
+    return tuple(found)
+
+
+def _mirror_of(intent: DeviceIntent | None, decision: Decision):
+    if intent is None or decision.rule is None or decision.policy is None:
+        return None
+    for policy in intent.policies:
+        if policy.name != decision.policy:
+            continue
+        for match in policy.matches:
+            if match.name == decision.match and match.mirror_session is not None:
+                session = intent.mirror_sessions.get(match.mirror_session)
+                if session is None:
+                    return match.name, match.mirror_session, "", ()
+                return match.name, session.name, session.monitor_object, session.monitor_nodes
+    return None
+
+
+# -- groups as endpoints ------------------------------------------------------------------
+
+# A check of two groups evaluates one connection per pair of address classes; more pairs
+# than this is a question for `whatif` over sessions, not for one check.
+MAX_CLASS_PAIRS = 1024
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """An address or a group given as --from / --to."""
+
+    text: str
+    group: str | None
+    # per family: the address intervals (first, last) it covers
+    intervals: dict[int, tuple[tuple[int, int], ...]]
+
+    def label(self) -> str:
+        return f"group {self.group}" if self.group else self.text
+
+
+@dataclass(frozen=True)
+class AddressClass:
+    """Addresses every prefix and subnet in play treats alike: one check answers for all."""
+
+    family: int
+    intervals: tuple[tuple[int, int], ...]
+
+    @property
+    def representative(self) -> str:
+        return str(ipaddress.ip_address(self.intervals[0][0]))
+
+    def prefixes(self) -> list[str]:
+        klass = ipaddress.IPv4Address if self.family == 4 else ipaddress.IPv6Address
+        return [
+            str(network)
+            for first, last in self.intervals
+            for network in ipaddress.summarize_address_range(klass(first), klass(last))
+        ]
+
+
+@dataclass(frozen=True)
+class ClassPair:
+    source: AddressClass
+    destination: AddressClass
+    check: ConnectionCheck
+
+
+@dataclass(frozen=True)
+class GroupCheck:
+    """A connection between groups (or a group and an address), answered per address class."""
+
+    source: Endpoint
+    destination: Endpoint
+    vrf: str
+    service: str
+    pairs: tuple[ClassPair, ...]
+
+    def count(self, wanted: str) -> int:
+        return sum(1 for pair in self.pairs if outcome(pair.check) == wanted)
+
+    @property
+    def result(self) -> str:
+        outcomes = {outcome(pair.check) for pair in self.pairs}
+        if len(outcomes) == 1:
+            return f"{outcomes.pop()} for every address of both sides"
+        counts = ", ".join(
+            f"{self.count(o)} {o}"
+            for o in ("connects", "dropped", "not enforced", "redirected")
+            if self.count(o)
+        )
+        return f"partly: of {len(self.pairs)} address class pairs, {counts}"
+
+    @property
+    def connects(self) -> bool:
+        return all(outcome(pair.check) == "connects" for pair in self.pairs)
+
+    def as_dict(self) -> dict:
+        return {
+            "source": _endpoint_dict(self.source),
+            "destination": _endpoint_dict(self.destination),
+            "vrf": self.vrf,
+            "service": self.service,
+            "result": self.result,
+            "connects": self.connects,
+            "pairs": [
+                {
+                    "source": pair.source.prefixes(),
+                    "destination": pair.destination.prefixes(),
+                    "outcome": outcome(pair.check),
+                    "check": pair.check.as_dict(),
+                }
+                for pair in self.pairs
+            ],
+        }
+
+
+def _endpoint_dict(endpoint: Endpoint) -> dict:
+    return {"text": endpoint.text, "group": endpoint.group}
+
+
+def outcome(check: ConnectionCheck) -> str:
+    if check.bypass is not None:
+        return "not enforced"
+    if check.redirected:
+        return "redirected"
+    return "connects" if check.connects else "dropped"
+
+
+def is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text.strip())
+    except ValueError:
+        return False
+    return True
+
+
+def check_groups(
+    policy_set: PolicySet,
+    source: str,
+    destination: str,
+    protocol: str | int,
+    port: int | None = None,
+    icmp_type: str | int | None = None,
+    vrf: str = "default",
+    device: str | None = None,
+) -> GroupCheck:
+    """Check a connection whose ends are groups (or one group and one address).
+
+    Each side is cut into address classes: sets of addresses that every prefix field-set
+    and segment subnet on the devices treats alike (in all of them or out of all of them),
+    so one connection check per pair of classes answers for every pair of addresses."""
+    intents = compile_all(policy_set)
+    ends = (
+        _resolve_endpoint(policy_set, source, "--from"),
+        _resolve_endpoint(policy_set, destination, "--to"),
+    )
+    families = sorted(set(ends[0].intervals) & set(ends[1].intervals))
+    if not families:
+        raise MicrosegError(
+            f"--from {ends[0].label()} and --to {ends[1].label()} share no address family"
+        )
+    address_sets = _address_sets(policy_set, intents)
+    pairs = []
+    service = ""
+    for family in families:
+        source_classes = _classes(ends[0].intervals[family], address_sets[family], family)
+        destination_classes = _classes(ends[1].intervals[family], address_sets[family], family)
+        if len(source_classes) * len(destination_classes) + len(pairs) > MAX_CLASS_PAIRS:
+            raise MicrosegError(
+                f"--from {ends[0].label()} and --to {ends[1].label()} make more than "
+                f"{MAX_CLASS_PAIRS} pairs of address classes; check narrower groups or "
+                "addresses, or replay sessions with `microseg whatif`"
+            )
+        for source_class in source_classes:
+            for destination_class in destination_classes:
+                check = check_connection(
+                    policy_set,
+                    source_class.representative,
+                    destination_class.representative,
+                    protocol,
+                    port,
+                    icmp_type,
+                    vrf,
+                    device,
+                    intents,
+                )
+                service = check.service
+                pairs.append(ClassPair(source_class, destination_class, check))
+    return GroupCheck(ends[0], ends[1], vrf, service, tuple(pairs))
+
+
+def _resolve_endpoint(policy_set: PolicySet, text: str, option: str) -> Endpoint:
+    if is_address(text):
+        address = ipaddress.ip_address(text.strip())
+        return Endpoint(text, None, {address.version: ((int(address), int(address)),)})
+    names = {group.name for group in policy_set.groups}
+    if text not in names:
+        known = ", ".join(sorted(names)) or "none"
+        raise MicrosegError(
+            f"{option} {text!r} is neither an IPv4 or IPv6 address nor a group (groups: {known})"
+        )
+    group = policy_set.group(text)
+    intervals = {}
+    for family in (4, 6):
+        covered = _union([_interval(p) for p in group.prefixes_of(family)])
+        excluded = _union([_interval(p) for p in group.except_prefixes_of(family)])
+        remaining = _subtract(covered, excluded)
+        if remaining:
+            intervals[family] = tuple(remaining)
+    if not intervals:
+        raise MicrosegError(f"{option} group {text!r} holds no addresses")
+    return Endpoint(text, text, intervals)
+
+
+def _interval(network) -> tuple[int, int]:
+    return int(network.network_address), int(network.broadcast_address)
+
+
+def _union(intervals: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    merged: list[tuple[int, int]] = []
+    for first, last in sorted(intervals):
+        if merged and first <= merged[-1][1] + 1:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], last))
+        else:
+            merged.append((first, last))
+    return merged
+
+
+def _subtract(
+    intervals: list[tuple[int, int]], removed: list[tuple[int, int]]
+) -> list[tuple[int, int]]:
+    result = []
+    for first, last in intervals:
+        start = first
+        for cut_first, cut_last in removed:
+            if cut_last < start or cut_first > last:
+                continue
+            if cut_first > start:
+                result.append((start, cut_first - 1))
+            start = max(start, cut_last + 1)
+        if start <= last:
+            result.append((start, last))
+    return result
+
+
+def _address_sets(
+    policy_set: PolicySet, intents: dict[str, DeviceIntent]
+) -> dict[int, list[list[tuple[int, int]]]]:
+    """Every address set a verdict can depend on, as intervals: each prefix field-set on the
+    devices (its prefixes minus its except-prefixes) and each segment subnet (intra-subnet
+    traffic may bypass the switch)."""
+    found: dict[int, list[list[tuple[int, int]]]] = {4: [], 6: []}
+    for intent in intents.values():
+        for field_set in intent.prefix_field_sets.values():
+            covered = _union([_interval(p) for p in field_set.prefixes])
+            excluded = _union([_interval(p) for p in field_set.except_prefixes])
+            found[4 if field_set.family == "ipv4" else 6].append(_subtract(covered, excluded))
+    for policy_device in policy_set.devices:
+        for segment in policy_device.segments:
+            for subnet in segment.subnets:
+                found[subnet.version].append([_interval(subnet)])
+    return found
+
+
+def _classes(
+    intervals: tuple[tuple[int, int], ...], sets: list[list[tuple[int, int]]], family: int
+) -> list[AddressClass]:
+    """`intervals` cut wherever an address set starts or ends, then grouped by which of the
+    sets hold them: addresses in the same sets meet the same matches."""
+    cuts = sorted(
+        {first for found in sets for first, _ in found}
+        | {last + 1 for found in sets for _, last in found}
+    )
+    pieces = []
+    for first, last in intervals:
+        start = first
+        for cut in cuts:
+            if start < cut <= last:
+                pieces.append((start, cut - 1))
+                start = cut
+        pieces.append((start, last))
+    by_membership: dict[tuple[bool, ...], list[tuple[int, int]]] = {}
+    for piece in pieces:
+        membership = tuple(
+            any(first <= piece[0] and piece[1] <= last for first, last in found) for found in sets
+        )
+        by_membership.setdefault(membership, []).append(piece)
+    return [AddressClass(family, tuple(_union(found))) for found in by_membership.values()]

@@ -126,7 +126,7 @@ def protocol_numbers(values: Sequence[int | str] | np.ndarray) -> np.ndarray:
 
 def protocol_number(name: str | int) -> int:
     text = str(name).strip().lower()
-    if text.isdigit() and int(text) <= 255:
+    if text.isascii() and text.isdigit() and len(text) <= 3 and int(text) <= 255:
         return int(text)
     if text in PROTOCOL_NUMBERS:
         return PROTOCOL_NUMBERS[text]
@@ -137,7 +137,7 @@ def protocol_number(name: str | int) -> int:
 
 def icmp_type_number(name: str | int, protocol: str) -> int:
     text = str(name).strip().lower()
-    if text.isdigit() and int(text) <= 255:
+    if text.isascii() and text.isdigit() and len(text) <= 3 and int(text) <= 255:
         return int(text)
     names = ICMP_TYPE_NAMES_BY_PROTOCOL.get(protocol, {})
     if text in names:

@@ -195,7 +195,8 @@ def _describe(error: BaseException) -> str:
 def parse_listen(listen: str) -> tuple[str, int]:
     """HOST:PORT or [IPV6]:PORT."""
     host, separator, port = listen.rpartition(":")
-    if not separator or not port.isdigit() or not 0 <= int(port) <= 65535:
+    digits = port.isascii() and port.isdigit() and len(port) <= 5
+    if not separator or not digits or not 0 <= int(port) <= 65535:
         raise MicrosegError(f"--listen {listen!r}: expected HOST:PORT, e.g. 127.0.0.1:4739")
     return host.strip("[]") or "0.0.0.0", int(port)
 

@@ -13,6 +13,8 @@ puts file:line:column on any Problem about one of its objects, wherever it was f
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -132,8 +134,11 @@ def standalone_policies(path: Path) -> list[Path]:
 
 def read_policy_source(path: str | Path) -> PolicySource:
     """Parse a policy file or directory into located objects (not validated yet)."""
-    path = Path(path)
     source = PolicySource()
+    if "\x00" in str(path):
+        source.problems.append(Problem(f"{str(path)!r}: a path cannot contain a NUL character"))
+        return source
+    path = Path(path)
     if not path.exists():
         source.problems.append(Problem(f"no such file or directory: {path}"))
         return source
@@ -155,11 +160,45 @@ def read_policy_source(path: str | Path) -> PolicySource:
 
 def _read_file(file: Path, source: PolicySource) -> None:
     try:
-        text = file.read_text(encoding="utf-8")
+        text = _read_policy_file(file)
     except (OSError, UnicodeDecodeError) as error:
         source.problems.append(Problem(f"cannot read: {error}", file=str(file)))
         return
+    except PolicyFileRefused as refused:
+        source.problems.append(Problem(str(refused), file=str(file)))
+        return
     _read_document(text, str(file), source)
+
+
+# A 5,000-rule policy is about 4 MB of YAML; a file eight times that is not a policy.
+MAX_POLICY_FILE_BYTES = 32 * 2**20
+
+
+class PolicyFileRefused(Exception):
+    """A path that is not a policy file to read: a FIFO, a device, a file too large."""
+
+
+def _read_policy_file(file: Path) -> str:
+    """The text of a regular file of at most MAX_POLICY_FILE_BYTES.
+
+    Opened without blocking and checked on the open descriptor: a FIFO would wait forever
+    for a writer, and /dev/zero or /dev/urandom would be read until memory runs out."""
+    descriptor = os.open(file, os.O_RDONLY | os.O_NONBLOCK)
+    with os.fdopen(descriptor, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise PolicyFileRefused(
+                "not a regular file (a FIFO, device or socket): policies are read from files"
+            )
+        # In chunks: read(MAX + 1) would allocate the whole cap for a small file.
+        chunks, size = [], 0
+        while chunk := handle.read(2**20):
+            size += len(chunk)
+            if size > MAX_POLICY_FILE_BYTES:
+                raise PolicyFileRefused(
+                    f"larger than {MAX_POLICY_FILE_BYTES // 2**20} MiB: not read as a policy file"
+                )
+            chunks.append(chunk)
+    return b"".join(chunks).decode("utf-8")
 
 
 def read_policy_source_text(text: str, filename: str = "<string>") -> PolicySource:
