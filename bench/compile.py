@@ -40,8 +40,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from microseg.compile import compile_all
-from microseg.compile.eos import render_device
 from microseg.model import PolicySet
+from microseg.targets.eos.render import render_device
 
 PREFIXES_PER_GROUP = 5
 

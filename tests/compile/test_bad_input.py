@@ -194,9 +194,9 @@ def test_nftables_refuses_a_segment_name_linux_cannot_take_as_interface(run_cli,
     # nftables keys a VRF on `meta iifname`: a Linux interface name is at most 15 bytes
     # (IFNAMSIZ 16) without whitespace or '/'; nft itself refuses longer strings.
     from microseg.compile import compile_device
-    from microseg.compile.nftables import render_ruleset
     from microseg.compile.resolve import CompileError
     from microseg.model import PolicySet
+    from microseg.targets.nftables.render import render_ruleset
 
     def ruleset(segment: str) -> str:
         policy_set = PolicySet.model_validate(

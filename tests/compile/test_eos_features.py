@@ -8,9 +8,9 @@ import textwrap
 import pytest
 
 from microseg.compile import CompileError, compile_all, compile_device
-from microseg.compile.eos import render_device
 from microseg.model import Device, PolicyError
 from microseg.policyfile import load_policy, load_policy_text
+from microseg.targets.eos.render import render_device
 from microseg.targets.render import render_config
 from support import EXAMPLES
 

@@ -16,8 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from microseg.compile import compile_device
-from microseg.compile.nftables import identifier, render_ruleset
 from microseg.policyfile import load_policy
+from microseg.targets.nftables.render import identifier, render_ruleset
 from support import EXAMPLES
 
 SWITCH = "andreasm-720xp-home"

@@ -44,7 +44,6 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from microseg.compile import CompileError, compile_all
-from microseg.compile.eos import render_traffic_policies
 from microseg.compile.intent import DeviceIntent, ServiceFieldSet
 from microseg.model import (
     Device,
@@ -58,6 +57,7 @@ from microseg.model import (
 )
 from microseg.model.ports import PORT_NAMES, PROTOCOL_NUMBERS, TCP, UDP
 from microseg.policyfile import load_policy
+from microseg.targets.eos.render import render_traffic_policies
 from support import EXAMPLES
 
 _PROTOCOL_KEYWORDS = {number: name for name, number in PROTOCOL_NUMBERS.items()}

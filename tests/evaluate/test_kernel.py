@@ -33,11 +33,11 @@ from tests.evaluate.netns import (
 )
 from tests.evaluate.random_policies import HOSTS, random_policy_set
 
-from microseg.compile.nftables import identifier, render_ruleset
 from microseg.compile.resolve import compile_all
 from microseg.evaluate import CompiledDevice, PacketBatch
 from microseg.evaluate.engine import Evaluation
 from microseg.model import PolicySet
+from microseg.targets.nftables.render import identifier, render_ruleset
 
 pytestmark = pytest.mark.system
 

@@ -27,9 +27,9 @@ from tests.evaluate.netns import (
 )
 from tests.evaluate.test_check import SEED_TABLE, vlan299_not_isolated
 
-from microseg.compile.nftables import render_ruleset
 from microseg.compile.resolve import compile_device
 from microseg.evaluate.check import check_connection
+from microseg.targets.nftables.render import render_ruleset
 
 pytestmark = pytest.mark.system
 SWITCH = "andreasm-720xp-home"

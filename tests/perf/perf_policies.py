@@ -6,9 +6,9 @@ import hashlib
 import ipaddress
 
 from microseg.compile import compile_all
-from microseg.compile.eos import render_device
-from microseg.compile.nftables import render_ruleset
 from microseg.model import PolicySet
+from microseg.targets.eos.render import render_device
+from microseg.targets.nftables.render import render_ruleset
 
 
 def _ipv4(index: int, side: int) -> list[str]:

@@ -12,10 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from microseg.compile.eos import prefixes_text
 from microseg.compile.intent import Match, PrefixFieldSet, ServiceFieldSet
 from microseg.gc_pause import paused_garbage_collector
 from microseg.model import PolicyError, PolicySet
+from microseg.targets.eos.render import prefixes_text
 
 networks = st.one_of(
     st.builds(

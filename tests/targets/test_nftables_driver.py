@@ -20,7 +20,6 @@ from tests.evaluate.netns import in_ns, namespaces, require_root_and_nft
 from tests.evaluate.test_check import APPSERVER1, LAPTOP, MGMT, WEB01, WEB02
 from tests.evaluate.test_seed_lab_kernel import HOSTS, build_seed_lab, replay, start_servers
 
-from microseg.compile.nftables import render_ruleset
 from microseg.compile.resolve import compile_device
 from microseg.evaluate.check import check_connection
 from microseg.policyfile import load_policy
@@ -33,6 +32,7 @@ from microseg.targets import (
     MatchCounters,
 )
 from microseg.targets.nftables.driver import NftablesDriver, canonical_ruleset
+from microseg.targets.nftables.render import render_ruleset
 from support import EXAMPLES, SRC
 
 pytestmark = pytest.mark.system

@@ -22,10 +22,10 @@ from microseg.cli.demo import DemoContext
 from microseg.cli.store import workspace_app
 from microseg.compile import compile_all
 from microseg.compile.diff import DeviceDiff, summary
-from microseg.compile.monitor_node import Collector
 from microseg.model import MicrosegError
 from microseg.policyfile import load_policy
 from microseg.targets import registry
+from microseg.targets.eos.monitor_node import Collector
 from microseg.targets.render import configured_names, diff_policies, render_config
 
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from microseg.compile.diff import DeviceDiff, diff_text
 from microseg.compile.intent import DeviceIntent
-from microseg.compile.monitor_node import Collector
 from microseg.compile.resolve import CompileError, compile_all, compile_device
 from microseg.model import PolicySet
 from microseg.targets import registry
+from microseg.targets.eos.monitor_node import Collector
 from microseg.targets.target import RenderOptions, check_capabilities
 
 

@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from microseg.compile.monitor_node import TUNNEL_DESCRIPTION_PREFIX
+from microseg.targets.eos.monitor_node import TUNNEL_DESCRIPTION_PREFIX
 
 Role = Literal["switch", "monitor-node"]
 ROLES: tuple[Role, ...] = ("switch", "monitor-node")

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from microseg.compile import eos
 from microseg.compile.intent import DeviceIntent
-from microseg.compile.monitor_node import Collector, render_monitor_node
 from microseg.compile.resolve import RESERVED_MATCH_NAMES
 from microseg.model import PolicySet
 from microseg.targets import Driver, DriverError
+from microseg.targets.eos import render as eos
+from microseg.targets.eos.monitor_node import Collector, render_monitor_node
 from microseg.targets.target import Capabilities, Credentials, HardwareBudget, Limits, RenderOptions
 
 # Hardware entry budgets for traffic-policy matches. These are planning figures, not

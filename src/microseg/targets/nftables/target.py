@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from microseg.compile.intent import DeviceIntent
-from microseg.compile.nftables import render_ruleset
 from microseg.targets import Driver
+from microseg.targets.nftables.render import render_ruleset
 from microseg.targets.target import Capabilities, Credentials, HardwareBudget, Limits, RenderOptions
 
 
@@ -15,7 +15,7 @@ class NftablesTarget:
     name = "nftables"
     description = "Linux nftables (table inet microseg), local or in a network namespace"
     # nftables filters; it cannot redirect to next-hops (policy routing), does not see
-    # VXLAN decapsulation state, and has no GRE mirror verdict (see compile/nftables.py).
+    # VXLAN decapsulation state, and has no GRE mirror verdict (see render.py).
     capabilities = Capabilities(redirect=False, decap=False, mirror=False)
     limits = Limits(
         hardware_budgets={
