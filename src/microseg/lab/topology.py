@@ -1,0 +1,283 @@
+"""The seed lab in network namespaces: build, record, tear down.
+
+A "switch" namespace routes the seed's VLAN subnets. Vlan299 is a Linux bridge in it (the
+seed's Proxmox node) whose ports (appserver1, web01, web02) are isolated, and its SVI
+answers ARP for hosts of the same subnet (`proxy_arp_pvlan`, Linux's counterpart of EOS
+`ip local-proxy-arp`); `isolated=False` leaves the ports plain (the seed's "Ooops").
+
+Every namespace and process is written to the state file *before* it is made, so `down`
+from another process, after a crash or a SIGKILL, removes all of it. Traffic never leaves
+the namespaces: no link of the lab has a peer in the host's namespace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from microseg.model import MicrosegError
+
+SWITCH = "andreasm-720xp-home"
+DEFAULT_STATE_DIR = Path("/run/microseg-lab")
+DEFAULT_PREFIX = "msl"
+
+
+@dataclass(frozen=True)
+class Host:
+    name: str
+    address: str  # address/prefix
+    gateway: str
+    switch_port: str
+    switch_address: str | None  # None: a port of the Vlan299 bridge
+
+
+HOSTS = (
+    Host("laptop", "172.18.6.138/24", "172.18.6.1", "wifi", "172.18.6.1/24"),
+    Host("mgmt", "10.100.5.10/24", "10.100.5.1", "mgmt", "10.100.5.1/24"),
+    Host("dns", "10.100.1.7/24", "10.100.1.1", "infrastructure", "10.100.1.1/24"),
+    Host("internet", "172.31.255.2/30", "172.31.255.1", "uplink", "172.31.255.1/30"),
+    Host("appserver1", "10.100.99.50/24", "10.100.99.1", "vp50", None),
+    Host("web01", "10.100.99.51/24", "10.100.99.1", "vp51", None),
+    Host("web02", "10.100.99.52/24", "10.100.99.1", "vp52", None),
+)
+# Further addresses a host answers on (loopback aliases): the seed's second DNS/NTP server
+# and the internet's resolver.
+EXTRA_ADDRESSES = {"dns": ("10.100.1.6/32",), "internet": ("8.8.8.8/32",)}
+SERVERS = ("dns", "internet", "appserver1", "web01", "web02")
+
+
+class LabError(MicrosegError):
+    """The lab cannot be built, is already up, or is not up."""
+
+
+def state_dir() -> Path:
+    return Path(os.environ.get("MICROSEG_LAB_DIR") or DEFAULT_STATE_DIR)
+
+
+def state_path() -> Path:
+    return state_dir() / "lab.json"
+
+
+def prefix() -> str:
+    return os.environ.get("MICROSEG_LAB_PREFIX") or DEFAULT_PREFIX
+
+
+def host_address(name: str) -> str:
+    for host in HOSTS:
+        if host.name == name:
+            return host.address.split("/")[0]
+    raise LabError(f"no lab host {name!r}")
+
+
+def address_host(address: str) -> str:
+    """The host namespace role that owns `address`."""
+    for host in HOSTS:
+        if host.address.split("/")[0] == address:
+            return host.name
+    for name, extra in EXTRA_ADDRESSES.items():
+        if any(e.split("/")[0] == address for e in extra):
+            return name
+    raise LabError(f"{address} is no lab host's address")
+
+
+class State:
+    """The lab's record: namespaces, processes and paths, rewritten atomically on each
+    change so a reader in another process sees a whole file."""
+
+    def __init__(self, path: Path, data: dict[str, Any]) -> None:
+        self.path = path
+        self.data = data
+
+    @classmethod
+    def create(cls, isolated: bool) -> State:
+        """A new state file; refuses while one exists (a lab is up or half up)."""
+        path = state_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = {
+            "prefix": prefix(),
+            "isolated": isolated,
+            "namespaces": {},
+            "pids": {},
+            "complete": False,
+        }
+        try:
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            raise LabError(
+                f"a lab is already up (state {path}): run `microseg lab down` first"
+            ) from None
+        with os.fdopen(descriptor, "w") as out:
+            json.dump(data, out)
+        return cls(path, data)
+
+    @classmethod
+    def load(cls) -> State | None:
+        path = state_path()
+        try:
+            return cls(path, json.loads(path.read_text()))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as error:
+            raise LabError(f"{path}: unreadable lab state ({error})") from None
+
+    def save(self) -> None:
+        temporary = self.path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(self.data, indent=2, sort_keys=True))
+        os.replace(temporary, self.path)
+
+    def namespace(self, role: str) -> str:
+        try:
+            return str(self.data["namespaces"][role])
+        except KeyError:
+            raise LabError(f"the lab has no {role} namespace") from None
+
+
+def run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if check and result.returncode != 0:
+        raise LabError(f"{' '.join(argv)}: {result.stderr.strip() or result.returncode}")
+    return result
+
+
+def in_ns(namespace: str, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return run("ip", "netns", "exec", namespace, *argv, check=check)
+
+
+def _sysctl(namespace: str, name: str, value: str, check: bool = True) -> None:
+    in_ns(namespace, "sysctl", "-qw", f"{name}={value}", check=check)
+
+
+def _add_namespace(state: State, role: str) -> str:
+    name = f"{state.data['prefix']}-{role}"
+    state.data["namespaces"][role] = name
+    state.save()
+    run("ip", "netns", "add", name)
+    run("ip", "-n", name, "link", "set", "lo", "up")
+    return name
+
+
+def build(state: State) -> None:
+    """Namespaces, veths, the Vlan299 bridge and routing; no policy yet."""
+    switch = _add_namespace(state, "switch")
+    for name, value in (
+        ("net.ipv4.ip_forward", "1"),
+        ("net.ipv4.conf.all.rp_filter", "0"),
+        ("net.ipv4.conf.default.rp_filter", "0"),
+        ("net.ipv4.conf.all.send_redirects", "0"),
+        ("net.ipv4.conf.default.send_redirects", "0"),
+    ):
+        _sysctl(switch, name, value)
+    # The bridge is the hypervisor's L2: its frames never meet the switch's IP hooks.
+    for name in ("net.bridge.bridge-nf-call-iptables", "net.bridge.bridge-nf-call-ip6tables"):
+        _sysctl(switch, name, "0", check=False)
+    run("ip", "-n", switch, "link", "add", "Vlan299", "type", "bridge")
+    run("ip", "-n", switch, "addr", "add", "10.100.99.1/24", "dev", "Vlan299")
+    run("ip", "-n", switch, "link", "set", "Vlan299", "up")
+    isolated = bool(state.data["isolated"])
+    if isolated:
+        # `ip local-proxy-arp` on the SVI: answer ARP for hosts of the same subnet.
+        _sysctl(switch, "net.ipv4.conf.Vlan299.proxy_arp", "1")
+        _sysctl(switch, "net.ipv4.conf.Vlan299.proxy_arp_pvlan", "1")
+    for host in HOSTS:
+        namespace = _add_namespace(state, host.name)
+        run("ip", "link", "add", host.switch_port, "netns", switch, "type", "veth",
+            "peer", "name", "eth0", "netns", namespace)  # fmt: skip
+        run("ip", "-n", namespace, "addr", "add", host.address, "dev", "eth0")
+        run("ip", "-n", namespace, "link", "set", "eth0", "up")
+        run("ip", "-n", namespace, "route", "add", "default", "via", host.gateway)
+        for extra in EXTRA_ADDRESSES.get(host.name, ()):
+            run("ip", "-n", namespace, "addr", "add", extra, "dev", "lo")
+        if host.switch_address is None:
+            run("ip", "-n", switch, "link", "set", host.switch_port, "master", "Vlan299")
+            if isolated:
+                run("bridge", "-n", switch, "link", "set", "dev", host.switch_port,
+                    "isolated", "on")  # fmt: skip
+        else:
+            run("ip", "-n", switch, "addr", "add", host.switch_address, "dev", host.switch_port)
+        run("ip", "-n", switch, "link", "set", host.switch_port, "up")
+    for extra, via in (("10.100.1.6/32", "10.100.1.7"), ("8.8.8.8/32", "172.31.255.2")):
+        run("ip", "-n", switch, "route", "add", extra, "via", via)
+
+
+def start_services(state: State) -> None:
+    for role in SERVERS:
+        namespace = state.namespace(role)
+        process = subprocess.Popen(
+            [
+                "ip",
+                "netns",
+                "exec",
+                namespace,
+                sys.executable,
+                "-m",
+                "microseg.lab.services",
+                "serve",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            start_new_session=True,
+        )
+        state.data["pids"][f"services-{role}"] = process.pid
+        state.save()
+        assert process.stdout is not None
+        if process.stdout.readline().strip() != "ready":
+            raise LabError(f"the services of {role} did not start")
+        process.stdout.close()
+
+
+def _ours(pid: int, namespace_prefix: str) -> bool:
+    """The process still runs and is one the lab started (its command line names it)."""
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    text = [c.decode(errors="replace") for c in command]
+    return any(t.startswith(f"{namespace_prefix}-") for t in text) or "microseg.lab" in " ".join(
+        text
+    )
+
+
+def teardown(state: State) -> list[str]:
+    """Stop the lab's processes and delete its namespaces (links go with them); what was
+    removed. Safe on a half-built lab."""
+    removed = []
+    namespace_prefix = str(state.data["prefix"])
+    for label, pid in sorted(state.data["pids"].items()):
+        if _ours(int(pid), namespace_prefix):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(int(pid), signal.SIGTERM)
+            removed.append(f"process {label} ({pid})")
+    existing = set(run("ip", "netns", "list").stdout.split())
+    for namespace in sorted(state.data["namespaces"].values()):
+        if namespace in existing:
+            # Processes still inside (a service whose parent was killed) go first.
+            for pid in run("ip", "netns", "pids", namespace, check=False).stdout.split():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid), signal.SIGKILL)
+            run("ip", "netns", "del", namespace)
+            removed.append(f"namespace {namespace}")
+    state.path.unlink(missing_ok=True)
+    return removed
+
+
+def status(state: State) -> list[tuple[str, str, str]]:
+    """(kind, name, up|missing) of everything the state records."""
+    existing = set(run("ip", "netns", "list").stdout.split())
+    rows = []
+    for role, namespace in sorted(state.data["namespaces"].items()):
+        rows.append(
+            ("namespace", f"{role} ({namespace})", "up" if namespace in existing else "missing")
+        )
+    for label, pid in sorted(state.data["pids"].items()):
+        alive = _ours(int(pid), str(state.data["prefix"]))
+        rows.append(("process", f"{label} ({pid})", "up" if alive else "missing"))
+    return rows
