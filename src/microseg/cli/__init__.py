@@ -13,7 +13,17 @@ import typer
 from rich.markup import escape
 
 # Command modules register on import; one module per area keeps parallel work apart.
-from microseg.cli import builder, change, compile, demo, evaluate, flows, policy, store  # noqa: F401
+from microseg.cli import (  # noqa: F401
+    builder,
+    change,
+    compile,
+    demo,
+    evaluate,
+    flows,
+    monitor,
+    policy,
+    store,
+)
 from microseg.cli.app import app
 from microseg.cli.common import err_console
 from microseg.model import MicrosegError
