@@ -277,7 +277,9 @@ def main(argv: list[str] | None = None) -> None:
 
     intended = {(s, d, svc) for s, d, svc, _ in enterprise.intended}
     recommended = allowed_triples([r.rule for r in result.rules], lambda rule: rule.services)
-    recommended = {(s, "internet" if d == "internet" else d, svc) for s, d, svc in recommended}
+    # The internet hosts are outside every group: the builder proposes groups of exactly them.
+    outside = {g.name for g in result.new_groups if g.name.startswith("external-")}
+    recommended = {(s, "internet" if d in outside else d, svc) for s, d, svc in recommended}
     true_positive = len(recommended & intended)
     figures = {
         "bench": "recommend",
@@ -293,6 +295,8 @@ def main(argv: list[str] | None = None) -> None:
         "blocked_attempts": len(result.blocked_attempts),
         "coverage": result.quality.coverage,
         "config_lines": result.quality.config_lines,
+        "hardware_entries": [h.entries_after for h in result.quality.hardware],
+        "already_allowed": sum(a.sessions for a in result.already_allowed),
         "seconds": round(seconds, 3),
         "aggregate_seconds": round(aggregate_seconds, 3),
         "baseline_seconds": round(baseline_seconds, 3),

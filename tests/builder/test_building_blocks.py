@@ -142,7 +142,7 @@ def test_min_share_uses_a_whole_group_and_says_what_it_widened():
     assert below.rules[0].rule.sources == ("host-10-100-99-51",)
 
 
-def test_ipv6_endpoints_get_128_host_groups_and_an_ipv6_internet():
+def test_ipv6_endpoints_get_128_host_groups_inside_and_outside():
     web_app_monitor = seed_policies.web_app_monitor()
     v6 = Group(name="lab-v6", prefixes=("2001:db8:99::/64",))
     policy_set = replaced(web_app_monitor, groups=(*web_app_monitor.groups, v6))
@@ -150,8 +150,9 @@ def test_ipv6_endpoints_get_128_host_groups_and_an_ipv6_internet():
     result = recommend(policy_set, table(rows))
     groups = {g.name: g for g in result.new_groups}
     assert [str(p) for p in groups["host-2001-db8-99--51"].prefixes] == ["2001:db8:99::51/128"]
-    assert [str(p) for p in groups["internet"].prefixes] == ["::/0"]
-    assert [str(p) for p in groups["internet"].except_prefixes] == ["2001:db8:99::/64"]
+    outside = groups["external-2606-4700--1111"]
+    assert [str(p) for p in outside.prefixes] == ["2606:4700::1111/128"]
+    assert outside.except_prefixes == ()
     assert result.quality.coverage == 1.0
 
 
@@ -240,7 +241,7 @@ def test_an_empty_policy_gets_the_proposals_first_and_fully_covered(tmp_path):
         read_sessions(seed_policies.dns_ntp_file(tmp_path)),
         BuilderOptions(categories=("clients", "infrastructure")),
     )
-    assert result.insert_at == 0 and result.quality.coverage == 1.0
+    assert [r.insert_at for r in result.rules] == [0] and result.quality.coverage == 1.0
     assert [d.rule for d in result.rules[0].current_decisions] == [None]  # the default match
 
 

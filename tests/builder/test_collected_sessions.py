@@ -78,16 +78,17 @@ def test_recommend_reads_what_softflowd_exported_through_the_collector(tmp_path,
         (tuple(r["sources"]), tuple(r["destinations"]), tuple(r["services"])) for r in data["rules"]
     }
     web01, web02 = "host-10-100-99-51", "host-10-100-99-52"
+    # DNS and NTP are allowed already by allow_all_DNS / allow_all_NTP
+    assert {a["rule"] for a in data["already_allowed"]} == {"allow_all_DNS", "allow_all_NTP"}
     assert proposed == {
-        ((web01,), ("DNS_NTP_servers",), ("DNS", "NTP")),
-        ((web02,), ("DNS_NTP_servers",), ("DNS", "NTP")),
-        (("appserver1",), ("DNS_NTP_servers",), ("DNS", "NTP")),
         (("wifi_clients",), (web01, web02), ("HTTP",)),
         ((web01,), ("appserver1",), ("appserver1-tcp",)),
         ((web02,), ("appserver1",), ("appserver1-tcp",)),
-        ((web01,), ("internet",), ("HTTP",)),
-        ((web02,), ("internet",), ("HTTP",)),
-        (("appserver1",), ("internet",), ("HTTP", "icmp-echo")),
+        # outside hosts: the mirror all three fetch from, and the ping of 8.8.8.8
+        ((web01,), ("external-91-189-91-81",), ("HTTP",)),
+        ((web02,), ("external-91-189-91-81",), ("HTTP",)),
+        (("appserver1",), ("external-91-189-91-81",), ("HTTP",)),
+        (("appserver1",), ("external-8-8-8-8",), ("icmp-echo",)),
     }
     assert [s["name"] for s in data["new_services"]] == ["icmp-echo"]
     assert data["blocked_attempts"] == [
@@ -98,6 +99,7 @@ def test_recommend_reads_what_softflowd_exported_through_the_collector(tmp_path,
             "sessions": 1,
             "first_seen": data["blocked_attempts"][0]["first_seen"],
             "last_seen": data["blocked_attempts"][0]["last_seen"],
+            "stopped_by": None,  # the monitor rule forwards it: appserver1 did not answer
         }
     ]
     assert data["quality"]["coverage"] == 1.0

@@ -101,3 +101,86 @@ def test_into_workspace_writes_the_proposals_for_review(run_cli, monkeypatch, tm
     added = json.loads(build.stdout)["summary"]["lines_added"]
     assert added == data["quality"]["config_lines"]
     assert 0 < added <= 36
+
+
+def _store_with(run_cli, monkeypatch, tmp_path, *policies):
+    from microseg.policyfile import dump_policy
+
+    monkeypatch.setenv("MICROSEG_DATABASE_URL", f"sqlite:///{tmp_path / 'microseg.db'}")
+    assert run_cli("db", "init").exit_code == 0
+    for number, policy_set in enumerate(policies, 1):
+        path = tmp_path / f"revision-{number}.yaml"
+        path.write_text(dump_policy(policy_set), encoding="utf-8")
+        imported = run_cli("import", str(path), "-m", f"revision {number}")
+        assert imported.exit_code == 0, imported.stderr
+
+
+def test_into_a_workspace_on_another_revision_says_exactly_that(run_cli, monkeypatch, tmp_path):
+    dns_ntp_file = seed_policies.dns_ntp_file(tmp_path)
+    _store_with(
+        run_cli,
+        monkeypatch,
+        tmp_path,
+        seed_policies.dns_ntp_before(),
+        seed_policies.home_lab_final(),
+    )
+    assert run_cli("workspace", "create", "builder-1").exit_code == 0  # on revision 2
+    arguments = ["--sessions", str(dns_ntp_file), "--categories", "clients,infrastructure"]
+    result = run_cli("recommend", "rev:1", *arguments, "--into-workspace", "builder-1")
+    assert result.exit_code == 1
+    assert (
+        "workspace 'builder-1' is based on revision 2, but the recommendation was made from "
+        "revision 1" in result.stderr
+    )
+    assert "unknown rule" not in result.stderr
+
+    from microseg.store import open_store
+
+    with open_store() as store:
+        assert store.workspace_info("builder-1").changes == 0  # nothing was written
+    # a file that is not the head revision cannot seed a new workspace either
+    before = tmp_path / "revision-1.yaml"
+    from_file = run_cli("recommend", str(before), *arguments, "--into-workspace", "builder-2")
+    assert from_file.exit_code == 1
+    assert "starts from the head revision 2" in from_file.stderr
+    # the same revision, or the workspace itself, is fine
+    fresh = run_cli("recommend", "rev:1", *arguments, "--into-workspace", "builder-3")
+    assert fresh.exit_code == 0, fresh.stderr
+    again = run_cli("recommend", "ws:builder-3", *arguments, "--into-workspace", "builder-3")
+    assert again.exit_code == 0, again.stderr
+
+
+def test_into_workspace_refuses_a_proposal_over_the_hardware_budget(run_cli, monkeypatch, tmp_path):
+    """The budget is the EOS target's (targets/eos/target.py, the figure lint reports):
+    shrunk here so the seed's per-host proposal (a rule for every IP) goes over it."""
+    from microseg.targets.eos.target import HARDWARE_BUDGETS
+    from microseg.targets.target import HardwareBudget
+
+    dns_ntp_file = seed_policies.dns_ntp_file(tmp_path)
+    _store_with(run_cli, monkeypatch, tmp_path, seed_policies.dns_ntp_before())
+    for key in ("CCS-720XP", None):
+        monkeypatch.setitem(HARDWARE_BUDGETS, key, HardwareBudget(100, "a test's small budget"))
+    arguments = ["rev:1", "--sessions", str(dns_ntp_file)]
+    report = run_cli("recommend", *arguments, "--json")
+    [use] = json.loads(report.stdout)["quality"]["hardware"]
+    assert use["budget"] == 100 and use["entries_after"] > 100 and use["over_budget"]
+    assert "OVER BUDGET" in run_cli("recommend", *arguments).stdout
+
+    refused = run_cli("recommend", *arguments, "--into-workspace", "builder-1")
+    assert refused.exit_code == 1
+    assert "goes over the hardware budget" in refused.stderr and "--force" in refused.stderr
+    from microseg.store import open_store
+
+    with open_store() as store:
+        assert "builder-1" not in {w.name for w in store.workspace_list()}
+    forced = run_cli("recommend", *arguments, "--into-workspace", "builder-1", "--force")
+    assert forced.exit_code == 0, forced.stderr
+    grouped = run_cli(
+        "recommend",
+        *arguments,
+        "--categories",
+        "clients,infrastructure",
+        "--into-workspace",
+        "builder-2",
+    )
+    assert grouped.exit_code == 0, grouped.stderr  # one group rule fits

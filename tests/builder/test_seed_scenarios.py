@@ -51,7 +51,8 @@ def test_dns_ntp_with_categories_is_one_group_rule_and_a_few_dozen_lines(tmp_pat
     assert quality.rules == 1
     assert 0 < quality.config_lines <= 36  # the seed: "24 lines added to the config"
     # The rules go before the monitor rule, as MSS placed rule72 and rule73.
-    assert result.target_policy == "dns_ntp_services" and result.insert_at == 0
+    assert result.target_policy == "dns_ntp_services"
+    assert [(r.insert_at, r.before) for r in result.rules] == [(0, "dns_ntp_discovery")]
 
 
 def test_dns_ntp_without_categories_is_a_rule_for_every_ip_and_hundreds_of_lines(tmp_path):
@@ -82,20 +83,21 @@ def test_web_app_monitor_rule_finds_exactly_the_application_dependencies(tmp_pat
 
     proposed = {(r.rule.sources, r.rule.destinations, r.rule.services) for r in result.rules}
     web01, web02 = "host-10-100-99-51", "host-10-100-99-52"
+    # DNS and NTP to the DNS servers: allow_all_DNS and allow_all_NTP allow them already
+    assert {(a.rule, a.sessions) for a in result.already_allowed} == {
+        ("allow_all_DNS", 6),
+        ("allow_all_NTP", 6),
+    }
     assert proposed == {
-        # DNS and NTP to the DNS servers
-        ((web01,), ("DNS_NTP_servers",), ("DNS", "NTP")),
-        ((web02,), ("DNS_NTP_servers",), ("DNS", "NTP")),
-        (("appserver1",), ("DNS_NTP_servers",), ("DNS", "NTP")),
         # HTTP from a wifi client to both web servers
         (("wifi_clients",), (web01, web02), ("HTTP",)),
         # both web servers to appserver1 on tcp/4567 (the existing service is reused)
         ((web01,), ("appserver1",), ("appserver1-tcp",)),
         ((web02,), ("appserver1",), ("appserver1-tcp",)),
-        # package updates from the internet
-        ((web01,), ("internet",), ("HTTP",)),
-        ((web02,), ("internet",), ("HTTP",)),
-        (("appserver1",), ("internet",), ("HTTP",)),
+        # package updates from both mirrors outside the lab: one group of exactly them
+        ((web01,), ("external-HTTP-servers",), ("HTTP",)),
+        ((web02,), ("external-HTTP-servers",), ("HTTP",)),
+        (("appserver1",), ("external-HTTP-servers",), ("HTTP",)),
     }
     by_pair = {(r.rule.sources, r.rule.destinations): r.evidence for r in result.rules}
     http_to_web = by_pair[(("wifi_clients",), (web01, web02))]
@@ -103,9 +105,9 @@ def test_web_app_monitor_rule_finds_exactly_the_application_dependencies(tmp_pat
     assert {e.client for e in http_to_web.examples} == {LAPTOP}
     assert http_to_web.server_side == {"tcp-handshake": 10}
     assert by_pair[((web01,), ("appserver1",))].sessions == 4
-    internet = next(g for g in result.new_groups if g.name == "internet")
-    assert [str(p) for p in internet.prefixes] == ["0.0.0.0/0"]
-    assert "10.100.99.0/24" in [str(p) for p in internet.except_prefixes]
+    mirrors = next(g for g in result.new_groups if g.name == "external-HTTP-servers")
+    assert [str(p) for p in mirrors.prefixes] == ["91.189.91.81/32", "185.125.190.36/32"]
+    assert mirrors.description.startswith("2 host(s) outside every known group and segment")
     assert result.quality.coverage == 1.0
 
 
@@ -118,7 +120,10 @@ def test_dropped_attempts_are_reported_apart_and_never_proposed(tmp_path):
     blocked = {(a.source, a.destination, a.service, a.sessions) for a in result.blocked_attempts}
     assert blocked == {(LAPTOP, APPSERVER1, "SSH", 2), (WEB01, WEB02, "HTTP", 1)}
     assert not any("SSH" in r.rule.services for r in result.rules)
-    assert result.quality.evidence_sessions == sum(r["sessions"] for r in web_app_sessions())
+    allowed = sum(a.sessions for a in result.already_allowed)  # DNS and NTP
+    assert result.quality.evidence_sessions + allowed == sum(
+        r["sessions"] for r in web_app_sessions()
+    )
 
     included = recommend(
         web_app_monitor,
@@ -128,43 +133,45 @@ def test_dropped_attempts_are_reported_apart_and_never_proposed(tmp_path):
     assert ("SSH",) in {r.rule.services for r in included.rules}
 
 
-def test_proposals_go_before_the_drop_rule_that_would_shadow_them(tmp_path):
-    """In the locked-down lab, drop_all_else_web-app drops the package updates; the
-    proposals land before it, and the evaluator confirms they now carry the traffic."""
+def test_in_the_locked_down_lab_nothing_is_proposed_against_its_rules(tmp_path):
+    """In the final lab every collected session is decided by a hand-written rule: DNS, NTP,
+    HTTP to the web servers and web -> appserver1 are already allowed; the package updates
+    are dropped by drop_all_else_web-app. Nothing is proposed; the review says why. With
+    --include-blocked the updates are proposed, before the drop that stops them today."""
     home_lab_final = seed_policies.home_lab_final()
     web_app_file = seed_policies.web_app_file(tmp_path)
     from microseg.builder.quality import covered_sessions
 
     table = read_sessions(web_app_file)
     result = recommend(home_lab_final, table, BuilderOptions(categories=SEED_CATEGORIES))
-    rules = home_lab_final.policy("vrf_all_home").rules
-    assert result.insert_at <= rules.index("allow_all_NTP")
-    # The review says what each proposal changes: updates are dropped today, DNS is allowed.
-    today = {r.rule.name: r.current_decisions for r in result.rules}
-    assert [(d.rule, d.verdict, d.sessions) for d in today["allow_appserver1_to_internet"]] == [
-        ("drop_all_else_web-app", "drop", 6)
-    ]
-    dns = next(
-        r for r in result.rules if r.rule.sources == ("appserver1",) and "DNS" in r.rule.services
-    )
-    assert {(d.rule, d.verdict) for d in dns.current_decisions} == {
-        ("allow_all_DNS", "forward"),
-        ("allow_all_NTP", "forward"),
+    assert result.rules == ()
+    assert {a.rule for a in result.already_allowed} == {
+        "allow_all_DNS",
+        "allow_all_NTP",
+        "clients_to_webservers",
+        "web-to-appserver1",
     }
-    assert result.quality.coverage == 1.0
+    assert [(b.rule, b.verdict, b.sessions) for b in result.blocked_by_rules] == [
+        ("drop_all_else_web-app", "drop", 18)
+    ]
 
+    included = recommend(
+        home_lab_final, table, BuilderOptions(categories=SEED_CATEGORIES, include_blocked=True)
+    )
+    rules = home_lab_final.policy("vrf_all_home").rules
+    updates = [r for r in included.rules if r.rule.destinations == ("external-HTTP-servers",)]
+    assert updates and all(r.before == "drop_all_else_web-app" for r in updates)
+    assert all(r.insert_at == rules.index("drop_all_else_web-app") for r in updates)
+    assert {(d.rule, d.verdict) for r in updates for d in r.current_decisions} == {
+        ("drop_all_else_web-app", "drop")
+    }
+    accepted = included.proposed_policy_set(home_lab_final)
     from microseg.builder.recommend import answered
     from microseg.flows.session_columns import session_columns
 
     columns = session_columns(table)
     evidence = columns.take(answered(columns))
-    before = covered_sessions(home_lab_final, evidence)
-    assert before < result.quality.evidence_sessions  # the internet updates were dropped
-    appended = result.proposed_policy_set(home_lab_final)
-    late = type(result)(**{**result.__dict__, "insert_at": len(rules)})
-    shadowed = late.proposed_policy_set(home_lab_final)
-    assert covered_sessions(shadowed, evidence) < result.quality.evidence_sessions
-    assert covered_sessions(appended, evidence) == result.quality.evidence_sessions
+    assert covered_sessions(home_lab_final, evidence) < covered_sessions(accepted, evidence)
 
 
 def test_recommend_cli_json_carries_rules_quality_and_blocked_attempts(run_cli, tmp_path):
@@ -184,7 +191,7 @@ def test_recommend_cli_json_carries_rules_quality_and_blocked_attempts(run_cli, 
     data = json.loads(result.stdout)
     assert set(data) >= {"rules", "quality", "blocked_attempts", "new_groups", "new_services"}
     assert set(data["quality"]) >= {"coverage", "rules", "config_lines", "over_permissiveness"}
-    assert data["quality"]["coverage"] == 1.0 and data["quality"]["rules"] == 9
+    assert data["quality"]["coverage"] == 1.0 and data["quality"]["rules"] == 6
     rule = data["rules"][0]
     assert set(rule) >= {"name", "sources", "destinations", "services", "direction", "evidence"}
     assert rule["evidence"]["examples"]
@@ -218,7 +225,6 @@ def test_no_proposed_rule_is_shadowed_says_the_linter(tmp_path, categories):
 
     for policy_set, path, rule in (
         (seed_policies.dns_ntp_before(), seed_policies.dns_ntp_file(tmp_path), None),
-        (seed_policies.home_lab_final(), seed_policies.web_app_file(tmp_path), None),
         (
             seed_policies.web_app_monitor(),
             seed_policies.web_app_file(tmp_path),

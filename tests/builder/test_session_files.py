@@ -42,8 +42,9 @@ def test_a_csv_in_the_whatif_format_gives_recommendations(run_cli, tmp_path):
             "recommend", str(EXAMPLES / "home-lab-monitor.yaml"), "--sessions", str(path), "--json"
         ).stdout
     )
-    assert data["quality"]["evidence_sessions"] == 4 and data["blocked_attempts"] == []
-    assert data["quality"]["notes"][0].startswith("4 session(s) carry no reply information")
+    assert data["quality"]["evidence_sessions"] == 3 and data["blocked_attempts"] == []
+    assert [(a["rule"], a["sessions"]) for a in data["already_allowed"]] == [("allow_all_DNS", 1)]
+    assert data["quality"]["notes"][0].startswith("3 session(s) carry no reply information")
     assert "taken as answered" in result.stdout
 
 

@@ -198,3 +198,17 @@ def test_fmt_refuses_an_empty_list_instead_of_rewriting_it_to_any(run_cli, tmp_p
     assert "sources: any" not in result.stdout
     assert not output.exists()
     assert policy.read_text() == text
+
+
+def test_hostile_numbers_and_scoped_addresses_exit_1_not_70(run_cli, tmp_path):
+    policy = tmp_path / "hostile.yaml"
+    for text in (
+        "policies:\n  - {name: p, id: " + "9" * 5000 + ", domain: d}\n",
+        'groups:\n  - {name: h, prefixes: ["::/0"], except_prefixes: ["fe80::1%eth0/128"]}\n',
+        "policies:\n  - {name: p, id: true, domain: d}\n",
+    ):
+        policy.write_text(text)
+        for command in ("validate", "compile"):
+            result = run_cli(command, str(policy), *(["-d", "x"] if command == "compile" else []))
+            assert result.exit_code == 1, (command, text[:40], result.stderr)
+            assert f"{policy}:2:" in result.stderr

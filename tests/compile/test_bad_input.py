@@ -214,7 +214,7 @@ def test_nftables_refuses_a_segment_name_linux_cannot_take_as_interface(run_cli,
         )
         return render_ruleset(compile_device(policy_set, "r1"))
 
-    assert 'meta iifname { "Vlan10" } goto policy_p' in ruleset("Vlan10")
+    assert 'meta iifname { "Vlan10" } goto policy/p' in ruleset("Vlan10")
     for bad in ("servers-dmz-segment", "Vlan 10", "eth0/1"):
         with pytest.raises(CompileError, match=f"segment '{bad}'.*interface name"):
             ruleset(bad)

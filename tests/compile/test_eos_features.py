@@ -7,8 +7,9 @@ import textwrap
 
 import pytest
 
-from microseg.compile import compile_all, compile_device
+from microseg.compile import CompileError, compile_all, compile_device
 from microseg.compile.eos import render_device
+from microseg.model import Device, PolicyError
 from microseg.policyfile import load_policy, load_policy_text
 from microseg.targets.render import render_config
 from support import EXAMPLES
@@ -221,6 +222,15 @@ def test_monitored_matches_mirror_to_the_gre_session_of_the_seed(run_cli):
         "monitor session andreas-vztx-ALL destination tunnel mode gre "
         "source 10.255.1.10 destination 10.255.1.11\n"
     ) in out
+    assert "monitor session andreas-vztx-ALL rate-limit per-ingress-chip 100000 kbps\n" in out
+
+
+def test_the_mirror_rate_limit_is_written_in_its_own_unit():
+    text = (EXAMPLES / "home-lab-monitor.yaml").read_text()
+    assert "rate_limit: 100000 kbps" in text
+    policy_set = load_policy_text(text.replace("rate_limit: 100000 kbps", "rate_limit: 40 mbps"))
+    out = render_device(compile_device(policy_set, "andreasm-720xp-home"))
+    assert "monitor session andreas-vztx-ALL rate-limit per-ingress-chip 40 mbps\n" in out
 
 
 def test_monitor_node_gets_the_gre_tunnel_and_flow_tracking_of_the_seed(run_cli):
@@ -233,6 +243,7 @@ def test_monitor_node_gets_the_gre_tunnel_and_flow_tracking_of_the_seed(run_cli)
            tunnel mode gre
            tunnel source interface Loopback0
            tunnel destination 10.255.1.10
+           flow tracker firewall distributed flowtrkr
         !
         flow tracking firewall distributed
            tracker flowtrkr
@@ -300,3 +311,115 @@ def test_a_default_drop_policy_drops_on_both_default_matches_and_counts():
         "            drop",
         "!",
     ]
+
+
+def test_a_bidirectional_rule_whose_reverse_is_itself_compiles_to_one_match():
+    out = one_policy(
+        """
+  - {name: mesh, sources: [v4only], destinations: [v4only], services: any}
+  - {name: gre, sources: [dual], destinations: [dual], services: [GRE]}
+  - {name: web, sources: [v4only], destinations: [v4only], services: [WEB]}
+  - {name: across, sources: [v4only], destinations: [dual], services: any}
+""",
+        ["mesh", "gre", "web", "across"],
+    )
+    matches = [line.split()[1] for line in out.splitlines() if line.startswith("      match ")]
+    assert matches == [
+        "mesh",  # any service between one group and itself: the reverse is the same match
+        "gre",  # GRE has no ports to swap
+        "gre-ipv6",
+        "web",  # port 80 on one side only: the reverse differs
+        "web-reverse",
+        "across",  # different groups on each side
+        "across-reverse",
+        "ipv4-all-default",
+        "ipv6-all-default",
+    ]
+    assert "field-set service GRE-reverse" not in out
+
+
+def test_field_set_prefixes_print_in_address_order_whatever_the_written_order():
+    shuffled = BASE.replace(
+        "prefixes: [10.2.0.0/16]",
+        "prefixes: [10.2.0.0/16, 10.10.0.0/16, 10.2.0.0/24, 9.0.0.0/8, 10.2.0.0/16]",
+    ).replace(
+        'prefixes: ["2001:db8:2::/48"]',
+        'prefixes: ["2001:db8:2::/48", "2001:db8:1::/48"]',
+    )
+    rules = "rules:\n  - {name: r, sources: [v4only], destinations: any, services: any}\n"
+    rules += "  - {name: r6, sources: [v6only], destinations: any, services: any}\n"
+    policies = "policies:\n  - {name: p1, id: 7, domain: dc, vrf: ALL, rules: [r, r6]}\n"
+    out = render_device(compile_device(load_policy_text(shuffled + rules + policies), "leaf1"))
+    assert block(out, "field-set ipv4 prefix v4only") == [
+        "9.0.0.0/8 10.2.0.0/16 10.2.0.0/24 10.10.0.0/16"
+    ]
+    assert block(out, "field-set ipv6 prefix v6only") == ["2001:db8:1::/48 2001:db8:2::/48"]
+
+
+def _monitor_lab(switches: dict[str, int | None]) -> str:
+    """A monitor node and one mirroring switch per entry (name -> monitor_tunnel or None)."""
+    devices = "".join(
+        f"  - {{name: {name}, loopback_address: 10.255.0.{index + 1}"
+        + (f", monitor_tunnel: {number}" if number is not None else "")
+        + "}\n"
+        for index, (name, number) in enumerate(switches.items())
+    )
+    return (
+        "devices:\n"
+        + devices
+        + "monitor_nodes:\n  - {name: ztx, loopback_address: 10.255.0.100}\n"
+        + f"domains:\n  - {{name: dc, devices: [{', '.join(switches)}]}}\n"
+        + "monitor_objects:\n"
+        + "  - {name: mon, tunnel_destination: 10.255.0.100, monitor_nodes: [ztx]}\n"
+        + "rules:\n  - {name: watch, sources: any, destinations: any, services: any, "
+        + "monitor: mon}\n"
+        + "policies:\n  - {name: p, id: 1, domain: dc, rules: [watch]}\n"
+    )
+
+
+def _tunnels(text: str) -> dict[str, str]:
+    """switch -> its `interface TunnelN` on the monitor node."""
+    policy_set = load_policy_text(text)
+    config, _ = render_config(policy_set, "ztx", None, compile_all(policy_set))
+    lines = config.splitlines()
+    return {
+        lines[i + 1].removeprefix("   description mirror from "): lines[i]
+        for i, line in enumerate(lines)
+        if line.startswith("interface Tunnel")
+    }
+
+
+def test_adding_or_removing_a_switch_never_renumbers_another_switchs_tunnel():
+    before = _tunnels(_monitor_lab({"leaf-b": None, "leaf-d": None}))
+    added = _tunnels(_monitor_lab({"leaf-a": None, "leaf-b": None, "leaf-c": None, "leaf-d": None}))
+    removed = _tunnels(_monitor_lab({"leaf-d": None}))
+    assert {name: added[name] for name in before} == before
+    assert removed == {"leaf-d": before["leaf-d"]}
+    # Sorted by switch name they would have been Tunnel0 and Tunnel1 before and shifted
+    # by the additions; the derived numbers come from each switch's own name.
+    assert len(set(added.values())) == 4
+
+
+def test_an_explicit_monitor_tunnel_is_used_and_two_switches_on_one_number_are_refused():
+    assert _tunnels(_monitor_lab({"leaf-a": 7, "leaf-b": 3})) == {
+        "leaf-a": "interface Tunnel7",
+        "leaf-b": "interface Tunnel3",
+    }
+    with pytest.raises(PolicyError, match="monitor tunnel 7 is also device 'leaf-a'"):
+        load_policy_text(_monitor_lab({"leaf-a": 7, "leaf-b": 7}))
+    # An explicit number equal to another switch's derived one: refused when compiling.
+    derived = Device(name="leaf-b").monitor_tunnel_id
+    with pytest.raises(CompileError, match=f"both get Tunnel{derived}.*set a distinct"):
+        _tunnels(_monitor_lab({"leaf-a": derived, "leaf-b": None}))
+
+
+def test_a_logged_default_drop_logs_after_dropping_and_needs_a_drop():
+    rules = "rules:\n  - {name: web, sources: [v4only], destinations: any, services: [WEB]}\n"
+    policies = (
+        "policies:\n  - {name: p1, id: 7, domain: dc, vrf: ALL, rules: [web], "
+        "default_action: drop, default_log: true}\n"
+    )
+    out = compile_text(rules, policies)
+    assert block(out, "match ipv6-all-default ipv6") == ["actions", "count", "drop", "log"]
+    with pytest.raises(PolicyError, match="default_log needs default_action: drop"):
+        compile_text(rules, policies.replace("default_action: drop", "default_action: forward"))

@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import uuid
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from microseg.compile import compile_device
-from microseg.compile.nftables import render_ruleset
+from microseg.compile.nftables import identifier, render_ruleset
 from microseg.policyfile import load_policy
 from support import EXAMPLES
 
@@ -159,15 +162,15 @@ def test_ruleset_loads_twice_atomically_and_enforces_the_seed_policy(
     # A wifi client's DNS query and its reply pass: allow_all_DNS and its -reverse count.
     assert _udp_request(lab, "10.100.1.6", 53)
     counters = _counters(router)
-    assert counters["vrf_all_home__allow_all_DNS"] == 1
-    assert counters["vrf_all_home__allow_all_DNS_reverse"] == 1
-    assert counters["vrf_all_home__drop_all_else_web_app_reverse"] == 0
+    assert counters["vrf_all_home/allow_all_DNS"] == 1
+    assert counters["vrf_all_home/allow_all_DNS-reverse"] == 1
+    assert counters["vrf_all_home/drop_all_else_web-app-reverse"] == 0
 
     # Anything else to appserver1 meets drop_all_else_web-app-reverse and is dropped.
     assert not _udp_request(lab, "10.100.99.50", 9999)
     counters = _counters(router)
-    assert counters["vrf_all_home__drop_all_else_web_app_reverse"] == 1
-    assert counters["vrf_all_home__allow_all_DNS"] == 1
+    assert counters["vrf_all_home/drop_all_else_web-app-reverse"] == 1
+    assert counters["vrf_all_home/allow_all_DNS"] == 1
 
 
 def _nft_check(text: str, tmp_path) -> None:
@@ -202,12 +205,12 @@ policies:
     assert "elements = { 10.1.0.0/25 }" in ruleset
     assert "type ipv6_addr; flags interval;" in ruleset
     # The blue VRF's segment Vlan10 goes to its own policy; everything else to ALL.
-    assert 'meta iifname { "Vlan10" } goto policy_pblue' in ruleset
-    assert ruleset.index("goto policy_pblue") < ruleset.index("goto policy_pall")
+    assert 'meta iifname { "Vlan10" } goto policy/pblue' in ruleset
+    assert ruleset.index("goto policy/pblue") < ruleset.index("goto policy/pall")
     # Two services -> two nft rules sharing the match's named counter.
     web_rules = [line for line in ruleset.splitlines() if 'comment "web"' in line]
     assert len(web_rules) == 2
-    assert all("counter name pall__web " in line for line in web_rules)
+    assert all("counter name pall/web " in line for line in web_rules)
     assert "th dport { 80, 443, 8000-8080 }" in web_rules[0] + web_rules[1]
     assert "icmp type { 8 }" in ruleset and "icmpv6 type { 128 }" in ruleset
     assert "meta l4proto 47" in ruleset
@@ -293,8 +296,58 @@ policies:
     )
     ruleset = render_ruleset(compile_device(policy_set, "leaf1"))
     _nft_check(ruleset, tmp_path)
-    chain = ruleset.split("chain policy_pall {")[1].split("\t}")[0].strip().splitlines()
+    chain = ruleset.split("chain policy/pall {")[1].split("\t}")[0].strip().splitlines()
     assert [line.strip() for line in chain[-2:]] == [
-        'meta nfproto ipv4 counter name pall__ipv4_all_default drop comment "ipv4-all-default"',
-        'meta nfproto ipv6 counter name pall__ipv6_all_default drop comment "ipv6-all-default"',
+        'meta nfproto ipv4 counter name pall/ipv4-all-default drop comment "ipv4-all-default"',
+        'meta nfproto ipv6 counter name pall/ipv6-all-default drop comment "ipv6-all-default"',
     ]
+
+
+_NAME_TEXT = st.text(
+    alphabet=st.sampled_from("ab_-+/. é☃0" + "\u00a0"), min_size=1, max_size=12
+) | st.sampled_from(["a" * 300, "a" * 299 + "b", "v4", "drop", "a.2b.b", "x-reverse"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_NAME_TEXT, min_size=1, max_size=3), st.lists(_NAME_TEXT, min_size=1, max_size=3))
+def test_identifiers_are_injective_and_within_nft_limits(first, second):
+    one, other = identifier(*first), identifier(*second)
+    assert (one == other) == (first == second)
+    for name in (one, other):
+        assert len(name.encode()) <= 255
+        assert re.fullmatch(r"[A-Za-z_.][A-Za-z0-9_./-]*", name), name
+
+
+def test_identifiers_nft_takes_for_sets_counters_and_chains(tmp_path):
+    names = [("v4", "a+b"), ("v4", "a", "b"), ("1 p", "drop"), ("policy", "é" * 200)]
+    lines = ["table inet t {"]
+    for parts in names:
+        name = identifier(*parts)
+        lines += [
+            f"\tset {name} {{ type ipv4_addr; flags interval; }}",
+            f"\tcounter {name} {{ }}",
+            f"\tchain {name} {{",
+            f"\t\tip saddr @{name} counter name {name} accept",
+            "\t}",
+        ]
+    lines += ["\tchain base {", *[f"\t\tgoto {identifier(*p)}" for p in names[:1]], "\t}", "}"]
+    _nft_check("\n".join(lines) + "\n", tmp_path)
+
+
+def test_a_logged_default_drop_logs_in_nftables_too(tmp_path):
+    from tests.compile.test_eos_features import BASE
+
+    from microseg.policyfile import load_policy_text
+
+    policy_set = load_policy_text(
+        BASE
+        + "rules:\n  - {name: web, sources: [dual], destinations: any, services: [WEB]}\n"
+        + "policies:\n  - {name: pall, id: 1, domain: dc, vrf: ALL, rules: [web], "
+        + "default_action: drop, default_log: true}\n"
+    )
+    ruleset = render_ruleset(compile_device(policy_set, "leaf1"))
+    _nft_check(ruleset, tmp_path)
+    assert (
+        'meta nfproto ipv4 counter name pall/ipv4-all-default log prefix "microseg default '
+        'drop: " drop comment "ipv4-all-default"'
+    ) in ruleset

@@ -119,7 +119,7 @@ def to_avd(intent: DeviceIntent) -> dict:
             matches.append(avd_match)
         avd_policy: dict = {"name": policy.name, "matches": matches}
         if policy.default_action == "drop":
-            drop = {"count": "", "drop": True}
+            drop = {"count": "", "drop": True, "log": policy.default_log}
             avd_policy["default_actions"] = {"ipv4": drop, "ipv6": drop}
         policies.append(avd_policy)
     vrfs = [{"name": p.vrf, "traffic_policy_input_physical": p.name} for p in intent.policies]
@@ -227,7 +227,7 @@ def _parse_matches(body: list[str]) -> list[dict]:
             matches[-1]["protocols"].append(_normalise_protocol(line.strip()))
         elif words[0] == "vxlan":
             matches[-1]["packet_type"].append(line.strip())
-        elif words[0] in ("count", "drop", "redirect", "mirror"):
+        elif words[0] in ("count", "drop", "log", "redirect", "mirror"):
             if words[0] == "redirect":
                 words = [*words[:2], *sorted(words[2:])]
             matches[-1]["actions"].append(" ".join(words))
@@ -343,7 +343,8 @@ def policy_sets(draw) -> PolicySet:
                 domain="dc",
                 vrf="ALL",
                 rules=[r.name for r in rules],
-                default_action=draw(st.sampled_from(["forward", "drop"])),
+                default_action=(default := draw(st.sampled_from(["forward", "drop"]))),
+                default_log=default == "drop" and draw(st.booleans()),
             ),
             Policy(name="pblue", id=2, domain="dc", vrf="blue", rules=[rules[0].name]),
         ],

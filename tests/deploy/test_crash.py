@@ -21,7 +21,9 @@ def three_device_lab(directory, doubles):
 
     policy_set = load_policy(EXAMPLES / "home-lab-monitor.yaml")
     switch = policy_set.device(SWITCH)
-    leaf3 = switch.model_copy(update={"name": LEAF3, "loopback_address": "10.255.1.12"})
+    leaf3 = switch.model_copy(
+        update={"name": LEAF3, "loopback_address": "10.255.1.12", "monitor_tunnel": 1}
+    )
     domain = policy_set.domains[0]
     grown = policy_set.model_copy(
         update={

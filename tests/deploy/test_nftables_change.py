@@ -84,7 +84,9 @@ def test_a_run_killed_mid_way_over_a_namespace_and_eapi_doubles_runs_again(
     policy_set = load_policy(EXAMPLES / "home-lab-dns-ntp.yaml")
     seed = policy_set.device(SWITCH)
     nft_switch = seed.model_copy(update={"platform": "nftables", "management_namespace": namespace})
-    leaf3 = seed.model_copy(update={"name": "leaf3", "loopback_address": "10.255.1.12"})
+    leaf3 = seed.model_copy(
+        update={"name": "leaf3", "loopback_address": "10.255.1.12", "monitor_tunnel": 1}
+    )
     domain = policy_set.domains[0]
     grown = policy_set.model_copy(
         update={

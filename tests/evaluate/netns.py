@@ -80,6 +80,18 @@ def match_counters(namespace: str) -> dict[str, int]:
     return {name: packets for name, (packets, _) in match_counters_with_bytes(namespace).items()}
 
 
+def named_counters(namespace: str) -> dict[str, tuple[int, int]]:
+    """(packets, bytes) per named counter of the `microseg` table."""
+    listing = json.loads(
+        in_ns(namespace, "nft", "-j", "list", "counters", "table", "inet", "microseg").stdout
+    )
+    return {
+        item["counter"]["name"]: (item["counter"]["packets"], item["counter"]["bytes"])
+        for item in listing["nftables"]
+        if "counter" in item
+    }
+
+
 def match_counters_with_bytes(namespace: str) -> dict[str, tuple[int, int]]:
     """(packets, bytes) per match name; bytes count the L3 packet (IP header onwards)."""
     listing = json.loads(in_ns(namespace, "nft", "-j", "list", "table", "inet", "microseg").stdout)

@@ -73,8 +73,29 @@ def _service(rng: random.Random, index: int) -> dict:
     return service
 
 
-def random_policy_set(seed: int, rules: int = 8, default_action: str = "forward") -> PolicySet:
-    """A one-device, one-policy PolicySet with `rules` random rules (VRF ALL)."""
+# Names that broke, or could break, generated identifiers (issue 10 #3): separators we use
+# (`+`, `_`, `/`, `.`), suffixes we add (`-reverse`, `-ipv6`, `_v4`), names equal after
+# replacing punctuation with `_`, an escape lookalike (`a.2b.b` is how `a+b` is encoded),
+# non-ASCII, digits first, and names longer than nft's 255-byte identifiers.
+ADVERSARIAL_GROUPS = (
+    "a", "b", "a+b", "a_b", "a b", "a-b", "a/b", "a.2b.b", "b_v4", "x-reverse", "1",
+    "g" * 300, "g" * 299 + "h",
+)  # fmt: skip
+ADVERSARIAL_SERVICES = ("s", "s+t", "s_t", "s t", "t-ipv6", "ü")
+ADVERSARIAL_RULES = (
+    "r", "r+1", "r_1", "r 1", "r/1", "q-reverse", "é", "2r", "a+b",
+    "0" + "y" * 260, "1" + "y" * 260, "r.2b.1", "r-1", "p-ipv6",
+)  # fmt: skip
+ADVERSARIAL_POLICY = "p+1 / ☃"
+
+
+def random_policy_set(
+    seed: int, rules: int = 8, default_action: str = "forward", adversarial_names: bool = False
+) -> PolicySet:
+    """A one-device, one-policy PolicySet with `rules` random rules (VRF ALL).
+
+    `adversarial_names`: the same policy, with its objects named from the ADVERSARIAL_
+    lists instead of `g0`, `s0`, `r0`, `p1`."""
     rng = random.Random(seed)
     groups = [_group(rng, i) for i in range(rng.randint(3, 6))]
     services = [_service(rng, i) for i in range(rng.randint(2, 5))]
@@ -89,6 +110,8 @@ def random_policy_set(seed: int, rules: int = 8, default_action: str = "forward"
             "action": rng.choice(("forward", "drop", "drop")),
         }
         rule_list.append(rule)
+    if adversarial_names:
+        groups, services, rule_list = _renamed(groups, services, rule_list)
     policy_set = PolicySet.model_validate(
         {
             "devices": [{"name": "sw1", "platform": "nftables"}],
@@ -98,7 +121,7 @@ def random_policy_set(seed: int, rules: int = 8, default_action: str = "forward"
             "rules": rule_list,
             "policies": [
                 {
-                    "name": "p1",
+                    "name": ADVERSARIAL_POLICY if adversarial_names else "p1",
                     "id": 1,
                     "domain": "d1",
                     "vrf": "ALL",
@@ -109,6 +132,31 @@ def random_policy_set(seed: int, rules: int = 8, default_action: str = "forward"
         }
     )
     return _compilable(policy_set)
+
+
+def _renamed(groups: list[dict], services: list[dict], rules: list[dict]) -> tuple:
+    """The objects renamed from the ADVERSARIAL_ lists, references followed."""
+    group_names = {g["name"]: ADVERSARIAL_GROUPS[i] for i, g in enumerate(groups)}
+    service_names = {s["name"]: ADVERSARIAL_SERVICES[i] for i, s in enumerate(services)}
+    rule_names = {r["name"]: ADVERSARIAL_RULES[i] for i, r in enumerate(rules)}
+
+    def refs(value, names):
+        return value if value == "any" else sorted(names[v] for v in value)
+
+    return (
+        [{**g, "name": group_names[g["name"]]} for g in groups],
+        [{**s, "name": service_names[s["name"]]} for s in services],
+        [
+            {
+                **r,
+                "name": rule_names[r["name"]],
+                "sources": refs(r["sources"], group_names),
+                "destinations": refs(r["destinations"], group_names),
+                "services": refs(r["services"], service_names),
+            }
+            for r in rules
+        ],
+    )
 
 
 def _names(rng: random.Random, objects: list[dict], any_chance: float = 0.2) -> list[str] | str:

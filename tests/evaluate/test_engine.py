@@ -59,6 +59,7 @@ def test_engine_matches_per_packet_loop_on_random_policies(seed):
         seed,
         rules=random.Random(seed).randint(2, 14),
         default_action="drop" if seed % 2 else "forward",
+        adversarial_names=seed % 3 == 0,
     )
     intent = compile_all(policy_set)["sw1"]
     assert_agrees_with_reference(intent, random_packets(random.Random(seed), 400))
@@ -243,3 +244,29 @@ def test_a_default_deny_policy_drops_what_no_rule_matches_and_only_that(home_lab
         vrf="default", protocol="udp", src="172.18.6.138", dst="10.100.1.6", sport=50000, dport=53
     )
     assert (dns.verdict, dns.rule) == ("forward", "allow_all_DNS")
+
+
+def test_the_one_match_of_a_self_reverse_rule_takes_both_directions():
+    from microseg.policyfile import load_policy_text
+
+    policy_set = load_policy_text(
+        """
+devices: [{name: sw1, platform: nftables}]
+domains: [{name: d1, devices: [sw1]}]
+groups: [{name: lan, prefixes: [10.0.0.0/24]}]
+rules:
+  - {name: lan-drop, sources: [lan], destinations: [lan], services: any, action: drop}
+policies: [{name: p1, id: 1, domain: d1, rules: [lan-drop]}]
+"""
+    )
+    intent = compile_all(policy_set)["sw1"]
+    assert [m.name for m in intent.policies[0].matches] == ["lan-drop"]
+    device = CompiledDevice(intent)
+    for src, dst, sport, dport in (
+        ("10.0.0.1", "10.0.0.2", 49152, 22),
+        ("10.0.0.2", "10.0.0.1", 22, 49152),
+    ):
+        decision = device.evaluate_packet(
+            vrf="default", protocol="tcp", src=src, dst=dst, sport=sport, dport=dport
+        )
+        assert (decision.verdict, decision.match) == ("drop", "lan-drop")

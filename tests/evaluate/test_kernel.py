@@ -25,7 +25,7 @@ from tests.evaluate import frames
 from tests.evaluate.netns import (
     load_ruleset,
     make_router,
-    match_counters_with_bytes,
+    named_counters,
     namespaces,
     require_root_and_nft,
     run,
@@ -33,9 +33,11 @@ from tests.evaluate.netns import (
 )
 from tests.evaluate.random_policies import HOSTS, random_policy_set
 
-from microseg.compile.nftables import render_ruleset
+from microseg.compile.nftables import identifier, render_ruleset
 from microseg.compile.resolve import compile_all
 from microseg.evaluate import CompiledDevice, PacketBatch
+from microseg.evaluate.engine import Evaluation
+from microseg.model import PolicySet
 
 pytestmark = pytest.mark.system
 
@@ -226,6 +228,63 @@ def send(names: dict[str, str], packets: list[dict], first_id: int, directory: P
     return l3_lengths
 
 
+def check_round(
+    names: dict[str, str],
+    receivers: Receivers,
+    intent,
+    packets: list[dict],
+    first_id: int,
+    directory: Path,
+) -> tuple[list[str], Evaluation]:
+    """Load `intent` as nftables, send `packets`; every disagreement between the kernel (what
+    arrived, what each counter counted) and the evaluator, as text."""
+    load_ruleset(names["switch"], render_ruleset(intent), str(directory / "rules.nft"))
+    evaluation = CompiledDevice(intent).evaluate(
+        PacketBatch.from_fields(
+            vrf="default",
+            **{
+                k: [p[k] for p in packets]
+                for k in ("protocol", "src", "dst", "sport", "dport", "icmp_type")
+            },
+        )
+    )
+    l3_lengths = send(names, packets, first_id, directory)
+    expected = {first_id + i for i in range(len(packets)) if evaluation.forwarded[i]}
+    arrived = receivers.wait_for(expected)
+    disagreements = []
+    for i, packet in enumerate(packets):
+        delivered = (first_id + i) in arrived
+        if delivered != bool(evaluation.forwarded[i]):
+            decision = evaluation.decision(i)
+            disagreements.append(
+                f"packet {packet}: kernel {'delivered' if delivered else 'dropped'}, "
+                f"evaluator {decision.verdict} by {decision.match}"
+            )
+    default_drops = intent.policies[0].default_action == "drop"
+    predicted: dict[str, tuple[int, int]] = {}
+    for i, m in enumerate(evaluation.match_index):
+        # A default-drop policy counts its default matches too.
+        if m >= 0 or default_drops:
+            name = evaluation.decision(i).match
+            count, size = predicted.get(name, (0, 0))
+            predicted[name] = (count + 1, size + l3_lengths[i])
+    # Counters by name: each match's counter is `identifier(policy, match)` (comments, cut
+    # to nft's 128 bytes, do not tell long match names apart).
+    policy = intent.policies[0]
+    match_of = {
+        identifier(policy.name, name): name
+        for name in [m.name for m in policy.matches] + ["ipv4-all-default", "ipv6-all-default"]
+    }
+    counted = {
+        match_of[name]: counter
+        for name, counter in named_counters(names["switch"]).items()
+        if counter[0]
+    }
+    if counted != predicted:
+        disagreements.append(f"kernel counters {counted} != evaluator {predicted}")
+    return disagreements, evaluation
+
+
 def test_evaluator_agrees_with_nftables_on_every_packet(tmp_path):
     require_root_and_nft()
     rng = random.Random(20261126)
@@ -241,49 +300,15 @@ def test_evaluator_agrees_with_nftables_on_every_packet(tmp_path):
                     5000 + round_number,
                     rules=rng.randint(3, 14),
                     default_action="drop" if round_number % 3 == 2 else "forward",
+                    # Every other round names groups, services, rules and the policy with
+                    # `+`, `_`, `/`, `-reverse`, spaces, non-ASCII, names equal after any
+                    # normalisation and names longer than nft takes.
+                    adversarial_names=round_number % 2 == 1,
                 )
                 intent = compile_all(policy_set)["sw1"]
-                default_drops = intent.policies[0].default_action == "drop"
-                load_ruleset(names["switch"], render_ruleset(intent), str(tmp_path / "rules.nft"))
                 packets = random_packets(rng, PACKETS_PER_ROUND)
-                evaluation = CompiledDevice(intent).evaluate(
-                    PacketBatch.from_fields(
-                        vrf="default",
-                        **{
-                            k: [p[k] for p in packets]
-                            for k in ("protocol", "src", "dst", "sport", "dport", "icmp_type")
-                        },
-                    )
-                )
-                first_id = total
-                l3_lengths = send(names, packets, first_id, tmp_path)
-                expected = {first_id + i for i in range(len(packets)) if evaluation.forwarded[i]}
-                arrived = receivers.wait_for(expected)
-                for i, packet in enumerate(packets):
-                    delivered = (first_id + i) in arrived
-                    if delivered != bool(evaluation.forwarded[i]):
-                        decision = evaluation.decision(i)
-                        disagreements.append(
-                            f"round {round_number} packet {packet}: kernel "
-                            f"{'delivered' if delivered else 'dropped'}, evaluator "
-                            f"{decision.verdict} by {decision.match}"
-                        )
-                predicted: dict[str, tuple[int, int]] = {}
-                for i, m in enumerate(evaluation.match_index):
-                    # A default-drop policy counts its default matches too.
-                    if m >= 0 or default_drops:
-                        name = evaluation.decision(i).match
-                        count, size = predicted.get(name, (0, 0))
-                        predicted[name] = (count + 1, size + l3_lengths[i])
-                counted = {
-                    name: counter
-                    for name, counter in match_counters_with_bytes(names["switch"]).items()
-                    if counter[0]
-                }
-                if counted != predicted:
-                    disagreements.append(
-                        f"round {round_number}: kernel counters {counted} != evaluator {predicted}"
-                    )
+                found, evaluation = check_round(names, receivers, intent, packets, total, tmp_path)
+                disagreements += [f"round {round_number}: {text}" for text in found]
                 decided_kinds.update(
                     f"default {intent.policies[0].default_action}"
                     if m < 0
@@ -301,3 +326,74 @@ def test_evaluator_agrees_with_nftables_on_every_packet(tmp_path):
     print(
         f"kernel differential: {total} packets, {ROUNDS} policies, 0 disagreements, {decided_kinds}"
     )
+
+
+def test_a_group_named_a_plus_b_is_not_the_union_of_groups_a_and_b(tmp_path):
+    """Issue 10 #3: set names were `+`-joined group names, sanitised, then made unique; a
+    group `a+b` and a rule over `a`, `b` both became set `a_b_v4`, declared twice, and the
+    `a+b` drop rule dropped 10.66.2.5 while the evaluator (and `check`) forwarded it."""
+    require_root_and_nft()
+    policy_set = PolicySet.model_validate(
+        {
+            "devices": [{"name": "sw1", "platform": "nftables"}],
+            "domains": [{"name": "d1", "devices": ["sw1"]}],
+            "groups": [
+                {"name": "a", "prefixes": ["10.66.1.0/24"]},
+                {"name": "b", "prefixes": ["10.66.2.0/24"]},
+                {"name": "a+b", "prefixes": ["10.66.3.1/32"]},
+            ],
+            "rules": [
+                {
+                    "name": "drop-a+b",
+                    "sources": ["a+b"],
+                    "destinations": "any",
+                    "services": "any",
+                    "direction": "unidirectional",
+                    "action": "drop",
+                },
+                {
+                    "name": "allow-a-b",
+                    "sources": ["a", "b"],
+                    "destinations": "any",
+                    "services": "any",
+                    "direction": "unidirectional",
+                },
+            ],
+            "policies": [
+                {"name": "p1", "id": 1, "domain": "d1", "rules": ["drop-a+b", "allow-a-b"]}
+            ],
+        }
+    )
+    intent = compile_all(policy_set)["sw1"]
+    ruleset = render_ruleset(intent)
+    declared = [line.split()[1] for line in ruleset.splitlines() if line.startswith("\tset ")]
+    assert sorted(declared) == ["v4/a.2b.b", "v4/a/b"]
+    packets = [
+        {
+            "source_host": host,
+            "src": f"10.66.{host}.{last}",
+            "dst": f"10.66.{3 if host != 3 else 1}.5",
+            "protocol": 17,
+            "sport": 5000,
+            "dport": 53,
+            "icmp_type": 0,
+            "padding": 10 * host + last,
+        }
+        for host, last in ((1, 5), (2, 5), (3, 1), (3, 2))
+    ]
+    with namespaces("switch", *(f"h{h}" for h in HOSTS)) as names:
+        build_lab(names)
+        receivers = Receivers(names, tmp_path)
+        try:
+            found, evaluation = check_round(names, receivers, intent, packets, 0, tmp_path)
+        finally:
+            receivers.stop()
+    assert found == []
+    # 10.66.2.5 is forwarded by allow-a-b; only 10.66.3.1 (group a+b) is dropped.
+    assert [evaluation.decision(i).match for i in range(4)] == [
+        "allow-a-b",
+        "allow-a-b",
+        "drop-a+b",
+        "ipv4-all-default",
+    ]
+    assert list(evaluation.forwarded) == [True, True, False, True]

@@ -181,3 +181,15 @@ def test_whatif_bad_session_values_are_clear_errors(run_cli, tmp_path, row, mess
     assert result.exit_code == 1
     assert message in result.stderr
     assert "internal error" not in result.stderr
+
+
+def test_a_default_drop_newly_blocks_what_no_rule_decides(home_lab):
+    policy = home_lab.policies[0].model_copy(update={"default_action": "drop"})
+    candidate = replaced(home_lab, policies=(policy,))
+    internet = ("default", "tcp", "172.18.6.138", "eph", "192.0.2.80", "443", 7, 700)
+    report = whatif(home_lab, candidate, _table([*SESSIONS, internet]))
+    blocked = report["newly_blocked"]
+    assert (blocked["sessions"], blocked["packets"], blocked["bytes"]) == (1, 7, 700)
+    [group] = blocked["groups"]
+    assert (group["match"], group["service"]) == ("ipv4-all-default", "tcp/443")
+    assert report["newly_allowed"]["groups"] == []

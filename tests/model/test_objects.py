@@ -5,7 +5,16 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from microseg.model import Device, Group, PolicyError, PolicySet, Rule, Service
+from microseg.model import (
+    Device,
+    Group,
+    MonitorObject,
+    PolicyError,
+    PolicySet,
+    RateLimit,
+    Rule,
+    Service,
+)
 
 
 def test_service_resolves_names_numbers_and_ranges():
@@ -149,6 +158,34 @@ def test_a_bad_protocol_is_not_also_reported_as_an_unknown_port_name():
     with pytest.raises(ValidationError) as raised:
         Service(name="s", protocol="tcpp", destination_ports=["ssh"])
     assert "port name" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("written", "expected"),
+    [("100000 kbps", RateLimit(100000, "kbps")), ("10 mbps", RateLimit(10, "mbps"))],
+)
+def test_a_mirror_rate_limit_is_a_number_with_its_unit(written, expected):
+    monitor = MonitorObject(name="m", tunnel_destination="10.0.0.1", rate_limit=written)
+    assert monitor.rate_limit == expected
+    assert monitor.model_dump(mode="json")["rate_limit"] == written
+    assert MonitorObject(name="m", tunnel_destination="10.0.0.1").rate_limit == RateLimit(
+        100000, "kbps"
+    )
+
+
+@pytest.mark.parametrize(
+    ("written", "message"),
+    [
+        (100000, "100000 needs a unit: write `100000 kbps`"),
+        (True, "expected a rate with its unit"),
+        ("100 gbps", "is not a rate"),
+        ("0 kbps", "at least 1"),
+        ("9" * 5000 + " kbps", "is not a rate"),
+    ],
+)
+def test_a_rate_limit_without_a_known_unit_is_refused(written, message):
+    with pytest.raises(ValidationError, match=message):
+        MonitorObject(name="m", tunnel_destination="10.0.0.1", rate_limit=written)
 
 
 def test_an_nftables_device_names_its_network_namespace():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 
+from microseg.model import RateLimit
 from microseg.policyfile import load_policy
 from support import EXAMPLES
 
@@ -83,7 +84,9 @@ def test_vlan299_is_isolated_with_local_proxy_arp(home_lab):
 def test_monitor_object_defaults_follow_the_seed(home_lab):
     monitor = home_lab.monitor_object("andreas-vztx")
     assert monitor.active_timeout_ms == 1800000
-    assert monitor.rate_limit == 100000
+    # The seed's "Rate Limit: Default 100000" has no unit; microseg reads it as kbps.
+    assert monitor.rate_limit == RateLimit(100000, "kbps")
+    assert str(monitor.rate_limit) == "100000 kbps"
     assert str(monitor.tunnel_destination) == "10.255.1.11"
     assert monitor.exporter_interface == monitor.tunnel_source_interface == "Loopback0"
     assert monitor.monitor_nodes == ("andreas-ztx1",)

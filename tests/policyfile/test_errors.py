@@ -339,3 +339,73 @@ def test_a_rule_without_sources_destinations_or_services_is_located(tmp_path):
         f"{tmp_path}/policy.yaml:12:5: rule 'r1': required field 'destinations' is missing",
         f"{tmp_path}/policy.yaml:12:5: rule 'r1': required field 'sources' is missing",
     ]
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("policies:\n  - {name: p, id: true, domain: d}\n", "2:19: policy 'p' id"),
+        (
+            "services:\n  - {name: s, protocol: tcp, destination_ports: [true]}\n",
+            "2:50: service 's' destination_ports.0",
+        ),
+        (
+            "services:\n  - {name: s, protocol: icmp, icmp_types: [false]}\n",
+            "2:44: service 's' icmp_types.0",
+        ),
+        (
+            "devices:\n  - {name: d, segments: [{name: v, vlan: true}]}\n",
+            "2:42: device 'd' segments.0.vlan",
+        ),
+        ("devices:\n  - {name: d, monitor_tunnel: true}\n", "2:31: device 'd' monitor_tunnel"),
+        (
+            "monitor_nodes:\n  - {name: m, loopback_address: 10.0.0.1, collector_port: true}\n",
+            "2:59: monitor node 'm' collector_port",
+        ),
+        ("devices:\n  - {name: d, management_port: true}\n", "2:32: device 'd' management_port"),
+        (
+            "monitor_objects:\n  - {name: m, tunnel_destination: 10.0.0.1, active_timeout_ms: true}\n",
+            "2:64: monitor object 'm' active_timeout_ms",
+        ),
+    ],
+)
+def test_a_boolean_is_not_a_number(tmp_path, text, where):
+    # `id: true` used to be stored as policy id 1, `vlan: true` as VLAN 1.
+    problems = problems_of(tmp_path, text)
+    assert f"{tmp_path}/policy.yaml:{where}: expected a whole number, got " in "\n".join(problems)
+
+
+def test_a_scoped_ipv6_address_is_refused_where_it_is_written(tmp_path):
+    # `fe80::1%eth0/128` was rendered into EOS, silently stripped by nftables, and under
+    # `::/0` as an except-prefix made the nftables compile exit 70.
+    problems = problems_of(
+        tmp_path,
+        'groups:\n  - {name: h, prefixes: ["::/0"], except_prefixes: ["fe80::1%eth0/128"]}\n'
+        'monitor_nodes:\n  - {name: m, loopback_address: "fe80::2%lo"}\n',
+    )
+    assert problems == [
+        f"{tmp_path}/policy.yaml:2:53: group 'h' except_prefixes.0: 'fe80::1%eth0/128': a "
+        "scoped IPv6 address (zone %eth0) cannot be matched by a switch; remove the zone",
+        f"{tmp_path}/policy.yaml:4:33: monitor node 'm' loopback_address: 'fe80::2%lo': a "
+        "scoped IPv6 address (zone %lo) cannot be matched by a switch; remove the zone",
+    ]
+
+
+def test_numbers_past_pythons_digit_limit_are_located_problems(tmp_path):
+    # int() refuses more than 4,300 digits: the loader used to exit 70 on `id: 999...`.
+    huge = "9" * 5000
+    assert problems_of(tmp_path, f"policies:\n  - {{name: p, id: {huge}, domain: d}}\n") == [
+        f"{tmp_path}/policy.yaml:2:19: a number of 5000 characters is longer than any field takes"
+    ]
+    problems = problems_of(
+        tmp_path,
+        f'services:\n  - {{name: s, protocol: tcp, destination_ports: ["{huge}"]}}\n'
+        f'  - {{name: r, protocol: tcp, source_ports: ["1-{huge}"]}}\n'
+        f'  - {{name: i, protocol: icmp, icmp_types: ["{huge}"]}}\n',
+    )
+    assert [p.split(": ", 2)[1:] for p in problems] == [
+        ["service 's' destination_ports", f"port {huge[:17]}... is out of range 0-65535"],
+        ["service 'r' source_ports", f"port {huge[:17]}... is out of range 0-65535"],
+        # (raised by the object's own check, so located at the object)
+        ["service 'i'", f"unknown icmp type '{huge[:56]}..."],
+    ]

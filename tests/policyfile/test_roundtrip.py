@@ -137,7 +137,8 @@ def policy_sets(draw):
         domain="d",
         vrf=draw(st.sampled_from(["ALL", "default"])),
         rules=draw(st.permutations(rule_names)),
-        default_action=draw(st.sampled_from(["forward", "drop"])),
+        default_action=(default := draw(st.sampled_from(["forward", "drop"]))),
+        default_log=default == "drop" and draw(st.booleans()),
     )
     return PolicySet(
         devices=[device],

@@ -123,6 +123,13 @@ MODES: dict[str, Mode] = {
             _rule("tunnel-mode", r"tunnel mode gre", single=True),
             _rule("tunnel-source", rf"tunnel source interface {_INTERFACE}", single=True),
             _rule("tunnel-destination", rf"tunnel destination {_IP}", single=True),
+            # microseg's monitor-node output; by analogy with pyavd's `flow tracker
+            # hardware|sampled NAME` interface lines, not seen on a device (see README).
+            _rule(
+                "flow-tracker",
+                rf"flow tracker firewall distributed {_NAME}",
+                single=True,
+            ),
             _rule("shutdown", r"(?:no )?shutdown", single=True),
         )
     ),

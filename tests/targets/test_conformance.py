@@ -60,3 +60,27 @@ def test_nftables_driver_verbs_in_a_namespace(tmp_path):
             lambda: NftablesDriver("dut", names["dut"], state_dir=tmp_path),
             *sample_configs("nftables"),
         )
+
+
+def test_the_eos_target_needs_an_address_and_credentials_to_drive_a_device():
+    from microseg.model import Device
+    from microseg.targets import DriverError
+    from microseg.targets.target import Credentials
+
+    target = registry.get("eos")
+    with pytest.raises(DriverError, match="no management_address"):
+        target.driver(Device(name="leaf1"), Credentials("admin", "secret"))
+    with pytest.raises(DriverError, match="needs a username and password"):
+        target.driver(Device(name="leaf1", management_address="192.0.2.1"), None)
+
+
+@pytest.mark.system
+def test_the_nftables_target_drives_the_devices_namespace():
+    require_root_and_nft()
+    from microseg.model import Device
+
+    with namespaces("dut") as names:
+        device = Device(name="dut", platform="nftables", management_namespace=names["dut"])
+        driver = registry.for_device(device).driver(device, None, session="change-1")
+        assert (driver.namespace, driver.session) == (names["dut"], "change-1")
+        assert driver.running() == ""

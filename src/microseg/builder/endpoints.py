@@ -10,14 +10,17 @@ Each distinct address is mapped once, in this order:
 3. an existing group that is exactly this one address (/32 or /128) is reused;
 4. an address inside a known group or a segment of the domain gets its own proposed host
    group (`host-10-100-99-51`, a /32 or /128): the seed's "rule for every IP";
-5. anything else is outside the network microseg knows about: the proposed `internet`
-   group (0.0.0.0/0 and ::/0 minus every known group prefix and segment subnet).
+5. anything else is outside the network microseg knows about. It is never widened to
+   0.0.0.0/0 or ::/0: outside addresses seen in the same role (server or client, of the same
+   endpoints, on the same services) share one proposed group holding exactly those
+   addresses, adjacent ones merged into a prefix only where every address of it was seen
+   (`external-HTTP-servers`, `external-91-189-91-81` for a single host). A session between
+   two outside addresses has no endpoint (index -1): no rule is proposed for it.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -28,8 +31,9 @@ from microseg.flows.session_columns import AddressTable
 from microseg.model import Group, PolicySet
 from microseg.model.objects import IPAddress, IPNetwork
 
-EndpointKind = Literal["category", "min-share", "existing", "host", "internet"]
-INTERNET = "internet"
+EndpointKind = Literal["category", "min-share", "existing", "host", "external"]
+UNMAPPED = -1  # an address only seen talking to other outside addresses
+MAX_GROUP_NAME = 60
 
 
 @dataclass(frozen=True)
@@ -38,14 +42,24 @@ class Endpoint:
 
     name: str
     kind: EndpointKind
-    size: int  # addresses the group holds (the internet counts as one endpoint)
+    size: int  # addresses the group holds
     proposed: Group | None = None  # set when the group is new
+
+
+@dataclass(frozen=True)
+class Peers:
+    """The evidence sessions' ends and services, which give outside addresses their role."""
+
+    client: np.ndarray  # address index per session
+    server: np.ndarray
+    service: np.ndarray  # index into `service_names`
+    service_names: tuple[str, ...]
 
 
 @dataclass
 class EndpointMap:
     endpoints: list[Endpoint]
-    of_address: np.ndarray  # int32: address index -> endpoint index
+    of_address: np.ndarray  # int32: address index -> endpoint index (UNMAPPED: none)
     observed: dict[str, int] = field(default_factory=dict)  # endpoint name -> addresses seen
 
     def endpoint(self, address_index: int) -> Endpoint:
@@ -59,8 +73,10 @@ def map_endpoints(
     categories: tuple[str, ...],
     min_share: float | None,
     segments: tuple[IPNetwork, ...],
+    peers: Peers | None = None,
 ) -> EndpointMap:
-    """Map every used address (boolean mask over `addresses`) to an endpoint."""
+    """Map every used address (boolean mask over `addresses`) to an endpoint. Outside
+    addresses are grouped by their role in `peers` (without it, each is its own group)."""
     undecided = used.copy()
     choice = np.full(len(addresses), -1, dtype=np.int32)
     endpoints: list[Endpoint] = []
@@ -112,11 +128,14 @@ def map_endpoints(
             endpoints.append(endpoint)
         choice[address_index] = index[endpoint.name]
     if outside:
-        families = {addresses.addresses[i].version for i in outside}
-        internet = _internet(known_space, families, taken)
-        index[internet.name] = len(endpoints)
-        endpoints.append(internet)
-        choice[np.array(outside)] = index[internet.name]
+        roles = _roles(np.array(outside), choice, endpoints, peers)
+        for members, role in sorted(roles.items(), key=lambda item: item[0]):
+            group = external_group(
+                [addresses.addresses[i] for i in members], role, endpoints, peers, taken
+            )
+            index[group.name] = len(endpoints)
+            endpoints.append(Endpoint(group.name, "external", len(members), group))
+            choice[np.array(members)] = index[group.name]
     observed = {}
     for position, endpoint in enumerate(endpoints):
         observed[endpoint.name] = int((used & (choice == position)).sum())
@@ -159,21 +178,70 @@ def host_group(address: IPAddress, taken: set[str]) -> Group:
     )
 
 
-def _internet(
-    known_space: tuple[IPNetwork, ...], families: Collection[int], taken: set[str]
-) -> Endpoint:
-    """The rest of the world, in the address families it was seen in."""
-    everything = [
-        ipaddress.ip_network(p) for v, p in ((4, "0.0.0.0/0"), (6, "::/0")) if v in families
-    ]
-    name = unique_name(INTERNET, taken)
-    group = Group(
-        name=name,
-        description="outside every known group and segment (proposed by the policy builder)",
-        prefixes=tuple(everything),
-        except_prefixes=tuple(p for p in collapse(known_space) if p.version in families),
+Role = tuple[tuple[int, int, int], ...]  # (0 server / 1 client, peer endpoint, service)
+
+
+def _roles(
+    outside: np.ndarray, choice: np.ndarray, endpoints: list[Endpoint], peers: Peers | None
+) -> dict[tuple[int, ...], Role]:
+    """Outside addresses grouped by role: the (server or client, peer endpoint, service)
+    triples they were seen in with an endpoint inside. Addresses with no such triple (only
+    seen with other outside addresses) stay unmapped."""
+    if peers is None:
+        return {(int(i),): () for i in outside}
+    is_outside = np.zeros(len(choice), dtype=bool)
+    is_outside[outside] = True
+    width = max(len(peers.service_names), 1)
+    span = max(len(endpoints), 1) * width * 2
+    keys = []
+    for role, this, other in ((0, peers.server, peers.client), (1, peers.client, peers.server)):
+        rows = is_outside[this] & ~is_outside[other]
+        triple = (choice[other[rows]].astype(np.int64) * width + peers.service[rows]) * 2 + role
+        keys.append(this[rows].astype(np.int64) * span + triple)
+    found: dict[int, list[tuple[int, int, int]]] = {}
+    for key in np.unique(np.concatenate(keys)).tolist():
+        address, triple = divmod(key, span)
+        rest, role = divmod(triple, 2)
+        peer, service = divmod(rest, width)
+        found.setdefault(address, []).append((role, peer, service))
+    groups: dict[Role, list[int]] = {}
+    for address in sorted(found):
+        groups.setdefault(tuple(found[address]), []).append(address)
+    return {tuple(members): role for role, members in groups.items()}
+
+
+def external_group(
+    members: list[IPAddress],
+    role: Role,
+    endpoints: list[Endpoint],
+    peers: Peers | None,
+    taken: set[str],
+) -> Group:
+    """A proposed group of outside hosts seen in one role, named for what they are:
+    `external-91-189-91-81` for one host, else `external-HTTP-servers`,
+    `external-SSH-clients`, `external-hosts` (the services when they fit the name)."""
+    prefixes = tuple(collapse(tuple(ipaddress.ip_network(a) for a in members)))
+    services = sorted({peers.service_names[s] for _, _, s in role}) if peers else []
+    kinds = {kind for kind, _, _ in role}
+    what = {0: "servers", 1: "clients"}.get(kinds.pop(), "hosts") if len(kinds) == 1 else "hosts"
+    peer_names = sorted({endpoints[p].name for _, p, _ in role})
+    if len(members) == 1:
+        base = "external-" + str(members[0]).replace(".", "-").replace(":", "-")
+    else:
+        base = f"external-{'-'.join(services)}-{what}"
+        if len(base) > MAX_GROUP_NAME or not services:
+            base = f"external-{what}"
+    seen = what
+    if peer_names:
+        more = len(peer_names) - 3
+        seen += " of " + ", ".join(peer_names[:3]) + (f" and {more} more" if more > 0 else "")
+    if services:
+        seen += f" on {', '.join(services)}"
+    description = (
+        f"{len(members)} host(s) outside every known group and segment, seen as {seen} "
+        "(proposed by the policy builder)"
     )
-    return Endpoint(name, "internet", 1, group)
+    return Group(name=unique_name(base, taken), description=description, prefixes=prefixes)
 
 
 def unique_name(base: str, taken: set[str]) -> str:

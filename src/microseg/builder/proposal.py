@@ -62,9 +62,42 @@ class Widening:
 class CurrentDecision:
     """What decides some of a proposal's sessions in the policy as it is today."""
 
-    rule: str | None  # None: the implicit default match (EOS forwards)
+    rule: str | None  # None: a policy's default match (its default_action), or no policy
     verdict: str
     sessions: int
+
+
+@dataclass(frozen=True)
+class StandingDecision:
+    """Sessions an existing rule decides explicitly today, so nothing is proposed for them:
+    a forward rule already allows them, or a drop / redirect rule stops them."""
+
+    rule: str
+    verdict: str  # forward, drop or redirect
+    sessions: int
+    examples: tuple[SessionExample, ...]
+
+
+@dataclass(frozen=True)
+class Unexplained:
+    """Sessions no rule is proposed for because neither end is in a known group or segment."""
+
+    sessions: int
+    examples: tuple[SessionExample, ...]
+
+
+@dataclass(frozen=True)
+class HardwareUse:
+    """A device's hardware entries (lint's estimate) without and with the proposals."""
+
+    device: str
+    entries_before: int
+    entries_after: int
+    budget: int | None  # None: a software target without a limit
+
+    @property
+    def over_budget(self) -> bool:
+        return self.budget is not None and self.entries_after > self.budget
 
 
 @dataclass(frozen=True)
@@ -74,6 +107,8 @@ class RecommendedRule:
     widened: tuple[Widening, ...]
     allowed_combinations: int  # (source host, destination host, service) the rule allows
     current_decisions: tuple[CurrentDecision, ...] = ()  # today's deciders of its sessions
+    insert_at: int | None = None  # index in the target policy's rules it goes before
+    before: str | None = None  # the existing rule it goes before; None: at the end
 
 
 @dataclass(frozen=True)
@@ -86,6 +121,9 @@ class BlockedAttempt:
     sessions: int
     first_seen: str
     last_seen: str
+    # What stops it in the policy in force (`drop by rule R`, `drop by the default of policy
+    # P`); None: the policy forwards it, so the server did not answer
+    stopped_by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -101,6 +139,7 @@ class Quality:
     allowed_combinations: int
     over_permissiveness: float
     notes: tuple[str, ...] = ()
+    hardware: tuple[HardwareUse, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -112,8 +151,10 @@ class Recommendation:
     quality: Quality
     scoped_sessions: int
     target_policy: str | None
-    insert_at: int  # position in the target policy's rule list the rules go to
     categories: tuple[str, ...]
+    already_allowed: tuple[StandingDecision, ...] = ()
+    blocked_by_rules: tuple[StandingDecision, ...] = ()
+    unexplained: Unexplained | None = None
 
     def proposed_policy_set(self, base: PolicySet) -> PolicySet:
         """`base` with the proposals added and the rules placed in the target policy."""
@@ -121,15 +162,20 @@ class Recommendation:
 
 
 def proposed_policy_set(base: PolicySet, recommendation: Recommendation) -> PolicySet:
-    """`base` plus the new groups, services and rules, the rules inserted into the target
-    policy at `insert_at` (a policy set without a target policy gets the objects only)."""
+    """`base` plus the new groups, services and rules, each rule inserted into the target
+    policy before the existing rule at its `insert_at` (at the start when it has none; in
+    the order of the recommendation among rules at one position). A recommendation without a
+    target policy adds the objects only."""
     policies = list(base.policies)
     if recommendation.target_policy is not None:
         for index, policy in enumerate(policies):
             if policy.name == recommendation.target_policy:
-                names = list(policy.rules)
-                at = recommendation.insert_at
-                names[at:at] = [r.rule.name for r in recommendation.rules]
+                names: list[str] = []
+                for position in range(len(policy.rules) + 1):
+                    names += [
+                        r.rule.name for r in recommendation.rules if (r.insert_at or 0) == position
+                    ]
+                    names += policy.rules[position : position + 1]
                 policies[index] = policy.model_copy(update={"rules": tuple(names)})
     return PolicySet(
         **{

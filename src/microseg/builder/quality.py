@@ -5,6 +5,7 @@ sessions are replayed through the evaluator (`microseg.evaluate`), request and r
 each, on every device that sees them (a device with a segment holding either end; every
 device of the domain when none does). A session is covered when both packets are forwarded
 on every such device: EOS traffic policies are stateless, so the reply needs its own match.
+Hardware entries are lint's estimate (`evaluate.lint.hardware_report`) before and after.
 """
 
 from __future__ import annotations
@@ -14,14 +15,16 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from microseg.builder.placement import placements
 from microseg.builder.proposal import (
     CurrentDecision,
+    HardwareUse,
     Recommendation,
     RecommendedRule,
     proposed_policy_set,
 )
 from microseg.builder.recommend import factorize
-from microseg.builder.services import server_side
+from microseg.builder.services import ServerSide, server_side
 from microseg.compile import CompileError, DeviceIntent, compile_all
 from microseg.compile.diff import diff_text
 from microseg.evaluate import VERDICTS, CompiledDevice, Evaluation, PacketBatch
@@ -32,7 +35,7 @@ from microseg.evaluate.packets import (
     packed_addresses,
 )
 from microseg.flows.session_columns import EPHEMERAL, SessionColumns
-from microseg.model import PolicySet
+from microseg.model import Policy, PolicySet
 from microseg.model.ports import ICMP, ICMPV6, PORT_PROTOCOLS
 
 
@@ -47,8 +50,8 @@ class Replay:
     server: np.ndarray
 
 
-def replay_packets(sessions: SessionColumns) -> Replay:
-    side = server_side(sessions)
+def replay_packets(sessions: SessionColumns, side: ServerSide | None = None) -> Replay:
+    side = server_side(sessions) if side is None else side
     addresses = packed_addresses(sessions.addresses.high, sessions.addresses.low)
     vrf = np.array(sessions.vrf_names, dtype=str)[sessions.vrf]
     family = sessions.addresses.family[side.client]
@@ -122,6 +125,16 @@ class DeviceDecisions:
     request: Evaluation
     reply: Evaluation
     inverse: np.ndarray  # session -> representative
+    has_reply: np.ndarray  # bool per session: the request expects a reply packet
+
+    def take(self, rows: np.ndarray) -> DeviceDecisions:
+        """The decisions for some of the sessions (the representatives stay as they are)."""
+        return replace(
+            self,
+            passing=self.passing[rows],
+            inverse=self.inverse[rows],
+            has_reply=self.has_reply[rows],
+        )
 
     def deciding_rules(self) -> list[str]:
         """Per representative, the rule that decided its request ('' for the default)."""
@@ -135,13 +148,18 @@ class DeviceDecisions:
 
 
 def decide(
-    policy_set: PolicySet, intents: dict[str, DeviceIntent], evidence: SessionColumns
+    policy_set: PolicySet,
+    intents: dict[str, DeviceIntent],
+    evidence: SessionColumns,
+    side: ServerSide | None = None,
+    replay: Replay | None = None,
 ) -> list[DeviceDecisions]:
     """Every device's decisions for the sessions that pass it (a device with a segment
-    holding either end; every device when none does)."""
+    holding either end; every device when none does). `replay`: the sessions' packets, when
+    already built."""
     if not len(evidence) or not intents:
         return []
-    replay = replay_packets(evidence)
+    replay = replay_packets(evidence, side) if replay is None else replay
     addresses = evidence.addresses
     passing: dict[str, np.ndarray] = {}
     for name in intents:
@@ -152,127 +170,205 @@ def decide(
     decisions = []
     for name, intent in intents.items():
         request, reply, inverse = _evaluate(CompiledDevice(intent), replay, evidence)
-        decisions.append(DeviceDecisions(intent, passing[name] | nowhere, request, reply, inverse))
+        decisions.append(
+            DeviceDecisions(
+                intent, passing[name] | nowhere, request, reply, inverse, replay.has_reply
+            )
+        )
     return decisions
 
 
-def insertion_point(target: str | None, policy_set: PolicySet, today: list[DeviceDecisions]) -> int:
-    """Before the first rule of the target policy that decides any evidence packet today,
-    so no proposal is shadowed by an existing rule; at the end when none does."""
-    if target is None:
-        return 0
+def deciding_rules(
+    target: str, policy_set: PolicySet, today: list[DeviceDecisions], membership: np.ndarray
+) -> list[set[int]]:
+    """Per proposal, the positions of the target policy's rules that decide a request or
+    reply of its sessions today (`membership`: the proposal of each evidence session)."""
     rule_names = policy_set.policy(target).rules
-    earliest = len(rule_names)
+    proposals = int(membership.max()) + 1 if len(membership) else 0
+    deciding: list[set[int]] = [set() for _ in range(proposals)]
     for decisions in today:
-        seen = np.zeros(len(decisions.request), dtype=bool)
-        seen[decisions.inverse[decisions.passing]] = True
         for evaluation in (decisions.request, decisions.reply):
-            for position, policy in enumerate(decisions.intent.policies):
+            position = np.full(len(evaluation.verdict), -1, dtype=np.int64)
+            for index, policy in enumerate(decisions.intent.policies):
                 if policy.name != target:
                     continue
-                decided = seen & (evaluation.policy_index == position)
-                matches = np.unique(evaluation.match_index[decided & (evaluation.match_index >= 0)])
-                for match in matches.tolist():
-                    earliest = min(earliest, rule_names.index(policy.matches[match].rule))
-    return earliest
+                here = (evaluation.policy_index == index) & (evaluation.match_index >= 0)
+                for match in np.unique(evaluation.match_index[here]).tolist():
+                    these = here & (evaluation.match_index == match)
+                    position[these] = rule_names.index(policy.matches[match].rule)
+            per_session = position[decisions.inverse]
+            rows = decisions.passing & (per_session >= 0)
+            pairs = np.unique(membership[rows] * (len(rule_names) + 1) + per_session[rows])
+            for pair in pairs.tolist():
+                proposal, rule_position = divmod(pair, len(rule_names) + 1)
+                deciding[proposal].add(rule_position)
+    return deciding
 
 
 def verify(
-    policy_set: PolicySet, recommendation: Recommendation, evidence: SessionColumns
+    policy_set: PolicySet,
+    recommendation: Recommendation,
+    sessions: SessionColumns,
+    replay: Replay,
+    rows: np.ndarray,
+    membership: np.ndarray,
+    today: list[DeviceDecisions],
+    include_blocked: bool,
 ) -> Recommendation:
     """Place the proposals, then measure: coverage (evaluator), config lines (compiler),
-    and for each proposal what decides its sessions today."""
+    hardware entries (lint's estimate), and for each proposal what decides its sessions
+    today. `rows`: the evidence among `sessions` (whose packets `replay` holds);
+    `membership`: per evidence row, the index of the proposal it supports; `today`: the
+    policy in force's decisions for all `sessions`."""
+    weights = sessions.sessions[rows]
+    today = [decisions.take(rows) for decisions in today]
     quality = recommendation.quality
     notes = list(quality.notes)
     if not quality.evidence_sessions:
-        notes.append("no answered sessions in scope: nothing to recommend")
-    if recommendation.target_policy is None:
+        notes.append("no sessions in scope left to propose rules for: nothing to recommend")
+    target = recommendation.target_policy
+    if target is None:
         notes.append("no target policy (use --policy): the rules are not bound anywhere")
     try:
         before = compile_all(policy_set)
-        today = decide(policy_set, before, evidence)
-        placed = replace(
-            recommendation,
-            insert_at=insertion_point(recommendation.target_policy, policy_set, today),
-        )
-        proposed = proposed_policy_set(policy_set, placed)
+        placed = _Placed(recommendation, membership)
+        if target is not None and recommendation.rules:
+            objects = proposed_policy_set(policy_set, replace(recommendation, target_policy=None))
+            positions = placements(
+                objects,
+                target,
+                [r.rule for r in recommendation.rules],
+                deciding_rules(target, policy_set, today, membership),
+                keep_deciders=not include_blocked,
+            )
+            placed = _placed(recommendation, positions, membership, policy_set.policy(target))
+        proposed = proposed_policy_set(policy_set, placed.recommendation)
         after = compile_all(proposed)
     except CompileError as error:
         notes.append(f"cannot compile the policy with the proposals: {error}")
         return replace(recommendation, quality=replace(quality, notes=tuple(notes)))
-    tomorrow = decide(proposed, after, evidence)
-    covered = _covered(tomorrow, evidence)
+    result = placed.recommendation
+    tomorrow = [d.take(rows) for d in decide(proposed, after, sessions, replay=replay)]
+    covered = _covered(tomorrow, weights)
     config_lines = _config_lines_added(policy_set, proposed, before, after)
     if config_lines is None:
         notes.append("no device in the policy: no config lines to count")
     return replace(
-        placed,
-        rules=_with_current_decisions(placed.rules, today, tomorrow, evidence),
+        result,
+        rules=_with_current_decisions(result.rules, today, placed.membership, weights),
         quality=replace(
             quality,
             covered_sessions=covered,
             coverage=covered / quality.evidence_sessions if quality.evidence_sessions else 1.0,
             config_lines=config_lines,
+            hardware=hardware_use(policy_set, proposed, before, after),
             notes=tuple(notes),
         ),
     )
 
 
-def _covered(tomorrow: list[DeviceDecisions], evidence: SessionColumns) -> int:
+@dataclass(frozen=True)
+class _Placed:
+    recommendation: Recommendation
+    membership: np.ndarray
+
+
+def _placed(
+    recommendation: Recommendation, positions: list[int], membership, policy: Policy
+) -> _Placed:
+    """The rules with their positions, in policy order: by position, then narrowest first
+    (the order they came in), with the evidence sessions' proposal indices renumbered."""
+    order = sorted(range(len(positions)), key=lambda i: (positions[i], i))
+    renumbered = np.empty(len(order), dtype=np.int64)
+    renumbered[order] = np.arange(len(order))
+    rules = tuple(
+        replace(
+            recommendation.rules[i],
+            insert_at=positions[i],
+            before=policy.rules[positions[i]] if positions[i] < len(policy.rules) else None,
+        )
+        for i in order
+    )
+    return _Placed(
+        replace(recommendation, rules=rules),
+        renumbered[membership] if len(membership) else membership,
+    )
+
+
+def hardware_use(
+    before_set: PolicySet,
+    after_set: PolicySet,
+    before: dict[str, DeviceIntent],
+    after: dict[str, DeviceIntent],
+) -> tuple[HardwareUse, ...]:
+    """Per device, lint's hardware entry estimate without and with the proposals, and the
+    budget its target declares (None for software targets)."""
+    from microseg.evaluate.lint import hardware_report
+
+    entries_before = {row["device"]: row["entries"] for row in hardware_report(before_set, before)}
+    return tuple(
+        HardwareUse(
+            device=row["device"],
+            entries_before=entries_before.get(row["device"], 0),
+            entries_after=row["entries"],
+            budget=row["budget"],
+        )
+        for row in hardware_report(after_set, after)
+    )
+
+
+def _covered(tomorrow: list[DeviceDecisions], weights: np.ndarray) -> int:
     """Sessions (weighted) whose request and reply are forwarded on every device they pass
     (the reply only when the request expects one)."""
-    if not len(evidence):
+    if not len(weights):
         return 0
-    has_reply = replay_packets(evidence).has_reply
-    allowed = np.ones(len(evidence), dtype=bool)
+    allowed = np.ones(len(weights), dtype=bool)
     for decisions in tomorrow:
         request = decisions.request.forwarded[decisions.inverse]
         reply = decisions.reply.forwarded[decisions.inverse]
-        allowed &= ~decisions.passing | (request & (reply | ~has_reply))
-    return int(evidence.sessions[allowed].sum())
+        allowed &= ~decisions.passing | (request & (reply | ~decisions.has_reply))
+    return int(weights[allowed].sum())
 
 
 def covered_sessions(policy_set: PolicySet, evidence: SessionColumns) -> int:
     """Evidence sessions a policy forwards (both directions) on every device they pass."""
-    return _covered(decide(policy_set, compile_all(policy_set), evidence), evidence)
+    return _covered(decide(policy_set, compile_all(policy_set), evidence), evidence.sessions)
 
 
 def _with_current_decisions(
     rules: tuple[RecommendedRule, ...],
     today: list[DeviceDecisions],
-    tomorrow: list[DeviceDecisions],
-    evidence: SessionColumns,
+    membership: np.ndarray,
+    weights: np.ndarray,
 ) -> tuple[RecommendedRule, ...]:
     """Each proposal with what decides its sessions' requests today: an existing rule
-    (forward, drop, redirect) or the default match (forward)."""
-    counts: dict[str, Counter] = {r.rule.name: Counter() for r in rules}
+    (forward, drop, redirect) or a policy's default match (its default action)."""
+    counts: list[Counter] = [Counter() for _ in rules]
     labels: dict[str, int] = {"": 0}
-    for before, after in zip(today, tomorrow, strict=True):
-        proposal = _codes(after, labels)
+    for before in today:
         current = _codes(before, labels)
         verdict = before.request.verdict[before.inverse].astype(np.int64)
-        proposed = [labels[name] for name in counts if name in labels]
-        rows = np.flatnonzero(before.passing & np.isin(proposal, proposed))
-        keys = (proposal[rows] * len(labels) + current[rows]) * len(VERDICTS) + verdict[rows]
+        rows = np.flatnonzero(before.passing)
+        keys = (membership[rows] * len(labels) + current[rows]) * len(VERDICTS) + verdict[rows]
         unique_keys, inverse = factorize(keys)
-        weights = np.bincount(inverse, weights=evidence.sessions[rows])
+        totals = np.bincount(inverse, weights=weights[rows])
         names = {code: name for name, code in labels.items()}
-        for key, weight in zip(unique_keys.tolist(), weights.tolist(), strict=True):
+        for key, weight in zip(unique_keys.tolist(), totals.tolist(), strict=True):
             codes, verdict_code = divmod(key, len(VERDICTS))
-            proposal_code, current_code = divmod(codes, len(labels))
+            proposal, current_code = divmod(codes, len(labels))
             decider = names[current_code] or None
-            counts[names[proposal_code]][(decider, VERDICTS[verdict_code])] += int(weight)
+            counts[proposal][(decider, VERDICTS[verdict_code])] += int(weight)
     return tuple(
         replace(
             r,
             current_decisions=tuple(
                 CurrentDecision(rule, verdict, sessions)
                 for (rule, verdict), sessions in sorted(
-                    counts[r.rule.name].items(), key=lambda item: (-item[1], str(item[0]))
+                    counts[position].items(), key=lambda item: (-item[1], str(item[0]))
                 )
             ),
         )
-        for r in rules
+        for position, r in enumerate(rules)
     )
 
 

@@ -8,16 +8,22 @@ source reached with exactly the same services share its rule; group sources reac
 the same destinations on the same services share one too. Every merge is exact: each listed
 source reached each listed destination on each listed service. Sessions nobody answered are
 attempts blocked, reported apart and never proposed unless `include_blocked`.
+
+Before aggregating, the sessions are replayed through the policy in force
+(`builder.standing`): what an existing rule already allows is reported, not proposed again;
+what an existing drop or redirect rule stops is reported, not proposed (unless
+`include_blocked`). Each proposal is then placed where it changes no explicit decision
+(`builder.placement`) and verified (`builder.quality`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pyarrow as pa
 
-from microseg.builder.endpoints import EndpointMap, map_endpoints, unique_name
+from microseg.builder.endpoints import UNMAPPED, EndpointMap, Peers, map_endpoints, unique_name
 from microseg.builder.proposal import (
     BlockedAttempt,
     BuilderOptions,
@@ -26,6 +32,7 @@ from microseg.builder.proposal import (
     Recommendation,
     RecommendedRule,
     SessionExample,
+    Unexplained,
     Widening,
 )
 from microseg.builder.scope import scope_mask
@@ -40,6 +47,7 @@ from microseg.builder.services import (
     syn_acknowledged,
 )
 from microseg.builder.times import iso_time
+from microseg.compile import CompileError, compile_all
 from microseg.flows.session_columns import EPHEMERAL, SessionColumns, session_columns
 from microseg.model import MicrosegError, PolicySet, Rule
 from microseg.model.objects import IPNetwork
@@ -57,25 +65,68 @@ def recommend(
     segments: tuple[IPNetwork, ...] | None = None,
 ) -> Recommendation:
     """Recommend rules for the sessions in scope. See the module docstring."""
-    from microseg.builder.quality import verify
+    from microseg.builder.quality import decide, replay_packets, verify
+    from microseg.builder.standing import standing
 
     options = options or BuilderOptions()
     _check_options(policy_set, options)
     columns = sessions if isinstance(sessions, SessionColumns) else session_columns(sessions)
-    scoped = columns.take(scope_mask(columns, options.scope))
+    in_scope = scope_mask(columns, options.scope)
+    scoped = columns if in_scope.all() else columns.take(in_scope)
     target = target_policy(policy_set, options)
     if segments is None:
         segments = domain_segments(policy_set, target)
-    draft = aggregate(policy_set, scoped, options, segments, target)
-    return verify(policy_set, draft.recommendation, draft.evidence_sessions)
+    side = server_side(scoped)
+    replay = replay_packets(scoped, side)
+    use = np.ones(len(scoped), dtype=bool) if options.include_blocked else answered(scoped)
+    try:
+        today = decide(policy_set, compile_all(policy_set), scoped, replay=replay)
+    except CompileError:
+        today = []  # verify() says why nothing could be measured
+    existing = standing(today, len(scoped))
+    allowed = use & (existing.allowed_by >= 0)
+    blocked = use & (existing.blocked_by >= 0)
+    evidence = use & ~allowed & (~blocked | options.include_blocked)
+    draft = aggregate(
+        policy_set,
+        scoped,
+        options,
+        segments,
+        target,
+        side=side,
+        evidence=evidence,
+        stopped=(existing.stopped_by, existing.stoppers),
+    )
+    rows = draft.evidence_rows
+    recommendation = replace(
+        draft.recommendation,
+        already_allowed=existing.report(
+            scoped, side, np.where(allowed, existing.allowed_by, -1), example
+        ),
+        blocked_by_rules=existing.report(
+            scoped, side, np.where(blocked & ~evidence, existing.blocked_by, -1), example
+        ),
+    )
+    return verify(
+        policy_set,
+        recommendation,
+        scoped,
+        replay,
+        rows,
+        draft.membership,
+        today,
+        options.include_blocked,
+    )
 
 
 @dataclass(frozen=True)
 class Draft:
-    """A recommendation before its placement and quality are known, and its evidence."""
+    """A recommendation before its placement and quality are known, and its evidence:
+    the scoped session rows the rules stand on and, per row, the rule's index."""
 
     recommendation: Recommendation
-    evidence_sessions: SessionColumns
+    evidence_rows: np.ndarray
+    membership: np.ndarray
 
 
 def _check_options(policy_set: PolicySet, options: BuilderOptions) -> None:
@@ -165,16 +216,30 @@ def aggregate(
     options: BuilderOptions,
     segments: tuple[IPNetwork, ...],
     target: str | None,
+    *,
+    side: ServerSide | None = None,
+    evidence: np.ndarray | None = None,
+    stopped: tuple[np.ndarray, list[str]] | None = None,
 ) -> Draft:
-    """The proposals for already scoped sessions, before placement and verification."""
-    side = server_side(scoped)
+    """The proposals for already scoped sessions, before placement and verification.
+    `evidence`: the sessions to propose rules for (default: the answered ones, or all of
+    them with `include_blocked`); `stopped`: per session, what stops it in the policy in
+    force (an index into the texts; -1: nothing)."""
+    side = server_side(scoped) if side is None else side
     replied = answered(scoped)
-    use = np.ones(len(scoped), dtype=bool) if options.include_blocked else replied
+    if evidence is None:
+        evidence = np.ones(len(scoped), dtype=bool) if options.include_blocked else replied
     taken_services = {s.name for s in policy_set.services}
     service_index, choices = _services(policy_set, scoped, side, taken_services)
     used_addresses = np.zeros(len(scoped.addresses), dtype=bool)
-    used_addresses[side.client[use]] = True
-    used_addresses[side.server[use]] = True
+    used_addresses[side.client[evidence]] = True
+    used_addresses[side.server[evidence]] = True
+    peers = Peers(
+        side.client[evidence],
+        side.server[evidence],
+        service_index[evidence],
+        tuple(c.name for c in choices),
+    )
     endpoints = map_endpoints(
         policy_set,
         scoped.addresses,
@@ -182,9 +247,16 @@ def aggregate(
         options.categories,
         options.min_share,
         segments,
+        peers,
     )
-    rules = _rules(policy_set, scoped, side, use, service_index, choices, endpoints)
-    blocked = _blocked(scoped, side, ~replied, service_index, choices)
+    mapped = (endpoints.of_address[side.client] != UNMAPPED) & (
+        endpoints.of_address[side.server] != UNMAPPED
+    )
+    use = evidence & mapped
+    rules, rows, membership = _rules(
+        policy_set, scoped, side, use, service_index, choices, endpoints
+    )
+    blocked = _blocked(scoped, side, ~replied, service_index, choices, stopped)
     used_endpoints = {name for r in rules for name in (*r.rule.sources, *r.rule.destinations)}
     used_services = {name for r in rules for name in r.rule.services}
     new_groups = tuple(
@@ -196,16 +268,16 @@ def aggregate(
     new_services = tuple(
         sorted(
             (
-                c.proposed
+                service
                 for c in choices
-                if c.proposed is not None and not c.existing and c.name in used_services
+                if c.name in used_services and (service := c.proposed) is not None
             ),
             key=lambda s: s.name.encode(),
         )
     )
     observed = sum(r.evidence.host_combinations for r in rules)
     allowed = sum(r.allowed_combinations for r in rules)
-    unknown = int(scoped.sessions[reply_unknown(scoped)].sum())
+    unknown = int(scoped.sessions[use & reply_unknown(scoped)].sum())
     notes = (
         (
             f"{unknown} session(s) carry no reply information (no rev_packets, complete or "
@@ -233,10 +305,24 @@ def aggregate(
         quality=quality,
         scoped_sessions=int(scoped.sessions.sum()),
         target_policy=target,
-        insert_at=0,
         categories=options.categories,
+        unexplained=_unexplained(scoped, side, evidence & ~mapped),
     )
-    return Draft(recommendation, scoped.take(use))
+    return Draft(recommendation, rows, membership)
+
+
+def _unexplained(
+    sessions: SessionColumns, side: ServerSide, selected: np.ndarray
+) -> Unexplained | None:
+    """Sessions between two addresses outside every known group and segment."""
+    rows = np.flatnonzero(selected)
+    if not len(rows):
+        return None
+    first = rows[np.argsort(sessions.first_seen[rows], kind="stable")][:EXAMPLES_PER_RULE]
+    return Unexplained(
+        sessions=int(sessions.sessions[rows].sum()),
+        examples=tuple(example(sessions, side, int(r)) for r in first),
+    )
 
 
 def _services(
@@ -283,10 +369,11 @@ def _rules(
     service_index: np.ndarray,
     choices: list[ServiceChoice],
     endpoints: EndpointMap,
-) -> list[RecommendedRule]:
+) -> tuple[list[RecommendedRule], np.ndarray, np.ndarray]:
+    """The rules, the session rows they stand on, and per row its rule's index."""
     rows = np.flatnonzero(use)
     if not len(rows):
-        return []
+        return [], rows, np.zeros(0, dtype=np.int64)
     shape = (max(len(endpoints.endpoints), 1), max(len(choices), 1))
     source = endpoints.of_address[side.client[rows]].astype(np.int64)
     destination = endpoints.of_address[side.server[rows]].astype(np.int64)
@@ -300,10 +387,12 @@ def _rules(
     )
     # Python from here on: once per aggregated (source, destination, service) triple.
     taken_rules = {r.name for r in policy_set.rules}
-    proposals = []
+    proposals: list[RecommendedRule] = []
+    proposal_of_triple = np.zeros(len(triple_keys), dtype=np.int64)
     for service_names, sources, destinations, positions in _merged(
         triple_keys, choices, endpoints, shape
     ):
+        proposal_of_triple[positions] = len(proposals)
         source_groups = sorted((endpoints.endpoints[s] for s in sources), key=_by_name)
         destination_groups = sorted((endpoints.endpoints[d] for d in destinations), key=_by_name)
         rule = Rule(
@@ -331,7 +420,14 @@ def _rules(
     # Narrower rules first: a rule is only shadowed by a rule allowing a superset, which
     # allows at least as many combinations, so ordering by allowed size (then name) leaves
     # every proposal reachable.
-    return sorted(proposals, key=lambda r: (r.allowed_combinations, r.rule.name.encode()))
+    rule_order = sorted(
+        range(len(proposals)),
+        key=lambda i: (proposals[i].allowed_combinations, proposals[i].rule.name.encode()),
+    )
+    renumbered = np.empty(len(rule_order), dtype=np.int64)
+    renumbered[rule_order] = np.arange(len(rule_order))
+    membership = renumbered[proposal_of_triple[triple_of_row]]
+    return [proposals[i] for i in rule_order], rows, membership
 
 
 def _observed_combinations(
@@ -343,20 +439,14 @@ def _observed_combinations(
     triple_keys: np.ndarray,
     shape: tuple[int, int],
 ) -> np.ndarray:
-    """Per triple, the distinct (client host, server host, service) seen. Internet
-    addresses count as one host, as the internet group counts as one endpoint."""
+    """Per triple, the distinct (client host, server host, service) seen."""
     endpoint_count, service_count = shape
-    host_id = np.arange(len(sessions.addresses), dtype=np.int64)
-    internet = [i for i, e in enumerate(endpoints.endpoints) if e.kind == "internet"]
-    host_id[np.isin(endpoints.of_address, internet)] = len(host_id)
-    hosts = len(host_id) + 1
+    hosts = len(sessions.addresses)
     host_keys = np.unique(
-        (host_id[side.client[rows]] * hosts + host_id[side.server[rows]]) * service_count + service
+        (side.client[rows].astype(np.int64) * hosts + side.server[rows]) * service_count + service
     )
-    first_host = np.zeros(hosts, dtype=np.int64)
-    first_host[host_id] = np.arange(len(host_id))  # a representative address per host id
-    host_source = first_host[host_keys // service_count // hosts]
-    host_destination = first_host[(host_keys // service_count) % hosts]
+    host_source = host_keys // service_count // hosts
+    host_destination = (host_keys // service_count) % hosts
     host_triples = np.searchsorted(
         triple_keys,
         (
@@ -511,14 +601,22 @@ def example(sessions: SessionColumns, side: ServerSide, row: int) -> SessionExam
     )
 
 
+def _stopper(stopped: tuple[np.ndarray, list[str]] | None, row: int) -> str | None:
+    if stopped is None or stopped[0][row] < 0:
+        return None
+    return stopped[1][int(stopped[0][row])]
+
+
 def _blocked(
     sessions: SessionColumns,
     side: ServerSide,
     blocked: np.ndarray,
     service_index: np.ndarray,
     choices: list[ServiceChoice],
+    stopped: tuple[np.ndarray, list[str]] | None,
 ) -> list[BlockedAttempt]:
-    """Unanswered sessions per (client, server, service), most sessions first."""
+    """Unanswered sessions per (client, server, service), most sessions first, each with
+    what stops its earliest session in the policy in force."""
     rows = np.flatnonzero(blocked)
     if not len(rows):
         return []
@@ -533,6 +631,7 @@ def _blocked(
     counts = np.bincount(group, weights=sessions.sessions[rows]).astype(np.int64)
     first = np.minimum.reduceat(sessions.first_seen[ordered], starts)
     last = np.maximum.reduceat(sessions.last_seen[ordered], starts)
+    earliest = ordered[starts]
     attempts = []
     for position, key in enumerate(unique_keys.tolist()):
         pair, service = divmod(key, service_count)
@@ -545,6 +644,7 @@ def _blocked(
                 sessions=int(counts[position]),
                 first_seen=iso_time(int(first[position])),
                 last_seen=iso_time(int(last[position])),
+                stopped_by=_stopper(stopped, int(earliest[position])),
             )
         )
     return sorted(attempts, key=lambda a: (-a.sessions, a.source, a.destination, a.service))

@@ -13,13 +13,17 @@ def recommendation_json(recommendation: Recommendation) -> dict[str, Any]:
     quality = recommendation.quality
     return {
         "target_policy": recommendation.target_policy,
-        "insert_at": recommendation.insert_at,
         "categories": list(recommendation.categories),
         "scoped_sessions": recommendation.scoped_sessions,
         "rules": [_rule_json(r) for r in recommendation.rules],
         "new_groups": [object_document("groups", g) for g in recommendation.new_groups],
         "new_services": [object_document("services", s) for s in recommendation.new_services],
         "blocked_attempts": [asdict(a) for a in recommendation.blocked_attempts],
+        "already_allowed": [asdict(d) for d in recommendation.already_allowed],
+        "blocked_by_rules": [asdict(d) for d in recommendation.blocked_by_rules],
+        "unexplained": None
+        if recommendation.unexplained is None
+        else asdict(recommendation.unexplained),
         "quality": {
             "coverage": None if quality.coverage is None else round(quality.coverage, 6),
             "covered_sessions": quality.covered_sessions,
@@ -29,6 +33,7 @@ def recommendation_json(recommendation: Recommendation) -> dict[str, Any]:
             "over_permissiveness": round(quality.over_permissiveness, 6),
             "observed_combinations": quality.observed_combinations,
             "allowed_combinations": quality.allowed_combinations,
+            "hardware": [{**asdict(h), "over_budget": h.over_budget} for h in quality.hardware],
             "notes": list(quality.notes),
         },
     }
@@ -48,4 +53,6 @@ def _rule_json(recommended: RecommendedRule) -> dict[str, Any]:
         "widened": [asdict(w) for w in recommended.widened],
         "current_decisions": [asdict(d) for d in recommended.current_decisions],
         "allowed_combinations": recommended.allowed_combinations,
+        "insert_at": recommended.insert_at,
+        "placed_before": recommended.before,
     }

@@ -20,6 +20,7 @@ from microseg.builder import (
     recommend,
     rule_selector,
 )
+from microseg.builder.proposal import SessionExample, StandingDecision
 from microseg.builder.report import recommendation_json
 from microseg.builder.times import parse_time
 from microseg.cli.app import app, demo_step
@@ -73,6 +74,11 @@ def recommend_command(
     into_workspace: str | None = typer.Option(
         None, "--into-workspace", help="Write the proposals into this store workspace."
     ),
+    force: bool = typer.Option(
+        False,
+        "--force",
+        help="With --into-workspace: write even if a device goes over its hardware budget.",
+    ),
     as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
 ) -> None:
     """Recommend rules from collected sessions, with their evidence and measured quality.
@@ -98,6 +104,7 @@ def recommend_command(
     recommendation = recommend(policy_set, table, options)
     written: list[tuple[str, str]] = []
     if into_workspace is not None:
+        _check_budget(recommendation, force)
         written = _into_workspace(policy, policy_set, into_workspace, recommendation)
     if as_json:
         data = recommendation_json(recommendation)
@@ -159,17 +166,72 @@ def _scope(
     return Scope(all_of=tuple(conditions), since_ms=since_ms, until_ms=until_ms)
 
 
+def _check_budget(recommendation: Recommendation, force: bool) -> None:
+    """Refuse to write a proposal that takes a device over its hardware budget."""
+    over = [
+        use
+        for use in recommendation.quality.hardware
+        if use.over_budget and use.entries_after > use.entries_before
+    ]
+    if over and not force:
+        devices = "; ".join(
+            f"{u.device} {u.entries_before} -> {u.entries_after} entries, budget {u.budget}"
+            for u in over
+        )
+        raise MicrosegError(
+            f"the proposal goes over the hardware budget ({devices}; the target's planning "
+            "figure, as lint reports it): "
+            "narrow it (--categories, a scope) or write it anyway with --force"
+        )
+
+
 def _into_workspace(
     policy: str, policy_set: PolicySet, workspace: str, recommendation: Recommendation
 ) -> list[tuple[str, str]]:
+    """Write the proposals into `workspace`, which must hold exactly the policy they were
+    made from: its base revision (for rev:N) with no changes, or itself (for ws:NAME)."""
     from microseg.builder.workspace import write_into_workspace
     from microseg.store import open_store
+    from microseg.store.snapshot import policy_bodies
 
     base_revision = None
-    if policy.startswith("rev:") and policy.removeprefix("rev:").isdigit():
+    if policy.startswith("rev:"):
         base_revision = int(policy.removeprefix("rev:"))
     with open_store() as store:
+        made_from = _made_from(policy)
+        if workspace in {w.name for w in store.workspace_list()}:
+            base = store.workspace_base(workspace)
+            if base_revision is not None and base_revision != base:
+                raise MicrosegError(
+                    f"workspace {workspace!r} is based on revision {base}, but the "
+                    f"recommendation was made from revision {base_revision}: recommend from "
+                    f"rev:{base} or ws:{workspace}, or write into a new workspace"
+                )
+            if policy_bodies(store.workspace_policy(workspace)) != policy_bodies(policy_set):
+                raise MicrosegError(
+                    f"workspace {workspace!r} (on revision {base}) holds a different policy "
+                    f"than {made_from}, which the recommendation was made from: recommend from "
+                    f"ws:{workspace}, or write into a new workspace"
+                )
+        elif base_revision is None:
+            head = store.head()
+            if head is None:
+                raise MicrosegError("the store has no revisions yet: import a policy first")
+            if policy_bodies(store.revision_policy(head)) != policy_bodies(policy_set):
+                raise MicrosegError(
+                    f"a new workspace starts from the head revision {head}, but the "
+                    f"recommendation was made from {made_from}, which differs from it: "
+                    f"recommend from rev:{head}, or import the policy first"
+                )
         return write_into_workspace(store, workspace, base_revision, policy_set, recommendation)
+
+
+def _made_from(policy: str) -> str:
+    if policy.startswith("rev:"):
+        return f"revision {policy.removeprefix('rev:')}"
+    if policy.startswith("ws:"):
+        return f"workspace {policy.removeprefix('ws:')!r}"
+    return policy
 
 
 def print_recommendation(recommendation: Recommendation) -> None:
@@ -195,6 +257,9 @@ def print_recommendation(recommendation: Recommendation) -> None:
             "server side by "
             + escape(", ".join(f"{k} ({v})" for k, v in evidence.server_side.items()))
         )
+        if recommendation.target_policy is not None:
+            where = f"before {item.before}" if item.before else "at the end"
+            console.print(f"     placed {where}", markup=False)
         if item.current_decisions:
             console.print(
                 "     today: "
@@ -205,11 +270,7 @@ def print_recommendation(recommendation: Recommendation) -> None:
                 markup=False,
             )
         for first in evidence.examples:
-            console.print(
-                f"     e.g. {first.client}:{first.client_port} -> {first.server}:"
-                f"{first.server_port} {first.protocol}, {counted(first.sessions, 'session')}, "
-                f"{first.bytes} bytes, {first.first_seen}"
-            )
+            console.print(f"     e.g. {_example_text(first)}", markup=False)
     for item in recommendation.rules:
         for widening in item.widened:
             console.print(
@@ -234,9 +295,24 @@ def print_recommendation(recommendation: Recommendation) -> None:
             console.print(
                 f"  {service.name}: {service.protocol} {ports or types or 'all'}", markup=False
             )
+    _print_standing(
+        "Already allowed by an existing rule (not proposed again)", recommendation.already_allowed
+    )
+    _print_standing(
+        "Stopped by an existing rule today (not proposed; --include-blocked proposes them)",
+        recommendation.blocked_by_rules,
+    )
+    if recommendation.unexplained is not None:
+        unexplained = recommendation.unexplained
+        console.print(
+            f"[bold]Unexplained[/]: {counted(unexplained.sessions, 'session')} between addresses "
+            "outside every known group and segment; no rule is proposed for them"
+        )
+        for first in unexplained.examples:
+            console.print(f"     e.g. {_example_text(first)}", markup=False)
     if recommendation.blocked_attempts:
         blocked = Table(title="Attempts blocked (no reply; not proposed)", title_justify="left")
-        for column in ("source", "destination", "service", "sessions", "seen"):
+        for column in ("source", "destination", "service", "sessions", "seen", "today"):
             blocked.add_column(column, overflow="fold")
         for attempt in recommendation.blocked_attempts:
             blocked.add_row(
@@ -245,15 +321,37 @@ def print_recommendation(recommendation: Recommendation) -> None:
                 Text(attempt.service),
                 str(attempt.sessions),
                 f"{attempt.first_seen} .. {attempt.last_seen}",
+                Text(attempt.stopped_by or "forwarded: no answer"),
             )
         console.print(blocked)
     print_quality(recommendation)
 
 
+def _example_text(example: SessionExample) -> str:
+    return (
+        f"{example.client}:{example.client_port} -> {example.server}:{example.server_port} "
+        f"{example.protocol}, {counted(example.sessions, 'session')}, {example.bytes} bytes, "
+        f"{example.first_seen}"
+    )
+
+
+def _print_standing(title: str, decisions: tuple[StandingDecision, ...]) -> None:
+    if not decisions:
+        return
+    console.print(f"[bold]{title}[/]")
+    for decision in decisions:
+        console.print(
+            f"  {decision.verdict} by {decision.rule}: {counted(decision.sessions, 'session')}",
+            markup=False,
+        )
+        for first in decision.examples:
+            console.print(f"     e.g. {_example_text(first)}", markup=False)
+
+
 def _target(recommendation: Recommendation) -> str:
     if recommendation.target_policy is None:
         return "no target policy"
-    return f"for policy {recommendation.target_policy} at position {recommendation.insert_at + 1}"
+    return f"for policy {recommendation.target_policy}"
 
 
 def print_quality(recommendation: Recommendation) -> None:
@@ -267,6 +365,14 @@ def print_quality(recommendation: Recommendation) -> None:
         f"({quality.allowed_combinations} host/service combinations allowed, "
         f"{quality.observed_combinations} observed)"
     )
+    for use in quality.hardware:
+        budget = "no hardware limit" if use.budget is None else f"budget {use.budget}"
+        over = " — OVER BUDGET" if use.over_budget else ""
+        console.print(
+            f"  hardware: {use.device} {use.entries_before} -> {use.entries_after} entries "
+            f"(+{use.entries_after - use.entries_before}), {budget}{over}",
+            markup=False,
+        )
     for note in quality.notes:
         console.print(f"  note: {note}", markup=False)
 

@@ -13,11 +13,12 @@ Layout only: every decision about what to match was made in `resolve`. The golde
 After the last user match EOS prints its implicit default matches, which forward:
 `match ipv4-all-default ipv4` / `!` / `match ipv6-all-default ipv6` (the layout pyavd's
 eos_cli_config_gen reproduces from EOS, templates/eos/traffic-policies.j2). A policy whose
-`default_action` is `drop` gives both default matches `actions` / `count` / `drop`: AVD's
-schema carries a policy's default verdict as `traffic_policies.policies[].default_actions.
-ipv4|ipv6` (`count`, `drop`, `log`), rendered under the default match with no `!` before
-`actions`, as EOS prints it (openconfig/featureprofiles' EOS CLI: `match ipv4-all-default
-ipv4` / `actions` / `count` / `redirect next-hop group ...`).
+`default_action` is `drop` gives both default matches `actions` / `count` / `drop` (and
+`log` with `default_log`): AVD's schema carries a policy's default verdict as
+`traffic_policies.policies[].default_actions.ipv4|ipv6` (`count`, `drop`, `log`, the last
+"only supported when action is set to drop"), rendered under the default match with no
+`!` before `actions`, as EOS prints it (openconfig/featureprofiles' EOS CLI: `match
+ipv4-all-default ipv4` / `actions` / `count` / `redirect next-hop group ...`).
 """
 
 from __future__ import annotations
@@ -227,6 +228,8 @@ def _traffic_policy(policy: PolicyIntent) -> list[str]:
         _add_match(lines, match)
     # EOS's implicit default matches: without actions they forward.
     default_actions = _DEFAULT_ACTIONS[policy.default_action]
+    if policy.default_log:
+        default_actions = [*default_actions, f"{_ACTION}log"]  # pyavd: after `drop`
     lines += [
         separator,
         f"{_MATCH}match ipv4-all-default ipv4",
@@ -306,9 +309,10 @@ def _monitor_session(device: str, session: MirrorSession) -> list[str]:
     return [
         f"{prefix} destination tunnel mode gre source {session.tunnel_source} "
         f"destination {session.tunnel_destination}",
-        # EOS `monitor session NAME rate-limit per-ingress-chip RATE kbps` (pyavd
-        # monitor_sessions[].rate_limit_per_ingress_chip); MSS's default is 100000.
-        f"{prefix} rate-limit per-ingress-chip {session.rate_limit} kbps",
+        # EOS `monitor session NAME rate-limit per-ingress-chip RATE bps|kbps|mbps` (pyavd
+        # monitor_sessions[].rate_limit_per_ingress_chip: "Ratelimit and unit as string").
+        f"{prefix} rate-limit per-ingress-chip {session.rate_limit.value} "
+        f"{session.rate_limit.unit}",
     ]
 
 

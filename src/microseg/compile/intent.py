@@ -9,7 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from microseg.model.objects import DecapType, DefaultAction, IPAddress, IPNetwork, PortRange
+from microseg.model.objects import (
+    DecapType,
+    DefaultAction,
+    IPAddress,
+    IPNetwork,
+    PortRange,
+    RateLimit,
+)
 
 Family = Literal["ipv4", "ipv6"]
 Verdict = Literal["forward", "drop", "redirect"]
@@ -49,7 +56,7 @@ class MirrorSession:
     monitor_object: str
     tunnel_source_interface: str
     tunnel_destination: IPAddress
-    rate_limit: int
+    rate_limit: RateLimit
     # The address of `tunnel_source_interface` on this device (its Loopback0): EOS takes an
     # address, not an interface, in `destination tunnel mode gre source A destination B`.
     tunnel_source: IPAddress | None = None
@@ -86,6 +93,7 @@ class PolicyIntent:
     # The verdict of a packet no match decides (EOS: the `ipv4-all-default` /
     # `ipv6-all-default` matches' actions; nftables: the policy chain's last rule).
     default_action: DefaultAction = "forward"
+    default_log: bool = False  # log what the default drops
 
 
 @dataclass(frozen=True)

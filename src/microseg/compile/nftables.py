@@ -5,13 +5,16 @@ Layout (`table inet microseg`, ours alone):
 * The file first creates then deletes the table and defines it again: `nft -f` applies a
   file as one transaction, so a load is atomic and idempotent and never touches other
   tables.
-* One named interval set per address side: `<group>_v4` / `<group>_v6` holding the group's
+* One named interval set per address side: `v4/<group>` / `v6/<group>` holding the group's
   prefixes minus its except-prefixes, computed exactly (several groups on one side get one
-  set with the union, named `<g1>+<g2>_v4` before sanitising).
-* One named counter per match (`<policy>__<match>`, sanitised to [A-Za-z0-9_]), commented
-  with the policy's name, and every nft rule of that match carries `counter name ...` and
-  `comment "<match name>"`, so `nft -j list table` tells which match of which policy a
-  packet hit (the kernel keeps both comments; nft 1.0.6's JSON omits chain comments).
+  set with the union, `v4/<g1>/<g2>`).
+* One named counter per match (`<policy>/<match>`), commented with the policy's name, and
+  every nft rule of that match carries `counter name ...` and `comment "<match name>"`, so
+  `nft -j list table` tells which match of which policy a packet hit (the kernel keeps both
+  comments; nft 1.0.6's JSON omits chain comments). Chains are `policy/<policy>`. Every
+  name goes through `identifier`, which is injective: no two sets, counters or chains can
+  share a name, whatever the group, rule and policy names hold (`+`, `_`, `/`, `-reverse`,
+  spaces, non-ASCII).
 * One chain per (VRF, policy), the matches in order. A match with several services becomes
   one nft rule per service (same counter, same verdict): the first that fits decides, which
   is the match's OR of services. Verdicts: forward -> `accept`, drop -> `drop`. The same
@@ -38,6 +41,7 @@ change the verdict, so `omit_mirror=True` renders monitored matches without it.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import re
 
@@ -60,12 +64,17 @@ _ADDRESS_TYPE = {"ipv4": "ipv4_addr", "ipv6": "ipv6_addr"}
 _ADDRESS_MATCH = {"ipv4": "ip", "ipv6": "ip6"}
 # nft's `meta l4proto` names for the protocols a policy names; others print as numbers.
 _PROTOCOL_NAMES = {number: name for name, number in PROTOCOL_NUMBERS.items()}
-_NOT_IDENTIFIER = re.compile(r"[^A-Za-z0-9_]")
+# Characters an nft identifier keeps as they are (nft's scanner also takes `.` and `/`
+# inside identifiers, and `.` first: we keep those two for escapes and separators).
+_PLAIN = re.compile(r"[A-Za-z0-9_-]")
+_FIRST_PLAIN = re.compile(r"[A-Za-z_]")
 # nft's limits (libnftnl/kernel): set, chain and object names under 256 bytes
 # (NFT_SET_MAXNAMELEN, NFT_CHAIN_MAXNAMELEN, NFT_OBJ_MAXNAMELEN), comments at most 128 bytes
-# (NFTNL_UDATA_COMMENT_MAXLEN). Identifiers are cut well below so a `_N` suffix still fits.
-MAX_IDENTIFIER = 200
+# (NFTNL_UDATA_COMMENT_MAXLEN).
+MAX_IDENTIFIER = 255
 MAX_COMMENT_BYTES = 128
+# What `default_log` writes before each logged packet (kernel log, `nft ... log prefix`).
+_LOG_PREFIX = "microseg default drop: "
 # A Linux interface name (what `meta iifname` compares): at most 15 bytes (IFNAMSIZ 16), no
 # whitespace, '/' or ':' (the kernel's dev_valid_name; ':' is taken by alias labels).
 MAX_INTERFACE_NAME = 15
@@ -82,7 +91,6 @@ class _Ruleset:
     def __init__(self, intent: DeviceIntent, omit_mirror: bool):
         self.intent = intent
         self.omit_mirror = omit_mirror
-        self.identifiers: dict[str, str] = {}
         self.sets: dict[tuple[Family, tuple[str, ...]], str] = {}
         self.set_lines: list[str] = []
         self.counters: list[tuple[str, str]] = []  # (counter, policy name)
@@ -107,28 +115,13 @@ class _Ruleset:
         lines.append("}")
         return "\n".join(lines) + "\n"
 
-    def _identifier(self, name: str) -> str:
-        """A unique nft identifier for `name` (letters, digits, `_`; starts with a letter)."""
-        if name in self.identifiers:
-            return self.identifiers[name]
-        base = _NOT_IDENTIFIER.sub("_", name)
-        if not base[:1].isalpha():
-            base = "x" + base
-        base = base[:MAX_IDENTIFIER]
-        candidate, suffix = base, 2
-        taken = set(self.identifiers.values())
-        while candidate in taken:
-            candidate, suffix = f"{base}_{suffix}", suffix + 1
-        self.identifiers[name] = candidate
-        return candidate
-
     def _forward_chain(self, policies: list[PolicyIntent]) -> list[str]:
         lines = [
             f"{INDENT}chain forward {{",
             f"{INDENT * 2}type filter hook forward priority filter; policy accept;",
         ]
         for policy in policies:
-            chain = self._identifier(f"policy_{policy.name}")
+            chain = identifier("policy", policy.name)
             if policy.vrf == "ALL":
                 lines.append(f"{INDENT * 2}goto {chain}")
                 continue
@@ -147,23 +140,24 @@ class _Ruleset:
         return lines
 
     def _policy_chain(self, policy: PolicyIntent) -> list[str]:
-        chain = self._identifier(f"policy_{policy.name}")
+        chain = identifier("policy", policy.name)
         lines = [
             f"{INDENT}chain {chain} {{",
             f"{INDENT * 2}# policy {policy.name} (id {policy.policy_id}), VRF {policy.vrf}",
         ]
         for match in policy.matches:
-            counter = self._identifier(f"{policy.name}__{match.name}")
+            counter = identifier(policy.name, match.name)
             self.counters.append((counter, policy.name))
             for rule in self._rules(match, counter):
                 lines.append(INDENT * 2 + rule)
         if policy.default_action == "drop":
             for family in ("ipv4", "ipv6"):
                 default_match = f"{family}-all-default"
-                counter = self._identifier(f"{policy.name}__{default_match}")
+                counter = identifier(policy.name, default_match)
                 self.counters.append((counter, policy.name))
+                log = f'log prefix "{_LOG_PREFIX}" ' if policy.default_log else ""
                 lines.append(
-                    f"{INDENT * 2}meta nfproto {family} counter name {counter} drop "
+                    f"{INDENT * 2}meta nfproto {family} counter name {counter} {log}drop "
                     f"comment {_quote(default_match)}"
                 )
         lines.append(f"{INDENT}}}")
@@ -203,7 +197,7 @@ class _Ruleset:
         key = (family, groups)
         if key in self.sets:
             return self.sets[key]
-        name = self._identifier(f"{'+'.join(groups)}_{family[-2:]}")
+        name = identifier(family.replace("ipv", "v"), *groups)
         self.sets[key] = name
         field_sets = [self.intent.prefix_field_sets[(family, g)] for g in groups]
         elements = ", ".join(str(n) for n in _exact_networks(field_sets))
@@ -216,6 +210,32 @@ class _Ruleset:
             self.set_lines.append(f"{INDENT * 2}elements = {{ {elements} }}")
         self.set_lines.append(f"{INDENT}}}")
         return name
+
+
+def identifier(*parts: str) -> str:
+    """The nft identifier of a set, counter or chain named by `parts`, injectively.
+
+    Letters, digits, `_` and `-` are kept; every other character becomes `.<hex code>.`
+    (so `a+b` is `a.2b.b`), parts are joined by `/`, which no escaped part contains, and a
+    first character nft would not take first (a digit, `-`) is escaped too. Two different
+    part lists therefore never share an identifier: a group named `a+b` and the union of
+    groups `a` and `b` get `v4/a.2b.b` and `v4/a/b`. The `/` also keeps every identifier
+    clear of nft keywords (`drop`, `counter`). An identifier longer than nft takes (255
+    bytes) keeps its first 160 bytes, cut before an escape, and ends in `..` plus the
+    SHA-256 of the whole (`..` never occurs otherwise): content-addressed."""
+    encoded = "/".join(_escape(part) for part in parts)
+    if not _FIRST_PLAIN.match(encoded[:1]):
+        encoded = f".{ord(encoded[0]):x}.{encoded[1:]}"
+    if len(encoded) <= MAX_IDENTIFIER:
+        return encoded
+    head = encoded[:160]
+    if head.count(".") % 2:  # inside an escape: cut before it
+        head = head[: head.rindex(".")]
+    return f"{head}..{hashlib.sha256(encoded.encode()).hexdigest()}"
+
+
+def _escape(part: str) -> str:
+    return "".join(ch if _PLAIN.match(ch) else f".{ord(ch):x}." for ch in part)
 
 
 def _service_terms(service: ServiceFieldSet) -> list[str]:

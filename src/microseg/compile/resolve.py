@@ -11,7 +11,10 @@ seed's `show running-config`):
   keys `matches` by name alone);
 * a bidirectional rule also gets `<name>-reverse` with source and destination swapped and
   the `-reverse` service field-sets (source and destination ports swapped). EOS traffic
-  policies are stateless: return traffic needs its own match;
+  policies are stateless: return traffic needs its own match. Unless that match would be
+  the forward match again (the same groups on both sides, services whose reverse is
+  themselves, e.g. `any`, or tcp from all ports to all ports): then the forward match
+  already takes the return traffic and the rule yields one match;
 * an absent side (any source, any destination, any service) is left out of the match;
 * every match counts; drop / redirect next-hop / mirror to the monitor session per rule.
 
@@ -99,7 +102,9 @@ class _Resolved:
             name, prefixes = group.name, group.prefixes
             if not group.except_prefixes and prefixes and set(map(type, prefixes)) == _IPV4_ONLY:
                 # The common case, without the general split below.
-                prefix_field_sets[("ipv4", name)] = PrefixFieldSet(name, "ipv4", prefixes)
+                prefix_field_sets[("ipv4", name)] = PrefixFieldSet(
+                    name, "ipv4", _canonical(prefixes)
+                )
                 group_families[name] = _IPV4_FAMILY
                 continue
             by_family = _split_families(prefixes)
@@ -109,7 +114,7 @@ class _Resolved:
                 if by_family[index]:
                     families.append(family)
                     prefix_field_sets[(family, name)] = PrefixFieldSet(
-                        name, family, by_family[index], excepts[index]
+                        name, family, _canonical(by_family[index]), _canonical(excepts[index])
                     )
             group_families[name] = frozenset(families)
         service_families: dict[str, tuple[Family, ...]] = {}
@@ -158,6 +163,16 @@ class _Resolved:
             destination_port_names=forward.source_port_names,
         )
         return field_set
+
+
+def _canonical(prefixes: tuple) -> tuple:
+    """One family's prefixes in address order (a shorter prefix before a longer one at the
+    same address), each once. A field-set is a set to EOS; this order is the one the seed's
+    running-config shows (`10.100.99.50/32 10.100.99.51/32 10.100.99.52/32`), and it makes
+    the output independent of the order the group was written in."""
+    if len(prefixes) < 2:
+        return prefixes
+    return tuple(sorted(set(prefixes)))
 
 
 def _split_families(prefixes: tuple) -> tuple[tuple, tuple]:
@@ -278,6 +293,7 @@ class _DeviceBuilder:
             vrf=policy.vrf,
             matches=tuple(matches),
             default_action=policy.default_action,
+            default_log=policy.default_log,
         )
 
     def _rule_matches(self, rule: Rule, policy: Policy) -> list[Match]:
@@ -315,7 +331,9 @@ class _DeviceBuilder:
                     rule.decap_type,
                 )
             )
-            if rule.direction == "bidirectional":
+            if rule.direction == "bidirectional" and not self._reverse_is_forward(
+                sources, destinations, family_services
+            ):
                 reverse_services = tuple(s + REVERSE_SUFFIX for s in family_services)
                 matches.append(
                     Match(
@@ -334,6 +352,20 @@ class _DeviceBuilder:
                     )
                 )
         return matches
+
+    def _reverse_is_forward(
+        self, sources: tuple[str, ...], destinations: tuple[str, ...], services: tuple[str, ...]
+    ) -> bool:
+        """True when the `-reverse` match would match exactly the forward match's packets:
+        the same groups on both sides and services whose reverse (ports swapped, ICMP
+        requests turned into replies) is the same set of conditions. Emitting it would
+        waste a hardware entry on a duplicate."""
+        if set(sources) != set(destinations):
+            return False
+        resolved = self.resolved
+        forward = {_conditions(resolved.service_field_set(s)) for s in services}
+        reverse = {_conditions(resolved.service_field_set(s + REVERSE_SUFFIX)) for s in services}
+        return forward == reverse
 
     def _families(self, rule: Rule, services: tuple[str, ...]) -> tuple[Family, ...]:
         """Address families the rule can match in; an error if its objects share none."""
@@ -429,6 +461,16 @@ class _DeviceBuilder:
             ),
         )
         return name
+
+
+def _conditions(field_set: ServiceFieldSet) -> tuple:
+    """What a service field-set matches, without its name."""
+    return (
+        field_set.protocol,
+        field_set.source_ports,
+        field_set.destination_ports,
+        field_set.icmp_types,
+    )
 
 
 def _describe_families(resolved: _Resolved, rule: Rule) -> str:

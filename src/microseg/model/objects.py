@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import unicodedata
+import zlib
 from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple
 
 from pydantic import (
@@ -31,12 +32,31 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
+def _short(value: Any) -> str:
+    """repr(value), cut to a readable length (a bad value may be megabytes long)."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _check_unscoped(text: str) -> None:
+    # Python's ipaddress takes `fe80::1%eth0` (RFC 4007 zone); a zone names an interface of
+    # one host, which no switch or nftables rule can match (nft silently drops it).
+    if "%" in text:
+        zone = text.split("%", 1)[1].split("/", 1)[0]
+        raise ValueError(
+            f"{_short(text)}: a scoped IPv6 address (zone %{_short(zone)[1:-1]}) cannot be "
+            "matched by a switch; remove the zone"
+        )
+
+
 def _parse_prefix(value: Any) -> IPNetwork:
     if isinstance(value, ipaddress.IPv4Network | ipaddress.IPv6Network):
+        _check_unscoped(str(value))
         return value
     if not isinstance(value, str):
-        raise ValueError(f"expected a prefix such as 10.0.0.0/24, got {value!r}")
+        raise ValueError(f"expected a prefix such as 10.0.0.0/24, got {_short(value)}")
     text = value.strip()
+    _check_unscoped(text)
     try:
         return ipaddress.ip_network(text, strict=True)
     except ValueError:
@@ -44,17 +64,22 @@ def _parse_prefix(value: Any) -> IPNetwork:
     try:
         loose = ipaddress.ip_network(text, strict=False)
     except ValueError:
-        raise ValueError(f"{text!r} is not a valid IPv4 or IPv6 prefix") from None
+        raise ValueError(f"{_short(text)} is not a valid IPv4 or IPv6 prefix") from None
     raise ValueError(f"{text} has host bits set (did you mean {loose}?)")
 
 
 def _parse_address(value: Any) -> IPAddress:
     if isinstance(value, ipaddress.IPv4Address | ipaddress.IPv6Address):
+        _check_unscoped(str(value))
         return value
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ValueError(f"expected an address such as 10.0.0.1, got {_short(value)}")
+    text = str(value).strip()
+    _check_unscoped(text)
     try:
-        return ipaddress.ip_address(str(value).strip())
+        return ipaddress.ip_address(text)
     except ValueError:
-        raise ValueError(f"{value!r} is not a valid IPv4 or IPv6 address") from None
+        raise ValueError(f"{_short(value)} is not a valid IPv4 or IPv6 address") from None
 
 
 Prefix = Annotated[
@@ -130,6 +155,17 @@ Label = Annotated[str, BeforeValidator(_check_label)]
 ANY = "any"
 
 
+def _whole_number(value: Any) -> Any:
+    """YAML `true` is not 1: pydantic would take a boolean for an int; we do not."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a whole number, got {str(value).lower()}")
+    return value
+
+
+# On every integer field: refuses booleans.
+NOT_BOOL = BeforeValidator(_whole_number)
+
+
 def _any_or_names(value: Any) -> Any:
     """`any` means every address / service: stored as the empty tuple.
 
@@ -183,6 +219,7 @@ class PortRange(NamedTuple):
 _RANGE = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$")
 PortSpec = Annotated[
     int | str,
+    NOT_BOOL,
     WithJsonSchema(
         {
             "anyOf": [
@@ -203,24 +240,35 @@ def _resolve_port(spec: int | str, protocol: str) -> PortRange:
         raise ValueError(f"{spec!r} is not a port")
     if isinstance(spec, int):
         if not 0 <= spec <= 65535:
-            raise ValueError(f"port {spec} is out of range 0-65535")
+            raise ValueError(f"port {_short(spec)} is out of range 0-65535")
         return PortRange(spec, spec)
     text = spec.strip()
     if text.isdecimal():  # not isdigit(): it accepts `²`, which int() refuses
-        return _resolve_port(int(text), protocol)
+        return _resolve_port(_port_number(text), protocol)
     match = _RANGE.match(text)
     if match:
-        low, high = int(match[1]), int(match[2])
+        low, high = _port_number(match[1]), _port_number(match[2])
         for port in (low, high):
             if port > 65535:
-                raise ValueError(f"port {port} in range {text!r} is out of range 0-65535")
+                raise ValueError(
+                    f"port {_short(port)} in range {_short(text)} is out of range 0-65535"
+                )
         if low > high:
             raise ValueError(f"port range {text!r} is reversed (low > high)")
         return PortRange(low, high)
     names = PORT_NAMES.get(protocol, {})
     if text in names:
         return PortRange(names[text], names[text])
-    raise ValueError(f"unknown {protocol} port name {text!r}")
+    raise ValueError(f"unknown {protocol} port name {_short(text)}")
+
+
+def _port_number(digits: str) -> int:
+    """int(digits), refusing a number too long for any port before int() would (past
+    Python's 4,300-digit limit it raises a ValueError of its own)."""
+    if len(digits) > 6:
+        shown = digits if len(digits) <= 20 else digits[:17] + "..."
+        raise ValueError(f"port {shown} is out of range 0-65535")
+    return int(digits)
 
 
 def _canonical_port(spec: int | str, protocol: str) -> int | str:
@@ -267,7 +315,9 @@ Ports = Annotated[
     PlainSerializer(lambda ports: "all" if not ports else list(ports)),
 ]
 
-Protocol = Literal["tcp", "udp", "icmp", "icmpv6", "any"] | Annotated[int, Field(ge=0, le=255)]
+Protocol = (
+    Literal["tcp", "udp", "icmp", "icmpv6", "any"] | Annotated[int, Field(ge=0, le=255), NOT_BOOL]
+)
 
 
 class Service(PolicyObject):
@@ -283,7 +333,7 @@ class Service(PolicyObject):
     protocol: Protocol
     destination_ports: Ports = ()
     source_ports: Ports = ()
-    icmp_types: tuple[int | str, ...] = ()
+    icmp_types: tuple[Annotated[int | str, NOT_BOOL], ...] = ()
 
     @field_validator("protocol", mode="before")
     @classmethod
@@ -316,7 +366,8 @@ class Service(PolicyObject):
     def _icmp_type_numbers_as_numbers(cls, icmp_types: tuple) -> tuple:
         # `"8"` is type 8, as `"53"` is port 53.
         return tuple(
-            int(t) if isinstance(t, str) and t.strip().isdecimal() else t for t in icmp_types
+            int(t) if isinstance(t, str) and t.strip().isdecimal() and len(t) < 10 else t
+            for t in icmp_types
         )
 
     @model_validator(mode="after")
@@ -333,7 +384,7 @@ class Service(PolicyObject):
         names = ICMP_TYPE_NAMES_BY_PROTOCOL[str(self.protocol)]
         if isinstance(icmp_type, str) and icmp_type in names:
             return names[icmp_type]
-        raise ValueError(f"unknown {self.protocol} type {icmp_type!r}")
+        raise ValueError(f"unknown {self.protocol} type {_short(icmp_type)}")
 
     @property
     def protocol_number(self) -> int | None:
@@ -402,7 +453,7 @@ class Segment(PolicyObject):
 
     name: ObjectName
     description: Description = ""
-    vlan: Annotated[int, Field(ge=1, le=4094)] | None = None
+    vlan: Annotated[int, Field(ge=1, le=4094), NOT_BOOL] | None = None
     vrf: ObjectName = "default"
     subnets: tuple[Prefix, ...] = ()
     local_proxy_arp: bool = False
@@ -412,6 +463,10 @@ class Segment(PolicyObject):
     def enforces_intra_subnet(self) -> bool:
         return self.hosts_isolated and self.local_proxy_arp
 
+
+# Tunnel interface numbers microseg gives switches on a monitor node: a conservative range
+# (we found no documented EOS limit for `interface TunnelN`; 0-255 is accepted everywhere).
+MONITOR_TUNNEL_IDS = 256
 
 # iproute2 keeps a named network namespace as the file /run/netns/NAME: one path component.
 NAMESPACE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -439,11 +494,15 @@ Platform = Annotated[
 # doubles only: credentials and configuration would cross the network in clear, so change
 # control warns for every device that uses it.
 ManagementTransport = Literal["https", "http"]
-ManagementPort = Annotated[int, Field(ge=1, le=65535)]
+ManagementPort = Annotated[int, Field(ge=1, le=65535), NOT_BOOL]
 
 
 class Device(PolicyObject):
     """A switch (or Linux router) that enforces policies.
+
+    `monitor_tunnel`: the number of this switch's GRE tunnel interface (`TunnelN`) on the
+    monitor nodes it mirrors to. Unset, it is derived from the switch's name alone, so
+    adding or removing another switch never renumbers this one's tunnel.
 
     `management_address`/`management_port`/`management_transport`: where change control
     reaches the device's API (default https on 443). Credentials are never part of a policy.
@@ -461,7 +520,16 @@ class Device(PolicyObject):
     management_namespace: NamespaceName | None = None
     tunnel_source_interface: Label = "Loopback0"
     loopback_address: Address | None = None
+    monitor_tunnel: Annotated[int, Field(ge=0, lt=MONITOR_TUNNEL_IDS), NOT_BOOL] | None = None
     segments: tuple[Segment, ...] = ()
+
+    @property
+    def monitor_tunnel_id(self) -> int:
+        """`monitor_tunnel`, or a number derived from the name (CRC-32, stable across
+        Python runs and releases, unlike hash())."""
+        if self.monitor_tunnel is not None:
+            return self.monitor_tunnel
+        return zlib.crc32(self.name.encode()) % MONITOR_TUNNEL_IDS
 
 
 class MonitorNode(PolicyObject):
@@ -476,7 +544,59 @@ class MonitorNode(PolicyObject):
     loopback_interface: Label = "Loopback0"
     loopback_address: Address
     collector_address: Address = Field(default_factory=lambda: ipaddress.ip_address("127.0.0.1"))
-    collector_port: Annotated[int, Field(ge=1, le=65535)] = 4739
+    collector_port: Annotated[int, Field(ge=1, le=65535), NOT_BOOL] = 4739
+
+
+class RateLimit(NamedTuple):
+    """A mirror rate limit: a whole number and its unit, as EOS `rate-limit per-ingress-chip
+    <rate> bps|kbps|mbps` takes it (AVD: "Ratelimit and unit as string", e.g. `100 kbps`)."""
+
+    value: int
+    unit: Literal["bps", "kbps", "mbps"]
+
+    def __str__(self) -> str:
+        return f"{self.value} {self.unit}"
+
+
+RATE_UNITS = ("bps", "kbps", "mbps")
+# Twelve digits are far beyond any port speed, and keep int() away from Python's limit on
+# the length of the numbers it converts.
+_RATE = re.compile(r"^\s*(\d{1,12})\s*(\S+)\s*$")
+
+
+def _parse_rate_limit(value: Any) -> Any:
+    if isinstance(value, RateLimit):
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError(f"expected a rate with its unit such as `100000 kbps`, got {value!r}")
+    if isinstance(value, int):
+        raise ValueError(f"{value} needs a unit: write `{value} kbps` (or bps, mbps)")
+    match = _RATE.match(value)
+    if not match or match[2] not in RATE_UNITS:
+        raise ValueError(
+            f"{value!r} is not a rate: a whole number and a unit, one of {', '.join(RATE_UNITS)} "
+            "(e.g. `100000 kbps`)"
+        )
+    if int(match[1]) < 1:
+        raise ValueError(f"{value!r}: a rate limit must be at least 1")
+    return RateLimit(int(match[1]), match[2])  # type: ignore[arg-type]
+
+
+Rate = Annotated[
+    RateLimit,
+    BeforeValidator(_parse_rate_limit),
+    PlainSerializer(str, return_type=str),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": r"^\s*\d{1,12}\s*(bps|kbps|mbps)\s*$",
+            "description": "rate and unit, e.g. 100000 kbps",
+        }
+    ),
+]
+# MSS's monitor object default "Rate Limit: 100000" (the seed) carries no unit; we read it as
+# kbps, the unit microseg always rendered it in (100 Mbit/s of mirrored traffic per chip).
+DEFAULT_RATE_LIMIT = RateLimit(100000, "kbps")
 
 
 class MonitorObject(PolicyObject):
@@ -485,10 +605,12 @@ class MonitorObject(PolicyObject):
     name: ObjectName
     description: Description = ""
     exporter_interface: Label = "Loopback0"
-    active_timeout_ms: Annotated[int, Field(ge=1000)] = 1800000
+    active_timeout_ms: Annotated[int, Field(ge=1000), NOT_BOOL] = 1800000
     tunnel_destination: Address
     tunnel_source_interface: Label = "Loopback0"
-    rate_limit: Annotated[int, Field(ge=1)] = 100000
+    rate_limit: Rate = Field(
+        DEFAULT_RATE_LIMIT, json_schema_extra={"default": str(DEFAULT_RATE_LIMIT)}
+    )
     monitor_nodes: tuple[ObjectName, ...] = ()
 
 
@@ -551,15 +673,25 @@ class Policy(PolicyObject):
     """An ordered rule list bound to a security domain and a VRF (or ALL).
 
     `default_action` decides a packet no rule matches: `forward` (EOS's own default, the
-    seed's) or `drop` (default-deny, without an any-to-any drop rule).
+    seed's) or `drop` (default-deny, without an any-to-any drop rule). `default_log` also
+    logs what the default drops (EOS takes `log` only with `drop`).
 
     Example: Policy(name="office", id=10, domain="site", rules=["dns"], default_action="drop")
     """
 
     name: ObjectName
     description: Description = ""
-    id: Annotated[int, Field(ge=1, le=2**31 - 1)]
+    id: Annotated[int, Field(ge=1, le=2**31 - 1), NOT_BOOL]
     domain: ObjectName
     vrf: ObjectName = "ALL"
     rules: tuple[ObjectName, ...] = ()
     default_action: DefaultAction = "forward"
+    default_log: bool = False
+
+    @model_validator(mode="after")
+    def _log_needs_drop(self) -> Policy:
+        # AVD traffic_policies default_actions.ipv4.log: "Only supported when action is set
+        # to drop".
+        if self.default_log and self.default_action != "drop":
+            raise ValueError("default_log needs default_action: drop (EOS logs only drops)")
+        return self

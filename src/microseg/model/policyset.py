@@ -166,7 +166,7 @@ def reference_problems(
 
 
 def _binding_problems(policy_set: PolicySet) -> list[Problem]:
-    problems: list[Problem] = _segment_problems(policy_set)
+    problems: list[Problem] = _segment_problems(policy_set) + _monitor_tunnel_problems(policy_set)
     domains = {d.name: d for d in policy_set.domains}
     for policy in policy_set.policies:
         domain = domains.get(policy.domain)
@@ -185,6 +185,25 @@ def _binding_problems(policy_set: PolicySet) -> list[Problem]:
                 Problem(
                     f"policy id {policy.id} is used by another policy",
                     ("policies", policy.name, "id"),
+                )
+            )
+    return problems
+
+
+def _monitor_tunnel_problems(policy_set: PolicySet) -> list[Problem]:
+    """Two switches given the same monitor tunnel number would share one TunnelN."""
+    problems: list[Problem] = []
+    taken: dict[int, str] = {}
+    for device in policy_set.devices:
+        number = device.monitor_tunnel
+        if number is None:
+            continue
+        other = taken.setdefault(number, device.name)
+        if other != device.name:
+            problems.append(
+                Problem(
+                    f"monitor tunnel {number} is also device {other!r}'s",
+                    ("devices", device.name, "monitor_tunnel"),
                 )
             )
     return problems

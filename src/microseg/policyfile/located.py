@@ -108,6 +108,12 @@ class _Builder:
             return self.scalars.construct_object(node)
         except yaml.MarkedYAMLError as error:
             raise YamlProblem(f"invalid YAML: {error.problem}", _start(node)) from None
+        except ValueError:
+            # int() past Python's 4,300-digit limit (CVE-2020-10735); no field takes it.
+            raise YamlProblem(
+                f"a number of {len(node.value)} characters is longer than any field takes",
+                _start(node),
+            ) from None
 
     def _count(self, values: int = 1) -> None:
         self.built += values

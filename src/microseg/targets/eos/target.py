@@ -8,6 +8,7 @@ from typing import Any
 from microseg.compile import eos
 from microseg.compile.intent import DeviceIntent
 from microseg.compile.monitor_node import Collector, render_monitor_node
+from microseg.compile.resolve import RESERVED_MATCH_NAMES
 from microseg.model import PolicySet
 from microseg.targets import Driver, DriverError
 from microseg.targets.target import Capabilities, Credentials, HardwareBudget, Limits, RenderOptions
@@ -38,8 +39,9 @@ class EosTarget:
     # forward what no match decides (the implicit `ipv4-all-default` matches).
     capabilities = Capabilities(monitor_node=True)
     limits = Limits(
-        # Matches EOS creates itself in every traffic policy; a rule may not take these names.
-        reserved_match_names=frozenset({"ipv4-all-default", "ipv6-all-default"}),
+        # Matches EOS creates itself in every traffic policy (the resolver refuses them
+        # too, before any target renders).
+        reserved_match_names=RESERVED_MATCH_NAMES,
         hardware_budgets=HARDWARE_BUDGETS,
     )
     default_verdict = "forward"
