@@ -21,6 +21,7 @@ from microseg.cli import (  # noqa: F401
     evaluate,
     flows,
     lab,
+    monitor,
     policy,
     store,
 )

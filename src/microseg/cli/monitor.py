@@ -1,0 +1,153 @@
+"""Policy Monitor commands: monitor poll|rules|devices (issue 12)."""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import typer
+
+from microseg.cli.app import app
+from microseg.cli.common import JSON_OPTION_HELP, emit_json, err_console, print_table
+from microseg.model import MicrosegError
+
+monitor_app = typer.Typer(
+    help="Policy Monitor: per-rule hit counters from deployed devices, device state.",
+    no_args_is_help=True,
+)
+app.add_typer(monitor_app, name="monitor")
+
+STORE_HELP = "Flow store directory; counters go to its counters/ (default: $MICROSEG_FLOW_STORE)."
+_DURATION = re.compile(r"^(\d+)([smhd])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def parse_window(text: str) -> timedelta:
+    """`30m`, `24h`, `7d`: a window length; anything else is a user error."""
+    found = _DURATION.match(text.strip())
+    if not found or int(found.group(1)) == 0:
+        raise MicrosegError(f"--since {text!r}: expected a duration like 30m, 24h or 7d")
+    return timedelta(**{_UNITS[found.group(2)]: int(found.group(1))})
+
+
+def _series(store: Path | None):
+    from microseg.flows.flowstore import default_store_dir
+    from microseg.monitor import CounterSeries
+
+    return CounterSeries(store or default_store_dir())
+
+
+@monitor_app.command("poll")
+def monitor_poll(
+    interval: float = typer.Option(60.0, "--interval", min=1.0, help="Seconds between polls."),
+    once: bool = typer.Option(False, "--once", help="Poll once and exit."),
+    timeout: float = typer.Option(30.0, "--timeout", min=0.1, help="Seconds per device request."),
+    store: Path | None = typer.Option(None, "--store", help=STORE_HELP),
+) -> None:
+    """Read per-match counters of every deployed device and store them (a time series).
+
+    Example: microseg monitor poll --interval 60
+    """
+    from microseg.monitor import poll
+    from microseg.store import open_store
+
+    series = _series(store)
+    while True:
+        with open_store() as database:
+            outcomes = poll(database, series, timeout)
+        for outcome in outcomes:
+            if outcome.error:
+                err_console.print(f"{outcome.device}: not polled: {outcome.error}", markup=False)
+            else:
+                typer.echo(
+                    f"{outcome.device}: {outcome.matches} counters (change {outcome.change})"
+                )
+        if not outcomes:
+            err_console.print("no deployed device to poll (microseg change run first)")
+        if once:
+            if any(outcome.error for outcome in outcomes):
+                raise typer.Exit(1)
+            return
+        time.sleep(interval)
+
+
+@monitor_app.command("rules")
+def monitor_rules(
+    since: str = typer.Option("24h", "--since", help="Window: 30m, 24h, 7d."),
+    store: Path | None = typer.Option(None, "--store", help=STORE_HELP),
+    as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
+) -> None:
+    """Per policy and rule: packets and bytes in the window, last hit, rules with no hit,
+    and the share of traffic only the default match counted.
+
+    Example: microseg monitor rules --since 24h
+    """
+    from microseg.monitor import rule_hits
+    from microseg.monitor.report import rules_json
+
+    start = datetime.now(UTC) - parse_window(since)
+    hits, shares = rule_hits(_series(store), start)
+    if as_json:
+        emit_json(rules_json(hits, shares, start))
+        return
+    rows = [
+        [h.policy, h.rule, h.action, str(h.packets), str(h.bytes), h.last_hit or "-", h.note]
+        for h in hits
+    ]
+    print_table(["policy", "rule", "action", "packets", "bytes", "last hit (UTC)", ""], rows)
+    for share in shares:
+        if share.default_share is not None:
+            figure = f"{share.default_share:.1%} of {share.packets} packets"
+        elif share.default_packets is None:
+            figure = "not counted by its devices"
+        else:
+            figure = "no packets in window"
+        typer.echo(f"{share.policy}: default match share {figure}")
+
+
+@monitor_app.command("devices")
+def monitor_devices(
+    store: Path | None = typer.Option(None, "--store", help=STORE_HELP),
+    as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
+) -> None:
+    """Per deployed device: reachable, last deploy and its change, drift, hardware entries
+    vs the target's budget, counters age.
+
+    Example: microseg monitor devices
+    """
+    from dataclasses import asdict
+
+    from microseg.monitor import device_states
+    from microseg.store import open_store
+
+    with open_store() as database:
+        states = device_states(database, _series(store))
+    if as_json:
+        emit_json([asdict(state) for state in states])
+        return
+    rows = [
+        [
+            s.device,
+            "yes" if s.reachable else "no",
+            f"change {s.last_change}",
+            s.deployed_at or "-",
+            "-" if s.drift is None else ("yes" if s.drift else "no"),
+            f"{s.hardware_entries}/{s.hardware_budget if s.hardware_budget is not None else '-'}",
+            "-" if s.counters_age_s is None else f"{s.counters_age_s:.0f}s",
+        ]
+        for s in states
+    ]
+    print_table(
+        [
+            "device",
+            "reachable",
+            "last deploy",
+            "deployed (UTC)",
+            "drift",
+            "hw entries",
+            "counters age",
+        ],
+        rows,
+    )

@@ -1,0 +1,89 @@
+"""`microseg monitor` against the seed's switch as an eAPI test double: the double's
+`show traffic-policy interface counters` (ANTA's observed shape, see eapi_double.py) counts
+what the test says traffic hit, and `monitor rules` reports exactly that per rule."""
+
+from __future__ import annotations
+
+import json
+
+from deploy_lab import SWITCH
+
+POLICY = "dns_ntp_services"
+
+
+def ok(result):
+    assert result.exit_code == 0, result.stderr
+    return result
+
+
+def deploy(run_cli, policy) -> int:
+    ok(run_cli("import", str(policy)))
+    change = json.loads(ok(run_cli("change", "create", "--json")).stdout)["id"]
+    ok(run_cli("change", "approve", str(change), "--author", "bob"))
+    ok(run_cli("change", "run", str(change), "--json"))
+    return change
+
+
+def rules(run_cli, store) -> dict:
+    listing = json.loads(ok(run_cli("monitor", "rules", "--store", str(store), "--json")).stdout)
+    return {(r["policy"], r["rule"]): r for r in listing["rules"]}, listing["policies"]
+
+
+def test_monitor_rules_reports_what_the_switch_counted_per_rule(
+    store_env, lab, switch, vztx, run_cli, tmp_path
+):
+    store = tmp_path / "flows"
+    change = deploy(run_cli, lab("home-lab-dns-ntp.yaml"))
+    polled = ok(run_cli("monitor", "poll", "--once", "--store", str(store)))
+    assert f"{SWITCH}: " in polled.stdout and f"(change {change})" in polled.stdout
+    switch.count(POLICY, "rule72", 10, 800)
+    switch.count(POLICY, "rule72-reverse", 10, 1200)
+    switch.count(POLICY, "ipv4-all-default", 5, 500)
+    ok(run_cli("monitor", "poll", "--once", "--store", str(store)))
+    switch.count(POLICY, "rule72", 3, 240)
+    ok(run_cli("monitor", "poll", "--once", "--store", str(store)))
+
+    by_rule, policies = rules(run_cli, store)
+    assert (by_rule[(POLICY, "rule72")]["packets"], by_rule[(POLICY, "rule72")]["bytes"]) == (
+        23,
+        2240,
+    )
+    assert by_rule[(POLICY, "rule72")]["last_hit"] is not None
+    assert by_rule[(POLICY, "rule73")]["packets"] == 0
+    assert by_rule[(POLICY, "rule73")]["note"] == "no hit in window"
+    assert by_rule[(POLICY, "ipv4-all-default")]["default"] is True
+    (share,) = policies
+    assert (share["packets"], share["default_packets"]) == (28, 5)
+    assert share["default_share"] == round(5 / 28, 4)
+    table = ok(run_cli("monitor", "rules", "--store", str(store))).stdout
+    assert f"{POLICY}: default match share 17.9% of 28 packets" in table
+
+
+def test_monitor_devices_shows_the_deploy_drift_budget_and_counter_age(
+    store_env, lab, switch, vztx, run_cli, tmp_path
+):
+    store = tmp_path / "flows"
+    change = deploy(run_cli, lab("home-lab-dns-ntp.yaml"))
+    before = json.loads(ok(run_cli("monitor", "devices", "--store", str(store), "--json")).stdout)
+    assert [d["counters_age_s"] for d in before if d["device"] == SWITCH] == [None]
+    ok(run_cli("monitor", "poll", "--once", "--store", str(store)))
+    states = json.loads(ok(run_cli("monitor", "devices", "--store", str(store), "--json")).stdout)
+    (state,) = [d for d in states if d["device"] == SWITCH]
+    assert state["reachable"] and state["drift"] is False
+    assert state["last_change"] == change
+    assert state["hardware_entries"] > 0
+    assert state["counters_age_s"] is not None and state["counters_age_s"] >= 0
+
+
+def test_an_unreachable_device_is_reported_and_poll_exits_1(
+    store_env, lab, switch, vztx, run_cli, tmp_path
+):
+    store = tmp_path / "flows"
+    deploy(run_cli, lab("home-lab-dns-ntp.yaml"))
+    switch.close()
+    polled = run_cli("monitor", "poll", "--once", "--timeout", "2", "--store", str(store))
+    assert polled.exit_code == 1
+    assert f"{SWITCH}: not polled:" in polled.stderr
+    states = json.loads(ok(run_cli("monitor", "devices", "--store", str(store), "--json")).stdout)
+    (state,) = [d for d in states if d["device"] == SWITCH]
+    assert not state["reachable"] and state["drift"] is None and state["error"]
