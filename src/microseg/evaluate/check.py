@@ -525,7 +525,7 @@ def check_groups(
             f"--from {ends[0].label()} and --to {ends[1].label()} share no address family"
         )
     address_sets = _address_sets(policy_set, intents)
-    pairs = []
+    pairs: list[ClassPair] = []
     service = ""
     for family in families:
         source_classes = _classes(ends[0].intervals[family], address_sets[family], family)
