@@ -19,7 +19,8 @@ COMPILE_AND_CHECK = "Compile and check"
 FLOWS = "Flows"
 BUILDER = "Policy builder"
 DEPLOY = "Deploy: change control"
-PANELS = (GETTING_STARTED, POLICY_FILES, STORE, COMPILE_AND_CHECK, FLOWS, BUILDER, DEPLOY)
+SERVER = "Server: REST API, web UI, users"
+PANELS = (GETTING_STARTED, POLICY_FILES, STORE, COMPILE_AND_CHECK, FLOWS, BUILDER, DEPLOY, SERVER)
 
 
 class _HelpArgument(TyperArgument):
