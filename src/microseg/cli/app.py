@@ -19,8 +19,19 @@ COMPILE_AND_CHECK = "Compile and check"
 FLOWS = "Flows"
 BUILDER = "Policy builder"
 DEPLOY = "Deploy: change control"
+OPERATE = "Operate: live lab and Policy Monitor"
 SERVER = "Server: REST API, web UI, users"
-PANELS = (GETTING_STARTED, POLICY_FILES, STORE, COMPILE_AND_CHECK, FLOWS, BUILDER, DEPLOY, SERVER)
+PANELS = (
+    GETTING_STARTED,
+    POLICY_FILES,
+    STORE,
+    COMPILE_AND_CHECK,
+    FLOWS,
+    BUILDER,
+    DEPLOY,
+    OPERATE,
+    SERVER,
+)
 
 
 class _HelpArgument(TyperArgument):
