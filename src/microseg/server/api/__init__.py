@@ -4,6 +4,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from microseg.server.api import revisions, users, workspaces
+from microseg.server.api import changes, evaluate, flows, monitor, revisions, users, workspaces
 
-ROUTERS: tuple[APIRouter, ...] = (revisions.router, workspaces.router, users.router)
+ROUTERS: tuple[APIRouter, ...] = (
+    revisions.router,
+    workspaces.router,
+    evaluate.router,
+    flows.router,
+    changes.router,
+    monitor.router,
+    users.router,
+)
