@@ -28,12 +28,20 @@ def store_url(tmp_path) -> str:
 
 
 @pytest.fixture
-def server(store_url) -> Iterator[Server]:
+def flow_store(tmp_path):
+    """The server's flow store: empty (a test module overrides the fixture)."""
+    return tmp_path / "flows"
+
+
+@pytest.fixture
+def server(store_url, flow_store) -> Iterator[Server]:
     from microseg.server import accounts, create_app
     from microseg.server.ratelimit import LoginLimiter
 
     clock = FakeClock()
-    app = create_app(store_url, clock=clock, limiter=LoginLimiter(clock=clock.monotonic))
+    app = create_app(
+        store_url, clock=clock, limiter=LoginLimiter(clock=clock.monotonic), flow_store=flow_store
+    )
     store = app.state.context.store
     running = Server(app, store, clock)
     for role in ROLES:

@@ -14,7 +14,7 @@ from rich.console import Console
 
 from microseg.files import Writer, replace_atomically, write_content
 from microseg.model import MicrosegError, PolicySet
-from microseg.store.specs import is_stored_spec, stored_policy
+from microseg.store.specs import check_stored_spec, is_stored_spec, stored_policy
 
 console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -103,6 +103,7 @@ def resolve_policy(spec: str) -> PolicySet:
     if is_stored_spec(spec):
         from microseg.store import open_store
 
+        check_stored_spec(spec)
         with open_store() as store:
             return stored_policy(store, spec)
     from microseg.policyfile import load_policy

@@ -16,7 +16,7 @@ from microseg.server import auth
 from microseg.server.api import ROUTERS
 from microseg.server.audit import AuditGuard
 from microseg.server.context import ServerContext
-from microseg.server.problems import install_problem_handlers
+from microseg.server.problems import PROBLEM_RESPONSES, install_problem_handlers
 from microseg.server.ratelimit import LoginLimiter
 from microseg.store import open_store
 
@@ -55,6 +55,7 @@ def create_app(
         docs_url="/api/docs",
         redoc_url=None,
         lifespan=lifespan,
+        responses=PROBLEM_RESPONSES,
     )
     context = ServerContext(store=store, secure_cookies=secure_cookies, flow_store=flow_store)
     if clock is not None:

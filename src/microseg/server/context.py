@@ -9,6 +9,7 @@ from pathlib import Path
 
 from fastapi import Request
 
+from microseg.server.cache import RevisionCache
 from microseg.server.ratelimit import LoginLimiter
 from microseg.store import Store
 
@@ -28,6 +29,10 @@ class ServerContext:
     # The flow store sessions, recommend and monitor read (None: $MICROSEG_FLOW_STORE or the
     # user data dir, as the CLI).
     flow_store: Path | None = None
+    revisions: RevisionCache = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.revisions = RevisionCache(self.store)
 
 
 def server_context(request: Request) -> ServerContext:

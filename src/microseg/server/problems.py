@@ -38,6 +38,50 @@ _TITLES = {
 }
 
 
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["type", "title", "status", "detail", "instance"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "instance": {"type": "string"},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "object": {"type": "string"},
+                    "field": {"type": "string"},
+                    "message": {"type": "string"},
+                    "pointer": {"type": ["string", "null"]},
+                },
+            },
+        },
+    },
+}
+
+# Every route may answer with these (the OpenAPI document says so).
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {
+        "description": _title,
+        "content": {PROBLEM_JSON: {"schema": PROBLEM_SCHEMA}},
+    }
+    for status, _title in (
+        (400, "Bad request: a refused operation or bad input"),
+        (401, "Not authenticated"),
+        (403, "Forbidden: role, CSRF token or four-eyes"),
+        (404, "Not found"),
+        (409, "Conflict: state or concurrent change"),
+        (413, "Request too large"),
+        (415, "Unsupported media type"),
+        (422, "Invalid input: every problem, with object, field and pointer"),
+        (429, "Too many failed logins"),
+    )
+}
+
+
 class ApiProblem(Exception):
     """An error with its HTTP status, raised by routes and dependencies."""
 

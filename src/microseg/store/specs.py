@@ -29,6 +29,12 @@ def revision_number(spec: str) -> int:
     return int(digits)
 
 
+def check_stored_spec(spec: str) -> None:
+    """Refuse a malformed `rev:N` before anything opens the store."""
+    if spec.startswith("rev:"):
+        revision_number(spec)
+
+
 def stored_policy(store: Store, spec: str) -> PolicySet:
     """The policy set of `rev:N` (a revision) or `ws:NAME` (a workspace's effective policy)."""
     if spec.startswith("rev:"):

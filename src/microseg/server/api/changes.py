@@ -44,6 +44,12 @@ ChangeId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 # A change in one of these states is done: its progress stream ends.
 FINAL_STATES = ("succeeded", "failed", "rolled-back", "cancelled", "interrupted")
 PROGRESS_POLL_S = 0.5
+# One server-sent event (HTML Living Standard, "Server-sent events"): its name and JSON data.
+SSE_EVENT_SCHEMA = {
+    "type": "object",
+    "properties": {"event": {"enum": ["log", "state"]}, "data": {"type": "string"}},
+    "required": ["event", "data"],
+}
 PROGRESS_MAX_POLLS = 7200  # an hour: a stream of a change nobody runs ends by itself
 
 
@@ -195,7 +201,7 @@ def run(change: ChangeId, body: Run, principal: Approver, request: Request) -> A
 @router.get(
     "/changes/{change}/progress",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}}},
+    responses={200: {"content": {"text/event-stream": {"schema": SSE_EVENT_SCHEMA}}}},
 )
 async def progress(change: ChangeId, principal: Viewer, request: Request) -> StreamingResponse:
     """Server-sent events (text/event-stream): each new log entry of the change as an

@@ -10,12 +10,13 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
 
 from microseg.compile.diff import summary
+from microseg.compile.intent import DeviceIntent
 from microseg.evaluate.check import check_connection, check_groups, is_address
 from microseg.model import MicrosegError, PolicySet
 from microseg.server.api.models import DiffReport
 from microseg.server.auth import Viewer
 from microseg.server.context import server_context
-from microseg.store.specs import is_stored_spec, stored_policy
+from microseg.store.specs import is_stored_spec, revision_number, stored_policy
 from microseg.targets import registry
 from microseg.targets.render import configured_names, diff_policies, render_config
 
@@ -26,12 +27,26 @@ Spec = Annotated[str, Query(min_length=1, max_length=300, description=POLICY_DOC
 
 
 def resolve(request: Request, spec: str, parameter: str = "policy") -> PolicySet:
+    """The stored policy `spec` names (a revision from the server's cache)."""
+    return resolve_compiled(request, spec, parameter, compiled=False)[0]
+
+
+def resolve_compiled(
+    request: Request, spec: str, parameter: str = "policy", compiled: bool = True
+) -> tuple[PolicySet, dict[str, DeviceIntent] | None]:
+    """The policy and, for a revision, its compiled intents (cached: revisions never change;
+    None for a workspace, which the caller compiles)."""
     if not is_stored_spec(spec):
         raise MicrosegError(
             f"{parameter} {spec[:60]!r}: give rev:N (a revision) or ws:NAME (a workspace); "
             "the server does not read files"
         )
-    return stored_policy(server_context(request).store, spec)
+    context = server_context(request)
+    if spec.startswith("rev:"):
+        number = revision_number(spec)
+        intents = context.revisions.intents(number) if compiled else None
+        return context.revisions.policy(number), intents
+    return stored_policy(context.store, spec), None
 
 
 class Compiled(BaseModel):
@@ -52,7 +67,8 @@ def compile_device(
     """One device's (or monitor node's) configuration (`microseg compile`)."""
     if target is not None and target not in registry.names():
         raise MicrosegError(f"target {target!r}: choose one of {', '.join(registry.names())}")
-    config, used = render_config(resolve(request, policy), device, target, omit_mirror=omit_mirror)
+    policy_set, intents = resolve_compiled(request, policy)
+    config, used = render_config(policy_set, device, target, intents, omit_mirror=omit_mirror)
     return {"device": device, "target": used, "config": config}
 
 

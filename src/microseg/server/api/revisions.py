@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import PlainTextResponse, Response
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from microseg.model import SECTIONS, MicrosegError, PolicyError
-from microseg.policyfile import build_policy, dump_policy, object_document, policy_document
+from microseg.policyfile import build_policy, dump_policy, object_document
 from microseg.server.api.bodies import (
     POLICY_DOCUMENT_SCHEMA,
     body_text,
@@ -94,7 +94,7 @@ def show_revision(number: RevisionNumber, principal: Viewer, request: Request) -
     """One revision and its number of objects per section."""
     store = server_context(request).store
     info = store.revision_info(number)
-    policy_set = store.revision_policy(number)
+    policy_set = server_context(request).revisions.policy(number)
     counts = {section: len(getattr(policy_set, section)) for section in SECTIONS}
     return {"revision": info.as_json(), "objects": counts}
 
@@ -102,20 +102,23 @@ def show_revision(number: RevisionNumber, principal: Viewer, request: Request) -
 @router.get(
     "/{number}/export",
     response_class=PlainTextResponse,
-    responses={200: {"content": {"application/yaml": {"schema": {"type": "string"}}}}},
+    responses={200: {"content": {"application/yaml": {"schema": POLICY_DOCUMENT_SCHEMA}}}},
 )
 def export_revision(
     number: RevisionNumber, principal: Viewer, request: Request
 ) -> PlainTextResponse:
     """The revision as canonical YAML (`microseg export`: the same bytes as `microseg fmt`)."""
-    text = dump_policy(server_context(request).store.revision_policy(number))
+    text = dump_policy(server_context(request).revisions.policy(number))
     return PlainTextResponse(text, media_type="application/yaml")
 
 
 @router.get("/{number}/objects", response_model=PolicyDocument)
-def revision_objects(number: RevisionNumber, principal: Viewer, request: Request) -> dict[str, Any]:
+def revision_objects(number: RevisionNumber, principal: Viewer, request: Request) -> Response:
     """The revision's policy as a policy document (sections of objects)."""
-    return policy_document(server_context(request).store.revision_policy(number))
+    # Serialized once per revision (revisions never change), not validated per request.
+    return Response(
+        server_context(request).revisions.document_json(number), media_type="application/json"
+    )
 
 
 @router.get("/{number}/objects/{section}/{object_name}", response_model=dict[str, Any])
@@ -127,7 +130,7 @@ def revision_object(
         raise ApiProblem(
             404, f"unknown section {section!r} (known: {', '.join(SECTIONS)})", "not-found"
         )
-    found = server_context(request).store.revision_policy(number).get(section, object_name)
+    found = server_context(request).revisions.policy(number).get(section, object_name)
     if found is None:
         raise NotFound(f"revision {number} has no {section} object {object_name!r}")
     return object_document(section, found)
