@@ -37,6 +37,8 @@ REVISION_OBJECTS = table(
     column("body", Text),
 )
 T0 = datetime(2026, 11, 26, 6, 0, tzinfo=UTC)
+# The migration to object versions, and the one before it (users and audit; still copies).
+OBJECT_VERSIONS, BEFORE_VERSIONS = "0004", "0003"
 
 
 def _policy(file: str) -> PolicySet:
@@ -279,7 +281,7 @@ def test_upgrading_a_0002_database_keeps_every_revision_workspace_and_change(sto
             assert dump_policy(store.revision_policy(number)) == export, number
 
 
-def test_downgrading_to_0002_gives_back_the_same_rows(store_url):
+def test_downgrading_from_object_versions_gives_back_the_same_rows(store_url):
     history = _seed_history()
     engine = _engine_at_0002(store_url)
     try:
@@ -288,8 +290,8 @@ def test_downgrading_to_0002_gives_back_the_same_rows(store_url):
         with engine.connect() as connection:
             connection.execution_options(**{WRITE_TRANSACTION: True})
             with connection.begin():
-                command.upgrade(_alembic_config(connection), "0003")
-                command.downgrade(_alembic_config(connection), "0002")
+                command.upgrade(_alembic_config(connection), OBJECT_VERSIONS)
+                command.downgrade(_alembic_config(connection), BEFORE_VERSIONS)
         assert _old_rows(engine) == before
     finally:
         engine.dispose()
@@ -311,7 +313,7 @@ def test_any_history_converts_to_versions_that_read_back_the_same(history, tmp_p
         with engine.connect() as connection:
             connection.execution_options(**{WRITE_TRANSACTION: True})
             with connection.begin():
-                command.upgrade(_alembic_config(connection), "0003")
+                command.upgrade(_alembic_config(connection), OBJECT_VERSIONS)
         with Session(engine) as session:
             read = [_revision_bodies(session, n) for n in range(1, len(history) + 1)]
             versions = session.scalar(select(func.count()).select_from(ObjectVersion))

@@ -6,8 +6,8 @@ revision of the run up to (not including) the revision that changed or deleted i
 the head (valid_to NULL). Every revision reads back the same objects with the same bodies;
 the downgrade expands the versions back into one row per object and revision.
 
-Revision ID: 0003
-Revises: 0002
+Revision ID: 0004
+Revises: 0003
 Create Date: 2026-11-30
 """
 
@@ -19,8 +19,8 @@ from collections.abc import Iterator
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003"
-down_revision = "0002"
+revision = "0004"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 
