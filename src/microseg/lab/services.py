@@ -8,16 +8,20 @@ line), and SSH on tcp/22 as a TCP service sending an SSH identification string (
 
 `python -m microseg.lab.services probe tcp|udp|icmp DST PORT` prints `connects` or
 `blocked`: a TCP handshake, a DNS/NTP query answered, or an ICMP echo answered.
+`python -m microseg.lab.services burst '[["tcp", DST, PORT], ...]'` runs several probes at
+once (one thread each) and prints their results as a JSON list, in order.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import select
 import socket
 import struct
 import sys
+import threading
 import time
 
 TCP_PORTS = (22, 80, 4567)
@@ -120,7 +124,7 @@ def _checksum(data: bytes) -> int:
 def _ping(destination: str) -> bool:
     """ICMP echo (type 8) answered by an echo-reply (type 0) from the destination."""
     raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
-    identifier = os.getpid() & 0xFFFF
+    identifier = _identifier()
     header = struct.pack("!BBHHH", 8, 0, 0, identifier, 1) + b"microseg"
     packet = header[:2] + struct.pack("!H", _checksum(header)) + header[4:]
     raw.sendto(packet, (destination, 0))
@@ -146,7 +150,7 @@ def probe(protocol: str, destination: str, port: int) -> bool:
                 return bool(stream.recv(64))
         except OSError:
             return False
-    request = dns_query("web01.lab", os.getpid() & 0xFFFF) if port == 53 else ntp_request()
+    request = dns_query("web01.lab", _identifier()) if port == 53 else ntp_request()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as datagram:
         datagram.settimeout(TIMEOUT_S)
         try:
@@ -157,6 +161,28 @@ def probe(protocol: str, destination: str, port: int) -> bool:
     return reply[:2] == request[:2] if port == 53 else len(reply) >= 48
 
 
+def _identifier() -> int:
+    """An ICMP echo / DNS query id telling this process's threads apart."""
+    return (os.getpid() * 31 + threading.get_ident()) & 0xFFFF
+
+
+def burst(probes: list[tuple[str, str, int]]) -> list[bool]:
+    """Every probe at once, one thread each; their results in order."""
+    results = [False] * len(probes)
+
+    def one(index: int, protocol: str, destination: str, port: int) -> None:
+        results[index] = probe(protocol, destination, port)
+
+    threads = [
+        threading.Thread(target=one, args=(index, *item)) for index, item in enumerate(probes)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
 def main(argv: list[str]) -> int:
     if argv[:1] == ["serve"]:
         serve()
@@ -164,7 +190,12 @@ def main(argv: list[str]) -> int:
     if len(argv) == 4 and argv[0] == "probe":
         print("connects" if probe(argv[1], argv[2], int(argv[3])) else "blocked", flush=True)
         return 0
-    print("usage: services serve | probe tcp|udp|icmp DST PORT", file=sys.stderr)
+    if len(argv) == 2 and argv[0] == "burst":
+        probes = [(str(p), str(d), int(n)) for p, d, n in json.loads(argv[1])]
+        outcomes = ["connects" if ok else "blocked" for ok in burst(probes)]
+        print(json.dumps(outcomes), flush=True)
+        return 0
+    print("usage: services serve | probe tcp|udp|icmp DST PORT | burst JSON", file=sys.stderr)
     return 1
 
 
