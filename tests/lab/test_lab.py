@@ -141,20 +141,6 @@ def test_up_test_status_down_on_real_packets_and_nothing_on_the_host(lab_env):
     assert cli(lab_env, "lab", "test").returncode == 1
 
 
-def test_without_isolation_web_servers_meet_on_the_bridge_and_check_says_not_enforced(lab_env):
-    assert cli(lab_env, "lab", "up", "--no-isolation").returncode == 0
-    tested = cli(lab_env, "lab", "test", "--json")
-    assert tested.returncode == 0, tested.stdout + tested.stderr
-    rows = {
-        (r["source"], r["destination"], r["port"]): r for r in json.loads(tested.stdout)["rows"]
-    }
-    for key in (("web01", "web02", 22), ("web01", "web02", 80), ("web02", "web01", 80)):
-        assert rows[key]["real"] == "connects"
-        assert rows[key]["check"] == "not enforced — stays on the host bridge"
-    # Traffic that leaves the bridge is still enforced by the switch.
-    assert rows[("laptop", "appserver1", 4567)]["real"] == "blocked"
-
-
 def test_down_after_a_sigkilled_up_removes_everything(lab_env):
     state = Path(lab_env["MICROSEG_LAB_DIR"]) / "lab.json"
     up = subprocess.Popen(

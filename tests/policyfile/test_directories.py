@@ -11,7 +11,7 @@ import pytest
 from microseg.policyfile import collection_members, load_policy, standalone_policies
 from support import EXAMPLES
 
-COLLECTION_MESSAGE = "a collection of 4 standalone policies (home-lab-dns-ntp.yaml, home-lab-monitor.yaml, home-lab.yaml, lint-findings.yaml), not one policy"
+COLLECTION_MESSAGE = "a collection of 5 standalone policies (home-lab-discovery.yaml, home-lab-dns-ntp.yaml, home-lab-monitor.yaml, home-lab.yaml, lint-findings.yaml), not one policy"
 
 
 @pytest.mark.parametrize(

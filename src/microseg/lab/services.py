@@ -29,6 +29,7 @@ UDP_PORTS = (53, 123)
 TIMEOUT_S = 1.5
 ANSWER_ADDRESS = "10.100.99.51"  # every name resolves to web01
 NTP_EPOCH_OFFSET = 2208988800  # seconds from 1900 (NTP era 0) to 1970
+IP_PKTINFO = 8  # Linux include/uapi/linux/in.h (Python's socket module has it from 3.12)
 
 
 def dns_query(name: str, identifier: int) -> bytes:
@@ -84,6 +85,8 @@ def serve() -> None:
         listeners.append(listener)
     for port in UDP_PORTS:
         datagram = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        # Learn each query's destination address, to answer from it (below).
+        datagram.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
         datagram.bind(("0.0.0.0", port))
         listeners.append(datagram)
     print("ready", flush=True)
@@ -97,10 +100,22 @@ def serve() -> None:
                     connection.sendall(_greeting(port))
                 connection.close()
                 continue
-            data, peer = sock.recvfrom(2048)
+            data, ancillary, _flags, peer = sock.recvmsg(2048, socket.CMSG_SPACE(12))
             reply = dns_answer(data) if port == 53 else ntp_answer(data, time.time())
             if reply is not None:
-                sock.sendto(reply, peer)
+                sock.sendmsg([reply], _reply_from(ancillary), 0, peer)
+
+
+def _reply_from(ancillary: list[tuple[int, int, bytes]]) -> list[tuple[int, int, bytes]]:
+    """Answer from the address the query was sent to, as a DNS or NTP server must (a host
+    with several addresses would otherwise answer from its primary one, and the client,
+    which checks the source, would drop it): `struct in_pktinfo` with ipi_spec_dst set
+    (ip(7) IP_PKTINFO)."""
+    for level, kind, data in ancillary:
+        if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(data) >= 12:
+            destination = data[8:12]  # ipi_addr: the header's destination address
+            return [(level, kind, struct.pack("=I4s4s", 0, destination, bytes(4)))]
+    return []
 
 
 def _greeting(port: int) -> bytes:
@@ -154,8 +169,11 @@ def probe(protocol: str, destination: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as datagram:
         datagram.settimeout(TIMEOUT_S)
         try:
-            datagram.sendto(request, (destination, port))
-            reply, _ = datagram.recvfrom(2048)
+            # Connected: replies from any other address are not taken (as dig or an NTP
+            # client would ignore them).
+            datagram.connect((destination, port))
+            datagram.send(request)
+            reply = datagram.recv(2048)
         except OSError:
             return False
     return reply[:2] == request[:2] if port == 53 else len(reply) >= 48
