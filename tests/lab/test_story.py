@@ -89,13 +89,16 @@ def test_the_seed_story_on_the_live_lab(tmp_path):
     # and NTP to the two servers, both directions (the other hosts' queries and all the
     # rest of the mix are not from the wifi clients, so not mirrored).
     assert re.search(r"Sessions: \d+", listed)
-    assert sessions and all(
+    assert sessions
+    assert all(
         s["src"] == "172.18.6.138"
         and s["dst"] in ("10.100.1.6", "10.100.1.7")
         and (s["protocol"], s["dport"]) in (("udp", 53), ("udp", 123))
         and s["complete"]
         for s in sessions
-    )
+    ), sessions
+    # Every query of the 3 rounds, none lost to the flush (4 a round: DNS and NTP to each).
+    assert sum(s["sessions"] for s in sessions) == 3 * 4, sessions
     assert {(s["dst"], s["dport"]) for s in sessions} == {
         (server, port) for server in ("10.100.1.6", "10.100.1.7") for port in (53, 123)
     }

@@ -14,8 +14,9 @@ group N. Two small processes carry them on, because this path has no kernel GRE 
   softflowd, which exports IPFIX to `microseg collect`. softflowd reads the stream, not an
   interface: softflowd 1.1.0 does not set libpcap's immediate mode, so a live capture on a
   quiet interface processes nothing until a 256 KiB block fills (irino/softflowd#71).
-  SIGUSR1 makes decap close the stream: softflowd exports every flow it holds, exits, and a
-  new one takes over; decap then writes the number of flushes to its `--flushed` file.
+  SIGUSR1 makes decap take what is still arriving (until the tunnel is quiet for half a
+  second), then close the stream: softflowd exports every flow it holds, exits, and a new
+  one takes over; decap then writes the number of flushes to its `--flushed` file.
 
 `python -m microseg.lab.mirror encap --source A --group N=DST ...` and
 `python -m microseg.lab.mirror decap --peer A --collector HOST:PORT --flushed FILE`.
@@ -43,6 +44,7 @@ NFULNL_MSG_PACKET = 0
 NFULNL_MSG_CONFIG = 1
 NFULA_CFG_CMD = 1
 NFULA_CFG_MODE = 2
+NFULA_CFG_QTHRESH = 5
 NFULNL_CFG_CMD_BIND = 1
 NFULNL_COPY_PACKET = 2
 NFULA_PAYLOAD = 9
@@ -56,6 +58,7 @@ IPPROTO_GRE = 47
 GRE_PROTOCOL: dict[int, int] = {socket.AF_INET: 0x0800, socket.AF_INET6: 0x86DD}
 LINKTYPE_RAW = 101  # pcap: the packet starts with its IPv4 or IPv6 header
 PCAP_SNAPLEN = 65535
+QUIET_S = 0.5  # a flush waits for the tunnel to be this long without a packet
 
 
 def _attribute(kind: int, value: bytes) -> bytes:
@@ -102,7 +105,10 @@ def bind_nflog(groups: list[int]) -> socket.socket:
     for sequence, group in enumerate(groups, 1):
         command = _attribute(NFULA_CFG_CMD, struct.pack("=B", NFULNL_CFG_CMD_BIND))
         mode = _attribute(NFULA_CFG_MODE, struct.pack("!IBB", COPY_RANGE, NFULNL_COPY_PACKET, 0))
-        for attribute in (command, mode):
+        # One packet a message, sent at once: by default nfnetlink_log batches up to 100
+        # packets or one second (NFULNL_QTHRESH_DEFAULT, NFULNL_TIMEOUT_DEFAULT).
+        threshold = _attribute(NFULA_CFG_QTHRESH, struct.pack("!I", 1))
+        for attribute in (command, mode, threshold):
             sock.send(_config_message(group, attribute, sequence))
             for kind, payload in messages(sock.recv(65536)):
                 error = struct.unpack_from("=i", payload)[0] if kind == NLMSG_ERROR else 0
@@ -227,14 +233,12 @@ def decap(peers: set[str], collector: str, flushed: Path) -> None:
     while True:
         readable, _, _ = select.select([gre.fileno(), wake_read], [], [])
         if gre.fileno() in readable:
-            datagram, peer = gre.recvfrom(65535)
-            inner = gre_decapsulate(datagram) if peer[0] in peers else None
-            if inner is not None:
-                exporter.packet(inner, time.time())
+            _receive(gre, peers, exporter)
         if wake_read in readable:
             os.read(wake_read, 64)
         while requests:
             signum = requests.pop(0)
+            _drain(gre, peers, exporter)
             exporter.stop()
             if signum == signal.SIGTERM:
                 return
@@ -243,6 +247,21 @@ def decap(peers: set[str], collector: str, flushed: Path) -> None:
             temporary = flushed.with_suffix(".tmp")
             temporary.write_text(f"{flushes}\n")
             os.replace(temporary, flushed)
+
+
+def _drain(gre: socket.socket, peers: set[str], exporter: FlowExporter) -> None:
+    """Before a flush, take what is still on its way: GRE datagrams until none has come
+    for QUIET_S (the switch's mirror process may still be sending the last packets)."""
+    while select.select([gre.fileno()], [], [], QUIET_S)[0]:
+        _receive(gre, peers, exporter)
+
+
+def _receive(gre: socket.socket, peers: set[str], exporter: FlowExporter) -> None:
+    """One GRE datagram: its inner packet to softflowd when it comes from a known peer."""
+    datagram, peer = gre.recvfrom(65535)
+    inner = gre_decapsulate(datagram) if peer[0] in peers else None
+    if inner is not None:
+        exporter.packet(inner, time.time())
 
 
 def _group(text: str) -> tuple[int, str]:
