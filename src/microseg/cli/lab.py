@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from microseg.cli.app import app
+from microseg.cli.app import OPERATE, app
 from microseg.cli.common import JSON_OPTION_HELP, emit_json, err_console, print_table
 from microseg.flows.flowstore import default_store_dir
 from microseg.lab import lab as seed_lab
@@ -18,7 +18,7 @@ lab_app = typer.Typer(
     help="The seed lab in network namespaces (root): up, deploy, traffic, test, status, down.",
     no_args_is_help=True,
 )
-app.add_typer(lab_app, name="lab")
+app.add_typer(lab_app, name="lab", rich_help_panel=OPERATE)
 
 
 @lab_app.command("up")
