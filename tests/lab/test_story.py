@@ -118,3 +118,50 @@ def test_the_seed_story_on_the_live_lab(tmp_path):
                 ("web02", "web01", "tcp/80"), ("web01", "appserver1", "tcp/4567")):  # fmt: skip
         assert rows[key].split()[3] == "connects" and rows[key].endswith(NOT_ENFORCED)
     assert rows[("laptop", "appserver1", "tcp/4567")].split()[3:5] == ["blocked", "dropped"]
+
+
+def test_traffic_and_deploy_without_a_lab_say_so_and_change_nothing(tmp_path):
+    env = cli_env(
+        MICROSEG_LAB_DIR=str(tmp_path / "state"),
+        MICROSEG_DATABASE_URL=f"sqlite:///{tmp_path / 'microseg.db'}",
+    )
+    for arguments in (("lab", "traffic", "--count", "1"), ("lab", "deploy", "examples/x.yaml")):
+        result = subprocess.run(cli_command(*arguments), env=env, capture_output=True, text=True)
+        assert result.returncode == 1, result.stderr
+        if os.geteuid() == 0:
+            assert "no lab is up: run `microseg lab up` first" in result.stderr
+        assert "Traceback" not in result.stderr
+    both = subprocess.run(
+        cli_command("lab", "traffic", "--count", "2", "--minutes", "1"),
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert both.returncode == 1 and "--count and --minutes: give one of them" in both.stderr
+    assert not (tmp_path / "state").exists() and not (tmp_path / "microseg.db").exists()
+
+
+def test_a_mirror_the_lab_cannot_honour_is_refused_before_anything_is_built(tmp_path):
+    if os.geteuid() != 0:
+        pytest.fail("lab up checks root first (CI runs as root)")
+    text = (EXAMPLES / "home-lab-monitor.yaml").read_text()
+    policy = tmp_path / "elsewhere.yaml"
+    policy.write_text(
+        text.replace("tunnel_destination: 10.255.1.11", "tunnel_destination: 10.9.9.9")
+    )
+    env = cli_env(
+        MICROSEG_LAB_DIR=str(tmp_path / "state"),
+        MICROSEG_LAB_PREFIX=f"mss{uuid.uuid4().hex[:5]}",
+        MICROSEG_DATABASE_URL=f"sqlite:///{tmp_path / 'microseg.db'}",
+    )
+    result = subprocess.run(
+        cli_command("lab", "up", str(policy)), env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert (
+        "mirror session andreas-vztx-ALL: tunnel destination 10.9.9.9, but the lab's monitor "
+        "node is 10.255.1.11"
+    ) in result.stderr
+    assert not (tmp_path / "state" / "lab.json").exists()
+    listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert env["MICROSEG_LAB_PREFIX"] not in listing

@@ -50,6 +50,7 @@ def test_validate_checks_each_member_of_the_collection(run_cli):
     result = run_cli("validate", str(EXAMPLES))
     assert result.exit_code == 0, result.stderr
     assert [line.split(":")[0] for line in result.stdout.splitlines()] == [
+        f"{EXAMPLES}/home-lab-discovery.yaml",
         f"{EXAMPLES}/home-lab-dns-ntp.yaml",
         f"{EXAMPLES}/home-lab-monitor.yaml",
         f"{EXAMPLES}/home-lab.yaml",

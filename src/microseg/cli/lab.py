@@ -55,6 +55,8 @@ def lab_deploy(policy: Path = typer.Argument(..., help="Policy file.")) -> None:
 
     Example: sudo microseg lab deploy examples/home-lab.yaml
     """
+    seed_lab.require_tools()
+    seed_lab.current()  # before the store is opened (or made): no lab, nothing changes
     with open_store() as store:
         change = seed_lab.deploy_policy(store, policy)
     typer.echo(f"lab deploy: {policy} deployed by change {change}")

@@ -90,9 +90,7 @@ def lab_policy(policy: PolicySet, state: State) -> PolicySet:
     )
     domains = tuple(d.model_copy(update={"devices": (SWITCH,)}) for d in policy.domains)
     copied = policy.model_copy(update={"devices": (switch,), "domains": domains})
-    result = load_policy_text(dump_policy(copied), "lab policy")
-    check_mirrors(result)
-    return result
+    return load_policy_text(dump_policy(copied), "lab policy")
 
 
 def check_mirrors(policy: PolicySet) -> None:
@@ -133,6 +131,7 @@ def _load(policy_path: Path | None) -> PolicySet:
     policy = load_policy(policy_path or DEFAULT_POLICY)
     if SWITCH not in {d.name for d in policy.devices}:
         raise LabError(f"{policy_path}: the lab needs the seed's switch device {SWITCH}")
+    check_mirrors(policy)  # before anything is built
     return policy
 
 
