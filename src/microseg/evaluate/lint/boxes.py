@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 import numpy as np
 
@@ -62,8 +62,7 @@ class AddressLine:
             for key, field_set in intent.prefix_field_sets.items()
         }
         self.offset: dict[Family, int] = {}
-        self.cell_of: dict[Family, dict[int, int]] = {}
-        self.count: dict[Family, int] = {}
+        self.starts: dict[Family, list[int]] = {}
         offset = 0
         for family in ("ipv4", "ipv6"):
             top = 1 << ADDRESS_BITS[family]
@@ -74,12 +73,11 @@ class AddressLine:
                         cuts.add(first)
                         if last + 1 < top:
                             cuts.add(last + 1)
-            starts = sorted(cuts)
-            self.cell_of[family] = {start: offset + i for i, start in enumerate(starts)}
-            self.cell_of[family][top] = offset + len(starts)
+            # Looked up by bisection: a dict of IPv6 integers hashes them into few slots
+            # (their low bits are zero), which made lookups linear.
+            self.starts[family] = [*sorted(cuts), top]
             self.offset[family] = offset
-            self.count[family] = len(starts)
-            offset += len(starts)
+            offset += len(cuts)
         self._spans = spans
         self._cells: dict[tuple[Family, tuple[str, ...]], Intervals] = {}
 
@@ -87,14 +85,16 @@ class AddressLine:
         """The cells of a match side: any of the field-sets (none: every address of the family)."""
         key = (family, names)
         if key not in self._cells:
+            starts, offset = self.starts[family], self.offset[family]
             if not names:
-                first = self.offset[family]
-                self._cells[key] = [(first, first + self.count[family] - 1)]
+                self._cells[key] = [(offset, offset + len(starts) - 2)]
             else:
-                cell_of = self.cell_of[family]
                 self._cells[key] = merged(
                     [
-                        (cell_of[first], cell_of[last + 1] - 1)
+                        (
+                            offset + bisect_left(starts, first),
+                            offset + bisect_left(starts, last + 1) - 1,
+                        )
                         for name in names
                         for first, last in self._spans[(family, name)]
                     ]
@@ -268,28 +268,39 @@ class TermBoxes:
         side_keys = side_pairs[:, 0] * side_count + side_pairs[:, 1]
         neighbours = np.searchsorted(side_pairs[:, 0], np.arange(side_count + 1))
         roles = (self.source, self.destination)
-        # How many terms each term would look at along each address side; it takes the
-        # smaller (an `any` side meets every term of its family, a group few).
+        whole = self.per_line[0][2]
+        every_source, every_destination = whole[self.source], whole[self.destination]
+        # Partners are looked up in three disjoint sets, each along a side that narrows
+        # them: terms with any source by their destination, terms with any destination by
+        # their source, and the others along whichever side of the term reaches fewer (an
+        # `any` side meets every term of its family, a group few).
+        neither = ~every_source & ~every_destination
         fans = []
         for role in roles:
-            per_pair = np.bincount(role, minlength=side_count)[side_pairs[:, 1]]
-            sums = np.concatenate([[0], np.cumsum(per_pair)])
+            per_side = np.bincount(role[neither], minlength=side_count)
+            sums = np.concatenate([[0], np.cumsum(per_side[side_pairs[:, 1]])])
             fans.append(sums[neighbours[role + 1]] - sums[neighbours[role]])
         by_source = fans[0] <= fans[1]
+        everyone = np.arange(len(self))
+        lookups = (
+            (1, everyone, every_source),
+            (0, everyone, every_destination & ~every_source),
+            (0, np.flatnonzero(by_source), neither),
+            (1, np.flatnonzero(~by_source), neither),
+        )
         found = []
-        for role, other, chosen in ((0, 1, by_source), (1, 0, ~by_source)):
-            left, right = self._partners(
-                roles[role], np.flatnonzero(chosen), side_pairs, neighbours
-            )
-            keys = roles[other][left] * side_count + roles[other][right]
+        for role, terms, members in lookups:
+            left, right = self._partners(roles[role], terms, members, side_pairs, neighbours)
+            other = roles[1 - role]
+            keys = other[left] * side_count + other[right]
             at = np.minimum(np.searchsorted(side_keys, keys), max(len(side_keys) - 1, 0))
             keep = side_keys[at] == keys if len(side_keys) else np.zeros(len(keys), bool)
-            found.append(np.stack([left[keep], right[keep]], axis=1))
-        pairs = np.concatenate(found)
-        pairs = pairs[self._services_meet(self.service[pairs[:, 0]], self.service[pairs[:, 1]])]
-        pairs = pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))]
-        start = np.searchsorted(pairs[:, 0], np.arange(len(self) + 1))
-        return start, pairs[:, 1].copy()
+            left, right = left[keep], right[keep]
+            keep = self._services_meet(self.service[left], self.service[right])
+            found.append(left[keep] * len(self) + right[keep])
+        pairs = np.sort(np.concatenate(found))
+        start = np.searchsorted(pairs, np.arange(len(self) + 1) * len(self))
+        return start, pairs % max(len(self), 1)
 
     @cached_property
     def uncut(self) -> np.ndarray:
@@ -307,17 +318,33 @@ class TermBoxes:
             result[index] = np.bincount(owner_term[~holds], minlength=len(self)) == 0
         return result
 
+    @cached_property
+    def one_class(self) -> list[bool]:
+        """Per term: uncut on every line, so its box is one class."""
+        return self.uncut.all(axis=0).tolist()
+
     @staticmethod
     def _partners(
-        role: np.ndarray, terms: np.ndarray, side_pairs: np.ndarray, neighbours: np.ndarray
+        role: np.ndarray,
+        terms: np.ndarray,
+        members: np.ndarray,
+        side_pairs: np.ndarray,
+        neighbours: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """(term, partner) for each of `terms` and every term whose side (in `role`) meets its."""
+        """(term, partner) for each of `terms` and every term of `members` (a mask) whose
+        side in `role` meets the term's."""
+        candidates = np.flatnonzero(members)
+        side_count = len(neighbours) - 1
+        # Only the side pairs that lead to a member (an `any` side meets every side).
+        useful = np.bincount(role[candidates], minlength=side_count)[side_pairs[:, 1]] > 0
+        side_pairs = side_pairs[useful]
+        neighbours = np.searchsorted(side_pairs[:, 0], np.arange(side_count + 1))
         first = neighbours[role[terms]]
         counts = neighbours[role[terms] + 1] - first
         owner = np.repeat(terms, counts)
         partner_side = side_pairs[_ranges(first, counts), 1]
-        order = np.argsort(role, kind="stable")
-        side_start = np.searchsorted(role[order], np.arange(len(neighbours)))
+        order = candidates[np.argsort(role[candidates], kind="stable")]
+        side_start = np.searchsorted(role[order], np.arange(side_count + 1))
         per = side_start[partner_side + 1] - side_start[partner_side]
         return np.repeat(owner, per), order[_ranges(side_start[partner_side], per)]
 
@@ -378,8 +405,9 @@ def sorted_unique(values: np.ndarray) -> np.ndarray:
     return ordered[keep]
 
 
+@lru_cache(maxsize=4096)
 def every_bit(count: int) -> np.ndarray:
-    """uint64[1, word]: one row with bits 0..count-1 set."""
+    """uint64[1, word]: one row with bits 0..count-1 set (shared: not to be written)."""
     row = np.zeros((1, max(1, -(-count // 64))), dtype=np.uint64)
     row[0, : count // 64] = np.uint64(0xFFFFFFFFFFFFFFFF)
     if count % 64:
@@ -405,7 +433,22 @@ def distinct_rows(rows: np.ndarray) -> np.ndarray:
     """The distinct rows, in order of first occurrence. Each row is compared as one opaque
     byte string (a void view): several times faster than np.unique(axis=0), which sorts
     field by field."""
+    if len(rows) < 2:
+        return rows
     rows = np.ascontiguousarray(rows)
+    # Sorted by one word per row (the row itself, or a fingerprint of its words), the
+    # first of each run of equal rows is kept; fingerprints that collide on different
+    # rows fall back to comparing whole rows.
+    key = rows[:, 0].copy()
+    for word in range(1, rows.shape[1]):
+        key = key * np.uint64(0x9E3779B97F4A7C15) + rows[:, word]
+    order = np.argsort(key, kind="stable")
+    ordered = key[order]
+    starts = np.ones(len(rows), dtype=bool)
+    starts[1:] = ordered[1:] != ordered[:-1]
+    repeats = np.flatnonzero(~starts)
+    if rows.shape[1] == 1 or (rows[order[repeats]] == rows[order[repeats - 1]]).all():
+        return rows[np.sort(order[starts])]
     as_bytes = rows.view(np.dtype((np.void, rows.shape[1] * rows.itemsize))).reshape(-1)
     _, first = np.unique(as_bytes, return_index=True)
     return rows[np.sort(first)]

@@ -68,6 +68,10 @@ def describe_effect(effect: Effect) -> str:
 # -- packed bit rows --------------------------------------------------------------------------
 def _combined(left: np.ndarray, right: np.ndarray) -> np.ndarray:
     """The distinct non-empty ANDs of a row of `left` with a row of `right`."""
+    if len(left) == 1 and ((right & left[0]) == right).all():
+        return right
+    if len(right) == 1 and ((left & right[0]) == left).all():
+        return left
     rows = (left[:, None, :] & right[None, :, :]).reshape(-1, left.shape[1])
     return distinct_rows(rows[(rows != 0).any(axis=1)])
 
@@ -177,17 +181,18 @@ class DecisionSpace:
     """The matches of a policy that apply in one decapsulation state, as term boxes; every
     question about a term is asked over the classes of its box cut by the terms it meets."""
 
-    def __init__(self, boxes: TermBoxes):
+    def __init__(self, boxes: TermBoxes, match_count: int):
         self.boxes = boxes
         self.term_match = boxes.term_match
+        # Match m's terms are bounds[m]:bounds[m + 1] (none if it does not apply here).
+        self._bounds = np.searchsorted(self.term_match, np.arange(match_count + 1)).tolist()
         self._regions: dict[int, Region | None] = {}
         self._coverage: dict[int, Coverage | None] = {}
 
     def terms_of(self, matches: list[int]) -> np.ndarray:
         """The terms of some matches (term_match is sorted: a match's terms are a run)."""
-        starts = np.searchsorted(self.term_match, matches, side="left")
-        stops = np.searchsorted(self.term_match, matches, side="right")
-        return np.concatenate([np.arange(a, b) for a, b in zip(starts, stops, strict=True)])
+        bounds = self._bounds
+        return np.concatenate([np.arange(bounds[m], bounds[m + 1]) for m in matches])
 
     def region(self, term: int) -> Region | None:
         """The classes term `term` accepts, over the terms that meet it; None when it accepts
@@ -200,7 +205,7 @@ class DecisionSpace:
         terms = self.boxes.meets(term)
         if not len(terms):
             return None
-        if self.boxes.uncut[:, term].all():  # every term that meets it holds all of it
+        if self.boxes.one_class[term]:  # every term that meets it holds all of it
             every = every_bit(len(terms))
             return Region(terms, every, every, every)
         source, destination, protocol, icmp, source_port, destination_port = (
@@ -434,7 +439,8 @@ class PolicyAnalysis:
         for applies in states:
             indexes = every[[m.decap_type in applies for m in self.matches]]
             matches = tuple(self.matches[i] for i in indexes)
-            spaces.append(DecisionSpace(TermBoxes(line, self.intent, matches, indexes)))
+            boxes = TermBoxes(line, self.intent, matches, indexes)
+            spaces.append(DecisionSpace(boxes, len(self.matches)))
         return spaces
 
     def coverage(self, match: int) -> Coverage:
