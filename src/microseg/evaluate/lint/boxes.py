@@ -112,8 +112,7 @@ def service_intervals(service: ServiceFieldSet | None) -> dict[str, Intervals]:
     return {
         "protocol": protocol or [WHOLE["protocol"]],
         "source_port": merged(list(service.source_ports)) or [WHOLE["source_port"]],
-        "destination_port": merged(list(service.destination_ports))
-        or [WHOLE["destination_port"]],
+        "destination_port": merged(list(service.destination_ports)) or [WHOLE["destination_port"]],
         "icmp_type": icmp or [WHOLE["icmp_type"]],
     }
 
@@ -178,15 +177,17 @@ def _overlapping_owners(table: IntervalTable) -> np.ndarray:
     right = _ranges(np.arange(len(lo)) + 1, counts)
     count = len(table.start) - 1
     keys = np.concatenate(
-        [owner[left] * count + owner[right], owner[right] * count + owner[left], owner * count + owner]
+        [
+            owner[left] * count + owner[right],
+            owner[right] * count + owner[left],
+            owner * count + owner,
+        ]
     )
     keys = sorted_unique(keys)
     return np.stack([keys // max(count, 1), keys % max(count, 1)], axis=1)
 
 
-def _meet(
-    lo: np.ndarray, hi: np.ndarray, a: np.ndarray, b: np.ndarray
-) -> np.ndarray:
+def _meet(lo: np.ndarray, hi: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """bool per pair: owners a[i] and b[i] of padded intervals share a value."""
     result = np.zeros(len(a), dtype=bool)
     width = lo.shape[1]
@@ -217,9 +218,7 @@ class TermBoxes:
         services: dict[str | None, int] = {}
         term_match, source, destination, service = [], [], [], []
         for index, match in zip(match_indexes.tolist(), matches, strict=True):
-            source_side = sides.setdefault(
-                (match.family, match.source_field_sets), len(sides)
-            )
+            source_side = sides.setdefault((match.family, match.source_field_sets), len(sides))
             destination_side = sides.setdefault(
                 (match.family, match.destination_field_sets), len(sides)
             )
@@ -241,9 +240,7 @@ class TermBoxes:
             line_name: IntervalTable.of([s[line_name] for s in per_service])
             for line_name in SERVICE_LINES
         }
-        whole_side = [
-            line.side(family, ()) == line.side(family, names) for family, names in sides
-        ]
+        whole_side = [line.side(family, ()) == line.side(family, names) for family, names in sides]
         # Per line (source, destination, then SERVICE_LINES): the table, each term's owner
         # in it, and per owner whether it is the whole line (of its family).
         self.per_line = [
@@ -289,9 +286,9 @@ class TermBoxes:
             (1, np.flatnonzero(~by_source), neither),
         )
         found = []
-        for role, terms, members in lookups:
-            left, right = self._partners(roles[role], terms, members, side_pairs, neighbours)
-            other = roles[1 - role]
+        for along, terms, members in lookups:
+            left, right = self._partners(roles[along], terms, members, side_pairs, neighbours)
+            other = roles[1 - along]
             keys = other[left] * side_count + other[right]
             at = np.minimum(np.searchsorted(side_keys, keys), max(len(side_keys) - 1, 0))
             keep = side_keys[at] == keys if len(side_keys) else np.zeros(len(keys), bool)
@@ -321,7 +318,7 @@ class TermBoxes:
     @cached_property
     def one_class(self) -> list[bool]:
         """Per term: uncut on every line, so its box is one class."""
-        return self.uncut.all(axis=0).tolist()
+        return [bool(one) for one in np.logical_and.reduce(self.uncut, axis=0)]
 
     @staticmethod
     def _partners(

@@ -208,15 +208,13 @@ class DecisionSpace:
         if self.boxes.one_class[term]:  # every term that meets it holds all of it
             every = every_bit(len(terms))
             return Region(terms, every, every, every)
-        source, destination, protocol, icmp, source_port, destination_port = (
-            self.boxes.classes(term, terms)
+        source, destination, protocol, icmp, source_port, destination_port = self.boxes.classes(
+            term, terms
         )
         # The service classes are the distinct ANDs of protocol, ICMP-type and port classes,
         # combined pairwise and deduplicated at each step (AND is associative), so the full
         # four-way product is never built.
-        service = _combined(
-            _combined(protocol, icmp), _combined(source_port, destination_port)
-        )
+        service = _combined(_combined(protocol, icmp), _combined(source_port, destination_port))
         return Region(terms, source, destination, service)
 
     # -- does a match decide anything? ------------------------------------------------------
@@ -432,7 +430,7 @@ class PolicyAnalysis:
 
     def _spaces(self, line: AddressLine) -> list[DecisionSpace]:
         every = np.arange(len(self.matches), dtype=np.int64)
-        states = [("allow-all",)]
+        states: list[tuple[str, ...]] = [("allow-all",)]
         if any(m.decap_type != "allow-all" for m in self.matches):
             states = list(DECAP_STATES)
         spaces = []
