@@ -59,13 +59,15 @@ def test_sigkill_loses_nothing_already_stored(tmp_path):
         "0.1",
         "--inactive-timeout",
         "0",
+        "--collector-id",
+        "mon1",
     )
     collector = subprocess.Popen(command, env=cli_env(), stderr=subprocess.PIPE, text=True)
     try:
         port = int(collector.stderr.readline().split()[2].rsplit(":", 1)[1].rstrip(","))
         send_datagrams(read_ipfix_file(SEED_LAB_IPFIX), "127.0.0.1", port)
         deadline = time.monotonic() + 20
-        stats = store / "collector-stats.json"
+        stats = store / "collector-stats-mon1.json"
         # the segment is renamed into place first, the counters are saved just after it
         while not (FlowStore(store).segments() and written(stats)) and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -76,8 +78,9 @@ def test_sigkill_loses_nothing_already_stored(tmp_path):
     assert collector.returncode == -signal.SIGKILL
     sessions = read_sessions(store, ephemeral_port=None)
     assert collected_sessions(sessions) == expected_sessions(seed_lab_traffic())
-    assert list((store / "segments").glob(".tmp-*")) == []
-    stats = json.loads((store / "collector-stats.json").read_text())
+    assert list((store / "segments").rglob(".tmp-*")) == []
+    assert [p.parent.name for p in (store / "segments").rglob("seg-*")] == ["collector=mon1"]
+    stats = json.loads((store / "collector-stats-mon1.json").read_text())
     lab = seed_lab_traffic()
     assert stats["records"] == exported_flow_count(lab)
     assert stats["sessions_written"] == len(lab.sessions)

@@ -174,7 +174,7 @@ def test_a_full_disk_keeps_sessions_in_memory_until_space_returns(small_disk):
     collector.wait_for(lambda: "No space left on device" in collector.stderr)
     assert "kept in memory" in collector.stderr
     assert checksums(store) == before  # nothing stored is touched
-    assert list((store / "segments").glob(".tmp-*")) == []  # no partial segment eats space
+    assert list((store / "segments").rglob(".tmp-*")) == []  # no partial segment eats space
     filler.unlink()
     collector.wait_for(lambda: len(checksums(store)) > len(before))
     assert collector.stop() == 0, collector.stderr

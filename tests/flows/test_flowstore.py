@@ -183,3 +183,72 @@ def test_address_filters_match_any_spelling_of_the_address(tmp_path):
     FlowStore(tmp_path).open().write(table.flush())
     assert read_sessions(tmp_path, src="2001:DB8:0::1", dst="2001:db8:0:0::53").num_rows == 1
     assert read_sessions(tmp_path, src="not-an-address").num_rows == 0
+
+
+def test_a_collector_writes_its_own_date_and_collector_partition(tmp_path):
+    store = FlowStore(tmp_path, "mon1").open()
+    segment = store.write(some_sessions())
+    day = datetime.now(UTC).strftime("%Y-%m-%d")
+    assert segment.parent == tmp_path / "segments" / f"date={day}" / "collector=mon1"
+    assert segment.name.startswith("seg-") and "-mon1-" in segment.name
+    assert store.segments() == [segment]
+
+
+def test_flat_and_partitioned_segments_read_together(tmp_path):
+    FlowStore(tmp_path).open().write(some_sessions(first_port=50000))  # an older store
+    FlowStore(tmp_path, "mon1").open().write(some_sessions(first_port=50100))
+    FlowStore(tmp_path, "mon2").open().write(some_sessions(first_port=50200))
+    ports = read_sessions(tmp_path, ephemeral_port=None).column("sport").to_pylist()
+    assert sorted(ports) == [str(p) for b in (50000, 50100, 50200) for p in range(b, b + 3)]
+
+
+def test_a_collector_removes_only_its_own_temporaries(tmp_path):
+    mine, theirs = FlowStore(tmp_path, "mon1").open(), FlowStore(tmp_path, "mon2").open()
+    partitions = [store.write(some_sessions()).parent for store in (mine, theirs)]
+    for partition in partitions:
+        (partition / ".tmp-seg-1.parquet").write_bytes(b"PAR1 half")
+    (partitions[1] / ".merge-seg-2.parquet").write_bytes(b"PAR1 half")
+    mine.open()
+    assert not (partitions[0] / ".tmp-seg-1.parquet").exists()
+    assert (partitions[1] / ".tmp-seg-1.parquet").exists()  # mon2 may be writing it
+    assert (partitions[1] / ".merge-seg-2.parquet").exists()  # a compaction may be
+    theirs.maintain()  # the next compaction removes what a killed one left
+    assert not (partitions[1] / ".merge-seg-2.parquet").exists()
+
+
+def test_compaction_merges_within_each_partition(tmp_path):
+    flat = FlowStore(tmp_path).open()
+    collectors = [FlowStore(tmp_path, name).open() for name in ("mon1", "mon2")]
+    for block, store in enumerate([flat, flat, *collectors, *collectors, collectors[0]]):
+        store.write(some_sessions(first_port=50000 + 10 * block))
+    before = read_sessions(tmp_path, ephemeral_port=None)
+    assert flat.maintain(dry_run=True).segments == 3
+    assert flat.compact() == 7
+    parents = sorted(segment.parent.name for segment in flat.segments())
+    assert parents == ["collector=mon1", "collector=mon2", "segments"]
+    assert read_sessions(tmp_path, ephemeral_port=None).equals(before)
+
+
+def test_two_segments_of_one_name_read_once_and_the_copy_is_reported(tmp_path, caplog):
+    store = FlowStore(tmp_path, "mon1").open()
+    segment = store.write(some_sessions())
+    elsewhere = tmp_path / "segments" / "date=2025-01-01" / "collector=mon1"
+    elsewhere.mkdir(parents=True)
+    (elsewhere / segment.name).write_bytes(segment.read_bytes())
+    assert read_sessions(tmp_path, ephemeral_port=None).num_rows == 3
+    assert "another segment has this name" in caplog.text
+
+
+@pytest.mark.parametrize("collector_id", ["", "../x", "a/b", "-x", "x" * 64, "mon 1"])
+def test_a_bad_collector_id_is_refused(tmp_path, run_cli, collector_id):
+    result = run_cli(
+        "collect",
+        "--store",
+        str(tmp_path),
+        "--collector-id",
+        collector_id,
+        "--listen",
+        "127.0.0.1:0",
+    )
+    assert result.exit_code == 1 and "--collector-id" in result.stderr
+    assert not (tmp_path / "segments").exists()

@@ -179,3 +179,96 @@ def test_nfdump_decodes_the_same_stream_record_by_record(lab, tmp_path, version)
         ours = {(*flow[:3], 0 if flow[4] == 58 else flow[3], *flow[4:]) for flow in ours}
     assert len(records) == len(ours) == len(theirs) == exported_flow_count(seed_lab_traffic())
     assert ours == theirs
+
+
+def exporter_traffic(number: int):
+    """What exporter `number` sees: its own hosts, so each session belongs to one exporter."""
+    from flows_traffic import LabTraffic
+
+    traffic = LabTraffic()
+    for index in range(20):
+        client = f"10.{number}.0.{10 + index}"
+        traffic.tcp_conversation(client, 40000 + index, "10.100.99.51", 80, b"GET /", b"ok")
+        traffic.dns_lookup(client, 41000 + index, "10.100.1.7", "web01.lab.", "10.100.99.51")
+    return traffic
+
+
+@pytest.mark.slow
+def test_three_collectors_feed_one_store_and_every_session_arrives_exactly_once(tmp_path, run_cli):
+    """Three `microseg collect` processes, each fed by its own softflowd, write one store at
+    once (with a `sessions compact` beside them); `sessions list` shows each session once."""
+    import threading
+
+    from support import cli_command, cli_env
+
+    store = tmp_path / "flows"
+    exports = [exporter_traffic(number) for number in (1, 2, 3)]
+    pcaps = [write_pcap(t, tmp_path / f"exporter{n}.pcap") for n, t in enumerate(exports, 1)]
+    collectors, ports = [], []
+    try:
+        for number in (1, 2, 3):
+            command = cli_command(
+                "collect",
+                "--listen",
+                "127.0.0.1:0",
+                "--store",
+                str(store),
+                "--flush-interval",
+                "0.05",
+                "--inactive-timeout",
+                "0",
+                "--collector-id",
+                f"mon{number}",
+                "--json",
+            )
+            process = subprocess.Popen(
+                command, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
+            collectors.append(process)
+            ready = process.stderr.readline()
+            assert ready.endswith(f"collector mon{number}\n"), ready
+            ports.append(int(ready.split()[2].rsplit(":", 1)[1].rstrip(",")))
+        replays = [
+            threading.Thread(target=softflowd_replay, args=(pcap, "127.0.0.1", port))
+            for pcap, port in zip(pcaps, ports, strict=True)
+        ]
+        for replay in replays:
+            replay.start()
+        compaction = subprocess.run(
+            cli_command("sessions", "compact", "--store", str(store)),
+            env=cli_env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        for replay in replays:
+            replay.join()
+        time.sleep(0.3)  # let the collectors read their sockets before they are told to stop
+        for process in collectors:
+            process.terminate()
+        finals = [
+            json.loads(process.communicate(timeout=60)[0].splitlines()[-1])
+            for process in collectors
+        ]
+    finally:
+        for process in collectors:
+            process.kill()
+    assert compaction.returncode == 0, compaction.stderr
+    assert [process.returncode for process in collectors] == [0, 0, 0]
+    assert [final["sessions_written"] for final in finals] == [40, 40, 40]
+    listed = run_cli("sessions", "list", "--store", str(store), "--json")
+    assert listed.exit_code == 0 and listed.stderr == ""
+    rows = [json.loads(line) for line in listed.stdout.splitlines()]
+    keys = [(r["protocol"], r["src"], r["sport"], r["dst"], r["dport"]) for r in rows]
+    assert len(keys) == len(set(keys)) == 120 and {r["sessions"] for r in rows} == {1}
+    arrived = {
+        key: (r["fwd_packets"], r["fwd_bytes"], r["rev_packets"], r["rev_bytes"])
+        for key, r in zip(keys, rows, strict=True)
+    }
+    sent = {
+        key: value[:4] for traffic in exports for key, value in expected_sessions(traffic).items()
+    }
+    assert arrived == sent
+    partitions = {p.parent.name for p in (store / "segments").rglob("seg-*.parquet")}
+    assert partitions == {"collector=mon1", "collector=mon2", "collector=mon3"}
+    assert list((store / "segments").rglob(".tmp-*")) == []

@@ -53,29 +53,44 @@ def collect(
         min=0,
         help="Sessions kept in memory while the store cannot take them (full, read-only).",
     ),
+    collector_id: str | None = typer.Option(
+        None,
+        "--collector-id",
+        help="Names this collector's partitions in a shared store "
+        "(default: <host name>-<listen port>).",
+    ),
 ) -> None:
     """Receive IPFIX / NetFlow v9 until SIGINT or SIGTERM; sessions go to the flow store.
 
     Example: microseg collect --listen 127.0.0.1:4739 --stats
     """
     from microseg.flows.collector import CollectorSettings, FlowCollector, parse_listen, run
-    from microseg.flows.flowstore import FlowStore, default_store_dir
+    from microseg.flows.flowstore import (
+        FlowStore,
+        check_collector_id,
+        default_collector_id,
+        default_store_dir,
+    )
     from microseg.flows.sessions import SessionSettings
 
     host, port = parse_listen(listen)
+    collector_id = (
+        default_collector_id(port) if collector_id is None else check_collector_id(collector_id)
+    )
     store_dir = store or default_store_dir()
     settings = CollectorSettings(
         flush_interval=flush_interval,
         max_unwritten=max_unwritten,
         sessions=SessionSettings(inactive_timeout, active_timeout, max_sessions),
     )
-    flow_store = FlowStore(store_dir)
+    flow_store = FlowStore(store_dir, collector_id)
     collector = FlowCollector(flow_store, settings)
     flow_store.scan().warn()  # bad segments: said at start, skipped by every reader
 
     def ready(address: tuple) -> None:
         err_console.print(
-            f"listening on {address[0]}:{address[1]}, store {store_dir}", markup=False
+            f"listening on {address[0]}:{address[1]}, store {store_dir}, collector {collector_id}",
+            markup=False,
         )
 
     def report(current) -> None:

@@ -27,6 +27,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import pyarrow as pa
 
@@ -176,14 +177,22 @@ class FlowCollector:
         best effort: a full or read-only store must not stop the collector."""
         if self.store is None:
             return
-        path = self.store.directory / STATS_FILE
-        temporary = path.with_name(f".tmp-{os.getpid()}-{STATS_FILE}")
+        path = stats_path(self.store)
+        temporary = path.with_name(f".tmp-{os.getpid()}-{path.name}")
         try:
             temporary.write_text(json.dumps(self.stats(), indent=2, sort_keys=True) + "\n")
             os.replace(temporary, path)
         except OSError:
             with contextlib.suppress(OSError):
                 temporary.unlink(missing_ok=True)
+
+
+def stats_path(store: FlowStore) -> Path:
+    """`STORE/collector-stats.json`, or `STORE/collector-stats-<id>.json` for a collector
+    with an id: collectors sharing a store keep their own counters."""
+    if store.collector_id is None:
+        return store.directory / STATS_FILE
+    return store.directory / f"collector-stats-{store.collector_id}.json"
 
 
 def _describe(error: BaseException) -> str:

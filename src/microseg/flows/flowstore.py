@@ -1,15 +1,21 @@
 """Flow store: sessions as Parquet segments in a directory, queried with DuckDB.
 
-Layout: `STORE/segments/seg-<created ms>-<pid>-<n>.parquet`, one file per flush. A segment is
-written to `STORE/segments/.tmp-*` and renamed into place (rename is atomic on POSIX), so a
-reader or a crash never sees half a segment. Compaction writes the merged segment first
+Layout: `STORE/segments/date=<UTC day>/collector=<id>/seg-<ms>-<id>-<pid>-<n>.parquet`, one
+file per flush of one collector (several collectors share a store without locks between
+them: each writes only its own partition directories, by its own collector id). A store
+opened without a collector id (tests, older stores) reads and writes the flat layout
+`STORE/segments/seg-<ms>-<pid>-<n>.parquet`; readers see both. A segment is written to a
+`.tmp-*` file beside its final name and renamed into place (rename is atomic on POSIX), so a
+reader or a crash never sees half a segment. Segment names are unique in the whole store. Compaction writes the merged segment first
 (naming its sources in the Parquet metadata) and deletes the sources after; a crash in
 between is repaired on the next open, and readers skip sources a compacted segment lists.
 Only plain `seg-*.parquet` names count as sources: a segment cannot point outside the store.
 
 Two lock files (flock, released by the kernel when a process dies): `STORE/.writers.lock`
-is held shared while a temporary segment is written and exclusively to remove temporaries a
-crash left, so a live writer's file is never taken for one; `STORE/.maintenance.lock`
+is held shared while a flat-layout temporary segment is written and exclusively to remove
+temporaries a crash left, so a live writer's file is never taken for one (a collector removes
+the temporaries of its own partitions only, without a lock: nobody else writes there;
+compaction's temporaries are `.merge-*`, removed by the next compaction); `STORE/.maintenance.lock`
 serialises compaction, retention and quarantine, so two runs never merge the same segments.
 
 A segment that cannot be read (truncated, empty, not Parquet, another schema, bad metadata,
@@ -30,6 +36,8 @@ import itertools
 import json
 import logging
 import os
+import re
+import socket
 import stat
 import time
 from collections.abc import Iterator
@@ -53,6 +61,9 @@ EPHEMERAL_PORT = EPHEMERAL_PORT_START
 COMPACTED_FROM = b"microseg.compacted_from"
 LAST_SEEN = b"microseg.last_seen_ms"
 SEGMENT_GLOB = "seg-*.parquet"
+PARTITION_GLOB = "date=*/collector=*"
+MERGE_PREFIX = ".merge-"
+COLLECTOR_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 QUARANTINE = "quarantine"
 WRITERS_LOCK = ".writers.lock"
 MAINTENANCE_LOCK = ".maintenance.lock"
@@ -90,12 +101,30 @@ def default_store_dir() -> Path:
     return Path(platformdirs.user_data_dir("microseg")) / "flows"
 
 
+def check_collector_id(text: str) -> str:
+    """A collector id names directories and segments: letters, digits, `.`, `_`, `-`."""
+    if not COLLECTOR_ID.fullmatch(text):
+        raise MicrosegError(
+            f"--collector-id {text!r}: expected 1 to 63 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return text
+
+
+def default_collector_id(port: int) -> str:
+    """`<host name>-<listen port>`: unique per listening socket on a host (port 0, which the
+    kernel picks, gives the process id instead)."""
+    host = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname()).strip(".-_") or "host"
+    return check_collector_id(f"{host[:50]}-{port or os.getpid()}")
+
+
 @dataclass(frozen=True)
 class BadSegment:
     """A file named like a segment that cannot be read as one, and why."""
 
     name: str
     reason: str
+    path: Path | None = field(default=None, compare=False)
 
     def __str__(self) -> str:
         return f"{self.name} ({self.reason})"
@@ -119,6 +148,7 @@ class StoreScan:
     superseded: list[Path] = field(default_factory=list)  # a compaction's sources, still here
     ignored: list[str] = field(default_factory=list)  # unsafe compacted_from entries
     footers: dict[str, _Footer] = field(default_factory=dict)
+    paths: dict[str, Path] = field(default_factory=dict)  # segment name -> its file
 
     def rows(self, segments: list[Path]) -> int:
         return sum(self.footers[segment.name].rows for segment in segments)
@@ -151,11 +181,14 @@ class Maintenance:
 
 
 class FlowStore:
-    """A directory of Parquet session segments."""
+    """A directory of Parquet session segments; `collector_id` makes writes go to that
+    collector's partitions (date and collector), so collectors never touch each other's
+    files."""
 
-    def __init__(self, directory: Path | str):
+    def __init__(self, directory: Path | str, collector_id: str | None = None):
         self.directory = Path(directory)
         self.segment_dir = self.directory / "segments"
+        self.collector_id = None if collector_id is None else check_collector_id(collector_id)
 
     def open(self) -> FlowStore:
         """Create the layout if needed and repair what a crash can leave behind."""
@@ -164,6 +197,12 @@ class FlowStore:
         except OSError as error:
             raise MicrosegError(f"flow store {self.directory}: {error.strerror}") from None
         self._remove_stray_temporaries()
+        if self.collector_id is not None:
+            # only this collector writes its partitions: its temporaries are a crash's
+            pattern = f"date=*/collector={self.collector_id}/.tmp-*"
+            for stray in self.segment_dir.glob(pattern):
+                with contextlib.suppress(OSError):
+                    stray.unlink(missing_ok=True)
         self._remove_superseded(self.scan())
         return self
 
@@ -173,7 +212,9 @@ class FlowStore:
         Raises OSError (no space, read-only...) with nothing left behind."""
         if sessions.num_rows == 0:
             return None
-        return self._write_segment(sort_sessions(sessions.cast(SESSION_SCHEMA)), {})
+        return self._write_segment(
+            sort_sessions(sessions.cast(SESSION_SCHEMA)), {}, self._partition()
+        )
 
     def segments(self) -> list[Path]:
         """Live segments, oldest first (sources of a finished compaction and bad ones excluded)."""
@@ -185,16 +226,24 @@ class FlowStore:
         if not self.segment_dir.is_dir():
             return scan
         known_bad = known_bad or {}
-        for path in sorted(self.segment_dir.glob(SEGMENT_GLOB)):
+        found = list(self.segment_dir.glob(SEGMENT_GLOB))
+        found += self.segment_dir.glob(f"{PARTITION_GLOB}/{SEGMENT_GLOB}")
+        # oldest first: names start with their creation time, whatever their partition
+        for path in sorted(found, key=lambda path: (path.name, str(path))):
             if path.name in known_bad:
                 scan.bad.append(known_bad[path.name])
                 continue
+            if path.name in scan.paths:
+                reason = f"another segment has this name: {scan.paths[path.name]}"
+                scan.bad.append(BadSegment(path.name, reason, path))
+                continue
             try:
                 scan.footers[path.name] = _read_footer(path)
+                scan.paths[path.name] = path
             except FileNotFoundError:
                 continue  # removed since we listed it (a compaction's sources)
             except _Unreadable as error:
-                scan.bad.append(BadSegment(path.name, str(error)))
+                scan.bad.append(BadSegment(path.name, str(error), path))
         superseded = set()
         for name, footer in scan.footers.items():
             for source in footer.sources:
@@ -206,8 +255,7 @@ class FlowStore:
                         "(only names of segments in this store count)"
                     )
         scan.bad = [bad for bad in scan.bad if bad.name not in superseded]
-        for name in scan.footers:
-            path = self.segment_dir / name
+        for name, path in scan.paths.items():
             (scan.superseded if name in superseded else scan.live).append(path)
         return scan
 
@@ -241,17 +289,23 @@ class FlowStore:
                 done.pruned = [segment.name for segment in doomed]
                 done.pruned_sessions = scan.rows(doomed)
             if not dry_run:
+                self._remove_merge_temporaries()
                 self._remove_superseded(scan)
                 for segment in doomed:
                     segment.unlink(missing_ok=True)
             done.quarantined = scan.bad if dry_run else self._quarantine(scan.bad)
             live = [segment for segment in scan.live if segment not in doomed]
             small = [s for s in live if scan.footers[s.name].size < small_bytes]
-            if len(small) >= 2:
-                merged = small if dry_run else self._merge(scan, small, done)
-                done.merged = [segment.name for segment in merged]
+            written = 0
+            for partition in sorted({segment.parent for segment in small}):
+                together = [segment for segment in small if segment.parent == partition]
+                if len(together) < 2:
+                    continue  # a partition's small segments merge with each other only
+                merged = together if dry_run else self._merge(scan, together, done)
+                done.merged += [segment.name for segment in merged]
+                written += 1 if merged else 0
             if dry_run:
-                done.segments = len(live) - len(done.merged) + (1 if done.merged else 0)
+                done.segments = len(live) - len(done.merged) + written
             else:
                 done.segments = len(self.scan().live)
             return done
@@ -290,6 +344,7 @@ class FlowStore:
         self._write_segment(
             sort_sessions(pa.concat_tables(tables)),
             {COMPACTED_FROM: json.dumps(sorted(names)).encode()},
+            None if merged[0].parent == self.segment_dir else merged[0].parent,
         )
         for segment in merged:
             segment.unlink(missing_ok=True)
@@ -307,7 +362,7 @@ class FlowStore:
                     if not target.exists() and not target.is_symlink():
                         break
                     target = target_dir / f"{segment.name}.{number}"
-                os.replace(self.segment_dir / segment.name, target)
+                os.replace(segment.path or self.segment_dir / segment.name, target)
                 moved.append(segment)
             except FileNotFoundError:
                 continue
@@ -329,6 +384,20 @@ class FlowStore:
         except OSError:  # a writer at work (EWOULDBLOCK), or a read-only store
             return
 
+    def _remove_merge_temporaries(self) -> None:
+        """What a killed compaction left; called under the maintenance lock."""
+        for pattern in (f"{MERGE_PREFIX}*", f"{PARTITION_GLOB}/{MERGE_PREFIX}*"):
+            for stray in self.segment_dir.glob(pattern):
+                with contextlib.suppress(OSError):
+                    stray.unlink(missing_ok=True)
+
+    def _partition(self) -> Path | None:
+        """This collector's directory for today (UTC), None in the flat layout."""
+        if self.collector_id is None:
+            return None
+        day = datetime.now(UTC).strftime("%Y-%m-%d")
+        return self.segment_dir / f"date={day}" / f"collector={self.collector_id}"
+
     @contextlib.contextmanager
     def _maintenance_lock(self, dry_run: bool) -> Iterator[None]:
         try:
@@ -344,15 +413,26 @@ class FlowStore:
         finally:
             os.close(descriptor)
 
-    def _write_segment(self, table: pa.Table, metadata: dict[bytes, bytes]) -> Path:
-        self.segment_dir.mkdir(parents=True, exist_ok=True)
+    def _write_segment(
+        self, table: pa.Table, metadata: dict[bytes, bytes], partition: Path | None = None
+    ) -> Path:
+        """Write beside the final name, fsync, rename into place. `partition` None: the flat
+        layout. A compaction (metadata names sources) writes `.merge-*` temporaries."""
+        directory = partition or self.segment_dir
+        directory.mkdir(parents=True, exist_ok=True)
         last_seen = pa.compute.max(table.column("last_seen")).cast(pa.int64()).as_py() or 0
+        merging = COMPACTED_FROM in metadata
         metadata = {**metadata, LAST_SEEN: str(last_seen).encode()}
         table = table.replace_schema_metadata(metadata)
-        name = f"seg-{time.time_ns() // 1_000_000:013d}-{os.getpid()}-{next(_counter):06d}.parquet"
-        temporary = self.segment_dir / f".tmp-{name}"
-        final = self.segment_dir / name
-        with _flock(self.directory / WRITERS_LOCK, fcntl.LOCK_SH):
+        owner = "" if partition is None else partition.name.removeprefix("collector=") + "-"
+        process = f"m{os.getpid()}" if merging and owner else str(os.getpid())
+        created = time.time_ns() // 1_000_000
+        name = f"seg-{created:013d}-{owner}{process}-{next(_counter):06d}.parquet"
+        temporary = directory / f"{MERGE_PREFIX if merging else '.tmp-'}{name}"
+        final = directory / name
+        flat = partition is None
+        lock = _flock(self.directory / WRITERS_LOCK, fcntl.LOCK_SH) if flat else _no_lock()
+        with lock:
             try:
                 pq.write_table(table, temporary, compression="zstd")
                 with open(temporary, "rb") as written:
@@ -362,12 +442,17 @@ class FlowStore:
                 with contextlib.suppress(OSError):  # a full disk must not keep the part
                     temporary.unlink(missing_ok=True)
                 raise
-        directory = os.open(self.segment_dir, os.O_RDONLY)
+        descriptor = os.open(directory, os.O_RDONLY)
         try:
-            os.fsync(directory)
+            os.fsync(descriptor)
         finally:
-            os.close(directory)
+            os.close(descriptor)
         return final
+
+
+@contextlib.contextmanager
+def _no_lock() -> Iterator[None]:
+    yield
 
 
 @contextlib.contextmanager
