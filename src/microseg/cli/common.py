@@ -7,6 +7,7 @@ import json
 import os
 import stat
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,18 @@ err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 JSON_OPTION_HELP = "Print machine-readable JSON instead of a table."
 POLICY_HELP = "A policy file or directory, rev:N (a stored revision) or ws:NAME (a workspace)."
+
+
+def parse_iso_time(option: str, value: str) -> datetime:
+    """An ISO 8601 time given to `option` (`2025-11-19T18:52`, `...Z`, `...+01:00`); one
+    without a zone is UTC. Anything else is a user error naming the option."""
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise MicrosegError(
+            f"{option} {value!r}: expected an ISO time like 2025-11-19T18:52"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def counted(count: int, noun: str, plural: str | None = None) -> str:

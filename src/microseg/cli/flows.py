@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,7 +16,14 @@ from rich.markup import escape
 from rich.table import Table
 
 from microseg.cli.app import FLOWS, app, demo_step
-from microseg.cli.common import JSON_OPTION_HELP, console, counted, err_console, write_output
+from microseg.cli.common import (
+    JSON_OPTION_HELP,
+    console,
+    counted,
+    err_console,
+    parse_iso_time,
+    write_output,
+)
 from microseg.model import MicrosegError
 
 STORE_HELP = "Flow store directory (default: $MICROSEG_FLOW_STORE or the user data dir)."
@@ -53,10 +61,15 @@ def collect(
         min=0,
         help="Sessions kept in memory while the store cannot take them (full, read-only).",
     ),
+    metrics: str | None = typer.Option(
+        None,
+        "--metrics",
+        help="Serve Prometheus metrics on [HOST:]PORT (default host 127.0.0.1), e.g. 9465.",
+    ),
 ) -> None:
     """Receive IPFIX / NetFlow v9 until SIGINT or SIGTERM; sessions go to the flow store.
 
-    Example: microseg collect --listen 127.0.0.1:4739 --stats
+    Example: microseg collect --listen 127.0.0.1:4739 --stats --metrics 9465
     """
     from microseg.flows.collector import CollectorSettings, FlowCollector, parse_listen, run
     from microseg.flows.flowstore import FlowStore, default_store_dir
@@ -78,11 +91,28 @@ def collect(
             f"listening on {address[0]}:{address[1]}, store {store_dir}", markup=False
         )
 
-    def report(current) -> None:
-        if stats:
-            _print_stats(current.stats(), as_json)
+    exposition = None
+    with ExitStack() as stack:
+        if metrics is not None:
+            from microseg.monitor.metrics import (
+                CollectorMetrics,
+                MetricsServer,
+                parse_metrics_address,
+            )
 
-    run(collector, host, port, on_ready=ready, on_flush=report)
+            metrics_host, metrics_port = parse_metrics_address(metrics)
+            exposition = CollectorMetrics(collector.stats())
+            server = stack.enter_context(MetricsServer([exposition], metrics_host, metrics_port))
+            err_console.print(f"metrics on {server.url}", markup=False)
+
+        def report(current) -> None:
+            figures = current.stats() if stats or exposition else {}
+            if exposition is not None:
+                exposition.update(figures)
+            if stats:
+                _print_stats(figures, as_json)
+
+        run(collector, host, port, on_ready=ready, on_flush=report)
     final = collector.stats()
     if as_json:
         sys.stdout.write(json.dumps(final, sort_keys=True) + "\n")
@@ -132,15 +162,7 @@ def _print_stats(stats: dict, as_json: bool) -> None:
 
 
 def _since(value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise MicrosegError(
-            f"--since {value!r}: expected an ISO time like 2025-11-19T18:52"
-        ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return None if value is None else parse_iso_time("--since", value)
 
 
 @sessions_app.command("list")

@@ -4,14 +4,27 @@ from __future__ import annotations
 
 import re
 import time
+from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from microseg.cli.app import app
-from microseg.cli.common import JSON_OPTION_HELP, emit_json, err_console, print_table
+from microseg.cli.common import (
+    JSON_OPTION_HELP,
+    emit_json,
+    err_console,
+    parse_iso_time,
+    print_table,
+)
 from microseg.model import MicrosegError
+
+if TYPE_CHECKING:
+    from microseg.monitor import CounterSeries, DevicePoll
+    from microseg.monitor.metrics import MonitorMetrics
+    from microseg.store import Store
 
 monitor_app = typer.Typer(
     help="Policy Monitor: per-rule hit counters from deployed devices, device state.",
@@ -24,15 +37,20 @@ _DURATION = re.compile(r"^(\d+)([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
 
-def parse_window(text: str) -> timedelta:
-    """`30m`, `24h`, `7d`: a window length; anything else is a user error."""
+def parse_since(text: str, now: datetime) -> datetime:
+    """The window's start: `30m`, `24h`, `7d` before `now`, or an ISO time (UTC unless it
+    says otherwise), which gives the same window, and output, on every run."""
     found = _DURATION.match(text.strip())
-    if not found or int(found.group(1)) == 0:
-        raise MicrosegError(f"--since {text!r}: expected a duration like 30m, 24h or 7d")
-    return timedelta(**{_UNITS[found.group(2)]: int(found.group(1))})
+    if found and int(found.group(1)) > 0:
+        return now - timedelta(**{_UNITS[found.group(2)]: int(found.group(1))})
+    if text[:1].isdigit() and "-" in text:
+        return parse_iso_time("--since", text)
+    raise MicrosegError(
+        f"--since {text!r}: expected a duration like 30m, 24h or 7d, or an ISO time"
+    )
 
 
-def _series(store: Path | None):
+def _series(store: Path | None) -> CounterSeries:
     from microseg.flows.flowstore import default_store_dir
     from microseg.monitor import CounterSeries
 
@@ -45,37 +63,73 @@ def monitor_poll(
     once: bool = typer.Option(False, "--once", help="Poll once and exit."),
     timeout: float = typer.Option(30.0, "--timeout", min=0.1, help="Seconds per device request."),
     store: Path | None = typer.Option(None, "--store", help=STORE_HELP),
+    metrics: str | None = typer.Option(
+        None,
+        "--metrics",
+        help="Serve Prometheus metrics on [HOST:]PORT (default host 127.0.0.1), e.g. 9464.",
+    ),
 ) -> None:
     """Read per-match counters of every deployed device and store them (a time series).
 
-    Example: microseg monitor poll --interval 60
+    Example: microseg monitor poll --interval 60 --metrics 127.0.0.1:9464
     """
     from microseg.monitor import poll
     from microseg.store import open_store
 
     series = _series(store)
-    while True:
-        with open_store() as database:
-            outcomes = poll(database, series, timeout)
-        for outcome in outcomes:
-            if outcome.error:
-                err_console.print(f"{outcome.device}: not polled: {outcome.error}", markup=False)
-            else:
-                typer.echo(
-                    f"{outcome.device}: {outcome.matches} counters (change {outcome.change})"
-                )
-        if not outcomes:
-            err_console.print("no deployed device to poll (microseg change run first)")
-        if once:
-            if any(outcome.error for outcome in outcomes):
-                raise typer.Exit(1)
-            return
-        time.sleep(interval)
+    with ExitStack() as stack:
+        exposition = _serve_metrics(metrics, stack) if metrics is not None else None
+        while True:
+            with open_store() as database:
+                outcomes = poll(database, series, timeout)
+                if exposition is not None:
+                    _update_metrics(exposition, database, series, outcomes)
+            _report_poll(outcomes)
+            if once:
+                if any(outcome.error for outcome in outcomes):
+                    raise typer.Exit(1)
+                return
+            time.sleep(interval)
+
+
+def _serve_metrics(address: str, stack: ExitStack) -> MonitorMetrics:
+    """The poller's Prometheus endpoint, closed with `stack`."""
+    from microseg.monitor.metrics import MetricsServer, MonitorMetrics, parse_metrics_address
+
+    host, port = parse_metrics_address(address)
+    exposition = MonitorMetrics()
+    server = stack.enter_context(MetricsServer([exposition], host, port))
+    err_console.print(f"metrics on {server.url}", markup=False)
+    return exposition
+
+
+def _update_metrics(
+    exposition: MonitorMetrics, database: Store, series: CounterSeries, outcomes: list[DevicePoll]
+) -> None:
+    """Device state and the default match's share (last 24 h, as `monitor rules`) next to
+    the counters just read."""
+    from microseg.monitor import device_states, rule_hits
+
+    states = device_states(database, series)
+    _, shares = rule_hits(series, datetime.now(UTC) - timedelta(hours=24))
+    exposition.update(outcomes, states, shares)
+
+
+def _report_poll(outcomes: list[DevicePoll]) -> None:
+    for outcome in outcomes:
+        if outcome.error:
+            err_console.print(f"{outcome.device}: not polled: {outcome.error}", markup=False)
+        else:
+            typer.echo(f"{outcome.device}: {outcome.matches} counters (change {outcome.change})")
+    if not outcomes:
+        err_console.print("no deployed device to poll (microseg change run first)")
 
 
 @monitor_app.command("rules")
 def monitor_rules(
-    since: str = typer.Option("24h", "--since", help="Window: 30m, 24h, 7d."),
+    since: str = typer.Option(
+        "24h", "--since", help="Window: 30m, 24h, 7d back from now, or from an ISO time."
+    ),
     store: Path | None = typer.Option(None, "--store", help=STORE_HELP),
     as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
 ) -> None:
@@ -87,7 +141,7 @@ def monitor_rules(
     from microseg.monitor import rule_hits
     from microseg.monitor.report import rules_json
 
-    start = datetime.now(UTC) - parse_window(since)
+    start = parse_since(since, datetime.now(UTC))
     hits, shares = rule_hits(_series(store), start)
     if as_json:
         emit_json(rules_json(hits, shares, start))

@@ -42,6 +42,7 @@ class DevicePoll:
     change: int
     matches: int  # counters read
     error: str | None = None
+    counters: tuple[CounterRow, ...] = ()  # what was read and stored
 
 
 def deployed_devices(store: Store) -> list[Deployed]:
@@ -85,9 +86,10 @@ def poll(
             outcomes.append(DevicePoll(device.device, device.change, 0, str(error)))
             continue
         names = _match_names(intent)
+        read = []
         for counter in counters:
             rule, action = names.get((counter.policy, counter.match), (counter.match, "unknown"))
-            rows.append(
+            read.append(
                 CounterRow(
                     now,
                     device.device,
@@ -100,7 +102,8 @@ def poll(
                     counter.bytes,
                 )
             )
-        outcomes.append(DevicePoll(device.device, device.change, len(counters)))
+        rows.extend(read)
+        outcomes.append(DevicePoll(device.device, device.change, len(counters), None, tuple(read)))
     series.write(rows)
     return outcomes
 

@@ -93,7 +93,8 @@ class DeviceState:
     hardware_entries: int
     hardware_budget: int | None
     budget_source: str
-    counters_age_s: float | None  # since the last poll that stored counters of the device
+    counters_polled_at: str | None  # ISO UTC: the last poll that stored its counters
+    counters_age_s: float | None  # seconds from then to `now`
 
 
 def device_states(
@@ -127,6 +128,7 @@ def device_states(
                 hardware_entries(intent) if intent else 0,
                 budget.entries,
                 budget.source,
+                _iso(polled),
                 None if polled is None else round((now - polled).total_seconds(), 1),
             )
         )
