@@ -10,11 +10,13 @@ import re
 import sys
 
 import pytest
+from tests.lab import test_lab
+from tests.lab.test_lab import cli
 
 from microseg.lab.topology import SWITCH, State, in_ns
-from tests.lab.test_lab import cli, lab_env  # noqa: F401 (fixture)
 
 pytestmark = [pytest.mark.system, pytest.mark.slow]
+lab_env = test_lab.lab_env  # the lab tests' fixture: own state dir, prefix and store
 POLICY = "vrf_all_home"
 PAYLOAD = b"microseg-monitor"
 DATAGRAM_BYTES = 20 + 8 + len(PAYLOAD)  # nft counts from the IPv4 header on
