@@ -132,3 +132,26 @@ def test_rules_and_devices_json_are_the_same_bytes_whatever_the_hash_seed_and_ti
     assert len(devices_runs) == 1
     (state,) = [s for s in json.loads(devices_runs.pop()) if s["device"] == SWITCH]
     assert state["counters_polled_at"].endswith("Z")
+
+
+def test_a_poller_loads_and_compiles_each_revision_once_for_all_its_polls(
+    store_env, lab, switch, vztx, run_cli, tmp_path, monkeypatch
+):
+    from microseg.monitor import CounterSeries, Revisions, poll
+    from microseg.store import Store, open_store
+
+    deploy(run_cli, lab("home-lab-dns-ntp.yaml"))
+    loads: list[int] = []
+    load = Store.revision_policy
+    monkeypatch.setattr(
+        Store,
+        "revision_policy",
+        lambda store, revision: loads.append(revision) or load(store, revision),
+    )
+    revisions, series = Revisions(), CounterSeries(tmp_path / "flows")
+    for _ in range(3):
+        with open_store() as store:
+            (outcome,) = [o for o in poll(store, series, revisions=revisions) if o.device == SWITCH]
+            assert outcome.error is None and outcome.matches > 0
+    assert loads == [1]  # revision 1: head and deployed, loaded by the first poll only
+    assert len(series.segments()) == 3

@@ -22,9 +22,8 @@ from microseg.cli.common import (
 from microseg.model import MicrosegError
 
 if TYPE_CHECKING:
-    from microseg.monitor import CounterSeries, DevicePoll
+    from microseg.monitor import CounterSeries, DevicePoll, DeviceState
     from microseg.monitor.metrics import MonitorMetrics
-    from microseg.store import Store
 
 monitor_app = typer.Typer(
     help="Policy Monitor: per-rule hit counters from deployed devices, device state.",
@@ -77,17 +76,19 @@ def monitor_poll(
 
     Example: microseg monitor poll --interval 60 --metrics 127.0.0.1:9464
     """
-    from microseg.monitor import poll
+    from microseg.monitor import Revisions, device_states, poll
     from microseg.store import open_store
 
     series = _series(store)
+    revisions = Revisions()  # loaded and compiled once for all polls
     with ExitStack() as stack:
         exposition = _serve_metrics(metrics, stack) if metrics is not None else None
         while True:
             with open_store() as database:
-                outcomes = poll(database, series, timeout)
+                outcomes = poll(database, series, timeout, revisions)
                 if exposition is not None:
-                    _update_metrics(exposition, database, series, outcomes)
+                    states = device_states(database, series, revisions=revisions)
+                    _update_metrics(exposition, states, series, outcomes)
             _report_poll(outcomes)
             if once:
                 if any(outcome.error for outcome in outcomes):
@@ -108,13 +109,15 @@ def _serve_metrics(address: str, stack: ExitStack) -> MonitorMetrics:
 
 
 def _update_metrics(
-    exposition: MonitorMetrics, database: Store, series: CounterSeries, outcomes: list[DevicePoll]
+    exposition: MonitorMetrics,
+    states: list[DeviceState],
+    series: CounterSeries,
+    outcomes: list[DevicePoll],
 ) -> None:
     """Device state and the default match's share (last 24 h, as `monitor rules`) next to
     the counters just read."""
-    from microseg.monitor import device_states, rule_hits
+    from microseg.monitor import rule_hits
 
-    states = device_states(database, series)
     _, shares = rule_hits(series, datetime.now(UTC) - timedelta(hours=24))
     exposition.update(outcomes, states, shares)
 

@@ -6,10 +6,9 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from microseg.compile.resolve import compile_all
 from microseg.deploy.drift import drift
 from microseg.evaluate.lint import hardware_entries
-from microseg.monitor.poll import DEFAULT_MATCHES, deployed_devices
+from microseg.monitor.poll import DEFAULT_MATCHES, Revisions, deployed_devices
 from microseg.monitor.series import CounterSeries
 from microseg.store import Store
 from microseg.targets import registry
@@ -98,7 +97,10 @@ class DeviceState:
 
 
 def device_states(
-    store: Store, series: CounterSeries, now: datetime | None = None
+    store: Store,
+    series: CounterSeries,
+    now: datetime | None = None,
+    revisions: Revisions | None = None,
 ) -> list[DeviceState]:
     """Every deployed device: reachable (the drift read answered), last deploy, drift,
     hardware entries of what it runs vs its target's budget, age of its counters."""
@@ -107,9 +109,10 @@ def device_states(
     by_device = {report.device: report for report in reports}
     last_poll = dict(series.query("SELECT device, max(time) FROM samples GROUP BY device"))
     states = []
-    for device in deployed_devices(store):
-        policy_set = store.revision_policy(device.revision)
-        intent = compile_all(policy_set).get(device.device)
+    revisions = revisions or Revisions()
+    for device in deployed_devices(store, revisions):
+        policy_set = revisions.policy(store, device.revision)
+        intent = revisions.intents(store, device.revision).get(device.device)
         model = policy_set.get("devices", device.device) or policy_set.get(
             "monitor_nodes", device.device
         )
