@@ -7,7 +7,6 @@ import json
 import os
 import stat
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,24 +14,13 @@ from rich.console import Console
 
 from microseg.files import Writer, replace_atomically, write_content
 from microseg.model import MicrosegError, PolicySet
+from microseg.store.specs import check_stored_spec, is_stored_spec, stored_policy
 
 console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 JSON_OPTION_HELP = "Print machine-readable JSON instead of a table."
 POLICY_HELP = "A policy file or directory, rev:N (a stored revision) or ws:NAME (a workspace)."
-
-
-def parse_iso_time(option: str, value: str) -> datetime:
-    """An ISO 8601 time given to `option` (`2025-11-19T18:52`, `...Z`, `...+01:00`); one
-    without a zone is UTC. Anything else is a user error naming the option."""
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise MicrosegError(
-            f"{option} {value!r}: expected an ISO time like 2025-11-19T18:52"
-        ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def counted(count: int, noun: str, plural: str | None = None) -> str:
@@ -112,30 +100,15 @@ def _new_file_mode() -> int:
 
 def resolve_policy(spec: str) -> PolicySet:
     """A POLICY argument: a path, `rev:N` or `ws:NAME`."""
-    if spec.startswith(("rev:", "ws:")):
+    if is_stored_spec(spec):
         from microseg.store import open_store
 
-        number = revision_number(spec) if spec.startswith("rev:") else None
+        check_stored_spec(spec)
         with open_store() as store:
-            if number is not None:
-                return store.revision_policy(number)
-            return store.workspace_policy(spec.removeprefix("ws:"))
+            return stored_policy(store, spec)
     from microseg.policyfile import load_policy
 
     return load_policy(policy_path(spec))
-
-
-def revision_number(spec: str) -> int:
-    """N of `rev:N`; a number of thousands of digits is no revision (and past what int()
-    converts)."""
-    number = spec.removeprefix("rev:")
-    # ASCII digits only: str.isdigit() also accepts `²`, which int() refuses.
-    if not (number.isascii() and number.isdigit()):
-        raise MicrosegError(f"{spec[:40]!r}: a revision is rev:N with N a number")
-    digits = number.lstrip("0") or "0"
-    if len(digits) > 18:
-        raise MicrosegError(f"no revision {digits[:20]}... (a number of {len(digits)} digits)")
-    return int(digits)
 
 
 def policy_path(text: str) -> Path:

@@ -16,14 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from microseg.cli.app import FLOWS, app, demo_step
-from microseg.cli.common import (
-    JSON_OPTION_HELP,
-    console,
-    counted,
-    err_console,
-    parse_iso_time,
-    write_output,
-)
+from microseg.cli.common import JSON_OPTION_HELP, console, counted, err_console, write_output
 from microseg.model import MicrosegError
 
 STORE_HELP = "Flow store directory (default: $MICROSEG_FLOW_STORE or the user data dir)."
@@ -162,7 +155,15 @@ def _print_stats(stats: dict, as_json: bool) -> None:
 
 
 def _since(value: str | None) -> datetime | None:
-    return None if value is None else parse_iso_time("--since", value)
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise MicrosegError(
+            f"--since {value!r}: expected an ISO time like 2025-11-19T18:52"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 @sessions_app.command("list")
@@ -181,7 +182,7 @@ def list_sessions(
 
     Example: microseg sessions list --proto udp --port 53
     """
-    from microseg.flows.flowstore import EPHEMERAL_PORT, read_sessions
+    from microseg.flows.flowstore import EPHEMERAL_PORT, read_sessions, session_rows
 
     table = read_sessions(
         store,
@@ -304,31 +305,14 @@ def compact_sessions(
     console.print("\n".join(lines), markup=False)
 
 
-def _iso(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    return (
-        value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
-    )
-
-
 def _with_text_times(table: pa.Table) -> pa.Table:
+    from microseg.flows.flowstore import iso_millis
+
     for name in ("first_seen", "last_seen"):
         index = table.schema.get_field_index(name)
-        texts = pa.array([_iso(v) for v in table.column(name).to_pylist()], pa.string())
+        texts = pa.array([iso_millis(v) for v in table.column(name).to_pylist()], pa.string())
         table = table.set_column(index, name, texts)
     return table
-
-
-def session_rows(table: pa.Table) -> list[dict]:
-    """Rows for JSON: ports are numbers, or "eph"; times ISO 8601 UTC with milliseconds."""
-    rows = table.to_pylist()
-    for row in rows:
-        for name in ("sport", "dport"):
-            if row[name] is not None and row[name].isdigit():
-                row[name] = int(row[name])
-        row["first_seen"], row["last_seen"] = _iso(row["first_seen"]), _iso(row["last_seen"])
-    return rows
 
 
 def session_table(table: pa.Table):

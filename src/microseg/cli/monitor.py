@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
@@ -12,14 +11,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from microseg.cli.app import OPERATE, app
-from microseg.cli.common import (
-    JSON_OPTION_HELP,
-    emit_json,
-    err_console,
-    parse_iso_time,
-    print_table,
-)
-from microseg.model import MicrosegError
+from microseg.cli.common import JSON_OPTION_HELP, emit_json, err_console, print_table
 
 if TYPE_CHECKING:
     from microseg.monitor import CounterSeries, DevicePoll, DeviceState
@@ -32,21 +24,6 @@ monitor_app = typer.Typer(
 app.add_typer(monitor_app, name="monitor", rich_help_panel=OPERATE)
 
 STORE_HELP = "Flow store directory; counters go to its counters/ (default: $MICROSEG_FLOW_STORE)."
-_DURATION = re.compile(r"^(\d+)([smhd])$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
-
-
-def parse_since(text: str, now: datetime) -> datetime:
-    """The window's start: `30m`, `24h`, `7d` before `now`, or an ISO time (UTC unless it
-    says otherwise), which gives the same window, and output, on every run."""
-    found = _DURATION.match(text.strip())
-    if found and int(found.group(1)) > 0:
-        return now - timedelta(**{_UNITS[found.group(2)]: int(found.group(1))})
-    if text[:1].isdigit() and "-" in text:
-        return parse_iso_time("--since", text)
-    raise MicrosegError(
-        f"--since {text!r}: expected a duration like 30m, 24h or 7d, or an ISO time"
-    )
 
 
 def _series(store: Path | None) -> CounterSeries:
@@ -146,9 +123,9 @@ def monitor_rules(
     Example: microseg monitor rules --since 24h
     """
     from microseg.monitor import rule_hits
-    from microseg.monitor.report import rules_json
+    from microseg.monitor.report import rules_json, window_start
 
-    start = parse_since(since, datetime.now(UTC))
+    start = window_start(since, datetime.now(UTC))
     hits, shares = rule_hits(_series(store), start)
     if as_json:
         emit_json(rules_json(hits, shares, start))
