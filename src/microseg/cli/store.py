@@ -6,7 +6,6 @@ The store is $MICROSEG_DATABASE_URL, else SQLite in the user data dir.
 from __future__ import annotations
 
 import json
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +21,10 @@ from microseg.cli.common import (
     write_output,
 )
 from microseg.cli.demo import DemoContext
-from microseg.model import SECTIONS, MicrosegError, PolicyError, Problem
+from microseg.model import SECTIONS, MicrosegError
 from microseg.policyfile import dump_policy, load_policy, read_policy_source
+from microseg.policyfile.workspace import set_source_objects
 from microseg.store import (
-    InvalidChange,
     NotFound,
     ObjectChange,
     RevisionInfo,
@@ -256,29 +255,9 @@ def workspace_set(
     Example: microseg workspace set restrict-web-clients --file rule.yaml
     """
     file = policy_path(file_text)
-    source = read_policy_source(file)
-    if source.problems:
-        raise PolicyError(source.problems)
-    if not source.objects:
-        raise MicrosegError(f"{file}: no objects to set")
-    given = Counter((obj.section, obj.name) for obj in source.objects if obj.name is not None)
-    twice = [
-        Problem(f"duplicate name: defined {count} times", (section, object_name, "name"))
-        for (section, object_name), count in given.items()
-        if count > 1
-    ]
-    if twice:
-        raise PolicyError(source.locate_all(twice))
-    objects = [(obj.section, obj.data) for obj in source.objects]
     with open_store() as store:
-        try:
-            store.workspace_set_objects(name, objects)
-        except PolicyError as error:
-            located = source.locate_all(error.problems)
-            if isinstance(error, InvalidChange):
-                raise InvalidChange(error.what, located) from None
-            raise PolicyError(located) from None
-    typer.echo(f"workspace {name!r}: set {len(objects)} object{'s' if len(objects) != 1 else ''}")
+        count = set_source_objects(store, name, read_policy_source(file), str(file))
+    typer.echo(f"workspace {name!r}: set {count} object{'s' if count != 1 else ''}")
 
 
 @workspace_app.command("delete")
