@@ -143,7 +143,7 @@ def _edge(edge: Edge, place: dict, per_pair: dict[tuple[str, str], int]) -> str:
     if edge.source == edge.destination:  # within one group: a loop outside the node
         nth = per_pair[(edge.source, edge.source)]
         per_pair[(edge.source, edge.source)] += 1
-        size = 34 + 14 * nth
+        size = 34 + 22 * nth
         path = f"M{x1 - 10:.1f},{y1 - 15:.1f} c{-size:.1f},{-size:.1f} {size + 20:.1f},{-size:.1f} 20,0"
         return (
             f'<g class="edge">{title}<path d="{path}" fill="none" stroke="{colour}" '

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -79,7 +80,13 @@ def names(value: tuple[str, ...] | list[str]) -> str:
     return ", ".join(value) if value else "any"
 
 
+def as_json(value: Any) -> str:
+    """A value as JSON text, the way `workspace diff` prints it (escaped by the template)."""
+    return json.dumps(value, ensure_ascii=False)
+
+
 ENVIRONMENT.filters["when"] = when
+ENVIRONMENT.filters["json"] = as_json
 ENVIRONMENT.filters["names"] = names
 ENVIRONMENT.globals["diff_lines"] = diff_lines
 ENVIRONMENT.globals["diff_counts"] = diff_counts
