@@ -105,8 +105,8 @@ def recommend_command(
         from microseg.store import open_store
 
         check_budget(recommendation, force)
-        with open_store() as store:
-            written = write_checked(store, policy, policy_set, into_workspace, recommendation)
+        with open_store() as database:
+            written = write_checked(database, policy, policy_set, into_workspace, recommendation)
     if as_json:
         data = recommendation_json(recommendation)
         if into_workspace is not None:

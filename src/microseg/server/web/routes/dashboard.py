@@ -3,10 +3,12 @@ revisions; device reachability and drift are read on demand (they ask every devi
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
-from microseg.deploy import drift, list_changes
+from microseg.deploy import DriftReport, drift, list_changes
 from microseg.server.web.errors import WebRoute
 from microseg.server.web.identity import Viewer, store_of
 from microseg.server.web.render import page
@@ -28,7 +30,7 @@ def dashboard(request: Request, _: Viewer) -> HTMLResponse:
                 for device in getattr(policy_set, section):
                     last = store.changes.last_deployed(device.name)
                     devices.append((kind, device, last))
-        context = {
+        context: dict[str, Any] = {
             "head": head,
             "policy_set": policy_set,
             "devices": devices,
@@ -44,7 +46,7 @@ def device_state(request: Request, _: Viewer) -> HTMLResponse:
     """Reachable and in sync, per device of the head revision (`microseg drift`)."""
     with store_of(request) as store:
         if store.head() is None:
-            reports = []
+            reports: list[DriftReport] = []
         else:
             _, reports = drift(store, timeout=DRIFT_TIMEOUT_S)
     return page(request, "fragments/device_state.html", "dashboard", reports=reports)

@@ -206,7 +206,7 @@ def _form(
 
 def _object_yaml(section: str, values: dict[str, Any]) -> str:
     obj = SECTIONS[section].model_validate(values)
-    return dump_policy(PolicySet.model_construct(**{section: (obj,)}))
+    return dump_policy(PolicySet.model_construct(None, **{section: (obj,)}))
 
 
 @router.post("/workspaces/{ws}/objects/{section}", response_class=HTMLResponse)
