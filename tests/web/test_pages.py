@@ -48,6 +48,25 @@ def test_a_page_without_a_session_sends_the_browser_to_the_login_form(client):
     assert (htmx.status_code, htmx.headers["HX-Redirect"]) == (401, "/login")
 
 
+def test_every_page_and_action_needs_a_session(client):
+    from fastapi.routing import APIRoute
+
+    from microseg.server.web import routes
+
+    checked = 0
+    every = [r for module in routes.AREAS for r in module.router.routes]
+    for route in every:
+        if not isinstance(route, APIRoute) or route.path == "/login":
+            continue
+        path = re.sub(r"\{[^}]+\}", "1", route.path)
+        for method in sorted(route.methods - {"HEAD"}):
+            answer = client.request(method, path, follow_redirects=False)
+            assert answer.status_code == 303, (method, route.path, answer.status_code)
+            assert answer.headers["location"].startswith("/login?next="), (method, route.path)
+            checked += 1
+    assert checked >= 30
+
+
 def test_a_wrong_password_is_refused_on_the_form(client):
     answer = client.post("/login", data={"username": "alice", "password": "nope-nope-nope"})
     assert answer.status_code == 401

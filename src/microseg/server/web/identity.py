@@ -34,6 +34,14 @@ def actor(request: Request) -> str:
     return str(principal.name)
 
 
+def audit(request: Request, action: str, target: str, detail: dict[str, Any] | None = None) -> None:
+    """Record a write the page made in the server's audit trail (after it succeeded), in the
+    API's terms: `workspace.set`, `change.approve`..."""
+    from microseg.server.audit import audited
+
+    audited(request, signed_in(request), action, target, detail or {})
+
+
 def csrf_token(request: Request) -> str:
     from microseg.server.auth import csrf_token as session_csrf
 

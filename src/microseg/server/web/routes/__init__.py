@@ -15,8 +15,9 @@ from microseg.server.web.routes import (
     workspaces,
 )
 
+AREAS = (session, dashboard, policy, workspaces, changes, builder, insight)
 router = APIRouter(include_in_schema=False)
-for module in (session, dashboard, policy, workspaces, changes, builder, insight):
+for module in AREAS:
     router.include_router(module.router)
 
 

@@ -21,6 +21,7 @@ from microseg.server.web.identity import (
     Editor,
     Viewer,
     actor,
+    audit,
     collected_sessions,
     flow_store_of,
     store_of,
@@ -152,5 +153,6 @@ async def submit(request: Request, _: Editor) -> Response:
     with store_of(request) as store:
         if workspace not in {w.name for w in store.workspace_list()}:
             store.workspace_create(workspace, head, author=actor(request))
-        write_checked(store, f"rev:{head}", policy_set, workspace, chosen)
+        written = write_checked(store, f"rev:{head}", policy_set, workspace, chosen)
+    audit(request, "recommend.into_workspace", f"workspace/{workspace}", {"objects": len(written)})
     return RedirectResponse(f"/workspaces/{quote(workspace, safe='')}", status_code=303)

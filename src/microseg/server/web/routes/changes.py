@@ -29,7 +29,7 @@ from microseg.deploy.changes import RUNNABLE
 from microseg.deploy.run import DEFAULT_CONFIRM_WITHIN_S
 from microseg.model import MicrosegError
 from microseg.server.web.errors import WebRoute
-from microseg.server.web.identity import Approver, Editor, Viewer, actor, store_of
+from microseg.server.web.identity import Approver, Editor, Viewer, actor, audit, store_of
 from microseg.server.web.render import ENVIRONMENT, page
 from microseg.store import ChangeRecord
 
@@ -85,6 +85,7 @@ async def approve(request: Request, _: Approver, change: int) -> Response:
     comment = str((await request.form()).get("comment") or "")
     with store_of(request) as store:
         approve_change(store, change, actor(request), comment)
+    audit(request, "change.approve", f"change/{change}", {"comment": comment})
     return RedirectResponse(f"/changes/{change}", status_code=303)
 
 
@@ -92,6 +93,7 @@ async def approve(request: Request, _: Approver, change: int) -> Response:
 async def cancel(request: Request, _: Editor, change: int) -> Response:
     with store_of(request) as store:
         cancel_change(store, change, actor(request))
+    audit(request, "change.cancel", f"change/{change}")
     return RedirectResponse(f"/changes/{change}", status_code=303)
 
 
@@ -99,6 +101,7 @@ async def cancel(request: Request, _: Editor, change: int) -> Response:
 async def rollback(request: Request, _: Approver, change: int) -> Response:
     with store_of(request) as store:
         record = rollback_change(store, change, actor(request))
+    audit(request, "change.rollback", f"change/{change}", {"change": record.id})
     return RedirectResponse(f"/changes/{record.id}", status_code=303)
 
 
@@ -130,6 +133,7 @@ async def run(request: Request, _: Approver, change: int) -> Response:
 
     runner = threading.Thread(target=deploy, name=f"change-{change}", daemon=True)
     runner.start()
+    audit(request, "change.run", f"change/{change}", {"parallel": options.parallel})
     await run_in_threadpool(_until_moved, request, change, record.state, runner)
     return RedirectResponse(f"/changes/{change}", status_code=303)
 

@@ -60,6 +60,7 @@ def monitor_devices(request: Request, _: Viewer) -> HTMLResponse:
 @router.get("/check", response_class=HTMLResponse)
 def check(
     request: Request,
+    _: Viewer,
     source: str = "",
     destination: str = "",
     protocol: str = "tcp",

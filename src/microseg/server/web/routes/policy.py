@@ -16,7 +16,7 @@ from microseg.model.errors import singular
 from microseg.policyfile import dump_policy, read_policy_source_text
 from microseg.policyfile.workspace import set_source_objects
 from microseg.server.web.errors import WebRoute
-from microseg.server.web.identity import Editor, Viewer, store_of
+from microseg.server.web.identity import Editor, Viewer, audit, store_of
 from microseg.server.web.render import page
 from microseg.store import Store
 
@@ -108,7 +108,7 @@ def _policy_of(store: Store, workspace: str | None) -> PolicySet | None:
 
 @router.get("/policy", response_class=HTMLResponse)
 def policy_manager(
-    request: Request, section: str = "policies", ws: str | None = None
+    request: Request, _: Viewer, section: str = "policies", ws: str | None = None
 ) -> HTMLResponse:
     if section not in SECTIONS:
         section = "policies"
@@ -139,7 +139,7 @@ def policy_manager(
 
 @router.get("/workspaces/{ws}/edit/{section}", response_class=HTMLResponse)
 def edit_object(
-    request: Request, _: Viewer, ws: str, section: str, name: str | None = None
+    request: Request, _: Editor, ws: str, section: str, name: str | None = None
 ) -> HTMLResponse:
     """The form for object `name` of `section` (a new one without `name`)."""
     with store_of(request) as store:
@@ -259,6 +259,7 @@ async def save_object(request: Request, _: Editor, ws: str, section: str) -> Res
                     yaml_text=text,
                     status_code=422,
                 )
+    audit(request, "workspace.set", f"workspace/{ws}", {"section": section})
     return RedirectResponse(policy_url(ws, section), status_code=303)
 
 
@@ -293,6 +294,7 @@ async def delete_object(request: Request, _: Editor, ws: str, section: str) -> R
     name = str((await request.form()).get("name") or "")
     with store_of(request) as store:
         store.workspace_delete(ws, section, name)
+    audit(request, "workspace.delete", f"workspace/{ws}", {"section": section, "name": name})
     return RedirectResponse(policy_url(ws, section), status_code=303)
 
 
@@ -311,4 +313,6 @@ async def move_rule(request: Request, _: Editor, ws: str) -> Response:
         if 0 <= to < len(rules):
             rules[at], rules[to] = rules[to], rules[at]
             store.workspace_set(ws, "policies", {**policy.model_dump(mode="json"), "rules": rules})
+            detail = {"policy": policy_name, "rule": rule, "to": direction}
+            audit(request, "workspace.move_rule", f"workspace/{ws}", detail)
     return RedirectResponse(policy_url(ws, "policies"), status_code=303)

@@ -17,6 +17,7 @@ from microseg.server.web.identity import (
     Editor,
     Viewer,
     actor,
+    audit,
     collected_sessions,
     flow_store_of,
     store_of,
@@ -52,7 +53,8 @@ async def workspace_create(request: Request, _: Editor) -> Response:
     form = await request.form()
     name = str(form.get("name") or "").strip()
     with store_of(request) as store:
-        store.workspace_create(name, author=actor(request))
+        info = store.workspace_create(name, author=actor(request))
+    audit(request, "workspace.create", f"workspace/{name}", {"base": info.base})
     target = policy_url(name, "rules") if form.get("next") == "policy" else island_url(name)
     return RedirectResponse(target, status_code=303)
 
@@ -122,11 +124,13 @@ async def submit(request: Request, _: Editor, name: str) -> Response:
     who = actor(request)
     with store_of(request) as store:
         revision = store.workspace_submit(name, who, message)
+        audit(request, "workspace.submit", f"workspace/{name}", {"revision": revision})
         if form.get("change") != "1":
             note = f"submitted as revision {revision}"
             return RedirectResponse(f"{island_url(name)}?notice={quote(note)}", status_code=303)
         try:
             change = create_change(store, who, revision)
+            audit(request, "change.create", f"change/{change.id}", {"revision": revision})
         except MicrosegError as error:
             note = f"submitted as revision {revision}; no change created: {error}"
             return RedirectResponse(f"{island_url(name)}?notice={quote(note)}", status_code=303)
@@ -137,4 +141,5 @@ async def submit(request: Request, _: Editor, name: str) -> Response:
 async def abandon(request: Request, _: Editor, name: str) -> Response:
     with store_of(request) as store:
         store.workspace_abandon(name)
+    audit(request, "workspace.abandon", f"workspace/{name}")
     return RedirectResponse(f"{island_url(name)}?notice=abandoned", status_code=303)
