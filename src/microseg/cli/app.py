@@ -19,7 +19,8 @@ COMPILE_AND_CHECK = "Compile and check"
 FLOWS = "Flows"
 BUILDER = "Policy builder"
 DEPLOY = "Deploy: change control"
-PANELS = (GETTING_STARTED, POLICY_FILES, STORE, COMPILE_AND_CHECK, FLOWS, BUILDER, DEPLOY)
+OPERATE = "Operate: live lab and Policy Monitor"
+PANELS = (GETTING_STARTED, POLICY_FILES, STORE, COMPILE_AND_CHECK, FLOWS, BUILDER, DEPLOY, OPERATE)
 
 
 class _HelpArgument(TyperArgument):
