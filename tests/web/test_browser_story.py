@@ -159,6 +159,14 @@ def test_seed_story_from_workspace_to_deployed_change_and_builder_rules(
         assert "match ssh_from_admin_laptop ipv4" in owned(switch)
         bob.go("/changes")
         bob.shot("13-changes")
+        # What `microseg monitor poll` does, twice, with traffic on the switch in between.
+        from microseg.monitor import CounterSeries, poll
+
+        series = CounterSeries(served.app.state.context.flow_store)
+        assert [(p.device, p.error) for p in poll(served.store, series)] == [(SWITCH, None)]
+        for match, packets in (("ssh_from_admin_laptop", 12), ("allow_all_DNS", 40)):
+            switch.count("vrf_all_home", match, packets, packets * 90)
+        assert [(p.device, p.error) for p in poll(served.store, series)] == [(SWITCH, None)]
 
         # The Policy Builder: the monitor rule's sessions, Generate by category, submit.
         bob.close()
@@ -187,6 +195,8 @@ def test_seed_story_from_workspace_to_deployed_change_and_builder_rules(
         assert alice.page.locator("#check-result").inner_text() == "connects"
         alice.shot("17-check")
         alice.go("/monitor")
+        ssh_row = alice.page.locator("tr", has_text="ssh_from_admin_laptop").first
+        assert "12" in ssh_row.inner_text()
         alice.shot("18-monitor")
         alice.go("/map")
         assert alice.page.locator("svg g.node").count() >= 2

@@ -85,6 +85,14 @@ def as_json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
+def protocol_name(number: int | str) -> str:
+    """`tcp` for 6, as the CLI prints a packet; a number without a name stays a number."""
+    from microseg.model.ports import PROTOCOL_NAMES
+
+    return PROTOCOL_NAMES.get(number, str(number)) if isinstance(number, int) else number
+
+
+ENVIRONMENT.filters["protocol"] = protocol_name
 ENVIRONMENT.filters["when"] = when
 ENVIRONMENT.filters["json"] = as_json
 ENVIRONMENT.filters["names"] = names
