@@ -128,6 +128,10 @@ def test_seed_story_from_workspace_to_deployed_change_and_builder_rules(
         alice.page.click("text=Lint")
         alice.page.wait_for_selector("h3:text('Lint')")
         alice.shot("09-workspace-lint")
+        alice.page.click("text=What-if on collected sessions")
+        alice.page.wait_for_selector("text=Replayed")
+        assert "Newly blocked" in alice.page.locator("#build").inner_text()
+        alice.shot("09b-workspace-whatif")
         alice.page.fill("#f-message", "SSH from the admin laptop")
         alice.page.click("button:text-is('Submit')")
         alice.page.wait_for_url(re.compile(r".*/changes/\d+$"))
@@ -157,6 +161,8 @@ def test_seed_story_from_workspace_to_deployed_change_and_builder_rules(
             assert "confirmed" in rows.nth(index).inner_text()
         bob.shot("12-change-succeeded")
         assert "match ssh_from_admin_laptop ipv4" in owned(switch)
+        # The first deploy: nothing earlier to roll back to, so no Roll back is offered.
+        assert bob.page.locator("button", has_text="Roll back").count() == 0
         bob.go("/changes")
         bob.shot("13-changes")
         # What `microseg monitor poll` does, twice, with traffic on the switch in between.
