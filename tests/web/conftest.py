@@ -44,6 +44,7 @@ class Served:
 
     def __init__(self, app, url: str) -> None:
         self.app, self.url = app, url
+        self.passwords = PASSWORDS
 
     @property
     def store(self):

@@ -14,8 +14,6 @@ import warnings
 
 import pytest
 
-from conftest import PASSWORDS
-
 pytestmark = [pytest.mark.slow, pytest.mark.system]
 
 HOSTILE = "<script>alert(1)</script>"
@@ -24,10 +22,11 @@ HOSTILE = "<script>alert(1)</script>"
 class Visit:
     """One browser tab of one user: go to a page, screenshot it, fail on any dialog."""
 
-    def __init__(self, browser, base: str, shots, dialogs: list[str]) -> None:
+    def __init__(self, browser, base: str, shots, dialogs: list[str], passwords) -> None:
         self.context = browser.new_context(viewport={"width": 1400, "height": 900})
         self.page = self.context.new_page()
         self.base, self.shots, self.dialogs = base, shots, dialogs
+        self.passwords = passwords
         self.page.on("dialog", self._dialog)
         self.count = 0
 
@@ -45,7 +44,7 @@ class Visit:
     def login(self, user: str) -> None:
         self.go("/login")
         self.page.fill("#f-username", user)
-        self.page.fill("#f-password", PASSWORDS[user])
+        self.page.fill("#f-password", self.passwords[user])
         self.page.click("button[type=submit]")
         self.page.wait_for_url(self.base + "/")
 
@@ -67,7 +66,7 @@ def test_seed_story_from_workspace_to_deployed_change_and_builder_rules(
         policy = pointed_at("home-lab-monitor.yaml", tmp_path, {SWITCH: switch, VZTX: vztx})
         served.store.import_policy(load_policy(policy), "andreas", "seed lab: web-app discovery")
 
-        alice = Visit(browser, served.url, screenshots, dialogs)
+        alice = Visit(browser, served.url, screenshots, dialogs, served.passwords)
         alice.go("/")
         assert "/login" in alice.page.url  # no session: the login form
         alice.shot("01-login")
@@ -145,7 +144,7 @@ def test_seed_story_from_workspace_to_deployed_change_and_builder_rules(
         alice.close()
 
         # The approver approves and runs it; the page follows the run live.
-        bob = Visit(browser, served.url, screenshots, dialogs)
+        bob = Visit(browser, served.url, screenshots, dialogs, served.passwords)
         bob.login("bob")
         bob.page.goto(change_url)
         bob.page.fill("#f-comment", "diff reviewed")
@@ -176,7 +175,7 @@ def test_seed_story_from_workspace_to_deployed_change_and_builder_rules(
 
         # The Policy Builder: the monitor rule's sessions, Generate by category, submit.
         bob.close()
-        alice = Visit(browser, served.url, screenshots, dialogs)
+        alice = Visit(browser, served.url, screenshots, dialogs, served.passwords)
         alice.login("alice")
         alice.go("/builder?monitor_rule=web-appserver-discovery")
         assert "complete" in alice.page.locator("h2", has_text="Collected sessions").inner_text()
