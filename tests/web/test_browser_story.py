@@ -152,9 +152,20 @@ def test_seed_story_from_workspace_to_deployed_change_and_builder_rules(
         bob.page.wait_for_selector("#change-state:text('approved')")
         bob.shot("11-change-approved")
         bob.page.fill("#f-confirm", "120")
+        bob.page.fill("#f-parallel", "1")  # the vZTX first, then the switch
+        streams: list[str] = []
+        bob.page.on("request", lambda r: streams.append(r.url) if "/events" in r.url else None)
+        switch.hang(0.3)  # the switch answers slowly: the run is watched while it goes on
         bob.page.click("button:text-is('Run')")
-        bob.page.wait_for_selector("#change-state:text('succeeded')", timeout=60_000)
         rows = bob.page.locator("tr.progress-row")
+        rows.nth(0).locator(".badge:text('confirmed')").wait_for(timeout=60_000)
+        # The vZTX's row changed under the page's eyes (server-sent events), no reload.
+        assert bob.page.locator("#change-state").inner_text() == "running"
+        assert "confirmed" not in rows.nth(1).inner_text()
+        bob.shot("12a-change-running")
+        switch.hang(0)
+        bob.page.wait_for_selector("#change-state:text('succeeded')", timeout=60_000)
+        assert streams and streams[0].endswith("/changes/1/events")
         assert rows.count() == 2
         for index in range(2):
             assert "confirmed" in rows.nth(index).inner_text()
