@@ -167,7 +167,7 @@ def _in_ranges(ports: np.ndarray, ranges: tuple[PortRange, ...]) -> np.ndarray:
     return inside
 
 
-def scope_of(
+def scope_from(
     policy_set: PolicySet,
     monitor_rule: str | None,
     policy_name: str | None,
@@ -176,8 +176,8 @@ def scope_of(
     since: str | None,
     until: str | None,
 ) -> Scope:
-    """The sessions `recommend` uses: every given condition must hold (the CLI's
-    --monitor-rule, --policy, --vrf, --between, --since and --until)."""
+    """The scope a recommend request names: a monitor rule, a policy, a VRF, prefixes an
+    end is in (`between`) and a time window (ISO times); all of them at once."""
     conditions: list[tuple[Selector, ...]] = []
     if monitor_rule:
         conditions.append((rule_selector(policy_set, monitor_rule),))
@@ -193,7 +193,6 @@ def scope_of(
             except ValueError:
                 raise MicrosegError(f"--between: {text!r} is not an IP prefix") from None
         conditions.append((Selector(label="between", sources=tuple(prefixes)),))
-
     since_ms = parse_time(since, "--since") if since else None
     until_ms = parse_time(until, "--until") if until else None
     if since_ms is not None and until_ms is not None and since_ms > until_ms:

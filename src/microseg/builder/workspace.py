@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 
 from microseg.builder.proposal import Recommendation, proposed_policy_set
 from microseg.model import MicrosegError, PolicyObject, PolicySet
+from microseg.store.snapshot import policy_bodies
+from microseg.store.specs import revision_number
 
 if TYPE_CHECKING:
     from microseg.store import Store
@@ -27,17 +29,18 @@ def proposal_objects(
 
 
 def write_into_workspace(
-    store,
+    store: Store,
     workspace: str,
     base_revision: int | None,
     base: PolicySet,
     recommendation: Recommendation,
+    author: str | None = None,
 ) -> list[tuple[str, str]]:
     """Create `workspace` (on `base_revision`, default the head) unless it is open already,
     then write the proposals in one transaction: all of them or none."""
     open_names = {w.name for w in store.workspace_list()}
     if workspace not in open_names:
-        store.workspace_create(workspace, base=base_revision)
+        store.workspace_create(workspace, base=base_revision, author=author)
     objects = proposal_objects(base, recommendation)
     store.workspace_set_objects(workspace, objects)
     return [(section, obj.name) for section, obj in objects]
@@ -62,22 +65,20 @@ def check_budget(recommendation: Recommendation, force: bool) -> None:
         )
 
 
-def write_checked(
+def write_recommendation(
     store: Store,
     policy: str,
     policy_set: PolicySet,
     workspace: str,
     recommendation: Recommendation,
+    author: str | None = None,
 ) -> list[tuple[str, str]]:
     """Write the proposals into `workspace`, which must hold exactly the policy they were
-    made from: its base revision (for rev:N) with no changes, or itself (for ws:NAME).
-    `policy` is what it was made from: a file, rev:N or ws:NAME."""
-    from microseg.store.snapshot import policy_bodies
-
-    base_revision = None
-    if policy.startswith("rev:"):
-        base_revision = int(policy.removeprefix("rev:"))
-    made_from = _made_from(policy)
+    made from (`policy`: rev:N, ws:NAME or a file): its base revision (for rev:N) with no
+    changes, or itself (for ws:NAME); a new workspace starts from the head, which must be
+    that policy."""
+    base_revision = revision_number(policy) if policy.startswith("rev:") else None
+    source = _made_from(policy)
     if workspace in {w.name for w in store.workspace_list()}:
         base = store.workspace_base(workspace)
         if base_revision is not None and base_revision != base:
@@ -89,7 +90,7 @@ def write_checked(
         if policy_bodies(store.workspace_policy(workspace)) != policy_bodies(policy_set):
             raise MicrosegError(
                 f"workspace {workspace!r} (on revision {base}) holds a different policy "
-                f"than {made_from}, which the recommendation was made from: recommend from "
+                f"than {source}, which the recommendation was made from: recommend from "
                 f"ws:{workspace}, or write into a new workspace"
             )
     elif base_revision is None:
@@ -99,10 +100,10 @@ def write_checked(
         if policy_bodies(store.revision_policy(head)) != policy_bodies(policy_set):
             raise MicrosegError(
                 f"a new workspace starts from the head revision {head}, but the "
-                f"recommendation was made from {made_from}, which differs from it: "
+                f"recommendation was made from {source}, which differs from it: "
                 f"recommend from rev:{head}, or import the policy first"
             )
-    return write_into_workspace(store, workspace, base_revision, policy_set, recommendation)
+    return write_into_workspace(store, workspace, base_revision, policy_set, recommendation, author)
 
 
 def _made_from(policy: str) -> str:
@@ -114,7 +115,8 @@ def _made_from(policy: str) -> str:
 
 
 def selected(recommendation: Recommendation, rule_names: list[str]) -> Recommendation:
-    """Only the proposals named in `rule_names`, with the new groups and services they use.
+    """Only the proposals named in `rule_names`, with the new groups and services they use
+    (what the Policy Builder page submits when some proposals are left unticked).
 
     The quality figures stay those of the whole recommendation: a subset adds no more
     hardware entries than all of it, so a budget check on them stays on the safe side."""

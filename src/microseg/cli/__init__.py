@@ -23,7 +23,9 @@ from microseg.cli import (  # noqa: F401
     lab,
     monitor,
     policy,
+    serve,
     store,
+    user,
 )
 from microseg.cli.app import app
 from microseg.cli.common import err_console

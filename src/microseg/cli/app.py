@@ -20,7 +20,18 @@ FLOWS = "Flows"
 BUILDER = "Policy builder"
 DEPLOY = "Deploy: change control"
 OPERATE = "Operate: live lab and Policy Monitor"
-PANELS = (GETTING_STARTED, POLICY_FILES, STORE, COMPILE_AND_CHECK, FLOWS, BUILDER, DEPLOY, OPERATE)
+SERVER = "Server: REST API, web UI, users"
+PANELS = (
+    GETTING_STARTED,
+    POLICY_FILES,
+    STORE,
+    COMPILE_AND_CHECK,
+    FLOWS,
+    BUILDER,
+    DEPLOY,
+    OPERATE,
+    SERVER,
+)
 
 
 class _HelpArgument(TyperArgument):

@@ -19,7 +19,8 @@ from microseg.builder import (
 )
 from microseg.builder.proposal import SessionExample, StandingDecision
 from microseg.builder.report import recommendation_json
-from microseg.builder.scope import scope_of
+from microseg.builder.scope import scope_from
+from microseg.builder.workspace import check_budget, write_recommendation
 from microseg.cli.app import BUILDER, app, demo_step
 from microseg.cli.common import (
     JSON_OPTION_HELP,
@@ -92,7 +93,7 @@ def recommend_command(
     policy_set = resolve_policy(policy)
     options = BuilderOptions(
         categories=_names(categories),
-        scope=scope_of(policy_set, monitor_rule, policy_name, vrf, between, since, until),
+        scope=scope_from(policy_set, monitor_rule, policy_name, vrf, between, since, until),
         min_share=min_share,
         include_blocked=include_blocked,
         target_policy=policy_name,
@@ -101,12 +102,13 @@ def recommend_command(
     recommendation = recommend(policy_set, table, options)
     written: list[tuple[str, str]] = []
     if into_workspace is not None:
-        from microseg.builder.workspace import check_budget, write_checked
+        check_budget(recommendation, force)
         from microseg.store import open_store
 
-        check_budget(recommendation, force)
-        with open_store() as database:
-            written = write_checked(database, policy, policy_set, into_workspace, recommendation)
+        with open_store() as opened:
+            written = write_recommendation(
+                opened, policy, policy_set, into_workspace, recommendation
+            )
     if as_json:
         data = recommendation_json(recommendation)
         if into_workspace is not None:

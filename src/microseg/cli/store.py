@@ -23,7 +23,6 @@ from microseg.cli.common import (
 from microseg.cli.demo import DemoContext
 from microseg.model import SECTIONS, MicrosegError
 from microseg.policyfile import dump_policy, load_policy, read_policy_source
-from microseg.policyfile.workspace import set_source_objects
 from microseg.store import (
     NotFound,
     ObjectChange,
@@ -33,6 +32,7 @@ from microseg.store import (
     init_database,
     open_store,
 )
+from microseg.store.sources import set_from_source
 
 db_app = typer.Typer(help="The store's database.", no_args_is_help=True)
 workspace_app = typer.Typer(
@@ -256,8 +256,8 @@ def workspace_set(
     """
     file = policy_path(file_text)
     with open_store() as store:
-        count = set_source_objects(store, name, read_policy_source(file), str(file))
-    typer.echo(f"workspace {name!r}: set {count} object{'s' if count != 1 else ''}")
+        objects = set_from_source(store, name, read_policy_source(file), str(file))
+    typer.echo(f"workspace {name!r}: set {len(objects)} object{'s' if len(objects) != 1 else ''}")
 
 
 @workspace_app.command("delete")

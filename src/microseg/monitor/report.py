@@ -152,4 +152,9 @@ def parse_window(text: str) -> timedelta:
     found = _DURATION.match(text.strip())
     if not found or int(found.group(1)) == 0:
         raise MicrosegError(f"--since {text!r}: expected a duration like 30m, 24h or 7d")
-    return timedelta(**{_UNITS[found.group(2)]: int(found.group(1))})
+    try:
+        window = timedelta(**{_UNITS[found.group(2)]: int(found.group(1))})
+        datetime.now(UTC) - window
+    except OverflowError:
+        raise MicrosegError(f"--since {text!r}: longer than the calendar reaches") from None
+    return window

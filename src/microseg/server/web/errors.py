@@ -34,7 +34,6 @@ class WebRoute(APIRoute):
 
         async def answer(request: Request) -> Response:
             from microseg.server.problems import ApiProblem
-
             from microseg.server.web.render import error_page
 
             try:

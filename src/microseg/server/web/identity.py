@@ -50,10 +50,9 @@ def csrf_token(request: Request) -> str:
 
 def _needs(minimum: str) -> Any:
     async def dependency(request: Request) -> Any:
+        from microseg.server import accounts
         from microseg.server.auth import authenticate
         from microseg.server.problems import ApiProblem
-
-        from microseg.server import accounts
 
         try:
             principal = await authenticate(request)
@@ -90,9 +89,8 @@ def store_of(request: Request) -> Iterator[Store]:
 
 def flow_store_of(request: Request) -> Path:
     """The flow store directory sessions are read from (where `microseg collect` writes)."""
-    from microseg.server.context import server_context
-
     from microseg.flows.flowstore import default_store_dir
+    from microseg.server.context import server_context
 
     return server_context(request).flow_store or default_store_dir()
 

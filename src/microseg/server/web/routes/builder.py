@@ -12,8 +12,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from microseg.builder import BuilderOptions, Recommendation, recommend
-from microseg.builder.scope import scope_mask, scope_of
-from microseg.builder.workspace import check_budget, selected, write_checked
+from microseg.builder.scope import scope_from, scope_mask
+from microseg.builder.workspace import check_budget, selected, write_recommendation
 from microseg.flows.session_columns import session_columns
 from microseg.model import MicrosegError, PolicySet
 from microseg.server.web.errors import WebRoute
@@ -67,7 +67,7 @@ def _recommendation(
     request: Request, asked: BuilderForm
 ) -> tuple[int, PolicySet, Recommendation, int]:
     head, policy_set = _head(request)
-    scope = scope_of(
+    scope = scope_from(
         policy_set,
         asked.monitor_rule or None,
         None,
@@ -91,7 +91,7 @@ def builder(request: Request, _: Viewer) -> HTMLResponse:
     monitor_rules = [r.name for r in policy_set.rules if r.monitor]
     if not asked.monitor_rule and monitor_rules and "monitor_rule" not in request.query_params:
         asked = BuilderForm(monitor_rules[0], (), "", "", False)
-    scope = scope_of(
+    scope = scope_from(
         policy_set,
         asked.monitor_rule or None,
         None,
@@ -151,8 +151,8 @@ async def submit(request: Request, _: Editor) -> Response:
     check_budget(chosen, form.get("force") == "1")
     workspace = str(form.get("workspace") or "").strip()
     with store_of(request) as store:
-        if workspace not in {w.name for w in store.workspace_list()}:
-            store.workspace_create(workspace, head, author=actor(request))
-        written = write_checked(store, f"rev:{head}", policy_set, workspace, chosen)
+        written = write_recommendation(
+            store, f"rev:{head}", policy_set, workspace, chosen, actor(request)
+        )
     audit(request, "recommend.into_workspace", f"workspace/{workspace}", {"objects": len(written)})
     return RedirectResponse(f"/workspaces/{quote(workspace, safe='')}", status_code=303)

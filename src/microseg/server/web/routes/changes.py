@@ -8,7 +8,6 @@ or by another server alike, and a reload shows the same thing."""
 from __future__ import annotations
 
 import asyncio
-import logging
 import threading
 from collections.abc import AsyncIterator
 
@@ -22,8 +21,8 @@ from microseg.deploy import (
     cancel_change,
     list_changes,
     rollback_change,
-    run_change,
     show_change,
+    start_run,
 )
 from microseg.deploy.changes import RUNNABLE
 from microseg.deploy.run import DEFAULT_CONFIRM_WITHIN_S
@@ -34,7 +33,6 @@ from microseg.server.web.render import ENVIRONMENT, page
 from microseg.store import ChangeRecord
 
 router = APIRouter(route_class=WebRoute)
-log = logging.getLogger(__name__)
 
 # How often the event stream looks at the store while a change runs.
 POLL_INTERVAL_S = 0.4
@@ -123,16 +121,7 @@ async def run(request: Request, _: Approver, change: int) -> Response:
             raise MicrosegError(
                 f"change {change} is {record.state}: it must be {' or '.join(RUNNABLE)} to run it"
             )
-
-    def deploy() -> None:
-        with store_of(request) as store:
-            try:
-                run_change(store, change, who, options)
-            except MicrosegError as error:  # the runner recorded it in the change's log
-                log.warning("change %s: %s", change, error)
-
-    runner = threading.Thread(target=deploy, name=f"change-{change}", daemon=True)
-    runner.start()
+        runner = start_run(store, change, who, options)
     audit(request, "change.run", f"change/{change}", {"parallel": options.parallel})
     await run_in_threadpool(_until_moved, request, change, record.state, runner)
     return RedirectResponse(f"/changes/{change}", status_code=303)

@@ -14,11 +14,11 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from microseg.model import SECTIONS, MicrosegError, PolicyError, PolicySet, Problem
 from microseg.model.errors import singular
 from microseg.policyfile import dump_policy, read_policy_source_text
-from microseg.policyfile.workspace import set_source_objects
 from microseg.server.web.errors import WebRoute
 from microseg.server.web.identity import Editor, Viewer, audit, store_of
 from microseg.server.web.render import page
 from microseg.store import Store
+from microseg.store.sources import set_from_source
 
 router = APIRouter(route_class=WebRoute)
 
@@ -242,7 +242,7 @@ async def save_object(request: Request, _: Editor, ws: str, section: str) -> Res
             text = str(form.get("yaml") or "")
             source = read_policy_source_text(text, "editor")
             try:
-                set_source_objects(store, ws, source, "editor")
+                set_from_source(store, ws, source, "editor")
             except MicrosegError as error:
                 problems = (
                     error.problems if isinstance(error, PolicyError) else [Problem(str(error))]

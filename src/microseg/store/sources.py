@@ -1,27 +1,31 @@
-"""Objects written as policy-file YAML, set into a store workspace with every problem
-located in that text: what `microseg workspace set --file` and the UI's object editor do."""
+"""Setting a workspace's objects from policy-file text, located: what `workspace set --file`
+and the API's PUT/POST of objects share (a JSON body is YAML too, so it is read the same
+way and its problems get a line and column in it)."""
 
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING
 
 from microseg.model import MicrosegError, PolicyError, Problem
-from microseg.policyfile.loader import PolicySource
+from microseg.policyfile import PolicySource
+from microseg.store.errors import InvalidChange, ObjectKey
+
+if TYPE_CHECKING:
+    from microseg.store.store import Store
 
 
-def set_source_objects(store: Any, workspace: str, source: PolicySource, where: str) -> int:
-    """Set every object of `source` into `workspace` (all, or none); the number set.
+def set_from_source(
+    store: Store, workspace: str, source: PolicySource, what: str
+) -> list[ObjectKey]:
+    """Add or replace every object of `source` in `workspace`: all of them, or none.
 
-    `store` is a `microseg.store.Store`. Problems (the file's own, a name given twice, what
-    the workspace's effective policy refuses) are raised as PolicyError / InvalidChange,
-    each located in the source (file:line:column)."""
-    from microseg.store import InvalidChange
-
+    `what` names the source in messages (a file name, `request body`). Every problem (the
+    text's shape, an object's fields, a reference the change breaks) is located in it."""
     if source.problems:
         raise PolicyError(source.problems)
     if not source.objects:
-        raise MicrosegError(f"{where}: no objects to set")
+        raise MicrosegError(f"{what}: no objects to set")
     given = Counter((obj.section, obj.name) for obj in source.objects if obj.name is not None)
     twice = [
         Problem(f"duplicate name: defined {count} times", (section, object_name, "name"))
@@ -38,4 +42,4 @@ def set_source_objects(store: Any, workspace: str, source: PolicySource, where: 
         if isinstance(error, InvalidChange):
             raise InvalidChange(error.what, located) from None
         raise PolicyError(located) from None
-    return len(objects)
+    return [(obj.section, str(obj.name)) for obj in source.objects]
