@@ -13,12 +13,13 @@ from fastapi.responses import RedirectResponse
 from fastapi.routing import APIRoute
 
 from microseg.model import MicrosegError
+from microseg.server.problems import ApiProblem
 from microseg.server.web.identity import SignInRequired
+from microseg.server.web.render import error_page
+from microseg.store import NotFound, StateConflict, StoreConflict, WorkspaceClosed
 
 
 def _status(error: MicrosegError) -> int:
-    from microseg.store import NotFound, StateConflict, StoreConflict, WorkspaceClosed
-
     if isinstance(error, NotFound):
         return 404
     if isinstance(error, StoreConflict | StateConflict | WorkspaceClosed):
@@ -33,9 +34,6 @@ class WebRoute(APIRoute):
         handler = super().get_route_handler()
 
         async def answer(request: Request) -> Response:
-            from microseg.server.problems import ApiProblem
-            from microseg.server.web.render import error_page
-
             try:
                 return await handler(request)
             except SignInRequired:

@@ -14,6 +14,12 @@ from typing import Annotated, Any
 import pyarrow as pa
 from fastapi import Depends, Request
 
+from microseg.flows.flowstore import OUTPUT_SCHEMA, default_store_dir, read_sessions
+from microseg.server.audit import audited
+from microseg.server.auth import Role, require
+from microseg.server.auth import csrf_token as session_csrf_token
+from microseg.server.context import server_context
+from microseg.server.problems import ApiProblem
 from microseg.store import Store
 
 
@@ -37,38 +43,25 @@ def actor(request: Request) -> str:
 def audit(request: Request, action: str, target: str, detail: dict[str, Any] | None = None) -> None:
     """Record a write the page made in the server's audit trail (after it succeeded), in the
     API's terms: `workspace.set`, `change.approve`..."""
-    from microseg.server.audit import audited
-
     audited(request, signed_in(request), action, target, detail or {})
 
 
 def csrf_token(request: Request) -> str:
-    from microseg.server.auth import csrf_token as session_csrf
-
-    return session_csrf(request) or ""
+    return session_csrf_token(request) or ""
 
 
-def _needs(minimum: str) -> Any:
+def _needs(minimum: Role) -> Any:
+    """The API's role check (`microseg.server.auth.require`), where no session sends the
+    browser to the login form instead of answering 401."""
+    check = require(minimum)
+
     async def dependency(request: Request) -> Any:
-        from microseg.server import accounts
-        from microseg.server.auth import authenticate
-        from microseg.server.problems import ApiProblem
-
         try:
-            principal = await authenticate(request)
+            return await check(request)
         except ApiProblem as problem:
             if problem.status == 401:
                 raise SignInRequired from None
             raise
-        if principal is None:
-            raise SignInRequired
-        if not accounts.may(principal.role, minimum):
-            raise ApiProblem(
-                403,
-                f"user {principal.name!r} is {principal.role}; this needs the {minimum} role",
-                "forbidden",
-            )
-        return principal
 
     dependency.__name__ = f"web_{minimum}"
     return dependency
@@ -82,22 +75,15 @@ Approver = Annotated[Any, Depends(_needs("approver"))]
 @contextmanager
 def store_of(request: Request) -> Iterator[Store]:
     """The server's store (opened once by the app factory)."""
-    from microseg.server.context import server_context
-
     yield server_context(request).store
 
 
 def flow_store_of(request: Request) -> Path:
     """The flow store directory sessions are read from (where `microseg collect` writes)."""
-    from microseg.flows.flowstore import default_store_dir
-    from microseg.server.context import server_context
-
     return server_context(request).flow_store or default_store_dir()
 
 
 def collected_sessions(request: Request) -> pa.Table:
     """The session table of the server's flow store; empty while nothing was collected."""
-    from microseg.flows.flowstore import OUTPUT_SCHEMA, read_sessions
-
     where = flow_store_of(request)
     return read_sessions(where) if where.exists() else OUTPUT_SCHEMA.empty_table()

@@ -13,6 +13,8 @@ from fastapi.responses import HTMLResponse
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from microseg.compile.diff import DeviceDiff
+from microseg.model.ports import PROTOCOL_NAMES
+from microseg.server.web.identity import csrf_token, signed_in
 
 ENVIRONMENT = Environment(
     loader=PackageLoader("microseg.server.web", "templates"),
@@ -87,8 +89,6 @@ def as_json(value: Any) -> str:
 
 def protocol_name(number: int | str) -> str:
     """`tcp` for 6, as the CLI prints a packet; a number without a name stays a number."""
-    from microseg.model.ports import PROTOCOL_NAMES
-
     return PROTOCOL_NAMES.get(number, str(number)) if isinstance(number, int) else number
 
 
@@ -105,8 +105,6 @@ def page(
     request: Request, template: str, section: str, status_code: int = 200, **context: Any
 ) -> HTMLResponse:
     """A whole page (or, for an htmx request of a fragment template, just the fragment)."""
-    from microseg.server.web.identity import csrf_token, signed_in
-
     html = render(
         template,
         request=request,

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from microseg.builder import BuilderOptions, Recommendation, recommend
-from microseg.builder.scope import scope_from, scope_mask
+from microseg.builder.scope import Scope, scope_from, scope_mask
 from microseg.builder.workspace import check_budget, selected, write_recommendation
 from microseg.flows.session_columns import session_columns
 from microseg.model import MicrosegError, PolicySet
@@ -44,6 +44,13 @@ class BuilderForm:
     between: str
     include_blocked: bool
 
+    def scope(self, policy_set: PolicySet) -> Scope:
+        """The sessions asked for: the monitor rule's, in the VRF, with an end in a prefix."""
+        return scope_from(
+            policy_set, self.monitor_rule or None, None, self.vrf or None, self.between.split(),
+            None, None,
+        )  # fmt: skip
+
     @classmethod
     def of(cls, values: Any) -> BuilderForm:
         return cls(
@@ -67,15 +74,7 @@ def _recommendation(
     request: Request, asked: BuilderForm
 ) -> tuple[int, PolicySet, Recommendation, int]:
     head, policy_set = _head(request)
-    scope = scope_from(
-        policy_set,
-        asked.monitor_rule or None,
-        None,
-        asked.vrf or None,
-        asked.between.split(),
-        None,
-        None,
-    )
+    scope = asked.scope(policy_set)
     table = collected_sessions(request)
     options = BuilderOptions(
         categories=asked.categories, scope=scope, include_blocked=asked.include_blocked
@@ -91,15 +90,7 @@ def builder(request: Request, _: Viewer) -> HTMLResponse:
     monitor_rules = [r.name for r in policy_set.rules if r.monitor]
     if not asked.monitor_rule and monitor_rules and "monitor_rule" not in request.query_params:
         asked = BuilderForm(monitor_rules[0], (), "", "", False)
-    scope = scope_from(
-        policy_set,
-        asked.monitor_rule or None,
-        None,
-        asked.vrf or None,
-        asked.between.split(),
-        None,
-        None,
-    )
+    scope = asked.scope(policy_set)
     where = flow_store_of(request)
     table = collected_sessions(request)
     mask = scope_mask(session_columns(table, where=str(where)), scope)

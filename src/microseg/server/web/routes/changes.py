@@ -48,29 +48,23 @@ def changes(request: Request, _: Viewer) -> HTMLResponse:
 
 @router.get("/changes/{change}", response_class=HTMLResponse)
 def change_detail(request: Request, _: Viewer, change: int) -> HTMLResponse:
-    with store_of(request) as store:
-        record = show_change(store, change)
-    return page(
-        request,
-        "change.html",
-        "changes",
-        title=f"Change {record.id}",
-        change=record,
-        live=record.state == "running",
-        runnable=record.state in RUNNABLE,
-        confirm_within=DEFAULT_CONFIRM_WITHIN_S,
-    )
+    return _change_page(request, change, "change.html")
 
 
 @router.get("/changes/{change}/panel", response_class=HTMLResponse)
 def change_panel(request: Request, _: Viewer, change: int) -> HTMLResponse:
     """The change's state, devices and log: what the page swaps in when a run ends."""
+    return _change_page(request, change, "fragments/change_panel.html")
+
+
+def _change_page(request: Request, change: int, template: str) -> HTMLResponse:
     with store_of(request) as store:
         record = show_change(store, change)
     return page(
         request,
-        "fragments/change_panel.html",
+        template,
         "changes",
+        title=f"Change {record.id}",
         change=record,
         live=record.state == "running",
         runnable=record.state in RUNNABLE,

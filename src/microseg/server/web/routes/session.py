@@ -5,6 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from microseg.server.auth import login as start_session
+from microseg.server.auth import logout as end_session
+from microseg.server.problems import ApiProblem
 from microseg.server.web.errors import WebRoute
 from microseg.server.web.identity import Viewer
 from microseg.server.web.render import page
@@ -24,9 +27,6 @@ def login_form(request: Request, next: str = "/") -> HTMLResponse:
 
 @router.post("/login")
 async def login(request: Request) -> Response:
-    from microseg.server.auth import login as start_session
-    from microseg.server.problems import ApiProblem
-
     form = await request.form()
     username, password = str(form.get("username") or ""), str(form.get("password") or "")
     target = _next(str(form.get("next") or "/"))
@@ -51,8 +51,6 @@ async def login(request: Request) -> Response:
 
 @router.post("/logout")
 def logout(request: Request, _: Viewer) -> Response:
-    from microseg.server.auth import logout as end_session
-
     response = RedirectResponse("/login", status_code=303)
     end_session(request, response)
     return response

@@ -11,6 +11,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from microseg.compile.diff import summary
 from microseg.deploy import create_change
 from microseg.evaluate.lint import lint
+from microseg.evaluate.whatif import whatif
 from microseg.model import MicrosegError
 from microseg.server.web.errors import WebRoute
 from microseg.server.web.identity import (
@@ -102,8 +103,6 @@ def lint_findings(request: Request, _: Viewer, name: str) -> HTMLResponse:
 @router.get("/workspaces/{name}/whatif", response_class=HTMLResponse)
 def whatif_report(request: Request, _: Viewer, name: str) -> HTMLResponse:
     """Replay the collected sessions against the base and the workspace (`microseg whatif`)."""
-    from microseg.evaluate.whatif import whatif
-
     sessions_dir = flow_store_of(request)
     with store_of(request) as store:
         base = store.revision_policy(store.workspace_base(name))
