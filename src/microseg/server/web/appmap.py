@@ -19,6 +19,7 @@ from microseg.model import PolicySet
 OUTSIDE = "(no group)"
 # Beyond this many nodes the map keeps those with the most sessions.
 MAX_NODES = 24
+MAX_LABELS = 3  # services written on one line of the map
 WIDTH, HEIGHT = 1000, 640
 
 
@@ -95,8 +96,8 @@ def _grouper(policy_set: PolicySet):
 
 
 def svg(picture: AppMap) -> str:
-    """Nodes on a circle in name order; an edge per (pair, service), curved so that the two
-    directions and several services between one pair stay apart."""
+    """Nodes on a circle in name order; a curved line per (pair, blocked or forwarded) with
+    its services, so that the two directions between a pair stay apart."""
     if not picture.nodes:
         return ""
     cx, cy, radius = WIDTH / 2, HEIGHT / 2, min(WIDTH, HEIGHT) / 2 - 90
@@ -117,12 +118,16 @@ def svg(picture: AppMap) -> str:
         'refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse">'
         '<path d="M0,0 L10,5 L0,10 z" fill="#c62828"/></marker></defs>',
     ]
-    per_pair: dict[tuple[str, str], int] = defaultdict(int)
+    # One line per (pair, blocked or not), labelled with its services: the table lists each.
+    lines: dict[tuple[str, str, bool], list[Edge]] = defaultdict(list)
     for edge in picture.edges:
-        parts.append(_edge(edge, place, per_pair))
+        lines[(edge.source, edge.destination, edge.blocked)].append(edge)
+    per_pair: dict[tuple[str, str], int] = defaultdict(int)
+    for (source, destination, blocked), edges in lines.items():
+        parts.append(_line(source, destination, blocked, edges, place, per_pair))
     for name, (x, y) in place.items():
         label = escape(name)
-        width = max(90, 7.4 * len(name) + 20)
+        width = _node_width(name)
         parts.append(
             f'<g class="node"><rect x="{x - width / 2:.1f}" y="{y - 15:.1f}" width="{width:.1f}" '
             f'height="30" rx="15" fill="{"#eceff1" if name == OUTSIDE else "#e3f2fd"}" '
@@ -133,37 +138,65 @@ def svg(picture: AppMap) -> str:
     return "\n".join(parts)
 
 
-def _edge(edge: Edge, place: dict, per_pair: dict[tuple[str, str], int]) -> str:
-    (x1, y1), (x2, y2) = place[edge.source], place[edge.destination]
-    colour = "#c62828" if edge.blocked else "#607d8b"
-    marker = "arrow-blocked" if edge.blocked else "arrow"
-    label = f"{edge.service} ×{edge.sessions}" + (" blocked" if edge.blocked else "")
-    title = f"<title>{escape(f'{edge.source} → {edge.destination}: {label}')}</title>"
-    dash = ' stroke-dasharray="6 4"' if edge.blocked else ""
-    if edge.source == edge.destination:  # within one group: a loop outside the node
-        nth = per_pair[(edge.source, edge.source)]
-        per_pair[(edge.source, edge.source)] += 1
-        size = 34 + 22 * nth
+def _node_width(name: str) -> float:
+    return max(90.0, 7.4 * len(name) + 20)
+
+
+def _labels(edges: list[Edge], blocked: bool) -> list[str]:
+    ordered = sorted(edges, key=lambda e: (-e.sessions, e.service))
+    labels = [f"{e.service} ×{e.sessions}" for e in ordered[:MAX_LABELS]]
+    if len(ordered) > MAX_LABELS:
+        labels.append(f"+{len(ordered) - MAX_LABELS} more")
+    if blocked:
+        labels[0] += " blocked"
+    return labels
+
+
+def _text(x: float, y: float, labels: list[str], colour: str, anchor: str) -> str:
+    spans = "".join(
+        f'<tspan x="{x:.1f}" dy="{0 if i == 0 else 13}">{escape(label)}</tspan>'
+        for i, label in enumerate(labels)
+    )
+    return (
+        f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}" font-size="11" fill="{colour}" '
+        f'paint-order="stroke" stroke="#fff" stroke-width="3">{spans}</text>'
+    )
+
+
+def _line(
+    source: str,
+    destination: str,
+    blocked: bool,
+    edges: list[Edge],
+    place: dict,
+    per_pair: dict[tuple[str, str], int],
+) -> str:
+    (x1, y1), (x2, y2) = place[source], place[destination]
+    colour = "#c62828" if blocked else "#607d8b"
+    marker = "arrow-blocked" if blocked else "arrow"
+    labels = _labels(edges, blocked)
+    title = f"<title>{escape(f'{source} → {destination}: ' + ', '.join(labels))}</title>"
+    dash = ' stroke-dasharray="6 4"' if blocked else ""
+    stroke = f'fill="none" stroke="{colour}" stroke-width="1.6"{dash} marker-end="url(#{marker})"'
+    nth = per_pair[(source, destination)]
+    per_pair[(source, destination)] += 1
+    if source == destination:  # within one group: a loop above the node, labels beside it
+        size = 26 + 12 * nth
         path = f"M{x1 - 10:.1f},{y1 - 15:.1f} c{-size:.1f},{-size:.1f} {size + 20:.1f},{-size:.1f} 20,0"
-        return (
-            f'<g class="edge">{title}<path d="{path}" fill="none" stroke="{colour}" '
-            f'stroke-width="1.6"{dash} marker-end="url(#{marker})"/><text x="{x1:.1f}" '
-            f'y="{y1 - size * 0.8 - 18:.1f}" text-anchor="middle" font-size="11" '
-            f'fill="{colour}">{escape(label)}</text></g>'
-        )
-    key = (edge.source, edge.destination)
-    nth = per_pair[key]
-    per_pair[key] += 1
+        beside = x1 + _node_width(source) / 2 + 8
+        text = _text(beside, y1 + 4 - 13 * (len(labels) - 1) - 44 * nth, labels, colour, "start")
+        return f'<g class="edge">{title}<path d="{path}" {stroke}/>{text}</g>'
     length = math.hypot(x2 - x1, y2 - y1) or 1.0
-    # Shorten to the node's edge, bend to the right of the direction of travel.
+    # Shortened to the nodes' edges, bent to the right of the direction of travel: the two
+    # directions between a pair (and a blocked next to a forwarded line) stay apart.
     ux, uy = (x2 - x1) / length, (y2 - y1) / length
     sx, sy, ex, ey = x1 + ux * 24, y1 + uy * 18, x2 - ux * 24, y2 - uy * 18
-    bend = 30 + 26 * nth
+    bend = 34 + 40 * nth
     mx, my = (sx + ex) / 2 - uy * bend, (sy + ey) / 2 + ux * bend
-    tx, ty = (sx + ex) / 4 + mx / 2, (sy + ey) / 4 + my / 2
-    return (
-        f'<g class="edge">{title}<path d="M{sx:.1f},{sy:.1f} Q{mx:.1f},{my:.1f} {ex:.1f},{ey:.1f}" '
-        f'fill="none" stroke="{colour}" stroke-width="1.6"{dash} marker-end="url(#{marker})"/>'
-        f'<text x="{tx:.1f}" y="{ty:.1f}" text-anchor="middle" font-size="11" fill="{colour}" '
-        f'paint-order="stroke" stroke="#fff" stroke-width="3">{escape(label)}</text></g>'
-    )
+    # Labels of several lines between one pair sit at different points along them.
+    t = (0.5, 0.3, 0.7)[nth % 3]
+    tx = (1 - t) ** 2 * sx + 2 * (1 - t) * t * mx + t**2 * ex
+    ty = (1 - t) ** 2 * sy + 2 * (1 - t) * t * my + t**2 * ey
+    path = f"M{sx:.1f},{sy:.1f} Q{mx:.1f},{my:.1f} {ex:.1f},{ey:.1f}"
+    text = _text(tx, ty - 6.5 * (len(labels) - 1), labels, colour, "middle")
+    return f'<g class="edge">{title}<path d="{path}" {stroke}/>{text}</g>'
