@@ -174,7 +174,8 @@ def test_the_collector_serves_its_counters(tmp_path):
     )
     assert figures["microseg_collector_exporter_lost_records_total", exporter] == 0
     # The same figures the collector keeps in its stats file.
-    stats = json.loads((store / "collector-stats.json").read_text())
+    [stats_file] = store.glob("collector-stats-*.json")  # one collector, its own id
+    stats = json.loads(stats_file.read_text())
     assert stats["datagrams"] == len(messages) + 1 and stats["decode_errors"] == 1
 
 

@@ -33,7 +33,7 @@ RULE_LABELS = ["device", "policy", "rule", "action"]
 RuleTotals = dict[tuple[str, str, str, str], tuple[int, int | None]]
 
 # (stats key, metric name, counter or gauge, help): the collector's figures, as
-# `collect --stats` and STORE/collector-stats.json name them.
+# `collect --stats` and STORE/collector-stats-<id>.json name them.
 COLLECTOR_FIGURES = (
     ("datagrams", "microseg_collector_datagrams", "counter", "Datagrams received."),
     ("records", "microseg_collector_records", "counter", "Flow records decoded."),
