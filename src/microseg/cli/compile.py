@@ -26,7 +26,7 @@ from microseg.model import MicrosegError
 from microseg.policyfile import load_policy
 from microseg.targets import registry
 from microseg.targets.eos.monitor_node import Collector
-from microseg.targets.render import configured_names, diff_policies, render_config
+from microseg.targets.render import check_configured, diff_policies, render_config
 
 
 def parse_collector(text: str | None) -> Collector | None:
@@ -133,13 +133,7 @@ def diff_command(
     Example: microseg diff examples/home-lab-dns-ntp.yaml examples/home-lab.yaml
     """
     old_set, new_set = resolve_policy(old), resolve_policy(new)
-    known = set(configured_names(old_set)) | set(configured_names(new_set))
-    unknown = [d for d in devices or [] if d not in known]
-    if unknown:
-        raise MicrosegError(
-            f"device {unknown[0]!r} is configured by neither policy "
-            f"(devices: {', '.join(sorted(known)) or 'none'})"
-        )
+    check_configured(old_set, new_set, devices)
     diffs = diff_policies(old_set, new_set, devices or None, old, new)
     print_diffs(diffs, json_output, old=old, new=new)
 
