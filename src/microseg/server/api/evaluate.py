@@ -67,8 +67,12 @@ def compile_device(
     """One device's (or monitor node's) configuration (`microseg compile`)."""
     if target is not None and target not in registry.names():
         raise MicrosegError(f"target {target!r}: choose one of {', '.join(registry.names())}")
-    policy_set, intents = resolve_compiled(request, policy)
-    config, used = render_config(policy_set, device, target, intents, omit_mirror=omit_mirror)
+    if policy.startswith("rev:"):
+        revisions = server_context(request).revisions
+        config, used = revisions.config(revision_number(policy), device, target, omit_mirror)
+    else:
+        policy_set = resolve(request, policy)
+        config, used = render_config(policy_set, device, target, omit_mirror=omit_mirror)
     return {"device": device, "target": used, "config": config}
 
 
