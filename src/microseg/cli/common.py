@@ -8,15 +8,35 @@ import os
 import stat
 import sys
 from pathlib import Path
-from typing import Any
-
-from rich.console import Console
+from typing import TYPE_CHECKING, Any, cast
 
 from microseg.files import Writer, replace_atomically, write_content
-from microseg.model import MicrosegError, PolicySet
+from microseg.model import MicrosegError
 
-console = Console(highlight=False, soft_wrap=True)
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from microseg.model import PolicySet
+
+
+class _LazyConsole:
+    """A rich Console made on first use: importing rich.console would otherwise be a third of
+    what `microseg --help` takes to start (bench/startup.py)."""
+
+    def __init__(self, **options: Any) -> None:
+        self._options = options
+        self._console: Console | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(**self._options)
+        return getattr(self._console, name)
+
+
+console = cast("Console", _LazyConsole(highlight=False, soft_wrap=True))
+err_console = cast("Console", _LazyConsole(stderr=True, highlight=False, soft_wrap=True))
 
 JSON_OPTION_HELP = "Print machine-readable JSON instead of a table."
 POLICY_HELP = "A policy file or directory, rev:N (a stored revision) or ws:NAME (a workspace)."

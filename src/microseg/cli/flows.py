@@ -6,17 +6,16 @@ import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pyarrow as pa
 import typer
-from rich import box
-from rich.console import JustifyMethod
-from rich.markup import escape
-from rich.table import Table
 
 from microseg.cli.app import FLOWS, app, demo_step
 from microseg.cli.common import JSON_OPTION_HELP, console, counted, err_console, write_output
 from microseg.model import MicrosegError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 STORE_HELP = "Flow store directory (default: $MICROSEG_FLOW_STORE or the user data dir)."
 
@@ -291,6 +290,8 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def _with_text_times(table: pa.Table) -> pa.Table:
+    import pyarrow as pa
+
     for name in ("first_seen", "last_seen"):
         index = table.schema.get_field_index(name)
         texts = pa.array([_iso(v) for v in table.column(name).to_pylist()], pa.string())
@@ -313,6 +314,11 @@ def session_table(table: pa.Table):
     """The vZTX session-table layout: two lines per session (forward, then reverse).
 
     Returns the legend text and the rich table."""
+    from rich import box
+    from rich.console import JustifyMethod
+    from rich.markup import escape
+    from rich.table import Table
+
     grid = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, show_lines=False)
     columns: tuple[tuple[str, JustifyMethod], ...] = (
         ("VRF", "left"),
@@ -369,6 +375,11 @@ def _demo_flows(context) -> None:
 
 def print_session_summary(table: pa.Table) -> None:
     """One line per session row: client, server, packets and bytes each way, state."""
+    from rich import box
+    from rich.console import JustifyMethod
+    from rich.markup import escape
+    from rich.table import Table
+
     grid = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     columns: tuple[tuple[str, JustifyMethod], ...] = (
         ("proto", "left"),

@@ -8,9 +8,6 @@ import typer
 
 from microseg.cli.app import app
 from microseg.cli.common import JSON_OPTION_HELP, emit_json, print_table
-from microseg.lab import lab as seed_lab
-from microseg.lab.topology import State, state_path, status
-from microseg.store import open_store
 
 lab_app = typer.Typer(
     help="The seed lab in network namespaces (root): up, test, status, down.",
@@ -30,6 +27,9 @@ def lab_up(
 
     Example: sudo microseg lab up examples/home-lab.yaml
     """
+    from microseg.lab import lab as seed_lab
+    from microseg.store import open_store
+
     with open_store() as store:
         state, change = seed_lab.up(store, policy, not no_isolation)
     isolation = "isolated" if state.data["isolated"] else "NOT isolated"
@@ -46,6 +46,9 @@ def lab_test(as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP
     Exit 1 when a real connection and check disagree.
     Example: sudo microseg lab test
     """
+    from microseg.lab import lab as seed_lab
+    from microseg.store import open_store
+
     with open_store() as store:
         rows = seed_lab.test(store)
     if as_json:
@@ -75,6 +78,8 @@ def lab_status() -> None:
 
     Example: microseg lab status
     """
+    from microseg.lab.topology import State, state_path, status
+
     state = State.load()
     if state is None:
         typer.echo(f"no lab is up (no {state_path()})")
@@ -88,5 +93,7 @@ def lab_down() -> None:
 
     Example: sudo microseg lab down
     """
+    from microseg.lab import lab as seed_lab
+
     removed = seed_lab.down()
     typer.echo(f"lab down: removed {len(removed)} items" if removed else "no lab was up")
