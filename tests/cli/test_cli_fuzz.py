@@ -96,6 +96,9 @@ HOSTILE = {
 
 
 # `demo --keep VALUE` values the demo must refuse before it starts.
+# Commands that build something big when their arguments are accepted (the demo's stores, the
+# lab's namespaces): only values they refuse before starting are tried.
+BUILDS_WHEN_ACCEPTED = {("demo",), ("lab", "up")}
 DEMO_REFUSES = {"FIFO", "/dev/zero", "/dev/null", "empty file", "binary file", "long", "NUL"}
 
 
@@ -148,6 +151,9 @@ def _base_argv(path: tuple[str, ...], work: Path) -> list[str] | None:
         # (collect with an address it cannot bind; demo with examples it cannot read).
         ("collect",): ["collect", "--listen", "203.0.113.254:9", "--store", flows],
         ("demo",): None,
+        ("lab", "up"): None,
+        # One poll (of no deployed device), not a loop.
+        ("monitor", "poll"): ["monitor", "poll", "--once"],
     }
     return bases.get(path, [*path])
 
@@ -168,8 +174,8 @@ def _cases(work: Path) -> list[Case]:
             for label, value in values.items():
                 if label == "FIFO" and parameter.name in ("output", "csv", "parquet"):
                     continue  # writing to a FIFO waits for its reader, as the shell's `>` does
-                if path == ("demo",) and label not in DEMO_REFUSES:
-                    continue  # a value the demo accepts runs the whole demo
+                if path in BUILDS_WHEN_ACCEPTED and label not in DEMO_REFUSES:
+                    continue  # a value the demo or `lab up` accepts runs the whole thing
                 argv = _with_value(base, path, command, parameter, options, value)
                 if argv is not None:
                     cases.append(Case(tuple(argv), f"{' '.join(path)} {parameter.name}={label}"))
@@ -266,6 +272,9 @@ def fuzz_env(workdir) -> Iterator[dict[str, str]]:
         "HOME": str(workdir / "home"),
         # No device login anywhere: `drift` and `change run` stop before contacting a switch.
         "MICROSEG_CREDENTIALS_FILE": str(workdir / "no-credentials.toml"),
+        # `lab status|test|down` see this run's (empty) lab, never a lab someone has up.
+        "MICROSEG_LAB_DIR": str(workdir / "lab"),
+        "MICROSEG_LAB_PREFIX": f"msfz{os.getpid() % 10000}",
     }
     unset = ("MICROSEG_DEVICE_USERNAME", "MICROSEG_DEVICE_PASSWORD")
     saved = {name: os.environ.get(name) for name in (*env, *unset)}

@@ -23,7 +23,8 @@ COMPILE_AND_CHECK = "Compile and check"
 FLOWS = "Flows"
 BUILDER = "Policy builder"
 DEPLOY = "Deploy: change control"
-PANELS = (GETTING_STARTED, POLICY_FILES, STORE, COMPILE_AND_CHECK, FLOWS, BUILDER, DEPLOY)
+OPERATE = "Operate: live lab and Policy Monitor"
+PANELS = (GETTING_STARTED, POLICY_FILES, STORE, COMPILE_AND_CHECK, FLOWS, BUILDER, DEPLOY, OPERATE)
 
 # Each top-level command and the module (under microseg.cli) that registers it. A command
 # imports its module only when it runs, so `microseg --version` imports none and `microseg

@@ -6,14 +6,14 @@ from pathlib import Path
 
 import typer
 
-from microseg.cli.app import app
+from microseg.cli.app import OPERATE, app
 from microseg.cli.common import JSON_OPTION_HELP, emit_json, print_table
 
 lab_app = typer.Typer(
     help="The seed lab in network namespaces (root): up, test, status, down.",
     no_args_is_help=True,
 )
-app.add_typer(lab_app, name="lab")
+app.add_typer(lab_app, name="lab", rich_help_panel=OPERATE)
 
 
 @lab_app.command("up")

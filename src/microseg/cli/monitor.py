@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from microseg.cli.app import app
+from microseg.cli.app import OPERATE, app
 from microseg.cli.common import JSON_OPTION_HELP, emit_json, err_console, print_table
 from microseg.model import MicrosegError
 
@@ -17,7 +17,7 @@ monitor_app = typer.Typer(
     help="Policy Monitor: per-rule hit counters from deployed devices, device state.",
     no_args_is_help=True,
 )
-app.add_typer(monitor_app, name="monitor")
+app.add_typer(monitor_app, name="monitor", rich_help_panel=OPERATE)
 
 STORE_HELP = "Flow store directory; counters go to its counters/ (default: $MICROSEG_FLOW_STORE)."
 _DURATION = re.compile(r"^(\d+)([smhd])$")
@@ -41,9 +41,13 @@ def _series(store: Path | None):
 
 @monitor_app.command("poll")
 def monitor_poll(
-    interval: float = typer.Option(60.0, "--interval", min=1.0, help="Seconds between polls."),
+    interval: float = typer.Option(
+        60.0, "--interval", min=1.0, max=86400.0, help="Seconds between polls (1 to 86400)."
+    ),
     once: bool = typer.Option(False, "--once", help="Poll once and exit."),
-    timeout: float = typer.Option(30.0, "--timeout", min=0.1, help="Seconds per device request."),
+    timeout: float = typer.Option(
+        30.0, "--timeout", min=0.1, max=3600.0, help="Seconds per device request (up to 3600)."
+    ),
     store: Path | None = typer.Option(None, "--store", help=STORE_HELP),
 ) -> None:
     """Read per-match counters of every deployed device and store them (a time series).
