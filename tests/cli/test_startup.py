@@ -95,9 +95,7 @@ def test_shell_completion_offers_the_commands():
     # What the bash script `--install-completion` writes asks microseg for (typer's protocol).
     done = subprocess.run(
         cli_command(),
-        env=cli_env(
-            _MICROSEG_COMPLETE="complete_bash", COMP_WORDS="microseg comp", COMP_CWORD="1"
-        ),
+        env=cli_env(_MICROSEG_COMPLETE="complete_bash", COMP_WORDS="microseg comp", COMP_CWORD="1"),
         capture_output=True,
         text=True,
         timeout=120,

@@ -55,8 +55,8 @@ COMMAND_MODULES: dict[str, str] = {
     "monitor": "monitor",
 }
 # The order the modules register in, which is the order `--help` lists commands in.
-ALL_MODULES = ("builder", "change", "compile", "demo", "evaluate", "flows", "lab", "monitor")
-ALL_MODULES += ("policy", "store")
+ALL_MODULES: tuple[str, ...] = ("builder", "change", "compile", "demo", "evaluate", "flows")
+ALL_MODULES += ("lab", "monitor", "policy", "store")
 
 
 class _HelpArgument(TyperArgument):
@@ -242,9 +242,10 @@ def demo_step(order: int, title: str) -> Callable[[DemoStep], DemoStep]:
     return register
 
 
-def root_command() -> Any:
+def root_command() -> HelpGroup:
     """The whole command tree, every command converted (for tests and tools that walk it)."""
     group = typer.main.get_command(app)
+    assert isinstance(group, HelpGroup)
     for name in group.list_commands(None):
         group.get_command(None, name)
     return group

@@ -24,15 +24,23 @@ class _LazyConsole:
     what `microseg --help` takes to start (bench/startup.py)."""
 
     def __init__(self, **options: Any) -> None:
-        self._options = options
-        self._console: Console | None = None
+        object.__setattr__(self, "_options", options)
+        object.__setattr__(self, "_console", None)
+        self._options: dict[str, Any]
+        self._console: Console | None
 
-    def __getattr__(self, name: str) -> Any:
+    def _made(self) -> Console:
         if self._console is None:
             from rich.console import Console
 
-            self._console = Console(**self._options)
-        return getattr(self._console, name)
+            object.__setattr__(self, "_console", Console(**self._options))
+        return self._console  # type: ignore[return-value]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._made(), name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._made(), name, value)
 
 
 console = cast("Console", _LazyConsole(highlight=False, soft_wrap=True))

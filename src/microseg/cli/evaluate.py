@@ -183,8 +183,6 @@ def check_table(rows: list[tuple[str, ConnectionCheck]]) -> Table:
     from rich.markup import escape
     from rich.table import Table
 
-    from microseg.evaluate.check import outcome
-
     table = Table(box=None, pad_edge=False, padding=(0, 1, 0, 0), header_style="bold")
     for column in ("from", "to", "service", "result", "deciding match"):
         table.add_column(column, overflow="fold")

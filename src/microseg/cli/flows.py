@@ -27,7 +27,11 @@ app.add_typer(sessions_app, name="sessions", rich_help_panel=FLOWS)
 
 @app.command(rich_help_panel=FLOWS)
 def collect(
-    listen: str = typer.Option("127.0.0.1:4739", "--listen", help="HOST:PORT to receive on."),
+    listen: list[str] = typer.Option(
+        ["127.0.0.1:4739"],
+        "--listen",
+        help="HOST:PORT to receive on; repeatable (IPFIX and NetFlow v9 on different ports).",
+    ),
     store: Path | None = typer.Option(None, "--store", help=STORE_HELP),
     stats: bool = typer.Option(False, "--stats", help="Print counters at every flush."),
     as_json: bool = typer.Option(False, "--json", help="Counters as JSON lines on stdout."),
@@ -61,7 +65,7 @@ def collect(
     from microseg.flows.flowstore import FlowStore, default_store_dir
     from microseg.flows.sessions import SessionSettings
 
-    host, port = parse_listen(listen)
+    addresses = [parse_listen(text) for text in listen]
     store_dir = store or default_store_dir()
     settings = CollectorSettings(
         flush_interval=flush_interval,
@@ -72,16 +76,15 @@ def collect(
     collector = FlowCollector(flow_store, settings)
     flow_store.scan().warn()  # bad segments: said at start, skipped by every reader
 
-    def ready(address: tuple) -> None:
-        err_console.print(
-            f"listening on {address[0]}:{address[1]}, store {store_dir}", markup=False
-        )
+    def ready(addresses: list[tuple]) -> None:
+        where = ", ".join(f"{address[0]}:{address[1]}" for address in addresses)
+        err_console.print(f"listening on {where}, store {store_dir}", markup=False)
 
     def report(current) -> None:
         if stats:
             _print_stats(current.stats(), as_json)
 
-    run(collector, host, port, on_ready=ready, on_flush=report)
+    run(collector, addresses, on_ready=ready, on_flush=report)
     final = collector.stats()
     if as_json:
         sys.stdout.write(json.dumps(final, sort_keys=True) + "\n")
