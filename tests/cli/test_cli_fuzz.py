@@ -154,6 +154,17 @@ def _base_argv(path: tuple[str, ...], work: Path) -> list[str] | None:
         ("lab", "up"): None,
         # One poll (of no deployed device), not a loop.
         ("monitor", "poll"): ["monitor", "poll", "--once"],
+        # serve: an address that is not loopback, without TLS, is refused before listening.
+        ("serve",): ["serve", "--host", "203.0.113.254", "--port", "9"],
+        ("user", "add"): ["user", "add", "fuzz-user", "--role", "viewer", "--password-stdin"],
+        ("user", "passwd"): ["user", "passwd", "fuzz-user", "--password-stdin"],
+        ("user", "role"): ["user", "role", "fuzz-user", "editor"],
+        ("user", "disable"): ["user", "disable", "fuzz-user"],
+        ("user", "enable"): ["user", "enable", "fuzz-user"],
+        ("user", "list"): ["user", "list", "--json"],
+        ("user", "token", "add"): ["user", "token", "add", "fuzz-user", "--name", "fuzz"],
+        ("user", "token", "list"): ["user", "token", "list", "fuzz-user", "--json"],
+        ("user", "token", "revoke"): ["user", "token", "revoke", "1"],
     }
     return bases.get(path, [*path])
 
@@ -232,6 +243,8 @@ FLAG_WORDS = {
     "--stats",
     "--omit-mirror",
     "--include-blocked",
+    "--password-stdin",
+    "--insecure-listen",
 }
 
 
@@ -287,6 +300,7 @@ def fuzz_env(workdir) -> Iterator[dict[str, str]]:
     with open_store() as store:
         store.import_policy(load_policy(HOME_LAB), "fuzz", "seed")
         store.workspace_create("w", author="fuzz")
+        store.accounts.add_user("fuzz-user", "viewer", "$argon2id$v=19$m=8,t=1,p=1$not-a-real-hash")
     yield env
     for name, value in saved.items():
         if value is None:

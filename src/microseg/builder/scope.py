@@ -8,10 +8,12 @@ and a bidirectional rule's `-reverse` match is exactly the reply matched forward
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from microseg.builder.times import parse_time
 from microseg.flows.session_columns import EPHEMERAL, AddressTable, SessionColumns, icmp_types
 from microseg.model import MicrosegError, PolicySet, Service
 from microseg.model.objects import IPNetwork, PortRange
@@ -163,3 +165,36 @@ def _in_ranges(ports: np.ndarray, ranges: tuple[PortRange, ...]) -> np.ndarray:
         if high >= EPHEMERAL_PORT_START:
             inside |= ports == EPHEMERAL
     return inside
+
+
+def scope_from(
+    policy_set: PolicySet,
+    monitor_rule: str | None,
+    policy_name: str | None,
+    vrf: str | None,
+    between: list[str],
+    since: str | None,
+    until: str | None,
+) -> Scope:
+    """The scope a recommend request names: a monitor rule, a policy, a VRF, prefixes an
+    end is in (`between`) and a time window (ISO times); all of them at once."""
+    conditions: list[tuple[Selector, ...]] = []
+    if monitor_rule:
+        conditions.append((rule_selector(policy_set, monitor_rule),))
+    if policy_name:
+        conditions.append(policy_selectors(policy_set, policy_name))
+    if vrf:
+        conditions.append((Selector(label=f"vrf {vrf}", vrfs=(vrf,)),))
+    if between:
+        prefixes = []
+        for text in between:
+            try:
+                prefixes.append(ipaddress.ip_network(text.strip(), strict=False))
+            except ValueError:
+                raise MicrosegError(f"--between: {text!r} is not an IP prefix") from None
+        conditions.append((Selector(label="between", sources=tuple(prefixes)),))
+    since_ms = parse_time(since, "--since") if since else None
+    until_ms = parse_time(until, "--until") if until else None
+    if since_ms is not None and until_ms is not None and since_ms > until_ms:
+        raise MicrosegError(f"--since {since} is after --until {until}")
+    return Scope(all_of=tuple(conditions), since_ms=since_ms, until_ms=until_ms)

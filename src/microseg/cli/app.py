@@ -24,7 +24,18 @@ FLOWS = "Flows"
 BUILDER = "Policy builder"
 DEPLOY = "Deploy: change control"
 OPERATE = "Operate: live lab and Policy Monitor"
-PANELS = (GETTING_STARTED, POLICY_FILES, STORE, COMPILE_AND_CHECK, FLOWS, BUILDER, DEPLOY, OPERATE)
+SERVER = "Server: REST API, web UI, users"
+PANELS = (
+    GETTING_STARTED,
+    POLICY_FILES,
+    STORE,
+    COMPILE_AND_CHECK,
+    FLOWS,
+    BUILDER,
+    DEPLOY,
+    OPERATE,
+    SERVER,
+)
 
 # Each top-level command and the module (under microseg.cli) that registers it. A command
 # imports its module only when it runs, so `microseg --version` imports none and `microseg
@@ -53,10 +64,12 @@ COMMAND_MODULES: dict[str, str] = {
     "change": "change",
     "lab": "lab",
     "monitor": "monitor",
+    "serve": "serve",
+    "user": "user",
 }
 # The order the modules register in, which is the order `--help` lists commands in.
 ALL_MODULES: tuple[str, ...] = ("builder", "change", "compile", "demo", "evaluate", "flows")
-ALL_MODULES += ("lab", "monitor", "policy", "store")
+ALL_MODULES += ("lab", "monitor", "policy", "serve", "store", "user")
 
 
 class _HelpArgument(TyperArgument):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,9 +19,8 @@ from microseg.cli.common import (
 from microseg.model import MicrosegError
 
 if TYPE_CHECKING:
-    from microseg.builder import Recommendation, Scope
+    from microseg.builder import Recommendation
     from microseg.builder.proposal import SessionExample, StandingDecision
-    from microseg.model import PolicySet
 
 
 @app.command("recommend", rich_help_panel=BUILDER)
@@ -80,6 +78,8 @@ def recommend_command(
 
     from microseg.builder import BuilderOptions, recommend
     from microseg.builder.report import recommendation_json
+    from microseg.builder.scope import scope_from
+    from microseg.builder.workspace import check_budget, write_recommendation
 
     if sessions is not None and store is not None:
         raise MicrosegError("give the sessions with one of --sessions FILE or --store DIR")
@@ -90,7 +90,7 @@ def recommend_command(
     policy_set = resolve_policy(policy)
     options = BuilderOptions(
         categories=_names(categories),
-        scope=_scope(policy_set, monitor_rule, policy_name, vrf, between, since, until),
+        scope=scope_from(policy_set, monitor_rule, policy_name, vrf, between, since, until),
         min_share=min_share,
         include_blocked=include_blocked,
         target_policy=policy_name,
@@ -99,8 +99,13 @@ def recommend_command(
     recommendation = recommend(policy_set, table, options)
     written: list[tuple[str, str]] = []
     if into_workspace is not None:
-        _check_budget(recommendation, force)
-        written = _into_workspace(policy, policy_set, into_workspace, recommendation)
+        check_budget(recommendation, force)
+        from microseg.store import open_store
+
+        with open_store() as opened:
+            written = write_recommendation(
+                opened, policy, policy_set, into_workspace, recommendation
+            )
     if as_json:
         data = recommendation_json(recommendation)
         if into_workspace is not None:
@@ -128,108 +133,6 @@ def read_session_columns(source: Path):
 
 def _names(text: str | None) -> tuple[str, ...]:
     return tuple(n.strip() for n in (text or "").split(",") if n.strip())
-
-
-def _scope(
-    policy_set: PolicySet,
-    monitor_rule: str | None,
-    policy_name: str | None,
-    vrf: str | None,
-    between: list[str],
-    since: str | None,
-    until: str | None,
-) -> Scope:
-    from microseg.builder import Scope, Selector, policy_selectors, rule_selector
-    from microseg.builder.times import parse_time
-
-    conditions: list[tuple[Selector, ...]] = []
-    if monitor_rule:
-        conditions.append((rule_selector(policy_set, monitor_rule),))
-    if policy_name:
-        conditions.append(policy_selectors(policy_set, policy_name))
-    if vrf:
-        conditions.append((Selector(label=f"vrf {vrf}", vrfs=(vrf,)),))
-    if between:
-        prefixes = []
-        for text in between:
-            try:
-                prefixes.append(ipaddress.ip_network(text.strip(), strict=False))
-            except ValueError:
-                raise MicrosegError(f"--between: {text!r} is not an IP prefix") from None
-        conditions.append((Selector(label="between", sources=tuple(prefixes)),))
-    since_ms = parse_time(since, "--since") if since else None
-    until_ms = parse_time(until, "--until") if until else None
-    if since_ms is not None and until_ms is not None and since_ms > until_ms:
-        raise MicrosegError(f"--since {since} is after --until {until}")
-    return Scope(all_of=tuple(conditions), since_ms=since_ms, until_ms=until_ms)
-
-
-def _check_budget(recommendation: Recommendation, force: bool) -> None:
-    """Refuse to write a proposal that takes a device over its hardware budget."""
-    over = [
-        use
-        for use in recommendation.quality.hardware
-        if use.over_budget and use.entries_after > use.entries_before
-    ]
-    if over and not force:
-        devices = "; ".join(
-            f"{u.device} {u.entries_before} -> {u.entries_after} entries, budget {u.budget}"
-            for u in over
-        )
-        raise MicrosegError(
-            f"the proposal goes over the hardware budget ({devices}; the target's planning "
-            "figure, as lint reports it): "
-            "narrow it (--categories, a scope) or write it anyway with --force"
-        )
-
-
-def _into_workspace(
-    policy: str, policy_set: PolicySet, workspace: str, recommendation: Recommendation
-) -> list[tuple[str, str]]:
-    """Write the proposals into `workspace`, which must hold exactly the policy they were
-    made from: its base revision (for rev:N) with no changes, or itself (for ws:NAME)."""
-    from microseg.builder.workspace import write_into_workspace
-    from microseg.store import open_store
-    from microseg.store.snapshot import policy_bodies
-
-    base_revision = None
-    if policy.startswith("rev:"):
-        base_revision = int(policy.removeprefix("rev:"))
-    with open_store() as store:
-        made_from = _made_from(policy)
-        if workspace in {w.name for w in store.workspace_list()}:
-            base = store.workspace_base(workspace)
-            if base_revision is not None and base_revision != base:
-                raise MicrosegError(
-                    f"workspace {workspace!r} is based on revision {base}, but the "
-                    f"recommendation was made from revision {base_revision}: recommend from "
-                    f"rev:{base} or ws:{workspace}, or write into a new workspace"
-                )
-            if policy_bodies(store.workspace_policy(workspace)) != policy_bodies(policy_set):
-                raise MicrosegError(
-                    f"workspace {workspace!r} (on revision {base}) holds a different policy "
-                    f"than {made_from}, which the recommendation was made from: recommend from "
-                    f"ws:{workspace}, or write into a new workspace"
-                )
-        elif base_revision is None:
-            head = store.head()
-            if head is None:
-                raise MicrosegError("the store has no revisions yet: import a policy first")
-            if policy_bodies(store.revision_policy(head)) != policy_bodies(policy_set):
-                raise MicrosegError(
-                    f"a new workspace starts from the head revision {head}, but the "
-                    f"recommendation was made from {made_from}, which differs from it: "
-                    f"recommend from rev:{head}, or import the policy first"
-                )
-        return write_into_workspace(store, workspace, base_revision, policy_set, recommendation)
-
-
-def _made_from(policy: str) -> str:
-    if policy.startswith("rev:"):
-        return f"revision {policy.removeprefix('rev:')}"
-    if policy.startswith("ws:"):
-        return f"workspace {policy.removeprefix('ws:')!r}"
-    return policy
 
 
 def print_recommendation(recommendation: Recommendation) -> None:

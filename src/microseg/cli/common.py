@@ -127,30 +127,16 @@ def _new_file_mode() -> int:
 
 def resolve_policy(spec: str) -> PolicySet:
     """A POLICY argument: a path, `rev:N` or `ws:NAME`."""
-    if spec.startswith(("rev:", "ws:")):
+    if spec.startswith(("rev:", "ws:")):  # microseg.store.specs.STORED_PREFIXES
         from microseg.store import open_store
+        from microseg.store.specs import check_stored_spec, stored_policy
 
-        number = revision_number(spec) if spec.startswith("rev:") else None
+        check_stored_spec(spec)
         with open_store() as store:
-            if number is not None:
-                return store.revision_policy(number)
-            return store.workspace_policy(spec.removeprefix("ws:"))
+            return stored_policy(store, spec)
     from microseg.policyfile import load_policy
 
     return load_policy(policy_path(spec))
-
-
-def revision_number(spec: str) -> int:
-    """N of `rev:N`; a number of thousands of digits is no revision (and past what int()
-    converts)."""
-    number = spec.removeprefix("rev:")
-    # ASCII digits only: str.isdigit() also accepts `²`, which int() refuses.
-    if not (number.isascii() and number.isdigit()):
-        raise MicrosegError(f"{spec[:40]!r}: a revision is rev:N with N a number")
-    digits = number.lstrip("0") or "0"
-    if len(digits) > 18:
-        raise MicrosegError(f"no revision {digits[:20]}... (a number of {len(digits)} digits)")
-    return int(digits)
 
 
 def policy_path(text: str) -> Path:

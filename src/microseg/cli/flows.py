@@ -161,7 +161,7 @@ def list_sessions(
 
     Example: microseg sessions list --proto udp --port 53
     """
-    from microseg.flows.flowstore import EPHEMERAL_PORT, read_sessions
+    from microseg.flows.flowstore import EPHEMERAL_PORT, read_sessions, session_rows
 
     table = read_sessions(
         store,
@@ -284,33 +284,16 @@ def compact_sessions(
     console.print("\n".join(lines), markup=False)
 
 
-def _iso(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    return (
-        value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
-    )
-
-
 def _with_text_times(table: pa.Table) -> pa.Table:
     import pyarrow as pa
 
+    from microseg.flows.flowstore import iso_millis
+
     for name in ("first_seen", "last_seen"):
         index = table.schema.get_field_index(name)
-        texts = pa.array([_iso(v) for v in table.column(name).to_pylist()], pa.string())
+        texts = pa.array([iso_millis(v) for v in table.column(name).to_pylist()], pa.string())
         table = table.set_column(index, name, texts)
     return table
-
-
-def session_rows(table: pa.Table) -> list[dict]:
-    """Rows for JSON: ports are numbers, or "eph"; times ISO 8601 UTC with milliseconds."""
-    rows = table.to_pylist()
-    for row in rows:
-        for name in ("sport", "dport"):
-            if row[name] is not None and row[name].isdigit():
-                row[name] = int(row[name])
-        row["first_seen"], row["last_seen"] = _iso(row["first_seen"]), _iso(row["last_seen"])
-    return rows
 
 
 def session_table(table: pa.Table):

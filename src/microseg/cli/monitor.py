@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import re
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import typer
 
 from microseg.cli.app import OPERATE, app
 from microseg.cli.common import JSON_OPTION_HELP, emit_json, err_console, print_table
-from microseg.model import MicrosegError
 
 monitor_app = typer.Typer(
     help="Policy Monitor: per-rule hit counters from deployed devices, device state.",
@@ -20,16 +18,6 @@ monitor_app = typer.Typer(
 app.add_typer(monitor_app, name="monitor", rich_help_panel=OPERATE)
 
 STORE_HELP = "Flow store directory; counters go to its counters/ (default: $MICROSEG_FLOW_STORE)."
-_DURATION = re.compile(r"^(\d+)([smhd])$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
-
-
-def parse_window(text: str) -> timedelta:
-    """`30m`, `24h`, `7d`: a window length; anything else is a user error."""
-    found = _DURATION.match(text.strip())
-    if not found or int(found.group(1)) == 0:
-        raise MicrosegError(f"--since {text!r}: expected a duration like 30m, 24h or 7d")
-    return timedelta(**{_UNITS[found.group(2)]: int(found.group(1))})
 
 
 def _series(store: Path | None):
@@ -89,7 +77,7 @@ def monitor_rules(
     Example: microseg monitor rules --since 24h
     """
     from microseg.monitor import rule_hits
-    from microseg.monitor.report import rules_json
+    from microseg.monitor.report import parse_window, rules_json
 
     start = datetime.now(UTC) - parse_window(since)
     hits, shares = rule_hits(_series(store), start)

@@ -6,7 +6,6 @@ The store is $MICROSEG_DATABASE_URL, else SQLite in the user data dir.
 from __future__ import annotations
 
 import json
-from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +21,7 @@ from microseg.cli.common import (
     write_output,
 )
 from microseg.cli.demo import DemoContext
-from microseg.model import MicrosegError, PolicyError, Problem
+from microseg.model import MicrosegError
 from microseg.model.sections import SECTION_NAMES
 
 if TYPE_CHECKING:
@@ -268,31 +267,12 @@ def workspace_set(
     Example: microseg workspace set restrict-web-clients --file rule.yaml
     """
     from microseg.policyfile import read_policy_source
-    from microseg.store import InvalidChange, open_store
+    from microseg.store import open_store
+    from microseg.store.sources import set_from_source
 
     file = policy_path(file_text)
-    source = read_policy_source(file)
-    if source.problems:
-        raise PolicyError(source.problems)
-    if not source.objects:
-        raise MicrosegError(f"{file}: no objects to set")
-    given = Counter((obj.section, obj.name) for obj in source.objects if obj.name is not None)
-    twice = [
-        Problem(f"duplicate name: defined {count} times", (section, object_name, "name"))
-        for (section, object_name), count in given.items()
-        if count > 1
-    ]
-    if twice:
-        raise PolicyError(source.locate_all(twice))
-    objects = [(obj.section, obj.data) for obj in source.objects]
     with open_store() as store:
-        try:
-            store.workspace_set_objects(name, objects)
-        except PolicyError as error:
-            located = source.locate_all(error.problems)
-            if isinstance(error, InvalidChange):
-                raise InvalidChange(error.what, located) from None
-            raise PolicyError(located) from None
+        objects = set_from_source(store, name, read_policy_source(file), str(file))
     typer.echo(f"workspace {name!r}: set {len(objects)} object{'s' if len(objects) != 1 else ''}")
 
 

@@ -10,6 +10,7 @@ check says the policy is not enforced instead of claiming a verdict (the seed's 
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from microseg.compile.intent import DeviceIntent
@@ -262,8 +263,12 @@ def check_connection(
     vrf: str = "default",
     device: str | None = None,
     intents: dict[str, DeviceIntent] | None = None,
+    engines: Mapping[str, CompiledDevice] | None = None,
 ) -> ConnectionCheck:
-    """Check one connection on every device with a policy for the VRF (or only `device`)."""
+    """Check one connection on every device with a policy for the VRF (or only `device`).
+
+    `intents` and `engines` (each device's CompiledDevice of those intents) may be given
+    when the caller keeps them: a server checking one revision many times."""
     service, request, reply = connection_packets(source, destination, protocol, port, icmp_type)
     intents = compile_all(policy_set) if intents is None else intents
     if device is not None:
@@ -277,7 +282,7 @@ def check_connection(
         selected = [i for i in intents.values() if i.policy_for_vrf(vrf) is not None]
     request_decisions, reply_decisions = [], []
     for intent in selected:
-        compiled = CompiledDevice(intent)
+        compiled = engines[intent.device] if engines is not None else CompiledDevice(intent)
         request_decisions.append(_decide(compiled, vrf, request))
         reply_decisions.append(_decide(compiled, vrf, reply))
     bypass = _bypass(policy_set, [i.device for i in selected], vrf, request)

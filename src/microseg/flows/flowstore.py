@@ -36,6 +36,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -668,3 +669,26 @@ def _summary_query(where: str, ephemeral_port: int) -> str:
            {_total("sessions")}
     FROM sessions {where}
     GROUP BY ALL"""
+
+
+def iso_millis(value: datetime | None) -> str | None:
+    """A session time as JSON shows it: ISO 8601 UTC with milliseconds (`...T18:52:07.120Z`)."""
+    if value is None:
+        return None
+    return (
+        value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    )
+
+
+def session_rows(table: pa.Table) -> list[dict[str, Any]]:
+    """Rows for JSON: ports are numbers, or "eph"; times ISO 8601 UTC with milliseconds."""
+    rows = table.to_pylist()
+    for row in rows:
+        for name in ("sport", "dport"):
+            if row[name] is not None and row[name].isdigit():
+                row[name] = int(row[name])
+        row["first_seen"], row["last_seen"] = (
+            iso_millis(row["first_seen"]),
+            iso_millis(row["last_seen"]),
+        )
+    return rows

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from microseg.compile.resolve import compile_all
 from microseg.deploy.drift import drift
 from microseg.evaluate.lint import hardware_entries
+from microseg.model import MicrosegError
 from microseg.monitor.poll import DEFAULT_MATCHES, deployed_devices
 from microseg.monitor.series import CounterSeries
 from microseg.store import Store
@@ -139,3 +141,20 @@ def _iso(value: datetime | None) -> str | None:
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     return value.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+_DURATION = re.compile(r"^(\d+)([smhd])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def parse_window(text: str) -> timedelta:
+    """`30m`, `24h`, `7d`: a window length; anything else is a user error."""
+    found = _DURATION.match(text.strip())
+    if not found or int(found.group(1)) == 0:
+        raise MicrosegError(f"--since {text!r}: expected a duration like 30m, 24h or 7d")
+    try:
+        window = timedelta(**{_UNITS[found.group(2)]: int(found.group(1))})
+        datetime.now(UTC) - window
+    except OverflowError:
+        raise MicrosegError(f"--since {text!r}: longer than the calendar reaches") from None
+    return window

@@ -254,7 +254,8 @@ class _EventBuilder:
             tag = self._tag(event)
             if tag == _STR_TAG:  # what SafeConstructor.construct_yaml_str returns
                 return event.value
-            return self.scalars.construct_object(ScalarNode(tag, event.value, event.start_mark))
+            mark: Any = event.start_mark  # libyaml's Mark, which the constructor only reports
+            return self.scalars.construct_object(ScalarNode(tag, event.value, mark))
         if depth > MAX_DEPTH:
             raise _GivenUp("too deep")
         if type(event) is yaml.SequenceStartEvent:

@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 from microseg.model import MicrosegError, PolicyError, PolicySet, Problem
 from microseg.model.errors import singular
 from microseg.model.objects import is_one_line
+from microseg.store.accounts import AccountTable
 from microseg.store.changes import ChangeTable
 from microseg.store.database import (
     WRITE_TRANSACTION,
@@ -119,6 +120,11 @@ class Store:
     def changes(self) -> ChangeTable:
         """Change control's tables: changes, their devices, approvals, events, settings."""
         return ChangeTable(self)
+
+    @property
+    def accounts(self) -> AccountTable:
+        """The server's users, API tokens, UI sessions and audit trail."""
+        return AccountTable(self)
 
     # -- transactions -------------------------------------------------------------------
 

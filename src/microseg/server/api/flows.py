@@ -1,0 +1,180 @@
+"""Collected sessions (filtered, paged) and the policy builder's recommendations, from the
+server's flow store (`microseg serve --flow-store`, else $MICROSEG_FLOW_STORE or the user
+data dir, as the CLI)."""
+
+from __future__ import annotations
+
+import pathlib
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Request
+from pydantic import BaseModel, Field
+
+from microseg.server.api.evaluate import POLICY_DOC, resolve
+from microseg.server.audit import audited
+from microseg.server.auth import Editor, Viewer
+from microseg.server.context import server_context
+
+router = APIRouter(prefix="/api", tags=["flows and policy builder"])
+
+
+def flow_store_dir(request: Request) -> pathlib.Path:
+    from microseg.flows.flowstore import default_store_dir
+
+    return server_context(request).flow_store or default_store_dir()
+
+
+class SessionPage(BaseModel):
+    total: int = Field(description="Session rows matching the filters.")
+    offset: int
+    limit: int
+    sessions: list[dict[str, Any]]
+
+
+@router.get("/sessions", response_model=SessionPage)
+def sessions(
+    principal: Viewer,
+    request: Request,
+    vrf: Annotated[str | None, Query(max_length=200)] = None,
+    proto: Annotated[
+        str | None, Query(max_length=20, description="tcp, udp, icmp, ... or a number.")
+    ] = None,
+    src: Annotated[
+        str | None, Query(max_length=100, description="Client (initiator) address.")
+    ] = None,
+    dst: Annotated[str | None, Query(max_length=100, description="Server address.")] = None,
+    port: Annotated[int | None, Query(ge=0, le=65535, description="Either port.")] = None,
+    since: Annotated[
+        datetime | None, Query(description="Last seen at or after (ISO 8601).")
+    ] = None,
+    eph: Annotated[bool, Query(description="Fold client ports >= 49152 into `eph` rows.")] = True,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
+) -> dict[str, Any]:
+    """The session table (`microseg sessions list --json`), filtered and paged; rows in
+    first-seen order."""
+    from microseg.flows.flowstore import EPHEMERAL_PORT, read_sessions, session_rows
+
+    store = flow_store_dir(request)
+    if since is not None and since.tzinfo is None:
+        from datetime import UTC
+
+        since = since.replace(tzinfo=UTC)
+    table = read_sessions(
+        store if store.exists() else None,
+        ephemeral_port=EPHEMERAL_PORT if eph else None,
+        vrf=vrf,
+        protocol=proto,
+        src=src,
+        dst=dst,
+        port=port,
+        since=since,
+    )
+    page = table.slice(offset, limit) if offset < table.num_rows else table.slice(0, 0)
+    return {
+        "total": table.num_rows,
+        "offset": offset,
+        "limit": limit,
+        "sessions": session_rows(page),
+    }
+
+
+class RecommendQuery(BaseModel):
+    """What a recommendation is made from (`microseg recommend` options)."""
+
+    policy: str = Field(min_length=1, max_length=300, description=POLICY_DOC)
+    categories: list[str] = Field(
+        default_factory=list, description="Aggregate endpoints by groups with these categories."
+    )
+    monitor_rule: str | None = Field(
+        None, max_length=1000, description="Only sessions this rule matches."
+    )
+    target_policy: str | None = Field(
+        None, max_length=1000, description="Only sessions of this policy; the rules go here."
+    )
+    vrf: str | None = Field(None, max_length=200)
+    between: list[str] = Field(
+        default_factory=list, description="Only sessions with an end in these prefixes."
+    )
+    since: str | None = Field(None, max_length=40, description="Sessions seen since (ISO 8601).")
+    until: str | None = Field(None, max_length=40, description="Sessions seen until (ISO 8601).")
+    min_share: float | None = Field(None, ge=0, le=1)
+    include_blocked: bool = False
+
+
+class IntoWorkspace(RecommendQuery):
+    force: bool = Field(False, description="Write even if a device goes over its hardware budget.")
+
+
+def recommendation(request: Request, query: RecommendQuery) -> tuple[Any, Any]:
+    """(the policy set, the Recommendation) for `query`, from the server's flow store."""
+    from microseg.builder import BuilderOptions
+    from microseg.builder import recommend as build
+    from microseg.builder.scope import scope_from
+    from microseg.flows.flowstore import read_sessions
+    from microseg.flows.session_columns import session_columns
+
+    policy_set = resolve(request, query.policy)
+    scope = scope_from(
+        policy_set,
+        query.monitor_rule,
+        query.target_policy,
+        query.vrf,
+        query.between,
+        query.since,
+        query.until,
+    )
+    options = BuilderOptions(
+        categories=tuple(query.categories),
+        scope=scope,
+        min_share=query.min_share,
+        include_blocked=query.include_blocked,
+        target_policy=query.target_policy,
+    )
+    store = flow_store_dir(request)
+    sessions = read_sessions(store if store.exists() else None)
+    return policy_set, build(policy_set, session_columns(sessions, where="the flow store"), options)
+
+
+@router.get("/recommend", response_model=dict[str, Any])
+def recommend(
+    principal: Viewer, request: Request, query: Annotated[RecommendQuery, Query()]
+) -> dict[str, Any]:
+    """Recommended rules from the collected sessions, with their evidence and a quality
+    report (`microseg recommend --json`). Writing them into a workspace is
+    POST /api/workspaces/{name}/recommend."""
+    from microseg.builder.report import recommendation_json
+
+    return recommendation_json(recommendation(request, query)[1])
+
+
+@router.post("/workspaces/{name}/recommend", response_model=dict[str, Any], tags=["workspaces"])
+def recommend_into_workspace(
+    name: Annotated[str, Path(min_length=1, max_length=200)],
+    body: IntoWorkspace,
+    principal: Editor,
+    request: Request,
+) -> dict[str, Any]:
+    """Recommend (as GET /api/recommend) and write the proposals into workspace `name`
+    (created on the policy's revision unless open): new groups, services, rules and the
+    target policy with the rules placed, all or none. Refused over a device's hardware
+    budget unless `force`."""
+    from microseg.builder.report import recommendation_json
+    from microseg.builder.workspace import check_budget, write_recommendation
+
+    policy_set, proposal = recommendation(request, body)
+    check_budget(proposal, body.force)
+    store = server_context(request).store
+    written = write_recommendation(store, body.policy, policy_set, name, proposal, principal.name)
+    objects = [f"{section}/{obj}" for section, obj in written]
+    audited(
+        request,
+        principal,
+        "workspace.recommend",
+        f"workspace/{name}",
+        {"policy": body.policy, "objects": objects},
+    )
+    data = recommendation_json(proposal)
+    data["workspace"] = {"name": name, "objects": [{"section": s, "name": n} for s, n in written]}
+    return data
