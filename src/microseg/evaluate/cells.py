@@ -26,13 +26,16 @@ def field_set_intervals(field_set: PrefixFieldSet) -> list[tuple[int, int]]:
     """The addresses of a field-set as sorted disjoint [first, last] integer intervals.
 
     EOS `except` entries remove addresses from the field-set's prefixes."""
-    included = _merge(
-        [(int(p.network_address), int(p.broadcast_address)) for p in field_set.prefixes]
-    )
-    excluded = _merge(
-        [(int(p.network_address), int(p.broadcast_address)) for p in field_set.except_prefixes]
-    )
+    included = _merge([_span(p) for p in field_set.prefixes])
+    excluded = _merge([_span(p) for p in field_set.except_prefixes])
     return _subtract(included, excluded)
+
+
+def _span(prefix) -> tuple[int, int]:
+    """A prefix's first and last address, without building address objects (ipaddress's
+    broadcast_address costs more than the whole interval arithmetic)."""
+    first = int(prefix.network_address)
+    return first, first | ((1 << (prefix.max_prefixlen - prefix.prefixlen)) - 1)
 
 
 def _merge(intervals: list[tuple[int, int]]) -> list[tuple[int, int]]:

@@ -14,7 +14,7 @@ from typing import ClassVar
 
 from microseg.compile.intent import DeviceIntent
 from microseg.compile.resolve import compile_all
-from microseg.evaluate.engine import CompiledDevice
+from microseg.evaluate.lint.boxes import AddressLine
 from microseg.evaluate.lint.space import EditPlan, PolicyAnalysis, plan_edits
 from microseg.model import MicrosegError, PolicySet
 
@@ -60,10 +60,10 @@ class LintContext:
         for intent in self.intents.values():
             if all(policy.name in analyses for policy in intent.policies):
                 continue
-            device = CompiledDevice(intent)
+            line = AddressLine(intent)
             for position, policy in enumerate(intent.policies):
                 if policy.name not in analyses:
-                    analyses[policy.name] = PolicyAnalysis(device, position)
+                    analyses[policy.name] = PolicyAnalysis(line, intent, position)
         return list(analyses.values())
 
     @cached_property

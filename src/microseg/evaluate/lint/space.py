@@ -21,13 +21,14 @@ the matches that apply in it.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 
-from microseg.compile.intent import Match, PolicyIntent
-from microseg.evaluate.engine import CompiledDevice, CompiledPolicy, lowest_set_bit, pack_rows
+from microseg.compile.intent import DeviceIntent, Match, PolicyIntent
+from microseg.evaluate.engine import lowest_set_bit, pack_rows
+from microseg.evaluate.lint.boxes import AddressLine, TermBoxes, distinct_rows, every_bit
 
 GRID_CHUNK = 1 << 18  # grid points per step of a region scan
 FIRST_CHUNK = 1 << 10  # grid points of its first step
@@ -65,52 +66,19 @@ def describe_effect(effect: Effect) -> str:
 
 
 # -- packed bit rows --------------------------------------------------------------------------
-def _classes(rows: np.ndarray) -> np.ndarray:
-    """The distinct rows, in order of first occurrence. Each row is compared as one opaque
-    byte string (a void view): several times faster than np.unique(axis=0), which sorts
-    field by field."""
-    rows = np.ascontiguousarray(rows)
-    as_bytes = rows.view(np.dtype((np.void, rows.shape[1] * rows.itemsize))).reshape(-1)
-    _, first = np.unique(as_bytes, return_index=True)
-    return rows[np.sort(first)]
-
-
 def _combined(left: np.ndarray, right: np.ndarray) -> np.ndarray:
     """The distinct non-empty ANDs of a row of `left` with a row of `right`."""
+    if len(left) == 1 and ((right & left[0]) == right).all():
+        return right
+    if len(right) == 1 and ((left & right[0]) == left).all():
+        return left
     rows = (left[:, None, :] & right[None, :, :]).reshape(-1, left.shape[1])
-    return _classes(rows[(rows != 0).any(axis=1)])
-
-
-def _bits(rows: np.ndarray) -> np.ndarray:
-    """uint8[row, term] (0/1) of packed rows: term t is bit t % 64 of word t // 64."""
-    as_bytes = np.ascontiguousarray(rows, dtype="<u8").view(np.uint8)
-    return np.unpackbits(as_bytes, axis=1, bitorder="little")
-
-
-def _project(bits: np.ndarray) -> np.ndarray:
-    """Unpacked rows (already cut down to some terms) packed again and deduplicated."""
-    return _classes(pack_rows(bits.T.astype(bool)))
+    return distinct_rows(rows[(rows != 0).any(axis=1)])
 
 
 def _mask(selected: np.ndarray) -> np.ndarray:
     """uint64[word]: a row with the bits where `selected` (bool per bit) is set."""
     return pack_rows(selected[:, None])[0]
-
-
-def _after_bits(lasts: np.ndarray, words: int) -> np.ndarray:
-    """uint64[row, word]: per row, the bits of the terms after `lasts[row]`."""
-    word = np.arange(words)[None, :]
-    last_word = (lasts // 64)[:, None]
-    last_bit = (lasts % 64).astype(np.uint64)[:, None]
-    every = np.uint64(0xFFFFFFFFFFFFFFFF)
-    # Bits above last_bit in its word; none when it is the word's top bit (a shift by 64
-    # is not defined).
-    above = np.where(
-        last_bit == 63, np.uint64(0), every << np.minimum(last_bit + np.uint64(1), np.uint64(63))
-    )
-    return np.where(
-        word > last_word, every, np.where(word == last_word, above, np.uint64(0))
-    ).astype(np.uint64)
 
 
 def first_set(grid: np.ndarray) -> np.ndarray:
@@ -130,8 +98,15 @@ class Region:
     sources: np.ndarray  # uint64[class, word], projected onto `terms`
     destinations: np.ndarray
     services: np.ndarray
-    # For a region that is not projected: the space's class index of each row, per side.
-    classes: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    @property
+    def uncut(self) -> bool:
+        """One class of packets, inside every term the region names."""
+        return len(self.sources) == len(self.destinations) == len(self.services) == 1
+
+    def sample(self) -> Sample:
+        """The one class of an uncut region."""
+        return Sample(self.sources & self.destinations & self.services, self.terms)
 
     @property
     def work(self) -> int:
@@ -171,10 +146,15 @@ class Region:
         if first_full * pair_count > start:  # the rest of a partly gathered source row
             point = np.arange(start, first_full * pair_count)
             yield start, self.sources[point // pair_count] & pairs[point % pair_count]
-        per_chunk = max(1, GRID_CHUNK // pair_count)
-        for source in range(first_full, len(self.sources), per_chunk):
+        # Whole source rows, still growing from small (few pairs: the first chunk would
+        # otherwise be the whole region).
+        per_chunk = max(1, size // pair_count)
+        source = first_full
+        while source < len(self.sources):
             chunk = self.sources[source : source + per_chunk]
             yield source * pair_count, (chunk[:, None, :] & pairs[None, :, :]).reshape(-1, words)
+            source += len(chunk)
+            per_chunk = min(per_chunk * 4, max(1, GRID_CHUNK // pair_count))
 
 
 @dataclass(frozen=True)
@@ -198,79 +178,44 @@ class Coverage:
 
 
 class DecisionSpace:
-    """The matches of a policy that apply in one decapsulation state, as classes."""
+    """The matches of a policy that apply in one decapsulation state, as term boxes; every
+    question about a term is asked over the classes of its box cut by the terms it meets."""
 
-    def __init__(self, compiled: CompiledPolicy, match_indexes: np.ndarray):
-        self.term_match = match_indexes[compiled.term_match].astype(np.int64)
-        self.source = _classes(compiled.source_rows)
-        self.destination = _classes(compiled.destination_rows)
-        # The service classes are the distinct ANDs of protocol, ICMP-type and port classes,
-        # combined pairwise and deduplicated at each step (AND is associative), so the full
-        # four-way product is never built.
-        protocol = _classes(compiled.protocol_rows)
-        icmp = _classes(compiled.icmp_rows)
-        ports = _combined(
-            _classes(compiled.source_port_rows), _classes(compiled.destination_port_rows)
-        )
-        self.service = _combined(_combined(protocol, icmp), ports)
-        # The same classes unpacked (one byte per term) to project them without unpacking
-        # again per question, and term-major to list a term's classes with one row read.
-        self.source_bits = _bits(self.source)
-        self.destination_bits = _bits(self.destination)
-        self.service_bits = _bits(self.service)
-        self.members = tuple(
-            np.ascontiguousarray(bits.T)
-            for bits in (self.source_bits, self.destination_bits, self.service_bits)
-        )
+    def __init__(self, boxes: TermBoxes, match_count: int):
+        self.boxes = boxes
+        self.term_match = boxes.term_match
+        # Match m's terms are bounds[m]:bounds[m + 1] (none if it does not apply here).
+        self._bounds = np.searchsorted(self.term_match, np.arange(match_count + 1)).tolist()
+        self._regions: dict[int, Region | None] = {}
         self._coverage: dict[int, Coverage | None] = {}
 
     def terms_of(self, matches: list[int]) -> np.ndarray:
         """The terms of some matches (term_match is sorted: a match's terms are a run)."""
-        starts = np.searchsorted(self.term_match, matches, side="left")
-        stops = np.searchsorted(self.term_match, matches, side="right")
-        return np.concatenate([np.arange(a, b) for a, b in zip(starts, stops, strict=True)])
+        bounds = self._bounds
+        return np.concatenate([np.arange(bounds[m], bounds[m + 1]) for m in matches])
 
-    def region(self, term: int, words: int | None = None) -> Region | None:
-        """The classes term `term` accepts; None when it accepts no packet. Small regions
-        are scanned as they are, cut to the first `words` words (default all); larger ones
-        are projected onto the terms that meet them (all of them)."""
-        sides = []
-        for members in self.members:
-            picked = np.flatnonzero(members[term])
-            if not len(picked):
-                return None
-            sides.append(picked)
-        classes = (self.source, self.destination, self.service)
-        words = words or self.source.shape[1]
-        if len(sides[0]) * len(sides[1]) * len(sides[2]) * words <= PROJECT_ABOVE:
-            terms = np.arange(min(words * 64, len(self.term_match)))
-            source, destination, service = (
-                c[p, :words] for c, p in zip(classes, sides, strict=True)
-            )
-            return Region(terms, source, destination, service, (sides[0], sides[1], sides[2]))
-        meets = np.bitwise_and.reduce(
-            [np.bitwise_or.reduce(c[p], axis=0) for c, p in zip(classes, sides, strict=True)]
+    def region(self, term: int) -> Region | None:
+        """The classes term `term` accepts, over the terms that meet it; None when it accepts
+        no packet."""
+        if term not in self._regions:
+            self._regions[term] = self._region(term)
+        return self._regions[term]
+
+    def _region(self, term: int) -> Region | None:
+        terms = self.boxes.meets(term)
+        if not len(terms):
+            return None
+        if self.boxes.one_class[term]:  # every term that meets it holds all of it
+            every = every_bit(len(terms))
+            return Region(terms, every, every, every)
+        source, destination, protocol, icmp, source_port, destination_port = self.boxes.classes(
+            term, terms
         )
-        terms = np.flatnonzero(_bits(meets[None, :])[0])
-        unpacked = (self.source_bits, self.destination_bits, self.service_bits)
-        source, destination, service = (
-            _project(u[p][:, terms]) for u, p in zip(unpacked, sides, strict=True)
-        )
+        # The service classes are the distinct ANDs of protocol, ICMP-type and port classes,
+        # combined pairwise and deduplicated at each step (AND is associative), so the full
+        # four-way product is never built.
+        service = _combined(_combined(protocol, icmp), _combined(source_port, destination_port))
         return Region(terms, source, destination, service)
-
-    def _sample(self, region: Region, start: int, grid: np.ndarray, rows: np.ndarray) -> Sample:
-        """Some of the grid's rows as a Sample over every term of the space."""
-        rows = rows[:SAMPLE_POINTS]
-        if region.classes is None:  # projected: already over every term that meets it
-            return Sample(grid[rows], region.terms)
-        sources, destinations, services = region.classes
-        point = start + rows
-        full = (
-            self.source[sources[point // (len(destinations) * len(services))]]
-            & self.destination[destinations[point // len(services) % len(destinations)]]
-            & self.service[services[point % len(services)]]
-        )
-        return Sample(full, np.arange(len(self.term_match)))
 
     # -- does a match decide anything? ------------------------------------------------------
     def coverage(self, match: int) -> Coverage | None:
@@ -286,16 +231,21 @@ class DecisionSpace:
         deciders: set[int] = set()
         regions = []
         for term in terms:
-            # The term's own bit is set on every point, so the first match is at most it:
-            # the words after its own can be left out.
-            region = self.region(term, words=term // 64 + 1)
+            region = self.region(term)
             if region is None:
                 continue
-            for start, grid in region.chunks():
+            if region.uncut:  # one class, which every term it meets holds: the first decides
+                first = int(self.term_match[region.terms[0]])
+                if first == match:
+                    return Coverage(empty=False, reachable=True, sample=region.sample())
+                deciders.add(first)
+                regions.append(region)
+                continue
+            for grid in region.grids():
                 deciding = self.term_match[region.terms[first_set(grid)]]
                 decided = deciding == match
                 if decided.any():
-                    sample = self._sample(region, start, grid, np.flatnonzero(decided))
+                    sample = Sample(grid[np.flatnonzero(decided)[:SAMPLE_POINTS]], region.terms)
                     return Coverage(empty=False, reachable=True, sample=sample)
                 deciders.update(int(m) for m in np.unique(deciding))
             regions.append(region)
@@ -459,11 +409,11 @@ class Outcome:
 class PolicyAnalysis:
     """One policy of a device, analysed exactly; results are cached per match and rule.
 
-    Example: PolicyAnalysis(CompiledDevice(intent), 0).removal("deny-all")"""
+    Example: PolicyAnalysis(AddressLine(intent), intent, 0).removal_plan(frozenset())"""
 
-    def __init__(self, device: CompiledDevice, position: int):
-        policy = device.intent.policies[position]
-        self.intent = device.intent
+    def __init__(self, line: AddressLine, intent: DeviceIntent, position: int):
+        policy = intent.policies[position]
+        self.intent = intent
         self.policy = policy
         self.matches = policy.matches
         effects = [match_effect(m) for m in policy.matches]
@@ -476,17 +426,19 @@ class PolicyAnalysis:
         self.rules: dict[str, list[int]] = {}
         for index, match in enumerate(policy.matches):
             self.rules.setdefault(match.rule, []).append(index)
-        self.spaces = self._spaces(device, position)
+        self.spaces = self._spaces(line)
 
-    def _spaces(self, device: CompiledDevice, position: int) -> list[DecisionSpace]:
+    def _spaces(self, line: AddressLine) -> list[DecisionSpace]:
         every = np.arange(len(self.matches), dtype=np.int64)
-        if all(m.decap_type == "allow-all" for m in self.matches):
-            return [DecisionSpace(device.policies[position], every)]
+        states: list[tuple[str, ...]] = [("allow-all",)]
+        if any(m.decap_type != "allow-all" for m in self.matches):
+            states = list(DECAP_STATES)
         spaces = []
-        for applies in DECAP_STATES:
+        for applies in states:
             indexes = every[[m.decap_type in applies for m in self.matches]]
-            subset = replace(self.policy, matches=tuple(self.matches[i] for i in indexes))
-            spaces.append(DecisionSpace(CompiledPolicy(device, subset), indexes))
+            matches = tuple(self.matches[i] for i in indexes)
+            boxes = TermBoxes(line, self.intent, matches, indexes)
+            spaces.append(DecisionSpace(boxes, len(self.matches)))
         return spaces
 
     def coverage(self, match: int) -> Coverage:
@@ -523,76 +475,24 @@ class PolicyAnalysis:
                 outcomes[rule] = Outcome(True)
             elif rule in unidirectional:
                 hinted[[i for i in indexes if self.matches[i].reverse]] = True
-        all_live = [
+        all_live = {
             rule
             for rule, indexes in self.rules.items()
             if rule not in outcomes and all(self.coverage(i).reachable for i in indexes)
-        ]
-        # Rules whose matches all decide traffic: most conflict at a sample point, found
-        # for all of them at once (such a conflict stays whatever else is removed later).
+        }
         live_default_keeps = self.default[0] != "forward"
-        outcomes.update(self._prescreen(all_live, hinted, live_default_keeps))
+        # The suggested removals so far, per space and term.
+        gone = [hinted[space.term_match] for space in self.spaces]
         for rule, indexes in self.rules.items():
             if rule in outcomes:
                 continue
             default_keeps = rule not in all_live or live_default_keeps
-            outcome = self._removal(rule, hinted, default_keeps)
+            outcome = self._removal(rule, gone, default_keeps)
             outcomes[rule] = outcome
             if outcome.decided and outcome.change is None:
-                hinted[indexes] = True
+                for space, marks in zip(self.spaces, gone, strict=True):
+                    marks[space.terms_of(indexes)] = True
         return outcomes
-
-    def _prescreen(
-        self, rules: list[str], hinted: np.ndarray, default_keeps: bool
-    ) -> dict[str, Outcome]:
-        """The rules whose removal changes a verdict at one of their sample points, with
-        the suggested removals so far (`hinted`) made or not: checked for all rules at
-        once. At a sample point the rule decides, the matches after it that could decide
-        instead (hinted ones up to the first that stays, and that one, or the default)
-        must all give its verdict; a sample point where one does not stays a conflict
-        when more removals are suggested (they only lengthen that list).
-
-        Only the rules' verdict change matters here: these rules are reported only when
-        removing them changes nothing, so the change is not described."""
-        default_code = self.default_code if default_keeps else len(self.effects)
-        changed: dict[str, Outcome] = {}
-        for space in self.spaces:
-            rows, row_rule, row_code, row_last = [], [], [], []
-            every_term = len(space.term_match)
-            for rule in rules:
-                terms = space.terms_of(self.rules[rule])
-                for match in sorted(set(space.term_match[terms].tolist())):
-                    coverage = space.coverage(match)
-                    sample = coverage.sample if coverage else None
-                    if sample is None or len(sample.terms) != every_term:
-                        continue  # projected samples are left to the exact check
-                    rows.append(sample.rows)
-                    row_rule += [rule] * len(sample.rows)
-                    row_code.append(np.full(len(sample.rows), self.codes[match]))
-                    row_last.append(np.full(len(sample.rows), terms[-1]))
-            if not rows:
-                continue
-            grid = np.concatenate(rows)
-            before = np.concatenate(row_code)
-            later = _after_bits(np.concatenate(row_last), grid.shape[1])
-            hinted_bits = _mask(hinted[space.term_match])
-            code_of_term = self.codes[space.term_match]
-            next_kept = first_set(grid & later & ~hinted_bits)
-            after = np.where(next_kept >= 0, code_of_term[np.maximum(next_kept, 0)], default_code)
-            conflicting = after != before
-            for code in np.unique(before):
-                same = before == code
-                odd_bits = hinted_bits & _mask(code_of_term != code)
-                odd = first_set(grid[same] & later[same] & odd_bits)
-                kept = next_kept[same]
-                conflicting[same] |= (odd >= 0) & ((kept < 0) | (odd < kept))
-            for row in np.flatnonzero(conflicting):
-                rule = row_rule[row]
-                if rule not in changed:
-                    effects = [*self.effects, self.default]
-                    change = (effects[before[row]], effects[after[row]])
-                    changed[rule] = Outcome(True, change, alongside=True)
-        return changed
 
     def _sample_conflict(
         self, space: DecisionSpace, present, first: int, last: int, hinted, default_code: int
@@ -607,6 +507,10 @@ class PolicyAnalysis:
             # The match decided these classes first, and still does: removing other
             # matches never makes an earlier one match.
             sample = coverage.sample
+            if sample.terms[-1] <= last:  # no term after the rule: the default decides them
+                if self.codes[match] != default_code:
+                    return Conflict(int(self.codes[match]), default_code, True)
+                continue
             deciding = sample.terms[first_set(sample.rows)]
             conflict = space._conflict_at(
                 sample.rows,
@@ -621,14 +525,13 @@ class PolicyAnalysis:
                 return conflict
         return None
 
-    def _removal(self, rule: str, hinted: np.ndarray, default_keeps: bool) -> Outcome:
+    def _removal(self, rule: str, gone: list[np.ndarray], default_keeps: bool) -> Outcome:
         indexes = self.rules[rule]
         # A code no match has: with it every fall-through to the default differs.
         default_code = self.default_code if default_keeps else len(self.effects)
         effects = [*self.effects, self.default]
-        for space in self.spaces:
+        for space, hinted_terms in zip(self.spaces, gone, strict=True):
             terms = space.terms_of(indexes)
-            hinted_terms = hinted[space.term_match]
             present = terms[~hinted_terms[terms]]
             if not len(present):
                 continue
