@@ -80,6 +80,8 @@ def demo(
 def _live(keep: Path | None) -> None:
     """The story of `microseg.lab.story` on the live lab, each command shown then run, with
     the demo's own store and flow store; the lab goes down at the end, also on a failure."""
+    from rich.rule import Rule
+
     from microseg.lab.lab import require_tools
     from microseg.lab.story import STORY
 
