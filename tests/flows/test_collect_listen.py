@@ -96,21 +96,3 @@ def test_an_address_that_cannot_be_bound_is_a_user_error_naming_it(tmp_path):
     assert done.returncode == 1, done.stderr
     assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
     assert "Traceback" not in done.stderr
-
-
-def test_a_readable_socket_is_drained_in_bursts(monkeypatch):
-    from microseg.flows import collector
-
-    monkeypatch.setattr(collector, "READ_BURST", 4)
-    sock = collector.open_socket("127.0.0.1", 0, 1 << 20)
-    with sock, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
-        for index in range(10):
-            sender.sendto(bytes([index]), sock.getsockname())
-        receiver = collector._Receiver()
-        taken = []
-        for _ in range(4):
-            receiver.read_ready(sock)
-            taken.append(len(receiver.datagrams))
-    assert taken == [4, 8, 10, 10]  # a burst per wake-up; an empty socket is no error
-    assert [data for data, _ in receiver.datagrams] == [bytes([i]) for i in range(10)]
-    assert {exporter for _, exporter in receiver.datagrams} == {"127.0.0.1"}
