@@ -4,9 +4,7 @@ and memory per 1,000,000 active sessions; nfdump's nfcapd measured in the same r
 A sender process blasts IPFIX datagrams (softflowd's template, 30 records each; the stream
 of bench/decode.py) at rising rates for TRIAL_SECONDS each, at `microseg collect` (a real
 subprocess) and at `nfcapd`; a rate counts as zero-loss when the receiver reports every
-record sent. `receive_cpu_*`: the CPU the receive path takes per record for datagrams
-already queued (no sender competing), the collector's burst reader against an asyncio
-datagram transport (its previous design). Prints one JSON line.
+record sent. Prints one JSON line.
 
     python bench/collector.py
 """
@@ -149,59 +147,6 @@ def highest_zero_loss(trial, messages) -> tuple[int, dict, str]:
     return best_rate, best, "every rate tried"
 
 
-def receive_capacity(messages: list[bytes]) -> dict:
-    """Records/s of CPU the receive path takes to pull datagrams already queued on a socket
-    into a batch (no sender competing for the cores): the collector's burst reader against
-    an asyncio datagram transport (one datagram per event-loop turn), the design it replaced."""
-    import asyncio
-
-    from microseg.flows.collector import _Receiver, open_socket
-
-    class Transport(asyncio.DatagramProtocol):
-        def __init__(self) -> None:
-            self.datagrams: list = []
-
-        def datagram_received(self, data: bytes, address) -> None:
-            self.datagrams.append((data, address[0]))
-
-    def queued() -> socket.socket:
-        sock = open_socket("127.0.0.1", 0, 256 << 20)
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
-            for message in messages:
-                sender.sendto(message, sock.getsockname())
-        return sock
-
-    async def by_transport(sock: socket.socket) -> float:
-        loop = asyncio.get_running_loop()
-        protocol = Transport()
-        began = time.process_time()
-        transport, _ = await loop.create_datagram_endpoint(lambda: protocol, sock=sock)
-        while len(protocol.datagrams) < len(messages):
-            await asyncio.sleep(0)
-        transport.close()
-        return time.process_time() - began
-
-    async def by_burst(sock: socket.socket) -> float:
-        loop = asyncio.get_running_loop()
-        receiver = _Receiver()
-        began = time.process_time()
-        loop.add_reader(sock.fileno(), receiver.read_ready, sock)
-        while len(receiver.datagrams) < len(messages):
-            await asyncio.sleep(0)
-        loop.remove_reader(sock.fileno())
-        sock.close()
-        return time.process_time() - began
-
-    records = len(messages) * RECORDS_PER_DATAGRAM
-    burst = min(asyncio.run(by_burst(queued())) for _ in range(3))
-    transport = min(asyncio.run(by_transport(queued())) for _ in range(3))
-    return {
-        "receive_cpu_records_per_s": round(records / burst),
-        "receive_cpu_asyncio_transport_records_per_s": round(records / transport),
-        "receive_cpu_ratio": round(transport / burst, 2),
-    }
-
-
 def memory_per_million_sessions() -> dict:
     """A SessionTable holding 1,000,000 distinct active sessions: Arrow bytes and RSS."""
     import numpy as np
@@ -241,7 +186,6 @@ def main() -> None:
     microseg_rate, microseg, microseg_limit = highest_zero_loss(microseg_trial, messages)
     nfcapd_rate, _, nfcapd_limit = highest_zero_loss(nfcapd_trial, messages)
     memory = memory_per_million_sessions()
-    receive = receive_capacity(messages)
     print(
         json.dumps(
             {
@@ -261,7 +205,6 @@ def main() -> None:
                 "memory_per_million_active_sessions_mib": round(
                     memory["table_bytes_per_million"] / (1 << 20)
                 ),
-                **receive,
                 **{f"memory_{key}": value for key, value in memory.items()},
             }
         )

@@ -38,7 +38,6 @@ from microseg.model import MicrosegError
 RECEIVE_BUFFER = 64 << 20
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # Linux: root may exceed rmem_max
 STATS_FILE = "collector-stats.json"
-READ_BURST = 4096  # datagrams taken per readiness wake-up before other work gets a turn
 SPLIT_PIECES = 64  # at exit on a full disk, segments down to 1/64 of what is left are tried
 log = logging.getLogger("microseg.flows")
 
@@ -220,16 +219,12 @@ def open_socket(host: str, port: int, receive_buffer: int) -> socket.socket:
     return sock
 
 
-class _Receiver:
-    """Takes every datagram the kernel has queued on a socket each time it becomes readable
-    (up to READ_BURST), where an asyncio datagram transport takes one per event-loop turn:
-    one readiness wake-up then serves a burst, not a datagram."""
-
+class _Receiver(asyncio.DatagramProtocol):
     def __init__(self):
         self.datagrams: list[tuple[bytes, str]] = []
 
-    def read_ready(self, sock: socket.socket) -> None:
-        _drain(sock, self.datagrams, READ_BURST)
+    def datagram_received(self, data: bytes, address) -> None:
+        self.datagrams.append((data, address[0]))
 
 
 async def serve(
@@ -243,8 +238,9 @@ async def serve(
     datagram's version, and keeps templates per exporter and version) and one session table."""
     loop = asyncio.get_running_loop()
     receiver = _Receiver()
-    for sock in sockets:
-        loop.add_reader(sock.fileno(), receiver.read_ready, sock)
+    transports = [
+        (await loop.create_datagram_endpoint(lambda: receiver, sock=sock))[0] for sock in sockets
+    ]
     next_flush = time.monotonic() + collector.settings.flush_interval
     try:
         while not stop.is_set():
@@ -260,25 +256,22 @@ async def serve(
                     on_flush(collector)
     finally:
         for sock in sockets:
-            loop.remove_reader(sock.fileno())
             _drain(sock, receiver.datagrams)
+        for transport in transports:
+            transport.close()
         if receiver.datagrams:
             collector.receive(receiver.datagrams)
         collector.flush_all()
 
 
-def _drain(sock: socket.socket, datagrams: list, limit: int | None = None) -> None:
-    """Take what the kernel has queued (at most `limit` datagrams); on stop, all of it: it
-    was sent before we stopped."""
-    append = datagrams.append
-    taken = 0
-    while limit is None or taken < limit:
+def _drain(sock: socket.socket, datagrams: list) -> None:
+    """On stop, take what the kernel already queued: it was sent before we stopped."""
+    while True:
         try:
             data, address = sock.recvfrom(65535)
         except (BlockingIOError, InterruptedError, OSError):
             return
-        append((data, address[0]))
-        taken += 1
+        datagrams.append((data, address[0]))
 
 
 def run(
