@@ -56,10 +56,9 @@ def served(tmp_path, monkeypatch) -> Iterator[Served]:
     """create_app on a new SQLite store and the seed lab's flow store, with an editor
     (alice) and an approver (bob)."""
     uvicorn = pytest.importorskip("uvicorn")
-    from microseg.server.app import create_app
-
     from microseg.flows.demo import run_demo
     from microseg.server import accounts
+    from microseg.server.app import create_app
 
     monkeypatch.setenv("MICROSEG_DEVICE_USERNAME", "admin")
     monkeypatch.setenv("MICROSEG_DEVICE_PASSWORD", "secret")

@@ -15,10 +15,9 @@ HOSTILE = "<script>alert(1)</script>"
 @pytest.fixture
 def client(tmp_path):
     testclient = pytest.importorskip("fastapi.testclient")
-    from microseg.server.app import create_app
-
     from microseg.policyfile import load_policy
     from microseg.server import accounts
+    from microseg.server.app import create_app
 
     app = create_app(f"sqlite:///{tmp_path / 'microseg.db'}", flow_store=tmp_path / "flows")
     store = app.state.context.store
