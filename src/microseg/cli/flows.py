@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pyarrow as pa
 import typer
-from rich import box
-from rich.console import JustifyMethod
-from rich.markup import escape
-from rich.table import Table
 
 from microseg.cli.app import FLOWS, app, demo_step
 from microseg.cli.common import JSON_OPTION_HELP, console, counted, err_console, write_output
 from microseg.model import MicrosegError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 STORE_HELP = "Flow store directory (default: $MICROSEG_FLOW_STORE or the user data dir)."
 
@@ -28,7 +28,11 @@ app.add_typer(sessions_app, name="sessions", rich_help_panel=FLOWS)
 
 @app.command(rich_help_panel=FLOWS)
 def collect(
-    listen: str = typer.Option("127.0.0.1:4739", "--listen", help="HOST:PORT to receive on."),
+    listen: list[str] = typer.Option(
+        ["127.0.0.1:4739"],
+        "--listen",
+        help="HOST:PORT to receive on; repeatable (IPFIX and NetFlow v9 on different ports).",
+    ),
     store: Path | None = typer.Option(None, "--store", help=STORE_HELP),
     stats: bool = typer.Option(False, "--stats", help="Print counters at every flush."),
     as_json: bool = typer.Option(False, "--json", help="Counters as JSON lines on stdout."),
@@ -53,16 +57,21 @@ def collect(
         min=0,
         help="Sessions kept in memory while the store cannot take them (full, read-only).",
     ),
+    metrics: str | None = typer.Option(
+        None,
+        "--metrics",
+        help="Serve Prometheus metrics on [HOST:]PORT (default host 127.0.0.1), e.g. 9465.",
+    ),
 ) -> None:
     """Receive IPFIX / NetFlow v9 until SIGINT or SIGTERM; sessions go to the flow store.
 
-    Example: microseg collect --listen 127.0.0.1:4739 --stats
+    Example: microseg collect --listen 127.0.0.1:4739 --stats --metrics 9465
     """
     from microseg.flows.collector import CollectorSettings, FlowCollector, parse_listen, run
     from microseg.flows.flowstore import FlowStore, default_store_dir
     from microseg.flows.sessions import SessionSettings
 
-    host, port = parse_listen(listen)
+    addresses = [parse_listen(text) for text in listen]
     store_dir = store or default_store_dir()
     settings = CollectorSettings(
         flush_interval=flush_interval,
@@ -73,16 +82,32 @@ def collect(
     collector = FlowCollector(flow_store, settings)
     flow_store.scan().warn()  # bad segments: said at start, skipped by every reader
 
-    def ready(address: tuple) -> None:
-        err_console.print(
-            f"listening on {address[0]}:{address[1]}, store {store_dir}", markup=False
-        )
+    def ready(addresses: list[tuple]) -> None:
+        where = ", ".join(f"{address[0]}:{address[1]}" for address in addresses)
+        err_console.print(f"listening on {where}, store {store_dir}", markup=False)
 
-    def report(current) -> None:
-        if stats:
-            _print_stats(current.stats(), as_json)
+    exposition = None
+    with ExitStack() as stack:
+        if metrics is not None:
+            from microseg.monitor.metrics import (
+                CollectorMetrics,
+                MetricsServer,
+                parse_metrics_address,
+            )
 
-    run(collector, host, port, on_ready=ready, on_flush=report)
+            metrics_host, metrics_port = parse_metrics_address(metrics)
+            exposition = CollectorMetrics(collector.stats())
+            server = stack.enter_context(MetricsServer([exposition], metrics_host, metrics_port))
+            err_console.print(f"metrics on {server.url}", markup=False)
+
+        def report(current) -> None:
+            figures = current.stats() if stats or exposition else {}
+            if exposition is not None:
+                exposition.update(figures)
+            if stats:
+                _print_stats(figures, as_json)
+
+        run(collector, addresses, on_ready=ready, on_flush=report)
     final = collector.stats()
     if as_json:
         sys.stdout.write(json.dumps(final, sort_keys=True) + "\n")
@@ -283,6 +308,8 @@ def compact_sessions(
 
 
 def _with_text_times(table: pa.Table) -> pa.Table:
+    import pyarrow as pa
+
     from microseg.flows.flowstore import iso_millis
 
     for name in ("first_seen", "last_seen"):
@@ -296,6 +323,11 @@ def session_table(table: pa.Table):
     """The vZTX session-table layout: two lines per session (forward, then reverse).
 
     Returns the legend text and the rich table."""
+    from rich import box
+    from rich.console import JustifyMethod
+    from rich.markup import escape
+    from rich.table import Table
+
     grid = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, show_lines=False)
     columns: tuple[tuple[str, JustifyMethod], ...] = (
         ("VRF", "left"),
@@ -352,6 +384,11 @@ def _demo_flows(context) -> None:
 
 def print_session_summary(table: pa.Table) -> None:
     """One line per session row: client, server, packets and bytes each way, state."""
+    from rich import box
+    from rich.console import JustifyMethod
+    from rich.markup import escape
+    from rich.table import Table
+
     grid = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     columns: tuple[tuple[str, JustifyMethod], ...] = (
         ("proto", "left"),
