@@ -216,17 +216,29 @@ policies:
     assert "meta l4proto 47" in ruleset
 
 
-def test_monitor_example_renders_without_mirror_only_on_request(run_cli, tmp_path):
+def test_monitor_rule_logs_to_its_sessions_nflog_group_and_omit_mirror_drops_it(run_cli, tmp_path):
     example = str(EXAMPLES / "home-lab-monitor.yaml")
-    refused = run_cli("compile", example, "-d", SWITCH, "--target", "nftables")
-    assert refused.exit_code == 1
-    assert "target 'nftables' cannot enforce rule 'web-appserver-discovery': it mirrors" in (
-        refused.stderr
+    mirrored = run_cli("compile", example, "-d", SWITCH, "--target", "nftables")
+    assert mirrored.exit_code == 0, mirrored.stderr
+    _nft_check(mirrored.stdout, tmp_path)
+    assert mirrored.stdout.splitlines()[1] == (
+        "# mirror session andreas-vztx-ALL: nflog group 1, GRE from 10.255.1.10 to 10.255.1.11"
     )
-    assert "--omit-mirror" in refused.stderr
+    logged = [line.strip() for line in mirrored.stdout.splitlines() if " log group " in line]
+    # Both directions of the monitored rule, and nothing else (the DNS/NTP rules decide
+    # their packets first and do not mirror).
+    assert logged == [
+        "meta nfproto ipv4 ip saddr @v4/web-appserver1 counter name "
+        "vrf_all_home/web-appserver-discovery log group 1 accept "
+        'comment "web-appserver-discovery"',
+        "meta nfproto ipv4 ip daddr @v4/web-appserver1 counter name "
+        "vrf_all_home/web-appserver-discovery-reverse log group 1 accept "
+        'comment "web-appserver-discovery-reverse"',
+    ]
     result = run_cli("compile", example, "-d", SWITCH, "--target", "nftables", "--omit-mirror")
     assert result.exit_code == 0, result.stderr
     _nft_check(result.stdout, tmp_path)
+    assert "log group" not in result.stdout and "mirror session" not in result.stdout
     assert 'accept comment "web-appserver-discovery"' in result.stdout
 
 

@@ -1,5 +1,6 @@
 """`microseg lab` as a user runs it, as root: up, test, status, down, the Ooops without
-isolation, a second up, down after a SIGKILLed up, and nothing on the host's interfaces."""
+isolation, a second up, down after a SIGKILLed up, the monitor node seeing exactly what the
+monitor rule mirrors, and nothing on the host's interfaces."""
 
 from __future__ import annotations
 
@@ -16,14 +17,23 @@ from pathlib import Path
 
 import pytest
 
-from microseg.lab.lab import SEED_TABLE
-from support import cli_command, cli_env
+from microseg.lab.lab import SEED_TABLE, TRAFFIC_MIX
+from microseg.lab.topology import address_host, host_address
+from support import EXAMPLES, cli_command, cli_env
 
 pytestmark = [pytest.mark.system, pytest.mark.slow]
 LAB_NETWORKS = [
     ipaddress.ip_network(n)
-    for n in ("172.18.6.0/24", "10.100.0.0/16", "172.31.255.0/30", "8.8.8.8/32")
+    for n in (
+        "172.18.6.0/24",
+        "10.100.0.0/16",
+        "172.31.255.0/30",
+        "8.8.8.8/32",
+        "172.18.111.0/24",
+        "10.255.1.0/24",
+    )
 ]
+NAMESPACES = 9  # 7 hosts, the switch and the monitor node
 # The seed's table (blog): row -> real result with the isolated bridge.
 EXPECTED_ISOLATED = [
     "connects", "blocked", "connects", "connects", "blocked", "blocked", "blocked",
@@ -40,6 +50,7 @@ def lab_env(tmp_path):
         MICROSEG_LAB_PREFIX=f"mst{uuid.uuid4().hex[:5]}",
         MICROSEG_DATABASE_URL=f"sqlite:///{tmp_path / 'microseg.db'}",
         MICROSEG_AUTHOR="andreas",
+        MICROSEG_FLOW_STORE=str(tmp_path / "flows"),
     )
     yield env
     subprocess.run(cli_command("lab", "down"), env=env, capture_output=True, check=False)
@@ -113,12 +124,14 @@ def test_up_test_status_down_on_real_packets_and_nothing_on_the_host(lab_env):
     status = cli(lab_env, "lab", "status")
     assert status.returncode == 0 and "missing" not in status.stdout
     assert "switch (" in status.stdout and "services-web01" in status.stdout
+    for process in ("collector", "mirror-encap", "mirror-decap"):
+        assert process in status.stdout
 
     second = cli(lab_env, "lab", "up")
     assert second.returncode == 1
     assert "a lab is already up" in second.stderr and "lab down" in second.stderr
     assert "Traceback" not in second.stderr
-    assert len(namespaces_of(lab_env)) == 8  # the second up touched nothing
+    assert len(namespaces_of(lab_env)) == NAMESPACES  # the second up touched nothing
 
     down = cli(lab_env, "lab", "down")
     assert down.returncode == 0 and "removed" in down.stdout
@@ -126,20 +139,6 @@ def test_up_test_status_down_on_real_packets_and_nothing_on_the_host(lab_env):
     assert cli(lab_env, "lab", "down").stdout == "no lab was up\n"
     assert cli(lab_env, "lab", "status").stdout.startswith("no lab is up")
     assert cli(lab_env, "lab", "test").returncode == 1
-
-
-def test_without_isolation_web_servers_meet_on_the_bridge_and_check_says_not_enforced(lab_env):
-    assert cli(lab_env, "lab", "up", "--no-isolation").returncode == 0
-    tested = cli(lab_env, "lab", "test", "--json")
-    assert tested.returncode == 0, tested.stdout + tested.stderr
-    rows = {
-        (r["source"], r["destination"], r["port"]): r for r in json.loads(tested.stdout)["rows"]
-    }
-    for key in (("web01", "web02", 22), ("web01", "web02", 80), ("web02", "web01", 80)):
-        assert rows[key]["real"] == "connects"
-        assert rows[key]["check"] == "not enforced — stays on the host bridge"
-    # Traffic that leaves the bridge is still enforced by the switch.
-    assert rows[("laptop", "appserver1", 4567)]["real"] == "blocked"
 
 
 def test_down_after_a_sigkilled_up_removes_everything(lab_env):
@@ -160,3 +159,48 @@ def test_down_after_a_sigkilled_up_removes_everything(lab_env):
     assert down.returncode == 0, down.stderr
     assert namespaces_of(lab_env) == [] and not state.exists()
     assert cli(lab_env, "lab", "up").returncode == 0  # and a new lab comes up
+
+
+def _mirrored(source: str, destination: str, protocol: str, port: int) -> bool:
+    """What home-lab-monitor.yaml mirrors: traffic from or to web01, web02 and appserver1
+    (rule web-appserver-discovery and its reverse), except DNS and NTP to the DNS/NTP
+    servers, which allow_all_DNS / allow_all_NTP decide first."""
+    servers = {"appserver1", "web01", "web02"}
+    hosts = {address_host(_lab_address(source)), address_host(_lab_address(destination))}
+    dns_ntp = destination in ("10.100.1.6", "10.100.1.7") and port in (53, 123)
+    return bool(hosts & servers) and not dns_ntp
+
+
+def _lab_address(name: str) -> str:
+    return name if name[0].isdigit() else host_address(name)
+
+
+def test_the_monitor_node_sees_exactly_what_the_monitor_rule_mirrors(lab_env):
+    with HostCapture() as capture:
+        up = cli(lab_env, "lab", "up", str(EXAMPLES / "home-lab-monitor.yaml"))
+        assert up.returncode == 0, up.stderr
+        assert f"flows to {lab_env['MICROSEG_FLOW_STORE']}" in up.stdout
+        sent = cli(lab_env, "lab", "traffic", "--count", "2", "--json")
+        assert sent.returncode == 0, sent.stderr
+        assert "round 2/2" in sent.stderr
+    assert capture.seen == []
+    report = json.loads(sent.stdout)
+    assert report["rounds"] == 2 and report["sent"] == 2 * len(TRAFFIC_MIX)
+    assert report["blocked"] == 0  # this policy drops nothing
+    listed = cli(lab_env, "sessions", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    sessions = [json.loads(line) for line in listed.stdout.splitlines()]
+    seen = {(s["src"], s["dst"], s["protocol"], s["dport"]) for s in sessions}
+    expected = {
+        (_lab_address(src), _lab_address(dst), protocol, port)
+        for src, dst, protocol, port in TRAFFIC_MIX
+        if _mirrored(src, dst, protocol, port)
+    }
+    assert seen == expected
+    # Both directions reached the monitor node: every session is complete.
+    assert all(s["complete"] and s["fwd_packets"] and s["rev_packets"] for s in sessions)
+    pids = json.loads((Path(lab_env["MICROSEG_LAB_DIR"]) / "lab.json").read_text())["pids"]
+    down = cli(lab_env, "lab", "down")
+    assert down.returncode == 0, down.stderr
+    for label in ("collector", "mirror-encap", "mirror-decap"):
+        assert not Path(f"/proc/{pids[label]}").exists()

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import os
 import socket
 import struct
+import subprocess
+import sys
+import uuid
+
+import pytest
 
 from microseg.lab.services import dns_answer, dns_query, ntp_answer, ntp_request
+from support import cli_env
 
 
 def test_a_dns_query_gets_one_a_record_with_its_id_and_question():
@@ -33,3 +41,51 @@ def test_ntp_server_reply_carries_the_client_transmit_time_as_origin():
     assert reply[24:32] == b"ORIGINTS"  # origin = client's transmit (RFC 5905 7.3)
     assert struct.unpack_from("!II", reply, 40) == (1_700_000_000 + 2208988800, 2**31)
     assert ntp_answer(bytes([0x24]) + bytes(47), 0) is None  # a server packet is not a request
+
+
+@pytest.mark.system
+def test_dns_and_ntp_answer_from_the_address_asked_on_a_host_with_two():
+    """The seed's DNS/NTP server answers on 10.100.1.7 and 10.100.1.6; a reply to a query for
+    .6 must come from .6, or the client (a connected socket, as dig checks) never sees it."""
+    if os.geteuid() != 0:
+        pytest.fail("needs root (network namespaces; CI runs as root)")
+    tag = uuid.uuid4().hex[:6]
+    server, client = f"mss{tag}-s", f"mss{tag}-c"
+    commands = [
+        ["ip", "netns", "add", server],
+        ["ip", "netns", "add", client],
+        ["ip", "link", "add", "eth0", "netns", server, "type", "veth", "peer", "name", "eth0",
+         "netns", client],
+        ["ip", "-n", server, "addr", "add", "10.100.1.7/24", "dev", "eth0"],
+        ["ip", "-n", server, "addr", "add", "10.100.1.6/32", "dev", "lo"],
+        ["ip", "-n", client, "addr", "add", "10.100.1.2/24", "dev", "eth0"],
+        ["ip", "-n", server, "link", "set", "lo", "up"],
+        ["ip", "-n", server, "link", "set", "eth0", "up"],
+        ["ip", "-n", client, "link", "set", "eth0", "up"],
+        ["ip", "-n", client, "route", "add", "10.100.1.6/32", "via", "10.100.1.7"],
+    ]  # fmt: skip
+    service = None
+    try:
+        for command in commands:
+            subprocess.run(command, check=True, capture_output=True)
+        service = subprocess.Popen(
+            ["ip", "netns", "exec", server, sys.executable, "-m", "microseg.lab.services",
+             "serve"],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=cli_env(),
+        )  # fmt: skip
+        assert service.stdout is not None and service.stdout.readline().strip() == "ready"
+        probes = [["udp", "10.100.1.6", 53], ["udp", "10.100.1.6", 123], ["udp", "10.100.1.7", 53]]
+        result = subprocess.run(
+            ["ip", "netns", "exec", client, sys.executable, "-m", "microseg.lab.services",
+             "burst", json.dumps(probes)],
+            capture_output=True, text=True, check=True, env=cli_env(),
+        )  # fmt: skip
+        assert json.loads(result.stdout) == ["connects", "connects", "connects"]
+    finally:
+        if service is not None:
+            service.kill()
+            service.wait()
+        for namespace in (server, client):
+            subprocess.run(["ip", "netns", "del", namespace], capture_output=True)

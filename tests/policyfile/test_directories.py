@@ -11,7 +11,7 @@ import pytest
 from microseg.policyfile import collection_members, load_policy, standalone_policies
 from support import EXAMPLES
 
-COLLECTION_MESSAGE = "a collection of 4 standalone policies (home-lab-dns-ntp.yaml, home-lab-monitor.yaml, home-lab.yaml, lint-findings.yaml), not one policy"
+COLLECTION_MESSAGE = "a collection of 5 standalone policies (home-lab-discovery.yaml, home-lab-dns-ntp.yaml, home-lab-monitor.yaml, home-lab.yaml, lint-findings.yaml), not one policy"
 
 
 @pytest.mark.parametrize(
@@ -50,6 +50,7 @@ def test_validate_checks_each_member_of_the_collection(run_cli):
     result = run_cli("validate", str(EXAMPLES))
     assert result.exit_code == 0, result.stderr
     assert [line.split(":")[0] for line in result.stdout.splitlines()] == [
+        f"{EXAMPLES}/home-lab-discovery.yaml",
         f"{EXAMPLES}/home-lab-dns-ntp.yaml",
         f"{EXAMPLES}/home-lab-monitor.yaml",
         f"{EXAMPLES}/home-lab.yaml",

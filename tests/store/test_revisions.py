@@ -11,7 +11,7 @@ from sqlalchemy import create_engine, func, select, text
 from microseg.model import Group, MicrosegError, PolicySet, Rule
 from microseg.policyfile import dump_policy, load_policy
 from microseg.store import DATABASE_URL_ENV, InvalidChange, NotFound, database_url, open_store
-from microseg.store.schema import Base, Revision, RevisionObject
+from microseg.store.schema import Base, ObjectVersion, Revision
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 SEED_STAGES = ("home-lab-dns-ntp.yaml", "home-lab-monitor.yaml", "home-lab.yaml")
@@ -22,7 +22,7 @@ def _row_counts(url: str) -> tuple[int, int]:
     try:
         with engine.connect() as connection:
             revisions = connection.scalar(select(func.count()).select_from(Revision))
-            objects = connection.scalar(select(func.count()).select_from(RevisionObject))
+            objects = connection.scalar(select(func.count()).select_from(ObjectVersion))
             return revisions, objects
     finally:
         engine.dispose()
@@ -94,7 +94,7 @@ def test_a_write_failing_midway_rolls_back_the_whole_import(store, store_url, mo
 
     def insert_failing_on_objects(table):
         # The revision row is already flushed when its objects are inserted.
-        if table is RevisionObject:
+        if table is ObjectVersion:
             raise RuntimeError("disk full")
         return real_insert(table)
 

@@ -6,6 +6,9 @@ takes a `DemoContext` and prints its part of the story.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -42,14 +45,24 @@ def demo(
         help="Keep what the demo writes (its store and flow store) in this new or empty "
         "directory, to explore afterwards.",
     ),
+    live: bool = typer.Option(
+        False,
+        "--live",
+        help="Run the seed story on the live lab (root, network namespaces, softflowd): "
+        "real packets, the monitor node's flows, the builder, change control, `lab test`.",
+    ),
 ) -> None:
     """Run the seed lab end to end: validate, store, compile, check, collect, recommend.
 
-    Nothing is installed and nothing outside a temporary directory (or --keep DIR) is written.
+    Nothing is installed and nothing outside a temporary directory (or --keep DIR) is written
+    (with --live, the lab's namespaces too, removed at the end).
     Example: microseg demo --keep lab
     """
     if keep is not None and keep.exists() and (not keep.is_dir() or any(keep.iterdir())):
         raise MicrosegError(f"--keep {keep}: exists and is not an empty directory")
+    if live:
+        _live(keep)
+        return
     steps = sorted(DEMO_STEPS, key=lambda s: s[0])
     with _fitting_width(DEMO_WIDTH), _workdir(keep) as workdir:
         _introduce(steps)
@@ -59,6 +72,42 @@ def demo(
             step(context)
         console.print(Rule("What to try next"))
         _what_next(keep)
+
+
+def _live(keep: Path | None) -> None:
+    """The story of `microseg.lab.story` on the live lab, each command shown then run, with
+    the demo's own store and flow store; the lab goes down at the end, also on a failure."""
+    from microseg.lab.lab import require_tools
+    from microseg.lab.story import STORY
+
+    try:
+        require_tools()
+    except MicrosegError as error:
+        raise MicrosegError(
+            f"demo --live cannot run here: {error}. `microseg demo` tells the same story "
+            "offline, from recorded traffic"
+        ) from None
+    with _workdir(keep) as workdir:
+        env = dict(os.environ)
+        env["MICROSEG_DATABASE_URL"] = f"sqlite:///{workdir / 'microseg.db'}"
+        env["MICROSEG_FLOW_STORE"] = str(workdir / "flows")
+        lab_is_ours = False
+        try:
+            for step in STORY:
+                console.print(Rule(step.says))
+                console.print(f"$ {step.command()}", markup=False)
+                arguments = [str(EXAMPLES) + a[8:] if a.startswith("examples/") else a
+                             for a in step.arguments]  # fmt: skip
+                ran = subprocess.run([sys.executable, "-m", "microseg", *arguments], env=env)
+                if ran.returncode != 0:
+                    raise MicrosegError(f"demo --live: `{step.command()}` exited {ran.returncode}")
+                if step.arguments[:2] == ("lab", "up"):
+                    lab_is_ours = True
+                elif step.arguments[:2] == ("lab", "down"):
+                    lab_is_ours = False
+        finally:
+            if lab_is_ours:
+                subprocess.run([sys.executable, "-m", "microseg", "lab", "down"], env=env)
 
 
 @contextmanager

@@ -1,4 +1,4 @@
-"""`microseg lab up|test|down|status`: the seed lab on real packets (issue 12)."""
+"""`microseg lab up|deploy|traffic|test|status|down`: the seed lab on real packets."""
 
 from __future__ import annotations
 
@@ -7,13 +7,15 @@ from pathlib import Path
 import typer
 
 from microseg.cli.app import OPERATE, app
-from microseg.cli.common import JSON_OPTION_HELP, emit_json, print_table
+from microseg.cli.common import JSON_OPTION_HELP, emit_json, err_console, print_table
+from microseg.flows.flowstore import default_store_dir
 from microseg.lab import lab as seed_lab
 from microseg.lab.topology import State, state_path, status
+from microseg.model import MicrosegError
 from microseg.store import open_store
 
 lab_app = typer.Typer(
-    help="The seed lab in network namespaces (root): up, test, status, down.",
+    help="The seed lab in network namespaces (root): up, deploy, traffic, test, status, down.",
     no_args_is_help=True,
 )
 app.add_typer(lab_app, name="lab", rich_help_panel=OPERATE)
@@ -25,17 +27,94 @@ def lab_up(
     no_isolation: bool = typer.Option(
         False, "--no-isolation", help="Leave the Vlan299 bridge ports plain (the seed's Ooops)."
     ),
+    flows: Path | None = typer.Option(
+        None,
+        "--flows",
+        help="Flow store the monitor node's collector writes (default: $MICROSEG_FLOW_STORE "
+        "or the user data dir).",
+    ),
 ) -> None:
-    """Build the seed lab and deploy the policy to its switch through a change.
+    """Build the seed lab, its monitor node and collector, and deploy the policy to its
+    switch through a change.
 
     Example: sudo microseg lab up examples/home-lab.yaml
     """
     with open_store() as store:
-        state, change = seed_lab.up(store, policy, not no_isolation)
+        state, change = seed_lab.up(store, policy, not no_isolation, flows or default_store_dir())
     isolation = "isolated" if state.data["isolated"] else "NOT isolated"
     typer.echo(
         f"lab up: {len(state.data['namespaces'])} namespaces, Vlan299 ports {isolation}, "
-        f"policy deployed by change {change} (state {state.path})"
+        f"policy deployed by change {change}, flows to {state.data['flows']} "
+        f"(state {state.path})"
+    )
+
+
+@lab_app.command("deploy")
+def lab_deploy(policy: Path = typer.Argument(..., help="Policy file.")) -> None:
+    """Deploy another policy to the running lab's switch through a change.
+
+    Example: sudo microseg lab deploy examples/home-lab.yaml
+    """
+    seed_lab.require_tools()
+    seed_lab.current()  # before the store is opened (or made): no lab, nothing changes
+    with open_store() as store:
+        change = seed_lab.deploy_policy(store, policy)
+    typer.echo(f"lab deploy: {policy} deployed by change {change}")
+
+
+@lab_app.command("traffic")
+def lab_traffic(
+    count: int | None = typer.Option(
+        None, "--count", min=1, help="Rounds of the traffic mix (default 3)."
+    ),
+    minutes: float | None = typer.Option(
+        None, "--minutes", min=0.01, help="Send rounds for this many minutes instead."
+    ),
+    as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
+) -> None:
+    """Send the seed's traffic mix from the lab's hosts (DNS, NTP, HTTP, web -> app on
+    4567, blocked attempts) with real sockets; then the monitor node's flows go to the
+    flow store.
+
+    Example: sudo microseg lab traffic --count 5
+    """
+    if count is not None and minutes is not None:
+        raise MicrosegError("--count and --minutes: give one of them")
+
+    def progress(done: int, rows: list[seed_lab.TrafficRow]) -> None:
+        total = f"/{count or 3}" if minutes is None else ""
+        sent = sum(r.sent for r in rows)
+        connects = sum(r.connects for r in rows)
+        err_console.print(
+            f"round {done}{total}: {sent} connections so far, {connects} connect, "
+            f"{sent - connects} blocked",
+            markup=False,
+        )
+
+    rows, rounds = seed_lab.traffic(count or (None if minutes else 3), minutes, progress)
+    sent = sum(r.sent for r in rows)
+    connects = sum(r.connects for r in rows)
+    if as_json:
+        emit_json({"rounds": rounds, "sent": sent, "connects": connects,
+                   "blocked": sent - connects, "rows": [r.as_json() for r in rows]})  # fmt: skip
+        return
+    print_table(
+        ["source", "destination", "service", "sent", "connects", "blocked"],
+        [
+            [
+                r.source,
+                r.destination,
+                f"{r.protocol}/{r.port}",
+                str(r.sent),
+                str(r.connects),
+                str(r.blocked),
+            ]
+            for r in rows
+        ],
+    )
+    typer.echo(
+        f"lab traffic: {rounds} rounds, {sent} connections ({connects} connect, "
+        f"{sent - connects} blocked); the monitor node's flows are in the flow store"
     )
 
 

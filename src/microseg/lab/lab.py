@@ -3,28 +3,37 @@ seed's connectivity table tested with real connections next to `microseg check`.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from microseg.compile.resolve import compile_device
 from microseg.deploy import RunOptions, approve_change, create_change, run_change
 from microseg.evaluate.check import check_connection
 from microseg.lab.topology import (
+    MONITOR_LOOPBACK,
     SWITCH,
+    SWITCH_LOOPBACK,
     LabError,
     State,
     address_host,
     build,
+    flush_flows,
     host_address,
+    start_monitor,
     start_services,
     teardown,
 )
 from microseg.model import PolicySet
 from microseg.policyfile import dump_policy, load_policy, load_policy_text
 from microseg.store import Store
+from microseg.targets.nftables.render import mirror_groups
 
 DEFAULT_POLICY = Path(__file__).resolve().parent.parent / "examples" / "home-lab.yaml"
 LAB_AUTHOR = "microseg-lab"
@@ -47,9 +56,15 @@ SEED_TABLE = (
 )
 
 
+# NFLOG groups the switch's mirror process listens on: a policy's mirror sessions are
+# numbered from 1 (nftables target), and all of them go to the lab's one monitor node.
+MIRROR_GROUPS = 16
+TOOLS = ("ip", "bridge", "nft", "softflowd")
+
+
 def require_tools() -> None:
-    """Root, ip, bridge and nft: why the lab cannot run here, or nothing."""
-    missing = [tool for tool in ("ip", "bridge", "nft") if shutil.which(tool) is None]
+    """Root, ip, bridge, nft and softflowd: why the lab cannot run here, or nothing."""
+    missing = [tool for tool in TOOLS if shutil.which(tool) is None]
     if os.geteuid() != 0:
         raise LabError("the lab needs root (network namespaces, nftables): run it with sudo")
     if missing:
@@ -78,6 +93,25 @@ def lab_policy(policy: PolicySet, state: State) -> PolicySet:
     return load_policy_text(dump_policy(copied), "lab policy")
 
 
+def check_mirrors(policy: PolicySet) -> None:
+    """The lab has one monitor node (the seed's vZTX behind 10.255.1.11, tunnels from the
+    switch's 10.255.1.10): a mirror session going anywhere else cannot be honoured."""
+    sessions = compile_device(policy, SWITCH).mirror_sessions
+    for name, session in sorted(sessions.items()):
+        if str(session.tunnel_destination) != MONITOR_LOOPBACK:
+            raise LabError(
+                f"mirror session {name}: tunnel destination {session.tunnel_destination}, but "
+                f"the lab's monitor node is {MONITOR_LOOPBACK} (the seed's vZTX loopback)"
+            )
+        if session.tunnel_source is not None and str(session.tunnel_source) != SWITCH_LOOPBACK:
+            raise LabError(
+                f"mirror session {name}: tunnel source {session.tunnel_source}, but the lab's "
+                f"switch loopback is {SWITCH_LOOPBACK}"
+            )
+    if len(mirror_groups(compile_device(policy, SWITCH))) > MIRROR_GROUPS:
+        raise LabError(f"the lab mirrors at most {MIRROR_GROUPS} monitor sessions")
+
+
 def deploy(store: Store, policy: PolicySet, message: str) -> int:
     """Import `policy` and deploy it to the lab's switch through a change; the change."""
     store.import_policy(policy, LAB_AUTHOR, message)
@@ -93,15 +127,22 @@ def deploy(store: Store, policy: PolicySet, message: str) -> int:
     return record.id
 
 
-def up(store: Store, policy_path: Path | None, isolated: bool) -> tuple[State, int]:
-    require_tools()
+def _load(policy_path: Path | None) -> PolicySet:
     policy = load_policy(policy_path or DEFAULT_POLICY)
     if SWITCH not in {d.name for d in policy.devices}:
         raise LabError(f"{policy_path}: the lab needs the seed's switch device {SWITCH}")
-    state = State.create(isolated)
+    check_mirrors(policy)  # before anything is built
+    return policy
+
+
+def up(store: Store, policy_path: Path | None, isolated: bool, flows: Path) -> tuple[State, int]:
+    require_tools()
+    policy = _load(policy_path)
+    state = State.create(isolated, flows)
     try:
         build(state)
         start_services(state)
+        start_monitor(state, {g: MONITOR_LOOPBACK for g in range(1, MIRROR_GROUPS + 1)})
         change = deploy(store, lab_policy(policy, state), f"lab up ({policy_path or 'seed'})")
         state.data["change"] = change
         state.data["complete"] = True
@@ -110,6 +151,16 @@ def up(store: Store, policy_path: Path | None, isolated: bool) -> tuple[State, i
         teardown(state)
         raise
     return state, change
+
+
+def deploy_policy(store: Store, policy_path: Path) -> int:
+    """Deploy another policy to the running lab's switch through a change."""
+    require_tools()
+    state = current()
+    change = deploy(store, lab_policy(_load(policy_path), state), f"lab deploy ({policy_path})")
+    state.data["change"] = change
+    state.save()
+    return change
 
 
 def current() -> State:
@@ -150,9 +201,15 @@ def _address(name: str) -> str:
 
 
 def probe_all(state: State, rows: tuple[tuple[str, str, str, int | None], ...]) -> list[str]:
-    """Every row's real connection at once from its source host: connects or blocked."""
-    clients = [
-        subprocess.Popen(
+    """Every row's real connection, at once, from its source host: connects or blocked.
+    One process per source host runs that host's probes in parallel."""
+    by_source: dict[str, list[int]] = {}
+    for index, (source, _destination, _protocol, _port) in enumerate(rows):
+        by_source.setdefault(source, []).append(index)
+    clients = {}
+    for source, indexes in by_source.items():
+        probes = [[rows[i][2], _address(rows[i][1]), rows[i][3] or 0] for i in indexes]
+        clients[source] = subprocess.Popen(
             [
                 "ip",
                 "netns",
@@ -161,23 +218,20 @@ def probe_all(state: State, rows: tuple[tuple[str, str, str, int | None], ...]) 
                 sys.executable,
                 "-m",
                 "microseg.lab.services",
-                "probe",
-                protocol,
-                _address(destination),
-                str(port or 0),
+                "burst",
+                json.dumps(probes),
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
-        for source, destination, protocol, port in rows
-    ]
-    results = []
-    for client in clients:
+    results = [""] * len(rows)
+    for source, client in clients.items():
         out, err = client.communicate(timeout=60)
         if client.returncode != 0:
-            raise LabError(f"probe failed: {err.strip()}")
-        results.append(out.strip())
+            raise LabError(f"probe from {source} failed: {err.strip()}")
+        for index, outcome in zip(by_source[source], json.loads(out), strict=True):
+            results[index] = outcome
     return results
 
 
@@ -203,3 +257,80 @@ def down() -> list[str]:
     if state is None:
         return []
     return teardown(state)
+
+
+# The seed's traffic mix (blog, Policy Builder: "NTP and DNS requests to my DNS servers, HTTP
+# requests coming from a wifi client, both the web-servers requests the appserver1 over tcp
+# 4567 and some HTTP to the internet, Ubuntu repositories for updates"), plus the attempts
+# its tests show blocked by the final policy (ssh from mgmt, the laptop to the app port,
+# web01 to web02, updates from the internet).
+TRAFFIC_MIX = (
+    ("laptop", "10.100.1.7", "udp", 53),
+    ("laptop", "10.100.1.6", "udp", 53),
+    ("laptop", "10.100.1.7", "udp", 123),
+    ("laptop", "10.100.1.6", "udp", 123),
+    ("laptop", "web01", "tcp", 80),
+    ("laptop", "web02", "tcp", 80),
+    ("laptop", "web01", "tcp", 22),
+    ("laptop", "appserver1", "tcp", 4567),
+    ("mgmt", "10.100.1.7", "udp", 53),
+    ("mgmt", "appserver1", "tcp", 22),
+    ("web01", "10.100.1.7", "udp", 53),
+    ("web01", "10.100.1.7", "udp", 123),
+    ("web01", "appserver1", "tcp", 4567),
+    ("web01", "web02", "tcp", 80),
+    ("web01", "8.8.8.8", "tcp", 80),
+    ("web02", "10.100.1.6", "udp", 53),
+    ("web02", "10.100.1.7", "udp", 123),
+    ("web02", "appserver1", "tcp", 4567),
+    ("appserver1", "10.100.1.7", "udp", 53),
+    ("appserver1", "10.100.1.6", "udp", 123),
+    ("appserver1", "8.8.8.8", "tcp", 80),
+)
+
+
+@dataclass
+class TrafficRow:
+    source: str
+    destination: str
+    protocol: str
+    port: int
+    sent: int = 0
+    connects: int = 0
+
+    @property
+    def blocked(self) -> int:
+        return self.sent - self.connects
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "source": self.source,
+            "destination": self.destination,
+            "protocol": self.protocol,
+            "port": self.port,
+            "sent": self.sent,
+            "connects": self.connects,
+            "blocked": self.blocked,
+        }
+
+
+def traffic(
+    rounds: int | None,
+    minutes: float | None,
+    progress: Callable[[int, list[TrafficRow]], None],
+) -> tuple[list[TrafficRow], int]:
+    """The seed's traffic mix from the lab's hosts with real sockets, `rounds` times or for
+    `minutes`; then every flow the monitor node holds goes to the flow store. The rows and
+    the number of rounds."""
+    state = current()
+    rows = [TrafficRow(*item) for item in TRAFFIC_MIX]
+    deadline = None if minutes is None else time.monotonic() + minutes * 60
+    done = 0
+    while (rounds is None or done < rounds) and (deadline is None or time.monotonic() < deadline):
+        for row, outcome in zip(rows, probe_all(state, TRAFFIC_MIX), strict=True):
+            row.sent += 1
+            row.connects += outcome == "connects"
+        done += 1
+        progress(done, rows)
+    flush_flows(state)
+    return rows, done

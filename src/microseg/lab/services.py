@@ -8,16 +8,20 @@ line), and SSH on tcp/22 as a TCP service sending an SSH identification string (
 
 `python -m microseg.lab.services probe tcp|udp|icmp DST PORT` prints `connects` or
 `blocked`: a TCP handshake, a DNS/NTP query answered, or an ICMP echo answered.
+`python -m microseg.lab.services burst '[["tcp", DST, PORT], ...]'` runs several probes at
+once (one thread each) and prints their results as a JSON list, in order.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import select
 import socket
 import struct
 import sys
+import threading
 import time
 
 TCP_PORTS = (22, 80, 4567)
@@ -25,6 +29,7 @@ UDP_PORTS = (53, 123)
 TIMEOUT_S = 1.5
 ANSWER_ADDRESS = "10.100.99.51"  # every name resolves to web01
 NTP_EPOCH_OFFSET = 2208988800  # seconds from 1900 (NTP era 0) to 1970
+IP_PKTINFO = 8  # Linux include/uapi/linux/in.h (Python's socket module has it from 3.12)
 
 
 def dns_query(name: str, identifier: int) -> bytes:
@@ -80,6 +85,8 @@ def serve() -> None:
         listeners.append(listener)
     for port in UDP_PORTS:
         datagram = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        # Learn each query's destination address, to answer from it (below).
+        datagram.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
         datagram.bind(("0.0.0.0", port))
         listeners.append(datagram)
     print("ready", flush=True)
@@ -93,10 +100,22 @@ def serve() -> None:
                     connection.sendall(_greeting(port))
                 connection.close()
                 continue
-            data, peer = sock.recvfrom(2048)
+            data, ancillary, _flags, peer = sock.recvmsg(2048, socket.CMSG_SPACE(12))
             reply = dns_answer(data) if port == 53 else ntp_answer(data, time.time())
             if reply is not None:
-                sock.sendto(reply, peer)
+                sock.sendmsg([reply], _reply_from(ancillary), 0, peer)
+
+
+def _reply_from(ancillary: list[tuple[int, int, bytes]]) -> list[tuple[int, int, bytes]]:
+    """Answer from the address the query was sent to, as a DNS or NTP server must (a host
+    with several addresses would otherwise answer from its primary one, and the client,
+    which checks the source, would drop it): `struct in_pktinfo` with ipi_spec_dst set
+    (ip(7) IP_PKTINFO)."""
+    for level, kind, data in ancillary:
+        if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(data) >= 12:
+            destination = data[8:12]  # ipi_addr: the header's destination address
+            return [(level, kind, struct.pack("=I4s4s", 0, destination, bytes(4)))]
+    return []
 
 
 def _greeting(port: int) -> bytes:
@@ -120,7 +139,7 @@ def _checksum(data: bytes) -> int:
 def _ping(destination: str) -> bool:
     """ICMP echo (type 8) answered by an echo-reply (type 0) from the destination."""
     raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
-    identifier = os.getpid() & 0xFFFF
+    identifier = _identifier()
     header = struct.pack("!BBHHH", 8, 0, 0, identifier, 1) + b"microseg"
     packet = header[:2] + struct.pack("!H", _checksum(header)) + header[4:]
     raw.sendto(packet, (destination, 0))
@@ -146,15 +165,40 @@ def probe(protocol: str, destination: str, port: int) -> bool:
                 return bool(stream.recv(64))
         except OSError:
             return False
-    request = dns_query("web01.lab", os.getpid() & 0xFFFF) if port == 53 else ntp_request()
+    request = dns_query("web01.lab", _identifier()) if port == 53 else ntp_request()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as datagram:
         datagram.settimeout(TIMEOUT_S)
         try:
-            datagram.sendto(request, (destination, port))
-            reply, _ = datagram.recvfrom(2048)
+            # Connected: replies from any other address are not taken (as dig or an NTP
+            # client would ignore them).
+            datagram.connect((destination, port))
+            datagram.send(request)
+            reply = datagram.recv(2048)
         except OSError:
             return False
     return reply[:2] == request[:2] if port == 53 else len(reply) >= 48
+
+
+def _identifier() -> int:
+    """An ICMP echo / DNS query id telling this process's threads apart."""
+    return (os.getpid() * 31 + threading.get_ident()) & 0xFFFF
+
+
+def burst(probes: list[tuple[str, str, int]]) -> list[bool]:
+    """Every probe at once, one thread each; their results in order."""
+    results = [False] * len(probes)
+
+    def one(index: int, protocol: str, destination: str, port: int) -> None:
+        results[index] = probe(protocol, destination, port)
+
+    threads = [
+        threading.Thread(target=one, args=(index, *item)) for index, item in enumerate(probes)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
 
 
 def main(argv: list[str]) -> int:
@@ -164,7 +208,12 @@ def main(argv: list[str]) -> int:
     if len(argv) == 4 and argv[0] == "probe":
         print("connects" if probe(argv[1], argv[2], int(argv[3])) else "blocked", flush=True)
         return 0
-    print("usage: services serve | probe tcp|udp|icmp DST PORT", file=sys.stderr)
+    if len(argv) == 2 and argv[0] == "burst":
+        probes = [(str(p), str(d), int(n)) for p, d, n in json.loads(argv[1])]
+        outcomes = ["connects" if ok else "blocked" for ok in burst(probes)]
+        print(json.dumps(outcomes), flush=True)
+        return 0
+    print("usage: services serve | probe tcp|udp|icmp DST PORT | burst JSON", file=sys.stderr)
     return 1
 
 

@@ -5,6 +5,12 @@ seed's Proxmox node) whose ports (appserver1, web01, web02) are isolated, and it
 answers ARP for hosts of the same subnet (`proxy_arp_pvlan`, Linux's counterpart of EOS
 `ip local-proxy-arp`); `isolated=False` leaves the ports plain (the seed's "Ooops").
 
+The monitor node (the seed's vZTX, andreas-ztx1) is a namespace behind the switch's p2p link
+Vlan1111 (172.18.111.1 <-> .2), with the seed's loopbacks 10.255.1.10 (switch) and
+10.255.1.11 (vZTX) and static routes between them. `start_monitor` runs the mirror path
+(`microseg.lab.mirror`: NFLOG on the switch -> GRE -> softflowd in the vZTX) and
+`microseg collect` in the vZTX, which exports to 127.0.0.1:4739 as the seed's does.
+
 Every namespace and process is written to the state file *before* it is made, so `down`
 from another process, after a crash or a SIGKILL, removes all of it. Traffic never leaves
 the namespaces: no link of the lab has a peer in the host's namespace.
@@ -18,6 +24,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +58,15 @@ HOSTS = (
 # and the internet's resolver.
 EXTRA_ADDRESSES = {"dns": ("10.100.1.6/32",), "internet": ("8.8.8.8/32",)}
 SERVERS = ("dns", "internet", "appserver1", "web01", "web02")
+# The monitor node, as the seed configures it (andreas-ztx1 and the 720XP's Vlan1111).
+MONITOR = "vztx"
+SWITCH_LOOPBACK = "10.255.1.10"
+MONITOR_LOOPBACK = "10.255.1.11"
+P2P_SWITCH = ("Vlan1111", "172.18.111.1/24")
+P2P_MONITOR = ("Ethernet1", "172.18.111.2/24")
+P2P_MTU = "9000"  # room for a 1500-byte packet plus its GRE and IP headers
+COLLECTOR = "127.0.0.1:4739"
+STOP_WAIT_S = 30.0  # how long a monitor process may take to hand over its flows
 
 
 class LabError(MicrosegError):
@@ -96,13 +112,15 @@ class State:
         self.data = data
 
     @classmethod
-    def create(cls, isolated: bool) -> State:
-        """A new state file; refuses while one exists (a lab is up or half up)."""
+    def create(cls, isolated: bool, flows: Path) -> State:
+        """A new state file; refuses while one exists (a lab is up or half up). `flows`:
+        the flow store the monitor node's collector writes."""
         path = state_path()
         path.parent.mkdir(parents=True, exist_ok=True)
         data = {
             "prefix": prefix(),
             "isolated": isolated,
+            "flows": str(flows),
             "namespaces": {},
             "pids": {},
             "complete": False,
@@ -204,55 +222,162 @@ def build(state: State) -> None:
         run("ip", "-n", switch, "link", "set", host.switch_port, "up")
     for extra, via in (("10.100.1.6/32", "10.100.1.7"), ("8.8.8.8/32", "172.31.255.2")):
         run("ip", "-n", switch, "route", "add", extra, "via", via)
+    _build_monitor(state, switch)
+
+
+def _build_monitor(state: State, switch: str) -> None:
+    """The vZTX: its p2p link to the switch, both loopbacks and the static routes (seed)."""
+    monitor = _add_namespace(state, MONITOR)
+    (switch_port, switch_address), (monitor_port, monitor_address) = P2P_SWITCH, P2P_MONITOR
+    run("ip", "link", "add", switch_port, "netns", switch, "mtu", P2P_MTU, "type", "veth",
+        "peer", "name", monitor_port, "netns", monitor, "mtu", P2P_MTU)  # fmt: skip
+    run("ip", "-n", switch, "addr", "add", switch_address, "dev", switch_port)
+    run("ip", "-n", monitor, "addr", "add", monitor_address, "dev", monitor_port)
+    run("ip", "-n", switch, "addr", "add", f"{SWITCH_LOOPBACK}/32", "dev", "lo")
+    run("ip", "-n", monitor, "addr", "add", f"{MONITOR_LOOPBACK}/32", "dev", "lo")
+    for namespace, port in ((switch, switch_port), (monitor, monitor_port)):
+        run("ip", "-n", namespace, "link", "set", port, "up")
+    run("ip", "-n", switch, "route", "add", f"{MONITOR_LOOPBACK}/32", "via",
+        monitor_address.split("/")[0])  # fmt: skip
+    run("ip", "-n", monitor, "route", "add", f"{SWITCH_LOOPBACK}/32", "via",
+        switch_address.split("/")[0])  # fmt: skip
+
+
+def _start(state: State, label: str, role: str, *argv: str) -> None:
+    """Start `argv` in `role`'s namespace, recorded as `label`; wait for its "ready" line."""
+    process = subprocess.Popen(
+        ["ip", "netns", "exec", state.namespace(role), *argv],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
+    state.data["pids"][label] = process.pid
+    state.save()
+    assert process.stdout is not None
+    if process.stdout.readline().strip() != "ready":
+        raise LabError(f"{label} did not start in the {role} namespace")
+    process.stdout.close()
 
 
 def start_services(state: State) -> None:
     for role in SERVERS:
-        namespace = state.namespace(role)
+        _start(state, f"services-{role}", role, sys.executable, "-m", "microseg.lab.services",
+               "serve")  # fmt: skip
+
+
+def start_monitor(state: State, groups: dict[int, str]) -> None:
+    """The mirror path and the collector: `groups` maps NFLOG groups to tunnel destinations."""
+    flushed = state.path.parent / "flushed"
+    state.data["flushed"] = str(flushed)
+    _start_collector(state)
+    _start(state, "mirror-decap", MONITOR, sys.executable, "-m", "microseg.lab.mirror", "decap",
+           "--peer", SWITCH_LOOPBACK, "--collector", COLLECTOR, "--flushed", str(flushed))  # fmt: skip
+    group_options = [f"--group={group}={address}" for group, address in sorted(groups.items())]
+    _start(state, "mirror-encap", "switch", sys.executable, "-m", "microseg.lab.mirror", "encap",
+           "--source", SWITCH_LOOPBACK, *group_options)  # fmt: skip
+
+
+def _start_collector(state: State) -> None:
+    """`microseg collect` in the vZTX writing the lab's flow store; its log beside the state."""
+    log = state.path.parent / "collector.log"
+    with open(log, "w") as output:
         process = subprocess.Popen(
             [
                 "ip",
                 "netns",
                 "exec",
-                namespace,
+                state.namespace(MONITOR),
                 sys.executable,
                 "-m",
-                "microseg.lab.services",
-                "serve",
+                "microseg",
+                "collect",
+                "--listen",
+                COLLECTOR,
+                "--store",
+                str(state.data["flows"]),
             ],
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
+            stdout=output,
+            stderr=output,
             start_new_session=True,
         )
-        state.data["pids"][f"services-{role}"] = process.pid
-        state.save()
-        assert process.stdout is not None
-        if process.stdout.readline().strip() != "ready":
-            raise LabError(f"the services of {role} did not start")
-        process.stdout.close()
+    state.data["pids"]["collector"] = process.pid
+    state.save()
+    deadline = time.monotonic() + STOP_WAIT_S
+    while "listening on" not in log.read_text():
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise LabError(f"microseg collect did not start in the vZTX: see {log}")
+        time.sleep(0.05)
 
 
-def _ours(pid: int, namespace_prefix: str) -> bool:
-    """The process still runs and is one the lab started (its command line names it)."""
+def flush_flows(state: State) -> None:
+    """Every flow the monitor node holds, into the flow store now: softflowd exports all
+    (mirror-decap restarts it), then the collector stops (writing every session) and a new
+    one takes over."""
+    pid = int(state.data["pids"]["mirror-decap"])
+    flushed = Path(state.data["flushed"])
+    before = flushed.read_text().strip()
+    os.kill(pid, signal.SIGUSR1)
+    deadline = time.monotonic() + STOP_WAIT_S
+    while flushed.read_text().strip() == before:
+        if time.monotonic() > deadline or not _alive(pid):
+            raise LabError("the monitor node's flow exporter did not flush (softflowd)")
+        time.sleep(0.05)
+    stop_process(state, "collector")
+    _start_collector(state)
+
+
+def _alive(pid: int) -> bool:
+    return Path(f"/proc/{pid}").exists()
+
+
+def stop_process(state: State, label: str) -> bool:
+    """SIGTERM one of the lab's processes and wait until it has exited; whether it ran."""
+    pid = state.data["pids"].get(label)
+    if pid is None or not _ours(int(pid), state):
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(int(pid), signal.SIGTERM)
+    deadline = time.monotonic() + STOP_WAIT_S
+    while _alive(int(pid)) and time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(int(pid), os.WNOHANG)
+        time.sleep(0.05)
+    return True
+
+
+def _ours(pid: int, state: State) -> bool:
+    """The process still runs and is one the lab started: it runs in one of the lab's
+    namespaces, or its command line names one (`ip netns exec` before it enters)."""
     try:
         command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        network = os.stat(f"/proc/{pid}/ns/net").st_ino
     except OSError:
         return False
+    namespaces = [str(n) for n in state.data["namespaces"].values()]
     text = [c.decode(errors="replace") for c in command]
-    return any(t.startswith(f"{namespace_prefix}-") for t in text) or "microseg.lab" in " ".join(
-        text
-    )
+    if any(t in namespaces for t in text):
+        return True
+    for namespace in namespaces:
+        with contextlib.suppress(OSError):
+            if os.stat(f"/run/netns/{namespace}").st_ino == network:
+                return True
+    return False
 
 
 def teardown(state: State) -> list[str]:
     """Stop the lab's processes and delete its namespaces (links go with them); what was
     removed. Safe on a half-built lab."""
     removed = []
-    namespace_prefix = str(state.data["prefix"])
+    # The mirror path first, then the collector, each waited for: the flows they hold
+    # reach the flow store before the namespaces go.
+    for label in ("mirror-encap", "mirror-decap", "collector"):
+        if stop_process(state, label):
+            removed.append(f"process {label} ({state.data['pids'][label]})")
     for label, pid in sorted(state.data["pids"].items()):
-        if _ours(int(pid), namespace_prefix):
+        if label not in ("mirror-encap", "mirror-decap", "collector") and _ours(int(pid), state):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(int(pid), signal.SIGTERM)
             removed.append(f"process {label} ({pid})")
@@ -278,6 +403,6 @@ def status(state: State) -> list[tuple[str, str, str]]:
             ("namespace", f"{role} ({namespace})", "up" if namespace in existing else "missing")
         )
     for label, pid in sorted(state.data["pids"].items()):
-        alive = _ours(int(pid), str(state.data["prefix"]))
+        alive = _ours(int(pid), state)
         rows.append(("process", f"{label} ({pid})", "up" if alive else "missing"))
     return rows

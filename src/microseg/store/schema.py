@@ -1,7 +1,10 @@
 """The store's tables (SQLAlchemy 2 typed ORM). Alembic migrations create exactly these.
 
-Each revision holds the whole policy set: one row per object with its canonical JSON body
-(`microseg.policyfile.object_document`), so reading revision N never replays history. A
+History is stored as object versions: a row holds one object's canonical JSON body
+(`microseg.policyfile.object_document`) and the revisions it is valid in, from `valid_from`
+up to (not including) `valid_to`, or to the head while `valid_to` is NULL. A revision that
+changes one object adds one row and closes one, whatever the size of the policy set, and
+reading revision N is one query (the versions valid at N), never a replay of history. A
 workspace holds only its changes: one row per object it sets (body) or deletes (no body).
 """
 
@@ -62,16 +65,31 @@ class Revision(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
-class RevisionObject(Base):
-    """One object of a revision's policy set."""
+class ObjectVersion(Base):
+    """One version of one object: its body in revisions valid_from <= N < valid_to (or N up
+    to the head while valid_to is NULL). A revision that changes or deletes the object sets
+    valid_to to its own number; a change also adds the next version from that number on."""
 
-    __tablename__ = "revision_objects"
-
-    revision_id: Mapped[int] = mapped_column(
-        ForeignKey("revisions.id", ondelete="CASCADE"), primary_key=True
+    __tablename__ = "object_versions"
+    __table_args__ = (
+        CheckConstraint(
+            "valid_to IS NULL OR valid_to > valid_from", name="ck_object_versions_interval"
+        ),
+        # At most one current version per object: what the head holds.
+        Index(
+            "uq_object_versions_current",
+            "section",
+            "name",
+            unique=True,
+            sqlite_where=text("valid_to IS NULL"),
+            postgresql_where=text("valid_to IS NULL"),
+        ),
     )
+
     section: Mapped[str] = mapped_column(String(40), primary_key=True)
     name: Mapped[str] = mapped_column(String, primary_key=True)
+    valid_from: Mapped[int] = mapped_column(ForeignKey("revisions.id"), primary_key=True)
+    valid_to: Mapped[int | None] = mapped_column(ForeignKey("revisions.id"))
     body: Mapped[str] = mapped_column(Text)
 
 

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import Engine, delete, func, insert, select
+from sqlalchemy import Engine, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -46,7 +46,13 @@ from microseg.store.errors import (
     WorkspaceClosed,
 )
 from microseg.store.records import RevisionInfo, WorkspaceInfo, default_author
-from microseg.store.schema import Mainline, Revision, RevisionObject, Workspace, WorkspaceChange
+from microseg.store.schema import (
+    Mainline,
+    ObjectVersion,
+    Revision,
+    Workspace,
+    WorkspaceChange,
+)
 from microseg.store.snapshot import (
     Bodies,
     ObjectChange,
@@ -180,7 +186,9 @@ class Store:
         # with model_construct skips validation).
         policy_from_bodies(bodies, "import")
         with self._writing() as (session, mainline):
-            return _add_revision(session, mainline, bodies, author, message)
+            head_id = mainline.head_revision_id
+            head = _revision_bodies(session, head_id) if head_id is not None else {}
+            return _add_revision(session, mainline, head, bodies, author, message)
 
     def log(self, limit: int | None = None) -> list[RevisionInfo]:
         """Mainline revisions, newest first: the audit trail."""
@@ -318,7 +326,7 @@ class Store:
             merged = apply_changes(head, changes.items())
             policy_from_bodies(merged, f"submitting workspace {name!r} onto revision {head_id}")
             revision = _add_revision(
-                session, mainline, merged, author, message or f"workspace {name}"
+                session, mainline, head, merged, author, message or f"workspace {name}"
             )
             workspace.state = "submitted"
             workspace.closed_at = _now()
@@ -397,17 +405,26 @@ def _revision_info(revision: Revision) -> RevisionInfo:
 
 
 def _revision_bodies(session: Session, revision: int) -> Bodies:
+    """The objects of a revision: the versions valid at it."""
     rows = session.execute(
-        select(RevisionObject.section, RevisionObject.name, RevisionObject.body).where(
-            RevisionObject.revision_id == revision
+        select(ObjectVersion.section, ObjectVersion.name, ObjectVersion.body).where(
+            ObjectVersion.valid_from <= revision,
+            or_(ObjectVersion.valid_to.is_(None), ObjectVersion.valid_to > revision),
         )
     )
     return {(section, name): body for section, name, body in rows}
 
 
 def _add_revision(
-    session: Session, mainline: Mainline, bodies: Bodies, author: str | None, message: str
+    session: Session,
+    mainline: Mainline,
+    head: Bodies,
+    bodies: Bodies,
+    author: str | None,
+    message: str,
 ) -> int:
+    """The next revision, holding `bodies`; `head` is what the head revision holds. Only the
+    objects that differ are written: their current versions end here, new ones begin."""
     _check_message(message)
     # Under the mainline lock: head + 1 is free, and numbers have no gaps.
     number = (session.scalar(select(func.max(Revision.id))) or 0) + 1
@@ -421,14 +438,26 @@ def _add_revision(
         )
     )
     session.flush()
-    if bodies:
-        session.execute(
-            insert(RevisionObject),
-            [
-                {"revision_id": number, "section": section, "name": name, "body": body}
-                for (section, name), body in bodies.items()
-            ],
+    ended = [key for key, body in head.items() if bodies.get(key) != body]
+    if ended:
+        # Core executemany (one statement, many keys); the ORM's bulk UPDATE wants primary keys.
+        session.connection().execute(
+            update(ObjectVersion)
+            .where(
+                ObjectVersion.section == bindparam("key_section"),
+                ObjectVersion.name == bindparam("key_name"),
+                ObjectVersion.valid_to.is_(None),
+            )
+            .values(valid_to=number),
+            [{"key_section": section, "key_name": name} for section, name in ended],
         )
+    begun = [
+        {"section": section, "name": name, "valid_from": number, "body": body}
+        for (section, name), body in bodies.items()
+        if head.get((section, name)) != body
+    ]
+    if begun:
+        session.execute(insert(ObjectVersion), begun)
     mainline.head_revision_id = number
     return number
 

@@ -33,10 +33,18 @@ to `ALL` applies to every other forwarded packet. As on EOS, a VRF's own policy 
 the `ALL` policy for that VRF. A VRF with no segment on the device has no interface to key
 on, so its policy never applies here (the renderer says so in a comment line).
 
+Mirroring (a rule with a monitor object): nftables has no GRE mirror, and its `dup`
+statement exists only in `ip`/`ip6`/`netdev` tables, not in `inet`. A monitored match logs
+each packet it decides to an NFLOG group (`log group N`, non-terminal: the verdict follows),
+one group per mirror session numbered from 1 in session-name order (`mirror_groups`); the
+file's head names each group's session and tunnel. A process listening on the group sends
+the packets on to the monitor node (`microseg.lab.mirror` does, GRE-encapsulated, in the
+lab). Like EOS, this mirrors exactly the packets the monitored match decides, in both
+directions of a bidirectional rule. `omit_mirror=True` renders monitored matches without it.
+
 Not expressible in nftables, and refused with a CompileError rather than silently dropped:
 redirect to next-hops (policy routing, not a filter verdict), VXLAN decap types other than
-`allow-all`. Mirroring (GRE to the monitor node) has no nftables form either; it does not
-change the verdict, so `omit_mirror=True` renders monitored matches without it.
+`allow-all`.
 """
 
 from __future__ import annotations
@@ -87,10 +95,16 @@ def render_ruleset(intent: DeviceIntent, omit_mirror: bool = False) -> str:
     return builder.render()
 
 
+def mirror_groups(intent: DeviceIntent) -> dict[str, int]:
+    """The NFLOG group of each mirror session of `intent`: 1, 2, ... in name order."""
+    return {name: number for number, name in enumerate(sorted(intent.mirror_sessions), 1)}
+
+
 class _Ruleset:
     def __init__(self, intent: DeviceIntent, omit_mirror: bool):
         self.intent = intent
         self.omit_mirror = omit_mirror
+        self.groups = {} if omit_mirror else mirror_groups(intent)
         self.sets: dict[tuple[Family, tuple[str, ...]], str] = {}
         self.set_lines: list[str] = []
         self.counters: list[tuple[str, str]] = []  # (counter, policy name)
@@ -98,8 +112,15 @@ class _Ruleset:
     def render(self) -> str:
         policies = sorted(self.intent.policies, key=lambda p: (p.vrf == "ALL", p.vrf.encode()))
         chains = [self._policy_chain(policy) for policy in policies]
-        lines = [
-            f"# microseg ruleset for {self.intent.device}: load with `nft -f`",
+        lines = [f"# microseg ruleset for {self.intent.device}: load with `nft -f`"]
+        for name, group in self.groups.items():
+            session = self.intent.mirror_sessions[name]
+            lines.append(
+                f"# mirror session {name}: nflog group {group}, GRE from "
+                f"{session.tunnel_source or session.tunnel_source_interface} to "
+                f"{session.tunnel_destination}"
+            )
+        lines += [
             f"table inet {TABLE}",
             f"delete table inet {TABLE}",
             f"table inet {TABLE} {{",
@@ -174,11 +195,6 @@ class _Ruleset:
                 f"rule {match.rule!r}: decap type {match.decap_type!r} has no nftables form "
                 "(nftables does not see VXLAN decapsulation state)"
             )
-        if match.mirror_session and not self.omit_mirror:
-            raise CompileError(
-                f"rule {match.rule!r}: nftables cannot mirror to monitor session "
-                f"{match.mirror_session!r} (GRE mirroring is EOS only)"
-            )
         family = match.family
         head = [f"meta nfproto {family}"]
         address = _ADDRESS_MATCH[family]
@@ -187,7 +203,10 @@ class _Ruleset:
         if match.destination_field_sets:
             head.append(f"{address} daddr @{self._set(family, match.destination_field_sets)}")
         verdict = "drop" if match.action == "drop" else "accept"
-        tail = f"counter name {counter} {verdict} comment {_quote(_comment(match.name))}"
+        mirror = ""
+        if match.mirror_session and not self.omit_mirror:
+            mirror = f"log group {self.groups[match.mirror_session]} "
+        tail = f"counter name {counter} {mirror}{verdict} comment {_quote(_comment(match.name))}"
         services = [self.intent.service_field_sets[s] for s in match.service_field_sets]
         if not services:
             return [" ".join([*head, tail])]

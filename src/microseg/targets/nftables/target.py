@@ -14,9 +14,9 @@ from microseg.targets.target import Capabilities, Credentials, HardwareBudget, L
 class NftablesTarget:
     name = "nftables"
     description = "Linux nftables (table inet microseg), local or in a network namespace"
-    # nftables filters; it cannot redirect to next-hops (policy routing), does not see
-    # VXLAN decapsulation state, and has no GRE mirror verdict (see render.py).
-    capabilities = Capabilities(redirect=False, decap=False, mirror=False)
+    # nftables filters; it cannot redirect to next-hops (policy routing) and does not see
+    # VXLAN decapsulation state. It mirrors through NFLOG groups (see render.py).
+    capabilities = Capabilities(redirect=False, decap=False, mirror=True)
     limits = Limits(
         hardware_budgets={
             None: HardwareBudget(

@@ -1,0 +1,146 @@
+"""A throwaway PostgreSQL server for the store suite and the store benchmark.
+
+initdb as the `postgres` user (when run as root) in a temp dir, listening on a free loopback
+port only, stopped and removed afterwards. Needs the Debian `postgresql` binaries.
+"""
+
+from __future__ import annotations
+
+import glob
+import itertools
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+POSTGRES_BIN_GLOB = "/usr/lib/postgresql/*/bin"
+
+
+def _postgres_bin() -> Path:
+    found = sorted(
+        (Path(p) for p in glob.glob(POSTGRES_BIN_GLOB) if (Path(p) / "initdb").exists()),
+        key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
+    )
+    if not found:
+        raise FileNotFoundError(
+            f"PostgreSQL server binaries not found ({POSTGRES_BIN_GLOB}/initdb): install the "
+            "Debian package `postgresql` (scripts/setup.sh does) — the store suite needs a "
+            "real PostgreSQL server"
+        )
+    return found[-1]
+
+
+def _as_postgres(argv: list[str]) -> list[str]:
+    # PostgreSQL refuses to run as root; as any other user it runs as that user.
+    return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
+
+
+def _free_loopback_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _run(argv: list[str], cwd: Path) -> None:
+    result = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=120)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed:\n{result.stdout}\n{result.stderr}")
+
+
+class PostgresServer:
+    """A running throwaway cluster; `new_database()` gives a fresh empty database URL."""
+
+    def __init__(self, port: int):
+        self.port = port
+        self._names = itertools.count(1)
+
+    def url(self, database: str) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
+
+    def new_database(self, icu_locale: str | None = None) -> str:
+        """A fresh database; with `icu_locale` (e.g. `en-US`), text sorts by that locale's
+        collation, as on a server initialised in a non-C locale."""
+        import psycopg
+
+        name = f"microseg_test_{next(self._names)}"
+        collation = (
+            f" TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE '{icu_locale}'"
+            if icu_locale
+            else ""
+        )
+        with psycopg.connect(
+            f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres", autocommit=True
+        ) as admin:
+            admin.execute(f'CREATE DATABASE "{name}"{collation}')
+        return self.url(name)
+
+
+@contextmanager
+def throwaway_postgres() -> Iterator[PostgresServer]:
+    """initdb + pg_ctl start on a free loopback port; stopped and removed afterwards."""
+    binaries = _postgres_bin()
+    root = Path(tempfile.mkdtemp(prefix="microseg-pg-"))
+    root.chmod(0o755)  # the postgres user must be able to traverse it
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres", "postgres")
+    data = root / "data"
+    port = _free_loopback_port()
+    started = False
+    try:
+        _run(
+            _as_postgres(
+                [
+                    str(binaries / "initdb"),
+                    "-D",
+                    str(data),
+                    "-U",
+                    "postgres",
+                    "-A",
+                    "trust",
+                    "-E",
+                    "UTF8",
+                    # Not the caller's LANG/LC_*: a fresh Debian has no locales generated
+                    # (an ssh-forwarded en_US.UTF-8 makes initdb refuse to start).
+                    "--locale=C",
+                    "--no-sync",
+                ]
+            ),
+            root,
+        )
+        options = (
+            f"-p {port} -k {root} -c listen_addresses=127.0.0.1 "
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        )
+        _run(
+            _as_postgres(
+                [
+                    str(binaries / "pg_ctl"),
+                    "-D",
+                    str(data),
+                    "-o",
+                    options,
+                    "-l",
+                    str(root / "server.log"),
+                    "-w",
+                    "-t",
+                    "60",
+                    "start",
+                ]
+            ),
+            root,
+        )
+        started = True
+        yield PostgresServer(port)
+    finally:
+        if started:
+            subprocess.run(
+                _as_postgres([str(binaries / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"]),
+                cwd=root,
+                capture_output=True,
+                timeout=60,
+            )
+        shutil.rmtree(root, ignore_errors=True)
