@@ -2,11 +2,12 @@
 
 Shadowing is decided as Batfish's filterLineReachability does, but over a finite space: the
 atomic cells of the device's field-sets (addresses and ports cut at every boundary,
-protocols and ICMP types grouped by identical membership), taken from the evaluator's bit
-tables. Every question is asked over a *region*, the classes of packets one term accepts,
-projected onto the terms that can meet that region at all: a term that misses it in one
-dimension is zero on every point of it, so dropping its bit changes no first match.
-Projected rows are a few bits wide and collapse into few distinct classes.
+protocols and ICMP types grouped by identical membership). Every question is asked over a
+*region*, the classes of packets one term accepts, cut only by the terms whose boxes meet it
+(`boxes.TermBoxes`): a term that misses it on one line is zero on every point of it, so
+leaving it out changes no first match. Rows are a few bits wide and collapse into few
+distinct classes, so the cost follows the pairs of terms that meet, not the policy squared.
+A match is usually settled by its box's first packet, which needs no region at all.
 
 Questions: does a match ever decide a packet, and which earlier matches decide its packets
 instead; does removing a rule (all its matches) change any packet's verdict; does moving a
@@ -35,8 +36,6 @@ FIRST_CHUNK = 1 << 10  # grid points of its first step
 # Grid points x words one edit question may scan; past it lint abstains (says it could not
 # decide) rather than run for minutes. Deterministic: a size, not a time.
 WORK_LIMIT = 1 << 31
-# Regions of more grid words than this are projected onto the terms that meet them first.
-PROJECT_ABOVE = 1 << 18
 SAMPLE_POINTS = 16  # packet classes a reachable match keeps as a sample
 
 Effect = tuple[str, tuple, str | None]  # action, redirect next-hops, mirror session
