@@ -80,6 +80,20 @@ def test_wheel_ships_the_examples_and_the_license(wheel):
     assert all(n.startswith(("microseg/", "microseg-")) for n in names), names
 
 
+def test_wheel_ships_the_web_uis_templates_stylesheet_and_vendored_scripts(wheel):
+    web = ROOT / "src" / "microseg" / "server" / "web"
+    expected = {
+        "microseg/server/web/" + path.relative_to(web).as_posix()
+        for folder in ("templates", "static")
+        for path in (web / folder).rglob("*")
+        if path.is_file()
+    }
+    assert "microseg/server/web/static/vendor/htmx/htmx.min.js" in expected
+    with zipfile.ZipFile(wheel) as archive:
+        shipped = {n for n in archive.namelist() if n.startswith("microseg/server/web/")}
+    assert expected <= shipped, sorted(expected - shipped)
+
+
 def test_microseg_demo_runs_from_the_wheel_in_a_fresh_venv(wheel, tmp_path):
     venv = tmp_path / "venv"
     _run(sys.executable, "-m", "venv", "--without-pip", venv)

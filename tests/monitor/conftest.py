@@ -9,5 +9,6 @@ from support import ROOT
 
 sys.path.insert(0, str(ROOT / "tests" / "deploy"))
 sys.path.insert(0, str(ROOT / "tests" / "targets"))
+sys.path.insert(0, str(ROOT / "tests" / "flows"))  # the seed lab's traffic (metrics tests)
 
 from tests.deploy.conftest import lab, store_env, switch, vztx  # noqa: F401 (fixtures)

@@ -5,8 +5,12 @@ what the test says traffic hit, and `monitor rules` reports exactly that per rul
 from __future__ import annotations
 
 import json
+import subprocess
 
+import pytest
 from deploy_lab import SWITCH
+
+from support import cli_command, cli_env
 
 POLICY = "dns_ntp_services"
 
@@ -87,3 +91,67 @@ def test_an_unreachable_device_is_reported_and_poll_exits_1(
     states = json.loads(ok(run_cli("monitor", "devices", "--store", str(store), "--json")).stdout)
     (state,) = [d for d in states if d["device"] == SWITCH]
     assert not state["reachable"] and state["drift"] is None and state["error"]
+
+
+@pytest.mark.slow
+def test_rules_and_devices_json_are_the_same_bytes_whatever_the_hash_seed_and_time_zone(
+    store_env, lab, switch, vztx, run_cli, tmp_path
+):
+    store = str(tmp_path / "flows")
+    deploy(run_cli, lab("home-lab-dns-ntp.yaml"))
+    ok(run_cli("monitor", "poll", "--once", "--store", store))
+    switch.count(POLICY, "rule72", 3, 240)
+    switch.count(POLICY, "ipv4-all-default", 1, 60)
+    ok(run_cli("monitor", "poll", "--once", "--store", store))
+
+    def output(command: str, seed: str, zone: str) -> str:
+        argv = ["monitor", command, "--json", "--store", store]
+        if command == "rules":
+            argv += ["--since", "2000-01-01T00:00"]  # a fixed window: the same on every run
+        done = subprocess.run(
+            cli_command(*argv),
+            env=cli_env(PYTHONHASHSEED=seed, TZ=zone),
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    runs = [("1", "UTC"), ("2", "Asia/Tokyo")]
+    rules_runs = {output("rules", seed, zone) for seed, zone in runs}
+    assert len(rules_runs) == 1
+    listing = json.loads(rules_runs.pop())
+    assert listing["since"] == "2000-01-01T00:00:00Z"
+    assert [r["rule"] for r in listing["rules"]] == sorted(r["rule"] for r in listing["rules"])
+    # Everything but the age, which counts from the moment of the run.
+    devices_runs = set()
+    for seed, zone in runs:
+        states = json.loads(output("devices", seed, zone))
+        assert all(s.pop("counters_age_s") is not None for s in states if s["device"] == SWITCH)
+        devices_runs.add(json.dumps(states))
+    assert len(devices_runs) == 1
+    (state,) = [s for s in json.loads(devices_runs.pop()) if s["device"] == SWITCH]
+    assert state["counters_polled_at"].endswith("Z")
+
+
+def test_a_poller_loads_and_compiles_each_revision_once_for_all_its_polls(
+    store_env, lab, switch, vztx, run_cli, tmp_path, monkeypatch
+):
+    from microseg.monitor import CounterSeries, Revisions, poll
+    from microseg.store import Store, open_store
+
+    deploy(run_cli, lab("home-lab-dns-ntp.yaml"))
+    loads: list[int] = []
+    load = Store.revision_policy
+    monkeypatch.setattr(
+        Store,
+        "revision_policy",
+        lambda store, revision: loads.append(revision) or load(store, revision),
+    )
+    revisions, series = Revisions(), CounterSeries(tmp_path / "flows")
+    for _ in range(3):
+        with open_store() as store:
+            (outcome,) = [o for o in poll(store, series, revisions=revisions) if o.device == SWITCH]
+            assert outcome.error is None and outcome.matches > 0
+    assert loads == [1]  # revision 1: head and deployed, loaded by the first poll only
+    assert len(series.segments()) == 3

@@ -93,7 +93,8 @@ def test_a_write_failing_midway_rolls_back_the_whole_import(store, store_url, mo
     real_insert = store_module.insert
 
     def insert_failing_on_objects(table):
-        # The revision row is already flushed when its objects are inserted.
+        # The revision row is already flushed, and the versions of the objects it changes
+        # already ended, when its new versions are inserted.
         if table is ObjectVersion:
             raise RuntimeError("disk full")
         return real_insert(table)
@@ -105,6 +106,8 @@ def test_a_write_failing_midway_rolls_back_the_whole_import(store, store_url, mo
     assert store.head() == 1
     assert [r.id for r in store.log()] == [1]
     assert _row_counts(store_url) == before
+    first = load_policy(EXAMPLES / "home-lab-dns-ntp.yaml")
+    assert dump_policy(store.revision_policy(1)) == dump_policy(first)  # versions still open
     assert store.import_policy(load_policy(EXAMPLES / "home-lab.yaml"), "a", "second") == 2
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from microseg.builder.proposal import Recommendation, proposed_policy_set
@@ -111,3 +112,23 @@ def _made_from(policy: str) -> str:
     if policy.startswith("ws:"):
         return f"workspace {policy.removeprefix('ws:')!r}"
     return policy
+
+
+def selected(recommendation: Recommendation, rule_names: list[str]) -> Recommendation:
+    """Only the proposals named in `rule_names`, with the new groups and services they use
+    (what the Policy Builder page submits when some proposals are left unticked).
+
+    The quality figures stay those of the whole recommendation: a subset adds no more
+    hardware entries than all of it, so a budget check on them stays on the safe side."""
+    unknown = sorted(set(rule_names) - {r.rule.name for r in recommendation.rules})
+    if unknown:
+        raise MicrosegError(f"no proposed rule {unknown[0]!r} in this recommendation")
+    rules = tuple(r for r in recommendation.rules if r.rule.name in rule_names)
+    used = {name for r in rules for name in (*r.rule.sources, *r.rule.destinations)}
+    services = {name for r in rules for name in r.rule.services}
+    return replace(
+        recommendation,
+        rules=rules,
+        new_groups=tuple(g for g in recommendation.new_groups if g.name in used),
+        new_services=tuple(s for s in recommendation.new_services if s.name in services),
+    )

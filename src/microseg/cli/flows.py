@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -53,10 +54,15 @@ def collect(
         min=0,
         help="Sessions kept in memory while the store cannot take them (full, read-only).",
     ),
+    metrics: str | None = typer.Option(
+        None,
+        "--metrics",
+        help="Serve Prometheus metrics on [HOST:]PORT (default host 127.0.0.1), e.g. 9465.",
+    ),
 ) -> None:
     """Receive IPFIX / NetFlow v9 until SIGINT or SIGTERM; sessions go to the flow store.
 
-    Example: microseg collect --listen 127.0.0.1:4739 --stats
+    Example: microseg collect --listen 127.0.0.1:4739 --stats --metrics 9465
     """
     from microseg.flows.collector import CollectorSettings, FlowCollector, parse_listen, run
     from microseg.flows.flowstore import FlowStore, default_store_dir
@@ -78,11 +84,28 @@ def collect(
             f"listening on {address[0]}:{address[1]}, store {store_dir}", markup=False
         )
 
-    def report(current) -> None:
-        if stats:
-            _print_stats(current.stats(), as_json)
+    exposition = None
+    with ExitStack() as stack:
+        if metrics is not None:
+            from microseg.monitor.metrics import (
+                CollectorMetrics,
+                MetricsServer,
+                parse_metrics_address,
+            )
 
-    run(collector, host, port, on_ready=ready, on_flush=report)
+            metrics_host, metrics_port = parse_metrics_address(metrics)
+            exposition = CollectorMetrics(collector.stats())
+            server = stack.enter_context(MetricsServer([exposition], metrics_host, metrics_port))
+            err_console.print(f"metrics on {server.url}", markup=False)
+
+        def report(current) -> None:
+            figures = current.stats() if stats or exposition else {}
+            if exposition is not None:
+                exposition.update(figures)
+            if stats:
+                _print_stats(figures, as_json)
+
+        run(collector, host, port, on_ready=ready, on_flush=report)
     final = collector.stats()
     if as_json:
         sys.stdout.write(json.dumps(final, sort_keys=True) + "\n")

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
+from contextlib import ExitStack
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from microseg.cli.app import OPERATE, app
 from microseg.cli.common import JSON_OPTION_HELP, emit_json, err_console, print_table
-from microseg.monitor.report import parse_window
+
+if TYPE_CHECKING:
+    from microseg.monitor import CounterSeries, DevicePoll, DeviceState
+    from microseg.monitor.metrics import MonitorMetrics
 
 monitor_app = typer.Typer(
     help="Policy Monitor: per-rule hit counters from deployed devices, device state.",
@@ -21,7 +26,7 @@ app.add_typer(monitor_app, name="monitor", rich_help_panel=OPERATE)
 STORE_HELP = "Flow store directory; counters go to its counters/ (default: $MICROSEG_FLOW_STORE)."
 
 
-def _series(store: Path | None):
+def _series(store: Path | None) -> CounterSeries:
     from microseg.flows.flowstore import default_store_dir
     from microseg.monitor import CounterSeries
 
@@ -38,37 +43,77 @@ def monitor_poll(
         30.0, "--timeout", min=0.1, max=3600.0, help="Seconds per device request (up to 3600)."
     ),
     store: Path | None = typer.Option(None, "--store", help=STORE_HELP),
+    metrics: str | None = typer.Option(
+        None,
+        "--metrics",
+        help="Serve Prometheus metrics on [HOST:]PORT (default host 127.0.0.1), e.g. 9464.",
+    ),
 ) -> None:
     """Read per-match counters of every deployed device and store them (a time series).
 
-    Example: microseg monitor poll --interval 60
+    Example: microseg monitor poll --interval 60 --metrics 127.0.0.1:9464
     """
-    from microseg.monitor import poll
+    from microseg.monitor import Revisions, device_states, poll
     from microseg.store import open_store
 
     series = _series(store)
-    while True:
-        with open_store() as database:
-            outcomes = poll(database, series, timeout)
-        for outcome in outcomes:
-            if outcome.error:
-                err_console.print(f"{outcome.device}: not polled: {outcome.error}", markup=False)
-            else:
-                typer.echo(
-                    f"{outcome.device}: {outcome.matches} counters (change {outcome.change})"
-                )
-        if not outcomes:
-            err_console.print("no deployed device to poll (microseg change run first)")
-        if once:
-            if any(outcome.error for outcome in outcomes):
-                raise typer.Exit(1)
-            return
-        time.sleep(interval)
+    revisions = Revisions()  # loaded and compiled once for all polls
+    with ExitStack() as stack:
+        exposition = _serve_metrics(metrics, stack) if metrics is not None else None
+        while True:
+            with open_store() as database:
+                outcomes = poll(database, series, timeout, revisions)
+                if exposition is not None:
+                    states = device_states(database, series, revisions=revisions)
+                    _update_metrics(exposition, states, series, outcomes)
+            _report_poll(outcomes)
+            if once:
+                if any(outcome.error for outcome in outcomes):
+                    raise typer.Exit(1)
+                return
+            time.sleep(interval)
+
+
+def _serve_metrics(address: str, stack: ExitStack) -> MonitorMetrics:
+    """The poller's Prometheus endpoint, closed with `stack`."""
+    from microseg.monitor.metrics import MetricsServer, MonitorMetrics, parse_metrics_address
+
+    host, port = parse_metrics_address(address)
+    exposition = MonitorMetrics()
+    server = stack.enter_context(MetricsServer([exposition], host, port))
+    err_console.print(f"metrics on {server.url}", markup=False)
+    return exposition
+
+
+def _update_metrics(
+    exposition: MonitorMetrics,
+    states: list[DeviceState],
+    series: CounterSeries,
+    outcomes: list[DevicePoll],
+) -> None:
+    """Device state and the default match's share (last 24 h, as `monitor rules`) next to
+    the counters just read."""
+    from microseg.monitor import rule_hits
+
+    _, shares = rule_hits(series, datetime.now(UTC) - timedelta(hours=24))
+    exposition.update(outcomes, states, shares)
+
+
+def _report_poll(outcomes: list[DevicePoll]) -> None:
+    for outcome in outcomes:
+        if outcome.error:
+            err_console.print(f"{outcome.device}: not polled: {outcome.error}", markup=False)
+        else:
+            typer.echo(f"{outcome.device}: {outcome.matches} counters (change {outcome.change})")
+    if not outcomes:
+        err_console.print("no deployed device to poll (microseg change run first)")
 
 
 @monitor_app.command("rules")
 def monitor_rules(
-    since: str = typer.Option("24h", "--since", help="Window: 30m, 24h, 7d."),
+    since: str = typer.Option(
+        "24h", "--since", help="Window: 30m, 24h, 7d back from now, or from an ISO time."
+    ),
     store: Path | None = typer.Option(None, "--store", help=STORE_HELP),
     as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
 ) -> None:
@@ -78,9 +123,9 @@ def monitor_rules(
     Example: microseg monitor rules --since 24h
     """
     from microseg.monitor import rule_hits
-    from microseg.monitor.report import rules_json
+    from microseg.monitor.report import rules_json, window_start
 
-    start = datetime.now(UTC) - parse_window(since)
+    start = window_start(since, datetime.now(UTC))
     hits, shares = rule_hits(_series(store), start)
     if as_json:
         emit_json(rules_json(hits, shares, start))

@@ -21,7 +21,14 @@ from microseg.deploy.changes import (
 )
 from microseg.deploy.credentials import Credentials, CredentialsError, CredentialStore
 from microseg.deploy.drift import DriftReport, drift
-from microseg.deploy.run import DeviceOutcome, HandEdited, RunOptions, RunResult, run_change
+from microseg.deploy.run import (
+    DeviceOutcome,
+    HandEdited,
+    RunOptions,
+    RunResult,
+    run_change,
+    start_run,
+)
 
 __all__ = [
     "CredentialStore",
@@ -43,4 +50,5 @@ __all__ = [
     "run_change",
     "set_four_eyes",
     "show_change",
+    "start_run",
 ]

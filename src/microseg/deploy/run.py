@@ -24,6 +24,7 @@ during a step).
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -43,6 +44,8 @@ from microseg.deploy.devices import DEFAULT_TIMEOUT_S, open_device
 from microseg.model import MicrosegError, PolicySet
 from microseg.store import ChangeRecord, DeviceRecord, Store
 from microseg.targets import Driver, DriverError
+
+log = logging.getLogger("microseg.deploy")
 
 DEFAULT_CONFIRM_WITHIN_S = 300
 DRY_RUN_STATES = ("pending-approval", "approved", "interrupted")
@@ -126,6 +129,25 @@ def run_change(
     if options.dry_run:
         return run.dry_run()
     return run.run()
+
+
+def start_run(store: Store, change: int, actor: str, options: RunOptions) -> threading.Thread:
+    """Run `change` in a background thread (a server answers at once; the API and the web
+    UI follow the run in the store). The change's own log says what happened on each
+    device; a run that stops before its end says why there too."""
+
+    def in_background() -> None:
+        try:
+            run_change(store, change, actor, options)
+        except MicrosegError as error:
+            store.changes.log(change, actor, "error", f"run stopped: {error}")
+        except Exception:
+            log.exception("change %s: the run stopped on a bug", change)
+            store.changes.log(change, actor, "error", "run stopped: internal error (server log)")
+
+    thread = threading.Thread(target=in_background, name=f"change-{change}", daemon=True)
+    thread.start()
+    return thread
 
 
 def _silent(device: str, step: str, detail: str) -> None:

@@ -192,12 +192,14 @@ def _describe(error: BaseException) -> str:
     return str(error) or type(error).__name__
 
 
-def parse_listen(listen: str) -> tuple[str, int]:
-    """HOST:PORT or [IPV6]:PORT."""
+def parse_listen(
+    listen: str, option: str = "--listen", example: str = "127.0.0.1:4739"
+) -> tuple[str, int]:
+    """HOST:PORT or [IPV6]:PORT (an empty HOST: every address)."""
     host, separator, port = listen.rpartition(":")
     digits = port.isascii() and port.isdigit() and len(port) <= 5
     if not separator or not digits or not 0 <= int(port) <= 65535:
-        raise MicrosegError(f"--listen {listen!r}: expected HOST:PORT, e.g. 127.0.0.1:4739")
+        raise MicrosegError(f"{option} {listen!r}: expected HOST:PORT, e.g. {example}")
     return host.strip("[]") or "0.0.0.0", int(port)
 
 

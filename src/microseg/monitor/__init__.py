@@ -6,7 +6,14 @@ to the flow store, per-rule hits and unused rules, device state, Prometheus figu
         hits, shares = rule_hits(CounterSeries(default_store_dir()), since)
 """
 
-from microseg.monitor.poll import DEFAULT_MATCHES, Deployed, DevicePoll, deployed_devices, poll
+from microseg.monitor.poll import (
+    DEFAULT_MATCHES,
+    Deployed,
+    DevicePoll,
+    Revisions,
+    deployed_devices,
+    poll,
+)
 from microseg.monitor.report import DeviceState, RuleHits, device_states, rule_hits
 from microseg.monitor.series import CounterRow, CounterSeries
 
@@ -17,6 +24,7 @@ __all__ = [
     "Deployed",
     "DevicePoll",
     "DeviceState",
+    "Revisions",
     "RuleHits",
     "deployed_devices",
     "device_states",

@@ -15,7 +15,7 @@ from microseg.compile.intent import DeviceIntent
 from microseg.compile.resolve import compile_all
 from microseg.deploy.credentials import CredentialStore
 from microseg.deploy.devices import DEFAULT_TIMEOUT_S, open_device
-from microseg.model import MicrosegError
+from microseg.model import MicrosegError, PolicySet
 from microseg.monitor.series import CounterRow, CounterSeries
 from microseg.store import Store
 from microseg.targets import DriverError
@@ -42,15 +42,44 @@ class DevicePoll:
     change: int
     matches: int  # counters read
     error: str | None = None
+    counters: tuple[CounterRow, ...] = ()  # what was read and stored
 
 
-def deployed_devices(store: Store) -> list[Deployed]:
+class Revisions:
+    """Policies of stored revisions and their DeviceIntents, each loaded and compiled once.
+
+    A stored revision never changes, so a poller keeps one of these across its polls of one
+    store: a poll then costs the counters read and the segment written, not a policy load
+    and compile (seconds for thousands of rules). At most `keep` revisions are held.
+    """
+
+    def __init__(self, keep: int = 4) -> None:
+        self.keep = keep
+        self._loaded: dict[int, tuple[PolicySet, dict[str, DeviceIntent] | None]] = {}
+
+    def policy(self, store: Store, revision: int) -> PolicySet:
+        if revision not in self._loaded:
+            while len(self._loaded) >= self.keep:
+                del self._loaded[next(iter(self._loaded))]  # the oldest loaded
+            self._loaded[revision] = (store.revision_policy(revision), None)
+        return self._loaded[revision][0]
+
+    def intents(self, store: Store, revision: int) -> dict[str, DeviceIntent]:
+        policy_set = self.policy(store, revision)
+        compiled = self._loaded[revision][1]
+        if compiled is None:
+            compiled = compile_all(policy_set)
+            self._loaded[revision] = (policy_set, compiled)
+        return compiled
+
+
+def deployed_devices(store: Store, revisions: Revisions | None = None) -> list[Deployed]:
     """Devices of the head revision that change control has deployed, by name."""
     head = store.head()
     if head is None:
         raise MicrosegError("the store has no revisions yet: microseg import FILE first")
     deployed = []
-    for name in configured_names(store.revision_policy(head)):
+    for name in configured_names((revisions or Revisions()).policy(store, head)):
         last = store.changes.last_deployed(name)
         if last is not None:
             change, record = last
@@ -60,20 +89,22 @@ def deployed_devices(store: Store) -> list[Deployed]:
 
 
 def poll(
-    store: Store, series: CounterSeries, timeout: float = DEFAULT_TIMEOUT_S
+    store: Store,
+    series: CounterSeries,
+    timeout: float = DEFAULT_TIMEOUT_S,
+    revisions: Revisions | None = None,
 ) -> list[DevicePoll]:
     """Read every deployed device's counters once and store them as one segment. A device
-    that does not answer is reported, not fatal: the others are still stored."""
+    that does not answer is reported, not fatal: the others are still stored. A poller
+    passes the same `revisions` to every poll of one store."""
     now = datetime.now(UTC)
     rows: list[CounterRow] = []
     outcomes = []
-    intents: dict[int, dict[str, DeviceIntent]] = {}
+    revisions = revisions or Revisions()
     session = f"microseg-monitor-{os.getpid()}"
-    for device in deployed_devices(store):
-        policy_set = store.revision_policy(device.revision)
-        if device.revision not in intents:
-            intents[device.revision] = compile_all(policy_set)
-        intent = intents[device.revision].get(device.device)
+    for device in deployed_devices(store, revisions):
+        policy_set = revisions.policy(store, device.revision)
+        intent = revisions.intents(store, device.revision).get(device.device)
         if intent is None:
             continue  # a monitor node: it enforces no traffic policy
         try:
@@ -85,9 +116,10 @@ def poll(
             outcomes.append(DevicePoll(device.device, device.change, 0, str(error)))
             continue
         names = _match_names(intent)
+        read = []
         for counter in counters:
             rule, action = names.get((counter.policy, counter.match), (counter.match, "unknown"))
-            rows.append(
+            read.append(
                 CounterRow(
                     now,
                     device.device,
@@ -100,7 +132,8 @@ def poll(
                     counter.bytes,
                 )
             )
-        outcomes.append(DevicePoll(device.device, device.change, len(counters)))
+        rows.extend(read)
+        outcomes.append(DevicePoll(device.device, device.change, len(counters), None, tuple(read)))
     series.write(rows)
     return outcomes
 

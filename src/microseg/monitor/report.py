@@ -7,11 +7,11 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from microseg.compile.resolve import compile_all
+from microseg.builder.times import parse_time
 from microseg.deploy.drift import drift
 from microseg.evaluate.lint import hardware_entries
 from microseg.model import MicrosegError
-from microseg.monitor.poll import DEFAULT_MATCHES, deployed_devices
+from microseg.monitor.poll import DEFAULT_MATCHES, Revisions, deployed_devices
 from microseg.monitor.series import CounterSeries
 from microseg.store import Store
 from microseg.targets import registry
@@ -95,11 +95,15 @@ class DeviceState:
     hardware_entries: int
     hardware_budget: int | None
     budget_source: str
-    counters_age_s: float | None  # since the last poll that stored counters of the device
+    counters_polled_at: str | None  # ISO UTC: the last poll that stored its counters
+    counters_age_s: float | None  # seconds from then to `now`
 
 
 def device_states(
-    store: Store, series: CounterSeries, now: datetime | None = None
+    store: Store,
+    series: CounterSeries,
+    now: datetime | None = None,
+    revisions: Revisions | None = None,
 ) -> list[DeviceState]:
     """Every deployed device: reachable (the drift read answered), last deploy, drift,
     hardware entries of what it runs vs its target's budget, age of its counters."""
@@ -108,9 +112,10 @@ def device_states(
     by_device = {report.device: report for report in reports}
     last_poll = dict(series.query("SELECT device, max(time) FROM samples GROUP BY device"))
     states = []
-    for device in deployed_devices(store):
-        policy_set = store.revision_policy(device.revision)
-        intent = compile_all(policy_set).get(device.device)
+    revisions = revisions or Revisions()
+    for device in deployed_devices(store, revisions):
+        policy_set = revisions.policy(store, device.revision)
+        intent = revisions.intents(store, device.revision).get(device.device)
         model = policy_set.get("devices", device.device) or policy_set.get(
             "monitor_nodes", device.device
         )
@@ -129,6 +134,7 @@ def device_states(
                 hardware_entries(intent) if intent else 0,
                 budget.entries,
                 budget.source,
+                _iso(polled),
                 None if polled is None else round((now - polled).total_seconds(), 1),
             )
         )
@@ -147,11 +153,25 @@ _DURATION = re.compile(r"^(\d+)([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
 
+def window_start(text: str, now: datetime) -> datetime:
+    """`--since`: `30m`, `24h`, `7d` before `now`, or an ISO time (UTC unless it names a
+    zone), which gives the same window, and output, on every run."""
+    if text[:1].isdigit() and "-" in text:
+        milliseconds = parse_time(text, "--since")
+        try:
+            return datetime.fromtimestamp(milliseconds / 1000, tz=UTC)
+        except (OverflowError, ValueError, OSError):
+            raise MicrosegError(f"--since {text!r}: outside the years 1970-9999") from None
+    return now - parse_window(text)
+
+
 def parse_window(text: str) -> timedelta:
     """`30m`, `24h`, `7d`: a window length; anything else is a user error."""
     found = _DURATION.match(text.strip())
     if not found or int(found.group(1)) == 0:
-        raise MicrosegError(f"--since {text!r}: expected a duration like 30m, 24h or 7d")
+        raise MicrosegError(
+            f"--since {text!r}: expected a duration like 30m, 24h or 7d, or an ISO time"
+        )
     try:
         window = timedelta(**{_UNITS[found.group(2)]: int(found.group(1))})
         datetime.now(UTC) - window

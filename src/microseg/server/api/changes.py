@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
-import threading
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -28,17 +26,16 @@ from microseg.deploy import (
     run_change,
     set_four_eyes,
     show_change,
+    start_run,
 )
 from microseg.deploy.changes import RUNNABLE
 from microseg.deploy.run import DEFAULT_CONFIRM_WITHIN_S
-from microseg.model import MicrosegError
 from microseg.server.audit import audited
 from microseg.server.auth import Admin, Approver, Editor, Viewer
 from microseg.server.context import server_context
 from microseg.store import StateConflict
 
 router = APIRouter(prefix="/api", tags=["change control"])
-log = logging.getLogger("microseg.server.changes")
 
 ChangeId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 # A change in one of these states is done: its progress stream ends.
@@ -181,20 +178,7 @@ def run(change: ChangeId, body: Run, principal: Approver, request: Request) -> A
         )
     audited(request, principal, "change.run", f"change/{change}", body.model_dump())
 
-    def in_background() -> None:
-        # The change's own log says what happened on each device; this says why a run
-        # stopped before its end.
-        try:
-            run_change(store, change, principal.name, options)
-        except MicrosegError as error:
-            store.changes.log(change, principal.name, "error", f"run stopped: {error}")
-        except Exception:
-            log.exception("change %s: the run stopped on a bug", change)
-            store.changes.log(
-                change, principal.name, "error", "run stopped: internal error (server log)"
-            )
-
-    threading.Thread(target=in_background, name=f"change-{change}", daemon=True).start()
+    start_run(store, change, principal.name, options)
     return show_change(store, change).as_json()
 
 

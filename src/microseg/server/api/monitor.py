@@ -35,14 +35,16 @@ def _series(request: Request) -> Any:
 def rules(
     principal: Viewer,
     request: Request,
-    since: Annotated[str, Query(max_length=40, description="Window: 30m, 24h, 7d.")] = "24h",
+    since: Annotated[
+        str, Query(max_length=40, description="Window: 30m, 24h, 7d back from now, or an ISO time.")
+    ] = "24h",
 ) -> dict[str, Any]:
     """Per policy and rule: packets and bytes in the window, last hit, rules with no hit,
     the default match's share (`microseg monitor rules --json`)."""
     from microseg.monitor import rule_hits
-    from microseg.monitor.report import parse_window, rules_json
+    from microseg.monitor.report import rules_json, window_start
 
-    start = datetime.now(UTC) - parse_window(since)
+    start = window_start(since, datetime.now(UTC))
     hits, shares = rule_hits(_series(request), start)
     return rules_json(hits, shares, start)
 

@@ -1,0 +1,140 @@
+"""The UI's pages through the app's own client (no browser): sign-in, roles, CSRF, escaping,
+validation next to the field, and the change's event stream."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from support import EXAMPLES
+
+HOSTILE = "<script>alert(1)</script>"
+
+
+@pytest.fixture
+def client(tmp_path):
+    testclient = pytest.importorskip("fastapi.testclient")
+    from microseg.policyfile import load_policy
+    from microseg.server import accounts
+    from microseg.server.app import create_app
+
+    app = create_app(f"sqlite:///{tmp_path / 'microseg.db'}", flow_store=tmp_path / "flows")
+    store = app.state.context.store
+    for name, role in (("alice", "editor"), ("vera", "viewer")):
+        accounts.add_user(store, name, role, f"{name}-password-1")
+    store.import_policy(load_policy(EXAMPLES / "home-lab.yaml"), "andreas", "seed")
+    store.workspace_create("w", author="alice")
+    with testclient.TestClient(app) as client:
+        client.store = store
+        yield client
+
+
+def sign_in(client, name: str) -> str:
+    """Sign in; the CSRF token of the session (as the pages carry it)."""
+    answer = client.post(
+        "/login", data={"username": name, "password": f"{name}-password-1", "next": "/"}
+    )
+    assert answer.status_code == 200, answer.text
+    return re.search(r'name="csrf_token" value="([0-9a-f]+)"', answer.text)[1]
+
+
+def test_a_page_without_a_session_sends_the_browser_to_the_login_form(client):
+    answer = client.get("/changes", follow_redirects=False)
+    assert answer.status_code == 303
+    assert answer.headers["location"] == "/login?next=%2Fchanges"
+    htmx = client.get("/workspaces/w/build", headers={"HX-Request": "true"})
+    assert (htmx.status_code, htmx.headers["HX-Redirect"]) == (401, "/login")
+
+
+def test_every_page_and_action_needs_a_session(client):
+    from fastapi.routing import APIRoute
+
+    from microseg.server.web import routes
+
+    checked = 0
+    every = [r for module in routes.AREAS for r in module.router.routes]
+    for route in every:
+        if not isinstance(route, APIRoute) or route.path == "/login":
+            continue
+        path = re.sub(r"\{[^}]+\}", "1", route.path)
+        for method in sorted(route.methods - {"HEAD"}):
+            answer = client.request(method, path, follow_redirects=False)
+            assert answer.status_code == 303, (method, route.path, answer.status_code)
+            assert answer.headers["location"].startswith("/login?next="), (method, route.path)
+            checked += 1
+    assert checked >= 30
+
+
+def test_a_wrong_password_is_refused_on_the_form(client):
+    answer = client.post("/login", data={"username": "alice", "password": "nope-nope-nope"})
+    assert answer.status_code == 401
+    assert "wrong user name or password" in answer.text
+
+
+def test_an_object_named_like_a_script_is_shown_as_text(client):
+    client.store.workspace_set("w", "categories", {"name": HOSTILE})
+    sign_in(client, "alice")
+    for path in ("/policy?section=categories&ws=w", "/workspaces/w", "/workspaces/w/edit/groups"):
+        html = client.get(path).text
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html, path
+        assert HOSTILE not in html, path
+
+
+def test_a_write_without_the_csrf_token_is_refused_and_changes_nothing(client):
+    token = sign_in(client, "alice")
+    group = {"name": "laptop", "prefixes": "172.18.6.138/32"}
+    refused = client.post("/workspaces/w/objects/groups", data=group)
+    assert refused.status_code == 403
+    assert "CSRF" in refused.text
+    assert client.store.workspace_diff("w") == []
+    accepted = client.post("/workspaces/w/objects/groups", data={**group, "csrf_token": token})
+    assert accepted.status_code == 200  # followed to the Policy Manager
+    assert [c.name for c in client.store.workspace_diff("w")] == ["laptop"]
+
+
+def test_a_viewer_cannot_edit_a_workspace(client):
+    token = sign_in(client, "vera")
+    answer = client.post(
+        "/workspaces/w/objects/groups",
+        data={"name": "laptop", "prefixes": "172.18.6.138/32", "csrf_token": token},
+    )
+    assert answer.status_code == 403
+    assert "needs the editor role" in answer.text
+    assert client.store.workspace_diff("w") == []
+
+
+def test_a_bad_prefix_is_reported_next_to_its_field_and_nothing_is_written(client):
+    token = sign_in(client, "alice")
+    answer = client.post(
+        "/workspaces/w/objects/groups",
+        data={"name": "laptop", "prefixes": "172.18.6.138/24", "csrf_token": token},
+    )
+    assert answer.status_code == 422
+    field = re.search(r'<div class="field invalid">(.*?)</div>\s*</div>', answer.text, re.S)
+    assert field is not None and 'name="prefixes"' in field[1]
+    assert "host bits set (did you mean 172.18.6.0/24?)" in field[1]
+    assert client.store.workspace_diff("w") == []
+
+
+def test_an_empty_source_list_is_refused_not_read_as_any(client):
+    token = sign_in(client, "alice")
+    answer = client.post(
+        "/workspaces/w/objects/rules",
+        data={"name": "r", "destinations": "any", "services": "any", "direction": "bidirectional",
+              "decap_type": "allow-all", "action": "forward", "csrf_token": token},
+    )  # fmt: skip
+    assert answer.status_code == 422
+    assert "write `any` to match everything" in answer.text
+    assert client.store.workspace_diff("w") == []
+
+
+def test_the_event_stream_of_a_settled_change_sends_each_device_then_done(client):
+    from microseg.deploy import create_change
+
+    change = create_change(client.store, "alice", None)
+    sign_in(client, "alice")
+    body = client.get(f"/changes/{change.id}/events").text
+    events = re.findall(r"^event: (\S+)$", body, re.MULTILINE)
+    assert events == [f"device-{n}" for n in range(len(change.devices))] + ["done"]
+    assert "data: pending-approval" in body
