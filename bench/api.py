@@ -188,7 +188,11 @@ async def run(clients: int, seconds: float, url: str, token: str) -> dict:
         for process in processes:
             process.terminate()
         for process in processes:
-            process.wait(timeout=30)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:  # still finishing requests the clients dropped
+                process.kill()
+                process.wait(timeout=30)
 
 
 def main() -> None:

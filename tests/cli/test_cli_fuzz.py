@@ -20,9 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import typer
 
-from microseg.cli import app
+from microseg.cli.app import root_command
 from support import EXAMPLES, FUZZ_LONG
 
 # The normal run's sample of (command, parameter, value) cases; the long run takes them all.
@@ -50,7 +49,7 @@ def _commands() -> Iterator[tuple[tuple[str, ...], object]]:
         else:
             yield path, command
 
-    yield from walk(typer.main.get_command(app), ())
+    yield from walk(root_command(), ())
 
 
 def _workdir_values(work: Path) -> dict[str, str]:

@@ -6,10 +6,8 @@ from __future__ import annotations
 import re
 
 import pytest
-import typer
 
-from microseg.cli import app
-from microseg.cli.app import PANELS
+from microseg.cli.app import PANELS, root_command
 
 
 def _commands():
@@ -19,7 +17,7 @@ def _commands():
                 yield from walk(sub, (*path, name))
         yield path, command
 
-    yield from walk(typer.main.get_command(app), ())
+    yield from walk(root_command(), ())
 
 
 COMMANDS = [path for path, _ in _commands()]
@@ -47,7 +45,7 @@ def test_every_device_option_has_the_short_form():
 
 
 def test_every_command_is_under_a_heading_in_order(run_cli):
-    root = typer.main.get_command(app)
+    root = root_command()
     missing = [
         name for name, command in root.commands.items() if command.rich_help_panel not in PANELS
     ]

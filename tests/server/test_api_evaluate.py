@@ -138,3 +138,21 @@ def test_recommend_reads_and_an_editor_writes_into_a_workspace(server):
     assert len(diff["changes"]) == len(objects)
     info = server.client("viewer").get("/api/workspaces/builder-1").json()["workspace"]
     assert (info["author"], info["base"]) == ("editor", 1)
+
+
+def test_a_revision_is_compiled_and_its_evaluators_built_once(seeded, monkeypatch):
+    from microseg.server import cache
+
+    built: list[str] = []
+    real = cache.CompiledDevice
+
+    def counting(intent):
+        built.append(intent.device)
+        return real(intent)
+
+    monkeypatch.setattr(cache, "CompiledDevice", counting)
+    viewer = seeded.client("viewer")
+    query = {"policy": "rev:1", "from": "10.100.5.10", "to": "10.100.99.50", "port": 22}
+    answers = [viewer.get("/api/check", params=query).json()["result"] for _ in range(3)]
+    assert answers == ["dropped"] * 3
+    assert built == [SWITCH]  # the revision's one switch, once

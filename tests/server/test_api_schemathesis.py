@@ -24,7 +24,7 @@ from schemathesis.specs.openapi.checks import (
 from support import EXAMPLES
 
 pytestmark = pytest.mark.slow
-EXAMPLES_PER_OPERATION = 15
+EXAMPLES_PER_OPERATION = 10
 
 TOKEN: dict[str, str] = {}
 

@@ -153,9 +153,9 @@ def test_workspace_writes_are_audited_with_before_and_after(seeded):
 def test_import_and_export_round_trip(server):
     from support import EXAMPLES
 
-    editor = server.client("editor")
+    admin = server.client("admin")
     text = (EXAMPLES / "home-lab.yaml").read_text()
-    imported = editor.post(
+    imported = admin.post(
         "/api/revisions",
         params={"message": "seed"},
         content=text,
@@ -163,7 +163,7 @@ def test_import_and_export_round_trip(server):
     )
     assert imported.status_code == 201, imported.text
     assert imported.json() == {"revision": 1, "objects": 24}
-    exported = editor.get("/api/revisions/1/export")
+    exported = admin.get("/api/revisions/1/export")
     from microseg.policyfile import dump_policy, load_policy
 
     assert exported.text == dump_policy(load_policy(EXAMPLES / "home-lab.yaml"))
@@ -173,3 +173,24 @@ def test_import_and_export_round_trip(server):
         .status_code
         == 403
     )
+
+
+def test_devices_and_monitor_nodes_are_an_admins(seeded):
+    from support import EXAMPLES
+
+    editor, admin = seeded.client("editor"), seeded.client("admin")
+    editor.post("/api/workspaces", json={"name": "w"})
+    switch = editor.get("/api/workspaces/w/objects/devices/andreasm-720xp-home").json()
+    moved = switch | {"management_address": "192.0.2.99"}
+    path = "/api/workspaces/w/objects/devices/andreasm-720xp-home"
+    refused = editor.put(path, json=moved)
+    assert refused.status_code == 403 and "needs the admin role" in refused.json()["detail"]
+    assert editor.delete(path).status_code == 403
+    assert admin.put(path, json=moved).status_code == 200
+    # Importing a policy whose devices are the head's is an editor's; other devices, an admin's.
+    same_devices = (EXAMPLES / "home-lab-dns-ntp.yaml").read_text()
+    headers = {"content-type": "application/yaml"}
+    assert editor.post("/api/revisions", content=same_devices, headers=headers).status_code == 201
+    other = same_devices.replace("10.255.1.10", "10.255.1.11")
+    assert other != same_devices
+    assert editor.post("/api/revisions", content=other, headers=headers).status_code == 403

@@ -6,11 +6,43 @@ from __future__ import annotations
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import httpx
 import pytest
 
 from support import cli_command, cli_env
+
+
+@contextmanager
+def serving(env: dict[str, str], *arguments: str) -> Iterator[list[str]]:
+    """`microseg serve ARGUMENTS` as a real process; yields a list that holds its stderr
+    once it has been stopped (SIGTERM) at the end of the block."""
+    stderr: list[str] = []
+    process = subprocess.Popen(
+        cli_command("serve", *arguments),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        yield stderr
+    finally:
+        process.terminate()
+        stderr.append(process.communicate(timeout=60)[1])
+
+
+def first_answer(request) -> httpx.Response:
+    """`request()` once the server listens (bounded: a loaded CI machine may take a while
+    to start Python and import the app)."""
+    for _ in range(900):
+        try:
+            return request()
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise AssertionError("the server did not answer within 900 tries")
 
 
 def _free_port() -> int:
@@ -36,27 +68,13 @@ def test_serve_wants_both_tls_files(run_cli, tmp_path):
 def test_serve_answers_on_loopback_and_publishes_openapi(tmp_path):
     port = _free_port()
     env = cli_env(MICROSEG_DATABASE_URL=f"sqlite:///{tmp_path / 'microseg.db'}")
-    process = subprocess.Popen(
-        cli_command("serve", "--port", str(port)),
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        document = None
-        for _ in range(200):  # bounded: up to ~20 s for the process to listen
-            try:
-                document = httpx.get(f"http://127.0.0.1:{port}/api/openapi.json", timeout=2)
-                break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        assert document is not None and document.status_code == 200
+    with serving(env, "--port", str(port)) as logged:
+        url = f"http://127.0.0.1:{port}"
+        document = first_answer(lambda: httpx.get(f"{url}/api/openapi.json", timeout=2))
+        assert document.status_code == 200
         assert document.json()["info"]["title"] == "microseg"
-        assert httpx.get(f"http://127.0.0.1:{port}/api/revisions").status_code == 401
-    finally:
-        process.terminate()
-        _, stderr = process.communicate(timeout=20)
+        assert httpx.get(f"{url}/api/revisions").status_code == 401
+    stderr = logged[0]
     assert "no users yet" in stderr
     assert f"http://127.0.0.1:{port}/" in stderr
 
@@ -97,3 +115,73 @@ def test_a_port_in_use_is_a_one_line_error(run_cli, tmp_path, monkeypatch):
     assert (
         answer.stderr == f"error: cannot listen on 127.0.0.1 port {port}: Address already in use\n"
     )
+
+
+def _self_signed(directory) -> tuple[str, str]:
+    """A certificate for 127.0.0.1 and its key (PEM files), made here for the test."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return str(cert_file), str(key_file)
+
+
+def test_serve_with_tls_sets_secure_cookies(tmp_path):
+    cert, key = _self_signed(tmp_path)
+    port = _free_port()
+    env = cli_env(MICROSEG_DATABASE_URL=f"sqlite:///{tmp_path / 'microseg.db'}")
+    added = subprocess.run(
+        cli_command("user", "add", "alice", "--role", "viewer", "--password-stdin"),
+        input="correct horse battery staple\n",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert added.returncode == 0, added.stderr
+    with serving(env, "--port", str(port), "--tls-cert", cert, "--tls-key", key) as logged:
+        login = first_answer(
+            lambda: httpx.post(
+                f"https://127.0.0.1:{port}/api/auth/login",
+                json={"username": "alice", "password": "correct horse battery staple"},
+                verify=cert,
+                timeout=5,
+            )
+        )
+        assert login.status_code == 200, login.text
+        cookie = login.headers["set-cookie"].lower()
+        assert "secure" in cookie and "httponly" in cookie
+    stderr = logged[0]
+    assert f"https://127.0.0.1:{port}/" in stderr
+    assert "correct horse" not in stderr  # nothing secret in the server's log

@@ -104,6 +104,22 @@ def test_a_viewer_cannot_edit_a_workspace(client):
     assert client.store.workspace_diff("w") == []
 
 
+def test_an_editor_cannot_change_devices_through_the_ui(client):
+    """Devices say where microseg uses the device credentials: admin only, as in the API,
+    through the device form, through the YAML editor of another section, and on delete."""
+    token = sign_in(client, "alice")
+    device = "devices:\n  - name: evil\n    management_address: 192.0.2.9\n"
+    for path, data in (
+        ("/workspaces/w/objects/devices", {"yaml": device}),
+        ("/workspaces/w/objects/categories", {"yaml": device}),
+        ("/workspaces/w/objects/devices/delete", {"name": "andreasm-720xp-home"}),
+    ):
+        answer = client.post(path, data={**data, "csrf_token": token})
+        assert answer.status_code == 403, (path, answer.status_code)
+        assert "needs the admin role" in answer.text, path
+    assert client.store.workspace_diff("w") == []
+
+
 def test_a_bad_prefix_is_reported_next_to_its_field_and_nothing_is_written(client):
     token = sign_in(client, "alice")
     answer = client.post(

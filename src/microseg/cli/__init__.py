@@ -10,23 +10,9 @@ import os
 import sys
 
 import typer
-from rich.markup import escape
 
-# Command modules register on import; one module per area keeps parallel work apart.
-from microseg.cli import (  # noqa: F401
-    builder,
-    change,
-    compile,
-    demo,
-    evaluate,
-    flows,
-    lab,
-    monitor,
-    policy,
-    serve,
-    store,
-    user,
-)
+# Command modules (one per area keeps parallel work apart) register on import, which the
+# root command does lazily: see COMMAND_MODULES in microseg.cli.app.
 from microseg.cli.app import app
 from microseg.cli.common import err_console
 from microseg.model import MicrosegError
@@ -47,6 +33,8 @@ def main(argv: list[str] | None = None) -> None:
         if isinstance(code, int) and code:
             sys.exit(code)
     except MicrosegError as error:
+        from rich.markup import escape
+
         # The message is user text (names, paths): escaped, never read as markup.
         err_console.print(f"[bold red]error:[/] {escape(str(error))}", markup=True, highlight=False)
         sys.exit(EXIT_USER_ERROR)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import importlib
+import inspect
 from collections.abc import Callable
 from typing import Any
 
 import typer
-from typer.core import TyperArgument, TyperGroup, TyperOption
+import typer.main
+from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
+from typer.models import CommandInfo, TyperInfo
 
 from microseg import __version__
 
@@ -32,6 +36,40 @@ PANELS = (
     OPERATE,
     SERVER,
 )
+
+# Each top-level command and the module (under microseg.cli) that registers it. A command
+# imports its module only when it runs, so `microseg --version` imports none and `microseg
+# validate` never loads the store; `--help` and shell completion import them all (the modules
+# keep heavy imports inside their functions). tests/cli/test_startup.py checks this table
+# against what the modules register. `demo` runs every area's demo step: it loads them all.
+COMMAND_MODULES: dict[str, str] = {
+    "demo": "*",
+    "validate": "policy",
+    "schema": "policy",
+    "fmt": "policy",
+    "import": "store",
+    "export": "store",
+    "log": "store",
+    "db": "store",
+    "workspace": "compile",  # `workspace build` is a compile command
+    "compile": "compile",
+    "diff": "compile",
+    "check": "evaluate",
+    "whatif": "evaluate",
+    "lint": "evaluate",
+    "collect": "flows",
+    "sessions": "flows",
+    "recommend": "builder",
+    "drift": "change",
+    "change": "change",
+    "lab": "lab",
+    "monitor": "monitor",
+    "serve": "serve",
+    "user": "user",
+}
+# The order the modules register in, which is the order `--help` lists commands in.
+ALL_MODULES: tuple[str, ...] = ("builder", "change", "compile", "demo", "evaluate", "flows")
+ALL_MODULES += ("lab", "monitor", "policy", "serve", "store", "user")
 
 
 class _HelpArgument(TyperArgument):
@@ -61,17 +99,34 @@ class _HelpOption(TyperOption):
 
 
 class HelpGroup(TyperGroup):
-    """The root command: commands grouped under headings, parameters named plainly."""
+    """The root command: commands grouped under headings, parameters named plainly.
+
+    Commands are imported and converted to click commands one by one, when used: `--help`
+    lists them from what Typer registered (name, docstring, heading) without converting their
+    parameters, which is most of the cost of a Typer application's start-up."""
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         _plain_parameters(self)
 
+    def list_commands(self, ctx: Any) -> list[str]:
+        return list(_registered(ALL_MODULES))
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        if cmd_name not in self.commands:
+            module = COMMAND_MODULES.get(cmd_name)
+            modules = ALL_MODULES if module in (None, "*") else (module,)
+            info = _registered(modules).get(cmd_name)
+            if info is None:
+                return None
+            self.commands[cmd_name] = _plain_parameters(_converted(info))
+        return self.commands[cmd_name]
+
     def format_commands(self, ctx: Any, formatter: Any) -> None:
         commands = [
-            (name, command)
-            for name in self.list_commands(ctx)
-            if (command := self.get_command(ctx, name)) is not None and not command.hidden
+            (name, listed)
+            for name, info in _registered(ALL_MODULES).items()
+            if not (listed := _listing(name, info)).hidden
         ]
         if not commands:
             return
@@ -88,7 +143,65 @@ class HelpGroup(TyperGroup):
                     formatter.write_dl(rows)
 
 
-def _plain_parameters(command: Any) -> None:
+Registered = CommandInfo | TyperInfo
+
+
+def _registered(modules: tuple[str, ...]) -> dict[str, Registered]:
+    """Name -> what Typer registered, once `modules` are imported, in Typer's order
+    (commands, then groups)."""
+    for module in modules:
+        importlib.import_module(f"microseg.cli.{module}")
+    found: dict[str, Registered] = {}
+    for command in app.registered_commands:
+        assert command.callback is not None
+        found[command.name or typer.main.get_command_name(command.callback.__name__)] = command
+    for group in app.registered_groups:
+        assert group.name is not None  # every sub-application is added with a name
+        found[group.name] = group
+    return found
+
+
+def _converted(info: Registered) -> Any:
+    """The click command Typer makes of one registered command or group."""
+    if isinstance(info, CommandInfo):
+        return typer.main.get_command_from_info(
+            info,
+            pretty_exceptions_short=app.pretty_exceptions_short,
+            rich_markup_mode=app.rich_markup_mode,
+        )
+    return typer.main.get_group_from_info(
+        info,
+        pretty_exceptions_short=app.pretty_exceptions_short,
+        rich_markup_mode=app.rich_markup_mode,
+        suggest_commands=app.suggest_commands,
+    )
+
+
+def _listing(name: str, info: Registered) -> TyperCommand:
+    """A parameterless stand-in carrying what `--help` shows of a command: its short help
+    (from the docstring, as Typer takes it), its heading and whether it is hidden."""
+    if isinstance(info, CommandInfo):
+        text = info.help if info.help is not None else inspect.getdoc(info.callback)
+        return TyperCommand(
+            name,
+            help=inspect.cleandoc(text) if text else None,
+            short_help=info.short_help,
+            hidden=info.hidden,
+            deprecated=info.deprecated,
+            rich_help_panel=info.rich_help_panel,
+        )
+    solved = typer.main.solve_typer_info_defaults(info)
+    return TyperCommand(
+        name,
+        help=solved.help,
+        short_help=solved.short_help,
+        hidden=solved.hidden,
+        deprecated=solved.deprecated,
+        rich_help_panel=solved.rich_help_panel,
+    )
+
+
+def _plain_parameters(command: Any) -> Any:
     for sub in getattr(command, "commands", {}).values():
         _plain_parameters(sub)
     for parameter in command.params:
@@ -96,6 +209,7 @@ def _plain_parameters(command: Any) -> None:
             parameter.__class__ = _HelpArgument
         elif type(parameter) is TyperOption:
             parameter.__class__ = _HelpOption
+    return command
 
 
 app = typer.Typer(
@@ -104,7 +218,7 @@ app = typer.Typer(
     help="Microsegmentation controller for switch fabrics: policy as code, EOS and nftables "
     "compiler, evaluator, flow collector and policy builder.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
@@ -139,3 +253,12 @@ def demo_step(order: int, title: str) -> Callable[[DemoStep], DemoStep]:
         return function
 
     return register
+
+
+def root_command() -> HelpGroup:
+    """The whole command tree, every command converted (for tests and tools that walk it)."""
+    group = typer.main.get_command(app)
+    assert isinstance(group, HelpGroup)
+    for name in group.list_commands(None):
+        group.get_command(None, name)
+    return group

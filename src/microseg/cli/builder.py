@@ -3,24 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
-from rich.console import JustifyMethod
-from rich.markup import escape
-from rich.table import Table
-from rich.text import Text
 
-from microseg.builder import (
-    BuilderOptions,
-    Recommendation,
-    Scope,
-    recommend,
-    rule_selector,
-)
-from microseg.builder.proposal import SessionExample, StandingDecision
-from microseg.builder.report import recommendation_json
-from microseg.builder.scope import scope_from
-from microseg.builder.workspace import check_budget, write_recommendation
 from microseg.cli.app import BUILDER, app, demo_step
 from microseg.cli.common import (
     JSON_OPTION_HELP,
@@ -31,6 +17,10 @@ from microseg.cli.common import (
     resolve_policy,
 )
 from microseg.model import MicrosegError
+
+if TYPE_CHECKING:
+    from microseg.builder import Recommendation
+    from microseg.builder.proposal import SessionExample, StandingDecision
 
 
 @app.command("recommend", rich_help_panel=BUILDER)
@@ -84,6 +74,13 @@ def recommend_command(
     Example: microseg recommend examples/home-lab-dns-ntp.yaml --sessions examples/seed-lab-sessions.csv
     --categories clients,infrastructure
     """
+    from rich.markup import escape
+
+    from microseg.builder import BuilderOptions, recommend
+    from microseg.builder.report import recommendation_json
+    from microseg.builder.scope import scope_from
+    from microseg.builder.workspace import check_budget, write_recommendation
+
     if sessions is not None and store is not None:
         raise MicrosegError("give the sessions with one of --sessions FILE or --store DIR")
     if sessions is None and store is None:
@@ -140,6 +137,11 @@ def _names(text: str | None) -> tuple[str, ...]:
 
 def print_recommendation(recommendation: Recommendation) -> None:
     """The review table: rules with evidence, new objects, attempts blocked, quality."""
+    from rich.console import JustifyMethod
+    from rich.markup import escape
+    from rich.table import Table
+    from rich.text import Text
+
     rules = Table(title=f"Recommended rules ({_target(recommendation)})", title_justify="left")
     for column in ("#", "sources", "destinations", "services", "sessions"):
         justify: JustifyMethod = "right" if column in ("#", "sessions") else "left"
@@ -284,6 +286,7 @@ def print_quality(recommendation: Recommendation) -> None:
 @demo_step(60, "6. Policy Builder: recommended rules from collected sessions")
 def _demo_recommendations(context) -> None:
     """The seed's two scenarios on generated sessions, with and without categories."""
+    from microseg.builder import BuilderOptions, Scope, recommend, rule_selector
     from microseg.builder.seed_sessions import (
         blocked_attempts,
         dns_ntp_sessions,

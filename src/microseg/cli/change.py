@@ -9,30 +9,18 @@ from __future__ import annotations
 
 import sys
 import threading
+from typing import TYPE_CHECKING
 
 import typer
-from rich.console import Console
-from rich.live import Live
-from rich.table import Table
 
 from microseg.cli.app import DEPLOY, app
 from microseg.cli.common import JSON_OPTION_HELP, emit_json, err_console, print_table
-from microseg.deploy import (
-    RunOptions,
-    approve_change,
-    cancel_change,
-    create_change,
-    drift,
-    four_eyes,
-    list_changes,
-    rollback_change,
-    run_change,
-    set_four_eyes,
-    show_change,
-)
-from microseg.deploy.run import DEFAULT_CONFIRM_WITHIN_S
 from microseg.model import MicrosegError
-from microseg.store import ChangeRecord, default_author, open_store
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from microseg.store import ChangeRecord
 
 change_app = typer.Typer(
     help="Change control: deploy a revision to devices after review (approve, run, rollback).",
@@ -45,6 +33,8 @@ TIMEOUT_HELP = "Seconds to wait for each device request."
 
 
 def _who(author: str) -> str:
+    from microseg.store import default_author
+
     return author.strip() or default_author()
 
 
@@ -64,6 +54,9 @@ def change_create(
     deployed there (or that was never deployed) is in the change.
     Example: microseg change create --revision 3 -m "web servers only from wifi"
     """
+    from microseg.deploy import create_change
+    from microseg.store import open_store
+
     with open_store() as store:
         record = create_change(store, _who(author), revision, devices, description)
     if as_json:
@@ -82,6 +75,9 @@ def change_list(as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_H
 
     Example: microseg change list
     """
+    from microseg.deploy import list_changes
+    from microseg.store import open_store
+
     with open_store() as store:
         changes = list_changes(store)
     if as_json:
@@ -112,6 +108,9 @@ def change_show(
 
     Example: microseg change show 4
     """
+    from microseg.deploy import show_change
+    from microseg.store import open_store
+
     with open_store() as store:
         record = show_change(store, change)
     if as_json:
@@ -164,6 +163,9 @@ def change_approve(
 
     Example: microseg change approve 4 --comment "reviewed the diff with Andreas"
     """
+    from microseg.deploy import approve_change
+    from microseg.store import open_store
+
     with open_store() as store:
         record = approve_change(store, change, _who(author), comment)
     typer.echo(f"change {record.id} approved by {record.approvals[-1].approver}")
@@ -176,8 +178,8 @@ def change_run(
         False, "--dry-run", help="Load and show each device's own diff, then discard it."
     ),
     parallel: int = typer.Option(1, "--parallel", "-p", min=1, max=256, help="Devices at once."),
-    confirm_within: int = typer.Option(
-        DEFAULT_CONFIRM_WITHIN_S,
+    confirm_within: int | None = typer.Option(
+        None,
         "--confirm-within",
         min=1,
         max=86399,
@@ -201,6 +203,11 @@ def change_run(
     Progress goes to stderr; exit 1 when the change failed.
     Example: microseg change run 4 --parallel 10 --confirm-within 120
     """
+    from microseg.deploy import RunOptions, run_change
+    from microseg.deploy.run import DEFAULT_CONFIRM_WITHIN_S
+    from microseg.store import open_store
+
+    confirm_within = DEFAULT_CONFIRM_WITHIN_S if confirm_within is None else confirm_within
     options = RunOptions(dry_run, parallel, confirm_within, continue_on_error, force, timeout)
     with open_store() as store, _Progress(store, change) as progress:
         result = run_change(store, change, _who(author), options, progress)
@@ -228,6 +235,9 @@ def change_rollback(
 
     Example: microseg change rollback 4
     """
+    from microseg.deploy import rollback_change
+    from microseg.store import open_store
+
     with open_store() as store:
         record = rollback_change(store, change, _who(author))
     typer.echo(
@@ -245,6 +255,9 @@ def change_cancel(
 
     Example: microseg change cancel 4
     """
+    from microseg.deploy import cancel_change
+    from microseg.store import open_store
+
     with open_store() as store:
         record = cancel_change(store, change, _who(author))
     typer.echo(f"change {record.id} cancelled")
@@ -259,6 +272,9 @@ def change_four_eyes(
 
     Example: microseg change four-eyes on
     """
+    from microseg.deploy import four_eyes, set_four_eyes
+    from microseg.store import open_store
+
     if setting not in (None, "on", "off"):
         raise MicrosegError(f"four-eyes {setting!r}: on or off")
     with open_store() as store:
@@ -284,6 +300,9 @@ def drift_command(
     whether they were edited outside microseg since its last deploy.
     Example: microseg drift --device andreasm-720xp-home
     """
+    from microseg.deploy import drift
+    from microseg.store import open_store
+
     with open_store() as store:
         head, reports = drift(store, devices, timeout)
     if as_json:
@@ -321,12 +340,17 @@ class _Progress:
     """Per-device progress on stderr: a live table on a terminal, one line per step otherwise."""
 
     def __init__(self, store, change: int) -> None:
+        from rich.live import Live
+
         self._lock = threading.Lock()
         self._rows: dict[str, tuple[str, str]] = {}
         self._live: Live | None = None
         self._store, self._change = store, change
 
     def __enter__(self):
+        from rich.console import Console
+        from rich.live import Live
+
         if sys.stderr.isatty():
             for device in self._store.changes.get(self._change).devices:
                 self._rows[device.device] = ("waiting", "")
@@ -349,6 +373,8 @@ class _Progress:
             self._live.update(self._table(), refresh=True)
 
     def _table(self) -> Table:
+        from rich.table import Table
+
         table = Table("device", "step", "detail", box=None)
         for device, (step, detail) in self._rows.items():
             table.add_row(device, step, detail.splitlines()[0] if detail else "")

@@ -8,16 +8,43 @@ import os
 import stat
 import sys
 from pathlib import Path
-from typing import Any
-
-from rich.console import Console
+from typing import TYPE_CHECKING, Any, cast
 
 from microseg.files import Writer, replace_atomically, write_content
-from microseg.model import MicrosegError, PolicySet
-from microseg.store.specs import check_stored_spec, is_stored_spec, stored_policy
+from microseg.model import MicrosegError
 
-console = Console(highlight=False, soft_wrap=True)
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from microseg.model import PolicySet
+
+
+class _LazyConsole:
+    """A rich Console made on first use: importing rich.console would otherwise be a third of
+    what `microseg --help` takes to start (bench/startup.py)."""
+
+    def __init__(self, **options: Any) -> None:
+        object.__setattr__(self, "_options", options)
+        object.__setattr__(self, "_console", None)
+        self._options: dict[str, Any]
+        self._console: Console | None
+
+    def _made(self) -> Console:
+        if self._console is None:
+            from rich.console import Console
+
+            object.__setattr__(self, "_console", Console(**self._options))
+        return self._console  # type: ignore[return-value]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._made(), name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._made(), name, value)
+
+
+console = cast("Console", _LazyConsole(highlight=False, soft_wrap=True))
+err_console = cast("Console", _LazyConsole(stderr=True, highlight=False, soft_wrap=True))
 
 JSON_OPTION_HELP = "Print machine-readable JSON instead of a table."
 POLICY_HELP = "A policy file or directory, rev:N (a stored revision) or ws:NAME (a workspace)."
@@ -100,8 +127,9 @@ def _new_file_mode() -> int:
 
 def resolve_policy(spec: str) -> PolicySet:
     """A POLICY argument: a path, `rev:N` or `ws:NAME`."""
-    if is_stored_spec(spec):
+    if spec.startswith(("rev:", "ws:")):  # microseg.store.specs.STORED_PREFIXES
         from microseg.store import open_store
+        from microseg.store.specs import check_stored_spec, stored_policy
 
         check_stored_spec(spec)
         with open_store() as store:

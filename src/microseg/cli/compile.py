@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -20,17 +21,17 @@ from microseg.cli.common import (
 )
 from microseg.cli.demo import DemoContext
 from microseg.cli.store import workspace_app
-from microseg.compile import compile_all
-from microseg.compile.diff import DeviceDiff, summary
 from microseg.model import MicrosegError
-from microseg.policyfile import load_policy
-from microseg.targets import registry
-from microseg.targets.eos.monitor_node import Collector
-from microseg.targets.render import configured_names, diff_policies, render_config
+
+if TYPE_CHECKING:
+    from microseg.compile.diff import DeviceDiff
+    from microseg.targets.eos.monitor_node import Collector
 
 
 def parse_collector(text: str | None) -> Collector | None:
     """`ADDRESS` or `ADDRESS:PORT` / `[IPv6]:PORT` (port defaults to IPFIX's 4739)."""
+    from microseg.targets.eos.monitor_node import Collector
+
     if text is None:
         return None
     address, port = text, "4739"
@@ -81,6 +82,9 @@ def compile_command(
 
     Example: microseg compile examples/home-lab.yaml --device andreasm-720xp-home
     """
+    from microseg.targets import registry
+    from microseg.targets.render import render_config
+
     if target is not None and target not in registry.names():
         raise MicrosegError(f"--target {target!r}: choose one of {', '.join(registry.names())}")
     policy_set = resolve_policy(policy)
@@ -103,6 +107,8 @@ def compile_command(
 
 def print_diffs(diffs: list[DeviceDiff], json_output: bool, **extra: object) -> None:
     """Changed devices' diffs and the summary, or all of it as JSON."""
+    from microseg.compile.diff import summary
+
     if json_output:
         emit_json({**extra, "devices": [d.as_json() for d in diffs], "summary": summary(diffs)})
         return
@@ -132,14 +138,10 @@ def diff_command(
 
     Example: microseg diff examples/home-lab-dns-ntp.yaml examples/home-lab.yaml
     """
+    from microseg.targets.render import check_configured, diff_policies
+
     old_set, new_set = resolve_policy(old), resolve_policy(new)
-    known = set(configured_names(old_set)) | set(configured_names(new_set))
-    unknown = [d for d in devices or [] if d not in known]
-    if unknown:
-        raise MicrosegError(
-            f"device {unknown[0]!r} is configured by neither policy "
-            f"(devices: {', '.join(sorted(known)) or 'none'})"
-        )
+    check_configured(old_set, new_set, devices)
     diffs = diff_policies(old_set, new_set, devices or None, old, new)
     print_diffs(diffs, json_output, old=old, new=new)
 
@@ -155,6 +157,7 @@ def workspace_build(
     Example: microseg workspace build add-monitoring
     """
     from microseg.store import open_store
+    from microseg.targets.render import diff_policies
 
     with open_store() as store:
         base = store.workspace_base(name)
@@ -166,6 +169,10 @@ def workspace_build(
 
 @demo_step(30, "3. Compile the seed lab")
 def _demo_compile(context: DemoContext) -> None:
+    from microseg.compile import compile_all
+    from microseg.policyfile import load_policy
+    from microseg.targets.render import diff_policies, render_config
+
     final = context.policies.get("home-lab.yaml") or load_policy(context.examples / "home-lab.yaml")
     monitor = context.policies.get("home-lab-monitor.yaml") or load_policy(
         context.examples / "home-lab-monitor.yaml"

@@ -14,16 +14,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
-from rich.markup import escape
-from rich.rule import Rule
 
 from microseg import EXAMPLES
 from microseg.cli.app import DEMO_STEPS, GETTING_STARTED, DemoStep, app, demo_step
 from microseg.cli.common import console, counted, print_paragraph, section_count
-from microseg.model import SECTIONS, MicrosegError, PolicySet
-from microseg.policyfile import load_policy
+from microseg.model import MicrosegError
+
+if TYPE_CHECKING:
+    from microseg.model import PolicySet
 
 DEMO_WIDTH = 100  # columns: the demo's output fits a 100-column terminal (and narrower ones)
 
@@ -58,6 +59,8 @@ def demo(
     (with --live, the lab's namespaces too, removed at the end).
     Example: microseg demo --keep lab
     """
+    from rich.rule import Rule
+
     if keep is not None and keep.exists() and (not keep.is_dir() or any(keep.iterdir())):
         raise MicrosegError(f"--keep {keep}: exists and is not an empty directory")
     if live:
@@ -77,6 +80,8 @@ def demo(
 def _live(keep: Path | None) -> None:
     """The story of `microseg.lab.story` on the live lab, each command shown then run, with
     the demo's own store and flow store; the lab goes down at the end, also on a failure."""
+    from rich.rule import Rule
+
     from microseg.lab.lab import require_tools
     from microseg.lab.story import STORY
 
@@ -186,6 +191,11 @@ def _shown_path(path: Path) -> str:
 
 @demo_step(10, "1. The seed lab as policy files")
 def _validate_examples(context: DemoContext) -> None:
+    from rich.markup import escape
+
+    from microseg.model import SECTIONS
+    from microseg.policyfile import load_policy
+
     for name in ("home-lab-dns-ntp.yaml", "home-lab-monitor.yaml", "home-lab.yaml"):
         policy_set = load_policy(context.examples / name)
         context.policies[name] = policy_set

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
-from rich.markup import escape
-from rich.table import Table
 
 from microseg.cli.app import COMPILE_AND_CHECK, app, demo_step
 from microseg.cli.common import (
@@ -16,15 +16,12 @@ from microseg.cli.common import (
     print_paragraph,
     resolve_policy,
 )
-from microseg.evaluate.check import (
-    ConnectionCheck,
-    GroupCheck,
-    check_connection,
-    check_groups,
-    is_address,
-    outcome,
-)
-from microseg.evaluate.engine import Decision
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from microseg.evaluate.check import ConnectionCheck, GroupCheck
+    from microseg.evaluate.engine import Decision
 
 EXIT_BLOCKED = 3  # `check --exit-code`: the connection does not get through
 EXIT_NOT_ENFORCED = 4  # `check --exit-code`: it gets through, but the policy never sees it
@@ -69,6 +66,8 @@ def check(
     Example: microseg check examples/home-lab.yaml --from 172.18.6.138 --to 10.100.99.51
     --proto tcp --port 22
     """
+    from microseg.evaluate.check import check_connection, check_groups, is_address
+
     policy_set = resolve_policy(policy)
     if is_address(source) and is_address(destination):
         result = check_connection(
@@ -102,6 +101,10 @@ def check(
 
 def print_group_check(result: GroupCheck) -> None:
     """One line per pair of address classes: outcome and the deciding match each way."""
+    from rich.markup import escape
+
+    from microseg.evaluate.check import outcome
+
     console.print(
         f"[bold]{escape(f'{result.source.label()} -> {result.destination.label()}')}[/] "
         + escape(f"{result.service}, VRF {result.vrf}")
@@ -137,6 +140,8 @@ def _decision_text(decision: Decision) -> str:
 
 
 def print_check(result: ConnectionCheck) -> None:
+    from rich.markup import escape
+
     console.print(
         f"[bold]{escape(f'{result.request.src} -> {result.request.dst}')}[/] "
         + escape(f"{result.service}, VRF {result.vrf}")
@@ -175,6 +180,9 @@ def _blocked_by(result: ConnectionCheck) -> str:
 
 def check_table(rows: list[tuple[str, ConnectionCheck]]) -> Table:
     """A compact table of several checks (the demo's connectivity matrix)."""
+    from rich.markup import escape
+    from rich.table import Table
+
     table = Table(box=None, pad_edge=False, padding=(0, 1, 0, 0), header_style="bold")
     for column in ("from", "to", "service", "result", "deciding match"):
         table.add_column(column, overflow="fold")
@@ -222,6 +230,9 @@ def whatif(
 
     Example: microseg whatif --base rev:3 --candidate ws:tighten --sessions sessions.parquet
     """
+    from rich.markup import escape
+    from rich.table import Table
+
     from microseg.evaluate.whatif import whatif as replay_whatif
     from microseg.flows.flowstore import read_sessions
 
@@ -319,6 +330,8 @@ def _check_names(text: str | None) -> list[str]:
 
 
 def print_lint(report: dict) -> None:
+    from rich.markup import escape
+
     for finding in report["findings"]:
         console.print(
             f"[bold yellow]{finding['kind']}[/] "
@@ -378,6 +391,7 @@ def _without_isolation(policy_set, segment_name: str):
 @demo_step(40, "4. Can A reach B? The seed's connectivity table, and lint")
 def _demo_check_and_lint(context) -> None:
     from microseg.compile.resolve import compile_all
+    from microseg.evaluate.check import check_connection
     from microseg.evaluate.lint import lint as lint_policy
     from microseg.policyfile import load_policy
 

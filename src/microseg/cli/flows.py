@@ -7,17 +7,16 @@ import sys
 from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pyarrow as pa
 import typer
-from rich import box
-from rich.console import JustifyMethod
-from rich.markup import escape
-from rich.table import Table
 
 from microseg.cli.app import FLOWS, app, demo_step
 from microseg.cli.common import JSON_OPTION_HELP, console, counted, err_console, write_output
 from microseg.model import MicrosegError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 STORE_HELP = "Flow store directory (default: $MICROSEG_FLOW_STORE or the user data dir)."
 
@@ -29,7 +28,11 @@ app.add_typer(sessions_app, name="sessions", rich_help_panel=FLOWS)
 
 @app.command(rich_help_panel=FLOWS)
 def collect(
-    listen: str = typer.Option("127.0.0.1:4739", "--listen", help="HOST:PORT to receive on."),
+    listen: list[str] = typer.Option(
+        ["127.0.0.1:4739"],
+        "--listen",
+        help="HOST:PORT to receive on; repeatable (IPFIX and NetFlow v9 on different ports).",
+    ),
     store: Path | None = typer.Option(None, "--store", help=STORE_HELP),
     stats: bool = typer.Option(False, "--stats", help="Print counters at every flush."),
     as_json: bool = typer.Option(False, "--json", help="Counters as JSON lines on stdout."),
@@ -79,9 +82,11 @@ def collect(
     )
     from microseg.flows.sessions import SessionSettings
 
-    host, port = parse_listen(listen)
+    addresses = [parse_listen(text) for text in listen]
     collector_id = (
-        default_collector_id(port) if collector_id is None else check_collector_id(collector_id)
+        default_collector_id(addresses[0][1])
+        if collector_id is None
+        else check_collector_id(collector_id)
     )
     store_dir = store or default_store_dir()
     settings = CollectorSettings(
@@ -93,10 +98,10 @@ def collect(
     collector = FlowCollector(flow_store, settings)
     flow_store.scan().warn()  # bad segments: said at start, skipped by every reader
 
-    def ready(address: tuple) -> None:
+    def ready(addresses: list[tuple]) -> None:
+        where = ", ".join(f"{address[0]}:{address[1]}" for address in addresses)
         err_console.print(
-            f"listening on {address[0]}:{address[1]}, store {store_dir}, collector {collector_id}",
-            markup=False,
+            f"listening on {where}, store {store_dir}, collector {collector_id}", markup=False
         )
 
     exposition = None
@@ -120,7 +125,7 @@ def collect(
             if stats:
                 _print_stats(figures, as_json)
 
-        run(collector, host, port, on_ready=ready, on_flush=report)
+        run(collector, addresses, on_ready=ready, on_flush=report)
     final = collector.stats()
     if as_json:
         sys.stdout.write(json.dumps(final, sort_keys=True) + "\n")
@@ -321,6 +326,8 @@ def compact_sessions(
 
 
 def _with_text_times(table: pa.Table) -> pa.Table:
+    import pyarrow as pa
+
     from microseg.flows.flowstore import iso_millis
 
     for name in ("first_seen", "last_seen"):
@@ -334,6 +341,11 @@ def session_table(table: pa.Table):
     """The vZTX session-table layout: two lines per session (forward, then reverse).
 
     Returns the legend text and the rich table."""
+    from rich import box
+    from rich.console import JustifyMethod
+    from rich.markup import escape
+    from rich.table import Table
+
     grid = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, show_lines=False)
     columns: tuple[tuple[str, JustifyMethod], ...] = (
         ("VRF", "left"),
@@ -390,6 +402,11 @@ def _demo_flows(context) -> None:
 
 def print_session_summary(table: pa.Table) -> None:
     """One line per session row: client, server, packets and bytes each way, state."""
+    from rich import box
+    from rich.console import JustifyMethod
+    from rich.markup import escape
+    from rich.table import Table
+
     grid = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     columns: tuple[tuple[str, JustifyMethod], ...] = (
         ("proto", "left"),

@@ -8,11 +8,7 @@ import typer
 
 from microseg.cli.app import OPERATE, app
 from microseg.cli.common import JSON_OPTION_HELP, emit_json, err_console, print_table
-from microseg.flows.flowstore import default_store_dir
-from microseg.lab import lab as seed_lab
-from microseg.lab.topology import State, state_path, status
 from microseg.model import MicrosegError
-from microseg.store import open_store
 
 lab_app = typer.Typer(
     help="The seed lab in network namespaces (root): up, deploy, traffic, test, status, down.",
@@ -39,6 +35,10 @@ def lab_up(
 
     Example: sudo microseg lab up examples/home-lab.yaml
     """
+    from microseg.flows.flowstore import default_store_dir
+    from microseg.lab import lab as seed_lab
+    from microseg.store import open_store
+
     with open_store() as store:
         state, change = seed_lab.up(store, policy, not no_isolation, flows or default_store_dir())
     isolation = "isolated" if state.data["isolated"] else "NOT isolated"
@@ -55,6 +55,9 @@ def lab_deploy(policy: Path = typer.Argument(..., help="Policy file.")) -> None:
 
     Example: sudo microseg lab deploy examples/home-lab.yaml
     """
+    from microseg.lab import lab as seed_lab
+    from microseg.store import open_store
+
     seed_lab.require_tools()
     seed_lab.current()  # before the store is opened (or made): no lab, nothing changes
     with open_store() as store:
@@ -78,6 +81,8 @@ def lab_traffic(
 
     Example: sudo microseg lab traffic --count 5
     """
+    from microseg.lab import lab as seed_lab
+
     if count is not None and minutes is not None:
         raise MicrosegError("--count and --minutes: give one of them")
 
@@ -125,6 +130,9 @@ def lab_test(as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP
     Exit 1 when a real connection and check disagree.
     Example: sudo microseg lab test
     """
+    from microseg.lab import lab as seed_lab
+    from microseg.store import open_store
+
     with open_store() as store:
         rows = seed_lab.test(store)
     if as_json:
@@ -154,6 +162,8 @@ def lab_status() -> None:
 
     Example: microseg lab status
     """
+    from microseg.lab.topology import State, state_path, status
+
     state = State.load()
     if state is None:
         typer.echo(f"no lab is up (no {state_path()})")
@@ -167,5 +177,7 @@ def lab_down() -> None:
 
     Example: sudo microseg lab down
     """
+    from microseg.lab import lab as seed_lab
+
     removed = seed_lab.down()
     typer.echo(f"lab down: removed {len(removed)} items" if removed else "no lab was up")

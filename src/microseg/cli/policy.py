@@ -18,12 +18,6 @@ from microseg.cli.common import (
     write_output,
 )
 from microseg.model import PolicyError
-from microseg.policyfile import (
-    dump_policy,
-    load_policy,
-    policy_schema_json,
-    standalone_policies,
-)
 
 
 def policy_summary(policy_set) -> dict[str, int]:
@@ -47,6 +41,8 @@ def validate(
     other command refuses a collection and names its members.
     Example: microseg validate examples/
     """
+    from microseg.policyfile import load_policy, standalone_policies
+
     path = policy_path(path_text)
     results: dict[str, dict[str, int]] = {}
     problems = []
@@ -85,6 +81,8 @@ def schema() -> None:
 
     Example: microseg schema > microseg-policy.schema.json
     """
+    from microseg.policyfile import policy_schema_json
+
     typer.echo(policy_schema_json(), nl=False)
 
 
@@ -99,6 +97,8 @@ def fmt(
 
     Example: microseg fmt examples/home-lab.yaml
     """
+    from microseg.policyfile import dump_policy
+
     text = dump_policy(resolve_policy(policy))
     if output is None:
         typer.echo(text, nl=False)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -21,18 +21,11 @@ from microseg.cli.common import (
     write_output,
 )
 from microseg.cli.demo import DemoContext
-from microseg.model import SECTIONS, MicrosegError
-from microseg.policyfile import dump_policy, load_policy, read_policy_source
-from microseg.store import (
-    NotFound,
-    ObjectChange,
-    RevisionInfo,
-    WorkspaceInfo,
-    default_author,
-    init_database,
-    open_store,
-)
-from microseg.store.sources import set_from_source
+from microseg.model import MicrosegError
+from microseg.model.sections import SECTION_NAMES
+
+if TYPE_CHECKING:
+    from microseg.store import ObjectChange, RevisionInfo, WorkspaceInfo
 
 db_app = typer.Typer(help="The store's database.", no_args_is_help=True)
 workspace_app = typer.Typer(
@@ -51,6 +44,8 @@ def db_init() -> None:
 
     Example: MICROSEG_DATABASE_URL=postgresql+psycopg://microseg@db/microseg microseg db init
     """
+    from microseg.store import init_database
+
     url, schema_revision = init_database()
     typer.echo(f"store {url}: schema at revision {schema_revision}")
 
@@ -67,6 +62,9 @@ def import_policy(
 
     Example: microseg import examples/home-lab.yaml -m "seed lab"
     """
+    from microseg.policyfile import load_policy
+    from microseg.store import open_store
+
     path = policy_path(path_text)
     policy_set = load_policy(path)
     if not policy_set.objects():
@@ -87,6 +85,9 @@ def export(
 
     Example: microseg export -r 3 -o home-lab.yaml
     """
+    from microseg.policyfile import dump_policy
+    from microseg.store import NotFound, open_store
+
     with open_store() as store:
         if revision is None:
             revision = store.head()
@@ -109,6 +110,8 @@ def log(
 
     Example: microseg log -n 10
     """
+    from microseg.store import open_store
+
     with open_store() as store:
         revisions = store.log(limit)
     if as_json:
@@ -140,6 +143,8 @@ def workspace_create(
 
     Example: microseg workspace create restrict-web-clients
     """
+    from microseg.store import open_store
+
     with open_store() as store:
         info = store.workspace_create(name, base, author or None)
     typer.echo(f"workspace {info.name!r} created on revision {info.base}")
@@ -154,6 +159,8 @@ def workspace_list(
 
     Example: microseg workspace list --all
     """
+    from microseg.store import open_store
+
     with open_store() as store:
         workspaces = store.workspace_list(include_closed)
     if as_json:
@@ -183,11 +190,14 @@ def workspace_show(
     With --json: the workspace and its number of objects per section.
     Example: microseg workspace show restrict-web-clients
     """
+    from microseg.policyfile import dump_policy
+    from microseg.store import open_store
+
     with open_store() as store:
         info = store.workspace_info(name)
         policy_set = store.workspace_policy(name)
     if as_json:
-        objects = {section: len(getattr(policy_set, section)) for section in SECTIONS}
+        objects = {section: len(getattr(policy_set, section)) for section in SECTION_NAMES}
         emit_json({"workspace": info.as_json(), "objects": objects})
         return
     typer.echo(dump_policy(policy_set), nl=False)
@@ -202,6 +212,8 @@ def workspace_diff(
 
     Example: microseg workspace diff restrict-web-clients
     """
+    from microseg.store import open_store
+
     with open_store() as store:
         info = store.workspace_info(name)
         changes = store.workspace_diff(name)
@@ -254,6 +266,10 @@ def workspace_set(
     reference is refused with the problems, located in the file.
     Example: microseg workspace set restrict-web-clients --file rule.yaml
     """
+    from microseg.policyfile import read_policy_source
+    from microseg.store import open_store
+    from microseg.store.sources import set_from_source
+
     file = policy_path(file_text)
     with open_store() as store:
         objects = set_from_source(store, name, read_policy_source(file), str(file))
@@ -263,13 +279,15 @@ def workspace_set(
 @workspace_app.command("delete")
 def workspace_delete(
     name: str = typer.Argument(..., help="Workspace name."),
-    section: str = typer.Argument(..., help=f"One of: {', '.join(SECTIONS)}."),
+    section: str = typer.Argument(..., help=f"One of: {', '.join(SECTION_NAMES)}."),
     object_name: str = typer.Argument(..., metavar="NAME", help="The object's name."),
 ) -> None:
     """Delete an object in the workspace (refused while anything refers to it).
 
     Example: microseg workspace delete restrict-web-clients rules clients_to_webservers
     """
+    from microseg.store import open_store
+
     with open_store() as store:
         store.workspace_delete(name, section, object_name)
     typer.echo(f"workspace {name!r}: deleted {section}/{object_name}")
@@ -291,6 +309,8 @@ def workspace_submit(
     created too, waiting for approval.
     Example: microseg workspace submit restrict-web-clients -m "web only from wifi" --change
     """
+    from microseg.store import default_author, open_store
+
     with open_store() as store:
         revision = store.workspace_submit(name, author or None, message)
         typer.echo(f"workspace {name!r} submitted as revision {revision}")
@@ -311,6 +331,8 @@ def workspace_abandon(name: str = typer.Argument(..., help="Workspace name.")) -
 
     Example: microseg workspace abandon restrict-web-clients
     """
+    from microseg.store import open_store
+
     with open_store() as store:
         store.workspace_abandon(name)
     typer.echo(f"workspace {name!r} abandoned")
@@ -327,6 +349,9 @@ SEED_STAGES = (
 
 @demo_step(20, "2. The versioned store: the seed's stages as revisions, then a workspace")
 def _store_demo(context: DemoContext) -> None:
+    from microseg.policyfile import load_policy
+    from microseg.store import open_store
+
     url = f"sqlite:///{context.workdir / 'microseg.db'}"
     with open_store(url) as store:
         for file, message in SEED_STAGES:

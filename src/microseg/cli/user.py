@@ -13,7 +13,6 @@ import typer
 from microseg.cli.app import SERVER, app
 from microseg.cli.common import JSON_OPTION_HELP, emit_json, print_table
 from microseg.model import MicrosegError
-from microseg.store import default_author, open_store
 
 user_app = typer.Typer(
     help="Users of `microseg serve`: roles viewer, editor, approver, admin; API tokens.",
@@ -52,6 +51,7 @@ def user_add(
     Example: microseg user add alice --role admin
     """
     from microseg.server import accounts
+    from microseg.store import default_author, open_store
 
     accounts.check_user_name(name)
     password = _password(password_stdin)
@@ -67,6 +67,8 @@ def user_list(as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HEL
 
     Example: microseg user list
     """
+    from microseg.store import open_store
+
     with open_store() as store:
         users = store.accounts.users()
     if as_json:
@@ -96,6 +98,7 @@ def user_passwd(
     Example: microseg user passwd alice
     """
     from microseg.server import accounts
+    from microseg.store import default_author, open_store
 
     with open_store() as store:
         store.accounts.user(name)  # an unknown user is said before the prompt
@@ -107,6 +110,8 @@ def user_passwd(
 
 
 def _set_disabled(name: str, disabled: bool) -> None:
+    from microseg.store import default_author, open_store
+
     with open_store() as store:
         before = store.accounts.user(name)
         if (
@@ -155,6 +160,8 @@ def user_role(
 
     Example: microseg user role bob approver
     """
+    from microseg.store import default_author, open_store
+
     with open_store() as store:
         before = store.accounts.user(name)
         if before.role == "admin" and role != "admin" and store.accounts.count_admins() <= 1:
@@ -176,6 +183,7 @@ def token_add(
     Example: microseg user token add ci-bot --name terraform
     """
     from microseg.server import accounts
+    from microseg.store import default_author, open_store
 
     with open_store() as store:
         token, secret = accounts.create_token(store, user, name)
@@ -199,6 +207,8 @@ def token_list(
 
     Example: microseg user token list ci-bot
     """
+    from microseg.store import open_store
+
     with open_store() as store:
         tokens = store.accounts.tokens(user)
     if as_json:
@@ -225,6 +235,8 @@ def token_revoke(token_id: int = typer.Argument(..., metavar="ID", help="Token i
 
     Example: microseg user token revoke 3
     """
+    from microseg.store import default_author, open_store
+
     with open_store() as store:
         token = store.accounts.revoke_token(token_id)
         store.accounts.record(

@@ -240,13 +240,18 @@ class _Receiver(asyncio.DatagramProtocol):
 
 async def serve(
     collector: FlowCollector,
-    sock: socket.socket,
+    sockets: list[socket.socket],
     stop: asyncio.Event,
     on_flush: Callable[[FlowCollector], None] | None = None,
 ) -> None:
-    """Receive until `stop` is set, then decode what is queued and flush every session."""
+    """Receive on every socket until `stop` is set, then decode what is queued and flush
+    every session. The sockets feed one decoder (it tells IPFIX from NetFlow v9 by each
+    datagram's version, and keeps templates per exporter and version) and one session table."""
     loop = asyncio.get_running_loop()
-    transport, receiver = await loop.create_datagram_endpoint(_Receiver, sock=sock)
+    receiver = _Receiver()
+    transports = [
+        (await loop.create_datagram_endpoint(lambda: receiver, sock=sock))[0] for sock in sockets
+    ]
     next_flush = time.monotonic() + collector.settings.flush_interval
     try:
         while not stop.is_set():
@@ -261,8 +266,10 @@ async def serve(
                 if on_flush:
                     on_flush(collector)
     finally:
-        _drain(sock, receiver.datagrams)
-        transport.close()
+        for sock in sockets:
+            _drain(sock, receiver.datagrams)
+        for transport in transports:
+            transport.close()
         if receiver.datagrams:
             collector.receive(receiver.datagrams)
         collector.flush_all()
@@ -280,13 +287,12 @@ def _drain(sock: socket.socket, datagrams: list) -> None:
 
 def run(
     collector: FlowCollector,
-    host: str,
-    port: int,
-    on_ready: Callable[[tuple], None] | None = None,
+    addresses: list[tuple[str, int]],
+    on_ready: Callable[[list[tuple]], None] | None = None,
     on_flush: Callable[[FlowCollector], None] | None = None,
 ) -> None:
-    """Run in the foreground until SIGINT or SIGTERM."""
-    sock = open_socket(host, port, collector.settings.receive_buffer)
+    """Run in the foreground on every (host, port) until SIGINT or SIGTERM."""
+    sockets = open_sockets(addresses, collector.settings.receive_buffer)
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -294,10 +300,27 @@ def run(
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
         if on_ready:
-            on_ready(sock.getsockname())
-        await serve(collector, sock, stop, on_flush)
+            on_ready([sock.getsockname() for sock in sockets])
+        await serve(collector, sockets, stop, on_flush)
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def open_sockets(addresses: list[tuple[str, int]], receive_buffer: int) -> list[socket.socket]:
+    """One socket per address, or none: a second that cannot be bound closes the first."""
+    sockets: list[socket.socket] = []
+    try:
+        for host, port in addresses:
+            sockets.append(open_socket(host, port, receive_buffer))
+    except MicrosegError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
 
 
 class BackgroundCollector:
@@ -318,7 +341,7 @@ class BackgroundCollector:
         async def main() -> None:
             self._stop = asyncio.Event()
             self._started.set()
-            await serve(self.collector, self._sock, self._stop)
+            await serve(self.collector, [self._sock], self._stop)
 
         self._loop.run_until_complete(main())
         self._loop.close()

@@ -24,20 +24,27 @@ from microseg.model.objects import (
     SecurityDomain,
     Service,
 )
+from microseg.model.sections import SECTION_NAMES
 
 # Section name -> object type, in the order sections are written to a policy file.
-SECTIONS: dict[str, type[PolicyObject]] = {
-    "devices": Device,
-    "monitor_nodes": MonitorNode,
-    "domains": SecurityDomain,
-    "categories": Category,
-    "groups": Group,
-    "services": Service,
-    "monitor_objects": MonitorObject,
-    "redirect_objects": RedirectObject,
-    "rules": Rule,
-    "policies": Policy,
-}
+SECTIONS: dict[str, type[PolicyObject]] = dict(
+    zip(
+        SECTION_NAMES,
+        (
+            Device,
+            MonitorNode,
+            SecurityDomain,
+            Category,
+            Group,
+            Service,
+            MonitorObject,
+            RedirectObject,
+            Rule,
+            Policy,
+        ),
+        strict=True,
+    )
+)
 
 # (section, field) -> section the field's names refer to.
 REFERENCES: dict[tuple[str, str], str] = {

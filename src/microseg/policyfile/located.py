@@ -5,6 +5,12 @@ building the values ourselves from it keeps those positions and is several times
 a pure-Python round-trip parser on large policies. Duplicate keys are errors, merge keys
 (`<<: *defaults`) work as in YAML 1.1, and aliases may reuse values but not multiply them
 ("billion laughs"): a document may expand to at most its own length plus an allowance.
+
+Most policies use none of anchors, aliases, merges or tags. Those are built straight from
+libyaml's events (`_EventBuilder`), five times faster than composing nodes, whose Python
+objects and per-node resolver calls are most of a big file's load time (bench/cli_compile.py).
+The event builder gives up on anything else, and on any problem, and the node builder then
+reads the document: so it alone decides what is refused and says where.
 """
 
 from __future__ import annotations
@@ -59,6 +65,15 @@ class YamlProblem(Exception):
 
 def load_located(text: str) -> Any:
     """The document's value (None for an empty one), built of LocatedMap / LocatedList."""
+    budget = len(text) + ALIAS_EXPANSION_ALLOWANCE
+    try:
+        return _EventBuilder(budget).load(text)
+    except Exception:  # not the plain subset, or a problem: the node builder says which
+        return load_composed(text)
+
+
+def load_composed(text: str) -> Any:
+    """`load_located` through PyYAML's composer: every feature, every problem located."""
     try:
         root = yaml.compose(text, Loader=_Loader)
     except yaml.MarkedYAMLError as error:
@@ -192,3 +207,101 @@ class _Builder:
                 if key_node.tag == _MERGE_TAG:
                     pairs += self._merge_sources(nested, (*expanding, source))
         return pairs
+
+
+class _GivenUp(Exception):
+    """The event builder leaves this document to the node builder."""
+
+
+_STR_TAG = "tag:yaml.org,2002:str"
+
+
+class _EventBuilder:
+    """Located values from parser events, for documents of plain mappings, sequences and
+    scalars (no anchor, alias, merge key or explicit tag, one document). It builds what
+    `_Builder` builds from the composed nodes: the composer resolves a scalar's tag from its
+    text and style with the same resolver, and a node's position is its first event's mark.
+    """
+
+    def __init__(self, budget: int):
+        self.budget = budget
+        self.built = 0
+        self.scalars = yaml.constructor.SafeConstructor()
+        self.resolved: dict[tuple[str, tuple[bool, bool]], str] = {}
+
+    def load(self, text: str) -> Any:
+        parser = _Loader(text)
+        try:
+            parser.get_event()  # StreamStartEvent
+            if parser.check_event(yaml.StreamEndEvent):
+                return None
+            parser.get_event()  # DocumentStartEvent
+            value = self._value(parser, parser.get_event(), 1)
+            parser.get_event()  # DocumentEndEvent
+            if not isinstance(parser.get_event(), yaml.StreamEndEvent):
+                raise _GivenUp("more than one document")
+            return value
+        finally:
+            parser.dispose()
+
+    def _value(self, parser: Any, event: Any, depth: int) -> Any:
+        if event.anchor is not None or event.tag not in (None, "!"):
+            raise _GivenUp("anchor, alias or tag")
+        self.built += 1
+        if self.built > self.budget:
+            raise _GivenUp("over the budget")
+        if type(event) is yaml.ScalarEvent:
+            tag = self._tag(event)
+            if tag == _STR_TAG:  # what SafeConstructor.construct_yaml_str returns
+                return event.value
+            mark: Any = event.start_mark  # libyaml's Mark, which the constructor only reports
+            return self.scalars.construct_object(ScalarNode(tag, event.value, mark))
+        if depth > MAX_DEPTH:
+            raise _GivenUp("too deep")
+        if type(event) is yaml.SequenceStartEvent:
+            items = LocatedList(_mark(event))
+            while type(item := parser.get_event()) is not yaml.SequenceEndEvent:
+                items.append(self._value(parser, item, depth + 1))
+                items.item_positions.append(_mark(item))
+            return items
+        if type(event) is yaml.MappingStartEvent:
+            return self._mapping(parser, event, depth)
+        raise _GivenUp(type(event).__name__)
+
+    def _mapping(self, parser: Any, event: Any, depth: int) -> LocatedMap:
+        mapping = LocatedMap(_mark(event))
+        while type(key_event := parser.get_event()) is not yaml.MappingEndEvent:
+            if type(key_event) is not yaml.ScalarEvent or self._tag(key_event) == _MERGE_TAG:
+                raise _GivenUp("a merge key or a key that is not a scalar")
+            key = self._value(parser, key_event, depth + 1)
+            if key in mapping:
+                raise _GivenUp("a duplicate key")
+            value_event = parser.get_event()
+            mapping[key] = self._value(parser, value_event, depth + 1)
+            mapping.key_positions[key] = _mark(key_event)
+            mapping.value_positions[key] = _mark(value_event)
+        return mapping
+
+    def _tag(self, event: Any) -> str:
+        """The tag PyYAML's composer gives a scalar without an explicit one: a quoted one,
+        or a plain one whose first character starts no implicit type, is a string."""
+        value = event.value
+        if not event.implicit[0] or (value and value[0] not in _TYPED_FIRST_CHARACTERS):
+            return _STR_TAG
+        key = (value, event.implicit)
+        tag = self.resolved.get(key)
+        if tag is None:
+            tag = _RESOLVER.resolve(ScalarNode, value, event.implicit)
+            if len(self.resolved) < 100_000:
+                self.resolved[key] = tag
+        return tag
+
+
+_RESOLVER = yaml.resolver.Resolver()
+# yaml.resolver: implicit types (bool, int, float, null, timestamp, merge...) are tried by
+# the plain scalar's first character; the others are strings.
+_TYPED_FIRST_CHARACTERS = frozenset(k for k in _RESOLVER.yaml_implicit_resolvers if k)
+
+
+def _mark(event: Any) -> Position:
+    return (event.start_mark.line + 1, event.start_mark.column + 1)

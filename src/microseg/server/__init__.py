@@ -47,7 +47,9 @@ How auth works: API clients send `Authorization: Bearer <token>`. Browsers hold 
 token with `auth.csrf_token(request)`; with htmx put it on <body>:
 `hx-headers='{"X-CSRF-Token": "{{ csrf }}"}'`. Roles, lowest first: viewer (read), editor
 (workspaces, imports, changes), approver (approve, run, roll back), admin (users, tokens,
-devices, settings); each may do what the roles before it may.
+devices, settings); each may do what the roles before it may. Writing devices or monitor
+nodes (in a workspace or an import) also needs admin: call `auth.check_sections(principal,
+sections)` before such a write.
 """
 
 from microseg.server.app import create_app

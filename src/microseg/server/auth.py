@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -146,6 +147,23 @@ def require(minimum: Role) -> Any:
 
     dependency.__name__ = f"require_{minimum}"
     return dependency
+
+
+# Devices and monitor nodes say where microseg connects with the device credentials:
+# changing them is an admin's (issue 13: "admin (users, devices, credentials)").
+ADMIN_SECTIONS = frozenset({"devices", "monitor_nodes"})
+
+
+def check_sections(principal: Principal, sections: Iterable[str]) -> None:
+    """403 unless `principal` may change objects of every one of `sections`."""
+    touched = sorted(ADMIN_SECTIONS.intersection(sections))
+    if touched and not accounts.may(principal.role, "admin"):
+        raise ApiProblem(
+            403,
+            f"user {principal.name!r} is {principal.role}; changing {' and '.join(touched)} "
+            "(where microseg connects with the device credentials) needs the admin role",
+            "forbidden",
+        )
 
 
 Viewer = Annotated[Principal, Depends(require("viewer"))]

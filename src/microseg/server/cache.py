@@ -18,6 +18,8 @@ from microseg.policyfile import policy_document
 from microseg.store import Store
 
 CACHED_REVISIONS = 4
+# policy, intents, evaluators, document and a few devices' configurations per revision
+MAX_ENTRIES_PER_REVISION = 16
 
 
 class RevisionCache:
@@ -26,7 +28,7 @@ class RevisionCache:
     def __init__(self, store: Store, size: int = CACHED_REVISIONS):
         self._store = store
         self._size = size
-        self._entries: OrderedDict[tuple[str, int], Any] = OrderedDict()
+        self._entries: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
         self._lock = threading.Lock()
 
     def policy(self, revision: int) -> PolicySet:
@@ -61,7 +63,25 @@ class RevisionCache:
         )
         return found
 
-    def _get(self, key: tuple[str, int], make: Callable[[], Any]) -> Any:
+    def config(
+        self, revision: int, device: str, target: str | None, omit_mirror: bool
+    ) -> tuple[str, str]:
+        """(configuration, target) of one device, as `render_config` gives it."""
+        from microseg.targets.render import render_config
+
+        found: tuple[str, str] = self._get(
+            ("config", revision, device, target or "", omit_mirror),
+            lambda: render_config(
+                self.policy(revision),
+                device,
+                target,
+                self.intents(revision),
+                omit_mirror=omit_mirror,
+            ),
+        )
+        return found
+
+    def _get(self, key: tuple[Any, ...], make: Callable[[], Any]) -> Any:
         with self._lock:
             if key in self._entries:
                 self._entries.move_to_end(key)
@@ -69,6 +89,6 @@ class RevisionCache:
         value = make()  # outside the lock: two requests may both make it; both are right
         with self._lock:
             self._entries[key] = value
-            while len(self._entries) > 4 * self._size:
+            while len(self._entries) > MAX_ENTRIES_PER_REVISION * self._size:
                 self._entries.popitem(last=False)
         return value

@@ -11,7 +11,7 @@ from __future__ import annotations
 from microseg.compile.diff import DeviceDiff, diff_text
 from microseg.compile.intent import DeviceIntent
 from microseg.compile.resolve import CompileError, compile_all, compile_device
-from microseg.model import PolicySet
+from microseg.model import MicrosegError, PolicySet
 from microseg.targets import registry
 from microseg.targets.eos.monitor_node import Collector
 from microseg.targets.target import RenderOptions, check_capabilities
@@ -66,6 +66,17 @@ def configured_names(policy_set: PolicySet) -> list[str]:
     names = {d for domain in policy_set.domains for d in domain.devices}
     names |= {node.name for node in policy_set.monitor_nodes}
     return sorted(names)
+
+
+def check_configured(old: PolicySet, new: PolicySet, devices: list[str] | None) -> None:
+    """Refuse a device (`diff --device`) that neither policy configures."""
+    known = set(configured_names(old)) | set(configured_names(new))
+    unknown = [d for d in devices or [] if d not in known]
+    if unknown:
+        raise MicrosegError(
+            f"device {unknown[0]!r} is configured by neither policy "
+            f"(devices: {', '.join(sorted(known)) or 'none'})"
+        )
 
 
 def diff_policies(

@@ -316,6 +316,25 @@ class TermBoxes:
         return result
 
     @cached_property
+    def first_holders(self) -> np.ndarray:
+        """bool per meeting pair (aligned with `meeting`'s partners): the partner holds the
+        term's first packet, its lowest value on every line; that packet is the first class
+        of the term's region, so this is the region's first row without building it."""
+        start, partners = self.meeting
+        term = np.repeat(np.arange(len(self)), np.diff(start))
+        holds = np.ones(len(partners), dtype=bool)
+        for table, owners, _ in self.per_line:
+            lowest = table.lo[table.start[owners[term]]]
+            holds &= _holds(table, owners[partners], lowest)
+        return holds
+
+    def first_point(self, term: int) -> np.ndarray:
+        """The terms holding the term's first packet (ascending; the term among them)."""
+        start, partners = self.meeting
+        span = slice(start[term], start[term + 1])
+        return partners[span][self.first_holders[span]]
+
+    @cached_property
     def one_class(self) -> list[bool]:
         """Per term: uncut on every line, so its box is one class."""
         return [bool(one) for one in np.logical_and.reduce(self.uncut, axis=0)]
@@ -400,6 +419,18 @@ def sorted_unique(values: np.ndarray) -> np.ndarray:
     keep = np.ones(len(ordered), dtype=bool)
     keep[1:] = ordered[1:] != ordered[:-1]
     return ordered[keep]
+
+
+def _holds(table: IntervalTable, owners: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """bool per (owner, value): one of the owner's intervals holds the value. Intervals are
+    owner-major and sorted, so (owner, lo) keys are sorted and one search finds the only
+    interval that can hold it."""
+    owner_of = table.owner_of_each()
+    keys = (owner_of << 32) | table.lo  # every value of a line is below 2**32
+    at = np.searchsorted(keys, (owners << 32) | values, side="right") - 1
+    found = at >= 0
+    at = np.maximum(at, 0)
+    return found & (owner_of[at] == owners) & (table.hi[at] >= values)
 
 
 @lru_cache(maxsize=4096)

@@ -2,11 +2,12 @@
 
 Shadowing is decided as Batfish's filterLineReachability does, but over a finite space: the
 atomic cells of the device's field-sets (addresses and ports cut at every boundary,
-protocols and ICMP types grouped by identical membership), taken from the evaluator's bit
-tables. Every question is asked over a *region*, the classes of packets one term accepts,
-projected onto the terms that can meet that region at all: a term that misses it in one
-dimension is zero on every point of it, so dropping its bit changes no first match.
-Projected rows are a few bits wide and collapse into few distinct classes.
+protocols and ICMP types grouped by identical membership). Every question is asked over a
+*region*, the classes of packets one term accepts, cut only by the terms whose boxes meet it
+(`boxes.TermBoxes`): a term that misses it on one line is zero on every point of it, so
+leaving it out changes no first match. Rows are a few bits wide and collapse into few
+distinct classes, so the cost follows the pairs of terms that meet, not the policy squared.
+A match is usually settled by its box's first packet, which needs no region at all.
 
 Questions: does a match ever decide a packet, and which earlier matches decide its packets
 instead; does removing a rule (all its matches) change any packet's verdict; does moving a
@@ -35,8 +36,6 @@ FIRST_CHUNK = 1 << 10  # grid points of its first step
 # Grid points x words one edit question may scan; past it lint abstains (says it could not
 # decide) rather than run for minutes. Deterministic: a size, not a time.
 WORK_LIMIT = 1 << 31
-# Regions of more grid words than this are projected onto the terms that meet them first.
-PROJECT_ABOVE = 1 << 18
 SAMPLE_POINTS = 16  # packet classes a reachable match keeps as a sample
 
 Effect = tuple[str, tuple, str | None]  # action, redirect next-hops, mirror session
@@ -175,6 +174,10 @@ class Coverage:
     deciders: tuple[int, ...] = ()  # every earlier match deciding some of its packets
     blockers: tuple[int, ...] = ()  # an irredundant subset of those that covers it
     sample: Sample | None = None  # when reachable: some packet classes it decides
+    # When reachable through its first packet: that packet's class (the first row of the
+    # sample) and the term whose region the rest of the sample is drawn from.
+    first: Sample | None = None
+    sample_term: int = -1
 
 
 class DecisionSpace:
@@ -188,6 +191,7 @@ class DecisionSpace:
         self._bounds = np.searchsorted(self.term_match, np.arange(match_count + 1)).tolist()
         self._regions: dict[int, Region | None] = {}
         self._coverage: dict[int, Coverage | None] = {}
+        self._samples: dict[int, Sample] = {}
 
     def terms_of(self, matches: list[int]) -> np.ndarray:
         """The terms of some matches (term_match is sorted: a match's terms are a run)."""
@@ -217,6 +221,30 @@ class DecisionSpace:
         service = _combined(_combined(protocol, icmp), _combined(source_port, destination_port))
         return Region(terms, source, destination, service)
 
+    def first_sample(self, term: int) -> Sample:
+        """The class of the term's first packet, as a one-row Sample over the terms it meets."""
+        terms = self.boxes.meets(term)
+        holders = np.zeros(len(terms), dtype=bool)
+        holders[np.searchsorted(terms, self.boxes.first_point(term))] = True
+        return Sample(_mask(holders)[None, :], terms)
+
+    def sample(self, match: int) -> Sample | None:
+        """Some packet classes a reachable match decides: the decided rows of the first chunk
+        of a region scan that has any."""
+        coverage = self.coverage(match)
+        if coverage is None or coverage.sample is not None or coverage.sample_term < 0:
+            return coverage.sample if coverage else None
+        if match not in self._samples:
+            region = self.region(coverage.sample_term)
+            assert region is not None  # it holds the first packet
+            for grid in region.grids():
+                decided = self.term_match[region.terms[first_set(grid)]] == match
+                if decided.any():
+                    rows = grid[np.flatnonzero(decided)[:SAMPLE_POINTS]]
+                    self._samples[match] = Sample(rows, region.terms)
+                    break
+        return self._samples[match]
+
     # -- does a match decide anything? ------------------------------------------------------
     def coverage(self, match: int) -> Coverage | None:
         """None when the match does not apply in this state."""
@@ -231,6 +259,12 @@ class DecisionSpace:
         deciders: set[int] = set()
         regions = []
         for term in terms:
+            if not self.boxes.one_class[term] and len(self.boxes.meets(term)):
+                # The first packet of the term's box decides first, as a region scan would
+                # find: the region is built only if a sample needs more than that packet.
+                opening = self.first_sample(term)
+                if self.term_match[opening.terms[first_set(opening.rows)[0]]] == match:
+                    return Coverage(False, True, first=opening, sample_term=int(term))
             region = self.region(term)
             if region is None:
                 continue
@@ -502,28 +536,42 @@ class PolicyAnalysis:
         never makes an earlier one match)."""
         for match in sorted(set(space.term_match[present].tolist())):
             coverage = space.coverage(match)
-            if coverage is None or coverage.sample is None:
+            if coverage is None or not coverage.reachable:
                 continue
             # The match decided these classes first, and still does: removing other
-            # matches never makes an earlier one match.
-            sample = coverage.sample
-            if sample.terms[-1] <= last:  # no term after the rule: the default decides them
-                if self.codes[match] != default_code:
-                    return Conflict(int(self.codes[match]), default_code, True)
+            # matches never makes an earlier one match. The first packet alone settles it
+            # when removing the rule alone changes its verdict (the sample's answer then).
+            if coverage.first is not None:
+                conflict = self._conflict_in(
+                    space, coverage.first, match, last, hinted, default_code
+                )
+                if conflict and conflict.alone:
+                    return conflict
+            sample = space.sample(match)
+            if sample is None:
                 continue
-            deciding = sample.terms[first_set(sample.rows)]
-            conflict = space._conflict_at(
-                sample.rows,
-                sample.terms,
-                deciding,
-                last,
-                hinted[sample.terms],
-                self.codes,
-                default_code,
-            )
+            conflict = self._conflict_in(space, sample, match, last, hinted, default_code)
             if conflict:
                 return conflict
         return None
+
+    def _conflict_in(
+        self, space: DecisionSpace, sample: Sample, match: int, last: int, hinted, default_code
+    ) -> Conflict | None:
+        if sample.terms[-1] <= last:  # no term after the rule: the default decides them
+            if self.codes[match] != default_code:
+                return Conflict(int(self.codes[match]), default_code, True)
+            return None
+        deciding = sample.terms[first_set(sample.rows)]
+        return space._conflict_at(
+            sample.rows,
+            sample.terms,
+            deciding,
+            last,
+            hinted[sample.terms],
+            self.codes,
+            default_code,
+        )
 
     def _removal(self, rule: str, gone: list[np.ndarray], default_keeps: bool) -> Outcome:
         indexes = self.rules[rule]

@@ -18,7 +18,7 @@ from microseg.server.auth import Viewer
 from microseg.server.context import server_context
 from microseg.store.specs import is_stored_spec, revision_number, stored_policy
 from microseg.targets import registry
-from microseg.targets.render import configured_names, diff_policies, render_config
+from microseg.targets.render import check_configured, diff_policies, render_config
 
 router = APIRouter(prefix="/api", tags=["compile and check"])
 
@@ -67,8 +67,12 @@ def compile_device(
     """One device's (or monitor node's) configuration (`microseg compile`)."""
     if target is not None and target not in registry.names():
         raise MicrosegError(f"target {target!r}: choose one of {', '.join(registry.names())}")
-    policy_set, intents = resolve_compiled(request, policy)
-    config, used = render_config(policy_set, device, target, intents, omit_mirror=omit_mirror)
+    if policy.startswith("rev:"):
+        revisions = server_context(request).revisions
+        config, used = revisions.config(revision_number(policy), device, target, omit_mirror)
+    else:
+        policy_set = resolve(request, policy)
+        config, used = render_config(policy_set, device, target, omit_mirror=omit_mirror)
     return {"device": device, "target": used, "config": config}
 
 
@@ -83,13 +87,7 @@ def diff(
     """Per-device, section-aware unified diff of the compiled configuration
     (`microseg diff`): every device, changed or not, and the summary."""
     old_set, new_set = resolve(request, old, "old"), resolve(request, new, "new")
-    known = set(configured_names(old_set)) | set(configured_names(new_set))
-    unknown = [d for d in device or [] if d not in known]
-    if unknown:
-        raise MicrosegError(
-            f"device {unknown[0]!r} is configured by neither policy "
-            f"(devices: {', '.join(sorted(known)) or 'none'})"
-        )
+    check_configured(old_set, new_set, device)
     diffs = diff_policies(old_set, new_set, device or None, old, new)
     return {
         "old": old,
@@ -120,10 +118,13 @@ def check(
 ) -> dict[str, Any]:
     """Can `from` reach `to`, and which rule decides, on the request and the reply
     (`microseg check --json`); for groups, per pair of address classes."""
-    policy_set = resolve(request, policy)
+    policy_set, intents = resolve_compiled(request, policy)
     if is_address(source) and is_address(destination):
+        engines = None
+        if policy.startswith("rev:"):
+            engines = server_context(request).revisions.engines(revision_number(policy))
         return check_connection(
-            policy_set, source, destination, proto, port, icmp_type, vrf, device
+            policy_set, source, destination, proto, port, icmp_type, vrf, device, intents, engines
         ).as_dict()
     return check_groups(
         policy_set, source, destination, proto, port, icmp_type, vrf, device

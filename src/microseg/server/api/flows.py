@@ -4,8 +4,11 @@ data dir, as the CLI)."""
 
 from __future__ import annotations
 
+import os
 import pathlib
-from datetime import datetime
+import threading
+from collections import OrderedDict
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
@@ -54,15 +57,53 @@ def sessions(
 ) -> dict[str, Any]:
     """The session table (`microseg sessions list --json`), filtered and paged; rows in
     first-seen order."""
-    from microseg.flows.flowstore import EPHEMERAL_PORT, read_sessions, session_rows
+    from microseg.flows.flowstore import session_rows
 
-    store = flow_store_dir(request)
     if since is not None and since.tzinfo is None:
-        from datetime import UTC
-
         since = since.replace(tzinfo=UTC)
+    filters = (eph, vrf, proto, src, dst, port, since)
+    table = _session_table(flow_store_dir(request), filters)
+    page = table.slice(offset, limit) if offset < table.num_rows else table.slice(0, 0)
+    return {
+        "total": table.num_rows,
+        "offset": offset,
+        "limit": limit,
+        "sessions": session_rows(page),
+    }
+
+
+# The session table of one state of the flow store, per filter: segments are written once
+# and renamed into place, never rewritten (a compaction writes new ones and deletes the old),
+# so the sorted segment names and sizes identify what a read returns.
+_SESSION_TABLES: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+_SESSION_TABLES_LOCK = threading.Lock()
+SESSION_TABLES_KEPT = 16
+
+
+def _store_state(path: pathlib.Path) -> tuple[Any, ...]:
+    if path.is_file():
+        status = path.stat()
+        return (str(path), status.st_mtime_ns, status.st_size)
+    segments = path / "segments"
+    if not segments.is_dir():
+        return (str(path), None)
+    return (
+        str(path),
+        tuple(sorted((entry.name, entry.stat().st_size) for entry in os.scandir(segments))),
+    )
+
+
+def _session_table(path: pathlib.Path, filters: tuple[Any, ...]) -> Any:
+    from microseg.flows.flowstore import EPHEMERAL_PORT, read_sessions
+
+    key = (_store_state(path), filters)
+    with _SESSION_TABLES_LOCK:
+        if key in _SESSION_TABLES:
+            _SESSION_TABLES.move_to_end(key)
+            return _SESSION_TABLES[key]
+    eph, vrf, proto, src, dst, port, since = filters
     table = read_sessions(
-        store if store.exists() else None,
+        path if path.exists() else None,
         ephemeral_port=EPHEMERAL_PORT if eph else None,
         vrf=vrf,
         protocol=proto,
@@ -71,13 +112,11 @@ def sessions(
         port=port,
         since=since,
     )
-    page = table.slice(offset, limit) if offset < table.num_rows else table.slice(0, 0)
-    return {
-        "total": table.num_rows,
-        "offset": offset,
-        "limit": limit,
-        "sessions": session_rows(page),
-    }
+    with _SESSION_TABLES_LOCK:
+        _SESSION_TABLES[key] = table
+        while len(_SESSION_TABLES) > SESSION_TABLES_KEPT:
+            _SESSION_TABLES.popitem(last=False)
+    return table
 
 
 class RecommendQuery(BaseModel):

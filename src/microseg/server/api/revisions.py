@@ -20,7 +20,7 @@ from microseg.server.api.bodies import (
 )
 from microseg.server.api.models import PolicyDocument
 from microseg.server.audit import audited
-from microseg.server.auth import Editor, Viewer
+from microseg.server.auth import Editor, Viewer, check_sections
 from microseg.server.context import server_context
 from microseg.server.problems import ApiProblem
 from microseg.store import NotFound
@@ -82,11 +82,24 @@ async def import_revision(
     if not count:
         raise MicrosegError("request body: the policy holds no objects: nothing imported")
     store = server_context(request).store
+    check_sections(principal, await run_in_threadpool(_changed_sections, store, policy_set))
     revision = await run_in_threadpool(
         store.import_policy, policy_set, principal.name, message or "import through the API"
     )
     audited(request, principal, "revision.import", f"revision/{revision}", {"objects": count})
     return {"revision": revision, "objects": count}
+
+
+def _changed_sections(store: Any, policy_set: Any) -> list[str]:
+    """The sections whose objects differ between the head and `policy_set`."""
+    from microseg.store.snapshot import policy_bodies
+
+    head = store.head()
+    before = policy_bodies(store.revision_policy(head)) if head is not None else {}
+    after = policy_bodies(policy_set)
+    return sorted(
+        {key[0] for key in before.keys() | after.keys() if before.get(key) != after.get(key)}
+    )
 
 
 @router.get("/{number}", response_model=RevisionDetail)

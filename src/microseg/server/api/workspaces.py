@@ -22,7 +22,7 @@ from microseg.server.api.bodies import (
 )
 from microseg.server.api.models import DiffReport, ObjectChangeOut, PolicyDocument, WorkspaceOut
 from microseg.server.audit import audited
-from microseg.server.auth import Editor, Viewer
+from microseg.server.auth import Editor, Viewer, check_sections
 from microseg.server.context import server_context
 from microseg.server.problems import ApiProblem
 from microseg.store import NotFound
@@ -206,6 +206,7 @@ async def _set(
 ) -> dict[str, Any]:
     from starlette.concurrency import run_in_threadpool
 
+    check_sections(principal, (obj.section for obj in source.objects))
     store = server_context(request).store
     before = await run_in_threadpool(_bodies_of, store, name, source)
     try:
@@ -244,8 +245,9 @@ def delete_object(
 ) -> None:
     """Delete an object in the workspace; refused (422, every problem) while anything refers
     to it."""
+    check_sections(principal, [_section(section)])
     store = server_context(request).store
-    existing = store.workspace_policy(name).get(_section(section), object_name)
+    existing = store.workspace_policy(name).get(section, object_name)
     store.workspace_delete(name, section, object_name)
     before = None if existing is None else object_document(section, existing)
     audited(

@@ -14,6 +14,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from microseg.model import SECTIONS, MicrosegError, PolicyError, PolicySet, Problem
 from microseg.model.errors import singular
 from microseg.policyfile import dump_policy, read_policy_source_text
+from microseg.server.auth import check_sections
 from microseg.server.web.errors import WebRoute
 from microseg.server.web.identity import Editor, Viewer, audit, store_of
 from microseg.server.web.render import page
@@ -210,9 +211,12 @@ def _object_yaml(section: str, values: dict[str, Any]) -> str:
 
 
 @router.post("/workspaces/{ws}/objects/{section}", response_class=HTMLResponse)
-async def save_object(request: Request, _: Editor, ws: str, section: str) -> Response:
+async def save_object(request: Request, principal: Editor, ws: str, section: str) -> Response:
     form = await request.form()
     existing = form.get("existing") == "1"
+    # Devices and monitor nodes say where microseg uses the device credentials: admin only,
+    # as in the API (whatever sections the editor's YAML names).
+    check_sections(principal, [section])
     with store_of(request) as store:
         if section in FORMS:
             values = _values_from_form(section, form)
@@ -241,6 +245,7 @@ async def save_object(request: Request, _: Editor, ws: str, section: str) -> Res
         else:
             text = str(form.get("yaml") or "")
             source = read_policy_source_text(text, "editor")
+            check_sections(principal, (obj.section for obj in source.objects))
             try:
                 set_from_source(store, ws, source, "editor")
             except MicrosegError as error:
@@ -290,8 +295,9 @@ def _words(value: Any) -> list[str]:
 
 
 @router.post("/workspaces/{ws}/objects/{section}/delete")
-async def delete_object(request: Request, _: Editor, ws: str, section: str) -> Response:
+async def delete_object(request: Request, principal: Editor, ws: str, section: str) -> Response:
     name = str((await request.form()).get("name") or "")
+    check_sections(principal, [section])
     with store_of(request) as store:
         store.workspace_delete(ws, section, name)
     audit(request, "workspace.delete", f"workspace/{ws}", {"section": section, "name": name})

@@ -1,0 +1,129 @@
+"""Start-up stays light (issue 14): commands load lazily, `--help` still lists every one, the
+heavy libraries stay out of commands that do not need them, and shell completion works.
+Behaviour, not timing: bench/startup.py measures the time."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from microseg.cli.app import ALL_MODULES, COMMAND_MODULES, PANELS, root_command
+from support import EXAMPLES, cli_command, cli_env
+
+HEAVY = ("sqlalchemy", "alembic", "duckdb", "pyarrow", "numpy", "pydantic", "ruamel", "yaml")
+
+
+def _modules_after(code: str) -> list[str]:
+    """The heavy top-level packages a fresh interpreter has imported after running `code`."""
+    probe = (
+        "import json, sys\n"
+        f"{code}\n"
+        f"print(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY!r}))))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], env=cli_env(), capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def _run_main(*args: str) -> str:
+    return (
+        "from microseg.cli import main\n"
+        f"try:\n    main({list(args)!r})\nexcept SystemExit as done:\n"
+        "    assert not done.code, done.code"
+    )
+
+
+def test_help_lists_every_command_the_modules_register(run_cli):
+    registered = set(root_command().commands)
+    assert registered == set(COMMAND_MODULES)
+    listed = {
+        line.split()[0]
+        for line in run_cli("--help").stdout.splitlines()
+        if line.startswith("  ") and not line.lstrip().startswith("-")
+    }
+    assert registered <= listed
+
+
+@pytest.mark.parametrize("name", sorted(COMMAND_MODULES))
+def test_a_command_is_registered_by_the_module_the_table_names(name):
+    module = COMMAND_MODULES[name]
+    modules = ALL_MODULES if module == "*" else (module,)
+    code = (
+        "import importlib\nfrom microseg.cli.app import _registered\n"
+        f"print({name!r} in _registered({modules!r}))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=cli_env(), capture_output=True, text=True, timeout=120
+    )
+    assert done.stdout.split() == ["True"], done.stderr
+
+
+def test_importing_the_cli_imports_no_database_arrow_or_model_library():
+    assert _modules_after("import microseg.cli") == []
+
+
+def test_version_and_help_import_no_heavy_library():
+    assert _modules_after(_run_main("--version")) == []
+    assert _modules_after(_run_main("--help")) == []
+
+
+def test_validating_a_file_never_loads_the_store_or_flow_libraries():
+    loaded = _modules_after(_run_main("validate", str(EXAMPLES / "home-lab.yaml")))
+    assert "pydantic" in loaded  # the command does its work
+    assert not {"sqlalchemy", "alembic", "duckdb", "pyarrow"} & set(loaded), loaded
+
+
+def test_help_keeps_its_headings_in_order(run_cli):
+    text = run_cli("--help").stdout
+    headings = [line[:-1] for line in text.splitlines() if line.endswith(":") and line[0] != " "]
+    assert headings[0] == "Options"
+    assert [h for h in headings if h in PANELS] == list(PANELS)
+
+
+def test_unknown_command_is_a_user_error(run_cli):
+    result = run_cli("compil")
+    assert result.exit_code == 1
+    assert "No such command 'compil'" in result.stderr
+
+
+def test_shell_completion_offers_the_commands():
+    # What the bash script `--install-completion` writes asks microseg for (typer's protocol).
+    done = subprocess.run(
+        cli_command(),
+        env=cli_env(_MICROSEG_COMPLETE="complete_bash", COMP_WORDS="microseg comp", COMP_CWORD="1"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.stdout.split() == ["compile"], done.stderr
+
+
+def test_shell_completion_offers_a_subcommand_and_options():
+    def complete(words: str, index: int) -> list[str]:
+        env = cli_env(_MICROSEG_COMPLETE="complete_bash", COMP_WORDS=words, COMP_CWORD=str(index))
+        done = subprocess.run(cli_command(), env=env, capture_output=True, text=True, timeout=120)
+        return done.stdout.split()
+
+    assert "build" in complete("microseg workspace b", 2)
+    assert "--device" in complete("microseg compile x.yaml --dev", 3)
+
+
+def test_install_completion_writes_the_bash_script(tmp_path):
+    env = cli_env(HOME=str(tmp_path), _TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION="1")
+    done = subprocess.run(
+        cli_command("--install-completion", "bash"),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    bashrc = (tmp_path / ".bashrc").read_text()
+    script = tmp_path / ".bash_completions" / "microseg.sh"
+    assert f"source '{script}'" in bashrc or f"source {script}" in bashrc, bashrc
+    assert "_MICROSEG_COMPLETE=complete_bash" in script.read_text()

@@ -1,0 +1,98 @@
+"""`microseg collect --listen A --listen B`: one collector, IPFIX and NetFlow v9 on different
+ports at once, sessions from both in one table and one store (issue 14)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+
+from flows_encoder import (
+    Field,
+    address,
+    data_set,
+    ipfix_message,
+    ipfix_template_set,
+    netflow9_packet,
+    netflow9_template_flowset,
+    uint,
+)
+
+from microseg.flows.flowstore import read_sessions
+from microseg.flows.replay import send_datagrams
+from support import cli_command, cli_env
+
+# sourceIPv4Address, destinationIPv4Address, ports, protocol, packets, octets: the same
+# element numbers in IPFIX (RFC 7012) and NetFlow v9 (RFC 3954).
+TEMPLATE = [Field(8, 4), Field(12, 4), Field(7, 2), Field(11, 2), Field(4, 1)]
+TEMPLATE += [Field(2, 4), Field(1, 4)]
+
+
+def _record(source: str, destination: str, port: int) -> bytes:
+    return (
+        address(source) + address(destination) + uint(50_000, 2) + uint(port, 2) + uint(6, 1)
+    ) + (uint(3, 4) + uint(180, 4))
+
+
+def _start(store, *listen: str) -> tuple[subprocess.Popen, list[int]]:
+    options = [word for text in listen for word in ("--listen", text)]
+    command = cli_command("collect", *options, "--store", str(store), "--json")
+    command += ["--flush-interval", "0.05", "--inactive-timeout", "0"]
+    process = subprocess.Popen(
+        command, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    ready = process.stderr.readline()
+    assert ready.startswith("listening on "), ready + process.stderr.read()
+    where = ready.removeprefix("listening on ").split(", store ")[0]
+    return process, [int(text.rsplit(":", 1)[1]) for text in where.split(", ")]
+
+
+def test_ipfix_and_netflow9_on_two_ports_reach_one_store(tmp_path):
+    collector, ports = _start(tmp_path, "127.0.0.1:0", "127.0.0.1:0")
+    try:
+        assert len(ports) == 2 and ports[0] != ports[1]
+        ipfix = ipfix_message(
+            [
+                ipfix_template_set({300: TEMPLATE}),
+                data_set(300, [_record("10.0.0.1", "10.0.9.1", 22)]),
+            ]
+        )
+        netflow9 = netflow9_packet(
+            [
+                netflow9_template_flowset({300: TEMPLATE}),
+                data_set(300, [_record("10.0.0.2", "10.0.9.2", 443)]),
+            ],
+            unix_seconds=1_763_578_400,
+        )
+        send_datagrams([ipfix], "127.0.0.1", ports[0])
+        send_datagrams([netflow9], "127.0.0.1", ports[1])
+    finally:
+        collector.send_signal(signal.SIGTERM)
+        out, err = collector.communicate(timeout=60)
+    assert collector.returncode == 0, err
+    final = json.loads(out.splitlines()[-1])
+    assert (final["datagrams"], final["records"], final["decode_errors"]) == (2, 2, 0)
+    sessions = read_sessions(tmp_path).to_pylist()
+    servers = sorted((row["dst"], row["dport"]) for row in sessions)
+    assert servers == [("10.0.9.1", "22"), ("10.0.9.2", "443")]
+
+
+def test_an_address_that_cannot_be_bound_is_a_user_error_naming_it(tmp_path):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            cli_command(
+                "collect",
+                *("--listen", "127.0.0.1:0", "--listen", f"127.0.0.1:{port}"),
+                *("--store", str(tmp_path)),
+            ),
+            env=cli_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 1, done.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
+    assert "Traceback" not in done.stderr
