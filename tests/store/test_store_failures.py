@@ -170,3 +170,20 @@ def test_a_read_only_database_file_is_a_user_error(tmp_path, read_only):
     assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
     assert "readonly database" in lines[0] or "unable to open" in lines[0], lines[0]
     assert database.read_bytes() == contents
+
+
+def test_a_connection_pool_that_stays_busy_is_a_user_error(tmp_path):
+    """`serve` under load: every pooled connection busy past the pool's timeout is a clear
+    error naming the store, not a traceback (it was sqlalchemy's TimeoutError)."""
+    from sqlalchemy import create_engine
+
+    from microseg.model import MicrosegError
+    from microseg.store import Store, init_database
+
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    init_database(url)
+    engine = create_engine(url, pool_size=1, max_overflow=0, pool_timeout=0.05)
+    # The pool's only connection is held while the store asks for one.
+    with engine.connect(), pytest.raises(MicrosegError, match="connection pool timeout"):
+        Store(engine).head()
+    engine.dispose()

@@ -22,6 +22,7 @@ from typing import Any
 from pydantic import BaseModel
 from sqlalchemy import Engine, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session
 
 from microseg.model import MicrosegError, PolicyError, PolicySet, Problem
@@ -109,6 +110,12 @@ def _reporting_database_errors(what: str) -> Iterator[None]:
     except DBAPIError as error:
         reason = str(error.orig).strip().splitlines()[0] if str(error.orig).strip() else ""
         raise MicrosegError(f"{what}: {reason or type(error.orig).__name__}") from None
+    except PoolTimeoutError:
+        # Every pooled connection stayed busy past the pool's timeout (many concurrent
+        # requests in `serve`): a refusal to retry, not a crash.
+        raise MicrosegError(
+            f"{what}: all database connections are busy (connection pool timeout); try again"
+        ) from None
 
 
 class Store:
