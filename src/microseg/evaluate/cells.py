@@ -26,19 +26,25 @@ def field_set_intervals(field_set: PrefixFieldSet) -> list[tuple[int, int]]:
     """The addresses of a field-set as sorted disjoint [first, last] integer intervals.
 
     EOS `except` entries remove addresses from the field-set's prefixes."""
-    included = _merge([_span(p) for p in field_set.prefixes])
-    excluded = _merge([_span(p) for p in field_set.except_prefixes])
-    return _subtract(included, excluded)
+    return prefix_intervals(field_set.prefixes, field_set.except_prefixes)
 
 
-def _span(prefix) -> tuple[int, int]:
+def prefix_intervals(prefixes, except_prefixes) -> list[tuple[int, int]]:
+    """The addresses of `prefixes` minus `except_prefixes` as sorted disjoint [first, last]
+    integer intervals (a field-set's, or a group's of one family)."""
+    included = merge_intervals([prefix_span(p) for p in prefixes])
+    excluded = merge_intervals([prefix_span(p) for p in except_prefixes])
+    return subtract_intervals(included, excluded)
+
+
+def prefix_span(prefix) -> tuple[int, int]:
     """A prefix's first and last address, without building address objects (ipaddress's
     broadcast_address costs more than the whole interval arithmetic)."""
     first = int(prefix.network_address)
     return first, first | ((1 << (prefix.max_prefixlen - prefix.prefixlen)) - 1)
 
 
-def _merge(intervals: list[tuple[int, int]]) -> list[tuple[int, int]]:
+def merge_intervals(intervals: list[tuple[int, int]]) -> list[tuple[int, int]]:
     merged: list[tuple[int, int]] = []
     for first, last in sorted(intervals):
         if merged and first <= merged[-1][1] + 1:
@@ -48,7 +54,7 @@ def _merge(intervals: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return merged
 
 
-def _subtract(
+def subtract_intervals(
     included: list[tuple[int, int]], excluded: list[tuple[int, int]]
 ) -> list[tuple[int, int]]:
     result: list[tuple[int, int]] = []

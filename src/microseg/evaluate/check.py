@@ -15,6 +15,12 @@ from dataclasses import dataclass, replace
 
 from microseg.compile.intent import DeviceIntent
 from microseg.compile.resolve import compile_all
+from microseg.evaluate.cells import (
+    field_set_intervals,
+    merge_intervals,
+    prefix_intervals,
+    prefix_span,
+)
 from microseg.evaluate.engine import CompiledDevice, Decision
 from microseg.evaluate.packets import icmp_type_number, protocol_number
 from microseg.model import MicrosegError, PolicySet
@@ -572,45 +578,12 @@ def _resolve_endpoint(policy_set: PolicySet, text: str, option: str) -> Endpoint
     group = policy_set.group(text)
     intervals = {}
     for family in (4, 6):
-        covered = _union([_interval(p) for p in group.prefixes_of(family)])
-        excluded = _union([_interval(p) for p in group.except_prefixes_of(family)])
-        remaining = _subtract(covered, excluded)
+        remaining = prefix_intervals(group.prefixes_of(family), group.except_prefixes_of(family))
         if remaining:
             intervals[family] = tuple(remaining)
     if not intervals:
         raise MicrosegError(f"{option} group {text!r} holds no addresses")
     return Endpoint(text, text, intervals)
-
-
-def _interval(network) -> tuple[int, int]:
-    return int(network.network_address), int(network.broadcast_address)
-
-
-def _union(intervals: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    merged: list[tuple[int, int]] = []
-    for first, last in sorted(intervals):
-        if merged and first <= merged[-1][1] + 1:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], last))
-        else:
-            merged.append((first, last))
-    return merged
-
-
-def _subtract(
-    intervals: list[tuple[int, int]], removed: list[tuple[int, int]]
-) -> list[tuple[int, int]]:
-    result = []
-    for first, last in intervals:
-        start = first
-        for cut_first, cut_last in removed:
-            if cut_last < start or cut_first > last:
-                continue
-            if cut_first > start:
-                result.append((start, cut_first - 1))
-            start = max(start, cut_last + 1)
-        if start <= last:
-            result.append((start, last))
-    return result
 
 
 def _address_sets(
@@ -622,13 +595,11 @@ def _address_sets(
     found: dict[int, list[list[tuple[int, int]]]] = {4: [], 6: []}
     for intent in intents.values():
         for field_set in intent.prefix_field_sets.values():
-            covered = _union([_interval(p) for p in field_set.prefixes])
-            excluded = _union([_interval(p) for p in field_set.except_prefixes])
-            found[4 if field_set.family == "ipv4" else 6].append(_subtract(covered, excluded))
+            found[4 if field_set.family == "ipv4" else 6].append(field_set_intervals(field_set))
     for policy_device in policy_set.devices:
         for segment in policy_device.segments:
             for subnet in segment.subnets:
-                found[subnet.version].append([_interval(subnet)])
+                found[subnet.version].append([prefix_span(subnet)])
     return found
 
 
@@ -655,4 +626,4 @@ def _classes(
             any(first <= piece[0] and piece[1] <= last for first, last in found) for found in sets
         )
         by_membership.setdefault(membership, []).append(piece)
-    return [AddressClass(family, tuple(_union(found))) for found in by_membership.values()]
+    return [AddressClass(family, tuple(merge_intervals(found))) for found in by_membership.values()]
