@@ -222,8 +222,8 @@ def load_policy_text(text: str, filename: str = "<string>") -> PolicySet:
 def build_policy(source: PolicySource) -> PolicySet:
     """Validate every object, then the references between them; every problem at once.
 
-    The set is made from the validated objects once their references hold: validating it
-    again would only repeat `reference_problems` (a model's own validator), already run here."""
+    The set whose references were checked is the result: validating it again would only
+    repeat `reference_problems` (PolicySet's own validator), already run here."""
     problems = list(source.problems)
     sections: dict[str, list[BaseModel]] = {section: [] for section in SECTIONS}
     unvalidated: dict[str, list[Any]] = {section: [] for section in SECTIONS}
@@ -257,7 +257,7 @@ def build_policy(source: PolicySource) -> PolicySet:
     ]
     if problems:
         raise PolicyError(source.locate_all(problems))
-    return PolicySet.model_construct(**{section: tuple(objs) for section, objs in sections.items()})
+    return candidate
 
 
 def _problem_order(problem: Problem) -> tuple:
