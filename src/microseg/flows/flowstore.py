@@ -42,7 +42,7 @@ import stat
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -206,14 +206,16 @@ class FlowStore:
         self._remove_superseded(self.scan())
         return self
 
-    def write(self, sessions: pa.Table) -> Path | None:
+    def write(self, sessions: pa.Table, *, day: date | None = None) -> Path | None:
         """One new segment with these sessions (SESSION_SCHEMA), atomically; None if empty.
+        `day`: the UTC day of the partition (default today, as the collector writes; an
+        import or `bench/scale.py` writes past days).
 
         Raises OSError (no space, read-only...) with nothing left behind."""
         if sessions.num_rows == 0:
             return None
         return self._write_segment(
-            sort_sessions(sessions.cast(SESSION_SCHEMA)), {}, self._partition()
+            sort_sessions(sessions.cast(SESSION_SCHEMA)), {}, self._partition(day)
         )
 
     def segments(self) -> list[Path]:
@@ -391,12 +393,12 @@ class FlowStore:
                 with contextlib.suppress(OSError):
                     stray.unlink(missing_ok=True)
 
-    def _partition(self) -> Path | None:
-        """This collector's directory for today (UTC), None in the flat layout."""
+    def _partition(self, day: date | None = None) -> Path | None:
+        """This collector's directory for `day` (default today, UTC), None in the flat layout."""
         if self.collector_id is None:
             return None
-        day = datetime.now(UTC).strftime("%Y-%m-%d")
-        return self.segment_dir / f"date={day}" / f"collector={self.collector_id}"
+        when = (day or datetime.now(UTC).date()).strftime("%Y-%m-%d")
+        return self.segment_dir / f"date={when}" / f"collector={self.collector_id}"
 
     @contextlib.contextmanager
     def _maintenance_lock(self, dry_run: bool) -> Iterator[None]:
