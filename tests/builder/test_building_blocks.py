@@ -269,7 +269,7 @@ def test_each_switch_of_a_fabric_decides_only_the_sessions_that_pass_it():
                 action="drop",
             ),
             Rule(name="web", sources=["net3"], destinations=["net3"], services=["HTTPS"]),
-        ),  # fmt: skip
+        ),
         policies=(Policy(name="dc", id=1, domain="dc", rules=("no-ssh", "web")),),
     )
     rows = [
