@@ -33,7 +33,8 @@ wall seconds, sessions per second, peak RSS, load average, and the largest store
 engine handled within the memory limit.
 
 Run: .venv/bin/python bench/scale.py [--data DIR] [--sizes 1000000,10000000,30000000,100000000]
-     [--engines duckdb,spark] [--spark-master local[2]] [--memory-limit 24G] [--quick]
+     [--engines duckdb,spark] [--spark-master local[2]] [--spark-conf spark.KEY=VALUE]
+     [--memory-limit 24G] [--quick]
 `--data DIR` keeps the generated store and reuses it on the next run (a larger size adds
 rounds to it); without it a temporary directory is used and removed.
 """
@@ -42,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import ipaddress
 import json
 import os
@@ -552,6 +554,18 @@ class DataDir:
         path.with_suffix(".tmp").write_text(json.dumps(manifest, indent=1))
         os.replace(path.with_suffix(".tmp"), path)
 
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """One bench per data directory at a time: another would take this one's unfinished
+        round for a crashed one and remove it (flock, released when the process dies)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".lock", "w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise SystemExit(f"{self.root}: another bench/scale.py is using it") from None
+            yield
+
     def generate(self, sizes: list[int], batch: int, log) -> dict:
         """Add the rounds `sizes` needs; returns the manifest. A round interrupted before
         it finished is removed and made again."""
@@ -688,6 +702,8 @@ def run_recommend(
         command += ["--engine", engine]
     if engine == "spark":
         command += ["--spark-master", options.spark_master]
+        for setting in options.spark_conf:
+            command += ["--spark-conf", setting]
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + env.get("PYTHONPATH", "")
     one, five, fifteen = (round(value, 2) for value in os.getloadavg())
@@ -752,7 +768,7 @@ def data_directory(path: Path | None) -> Iterator[Path]:
 def bench(options: argparse.Namespace, log=lambda text: None) -> dict:
     """Generate (or reuse) the store, run every engine at every size; the figures."""
     sizes = sorted(options.sizes)
-    with data_directory(options.data) as root:
+    with data_directory(options.data) as root, DataDir(root, options.seed).locked():
         data = DataDir(root, options.seed)
         free = shutil.disk_usage(root if root.exists() else root.parent).free
         manifest = data.generate(sizes, options.batch, log)
@@ -825,6 +841,9 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help=f"sizes {QUICK_SIZES} (a test)")
     parser.add_argument("--engines", default="duckdb,spark", type=lambda t: t.split(","))
     parser.add_argument("--spark-master", default="local[2]")
+    parser.add_argument(
+        "--spark-conf", action="append", default=[], help="spark.KEY=VALUE, passed on"
+    )
     parser.add_argument("--memory-limit", default="24G", type=parse_size)
     parser.add_argument("--batch", default=2_000_000, type=int, help="sessions per batch")
     parser.add_argument("--seed", default=7, type=int)
