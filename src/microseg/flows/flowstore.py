@@ -50,6 +50,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from microseg import duck
 from microseg.flows.session_columns import session_columns
 from microseg.flows.sessions import INT64_MAX, SESSION_SCHEMA, sort_sessions
 from microseg.model import MicrosegError
@@ -571,7 +572,7 @@ def read_sessions(
     where, parameters = _filters(vrf, protocol, src, dst, port, since)
     if path.is_dir():
         return _read_store(path, ephemeral_port, where, parameters)
-    connection = duckdb.connect()
+    connection = duck.connect()
     columns = _load(connection, path)
     # A session file is checked row by row, in file order, by the one session-table
     # reader before it is summarised: a bad value is an error naming its row.
@@ -592,7 +593,7 @@ def _read_store(path: Path, ephemeral_port, where: str, parameters: list) -> pa.
         if not scan.live:
             scan.warn()
             return OUTPUT_SCHEMA.empty_table()
-        connection = duckdb.connect()
+        connection = duck.connect()
         names = ", ".join(f"'{_quote(segment)}'" for segment in scan.live)
         try:
             connection.execute(f"CREATE TEMP VIEW raw AS SELECT * FROM read_parquet([{names}])")
