@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from microseg.compile.intent import Match, PrefixFieldSet, ServiceFieldSet
+from microseg.compile.resolve import _canonical
 from microseg.gc_pause import paused_garbage_collector
 from microseg.model import PolicyError, PolicySet
 from microseg.model.objects import (
@@ -242,3 +243,11 @@ def test_the_loaded_set_is_the_set_validation_would_make():
     validated = PolicySet.model_validate({s: getattr(loaded, s) for s in type(loaded).model_fields})
     assert loaded == validated
     assert loaded.model_fields_set == validated.model_fields_set
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(networks, max_size=8), st.booleans())
+def test_a_field_set_s_prefixes_are_in_the_networks_own_order_each_once(prefixes, ipv6):
+    one_family = [p for p in prefixes if p.version == (6 if ipv6 else 4)]
+    written = tuple(one_family + one_family[:2])  # with duplicates
+    assert _canonical(written) == tuple(sorted(set(written)))

@@ -344,6 +344,11 @@ _LINE = re.compile(
 )
 # Lines YAML skips: blank, or a comment of printable ASCII.
 _SKIPPED = re.compile(r" *(?:#[ -~]*)?\Z")
+# First characters of a plain scalar that is a string whatever follows (no implicit type
+# starts with one), and of no quoted one.
+_STRING_FIRST_CHARACTERS = frozenset(
+    chr(code) for code in range(33, 127) if chr(code) not in _TYPED_FIRST_CHARACTERS | {"'", '"'}
+)
 _PLAIN_SCALAR = (True, False)  # `implicit` of a plain scalar event
 _QUOTED_SCALAR = (False, True)
 # Far below MAX_DEPTH: deeper documents are the event builder's to judge.
@@ -383,12 +388,16 @@ class _LineBuilder:
         return self.scalars.value(text, _PLAIN_SCALAR, None)
 
     def load(self) -> LocatedMap:
-        root: LocatedMap | None = None
-        stack: list[tuple[Any, int]] = []
+        lines = self.text.split("\n")
+        first, root = self._root(lines)
+        stack: list[tuple[Any, int]] = [(root, 0)]
+        top: Any = root  # the innermost open collection, and its column
+        top_column = 0
         # A key written without a value (`key:`): its mapping, key and line.
         pending: tuple[LocatedMap, Any, int] | None = None
         line_match, skipped = _LINE.match, _SKIPPED.match
-        for number, line in enumerate(self.text.split("\n"), 1):
+        keys, strings, scalar = self.keys, _STRING_FIRST_CHARACTERS, self._scalar
+        for number, line in enumerate(lines[first - 1 :], first):
             match = line_match(line)
             if match is None:
                 if skipped(line):
@@ -396,62 +405,71 @@ class _LineBuilder:
                 raise _GivenUp(f"line {number}")
             spaces, dash, key_text, key_value, value = match.groups()
             column = len(spaces)
-            if root is None:
-                if column or dash or key_text is None:
-                    raise _GivenUp("not a mapping at the left margin")
-                root = LocatedMap((number, 1))
-                stack.append((root, 0))
-            elif pending is not None:
+            if pending is not None:
                 mapping, key, key_line = pending
                 pending = None
-                top_column = stack[-1][1]
                 if dash and column >= top_column:
-                    nested: Any = LocatedList((number, column + 1))
+                    top = LocatedList((number, column + 1))
                 elif not dash and column > top_column:
-                    nested = LocatedMap((number, column + 1))
+                    top = LocatedMap((number, column + 1))
                 else:
                     raise _GivenUp(f"line {key_line}: an empty value")
                 if len(stack) > _LINE_DEPTH:
                     raise _GivenUp("deep")
-                mapping[key] = nested
+                mapping[key] = top
                 mapping.key_positions[key] = (key_line, top_column + 1)
                 mapping.value_positions[key] = (number, column + 1)
-                stack.append((nested, column))
-            else:
-                while stack[-1][1] > column:
+                top_column = column
+                stack.append((top, column))
+            elif column != top_column or (type(top) is LocatedList) is not bool(dash):
+                while top_column > column:
                     stack.pop()
-                    if not stack:
-                        raise _GivenUp(f"line {number}: left of the document")
-                top, top_column = stack[-1]
+                    top, top_column = stack[-1]
                 if not dash and top_column == column and type(top) is LocatedList:
                     stack.pop()  # a key after the sequence written at its mapping's column
                     top, top_column = stack[-1]
-                if top_column != column or (type(top) is LocatedList) != bool(dash):
+                if top_column != column or (type(top) is LocatedList) is not bool(dash):
                     raise _GivenUp(f"line {number}: continued or misplaced")
-            collection = stack[-1][0]
             if dash:
                 if key_text is None:
-                    collection.append(self._scalar(value))
-                    collection.item_positions.append((number, match.start(5) + 1))
+                    top.append(value if value[0] in strings else scalar(value))
+                    top.item_positions.append((number, column + 3))
                     continue
                 column += 2
                 item = LocatedMap((number, column + 1))
-                collection.append(item)
-                collection.item_positions.append((number, column + 1))
+                top.append(item)
+                top.item_positions.append((number, column + 1))
                 if len(stack) > _LINE_DEPTH:
                     raise _GivenUp("deep")
+                top, top_column = item, column
                 stack.append((item, column))
-                collection = item
-            key = self._key(key_text)
-            if key in collection:
+            elif key_text is None:
+                raise _GivenUp(f"line {number}: a value where a key belongs")
+            key = keys.get(key_text)
+            if key is None:
+                key = self._key(key_text)
+            if key in top:
                 raise _GivenUp(f"line {number}: a duplicate key")
             if key_value is None:
-                collection[key] = None  # taken, for the duplicate check; set by the next line
-                pending = (collection, key, number)
+                top[key] = None  # taken, for the duplicate check; set by the next line
+                pending = (top, key, number)
                 continue
-            collection[key] = self._scalar(key_value)
-            collection.key_positions[key] = (number, column + 1)
-            collection.value_positions[key] = (number, match.start(4) + 1)
-        if root is None or pending is not None:
-            raise _GivenUp("no document, or an empty value at its end")
+            top[key] = key_value if key_value[0] in strings else scalar(key_value)
+            top.key_positions[key] = (number, column + 1)
+            top.value_positions[key] = (number, len(line) - len(key_value) + 1)
+        if pending is not None:
+            raise _GivenUp("an empty value at the end")
         return root
+
+    @staticmethod
+    def _root(lines: list[str]) -> tuple[int, LocatedMap]:
+        """The first line that is not blank or a comment (its number), which must start a
+        mapping at the left margin, and that mapping (empty yet)."""
+        for number, line in enumerate(lines, 1):
+            match = _LINE.match(line)
+            if match is None and _SKIPPED.match(line):
+                continue
+            if match is None or match[1] or match[2] or match[3] is None:
+                raise _GivenUp("not a mapping at the left margin")
+            return number, LocatedMap((number, 1))
+        raise _GivenUp("no document")
