@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 from flows_budget import budget
+from flows_collector import Collector
 from flows_encoder import SOFTFLOWD_V4, data_set, ipfix_message, ipfix_template_set
 from flows_encoder import softflowd_v4_record as record
 from flows_rows import flow_batch
@@ -30,7 +31,7 @@ from flows_traffic import collected_sessions, expected_sessions, seed_lab_traffi
 from microseg.flows.decoder import FlowDecoder
 from microseg.flows.demo import SEED_LAB_IPFIX
 from microseg.flows.flowstore import FlowStore, read_sessions
-from microseg.flows.replay import read_ipfix_file, send_datagrams
+from microseg.flows.replay import read_ipfix_file
 from microseg.flows.sessions import SessionTable
 from support import cli_command, cli_env
 
@@ -40,62 +41,6 @@ pytestmark = [
 ]
 KILL_RUNS = budget(4, 30)
 T0 = 1_763_578_369_000
-
-
-class Collector:
-    """`microseg collect` as a user runs it, with its stderr read as it comes."""
-
-    def __init__(self, store: Path, *options: str):
-        command = cli_command(
-            "collect",
-            "--listen",
-            "127.0.0.1:0",
-            "--store",
-            str(store),
-            "--flush-interval",
-            "0.05",
-            "--inactive-timeout",
-            "0",
-            *options,
-        )
-        self.process = subprocess.Popen(
-            command, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
-        self.lines: list[str] = []
-        while True:
-            line = self.process.stderr.readline()
-            assert line, f"collector did not start: {self.lines}"
-            if line.startswith("listening on"):
-                break
-            self.lines.append(line)
-        self.port = int(line.split()[2].rsplit(":", 1)[1].rstrip(","))
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        for line in self.process.stderr:
-            self.lines.append(line)
-
-    @property
-    def stderr(self) -> str:
-        return "".join(self.lines)
-
-    def send(self, datagrams: list[bytes]) -> None:
-        send_datagrams(datagrams, "127.0.0.1", self.port)
-
-    def wait_for(self, condition, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not condition():
-            assert time.monotonic() < deadline, f"timed out; collector said:\n{self.stderr}"
-            time.sleep(0.05)
-
-    def stop(self, signum=signal.SIGTERM) -> int:
-        self.process.send_signal(signum)
-        self.stdout = self.process.stdout.read()
-        self.process.wait(timeout=60)
-        self._reader.join(timeout=10)
-        self.process.stdout.close()
-        return self.process.returncode
 
 
 @pytest.fixture

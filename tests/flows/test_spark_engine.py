@@ -15,7 +15,7 @@ import json
 import shutil
 import subprocess
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import numpy as np
@@ -126,13 +126,8 @@ def store(tmp_path_factory) -> Path:
         collector_store = FlowStore(directory, collector).open()
         for day, start_ms in DAYS.items():
             for _ in range(2):
-                collector_store.write(_segment(rng, 400, start_ms, f"10.0.0.{number + 1}"))
-            today = next(collector_store.segment_dir.glob(f"date=*/collector={collector}"))
-            target = collector_store.segment_dir / f"date={day}" / f"collector={collector}"
-            target.parent.mkdir(exist_ok=True)
-            today.rename(target)
-            if not any(today.parent.iterdir()):
-                today.parent.rmdir()
+                segment = _segment(rng, 400, start_ms, f"10.0.0.{number + 1}")
+                collector_store.write(segment, day=date.fromisoformat(day))
     flat = FlowStore(directory).open()
     flat.write(_saturating_pair(DAYS["2025-11-19"]))
     good = flat.write(_segment(rng, 200, DAYS["2025-11-19"], "10.0.0.9"))

@@ -232,11 +232,11 @@ class DuckDBEngine:
         return (duckdb.Error,)
 
     def table(self, segments: list[Path], query: SessionQuery) -> pa.Table:
-        import duckdb
+        from microseg import duck
 
         if not segments:
             return OUTPUT_SCHEMA.empty_table()
-        connection = duckdb.connect()
+        connection = duck.connect()
         names = ", ".join(f"'{quote(segment)}'" for segment in segments)
         connection.execute(f"CREATE TEMP VIEW raw AS SELECT * FROM read_parquet([{names}])")
         return duckdb_session_table(connection, SESSION_SCHEMA.names, query)

@@ -41,7 +41,7 @@ import stat
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -49,6 +49,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from microseg import duck
 from microseg.flows.engines import (
     EPHEMERAL_PORT,
     OUTPUT_SCHEMA,
@@ -194,14 +195,16 @@ class FlowStore:
         self._remove_superseded(self.scan())
         return self
 
-    def write(self, sessions: pa.Table) -> Path | None:
+    def write(self, sessions: pa.Table, *, day: date | None = None) -> Path | None:
         """One new segment with these sessions (SESSION_SCHEMA), atomically; None if empty.
+        `day`: the UTC day of the partition (default today, as the collector writes; an
+        import or `bench/scale.py` writes past days).
 
         Raises OSError (no space, read-only...) with nothing left behind."""
         if sessions.num_rows == 0:
             return None
         return self._write_segment(
-            sort_sessions(sessions.cast(SESSION_SCHEMA)), {}, self._partition()
+            sort_sessions(sessions.cast(SESSION_SCHEMA)), {}, self._partition(day)
         )
 
     def segments(self) -> list[Path]:
@@ -379,12 +382,12 @@ class FlowStore:
                 with contextlib.suppress(OSError):
                     stray.unlink(missing_ok=True)
 
-    def _partition(self) -> Path | None:
-        """This collector's directory for today (UTC), None in the flat layout."""
+    def _partition(self, day: date | None = None) -> Path | None:
+        """This collector's directory for `day` (default today, UTC), None in the flat layout."""
         if self.collector_id is None:
             return None
-        day = datetime.now(UTC).strftime("%Y-%m-%d")
-        return self.segment_dir / f"date={day}" / f"collector={self.collector_id}"
+        when = (day or datetime.now(UTC).date()).strftime("%Y-%m-%d")
+        return self.segment_dir / f"date={when}" / f"collector={self.collector_id}"
 
     @contextlib.contextmanager
     def _maintenance_lock(self, dry_run: bool) -> Iterator[None]:
@@ -563,7 +566,7 @@ def read_sessions(
     if path.is_dir():
         return _read_store(path, engine, lambda segments: engine.table(segments, query))
     _file_engine(path, engine)
-    connection = duckdb.connect()
+    connection = duck.connect()
     columns = _load(connection, path)
     # A session file is checked row by row, in file order, by the one session-table
     # reader before it is summarised: a bad value is an error naming its row.
