@@ -594,13 +594,24 @@ def session_batches(
             _file_engine(path, engine)
         return iter(read_sessions(source, ephemeral_port=ephemeral_port).to_batches())
     query = SessionQuery(ephemeral_port)
-    return _read_store(path, engine, lambda segments: _started(engine.batches(segments, query)))
+
+    def started(segments: list[Path]) -> Iterator[pa.RecordBatch]:
+        """The chunks, the first one computed here (so a bad segment is found here)."""
+        batches = engine.batches(segments, query)
+        first = next(batches, None)
+        return iter(()) if first is None else _rest(path, engine, first, batches)
+
+    return _read_store(path, engine, started)
 
 
-def _started(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    """The chunks, the first one already computed (so a read error is raised here)."""
-    first = next(batches, None)
-    return iter(()) if first is None else itertools.chain([first], batches)
+def _rest(
+    path: Path, engine: SessionEngine, first: pa.RecordBatch, batches: Iterator[pa.RecordBatch]
+) -> Iterator[pa.RecordBatch]:
+    yield first
+    try:
+        yield from batches
+    except engine.errors as error:  # the segments were read before the first chunk
+        raise MicrosegError(f"{path}: cannot read sessions: {engine.describe(error)}") from None
 
 
 def _file_engine(path: Path, engine: SessionEngine) -> None:
