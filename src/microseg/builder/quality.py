@@ -127,7 +127,7 @@ class DeviceDecisions:
     sees, not with sessions times devices (a fabric of hundreds of leaves)."""
 
     intent: DeviceIntent
-    rows: np.ndarray  # int64: the sessions that pass this device (their indices)
+    rows: np.ndarray  # int64: the sessions that pass this device (indices, unordered)
     request: Evaluation
     reply: Evaluation
     inverse: np.ndarray  # per entry of `rows`: its representative
@@ -206,8 +206,13 @@ def decide(
     servers = _ByAddress(replay.server, len(addresses))
     decisions = []
     for name, intent in intents.items():
-        rows = np.union1d(clients.sessions(local[name]), servers.sessions(local[name]))
-        rows = np.union1d(rows, nowhere).astype(np.int64)
+        here = np.zeros(len(addresses), dtype=bool)
+        here[local[name]] = True
+        by_server = servers.sessions(local[name])
+        # a session with both ends here is among the client's already
+        rows = np.concatenate(
+            [clients.sessions(local[name]), by_server[~here[replay.client[by_server]]], nowhere]
+        )
         if not len(rows):
             continue  # no session passes this device: it decides nothing
         request, reply, inverse = _evaluate(CompiledDevice(intent), replay, evidence, rows)
