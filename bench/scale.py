@@ -98,7 +98,7 @@ APP_PORTS = (8080, 8443, 9000, 9090, 3000, 5000, 7000, 8000, 8081, 8888, 9443, 1
 DB_PORTS = (5432, 3306, 1433, 27017)
 PUBLIC_FIRST_OCTETS = (23, 31, 45, 62, 77, 85, 91, 104, 151, 185, 203, 212)
 MS_PER_DAY = 86_400_000
-QUICK_SIZES = (20_000, 60_000)
+QUICK_SIZES = (20_000,)
 DEFAULT_SIZES = (1_000_000, 10_000_000)
 # Linux net.ipv4.ip_local_port_range default, and Windows' (RFC 6335 dynamic range)
 LINUX_PORTS, WINDOWS_PORTS = (32768, 61000), (49152, 65536)
@@ -697,9 +697,7 @@ def run_recommend(
 ) -> Run:
     command = [sys.executable, "-m", "microseg", "recommend", str(data.policy)]
     command += ["--store", str(view), "--policy", "dc-prod", "--categories", ",".join(CATEGORIES)]
-    command += ["--json"]
-    if engine != "duckdb" or _has_engine_option():
-        command += ["--engine", engine]
+    command += ["--json", "--engine", engine]
     if engine == "spark":
         command += ["--spark-master", options.spark_master]
         for setting in options.spark_conf:
@@ -735,13 +733,6 @@ def run_recommend(
     else:
         run.error = (errors.strip().splitlines() or ["no message"])[-1][:300]
     return run
-
-
-def _has_engine_option() -> bool:
-    """TEMPORARY until `--engine` lands on main (issue 15 item 2)."""
-    from microseg.cli.builder import recommend_command
-
-    return "engine" in recommend_command.__code__.co_varnames
 
 
 def parse_size(text: str) -> int:
