@@ -5,7 +5,7 @@ Two uvicorn processes on 127.0.0.1 (one worker each, as `microseg serve` runs): 
 app on a fresh SQLite store holding the seed lab (revision 1) and a generated 5,000-rule
 policy (revision 2, bench/compile.py's generator), with the seed's sessions as its flow
 store; and a FastAPI app whose one route returns a constant JSON object. For each endpoint,
-`--clients` concurrent clients (asyncio, httpx, one keep-alive connection each) send
+`--clients` concurrent clients (asyncio, httpx2, one keep-alive connection each) send
 requests back to back for `--seconds`; every response must be 200 (any other is counted as
 an error and the script exits 1). Latency is per request, client side.
 
@@ -94,22 +94,22 @@ def serve(which: str, port: int, url: str) -> subprocess.Popen:
 
 
 async def _wait_ready(base: str, path: str) -> None:
-    import httpx
+    import httpx2
 
-    async with httpx.AsyncClient() as client:
+    async with httpx2.AsyncClient() as client:
         for _ in range(600):  # bounded: up to a minute
             try:
                 await client.get(base + path, timeout=2)
                 return
-            except httpx.TransportError:
+            except httpx2.TransportError:
                 await asyncio.sleep(0.1)
     raise RuntimeError(f"{base} did not start")
 
 
 async def _warm(base: str, path: str, headers: dict) -> None:
-    import httpx
+    import httpx2
 
-    async with httpx.AsyncClient(base_url=base, headers=headers, timeout=600) as client:
+    async with httpx2.AsyncClient(base_url=base, headers=headers, timeout=600) as client:
         answer = await client.get(path)
         if answer.status_code != 200:
             raise RuntimeError(f"{path}: {answer.status_code} {answer.text[:300]}")
@@ -117,7 +117,7 @@ async def _warm(base: str, path: str, headers: dict) -> None:
 
 async def load(base: str, path: str, headers: dict, clients: int, seconds: float) -> dict:
     """`clients` clients sending GET `path` back to back for `seconds`."""
-    import httpx
+    import httpx2
 
     latencies: list[float] = []
     errors = 0
@@ -125,8 +125,8 @@ async def load(base: str, path: str, headers: dict, clients: int, seconds: float
 
     async def one_client() -> None:
         nonlocal errors
-        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-        async with httpx.AsyncClient(
+        limits = httpx2.Limits(max_connections=1, max_keepalive_connections=1)
+        async with httpx2.AsyncClient(
             base_url=base, headers=headers, limits=limits, timeout=60
         ) as client:
             while time.perf_counter() < deadline:
@@ -134,7 +134,7 @@ async def load(base: str, path: str, headers: dict, clients: int, seconds: float
                 try:
                     answer = await client.get(path)
                     ok = answer.status_code == 200
-                except httpx.HTTPError:
+                except httpx2.HTTPError:
                     ok = False
                 latencies.append(time.perf_counter() - started)
                 errors += not ok

@@ -35,12 +35,13 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "store"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from postgres_cluster import postgres_database
 
 from microseg.model import MicrosegError
 from microseg.policyfile import load_policy
@@ -232,17 +233,6 @@ def run_load(
         "submits_per_s": round(len(outcome.writes) / seconds, 1),
         "reads_per_s": round(len(latencies) / seconds, 1),
     }
-
-
-@contextlib.contextmanager
-def postgres_database(url: str | None) -> Iterator[str]:
-    if url:
-        yield url
-        return
-    from postgres_cluster import throwaway_postgres
-
-    with throwaway_postgres() as server:
-        yield server.new_database()
 
 
 def main() -> None:

@@ -33,12 +33,13 @@ import sqlite3
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "store"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from postgres_cluster import postgres_database
 from pydantic import BaseModel
 from sqlalchemy import text
 from sqlalchemy.orm import Session
@@ -186,17 +187,6 @@ def history(
         "revision_bodies_read_s": {str(n): round(t, 4) for n, t in bodies.items()},
         "worst_revision_bodies_read_vs_head": round(max(bodies.values()) / head_bodies, 2),
     }
-
-
-@contextlib.contextmanager
-def postgres_database(url: str | None) -> Iterator[str]:
-    if url:
-        yield url
-        return
-    from postgres_cluster import throwaway_postgres
-
-    with throwaway_postgres() as server:
-        yield server.new_database()
 
 
 def main() -> None:

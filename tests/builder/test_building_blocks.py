@@ -231,6 +231,79 @@ def test_coverage_from_representatives_equals_replaying_every_session():
     assert covered_sessions(home_lab_final, evidence) == expected
 
 
+def test_each_switch_of_a_fabric_decides_only_the_sessions_that_pass_it():
+    """Three leaves, one subnet each: a switch sees a session with an end in its segments
+    (a session with no end on any switch passes them all); its decisions hold those sessions
+    only, so a fabric of hundreds of leaves does not multiply the work by its size."""
+    import numpy as np
+
+    from microseg.builder.quality import decide, replay_packets, session_positions
+    from microseg.builder.standing import standing
+    from microseg.compile import compile_all
+    from microseg.model import (
+        Device,
+        Policy,
+        PolicySet,
+        SecurityDomain,
+        Segment,
+    )
+
+    leaves = tuple(
+        Device(name=f"leaf{n}", segments=(Segment(name="hosts", subnets=(f"10.{n}.0.0/24",)),))
+        for n in (1, 2, 3)
+    )
+    fabric = PolicySet(
+        devices=leaves,
+        domains=(SecurityDomain(name="dc", devices=("leaf1", "leaf2", "leaf3")),),
+        groups=tuple(Group(name=f"net{n}", prefixes=(f"10.{n}.0.0/24",)) for n in (1, 2, 3)),
+        services=(
+            Service(name="SSH", protocol="tcp", destination_ports=(22,)),
+            Service(name="HTTPS", protocol="tcp", destination_ports=(443,)),
+        ),
+        rules=(
+            Rule(
+                name="no-ssh",
+                sources=["net1"],
+                destinations=["net2"],
+                services=["SSH"],
+                action="drop",
+            ),
+            Rule(name="web", sources=["net3"], destinations=["net3"], services=["HTTPS"]),
+        ),
+        policies=(Policy(name="dc", id=1, domain="dc", rules=("no-ssh", "web")),),
+    )
+    rows = [
+        session("10.1.0.5", 50000, "10.2.0.5", 22, "tcp"),  # leaf1 and leaf2
+        session("10.3.0.5", 50001, "10.3.0.6", 443, "tcp"),  # leaf3 only
+        session("192.0.2.1", 50002, "198.51.100.1", 53, "udp"),  # on no leaf: all of them
+        session("10.2.0.7", 50003, "10.1.0.7", 443, "tcp"),  # leaf2 and leaf1
+    ]
+    columns = session_columns(table(rows))
+    decisions = decide(fabric, compile_all(fabric), columns, replay=replay_packets(columns))
+    seen = {d.intent.device: sorted(d.rows.tolist()) for d in decisions}
+    assert seen == {"leaf1": [0, 2, 3], "leaf2": [0, 2, 3], "leaf3": [1, 2]}
+    decided = standing(decisions, len(columns))
+    assert [decided.rules[i][0] if i >= 0 else None for i in decided.blocked_by] == [
+        "no-ssh",
+        None,
+        None,
+        None,
+    ]
+    assert [decided.rules[i][0] if i >= 0 else None for i in decided.allowed_by] == [
+        None,
+        "web",
+        None,
+        None,
+    ]
+    # a subset keeps each switch's sessions, numbered as in the subset
+    subset = [d.take(session_positions(len(columns), np.array([1, 3]))) for d in decisions]
+    assert {d.intent.device: d.rows.tolist() for d in subset} == {
+        "leaf1": [1],
+        "leaf2": [1],
+        "leaf3": [0],
+    }
+
+
 def test_an_empty_policy_gets_the_proposals_first_and_fully_covered(tmp_path):
     lab = seed_policies.dns_ntp_before()
     empty = replaced(

@@ -16,7 +16,7 @@ from support import ROOT
 sys.path.insert(0, str(ROOT / "tests" / "targets"))
 
 from deploy_lab import SWITCH, VZTX, pointed_at
-from seed_doubles import seed_switch, seed_vztx
+from double_fixtures import switch, vztx  # noqa: F401 (fixtures)
 
 
 @pytest.fixture
@@ -31,19 +31,7 @@ def store_env(tmp_path, monkeypatch) -> str:
 
 
 @pytest.fixture
-def switch():
-    with seed_switch() as double:
-        yield double
-
-
-@pytest.fixture
-def vztx():
-    with seed_vztx() as double:
-        yield double
-
-
-@pytest.fixture
-def lab(tmp_path, switch, vztx):
+def lab(tmp_path, switch, vztx):  # noqa: F811 (the fixtures imported above)
     """lab(example) -> the example's policy file, pointed at the seed doubles."""
     doubles = {SWITCH: switch, VZTX: vztx}
 

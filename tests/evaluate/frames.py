@@ -1,4 +1,5 @@
-"""Ethernet frames for the kernel differential test, built by hand (stdlib only).
+"""Ethernet frames for the kernel differential test, built by hand (the stdlib and the lab's
+RFC 1071 checksum).
 
 Each frame carries MAGIC + an 8-byte packet id in its payload, so the receiver in the
 destination namespace can tell exactly which packets arrived. Also run as a script inside a
@@ -15,21 +16,14 @@ import struct
 import sys
 import time
 
+from microseg.lab.services import internet_checksum
+
 MAGIC = b"MSEGDIFF"
 ETH_P_ALL = 0x0003
 ETH_P_IP = 0x0800
 ETH_P_IPV6 = 0x86DD
 PACKET_OUTGOING = 4
 SO_RCVBUFFORCE = 33
-
-
-def _checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
 
 
 def _transport(protocol: int, sport: int, dport: int, icmp_type: int, payload: bytes) -> bytes:
@@ -70,7 +64,7 @@ def frame(
         pseudo = source.packed + destination.packed + struct.pack("!IxxxB", len(segment), protocol)
     if protocol in _CHECKSUM_OFFSET:
         covered = bytes(segment) if protocol == 1 else pseudo + bytes(segment)
-        struct.pack_into("!H", segment, _CHECKSUM_OFFSET[protocol], _checksum(covered))
+        struct.pack_into("!H", segment, _CHECKSUM_OFFSET[protocol], internet_checksum(covered))
     if source.version == 4:
         header = bytearray(
             struct.pack(
@@ -87,7 +81,7 @@ def frame(
                 destination.packed,
             )
         )
-        struct.pack_into("!H", header, 10, _checksum(bytes(header)))
+        struct.pack_into("!H", header, 10, internet_checksum(bytes(header)))
         return dst_mac + src_mac + struct.pack("!H", ETH_P_IP) + bytes(header) + bytes(segment)
     header = struct.pack(
         "!IHBB16s16s", 6 << 28, len(segment), protocol, 64, source.packed, destination.packed

@@ -38,6 +38,7 @@ from microseg.evaluate import CompiledDevice, PacketBatch
 from microseg.evaluate.engine import Evaluation
 from microseg.model import PolicySet
 from microseg.targets.nftables.render import identifier, render_ruleset
+from support import cli_env
 
 pytestmark = pytest.mark.system
 
@@ -161,6 +162,7 @@ class Receivers:
                     "eth0",
                     str(self.paths[host]),
                 ],
+                env=cli_env(),  # frames.py imports this checkout's microseg
                 stdout=subprocess.PIPE,
                 text=True,
             )
@@ -220,7 +222,8 @@ def send(names: dict[str, str], packets: list[dict], first_id: int, directory: P
                     "send",
                     "eth0",
                     str(path),
-                ]
+                ],
+                env=cli_env(),
             )
         )
     for sender in senders:

@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from tests.evaluate import sockets
 from tests.evaluate.netns import (
     in_ns,
     load_ruleset,
@@ -30,10 +29,12 @@ from tests.evaluate.test_check import SEED_TABLE, vlan299_not_isolated
 from microseg.compile.resolve import compile_device
 from microseg.evaluate.check import check_connection
 from microseg.targets.nftables.render import render_ruleset
+from support import cli_env
 
 pytestmark = pytest.mark.system
 SWITCH = "andreasm-720xp-home"
-SOCKETS_SCRIPT = Path(sockets.__file__)
+# The live lab's own services and probes: TCP greetings, DNS answers, ICMP echo.
+SERVICES = (sys.executable, "-m", "microseg.lab.services")
 
 # host -> (address/prefix, gateway, switch interface, switch address or None for Vlan299)
 HOSTS = {
@@ -101,13 +102,13 @@ def replay(names: dict[str, str], rows) -> list[str]:
                     "netns",
                     "exec",
                     names[ADDRESS_HOST[source]],
-                    sys.executable,
-                    str(SOCKETS_SCRIPT),
-                    "connect",
+                    *SERVICES,
+                    "probe",
                     protocol,
                     destination,
                     str(port or 0),
                 ],
+                env=cli_env(),
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
@@ -125,7 +126,8 @@ def start_servers(names: dict[str, str]) -> list[subprocess.Popen]:
     servers = []
     for host in ("app1", "web01", "web02", "dns", "internet"):
         server = subprocess.Popen(
-            ["ip", "netns", "exec", names[host], sys.executable, str(SOCKETS_SCRIPT), "serve"],
+            ["ip", "netns", "exec", names[host], *SERVICES, "serve"],
+            env=cli_env(),
             stdout=subprocess.PIPE,
             text=True,
         )

@@ -4,10 +4,10 @@ ports at once, sessions from both in one table and one store (issue 14)."""
 from __future__ import annotations
 
 import json
-import signal
 import socket
 import subprocess
 
+from flows_collector import Collector
 from flows_encoder import (
     Field,
     address,
@@ -35,21 +35,9 @@ def _record(source: str, destination: str, port: int) -> bytes:
     ) + (uint(3, 4) + uint(180, 4))
 
 
-def _start(store, *listen: str) -> tuple[subprocess.Popen, list[int]]:
-    options = [word for text in listen for word in ("--listen", text)]
-    command = cli_command("collect", *options, "--store", str(store), "--json")
-    command += ["--flush-interval", "0.05", "--inactive-timeout", "0"]
-    process = subprocess.Popen(
-        command, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    ready = process.stderr.readline()
-    assert ready.startswith("listening on "), ready + process.stderr.read()
-    where = ready.removeprefix("listening on ").split(", store ")[0]
-    return process, [int(text.rsplit(":", 1)[1]) for text in where.split(", ")]
-
-
 def test_ipfix_and_netflow9_on_two_ports_reach_one_store(tmp_path):
-    collector, ports = _start(tmp_path, "127.0.0.1:0", "127.0.0.1:0")
+    collector = Collector(tmp_path, "--json", listen=("127.0.0.1:0", "127.0.0.1:0"))
+    ports = collector.ports
     try:
         assert len(ports) == 2 and ports[0] != ports[1]
         ipfix = ipfix_message(
@@ -68,10 +56,8 @@ def test_ipfix_and_netflow9_on_two_ports_reach_one_store(tmp_path):
         send_datagrams([ipfix], "127.0.0.1", ports[0])
         send_datagrams([netflow9], "127.0.0.1", ports[1])
     finally:
-        collector.send_signal(signal.SIGTERM)
-        out, err = collector.communicate(timeout=60)
-    assert collector.returncode == 0, err
-    final = json.loads(out.splitlines()[-1])
+        assert collector.stop() == 0, collector.stderr
+    final = json.loads(collector.stdout.splitlines()[-1])
     assert (final["datagrams"], final["records"], final["decode_errors"]) == (2, 2, 0)
     sessions = read_sessions(tmp_path).to_pylist()
     servers = sorted((row["dst"], row["dport"]) for row in sessions)

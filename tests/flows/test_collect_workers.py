@@ -8,11 +8,11 @@ import os
 import signal
 import socket
 import subprocess
-import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from flows_collector import Collector
 from flows_encoder import SOFTFLOWD_V4, data_set, ipfix_message, ipfix_template_set
 from flows_encoder import softflowd_v4_record as record
 
@@ -24,21 +24,7 @@ from support import cli_command, cli_env
 
 T0 = 1_763_578_369_000
 EXPORTERS = 12  # sockets; 3 workers all missed by the kernel's hash: 3 x (1/3)^12
-
-
-def start(store: Path, *options: str) -> tuple[subprocess.Popen, int]:
-    command = cli_command(
-        "collect",
-        *("--listen", "127.0.0.1:0", "--store", str(store), "--json"),
-        *("--flush-interval", "0.05", "--collector-id", "mon1"),
-        *options,
-    )
-    process = subprocess.Popen(
-        command, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    ready = process.stderr.readline()
-    assert ready.startswith("listening on "), ready + process.stderr.read()
-    return process, int(ready.split()[2].rsplit(":", 1)[1].rstrip(","))
+OPTIONS = ("--json", "--collector-id", "mon1")
 
 
 def export(exporter: int, sessions: int) -> list[bytes]:
@@ -65,34 +51,27 @@ def export(exporter: int, sessions: int) -> list[bytes]:
     return messages
 
 
-def send_from_exporters(port: int, sessions: int) -> list[socket.socket]:
+def send_from_exporters(collector: Collector, sessions: int) -> None:
     """EXPORTERS exporters, one socket (source port) each, as softflowd keeps one."""
-    sockets = []
     for exporter in range(EXPORTERS):
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        for message in export(exporter, sessions):
-            sock.sendto(message, ("127.0.0.1", port))
-        sockets.append(sock)
-    return sockets
+        collector.send(export(exporter, sessions), exporter=exporter)
 
 
-def stop(process: subprocess.Popen) -> tuple[dict, str]:
-    process.send_signal(signal.SIGTERM)
-    out, err = process.communicate(timeout=120)
-    return json.loads(out.splitlines()[-1]), err
+def final_counters(collector: Collector) -> dict:
+    return json.loads(collector.stdout.splitlines()[-1])
 
 
 def test_several_exporters_over_three_workers_store_every_session_exactly_once(tmp_path):
     # a long inactive timeout: sessions stay in each worker's table until SIGTERM, so the
     # store shows that every worker flushed on stop
-    collector, port = start(tmp_path, "--workers", "3", "--inactive-timeout", "600")
+    collector = Collector(tmp_path, *OPTIONS, "--inactive-timeout", "600", workers=3)
     try:
-        sockets = send_from_exporters(port, 300)  # queued by the kernel once sent (loopback)
+        send_from_exporters(collector, 300)  # queued by the kernel once sent (loopback)
+        # each worker drains its socket, then flushes
+        assert collector.stop() == 0, collector.stderr
     finally:
-        final, err = stop(collector)  # each worker drains its socket, then flushes
-    for sock in sockets:
-        sock.close()
-    assert collector.returncode == 0, err
+        collector.kill()
+    final = final_counters(collector)
     assert final["workers"] == 3
     assert (final["records"], final["decode_errors"]) == (EXPORTERS * 300, 0)
     assert final["unknown_template_sets"] == 0  # each exporter's template met its flows
@@ -113,25 +92,20 @@ def worker_pids(supervisor: int) -> list[int]:
 
 
 def test_a_worker_that_dies_is_reported_and_the_others_go_on(tmp_path):
-    collector, port = start(tmp_path, "--workers", "2", "--inactive-timeout", "0")
+    collector = Collector(tmp_path, *OPTIONS, workers=2)
     try:
-        pids = worker_pids(collector.pid)
+        pids = worker_pids(collector.process.pid)
         assert len(pids) == 2
         os.kill(pids[0], signal.SIGKILL)
-        deadline = time.monotonic() + 30
-        while worker_pids(collector.pid) != pids[1:]:
-            assert time.monotonic() < deadline, "the dead worker was not reaped"
-            time.sleep(0.05)
-        sockets = send_from_exporters(port, 30)  # all to the worker left
-        time.sleep(0.5)
+        collector.wait_for(lambda: worker_pids(collector.process.pid) == pids[1:])
+        send_from_exporters(collector, 30)  # all to the worker left
+        assert collector.stop() == 1
     finally:
-        final, err = stop(collector)
-    for sock in sockets:
-        sock.close()
-    assert collector.returncode == 1
-    assert f"worker 1 (pid {pids[0]}) died (killed by signal 9)" in err
-    assert "1 of 2 workers died" in err and "Traceback" not in err
-    assert final["records"] == EXPORTERS * 30
+        collector.kill()
+    assert f"worker 1 (pid {pids[0]}) died (killed by signal 9)" in collector.stderr
+    assert "1 of 2 workers died" in collector.stderr
+    assert "Traceback" not in collector.stderr
+    assert final_counters(collector)["records"] == EXPORTERS * 30
     assert len(read_sessions(tmp_path, ephemeral_port=None)) == EXPORTERS * 30
 
 

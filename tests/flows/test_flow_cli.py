@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import time
 
+from flows_collector import Collector
 from flows_traffic import (
     collected_sessions,
     expected_sessions,
@@ -18,8 +17,7 @@ from flows_traffic import (
 from microseg.flows import demo
 from microseg.flows.demo import SEED_LAB_IPFIX, SEED_LAB_PCAP, run_demo
 from microseg.flows.flowstore import FlowStore, read_sessions
-from microseg.flows.replay import read_ipfix_file, send_datagrams
-from support import cli_command, cli_env
+from microseg.flows.replay import read_ipfix_file
 
 
 def test_bad_listen_address_is_a_clear_error(run_cli, tmp_path):
@@ -49,33 +47,15 @@ def test_store_from_the_environment(run_cli, tmp_path, monkeypatch):
 
 def test_sigkill_loses_nothing_already_stored(tmp_path):
     store = tmp_path / "flows"
-    command = cli_command(
-        "collect",
-        "--listen",
-        "127.0.0.1:0",
-        "--store",
-        str(store),
-        "--flush-interval",
-        "0.1",
-        "--inactive-timeout",
-        "0",
-        "--collector-id",
-        "mon1",
-    )
-    collector = subprocess.Popen(command, env=cli_env(), stderr=subprocess.PIPE, text=True)
+    collector = Collector(store, "--flush-interval", "0.1", "--collector-id", "mon1")
     try:
-        port = int(collector.stderr.readline().split()[2].rsplit(":", 1)[1].rstrip(","))
-        send_datagrams(read_ipfix_file(SEED_LAB_IPFIX), "127.0.0.1", port)
-        deadline = time.monotonic() + 20
+        collector.send(read_ipfix_file(SEED_LAB_IPFIX))
         stats = store / "collector-stats-mon1.json"
         # the segment is renamed into place first, the counters are saved just after it
-        while not (FlowStore(store).segments() and written(stats)) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        collector.send_signal(signal.SIGKILL)
-        collector.wait(timeout=10)
+        collector.wait_for(lambda: FlowStore(store).segments() and written(stats), timeout=20)
+        assert collector.stop(signal.SIGKILL) == -signal.SIGKILL
     finally:
         collector.kill()
-    assert collector.returncode == -signal.SIGKILL
     sessions = read_sessions(store, ephemeral_port=None)
     assert collected_sessions(sessions) == expected_sessions(seed_lab_traffic())
     assert list((store / "segments").rglob(".tmp-*")) == []

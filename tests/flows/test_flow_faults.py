@@ -16,7 +16,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import pytest
 from flows_budget import budget
+from flows_collector import Collector
 from flows_encoder import SOFTFLOWD_V4, data_set, ipfix_message, ipfix_template_set
 from flows_encoder import softflowd_v4_record as record
 from flows_rows import flow_batch
@@ -48,85 +48,6 @@ T0 = 1_763_578_369_000
 @pytest.fixture(params=[1, 2], ids=["one-process", "two-workers"])
 def workers(request) -> int:
     return request.param
-
-
-class Collector:
-    """`microseg collect` as a user runs it, with its stderr read as it comes; in a process
-    group of its own, so that SIGKILL takes the supervisor and its workers at once."""
-
-    def __init__(self, store: Path, *options: str, workers: int = 1):
-        command = cli_command(
-            "collect",
-            "--listen",
-            "127.0.0.1:0",
-            "--store",
-            str(store),
-            "--flush-interval",
-            "0.05",
-            "--inactive-timeout",
-            "0",
-            "--workers",
-            str(workers),
-            *options,
-        )
-        self.process = subprocess.Popen(
-            command,
-            env=cli_env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
-        self.lines: list[str] = []
-        while True:
-            line = self.process.stderr.readline()
-            assert line, f"collector did not start: {self.lines}"
-            if line.startswith("listening on"):
-                break
-            self.lines.append(line)
-        self.port = int(line.split()[2].rsplit(":", 1)[1].rstrip(","))
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        self._exporters: dict[int, socket.socket] = {}
-
-    def _read(self) -> None:
-        for line in self.process.stderr:
-            self.lines.append(line)
-
-    @property
-    def stderr(self) -> str:
-        return "".join(self.lines)
-
-    def send(self, datagrams: list[bytes], exporter: int = 0) -> None:
-        """As exporter number `exporter`: one UDP socket (source port) each, as a real
-        exporter keeps (the kernel gives each to one worker)."""
-        if exporter not in self._exporters:
-            self._exporters[exporter] = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        for datagram in datagrams:
-            self._exporters[exporter].sendto(datagram, ("127.0.0.1", self.port))
-
-    def wait_for(self, condition, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not condition():
-            assert time.monotonic() < deadline, f"timed out; collector said:\n{self.stderr}"
-            time.sleep(0.05)
-
-    def stop(self, signum=signal.SIGTERM) -> int:
-        if signum == signal.SIGKILL:
-            os.killpg(self.process.pid, signum)
-        else:
-            self.process.send_signal(signum)
-        self.stdout = self.process.stdout.read()
-        self.process.wait(timeout=60)
-        self._reader.join(timeout=10)
-        self.process.stdout.close()
-        if signum != signal.SIGKILL:  # a sender may still be at work: it calls close()
-            self.close()
-        return self.process.returncode
-
-    def close(self) -> None:
-        for exporter in self._exporters.values():
-            exporter.close()
 
 
 @pytest.fixture

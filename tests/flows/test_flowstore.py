@@ -4,7 +4,7 @@ and `read_sessions` over a store, Parquet, CSV and JSON lines."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -192,6 +192,13 @@ def test_a_collector_writes_its_own_date_and_collector_partition(tmp_path):
     assert segment.parent == tmp_path / "segments" / f"date={day}" / "collector=mon1"
     assert segment.name.startswith("seg-") and "-mon1-" in segment.name
     assert store.segments() == [segment]
+
+
+def test_sessions_of_a_past_day_go_to_that_days_partition(tmp_path):
+    store = FlowStore(tmp_path, "mon1").open()
+    segment = store.write(some_sessions(), day=date(2025, 11, 19))
+    assert segment.parent == tmp_path / "segments" / "date=2025-11-19" / "collector=mon1"
+    assert read_sessions(tmp_path, ephemeral_port=None).num_rows == 3
 
 
 def test_flat_and_partitioned_segments_read_together(tmp_path):

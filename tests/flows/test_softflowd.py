@@ -10,9 +10,11 @@ import json
 import shutil
 import socket
 import subprocess
+import threading
 import time
 
 import pytest
+from flows_collector import Collector
 from flows_traffic import (
     WEB01,
     collected_sessions,
@@ -26,6 +28,7 @@ from microseg.flows.collector import BackgroundCollector, CollectorSettings, Flo
 from microseg.flows.decoder import FlowDecoder
 from microseg.flows.flowstore import FlowStore, read_sessions
 from microseg.flows.replay import softflowd_replay
+from support import cli_command, cli_env
 
 pytestmark = [
     pytest.mark.system,
@@ -57,26 +60,16 @@ def test_softflowd_export_becomes_the_lab_sessions(lab, tmp_path, version, biflo
 
 
 def test_collect_command_runs_until_sigterm_and_lists_sessions(lab, tmp_path, run_cli):
-    from support import cli_command, cli_env
-
     traffic, pcap = lab
     store = tmp_path / "flows"
-    command = cli_command("collect", "--listen", "127.0.0.1:0", "--store", str(store), "--json")
-    collector = subprocess.Popen(
-        command, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    collector = Collector(store, "--json")
     try:
-        ready = collector.stderr.readline()
-        assert ready.startswith("listening on 127.0.0.1:"), ready
-        port = int(ready.split()[2].rsplit(":", 1)[1].rstrip(","))
-        softflowd_replay(pcap, "127.0.0.1", port, version=10)
+        softflowd_replay(pcap, "127.0.0.1", collector.port, version=10)
         time.sleep(0.3)  # let the collector read the socket before it is told to stop
-        collector.terminate()
-        out, err = collector.communicate(timeout=30)
+        assert collector.stop() == 0, collector.stderr
     finally:
         collector.kill()
-    assert collector.returncode == 0, err
-    stats = json.loads(out.splitlines()[-1])
+    stats = json.loads(collector.stdout.splitlines()[-1])
     assert stats["sessions_written"] == len(traffic.sessions)
     assert stats["exporters"]["127.0.0.1"]["sequence_gaps"] == 1  # softflowd's off-by-one
     listed = run_cli("sessions", "list", "--store", str(store), "--json")
@@ -197,40 +190,17 @@ def exporter_traffic(number: int):
 def test_three_collectors_feed_one_store_and_every_session_arrives_exactly_once(tmp_path, run_cli):
     """Three `microseg collect` processes, each fed by its own softflowd, write one store at
     once (with a `sessions compact` beside them); `sessions list` shows each session once."""
-    import threading
-
-    from support import cli_command, cli_env
-
     store = tmp_path / "flows"
     exports = [exporter_traffic(number) for number in (1, 2, 3)]
     pcaps = [write_pcap(t, tmp_path / f"exporter{n}.pcap") for n, t in enumerate(exports, 1)]
-    collectors, ports = [], []
+    collectors: list[Collector] = []
     try:
         for number in (1, 2, 3):
-            command = cli_command(
-                "collect",
-                "--listen",
-                "127.0.0.1:0",
-                "--store",
-                str(store),
-                "--flush-interval",
-                "0.05",
-                "--inactive-timeout",
-                "0",
-                "--collector-id",
-                f"mon{number}",
-                "--json",
-            )
-            process = subprocess.Popen(
-                command, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-            )
-            collectors.append(process)
-            ready = process.stderr.readline()
-            assert ready.endswith(f"collector mon{number}\n"), ready
-            ports.append(int(ready.split()[2].rsplit(":", 1)[1].rstrip(",")))
+            collectors.append(Collector(store, "--collector-id", f"mon{number}", "--json"))
+            assert collectors[-1].ready.endswith(f"collector mon{number}\n")
         replays = [
-            threading.Thread(target=softflowd_replay, args=(pcap, "127.0.0.1", port))
-            for pcap, port in zip(pcaps, ports, strict=True)
+            threading.Thread(target=softflowd_replay, args=(pcap, "127.0.0.1", collector.port))
+            for pcap, collector in zip(pcaps, collectors, strict=True)
         ]
         for replay in replays:
             replay.start()
@@ -244,17 +214,12 @@ def test_three_collectors_feed_one_store_and_every_session_arrives_exactly_once(
         for replay in replays:
             replay.join()
         time.sleep(0.3)  # let the collectors read their sockets before they are told to stop
-        for process in collectors:
-            process.terminate()
-        finals = [
-            json.loads(process.communicate(timeout=60)[0].splitlines()[-1])
-            for process in collectors
-        ]
+        assert [collector.stop() for collector in collectors] == [0, 0, 0]
     finally:
-        for process in collectors:
-            process.kill()
+        for collector in collectors:
+            collector.kill()
+    finals = [json.loads(collector.stdout.splitlines()[-1]) for collector in collectors]
     assert compaction.returncode == 0, compaction.stderr
-    assert [process.returncode for process in collectors] == [0, 0, 0]
     assert [final["sessions_written"] for final in finals] == [40, 40, 40]
     listed = run_cli("sessions", "list", "--store", str(store), "--json")
     assert listed.exit_code == 0 and listed.stderr == ""

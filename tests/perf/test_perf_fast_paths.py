@@ -15,7 +15,15 @@ from hypothesis import strategies as st
 from microseg.compile.intent import Match, PrefixFieldSet, ServiceFieldSet
 from microseg.gc_pause import paused_garbage_collector
 from microseg.model import PolicyError, PolicySet
+from microseg.model.objects import (
+    _canonical_ipv4_prefix,
+    _check_name,
+    _check_one_line,
+    _parse_prefix,
+)
+from microseg.policyfile import load_policy, load_policy_text
 from microseg.targets.eos.render import prefixes_text
+from support import EXAMPLES
 
 networks = st.one_of(
     st.builds(
@@ -99,3 +107,108 @@ def test_a_process_that_froze_objects_keeps_them_frozen():
         assert gc.get_freeze_count() == frozen
     finally:
         gc.unfreeze()
+
+
+def _written_prefixes():
+    """Prefix texts as people write them: canonical, and each way of not being canonical."""
+    octet = st.integers(0, 300).map(str)
+    padded = st.integers(0, 255).map(lambda n: f"0{n}")
+    arabic = st.just("١")  # a digit to str.isdigit(), not to ipaddress
+    part = st.one_of(octet, octet, octet, padded, arabic)
+    length = st.one_of(st.integers(0, 40).map(str), st.sampled_from(["024", "255.255.255.0", ""]))
+    return st.builds(
+        lambda a, b, c, d, n, around: f"{around}{a}.{b}.{c}.{d}/{n}{around}".replace(
+            "/", "", n == ""
+        ),
+        part,
+        part,
+        part,
+        part,
+        length,
+        st.sampled_from(["", "", "", " ", "\n"]),
+    )
+
+
+def _slow_prefix(text: str):
+    """What ipaddress makes of the text (strict), or the ValueError it raises."""
+    try:
+        return ipaddress.ip_network(text.strip(), strict=True)
+    except ValueError as error:
+        return type(error)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(_written_prefixes(), networks.map(str)))
+def test_the_fast_ipv4_prefix_parser_takes_only_what_ipaddress_takes_and_all_it_prints(text):
+    fast, slow = _canonical_ipv4_prefix(text), _slow_prefix(text)
+    if fast is not None:
+        assert type(fast) is type(slow) is ipaddress.IPv4Network
+        assert (str(fast), fast.network_address, fast.netmask, fast.prefixlen, hash(fast)) == (
+            str(slow),
+            slow.network_address,
+            slow.netmask,
+            slow.prefixlen,
+            hash(slow),
+        )
+    elif isinstance(slow, ipaddress.IPv4Network):
+        assert str(slow) != text, "a canonical prefix missed the fast path"
+    # Whatever path it takes, the parse is ipaddress's (or its refusal is a ValueError).
+    if isinstance(slow, type):
+        with pytest.raises(ValueError):
+            _parse_prefix(text)
+    else:
+        assert _parse_prefix(text) == slow
+
+
+def _name_as_written_before(value):
+    """`_check_name` before its isprintable() shortcut (the reference it must agree with)."""
+    if not isinstance(value, str):
+        raise ValueError(f"a name must be a string, got {value!r}")
+    if not value or value != value.strip():
+        raise ValueError(f"{value!r}: a name may not be empty or start/end with whitespace")
+    if any(ch in value for ch in "\n\r\t"):
+        raise ValueError(f"{value!r}: a name may not contain tabs or line breaks")
+    _check_one_line(value, "a name")
+    return value
+
+
+def _outcome(check, value):
+    try:
+        return check(value)
+    except ValueError as error:
+        return str(error)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(st.text(max_size=8), st.sampled_from(["a\tb", "a\x85b", "a\u2028b", " a", ""])))
+def test_the_name_check_shortcut_agrees_with_the_full_check(value):
+    assert _outcome(_check_name, value) == _outcome(_name_as_written_before, value)
+
+
+def test_a_policy_is_read_and_validated_without_cyclic_garbage_collection():
+    groups = "".join(
+        f"- name: g{i}\n  prefixes: [10.{i // 256}.{i % 256}.0/24]\n" for i in range(2000)
+    )
+    collections = []
+
+    def count(phase, info):
+        if phase == "start":
+            collections.append(info["generation"])
+
+    was = gc.isenabled()
+    gc.enable()
+    gc.callbacks.append(count)
+    try:
+        policy_set = load_policy_text(f"groups:\n{groups}")
+        assert collections == [] and gc.isenabled()
+    finally:
+        gc.callbacks.remove(count)
+        gc.enable() if was else gc.disable()
+    assert len(policy_set.groups) == 2000
+
+
+def test_the_loaded_set_is_the_set_validation_would_make():
+    loaded = load_policy(EXAMPLES / "home-lab-monitor.yaml")
+    validated = PolicySet.model_validate({s: getattr(loaded, s) for s in type(loaded).model_fields})
+    assert loaded == validated
+    assert loaded.model_fields_set == validated.model_fields_set

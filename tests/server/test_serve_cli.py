@@ -4,12 +4,13 @@ without TLS."""
 from __future__ import annotations
 
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import httpx
+import httpx2
 import pytest
 
 from support import cli_command, cli_env
@@ -34,13 +35,13 @@ def serving(env: dict[str, str], *arguments: str) -> Iterator[list[str]]:
         stderr.append(process.communicate(timeout=60)[1])
 
 
-def first_answer(request) -> httpx.Response:
+def first_answer(request) -> httpx2.Response:
     """`request()` once the server listens (bounded: a loaded CI machine may take a while
     to start Python and import the app)."""
     for _ in range(900):
         try:
             return request()
-        except httpx.TransportError:
+        except httpx2.TransportError:
             time.sleep(0.1)
     raise AssertionError("the server did not answer within 900 tries")
 
@@ -70,10 +71,10 @@ def test_serve_answers_on_loopback_and_publishes_openapi(tmp_path):
     env = cli_env(MICROSEG_DATABASE_URL=f"sqlite:///{tmp_path / 'microseg.db'}")
     with serving(env, "--port", str(port)) as logged:
         url = f"http://127.0.0.1:{port}"
-        document = first_answer(lambda: httpx.get(f"{url}/api/openapi.json", timeout=2))
+        document = first_answer(lambda: httpx2.get(f"{url}/api/openapi.json", timeout=2))
         assert document.status_code == 200
         assert document.json()["info"]["title"] == "microseg"
-        assert httpx.get(f"{url}/api/revisions").status_code == 401
+        assert httpx2.get(f"{url}/api/revisions").status_code == 401
     stderr = logged[0]
     assert "no users yet" in stderr
     assert f"http://127.0.0.1:{port}/" in stderr
@@ -85,13 +86,15 @@ def test_insecure_listen_says_loudly_why_it_is_unsafe(run_cli, tmp_path, monkeyp
     from microseg.cli import serve
 
     asked: list[tuple[str, int]] = []
+    bound: list[socket.socket] = []
     started: list[object] = []
     bind = serve.listen
 
     def listen_on_loopback_instead(host: str, port: int) -> socket.socket:
         # Nothing may listen on every address in a test: bind loopback, record what was asked.
         asked.append((host, port))
-        return bind("127.0.0.1", 0)
+        bound.append(bind("127.0.0.1", 0))
+        return bound[-1]
 
     monkeypatch.setattr(serve, "listen", listen_on_loopback_instead)
     monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets: started.append(self.config))
@@ -102,6 +105,7 @@ def test_insecure_listen_says_loudly_why_it_is_unsafe(run_cli, tmp_path, monkeyp
     assert "in clear text" in answer.stderr
     assert asked == [("0.0.0.0", 8080)]
     assert [config.ssl_certfile for config in started] == [None]
+    assert [listening.fileno() for listening in bound] == [-1]  # closed once the server stopped
 
 
 def test_a_port_in_use_is_a_one_line_error(run_cli, tmp_path, monkeypatch):
@@ -172,10 +176,10 @@ def test_serve_with_tls_sets_secure_cookies(tmp_path):
     assert added.returncode == 0, added.stderr
     with serving(env, "--port", str(port), "--tls-cert", cert, "--tls-key", key) as logged:
         login = first_answer(
-            lambda: httpx.post(
+            lambda: httpx2.post(
                 f"https://127.0.0.1:{port}/api/auth/login",
                 json={"username": "alice", "password": "correct horse battery staple"},
-                verify=cert,
+                verify=ssl.create_default_context(cafile=cert),
                 timeout=5,
             )
         )

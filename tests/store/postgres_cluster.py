@@ -1,4 +1,4 @@
-"""A throwaway PostgreSQL server for the store suite and the store benchmark.
+"""A throwaway PostgreSQL server for the store suite and the store benchmarks.
 
 initdb as the `postgres` user (when run as root) in a temp dir, listening on a free loopback
 port only, stopped and removed afterwards. Needs the Debian `postgresql` binaries.
@@ -144,3 +144,14 @@ def throwaway_postgres() -> Iterator[PostgresServer]:
                 timeout=60,
             )
         shutil.rmtree(root, ignore_errors=True)
+
+
+@contextmanager
+def postgres_database(url: str | None) -> Iterator[str]:
+    """`url` (a benchmark's `--postgres-url`) as given, or else a fresh database on a
+    throwaway server, for as long as the block runs."""
+    if url:
+        yield url
+        return
+    with throwaway_postgres() as server:
+        yield server.new_database()

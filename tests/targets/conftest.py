@@ -5,22 +5,10 @@ from __future__ import annotations
 import warnings
 
 import pytest
+from double_fixtures import switch, vztx  # noqa: F401 (fixtures)
 from eapi_double import EapiDouble
-from seed_doubles import seed_switch, seed_vztx
 
 from microseg.targets.eos.driver import EosDriver, InsecureTransportWarning
-
-
-@pytest.fixture
-def switch():
-    with seed_switch() as double:
-        yield double
-
-
-@pytest.fixture
-def vztx():
-    with seed_vztx() as double:
-        yield double
 
 
 @pytest.fixture

@@ -91,49 +91,58 @@ def replay_packets(sessions: SessionColumns, side: ServerSide | None = None) -> 
     return Replay(request, reply, has_reply, side.client, side.server)
 
 
-def _evaluate(device: CompiledDevice, replay: Replay, evidence: SessionColumns):
-    """(request evaluation, reply evaluation, inverse): the device decides a packet by the
-    cells its fields fall in (VRF, protocol, address cells, port cells, ICMP type), so one
-    representative session per distinct combination is evaluated; `inverse` maps every
-    session to its representative."""
+def _evaluate(device: CompiledDevice, replay: Replay, evidence: SessionColumns, rows: np.ndarray):
+    """(request evaluation, reply evaluation, inverse) for the sessions `rows`: the device
+    decides a packet by the cells its fields fall in (VRF, protocol, address cells, port
+    cells, ICMP type), so one representative session per distinct combination is
+    evaluated; `inverse` maps each of `rows` to its representative."""
     addresses = evidence.addresses
     request = replay.request
     cells = device.address_cell_index(
         addresses.family, packed_addresses(addresses.high, addresses.low)
     )
-    pair = cells[replay.client] * device.address_cell_count + cells[replay.server]
+    pair = cells[replay.client[rows]] * device.address_cell_count + cells[replay.server[rows]]
     key = factorize(pair)[1]
-    key = factorize((key * len(evidence.vrf_names) + evidence.vrf) * 256 + request.protocol)[1]
+    key = factorize(
+        (key * len(evidence.vrf_names) + evidence.vrf[rows]) * 256 + request.protocol[rows]
+    )[1]
     port_cell = device.ports.of_port.astype(np.int64)
     ports = len(device.ports)
-    key = factorize((key * ports + port_cell[request.sport]) * ports + port_cell[request.dport])[1]
-    key = key * (NO_ICMP_TYPE + 1) + request.icmp_type
+    sport, dport = port_cell[request.sport[rows]], port_cell[request.dport[rows]]
+    key = factorize((key * ports + sport) * ports + dport)[1]
+    key = key * (NO_ICMP_TYPE + 1) + request.icmp_type[rows]
     _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+    representatives = rows[first]
     return (
-        device.evaluate(request.take(first)),
-        device.evaluate(replay.reply.take(first)),
+        device.evaluate(request.take(representatives)),
+        device.evaluate(replay.reply.take(representatives)),
         inverse.reshape(-1),
     )
 
 
 @dataclass(frozen=True)
 class DeviceDecisions:
-    """One device's decisions for the evidence sessions (via their representatives)."""
+    """One device's decisions for the sessions that pass it (via their representatives).
+    Only those sessions are held, so memory and time grow with the sessions each device
+    sees, not with sessions times devices (a fabric of hundreds of leaves)."""
 
     intent: DeviceIntent
-    passing: np.ndarray  # bool per session: the session passes this device
+    rows: np.ndarray  # int64: the sessions that pass this device (indices, unordered)
     request: Evaluation
     reply: Evaluation
-    inverse: np.ndarray  # session -> representative
-    has_reply: np.ndarray  # bool per session: the request expects a reply packet
+    inverse: np.ndarray  # per entry of `rows`: its representative
+    has_reply: np.ndarray  # per entry of `rows`: the request expects a reply packet
 
-    def take(self, rows: np.ndarray) -> DeviceDecisions:
-        """The decisions for some of the sessions (the representatives stay as they are)."""
+    def take(self, position: np.ndarray) -> DeviceDecisions:
+        """The decisions for a subset of the sessions, numbered as in the subset:
+        `position` maps each session to its index there, -1 when left out (`session_positions`)."""
+        renumbered = position[self.rows]
+        kept = renumbered >= 0
         return replace(
             self,
-            passing=self.passing[rows],
-            inverse=self.inverse[rows],
-            has_reply=self.has_reply[rows],
+            rows=renumbered[kept],
+            inverse=self.inverse[kept],
+            has_reply=self.has_reply[kept],
         )
 
     def deciding_rules(self) -> list[str]:
@@ -145,6 +154,30 @@ class DeviceDecisions:
             decided = position >= 0 and match >= 0
             names.append(self.intent.policies[position].matches[match].rule if decided else "")
         return names
+
+
+def session_positions(count: int, rows: np.ndarray) -> np.ndarray:
+    """For `DeviceDecisions.take`: each of `count` sessions' index among `rows`, else -1."""
+    position = np.full(count, -1, dtype=np.int64)
+    position[rows] = np.arange(len(rows), dtype=np.int64)
+    return position
+
+
+class _ByAddress:
+    """The sessions of each address on one side (client or server), found without a pass
+    over every session: sessions sorted by address once, then sliced per address."""
+
+    def __init__(self, address: np.ndarray, count: int):
+        self.order = np.argsort(address, kind="stable")
+        self.starts = np.zeros(count + 1, dtype=np.int64)
+        np.cumsum(np.bincount(address, minlength=count), out=self.starts[1:])
+
+    def sessions(self, members: np.ndarray) -> np.ndarray:
+        """Indices of the sessions whose address on this side is one of `members`."""
+        begin, end = self.starts[members], self.starts[members + 1]
+        lengths = end - begin
+        shift = np.repeat(begin - np.cumsum(lengths) + lengths, lengths)
+        return self.order[shift + np.arange(int(lengths.sum()), dtype=np.int64)]
 
 
 def decide(
@@ -161,19 +194,30 @@ def decide(
         return []
     replay = replay_packets(evidence, side) if replay is None else replay
     addresses = evidence.addresses
-    passing: dict[str, np.ndarray] = {}
+    local: dict[str, np.ndarray] = {}  # per device: its addresses (a segment holds them)
     for name in intents:
         subnets = tuple(s for seg in policy_set.device(name).segments for s in seg.subnets)
-        local = addresses.in_prefixes(subnets)
-        passing[name] = local[replay.client] | local[replay.server]
-    nowhere = ~np.logical_or.reduce(list(passing.values()))
+        local[name] = np.flatnonzero(addresses.in_prefixes(subnets))
+    known = np.zeros(len(addresses), dtype=bool)
+    for members in local.values():
+        known[members] = True
+    nowhere = np.flatnonzero(~(known[replay.client] | known[replay.server]))
+    clients = _ByAddress(replay.client, len(addresses))
+    servers = _ByAddress(replay.server, len(addresses))
     decisions = []
     for name, intent in intents.items():
-        request, reply, inverse = _evaluate(CompiledDevice(intent), replay, evidence)
+        here = np.zeros(len(addresses), dtype=bool)
+        here[local[name]] = True
+        by_server = servers.sessions(local[name])
+        # a session with both ends here is among the client's already
+        rows = np.concatenate(
+            [clients.sessions(local[name]), by_server[~here[replay.client[by_server]]], nowhere]
+        )
+        if not len(rows):
+            continue  # no session passes this device: it decides nothing
+        request, reply, inverse = _evaluate(CompiledDevice(intent), replay, evidence, rows)
         decisions.append(
-            DeviceDecisions(
-                intent, passing[name] | nowhere, request, reply, inverse, replay.has_reply
-            )
+            DeviceDecisions(intent, rows, request, reply, inverse, replay.has_reply[rows])
         )
     return decisions
 
@@ -197,8 +241,9 @@ def deciding_rules(
                     these = here & (evaluation.match_index == match)
                     position[these] = rule_names.index(policy.matches[match].rule)
             per_session = position[decisions.inverse]
-            rows = decisions.passing & (per_session >= 0)
-            pairs = np.unique(membership[rows] * (len(rule_names) + 1) + per_session[rows])
+            decided = per_session >= 0
+            rows = decisions.rows[decided]
+            pairs = np.unique(membership[rows] * (len(rule_names) + 1) + per_session[decided])
             for pair in pairs.tolist():
                 proposal, rule_position = divmod(pair, len(rule_names) + 1)
                 deciding[proposal].add(rule_position)
@@ -221,7 +266,8 @@ def verify(
     `membership`: per evidence row, the index of the proposal it supports; `today`: the
     policy in force's decisions for all `sessions`."""
     weights = sessions.sessions[rows]
-    today = [decisions.take(rows) for decisions in today]
+    evidence = session_positions(len(sessions), rows)
+    today = [decisions.take(evidence) for decisions in today]
     quality = recommendation.quality
     notes = list(quality.notes)
     if not quality.evidence_sessions:
@@ -248,7 +294,7 @@ def verify(
         notes.append(f"cannot compile the policy with the proposals: {error}")
         return replace(recommendation, quality=replace(quality, notes=tuple(notes)))
     result = placed.recommendation
-    tomorrow = [d.take(rows) for d in decide(proposed, after, sessions, replay=replay)]
+    tomorrow = [d.take(evidence) for d in decide(proposed, after, sessions, replay=replay)]
     covered = _covered(tomorrow, weights)
     config_lines = _config_lines_added(policy_set, proposed, before, after)
     if config_lines is None:
@@ -326,7 +372,7 @@ def _covered(tomorrow: list[DeviceDecisions], weights: np.ndarray) -> int:
     for decisions in tomorrow:
         request = decisions.request.forwarded[decisions.inverse]
         reply = decisions.reply.forwarded[decisions.inverse]
-        allowed &= ~decisions.passing | (request & (reply | ~decisions.has_reply))
+        allowed[decisions.rows] &= request & (reply | ~decisions.has_reply)
     return int(weights[allowed].sum())
 
 
@@ -348,8 +394,8 @@ def _with_current_decisions(
     for before in today:
         current = _codes(before, labels)
         verdict = before.request.verdict[before.inverse].astype(np.int64)
-        rows = np.flatnonzero(before.passing)
-        keys = (membership[rows] * len(labels) + current[rows]) * len(VERDICTS) + verdict[rows]
+        rows = before.rows
+        keys = (membership[rows] * len(labels) + current) * len(VERDICTS) + verdict
         unique_keys, inverse = factorize(keys)
         totals = np.bincount(inverse, weights=weights[rows])
         names = {code: name for name, code in labels.items()}
@@ -373,7 +419,7 @@ def _with_current_decisions(
 
 
 def _codes(decisions: DeviceDecisions, labels: dict[str, int]) -> np.ndarray:
-    """Per session, the deciding rule as a code in `labels` (added as they appear)."""
+    """Per session the device sees (`rows`), the deciding rule as a code in `labels` (added as they appear)."""
     per_representative = [labels.setdefault(n, len(labels)) for n in decisions.deciding_rules()]
     return np.array(per_representative, dtype=np.int64)[decisions.inverse]
 

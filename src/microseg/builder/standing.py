@@ -64,29 +64,28 @@ def standing(decisions: list[DeviceDecisions], count: int) -> Standing:
     allowed_by = np.full(count, -1, dtype=np.int64)
     allowed_everywhere = np.ones(count, dtype=bool)
     for device in decisions:
+        # every array here has one entry per session the device sees (device.rows)
+        rows = device.rows
         request = _explicit(device, device.request, rules, codes)
         reply = _explicit(device, device.reply, rules, codes)
         forwarded = device.request.forwarded[device.inverse]
         reply_forwarded = device.reply.forwarded[device.inverse] | ~device.has_reply
         request_code, request_plain = request[0][device.inverse], request[1][device.inverse]
         reply_code = reply[0][device.inverse]
-        stops_request = device.passing & (request_code >= 0) & ~forwarded
-        stops_reply = device.passing & device.has_reply & (reply_code >= 0) & ~reply_forwarded
-        first = blocked_by < 0
-        blocked_by[first & stops_request] = request_code[first & stops_request]
-        first = blocked_by < 0
-        blocked_by[first & stops_reply] = reply_code[first & stops_reply]
-        for evaluation, stops in (
-            (device.request, device.passing & ~forwarded),
-            (device.reply, device.passing & ~reply_forwarded),
-        ):
+        stops_request = (request_code >= 0) & ~forwarded
+        stops_reply = device.has_reply & (reply_code >= 0) & ~reply_forwarded
+        first = blocked_by[rows] < 0
+        blocked_by[rows[first & stops_request]] = request_code[first & stops_request]
+        first = blocked_by[rows] < 0
+        blocked_by[rows[first & stops_reply]] = reply_code[first & stops_reply]
+        for evaluation, stops in ((device.request, ~forwarded), (device.reply, ~reply_forwarded)):
             text = _stoppers(device, evaluation, stoppers)[device.inverse]
-            unset = (stopped_by < 0) & stops
-            stopped_by[unset] = text[unset]
+            unset = (stopped_by[rows] < 0) & stops
+            stopped_by[rows[unset]] = text[unset]
         explicit = (request_code >= 0) & request_plain & forwarded & reply_forwarded
-        allowed_everywhere &= ~device.passing | explicit
-        unset = (allowed_by < 0) & device.passing & explicit
-        allowed_by[unset] = request_code[unset]
+        allowed_everywhere[rows] &= explicit
+        unset = (allowed_by[rows] < 0) & explicit
+        allowed_by[rows[unset]] = request_code[unset]
     allowed_by[~allowed_everywhere | (blocked_by >= 0)] = -1
     return Standing(blocked_by, allowed_by, rules, stopped_by, stoppers)
 

@@ -70,36 +70,37 @@ def serve(
             markup=False,
             style="bold red",
         )
-    listening = listen(host, port)
-    import uvicorn
+    # Closed when the server stops or cannot start (a bad store URL, an unreadable key).
+    with listen(host, port) as listening:
+        import uvicorn
 
-    from microseg.server import create_app
+        from microseg.server import create_app
 
-    application = create_app(secure_cookies=tls, flow_store=flow_store)
-    store = application.state.context.store
-    if not store.accounts.users():
+        application = create_app(secure_cookies=tls, flow_store=flow_store)
+        store = application.state.context.store
+        if not store.accounts.users():
+            err_console.print(
+                "note: no users yet: add one with `microseg user add NAME --role admin`",
+                markup=False,
+            )
+        scheme = "https" if tls else "http"
+        shown = f"[{host}]" if ":" in host else host
+        bound_port = listening.getsockname()[1]
         err_console.print(
-            "note: no users yet: add one with `microseg user add NAME --role admin`",
+            f"microseg serve: {scheme}://{shown}:{bound_port}/ "
+            f"(API {scheme}://{shown}:{bound_port}/api/docs), store {store.url}",
             markup=False,
         )
-    scheme = "https" if tls else "http"
-    shown = f"[{host}]" if ":" in host else host
-    bound_port = listening.getsockname()[1]
-    err_console.print(
-        f"microseg serve: {scheme}://{shown}:{bound_port}/ "
-        f"(API {scheme}://{shown}:{bound_port}/api/docs), store {store.url}",
-        markup=False,
-    )
-    config = uvicorn.Config(
-        application,
-        ssl_certfile=str(tls_cert) if tls_cert else None,
-        ssl_keyfile=str(tls_key) if tls_key else None,
-        log_level="info",
-        # Paths and status only: no request carries a secret in its URL.
-        access_log=True,
-        server_header=False,
-    )
-    uvicorn.Server(config).run(sockets=[listening])
+        config = uvicorn.Config(
+            application,
+            ssl_certfile=str(tls_cert) if tls_cert else None,
+            ssl_keyfile=str(tls_key) if tls_key else None,
+            log_level="info",
+            # Paths and status only: no request carries a secret in its URL.
+            access_log=True,
+            server_header=False,
+        )
+        uvicorn.Server(config).run(sockets=[listening])
 
 
 def listen(host: str, port: int) -> socket.socket:

@@ -42,7 +42,7 @@ import stat
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from microseg import duck
 from microseg.flows.session_columns import session_columns
 from microseg.flows.sessions import INT64_MAX, SESSION_SCHEMA, sort_sessions
 from microseg.model import MicrosegError
@@ -206,14 +207,16 @@ class FlowStore:
         self._remove_superseded(self.scan())
         return self
 
-    def write(self, sessions: pa.Table) -> Path | None:
+    def write(self, sessions: pa.Table, *, day: date | None = None) -> Path | None:
         """One new segment with these sessions (SESSION_SCHEMA), atomically; None if empty.
+        `day`: the UTC day of the partition (default today, as the collector writes; an
+        import or `bench/scale.py` writes past days).
 
         Raises OSError (no space, read-only...) with nothing left behind."""
         if sessions.num_rows == 0:
             return None
         return self._write_segment(
-            sort_sessions(sessions.cast(SESSION_SCHEMA)), {}, self._partition()
+            sort_sessions(sessions.cast(SESSION_SCHEMA)), {}, self._partition(day)
         )
 
     def segments(self) -> list[Path]:
@@ -391,12 +394,12 @@ class FlowStore:
                 with contextlib.suppress(OSError):
                     stray.unlink(missing_ok=True)
 
-    def _partition(self) -> Path | None:
-        """This collector's directory for today (UTC), None in the flat layout."""
+    def _partition(self, day: date | None = None) -> Path | None:
+        """This collector's directory for `day` (default today, UTC), None in the flat layout."""
         if self.collector_id is None:
             return None
-        day = datetime.now(UTC).strftime("%Y-%m-%d")
-        return self.segment_dir / f"date={day}" / f"collector={self.collector_id}"
+        when = (day or datetime.now(UTC).date()).strftime("%Y-%m-%d")
+        return self.segment_dir / f"date={when}" / f"collector={self.collector_id}"
 
     @contextlib.contextmanager
     def _maintenance_lock(self, dry_run: bool) -> Iterator[None]:
@@ -569,7 +572,7 @@ def read_sessions(
     where, parameters = _filters(vrf, protocol, src, dst, port, since)
     if path.is_dir():
         return _read_store(path, ephemeral_port, where, parameters)
-    connection = duckdb.connect()
+    connection = duck.connect()
     columns = _load(connection, path)
     # A session file is checked row by row, in file order, by the one session-table
     # reader before it is summarised: a bad value is an error naming its row.
@@ -590,7 +593,7 @@ def _read_store(path: Path, ephemeral_port, where: str, parameters: list) -> pa.
         if not scan.live:
             scan.warn()
             return OUTPUT_SCHEMA.empty_table()
-        connection = duckdb.connect()
+        connection = duck.connect()
         names = ", ".join(f"'{_quote(segment)}'" for segment in scan.live)
         try:
             connection.execute(f"CREATE TEMP VIEW raw AS SELECT * FROM read_parquet([{names}])")

@@ -27,10 +27,10 @@ import logging
 import time
 from dataclasses import dataclass
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 
+from microseg import duck
 from microseg.flows.batch import FlowBatch, format_addresses
 from microseg.model.ports import ICMP, ICMPV6, PROTOCOL_NAMES, TCP
 
@@ -147,7 +147,7 @@ class SessionTable:
         self._evicted: list[pa.Table] = []  # oriented, waiting to be written
         self._exporters: list[str] = [""]  # exporter id -> address; 0 = none
         self._exporter_ids: dict[tuple[int, int], int] = {}
-        self._connection = duckdb.connect()
+        self._connection = duck.connect()
 
     def __len__(self) -> int:
         self._merge()

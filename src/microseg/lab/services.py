@@ -127,7 +127,9 @@ def _greeting(port: int) -> bytes:
     return b"microseg lab app\n"
 
 
-def _checksum(data: bytes) -> int:
+def internet_checksum(data: bytes) -> int:
+    """The 16-bit one's complement of the one's complement sum (RFC 1071), as IPv4, ICMP,
+    TCP and UDP headers carry it."""
     if len(data) % 2:
         data += b"\0"
     total = sum(struct.unpack(f"!{len(data) // 2}H", data))
@@ -141,7 +143,7 @@ def _ping(destination: str) -> bool:
     raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
     identifier = _identifier()
     header = struct.pack("!BBHHH", 8, 0, 0, identifier, 1) + b"microseg"
-    packet = header[:2] + struct.pack("!H", _checksum(header)) + header[4:]
+    packet = header[:2] + struct.pack("!H", internet_checksum(header)) + header[4:]
     raw.sendto(packet, (destination, 0))
     deadline = time.monotonic() + TIMEOUT_S
     while (remaining := deadline - time.monotonic()) > 0:

@@ -49,7 +49,34 @@ def _check_unscoped(text: str) -> None:
         )
 
 
+# An IPv4 prefix as ipaddress itself would print it: decimal octets without leading zeros, a
+# prefix length without one. ASCII digits only (`\d` would take `٣`, which ipaddress refuses).
+_CANONICAL_IPV4_PREFIX = re.compile(
+    r"(0|[1-9][0-9]{0,2})\.(0|[1-9][0-9]{0,2})\.(0|[1-9][0-9]{0,2})\.(0|[1-9][0-9]{0,2})"
+    r"/(0|[1-9][0-9]?)"
+)
+
+
+def _canonical_ipv4_prefix(text: str) -> ipaddress.IPv4Network | None:
+    """The network a canonical, valid IPv4 prefix names, without parsing it twice (text ->
+    octets -> integer) as `ipaddress.ip_network` does; None for anything else, which
+    `_parse_prefix` then judges the slow way (big policies are tens of thousands of prefixes).
+    """
+    match = _CANONICAL_IPV4_PREFIX.fullmatch(text)
+    if match is None:
+        return None
+    first, second, third, fourth, length = map(int, match.groups())
+    if first > 255 or second > 255 or third > 255 or fourth > 255 or length > 32:
+        return None
+    address = first << 24 | second << 16 | third << 8 | fourth
+    if address & (0xFFFFFFFF >> length):  # host bits set
+        return None
+    return ipaddress.IPv4Network((address, length))
+
+
 def _parse_prefix(value: Any) -> IPNetwork:
+    if type(value) is str and (network := _canonical_ipv4_prefix(value)) is not None:
+        return network
     if isinstance(value, ipaddress.IPv4Network | ipaddress.IPv6Network):
         _check_unscoped(str(value))
         return value
@@ -118,6 +145,8 @@ def _check_name(value: Any) -> str:
         raise ValueError(f"a name must be a string, got {value!r}")
     if not value or value != value.strip():
         raise ValueError(f"{value!r}: a name may not be empty or start/end with whitespace")
+    if value.isprintable():  # no tab, line break or other control character: nothing below
+        return value
     if any(ch in value for ch in "\n\r\t"):
         raise ValueError(f"{value!r}: a name may not contain tabs or line breaks")
     _check_one_line(value, "a name")

@@ -25,10 +25,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from microseg import duck
 from microseg.files import replace_atomically
 
 COUNTERS = "counters"
@@ -104,7 +104,7 @@ class CounterSeries:
     def query(self, sql: str, parameters: list | None = None) -> list[tuple]:
         """`sql` over the view `samples` (every row, with per-row deltas `packets_delta`,
         `bytes_delta`); an empty series is an empty view."""
-        connection = duckdb.connect()
+        connection = duck.connect()
         segments = self.segments()
         if segments:
             files = ", ".join("'" + str(path).replace("'", "''") + "'" for path in segments)

@@ -21,6 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from microseg.gc_pause import paused_garbage_collector
 from microseg.model import SECTIONS, PolicyError, PolicySet, Problem
 from microseg.model.errors import UNKNOWN_KEY, validation_problems
 from microseg.model.policyset import reference_problems, references_of
@@ -217,8 +218,12 @@ def load_policy_text(text: str, filename: str = "<string>") -> PolicySet:
     return build_policy(read_policy_source_text(text, filename))
 
 
+@paused_garbage_collector()
 def build_policy(source: PolicySource) -> PolicySet:
-    """Validate every object, then the references between them; every problem at once."""
+    """Validate every object, then the references between them; every problem at once.
+
+    The set whose references were checked is the result: validating it again would only
+    repeat `reference_problems` (PolicySet's own validator), already run here."""
     problems = list(source.problems)
     sections: dict[str, list[BaseModel]] = {section: [] for section in SECTIONS}
     unvalidated: dict[str, list[Any]] = {section: [] for section in SECTIONS}
@@ -252,13 +257,14 @@ def build_policy(source: PolicySource) -> PolicySet:
     ]
     if problems:
         raise PolicyError(source.locate_all(problems))
-    return PolicySet.model_validate({section: tuple(objs) for section, objs in sections.items()})
+    return candidate
 
 
 def _problem_order(problem: Problem) -> tuple:
     return (problem.file or "", problem.line or 0, problem.column or 0, problem.message)
 
 
+@paused_garbage_collector()
 def _read_document(text: str, filename: str, source: PolicySource) -> None:
     try:
         document = load_located(text)
