@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from contextlib import ExitStack
+from contextlib import ExitStack, closing
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -12,7 +12,17 @@ from typing import TYPE_CHECKING
 import typer
 
 from microseg.cli.app import FLOWS, app, demo_step
-from microseg.cli.common import JSON_OPTION_HELP, console, counted, err_console, write_output
+from microseg.cli.common import (
+    ENGINE_HELP,
+    JSON_OPTION_HELP,
+    SPARK_CONF_HELP,
+    SPARK_MASTER_HELP,
+    console,
+    counted,
+    err_console,
+    session_engine,
+    write_output,
+)
 from microseg.model import MicrosegError
 
 if TYPE_CHECKING:
@@ -242,6 +252,9 @@ def list_sessions(
     since: str | None = typer.Option(None, "--since", help="Last seen at or after (ISO, UTC)."),
     no_eph: bool = typer.Option(False, "--no-eph", help="Keep ephemeral client ports."),
     as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP + " (JSON lines)"),
+    engine: str = typer.Option("duckdb", "--engine", help=ENGINE_HELP),
+    spark_master: str | None = typer.Option(None, "--spark-master", help=SPARK_MASTER_HELP),
+    spark_conf: list[str] = typer.Option([], "--spark-conf", help=SPARK_CONF_HELP),
 ) -> None:
     """The session table, like the vZTX's `show firewall distributed instance session-table`.
 
@@ -249,16 +262,19 @@ def list_sessions(
     """
     from microseg.flows.flowstore import EPHEMERAL_PORT, read_sessions, session_rows
 
-    table = read_sessions(
-        store,
-        ephemeral_port=None if no_eph else EPHEMERAL_PORT,
-        vrf=vrf,
-        protocol=proto,
-        src=src,
-        dst=dst,
-        port=port,
-        since=_since(since),
-    )
+    moment = _since(since)
+    with closing(session_engine(engine, spark_master, spark_conf)) as reader:
+        table = read_sessions(
+            store,
+            ephemeral_port=None if no_eph else EPHEMERAL_PORT,
+            vrf=vrf,
+            protocol=proto,
+            src=src,
+            dst=dst,
+            port=port,
+            since=moment,
+            engine=reader,
+        )
     if as_json:
         for row in session_rows(table):
             sys.stdout.write(json.dumps(row) + "\n")
@@ -283,24 +299,47 @@ def export_sessions(
     csv: Path | None = typer.Option(None, "--csv", help="Write a CSV file."),
     store: Path | None = typer.Option(None, "--store", help=STORE_HELP),
     no_eph: bool = typer.Option(False, "--no-eph", help="Keep ephemeral client ports."),
+    engine: str = typer.Option("duckdb", "--engine", help=ENGINE_HELP),
+    spark_master: str | None = typer.Option(None, "--spark-master", help=SPARK_MASTER_HELP),
+    spark_conf: list[str] = typer.Option([], "--spark-conf", help=SPARK_CONF_HELP),
 ) -> None:
     """Write the session table for `whatif` and `recommend`.
+
+    The rows are written in chunks as they come: with --engine spark they stream from Spark
+    and never sit in this process all at once.
 
     Example: microseg sessions export --parquet sessions.parquet
     """
     import pyarrow.csv as pa_csv
     import pyarrow.parquet as pq
 
-    from microseg.flows.flowstore import EPHEMERAL_PORT, read_sessions
+    from microseg.flows.flowstore import EPHEMERAL_PORT, OUTPUT_SCHEMA, session_batches
 
     if (parquet is None) == (csv is None):
         raise MicrosegError("sessions export: give exactly one of --parquet FILE or --csv FILE")
-    table = read_sessions(store, ephemeral_port=None if no_eph else EPHEMERAL_PORT)
-    if parquet is not None:
-        write_output(parquet, lambda file: pq.write_table(table, file))
-    elif csv is not None:
-        write_output(csv, lambda file: pa_csv.write_csv(_with_text_times(table), file))
-    console.print(f"{parquet or csv}: {table.num_rows} session rows", markup=False)
+    rows = 0
+
+    def write(file, writer_class, schema, convert) -> None:
+        nonlocal rows
+        with writer_class(file, schema) as writer:
+            for batch in batches:
+                writer.write(convert(batch))
+                rows += batch.num_rows
+
+    with closing(session_engine(engine, spark_master, spark_conf)) as reader:
+        batches = session_batches(
+            store, ephemeral_port=None if no_eph else EPHEMERAL_PORT, engine=reader
+        )
+        if parquet is not None:
+            write_output(
+                parquet, lambda file: write(file, pq.ParquetWriter, OUTPUT_SCHEMA, _as_table)
+            )
+        elif csv is not None:
+            write_output(
+                csv,
+                lambda file: write(file, pa_csv.CSVWriter, _text_times_schema(), _with_text_times),
+            )
+    console.print(f"{parquet or csv}: {rows} session rows", markup=False)
 
 
 @sessions_app.command("compact")
@@ -370,11 +409,32 @@ def compact_sessions(
     console.print("\n".join(lines), markup=False)
 
 
-def _with_text_times(table: pa.Table) -> pa.Table:
+def _text_times_schema() -> pa.Schema:
+    """The CSV's columns: the session table's, with times as ISO 8601 text."""
+    import pyarrow as pa
+
+    from microseg.flows.flowstore import OUTPUT_SCHEMA
+
+    return pa.schema(
+        [
+            field.with_type(pa.string()) if field.name in ("first_seen", "last_seen") else field
+            for field in OUTPUT_SCHEMA
+        ]
+    )
+
+
+def _as_table(batch: pa.RecordBatch) -> pa.Table:
+    import pyarrow as pa
+
+    return pa.Table.from_batches([batch])
+
+
+def _with_text_times(batch: pa.RecordBatch) -> pa.Table:
     import pyarrow as pa
 
     from microseg.flows.flowstore import iso_millis
 
+    table = _as_table(batch)
     for name in ("first_seen", "last_seen"):
         index = table.schema.get_field_index(name)
         texts = pa.array([iso_millis(v) for v in table.column(name).to_pylist()], pa.string())

@@ -33,6 +33,7 @@ from microseg.compile.diff import diff_text
 from microseg.deploy.devices import intended_configs
 from microseg.model import MicrosegError
 from microseg.store import ChangeRecord, PlannedDevice, Store, default_author
+from microseg.store.notices import CHANGE_NOTICES
 from microseg.targets.render import configured_names
 
 FOUR_EYES = "four_eyes"
@@ -44,6 +45,11 @@ UNFINISHED_DEVICE_STATES = ("loading", "committing")
 # (a runner on this host is checked directly, by its process id and start time).
 HEARTBEAT_INTERVAL_S = 10.0
 HEARTBEAT_STALE = timedelta(seconds=120)
+# A change's event streams read the store this often while another process runs it (or
+# nobody yet); a run in this process wakes them at each write (store/notices.py) and they
+# read the store at least every RUN_HERE_CHECK_S, in case another process writes the change.
+POLL_ELSEWHERE_S = 0.4
+RUN_HERE_CHECK_S = 5.0
 
 
 class FourEyesRefusal(MicrosegError):
@@ -185,6 +191,15 @@ def runner_identity() -> str:
     """`host:pid:start` of this process (start: its start time in clock ticks, so a reused
     process id is not mistaken for us)."""
     return f"{socket.gethostname()}:{os.getpid()}:{_start_ticks(os.getpid())}"
+
+
+async def progress_written(record: ChangeRecord, seen: int) -> int:
+    """Wait for `record`'s change to move on: until this process writes it past generation
+    `seen` (a run here notices each step), or POLL_ELSEWHERE_S when another process runs it
+    (nothing is noticed from there: read the store again); the generation then."""
+    here = record.runner == runner_identity()
+    timeout = RUN_HERE_CHECK_S if here else POLL_ELSEWHERE_S
+    return await CHANGE_NOTICES.wait(record.id, seen, timeout)
 
 
 def runner_alive(record: ChangeRecord) -> bool:

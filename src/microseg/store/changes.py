@@ -8,7 +8,8 @@ only from the states its caller expects, or raises StateConflict naming the stat
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -18,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from microseg.model import MicrosegError
 from microseg.store.errors import NotFound
+from microseg.store.notices import CHANGE_NOTICES
 from microseg.store.schema import (
     Change,
     ChangeApproval,
@@ -157,6 +159,14 @@ class ChangeTable:
     def __init__(self, store: Store) -> None:
         self._store = store
 
+    @contextmanager
+    def _writing(self, change: int) -> Iterator[Session]:
+        """One write transaction of `change`; once committed, its event streams in this
+        process are woken (store/notices.py)."""
+        with self._store._writing() as (session, _):
+            yield session
+        CHANGE_NOTICES.written(change)
+
     # -- changes ----------------------------------------------------------------------------
 
     def create(
@@ -229,7 +239,7 @@ class ChangeTable:
         `fields` are other columns to set at the same time (`runner`, `attempts`, ...)."""
         from microseg.store.store import _author, _now
 
-        with self._store._writing() as (session, _):
+        with self._writing(change) as session:
             row = _change_in(session, change, allowed, "for that")
             row.state = state
             row.updated_at = _now()
@@ -254,7 +264,7 @@ class ChangeTable:
         """Record an approval and move the change from `allowed` to `state`, at once."""
         from microseg.store.store import _author, _now
 
-        with self._store._writing() as (session, _):
+        with self._writing(change) as session:
             row = _change_in(session, change, allowed, "to approve it")
             who, now = _author(approver), _now()
             session.add(
@@ -267,7 +277,7 @@ class ChangeTable:
 
     def mark_devices(self, change: int, states: Iterable[str], state: str) -> None:
         """Every device row of `change` in one of `states` goes to `state`."""
-        with self._store._writing() as (session, _):
+        with self._writing(change) as session:
             session.execute(
                 update(ChangeDevice)
                 .where(ChangeDevice.change_id == change, ChangeDevice.state.in_(tuple(states)))
@@ -280,7 +290,7 @@ class ChangeTable:
         self, change: int, device: str, actor: str = "", notes: Sequence[str] = (), **fields: Any
     ) -> None:
         """Set columns of a device row and add its log lines (`notes`, by `actor`) at once."""
-        with self._store._writing() as (session, _):
+        with self._writing(change) as session:
             row = session.get(ChangeDevice, (change, device))
             if row is None:
                 raise NotFound(f"change {change} has no device {device!r}")
@@ -292,7 +302,7 @@ class ChangeTable:
     def log(
         self, change: int, actor: str, kind: str, message: str, device: str | None = None
     ) -> None:
-        with self._store._writing() as (session, _):
+        with self._writing(change) as session:
             _event(session, change, actor, kind, message, device)
 
     def last_deployed(self, device: str) -> tuple[int, DeviceRecord] | None:

@@ -28,26 +28,26 @@ from microseg.deploy import (
     show_change,
     start_run,
 )
-from microseg.deploy.changes import RUNNABLE
+from microseg.deploy.changes import RUNNABLE, progress_written
 from microseg.deploy.run import DEFAULT_CONFIRM_WITHIN_S
 from microseg.server.audit import audited
 from microseg.server.auth import Admin, Approver, Editor, Viewer
 from microseg.server.context import server_context
 from microseg.store import StateConflict
+from microseg.store.notices import CHANGE_NOTICES
 
 router = APIRouter(prefix="/api", tags=["change control"])
 
 ChangeId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 # A change in one of these states is done: its progress stream ends.
 FINAL_STATES = ("succeeded", "failed", "rolled-back", "cancelled", "interrupted")
-PROGRESS_POLL_S = 0.5
 # One server-sent event (HTML Living Standard, "Server-sent events"): its name and JSON data.
 SSE_EVENT_SCHEMA = {
     "type": "object",
     "properties": {"event": {"enum": ["log", "state"]}, "data": {"type": "string"}},
     "required": ["event", "data"],
 }
-PROGRESS_MAX_POLLS = 7200  # an hour: a stream of a change nobody runs ends by itself
+PROGRESS_MAX_S = 3600.0  # a stream of a change nobody runs ends by itself
 
 
 class NewChange(BaseModel):
@@ -196,7 +196,9 @@ async def progress(change: ChangeId, principal: Viewer, request: Request) -> Str
 
     async def events() -> AsyncIterator[str]:
         sent = 0
-        for _ in range(PROGRESS_MAX_POLLS):
+        seen = CHANGE_NOTICES.generation(change)  # before reading: no write falls between
+        give_up = asyncio.get_running_loop().time() + PROGRESS_MAX_S
+        while True:
             record = await run_in_threadpool(show_change, store, change)
             for event in record.events[sent:]:
                 yield f"event: log\ndata: {json.dumps(event.as_json())}\n\n"
@@ -204,9 +206,9 @@ async def progress(change: ChangeId, principal: Viewer, request: Request) -> Str
             if record.state in FINAL_STATES:
                 yield f"event: state\ndata: {json.dumps({'state': record.state})}\n\n"
                 return
-            if await request.is_disconnected():
+            if await request.is_disconnected() or asyncio.get_running_loop().time() > give_up:
                 return
-            await asyncio.sleep(PROGRESS_POLL_S)
+            seen = await progress_written(record, seen)
 
     return StreamingResponse(events(), media_type="text/event-stream")
 

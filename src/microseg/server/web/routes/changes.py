@@ -7,7 +7,6 @@ or by another server alike, and a reload shows the same thing."""
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections.abc import AsyncIterator
 
@@ -24,18 +23,17 @@ from microseg.deploy import (
     show_change,
     start_run,
 )
-from microseg.deploy.changes import RUNNABLE
+from microseg.deploy.changes import RUNNABLE, progress_written
 from microseg.deploy.run import DEFAULT_CONFIRM_WITHIN_S
 from microseg.model import MicrosegError
 from microseg.server.web.errors import WebRoute
 from microseg.server.web.identity import Approver, Editor, Viewer, actor, audit, store_of
 from microseg.server.web.render import ENVIRONMENT, page
 from microseg.store import ChangeRecord
+from microseg.store.notices import CHANGE_NOTICES
 
 router = APIRouter(route_class=WebRoute)
 
-# How often the event stream looks at the store while a change runs.
-POLL_INTERVAL_S = 0.4
 START_WAIT_POLLS, START_WAIT_POLL_S = 200, 0.05
 
 
@@ -151,6 +149,7 @@ async def events(request: Request, _: Viewer, change: int) -> StreamingResponse:
 
     async def stream() -> AsyncIterator[str]:
         sent: dict[str, str] = {}
+        seen = CHANGE_NOTICES.generation(change)  # before reading: no write falls between
         while not await request.is_disconnected():
             record = await run_in_threadpool(snapshot)
             for position, device in enumerate(record.devices):
@@ -163,7 +162,7 @@ async def events(request: Request, _: Viewer, change: int) -> StreamingResponse:
             if record.state != "running":
                 yield _event("done", record.state)
                 return
-            await asyncio.sleep(POLL_INTERVAL_S)
+            seen = await progress_written(record, seen)
 
     headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
     return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
