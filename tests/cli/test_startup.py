@@ -89,6 +89,16 @@ def test_validating_a_file_never_loads_the_store_or_flow_libraries():
     assert not {"sqlalchemy", "alembic", "duckdb", "pyarrow"} & set(loaded), loaded
 
 
+def test_compiling_a_file_reads_it_without_the_dumper_or_the_store(tmp_path):
+    # ruamel is the canonical dumper's: `compile FILE` only reads (bench/cli_compile.py).
+    output = tmp_path / "leaf.eos"
+    command = ("compile", str(EXAMPLES / "home-lab.yaml"), "-d", "andreasm-720xp-home")
+    loaded = _modules_after(_run_main(*command, "-o", str(output)))
+    assert output.read_text().startswith("traffic-policies")
+    assert "yaml" in loaded and "pydantic" in loaded  # the command does its work
+    assert not {"ruamel", "sqlalchemy", "alembic", "duckdb", "pyarrow", "numpy"} & set(loaded)
+
+
 def test_help_keeps_its_headings_in_order(run_cli):
     text = run_cli("--help").stdout
     headings = [line[:-1] for line in text.splitlines() if line.endswith(":") and line[0] != " "]
