@@ -13,7 +13,18 @@ import pytest
 from microseg.cli.app import ALL_MODULES, COMMAND_MODULES, PANELS, root_command
 from support import EXAMPLES, cli_command, cli_env
 
-HEAVY = ("sqlalchemy", "alembic", "duckdb", "pyarrow", "numpy", "pydantic", "ruamel", "yaml")
+HEAVY = (
+    "sqlalchemy",
+    "alembic",
+    "duckdb",
+    "pyarrow",
+    "numpy",
+    "pydantic",
+    "ruamel",
+    "yaml",
+    "pyspark",
+    "py4j",
+)
 
 
 def _modules_after(code: str) -> list[str]:

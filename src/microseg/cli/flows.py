@@ -251,6 +251,13 @@ def list_sessions(
     port: int | None = typer.Option(None, "--port", help="Either port."),
     since: str | None = typer.Option(None, "--since", help="Last seen at or after (ISO, UTC)."),
     no_eph: bool = typer.Option(False, "--no-eph", help="Keep ephemeral client ports."),
+    limit: int | None = typer.Option(
+        None,
+        "--limit",
+        min=1,
+        max=2**63 - 1,
+        help="Only the first N rows, in the table's order (a page of a large store).",
+    ),
     as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP + " (JSON lines)"),
     engine: str = typer.Option("duckdb", "--engine", help=ENGINE_HELP),
     spark_master: str | None = typer.Option(None, "--spark-master", help=SPARK_MASTER_HELP),
@@ -273,6 +280,7 @@ def list_sessions(
             dst=dst,
             port=port,
             since=moment,
+            limit=limit,
             engine=reader,
         )
     if as_json:
