@@ -150,7 +150,6 @@ def test_install_completion_writes_the_bash_script(tmp_path):
     assert "_MICROSEG_COMPLETE=complete_bash" in script.read_text()
 
 
-
 def test_a_group_is_whole_on_a_later_run_in_the_same_process():
     """`import` converts the store's commands before `compile` adds `workspace build` to the
     workspace group; a later run in the same (fresh) process must still find `workspace
