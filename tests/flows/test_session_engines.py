@@ -63,3 +63,12 @@ def test_the_engines_share_the_sql_but_for_the_dialect():
     ):
         translated = translated.replace(f"sum({column})", f"sum(CAST({column} AS DECIMAL(38, 0)))")
     assert translated == spark_sql
+
+
+def test_a_page_is_the_first_rows_of_the_table(tmp_path):
+    store = FlowStore(tmp_path).open()
+    store.write(some_sessions())
+    store.write(some_sessions(52000, 2))
+    every = read_sessions(tmp_path, ephemeral_port=None)
+    assert every.num_rows == 5
+    assert read_sessions(tmp_path, ephemeral_port=None, limit=2).equals(every.slice(0, 2))

@@ -152,7 +152,7 @@ QUERIES = {
         "src": "2001:DB8:6:0::b",
         "since": datetime(2025, 11, 19, tzinfo=UTC),
     },
-    "server, every session": {"dst": "10.100.99.50", "ephemeral_port": None},
+    "server, every session, a page": {"dst": "10.100.99.50", "ephemeral_port": None, "limit": 9},
 }
 
 
@@ -199,7 +199,7 @@ def _both(run_cli, *args: str) -> tuple[str, str]:
 
 
 def test_sessions_list_prints_the_same_table_and_json(store, spark, run_cli):
-    for output in (["--proto", "icmp"], ["--no-eph", "--json"]):
+    for output in (["--proto", "icmp", "--limit", "30"], ["--no-eph", "--json"]):
         duckdb_out, spark_out = _both(run_cli, "sessions", "list", "--store", str(store), *output)
         assert duckdb_out == spark_out
     assert len(duckdb_out.splitlines()) > 1000

@@ -78,6 +78,22 @@ def collect(
         "--metrics",
         help="Serve Prometheus metrics on [HOST:]PORT (default host 127.0.0.1), e.g. 9465.",
     ),
+    workers: int = typer.Option(
+        1,
+        "--workers",
+        min=1,
+        max=64,
+        help="Receive processes on each address (SO_REUSEPORT; the kernel keeps each "
+        "exporter on one); 1: one process, as before.",
+    ),
+    receive_buffer: int = typer.Option(
+        64 << 20,
+        "--receive-buffer",
+        min=4096,
+        max=1 << 31,
+        help="Socket receive buffer in bytes, per socket (what the kernel queues while "
+        "the collector is busy).",
+    ),
 ) -> None:
     """Receive IPFIX / NetFlow v9 until SIGINT or SIGTERM; sessions go to the flow store.
 
@@ -91,6 +107,7 @@ def collect(
         default_store_dir,
     )
     from microseg.flows.sessions import SessionSettings
+    from microseg.flows.workers import combine_stats, worker_ids
 
     addresses = [parse_listen(text) for text in listen]
     collector_id = (
@@ -101,20 +118,25 @@ def collect(
     store_dir = store or default_store_dir()
     settings = CollectorSettings(
         flush_interval=flush_interval,
-        max_unwritten=max_unwritten,
-        sessions=SessionSettings(inactive_timeout, active_timeout, max_sessions),
+        receive_buffer=receive_buffer,
+        # memory bounds are the collector's: its workers share them
+        max_unwritten=max_unwritten // workers,
+        sessions=SessionSettings(inactive_timeout, active_timeout, max(1, max_sessions // workers)),
     )
-    flow_store = FlowStore(store_dir, collector_id)
+    ids = [collector_id] if workers == 1 else worker_ids(collector_id, workers)
+    flow_store = FlowStore(store_dir, ids[0])
     collector = FlowCollector(flow_store, settings)
     flow_store.scan().warn()  # bad segments: said at start, skipped by every reader
 
     def ready(addresses: list[tuple]) -> None:
         where = ", ".join(f"{address[0]}:{address[1]}" for address in addresses)
+        names = collector_id if workers == 1 else f"{collector_id} ({workers} workers)"
         err_console.print(
-            f"listening on {where}, store {store_dir}, collector {collector_id}", markup=False
+            f"listening on {where}, store {store_dir}, collector {names}", markup=False
         )
 
     exposition = None
+    supervisor = None
     with ExitStack() as stack:
         if metrics is not None:
             from microseg.monitor.metrics import (
@@ -135,17 +157,39 @@ def collect(
             if stats:
                 _print_stats(figures, as_json)
 
-        run(collector, addresses, on_ready=ready, on_flush=report)
-    final = collector.stats()
+        if workers == 1:
+            run(collector, addresses, on_ready=ready, on_flush=report)
+            final = collector.stats()
+        else:
+            from microseg.flows.workers import Supervisor
+
+            def make_collector(index: int) -> FlowCollector:
+                return FlowCollector(FlowStore(store_dir, ids[index - 1]), settings)
+
+            supervisor = Supervisor(make_collector, addresses, workers, receive_buffer)
+
+            def worker_report(index: int, figures: dict) -> None:
+                if exposition is not None:
+                    exposition.update(combine_stats(list(supervisor.latest.values())))
+                if stats:
+                    _print_stats({"worker": ids[index - 1], **figures}, as_json)
+
+            final = supervisor.run(on_ready=ready, on_stats=worker_report)
     if as_json:
         sys.stdout.write(json.dumps(final, sort_keys=True) + "\n")
     else:
         _print_stats(final, False)
-    lost = final["sessions_unwritten"] + final["sessions_dropped"]
+    lost = final.get("sessions_unwritten", 0) + final.get("sessions_dropped", 0)
+    write_error = supervisor.last_write_error if supervisor else collector.last_write_error
     if lost:
         raise MicrosegError(
             f"{lost} sessions could not be stored in {store_dir} "
-            f"({collector.last_write_error or 'see above'}); everything stored before is intact"
+            f"({write_error or 'see above'}); everything stored before is intact"
+        )
+    if supervisor and supervisor.deaths:
+        raise MicrosegError(
+            f"{len(supervisor.deaths)} of {workers} workers died (said above); "
+            "the segments they wrote are intact"
         )
 
 
@@ -155,7 +199,8 @@ def _print_stats(stats: dict, as_json: bool) -> None:
         sys.stdout.flush()
         return
     line = (
-        f"datagrams {stats['datagrams']}  records {stats['records']}  "
+        (f"worker {stats['worker']}: " if "worker" in stats else "")
+        + f"datagrams {stats['datagrams']}  records {stats['records']}  "
         f"decode errors {stats['decode_errors']}  "
         f"unknown-template sets {stats['unknown_template_sets']}  "
         f"sessions active {stats['sessions_active']} written {stats['sessions_written']} "
@@ -206,6 +251,13 @@ def list_sessions(
     port: int | None = typer.Option(None, "--port", help="Either port."),
     since: str | None = typer.Option(None, "--since", help="Last seen at or after (ISO, UTC)."),
     no_eph: bool = typer.Option(False, "--no-eph", help="Keep ephemeral client ports."),
+    limit: int | None = typer.Option(
+        None,
+        "--limit",
+        min=1,
+        max=2**63 - 1,
+        help="Only the first N rows, in the table's order (a page of a large store).",
+    ),
     as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP + " (JSON lines)"),
     engine: str = typer.Option("duckdb", "--engine", help=ENGINE_HELP),
     spark_master: str | None = typer.Option(None, "--spark-master", help=SPARK_MASTER_HELP),
@@ -228,6 +280,7 @@ def list_sessions(
             dst=dst,
             port=port,
             since=moment,
+            limit=limit,
             engine=reader,
         )
     if as_json:

@@ -55,9 +55,9 @@ _NUMERIC_DEFAULTS = {
 
 @dataclass(frozen=True)
 class SessionQuery:
-    """What `read_sessions` asks for: the `eph` summary (None: every session as stored) and
-    the filters (exact vrf, protocol, src, dst; `port` either port; `since` last seen at or
-    after)."""
+    """What `read_sessions` asks for: the `eph` summary (None: every session as stored), the
+    filters (exact vrf, protocol, src, dst; `port` either port; `since` last seen at or
+    after) and `limit`, the first rows only (a page of a large store)."""
 
     ephemeral_port: int | None = EPHEMERAL_PORT
     vrf: str | None = None
@@ -66,6 +66,7 @@ class SessionQuery:
     dst: str | None = None
     port: int | None = None
     since: datetime | None = None
+    limit: int | None = None
 
 
 @dataclass(frozen=True)
@@ -92,8 +93,9 @@ def session_sql(columns: list[str], query: SessionQuery, dialect: Dialect) -> tu
     else:
         select = _summary(where, int(query.ephemeral_port), dialect)
     order = ", ".join(f"{name} NULLS LAST" for name in ORDER)  # DuckDB's default; not Spark's
+    limit = "" if query.limit is None else f" LIMIT {int(query.limit)}"
     return (
-        f"WITH sessions AS ({_normalised(columns, dialect)}) {select} ORDER BY {order}",
+        f"WITH sessions AS ({_normalised(columns, dialect)}) {select} ORDER BY {order}{limit}",
         parameters,
     )
 

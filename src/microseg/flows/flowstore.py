@@ -537,6 +537,7 @@ def read_sessions(
     dst: str | None = None,
     port: int | None = None,
     since: datetime | None = None,
+    limit: int | None = None,
     engine: SessionEngine | None = None,
 ) -> pa.Table:
     """Sessions from a flow store directory, a Parquet, CSV or JSON-lines file.
@@ -553,12 +554,13 @@ def read_sessions(
     None keeps every session as it is. Files need at least protocol, src, dst and dport;
     `packets`/`bytes` are read as fwd_packets/fwd_bytes; missing counters are 0, a missing
     vrf is "default". Filters: exact vrf, protocol, src, dst; `port` matches either port;
-    `since` keeps sessions last seen at or after it. Rows come sorted by first seen, then key.
+    `since` keeps sessions last seen at or after it. Rows come sorted by first seen, then key;
+    `limit` keeps the first rows only.
 
     `engine` runs the query over a store's segments (default: DuckDB, in this process); a
     session file is always read with DuckDB.
     """
-    query = SessionQuery(ephemeral_port, vrf, protocol, src, dst, port, since)
+    query = SessionQuery(ephemeral_port, vrf, protocol, src, dst, port, since, limit)
     path = default_store_dir() if source is None else Path(source)
     if source is None and not path.exists():
         return OUTPUT_SCHEMA.empty_table()  # nothing collected yet
