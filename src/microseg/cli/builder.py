@@ -87,6 +87,12 @@ def recommend_command(
         from microseg.flows.flowstore import default_store_dir
 
         store = default_store_dir()
+        if not store.exists():
+            raise MicrosegError(
+                f"no sessions collected yet ({store} does not exist): run `microseg collect`, "
+                "or give --sessions FILE or --store DIR (`microseg demo --keep lab` leaves a "
+                "flow store in lab/flows)"
+            )
     policy_set = resolve_policy(policy)
     options = BuilderOptions(
         categories=_names(categories),
