@@ -12,7 +12,8 @@ set -euo pipefail
 
 # procps: sysctl, which the kernel tests run inside their namespaces (not in a minimal Debian).
 # chromium: the browser tests/web drives through Playwright (never a browser Playwright downloads).
-TEST_PACKAGES=(nftables iproute2 procps softflowd nfdump postgresql tcpdump chromium)
+# default-jre-headless: Java 17 on Debian 12, for the Spark engine's tests (pyspark 4 needs 17+).
+TEST_PACKAGES=(nftables iproute2 procps softflowd nfdump postgresql tcpdump chromium default-jre-headless)
 APT_LOCK_WAIT=${APT_LOCK_WAIT:-900} # seconds to wait for another apt/dpkg run to finish
 APT_LOCK_POLL=${APT_LOCK_POLL:-5}   # seconds between tries of `apt-get update`
 

@@ -30,3 +30,14 @@ def home_lab():
     from microseg.policyfile import load_policy
 
     return load_policy(EXAMPLES / "home-lab.yaml")
+
+
+@pytest.fixture(scope="session")
+def spark_session():
+    """One local Spark for every Spark test (a JVM takes many seconds to start), bound to
+    loopback like every local session microseg starts; CLI runs in this process use it."""
+    from microseg.flows.spark import SparkSettings, start_session
+
+    session, _ = start_session(SparkSettings("local[2]"))
+    yield session
+    session.stop()

@@ -17,7 +17,9 @@ import pytest
 from support import ROOT
 
 SETUP = ROOT / "scripts" / "setup.sh"
-TEST_PACKAGES = "nftables iproute2 procps softflowd nfdump postgresql tcpdump chromium"
+TEST_PACKAGES = (
+    "nftables iproute2 procps softflowd nfdump postgresql tcpdump chromium default-jre-headless"
+)
 
 FAKE_DPKG_QUERY = """#!/bin/sh
 # Test double of dpkg-query -W: no package is installed.

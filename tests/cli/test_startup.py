@@ -13,7 +13,18 @@ import pytest
 from microseg.cli.app import ALL_MODULES, COMMAND_MODULES, PANELS, root_command
 from support import EXAMPLES, cli_command, cli_env
 
-HEAVY = ("sqlalchemy", "alembic", "duckdb", "pyarrow", "numpy", "pydantic", "ruamel", "yaml")
+HEAVY = (
+    "sqlalchemy",
+    "alembic",
+    "duckdb",
+    "pyarrow",
+    "numpy",
+    "pydantic",
+    "ruamel",
+    "yaml",
+    "pyspark",
+    "py4j",
+)
 
 
 def _modules_after(code: str) -> list[str]:
@@ -76,6 +87,16 @@ def test_validating_a_file_never_loads_the_store_or_flow_libraries():
     loaded = _modules_after(_run_main("validate", str(EXAMPLES / "home-lab.yaml")))
     assert "pydantic" in loaded  # the command does its work
     assert not {"sqlalchemy", "alembic", "duckdb", "pyarrow"} & set(loaded), loaded
+
+
+def test_compiling_a_file_reads_it_without_the_dumper_or_the_store(tmp_path):
+    # ruamel is the canonical dumper's: `compile FILE` only reads (bench/cli_compile.py).
+    output = tmp_path / "leaf.eos"
+    command = ("compile", str(EXAMPLES / "home-lab.yaml"), "-d", "andreasm-720xp-home")
+    loaded = _modules_after(_run_main(*command, "-o", str(output)))
+    assert output.read_text().startswith("traffic-policies")
+    assert "yaml" in loaded and "pydantic" in loaded  # the command does its work
+    assert not {"ruamel", "sqlalchemy", "alembic", "duckdb", "pyarrow", "numpy"} & set(loaded)
 
 
 def test_help_keeps_its_headings_in_order(run_cli):

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import socket
 import subprocess
 import threading
 import time
 from pathlib import Path
 
-from microseg.flows.replay import send_datagrams
 from support import cli_command, cli_env
 
 
@@ -17,10 +18,18 @@ class Collector:
 
     It listens on `listen` (a free loopback port by default), flushes every 0.05 s and closes
     sessions at once (`--inactive-timeout 0`); `options` are added as given. `ports` are the
-    ports its "listening on" line names, `port` the first one.
+    ports its "listening on" line names, `port` the first one. `workers` > 1 adds `--workers`.
+    It runs in a process group of its own, so that SIGKILL takes a supervisor and its workers
+    at once.
     """
 
-    def __init__(self, store: Path, *options: str, listen: tuple[str, ...] = ("127.0.0.1:0",)):
+    def __init__(
+        self,
+        store: Path,
+        *options: str,
+        listen: tuple[str, ...] = ("127.0.0.1:0",),
+        workers: int = 1,
+    ):
         command = cli_command(
             "collect",
             *(word for address in listen for word in ("--listen", address)),
@@ -30,10 +39,16 @@ class Collector:
             "0.05",
             "--inactive-timeout",
             "0",
+            *(("--workers", str(workers)) if workers != 1 else ()),
             *options,
         )
         self.process = subprocess.Popen(
-            command, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            command,
+            env=cli_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
         )
         self.lines: list[str] = []
         while True:
@@ -48,6 +63,7 @@ class Collector:
         self.port = self.ports[0]
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
+        self._exporters: dict[int, socket.socket] = {}
 
     def _read(self) -> None:
         for line in self.process.stderr:
@@ -57,8 +73,13 @@ class Collector:
     def stderr(self) -> str:
         return "".join(self.lines)
 
-    def send(self, datagrams: list[bytes]) -> None:
-        send_datagrams(datagrams, "127.0.0.1", self.port)
+    def send(self, datagrams: list[bytes], exporter: int = 0) -> None:
+        """As exporter number `exporter`: one UDP socket (source port) each, as a real
+        exporter keeps (with --workers the kernel gives each to one worker)."""
+        if exporter not in self._exporters:
+            self._exporters[exporter] = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        for datagram in datagrams:
+            self._exporters[exporter].sendto(datagram, ("127.0.0.1", self.port))
 
     def wait_for(self, condition, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
@@ -67,15 +88,25 @@ class Collector:
             time.sleep(0.05)
 
     def stop(self, signum=signal.SIGTERM) -> int:
-        self.process.send_signal(signum)
+        if signum == signal.SIGKILL:
+            os.killpg(self.process.pid, signum)
+        else:
+            self.process.send_signal(signum)
         self.stdout = self.process.stdout.read()
         self.process.wait(timeout=60)
         self._reader.join(timeout=10)
         self.process.stdout.close()
+        if signum != signal.SIGKILL:  # a sender may still be at work: it calls close()
+            self.close()
         return self.process.returncode
+
+    def close(self) -> None:
+        for exporter in self._exporters.values():
+            exporter.close()
 
     def kill(self) -> None:
         """Make sure the process is gone (a `finally:` after a failed assertion)."""
         if self.process.poll() is None:
-            self.process.kill()
+            os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=60)
+        self.close()

@@ -3,8 +3,12 @@ complete / half-open / eph semantics hold."""
 
 from __future__ import annotations
 
+import numpy as np
 from flows_rows import flow_batch, random_flows
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from microseg.flows.batch import address_halves, format_addresses
 from microseg.flows.flowstore import FlowStore, read_sessions
 from microseg.flows.sessions import SessionSettings, SessionTable
 
@@ -232,4 +236,34 @@ def test_icmp_errors_keep_their_type_apart_from_echo():
         ("10.100.99.11", 0, 0, 1),
         ("10.160.1.115", 0, 0x0303, 0),
         ("2001:db8::1", 0, 0, 1),
+    ]
+
+
+# IPv4 is stored IPv4-mapped (batch.py), so ::ffff:a.b.c.d itself reads back as a.b.c.d
+IPV6 = st.ip_addresses(v=6).filter(lambda address: address.ipv4_mapped is None)
+
+
+@given(st.lists(st.one_of(st.ip_addresses(v=4), IPV6), min_size=1, max_size=40))
+@settings(max_examples=200, deadline=None)
+def test_addresses_are_written_as_python_writes_them_ipv4_formatted_in_bulk(addresses):
+    halves = [address_halves(str(address)) for address in addresses]
+    high = np.array([h for h, _ in halves], np.uint64)
+    low = np.array([lo for _, lo in halves], np.uint64)
+    assert format_addresses(high, low).tolist() == [str(address) for address in addresses]
+
+
+def test_sessions_keep_their_exporter_among_ipv4_and_ipv6_exporters():
+    rows = [
+        dict(src="192.0.2.1", sport=40000 + n, dst="192.0.2.9", dport=443, exporter=exporter)
+        for n, exporter in enumerate(["10.255.1.10", "2001:db8::1", "2001:db8:1::1", "10.0.0.1"])
+    ]
+    table = SessionTable()
+    table.add(flow_batch(rows[:2]), now=0)
+    table.add(flow_batch(rows[2:]), now=0)
+    sessions = sorted(table.flush().to_pylist(), key=lambda row: row["sport"])
+    assert [row["exporter"] for row in sessions] == [
+        "10.255.1.10",
+        "2001:db8::1",
+        "2001:db8:1::1",
+        "10.0.0.1",
     ]

@@ -13,12 +13,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from microseg.compile.intent import Match, PrefixFieldSet, ServiceFieldSet
+from microseg.compile.resolve import _canonical
 from microseg.gc_pause import paused_garbage_collector
 from microseg.model import PolicyError, PolicySet
 from microseg.model.objects import (
+    _assembled_ipv4_network,
     _canonical_ipv4_prefix,
     _check_name,
     _check_one_line,
+    _make_ipv4_network,
     _parse_prefix,
 )
 from microseg.policyfile import load_policy, load_policy_text
@@ -143,6 +146,11 @@ def test_the_fast_ipv4_prefix_parser_takes_only_what_ipaddress_takes_and_all_it_
     fast, slow = _canonical_ipv4_prefix(text), _slow_prefix(text)
     if fast is not None:
         assert type(fast) is type(slow) is ipaddress.IPv4Network
+        assert vars(fast).keys() == vars(slow).keys()
+        assert _attributes(fast) == _attributes(slow)
+        if fast.prefixlen >= 24:
+            assert list(fast.hosts()) == list(slow.hosts())
+        assert type(fast.network_address) is ipaddress.IPv4Address
         assert (str(fast), fast.network_address, fast.netmask, fast.prefixlen, hash(fast)) == (
             str(slow),
             slow.network_address,
@@ -150,6 +158,13 @@ def test_the_fast_ipv4_prefix_parser_takes_only_what_ipaddress_takes_and_all_it_
             slow.prefixlen,
             hash(slow),
         )
+        assert (fast.hostmask, fast.broadcast_address, fast.num_addresses) == (
+            slow.hostmask,
+            slow.broadcast_address,
+            slow.num_addresses,
+        )
+        assert fast.subnet_of(slow) and slow.subnet_of(fast)
+        assert pickle.loads(pickle.dumps(fast)) == slow
     elif isinstance(slow, ipaddress.IPv4Network):
         assert str(slow) != text, "a canonical prefix missed the fast path"
     # Whatever path it takes, the parse is ipaddress's (or its refusal is a ValueError).
@@ -158,6 +173,22 @@ def test_the_fast_ipv4_prefix_parser_takes_only_what_ipaddress_takes_and_all_it_
             _parse_prefix(text)
     else:
         assert _parse_prefix(text) == slow
+
+
+def test_ipv4_networks_are_assembled_on_this_python():
+    # The shortcut is taken here (else the benchmark measures the constructor), and makes
+    # what the constructor makes: the attributes, not only equality.
+    assert _make_ipv4_network is _assembled_ipv4_network
+    for address, length in [(0, 0), (0x0A000000, 8), (0xFFFFFFFC, 30), (0xC0A80100, 24)]:
+        assert vars(_assembled_ipv4_network(address, length)) == vars(
+            ipaddress.IPv4Network((address, length))
+        )
+
+
+def _attributes(network):
+    """What the constructor set on a network (`hosts`, set for /31 and /32, is a function of
+    its own per object: compared by what it returns)."""
+    return {name: value for name, value in vars(network).items() if name != "hosts"}
 
 
 def _name_as_written_before(value):
@@ -212,3 +243,11 @@ def test_the_loaded_set_is_the_set_validation_would_make():
     validated = PolicySet.model_validate({s: getattr(loaded, s) for s in type(loaded).model_fields})
     assert loaded == validated
     assert loaded.model_fields_set == validated.model_fields_set
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(networks, max_size=8), st.booleans())
+def test_a_field_set_s_prefixes_are_in_the_networks_own_order_each_once(prefixes, ipv6):
+    one_family = [p for p in prefixes if p.version == (6 if ipv6 else 4)]
+    written = tuple(one_family + one_family[:2])  # with duplicates
+    assert _canonical(written) == tuple(sorted(set(written)))

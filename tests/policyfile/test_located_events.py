@@ -1,5 +1,6 @@
-"""The event builder (the fast way to read a plain policy file) builds exactly what the node
-builder builds, positions included, and gives up on everything else (issue 14)."""
+"""The fast builders (libyaml's events for a plain policy file, lines for a block-style one)
+build exactly what the node builder builds, positions included, and give up on everything
+else (issue 14)."""
 
 from __future__ import annotations
 
@@ -8,14 +9,18 @@ from typing import Any
 import pytest
 import yaml
 from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
 from test_loader_fuzz import near_valid_documents
 
 from microseg.policyfile.located import (
+    _RESOLVER,
+    _STR_TAG,
     ALIAS_EXPANSION_ALLOWANCE,
     LocatedList,
     LocatedMap,
     YamlProblem,
     _EventBuilder,
+    _LineBuilder,
     load_composed,
     load_located,
 )
@@ -27,6 +32,13 @@ GIVEN_UP = object()
 def _by_events(text: str) -> Any:
     try:
         return _EventBuilder(len(text) + ALIAS_EXPANSION_ALLOWANCE).load(text)
+    except Exception:
+        return GIVEN_UP
+
+
+def _by_lines(text: str) -> Any:
+    try:
+        return _LineBuilder(text).load()
     except Exception:
         return GIVEN_UP
 
@@ -61,11 +73,13 @@ def _same(events: Any, nodes: Any) -> None:
 
 
 def _check(text: str) -> Any:
-    events, nodes = _by_events(text), _by_nodes(text)
-    if events is GIVEN_UP:
-        return GIVEN_UP
-    assert not isinstance(nodes, YamlProblem), f"the node builder refuses: {nodes.message}"
-    _same(events, nodes)
+    """What the event builder made of `text` (GIVEN_UP if it gave up), after checking it, and
+    the line builder's, against the node builder."""
+    lines, events, nodes = _by_lines(text), _by_events(text), _by_nodes(text)
+    for built in (lines, events):
+        if built is not GIVEN_UP:
+            assert not isinstance(nodes, YamlProblem), f"the node builder refuses: {nodes.message}"
+            _same(built, nodes)
     return events
 
 
@@ -148,3 +162,163 @@ def test_a_generated_large_policy_is_read_by_events():
 @given(near_valid_documents())
 def test_both_builders_agree_on_mutated_policies(text):
     _check(text)
+
+
+def test_a_generated_large_policy_is_read_by_lines():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "perf"))
+    from perf_policies import large_policy_document
+
+    text = yaml.safe_dump(large_policy_document(300), sort_keys=False)
+    assert _by_lines(text) is not GIVEN_UP
+    _check(text)
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.name)
+def test_the_examples_as_dumped_are_read_by_lines(path):
+    from microseg.policyfile import dump_policy, load_policy
+
+    text = dump_policy(load_policy(path))
+    assert _by_lines(text) is not GIVEN_UP
+    _check(text)
+
+
+# Lines as they may be written: every indentation, `- `, key and value the line builder takes,
+# and some it must not (a comment after a value, a tab, a trailing space, a block scalar...).
+_INDENTS = st.sampled_from([0, 0, 1, 2, 2, 3, 4, 4, 6])
+_KEYS = st.sampled_from(["a", "b", "name", "prefixes", "yes", "null", "On", "x_1", "_"])
+_VALUES = st.sampled_from(
+    [
+        "v",
+        "10.0.0.0/8",
+        "2001:db8::/32",
+        "1",
+        "012",
+        "1_000",
+        "0x1F",
+        "1:30",
+        "1.5",
+        ".inf",
+        ".nan",
+        "~",
+        "2001-12-14",
+        "yes",
+        "a b",
+        "a:b",
+        "a: b",
+        "a #b",
+        "a#b",
+        "...",
+        "'q'",
+        "'it''s'",
+        "''",
+        '"d"',
+        '"a\\tb"',
+        "|",
+        ">",
+        "[a, b]",
+        "{a: 1}",
+        "&x v",
+        "*x",
+        "!!str 1",
+        "v # c",
+        "v ",
+        "\tv",
+        "9" * 4400,
+        "<<",
+        "=",
+        "-1",
+        "- v",
+        "---",
+    ]
+)
+# Mostly values the line builder takes, so that most documents are read by it.
+_TAKEN_VALUES = st.sampled_from(
+    ["v", "10.0.0.0/8", "2001:db8::/32", "1", "012", "1:30", ".nan", "~", "yes", "a b", "'q'"]
+)
+_SOME_VALUES = st.one_of(_TAKEN_VALUES, _TAKEN_VALUES, _TAKEN_VALUES, _TAKEN_VALUES, _VALUES)
+_LINES = st.one_of(
+    st.builds(
+        lambda indent, dash, key, value: (
+            " " * indent
+            + ("- " if dash else "")
+            + (f"{key}:" if key is not None else "")
+            + (" " if key is not None and value is not None else "")
+            + (value or "")
+        ),
+        _INDENTS,
+        st.booleans(),
+        st.none() | _KEYS,
+        st.none() | _VALUES,
+    ),
+    st.sampled_from(["", "   ", "# c", "  # c", "---", "...", "-", "- ", "\t"]),
+)
+
+
+def _block(draw: Any, column: int, depth: int) -> list[str]:
+    """The lines of a block mapping whose keys are at `column`."""
+    lines = []
+    for _ in range(draw(st.integers(1, 3))):
+        key = draw(_KEYS)
+        kind = draw(st.sampled_from(["scalar", "scalar", "sequence", "mapping"]))
+        if kind == "scalar" or depth > 3:
+            lines.append(f"{' ' * column}{key}: {draw(_SOME_VALUES)}")
+        elif kind == "mapping":
+            inner = column + draw(st.sampled_from([1, 2, 4]))
+            lines += [f"{' ' * column}{key}:", *_block(draw, inner, depth + 1)]
+        else:
+            lines.append(f"{' ' * column}{key}:")
+            lines += _sequence(draw, column + draw(st.sampled_from([0, 0, 1, 2])), depth + 1)
+    return lines
+
+
+def _sequence(draw: Any, dash: int, depth: int) -> list[str]:
+    """The lines of a block sequence whose `- `s are at column `dash`."""
+    lines = []
+    for _ in range(draw(st.integers(1, 3))):
+        if draw(st.booleans()):
+            lines.append(f"{' ' * dash}- {draw(_SOME_VALUES)}")
+        else:
+            mapping = _block(draw, dash + 2, depth)
+            lines += [f"{' ' * dash}- {mapping[0].lstrip(' ')}", *mapping[1:]]
+    return lines
+
+
+@st.composite
+def _block_documents(draw: Any) -> str:
+    """A block-style document with every indentation YAML allows, then perhaps one line
+    replaced, re-indented or preceded by a comment or a blank line."""
+    lines = _block(draw, 0, 0)
+    change = draw(st.sampled_from(["none", "none", "replace", "indent", "insert"]))
+    index = draw(st.integers(0, len(lines) - 1))
+    if change == "replace":
+        lines[index] = draw(_LINES)
+    elif change == "indent":
+        lines[index] = " " * draw(st.integers(0, 3)) + lines[index].lstrip(" ")
+    elif change == "insert":
+        lines.insert(index, draw(st.sampled_from(["", "  ", "# c", "    # c", "  x", "  - x"])))
+    return "\n".join(lines) + draw(st.sampled_from(["\n", ""]))
+
+
+@settings(
+    max_examples=1500,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(st.one_of(_block_documents(), st.lists(_LINES, min_size=1, max_size=6).map("\n".join)))
+def test_the_line_builder_agrees_with_the_node_builder_on_any_lines(text):
+    _check(text)
+
+
+def test_no_implicit_type_takes_a_slash():
+    """The shortcut `/` in a plain scalar -> a string: no implicit type's pattern takes a `/`
+    (no `/` in it, no `.` wildcard, no negated class or class escape that would take one)."""
+    for resolvers in _RESOLVER.yaml_implicit_resolvers.values():
+        for _tag, regexp in resolvers:
+            pattern = regexp.pattern.replace("\\.", "")
+            assert not any(part in pattern for part in ("/", ".", "[^", "\\S", "\\W", "\\D"))
+    for text in ("1/2", "2001-12-14/1", "0x1F/8", ".inf/", "1:30/4", "yes/no", "~/"):
+        assert _RESOLVER.resolve(yaml.ScalarNode, text, (True, False)) == _STR_TAG

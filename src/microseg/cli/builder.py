@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -9,18 +10,23 @@ import typer
 
 from microseg.cli.app import BUILDER, app, demo_step
 from microseg.cli.common import (
+    ENGINE_HELP,
     JSON_OPTION_HELP,
     POLICY_HELP,
+    SPARK_CONF_HELP,
+    SPARK_MASTER_HELP,
     console,
     counted,
     emit_json,
     resolve_policy,
+    session_engine,
 )
 from microseg.model import MicrosegError
 
 if TYPE_CHECKING:
     from microseg.builder import Recommendation
     from microseg.builder.proposal import SessionExample, StandingDecision
+    from microseg.flows.engines import SessionEngine
 
 
 @app.command("recommend", rich_help_panel=BUILDER)
@@ -68,6 +74,9 @@ def recommend_command(
         help="With --into-workspace: write even if a device goes over its hardware budget.",
     ),
     as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
+    engine: str = typer.Option("duckdb", "--engine", help=ENGINE_HELP),
+    spark_master: str | None = typer.Option(None, "--spark-master", help=SPARK_MASTER_HELP),
+    spark_conf: list[str] = typer.Option([], "--spark-conf", help=SPARK_CONF_HELP),
 ) -> None:
     """Recommend rules from collected sessions, with their evidence and measured quality.
 
@@ -101,7 +110,9 @@ def recommend_command(
         include_blocked=include_blocked,
         target_policy=policy_name,
     )
-    table = read_session_columns(sessions if sessions is not None else store)  # type: ignore[arg-type]
+    source = sessions if sessions is not None else store
+    with closing(session_engine(engine, spark_master, spark_conf)) as reader:
+        table = read_session_columns(source, reader)  # type: ignore[arg-type]
     recommendation = recommend(policy_set, table, options)
     written: list[tuple[str, str]] = []
     if into_workspace is not None:
@@ -129,12 +140,13 @@ def recommend_command(
         )
 
 
-def read_session_columns(source: Path):
-    """Sessions from a flow store directory or a session file, checked row by row."""
+def read_session_columns(source: Path, engine: SessionEngine | None = None):
+    """Sessions from a flow store directory or a session file, checked row by row; `engine`
+    runs the store's session query (the scan and the `eph` summary the builder aggregates)."""
     from microseg.flows.flowstore import read_sessions
     from microseg.flows.session_columns import session_columns
 
-    return session_columns(read_sessions(source), where=str(source))
+    return session_columns(read_sessions(source, engine=engine), where=str(source))
 
 
 def _names(text: str | None) -> tuple[str, ...]:

@@ -144,3 +144,36 @@ def policy_path(text: str) -> Path:
     if not text:
         raise MicrosegError("the policy path is empty: give a file or directory")
     return Path(text)
+
+
+ENGINE_HELP = (
+    "Where the session query runs: duckdb (in this process) or spark (Spark SQL; "
+    "--spark-master, $MICROSEG_SPARK_MASTER)."
+)
+SPARK_MASTER_HELP = (
+    "With --engine spark: local[N], spark://HOST:PORT or k8s://https://HOST:PORT "
+    "(default $MICROSEG_SPARK_MASTER, else local[*])."
+)
+SPARK_CONF_HELP = (
+    "With --engine spark: a Spark setting KEY=VALUE, repeatable (after $MICROSEG_SPARK_CONF)."
+)
+
+
+def session_engine(engine: str, spark_master: str | None, spark_conf: list[str]):
+    """The SessionEngine the `--engine` options name (pyspark is imported only when used)."""
+    from microseg.flows.engines import ENGINES, DuckDBEngine
+
+    if engine not in ENGINES:
+        raise MicrosegError(f"--engine {engine!r}: expected {' or '.join(ENGINES)}")
+    if engine == "duckdb":
+        given = [
+            name
+            for name, value in (("--spark-master", spark_master), ("--spark-conf", spark_conf))
+            if value
+        ]
+        if given:
+            raise MicrosegError(f"{' and '.join(given)}: only with --engine spark")
+        return DuckDBEngine()
+    from microseg.flows.spark import SparkEngine, spark_settings
+
+    return SparkEngine(spark_settings(spark_master, spark_conf))

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+from contextlib import closing
 from typing import TYPE_CHECKING
 
 import typer
 
 from microseg.cli.app import COMPILE_AND_CHECK, app, demo_step
 from microseg.cli.common import (
+    ENGINE_HELP,
     JSON_OPTION_HELP,
     POLICY_HELP,
+    SPARK_CONF_HELP,
+    SPARK_MASTER_HELP,
     console,
     counted,
     emit_json,
     print_paragraph,
     resolve_policy,
+    session_engine,
 )
 
 if TYPE_CHECKING:
@@ -223,6 +228,9 @@ def whatif(
     ),
     device: str | None = typer.Option(None, "--device", "-d", help="Only this device."),
     json_output: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
+    engine: str = typer.Option("duckdb", "--engine", help=ENGINE_HELP),
+    spark_master: str | None = typer.Option(None, "--spark-master", help=SPARK_MASTER_HELP),
+    spark_conf: list[str] = typer.Option([], "--spark-conf", help=SPARK_CONF_HELP),
 ) -> None:
     """Replay sessions against base and candidate: what would be newly blocked or allowed?
 
@@ -238,9 +246,10 @@ def whatif(
     from microseg.evaluate.whatif import whatif as replay_whatif
     from microseg.flows.flowstore import read_sessions
 
-    report = replay_whatif(
-        resolve_policy(base), resolve_policy(candidate), read_sessions(sessions), device, sessions
-    )
+    base_policy, candidate_policy = resolve_policy(base), resolve_policy(candidate)
+    with closing(session_engine(engine, spark_master, spark_conf)) as reader:
+        table = read_sessions(sessions, engine=reader)
+    report = replay_whatif(base_policy, candidate_policy, table, device, sessions)
     if json_output:
         emit_json(report)
         return

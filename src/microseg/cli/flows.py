@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from contextlib import ExitStack
+from contextlib import ExitStack, closing
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -12,7 +12,17 @@ from typing import TYPE_CHECKING
 import typer
 
 from microseg.cli.app import FLOWS, app, demo_step
-from microseg.cli.common import JSON_OPTION_HELP, console, counted, err_console, write_output
+from microseg.cli.common import (
+    ENGINE_HELP,
+    JSON_OPTION_HELP,
+    SPARK_CONF_HELP,
+    SPARK_MASTER_HELP,
+    console,
+    counted,
+    err_console,
+    session_engine,
+    write_output,
+)
 from microseg.model import MicrosegError
 
 if TYPE_CHECKING:
@@ -68,6 +78,22 @@ def collect(
         "--metrics",
         help="Serve Prometheus metrics on [HOST:]PORT (default host 127.0.0.1), e.g. 9465.",
     ),
+    workers: int = typer.Option(
+        1,
+        "--workers",
+        min=1,
+        max=64,
+        help="Receive processes on each address (SO_REUSEPORT; the kernel keeps each "
+        "exporter on one); 1: one process, as before.",
+    ),
+    receive_buffer: int = typer.Option(
+        64 << 20,
+        "--receive-buffer",
+        min=4096,
+        max=1 << 31,
+        help="Socket receive buffer in bytes, per socket (what the kernel queues while "
+        "the collector is busy).",
+    ),
 ) -> None:
     """Receive IPFIX / NetFlow v9 until SIGINT or SIGTERM; sessions go to the flow store.
 
@@ -81,6 +107,7 @@ def collect(
         default_store_dir,
     )
     from microseg.flows.sessions import SessionSettings
+    from microseg.flows.workers import combine_stats, worker_ids
 
     addresses = [parse_listen(text) for text in listen]
     collector_id = (
@@ -91,20 +118,25 @@ def collect(
     store_dir = store or default_store_dir()
     settings = CollectorSettings(
         flush_interval=flush_interval,
-        max_unwritten=max_unwritten,
-        sessions=SessionSettings(inactive_timeout, active_timeout, max_sessions),
+        receive_buffer=receive_buffer,
+        # memory bounds are the collector's: its workers share them
+        max_unwritten=max_unwritten // workers,
+        sessions=SessionSettings(inactive_timeout, active_timeout, max(1, max_sessions // workers)),
     )
-    flow_store = FlowStore(store_dir, collector_id)
+    ids = [collector_id] if workers == 1 else worker_ids(collector_id, workers)
+    flow_store = FlowStore(store_dir, ids[0])
     collector = FlowCollector(flow_store, settings)
     flow_store.scan().warn()  # bad segments: said at start, skipped by every reader
 
     def ready(addresses: list[tuple]) -> None:
         where = ", ".join(f"{address[0]}:{address[1]}" for address in addresses)
+        names = collector_id if workers == 1 else f"{collector_id} ({workers} workers)"
         err_console.print(
-            f"listening on {where}, store {store_dir}, collector {collector_id}", markup=False
+            f"listening on {where}, store {store_dir}, collector {names}", markup=False
         )
 
     exposition = None
+    supervisor = None
     with ExitStack() as stack:
         if metrics is not None:
             from microseg.monitor.metrics import (
@@ -125,17 +157,39 @@ def collect(
             if stats:
                 _print_stats(figures, as_json)
 
-        run(collector, addresses, on_ready=ready, on_flush=report)
-    final = collector.stats()
+        if workers == 1:
+            run(collector, addresses, on_ready=ready, on_flush=report)
+            final = collector.stats()
+        else:
+            from microseg.flows.workers import Supervisor
+
+            def make_collector(index: int) -> FlowCollector:
+                return FlowCollector(FlowStore(store_dir, ids[index - 1]), settings)
+
+            supervisor = Supervisor(make_collector, addresses, workers, receive_buffer)
+
+            def worker_report(index: int, figures: dict) -> None:
+                if exposition is not None:
+                    exposition.update(combine_stats(list(supervisor.latest.values())))
+                if stats:
+                    _print_stats({"worker": ids[index - 1], **figures}, as_json)
+
+            final = supervisor.run(on_ready=ready, on_stats=worker_report)
     if as_json:
         sys.stdout.write(json.dumps(final, sort_keys=True) + "\n")
     else:
         _print_stats(final, False)
-    lost = final["sessions_unwritten"] + final["sessions_dropped"]
+    lost = final.get("sessions_unwritten", 0) + final.get("sessions_dropped", 0)
+    write_error = supervisor.last_write_error if supervisor else collector.last_write_error
     if lost:
         raise MicrosegError(
             f"{lost} sessions could not be stored in {store_dir} "
-            f"({collector.last_write_error or 'see above'}); everything stored before is intact"
+            f"({write_error or 'see above'}); everything stored before is intact"
+        )
+    if supervisor and supervisor.deaths:
+        raise MicrosegError(
+            f"{len(supervisor.deaths)} of {workers} workers died (said above); "
+            "the segments they wrote are intact"
         )
 
 
@@ -145,7 +199,8 @@ def _print_stats(stats: dict, as_json: bool) -> None:
         sys.stdout.flush()
         return
     line = (
-        f"datagrams {stats['datagrams']}  records {stats['records']}  "
+        (f"worker {stats['worker']}: " if "worker" in stats else "")
+        + f"datagrams {stats['datagrams']}  records {stats['records']}  "
         f"decode errors {stats['decode_errors']}  "
         f"unknown-template sets {stats['unknown_template_sets']}  "
         f"sessions active {stats['sessions_active']} written {stats['sessions_written']} "
@@ -196,7 +251,17 @@ def list_sessions(
     port: int | None = typer.Option(None, "--port", help="Either port."),
     since: str | None = typer.Option(None, "--since", help="Last seen at or after (ISO, UTC)."),
     no_eph: bool = typer.Option(False, "--no-eph", help="Keep ephemeral client ports."),
+    limit: int | None = typer.Option(
+        None,
+        "--limit",
+        min=1,
+        max=2**63 - 1,
+        help="Only the first N rows, in the table's order (a page of a large store).",
+    ),
     as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP + " (JSON lines)"),
+    engine: str = typer.Option("duckdb", "--engine", help=ENGINE_HELP),
+    spark_master: str | None = typer.Option(None, "--spark-master", help=SPARK_MASTER_HELP),
+    spark_conf: list[str] = typer.Option([], "--spark-conf", help=SPARK_CONF_HELP),
 ) -> None:
     """The session table, like the vZTX's `show firewall distributed instance session-table`.
 
@@ -204,16 +269,20 @@ def list_sessions(
     """
     from microseg.flows.flowstore import EPHEMERAL_PORT, read_sessions, session_rows
 
-    table = read_sessions(
-        store,
-        ephemeral_port=None if no_eph else EPHEMERAL_PORT,
-        vrf=vrf,
-        protocol=proto,
-        src=src,
-        dst=dst,
-        port=port,
-        since=_since(since),
-    )
+    moment = _since(since)
+    with closing(session_engine(engine, spark_master, spark_conf)) as reader:
+        table = read_sessions(
+            store,
+            ephemeral_port=None if no_eph else EPHEMERAL_PORT,
+            vrf=vrf,
+            protocol=proto,
+            src=src,
+            dst=dst,
+            port=port,
+            since=moment,
+            limit=limit,
+            engine=reader,
+        )
     if as_json:
         for row in session_rows(table):
             sys.stdout.write(json.dumps(row) + "\n")
@@ -238,24 +307,47 @@ def export_sessions(
     csv: Path | None = typer.Option(None, "--csv", help="Write a CSV file."),
     store: Path | None = typer.Option(None, "--store", help=STORE_HELP),
     no_eph: bool = typer.Option(False, "--no-eph", help="Keep ephemeral client ports."),
+    engine: str = typer.Option("duckdb", "--engine", help=ENGINE_HELP),
+    spark_master: str | None = typer.Option(None, "--spark-master", help=SPARK_MASTER_HELP),
+    spark_conf: list[str] = typer.Option([], "--spark-conf", help=SPARK_CONF_HELP),
 ) -> None:
     """Write the session table for `whatif` and `recommend`.
+
+    The rows are written in chunks as they come: with --engine spark they stream from Spark
+    and never sit in this process all at once.
 
     Example: microseg sessions export --parquet sessions.parquet
     """
     import pyarrow.csv as pa_csv
     import pyarrow.parquet as pq
 
-    from microseg.flows.flowstore import EPHEMERAL_PORT, read_sessions
+    from microseg.flows.flowstore import EPHEMERAL_PORT, OUTPUT_SCHEMA, session_batches
 
     if (parquet is None) == (csv is None):
         raise MicrosegError("sessions export: give exactly one of --parquet FILE or --csv FILE")
-    table = read_sessions(store, ephemeral_port=None if no_eph else EPHEMERAL_PORT)
-    if parquet is not None:
-        write_output(parquet, lambda file: pq.write_table(table, file))
-    elif csv is not None:
-        write_output(csv, lambda file: pa_csv.write_csv(_with_text_times(table), file))
-    console.print(f"{parquet or csv}: {table.num_rows} session rows", markup=False)
+    rows = 0
+
+    def write(file, writer_class, schema, convert) -> None:
+        nonlocal rows
+        with writer_class(file, schema) as writer:
+            for batch in batches:
+                writer.write(convert(batch))
+                rows += batch.num_rows
+
+    with closing(session_engine(engine, spark_master, spark_conf)) as reader:
+        batches = session_batches(
+            store, ephemeral_port=None if no_eph else EPHEMERAL_PORT, engine=reader
+        )
+        if parquet is not None:
+            write_output(
+                parquet, lambda file: write(file, pq.ParquetWriter, OUTPUT_SCHEMA, _as_table)
+            )
+        elif csv is not None:
+            write_output(
+                csv,
+                lambda file: write(file, pa_csv.CSVWriter, _text_times_schema(), _with_text_times),
+            )
+    console.print(f"{parquet or csv}: {rows} session rows", markup=False)
 
 
 @sessions_app.command("compact")
@@ -325,11 +417,32 @@ def compact_sessions(
     console.print("\n".join(lines), markup=False)
 
 
-def _with_text_times(table: pa.Table) -> pa.Table:
+def _text_times_schema() -> pa.Schema:
+    """The CSV's columns: the session table's, with times as ISO 8601 text."""
+    import pyarrow as pa
+
+    from microseg.flows.flowstore import OUTPUT_SCHEMA
+
+    return pa.schema(
+        [
+            field.with_type(pa.string()) if field.name in ("first_seen", "last_seen") else field
+            for field in OUTPUT_SCHEMA
+        ]
+    )
+
+
+def _as_table(batch: pa.RecordBatch) -> pa.Table:
+    import pyarrow as pa
+
+    return pa.Table.from_batches([batch])
+
+
+def _with_text_times(batch: pa.RecordBatch) -> pa.Table:
     import pyarrow as pa
 
     from microseg.flows.flowstore import iso_millis
 
+    table = _as_table(batch)
     for name in ("first_seen", "last_seen"):
         index = table.schema.get_field_index(name)
         texts = pa.array([iso_millis(v) for v in table.column(name).to_pylist()], pa.string())

@@ -40,6 +40,7 @@ from microseg.gc_pause import paused_garbage_collector
 from microseg.model import MicrosegError, PolicySet
 from microseg.model.objects import (
     Device,
+    IPNetwork,
     Policy,
     PortRange,
     Rule,
@@ -172,7 +173,21 @@ def _canonical(prefixes: tuple) -> tuple:
     the output independent of the order the group was written in."""
     if len(prefixes) < 2:
         return prefixes
-    return tuple(sorted(set(prefixes)))
+    # The networks' own order (address, then netmask) by a key, without their Python-level
+    # comparisons and hashes (tens of thousands in a big policy); equal keys, equal networks.
+    ordered = sorted(prefixes, key=_address_and_length)
+    unique = [ordered[0]]
+    last = _address_and_length(ordered[0])
+    for prefix in ordered[1:]:
+        key = _address_and_length(prefix)
+        if key != last:
+            unique.append(prefix)
+            last = key
+    return tuple(unique)
+
+
+def _address_and_length(prefix: IPNetwork) -> tuple[int, int]:
+    return int(prefix.network_address), prefix.prefixlen
 
 
 def _split_families(prefixes: tuple) -> tuple[tuple, tuple]:

@@ -115,13 +115,28 @@ def format_addresses(high: np.ndarray, low: np.ndarray) -> np.ndarray:
         return np.array([], dtype=object)
     if not high.any():  # IPv4 only (the common case): one 64-bit sort is much faster
         distinct, inverse = np.unique(low, return_inverse=True)
-        names = np.array([_format(0, int(value)) for value in distinct.tolist()], dtype=object)
+        names = np.empty(len(distinct), dtype=object)
+        mapped = (distinct >> np.uint64(32)) == np.uint64(0xFFFF)
+        names[mapped] = _format_ipv4(distinct[mapped])
+        names[~mapped] = [_format(0, int(value)) for value in distinct[~mapped].tolist()]
         return names[inverse.reshape(-1)]
     pairs = np.empty(len(high), dtype=[("hi", np.uint64), ("lo", np.uint64)])
     pairs["hi"], pairs["lo"] = high, low
     distinct, inverse = np.unique(pairs, return_inverse=True)
     names = np.array([_format(int(h), int(lo)) for h, lo in distinct.tolist()], dtype=object)
     return names[inverse.reshape(-1)]
+
+
+def _format_ipv4(values: np.ndarray) -> list[str]:
+    """Dotted quads of IPv4-mapped addresses, formatted in Arrow (no Python per address)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    octets = [
+        pc.cast(pa.array((values >> np.uint64(shift)) & np.uint64(255)), pa.string())
+        for shift in (24, 16, 8, 0)
+    ]
+    return pc.binary_join_element_wise(*octets, ".").to_pylist()
 
 
 def _format(high: int, low: int) -> str:

@@ -1,8 +1,10 @@
 """The UDP collector: datagrams in (asyncio), whole batches to the decoder, sessions out.
 
-Transport only: `decoder.py` decodes, `sessions.py` merges, `flowstore.py` persists. The
-receive callback only appends to a list; a timer hands the list to the decoder every
-`batch_interval` seconds, while the kernel queues new datagrams in a large receive buffer.
+Transport only: `decoder.py` decodes, `sessions.py` merges, `flowstore.py` persists. Each
+time a socket is readable the reader takes what the kernel has queued (up to READ_BURST
+datagrams) into a list; a timer hands the list to the decoder every `batch_interval` seconds,
+while the kernel queues new datagrams in a large receive buffer. `workers.py` runs several
+of these processes on one port.
 Every `flush_interval` seconds sessions past their timeouts go to the store as one atomic
 segment; on stop (SIGINT/SIGTERM) every active session does. A SIGKILL loses only the
 active table since the last flush; segments already written are never touched.
@@ -39,6 +41,7 @@ from microseg.model import MicrosegError
 RECEIVE_BUFFER = 64 << 20
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # Linux: root may exceed rmem_max
 STATS_FILE = "collector-stats.json"
+READ_BURST = 4096  # datagrams taken per readiness wake-up before other work gets a turn
 SPLIT_PIECES = 64  # at exit on a full disk, segments down to 1/64 of what is left are tried
 log = logging.getLogger("microseg.flows")
 
@@ -212,7 +215,11 @@ def parse_listen(
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
-def open_socket(host: str, port: int, receive_buffer: int) -> socket.socket:
+def open_socket(
+    host: str, port: int, receive_buffer: int, reuse_port: bool = False
+) -> socket.socket:
+    """A non-blocking UDP socket bound to (host, port); `reuse_port`: one of a group of
+    sockets on the same address among which the kernel spreads datagrams (workers.py)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
     for option in (SO_RCVBUFFORCE, socket.SO_RCVBUF):
@@ -222,6 +229,9 @@ def open_socket(host: str, port: int, receive_buffer: int) -> socket.socket:
         except OSError:
             continue
     try:
+        if reuse_port:  # socket(7): "must be set on each socket (including the first
+            # socket) prior to calling bind(2)"
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
     except OSError as error:
         sock.close()
@@ -230,12 +240,16 @@ def open_socket(host: str, port: int, receive_buffer: int) -> socket.socket:
     return sock
 
 
-class _Receiver(asyncio.DatagramProtocol):
+class _Receiver:
+    """Takes every datagram the kernel has queued on a socket each time it becomes readable
+    (up to READ_BURST), where an asyncio datagram transport takes one per event-loop turn:
+    one readiness wake-up then serves a burst, not a datagram."""
+
     def __init__(self):
         self.datagrams: list[tuple[bytes, str]] = []
 
-    def datagram_received(self, data: bytes, address) -> None:
-        self.datagrams.append((data, address[0]))
+    def read_ready(self, sock: socket.socket) -> None:
+        _drain(sock, self.datagrams, READ_BURST)
 
 
 async def serve(
@@ -249,9 +263,8 @@ async def serve(
     datagram's version, and keeps templates per exporter and version) and one session table."""
     loop = asyncio.get_running_loop()
     receiver = _Receiver()
-    transports = [
-        (await loop.create_datagram_endpoint(lambda: receiver, sock=sock))[0] for sock in sockets
-    ]
+    for sock in sockets:
+        loop.add_reader(sock.fileno(), receiver.read_ready, sock)
     next_flush = time.monotonic() + collector.settings.flush_interval
     try:
         while not stop.is_set():
@@ -267,22 +280,25 @@ async def serve(
                     on_flush(collector)
     finally:
         for sock in sockets:
+            loop.remove_reader(sock.fileno())
             _drain(sock, receiver.datagrams)
-        for transport in transports:
-            transport.close()
         if receiver.datagrams:
             collector.receive(receiver.datagrams)
         collector.flush_all()
 
 
-def _drain(sock: socket.socket, datagrams: list) -> None:
-    """On stop, take what the kernel already queued: it was sent before we stopped."""
-    while True:
+def _drain(sock: socket.socket, datagrams: list, limit: int | None = None) -> None:
+    """Take what the kernel has queued (at most `limit` datagrams); on stop, all of it: it
+    was sent before we stopped."""
+    append = datagrams.append
+    taken = 0
+    while limit is None or taken < limit:
         try:
             data, address = sock.recvfrom(65535)
         except (BlockingIOError, InterruptedError, OSError):
             return
-        datagrams.append((data, address[0]))
+        append((data, address[0]))
+        taken += 1
 
 
 def run(
@@ -293,6 +309,20 @@ def run(
 ) -> None:
     """Run in the foreground on every (host, port) until SIGINT or SIGTERM."""
     sockets = open_sockets(addresses, collector.settings.receive_buffer)
+    try:
+        run_on(collector, sockets, on_ready, on_flush)
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def run_on(
+    collector: FlowCollector,
+    sockets: list[socket.socket],
+    on_ready: Callable[[list[tuple]], None] | None = None,
+    on_flush: Callable[[FlowCollector], None] | None = None,
+) -> None:
+    """Receive on these open sockets until SIGINT or SIGTERM, then flush every session."""
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -303,11 +333,7 @@ def run(
             on_ready([sock.getsockname() for sock in sockets])
         await serve(collector, sockets, stop, on_flush)
 
-    try:
-        asyncio.run(main())
-    finally:
-        for sock in sockets:
-            sock.close()
+    asyncio.run(main())
 
 
 def open_sockets(addresses: list[tuple[str, int]], receive_buffer: int) -> list[socket.socket]:

@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import ipaddress
 import itertools
 import json
 import logging
@@ -40,25 +39,31 @@ import re
 import socket
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from microseg import duck
+from microseg.flows.engines import (
+    EPHEMERAL_PORT,
+    OUTPUT_SCHEMA,
+    DuckDBEngine,
+    SessionEngine,
+    SessionQuery,
+    duckdb_session_table,
+    quote,
+)
 from microseg.flows.session_columns import session_columns
-from microseg.flows.sessions import INT64_MAX, SESSION_SCHEMA, sort_sessions
+from microseg.flows.sessions import SESSION_SCHEMA, sort_sessions
 from microseg.model import MicrosegError
-from microseg.model.ports import EPHEMERAL_PORT_START
 
 STORE_ENV = "MICROSEG_FLOW_STORE"
-# vZTX: "Ephemeral Source Starting Port: 49152" (seed), the start of RFC 6335's dynamic range.
-EPHEMERAL_PORT = EPHEMERAL_PORT_START
 COMPACTED_FROM = b"microseg.compacted_from"
 LAST_SEEN = b"microseg.last_seen_ms"
 SEGMENT_GLOB = "seg-*.parquet"
@@ -71,25 +76,8 @@ MAINTENANCE_LOCK = ".maintenance.lock"
 SMALL_SEGMENT = 8 << 20
 READ_ATTEMPTS = 4  # a compaction may replace segments while we read: look again
 log = logging.getLogger("microseg.flows")
+_Result = TypeVar("_Result")
 _counter = itertools.count()
-
-# read_sessions() output: SESSION_SCHEMA with ports as text ("53" or "eph")
-OUTPUT_SCHEMA = pa.schema(
-    [
-        field.with_type(pa.string()) if field.name in ("sport", "dport") else field
-        for field in SESSION_SCHEMA
-    ]
-)
-_NUMERIC_DEFAULTS = {
-    "fwd_packets": "packets",
-    "fwd_bytes": "bytes",
-    "rev_packets": None,
-    "rev_bytes": None,
-    "complete": None,
-    "half_open": None,
-    "fwd_tcp_flags": None,
-    "rev_tcp_flags": None,
-}
 
 
 def default_store_dir() -> Path:
@@ -549,6 +537,8 @@ def read_sessions(
     dst: str | None = None,
     port: int | None = None,
     since: datetime | None = None,
+    limit: int | None = None,
+    engine: SessionEngine | None = None,
 ) -> pa.Table:
     """Sessions from a flow store directory, a Parquet, CSV or JSON-lines file.
 
@@ -564,48 +554,100 @@ def read_sessions(
     None keeps every session as it is. Files need at least protocol, src, dst and dport;
     `packets`/`bytes` are read as fwd_packets/fwd_bytes; missing counters are 0, a missing
     vrf is "default". Filters: exact vrf, protocol, src, dst; `port` matches either port;
-    `since` keeps sessions last seen at or after it. Rows come sorted by first seen, then key.
+    `since` keeps sessions last seen at or after it. Rows come sorted by first seen, then key;
+    `limit` keeps the first rows only.
+
+    `engine` runs the query over a store's segments (default: DuckDB, in this process); a
+    session file is always read with DuckDB.
     """
+    query = SessionQuery(ephemeral_port, vrf, protocol, src, dst, port, since, limit)
     path = default_store_dir() if source is None else Path(source)
     if source is None and not path.exists():
         return OUTPUT_SCHEMA.empty_table()  # nothing collected yet
-    where, parameters = _filters(vrf, protocol, src, dst, port, since)
+    engine = engine or DuckDBEngine()
     if path.is_dir():
-        return _read_store(path, ephemeral_port, where, parameters)
+        return _read_store(path, engine, lambda segments: engine.table(segments, query))
+    _file_engine(path, engine)
     connection = duck.connect()
     columns = _load(connection, path)
     # A session file is checked row by row, in file order, by the one session-table
     # reader before it is summarised: a bad value is an error naming its row.
     session_columns(_raw_rows(connection, path), where=str(path))
     try:
-        return _query(connection, columns, ephemeral_port, where, parameters)
+        return duckdb_session_table(connection, columns, query)
     except duckdb.Error as error:
         raise MicrosegError(f"{path}: cannot read sessions: {error}") from None
 
 
-def _read_store(path: Path, ephemeral_port, where: str, parameters: list) -> pa.Table:
-    """Sessions of a store directory. Bad segments are skipped and reported (logging); a
-    segment whose pages turn out unreadable is found by reading each one, then skipped."""
+def session_batches(
+    source: Path | str | None = None,
+    *,
+    ephemeral_port: int | None = EPHEMERAL_PORT,
+    engine: SessionEngine | None = None,
+) -> Iterator[pa.RecordBatch]:
+    """`read_sessions` in bounded chunks, in the same order (OUTPUT_SCHEMA), for an export:
+    with Spark the rows stream from the cluster and never sit in this process all at once.
+    Bad segments are found before the first chunk (the engine sorts, so it has read every
+    segment by then)."""
+    engine = engine or DuckDBEngine()
+    path = default_store_dir() if source is None else Path(source)
+    if not path.is_dir():
+        if source is not None:
+            _file_engine(path, engine)
+        return iter(read_sessions(source, ephemeral_port=ephemeral_port).to_batches())
+    query = SessionQuery(ephemeral_port)
+
+    def started(segments: list[Path]) -> Iterator[pa.RecordBatch]:
+        """The chunks, the first one computed here (so a bad segment is found here)."""
+        batches = engine.batches(segments, query)
+        first = next(batches, None)
+        return iter(()) if first is None else _rest(path, engine, first, batches)
+
+    return _read_store(path, engine, started)
+
+
+def _rest(
+    path: Path, engine: SessionEngine, first: pa.RecordBatch, batches: Iterator[pa.RecordBatch]
+) -> Iterator[pa.RecordBatch]:
+    yield first
+    try:
+        yield from batches
+    except engine.errors as error:  # the segments were read before the first chunk
+        raise MicrosegError(f"{path}: cannot read sessions: {engine.describe(error)}") from None
+
+
+def _file_engine(path: Path, engine: SessionEngine) -> None:
+    if not path.exists():
+        raise MicrosegError(f"{path}: no such session file or flow store directory")
+    if engine.name != "duckdb":
+        raise MicrosegError(
+            f"{path}: --engine {engine.name} reads flow store directories; "
+            "a session file is read with --engine duckdb"
+        )
+
+
+def _read_store(path: Path, engine: SessionEngine, run: Callable[[list[Path]], _Result]) -> _Result:
+    """`run` over a store's live segments. Bad segments are skipped and reported (logging);
+    a segment whose pages turn out unreadable is found by reading each one, then skipped."""
     store = FlowStore(path)
     known_bad: dict[str, BadSegment] = {}
     for _ in range(READ_ATTEMPTS):
         scan = store.scan(known_bad)
         if not scan.live:
             scan.warn()
-            return OUTPUT_SCHEMA.empty_table()
-        connection = duck.connect()
-        names = ", ".join(f"'{_quote(segment)}'" for segment in scan.live)
+            return run([])
         try:
-            connection.execute(f"CREATE TEMP VIEW raw AS SELECT * FROM read_parquet([{names}])")
-            table = _query(connection, SESSION_SCHEMA.names, ephemeral_port, where, parameters)
-        except duckdb.Error as error:
+            result = run(scan.live)
+        except engine.errors as error:
             unreadable = _unreadable(scan.live)
             if not unreadable and all(segment.exists() for segment in scan.live):
-                raise MicrosegError(f"{path}: cannot read sessions: {error}") from None
+                raise MicrosegError(
+                    f"{path}: cannot read sessions: {engine.describe(error)}"
+                ) from None
             known_bad.update(unreadable)  # and look again: a compaction may have run
             continue
         scan.warn()
-        return table
+        return result
     raise MicrosegError(f"{path}: cannot read sessions: the segments kept changing while read")
 
 
@@ -621,21 +663,6 @@ def _unreadable(segments: list[Path]) -> dict[str, BadSegment]:
     return found
 
 
-def _query(connection, columns: list[str], ephemeral_port, where: str, parameters) -> pa.Table:
-    """The session table over the view `raw`; raises duckdb.Error."""
-    connection.execute(f"CREATE TEMP VIEW sessions AS {_normalised(columns)}")
-    if ephemeral_port is None:
-        query = f"SELECT {', '.join(OUTPUT_SCHEMA.names)} FROM sessions {where}"
-    else:
-        query = _summary_query(where, int(ephemeral_port))
-    # first seen, then the key; every other column breaks ties, so the same sessions
-    # list the same whatever order they were stored or written in
-    order = ["first_seen", "vrf", "protocol", "src", "sport", "dst", "dport", "exporter"]
-    order += [name for name in OUTPUT_SCHEMA.names if name not in order]
-    query += f" ORDER BY {', '.join(order)}"
-    return connection.sql(query, params=parameters).to_arrow_table().cast(OUTPUT_SCHEMA)
-
-
 def _raw_rows(connection, path: Path) -> pa.Table:
     try:
         return connection.sql("SELECT * FROM raw").to_arrow_table()
@@ -648,11 +675,11 @@ def _load(connection, path: Path) -> list[str]:
     if not path.exists():
         raise MicrosegError(f"{path}: no such session file or flow store directory")
     if path.suffix == ".parquet":
-        relation = f"read_parquet('{_quote(path)}')"
+        relation = f"read_parquet('{quote(path)}')"
     elif path.suffix == ".csv":
-        relation = f"read_csv('{_quote(path)}', header = true, all_varchar = true)"
+        relation = f"read_csv('{quote(path)}', header = true, all_varchar = true)"
     elif path.suffix in (".jsonl", ".json", ".ndjson"):
-        relation = f"read_json('{_quote(path)}', format = 'newline_delimited')"
+        relation = f"read_json('{quote(path)}', format = 'newline_delimited')"
     else:
         raise MicrosegError(
             f"{path}: sessions come from a store directory or a .parquet, .csv or .jsonl file"
@@ -666,97 +693,6 @@ def _load(connection, path: Path) -> list[str]:
     if missing:
         raise MicrosegError(f"{path}: missing session field(s) {', '.join(missing)}")
     return columns
-
-
-def _quote(path: Path) -> str:
-    return str(path).replace("'", "''")
-
-
-def _normalised(columns: list[str]) -> str:
-    def text(name: str, default: str) -> str:
-        return f"CAST({name} AS VARCHAR)" if name in columns else default
-
-    def count(name: str, alias: str | None, default: str = "0") -> str:
-        for candidate in (name, alias):
-            if candidate and candidate in columns:
-                return f"coalesce(TRY_CAST({candidate} AS BIGINT), 0)"
-        return default
-
-    def when(name: str) -> str:
-        if name not in columns:
-            return "NULL::TIMESTAMPTZ"
-        return f"TRY_CAST({name} AS TIMESTAMPTZ)"
-
-    fields = [
-        f"coalesce({text('vrf', 'NULL')}, 'default') AS vrf",
-        "lower(CAST(protocol AS VARCHAR)) AS protocol",
-        "CAST(src AS VARCHAR) AS src",
-        f"coalesce({text('sport', 'NULL')}, '0') AS sport",
-        "CAST(dst AS VARCHAR) AS dst",
-        "CAST(dport AS VARCHAR) AS dport",
-    ]
-    fields += [f"{count(name, alias)} AS {name}" for name, alias in _NUMERIC_DEFAULTS.items()]
-    fields += [
-        f"{when('first_seen')} AS first_seen",
-        f"{when('last_seen')} AS last_seen",
-        f"coalesce({text('exporter', 'NULL')}, '') AS exporter",
-        f"coalesce({text('rev_exporter', 'NULL')}, '') AS rev_exporter",
-        f"{count('sessions', None, '1')} AS sessions",
-    ]
-    return "SELECT " + ", ".join(fields) + " FROM raw"
-
-
-def _filters(vrf, protocol, src, dst, port, since):
-    clauses, parameters = [], []
-    for column, value in (("vrf", vrf), ("protocol", protocol), ("src", src), ("dst", dst)):
-        if value is None:
-            continue
-        if column in ("src", "dst"):  # as given (a file may spell it so) or canonical
-            clauses.append(f"{column} IN (?, ?)")
-            parameters += [value, _canonical_address(value)]
-        else:
-            clauses.append(f"{column} = ?")
-            parameters.append(value.lower() if column == "protocol" else value)
-    if port is not None:
-        clauses.append("(sport = ? OR dport = ?)")
-        parameters += [str(port), str(port)]
-    if since is not None:
-        clauses.append("last_seen >= ?")
-        parameters.append(since if since.tzinfo else since.replace(tzinfo=UTC))
-    return ("WHERE " + " AND ".join(clauses)) if clauses else "", parameters
-
-
-def _canonical_address(text: str) -> str:
-    """Addresses are stored in their canonical text (RFC 5952 for IPv6): match any spelling."""
-    try:
-        return str(ipaddress.ip_address(text.strip()))
-    except ValueError:
-        return text
-
-
-def _total(column: str) -> str:
-    """A sum that saturates at the store's int64 maximum, as the collector's counters do."""
-    return f"least(sum({column}), {INT64_MAX})::BIGINT AS {column}"
-
-
-def _summary_query(where: str, ephemeral_port: int) -> str:
-    # vZTX: client ports from 49152 up are shown as `eph`, one row per client/server/service
-    return f"""
-    SELECT vrf, protocol, src,
-           CASE WHEN TRY_CAST(sport AS INTEGER) >= {ephemeral_port}
-                 AND TRY_CAST(dport AS INTEGER) < {ephemeral_port}
-                THEN 'eph' ELSE sport END AS sport,
-           dst, dport,
-           {_total("fwd_packets")}, {_total("fwd_bytes")},
-           {_total("rev_packets")}, {_total("rev_bytes")},
-           {_total("complete")}, {_total("half_open")},
-           min(first_seen) AS first_seen, max(last_seen) AS last_seen,
-           min(exporter) AS exporter, min(rev_exporter) AS rev_exporter,
-           bit_or(fwd_tcp_flags)::INTEGER AS fwd_tcp_flags,
-           bit_or(rev_tcp_flags)::INTEGER AS rev_tcp_flags,
-           {_total("sessions")}
-    FROM sessions {where}
-    GROUP BY ALL"""
 
 
 def iso_millis(value: datetime | None) -> str | None:

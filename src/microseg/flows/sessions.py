@@ -275,12 +275,20 @@ class SessionTable:
                 self._sessions = self._sessions.set_column(index, column, pa.array(ids))
 
     def _exporter_column(self, high: np.ndarray, low: np.ndarray) -> np.ndarray:
-        pairs = np.empty(len(high), dtype=[("hi", np.uint64), ("lo", np.uint64)])
-        pairs["hi"], pairs["lo"] = high, low
-        distinct, inverse = np.unique(pairs, return_inverse=True)
-        names = format_addresses(distinct["hi"], distinct["lo"])
-        ids = np.empty(len(distinct), np.uint32)
-        for index, (pair, name) in enumerate(zip(distinct.tolist(), names, strict=True)):
+        if len(high) == 0:
+            return np.empty(0, np.uint32)
+        if (high == high[0]).all():  # IPv4 exporters, or one IPv6 prefix: a 64-bit sort
+            distinct_low, inverse = np.unique(low, return_inverse=True)
+            distinct_high = np.full(len(distinct_low), high[0])
+        else:  # a sort of (high, low) records: much slower, only for mixed IPv6 exporters
+            pairs = np.empty(len(high), dtype=[("hi", np.uint64), ("lo", np.uint64)])
+            pairs["hi"], pairs["lo"] = high, low
+            distinct, inverse = np.unique(pairs, return_inverse=True)
+            distinct_high, distinct_low = distinct["hi"], distinct["lo"]
+        names = format_addresses(distinct_high, distinct_low)
+        ids = np.empty(len(distinct_low), np.uint32)
+        pairs_seen = zip(distinct_high.tolist(), distinct_low.tolist(), strict=True)
+        for index, (pair, name) in enumerate(zip(pairs_seen, names, strict=True)):
             if pair not in self._exporter_ids:
                 self._exporter_ids[pair] = len(self._exporters)
                 self._exporters.append(name)

@@ -9,12 +9,16 @@ a pure-Python round-trip parser on large policies. Duplicate keys are errors, me
 Most policies use none of anchors, aliases, merges or tags. Those are built straight from
 libyaml's events (`_EventBuilder`), five times faster than composing nodes, whose Python
 objects and per-node resolver calls are most of a big file's load time (bench/cli_compile.py).
-The event builder gives up on anything else, and on any problem, and the node builder then
-reads the document: so it alone decides what is refused and says where.
+A file written as `yaml.dump` and microseg's own dumper write it (block mappings and
+sequences, one-line scalars, ASCII) is read faster still line by line (`_LineBuilder`), with
+no parser events at all. Each fast builder gives up on anything else, and on any problem, and
+the next one reads the document; the node builder, last, alone decides what is refused and
+says where.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import yaml
@@ -65,6 +69,10 @@ class YamlProblem(Exception):
 
 def load_located(text: str) -> Any:
     """The document's value (None for an empty one), built of LocatedMap / LocatedList."""
+    try:
+        return _LineBuilder(text).load()
+    except Exception:  # not the block subset: libyaml's events
+        pass
     budget = len(text) + ALIAS_EXPANSION_ALLOWANCE
     try:
         return _EventBuilder(budget).load(text)
@@ -226,8 +234,7 @@ class _EventBuilder:
     def __init__(self, budget: int):
         self.budget = budget
         self.built = 0
-        self.scalars = yaml.constructor.SafeConstructor()
-        self.resolved: dict[tuple[str, tuple[bool, bool]], str] = {}
+        self.scalars = _Scalars()
 
     def load(self, text: str) -> Any:
         parser = _Loader(text)
@@ -251,11 +258,7 @@ class _EventBuilder:
         if self.built > self.budget:
             raise _GivenUp("over the budget")
         if type(event) is yaml.ScalarEvent:
-            tag = self._tag(event)
-            if tag == _STR_TAG:  # what SafeConstructor.construct_yaml_str returns
-                return event.value
-            mark: Any = event.start_mark  # libyaml's Mark, which the constructor only reports
-            return self.scalars.construct_object(ScalarNode(tag, event.value, mark))
+            return self.scalars.value(event.value, event.implicit, event.start_mark)
         if depth > MAX_DEPTH:
             raise _GivenUp("too deep")
         if type(event) is yaml.SequenceStartEvent:
@@ -271,7 +274,10 @@ class _EventBuilder:
     def _mapping(self, parser: Any, event: Any, depth: int) -> LocatedMap:
         mapping = LocatedMap(_mark(event))
         while type(key_event := parser.get_event()) is not yaml.MappingEndEvent:
-            if type(key_event) is not yaml.ScalarEvent or self._tag(key_event) == _MERGE_TAG:
+            if (
+                type(key_event) is not yaml.ScalarEvent
+                or self.scalars.tag(key_event.value, key_event.implicit) == _MERGE_TAG
+            ):
                 raise _GivenUp("a merge key or a key that is not a scalar")
             key = self._value(parser, key_event, depth + 1)
             if key in mapping:
@@ -282,19 +288,36 @@ class _EventBuilder:
             mapping.value_positions[key] = _mark(value_event)
         return mapping
 
-    def _tag(self, event: Any) -> str:
-        """The tag PyYAML's composer gives a scalar without an explicit one: a quoted one,
-        or a plain one whose first character starts no implicit type, is a string."""
-        value = event.value
-        if not event.implicit[0] or (value and value[0] not in _TYPED_FIRST_CHARACTERS):
+
+class _Scalars:
+    """Scalars without an explicit tag, typed as PyYAML's composer and SafeConstructor type
+    them: the composer resolves the tag from the text and whether it was plain (`implicit`:
+    plain, quoted), with the same resolver."""
+
+    def __init__(self) -> None:
+        self.constructor = yaml.constructor.SafeConstructor()
+        self.resolved: dict[tuple[str, tuple[bool, bool]], str] = {}
+
+    def tag(self, value: str, implicit: tuple[bool, bool]) -> str:
+        """A quoted scalar is a string; so is a plain one whose first character starts no
+        implicit type, or that holds a `/`, which no implicit type's pattern takes (a prefix;
+        tests/policyfile/test_located_events.py checks the patterns)."""
+        if not implicit[0] or (value and (value[0] not in _TYPED_FIRST_CHARACTERS or "/" in value)):
             return _STR_TAG
-        key = (value, event.implicit)
+        key = (value, implicit)
         tag = self.resolved.get(key)
         if tag is None:
-            tag = _RESOLVER.resolve(ScalarNode, value, event.implicit)
+            tag = _RESOLVER.resolve(ScalarNode, value, implicit)
             if len(self.resolved) < 100_000:
                 self.resolved[key] = tag
         return tag
+
+    def value(self, value: str, implicit: tuple[bool, bool], mark: Any) -> Any:
+        """`mark` (where the scalar starts) is only reported in a construction error."""
+        tag = self.tag(value, implicit)
+        if tag == _STR_TAG:  # what SafeConstructor.construct_yaml_str returns
+            return value
+        return self.constructor.construct_object(ScalarNode(tag, value, mark))
 
 
 _RESOLVER = yaml.resolver.Resolver()
@@ -305,3 +328,148 @@ _TYPED_FIRST_CHARACTERS = frozenset(k for k in _RESOLVER.yaml_implicit_resolvers
 
 def _mark(event: Any) -> Position:
     return (event.start_mark.line + 1, event.start_mark.column + 1)
+
+
+# One line of a block-style document: indentation, an optional `- `, then `key:`, `key: value`
+# or a value. Keys are identifiers; values are one-line plain scalars that start with a letter,
+# digit, `_`, `.`, `/` or `~` (no `: ` or ` #` inside, no trailing space), or quoted scalars without
+# escapes. ASCII only. Anything else (flow collections, block scalars, comments after a value,
+# multi-line scalars, anchors, tags...) is for the event builder.
+_PLAIN = r"[A-Za-z0-9_./~](?:[!-9;-~]|:(?=[!-~])| (?=[!\"$-~]))*"
+_SINGLE_QUOTED = r"'(?:[ -&(-~]|'')*'"
+_DOUBLE_QUOTED = r'"[ !#-\[\]-~]*"'
+_LINE = re.compile(
+    rf"( *)(- )?(?:([A-Za-z_][A-Za-z0-9_]*):(?: +({_PLAIN}|{_SINGLE_QUOTED}|{_DOUBLE_QUOTED}))?"
+    rf"|({_PLAIN}|{_SINGLE_QUOTED}|{_DOUBLE_QUOTED}))\Z"
+)
+# Lines YAML skips: blank, or a comment of printable ASCII.
+_SKIPPED = re.compile(r" *(?:#[ -~]*)?\Z")
+# First characters of a plain scalar that is a string whatever follows (no implicit type
+# starts with one), and of no quoted one.
+_STRING_FIRST_CHARACTERS = frozenset(
+    chr(code) for code in range(33, 127) if chr(code) not in _TYPED_FIRST_CHARACTERS | {"'", '"'}
+)
+_PLAIN_SCALAR = (True, False)  # `implicit` of a plain scalar event
+_QUOTED_SCALAR = (False, True)
+# Far below MAX_DEPTH: deeper documents are the event builder's to judge.
+_LINE_DEPTH = 16
+
+
+class _LineBuilder:
+    """Located values from a block-style document, line by line, as the event builder would
+    build them from libyaml's events (tests/policyfile/test_located_events.py checks both
+    agree). Gives up (raises) on any line or structure outside that subset.
+
+    Open collections are a stack of (collection, column): a mapping's column is its keys', a
+    sequence's its `- `s'. A line closes every collection right of it, then must be the next
+    key of the mapping at its column or the next item of the sequence at its column."""
+
+    def __init__(self, text: str):
+        if not text.isascii() or "\r" in text:
+            raise _GivenUp("not ASCII with \\n line breaks")
+        self.text = text
+        self.scalars = _Scalars()
+        self.keys: dict[str, Any] = {}
+
+    def _key(self, text: str) -> Any:
+        key = self.keys.get(text)
+        if key is None:
+            key = self.keys[text] = self.scalars.value(text, _PLAIN_SCALAR, None)
+        return key
+
+    def _scalar(self, text: str) -> Any:
+        first = text[0]
+        if first == "'":
+            return text[1:-1].replace("''", "'")
+        if first == '"':
+            return text[1:-1]
+        if first not in _TYPED_FIRST_CHARACTERS:
+            return text
+        return self.scalars.value(text, _PLAIN_SCALAR, None)
+
+    def load(self) -> LocatedMap:
+        lines = self.text.split("\n")
+        first, root = self._root(lines)
+        stack: list[tuple[Any, int]] = [(root, 0)]
+        top: Any = root  # the innermost open collection, and its column
+        top_column = 0
+        # A key written without a value (`key:`): its mapping, key and line.
+        pending: tuple[LocatedMap, Any, int] | None = None
+        line_match, skipped = _LINE.match, _SKIPPED.match
+        keys, strings, scalar = self.keys, _STRING_FIRST_CHARACTERS, self._scalar
+        for number, line in enumerate(lines[first - 1 :], first):
+            match = line_match(line)
+            if match is None:
+                if skipped(line):
+                    continue
+                raise _GivenUp(f"line {number}")
+            spaces, dash, key_text, key_value, value = match.groups()
+            column = len(spaces)
+            if pending is not None:
+                mapping, key, key_line = pending
+                pending = None
+                if dash and column >= top_column:
+                    top = LocatedList((number, column + 1))
+                elif not dash and column > top_column:
+                    top = LocatedMap((number, column + 1))
+                else:
+                    raise _GivenUp(f"line {key_line}: an empty value")
+                if len(stack) > _LINE_DEPTH:
+                    raise _GivenUp("deep")
+                mapping[key] = top
+                mapping.key_positions[key] = (key_line, top_column + 1)
+                mapping.value_positions[key] = (number, column + 1)
+                top_column = column
+                stack.append((top, column))
+            elif column != top_column or (type(top) is LocatedList) is not bool(dash):
+                while top_column > column:
+                    stack.pop()
+                    top, top_column = stack[-1]
+                if not dash and top_column == column and type(top) is LocatedList:
+                    stack.pop()  # a key after the sequence written at its mapping's column
+                    top, top_column = stack[-1]
+                if top_column != column or (type(top) is LocatedList) is not bool(dash):
+                    raise _GivenUp(f"line {number}: continued or misplaced")
+            if dash:
+                if key_text is None:
+                    top.append(value if value[0] in strings else scalar(value))
+                    top.item_positions.append((number, column + 3))
+                    continue
+                column += 2
+                item = LocatedMap((number, column + 1))
+                top.append(item)
+                top.item_positions.append((number, column + 1))
+                if len(stack) > _LINE_DEPTH:
+                    raise _GivenUp("deep")
+                top, top_column = item, column
+                stack.append((item, column))
+            elif key_text is None:
+                raise _GivenUp(f"line {number}: a value where a key belongs")
+            key = keys.get(key_text)
+            if key is None:
+                key = self._key(key_text)
+            if key in top:
+                raise _GivenUp(f"line {number}: a duplicate key")
+            if key_value is None:
+                top[key] = None  # taken, for the duplicate check; set by the next line
+                pending = (top, key, number)
+                continue
+            top[key] = key_value if key_value[0] in strings else scalar(key_value)
+            top.key_positions[key] = (number, column + 1)
+            top.value_positions[key] = (number, len(line) - len(key_value) + 1)
+        if pending is not None:
+            raise _GivenUp("an empty value at the end")
+        return root
+
+    @staticmethod
+    def _root(lines: list[str]) -> tuple[int, LocatedMap]:
+        """The first line that is not blank or a comment (its number), which must start a
+        mapping at the left margin, and that mapping (empty yet)."""
+        for number, line in enumerate(lines, 1):
+            match = _LINE.match(line)
+            if match is None and _SKIPPED.match(line):
+                continue
+            if match is None or match[1] or match[2] or match[3] is None:
+                raise _GivenUp("not a mapping at the left margin")
+            return number, LocatedMap((number, 1))
+        raise _GivenUp("no document")

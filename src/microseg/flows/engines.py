@@ -1,0 +1,264 @@
+"""Session engines: where the session-table query over a flow store's segments runs.
+
+`read_sessions` (flowstore) picks the live segments of a store (complete ones only, bad
+ones skipped and reported) and hands them to a `SessionEngine`, which runs the session-table
+query over them and returns the session table (OUTPUT_SCHEMA) in its one order. Two engines
+answer it with the same SQL text, built here:
+
+* `DuckDBEngine` — embedded, in this process (the default);
+* `SparkEngine` (`microseg.flows.spark`) — Spark SQL on `local[*]` or a cluster, for stores
+  larger than one machine; only the result (the summarised session table) reaches the driver.
+
+Where the two SQL dialects differ, the difference is a field of `Dialect`, commented there.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol
+
+import pyarrow as pa
+
+from microseg.flows.sessions import INT64_MAX, SESSION_SCHEMA
+from microseg.model.ports import EPHEMERAL_PORT_START
+
+ENGINES = ("duckdb", "spark")
+# vZTX: "Ephemeral Source Starting Port: 49152" (seed), the start of RFC 6335's dynamic range.
+EPHEMERAL_PORT = EPHEMERAL_PORT_START
+
+# read_sessions() output: SESSION_SCHEMA with ports as text ("53" or "eph")
+OUTPUT_SCHEMA = pa.schema(
+    [
+        field.with_type(pa.string()) if field.name in ("sport", "dport") else field
+        for field in SESSION_SCHEMA
+    ]
+)
+# first seen, then the key; every other column breaks ties, so the same sessions list the
+# same whatever order they were stored or written in
+_ORDER = ["first_seen", "vrf", "protocol", "src", "sport", "dst", "dport", "exporter"]
+ORDER = _ORDER + [name for name in OUTPUT_SCHEMA.names if name not in _ORDER]
+_NUMERIC_DEFAULTS = {
+    "fwd_packets": "packets",
+    "fwd_bytes": "bytes",
+    "rev_packets": None,
+    "rev_bytes": None,
+    "complete": None,
+    "half_open": None,
+    "fwd_tcp_flags": None,
+    "rev_tcp_flags": None,
+}
+
+
+@dataclass(frozen=True)
+class SessionQuery:
+    """What `read_sessions` asks for: the `eph` summary (None: every session as stored), the
+    filters (exact vrf, protocol, src, dst; `port` either port; `since` last seen at or
+    after) and `limit`, the first rows only (a page of a large store)."""
+
+    ephemeral_port: int | None = EPHEMERAL_PORT
+    vrf: str | None = None
+    protocol: str | None = None
+    src: str | None = None
+    dst: str | None = None
+    port: int | None = None
+    since: datetime | None = None
+    limit: int | None = None
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """The places where DuckDB's and Spark's SQL differ; everything else is shared text."""
+
+    # DuckDB's TIMESTAMPTZ and Spark's TIMESTAMP (session time zone UTC) are both instants
+    timestamp: str
+    # DuckDB sums BIGINT into HUGEINT (exact); Spark sums BIGINT into BIGINT and fails on
+    # overflow (ANSI mode), so it sums DECIMAL(38, 0): 2^63 * 10^19 rows fit either way
+    wide_sum: str
+
+
+DUCKDB = Dialect(timestamp="TIMESTAMPTZ", wide_sum="sum({column})")
+SPARK = Dialect(timestamp="TIMESTAMP", wide_sum="sum(CAST({column} AS DECIMAL(38, 0)))")
+
+
+def session_sql(columns: list[str], query: SessionQuery, dialect: Dialect) -> tuple[str, list]:
+    """The session table over the relation `raw` (with these columns): one statement and
+    its `?` parameters, ordered."""
+    where, parameters = _filters(query)
+    if query.ephemeral_port is None:
+        select = f"SELECT {', '.join(OUTPUT_SCHEMA.names)} FROM sessions {where}"
+    else:
+        select = _summary(where, int(query.ephemeral_port), dialect)
+    order = ", ".join(f"{name} NULLS LAST" for name in ORDER)  # DuckDB's default; not Spark's
+    limit = "" if query.limit is None else f" LIMIT {int(query.limit)}"
+    return (
+        f"WITH sessions AS ({_normalised(columns, dialect)}) {select} ORDER BY {order}{limit}",
+        parameters,
+    )
+
+
+def _normalised(columns: list[str], dialect: Dialect) -> str:
+    def text(name: str, default: str) -> str:
+        return f"CAST({name} AS STRING)" if name in columns else default
+
+    def count(name: str, alias: str | None, default: str = "0") -> str:
+        for candidate in (name, alias):
+            if candidate and candidate in columns:
+                return f"coalesce(TRY_CAST({candidate} AS BIGINT), 0)"
+        return default
+
+    def when(name: str) -> str:
+        if name not in columns:
+            return f"CAST(NULL AS {dialect.timestamp})"
+        return f"TRY_CAST({name} AS {dialect.timestamp})"
+
+    fields = [
+        f"coalesce({text('vrf', 'NULL')}, 'default') AS vrf",
+        "lower(CAST(protocol AS STRING)) AS protocol",
+        "CAST(src AS STRING) AS src",
+        f"coalesce({text('sport', 'NULL')}, '0') AS sport",
+        "CAST(dst AS STRING) AS dst",
+        "CAST(dport AS STRING) AS dport",
+    ]
+    fields += [f"{count(name, alias)} AS {name}" for name, alias in _NUMERIC_DEFAULTS.items()]
+    fields += [
+        f"{when('first_seen')} AS first_seen",
+        f"{when('last_seen')} AS last_seen",
+        f"coalesce({text('exporter', 'NULL')}, '') AS exporter",
+        f"coalesce({text('rev_exporter', 'NULL')}, '') AS rev_exporter",
+        f"{count('sessions', None, '1')} AS sessions",
+    ]
+    return "SELECT " + ", ".join(fields) + " FROM raw"
+
+
+def _filters(query: SessionQuery) -> tuple[str, list]:
+    clauses: list[str] = []
+    parameters: list = []
+    for column, value in (
+        ("vrf", query.vrf),
+        ("protocol", query.protocol),
+        ("src", query.src),
+        ("dst", query.dst),
+    ):
+        if value is None:
+            continue
+        if column in ("src", "dst"):  # as given (a file may spell it so) or canonical
+            clauses.append(f"{column} IN (?, ?)")
+            parameters += [value, _canonical_address(value)]
+        else:
+            clauses.append(f"{column} = ?")
+            parameters.append(value.lower() if column == "protocol" else value)
+    if query.port is not None:
+        clauses.append("(sport = ? OR dport = ?)")
+        parameters += [str(query.port), str(query.port)]
+    if query.since is not None:
+        since = query.since
+        clauses.append("last_seen >= ?")
+        parameters.append(since if since.tzinfo else since.replace(tzinfo=UTC))
+    return ("WHERE " + " AND ".join(clauses)) if clauses else "", parameters
+
+
+def _canonical_address(text: str) -> str:
+    """Addresses are stored in their canonical text (RFC 5952 for IPv6): match any spelling."""
+    try:
+        return str(ipaddress.ip_address(text.strip()))
+    except ValueError:
+        return text
+
+
+def _total(column: str, dialect: Dialect) -> str:
+    """A sum that saturates at the store's int64 maximum, as the collector's counters do."""
+    total = dialect.wide_sum.format(column=column)
+    return f"CAST(least({total}, {INT64_MAX}) AS BIGINT) AS {column}"
+
+
+def _summary(where: str, ephemeral_port: int, dialect: Dialect) -> str:
+    # vZTX: client ports from 49152 up are shown as `eph`, one row per client/server/service
+    counters = ", ".join(
+        _total(name, dialect)
+        for name in ("fwd_packets", "fwd_bytes", "rev_packets", "rev_bytes", "complete")
+    )
+    return f"""
+    SELECT vrf, protocol, src,
+           CASE WHEN TRY_CAST(sport AS INTEGER) >= {ephemeral_port}
+                 AND TRY_CAST(dport AS INTEGER) < {ephemeral_port}
+                THEN 'eph' ELSE sport END AS sport,
+           dst, dport, {counters}, {_total("half_open", dialect)},
+           min(first_seen) AS first_seen, max(last_seen) AS last_seen,
+           min(exporter) AS exporter, min(rev_exporter) AS rev_exporter,
+           CAST(bit_or(fwd_tcp_flags) AS INTEGER) AS fwd_tcp_flags,
+           CAST(bit_or(rev_tcp_flags) AS INTEGER) AS rev_tcp_flags,
+           {_total("sessions", dialect)}
+    FROM sessions {where}
+    GROUP BY ALL"""
+
+
+class SessionEngine(Protocol):
+    """Runs the session-table query over a store's live segments.
+
+    Both methods take the live segments (maybe none) and return the rows in the one order (OUTPUT_SCHEMA) and raise one of `errors`
+    when a segment cannot be read (the caller then finds it, skips it and asks again)."""
+
+    name: str
+
+    @property
+    def errors(self) -> tuple[type[BaseException], ...]: ...
+
+    def table(self, segments: list[Path], query: SessionQuery) -> pa.Table:
+        """The whole result, in this process (a list, the builder's input)."""
+        ...
+
+    def batches(self, segments: list[Path], query: SessionQuery) -> Iterator[pa.RecordBatch]:
+        """The result in bounded chunks, in order (an export)."""
+        ...
+
+    def describe(self, error: BaseException) -> str:
+        """One line for a user: what went wrong."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class DuckDBEngine:
+    """The session table with embedded DuckDB: one connection per read."""
+
+    name = "duckdb"
+
+    @property
+    def errors(self) -> tuple[type[BaseException], ...]:
+        import duckdb
+
+        return (duckdb.Error,)
+
+    def table(self, segments: list[Path], query: SessionQuery) -> pa.Table:
+        from microseg import duck
+
+        if not segments:
+            return OUTPUT_SCHEMA.empty_table()
+        connection = duck.connect()
+        names = ", ".join(f"'{quote(segment)}'" for segment in segments)
+        connection.execute(f"CREATE TEMP VIEW raw AS SELECT * FROM read_parquet([{names}])")
+        return duckdb_session_table(connection, SESSION_SCHEMA.names, query)
+
+    def batches(self, segments: list[Path], query: SessionQuery) -> Iterator[pa.RecordBatch]:
+        return iter(self.table(segments, query).to_batches())
+
+    def describe(self, error: BaseException) -> str:
+        return str(error)
+
+    def close(self) -> None:
+        return None
+
+
+def duckdb_session_table(connection, columns: list[str], query: SessionQuery) -> pa.Table:
+    """The session table over the view `raw` of a DuckDB connection; raises duckdb.Error."""
+    sql, parameters = session_sql(columns, query, DUCKDB)
+    return connection.sql(sql, params=parameters).to_arrow_table().cast(OUTPUT_SCHEMA)
+
+
+def quote(path: Path) -> str:
+    """A path inside a single-quoted SQL string."""
+    return str(path).replace("'", "''")

@@ -1,0 +1,74 @@
+"""The engine seam of `read_sessions` (the Spark engine's own tests: test_spark_engine.py)."""
+
+from __future__ import annotations
+
+import duckdb
+import pyarrow as pa
+import pytest
+from test_flowstore import some_sessions
+
+from microseg.flows.engines import DUCKDB, SPARK, DuckDBEngine, SessionQuery, session_sql
+from microseg.flows.flowstore import FlowStore, read_sessions, session_batches
+from microseg.model import MicrosegError
+
+
+class BrokenStreamEngineDouble(DuckDBEngine):
+    """DuckDB whose stream breaks after its first chunk, as a Spark job does when the
+    cluster goes away half-way through an export."""
+
+    def batches(self, segments, query):
+        table = self.table(segments, query)
+        yield table.slice(0, 1).to_batches()[0]
+        raise duckdb.IOException("connection to the cluster lost")
+
+
+def test_an_export_streams_the_rows_read_sessions_returns(tmp_path):
+    store = FlowStore(tmp_path).open()
+    store.write(some_sessions())
+    store.write(some_sessions(52000, 2))
+    for ephemeral_port in (49152, None):
+        streamed = pa.Table.from_batches(
+            list(session_batches(tmp_path, ephemeral_port=ephemeral_port))
+        )
+        assert (
+            streamed.to_pylist()
+            == read_sessions(tmp_path, ephemeral_port=ephemeral_port).to_pylist()
+        )
+
+
+def test_a_stream_that_breaks_after_its_first_chunk_is_a_user_error(tmp_path):
+    FlowStore(tmp_path).open().write(some_sessions())
+    batches = session_batches(tmp_path, ephemeral_port=None, engine=BrokenStreamEngineDouble())
+    next(batches)
+    with pytest.raises(MicrosegError, match="cannot read sessions: connection to the cluster lost"):
+        next(batches)
+
+
+def test_the_engines_share_the_sql_but_for_the_dialect():
+    query = SessionQuery(vrf="blue", port=53)
+    columns = ["vrf", "protocol", "src", "sport", "dst", "dport", "first_seen"]
+    duckdb_sql, duckdb_parameters = session_sql(columns, query, DUCKDB)
+    spark_sql, spark_parameters = session_sql(columns, query, SPARK)
+    assert duckdb_parameters == spark_parameters == ["blue", "53", "53"]
+    assert "TIMESTAMPTZ" in duckdb_sql and "DECIMAL" not in duckdb_sql
+    translated = duckdb_sql.replace("TIMESTAMPTZ", "TIMESTAMP")
+    for column in (
+        "fwd_packets",
+        "fwd_bytes",
+        "rev_packets",
+        "rev_bytes",
+        "complete",
+        "half_open",
+        "sessions",
+    ):
+        translated = translated.replace(f"sum({column})", f"sum(CAST({column} AS DECIMAL(38, 0)))")
+    assert translated == spark_sql
+
+
+def test_a_page_is_the_first_rows_of_the_table(tmp_path):
+    store = FlowStore(tmp_path).open()
+    store.write(some_sessions())
+    store.write(some_sessions(52000, 2))
+    every = read_sessions(tmp_path, ephemeral_port=None)
+    assert every.num_rows == 5
+    assert read_sessions(tmp_path, ephemeral_port=None, limit=2).equals(every.slice(0, 2))

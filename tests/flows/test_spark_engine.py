@@ -1,0 +1,363 @@
+"""`--engine spark` gives what `--engine duckdb` gives, row for row and byte for byte.
+
+One store with three collectors over two days, a flat-layout segment, IPv4 and IPv6, counters
+that saturate at 2^63-1 when summed, every kind of bad segment (one with a valid footer over
+corrupt pages, which only the Spark job itself finds), a quarantined segment and a temporary
+one a collector is still writing. Both engines read it for `sessions list` (with each
+filter), `sessions export` (Parquet and CSV), `recommend --json` and `whatif --json`.
+
+Spark runs `local[2]` on loopback, one JVM for the whole test session (`spark_session`).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from test_flow_reliability import bad_segments
+
+from microseg.flows import spark as spark_module
+from microseg.flows.engines import DuckDBEngine
+from microseg.flows.flowstore import FlowStore, read_sessions
+from microseg.flows.sessions import INT64_MAX, SESSION_SCHEMA
+from microseg.flows.spark import SparkEngine, spark_settings
+from microseg.model import MicrosegError
+from support import EXAMPLES, cli_command, cli_env
+
+pytestmark = [pytest.mark.slow, pytest.mark.system]
+
+DAYS = {"2025-11-18": 1_763_424_000_000, "2025-11-19": 1_763_510_400_000}
+COLLECTORS = ("leaf1-4739", "leaf2-4739", "spine1-2055")
+CLIENTS_V4 = [f"172.18.6.{n}" for n in range(10, 40)] + ["192.0.2.7"]
+SERVERS_V4 = ["10.100.1.6", "10.100.1.7", "10.100.99.50", "10.100.99.51", "198.51.100.9"]
+CLIENTS_V6 = [f"2001:db8:6::{n:x}" for n in range(10, 20)]
+SERVERS_V6 = ["2001:db8:1::6", "2001:db8:99::50"]
+SERVICES = {"tcp": [22, 80, 443, 8080], "udp": [53, 123], "icmp": [0, 771]}
+DNS_NTP = str(EXAMPLES / "home-lab-dns-ntp.yaml")
+HOME_LAB = str(EXAMPLES / "home-lab.yaml")
+
+
+def _segment(rng: np.random.Generator, rows: int, start_ms: int, exporter: str) -> pa.Table:
+    records = []
+    for _ in range(rows):
+        v6 = rng.random() < 0.25
+        client = str(rng.choice(CLIENTS_V6 if v6 else CLIENTS_V4))
+        server = str(rng.choice(SERVERS_V6 if v6 else SERVERS_V4))
+        protocol = str(rng.choice(["tcp", "tcp", "udp", "icmp"]))
+        dport = int(rng.choice(SERVICES[protocol]))
+        kind = rng.random()
+        if protocol == "icmp":
+            sport = 0
+        elif kind < 0.6:
+            sport = int(rng.integers(49152, 65536))
+        else:  # Linux's ephemeral range starts at 32768: not summarised
+            sport = int(rng.integers(32768, 49152))
+        answered = rng.random() < 0.85
+        huge = rng.random() < 0.03
+        first = start_ms + int(rng.integers(0, 4)) * 1000  # many ties on first seen
+        records.append(
+            {
+                "vrf": "blue" if rng.random() < 0.1 else "default",
+                "protocol": protocol,
+                "src": client,
+                "sport": sport,
+                "dst": server,
+                "dport": dport,
+                "fwd_packets": int(rng.integers(1, 50)),
+                "fwd_bytes": INT64_MAX - int(rng.integers(0, 9))
+                if huge
+                else int(rng.integers(60, 10**6)),
+                "rev_packets": int(rng.integers(1, 50)) if answered else 0,
+                "rev_bytes": int(rng.integers(60, 10**6)) if answered else 0,
+                "complete": int(answered),
+                "half_open": int(not answered),
+                "first_seen": first,
+                "last_seen": first + int(rng.integers(0, 60_000)),
+                "exporter": exporter,
+                "rev_exporter": exporter if answered else "",
+                "fwd_tcp_flags": 0x1B if protocol == "tcp" else 0,
+                "rev_tcp_flags": (0x12 if answered else 0) if protocol == "tcp" else 0,
+                "sessions": 1,
+            }
+        )
+    return pa.Table.from_pylist(records).cast(SESSION_SCHEMA)
+
+
+def _saturating_pair(start_ms: int) -> pa.Table:
+    """Two sessions of one summary row whose bytes add up past 2^63-1."""
+    rows = [
+        {
+            **{name: 0 for name in SESSION_SCHEMA.names},
+            "vrf": "default",
+            "protocol": "udp",
+            "src": "172.18.6.99",
+            "sport": port,
+            "dst": "10.100.1.6",
+            "dport": 53,
+            "fwd_packets": 1,
+            "fwd_bytes": INT64_MAX - 5,
+            "rev_packets": 1,
+            "rev_bytes": 80,
+            "complete": 1,
+            "first_seen": start_ms,
+            "last_seen": start_ms + 10,
+            "exporter": "192.0.2.254",
+            "rev_exporter": "192.0.2.254",
+            "sessions": 1,
+        }
+        for port in (50001, 50002)
+    ]
+    return pa.Table.from_pylist(rows).cast(SESSION_SCHEMA)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Path:
+    directory = tmp_path_factory.mktemp("spark-store")
+    rng = np.random.default_rng(20251119)
+    for number, collector in enumerate(COLLECTORS):
+        collector_store = FlowStore(directory, collector).open()
+        for day, start_ms in DAYS.items():
+            for _ in range(2):
+                segment = _segment(rng, 400, start_ms, f"10.0.0.{number + 1}")
+                collector_store.write(segment, day=date.fromisoformat(day))
+    flat = FlowStore(directory).open()
+    flat.write(_saturating_pair(DAYS["2025-11-19"]))
+    good = flat.write(_segment(rng, 200, DAYS["2025-11-19"], "10.0.0.9"))
+    (directory / "quarantine").mkdir()
+    shutil.copy(good, directory / "quarantine" / good.name)  # out of the read path
+    partition = next(flat.segment_dir.glob("date=*/collector=*"))
+    shutil.copy(good, partition / f".tmp-{good.name}")  # a segment still being written
+    bad_segments(flat)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def spark(spark_session) -> SparkEngine:
+    return SparkEngine(session=spark_session)
+
+
+QUERIES = {
+    "summary": {},
+    "every session": {"ephemeral_port": None},
+    "vrf, protocol, port": {"vrf": "default", "protocol": "TCP", "port": 443},
+    "IPv6 client in another spelling, since": {
+        "src": "2001:DB8:6:0::b",
+        "since": datetime(2025, 11, 19, tzinfo=UTC),
+    },
+    "server, every session, a page": {"dst": "10.100.99.50", "ephemeral_port": None, "limit": 9},
+}
+
+
+@pytest.mark.parametrize("query", QUERIES.values(), ids=QUERIES.keys())
+def test_spark_reads_the_store_row_for_row_as_duckdb_does(store, spark, query):
+    expected = read_sessions(store, **query)
+    got = read_sessions(store, engine=spark, **query)
+    assert expected.num_rows > 0
+    assert got.schema == expected.schema
+    assert got.to_pylist() == expected.to_pylist()
+
+
+def test_the_store_has_what_the_comparison_needs(store):
+    rows = read_sessions(store).to_pylist()
+    assert {row["protocol"] for row in rows} == {"tcp", "udp", "icmp"}
+    assert any(":" in row["src"] for row in rows) and any("." in row["src"] for row in rows)
+    assert any(row["sport"] == "eph" for row in rows)
+    assert any(row["sport"] not in ("eph", "0") for row in rows)
+    saturated = [r for r in rows if r["src"] == "172.18.6.99"]
+    assert [r["fwd_bytes"] for r in saturated] == [INT64_MAX]
+    assert {r["exporter"] for r in rows} >= {"10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.9"}
+
+
+def test_a_bad_segment_is_skipped_and_reported_the_same_way(store, spark, caplog):
+    with caplog.at_level("WARNING", "microseg.flows"):
+        read_sessions(store, engine=DuckDBEngine())
+    duckdb_said, caplog.records[:] = caplog.text, []
+    caplog.clear()
+    with caplog.at_level("WARNING", "microseg.flows"):
+        read_sessions(store, engine=spark)
+    assert "seg-12-pages.parquet (unreadable data" in caplog.text  # found by the Spark job
+    assert (
+        caplog.text.splitlines()[-1].split("skipped")[1]
+        == (duckdb_said.splitlines()[-1].split("skipped")[1])
+    )
+
+
+def _both(run_cli, *args: str) -> tuple[str, str]:
+    duckdb_run = run_cli(*args)
+    spark_run = run_cli(*args, "--engine", "spark")
+    assert duckdb_run.exit_code == 0, duckdb_run.stderr
+    assert spark_run.exit_code == 0, spark_run.stderr
+    return duckdb_run.stdout, spark_run.stdout
+
+
+def test_sessions_list_prints_the_same_table_and_json(store, spark, run_cli):
+    for output in (["--proto", "icmp", "--limit", "30"], ["--no-eph", "--json"]):
+        duckdb_out, spark_out = _both(run_cli, "sessions", "list", "--store", str(store), *output)
+        assert duckdb_out == spark_out
+    assert len(duckdb_out.splitlines()) > 1000
+
+
+def test_sessions_export_writes_the_same_files_in_chunks(
+    store, spark, run_cli, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(spark_module, "CHUNK_ROWS", 100)  # many chunks, streamed in order
+    for option, name in (("--csv", "sessions.csv"), ("--parquet", "sessions.parquet")):
+        (tmp_path / "duckdb").mkdir(exist_ok=True)
+        (tmp_path / "spark").mkdir(exist_ok=True)
+        duckdb_file, spark_file = tmp_path / "duckdb" / name, tmp_path / "spark" / name
+        duckdb_run = run_cli("sessions", "export", "--store", str(store), option, str(duckdb_file))
+        spark_run = run_cli(
+            "sessions",
+            "export",
+            "--store",
+            str(store),
+            option,
+            str(spark_file),
+            "--engine",
+            "spark",
+        )
+        assert duckdb_run.exit_code == spark_run.exit_code == 0, spark_run.stderr
+        assert duckdb_run.stdout.replace("duckdb", "spark") == spark_run.stdout
+        if option == "--csv":
+            assert duckdb_file.read_bytes() == spark_file.read_bytes()
+        else:
+            assert pq.read_table(spark_file).equals(pq.read_table(duckdb_file))
+            assert pq.ParquetFile(spark_file).metadata.num_row_groups > 10
+
+
+def test_recommend_proposes_the_same_rules_byte_for_byte(store, spark, run_cli):
+    for extra in ([], ["--categories", "clients,infrastructure", "--include-blocked"]):
+        duckdb_out, spark_out = _both(
+            run_cli, "recommend", HOME_LAB, "--store", str(store), "--json", *extra
+        )
+        assert duckdb_out == spark_out
+        assert json.loads(spark_out)["rules"]
+
+
+def test_whatif_reports_the_same_changes_byte_for_byte(store, spark, run_cli):
+    duckdb_out, spark_out = _both(
+        run_cli,
+        "whatif",
+        "--base",
+        DNS_NTP,
+        "--candidate",
+        HOME_LAB,
+        "--sessions",
+        str(store),
+        "--json",
+    )
+    assert duckdb_out == spark_out
+    assert json.loads(spark_out)["rows"] > 1000
+
+
+def test_the_cli_starts_its_own_spark_quietly_on_loopback(store):
+    """A real `microseg` process with its own JVM: stdout and stderr are exactly what
+    `--engine duckdb` prints (the bad-segment warning), nothing of Spark's own."""
+    outputs = []
+    spark = ["--spark-master", "local[1]", "--spark-conf", "spark.sql.shuffle.partitions=2"]
+    for engine in (["--engine", "duckdb"], ["--engine", "spark", *spark]):
+        done = subprocess.run(
+            cli_command("sessions", "list", "--store", str(store), "--json", *engine),
+            env=cli_env(),
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert done.returncode == 0, done.stderr
+        outputs.append((done.stdout, done.stderr))
+    assert outputs[0] == outputs[1]
+    assert "skipped 12 bad segment(s)" in outputs[1][1]
+
+
+def test_a_session_file_is_read_with_duckdb_only(spark, tmp_path):
+    path = tmp_path / "sessions.csv"
+    path.write_text("protocol,src,dst,dport\ntcp,10.0.0.1,10.0.0.2,22\n")
+    with pytest.raises(MicrosegError, match="a session file is read with --engine duckdb"):
+        read_sessions(path, engine=spark)
+
+
+@pytest.mark.parametrize(
+    ("master", "conf", "message"),
+    [
+        ("localhost", [], "--spark-master 'localhost': expected local"),
+        ("local[0]", [], "--spark-master 'local[0]': expected"),
+        (
+            "local[*]",
+            ["executor.memory=4g"],
+            "--spark-conf 'executor.memory=4g': expected spark.KEY",
+        ),
+        ("local[*]", ["spark.executor.memory"], "expected spark.KEY=VALUE"),
+    ],
+)
+def test_bad_spark_settings_are_user_errors(master, conf, message):
+    with pytest.raises(MicrosegError, match=message.replace("[", r"\[").replace("*", r"\*")):
+        spark_settings(master, conf)
+
+
+def test_spark_settings_come_from_the_environment_then_the_options(monkeypatch):
+    monkeypatch.setenv("MICROSEG_SPARK_MASTER", "spark://10.0.0.5:7077")
+    monkeypatch.setenv("MICROSEG_SPARK_CONF", "spark.executor.memory=4g 'spark.app.name=a b'")
+    settings = spark_settings(None, ["spark.executor.memory=8g"])
+    assert settings.master == "spark://10.0.0.5:7077" and not settings.local
+    conf = settings.spark_conf()
+    assert conf["spark.executor.memory"] == "8g" and conf["spark.app.name"] == "a b"
+    assert "spark.driver.host" not in conf  # a cluster must reach the driver: the user says how
+    assert spark_settings("local[2]").spark_conf()["spark.driver.bindAddress"] == "127.0.0.1"
+    monkeypatch.setenv("MICROSEG_SPARK_CONF", "'unclosed")
+    with pytest.raises(MicrosegError, match=r"\$MICROSEG_SPARK_CONF: No closing quotation"):
+        spark_settings()
+
+
+def test_without_java_the_error_says_what_to_install(store):
+    done = subprocess.run(
+        cli_command("sessions", "list", "--store", str(store), "--engine", "spark"),
+        env=cli_env(JAVA_HOME="/nonexistent/jvm"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1
+    assert "needs Java 17 or later" in done.stderr and "default-jre-headless" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_without_pyspark_the_error_says_what_to_install(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "pyspark" else real(name, *a)
+    )
+    with pytest.raises(MicrosegError, match=r"needs pyspark: pip install 'microseg\[spark\]'"):
+        spark_module.start_session(spark_module.SparkSettings())
+
+
+def test_spark_options_without_the_spark_engine_are_refused(run_cli, store):
+    result = run_cli("sessions", "list", "--store", str(store), "--spark-master", "local[2]")
+    assert result.exit_code == 1
+    assert "--spark-master: only with --engine spark" in result.stderr
+    result = run_cli("sessions", "list", "--store", str(store), "--engine", "hadoop")
+    assert result.exit_code == 1 and "--engine 'hadoop': expected duckdb or spark" in result.stderr
+
+
+def test_a_store_path_hadoop_would_take_for_a_pattern_is_refused(spark, tmp_path):
+    odd = tmp_path / "flows[1]"
+    FlowStore(odd).open().write(_saturating_pair(DAYS["2025-11-18"]))
+    with pytest.raises(MicrosegError, match=r"cannot read a path with \[ \] in it"):
+        read_sessions(odd, engine=spark)
+
+
+def test_the_spark_module_imports_pyspark_only_when_a_session_starts():
+    probe = "import sys, microseg.flows.spark, microseg.cli.common; print('pyspark' in sys.modules)"
+    done = subprocess.run(
+        [sys.executable, "-c", probe], env=cli_env(), capture_output=True, text=True, timeout=120
+    )
+    assert done.stdout.split() == ["False"], done.stderr
