@@ -187,3 +187,15 @@ def test_install_completion_writes_the_bash_script(tmp_path):
     script = tmp_path / ".bash_completions" / "microseg.sh"
     assert f"source '{script}'" in bashrc or f"source {script}" in bashrc, bashrc
     assert "_MICROSEG_COMPLETE=complete_bash" in script.read_text()
+
+
+def test_a_group_is_whole_on_a_later_run_in_the_same_process():
+    """`import` converts the store's commands before `compile` adds `workspace build` to the
+    workspace group; a later run in the same (fresh) process must still find `workspace
+    build` (it said "No such command 'build'")."""
+    code = _run_main("import", "--help") + "\n" + _run_main("workspace", "build", "--help")
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=cli_env(), capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert "Usage: microseg workspace build" in done.stdout

@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -118,9 +119,13 @@ class HelpGroup(TyperGroup):
         return list(_registered(ALL_MODULES))
 
     def get_command(self, ctx: Any, cmd_name: str) -> Any:
-        if cmd_name not in self.commands:
-            module = COMMAND_MODULES.get(cmd_name)
-            modules = ALL_MODULES if module in (None, "*") else (module,)
+        module = COMMAND_MODULES.get(cmd_name)
+        modules = ALL_MODULES if module in (None, "*") else (module,)
+        # A group converted before its module was imported lacks the subcommands that module
+        # adds (`workspace build` comes with `compile`): a second run in one process (tests,
+        # an embedding program) would otherwise say "No such command 'build'".
+        incomplete = any(f"microseg.cli.{name}" not in sys.modules for name in modules)
+        if cmd_name not in self.commands or incomplete:
             info = _registered(modules).get(cmd_name)
             if info is None:
                 return None
