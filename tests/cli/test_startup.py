@@ -112,27 +112,6 @@ def test_unknown_command_is_a_user_error(run_cli):
     assert "No such command 'compil'" in result.stderr
 
 
-def test_a_command_a_module_adds_to_a_group_works_after_another_command_ran(tmp_path):
-    """In one process (a test, an embedding program): `db init` loads the store module, which
-    creates the `workspace` group; `workspace build` (added by the compile module) must still
-    be found afterwards. A fresh interpreter: what ran before in this one must not matter."""
-    code = (
-        "from microseg.cli import main\n"
-        "for args in (['db', 'init'], ['workspace', 'build', '--help']):\n"
-        "    try:\n        main(args)\n    except SystemExit as done:\n"
-        "        assert not done.code, (args, done.code)\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        env=cli_env(MICROSEG_DATABASE_URL=f"sqlite:///{tmp_path / 'microseg.db'}"),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    assert "Usage: microseg workspace build" in done.stdout
-
-
 def test_a_mistyped_command_gets_the_commands_it_is_close_to(run_cli):
     """Commands load lazily, so Typer's suggestion (from the loaded ones) had none to offer."""
     result = run_cli("sesions", "list")

@@ -109,10 +109,6 @@ class HelpGroup(TyperGroup):
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        # Typer converted what was registered so far: in a process that ran a command before
-        # (a test, an embedding program), a group such as `workspace` without the commands
-        # other modules add to it (`workspace build`). Every command is converted when used.
-        self.commands = {}
         _plain_parameters(self)
 
     def list_commands(self, ctx: Any) -> list[str]:
