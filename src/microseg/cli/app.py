@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import inspect
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -113,14 +115,29 @@ class HelpGroup(TyperGroup):
         return list(_registered(ALL_MODULES))
 
     def get_command(self, ctx: Any, cmd_name: str) -> Any:
-        if cmd_name not in self.commands:
-            module = COMMAND_MODULES.get(cmd_name)
-            modules = ALL_MODULES if module in (None, "*") else (module,)
+        module = COMMAND_MODULES.get(cmd_name)
+        modules = ALL_MODULES if module in (None, "*") else (module,)
+        # A group converted before its module was imported lacks the subcommands that module
+        # adds (`workspace build` comes with `compile`): a second run in one process (tests,
+        # an embedding program) would otherwise say "No such command 'build'".
+        incomplete = any(f"microseg.cli.{name}" not in sys.modules for name in modules)
+        if cmd_name not in self.commands or incomplete:
             info = _registered(modules).get(cmd_name)
             if info is None:
                 return None
             self.commands[cmd_name] = _plain_parameters(_converted(info))
         return self.commands[cmd_name]
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        try:
+            return super().resolve_command(ctx, args)
+        except typer.TyperException as error:  # click's UsageError, as Typer vendors it
+            # Typer suggests from the commands already loaded, which here is none of them.
+            matches = difflib.get_close_matches(args[0], COMMAND_MODULES) if args else []
+            if matches and "Did you mean" not in error.message:
+                suggestions = ", ".join(repr(match) for match in matches)
+                error.message = f"{error.message.rstrip('.')}. Did you mean {suggestions}?"
+            raise
 
     def format_commands(self, ctx: Any, formatter: Any) -> None:
         commands = [
