@@ -43,6 +43,16 @@ def test_without_a_source_the_default_flow_store_is_read(run_cli, tmp_path, monk
     assert data["rules"] == [] and data["scoped_sessions"] == 0
 
 
+def test_nothing_collected_yet_says_how_to_get_sessions(run_cli, tmp_path, monkeypatch):
+    """A newcomer's first `recommend POLICY`, before any `collect`: what to do, not just a path."""
+    monkeypatch.setenv("MICROSEG_FLOW_STORE", str(tmp_path / "flows"))
+    result = run_cli("recommend", DNS_NTP)
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"error: no sessions collected yet ({tmp_path / 'flows'} ")
+    assert "run `microseg collect`, or give --sessions FILE or --store DIR" in result.stderr
+    assert not (tmp_path / "flows").exists()
+
+
 def test_a_malformed_sessions_file_is_a_user_error(run_cli, tmp_path):
     broken = tmp_path / "broken.jsonl"
     broken.write_text('{"protocol": "udp", "src": "10.0.0.1", "dst": "not-an-ip", "dport": 53}\n')

@@ -112,6 +112,24 @@ def test_unknown_command_is_a_user_error(run_cli):
     assert "No such command 'compil'" in result.stderr
 
 
+def test_a_mistyped_command_gets_the_commands_it_is_close_to(run_cli):
+    """Commands load lazily, so Typer's suggestion (from the loaded ones) had none to offer."""
+    result = run_cli("sesions", "list")
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "error: No such command 'sesions'. Did you mean 'sessions'? (see: microseg --help)\n"
+    )
+    nowhere_close = run_cli("xyz")
+    assert "Did you mean" not in nowhere_close.stderr
+
+
+def test_a_usage_error_points_at_the_help_of_its_own_command(run_cli):
+    missing = run_cli("check", "examples/home-lab.yaml", "--from", "172.18.6.138")
+    assert missing.stderr == "error: Missing option '--to'. (see: microseg check --help)\n"
+    typo = run_cli("workspace", "creat", "w1")
+    assert typo.stderr.endswith("Did you mean 'create'? (see: microseg workspace --help)\n")
+
+
 def test_shell_completion_offers_the_commands():
     # What the bash script `--install-completion` writes asks microseg for (typer's protocol).
     done = subprocess.run(

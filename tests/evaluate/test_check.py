@@ -153,6 +153,10 @@ def test_check_cli_json_and_exit_codes(run_cli, home_lab_path):
             "unknown icmp type",
         ),
         (("--from", LAPTOP, "--to", WEB01, "--proto", "icmpv6"), "icmpv6 is ICMP for IPv6"),
+        (("--from", LAPTOP, "--to", WEB01, "--port", "99999"), "--port 99999 is not 0-65535"),
+        (("--from", LAPTOP, "--to", WEB01, "--port", "-1"), "--port '-1': not a number 0-65535"),
+        (("--from", LAPTOP, "--to", WEB01, "--port", "shh"), "or a tcp port name (bfd, "),
+        (("--from", LAPTOP, "--to", WEB01, "--proto", "udp", "--port", "ssh"), "udp port name"),
     ],
 )
 def test_check_cli_bad_input_is_a_clear_error(run_cli, home_lab_path, args, message):
@@ -160,6 +164,19 @@ def test_check_cli_bad_input_is_a_clear_error(run_cli, home_lab_path, args, mess
     assert result.exit_code == 1
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_check_takes_the_eos_port_names_a_policy_takes(run_cli, home_lab_path):
+    """`--port ssh` is `--port 22`, as `destination_ports: [ssh]` is 22 in a service."""
+    by_number, by_name = (
+        run_cli("check", home_lab_path, "--from", LAPTOP, "--to", WEB01, "--port", port, "--json")
+        for port in ("22", "ssh")
+    )
+    assert by_name.exit_code == 0, by_name.stderr
+    assert json.loads(by_name.stdout) == json.loads(by_number.stdout)
+    dns = run_cli("check", home_lab_path, "--from", LAPTOP, "--to", "10.100.1.7", "--proto", "udp",
+                  "--port", "domain")  # fmt: skip
+    assert "udp/53" in dns.stdout and "result: connects" in dns.stdout
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from microseg.compile.intent import (
 )
 from microseg.compile.resolve import compile_all
 from microseg.evaluate import CompiledDevice, PacketBatch
+from microseg.evaluate.engine import pack_rows
 from microseg.evaluate.reference import evaluate_one
 from microseg.model import MicrosegError, PortRange
 
@@ -270,3 +271,27 @@ policies: [{name: p1, id: 1, domain: d1, rules: [lan-drop]}]
             vrf="default", protocol="tcp", src=src, dst=dst, sport=sport, dport=dport
         )
         assert (decision.verdict, decision.match) == ("drop", "lan-drop")
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_tables_built_a_word_at_a_time_are_the_whole_policy_s_tables(seed):
+    # 70-90 rules: 100+ terms, so two or more words and a last word only partly used.
+    policy_set = random_policy_set(seed, rules=70 + 10 * seed)
+    intent = compile_all(policy_set)["sw1"]
+    device = CompiledDevice(intent)
+    for compiled, policy in zip(device.policies, intent.policies, strict=True):
+        terms = [t for i, m in enumerate(policy.matches) for t in device.terms(i, m)]
+        assert len(terms) > 64
+        rows = list(zip(*[device.conditions(term) for term in terms], strict=True))
+        whole = [pack_rows(np.stack(table)) for table in rows]  # every term's bools at once
+        built = [
+            compiled.source_rows,
+            compiled.destination_rows,
+            compiled.protocol_rows,
+            compiled.source_port_rows,
+            compiled.destination_port_rows,
+            compiled.icmp_rows,
+        ]
+        for mine, expected in zip(built, whole, strict=True):
+            assert mine.dtype == expected.dtype and np.array_equal(mine, expected)
+    assert_agrees_with_reference(intent, random_packets(random.Random(seed), 600))

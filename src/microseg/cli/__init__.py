@@ -44,7 +44,10 @@ def main(argv: list[str] | None = None) -> None:
         err_console.print("aborted")
         sys.exit(EXIT_USER_ERROR)
     except typer.TyperException as error:  # usage errors: bad option, missing argument
-        err_console.print(f"error: {error.format_message()} (see: microseg --help)", markup=False)
+        # The help of the command that was mistyped (`microseg check --help`), not the root's.
+        context = getattr(error, "ctx", None)
+        command = getattr(context, "command_path", None) or "microseg"
+        err_console.print(f"error: {error.format_message()} (see: {command} --help)", markup=False)
         sys.exit(EXIT_USER_ERROR)
     except OSError as error:  # a file or directory the user named that cannot be used
         reason = error.strerror or str(error)

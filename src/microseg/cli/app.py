@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import inspect
 import sys
@@ -126,6 +127,17 @@ class HelpGroup(TyperGroup):
                 return None
             self.commands[cmd_name] = _plain_parameters(_converted(info))
         return self.commands[cmd_name]
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        try:
+            return super().resolve_command(ctx, args)
+        except typer.TyperException as error:  # click's UsageError, as Typer vendors it
+            # Typer suggests from the commands already loaded, which here is none of them.
+            matches = difflib.get_close_matches(args[0], COMMAND_MODULES) if args else []
+            if matches and "Did you mean" not in error.message:
+                suggestions = ", ".join(repr(match) for match in matches)
+                error.message = f"{error.message.rstrip('.')}. Did you mean {suggestions}?"
+            raise
 
     def format_commands(self, ctx: Any, formatter: Any) -> None:
         commands = [

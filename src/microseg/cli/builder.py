@@ -92,10 +92,6 @@ def recommend_command(
 
     if sessions is not None and store is not None:
         raise MicrosegError("give the sessions with one of --sessions FILE or --store DIR")
-    if sessions is None and store is None:
-        from microseg.flows.flowstore import default_store_dir
-
-        store = default_store_dir()
     policy_set = resolve_policy(policy)
     options = BuilderOptions(
         categories=_names(categories),
@@ -104,9 +100,8 @@ def recommend_command(
         include_blocked=include_blocked,
         target_policy=policy_name,
     )
-    source = sessions if sessions is not None else store
     with closing(session_engine(engine, spark_master, spark_conf)) as reader:
-        table = read_session_columns(source, reader)  # type: ignore[arg-type]
+        table = read_session_columns(_sessions_source(sessions, store), reader)
     recommendation = recommend(policy_set, table, options)
     written: list[tuple[str, str]] = []
     if into_workspace is not None:
@@ -141,6 +136,24 @@ def read_session_columns(source: Path, engine: SessionEngine | None = None):
     from microseg.flows.session_columns import session_columns
 
     return session_columns(read_sessions(source, engine=engine), where=str(source))
+
+
+def _sessions_source(sessions: Path | None, store: Path | None) -> Path:
+    """--sessions FILE, --store DIR, or else the default flow store, which must exist."""
+    if sessions is not None:
+        return sessions
+    if store is not None:
+        return store
+    from microseg.flows.flowstore import default_store_dir
+
+    default = default_store_dir()
+    if not default.exists():
+        raise MicrosegError(
+            f"no sessions collected yet ({default} does not exist): run `microseg collect`, "
+            "or give --sessions FILE or --store DIR (`microseg demo --keep lab` leaves a flow "
+            "store in lab/flows)"
+        )
+    return default
 
 
 def _names(text: str | None) -> tuple[str, ...]:

@@ -46,7 +46,9 @@ def check(
         ..., "--to", metavar="ADDRESS|GROUP", help="Server: an address or a group."
     ),
     protocol: str = typer.Option("tcp", "--proto", help="tcp, udp, icmp, icmpv6 or a number."),
-    port: int | None = typer.Option(None, "--port", help="Server port (tcp/udp)."),
+    port: str | None = typer.Option(
+        None, "--port", help="Server port (tcp/udp): a number or an EOS name (ssh, www, domain)."
+    ),
     icmp_type: str | None = typer.Option(
         None, "--icmp-type", help="ICMP type for icmp (default echo; the reply is echo-reply)."
     ),

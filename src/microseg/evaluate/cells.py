@@ -4,8 +4,9 @@ Every prefix field-set of a family is a union of address intervals (prefixes min
 except-prefixes). Cutting the address line at every interval boundary yields atomic cells:
 each cell is wholly inside or wholly outside every field-set. Port ranges are cut the same
 way. A packet's verdict depends only on its cells, so membership is computed once per
-field-set and cell (not per rule, not per packet) and a packet is looked up with one
-`searchsorted` per address column.
+field-set (not per rule, not per packet), as the runs of cells inside it, and a packet is
+looked up with one `searchsorted` per address column. Runs, not one bool per cell: a
+10,000-rule policy has ~20,000 field-sets over ~100,000 cells.
 """
 
 from __future__ import annotations
@@ -78,10 +79,19 @@ class AddressCells:
     family: Family
     starts: list[int]  # python ints, sorted, starts[0] == 0
     search_keys: np.ndarray  # starts as S16 bytes (ipv6) or uint64 (ipv4)
-    membership: dict[str, np.ndarray]  # field-set name -> bool[cell]
+    # field-set name -> the cells inside it, as [first, stop) runs of cell indices
+    runs: dict[str, tuple[tuple[int, int], ...]]
 
     def __len__(self) -> int:
         return len(self.starts)
+
+    def inside(self, names: tuple[str, ...]) -> np.ndarray:
+        """bool[cell]: the cells inside any of the field-sets `names`."""
+        inside = np.zeros(len(self.starts), dtype=bool)
+        for name in names:
+            for first, stop in self.runs[name]:
+                inside[first:stop] = True
+        return inside
 
     def lookup(self, addresses: np.ndarray) -> np.ndarray:
         """Cell index of each address (S16 column of this family)."""
@@ -129,15 +139,14 @@ def address_cells(intent: DeviceIntent, family: Family) -> AddressCells:
         search_keys = np.array(starts, dtype=np.uint64)
     else:
         search_keys = np.array([s.to_bytes(16, "big") for s in starts], dtype=ADDRESS_DTYPE)
-    membership = {}
-    for name, spans in intervals.items():
-        inside = np.zeros(len(starts), dtype=bool)
-        for first, last in spans:
-            low = _index(starts, first)
-            high = _index(starts, last + 1) if last + 1 < top else len(starts)
-            inside[low:high] = True
-        membership[name] = inside
-    return AddressCells(family, starts, search_keys, membership)
+    runs = {
+        name: tuple(
+            (_index(starts, first), _index(starts, last + 1) if last + 1 < top else len(starts))
+            for first, last in spans
+        )
+        for name, spans in intervals.items()
+    }
+    return AddressCells(family, starts, search_keys, runs)
 
 
 def _index(starts: list[int], value: int) -> int:

@@ -22,7 +22,7 @@ from microseg.evaluate.cells import (
     prefix_span,
 )
 from microseg.evaluate.engine import CompiledDevice, Decision
-from microseg.evaluate.packets import icmp_type_number, protocol_number
+from microseg.evaluate.packets import icmp_type_number, port_number, protocol_number
 from microseg.model import MicrosegError, PolicySet
 from microseg.model.objects import Segment
 from microseg.model.ports import (
@@ -207,7 +207,7 @@ def connection_packets(
     source: str,
     destination: str,
     protocol: str | int,
-    port: int | None,
+    port: int | str | None,
     icmp_type: str | int | None,
 ) -> tuple[str, Packet, Packet]:
     """(service label, request, reply) for a connection; MicrosegError on bad input."""
@@ -227,12 +227,11 @@ def connection_packets(
             raise MicrosegError(f"--icmp-type applies to icmp and icmpv6, not protocol {protocol}")
         if port is None:
             raise MicrosegError(f"--port is required for protocol {protocol}")
-        if not 0 <= port <= 65535:
-            raise MicrosegError(f"--port {port} is not 0-65535")
         name = PROTOCOL_NAMES[number]
-        request = Packet(str(src), str(dst), number, CLIENT_PORT, port)
-        reply = Packet(str(dst), str(src), number, port, CLIENT_PORT)
-        return f"{name}/{port}", request, reply
+        server_port = port_number(port, name)
+        request = Packet(str(src), str(dst), number, CLIENT_PORT, server_port)
+        reply = Packet(str(dst), str(src), number, server_port, CLIENT_PORT)
+        return f"{name}/{server_port}", request, reply
     if port is not None:
         raise MicrosegError(f"--port applies to tcp and udp, not protocol {protocol}")
     if number in ICMP_REPLY_TYPES:
@@ -264,7 +263,7 @@ def check_connection(
     source: str,
     destination: str,
     protocol: str | int,
-    port: int | None = None,
+    port: int | str | None = None,
     icmp_type: str | int | None = None,
     vrf: str = "default",
     device: str | None = None,
@@ -515,7 +514,7 @@ def check_groups(
     source: str,
     destination: str,
     protocol: str | int,
-    port: int | None = None,
+    port: int | str | None = None,
     icmp_type: str | int | None = None,
     vrf: str = "default",
     device: str | None = None,

@@ -65,12 +65,12 @@ class Term:
     """One conjunction of a match: its address sides and one of its service field-sets."""
 
     match_index: int
-    source: np.ndarray  # bool[address cell]
-    destination: np.ndarray
-    protocol: np.ndarray  # bool[256]
-    source_port: np.ndarray  # bool[port cell]
-    destination_port: np.ndarray
-    icmp_type: np.ndarray  # bool[257]
+    match: Match
+    service: ServiceFieldSet | None  # None: any service
+
+
+# The bit tables of a policy, in the order `CompiledDevice.conditions` gives a term's rows.
+TABLES = ("source", "destination", "protocol", "source_port", "destination_port", "icmp")
 
 
 def pack_rows(accepts: np.ndarray) -> np.ndarray:
@@ -105,18 +105,14 @@ class CompiledPolicy:
             [VERDICT_CODES[m.action] for m in policy.matches], dtype=np.uint8
         )
         self.default_verdict = VERDICT_CODES[policy.default_action]
-
-        def rows(attribute: str, width: int) -> np.ndarray:
-            if not terms:
-                return np.zeros((width, 1), dtype=np.uint64)
-            return pack_rows(np.stack([getattr(t, attribute) for t in terms]))
-
-        self.source_rows = rows("source", device.address_cell_count)
-        self.destination_rows = rows("destination", device.address_cell_count)
-        self.protocol_rows = rows("protocol", 256)
-        self.source_port_rows = rows("source_port", len(device.ports))
-        self.destination_port_rows = rows("destination_port", len(device.ports))
-        self.icmp_rows = rows("icmp_type", ICMP_ROWS)
+        (
+            self.source_rows,
+            self.destination_rows,
+            self.protocol_rows,
+            self.source_port_rows,
+            self.destination_port_rows,
+            self.icmp_rows,
+        ) = _bit_tables(device, terms)
 
     def first_terms(
         self,
@@ -155,6 +151,22 @@ class CompiledPolicy:
         )
 
 
+def _bit_tables(device: CompiledDevice, terms: list[Term]) -> list[np.ndarray]:
+    """uint64[value, word] per table of TABLES, filled one word (64 terms) at a time: the
+    terms' bool rows exist for one word at once, never for the whole policy (10,000 rules
+    are ~20,000 terms over ~100,000 address cells: gigabytes of bools, megabytes of bits)."""
+    widths = (device.address_cell_count,) * 2 + (256,) + (len(device.ports),) * 2 + (ICMP_ROWS,)
+    words = max(1, -(-len(terms) // 64))
+    tables = [np.zeros((width, words), dtype=np.uint64) for width in widths]
+    for word in range(words):
+        block = [device.conditions(term) for term in terms[word * 64 : (word + 1) * 64]]
+        if not block:
+            break
+        for table, rows in zip(tables, zip(*block, strict=True), strict=True):
+            table[:, word] = pack_rows(np.stack(rows))[:, 0]
+    return tables
+
+
 class CompiledDevice:
     """A DeviceIntent prepared for evaluation: cells, field-set membership, bit tables.
 
@@ -186,12 +198,9 @@ class CompiledDevice:
         if not field_sets:
             return self._family_mask(family)
         cells: AddressCells = self.ipv4 if family == "ipv4" else self.ipv6
-        inside = np.zeros(len(cells), dtype=bool)
-        for name in field_sets:
-            inside |= cells.membership[name]
         side = np.zeros(self.address_cell_count, dtype=bool)
         offset = 0 if family == "ipv4" else len(self.ipv4)
-        side[offset : offset + len(cells)] = inside
+        side[offset : offset + len(cells)] = cells.inside(field_sets)
         return side
 
     def service_conditions(self, service: ServiceFieldSet | None) -> tuple[np.ndarray, ...]:
@@ -215,15 +224,20 @@ class CompiledDevice:
         )
 
     def terms(self, match_index: int, match: Match) -> list[Term]:
-        source = self.address_side(match.family, match.source_field_sets)
-        destination = self.address_side(match.family, match.destination_field_sets)
         services: list[ServiceFieldSet | None] = [
             self.intent.service_field_sets[name] for name in match.service_field_sets
         ] or [None]
-        return [
-            Term(match_index, source, destination, *self.service_conditions(service))
-            for service in services
-        ]
+        return [Term(match_index, match, service) for service in services]
+
+    def conditions(self, term: Term) -> tuple[np.ndarray, ...]:
+        """A term's accept rows, one per table of TABLES: bool[address cell] twice, then
+        bool[256], bool[port cell] twice, bool[257]."""
+        match = term.match
+        return (
+            self.address_side(match.family, match.source_field_sets),
+            self.address_side(match.family, match.destination_field_sets),
+            *self.service_conditions(term.service),
+        )
 
     # -- evaluation ----------------------------------------------------------------------
     def address_cell_index(self, family: np.ndarray, addresses: np.ndarray) -> np.ndarray:

@@ -19,6 +19,7 @@ from microseg.model.ports import (
     ICMP_REPLY_TYPES,
     ICMP_TYPE_NAMES_BY_PROTOCOL,
     ICMPV6,
+    PORT_NAMES,
     PORT_PROTOCOLS,
     PROTOCOL_NUMBERS,
 )
@@ -143,6 +144,21 @@ def icmp_type_number(name: str | int, protocol: str) -> int:
     if text in names:
         return names[text]
     raise MicrosegError(f"unknown {protocol} type {name!r} (known: {', '.join(sorted(names))})")
+
+
+def port_number(port: int | str, protocol: str) -> int:
+    """A server port given as a number or, as in a policy's services, an EOS port keyword
+    (`ssh`, `www`, `domain`: model/ports.py)."""
+    text = str(port).strip().lower()
+    if text.isascii() and text.isdigit():
+        if len(text) > 5 or int(text) > 65535:
+            raise MicrosegError(f"--port {str(port)[:20]} is not 0-65535")
+        return int(text)
+    names = PORT_NAMES.get(protocol, {})
+    if text in names:
+        return names[text]
+    known = f" or a {protocol} port name ({', '.join(sorted(names))})" if names else ""
+    raise MicrosegError(f"--port {str(port)[:20]!r}: not a number 0-65535{known}")
 
 
 def address_bytes(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bytes:
