@@ -33,7 +33,8 @@ wall seconds, sessions per second, peak RSS, load average, and the largest store
 engine handled within the memory limit.
 
 Run: .venv/bin/python bench/scale.py [--data DIR] [--sizes 1000000,10000000,30000000,100000000]
-     [--engines duckdb,spark] [--spark-master local[2]] [--memory-limit 24G] [--quick]
+     [--engines duckdb,spark] [--spark-master local[2]] [--spark-conf spark.KEY=VALUE]
+     [--memory-limit 24G] [--quick]
 `--data DIR` keeps the generated store and reuses it on the next run (a larger size adds
 rounds to it); without it a temporary directory is used and removed.
 """
@@ -42,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import ipaddress
 import json
 import os
@@ -96,7 +98,7 @@ APP_PORTS = (8080, 8443, 9000, 9090, 3000, 5000, 7000, 8000, 8081, 8888, 9443, 1
 DB_PORTS = (5432, 3306, 1433, 27017)
 PUBLIC_FIRST_OCTETS = (23, 31, 45, 62, 77, 85, 91, 104, 151, 185, 203, 212)
 MS_PER_DAY = 86_400_000
-QUICK_SIZES = (20_000, 60_000)
+QUICK_SIZES = (20_000,)
 DEFAULT_SIZES = (1_000_000, 10_000_000)
 # Linux net.ipv4.ip_local_port_range default, and Windows' (RFC 6335 dynamic range)
 LINUX_PORTS, WINDOWS_PORTS = (32768, 61000), (49152, 65536)
@@ -552,6 +554,18 @@ class DataDir:
         path.with_suffix(".tmp").write_text(json.dumps(manifest, indent=1))
         os.replace(path.with_suffix(".tmp"), path)
 
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """One bench per data directory at a time: another would take this one's unfinished
+        round for a crashed one and remove it (flock, released when the process dies)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".lock", "w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise SystemExit(f"{self.root}: another bench/scale.py is using it") from None
+            yield
+
     def generate(self, sizes: list[int], batch: int, log) -> dict:
         """Add the rounds `sizes` needs; returns the manifest. A round interrupted before
         it finished is removed and made again."""
@@ -683,11 +697,11 @@ def run_recommend(
 ) -> Run:
     command = [sys.executable, "-m", "microseg", "recommend", str(data.policy)]
     command += ["--store", str(view), "--policy", "dc-prod", "--categories", ",".join(CATEGORIES)]
-    command += ["--json"]
-    if engine != "duckdb" or _has_engine_option():
-        command += ["--engine", engine]
+    command += ["--json", "--engine", engine]
     if engine == "spark":
         command += ["--spark-master", options.spark_master]
+        for setting in options.spark_conf:
+            command += ["--spark-conf", setting]
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + env.get("PYTHONPATH", "")
     one, five, fifteen = (round(value, 2) for value in os.getloadavg())
@@ -721,13 +735,6 @@ def run_recommend(
     return run
 
 
-def _has_engine_option() -> bool:
-    """TEMPORARY until `--engine` lands on main (issue 15 item 2)."""
-    from microseg.cli.builder import recommend_command
-
-    return "engine" in recommend_command.__code__.co_varnames
-
-
 def parse_size(text: str) -> int:
     """`24G`, `512M`, `1000000` -> bytes (or a count)."""
     units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
@@ -752,7 +759,7 @@ def data_directory(path: Path | None) -> Iterator[Path]:
 def bench(options: argparse.Namespace, log=lambda text: None) -> dict:
     """Generate (or reuse) the store, run every engine at every size; the figures."""
     sizes = sorted(options.sizes)
-    with data_directory(options.data) as root:
+    with data_directory(options.data) as root, DataDir(root, options.seed).locked():
         data = DataDir(root, options.seed)
         free = shutil.disk_usage(root if root.exists() else root.parent).free
         manifest = data.generate(sizes, options.batch, log)
@@ -825,6 +832,9 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help=f"sizes {QUICK_SIZES} (a test)")
     parser.add_argument("--engines", default="duckdb,spark", type=lambda t: t.split(","))
     parser.add_argument("--spark-master", default="local[2]")
+    parser.add_argument(
+        "--spark-conf", action="append", default=[], help="spark.KEY=VALUE, passed on"
+    )
     parser.add_argument("--memory-limit", default="24G", type=parse_size)
     parser.add_argument("--batch", default=2_000_000, type=int, help="sessions per batch")
     parser.add_argument("--seed", default=7, type=int)

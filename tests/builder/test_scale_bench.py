@@ -1,7 +1,8 @@
 """bench/scale.py at its --quick size, so the scale bench cannot rot: the store it generates
 is the flow store's own layout with exactly the sessions asked for, `recommend` (the CLI, in
-a subprocess) scopes exactly the sessions the generator counted for the monitor rules, and a
-second run reuses the store instead of writing it again. Correctness only, never time."""
+a subprocess) scopes exactly the sessions the generator counted for the monitor rules, with
+DuckDB and with Spark (`local[2]`) alike, and a second run reuses the store instead of writing
+it again. Correctness only, never time."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_the_quick_scale_bench_generates_the_store_and_recommends_from_it(tmp_path):
-    options = scale.arguments(["--quick", "--data", str(tmp_path), "--engines", "duckdb"])
+    options = scale.arguments(["--quick", "--data", str(tmp_path), "--engines", "duckdb,spark"])
     figures = scale.bench(options)
 
     assert [store["sessions"] for store in figures["stores"]] == list(scale.QUICK_SIZES)
@@ -27,7 +28,10 @@ def test_the_quick_scale_bench_generates_the_store_and_recommends_from_it(tmp_pa
         assert run["ok"], run
         assert run["scoped_as_generated"], run
         assert run["rules"] > 0
-    assert figures["largest_store_within_limit"] == {"duckdb": scale.QUICK_SIZES[-1]}
+    largest = scale.QUICK_SIZES[-1]
+    assert figures["largest_store_within_limit"] == {"duckdb": largest, "spark": largest}
+    # the engines' recommendations are the same JSON, byte for byte, at every size
+    assert figures["identical_proposals"] == {str(size): True for size in scale.QUICK_SIZES}
 
     # the collector's layout: date and collector partitions, segments named by collector
     store = FlowStore(tmp_path / "store")
@@ -36,11 +40,16 @@ def test_the_quick_scale_bench_generates_the_store_and_recommends_from_it(tmp_pa
     assert all(
         str(p).startswith("date=2026-11-") and "/collector=mon" in str(p) for p in partitions
     )
-    smallest = read_sessions(tmp_path / "views" / str(scale.QUICK_SIZES[0]), ephemeral_port=None)
-    assert smallest.num_rows == scale.QUICK_SIZES[0]
+    view = tmp_path / "views" / str(scale.QUICK_SIZES[-1])
+    assert read_sessions(view, ephemeral_port=None).num_rows == scale.QUICK_SIZES[-1]
 
-    # a second run reuses the generated store: no segment is written again
+    # the next run reuses the store: a larger size adds a round, nothing is written again,
+    # and the smaller size's view still holds exactly its own sessions
     before = sorted(store.segments())
-    manifest = scale.DataDir(tmp_path, options.seed).generate(list(scale.QUICK_SIZES), 1000, print)
-    assert sorted(store.segments()) == before
-    assert [r["until"] for r in manifest["rounds"]] == list(scale.QUICK_SIZES)
+    larger = 2 * scale.QUICK_SIZES[-1]
+    data = scale.DataDir(tmp_path, options.seed)
+    manifest = data.generate([*scale.QUICK_SIZES, larger], 1000, print)
+    assert [r["until"] for r in manifest["rounds"]] == [*scale.QUICK_SIZES, larger]
+    assert set(before) < set(store.segments())
+    assert scale.stored(data.view(manifest, scale.QUICK_SIZES[-1]))[0] == scale.QUICK_SIZES[-1]
+    assert scale.stored(data.view(manifest, larger))[0] == larger
