@@ -118,3 +118,38 @@ def test_times_in_every_iso_8601_spelling_are_read():
     )
     expected = 1763575200000  # 2025-11-19T18:00:00Z
     assert session_columns(table).first_seen.tolist() == [expected] * 4 + [0]
+
+
+BIG = 2**63 - 1
+COUNTERS = "vrf,protocol,src,sport,dst,dport,fwd_packets,fwd_bytes,rev_packets,rev_bytes,complete\n"
+
+
+def test_counters_near_2_63_give_exact_saturated_totals_without_warnings(run_cli, tmp_path):
+    """The store saturates counters at 2**63-1: the builder's sums are exact below it and
+    saturate there (int64 wrapped in `example`, float64 sums lost the low bits above 2**53)."""
+    import warnings
+
+    import numpy as np
+
+    near = 2**53 + 1  # float64 cannot hold it
+    path = tmp_path / "sessions.csv"
+    path.write_text(
+        COUNTERS
+        + f"default,tcp,172.18.6.138,eph,10.100.99.52,443,{BIG},{BIG},{BIG},5,1\n"
+        + f"default,tcp,172.18.6.138,1000,10.100.99.52,443,{near},1,1,1,1\n"
+        + f"default,tcp,172.18.6.139,eph,10.100.99.52,443,{near},{near},2,3,1\n"
+        + f"default,tcp,172.18.6.139,1000,10.100.99.51,443,{near},{near},0,4,1\n"
+    )
+    with warnings.catch_warnings(), np.errstate(all="raise"):
+        warnings.simplefilter("error")
+        result = run_cli(
+            "recommend", HOME_LAB, "--sessions", str(path), "--include-blocked", "--json"
+        )
+    assert result.exit_code == 0, result.stderr
+    rules = {r["name"]: r["evidence"] for r in json.loads(result.stdout)["rules"]}
+    first = rules["allow_host-172-18-6-138_to_host-10-100-99-52"]
+    assert (first["sessions"], first["packets"], first["bytes"]) == (2, BIG, BIG)
+    assert [(e["packets"], e["bytes"]) for e in first["examples"]] == [(near + 1, 2), (BIG, BIG)]
+    # one rule, two destinations: the sum of two triples, exact above 2**53
+    second = rules["allow_host-172-18-6-139_to_host-10-100-99-51_and_1_more"]
+    assert (second["packets"], second["bytes"]) == (2 * near + 2, 2 * near + 7)

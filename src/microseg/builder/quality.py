@@ -25,6 +25,7 @@ from microseg.builder.proposal import (
 )
 from microseg.builder.recommend import factorize
 from microseg.builder.services import ServerSide, server_side
+from microseg.builder.sums import group_sums, saturated, total
 from microseg.compile import CompileError, DeviceIntent, compile_all
 from microseg.compile.diff import diff_text
 from microseg.evaluate import VERDICTS, CompiledDevice, Evaluation, PacketBatch
@@ -373,7 +374,7 @@ def _covered(tomorrow: list[DeviceDecisions], weights: np.ndarray) -> int:
         request = decisions.request.forwarded[decisions.inverse]
         reply = decisions.reply.forwarded[decisions.inverse]
         allowed[decisions.rows] &= request & (reply | ~decisions.has_reply)
-    return int(weights[allowed].sum())
+    return total(weights[allowed])
 
 
 def covered_sessions(policy_set: PolicySet, evidence: SessionColumns) -> int:
@@ -397,9 +398,9 @@ def _with_current_decisions(
         rows = before.rows
         keys = (membership[rows] * len(labels) + current) * len(VERDICTS) + verdict
         unique_keys, inverse = factorize(keys)
-        totals = np.bincount(inverse, weights=weights[rows])
+        totals = group_sums(inverse, weights[rows], len(unique_keys))
         names = {code: name for name, code in labels.items()}
-        for key, weight in zip(unique_keys.tolist(), totals.tolist(), strict=True):
+        for key, weight in zip(unique_keys.tolist(), totals, strict=True):
             codes, verdict_code = divmod(key, len(VERDICTS))
             proposal, current_code = divmod(codes, len(labels))
             decider = names[current_code] or None
@@ -408,7 +409,7 @@ def _with_current_decisions(
         replace(
             r,
             current_decisions=tuple(
-                CurrentDecision(rule, verdict, sessions)
+                CurrentDecision(rule, verdict, saturated(sessions))
                 for (rule, verdict), sessions in sorted(
                     counts[position].items(), key=lambda item: (-item[1], str(item[0]))
                 )

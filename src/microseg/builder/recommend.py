@@ -46,6 +46,7 @@ from microseg.builder.services import (
     server_side,
     syn_acknowledged,
 )
+from microseg.builder.sums import group_sums, pair_total, saturated, total
 from microseg.builder.times import iso_time
 from microseg.compile import CompileError, compile_all
 from microseg.flows.session_columns import EPHEMERAL, SessionColumns, session_columns
@@ -277,7 +278,7 @@ def aggregate(
     )
     observed = sum(r.evidence.host_combinations for r in rules)
     allowed = sum(r.allowed_combinations for r in rules)
-    unknown = int(scoped.sessions[use & reply_unknown(scoped)].sum())
+    unknown = total(scoped.sessions[use & reply_unknown(scoped)])
     notes = (
         (
             f"{unknown} session(s) carry no reply information (no rev_packets, complete or "
@@ -288,7 +289,7 @@ def aggregate(
     )
     quality = Quality(
         rules=len(rules),
-        evidence_sessions=int(scoped.sessions[use].sum()),
+        evidence_sessions=total(scoped.sessions[use]),
         covered_sessions=None,
         coverage=None,
         config_lines=None,
@@ -303,7 +304,7 @@ def aggregate(
         new_services=new_services,
         blocked_attempts=tuple(blocked),
         quality=quality,
-        scoped_sessions=int(scoped.sessions.sum()),
+        scoped_sessions=total(scoped.sessions),
         target_policy=target,
         categories=options.categories,
         unexplained=_unexplained(scoped, side, evidence & ~mapped),
@@ -320,7 +321,7 @@ def _unexplained(
         return None
     first = rows[np.argsort(sessions.first_seen[rows], kind="stable")][:EXAMPLES_PER_RULE]
     return Unexplained(
-        sessions=int(sessions.sessions[rows].sum()),
+        sessions=total(sessions.sessions[rows]),
         examples=tuple(example(sessions, side, int(r)) for r in first),
     )
 
@@ -515,26 +516,29 @@ def _rule_name(sources: list[str], destinations: list[str], taken: set[str]) -> 
 class _TripleStats:
     """Per (source group, destination group, service) triple: sums, times and examples."""
 
-    sessions: np.ndarray
-    packets: np.ndarray
-    bytes: np.ndarray
+    sessions: list[int]  # exact, not saturated (see builder.sums)
+    packets: list[int]
+    bytes: list[int]
     first_seen: np.ndarray
     last_seen: np.ndarray
-    evidence_counts: np.ndarray  # triples x len(EVIDENCE)
+    evidence_counts: list[list[int]]  # per triple, per kind of EVIDENCE
     example_rows: list[list[int]]  # session row indices
     source: SessionColumns
     side: ServerSide
 
     def evidence(self, positions: list[int], host_combinations: int) -> Evidence:
-        decided = self.evidence_counts[positions].sum(axis=0)
+        decided = [
+            saturated(sum(self.evidence_counts[p][kind] for p in positions))
+            for kind in range(len(EVIDENCE))
+        ]
         rows = sorted(
             (r for p in positions for r in self.example_rows[p]),
             key=lambda r: (int(self.source.first_seen[r]), r),
         )[:EXAMPLES_PER_RULE]
         return Evidence(
-            sessions=int(self.sessions[positions].sum()),
-            packets=int(self.packets[positions].sum()),
-            bytes=int(self.bytes[positions].sum()),
+            sessions=saturated(sum(self.sessions[p] for p in positions)),
+            packets=saturated(sum(self.packets[p] for p in positions)),
+            bytes=saturated(sum(self.bytes[p] for p in positions)),
             first_seen=iso_time(int(self.first_seen[positions].min())),
             last_seen=iso_time(int(self.last_seen[positions].max())),
             host_combinations=host_combinations,
@@ -554,25 +558,22 @@ def _triple_stats(
     weight = sessions.sessions[rows]
     ordered = rows[order]
     starts = np.flatnonzero(np.r_[True, np.diff(triple_of_row[order]) != 0])
-    evidence_counts = np.zeros((triples, len(EVIDENCE)), dtype=np.int64)
-    np.add.at(evidence_counts, (triple_of_row, side.evidence[rows]), weight)
+    kinds = len(EVIDENCE)
+    by_kind = group_sums(triple_of_row * kinds + side.evidence[rows], weight, triples * kinds)
+    evidence_counts = [by_kind[t * kinds : (t + 1) * kinds] for t in range(triples)]
     ends = np.r_[starts[1:], len(ordered)]
     example_rows = [
         ordered[s : min(s + EXAMPLES_PER_RULE, e)].tolist()
         for s, e in zip(starts, ends, strict=True)
     ]
     return _TripleStats(
-        sessions=np.bincount(triple_of_row, weights=weight, minlength=triples).astype(np.int64),
-        packets=np.bincount(
-            triple_of_row,
-            weights=sessions.fwd_packets[rows] + sessions.rev_packets[rows],
-            minlength=triples,
-        ).astype(np.int64),
-        bytes=np.bincount(
-            triple_of_row,
-            weights=sessions.fwd_bytes[rows] + sessions.rev_bytes[rows],
-            minlength=triples,
-        ).astype(np.int64),
+        sessions=group_sums(triple_of_row, weight, triples),
+        packets=_both_ways(
+            triple_of_row, sessions.fwd_packets[rows], sessions.rev_packets[rows], triples
+        ),
+        bytes=_both_ways(
+            triple_of_row, sessions.fwd_bytes[rows], sessions.rev_bytes[rows], triples
+        ),
         first_seen=np.minimum.reduceat(sessions.first_seen[ordered], starts),
         last_seen=np.maximum.reduceat(sessions.last_seen[ordered], starts),
         evidence_counts=evidence_counts,
@@ -580,6 +581,16 @@ def _triple_stats(
         source=sessions,
         side=side,
     )
+
+
+def _both_ways(group: np.ndarray, request: np.ndarray, reply: np.ndarray, groups: int) -> list[int]:
+    """Per group, the exact sum of request plus reply counters."""
+    return [
+        a + b
+        for a, b in zip(
+            group_sums(group, request, groups), group_sums(group, reply, groups), strict=True
+        )
+    ]
 
 
 def example(sessions: SessionColumns, side: ServerSide, row: int) -> SessionExample:
@@ -593,8 +604,8 @@ def example(sessions: SessionColumns, side: ServerSide, row: int) -> SessionExam
         server=str(sessions.addresses.addresses[int(side.server[row])]),
         server_port=int(side.server_port[row]),
         sessions=int(sessions.sessions[row]),
-        packets=int(sessions.fwd_packets[row] + sessions.rev_packets[row]),
-        bytes=int(sessions.fwd_bytes[row] + sessions.rev_bytes[row]),
+        packets=pair_total(sessions.fwd_packets, sessions.rev_packets, row),
+        bytes=pair_total(sessions.fwd_bytes, sessions.rev_bytes, row),
         first_seen=iso_time(int(sessions.first_seen[row])),
         last_seen=iso_time(int(sessions.last_seen[row])),
         server_side=EVIDENCE[int(side.evidence[row])],
@@ -628,7 +639,7 @@ def _blocked(
     unique_keys, group, order = _group_by(keys)
     ordered = rows[order]
     starts = np.flatnonzero(np.r_[True, np.diff(group[order]) != 0])
-    counts = np.bincount(group, weights=sessions.sessions[rows]).astype(np.int64)
+    counts = group_sums(group, sessions.sessions[rows], len(unique_keys))
     first = np.minimum.reduceat(sessions.first_seen[ordered], starts)
     last = np.maximum.reduceat(sessions.last_seen[ordered], starts)
     earliest = ordered[starts]
@@ -641,7 +652,7 @@ def _blocked(
                 source=str(sessions.addresses.addresses[client]),
                 destination=str(sessions.addresses.addresses[server]),
                 service=choices[service].name,
-                sessions=int(counts[position]),
+                sessions=saturated(counts[position]),
                 first_seen=iso_time(int(first[position])),
                 last_seen=iso_time(int(last[position])),
                 stopped_by=_stopper(stopped, int(earliest[position])),

@@ -18,6 +18,7 @@ import numpy as np
 from microseg.builder.proposal import StandingDecision
 from microseg.builder.quality import DeviceDecisions
 from microseg.builder.services import ServerSide
+from microseg.builder.sums import total
 from microseg.flows.session_columns import SessionColumns
 
 EXAMPLES = 3
@@ -47,7 +48,7 @@ class Standing:
                 StandingDecision(
                     rule=rule,
                     verdict=verdict,
-                    sessions=int(sessions.sessions[members].sum()),
+                    sessions=total(sessions.sessions[members]),
                     examples=tuple(example(sessions, side, int(r)) for r in order[:EXAMPLES]),
                 )
             )
