@@ -203,8 +203,8 @@ class FlowDecoder:
         self, data, length, export_time, sequence, stream, per_exporter, gathers
     ) -> bool:
         """The common message, taken without the general walk: one data set that fills the
-        message, of a known fixed-length flow template, following its stream's last message
-        by the RFC 7011 rule. Anything else returns False, untouched, for the general path
+        message, of a known fixed-length flow template; its sequence number is checked as
+        the general path does. Anything else returns False, untouched, for the general path
         (the reference: tests/flows/test_flow_decoder_fast_path.py holds the two equal)."""
         if length < FIRST_SET_END:
             return False
@@ -217,12 +217,6 @@ class FlowDecoder:
             return False
         record_length = template.record_length
         count = (set_length - 4) // record_length  # RFC 7011 3.3.1: the rest is padding
-        previous = self._sequence.get(stream)
-        if not isinstance(previous, IpfixSequence) or not previous.known:
-            return False
-        counted = count if previous.inclusive else previous.records  # see _track_ipfix_sequence
-        if sequence != (previous.sequence + counted) % SEQUENCE_MODULO:
-            return False
         gather = gathers.get(id(template))
         if gather is None:
             gather = gathers[id(template)] = _Gather(template, stream[0], stream[2])
@@ -234,7 +228,7 @@ class FlowDecoder:
             )
         self.counters.records += count
         per_exporter.records += count
-        self._sequence[stream] = IpfixSequence(sequence, count, count, True, previous.inclusive)
+        self._track_ipfix_sequence(stream, sequence, count, count, True, per_exporter)
         return True
 
     def _netflow9(self, data, exporter, per_exporter, gathers) -> None:
