@@ -193,3 +193,23 @@ def test_a_default_drop_newly_blocks_what_no_rule_decides(home_lab):
     [group] = blocked["groups"]
     assert (group["match"], group["service"]) == ("ipv4-all-default", "tcp/443")
     assert report["newly_allowed"]["groups"] == []
+
+
+def test_counters_near_2_63_give_exact_saturated_totals(home_lab):
+    """The store saturates counters at 2**63-1: a request plus its reply saturates there too
+    (int64 `+` wrapped to a negative), and sums above 2**53 stay exact (float64 weights
+    lost the low bits)."""
+    big, near = 2**63 - 1, 2**53 + 1
+    names = ("vrf", "protocol", "src", "sport", "dst", "dport")
+    counters = ("fwd_packets", "fwd_bytes", "rev_packets", "rev_bytes")
+    rows = [
+        (*SESSIONS[0][:6], near, big, 1, big),
+        (*SESSIONS[1][:6], near, 5, near, 0),
+    ]
+    table = pa.table({name: [row[i] for row in rows] for i, name in enumerate(names + counters)})
+    report = whatif(home_lab, _without_rule(home_lab, "clients_to_webservers"), table)
+    blocked = report["newly_blocked"]
+    assert (blocked["sessions"], blocked["packets"], blocked["bytes"]) == (2, 3 * near + 1, big)
+    [group] = blocked["groups"]
+    assert (group["packets"], group["bytes"]) == (3 * near + 1, big)
+    assert sum(hit["packets"] for hit in report["candidate_rule_hits"]) == 3 * near + 1

@@ -72,3 +72,22 @@ def test_a_page_is_the_first_rows_of_the_table(tmp_path):
     every = read_sessions(tmp_path, ephemeral_port=None)
     assert every.num_rows == 5
     assert read_sessions(tmp_path, ephemeral_port=None, limit=2).equals(every.slice(0, 2))
+
+
+class DeadDriverSessionDouble:
+    """A SparkSession whose driver JVM has died (out of heap): py4j's socket refuses, as a
+    10 M-session `recommend --engine spark` with the default 1g driver showed."""
+
+    @property
+    def read(self):
+        raise ConnectionRefusedError(111, "Connection refused")
+
+
+def test_a_dead_spark_driver_is_a_user_error_with_the_heap_setting(tmp_path):
+    from microseg.flows.spark import SparkEngine, SparkSettings
+
+    FlowStore(tmp_path).open().write(some_sessions())
+    engine = SparkEngine(SparkSettings("local[2]"), session=DeadDriverSessionDouble())
+    with pytest.raises(MicrosegError, match=r"Spark driver stopped.*spark\.driver\.memory=6g"):
+        read_sessions(tmp_path, ephemeral_port=None, engine=engine)
+    assert len(FlowStore(tmp_path).scan({}).live) == 1  # nothing taken for a bad segment

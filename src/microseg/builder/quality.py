@@ -25,7 +25,6 @@ from microseg.builder.proposal import (
 )
 from microseg.builder.recommend import factorize
 from microseg.builder.services import ServerSide, server_side
-from microseg.builder.sums import group_sums, saturated, total
 from microseg.compile import CompileError, DeviceIntent, compile_all
 from microseg.compile.diff import diff_text
 from microseg.evaluate import VERDICTS, CompiledDevice, Evaluation, PacketBatch
@@ -36,6 +35,7 @@ from microseg.evaluate.packets import (
     packed_addresses,
 )
 from microseg.flows.session_columns import EPHEMERAL, SessionColumns
+from microseg.flows.sums import group_sums, saturated, total
 from microseg.model import Policy, PolicySet
 from microseg.model.ports import ICMP, ICMPV6, PORT_PROTOCOLS
 

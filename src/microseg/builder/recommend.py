@@ -46,10 +46,10 @@ from microseg.builder.services import (
     server_side,
     syn_acknowledged,
 )
-from microseg.builder.sums import group_sums, pair_total, saturated, total
 from microseg.builder.times import iso_time
 from microseg.compile import CompileError, compile_all
 from microseg.flows.session_columns import EPHEMERAL, SessionColumns, session_columns
+from microseg.flows.sums import group_sums, pair_total, saturated, total
 from microseg.model import MicrosegError, PolicySet, Rule
 from microseg.model.objects import IPNetwork
 from microseg.model.ports import PROTOCOL_NAMES, TCP
@@ -516,7 +516,7 @@ def _rule_name(sources: list[str], destinations: list[str], taken: set[str]) -> 
 class _TripleStats:
     """Per (source group, destination group, service) triple: sums, times and examples."""
 
-    sessions: list[int]  # exact, not saturated (see builder.sums)
+    sessions: list[int]  # exact, not saturated (see flows.sums)
     packets: list[int]
     bytes: list[int]
     first_seen: np.ndarray

@@ -18,8 +18,8 @@ import numpy as np
 from microseg.builder.proposal import StandingDecision
 from microseg.builder.quality import DeviceDecisions
 from microseg.builder.services import ServerSide
-from microseg.builder.sums import total
 from microseg.flows.session_columns import SessionColumns
+from microseg.flows.sums import total
 
 EXAMPLES = 3
 

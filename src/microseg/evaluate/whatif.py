@@ -25,6 +25,7 @@ from microseg.evaluate.packets import (
     packed_addresses,
 )
 from microseg.flows.session_columns import EPHEMERAL, icmp_types, session_columns
+from microseg.flows.sums import group_sums, saturated, saturating_add, total
 from microseg.model import MicrosegError, PolicySet
 from microseg.model.ports import ICMP, ICMPV6, PORT_PROTOCOLS, PROTOCOL_NAMES
 
@@ -85,8 +86,8 @@ def session_packets(table: pa.Table, where: str = "sessions") -> SessionPackets:
         request=request,
         reply=reply,
         sessions=columns.sessions,
-        packets=columns.fwd_packets + columns.rev_packets,
-        bytes=columns.fwd_bytes + columns.rev_bytes,
+        packets=saturating_add(columns.fwd_packets, columns.rev_packets),
+        bytes=saturating_add(columns.fwd_bytes, columns.rev_bytes),
         service=_service_labels(protocol, dport, columns.dport == EPHEMERAL, is_icmp, icmp_type),
     )
 
@@ -192,7 +193,7 @@ def whatif(
     newly_blocked = before.gets_through & ~after.gets_through
     newly_allowed = ~before.gets_through & after.gets_through
     return {
-        "sessions": int(columns.sessions.sum()),
+        "sessions": total(columns.sessions),
         "rows": len(columns.sessions),
         "newly_blocked": _changes(columns, newly_blocked, after, "blocked by"),
         "newly_allowed": _changes(columns, newly_allowed, before, "was blocked by"),
@@ -211,7 +212,7 @@ def _changes(columns: SessionPackets, selected: np.ndarray, outcome: Outcome, ro
     order = np.argsort(group_of_row, kind="stable")
     starts = np.searchsorted(group_of_row[order], np.arange(len(groups)))
     totals = {
-        name: np.bincount(group_of_row, weights=getattr(columns, name)[rows], minlength=len(groups))
+        name: group_sums(group_of_row, getattr(columns, name)[rows], len(groups))
         for name in ("sessions", "packets", "bytes")
     }
     result = []
@@ -224,7 +225,7 @@ def _changes(columns: SessionPackets, selected: np.ndarray, outcome: Outcome, ro
                 **label,
                 "role": role,
                 "service": str(service_codes[int(code % len(service_codes))]),
-                **{name: int(total[position]) for name, total in totals.items()},
+                **{name: saturated(sums[position]) for name, sums in totals.items()},
                 "examples": [_example(columns, int(rows[m])) for m in members],
             }
         )
@@ -232,9 +233,9 @@ def _changes(columns: SessionPackets, selected: np.ndarray, outcome: Outcome, ro
         key=lambda g: (-g["sessions"], -g["packets"], g["device"], str(g["match"]), g["service"])
     )
     return {
-        "sessions": int(columns.sessions[rows].sum()),
-        "packets": int(columns.packets[rows].sum()),
-        "bytes": int(columns.bytes[rows].sum()),
+        "sessions": total(columns.sessions[rows]),
+        "packets": total(columns.packets[rows]),
+        "bytes": total(columns.bytes[rows]),
         "groups": result,
     }
 
@@ -248,13 +249,17 @@ def _hits(columns: SessionPackets, outcome: Outcome) -> list[dict]:
     """Sessions and packets per deciding match under the candidate."""
     codes, rows_of = np.unique(outcome.deciding, return_inverse=True)
     rows_of = rows_of.reshape(-1)
-    sessions = np.bincount(rows_of, weights=columns.sessions, minlength=len(codes))
-    packets = np.bincount(rows_of, weights=columns.packets, minlength=len(codes))
+    sessions = group_sums(rows_of, columns.sessions, len(codes))
+    packets = group_sums(rows_of, columns.packets, len(codes))
     hits = []
     for position, code in enumerate(codes):
         label = outcome.labels[int(code)]
         hits.append(
-            {**label, "sessions": int(sessions[position]), "packets": int(packets[position])}
+            {
+                **label,
+                "sessions": saturated(sessions[position]),
+                "packets": saturated(packets[position]),
+            }
         )
     hits.sort(key=lambda h: (-h["sessions"], h["device"], str(h["policy"]), str(h["match"])))
     return hits

@@ -136,9 +136,20 @@ class SparkEngine:
         from py4j.protocol import Py4JError
         from pyspark.errors import PySparkException
 
-        return (PySparkException, Py4JError)
+        # A driver JVM that died mid-query (most often out of heap) leaves py4j's socket
+        # refusing: a ConnectionError, not a Spark error.
+        return (PySparkException, Py4JError, ConnectionError)
 
     def describe(self, error: BaseException) -> str:
+        from py4j.protocol import Py4JNetworkError
+
+        if isinstance(error, ConnectionError | Py4JNetworkError):
+            memory = dict(self.settings.spark_conf()).get("spark.driver.memory", "1g")
+            return (
+                f"the Spark driver stopped during the query ({_first_line(error)}); most often "
+                f"it ran out of heap (spark.driver.memory is {memory}): give it more, e.g. "
+                "--spark-conf spark.driver.memory=6g, or read with --engine duckdb"
+            )
         return _first_line(error)
 
     @property

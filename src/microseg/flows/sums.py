@@ -42,6 +42,13 @@ def total(values: np.ndarray) -> int:
     return saturated(sum(int(((values >> shift) & _MASK).sum()) << shift for shift in _SHIFTS))
 
 
+def saturating_add(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """Row by row, two counters added (request and reply), saturated: int64 `+` wraps."""
+    first = first.astype(np.int64, copy=False)
+    second = second.astype(np.int64, copy=False)
+    return np.minimum(first, INT64_MAX - second) + second
+
+
 def pair_total(first: np.ndarray, second: np.ndarray, row: int) -> int:
     """One row's two counters added (request and reply), saturated."""
     return saturated(int(first[row]) + int(second[row]))
