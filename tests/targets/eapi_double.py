@@ -169,7 +169,9 @@ class EapiDouble:
 
     def close(self) -> None:
         """Stop answering: later connections are refused. Pending timers are cancelled."""
-        self._release.set()
+        with self._changed:
+            self._release.set()
+            self._changed.notify_all()
         if self._thread.is_alive():
             self._server.shutdown()
         self._server.server_close()
@@ -203,8 +205,11 @@ class EapiDouble:
         self._rejections.append((re.compile(pattern), message))
 
     def hang(self, seconds: float) -> None:
-        """Answer every request `seconds` late (bounded; `close()` releases at once)."""
-        self._hang_seconds = seconds
+        """Answer every request `seconds` late (bounded); `hang(0)` and `close()` release the
+        requests waiting now at once (a test holds the switch until it has looked)."""
+        with self._changed:
+            self._hang_seconds = seconds
+            self._changed.notify_all()
 
     @property
     def hanging(self) -> bool:
@@ -234,8 +239,11 @@ class EapiDouble:
         return header == f"Basic {expected}"
 
     def before_answer(self) -> None:
-        if self._hang_seconds:
-            self._release.wait(self._hang_seconds)
+        with self._changed:
+            if self._hang_seconds:
+                self._changed.wait_for(
+                    lambda: not self._hang_seconds or self._release.is_set(), self._hang_seconds
+                )
 
     def handle(self, body: bytes) -> dict[str, Any]:
         try:
