@@ -110,3 +110,26 @@ class Collector:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=60)
         self.close()
+
+
+def collect_while_a_port_is_taken(store: Path, *options: str) -> None:
+    """Run `microseg collect OPTIONS --store STORE` to its end while another socket holds a
+    UDP port on 127.0.0.1 (`{taken}` in an option stands for it), and check that it was
+    refused as a user error naming that address."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            cli_command(
+                "collect",
+                *(option.replace("{taken}", str(port)) for option in options),
+                *("--store", str(store)),
+            ),
+            env=cli_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 1, done.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -4,10 +4,8 @@ ports at once, sessions from both in one table and one store (issue 14)."""
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
 
-from flows_collector import Collector
+from flows_collector import Collector, collect_while_a_port_is_taken
 from flows_encoder import (
     Field,
     address,
@@ -21,7 +19,6 @@ from flows_encoder import (
 
 from microseg.flows.flowstore import read_sessions
 from microseg.flows.replay import send_datagrams
-from support import cli_command, cli_env
 
 # sourceIPv4Address, destinationIPv4Address, ports, protocol, packets, octets: the same
 # element numbers in IPFIX (RFC 7012) and NetFlow v9 (RFC 3954).
@@ -65,20 +62,6 @@ def test_ipfix_and_netflow9_on_two_ports_reach_one_store(tmp_path):
 
 
 def test_an_address_that_cannot_be_bound_is_a_user_error_naming_it(tmp_path):
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
-        taken.bind(("127.0.0.1", 0))
-        port = taken.getsockname()[1]
-        done = subprocess.run(
-            cli_command(
-                "collect",
-                *("--listen", "127.0.0.1:0", "--listen", f"127.0.0.1:{port}"),
-                *("--store", str(tmp_path)),
-            ),
-            env=cli_env(),
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-    assert done.returncode == 1, done.stderr
-    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
-    assert "Traceback" not in done.stderr
+    collect_while_a_port_is_taken(
+        tmp_path, "--listen", "127.0.0.1:0", "--listen", "127.0.0.1:{taken}"
+    )

@@ -7,12 +7,11 @@ import json
 import os
 import signal
 import socket
-import subprocess
 from collections import Counter
 from pathlib import Path
 
 import pytest
-from flows_collector import Collector
+from flows_collector import Collector, collect_while_a_port_is_taken
 from flows_encoder import SOFTFLOWD_V4, data_set, ipfix_message, ipfix_template_set
 from flows_encoder import softflowd_v4_record as record
 
@@ -20,7 +19,6 @@ from microseg.flows import collector as collector_module
 from microseg.flows.flowstore import FlowStore, read_sessions
 from microseg.flows.workers import combine_stats, worker_ids
 from microseg.model import MicrosegError
-from support import cli_command, cli_env
 
 T0 = 1_763_578_369_000
 EXPORTERS = 12  # sockets; 3 workers all missed by the kernel's hash: 3 x (1/3)^12
@@ -110,22 +108,7 @@ def test_a_worker_that_dies_is_reported_and_the_others_go_on(tmp_path):
 
 
 def test_a_port_in_use_is_a_user_error_before_any_worker_starts(tmp_path):
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
-        taken.bind(("127.0.0.1", 0))
-        port = taken.getsockname()[1]
-        done = subprocess.run(
-            cli_command(
-                "collect",
-                *("--listen", f"127.0.0.1:{port}", "--workers", "2", "--store", str(tmp_path)),
-            ),
-            env=cli_env(),
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-    assert done.returncode == 1, done.stderr
-    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
-    assert "Traceback" not in done.stderr
+    collect_while_a_port_is_taken(tmp_path, "--listen", "127.0.0.1:{taken}", "--workers", "2")
     assert not list(tmp_path.glob("collector-stats-*"))
 
 
