@@ -287,7 +287,7 @@ def fuzz_env(workdir) -> Iterator[dict[str, str]]:
         "MICROSEG_CREDENTIALS_FILE": str(workdir / "no-credentials.toml"),
         # `lab status|test|down` see this run's (empty) lab, never a lab someone has up.
         "MICROSEG_LAB_DIR": str(workdir / "lab"),
-        "MICROSEG_LAB_PREFIX": f"msfz{os.getpid() % 10000}",
+        "MICROSEG_LAB_NAME": f"msfz{os.getpid() % 10000}",
     }
     unset = ("MICROSEG_DEVICE_USERNAME", "MICROSEG_DEVICE_PASSWORD")
     saved = {name: os.environ.get(name) for name in (*env, *unset)}
