@@ -248,7 +248,7 @@ def list_sessions(
     proto: str | None = typer.Option(None, "--proto", help="tcp, udp, icmp, ... or a number."),
     src: str | None = typer.Option(None, "--src", help="Client (initiator) address."),
     dst: str | None = typer.Option(None, "--dst", help="Server address."),
-    port: int | None = typer.Option(None, "--port", help="Either port."),
+    port: int | None = typer.Option(None, "--port", min=0, max=65535, help="Either port."),
     since: str | None = typer.Option(None, "--since", help="Last seen at or after (ISO, UTC)."),
     no_eph: bool = typer.Option(False, "--no-eph", help="Keep ephemeral client ports."),
     limit: int | None = typer.Option(
