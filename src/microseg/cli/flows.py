@@ -372,9 +372,9 @@ def compact_sessions(
     Example: microseg sessions compact --retention-days 30 --dry-run
     """
     from microseg.cli.common import emit_json
-    from microseg.flows.flowstore import FlowStore, default_store_dir
+    from microseg.flows.flowstore import FlowStore, store_to_read
 
-    flow_store = FlowStore(store or default_store_dir())
+    flow_store = FlowStore(store_to_read(store))
     if not dry_run:
         flow_store.open()
     done = flow_store.maintain(
