@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import socket
 
 import numpy as np
 from flows_encoder import (
@@ -23,8 +24,10 @@ from flows_encoder import (
     variable,
 )
 
+from microseg.flows.collector import BackgroundCollector, FlowCollector
 from microseg.flows.decoder import FlowDecoder
 from microseg.flows.demo import SEED_LAB_IPFIX
+from microseg.flows.flowstore import FlowStore, read_sessions
 from microseg.flows.replay import read_ipfix_file
 
 EXPORTER = "192.0.2.1"
@@ -147,7 +150,7 @@ def test_template_withdrawal_and_withdraw_all():
     assert decoder.counters.unknown_template_sets == 1
     decode(decoder, ipfix_message([ipfix_template_set({1024: SOFTFLOWD_V4, 1025: SOFTFLOWD_V4})]))
     decode(decoder, ipfix_message([ipfix_withdrawal_set([2])]))  # id 2: every template
-    assert decoder.templates[(EXPORTER, 10, 0)] == {}
+    assert decoder.templates[(EXPORTER, 0, 10, 0)] == {}
 
 
 def test_template_refresh_changes_the_layout():
@@ -200,9 +203,9 @@ def test_templates_per_exporter_are_capped_and_a_flood_cannot_lock_out_real_ones
     decoder = FlowDecoder(max_templates_per_exporter=16)
     flood = {256 + i: SOFTFLOWD_V4 for i in range(100)}
     decode(decoder, ipfix_message([ipfix_template_set(flood)]))
-    assert len(decoder.templates[(EXPORTER, 10, 0)]) == 16
+    assert len(decoder.templates[(EXPORTER, 0, 10, 0)]) == 16
     assert decoder.counters.template_evictions == 84
-    assert set(decoder.templates[(EXPORTER, 10, 0)]) == set(range(256 + 84, 256 + 100))
+    assert set(decoder.templates[(EXPORTER, 0, 10, 0)]) == set(range(256 + 84, 256 + 100))
     assert len(decode(decoder, softflowd_message([dns_query()]))) == 1
 
 
@@ -406,4 +409,85 @@ def test_records_without_time_fields_are_stamped_with_the_export_time():
     assert [(r["start_ms"], r["end_ms"]) for r in rows] == [
         (1_763_578_400_000, 1_763_578_400_000),
         (1_763_578_401_000, 1_763_578_401_000),
+    ]
+
+
+def test_two_exporters_behind_one_address_keep_their_templates_apart():
+    """RFC 7011 8 and 10.3.1: a template belongs to its UDP transport session, the source
+    address *and port*; two exporters behind one address (NAT, two meters on one host) may
+    both use template 1024 with different layouts."""
+    decoder = FlowDecoder()
+    v6_layout = [Field(27, 16), Field(28, 16), Field(4, 1), Field(2, 2)]
+    v6_record = address("2001:db8::1") + address("2001:db8::2") + uint(58, 1) + uint(3, 2)
+    first, second = (EXPORTER, 40001), (EXPORTER, 40002)
+    batch = decoder.decode(
+        [
+            (softflowd_message([dns_query()]), first),
+            (ipfix_message([ipfix_template_set({1024: v6_layout})]), second),
+            (softflowd_message([dns_query(51842)], with_template=False), first),
+            (ipfix_message([data_set(1024, [v6_record])]), second),
+        ]
+    )
+    rows = batch.to_records()
+    assert [(r["src"], r["src_port"], r["packets"]) for r in rows] == [
+        ("172.18.4.220", 51841, 1),
+        ("172.18.4.220", 51842, 1),
+        ("2001:db8::1", 0, 3),
+    ]
+    assert {r["exporter"] for r in rows} == {EXPORTER}  # the stored exporter: its address
+    assert decoder.counters.decode_errors == 0
+
+
+def test_two_exporters_behind_one_address_keep_their_own_sequence_numbers():
+    """RFC 7011 3.1: sequence numbers count per observation domain within a transport
+    session; two exporters on one address, each numbering its own messages, lose nothing."""
+    decoder = FlowDecoder()
+    datagrams = []
+    for n in range(4):
+        for port in (40001, 40002):
+            message = softflowd_message([dns_query()] * 3, sequence=3 * n, with_template=n == 0)
+            datagrams.append((message, (EXPORTER, port)))
+    assert len(decoder.decode(datagrams)) == 24
+    exporter = decoder.counters.exporters[EXPORTER]
+    assert (exporter.sequence_gaps, exporter.lost_records) == (0, 0)
+    assert exporter.records == 24
+
+
+def test_netflow9_templates_belong_to_the_source_id_not_the_port():
+    """RFC 3954 5.1: the source address and the Source ID identify the exporting device's
+    NetFlow instance; an exporter whose source port changed keeps its templates."""
+    decoder = FlowDecoder()
+    template = [Field(8, 4), Field(12, 4), Field(2, 4), Field(1, 4)]
+    record = address("10.0.0.1") + address("10.0.0.2") + uint(4, 4) + uint(400, 4)
+    decoder.decode(
+        [(netflow9_packet([netflow9_template_flowset({256: template})]), (EXPORTER, 40001))]
+    )
+    rows = decoder.decode(
+        [(netflow9_packet([data_set(256, [record])], sequence=1), (EXPORTER, 40002))]
+    ).to_records()
+    assert [(r["src"], r["packets"], r["bytes"]) for r in rows] == [("10.0.0.1", 4, 400)]
+    assert decoder.counters.exporters[EXPORTER].sequence_gaps == 0
+
+
+def test_the_collector_tells_exporters_apart_by_their_source_port(tmp_path):
+    """Over real loopback sockets: two exporters on 127.0.0.1 with conflicting template 1024
+    (the collector must hand the decoder each datagram's source port, not only its address)."""
+    store = FlowStore(tmp_path / "flows")
+    collector = FlowCollector(store)
+    v6_layout = [Field(27, 16), Field(28, 16), Field(4, 1), Field(2, 2)]
+    v6_record = address("2001:db8::1") + address("2001:db8::2") + uint(58, 1) + uint(3, 2)
+    with (
+        BackgroundCollector(collector) as running,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as first,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as second,
+    ):
+        first.sendto(softflowd_message([dns_query()]), running.address)
+        second.sendto(ipfix_message([ipfix_template_set({1024: v6_layout})]), running.address)
+        first.sendto(softflowd_message([dns_query()], with_template=False), running.address)
+        second.sendto(ipfix_message([data_set(1024, [v6_record])]), running.address)
+        assert running.wait_for_datagrams(4)
+    sessions = read_sessions(store.directory, ephemeral_port=None).to_pylist()
+    assert [(s["src"], s["dst"], s["fwd_packets"], s["exporter"]) for s in sessions] == [
+        ("2001:db8::1", "2001:db8::2", 3, "127.0.0.1"),  # no flow time: export time 0
+        ("172.18.4.220", "10.100.1.6", 2, "127.0.0.1"),
     ]

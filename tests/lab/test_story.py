@@ -62,7 +62,7 @@ def test_the_seed_story_on_the_live_lab(tmp_path):
         pytest.fail("the live story needs root (CI runs as root; see scripts/setup.sh)")
     env = cli_env(
         MICROSEG_LAB_DIR=str(tmp_path / "state"),
-        MICROSEG_LAB_PREFIX=f"mss{uuid.uuid4().hex[:5]}",
+        MICROSEG_LAB_NAME=f"mss{uuid.uuid4().hex[:5]}",
         MICROSEG_DATABASE_URL=f"sqlite:///{tmp_path / 'microseg.db'}",
         MICROSEG_AUTHOR="andreas",
         MICROSEG_FLOW_STORE=str(tmp_path / "flows"),
@@ -151,7 +151,7 @@ def test_a_mirror_the_lab_cannot_honour_is_refused_before_anything_is_built(tmp_
     )
     env = cli_env(
         MICROSEG_LAB_DIR=str(tmp_path / "state"),
-        MICROSEG_LAB_PREFIX=f"mss{uuid.uuid4().hex[:5]}",
+        MICROSEG_LAB_NAME=f"mss{uuid.uuid4().hex[:5]}",
         MICROSEG_DATABASE_URL=f"sqlite:///{tmp_path / 'microseg.db'}",
     )
     result = subprocess.run(
@@ -162,6 +162,6 @@ def test_a_mirror_the_lab_cannot_honour_is_refused_before_anything_is_built(tmp_
         "mirror session andreas-vztx-ALL: tunnel destination 10.9.9.9, but the lab's monitor "
         "node is 10.255.1.11"
     ) in result.stderr
-    assert not (tmp_path / "state" / "lab.json").exists()
+    assert not (tmp_path / "state" / env["MICROSEG_LAB_NAME"] / "lab.json").exists()
     listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    assert env["MICROSEG_LAB_PREFIX"] not in listing
+    assert env["MICROSEG_LAB_NAME"] not in listing

@@ -248,7 +248,7 @@ def list_sessions(
     proto: str | None = typer.Option(None, "--proto", help="tcp, udp, icmp, ... or a number."),
     src: str | None = typer.Option(None, "--src", help="Client (initiator) address."),
     dst: str | None = typer.Option(None, "--dst", help="Server address."),
-    port: int | None = typer.Option(None, "--port", help="Either port."),
+    port: int | None = typer.Option(None, "--port", min=0, max=65535, help="Either port."),
     since: str | None = typer.Option(None, "--since", help="Last seen at or after (ISO, UTC)."),
     no_eph: bool = typer.Option(False, "--no-eph", help="Keep ephemeral client ports."),
     limit: int | None = typer.Option(
@@ -372,9 +372,9 @@ def compact_sessions(
     Example: microseg sessions compact --retention-days 30 --dry-run
     """
     from microseg.cli.common import emit_json
-    from microseg.flows.flowstore import FlowStore, default_store_dir
+    from microseg.flows.flowstore import FlowStore, store_to_read
 
-    flow_store = FlowStore(store or default_store_dir())
+    flow_store = FlowStore(store_to_read(store))
     if not dry_run:
         flow_store.open()
     done = flow_store.maintain(

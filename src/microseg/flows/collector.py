@@ -33,7 +33,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from microseg.flows.decoder import FlowDecoder
+from microseg.flows.decoder import Datagram, FlowDecoder
 from microseg.flows.flowstore import FlowStore
 from microseg.flows.sessions import SessionSettings, SessionTable
 from microseg.model import MicrosegError
@@ -63,7 +63,7 @@ class CollectorCounters:
 
 
 class FlowCollector:
-    """Decoder + session table + store, fed with batches of (datagram, exporter)."""
+    """Decoder + session table + store, fed with batches of (datagram, source address)."""
 
     def __init__(self, store: FlowStore | None, settings: CollectorSettings | None = None):
         self.settings = settings or CollectorSettings()
@@ -77,7 +77,7 @@ class FlowCollector:
         self._unwritten: list[pa.Table] = []  # sessions the store could not take yet
         self.last_write_error = ""
 
-    def receive(self, datagrams: list[tuple[bytes, str]], now: float | None = None) -> None:
+    def receive(self, datagrams: list[Datagram], now: float | None = None) -> None:
         try:
             self.table.add(self.decoder.decode(datagrams), now)
         except Exception:  # a bug must cost one batch, never the collector and its table
@@ -246,7 +246,7 @@ class _Receiver:
     one readiness wake-up then serves a burst, not a datagram."""
 
     def __init__(self):
-        self.datagrams: list[tuple[bytes, str]] = []
+        self.datagrams: list[Datagram] = []
 
     def read_ready(self, sock: socket.socket) -> None:
         _drain(sock, self.datagrams, READ_BURST)
@@ -297,7 +297,7 @@ def _drain(sock: socket.socket, datagrams: list, limit: int | None = None) -> No
             data, address = sock.recvfrom(65535)
         except (BlockingIOError, InterruptedError, OSError):
             return
-        append((data, address[0]))
+        append((data, address))  # (host, port, ...): the port tells exporters apart
         taken += 1
 
 

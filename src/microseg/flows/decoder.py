@@ -94,8 +94,23 @@ class _Gather:
     variable_sets: list = field(default_factory=list)
 
 
+# A datagram and where it came from: the socket address recvfrom() gives (host, port, ...),
+# or a bare address string when the source port is unknown (it then counts as port 0).
+Datagram = tuple[bytes, str | tuple]
+
+
 class FlowDecoder:
-    """Stateful decoder: templates and sequence numbers per (exporter, version, domain)."""
+    """Stateful decoder: templates and sequence numbers per *stream*, (exporter address,
+    source port, version, observation domain / source id).
+
+    IPFIX (RFC 7011 8): templates are scoped to the Transport Session and Observation Domain,
+    and sequence numbers count per Observation Domain within a Transport Session (3.1); over
+    UDP a Transport Session is the exporter's source address and port (10.3.1). So two
+    exporters behind one address keep their templates and sequences apart. NetFlow v9
+    (RFC 3954 5.1): a template and the sequence belong to the source ID of the exporter's
+    address; the port is not part of it (the stream's port is 0).
+    Counters and the stored `exporter` are per exporter *address*.
+    """
 
     def __init__(
         self,
@@ -125,18 +140,19 @@ class FlowDecoder:
 
     # -- public -------------------------------------------------------------------------
 
-    def decode(self, datagrams: Iterable[tuple[bytes, str]]) -> FlowBatch:
-        """Decode (datagram, exporter address) pairs into one FlowBatch."""
+    def decode(self, datagrams: Iterable[Datagram]) -> FlowBatch:
+        """Decode (datagram, source) pairs into one FlowBatch."""
         gathers: dict[int, _Gather] = {}
         self._expire_pending()
-        for data, exporter in datagrams:
+        for data, source in datagrams:
+            exporter, port = (source, 0) if isinstance(source, str) else source[:2]
             self.counters.datagrams += 1
             per_exporter = self._counters_for(exporter)
             per_exporter.datagrams += 1
             try:
                 version = VERSION.unpack_from(data)[0] if len(data) >= 2 else 0
                 if version == ipfix.VERSION:
-                    self._ipfix(data, exporter, per_exporter, gathers)
+                    self._ipfix(data, exporter, port, per_exporter, gathers)
                 elif version == netflow9.VERSION:
                     self._netflow9(data, exporter, per_exporter, gathers)
                 else:
@@ -164,11 +180,11 @@ class FlowDecoder:
             counters = self.counters.exporters.setdefault(exporter, ExporterCounters())
         return counters
 
-    def _ipfix(self, data, exporter, per_exporter, gathers) -> None:
+    def _ipfix(self, data, exporter, port, per_exporter, gathers) -> None:
         _, length, export_time, sequence, domain = ipfix.HEADER.unpack_from(data)
         if length != len(data):
             raise MalformedDatagram(f"message length {length} but datagram has {len(data)}")
-        stream = (exporter, 10, domain)
+        stream = (exporter, port, ipfix.VERSION, domain)  # RFC 7011 8, 10.3.1
         if self.fast_path and self._ipfix_one_data_set(
             data, length, export_time, sequence, stream, per_exporter, gathers
         ):
@@ -219,7 +235,7 @@ class FlowDecoder:
         count = (set_length - 4) // record_length  # RFC 7011 3.3.1: the rest is padding
         gather = gathers.get(id(template))
         if gather is None:
-            gather = gathers[id(template)] = _Gather(template, stream[0], stream[2])
+            gather = gathers[id(template)] = _Gather(template, stream[0], stream[3])
         if count:
             gather.chunks.append(data[FIRST_SET_END : FIRST_SET_END + count * record_length])
             gather.counts.append(count)
@@ -234,7 +250,7 @@ class FlowDecoder:
     def _netflow9(self, data, exporter, per_exporter, gathers) -> None:
         _, _count, uptime, unix_seconds, sequence, source_id = netflow9.HEADER.unpack_from(data)
         sets = netflow9.walk_flowsets(data, netflow9.HEADER.size)
-        stream = (exporter, 9, source_id)
+        stream = (exporter, 0, netflow9.VERSION, source_id)  # RFC 3954 5.1: not the port
         parsed = []
         for set_id, start, end in sets:
             if set_id == netflow9.TEMPLATE_FLOWSET_ID:
@@ -374,7 +390,7 @@ class FlowDecoder:
             return None, False
         gather = gathers.get(id(template))
         if gather is None:
-            gather = gathers[id(template)] = _Gather(template, stream[0], stream[2])
+            gather = gathers[id(template)] = _Gather(template, stream[0], stream[3])
         if template.variable_length:
             try:
                 offsets = ipfix.variable_record_offsets(data, start, end, template.fields)

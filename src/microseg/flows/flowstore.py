@@ -90,6 +90,18 @@ def default_store_dir() -> Path:
     return Path(platformdirs.user_data_dir("microseg")) / "flows"
 
 
+def store_to_read(store: Path | None) -> Path:
+    """The flow store a reading command was given (default: `default_store_dir()`). One the
+    user names must exist: a mistyped path would otherwise read as "nothing collected" (and
+    a command that prepares a store would make a new empty one there)."""
+    if store is None:
+        return default_store_dir()
+    if not store.is_dir():
+        reason = "not a directory" if store.exists() else "no such directory"
+        raise MicrosegError(f"--store {store}: {reason} (a flow store is a directory)")
+    return store
+
+
 def check_collector_id(text: str) -> str:
     """A collector id names directories and segments: letters, digits, `.`, `_`, `-`."""
     if not COLLECTOR_ID.fullmatch(text):

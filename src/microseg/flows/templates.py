@@ -63,7 +63,7 @@ class FieldSpec:
 
 @dataclass(eq=False)
 class Template:
-    """One (options) template of one stream (exporter, observation domain)."""
+    """One (options) template of one stream (exporter address, port, version, domain)."""
 
     template_id: int
     fields: tuple[FieldSpec, ...]
