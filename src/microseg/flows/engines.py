@@ -24,7 +24,7 @@ from typing import Protocol
 import pyarrow as pa
 
 from microseg.flows.sessions import INT64_MAX, SESSION_SCHEMA
-from microseg.model.ports import EPHEMERAL_PORT_START
+from microseg.model.ports import EPHEMERAL_PORT_START, SYSTEM_PORTS_END
 
 ENGINES = ("duckdb", "spark")
 # vZTX: "Ephemeral Source Starting Port: 49152" (seed), the start of RFC 6335's dynamic range.
@@ -57,7 +57,8 @@ _NUMERIC_DEFAULTS = {
 class SessionQuery:
     """What `read_sessions` asks for: the `eph` summary (None: every session as stored), the
     filters (exact vrf, protocol, src, dst; `port` either port; `since` last seen at or
-    after) and `limit`, the first rows only (a page of a large store)."""
+    after; `until` first seen at or before), `limit`, the first rows only (a page of a large
+    store), and `client_port_cuts`, the Policy Builder's fold (see `builder_rows`)."""
 
     ephemeral_port: int | None = EPHEMERAL_PORT
     vrf: str | None = None
@@ -67,6 +68,8 @@ class SessionQuery:
     port: int | None = None
     since: datetime | None = None
     limit: int | None = None
+    until: datetime | None = None
+    client_port_cuts: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -92,12 +95,20 @@ def session_sql(columns: list[str], query: SessionQuery, dialect: Dialect) -> tu
         select = f"SELECT {', '.join(OUTPUT_SCHEMA.names)} FROM sessions {where}"
     else:
         select = _summary(where, int(query.ephemeral_port), dialect)
-    order = ", ".join(f"{name} NULLS LAST" for name in ORDER)  # DuckDB's default; not Spark's
+    order = _order(ORDER)
     limit = "" if query.limit is None else f" LIMIT {int(query.limit)}"
-    return (
-        f"WITH sessions AS ({_normalised(columns, dialect)}) {select} ORDER BY {order}{limit}",
-        parameters,
-    )
+    sessions = f"WITH sessions AS ({_normalised(columns, dialect)})"
+    if query.client_port_cuts is not None:
+        return (
+            f"{sessions}, summary AS ({select}), {builder_rows(query.client_port_cuts, dialect)}"
+            f" ORDER BY {_order(['first_seen', '_rest', *ORDER[1:]])}{limit}",
+            parameters,
+        )
+    return f"{sessions} {select} ORDER BY {order}{limit}", parameters
+
+
+def _order(names: list[str]) -> str:
+    return ", ".join(f"{name} NULLS LAST" for name in names)  # DuckDB's default; not Spark's
 
 
 def _normalised(columns: list[str], dialect: Dialect) -> str:
@@ -154,10 +165,10 @@ def _filters(query: SessionQuery) -> tuple[str, list]:
     if query.port is not None:
         clauses.append("(sport = ? OR dport = ?)")
         parameters += [str(query.port), str(query.port)]
-    if query.since is not None:
-        since = query.since
-        clauses.append("last_seen >= ?")
-        parameters.append(since if since.tzinfo else since.replace(tzinfo=UTC))
+    for clause, moment in (("last_seen >= ?", query.since), ("first_seen <= ?", query.until)):
+        if moment is not None:
+            clauses.append(clause)
+            parameters.append(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
     return ("WHERE " + " AND ".join(clauses)) if clauses else "", parameters
 
 
@@ -169,10 +180,10 @@ def _canonical_address(text: str) -> str:
         return text
 
 
-def _total(column: str, dialect: Dialect) -> str:
+def _total(column: str, dialect: Dialect, name: str | None = None) -> str:
     """A sum that saturates at the store's int64 maximum, as the collector's counters do."""
     total = dialect.wide_sum.format(column=column)
-    return f"CAST(least({total}, {INT64_MAX}) AS BIGINT) AS {column}"
+    return f"CAST(least({total}, {INT64_MAX}) AS BIGINT) AS {name or column}"
 
 
 def _summary(where: str, ephemeral_port: int, dialect: Dialect) -> str:
@@ -194,6 +205,79 @@ def _summary(where: str, ephemeral_port: int, dialect: Dialect) -> str:
            {_total("sessions", dialect)}
     FROM sessions {where}
     GROUP BY ALL"""
+
+
+# The Policy Builder's fold. The builder sees a session through its VRF, protocol, ends,
+# server port, reply (flags; whether it completed, stayed half-open, got reverse packets),
+# and its client port only through what a rule or a scope can ask of it: which side of the
+# policy's port boundaries it falls on (`client_port_cuts`, cut points from every Service's
+# ranges), whether it is below 1024, 49152 or the server port. Sessions alike in all of that
+# fold into one row, so the builder's input grows with the clients, servers and services
+# seen rather than with the sessions. Each fold keeps its first rows (in the table's order)
+# as they are, for the examples the builder shows (any group of folds has its first rows
+# among them), and sums the rest into one row with `_rest` set, ordered after the kept rows
+# of the same first-seen time, whose client port is the lowest of the folded ones.
+#
+# Only what the builder cannot tell apart is folded: TCP and UDP sessions whose client port
+# is 1024-49151 and above the server port, so the server is the destination whatever
+# other evidence there is (`builder.services.server_side`), and equal to no port any session
+# has as a server port (a proposed service could match it).
+KEPT_ROWS = 3  # the builder's examples per rule (builder.recommend.EXAMPLES_PER_RULE)
+_FOLD_KEY = (
+    "vrf, protocol, src, dst, dport, _cell, rev_tcp_flags, "
+    "complete > 0, half_open > 0, rev_packets > 0"
+)
+
+
+def builder_rows(cuts: tuple[int, ...], dialect: Dialect) -> str:
+    """CTEs over `summary` ending in `result` (OUTPUT_SCHEMA and `_rest`), the summary
+    with the builder's fold (above) over the client-port cells `cuts` make."""
+    sport, dport = "TRY_CAST(sport AS INTEGER)", "TRY_CAST(dport AS INTEGER)"
+    low, high = SYSTEM_PORTS_END, EPHEMERAL_PORT_START
+    inside = sorted({int(cut) for cut in cuts if low < int(cut) < high})
+    foldable = (
+        f"protocol IN ('tcp', 'udp', '6', '17') AND {sport} >= {low} AND {sport} < {high} "
+        f"AND {sport} > {dport}"
+    )
+    columns = ", ".join(OUTPUT_SCHEMA.names)
+    counters = ", ".join(
+        _total(name, dialect)
+        for name in ("fwd_packets", "fwd_bytes", "rev_packets", "rev_bytes", "complete")
+    )
+    return f"""
+    server_ports AS (
+        SELECT DISTINCT {dport} AS port FROM summary
+        UNION SELECT DISTINCT {sport} FROM summary WHERE NOT coalesce({foldable}, false)),
+    marked AS (
+        SELECT summary.*, coalesce(({foldable}) AND server_ports.port IS NULL, false) AS _fold,
+               {_cell(sport, inside)} AS _cell
+        FROM summary LEFT JOIN server_ports ON server_ports.port = {sport}),
+    ranked AS (
+        SELECT *, row_number() OVER (PARTITION BY {_FOLD_KEY} ORDER BY {_order(ORDER)}) AS _rank
+        FROM marked WHERE _fold),
+    result AS (
+        SELECT {columns}, 0 AS _rest FROM marked WHERE NOT _fold
+        UNION ALL SELECT {columns}, 0 AS _rest FROM ranked WHERE _rank <= {KEPT_ROWS}
+        UNION ALL
+        SELECT vrf, protocol, src, CAST(min({sport}) AS STRING) AS sport, dst, dport,
+               {counters}, {_total("half_open", dialect)},
+               min(first_seen) AS first_seen, max(last_seen) AS last_seen,
+               min(exporter) AS exporter, min(rev_exporter) AS rev_exporter,
+               CAST(bit_or(fwd_tcp_flags) AS INTEGER) AS fwd_tcp_flags, rev_tcp_flags,
+               {_total("greatest(sessions, 1)", dialect, "sessions")}, 1 AS _rest
+        FROM ranked WHERE _rank > {KEPT_ROWS}
+        GROUP BY {_FOLD_KEY})
+    SELECT {columns} FROM result"""
+
+
+def _cell(port: str, cuts: list[int], first: int = 0) -> str:
+    """The number of `cuts` (sorted) at or below `port`: a binary search written as CASE."""
+    if not cuts:
+        return str(first)
+    middle = len(cuts) // 2
+    below = _cell(port, cuts[:middle], first)
+    above = _cell(port, cuts[middle + 1 :], first + middle + 1)
+    return f"CASE WHEN {port} < {cuts[middle]} THEN {below} ELSE {above} END"
 
 
 class SessionEngine(Protocol):

@@ -144,4 +144,5 @@ ICMP_REPLY_TYPES: dict[int, dict[int, int]] = {
     ICMPV6: {128: 129},
 }
 
+SYSTEM_PORTS_END = 1024  # RFC 6335: 0-1023 are system (well-known) ports
 EPHEMERAL_PORT_START = 49152  # RFC 6335 dynamic/private range; the vZTX summarises from here.
