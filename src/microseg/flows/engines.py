@@ -227,7 +227,7 @@ def _summary(where: str, ephemeral_port: int, dialect: Dialect) -> str:
 # is 1024-49151 and above the server port, so the server is the destination whatever
 # other evidence there is (`builder.services.server_side`), and equal to no port any session
 # has as a server port (a proposed service could match it).
-KEPT_ROWS = 3  # the builder's examples per rule (builder.recommend.EXAMPLES_PER_RULE)
+KEPT_ROWS = 3  # the builder shows this many examples (builder.recommend.EXAMPLES_PER_RULE)
 _FOLD_KEY = (
     "vrf, protocol, src, dst, dport, _cell, rev_tcp_flags, "
     "complete > 0, half_open > 0, rev_packets > 0"
