@@ -162,7 +162,10 @@ def test_a_file_name_too_long_for_the_file_system_is_a_user_error(run_cli):
 
 
 def test_a_listen_port_of_thousands_of_digits_is_a_user_error(run_cli):
-    assert "expected HOST:PORT" in _user_error(run_cli("collect", "--listen", f"127.0.0.1:{HUGE}"))
+    huge = _user_error(run_cli("collect", "--listen", f"127.0.0.1:{HUGE}"))
+    assert "port 999999999... is not 0-65535" in huge
+    past = _user_error(run_cli("collect", "--listen", "127.0.0.1:65536"))
+    assert "--listen '127.0.0.1:65536': port 65536 is not 0-65535" in past
 
 
 @pytest.mark.parametrize("port", ["70000", "-1", HUGE])
