@@ -16,12 +16,14 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
-from microseg.builder import BuilderOptions, recommend
+from microseg.builder import BuilderOptions, Scope, recommend
 from microseg.builder.report import recommendation_json
 from microseg.builder.scope import scope_from
 from microseg.builder.services import port_cuts
+from microseg.cli.builder import read_session_columns
 from microseg.flows.flowstore import FlowStore, read_sessions
 from microseg.flows.session_columns import session_columns
 from microseg.flows.sessions import SESSION_SCHEMA
@@ -156,6 +158,26 @@ def test_the_fold_brings_back_fewer_rows_and_keeps_what_cannot_fold(fold_store):
         for r in plain.to_pylist()
         if r["sport"] in ("41234", "123")
     } <= kept
+
+
+def test_a_session_file_with_a_time_window_is_read_unfolded(fold_store, tmp_path):
+    """The builder's scope selects a file's rows by time after reading: a fold spanning
+    the window's edge would count sessions outside it."""
+    store, policy_file = fold_store
+    session_file = tmp_path / "sessions.parquet"
+    pq.write_table(read_sessions(store, ephemeral_port=None), session_file)
+    policy_set = load_policy(policy_file)
+    since = datetime.fromtimestamp((DAY_MS + 20_000) / 1000, UTC).isoformat()
+    scope = scope_from(policy_set, None, None, None, [], since, None)
+    options = BuilderOptions(scope=scope)
+    read = read_session_columns(session_file, None, policy_set, scope)
+    expected = session_columns(read_sessions(session_file))
+    assert len(read) == len(expected)
+    assert recommendation_json(recommend(policy_set, read, options)) == recommendation_json(
+        recommend(policy_set, expected, options)
+    )
+    # without a window the file is folded as a store is
+    assert len(read_session_columns(session_file, None, policy_set, Scope())) < len(expected)
 
 
 def _store_with_vrfs_and_days(directory: Path) -> tuple[Path, list[dict]]:

@@ -142,17 +142,19 @@ def read_session_columns(
     """Sessions from a flow store directory or a session file, checked row by row; `engine`
     runs the store's session query: the scan, the `eph` summary and, given the policy set,
     the builder's fold (`flows.engines.builder_rows`). On a store, the scope's time window
-    and `vrf` select in that query too, before the summary (the builder's scope applies them
-    again: a no-op then, and what selects in a session file)."""
+    and `vrf` select in that query too, before the summary and the fold (the builder's scope
+    applies them again: a no-op then). In a session file the builder's scope selects them,
+    row by row, so a file with a time window is not folded (a fold spans times)."""
     from microseg.builder.services import port_cuts
     from microseg.flows.flowstore import read_sessions
     from microseg.flows.session_columns import session_columns
 
     filters: dict = {}
-    if policy_set is not None:
-        filters["client_port_cuts"] = port_cuts(policy_set)
+    window = scope is not None and (scope.since_ms, scope.until_ms) != (None, None)
     if source.is_dir() and scope is not None:
         filters.update(vrf=vrf, since=_moment(scope.since_ms), until=_moment(scope.until_ms))
+    if policy_set is not None and (source.is_dir() or not window):
+        filters["client_port_cuts"] = port_cuts(policy_set)
     return session_columns(read_sessions(source, engine=engine, **filters), where=str(source))
 
 

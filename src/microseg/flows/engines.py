@@ -15,15 +15,20 @@ Where the two SQL dialects differ, the difference is a field of `Dialect`, comme
 from __future__ import annotations
 
 import ipaddress
+import os
+import re
+import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import pyarrow as pa
 
 from microseg.flows.sessions import INT64_MAX, SESSION_SCHEMA
+from microseg.model import MicrosegError
 from microseg.model.ports import EPHEMERAL_PORT_START, SYSTEM_PORTS_END
 
 ENGINES = ("duckdb", "spark")
@@ -222,7 +227,7 @@ def _summary(where: str, ephemeral_port: int, dialect: Dialect) -> str:
 # is 1024-49151 and above the server port, so the server is the destination whatever
 # other evidence there is (`builder.services.server_side`), and equal to no port any session
 # has as a server port (a proposed service could match it).
-KEPT_ROWS = 3  # the builder's examples per rule (builder.recommend.EXAMPLES_PER_RULE)
+KEPT_ROWS = 3  # the builder shows this many examples (builder.recommend.EXAMPLES_PER_RULE)
 _FOLD_KEY = (
     "vrf, protocol, src, dst, dport, _cell, rev_tcp_flags, "
     "complete > 0, half_open > 0, rev_packets > 0"
@@ -306,10 +311,32 @@ class SessionEngine(Protocol):
     def close(self) -> None: ...
 
 
+MEMORY_ENV = "MICROSEG_DUCKDB_MEMORY"
+_SIZE = re.compile(r"[0-9]{1,9}(\.[0-9]{1,3})? ?([KMGT]i?B)", re.IGNORECASE)
+
+
+def duckdb_memory_limit() -> str:
+    """DuckDB's memory limit for a store's session query: $MICROSEG_DUCKDB_MEMORY (`4GB`,
+    `800MiB`), else a quarter of this machine's memory. Past it DuckDB spills to a
+    temporary directory instead of growing (its own default is 80 %): the rows the query
+    returns, and the builder's work on them, need memory too."""
+    text = os.environ.get(MEMORY_ENV, "").strip()
+    if not text:
+        physical = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        return f"{physical // 4 >> 20}MiB"
+    if not _SIZE.fullmatch(text):
+        raise MicrosegError(f"${MEMORY_ENV} {text!r}: expected a size such as 4GB or 800MiB")
+    return text
+
+
 class DuckDBEngine:
-    """The session table with embedded DuckDB: one connection per read."""
+    """The session table with embedded DuckDB: one connection per read, within
+    `memory_limit` (`duckdb_memory_limit`), spilling into a temporary directory."""
 
     name = "duckdb"
+
+    def __init__(self, memory_limit: str | None = None):
+        self.memory_limit = memory_limit or duckdb_memory_limit()
 
     @property
     def errors(self) -> tuple[type[BaseException], ...]:
@@ -318,19 +345,51 @@ class DuckDBEngine:
         return (duckdb.Error,)
 
     def table(self, segments: list[Path], query: SessionQuery) -> pa.Table:
-        from microseg import duck
-
         if not segments:
             return OUTPUT_SCHEMA.empty_table()
-        connection = duck.connect()
+        with self._connection(segments) as connection:
+            return duckdb_session_table(connection, SESSION_SCHEMA.names, query)
+
+    def rows(self, segments: list[Path], query: SessionQuery) -> int:
+        """How many rows `table` returns, counted where they are made (the scale bench's
+        rows-back figure)."""
+        if not segments:
+            return 0
+        sql, parameters = session_sql(SESSION_SCHEMA.names, query, DUCKDB)
+        with self._connection(segments) as connection:
+            (count,) = connection.sql(f"SELECT count(*) FROM ({sql})", params=parameters).one()
+        return int(count)
+
+    @contextmanager
+    def _connection(self, segments: list[Path]) -> Iterator[Any]:
+        """A connection with the view `raw` over the segments, within the memory limit."""
+        from microseg import duck
+
         names = ", ".join(f"'{quote(segment)}'" for segment in segments)
-        connection.execute(f"CREATE TEMP VIEW raw AS SELECT * FROM read_parquet([{names}])")
-        return duckdb_session_table(connection, SESSION_SCHEMA.names, query)
+        with tempfile.TemporaryDirectory(prefix="microseg-duckdb-") as spill:
+            connection = duck.connect()
+            try:
+                connection.execute(f"SET temp_directory = '{quote(Path(spill))}'")
+                connection.execute(f"SET memory_limit = '{self.memory_limit}'")
+                connection.execute("SET preserve_insertion_order = false")  # the SQL orders
+                connection.execute(f"CREATE TEMP VIEW raw AS SELECT * FROM read_parquet([{names}])")
+                yield connection
+            finally:
+                connection.close()
 
     def batches(self, segments: list[Path], query: SessionQuery) -> Iterator[pa.RecordBatch]:
         return iter(self.table(segments, query).to_batches())
 
     def describe(self, error: BaseException) -> str:
+        import duckdb
+
+        if isinstance(error, duckdb.OutOfMemoryException):
+            said = (str(error).strip().splitlines() or ["out of memory"])[0]
+            return (
+                f"{said} (DuckDB's memory limit is {self.memory_limit}, past which it spills "
+                f"into {tempfile.gettempdir()}: give it more with ${MEMORY_ENV}, e.g. "
+                f"{MEMORY_ENV}=8GB, or free disk space there)"
+            )
         return str(error)
 
     def close(self) -> None:
