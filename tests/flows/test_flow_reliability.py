@@ -127,7 +127,7 @@ def merge_that_fails_on_vrf_666(original):
 
     def merged(self, parts):
         for part in parts:
-            if isinstance(part, dict) and 666 in part["vrf_id"].tolist():
+            if part is not None and 666 in part.column("vrf_id").to_pylist():
                 raise PoisonedMerge("cannot merge this batch")
         return original(self, parts)
 
@@ -171,7 +171,7 @@ def test_the_session_table_never_holds_more_than_its_limit():
     flows = random_flows(20_000)  # 10,000 client -> server records and their replies
     for first in range(0, len(flows), 500):
         table.add(flows.take(slice(first, first + 500)), now=first)
-        assert table._sessions is None or len(table._sessions) <= 1000
+        assert table._sessions is None or table._sessions.num_rows <= 1000
     evicted = table.take_evicted()
     rest = table.flush()
     assert table.counters.sessions_evicted == evicted.num_rows > 0

@@ -3,8 +3,8 @@
 Each record is turned around into a *canonical* orientation (the lower endpoint first, by
 address then port) so both directions of a conversation land on one key
 (VRF, protocol, low endpoint, high endpoint); packets, bytes, first/last seen and TCP flags
-are kept per canonical direction. Merging goes through a vectorised hash index over whole
-batches (`merge.py`); no Python code runs per record or per session.
+are kept per canonical direction. Merging is a DuckDB hash group-by over whole batches; no
+Python code runs per record or per session.
 
 Only when sessions leave the table (timeouts, flush) is the initiator worked out, because
 exporters do not say who started a conversation (softflowd's "forward" is the lower
@@ -30,20 +30,22 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from microseg import duck
 from microseg.flows.batch import FlowBatch, format_addresses
-from microseg.flows.merge import ActiveSessions, Rows, key_hash, take
 from microseg.model.ports import ICMP, ICMPV6, PROTOCOL_NAMES, TCP
 
 NO_TIME = np.iinfo(np.int64).max  # "no packet in this direction" for min(first)
-# Counters saturate instead of overflowing: at 2**64-1 in the table (RFC 7011's unsigned64
-# counters, sums.saturating_*), at INT64_MAX in stored sessions (Parquet int64, what every
-# reader uses)
+# Counters saturate instead of overflowing: at UINT64_MAX in the table (RFC 7011's
+# unsigned64 counters), at INT64_MAX in stored sessions (Parquet int64, what every reader uses)
+UINT64_MAX = (1 << 64) - 1
 INT64_MAX = (1 << 63) - 1
 MERGE_ROWS = 500_000  # records waiting before they are merged (at most max_sessions)
 EVICT_TO = 0.8  # past max_sessions, the least recently updated leave until 80 % remain
 log = logging.getLogger("microseg.flows")
 ECHO_REQUEST = {ICMP: 8, ICMPV6: 128}  # RFC 792, RFC 4443
 SYN, ACK = 0x02, 0x10
+
+KEY = ["vrf_id", "protocol", "low_hi", "low_lo", "low_port", "high_hi", "high_lo", "high_port"]
 
 SESSION_SCHEMA = pa.schema(
     [
@@ -69,32 +71,48 @@ SESSION_SCHEMA = pa.schema(
     ]
 )
 
-_DIRECTION: dict[str, np.dtype] = {
-    "packets": np.dtype(np.uint64),
-    "bytes": np.dtype(np.uint64),
-    "first": np.dtype(np.int64),
-    "last": np.dtype(np.int64),
-    "flags": np.dtype(np.uint16),
-    "request": np.dtype(np.uint8),
-    "exporter": np.dtype(np.uint32),
-}
-# The active table's columns: the session key, each canonical direction, collector times,
-# and the key's hash the merge indexes by (merge.py)
-CANONICAL_COLUMNS: dict[str, np.dtype] = {
-    "vrf_id": np.dtype(np.uint32),
-    "protocol": np.dtype(np.uint8),
-    "low_hi": np.dtype(np.uint64),
-    "low_lo": np.dtype(np.uint64),
-    "low_port": np.dtype(np.uint16),
-    "high_hi": np.dtype(np.uint64),
-    "high_lo": np.dtype(np.uint64),
-    "high_port": np.dtype(np.uint16),
-    **{"a_" + name: kind for name, kind in _DIRECTION.items()},
-    **{"b_" + name: kind for name, kind in _DIRECTION.items()},
-    "created": np.dtype(np.float64),
-    "touched": np.dtype(np.float64),
-    "hash": np.dtype(np.uint64),
-}
+_DIRECTION = [
+    ("packets", pa.uint64()),
+    ("bytes", pa.uint64()),
+    ("first", pa.int64()),
+    ("last", pa.int64()),
+    ("flags", pa.uint16()),
+    ("request", pa.uint8()),
+    ("exporter", pa.uint32()),
+]
+CANONICAL_SCHEMA = pa.schema(
+    [
+        ("vrf_id", pa.uint32()),
+        ("protocol", pa.uint8()),
+        ("low_hi", pa.uint64()),
+        ("low_lo", pa.uint64()),
+        ("low_port", pa.uint16()),
+        ("high_hi", pa.uint64()),
+        ("high_lo", pa.uint64()),
+        ("high_port", pa.uint16()),
+        *[("a_" + name, kind) for name, kind in _DIRECTION],
+        *[("b_" + name, kind) for name, kind in _DIRECTION],
+        ("created", pa.float64()),
+        ("touched", pa.float64()),
+    ]
+)
+
+
+def _saturated_sum(column: str) -> str:
+    return f"least(sum({column}), {UINT64_MAX})::UBIGINT AS {column}"
+
+
+_MERGE = f"""
+SELECT {", ".join(KEY)},
+       {_saturated_sum("a_packets")}, {_saturated_sum("a_bytes")},
+       min(a_first) AS a_first, max(a_last) AS a_last, bit_or(a_flags) AS a_flags,
+       max(a_request) AS a_request, max(a_exporter) AS a_exporter,
+       {_saturated_sum("b_packets")}, {_saturated_sum("b_bytes")},
+       min(b_first) AS b_first, max(b_last) AS b_last, bit_or(b_flags) AS b_flags,
+       max(b_request) AS b_request, max(b_exporter) AS b_exporter,
+       min(created) AS created, max(touched) AS touched
+FROM rows GROUP BY ALL
+"""
 
 
 @dataclass(frozen=True)
@@ -117,22 +135,27 @@ class TableCounters:
 
 
 class SessionTable:
-    """Active sessions, in canonical orientation, as numpy columns sorted by key hash."""
+    """Active sessions, in canonical orientation, as one Arrow table."""
 
     def __init__(self, settings: SessionSettings | None = None):
         self.settings = settings or SessionSettings()
         self.counters = TableCounters()
-        self._sessions: ActiveSessions | None = None
-        self._waiting: list[Rows] = []
+        self._sessions: pa.Table | None = None
+        self._waiting: list[pa.Table] = []
         self._waiting_rows = 0
         self._merge_rows = max(1, min(MERGE_ROWS, self.settings.max_sessions))
         self._evicted: list[pa.Table] = []  # oriented, waiting to be written
         self._exporters: list[str] = [""]  # exporter id -> address; 0 = none
         self._exporter_ids: dict[tuple[int, int], int] = {}
+        self._connection = duck.connect()
+        # One thread: a collector's parallelism is its receive workers (a process per core);
+        # DuckDB's threads on top cost ~1.5x the CPU per merged record (bench/collector.py)
+        # and take the other workers' cores.
+        self._connection.execute("SET threads = 1")
 
     def __len__(self) -> int:
         self._merge()
-        return 0 if self._sessions is None else len(self._sessions)
+        return 0 if self._sessions is None else self._sessions.num_rows
 
     @property
     def nbytes(self) -> int:
@@ -166,14 +189,15 @@ class SessionTable:
         if self._sessions is None:
             return self.take_evicted()
         now = time.time() if now is None else now
-        touched, created = self._sessions.columns["touched"], self._sessions.columns["created"]
+        touched = self._sessions.column("touched").to_numpy()
+        created = self._sessions.column("created").to_numpy()
         done = (touched <= now - self.settings.inactive_timeout) | (
             created <= now - self.settings.active_timeout
         )
         if not done.any():
             return self.take_evicted()
-        leaving = take(self._sessions.columns, done)
-        self._sessions = self._sessions.take(~done)
+        leaving = self._sessions.filter(pa.array(done))
+        self._sessions = self._sessions.filter(pa.array(~done))
         self._evicted.append(self._oriented(leaving))
         self._forget_exporters()
         return self.take_evicted()
@@ -183,7 +207,7 @@ class SessionTable:
         self._merge()
         sessions, self._sessions = self._sessions, None
         if sessions is not None:
-            self._evicted.append(self._oriented(sessions.columns))
+            self._evicted.append(self._oriented(sessions))
         self._forget_exporters()
         return self.take_evicted()
 
@@ -202,37 +226,35 @@ class SessionTable:
                 try:
                     self._sessions = self._merged([self._sessions, part])
                 except Exception:
-                    self.counters.records_rejected += len(part["hash"])
+                    self.counters.records_rejected += part.num_rows
                     log.exception(
                         "session table: %d flow records could not be merged and are dropped",
-                        len(part["hash"]),
+                        part.num_rows,
                     )
         self._evict_over_limit()
 
-    def _merged(self, parts: list[ActiveSessions | Rows | None]) -> ActiveSessions:
-        """The active sessions with the waiting rows merged in; if this raises, the active
-        sessions are as they were (ActiveSessions.merge changes nothing until it can finish)."""
-        table, *rows = parts
-        waiting = [part for part in rows if isinstance(part, dict)]
-        if not isinstance(table, ActiveSessions):
-            return ActiveSessions.of(waiting)
-        table.merge(waiting)
-        return table
+    def _merged(self, parts: list[pa.Table | None]) -> pa.Table:
+        rows = pa.concat_tables([part for part in parts if part is not None])
+        self._connection.register("rows", rows)
+        try:
+            return self._connection.sql(_MERGE).to_arrow_table().cast(CANONICAL_SCHEMA)
+        finally:
+            self._connection.unregister("rows")
 
     def _evict_over_limit(self) -> None:
         """Past max_sessions, the least recently updated sessions leave (to be written out,
         never dropped) until EVICT_TO of the limit remain."""
         limit = self.settings.max_sessions
-        if self._sessions is None or len(self._sessions) <= limit:
+        if self._sessions is None or self._sessions.num_rows <= limit:
             return
         keep = int(limit * EVICT_TO)
-        touched = self._sessions.columns["touched"]
+        touched = self._sessions.column("touched").to_numpy()
         order = np.argsort(touched, kind="stable")
         leaving = np.zeros(len(touched), dtype=bool)
         leaving[order[: len(touched) - keep]] = True
         self.counters.sessions_evicted += int(leaving.sum())
-        self._evicted.append(self._oriented(take(self._sessions.columns, leaving)))
-        self._sessions = self._sessions.take(~leaving)
+        self._evicted.append(self._oriented(self._sessions.filter(pa.array(leaving))))
+        self._sessions = self._sessions.filter(pa.array(~leaving))
         self._forget_exporters()
 
     def _forget_exporters(self) -> None:
@@ -242,7 +264,7 @@ class SessionTable:
         used[0] = True  # "no exporter"
         if self._sessions is not None:
             for column in ("a_exporter", "b_exporter"):
-                used[self._sessions.columns[column]] = True
+                used[self._sessions.column(column).to_numpy()] = True
         if len(self._exporters) - used.sum() <= used.sum():
             return
         new_id = (np.cumsum(used) - 1).astype(np.uint32)
@@ -252,8 +274,9 @@ class SessionTable:
         }
         if self._sessions is not None:
             for column in ("a_exporter", "b_exporter"):
-                ids = self._sessions.columns[column]
-                ids[:] = new_id[ids]
+                index = self._sessions.schema.get_field_index(column)
+                ids = new_id[self._sessions.column(column).to_numpy()]
+                self._sessions = self._sessions.set_column(index, column, pa.array(ids))
 
     def _exporter_column(self, high: np.ndarray, low: np.ndarray) -> np.ndarray:
         if len(high) == 0:
@@ -281,7 +304,7 @@ class SessionTable:
             ids[index] = self._exporter_ids[pair]
         return ids[inverse.reshape(-1)]
 
-    def _canonical_rows(self, batch: FlowBatch, now: float) -> Rows:
+    def _canonical_rows(self, batch: FlowBatch, now: float) -> pa.Table:
         icmp = (batch.protocol == ICMP) | (batch.protocol == ICMPV6)
         # softflowd and NFv9 exporters without icmpTypeCode put type/code into the dst port
         type_code = np.where(batch.icmp_type_code != 0, batch.icmp_type_code, batch.dst_port)
@@ -331,18 +354,13 @@ class SessionTable:
         columns["b_exporter"] = np.where(np.where(swap, has_forward, has_reverse), exporter, 0)
         columns["created"] = np.full(len(batch), float(now))
         columns["touched"] = columns["created"]
-        rows = {
-            name: columns[name].astype(kind, copy=False)
-            for name, kind in CANONICAL_COLUMNS.items()
-            if name != "hash"
-        }
-        rows["hash"] = key_hash(rows)
-        return rows
+        return pa.table(columns).select(CANONICAL_SCHEMA.names).cast(CANONICAL_SCHEMA)
 
     # -- leaving the table ----------------------------------------------------------------
 
-    def _oriented(self, c: Rows) -> pa.Table:
+    def _oriented(self, sessions: pa.Table) -> pa.Table:
         """Canonical sessions -> SESSION_SCHEMA rows, initiator first."""
+        c = {name: sessions.column(name).to_numpy() for name in sessions.column_names}
         low_is_client = initiator_is_low(c)
         a, b = "a_", "b_"
 

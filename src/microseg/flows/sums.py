@@ -5,9 +5,6 @@ A counter is a whole number from 0 to 2**63-1: the store holds a larger one at 2
 float64 (np.bincount's weights) is exact only below 2**53, so the sums here split each value
 into three 21-bit parts, whose sums stay exact in float64 for up to 2**32 rows, and join the
 parts in Python integers (once per group, never per row).
-
-The active session table counts in unsigned64 (RFC 7011's counters) and saturates at
-2**64-1: `saturating_group_sums` adds uint64 columns exactly.
 """
 
 from __future__ import annotations
@@ -55,26 +52,3 @@ def saturating_add(first: np.ndarray, second: np.ndarray) -> np.ndarray:
 def pair_total(first: np.ndarray, second: np.ndarray, row: int) -> int:
     """One row's two counters added (request and reply), saturated."""
     return saturated(int(first[row]) + int(second[row]))
-
-
-UINT64_MAX = np.uint64(2**64 - 1)
-_LOW32 = np.uint64(0xFFFFFFFF)
-_THIRTY_TWO = np.uint64(32)
-
-
-def saturating_group_sums(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    """uint64 sums of the groups of rows beginning at `starts` (np.add.reduceat's groups),
-    exact, saturated at 2**64-1: uint64 `+` wraps, so unless no sum can reach 2**64 the
-    32-bit halves are summed apart (exact below 2**32 rows) and joined."""
-    values = values.astype(np.uint64, copy=False)
-    if len(values) == 0:
-        return values
-    largest = int(values.max())
-    if largest * len(values) < 2**64:
-        return np.add.reduceat(values, starts)
-    low = np.add.reduceat(values & _LOW32, starts)
-    high = np.add.reduceat(values >> _THIRTY_TWO, starts) + (low >> _THIRTY_TWO)
-    sums = (high << _THIRTY_TWO) | (low & _LOW32)
-    sums[high > _LOW32] = UINT64_MAX
-    return sums
-
