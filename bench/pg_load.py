@@ -111,17 +111,19 @@ def _writer(url: str, writer: int, seconds: float, hot_every: int, barrier, outc
             round_number += 1
 
 
-def _writers(url: str, writers: int, seconds: float, hot_every: int, results) -> None:
-    outcome = Outcome()
-    barrier = threading.Barrier(writers)
-    threads = [
-        threading.Thread(target=_writer, args=(url, w, seconds, hot_every, barrier, outcome))
-        for w in range(writers)
-    ]
+def _run_threads(target, arguments: list[tuple]) -> None:
+    """One thread per tuple of `arguments`, all started, then all waited for."""
+    threads = [threading.Thread(target=target, args=args) for args in arguments]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+
+
+def _writers(url: str, writers: int, seconds: float, hot_every: int, results) -> None:
+    outcome = Outcome()
+    barrier = threading.Barrier(writers)
+    _run_threads(_writer, [(url, w, seconds, hot_every, barrier, outcome) for w in range(writers)])
     results.put(asdict(outcome))
 
 
@@ -143,14 +145,7 @@ def _readers(url: str, first: int, readers: int, seconds: float, results) -> Non
     outcome = Outcome()
     until = time.monotonic() + seconds
     with open_store(url) as store:
-        threads = [
-            threading.Thread(target=_reader, args=(store, until, first + r, outcome))
-            for r in range(readers)
-        ]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        _run_threads(_reader, [(store, until, first + r, outcome) for r in range(readers)])
     results.put(asdict(outcome))
 
 

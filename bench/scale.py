@@ -28,7 +28,9 @@ DuckDB and with Spark.
    from its own population, independently of microseg's scope code); both engines' JSON is
    identical.
 
-Prints one JSON line: the store (sessions, bytes, bytes per session), per size and engine
+Prints one JSON line: the store (sessions, bytes, bytes per session, and the rows the engine
+returns to `microseg`: the `eph` summary's and, what `recommend` gets, the builder's fold's,
+counted by DuckDB where they are made), per size and engine
 wall seconds, sessions per second, peak RSS, load average, and the largest store each
 engine handled within the memory limit.
 
@@ -64,6 +66,8 @@ import pyarrow as pa
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from microseg.builder.services import port_cuts  # noqa: E402
+from microseg.flows.engines import DuckDBEngine, SessionQuery  # noqa: E402
 from microseg.flows.flowstore import FlowStore  # noqa: E402
 from microseg.model import (  # noqa: E402
     Category,
@@ -78,6 +82,7 @@ from microseg.model import (  # noqa: E402
     Segment,
     Service,
 )
+from microseg.policyfile import load_policy  # noqa: E402
 from microseg.policyfile.dumper import dump_policy  # noqa: E402
 
 POPULATION = "dc-v1"  # changes whenever the generated data would change: a store is reused
@@ -628,6 +633,19 @@ class DataDir:
         return view
 
 
+def rows_back(view: Path, policy: Path) -> dict:
+    """The rows `recommend` gets back from the engine, without and with the builder's fold
+    (`flows.engines.builder_rows`): counted by DuckDB where they are made, the same rows
+    Spark returns (the SQL is shared)."""
+    policy_set = load_policy(policy)
+    engine = DuckDBEngine()
+    segments = FlowStore(view).scan().live
+    return {
+        "summary_rows": engine.rows(segments, SessionQuery()),
+        "builder_rows": engine.rows(segments, SessionQuery(client_port_cuts=port_cuts(policy_set))),
+    }
+
+
 def stored(view: Path) -> tuple[int, int, int]:
     """Sessions (from the segment footers), bytes and segments of a store directory."""
     store = FlowStore(view)
@@ -793,6 +811,8 @@ def bench(options: argparse.Namespace, log=lambda text: None) -> dict:
             )
             if count != size:
                 raise SystemExit(f"store {view} holds {count} sessions, not {size}")
+            figures["stores"][-1].update(rows_back(view, data.policy))
+            log(json.dumps(figures["stores"][-1]))
             outputs = {}
             for engine in options.engines:
                 log(f"recommend --engine {engine} on {size:,} sessions ...")

@@ -24,6 +24,9 @@ def test_the_quick_scale_bench_generates_the_store_and_recommends_from_it(tmp_pa
     figures = scale.bench(options)
 
     assert [store["sessions"] for store in figures["stores"]] == list(scale.QUICK_SIZES)
+    for store_figures in figures["stores"]:  # the builder's fold brings fewer rows back
+        assert 0 < store_figures["builder_rows"] < store_figures["summary_rows"]
+        assert store_figures["summary_rows"] < store_figures["sessions"]
     for run in figures["runs"]:
         assert run["ok"], run
         assert run["scoped_as_generated"], run

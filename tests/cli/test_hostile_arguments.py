@@ -162,4 +162,30 @@ def test_a_file_name_too_long_for_the_file_system_is_a_user_error(run_cli):
 
 
 def test_a_listen_port_of_thousands_of_digits_is_a_user_error(run_cli):
-    assert "expected HOST:PORT" in _user_error(run_cli("collect", "--listen", f"127.0.0.1:{HUGE}"))
+    huge = _user_error(run_cli("collect", "--listen", f"127.0.0.1:{HUGE}"))
+    assert "port 999999999... is not 0-65535" in huge
+    past = _user_error(run_cli("collect", "--listen", "127.0.0.1:65536"))
+    assert "--listen '127.0.0.1:65536': port 65536 is not 0-65535" in past
+
+
+@pytest.mark.parametrize("port", ["70000", "-1", HUGE])
+def test_a_port_no_packet_can_carry_is_refused_not_an_empty_listing(run_cli, tmp_path, port):
+    sessions = tmp_path / "sessions.csv"
+    sessions.write_text("protocol,src,dst,dport\ntcp,10.0.0.1,10.0.0.2,22\n")
+    error = _user_error(run_cli("sessions", "list", "--store", str(sessions), "--port", port))
+    assert "Invalid value for '--port'" in error
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("sessions", "compact"),
+        ("sessions", "list"),
+        ("monitor", "rules"),
+    ],
+)
+def test_a_mistyped_flow_store_is_an_error_not_an_empty_answer(run_cli, store, tmp_path, argv):
+    missing = tmp_path / "flwos"
+    error = _user_error(run_cli(*argv, "--store", str(missing)))
+    assert str(missing) in error and "no such" in error
+    assert not missing.exists()  # and nothing was made there

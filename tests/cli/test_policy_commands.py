@@ -14,6 +14,13 @@ def test_validate_examples_directory_is_clean(run_cli):
     assert "valid" in result.stdout
 
 
+def test_an_empty_policy_file_is_said_to_hold_no_objects(run_cli, tmp_path):
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    result = run_cli("validate", str(empty))
+    assert result.exit_code == 0 and result.stdout == f"{empty}: valid (no objects)\n"
+
+
 def test_validate_json_counts_objects(run_cli):
     result = run_cli("validate", str(EXAMPLES / "home-lab.yaml"), "--json")
     assert result.exit_code == 0

@@ -145,6 +145,11 @@ def test_a_cancelled_change_never_runs(store_env, lab, switch, run_cli):
     refused = run_cli("change", "run", "1")
     assert refused.exit_code == 1 and "change 1 is cancelled" in refused.stderr
     assert run_cli("change", "approve", "1").exit_code == 1
+    again = run_cli("change", "cancel", "1")
+    assert again.exit_code == 1 and again.stderr == (
+        "error: change 1 is cancelled: it must be pending-approval or approved or interrupted "
+        "to become cancelled\n"
+    )
     assert show(run_cli, 1)["events"][-1]["actor"] == "carol"
     assert switch.requests == []
 

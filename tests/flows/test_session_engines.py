@@ -44,8 +44,9 @@ def test_a_stream_that_breaks_after_its_first_chunk_is_a_user_error(tmp_path):
         next(batches)
 
 
-def test_the_engines_share_the_sql_but_for_the_dialect():
-    query = SessionQuery(vrf="blue", port=53)
+@pytest.mark.parametrize("cuts", [None, (22, 40000, 41000)], ids=["summary", "builder's fold"])
+def test_the_engines_share_the_sql_but_for_the_dialect(cuts):
+    query = SessionQuery(vrf="blue", port=53, client_port_cuts=cuts)
     columns = ["vrf", "protocol", "src", "sport", "dst", "dport", "first_seen"]
     duckdb_sql, duckdb_parameters = session_sql(columns, query, DUCKDB)
     spark_sql, spark_parameters = session_sql(columns, query, SPARK)
@@ -60,9 +61,11 @@ def test_the_engines_share_the_sql_but_for_the_dialect():
         "complete",
         "half_open",
         "sessions",
+        "greatest(sessions, 1)",
     ):
         translated = translated.replace(f"sum({column})", f"sum(CAST({column} AS DECIMAL(38, 0)))")
     assert translated == spark_sql
+    assert ("row_number()" in spark_sql) == (cuts is not None)
 
 
 def test_a_page_is_the_first_rows_of_the_table(tmp_path):
@@ -91,3 +94,22 @@ def test_a_dead_spark_driver_is_a_user_error_with_the_heap_setting(tmp_path):
     with pytest.raises(MicrosegError, match=r"Spark driver stopped.*spark\.driver\.memory=6g"):
         read_sessions(tmp_path, ephemeral_port=None, engine=engine)
     assert len(FlowStore(tmp_path).scan({}).live) == 1  # nothing taken for a bad segment
+
+
+def test_duckdb_works_within_its_memory_limit_and_says_which_when_it_runs_out(tmp_path):
+    store = FlowStore(tmp_path).open()
+    store.write(some_sessions(50000, 400))
+    every = read_sessions(tmp_path, ephemeral_port=None)
+    assert read_sessions(tmp_path, ephemeral_port=None, engine=DuckDBEngine("64MB")).equals(every)
+    with pytest.raises(MicrosegError, match=r"memory limit is 1MB.*MICROSEG_DUCKDB_MEMORY=8GB"):
+        read_sessions(tmp_path, ephemeral_port=None, engine=DuckDBEngine("1MB"))
+
+
+def test_the_duckdb_memory_limit_is_a_size_or_a_user_error(tmp_path, monkeypatch, run_cli):
+    FlowStore(tmp_path).open().write(some_sessions())
+    monkeypatch.setenv("MICROSEG_DUCKDB_MEMORY", "800MiB")
+    assert DuckDBEngine().memory_limit == "800MiB"
+    monkeypatch.setenv("MICROSEG_DUCKDB_MEMORY", "lots")
+    result = run_cli("sessions", "list", "--store", str(tmp_path))
+    assert result.exit_code == 1
+    assert "$MICROSEG_DUCKDB_MEMORY 'lots': expected a size such as 4GB or 800MiB" in result.stderr

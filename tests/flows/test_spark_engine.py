@@ -118,6 +118,40 @@ def _saturating_pair(start_ms: int) -> pa.Table:
     return pa.Table.from_pylist(rows).cast(SESSION_SCHEMA)
 
 
+def _one_busy_client(rng: np.random.Generator, start_ms: int) -> pa.Table:
+    """Many sessions of one client to one web server from Linux client ports (below 49152,
+    so not `eph`): what the builder's fold folds, some of them reset."""
+    rows = []
+    for _ in range(150):
+        reset = rng.random() < 0.2
+        first = start_ms + int(rng.integers(0, 4)) * 1000
+        rows.append(
+            {
+                **{name: 0 for name in SESSION_SCHEMA.names},
+                "vrf": "default",
+                "protocol": "tcp",
+                "src": "172.18.6.77",
+                "sport": int(rng.integers(32768, 49152)),
+                "dst": "10.100.99.50",
+                "dport": 80,
+                "fwd_packets": int(rng.integers(1, 9)),
+                "fwd_bytes": int(rng.integers(60, 9000)),
+                "rev_packets": 1,
+                "rev_bytes": 60,
+                "complete": int(not reset),
+                "half_open": int(reset),
+                "first_seen": first,
+                "last_seen": first + 10,
+                "exporter": "10.0.0.8",
+                "rev_exporter": "10.0.0.8",
+                "fwd_tcp_flags": 0x1B,
+                "rev_tcp_flags": 0x14 if reset else 0x1B,
+                "sessions": 1,
+            }
+        )
+    return pa.Table.from_pylist(rows).cast(SESSION_SCHEMA)
+
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> Path:
     directory = tmp_path_factory.mktemp("spark-store")
@@ -130,6 +164,7 @@ def store(tmp_path_factory) -> Path:
                 collector_store.write(segment, day=date.fromisoformat(day))
     flat = FlowStore(directory).open()
     flat.write(_saturating_pair(DAYS["2025-11-19"]))
+    flat.write(_one_busy_client(rng, DAYS["2025-11-19"]))
     good = flat.write(_segment(rng, 200, DAYS["2025-11-19"], "10.0.0.9"))
     (directory / "quarantine").mkdir()
     shutil.copy(good, directory / "quarantine" / good.name)  # out of the read path
@@ -153,6 +188,10 @@ QUERIES = {
         "since": datetime(2025, 11, 19, tzinfo=UTC),
     },
     "server, every session, a page": {"dst": "10.100.99.50", "ephemeral_port": None, "limit": 9},
+    "the builder's fold, until": {
+        "client_port_cuts": (22, 23, 40000, 41000),
+        "until": datetime(2025, 11, 19, 0, 0, 2, tzinfo=UTC),  # the busy client's first half
+    },
 }
 
 
@@ -233,8 +272,18 @@ def test_sessions_export_writes_the_same_files_in_chunks(
             assert pq.ParquetFile(spark_file).metadata.num_row_groups > 10
 
 
+def test_the_builders_fold_leaves_fewer_rows_here(store):
+    query = QUERIES["the builder's fold, until"]
+    folded = read_sessions(store, **query).num_rows
+    assert folded < read_sessions(store, until=query["until"]).num_rows - 100
+
+
 def test_recommend_proposes_the_same_rules_byte_for_byte(store, spark, run_cli):
-    for extra in ([], ["--categories", "clients,infrastructure", "--include-blocked"]):
+    for extra in (
+        [],
+        ["--categories", "clients,infrastructure", "--include-blocked"],
+        ["--since", "2025-11-19T00:00:01", "--vrf", "blue"],
+    ):
         duckdb_out, spark_out = _both(
             run_cli, "recommend", HOME_LAB, "--store", str(store), "--json", *extra
         )

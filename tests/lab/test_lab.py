@@ -47,7 +47,7 @@ def lab_env(tmp_path):
         pytest.fail("lab tests need root (CI runs as root; see scripts/setup.sh)")
     env = cli_env(
         MICROSEG_LAB_DIR=str(tmp_path / "state"),
-        MICROSEG_LAB_PREFIX=f"mst{uuid.uuid4().hex[:5]}",
+        MICROSEG_LAB_NAME=f"mst{uuid.uuid4().hex[:5]}",
         MICROSEG_DATABASE_URL=f"sqlite:///{tmp_path / 'microseg.db'}",
         MICROSEG_AUTHOR="andreas",
         MICROSEG_FLOW_STORE=str(tmp_path / "flows"),
@@ -56,13 +56,17 @@ def lab_env(tmp_path):
     subprocess.run(cli_command("lab", "down"), env=env, capture_output=True, check=False)
 
 
+def state_file(env) -> Path:
+    return Path(env["MICROSEG_LAB_DIR"]) / env["MICROSEG_LAB_NAME"] / "lab.json"
+
+
 def cli(env, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cli_command(*args), env=env, capture_output=True, text=True)
 
 
 def namespaces_of(env) -> list[str]:
     listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    return [n for n in listing.split() if n.startswith(env["MICROSEG_LAB_PREFIX"] + "-")]
+    return [n for n in listing.split() if n.startswith(env["MICROSEG_LAB_NAME"] + "-")]
 
 
 class HostCapture:
@@ -147,20 +151,72 @@ def test_up_test_status_down_on_real_packets_and_nothing_on_the_host(lab_env):
 
     second = cli(lab_env, "lab", "up")
     assert second.returncode == 1
-    assert "a lab is already up" in second.stderr and "lab down" in second.stderr
+    name = lab_env["MICROSEG_LAB_NAME"]
+    assert f"a lab named {name} is already up" in second.stderr
+    assert f"lab down --name {name}" in second.stderr
     assert "Traceback" not in second.stderr
     assert len(namespaces_of(lab_env)) == NAMESPACES  # the second up touched nothing
 
     down = cli(lab_env, "lab", "down")
     assert down.returncode == 0 and "removed" in down.stdout
     assert namespaces_of(lab_env) == []
-    assert cli(lab_env, "lab", "down").stdout == "no lab was up\n"
-    assert cli(lab_env, "lab", "status").stdout.startswith("no lab is up")
+    assert cli(lab_env, "lab", "down").stdout == f"no lab named {name} is up\n"
+    assert cli(lab_env, "lab", "status").stdout.startswith(f"no lab named {name} is up")
     assert cli(lab_env, "lab", "test").returncode == 1
 
 
+def test_two_labs_run_side_by_side_and_a_taken_name_is_refused(lab_env):
+    name = lab_env["MICROSEG_LAB_NAME"]
+    other = {**lab_env, "MICROSEG_LAB_NAME": f"{name}b"}
+    # A namespace of that name this lab did not make (another lab's, with another state
+    # directory, or nobody's lab): refused, and left alone.
+    foreign = f"{name}-web01"
+    subprocess.run(["ip", "netns", "add", foreign], check=True)
+    try:
+        taken = cli(lab_env, "lab", "up")
+        assert taken.returncode == 1, taken.stdout + taken.stderr
+        assert f"lab name '{name}' is in use: network namespace {foreign} exists" in taken.stderr
+        assert "choose another --name" in taken.stderr and "Traceback" not in taken.stderr
+        assert namespaces_of(lab_env) == [foreign] and not state_file(lab_env).exists()
+    finally:
+        subprocess.run(["ip", "netns", "del", foreign], check=True)
+    try:
+        assert cli(lab_env, "lab", "up").returncode == 0
+        # The second lab shares the first one's store and state directory.
+        second = cli(lab_env, "lab", "up", "--name", f"{name}b")
+        assert second.returncode == 0, second.stderr
+        assert len(namespaces_of(lab_env)) == len(namespaces_of(other)) == NAMESPACES
+        tested = json.loads(cli(other, "lab", "test", "--json").stdout)
+        assert [r["real"] for r in tested["rows"]] == EXPECTED_ISOLATED
+        # The store's last deployment went to the second lab: the first says so rather
+        # than checking itself against it.
+        shared = cli(lab_env, "lab", "test")
+        assert shared.returncode == 1 and "give each lab its own store" in shared.stderr
+        assert cli(lab_env, "lab", "down").returncode == 0
+        # The first lab went, the second is whole.
+        assert namespaces_of(lab_env) == [] and len(namespaces_of(other)) == NAMESPACES
+        status = json.loads(cli(other, "lab", "status", "--json").stdout)
+        assert status["up"] and len(status["items"]) > NAMESPACES
+        assert {item["state"] for item in status["items"]} == {"up"}
+        default = {k: v for k, v in lab_env.items() if k != "MICROSEG_LAB_NAME"}
+        assert cli(default, "lab", "status").stdout.startswith(
+            f"no lab is up (labs up: {name}b; pick one with --name)"
+        )
+    finally:
+        subprocess.run(cli_command("lab", "down"), env=other, capture_output=True, check=False)
+    assert namespaces_of(lab_env) == namespaces_of(other) == []
+
+
+def test_a_lab_name_that_cannot_name_namespaces_is_refused(lab_env):
+    for bad in ("Lab", "-x", "a/b", "x" * 33, ""):
+        result = cli(lab_env, "lab", "up", "--name", bad)
+        assert result.returncode == 1, (bad, result.stderr)
+        assert f"--name {bad!r}: a lab name is 1-32 of a-z 0-9 -" in result.stderr
+    assert not Path(lab_env["MICROSEG_LAB_DIR"]).exists()
+
+
 def test_down_after_a_sigkilled_up_removes_everything(lab_env):
-    state = Path(lab_env["MICROSEG_LAB_DIR"]) / "lab.json"
+    state = state_file(lab_env)
     up = subprocess.Popen(
         cli_command("lab", "up"), env=lab_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
@@ -218,7 +274,7 @@ def test_the_monitor_node_sees_exactly_what_the_monitor_rule_mirrors(lab_env):
     assert seen == expected
     # Both directions reached the monitor node: every session is complete.
     assert all(s["complete"] and s["fwd_packets"] and s["rev_packets"] for s in sessions)
-    pids = json.loads((Path(lab_env["MICROSEG_LAB_DIR"]) / "lab.json").read_text())["pids"]
+    pids = json.loads(state_file(lab_env).read_text())["pids"]
     down = cli(lab_env, "lab", "down")
     assert down.returncode == 0, down.stderr
     for label in ("collector", "mirror-encap", "mirror-decap"):

@@ -60,7 +60,7 @@ def test_monitor_rules_on_the_lab_equals_the_datagrams_each_rule_decided(
     up = cli(lab_env, "lab", "up")
     assert up.returncode == 0, up.stderr
     monkeypatch.setenv("MICROSEG_LAB_DIR", lab_env["MICROSEG_LAB_DIR"])
-    state = State.load()
+    state = State.load(lab_env["MICROSEG_LAB_NAME"])
     assert state is not None
     (tmp_path / "sink.nft").write_text(SILENT_SERVER)
     in_ns(state.namespace("dns"), "nft", "-f", str(tmp_path / "sink.nft"))

@@ -62,7 +62,7 @@ def test_the_seed_story_on_the_live_lab(tmp_path):
         pytest.fail("the live story needs root (CI runs as root; see scripts/setup.sh)")
     env = cli_env(
         MICROSEG_LAB_DIR=str(tmp_path / "state"),
-        MICROSEG_LAB_PREFIX=f"mss{uuid.uuid4().hex[:5]}",
+        MICROSEG_LAB_NAME=f"mss{uuid.uuid4().hex[:5]}",
         MICROSEG_DATABASE_URL=f"sqlite:///{tmp_path / 'microseg.db'}",
         MICROSEG_AUTHOR="andreas",
         MICROSEG_FLOW_STORE=str(tmp_path / "flows"),
@@ -141,6 +141,25 @@ def test_traffic_and_deploy_without_a_lab_say_so_and_change_nothing(tmp_path):
     assert not (tmp_path / "state").exists() and not (tmp_path / "microseg.db").exists()
 
 
+def test_lab_status_json_says_which_labs_are_up(tmp_path):
+    state = tmp_path / "state"
+    (state / "other").mkdir(parents=True)
+    (state / "other" / "lab.json").write_text("{}")
+    env = cli_env(MICROSEG_LAB_DIR=str(state))
+    env.pop("MICROSEG_LAB_NAME", None)  # the default name
+    result = subprocess.run(
+        cli_command("lab", "status", "--json"), env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {
+        "name": "microseg",
+        "up": False,
+        "state": str(state / "microseg" / "lab.json"),
+        "items": [],
+        "labs_up": ["other"],
+    }
+
+
 def test_a_mirror_the_lab_cannot_honour_is_refused_before_anything_is_built(tmp_path):
     if os.geteuid() != 0:
         pytest.fail("lab up checks root first (CI runs as root)")
@@ -151,7 +170,7 @@ def test_a_mirror_the_lab_cannot_honour_is_refused_before_anything_is_built(tmp_
     )
     env = cli_env(
         MICROSEG_LAB_DIR=str(tmp_path / "state"),
-        MICROSEG_LAB_PREFIX=f"mss{uuid.uuid4().hex[:5]}",
+        MICROSEG_LAB_NAME=f"mss{uuid.uuid4().hex[:5]}",
         MICROSEG_DATABASE_URL=f"sqlite:///{tmp_path / 'microseg.db'}",
     )
     result = subprocess.run(
@@ -162,6 +181,6 @@ def test_a_mirror_the_lab_cannot_honour_is_refused_before_anything_is_built(tmp_
         "mirror session andreas-vztx-ALL: tunnel destination 10.9.9.9, but the lab's monitor "
         "node is 10.255.1.11"
     ) in result.stderr
-    assert not (tmp_path / "state" / "lab.json").exists()
+    assert not (tmp_path / "state" / env["MICROSEG_LAB_NAME"] / "lab.json").exists()
     listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    assert env["MICROSEG_LAB_PREFIX"] not in listing
+    assert env["MICROSEG_LAB_NAME"] not in listing

@@ -154,6 +154,25 @@ def test_icmp_types_given_as_digit_strings_are_numbers():
     )
 
 
+@pytest.mark.parametrize(
+    "protocol, message",
+    [
+        ("tpc", "unknown protocol 'tpc': did you mean 'tcp'? give tcp, udp, icmp, icmpv6, any "
+         "or an IP protocol number 0-255"),
+        ("gre", "unknown protocol 'gre': give tcp, udp, icmp, icmpv6, any or an IP protocol"),
+        (300, "protocol number 300 is not 0-255"),
+        ("999", "protocol number 999 is not 0-255"),
+        (True, "true is not a protocol: give tcp, udp"),
+    ],
+)  # fmt: skip
+def test_a_protocol_that_is_not_one_is_refused_saying_numbers_are_taken(protocol, message):
+    with pytest.raises(ValidationError) as raised:
+        Service(name="s", protocol=protocol)
+    errors = raised.value.errors()
+    assert len(errors) == 1 and message in errors[0]["msg"]
+    assert Service(name="gre", protocol=47).protocol == 47
+
+
 def test_a_bad_protocol_is_not_also_reported_as_an_unknown_port_name():
     with pytest.raises(ValidationError) as raised:
         Service(name="s", protocol="tcpp", destination_ports=["ssh"])

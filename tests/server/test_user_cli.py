@@ -98,6 +98,15 @@ def test_user_errors_exit_1_without_writing(database, run_cli, with_stdin):
     assert json.loads(run_cli("user", "list", "--json").stdout) == []
 
 
+def test_a_wrong_role_is_said_before_a_password_is_asked_for(database, run_cli, with_stdin):
+    with_stdin("")  # no password to read: the role's error must come first
+    role = run_cli("user", "add", "carol", "--role", "superuser", "--password-stdin")
+    assert role.exit_code == 1
+    assert role.stderr == (
+        "error: role 'superuser': expected one of viewer, editor, approver, admin\n"
+    )
+
+
 def test_the_last_admin_cannot_be_disabled(database, run_cli, with_stdin):
     with_stdin(PASSWORD + "\n")
     run_cli("user", "add", "root-admin", "--role", "admin", "--password-stdin")

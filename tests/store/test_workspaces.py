@@ -64,6 +64,14 @@ def test_a_workspace_needs_a_revision_and_a_free_name(store):
         store.workspace_policy("nothere")
 
 
+def test_a_workspace_name_with_a_slash_is_refused_as_urls_could_not_reach_it(store):
+    # /api/workspaces/w%2Fdiff is routed decoded: it would be workspace w's diff.
+    store.import_policy(load_policy(EXAMPLES / "home-lab.yaml"), "a", "m")
+    with pytest.raises(MicrosegError, match=r"workspace name 'w/diff': no '/'"):
+        store.workspace_create("w/diff")
+    assert store.workspace_list(include_closed=True) == []
+
+
 def test_setting_a_rule_changes_the_effective_policy_and_the_diff_shows_the_field(lab):
     lab.workspace_create("narrow-web")
     lab.workspace_set("narrow-web", "rules", WEB_FROM_WIFI_ONLY)

@@ -55,13 +55,22 @@ def replay_packets(sessions: SessionColumns, side: ServerSide | None = None) -> 
     side = server_side(sessions) if side is None else side
     addresses = packed_addresses(sessions.addresses.high, sessions.addresses.low)
     vrf = np.array(sessions.vrf_names, dtype=str)[sessions.vrf]
-    family = sessions.addresses.family[side.client]
     protocol = sessions.protocol
+    family = sessions.addresses.family[side.client]
     has_ports = np.isin(protocol, PORT_PROTOCOLS)
-    # A summarised client port (`eph`) stands for ports from 49152 up (RFC 6335).
-    client_port = np.where(
-        side.client_port == EPHEMERAL, ephemeral_ports(len(sessions)), side.client_port
+    # A summarised client port (`eph`) stands for ports from 49152 up (RFC 6335); it
+    # replays as one picked from the session's ends and service, not from its row number
+    # (the engine folds rows: `flows.engines.builder_rows`).
+    high, low = sessions.addresses.high, sessions.addresses.low
+    replayed = ephemeral_ports(
+        protocol,
+        high[side.client],
+        low[side.client],
+        high[side.server],
+        low[side.server],
+        side.server_port,
     )
+    client_port = np.where(side.client_port == EPHEMERAL, replayed, side.client_port)
     client_port = np.where(has_ports, client_port, 0).astype(np.int32)
     server_port = np.where(has_ports, side.server_port, 0).astype(np.int32)
     is_icmp = ((protocol == ICMP) & (family == 4)) | ((protocol == ICMPV6) & (family == 6))

@@ -48,13 +48,16 @@ from microseg.builder.services import (
 )
 from microseg.builder.times import iso_time
 from microseg.compile import CompileError, compile_all
+from microseg.flows.engines import KEPT_ROWS
 from microseg.flows.session_columns import EPHEMERAL, SessionColumns, session_columns
 from microseg.flows.sums import group_sums, pair_total, saturated, total
 from microseg.model import MicrosegError, PolicySet, Rule
 from microseg.model.objects import IPNetwork
 from microseg.model.ports import PROTOCOL_NAMES, TCP
 
-EXAMPLES_PER_RULE = 3
+# examples per rule, unexplained sessions and standing decision: the engine's fold keeps
+# this many sessions of each fold as they are (flows.engines.builder_rows)
+EXAMPLES_PER_RULE = KEPT_ROWS
 MAX_RULE_NAME = 84
 
 

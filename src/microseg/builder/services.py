@@ -30,6 +30,7 @@ from microseg.model.ports import (
     ICMP_TYPE_NAMES,
     ICMPV6,
     PROTOCOL_NAMES,
+    SYSTEM_PORTS_END,
     TCP,
     UDP,
 )
@@ -42,7 +43,6 @@ EVIDENCE = (
     "fan-in",
     "direction",
 )
-_SYSTEM_PORTS_END = 1024  # RFC 6335: 0-1023 are system (well-known) ports
 
 # Well-known names for proposed services (IANA service names, upper-cased as people write them).
 WELL_KNOWN: dict[tuple[int, int], str] = {
@@ -111,8 +111,8 @@ def server_side(sessions: SessionColumns) -> ServerSide:
     handshake = (protocol == TCP) & ((sessions.complete > 0) | syn_acknowledged(sessions))
     src_ephemeral = (sport == EPHEMERAL) | (sport >= EPHEMERAL_PORT_START)
     dst_ephemeral = (dport == EPHEMERAL) | (dport >= EPHEMERAL_PORT_START)
-    src_system = (sport >= 0) & (sport < _SYSTEM_PORTS_END)
-    dst_system = (dport >= 0) & (dport < _SYSTEM_PORTS_END)
+    src_system = (sport >= 0) & (sport < SYSTEM_PORTS_END)
+    dst_system = (dport >= 0) & (dport < SYSTEM_PORTS_END)
     by_ephemeral = has_ports & (src_ephemeral != dst_ephemeral)
     by_system = has_ports & (src_system != dst_system)
     by_lower = has_ports & (sport != dport)
@@ -216,6 +216,17 @@ def _exact_key(service: Service) -> tuple[int, int] | None:
         types = service.icmp_type_numbers
         return (protocol, types[0]) if len(types) == 1 else None
     return (protocol, 0)
+
+
+def port_cuts(policy_set: PolicySet) -> tuple[int, ...]:
+    """Where a port's fate can change in this policy: each range of every Service (source or
+    destination) starts a cell and ends one. The evaluator's port cells come from the same
+    Services (`evaluate.cells.port_cells`), and so do a scope's."""
+    cuts: set[int] = set()
+    for service in policy_set.services:
+        for low, high in (*service.destination_ranges, *service.source_ranges):
+            cuts.update((low, high + 1))
+    return tuple(sorted(cuts))
 
 
 def proposed_name(protocol: int, port: int) -> str:

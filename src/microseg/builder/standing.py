@@ -18,10 +18,11 @@ import numpy as np
 from microseg.builder.proposal import StandingDecision
 from microseg.builder.quality import DeviceDecisions
 from microseg.builder.services import ServerSide
+from microseg.flows.engines import KEPT_ROWS
 from microseg.flows.session_columns import SessionColumns
 from microseg.flows.sums import total
 
-EXAMPLES = 3
+EXAMPLES = KEPT_ROWS  # what the engine's fold keeps of each fold (flows.engines.builder_rows)
 
 
 @dataclass(frozen=True)

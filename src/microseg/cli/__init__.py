@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
         # The help of the command that was mistyped (`microseg check --help`), not the root's.
         context = getattr(error, "ctx", None)
         command = getattr(context, "command_path", None) or "microseg"
-        err_console.print(f"error: {error.format_message()} (see: {command} --help)", markup=False)
+        err_console.print(f"error: {_usage_message(error)} (see: {command} --help)", markup=False)
         sys.exit(EXIT_USER_ERROR)
     except OSError as error:  # a file or directory the user named that cannot be used
         reason = error.strerror or str(error)
@@ -65,6 +65,42 @@ def main(argv: list[str] | None = None) -> None:
             markup=False,
         )
         sys.exit(EXIT_INTERNAL_ERROR)
+
+
+# Typer coerces a parameter's text with pydantic; its error types, said as a network engineer
+# reads them (`'abc' is not a whole number`, not "Input should be a valid integer").
+_COERCION_ERRORS = {
+    "int_parsing": "is not a whole number",
+    "int_from_float": "is not a whole number",
+    "int_parsing_size": "is too long a number",
+    "float_parsing": "is not a number",
+    "finite_number": "is not a finite number",
+    "greater_than_equal": "is less than {ge}",
+    "greater_than": "is not more than {gt}",
+    "less_than_equal": "is more than {le}",
+    "less_than": "is not less than {lt}",
+}
+
+
+def _usage_message(error: typer.TyperException) -> str:
+    """Click's message for a usage error; a value Typer refused names the parameter as the
+    help shows it (CHANGE, '--limit') and the value given."""
+    from pydantic import ValidationError
+
+    parameter = getattr(error, "param", None)
+    cause = error.__cause__
+    if parameter is None or not isinstance(cause, ValidationError) or not cause.errors():
+        return str(error.format_message())
+    first = cause.errors()[0]
+    template = _COERCION_ERRORS.get(first["type"])
+    if template is None:
+        return str(error.format_message())
+    if parameter.param_type_name == "argument":
+        name = str(parameter.metavar or parameter.name).upper()
+    else:
+        name = " / ".join(repr(o) for o in parameter.opts)
+    value = _shortened(str(first["input"]), 40)
+    return f"Invalid value for {name}: {value!r} {template.format(**first.get('ctx', {}))}"
 
 
 def _shortened(text: str, limit: int = 120) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from contextlib import closing
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,9 +25,10 @@ from microseg.cli.common import (
 from microseg.model import MicrosegError
 
 if TYPE_CHECKING:
-    from microseg.builder import Recommendation
+    from microseg.builder import Recommendation, Scope
     from microseg.builder.proposal import SessionExample, StandingDecision
     from microseg.flows.engines import SessionEngine
+    from microseg.model import PolicySet
 
 
 @app.command("recommend", rich_help_panel=BUILDER)
@@ -101,7 +103,8 @@ def recommend_command(
         target_policy=policy_name,
     )
     with closing(session_engine(engine, spark_master, spark_conf)) as reader:
-        table = read_session_columns(_sessions_source(sessions, store), reader)
+        source = _sessions_source(sessions, store)
+        table = read_session_columns(source, reader, policy_set, options.scope, vrf)
     recommendation = recommend(policy_set, table, options)
     written: list[tuple[str, str]] = []
     if into_workspace is not None:
@@ -129,13 +132,36 @@ def recommend_command(
         )
 
 
-def read_session_columns(source: Path, engine: SessionEngine | None = None):
+def read_session_columns(
+    source: Path,
+    engine: SessionEngine | None = None,
+    policy_set: PolicySet | None = None,
+    scope: Scope | None = None,
+    vrf: str | None = None,
+):
     """Sessions from a flow store directory or a session file, checked row by row; `engine`
-    runs the store's session query (the scan and the `eph` summary the builder aggregates)."""
+    runs the store's session query: the scan, the `eph` summary and, given the policy set,
+    the builder's fold (`flows.engines.builder_rows`). On a store, the scope's time window
+    and `vrf` select in that query too, before the summary and the fold (the builder's scope
+    applies them again: a no-op then). In a session file the builder's scope selects them,
+    row by row, so a file with a time window is not folded (a fold spans times)."""
+    from microseg.builder.services import port_cuts
     from microseg.flows.flowstore import read_sessions
     from microseg.flows.session_columns import session_columns
 
-    return session_columns(read_sessions(source, engine=engine), where=str(source))
+    filters: dict = {}
+    window = scope is not None and (scope.since_ms, scope.until_ms) != (None, None)
+    if source.is_dir() and scope is not None:
+        filters.update(vrf=vrf, since=_moment(scope.since_ms), until=_moment(scope.until_ms))
+    if policy_set is not None and (source.is_dir() or not window):
+        filters["client_port_cuts"] = port_cuts(policy_set)
+    return session_columns(read_sessions(source, engine=engine, **filters), where=str(source))
+
+
+def _moment(milliseconds: int | None) -> datetime | None:
+    if milliseconds is None:
+        return None
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=milliseconds)
 
 
 def _sessions_source(sessions: Path | None, store: Path | None) -> Path:

@@ -96,6 +96,7 @@ def _live(keep: Path | None) -> None:
         env = dict(os.environ)
         env["MICROSEG_DATABASE_URL"] = f"sqlite:///{workdir / 'microseg.db'}"
         env["MICROSEG_FLOW_STORE"] = str(workdir / "flows")
+        env["MICROSEG_LAB_NAME"] = "microseg-demo"  # beside a lab of the default name
         lab_is_ours = False
         try:
             for step in STORY:

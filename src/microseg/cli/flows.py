@@ -248,7 +248,7 @@ def list_sessions(
     proto: str | None = typer.Option(None, "--proto", help="tcp, udp, icmp, ... or a number."),
     src: str | None = typer.Option(None, "--src", help="Client (initiator) address."),
     dst: str | None = typer.Option(None, "--dst", help="Server address."),
-    port: int | None = typer.Option(None, "--port", help="Either port."),
+    port: int | None = typer.Option(None, "--port", min=0, max=65535, help="Either port."),
     since: str | None = typer.Option(None, "--since", help="Last seen at or after (ISO, UTC)."),
     no_eph: bool = typer.Option(False, "--no-eph", help="Keep ephemeral client ports."),
     limit: int | None = typer.Option(
@@ -338,14 +338,18 @@ def export_sessions(
         batches = session_batches(
             store, ephemeral_port=None if no_eph else EPHEMERAL_PORT, engine=reader
         )
+        reads = ("session file", store)
         if parquet is not None:
             write_output(
-                parquet, lambda file: write(file, pq.ParquetWriter, OUTPUT_SCHEMA, _as_table)
+                parquet,
+                lambda file: write(file, pq.ParquetWriter, OUTPUT_SCHEMA, _as_table),
+                reads,
             )
         elif csv is not None:
             write_output(
                 csv,
                 lambda file: write(file, pa_csv.CSVWriter, _text_times_schema(), _with_text_times),
+                reads,
             )
     console.print(f"{parquet or csv}: {rows} session rows", markup=False)
 
@@ -372,9 +376,9 @@ def compact_sessions(
     Example: microseg sessions compact --retention-days 30 --dry-run
     """
     from microseg.cli.common import emit_json
-    from microseg.flows.flowstore import FlowStore, default_store_dir
+    from microseg.flows.flowstore import FlowStore, store_to_read
 
-    flow_store = FlowStore(store or default_store_dir())
+    flow_store = FlowStore(store_to_read(store))
     if not dry_run:
         flow_store.open()
     done = flow_store.maintain(

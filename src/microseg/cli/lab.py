@@ -8,6 +8,7 @@ import typer
 
 from microseg.cli.app import OPERATE, app
 from microseg.cli.common import JSON_OPTION_HELP, emit_json, err_console, print_table
+from microseg.lab.topology import DEFAULT_NAME
 from microseg.model import MicrosegError
 
 lab_app = typer.Typer(
@@ -15,6 +16,13 @@ lab_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(lab_app, name="lab", rich_help_panel=OPERATE)
+
+NAME_HELP = (
+    "The lab's name: its namespaces are NAME-switch, NAME-web01, ... and its state "
+    "$MICROSEG_LAB_DIR/NAME; labs of different names run side by side."
+)
+
+LAB_NAME_OPTION = typer.Option(DEFAULT_NAME, "--name", envvar="MICROSEG_LAB_NAME", help=NAME_HELP)
 
 
 @lab_app.command("up")
@@ -29,6 +37,7 @@ def lab_up(
         help="Flow store the monitor node's collector writes (default: $MICROSEG_FLOW_STORE "
         "or the user data dir).",
     ),
+    name: str = LAB_NAME_OPTION,
 ) -> None:
     """Build the seed lab, its monitor node and collector, and deploy the policy to its
     switch through a change.
@@ -37,10 +46,14 @@ def lab_up(
     """
     from microseg.flows.flowstore import default_store_dir
     from microseg.lab import lab as seed_lab
+    from microseg.lab.topology import checked_name
     from microseg.store import open_store
 
+    checked_name(name)  # before the store is opened (or made)
     with open_store() as store:
-        state, change = seed_lab.up(store, policy, not no_isolation, flows or default_store_dir())
+        state, change = seed_lab.up(
+            store, name, policy, not no_isolation, flows or default_store_dir()
+        )
     isolation = "isolated" if state.data["isolated"] else "NOT isolated"
     typer.echo(
         f"lab up: {len(state.data['namespaces'])} namespaces, Vlan299 ports {isolation}, "
@@ -50,7 +63,9 @@ def lab_up(
 
 
 @lab_app.command("deploy")
-def lab_deploy(policy: Path = typer.Argument(..., help="Policy file.")) -> None:
+def lab_deploy(
+    policy: Path = typer.Argument(..., help="Policy file."), name: str = LAB_NAME_OPTION
+) -> None:
     """Deploy another policy to the running lab's switch through a change.
 
     Example: sudo microseg lab deploy examples/home-lab.yaml
@@ -59,9 +74,9 @@ def lab_deploy(policy: Path = typer.Argument(..., help="Policy file.")) -> None:
     from microseg.store import open_store
 
     seed_lab.require_tools()
-    seed_lab.current()  # before the store is opened (or made): no lab, nothing changes
+    seed_lab.current(name)  # before the store is opened (or made): no lab, nothing changes
     with open_store() as store:
-        change = seed_lab.deploy_policy(store, policy)
+        change = seed_lab.deploy_policy(store, name, policy)
     typer.echo(f"lab deploy: {policy} deployed by change {change}")
 
 
@@ -74,6 +89,7 @@ def lab_traffic(
         None, "--minutes", min=0.01, help="Send rounds for this many minutes instead."
     ),
     as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
+    name: str = LAB_NAME_OPTION,
 ) -> None:
     """Send the seed's traffic mix from the lab's hosts (DNS, NTP, HTTP, web -> app on
     4567, blocked attempts) with real sockets; then the monitor node's flows go to the
@@ -96,7 +112,7 @@ def lab_traffic(
             markup=False,
         )
 
-    rows, rounds = seed_lab.traffic(count or (None if minutes else 3), minutes, progress)
+    rows, rounds = seed_lab.traffic(name, count or (None if minutes else 3), minutes, progress)
     sent = sum(r.sent for r in rows)
     connects = sum(r.connects for r in rows)
     if as_json:
@@ -124,7 +140,10 @@ def lab_traffic(
 
 
 @lab_app.command("test")
-def lab_test(as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP)) -> None:
+def lab_test(
+    as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
+    name: str = LAB_NAME_OPTION,
+) -> None:
     """The seed's connectivity table: real connections next to `microseg check`.
 
     Exit 1 when a real connection and check disagree.
@@ -133,8 +152,9 @@ def lab_test(as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP
     from microseg.lab import lab as seed_lab
     from microseg.store import open_store
 
+    seed_lab.current(name)  # before the store is opened (or made)
     with open_store() as store:
-        rows = seed_lab.test(store)
+        rows = seed_lab.test(store, name)
     if as_json:
         emit_json({"rows": [r.as_json() for r in rows], "agree": all(r.agrees for r in rows)})
     else:
@@ -157,27 +177,43 @@ def lab_test(as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP
 
 
 @lab_app.command("status")
-def lab_status() -> None:
+def lab_status(
+    name: str = LAB_NAME_OPTION,
+    as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
+) -> None:
     """What the lab has up, from its state file.
 
     Example: microseg lab status
     """
-    from microseg.lab.topology import State, state_path, status
+    from microseg.lab.topology import State, labs_up, not_up, state_path, status
 
-    state = State.load()
+    state = State.load(name)
+    if as_json:
+        rows = [] if state is None else status(state)
+        emit_json(
+            {
+                "name": name,
+                "up": state is not None,
+                "state": str(state_path(name)),
+                "items": [{"kind": k, "name": n, "state": s} for k, n, s in rows],
+                "labs_up": labs_up(),
+            }
+        )
+        return
     if state is None:
-        typer.echo(f"no lab is up (no {state_path()})")
+        typer.echo(f"{not_up(name)} (no {state_path(name)})")
         return
     print_table(["kind", "name", "state"], [list(row) for row in status(state)])
 
 
 @lab_app.command("down")
-def lab_down() -> None:
+def lab_down(name: str = LAB_NAME_OPTION) -> None:
     """Remove every namespace, link and process the lab made; safe to run twice.
 
     Example: sudo microseg lab down
     """
     from microseg.lab import lab as seed_lab
+    from microseg.lab.topology import not_up
 
-    removed = seed_lab.down()
-    typer.echo(f"lab down: removed {len(removed)} items" if removed else "no lab was up")
+    removed = seed_lab.down(name)
+    typer.echo(f"lab down: removed {len(removed)} items" if removed else f"{not_up(name)}")

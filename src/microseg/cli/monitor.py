@@ -26,11 +26,12 @@ app.add_typer(monitor_app, name="monitor", rich_help_panel=OPERATE)
 STORE_HELP = "Flow store directory; counters go to its counters/ (default: $MICROSEG_FLOW_STORE)."
 
 
-def _series(store: Path | None) -> CounterSeries:
-    from microseg.flows.flowstore import default_store_dir
+def _series(store: Path | None, reading: bool = True) -> CounterSeries:
+    """The counters of the flow store `store`; a store named for reading must exist."""
+    from microseg.flows.flowstore import default_store_dir, store_to_read
     from microseg.monitor import CounterSeries
 
-    return CounterSeries(store or default_store_dir())
+    return CounterSeries(store_to_read(store) if reading else store or default_store_dir())
 
 
 @monitor_app.command("poll")
@@ -56,7 +57,7 @@ def monitor_poll(
     from microseg.monitor import Revisions, device_states, poll
     from microseg.store import open_store
 
-    series = _series(store)
+    series = _series(store, reading=False)  # a poll makes the store
     revisions = Revisions()  # loaded and compiled once for all polls
     with ExitStack() as stack:
         exposition = _serve_metrics(metrics, stack) if metrics is not None else None
@@ -161,7 +162,9 @@ def monitor_devices(
     from microseg.store import open_store
 
     with open_store() as database:
-        states = device_states(database, _series(store))
+        # Reachability, deploys and drift come from the devices: a store not polled yet
+        # (or not made yet) only means "counters never polled".
+        states = device_states(database, _series(store, reading=False))
     if as_json:
         emit_json([asdict(state) for state in states])
         return

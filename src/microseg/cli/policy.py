@@ -61,7 +61,7 @@ def validate(
         return
     for name, summary in results.items():
         counts = ", ".join(section_count(s, n) for s, n in summary.items() if n)
-        console.print(f"{name}: valid ({counts})", markup=False)
+        console.print(f"{name}: valid ({counts or 'no objects'})", markup=False)
 
 
 def _problem_json(problem) -> dict:

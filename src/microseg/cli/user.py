@@ -52,8 +52,10 @@ def user_add(
     """
     from microseg.server import accounts
     from microseg.store import default_author, open_store
+    from microseg.store.accounts import check_role
 
     accounts.check_user_name(name)
+    check_role(role)  # before the password is asked for
     password = _password(password_stdin)
     with open_store() as store:
         user = accounts.add_user(store, name, role, password)

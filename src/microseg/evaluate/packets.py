@@ -201,9 +201,22 @@ def packed_addresses(high: np.ndarray, low: np.ndarray) -> np.ndarray:
     return words.view(ADDRESS_DTYPE).reshape(-1)
 
 
-def ephemeral_ports(count: int, offset: int = 0) -> np.ndarray:
-    """Client ports for replies and summarised (`eph`) sessions: 49152 upward (RFC 6335)."""
-    span = 65536 - EPHEMERAL_PORT_START
-    return (EPHEMERAL_PORT_START + (np.arange(count, dtype=np.int64) + offset) % span).astype(
-        np.int32
-    )
+def ephemeral_ports(*keys: np.ndarray) -> np.ndarray:
+    """The port from 49152 up (RFC 6335's dynamic range) a summarised (`eph`) client port
+    replays as, one per row, from the row's own content (`keys`: whole-number columns, e.g.
+    protocol, the two addresses' words and the server port): a session replays the same
+    port wherever it is in the table, however many rows were folded around it. The ports
+    spread over the range like the clients' own (a splitmix64 hash of the keys)."""
+    mixed = np.full(len(keys[0]), 0x9E3779B97F4A7C15, dtype=np.uint64)
+    for key in keys:
+        mixed = _mix(mixed ^ np.asarray(key).astype(np.int64).view(np.uint64))
+    span = np.uint64(65536 - EPHEMERAL_PORT_START)
+    return (EPHEMERAL_PORT_START + (mixed % span).astype(np.int64)).astype(np.int32)
+
+
+def _mix(value: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser (Steele, Lea and Flood, 2014): every input bit moves every
+    output bit; uint64 arithmetic wraps, as the algorithm needs."""
+    value = (value ^ (value >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    value = (value ^ (value >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return value ^ (value >> np.uint64(31))

@@ -49,15 +49,20 @@ def session_packets(table: pa.Table, where: str = "sessions") -> SessionPackets:
     """Each session's request (as recorded: `src` opened it) and reply packet. The table is
     read and checked by the one session-table reader (`flows.session_columns`)."""
     columns = session_columns(table, where)
-    count = len(columns)
     addresses = columns.addresses
     packed = packed_addresses(addresses.high, addresses.low)
     family = addresses.family[columns.src]
     protocol = columns.protocol
     vrf = np.array(columns.vrf_names, dtype=str)[columns.vrf]
-    ephemeral = ephemeral_ports(count)
-    sport = np.where(columns.sport == EPHEMERAL, ephemeral, columns.sport)
-    dport = np.where(columns.dport == EPHEMERAL, ephemeral, columns.dport)
+    # an `eph` port replays as one picked from the session's ends and its other port
+    high, low = addresses.high, addresses.low
+    ends = (protocol, high[columns.src], low[columns.src], high[columns.dst], low[columns.dst])
+    sport = np.where(
+        columns.sport == EPHEMERAL, ephemeral_ports(*ends, columns.dport), columns.sport
+    )
+    dport = np.where(
+        columns.dport == EPHEMERAL, ephemeral_ports(*ends, columns.sport), columns.dport
+    )
     is_icmp = ((protocol == ICMP) & (family == 4)) | ((protocol == ICMPV6) & (family == 6))
     icmp_type = icmp_types(protocol, dport)
     reply_type = icmp_reply_types(protocol, icmp_type, unanswered=icmp_type)  # else in kind

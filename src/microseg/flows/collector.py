@@ -209,9 +209,12 @@ def parse_listen(
 ) -> tuple[str, int]:
     """HOST:PORT or [IPV6]:PORT (an empty HOST: every address)."""
     host, separator, port = listen.rpartition(":")
-    digits = port.isascii() and port.isdigit() and len(port) <= 5
-    if not separator or not digits or not 0 <= int(port) <= 65535:
-        raise MicrosegError(f"{option} {listen!r}: expected HOST:PORT, e.g. {example}")
+    given = repr(listen if len(listen) <= 60 else f"{listen[:57]}...")
+    if not separator or not (port.isascii() and port.isdigit()):
+        raise MicrosegError(f"{option} {given}: expected HOST:PORT, e.g. {example}")
+    if len(port) > 5 or int(port) > 65535:
+        shown = port if len(port) <= 12 else f"{port[:9]}..."
+        raise MicrosegError(f"{option} {given}: port {shown} is not 0-65535")
     return host.strip("[]") or "0.0.0.0", int(port)
 
 

@@ -90,6 +90,18 @@ def default_store_dir() -> Path:
     return Path(platformdirs.user_data_dir("microseg")) / "flows"
 
 
+def store_to_read(store: Path | None) -> Path:
+    """The flow store a reading command was given (default: `default_store_dir()`). One the
+    user names must exist: a mistyped path would otherwise read as "nothing collected" (and
+    a command that prepares a store would make a new empty one there)."""
+    if store is None:
+        return default_store_dir()
+    if not store.is_dir():
+        reason = "not a directory" if store.exists() else "no such directory"
+        raise MicrosegError(f"--store {store}: {reason} (a flow store is a directory)")
+    return store
+
+
 def check_collector_id(text: str) -> str:
     """A collector id names directories and segments: letters, digits, `.`, `_`, `-`."""
     if not COLLECTOR_ID.fullmatch(text):
@@ -538,6 +550,8 @@ def read_sessions(
     port: int | None = None,
     since: datetime | None = None,
     limit: int | None = None,
+    until: datetime | None = None,
+    client_port_cuts: tuple[int, ...] | None = None,
     engine: SessionEngine | None = None,
 ) -> pa.Table:
     """Sessions from a flow store directory, a Parquet, CSV or JSON-lines file.
@@ -554,13 +568,17 @@ def read_sessions(
     None keeps every session as it is. Files need at least protocol, src, dst and dport;
     `packets`/`bytes` are read as fwd_packets/fwd_bytes; missing counters are 0, a missing
     vrf is "default". Filters: exact vrf, protocol, src, dst; `port` matches either port;
-    `since` keeps sessions last seen at or after it. Rows come sorted by first seen, then key;
-    `limit` keeps the first rows only.
+    `since` keeps sessions last seen at or after it, `until` those first seen at or before it
+    (both before the summary). Rows come sorted by first seen, then key; `limit` keeps the
+    first rows only. `client_port_cuts` folds the summary further for the Policy Builder
+    (`flows.engines.builder_rows`).
 
     `engine` runs the query over a store's segments (default: DuckDB, in this process); a
     session file is always read with DuckDB.
     """
-    query = SessionQuery(ephemeral_port, vrf, protocol, src, dst, port, since, limit)
+    query = SessionQuery(
+        ephemeral_port, vrf, protocol, src, dst, port, since, limit, until, client_port_cuts
+    )
     path = default_store_dir() if source is None else Path(source)
     if source is None and not path.exists():
         return OUTPUT_SCHEMA.empty_table()  # nothing collected yet

@@ -24,8 +24,11 @@ from microseg.lab.topology import (
     State,
     address_host,
     build,
+    checked_name,
     flush_flows,
     host_address,
+    name_option,
+    not_up,
     start_monitor,
     start_services,
     teardown,
@@ -135,10 +138,14 @@ def _load(policy_path: Path | None) -> PolicySet:
     return policy
 
 
-def up(store: Store, policy_path: Path | None, isolated: bool, flows: Path) -> tuple[State, int]:
+def up(
+    store: Store, name: str, policy_path: Path | None, isolated: bool, flows: Path
+) -> tuple[State, int]:
+    """Lab `name` up: namespaces, services, the monitor node, the policy through a change."""
+    checked_name(name)
     require_tools()
     policy = _load(policy_path)
-    state = State.create(isolated, flows)
+    state = State.create(name, isolated, flows)
     try:
         build(state)
         start_services(state)
@@ -153,20 +160,20 @@ def up(store: Store, policy_path: Path | None, isolated: bool, flows: Path) -> t
     return state, change
 
 
-def deploy_policy(store: Store, policy_path: Path) -> int:
+def deploy_policy(store: Store, name: str, policy_path: Path) -> int:
     """Deploy another policy to the running lab's switch through a change."""
     require_tools()
-    state = current()
+    state = current(name)
     change = deploy(store, lab_policy(_load(policy_path), state), f"lab deploy ({policy_path})")
     state.data["change"] = change
     state.save()
     return change
 
 
-def current() -> State:
-    state = State.load()
+def current(name: str) -> State:
+    state = State.load(name)
     if state is None:
-        raise LabError("no lab is up: run `microseg lab up` first")
+        raise LabError(f"{not_up(name)}: run `microseg lab up{name_option(name)}` first")
     return state
 
 
@@ -235,13 +242,23 @@ def probe_all(state: State, rows: tuple[tuple[str, str, str, int | None], ...]) 
     return results
 
 
-def test(store: Store) -> list[Row]:
+def test(store: Store, name: str) -> list[Row]:
     """The seed table: real connections and check's verdict on the deployed revision."""
-    state = current()
+    state = current(name)
+    again = f"run `microseg lab down{name_option(name)}` and `up` again"
     last = store.changes.last_deployed(SWITCH)
     if last is None:
-        raise LabError(f"nothing deployed to {SWITCH}: run `microseg lab down` and `up` again")
+        raise LabError(f"nothing deployed to {SWITCH}: {again}")
     policy = store.revision_policy(store.changes.get(last[0]).revision)
+    # A store shared by two labs: its last deployment may have gone to the other lab's
+    # switch, and checking this lab against that policy would be a wrong verdict.
+    deployed_to = policy.device(SWITCH).management_namespace
+    if deployed_to != state.namespace("switch"):
+        raise LabError(
+            f"change {last[0]}, the last deployed to {SWITCH} in this store, went to namespace "
+            f"{deployed_to}, not lab {name}'s {state.namespace('switch')}: give each lab its "
+            f"own store (MICROSEG_DATABASE_URL), or {again}"
+        )
     real = probe_all(state, SEED_TABLE)
     rows = []
     for (source, destination, protocol, port), outcome in zip(SEED_TABLE, real, strict=True):
@@ -252,8 +269,8 @@ def test(store: Store) -> list[Row]:
     return rows
 
 
-def down() -> list[str]:
-    state = State.load()
+def down(name: str) -> list[str]:
+    state = State.load(name)
     if state is None:
         return []
     return teardown(state)
@@ -315,6 +332,7 @@ class TrafficRow:
 
 
 def traffic(
+    name: str,
     rounds: int | None,
     minutes: float | None,
     progress: Callable[[int, list[TrafficRow]], None],
@@ -322,7 +340,7 @@ def traffic(
     """The seed's traffic mix from the lab's hosts with real sockets, `rounds` times or for
     `minutes`; then every flow the monitor node holds goes to the flow store. The rows and
     the number of rounds."""
-    state = current()
+    state = current(name)
     rows = [TrafficRow(*item) for item in TRAFFIC_MIX]
     deadline = None if minutes is None else time.monotonic() + minutes * 60
     done = 0

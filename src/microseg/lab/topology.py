@@ -14,6 +14,10 @@ Vlan1111 (172.18.111.1 <-> .2), with the seed's loopbacks 10.255.1.10 (switch) a
 Every namespace and process is written to the state file *before* it is made, so `down`
 from another process, after a crash or a SIGKILL, removes all of it. Traffic never leaves
 the namespaces: no link of the lab has a peer in the host's namespace.
+
+A lab has a name (default `microseg`): its namespaces are `<name>-<role>` and its state
+directory `<base>/<name>`, so labs of different names run side by side. Interface names
+live inside the lab's own namespaces and never depend on the name.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -33,7 +38,10 @@ from microseg.model import MicrosegError
 
 SWITCH = "andreasm-720xp-home"
 DEFAULT_STATE_DIR = Path("/run/microseg-lab")
-DEFAULT_PREFIX = "msl"
+DEFAULT_NAME = "microseg"
+# A network namespace name is a file under /run/netns (iproute2), not an interface name, so
+# IFNAMSIZ does not bound it; 32 keeps `<name>-appserver1` inside the nftables driver's 64.
+LAB_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
 
 
 @dataclass(frozen=True)
@@ -73,16 +81,56 @@ class LabError(MicrosegError):
     """The lab cannot be built, is already up, or is not up."""
 
 
-def state_dir() -> Path:
+def checked_name(name: str) -> str:
+    """`name` if it can name a lab (its namespaces and state directory derive from it)."""
+    if not LAB_NAME.fullmatch(name):
+        raise LabError(
+            f"--name {name!r}: a lab name is 1-32 of a-z 0-9 - (starting with a letter or "
+            "digit); it prefixes the lab's network namespaces"
+        )
+    return name
+
+
+def base_dir() -> Path:
+    """Where every lab keeps its state directory."""
     return Path(os.environ.get("MICROSEG_LAB_DIR") or DEFAULT_STATE_DIR)
 
 
-def state_path() -> Path:
-    return state_dir() / "lab.json"
+def state_path(name: str) -> Path:
+    return base_dir() / checked_name(name) / "lab.json"
 
 
-def prefix() -> str:
-    return os.environ.get("MICROSEG_LAB_PREFIX") or DEFAULT_PREFIX
+def namespace_name(name: str, role: str) -> str:
+    """Roles have no '-', so two labs' namespace names never meet."""
+    return f"{name}-{role}"
+
+
+def roles() -> tuple[str, ...]:
+    return ("switch", *(host.name for host in HOSTS), MONITOR)
+
+
+def labs_up() -> list[str]:
+    """The names of the labs with a state file, sorted."""
+    try:
+        return sorted(d.name for d in base_dir().iterdir() if (d / "lab.json").exists())
+    except OSError:
+        return []
+
+
+def name_option(name: str) -> str:
+    """The `--name` a command needs to reach this lab ("" for the default)."""
+    return "" if name == DEFAULT_NAME else f" --name {name}"
+
+
+def not_up(name: str) -> str:
+    """Why there is no lab `name`, and which labs there are."""
+    others = [n for n in labs_up() if n != name]
+    text = "no lab is up" if name == DEFAULT_NAME else f"no lab named {name} is up"
+    return text + (f" (labs up: {', '.join(others)}; pick one with --name)" if others else "")
+
+
+def existing_namespaces() -> set[str]:
+    return set(run("ip", "netns", "list").stdout.split())
 
 
 def host_address(name: str) -> str:
@@ -112,13 +160,21 @@ class State:
         self.data = data
 
     @classmethod
-    def create(cls, isolated: bool, flows: Path) -> State:
-        """A new state file; refuses while one exists (a lab is up or half up). `flows`:
+    def create(cls, name: str, isolated: bool, flows: Path) -> State:
+        """A new state file for lab `name`; refuses while one exists (that lab is up or half
+        up) or while a namespace the lab would make exists (another lab of that name with
+        another state directory, or not a lab at all: nothing of it is touched). `flows`:
         the flow store the monitor node's collector writes."""
-        path = state_path()
+        path = state_path(name)
+        taken = sorted(existing_namespaces() & {namespace_name(name, r) for r in roles()})
+        if taken and not path.exists():
+            raise LabError(
+                f"lab name {name!r} is in use: network namespace {taken[0]} exists and this "
+                f"lab did not make it (no {path}); choose another --name"
+            )
         path.parent.mkdir(parents=True, exist_ok=True)
         data = {
-            "prefix": prefix(),
+            "name": name,
             "isolated": isolated,
             "flows": str(flows),
             "namespaces": {},
@@ -129,15 +185,16 @@ class State:
             descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
             raise LabError(
-                f"a lab is already up (state {path}): run `microseg lab down` first"
+                f"a lab named {name} is already up (state {path}): run `microseg lab down"
+                f"{name_option(name)}` first, or choose another --name"
             ) from None
         with os.fdopen(descriptor, "w") as out:
             json.dump(data, out)
         return cls(path, data)
 
     @classmethod
-    def load(cls) -> State | None:
-        path = state_path()
+    def load(cls, name: str) -> State | None:
+        path = state_path(name)
         try:
             return cls(path, json.loads(path.read_text()))
         except FileNotFoundError:
@@ -173,10 +230,17 @@ def _sysctl(namespace: str, name: str, value: str, check: bool = True) -> None:
 
 
 def _add_namespace(state: State, role: str) -> str:
-    name = f"{state.data['prefix']}-{role}"
+    """Recorded before it is made (a SIGKILL after the record leaves `down` to remove it);
+    when `ip netns add` fails the namespace is not ours (someone else's of the same name,
+    made since `State.create` looked) and the record goes, so `down` never removes it."""
+    name = namespace_name(str(state.data["name"]), role)
     state.data["namespaces"][role] = name
     state.save()
-    run("ip", "netns", "add", name)
+    added = run("ip", "netns", "add", name, check=False)
+    if added.returncode != 0:
+        del state.data["namespaces"][role]
+        state.save()
+        raise LabError(f"ip netns add {name}: {added.stderr.strip() or added.returncode}")
     run("ip", "-n", name, "link", "set", "lo", "up")
     return name
 
@@ -381,7 +445,7 @@ def teardown(state: State) -> list[str]:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(int(pid), signal.SIGTERM)
             removed.append(f"process {label} ({pid})")
-    existing = set(run("ip", "netns", "list").stdout.split())
+    existing = existing_namespaces()
     for namespace in sorted(state.data["namespaces"].values()):
         if namespace in existing:
             # Processes still inside (a service whose parent was killed) go first.
@@ -396,7 +460,7 @@ def teardown(state: State) -> list[str]:
 
 def status(state: State) -> list[tuple[str, str, str]]:
     """(kind, name, up|missing) of everything the state records."""
-    existing = set(run("ip", "netns", "list").stdout.split())
+    existing = existing_namespaces()
     rows = []
     for role, namespace in sorted(state.data["namespaces"].items()):
         rows.append(

@@ -6,6 +6,7 @@ checked by `PolicySet`. Validation messages name the value that is wrong.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import re
 import socket
@@ -380,9 +381,35 @@ Ports = Annotated[
     PlainSerializer(lambda ports: "all" if not ports else list(ports)),
 ]
 
-Protocol = (
-    Literal["tcp", "udp", "icmp", "icmpv6", "any"] | Annotated[int, Field(ge=0, le=255), NOT_BOOL]
-)
+PROTOCOL_WORDS = ("tcp", "udp", "icmp", "icmpv6", "any")
+
+
+PROTOCOLS_TAKEN = "give tcp, udp, icmp, icmpv6, any or an IP protocol number 0-255"
+
+
+def _known_protocol(value: Any) -> Any:
+    """What is not a protocol is refused saying what is taken: the union's own errors name
+    the words only, as if 47 were not a protocol, also for 300 or `true`."""
+    if isinstance(value, bool):
+        raise ValueError(f"{str(value).lower()} is not a protocol: {PROTOCOLS_TAKEN}")
+    number = value.isascii() and value.isdigit() if isinstance(value, str) else False
+    if (isinstance(value, int) and not 0 <= value <= 255) or (
+        number and (len(value) > 3 or int(value) > 255)
+    ):
+        text = str(value)
+        raise ValueError(f"protocol number {text if len(text) <= 20 else text[:17] + '...'} "
+                         "is not 0-255")  # fmt: skip
+    if isinstance(value, str) and value not in PROTOCOL_WORDS and not number:
+        close = difflib.get_close_matches(value.lower(), PROTOCOL_WORDS, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ValueError(f"unknown protocol {value!r}: {hint}{PROTOCOLS_TAKEN}")
+    return value
+
+
+Protocol = Annotated[
+    Literal["tcp", "udp", "icmp", "icmpv6", "any"] | Annotated[int, Field(ge=0, le=255), NOT_BOOL],
+    BeforeValidator(_known_protocol),
+]
 
 
 class Service(PolicyObject):

@@ -98,7 +98,7 @@ class AccountTable:
     def add_user(self, name: str, role: str, password_hash: str) -> UserRecord:
         from microseg.store.store import _now
 
-        _check_role(role)
+        check_role(role)
         with self._store._writing() as (session, _):
             if session.scalar(select(User).where(User.name == name)) is not None:
                 raise MicrosegError(f"user {name!r} already exists")
@@ -138,7 +138,7 @@ class AccountTable:
         from microseg.store.store import _now
 
         if "role" in fields:
-            _check_role(fields["role"])
+            check_role(fields["role"])
         with self._store._writing() as (session, _):
             row = _user(session, name)
             for field, value in fields.items():
@@ -281,7 +281,7 @@ class AccountTable:
             ]
 
 
-def _check_role(role: str) -> None:
+def check_role(role: str) -> None:
     if role not in ROLES:
         raise MicrosegError(f"role {role!r}: expected one of {', '.join(ROLES)}")
 

@@ -240,7 +240,7 @@ class ChangeTable:
         from microseg.store.store import _author, _now
 
         with self._writing(change) as session:
-            row = _change_in(session, change, allowed, "for that")
+            row = _change_in(session, change, allowed, f"to become {state}")
             row.state = state
             row.updated_at = _now()
             for name, value in fields.items():

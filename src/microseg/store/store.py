@@ -375,6 +375,10 @@ def _check_workspace_name(name: str) -> None:
         raise MicrosegError(f"workspace name {name!r}: 1 to 200 characters, no surrounding spaces")
     if not is_one_line(name):
         raise MicrosegError(f"workspace name {name!r}: no control characters or line separators")
+    if "/" in name:
+        # The API and the web UI address a workspace by name in their paths, which are
+        # matched decoded (ASGI): `a%2Fdiff` would reach workspace `a`'s diff.
+        raise MicrosegError(f"workspace name {name!r}: no '/' (it names the workspace in URLs)")
 
 
 # Object names are part of the primary keys: PostgreSQL's B-tree index holds at most
