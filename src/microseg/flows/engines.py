@@ -242,7 +242,7 @@ def builder_rows(cuts: tuple[int, ...], dialect: Dialect) -> str:
     inside = sorted({int(cut) for cut in cuts if low < int(cut) < high})
     foldable = (
         f"protocol IN ('tcp', 'udp', '6', '17') AND {sport} >= {low} AND {sport} < {high} "
-        f"AND {sport} > {dport}"
+        f"AND {sport} > {dport} AND first_seen IS NOT NULL"  # the builder reads no time as 0
     )
     columns = ", ".join(OUTPUT_SCHEMA.names)
     counters = ", ".join(
@@ -266,7 +266,8 @@ def builder_rows(cuts: tuple[int, ...], dialect: Dialect) -> str:
         UNION ALL
         SELECT vrf, protocol, src, CAST(min({sport}) AS STRING) AS sport, dst, dport,
                {counters}, {_total("half_open", dialect)},
-               min(first_seen) AS first_seen, max(last_seen) AS last_seen,
+               min(first_seen) AS first_seen,
+               max(greatest(last_seen, first_seen)) AS last_seen,  -- as the builder reads it
                min(exporter) AS exporter, min(rev_exporter) AS rev_exporter,
                CAST(bit_or(fwd_tcp_flags) AS INTEGER) AS fwd_tcp_flags, rev_tcp_flags,
                {_total("greatest(sessions, 1)", dialect, "sessions")}, 1 AS _rest
@@ -357,8 +358,8 @@ class DuckDBEngine:
             return 0
         sql, parameters = session_sql(SESSION_SCHEMA.names, query, DUCKDB)
         with self._connection(segments) as connection:
-            (count,) = connection.sql(f"SELECT count(*) FROM ({sql})", params=parameters).one()
-        return int(count)
+            counted = connection.sql(f"SELECT count(*) FROM ({sql})", params=parameters)
+            return int(counted.fetchall()[0][0])
 
     @contextmanager
     def _connection(self, segments: list[Path]) -> Iterator[Any]:
