@@ -190,3 +190,27 @@ def test_a_failing_writer_leaves_the_old_file_and_no_temporary(tmp_path):
         write_output(out, fail)
     assert out.read_text() == "old\n"
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_a_policy_compiled_over_itself_is_refused_and_kept(run_cli, tmp_path):
+    policy = tmp_path / "home-lab.yaml"
+    policy.write_text(Path(HOME_LAB).read_text())
+    link = tmp_path / "same.yaml"
+    link.symlink_to(policy)
+    for output in (policy, link):
+        result = run_cli("compile", str(policy), "-d", "andreasm-720xp-home", "-o", str(output))
+        assert result.exit_code == 1, result.stdout
+        assert f"cannot write {output}: it is the policy file this command reads" in result.stderr
+    assert policy.read_text() == Path(HOME_LAB).read_text()
+    # fmt over itself stays the in-place rewrite it is meant for.
+    assert run_cli("fmt", str(policy), "-o", str(policy)).exit_code == 0
+
+
+def test_sessions_exported_over_their_own_file_are_refused_and_kept(run_cli, tmp_path):
+    sessions = tmp_path / "sessions.csv"
+    raw = "protocol,src,sport,dst,dport\ntcp,10.0.0.1,50000,10.0.0.2,22\ntcp,10.0.0.1,50001,10.0.0.2,22\n"
+    sessions.write_text(raw)
+    result = run_cli("sessions", "export", "--store", str(sessions), "--csv", str(sessions))
+    assert result.exit_code == 1
+    assert "it is the session file this command reads" in result.stderr
+    assert sessions.read_text() == raw  # not summarised into one eph row

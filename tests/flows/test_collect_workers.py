@@ -136,13 +136,14 @@ def test_a_readable_socket_is_drained_in_bursts(monkeypatch):
     with sock, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
         for index in range(10):
             sender.sendto(bytes([index]), sock.getsockname())
-        receiver = collector_module._Receiver()
-        taken = []
+        datagrams: list = []
+        taken, more = [], []
         for _ in range(4):
-            receiver.read_ready(sock)
-            taken.append(len(receiver.datagrams))
+            more.append(collector_module._drain(sock, datagrams, collector_module.READ_BURST))
+            taken.append(len(datagrams))
         sender_port = sender.getsockname()[1]
-    assert taken == [4, 8, 10, 10]  # a burst per wake-up; an empty socket is no error
-    assert [data for data, _ in receiver.datagrams] == [bytes([i]) for i in range(10)]
+    assert taken == [4, 8, 10, 10]  # a burst per batch; an empty socket is no error
+    assert more == [True, True, False, False]  # at the limit: the next batch starts at once
+    assert [data for data, _ in datagrams] == [bytes([i]) for i in range(10)]
     # the source port too: it tells exporters behind one address apart
-    assert {source for _, source in receiver.datagrams} == {("127.0.0.1", sender_port)}
+    assert {source for _, source in datagrams} == {("127.0.0.1", sender_port)}

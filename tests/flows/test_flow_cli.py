@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 
+import pytest
 from flows_collector import Collector
 from flows_traffic import (
     collected_sessions,
@@ -18,6 +19,7 @@ from microseg.flows import demo
 from microseg.flows.demo import SEED_LAB_IPFIX, SEED_LAB_PCAP, run_demo
 from microseg.flows.flowstore import FlowStore, read_sessions
 from microseg.flows.replay import read_ipfix_file
+from support import EXAMPLES
 
 
 def test_bad_listen_address_is_a_clear_error(run_cli, tmp_path):
@@ -94,3 +96,31 @@ def test_ipv6_endpoints_are_printed_not_taken_for_markup(run_cli, tmp_path):
     result = run_cli("sessions", "list", "--store", str(path))
     assert result.exit_code == 0
     assert "[fe80::1]:eph" in result.stdout and "[fd00::53]:53" in result.stdout
+
+
+def test_a_protocol_is_one_protocol_however_a_session_file_or_proto_spells_it(run_cli, tmp_path):
+    sessions = tmp_path / "sessions.csv"
+    sessions.write_text(
+        "protocol,src,sport,dst,dport\n6,10.0.0.1,1000,10.0.0.2,22\n"
+        "TCP,10.0.0.1,1001,10.0.0.2,22\n006,10.0.0.1,1002,10.0.0.2,22\n47,10.0.0.1,0,10.0.0.2,0\n"
+    )
+    for proto in ("tcp", "6", "TCP"):
+        listed = run_cli("sessions", "list", "--store", str(sessions), "--proto", proto, "--json")
+        assert listed.exit_code == 0, listed.stderr
+        rows = [json.loads(line) for line in listed.stdout.splitlines()]
+        assert [(r["protocol"], r["sport"]) for r in rows] == [
+            ("tcp", 1000),
+            ("tcp", 1001),
+            ("tcp", 1002),
+        ], proto
+    gre = run_cli("sessions", "list", "--store", str(sessions), "--proto", "47", "--json")
+    assert [json.loads(line)["protocol"] for line in gre.stdout.splitlines()] == ["47"]
+
+
+@pytest.mark.parametrize("proto", ["bogus", "256", "9" * 5000])
+def test_a_proto_no_session_can_have_is_an_error_not_an_empty_listing(run_cli, proto):
+    listed = run_cli(
+        "sessions", "list", "--store", str(EXAMPLES / "seed-lab-sessions.csv"), "--proto", proto
+    )
+    assert listed.exit_code == 1
+    assert "unknown protocol (tcp, udp, icmp, icmpv6, sctp or a number 0-255)" in listed.stderr

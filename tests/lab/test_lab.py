@@ -195,7 +195,9 @@ def test_two_labs_run_side_by_side_and_a_taken_name_is_refused(lab_env):
         assert cli(lab_env, "lab", "down").returncode == 0
         # The first lab went, the second is whole.
         assert namespaces_of(lab_env) == [] and len(namespaces_of(other)) == NAMESPACES
-        assert "missing" not in cli(other, "lab", "status").stdout
+        status = json.loads(cli(other, "lab", "status", "--json").stdout)
+        assert status["up"] and len(status["items"]) > NAMESPACES
+        assert {item["state"] for item in status["items"]} == {"up"}
         default = {k: v for k, v in lab_env.items() if k != "MICROSEG_LAB_NAME"}
         assert cli(default, "lab", "status").stdout.startswith(
             f"no lab is up (labs up: {name}b; pick one with --name)"

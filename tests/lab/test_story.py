@@ -141,6 +141,25 @@ def test_traffic_and_deploy_without_a_lab_say_so_and_change_nothing(tmp_path):
     assert not (tmp_path / "state").exists() and not (tmp_path / "microseg.db").exists()
 
 
+def test_lab_status_json_says_which_labs_are_up(tmp_path):
+    state = tmp_path / "state"
+    (state / "other").mkdir(parents=True)
+    (state / "other" / "lab.json").write_text("{}")
+    env = cli_env(MICROSEG_LAB_DIR=str(state))
+    env.pop("MICROSEG_LAB_NAME", None)  # the default name
+    result = subprocess.run(
+        cli_command("lab", "status", "--json"), env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {
+        "name": "microseg",
+        "up": False,
+        "state": str(state / "microseg" / "lab.json"),
+        "items": [],
+        "labs_up": ["other"],
+    }
+
+
 def test_a_mirror_the_lab_cannot_honour_is_refused_before_anything_is_built(tmp_path):
     if os.geteuid() != 0:
         pytest.fail("lab up checks root first (CI runs as root)")

@@ -83,10 +83,14 @@ def emit_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
-def write_output(path: Path, content: str | bytes | Writer) -> None:
+def write_output(
+    path: Path, content: str | bytes | Writer, reads: tuple[str, Path | None] | None = None
+) -> None:
     """Write a command's output file (`-o FILE`, `--csv FILE`, ...): the CLI's one writer.
 
-    `content` is text (UTF-8), bytes, or a function that writes to a binary file.
+    `content` is text (UTF-8), bytes, or a function that writes to a binary file. `reads`:
+    (what, file) the command reads, which the output must not replace (a policy compiled
+    over itself, sessions exported over their own file and summarised).
 
     * A regular file (or a new one) is replaced atomically: readers see the old file or the
       new one, never a part. The temporary file has a unique name in the target's directory,
@@ -99,6 +103,11 @@ def write_output(path: Path, content: str | bytes | Writer) -> None:
 
     A file that cannot be written (no such directory, a directory in the way, no
     permission, a full or read-only disk) is a user error naming it."""
+    if reads is not None and reads[1] is not None and _same_file(path, reads[1]):
+        raise MicrosegError(
+            f"cannot write {path}: it is the {reads[0]} this command reads, which the output "
+            "would replace; give another file"
+        )
     try:
         target = Path(os.path.realpath(path))
         try:
@@ -116,6 +125,13 @@ def write_output(path: Path, content: str | bytes | Writer) -> None:
     except OSError as error:
         reason = error.strerror or str(error)
         raise MicrosegError(f"cannot write {path}: {reason}") from None
+
+
+def _same_file(one: Path, other: Path) -> bool:
+    try:
+        return os.path.samefile(one, other)
+    except (OSError, ValueError):  # one of them does not exist (yet), or a NUL in a name
+        return False
 
 
 def _new_file_mode() -> int:

@@ -96,7 +96,8 @@ def compile_command(
         omit_mirror=omit_mirror,
     )
     if output is not None:
-        write_output(output, config)
+        source = None if policy.startswith(("rev:", "ws:")) else Path(policy)
+        write_output(output, config, reads=("policy file", source))
     if json_output:
         emit_json({"device": device, "target": used_target, "config": config})
     elif output is None:

@@ -338,14 +338,18 @@ def export_sessions(
         batches = session_batches(
             store, ephemeral_port=None if no_eph else EPHEMERAL_PORT, engine=reader
         )
+        reads = ("session file", store)
         if parquet is not None:
             write_output(
-                parquet, lambda file: write(file, pq.ParquetWriter, OUTPUT_SCHEMA, _as_table)
+                parquet,
+                lambda file: write(file, pq.ParquetWriter, OUTPUT_SCHEMA, _as_table),
+                reads,
             )
         elif csv is not None:
             write_output(
                 csv,
                 lambda file: write(file, pa_csv.CSVWriter, _text_times_schema(), _with_text_times),
+                reads,
             )
     console.print(f"{parquet or csv}: {rows} session rows", markup=False)
 

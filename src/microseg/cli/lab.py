@@ -177,14 +177,29 @@ def lab_test(
 
 
 @lab_app.command("status")
-def lab_status(name: str = LAB_NAME_OPTION) -> None:
+def lab_status(
+    name: str = LAB_NAME_OPTION,
+    as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
+) -> None:
     """What the lab has up, from its state file.
 
     Example: microseg lab status
     """
-    from microseg.lab.topology import State, not_up, state_path, status
+    from microseg.lab.topology import State, labs_up, not_up, state_path, status
 
     state = State.load(name)
+    if as_json:
+        rows = [] if state is None else status(state)
+        emit_json(
+            {
+                "name": name,
+                "up": state is not None,
+                "state": str(state_path(name)),
+                "items": [{"kind": k, "name": n, "state": s} for k, n, s in rows],
+                "labs_up": labs_up(),
+            }
+        )
+        return
     if state is None:
         typer.echo(f"{not_up(name)} (no {state_path(name)})")
         return

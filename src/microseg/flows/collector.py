@@ -1,10 +1,10 @@
 """The UDP collector: datagrams in (asyncio), whole batches to the decoder, sessions out.
 
-Transport only: `decoder.py` decodes, `sessions.py` merges, `flowstore.py` persists. Each
-time a socket is readable the reader takes what the kernel has queued (up to READ_BURST
-datagrams) into a list; a timer hands the list to the decoder every `batch_interval` seconds,
-while the kernel queues new datagrams in a large receive buffer. `workers.py` runs several
-of these processes on one port.
+Transport only: `decoder.py` decodes, `sessions.py` merges, `flowstore.py` persists. Every
+`batch_interval` seconds the collector takes what the kernel has queued on its sockets (up
+to READ_BURST datagrams a socket) and hands it to the decoder as one batch; meanwhile the
+kernel queues new datagrams in a large receive buffer. `workers.py` runs several of these
+processes on one port.
 Every `flush_interval` seconds sessions past their timeouts go to the store as one atomic
 segment; on stop (SIGINT/SIGTERM) every active session does. A SIGKILL loses only the
 active table since the last flush; segments already written are never touched.
@@ -41,7 +41,7 @@ from microseg.model import MicrosegError
 RECEIVE_BUFFER = 64 << 20
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # Linux: root may exceed rmem_max
 STATS_FILE = "collector-stats.json"
-READ_BURST = 4096  # datagrams taken per readiness wake-up before other work gets a turn
+READ_BURST = 4096  # datagrams taken from a socket per batch before other work gets a turn
 SPLIT_PIECES = 64  # at exit on a full disk, segments down to 1/64 of what is left are tried
 log = logging.getLogger("microseg.flows")
 
@@ -243,18 +243,6 @@ def open_socket(
     return sock
 
 
-class _Receiver:
-    """Takes every datagram the kernel has queued on a socket each time it becomes readable
-    (up to READ_BURST), where an asyncio datagram transport takes one per event-loop turn:
-    one readiness wake-up then serves a burst, not a datagram."""
-
-    def __init__(self):
-        self.datagrams: list[Datagram] = []
-
-    def read_ready(self, sock: socket.socket) -> None:
-        _drain(sock, self.datagrams, READ_BURST)
-
-
 async def serve(
     collector: FlowCollector,
     sockets: list[socket.socket],
@@ -263,45 +251,54 @@ async def serve(
 ) -> None:
     """Receive on every socket until `stop` is set, then decode what is queued and flush
     every session. The sockets feed one decoder (it tells IPFIX from NetFlow v9 by each
-    datagram's version, and keeps templates per exporter and version) and one session table."""
-    loop = asyncio.get_running_loop()
-    receiver = _Receiver()
-    for sock in sockets:
-        loop.add_reader(sock.fileno(), receiver.read_ready, sock)
+    datagram's version, and keeps templates per exporter and version) and one session table.
+
+    Every `batch_interval` the sockets are read until the kernel has nothing queued (at most
+    READ_BURST datagrams each; more waiting: the next batch starts at once). No wake-up per
+    datagram: reading on readiness woke the loop for every few datagrams, and the wake-ups
+    cost more than the datagrams (the kernel queues them in the receive buffer meanwhile)."""
     next_flush = time.monotonic() + collector.settings.flush_interval
+    datagrams: list[Datagram] = []
     try:
         while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), collector.settings.batch_interval)
-            if receiver.datagrams:
-                batch, receiver.datagrams = receiver.datagrams, []
+            more = False
+            for sock in sockets:
+                more |= _drain(sock, datagrams, READ_BURST)
+            if datagrams:
+                batch, datagrams = datagrams, []
                 collector.receive(batch)
             if time.monotonic() >= next_flush:
                 collector.flush_expired()
                 next_flush = time.monotonic() + collector.settings.flush_interval
                 if on_flush:
                     on_flush(collector)
+            if more:
+                await asyncio.sleep(0)  # signals get their turn
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), collector.settings.batch_interval)
     finally:
         for sock in sockets:
-            loop.remove_reader(sock.fileno())
-            _drain(sock, receiver.datagrams)
-        if receiver.datagrams:
-            collector.receive(receiver.datagrams)
+            _drain(sock, datagrams)
+        if datagrams:
+            collector.receive(datagrams)
         collector.flush_all()
 
 
-def _drain(sock: socket.socket, datagrams: list, limit: int | None = None) -> None:
-    """Take what the kernel has queued (at most `limit` datagrams); on stop, all of it: it
-    was sent before we stopped."""
+def _drain(sock: socket.socket, datagrams: list, limit: int | None = None) -> bool:
+    """Take what the kernel has queued (at most `limit` datagrams; on stop, all of it: it
+    was sent before we stopped). True if it stopped at the limit (more may be queued)."""
     append = datagrams.append
+    recvfrom = sock.recvfrom
     taken = 0
     while limit is None or taken < limit:
         try:
-            data, address = sock.recvfrom(65535)
+            data, address = recvfrom(65535)
         except (BlockingIOError, InterruptedError, OSError):
-            return
+            return False
         append((data, address))  # (host, port, ...): the port tells exporters apart
         taken += 1
+    return True
 
 
 def run(

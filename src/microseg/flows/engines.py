@@ -29,7 +29,12 @@ import pyarrow as pa
 
 from microseg.flows.sessions import INT64_MAX, SESSION_SCHEMA
 from microseg.model import MicrosegError
-from microseg.model.ports import EPHEMERAL_PORT_START, SYSTEM_PORTS_END
+from microseg.model.ports import (
+    EPHEMERAL_PORT_START,
+    PROTOCOL_NAMES,
+    SYSTEM_PORTS_END,
+    session_protocol,
+)
 
 ENGINES = ("duckdb", "spark")
 # vZTX: "Ephemeral Source Starting Port: 49152" (seed), the start of RFC 6335's dynamic range.
@@ -133,7 +138,7 @@ def _normalised(columns: list[str], dialect: Dialect) -> str:
 
     fields = [
         f"coalesce({text('vrf', 'NULL')}, 'default') AS vrf",
-        "lower(CAST(protocol AS STRING)) AS protocol",
+        f"{_SESSION_PROTOCOL} AS protocol",
         "CAST(src AS STRING) AS src",
         f"coalesce({text('sport', 'NULL')}, '0') AS sport",
         "CAST(dst AS STRING) AS dst",
@@ -148,6 +153,26 @@ def _normalised(columns: list[str], dialect: Dialect) -> str:
         f"{count('sessions', None, '1')} AS sessions",
     ]
     return "SELECT " + ", ".join(fields) + " FROM raw"
+
+
+# A session file's protocol as the session table writes it (`session_protocol`): `6`, `006`
+# and `TCP` are all `tcp`, so they are one protocol to a listing and its filter.
+_SESSION_PROTOCOL = (
+    "CASE WHEN TRY_CAST(protocol AS INTEGER) IS NULL THEN lower(trim(CAST(protocol AS STRING))) "
+    "ELSE CASE TRY_CAST(protocol AS INTEGER) "
+    + " ".join(f"WHEN {number} THEN '{name}'" for number, name in sorted(PROTOCOL_NAMES.items()))
+    + " ELSE CAST(TRY_CAST(protocol AS INTEGER) AS STRING) END END"
+)
+
+
+def _protocol_filter(text: str) -> str:
+    canonical = session_protocol(text)
+    if canonical is None:
+        raise MicrosegError(
+            f"--proto {text[:40]!r}: unknown protocol (tcp, udp, icmp, icmpv6, sctp or a "
+            "number 0-255)"
+        )
+    return canonical
 
 
 def _filters(query: SessionQuery) -> tuple[str, list]:
@@ -166,7 +191,7 @@ def _filters(query: SessionQuery) -> tuple[str, list]:
             parameters += [value, _canonical_address(value)]
         else:
             clauses.append(f"{column} = ?")
-            parameters.append(value.lower() if column == "protocol" else value)
+            parameters.append(_protocol_filter(value) if column == "protocol" else value)
     if query.port is not None:
         clauses.append("(sport = ? OR dport = ?)")
         parameters += [str(query.port), str(query.port)]

@@ -97,6 +97,19 @@ PROTOCOL_NAMES: dict[int, str] = {
     **{number: name for name, number in PROTOCOL_NUMBERS.items()},
     SCTP: "sctp",
 }
+
+
+def session_protocol(text: str) -> str | None:
+    """How the session table writes a protocol given as a name or number (`TCP`, `6`,
+    `006` -> `tcp`; `47` -> `47`); None if it is neither."""
+    word = text.strip().lower()
+    if word.isascii() and word.isdigit():
+        digits = word.lstrip("0") or "0"  # a number of thousands of digits is no protocol
+        number = int(digits) if len(digits) <= 3 else 256
+        return PROTOCOL_NAMES.get(number, str(number)) if number <= 255 else None
+    return word if word in PROTOCOL_NAMES.values() else None
+
+
 # Transports whose packets carry source and destination ports.
 PORT_PROTOCOLS: tuple[int, ...] = (TCP, UDP, SCTP)
 # The ICMP of each IP version (RFC 792, RFC 4443).
