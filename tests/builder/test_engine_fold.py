@@ -215,3 +215,38 @@ def test_recommend_since_and_vrf_select_sessions_inside_the_engine(tmp_path, run
     assert json.loads(until.stdout)["scoped_sessions"] == sum(
         r["first_seen"] <= since.timestamp() * 1000 for r in rows
     )
+
+
+def test_sessions_without_a_time_or_seen_last_before_first_fold_as_the_builder_reads_them(
+    fold_store, tmp_path
+):
+    """The builder reads a missing time as 0 and a last seen before the first as the first:
+    a session without a first-seen time stays unfolded (it comes first), and a fold's last
+    seen is the latest of its sessions' as the builder reads them."""
+    store, policy_file = fold_store
+    table = read_sessions(store, ephemeral_port=None)
+    first, last = table["first_seen"].to_pylist(), table["last_seen"].to_pylist()
+    for row in range(0, len(first), 7):
+        first[row] = None
+    for row in range(3, len(first), 11):
+        last[row] = None if row % 2 else datetime(2025, 1, 1, tzinfo=UTC)
+    table = table.set_column(
+        table.schema.get_field_index("first_seen"),
+        "first_seen",
+        pa.array(first, table.schema.field("first_seen").type),
+    )
+    table = table.set_column(
+        table.schema.get_field_index("last_seen"),
+        "last_seen",
+        pa.array(last, table.schema.field("last_seen").type),
+    )
+    session_file = tmp_path / "sessions.parquet"
+    pq.write_table(table, session_file)
+    policy_set = load_policy(policy_file)
+    options = BuilderOptions(categories=("clients",))
+    folded = read_session_columns(session_file, None, policy_set, Scope())
+    plain = session_columns(read_sessions(session_file))
+    assert len(folded) < len(plain)
+    assert recommendation_json(recommend(policy_set, folded, options)) == recommendation_json(
+        recommend(policy_set, plain, options)
+    )

@@ -289,3 +289,60 @@ def test_a_symmetric_deny_all_is_one_match_and_no_finding():
         },
     ]
     assert _findings(_policy(GROUPS, [], rules), "shadowed") == []
+
+
+# A later or earlier rule on source ports 0-1 was taken to meet one on source port 2 when a
+# third service had two source-port intervals (term boxes padded with an empty slot that
+# "met" 0-1), so lint answered from the wrong rule.
+SOURCE_PORT_POLICY = """\
+devices: [{name: sw1}]
+domains: [{name: d1, devices: [sw1]}]
+services:
+  - {name: low-source, protocol: tcp, source_ports: [0-1]}
+  - {name: source-two, protocol: tcp, source_ports: [2]}
+  - {name: source-four-six, protocol: tcp, source_ports: [4, 6]}
+rules:
+  - {name: %s, sources: any, destinations: any, services: [%s], direction: unidirectional, action: %s}
+  - {name: %s, sources: any, destinations: any, services: [%s], direction: unidirectional, action: %s}
+  - {name: allow-four-six, sources: any, destinations: any, services: [source-four-six],
+     direction: unidirectional}
+policies:
+  - {name: p1, id: 1, domain: d1, rules: [%s, %s, allow-four-six], default_action: %s}
+"""
+
+
+def _source_port_policy(tmp_path, first, second, default_action):
+    path = tmp_path / "policy.yaml"
+    path.write_text(SOURCE_PORT_POLICY % (*first, *second, first[0], second[0], default_action))
+    return str(path)
+
+
+def test_a_drop_on_source_port_2_is_not_redundant_to_a_later_drop_on_ports_0_1(run_cli, tmp_path):
+    # Removing drop-two forwards tcp from source port 2 (the default forwards): lint
+    # suggested exactly that removal, "no packet's verdict changes".
+    policy = _source_port_policy(
+        tmp_path,
+        ("drop-two", "source-two", "drop"),
+        ("drop-low", "low-source", "drop"),
+        "forward",
+    )
+    result = run_cli("lint", policy, "--json")
+    assert json.loads(result.stdout)["findings"] == []
+    assert result.exit_code == 0
+
+
+def test_an_allow_on_source_port_2_is_not_shadowed_by_an_earlier_drop_on_ports_0_1(
+    run_cli, tmp_path
+):
+    # lint said drop-low takes all of allow-two's traffic and suggested removing allow-two.
+    policy = _source_port_policy(
+        tmp_path,
+        ("drop-low", "low-source", "drop"),
+        ("allow-two", "source-two", "forward"),
+        "drop",
+    )
+    result = run_cli("lint", policy)
+    assert "allow-two" not in result.stdout
+    # drop-low is redundant indeed: without it, source ports 0-1 meet the default drop.
+    assert "redundant rule 'drop-low'" in result.stdout
+    assert "1 finding" in result.stdout

@@ -12,13 +12,14 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from tests.evaluate.test_lint_exact import BATCH, policy_sets
 
 from microseg.compile.resolve import compile_all
 from microseg.evaluate import CompiledDevice
 from microseg.evaluate.lint.boxes import AddressLine, TermBoxes, distinct_rows, sorted_unique
 from microseg.evaluate.lint.space import DecisionSpace
+from microseg.model import PolicySet
 
 
 def _boxes(policy_set) -> tuple[TermBoxes, object]:
@@ -41,8 +42,30 @@ def _meet(left: list[tuple[int, int]], right: list[tuple[int, int]]) -> bool:
     return any(a <= d and c <= b for (a, b), (c, d) in itertools.product(left, right))
 
 
+# Found by hypothesis: on a service line where some service has two intervals, the others
+# were padded with the empty slot (1, 0), which "met" any interval holding 0 and 1, so the
+# terms of s1 (source port 2, destination ports 0-1) and s1-reverse (source ports 0-1,
+# destination port 2) were said to meet, though no packet fits both.
+PADDING_MEETS_LOW_PORTS = PolicySet.model_validate(
+    {
+        "devices": [{"name": "sw1"}],
+        "domains": [{"name": "d1", "devices": ["sw1"]}],
+        "groups": [{"name": "g0", "prefixes": ["10.0.0.0/29"]}],
+        "services": [
+            {"name": "s0", "protocol": "tcp", "destination_ports": [0, 2]},
+            {"name": "s1", "protocol": "tcp", "destination_ports": [0, 1], "source_ports": [2]},
+        ],
+        "rules": [
+            {"name": "r0", "sources": "any", "destinations": ["g0"], "services": ["s0", "s1"]}
+        ],
+        "policies": [{"name": "p1", "id": 1, "domain": "d1", "rules": ["r0"]}],
+    }
+)
+
+
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(policy_sets(effects=True))
+@example(PADDING_MEETS_LOW_PORTS)
 def test_meeting_terms_are_exactly_the_pairs_whose_boxes_meet(policy_set):
     boxes, _ = _boxes(policy_set)
     per_term = [_intervals(boxes, t) for t in range(len(boxes))]

@@ -113,3 +113,18 @@ def test_the_duckdb_memory_limit_is_a_size_or_a_user_error(tmp_path, monkeypatch
     result = run_cli("sessions", "list", "--store", str(tmp_path))
     assert result.exit_code == 1
     assert "$MICROSEG_DUCKDB_MEMORY 'lots': expected a size such as 4GB or 800MiB" in result.stderr
+
+
+def test_duckdb_counts_the_rows_it_would_return(tmp_path):
+    store = FlowStore(tmp_path).open()
+    store.write(some_sessions())
+    store.write(some_sessions(41000, 40))
+    segments = FlowStore(tmp_path).scan().live
+    for query in (SessionQuery(), SessionQuery(ephemeral_port=None), SessionQuery(limit=2)):
+        assert (
+            DuckDBEngine().rows(segments, query)
+            == read_sessions(
+                tmp_path, ephemeral_port=query.ephemeral_port, limit=query.limit
+            ).num_rows
+        )
+    assert DuckDBEngine().rows([], SessionQuery()) == 0

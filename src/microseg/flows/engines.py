@@ -267,13 +267,17 @@ def builder_rows(cuts: tuple[int, ...], dialect: Dialect) -> str:
     inside = sorted({int(cut) for cut in cuts if low < int(cut) < high})
     foldable = (
         f"protocol IN ('tcp', 'udp', '6', '17') AND {sport} >= {low} AND {sport} < {high} "
-        f"AND {sport} > {dport}"
+        f"AND {sport} > {dport} AND first_seen IS NOT NULL"  # the builder reads no time as 0
     )
     columns = ", ".join(OUTPUT_SCHEMA.names)
     counters = ", ".join(
         _total(name, dialect)
         for name in ("fwd_packets", "fwd_bytes", "rev_packets", "rev_bytes", "complete")
     )
+    # One pass: every row ranked within its fold; a kept row, or one that does not fold,
+    # is a group of its own (its sport in the key: the summary has one row per sport), the
+    # rest of a fold one group. Counts and times are as the builder reads them.
+    rest = f"_fold AND _rank > {KEPT_ROWS}"
     return f"""
     server_ports AS (
         SELECT DISTINCT {dport} AS port FROM summary
@@ -283,20 +287,22 @@ def builder_rows(cuts: tuple[int, ...], dialect: Dialect) -> str:
                {_cell(sport, inside)} AS _cell
         FROM summary LEFT JOIN server_ports ON server_ports.port = {sport}),
     ranked AS (
-        SELECT *, row_number() OVER (PARTITION BY {_FOLD_KEY} ORDER BY {_order(ORDER)}) AS _rank
-        FROM marked WHERE _fold),
+        SELECT *, row_number() OVER (
+            PARTITION BY _fold, {_FOLD_KEY} ORDER BY {_order(ORDER)}) AS _rank
+        FROM marked),
     result AS (
-        SELECT {columns}, 0 AS _rest FROM marked WHERE NOT _fold
-        UNION ALL SELECT {columns}, 0 AS _rest FROM ranked WHERE _rank <= {KEPT_ROWS}
-        UNION ALL
-        SELECT vrf, protocol, src, CAST(min({sport}) AS STRING) AS sport, dst, dport,
+        SELECT vrf, protocol, src,
+               CASE WHEN {rest} THEN CAST(min({sport}) AS STRING) ELSE min(sport) END AS sport,
+               dst, dport,
                {counters}, {_total("half_open", dialect)},
-               min(first_seen) AS first_seen, max(last_seen) AS last_seen,
+               min(first_seen) AS first_seen,
+               max(greatest(last_seen, first_seen)) AS last_seen,  -- never before first
                min(exporter) AS exporter, min(rev_exporter) AS rev_exporter,
                CAST(bit_or(fwd_tcp_flags) AS INTEGER) AS fwd_tcp_flags, rev_tcp_flags,
-               {_total("greatest(sessions, 1)", dialect, "sessions")}, 1 AS _rest
-        FROM ranked WHERE _rank > {KEPT_ROWS}
-        GROUP BY {_FOLD_KEY})
+               {_total("greatest(sessions, 1)", dialect, "sessions")},
+               CASE WHEN {rest} THEN 1 ELSE 0 END AS _rest
+        FROM ranked
+        GROUP BY {_FOLD_KEY}, {rest}, CASE WHEN {rest} THEN NULL ELSE sport END)
     SELECT {columns} FROM result"""
 
 
@@ -382,8 +388,8 @@ class DuckDBEngine:
             return 0
         sql, parameters = session_sql(SESSION_SCHEMA.names, query, DUCKDB)
         with self._connection(segments) as connection:
-            (count,) = connection.sql(f"SELECT count(*) FROM ({sql})", params=parameters).one()
-        return int(count)
+            counted = connection.sql(f"SELECT count(*) FROM ({sql})", params=parameters)
+            return int(counted.fetchall()[0][0])
 
     @contextmanager
     def _connection(self, segments: list[Path]) -> Iterator[Any]:

@@ -38,6 +38,7 @@ SERVICE_LINES = ("protocol", "source_port", "destination_port", "icmp_type")
 WHOLE = {"protocol": (0, 255), "source_port": (0, 65535), "destination_port": (0, 65535)}
 WHOLE["icmp_type"] = (0, NO_ICMP_TYPE)
 PAIR_CHUNK = 1 << 22  # interval comparisons per step of the service overlap test
+EMPTY_LO = np.iinfo(np.int64).max  # an empty padding slot starts after every value
 
 
 def merged(intervals: Intervals) -> Intervals:
@@ -146,11 +147,13 @@ class IntervalTable:
         return position, self.lo[index], self.hi[index]
 
     def padded(self) -> tuple[np.ndarray, np.ndarray]:
-        """lo, hi as [owner, slot] arrays, empty slots as (1, 0)."""
+        """lo, hi as [owner, slot] arrays, empty slots as (EMPTY_LO, -1): above and below
+        every value, so an empty slot meets no interval, not even one holding 0 and 1 (as
+        (1, 0) did: `lo <= hi' and lo' <= hi` holds for (1, 0) against (0, 1))."""
         counts = np.diff(self.start)
         width = max(int(counts.max(initial=0)), 1)
-        lo = np.ones((len(counts), width), dtype=np.int64)
-        hi = np.zeros((len(counts), width), dtype=np.int64)
+        lo = np.full((len(counts), width), EMPTY_LO, dtype=np.int64)
+        hi = np.full((len(counts), width), -1, dtype=np.int64)
         owner = self.owner_of_each()
         slot = np.arange(len(self.lo)) - self.start[owner]
         lo[owner, slot] = self.lo
