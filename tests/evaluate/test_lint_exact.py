@@ -14,7 +14,7 @@ import ipaddress
 import itertools
 
 import numpy as np
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from microseg.compile.resolve import CompileError, compile_all
@@ -195,8 +195,51 @@ def policy_sets(draw, effects: bool = False, max_rules: int = 24) -> PolicySet:
     return PolicySet.model_validate(document)
 
 
+def source_port_rules(first: tuple, second: tuple, default_action: str) -> PolicySet:
+    """Two any-to-any rules on tcp source ports (name, ports, action), then one on source
+    ports 4 and 6. Lint's term boxes once took ports 0-1 to meet port 2 here (a service line
+    padded with a slot that "met" 0-1): hypothesis at five times the examples drew no such
+    policy, so it is an explicit example of the brute-force tests."""
+    rules = [
+        {"name": name, "services": [f"s-{name}"], "action": action}
+        for name, _, action in (first, second, ("four-six", [4, 6], "forward"))
+    ]
+    services = [
+        {"name": f"s-{name}", "protocol": "tcp", "source_ports": ports}
+        for name, ports, _ in (first, second, ("four-six", [4, 6], "forward"))
+    ]
+    return PolicySet.model_validate(
+        {
+            "devices": [{"name": "sw1", "platform": "nftables"}],
+            "domains": [{"name": "d1", "devices": ["sw1"]}],
+            "services": services,
+            "rules": [
+                {**r, "sources": "any", "destinations": "any", "direction": "unidirectional"}
+                for r in rules
+            ],
+            "policies": [
+                {
+                    "name": "p1",
+                    "id": 1,
+                    "domain": "d1",
+                    "rules": [r["name"] for r in rules],
+                    "default_action": default_action,
+                }
+            ],
+        }
+    )
+
+
+# An allow on port 2 was called shadowed by an earlier drop on 0-1; a drop on port 2 was
+# called redundant to a later drop on 0-1 (removing it forwards port 2).
+FALSE_SHADOW = source_port_rules(("low", ["0-1"], "drop"), ("two", [2], "forward"), "drop")
+FALSE_REDUNDANT = source_port_rules(("two", [2], "drop"), ("low", ["0-1"], "drop"), "forward")
+
+
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(policy_sets())
+@example(FALSE_SHADOW)
+@example(FALSE_REDUNDANT)
 def test_lint_shadowing_is_exact_against_brute_force(policy_set):
     intent = compile_all(policy_set)["sw1"]
     flagged = {

@@ -10,13 +10,14 @@ over every packet class of the tiny space of `test_lint_exact` (both VXLAN decap
 
 from __future__ import annotations
 
+import random
 from dataclasses import replace
 
 import numpy as np
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from tests.evaluate.random_policies import replaced
-from tests.evaluate.test_lint_exact import BATCH, policy_sets
+from tests.evaluate.test_lint_exact import BATCH, FALSE_REDUNDANT, FALSE_SHADOW, policy_sets
 
 from microseg.compile.resolve import compile_all
 from microseg.evaluate import CompiledDevice
@@ -97,6 +98,8 @@ def _changed(before: np.ndarray, after: np.ndarray) -> bool:
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(policy_sets(effects=True, max_rules=14), st.randoms(use_true_random=False))
+@example(FALSE_SHADOW, random.Random(0))
+@example(FALSE_REDUNDANT, random.Random(0))
 def test_every_hint_is_safe_by_brute_force(policy_set, rng):
     findings = lint(policy_set)["findings"]
     # Several findings may hint the same edit (each dead match of one rule): made once.
