@@ -19,6 +19,11 @@ over microseg's workers). The rate is stepped up, then bisected, alternating the
 trial by trial so that a change of load on the machine hits both. Prints one JSON line.
 
     python bench/collector.py [--workers N] [--seconds S] [--senders K] [--exporters E]
+    python bench/collector.py --rate R [--repeat N] [--workers N] ...
+
+`--rate R` skips the search: N trials of each receiver in turn at R records/s, and the
+median receive CPU per million records of each and their ratio (a rate both keep up with
+measures what a record costs, with less noise from the machine's load than a search).
 """
 
 from __future__ import annotations
@@ -460,6 +465,27 @@ def search(sender, data, options) -> dict[str, dict]:
     return state
 
 
+def fixed_rate(sender, data, options) -> dict:
+    """`--repeat` trials of each receiver in turn at `--rate`: CPU per million records."""
+    runs = {"microseg": microseg_trial, "nfcapd": nfcapd_trial}
+    trials: dict[str, list[dict]] = {name: [] for name in runs}
+    for _ in range(options.repeat):
+        for name, run in runs.items():
+            state = {"good": 0, "bad": None, "trials": trials[name]}
+            record(state, run(sender, data, options.rate, options), options.rate)
+    result: dict = {"rate": options.rate}
+    for name, done in trials.items():
+        figures = sorted(trial["cpu_s_per_million_records"] for trial in done)
+        result[f"{name}_cpu_s_per_million_records"] = figures[len(figures) // 2]
+        result[f"{name}_zero_loss_trials"] = sum(trial["zero_loss"] for trial in done)
+    result["cpu_ratio_vs_nfcapd"] = round(
+        result["microseg_cpu_s_per_million_records"] / result["nfcapd_cpu_s_per_million_records"],
+        2,
+    )
+    result["trials"] = trials
+    return result
+
+
 def record(state: dict, trial: Trial, rate: int) -> None:
     summary = trial.summary()
     print(json.dumps(summary), file=sys.stderr, flush=True)
@@ -524,15 +550,20 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="each trial's length")
     parser.add_argument("--senders", type=int, default=1, help="sender processes")
     parser.add_argument("--exporters", type=int, default=8, help="sending sockets in all")
+    parser.add_argument("--rate", type=int, default=0, help="no search: trials at this rate")
+    parser.add_argument("--repeat", type=int, default=3, help="trials of each with --rate")
     options = parser.parse_args()
     options.receive_buffer = nfcapd_buffer()
     with tempfile.TemporaryDirectory(prefix="microseg-bench-sender-") as directory:
         data = prepare_stream(Path(directory))
         sender = build_sender(Path(directory))
         load_before = os.getloadavg()
-        short = ""
+        short, fixed = "", None
         try:
-            state = search(sender, data, options)
+            if options.rate:
+                fixed, state = fixed_rate(sender, data, options), None
+            else:
+                state = search(sender, data, options)
         except SenderShort as error:
             short, state = str(error), None
         load_after = os.getloadavg()
@@ -548,6 +579,9 @@ def main() -> None:
         "load_average_after": [round(x, 2) for x in load_after],
         "cpus": os.cpu_count(),
     }
+    if fixed is not None:
+        print(json.dumps({**result, **fixed}))
+        return
     if state is None:
         result["sender_short"] = short
         print(json.dumps(result))

@@ -131,9 +131,10 @@ def test_min_share_uses_a_whole_group_and_says_what_it_widened():
     )
     rule = widened.rules[0]
     assert rule.rule.sources == ("web01_web02",) and rule.rule.destinations == ("appserver1",)
-    assert [(w.group, w.reason, w.observed_addresses, w.group_addresses) for w in rule.widened] == [
-        ("web01_web02", "min-share", 1, 2)
-    ]
+    assert [
+        (w.group, w.reason, w.observed_addresses, w.group_addresses, w.unseen_addresses)
+        for w in rule.widened
+    ] == [("web01_web02", "min-share", 1, 2, 1)]
     assert widened.quality.over_permissiveness == 1.0  # web02 -> appserver1 never seen
 
     below = recommend(
@@ -194,6 +195,10 @@ def test_bad_options_are_clear_errors():
         recommend(web_app_monitor, rows, BuilderOptions(categories=("servers",)))
     with pytest.raises(MicrosegError, match="--min-share"):
         recommend(web_app_monitor, rows, BuilderOptions(min_share=1.5))
+    with pytest.raises(MicrosegError, match=r"below the floor of 0\.5.*--force-min-share"):
+        recommend(web_app_monitor, rows, BuilderOptions(min_share=0.49))
+    forced = recommend(web_app_monitor, rows, BuilderOptions(min_share=0.49, force_min_share=True))
+    assert forced.rules[0].rule.sources == ("web01_web02",)  # 1 of its 2 addresses seen
     with pytest.raises(MicrosegError, match="policy 'nope'"):
         recommend(web_app_monitor, rows, BuilderOptions(target_policy="nope"))
     with pytest.raises(MicrosegError, match="not an IPv4 or IPv6 address"):

@@ -22,6 +22,7 @@ DNS_NTP = str(EXAMPLES / "home-lab-dns-ntp.yaml")
         (["--since", "yesterday"], "--since: 'yesterday' is not an ISO 8601 time"),
         (["--between", "10.0.0.300/24"], "--between: '10.0.0.300/24' is not an IP prefix"),
         (["--min-share", "0"], "--min-share must be a share between 0 and 1"),
+        (["--min-share", "0.0001"], "--min-share 0.0001 is below the floor of 0.5"),
     ],
 )
 def test_bad_input_is_one_clear_line_and_exit_1(run_cli, arguments, message, tmp_path):
@@ -194,3 +195,43 @@ def test_into_workspace_refuses_a_proposal_over_the_hardware_budget(run_cli, mon
         "builder-2",
     )
     assert grouped.exit_code == 0, grouped.stderr  # one group rule fits
+
+
+def test_a_tiny_min_share_is_refused_and_forced_says_how_far_it_widened(run_cli, tmp_path):
+    # One laptop seen talking to appserver1: --min-share 0.001 would open the whole wifi
+    # /24 to it. Refused, naming the floor and the flag; forced, the output says which rule
+    # allows how many addresses nobody saw.
+    sessions = tmp_path / "one.csv"
+    sessions.write_text(
+        "vrf,protocol,src,sport,dst,dport,packets,bytes\n"
+        "default,tcp,172.18.6.138,41000,10.100.99.50,4567,10,1000\n"
+    )
+    arguments = ["recommend", str(EXAMPLES / "home-lab-monitor.yaml"), "--sessions", str(sessions)]
+    refused = run_cli(*arguments, "--min-share", "0.001")
+    assert refused.exit_code == 1 and refused.stdout == ""
+    assert refused.stderr.startswith("error: --min-share 0.001 is below the floor of 0.5: ")
+    assert "--force-min-share" in refused.stderr
+    forced = run_cli(*arguments, "--min-share", "0.001", "--force-min-share")
+    assert forced.exit_code == 0, forced.stderr
+    assert "Widened beyond what was seen" in forced.stdout
+    assert (
+        "allow_wifi_clients_to_appserver1: group wifi_clients used whole (min-share): "
+        "1 of 256 addresses seen, 255 never seen" in forced.stdout
+    )
+    data = json.loads(
+        run_cli(*arguments, "--min-share", "0.001", "--force-min-share", "--json").stdout
+    )
+    assert data["widened"] == [
+        {
+            "rule": "allow_wifi_clients_to_appserver1",
+            "group": "wifi_clients",
+            "reason": "min-share",
+            "observed_addresses": 1,
+            "group_addresses": 256,
+            "unseen_addresses": 255,
+        }
+    ]
+    # At the floor nothing is refused: the laptop alone is below half of the /24, so it
+    # keeps its host group and nothing is widened.
+    at_floor = json.loads(run_cli(*arguments, "--min-share", "0.5", "--json").stdout)
+    assert at_floor["widened"] == [] and at_floor["rules"][0]["sources"] == ["host-172-18-6-138"]

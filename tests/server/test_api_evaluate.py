@@ -156,3 +156,26 @@ def test_a_revision_is_compiled_and_its_evaluators_built_once(seeded, monkeypatc
     answers = [viewer.get("/api/check", params=query).json()["result"] for _ in range(3)]
     assert answers == ["dropped"] * 3
     assert built == [SWITCH]  # the revision's one switch, once
+
+
+def test_recommend_refuses_a_min_share_below_the_floor_unless_forced(server):
+    from microseg.policyfile import load_policy
+
+    server.store.import_policy(load_policy(EXAMPLES / "home-lab-monitor.yaml"), "a", "monitor")
+    query = {"policy": "rev:1", "monitor_rule": "web-appserver-discovery", "min_share": 0.01}
+    viewer = server.client("viewer")
+    refused = viewer.get("/api/recommend", params=query)
+    assert refused.status_code == 400, refused.text
+    assert "below the floor of 0.5" in refused.text and "force_min_share" in refused.text
+    written = server.client("editor").post("/api/workspaces/wide/recommend", json=query)
+    assert written.status_code == 400 and "below the floor" in written.text
+    assert server.client("viewer").get("/api/workspaces/wide").status_code == 404
+    forced = viewer.get("/api/recommend", params={**query, "force_min_share": True})
+    assert forced.status_code == 200, forced.text
+    widened = forced.json()["widened"]
+    assert widened == [
+        {"rule": r["name"], **w} for r in forced.json()["rules"] for w in r["widened"]
+    ]
+    assert {"group": "DNS_NTP_servers", "unseen_addresses": 1} in [
+        {"group": w["group"], "unseen_addresses": w["unseen_addresses"]} for w in widened
+    ]

@@ -8,14 +8,25 @@ from dataclasses import dataclass, field
 from microseg.builder.scope import Scope
 from microseg.model import Group, PolicySet, Rule, Service
 
+# The lowest `min_share` the builder takes unless forced. By default the builder widens
+# nothing (each address its own host group); with the floor a group is used whole only when
+# at least half of its addresses were seen, so a rule never allows more unseen members of a
+# group than seen ones. NSX Intelligence's recommendations reuse an existing group when a
+# user-set "matching ratio" of its members was seen; its documented example is 50 %
+# (https://docs.vmware.com/en/VMware-NSX-Intelligence/4.0/user-guide/
+# GUID-301C25CB-211D-4F4A-9091-2F620FE397CB.html).
+MIN_SHARE_FLOOR = 0.5
+
 
 @dataclass(frozen=True)
 class BuilderOptions:
-    """How to build. `categories` empty = every endpoint is its own host group."""
+    """How to build. `categories` empty = every endpoint is its own host group.
+    `min_share` below MIN_SHARE_FLOOR is refused unless `force_min_share`."""
 
     categories: tuple[str, ...] = ()
     scope: Scope = field(default_factory=Scope)
     min_share: float | None = None
+    force_min_share: bool = False
     include_blocked: bool = False
     target_policy: str | None = None  # the policy the rules are for (into-workspace, quality)
 
@@ -56,6 +67,7 @@ class Widening:
     reason: str  # `category` or `min-share`
     observed_addresses: int
     group_addresses: int
+    unseen_addresses: int  # what the rule allows beyond the evidence: group - observed
 
 
 @dataclass(frozen=True)

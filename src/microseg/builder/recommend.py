@@ -25,6 +25,7 @@ import pyarrow as pa
 
 from microseg.builder.endpoints import UNMAPPED, EndpointMap, Peers, map_endpoints, unique_name
 from microseg.builder.proposal import (
+    MIN_SHARE_FLOOR,
     BlockedAttempt,
     BuilderOptions,
     Evidence,
@@ -145,6 +146,17 @@ def _check_options(policy_set: PolicySet, options: BuilderOptions) -> None:
         )
     if options.min_share is not None and not 0 < options.min_share <= 1:
         raise MicrosegError(f"--min-share must be a share between 0 and 1, got {options.min_share}")
+    if (
+        options.min_share is not None
+        and options.min_share < MIN_SHARE_FLOOR
+        and not options.force_min_share
+    ):
+        raise MicrosegError(
+            f"--min-share {options.min_share:g} is below the floor of {MIN_SHARE_FLOOR:g}: a rule "
+            f"would allow a whole group when fewer than {MIN_SHARE_FLOOR:.0%} of its addresses "
+            "were seen, more hosts that never talked than hosts that did; give a share of at "
+            f"least {MIN_SHARE_FLOOR:g}, or --force-min-share (API: force_min_share) to widen anyway"
+        )
     if (
         options.target_policy is not None
         and policy_set.get("policies", options.target_policy) is None
@@ -410,7 +422,13 @@ def _rules(
             direction="bidirectional",
         )
         widened = tuple(
-            Widening(e.name, e.kind, endpoints.observed[e.name], e.size)
+            Widening(
+                e.name,
+                e.kind,
+                endpoints.observed[e.name],
+                e.size,
+                e.size - endpoints.observed[e.name],
+            )
             for e in [*source_groups, *destination_groups]
             if e.kind in ("category", "min-share") and endpoints.observed[e.name] < e.size
         )

@@ -16,6 +16,10 @@ def recommendation_json(recommendation: Recommendation) -> dict[str, Any]:
         "categories": list(recommendation.categories),
         "scoped_sessions": recommendation.scoped_sessions,
         "rules": [_rule_json(r) for r in recommendation.rules],
+        # Every rule allowing addresses no session of its evidence came from or went to.
+        "widened": [
+            {"rule": r.rule.name, **asdict(w)} for r in recommendation.rules for w in r.widened
+        ],
         "new_groups": [object_document("groups", g) for g in recommendation.new_groups],
         "new_services": [object_document("services", s) for s in recommendation.new_services],
         "blocked_attempts": [asdict(a) for a in recommendation.blocked_attempts],

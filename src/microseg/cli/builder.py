@@ -62,7 +62,12 @@ def recommend_command(
     min_share: float | None = typer.Option(
         None,
         "--min-share",
-        help="Use a whole existing group when at least this share (0-1) of it was seen.",
+        help="Use a whole existing group when at least this share (0.5-1) of it was seen.",
+    ),
+    force_min_share: bool = typer.Option(
+        False,
+        "--force-min-share",
+        help="Take a --min-share below 0.5 (groups used whole though most were never seen).",
     ),
     include_blocked: bool = typer.Option(
         False, "--include-blocked", help="Also propose rules for sessions nobody answered."
@@ -99,6 +104,7 @@ def recommend_command(
         categories=_names(categories),
         scope=scope_from(policy_set, monitor_rule, policy_name, vrf, between, since, until),
         min_share=min_share,
+        force_min_share=force_min_share,
         include_blocked=include_blocked,
         target_policy=policy_name,
     )
@@ -228,13 +234,18 @@ def print_recommendation(recommendation: Recommendation) -> None:
             )
         for first in evidence.examples:
             console.print(f"     e.g. {_example_text(first)}", markup=False)
-    for item in recommendation.rules:
-        for widening in item.widened:
-            console.print(
-                f"  {item.rule.name}: group {widening.group} used whole ({widening.reason}): "
-                f"{widening.observed_addresses} of {widening.group_addresses} addresses seen",
-                markup=False,
-            )
+    widened = [(item.rule.name, w) for item in recommendation.rules for w in item.widened]
+    if widened:
+        console.print(
+            "[bold]Widened beyond what was seen[/] (addresses no session came from or went to)"
+        )
+    for rule_name, widening in widened:
+        console.print(
+            f"  {rule_name}: group {widening.group} used whole ({widening.reason}): "
+            f"{widening.observed_addresses} of {widening.group_addresses} addresses seen, "
+            f"{widening.unseen_addresses} never seen",
+            markup=False,
+        )
     if recommendation.new_groups:
         console.print("[bold]New groups[/]")
         for group in recommendation.new_groups:

@@ -138,7 +138,15 @@ class RecommendQuery(BaseModel):
     )
     since: str | None = Field(None, max_length=40, description="Sessions seen since (ISO 8601).")
     until: str | None = Field(None, max_length=40, description="Sessions seen until (ISO 8601).")
-    min_share: float | None = Field(None, ge=0, le=1)
+    min_share: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Use a whole existing group when this share was seen (>= 0.5).",
+    )
+    force_min_share: bool = Field(
+        False, description="Take a min_share below 0.5 (groups used whole though mostly unseen)."
+    )
     include_blocked: bool = False
 
 
@@ -168,6 +176,7 @@ def recommendation(request: Request, query: RecommendQuery) -> tuple[Any, Any]:
         categories=tuple(query.categories),
         scope=scope,
         min_share=query.min_share,
+        force_min_share=query.force_min_share,
         include_blocked=query.include_blocked,
         target_policy=query.target_policy,
     )
