@@ -172,6 +172,9 @@ def test_recommend_refuses_a_min_share_below_the_floor_unless_forced(server):
     assert server.client("viewer").get("/api/workspaces/wide").status_code == 404
     forced = viewer.get("/api/recommend", params={**query, "force_min_share": True})
     assert forced.status_code == 200, forced.text
+    zero = viewer.get("/api/recommend", params={**query, "min_share": 0})
+    assert zero.status_code in (400, 422), zero.text
+    assert "min_share" in zero.text and "--min-share" not in zero.text
     widened = forced.json()["widened"]
     assert widened == [
         {"rule": r["name"], **w} for r in forced.json()["rules"] for w in r["widened"]

@@ -140,7 +140,7 @@ class RecommendQuery(BaseModel):
     until: str | None = Field(None, max_length=40, description="Sessions seen until (ISO 8601).")
     min_share: float | None = Field(
         None,
-        ge=0,
+        gt=0,
         le=1,
         description="Use a whole existing group when this share was seen (>= 0.5).",
     )
