@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
+import json
 
 import numpy as np
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, example, given, note, settings
 from hypothesis import strategies as st
 
 from microseg.compile.resolve import CompileError, compile_all
@@ -192,6 +193,8 @@ def policy_sets(draw, effects: bool = False, max_rules: int = 24) -> PolicySet:
             continue
         kept.append(rule["name"])
     document["policies"][0]["rules"] = kept
+    # hypothesis shows a failing PolicySet as "policy_set=,": the document says what it was
+    note(f"policy document: {json.dumps(document, sort_keys=True)}")
     return PolicySet.model_validate(document)
 
 
