@@ -271,15 +271,16 @@ def offer(sender: list[str], data: Stream, port: int, records_per_s: int, option
     return Offer(records_per_s, sent, longest, errors)
 
 
+def udp_sockets(port: int) -> list[list[str]]:
+    """The /proc/net/udp rows (split into columns) of every UDP socket bound to this port."""
+    rows = [line.split() for line in Path("/proc/net/udp").read_text().splitlines()[1:]]
+    return [words for words in rows if int(words[1].rsplit(":", 1)[1], 16) == port]
+
+
 def kernel_drops(port: int) -> int:
     """Datagrams the kernel dropped on every UDP socket bound to this port (/proc/net/udp
     `drops`, the last column: receive buffer full)."""
-    total = 0
-    for line in Path("/proc/net/udp").read_text().splitlines()[1:]:
-        words = line.split()
-        if int(words[1].rsplit(":", 1)[1], 16) == port:
-            total += int(words[-1])
-    return total
+    return sum(int(words[-1]) for words in udp_sockets(port))
 
 
 def cpu_seconds(pid: int) -> float:
@@ -411,17 +412,10 @@ def nfcapd_trial(sender, data, rate, options) -> Trial:
 
 def wait_bound(port: int) -> None:
     deadline = time.monotonic() + 30
-    while kernel_drops_line(port) is None:
+    while not udp_sockets(port):
         if time.monotonic() > deadline:
             raise SystemExit(f"nothing listens on port {port}")
         time.sleep(0.05)
-
-
-def kernel_drops_line(port: int) -> str | None:
-    for line in Path("/proc/net/udp").read_text().splitlines()[1:]:
-        if int(line.split()[1].rsplit(":", 1)[1], 16) == port:
-            return line
-    return None
 
 
 def read_nfdump(directory: str) -> tuple[int, int]:
