@@ -93,6 +93,25 @@ class _Gather:
     time_bases: list = field(default_factory=list)
     variable_sets: list = field(default_factory=list)
 
+    def add_fixed(self, data, start: int, end: int, time_base: tuple) -> int:
+        """Queue the fixed-length records of data[start:end]; how many there are (RFC 7011
+        3.3.1: what is left after the last whole record is padding)."""
+        record_length = self.template.record_length
+        count = (end - start) // record_length
+        if count:
+            self.chunks.append(data[start : start + count * record_length])
+            self.counts.append(count)
+            self.time_bases.append(time_base)
+        return count
+
+
+def _gather(gathers: dict[int, _Gather], template: Template, stream: tuple) -> _Gather:
+    """The batch's gather of `template` (a stream's templates are distinct objects)."""
+    gather = gathers.get(id(template))
+    if gather is None:
+        gather = gathers[id(template)] = _Gather(template, stream[0], stream[3])
+    return gather
+
 
 # A datagram and where it came from: the socket address recvfrom() gives (host, port, ...),
 # or a bare address string when the source port is unknown (it then counts as port 0).
@@ -231,17 +250,8 @@ class FlowDecoder:
         template = templates.get(set_id) if templates is not None else None
         if template is None or template.variable_length or template.is_options:
             return False
-        record_length = template.record_length
-        count = (set_length - 4) // record_length  # RFC 7011 3.3.1: the rest is padding
-        gather = gathers.get(id(template))
-        if gather is None:
-            gather = gathers[id(template)] = _Gather(template, stream[0], stream[3])
-        if count:
-            gather.chunks.append(data[FIRST_SET_END : FIRST_SET_END + count * record_length])
-            gather.counts.append(count)
-            gather.time_bases.append(
-                (self._system_init.get(stream, 0), NO_UPTIME, export_time * 1000)
-            )
+        time_base = (self._system_init.get(stream, 0), NO_UPTIME, export_time * 1000)
+        count = _gather(gathers, template, stream).add_fixed(data, FIRST_SET_END, length, time_base)
         self.counters.records += count
         per_exporter.records += count
         self._track_ipfix_sequence(stream, sequence, count, count, True, per_exporter)
@@ -388,9 +398,7 @@ class FlowDecoder:
         if template is None:
             self._hold(stream, set_id, data[start:end], time_base)
             return None, False
-        gather = gathers.get(id(template))
-        if gather is None:
-            gather = gathers[id(template)] = _Gather(template, stream[0], stream[3])
+        gather = _gather(gathers, template, stream)
         if template.variable_length:
             try:
                 offsets = ipfix.variable_record_offsets(data, start, end, template.fields)
@@ -400,11 +408,7 @@ class FlowDecoder:
             gather.variable_sets.append((bytes(data[start:end]), start, offsets, time_base))
             count = len(offsets)
         else:
-            count = (end - start) // template.record_length  # RFC 7011 3.3.1: rest is padding
-            if count:
-                gather.chunks.append(data[start : start + count * template.record_length])
-                gather.counts.append(count)
-                gather.time_bases.append(time_base)
+            count = gather.add_fixed(data, start, end, time_base)
         if template.is_options:
             self.counters.options_records += count
             if count and "system_init_ms" in template.roles and not template.variable_length:
