@@ -265,8 +265,9 @@ def builder_rows(cuts: tuple[int, ...], dialect: Dialect) -> str:
     sport, dport = "TRY_CAST(sport AS INTEGER)", "TRY_CAST(dport AS INTEGER)"
     low, high = SYSTEM_PORTS_END, EPHEMERAL_PORT_START
     inside = sorted({int(cut) for cut in cuts if low < int(cut) < high})
+    # `protocol` is a name here: `_normalised` writes 6 and 17 as tcp and udp
     foldable = (
-        f"protocol IN ('tcp', 'udp', '6', '17') AND {sport} >= {low} AND {sport} < {high} "
+        f"protocol IN ('tcp', 'udp') AND {sport} >= {low} AND {sport} < {high} "
         f"AND {sport} > {dport} AND first_seen IS NOT NULL"  # the builder reads no time as 0
     )
     columns = ", ".join(OUTPUT_SCHEMA.names)
