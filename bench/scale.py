@@ -66,6 +66,8 @@ import pyarrow as pa
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from microseg.builder.endpoints import address_classes  # noqa: E402
+from microseg.builder.scope import scope_from, scope_prefixes  # noqa: E402
 from microseg.builder.services import port_cuts  # noqa: E402
 from microseg.flows.engines import DuckDBEngine, SessionQuery  # noqa: E402
 from microseg.flows.flowstore import FlowStore  # noqa: E402
@@ -638,11 +640,16 @@ def rows_back(view: Path, policy: Path) -> dict:
     (`flows.engines.builder_rows`): counted by DuckDB where they are made, the same rows
     Spark returns (the SQL is shared)."""
     policy_set = load_policy(policy)
+    scope = scope_from(policy_set, None, "dc-prod", None, [], None, None)
+    fold = SessionQuery(
+        client_port_cuts=port_cuts(policy_set),
+        address_classes=address_classes(policy_set, CATEGORIES, scope_prefixes(scope)),
+    )
     engine = DuckDBEngine()
     segments = FlowStore(view).scan().live
     return {
         "summary_rows": engine.rows(segments, SessionQuery()),
-        "builder_rows": engine.rows(segments, SessionQuery(client_port_cuts=port_cuts(policy_set))),
+        "builder_rows": engine.rows(segments, fold),
     }
 
 

@@ -68,7 +68,8 @@ class SessionQuery:
     """What `read_sessions` asks for: the `eph` summary (None: every session as stored), the
     filters (exact vrf, protocol, src, dst; `port` either port; `since` last seen at or
     after; `until` first seen at or before), `limit`, the first rows only (a page of a large
-    store), and `client_port_cuts`, the Policy Builder's fold (see `builder_rows`)."""
+    store), and `client_port_cuts` and `address_classes`, the Policy Builder's fold (see
+    `builder_rows`)."""
 
     ephemeral_port: int | None = EPHEMERAL_PORT
     vrf: str | None = None
@@ -80,6 +81,17 @@ class SessionQuery:
     limit: int | None = None
     until: datetime | None = None
     client_port_cuts: tuple[int, ...] | None = None
+    address_classes: tuple[AddressClass, ...] = ()
+
+
+@dataclass(frozen=True)
+class AddressClass:
+    """An IPv4 prefix for the builder's fold (`builder_rows`): an address's class is that of
+    its longest matching prefix; `label` -1 makes it a class of one (the address itself)."""
+
+    network: int
+    length: int
+    label: int
 
 
 @dataclass(frozen=True)
@@ -110,7 +122,8 @@ def session_sql(columns: list[str], query: SessionQuery, dialect: Dialect) -> tu
     sessions = f"WITH sessions AS ({_normalised(columns, dialect)})"
     if query.client_port_cuts is not None:
         return (
-            f"{sessions}, summary AS ({select}), {builder_rows(query.client_port_cuts, dialect)}"
+            f"{sessions}, summary AS ({select}), "
+            f"{builder_rows(query.client_port_cuts, dialect, query.address_classes)}"
             f" ORDER BY {_order(['first_seen', '_rest', *ORDER[1:]])}{limit}",
             parameters,
         )
@@ -243,25 +256,36 @@ def _summary(where: str, ephemeral_port: int, dialect: Dialect) -> str:
 # policy's port boundaries it falls on (`client_port_cuts`, cut points from every Service's
 # ranges), whether it is below 1024, 49152 or the server port. Sessions alike in all of that
 # fold into one row, so the builder's input grows with the clients, servers and services
-# seen rather than with the sessions. Each fold keeps its first rows (in the table's order)
-# as they are, for the examples the builder shows (any group of folds has its first rows
-# among them), and sums the rest into one row with `_rest` set, ordered after the kept rows
-# of the same first-seen time, whose client port is the lowest of the folded ones.
+# seen rather than with the sessions.
 #
 # Only what the builder cannot tell apart is folded: TCP and UDP sessions whose client port
 # is 1024-49151 and above the server port, so the server is the destination whatever
 # other evidence there is (`builder.services.server_side`), and equal to no port any session
 # has as a server port (a proposed service could match it).
+#
+# Examples. The builder shows the first few sessions (in the table's order) of a set: a
+# proposal's, an existing rule's, the unexplained ones. Each such set is a union of
+# *classes*: folds alike but for their ends' addresses, where both ends' addresses are
+# replaced by their class (`address_classes`: the longest matching prefix of a table the
+# builder sends, from every prefix its groups, segments and scope name, labelled where
+# that prefix decides the address's endpoint; any other address is a class of its own).
+# So the first KEPT_ROWS rows of each class stay as they are, and so does each fold's first
+# row where the fold's sessions did not all complete (a blocked attempt reports what
+# stops its earliest session); the rest of a fold sums into one row with `_rest` set,
+# ordered after the kept rows of the same first-seen time, whose client port is the lowest
+# of the folded ones. Without classes every fold is a class of its own.
 KEPT_ROWS = 3  # the builder shows this many examples (builder.recommend.EXAMPLES_PER_RULE)
-_FOLD_KEY = (
-    "vrf, protocol, src, dst, dport, _cell, rev_tcp_flags, "
-    "complete > 0, half_open > 0, rev_packets > 0"
-)
+_REPLY = "rev_tcp_flags, complete > 0, half_open > 0, rev_packets > 0"
+_FOLD_KEY = f"vrf, protocol, src, dst, dport, _cell, {_REPLY}"
+_CLASS_KEY = f"vrf, protocol, _src_class, _dst_class, dport, _cell, {_REPLY}"
 
 
-def builder_rows(cuts: tuple[int, ...], dialect: Dialect) -> str:
+def builder_rows(
+    cuts: tuple[int, ...], dialect: Dialect, classes: tuple[AddressClass, ...] = ()
+) -> str:
     """CTEs over `summary` ending in `result` (OUTPUT_SCHEMA and `_rest`), the summary
-    with the builder's fold (above) over the client-port cells `cuts` make."""
+    with the builder's fold (above) over the client-port cells `cuts` make and the
+    address `classes`."""
     sport, dport = "TRY_CAST(sport AS INTEGER)", "TRY_CAST(dport AS INTEGER)"
     low, high = SYSTEM_PORTS_END, EPHEMERAL_PORT_START
     inside = sorted({int(cut) for cut in cuts if low < int(cut) < high})
@@ -275,21 +299,36 @@ def builder_rows(cuts: tuple[int, ...], dialect: Dialect) -> str:
         _total(name, dialect)
         for name in ("fwd_packets", "fwd_bytes", "rev_packets", "rev_bytes", "complete")
     )
-    # One pass: every row ranked within its fold; a kept row, or one that does not fold,
-    # is a group of its own (its sport in the key: the summary has one row per sport), the
-    # rest of a fold one group. Counts and times are as the builder reads them.
-    rest = f"_fold AND _rank > {KEPT_ROWS}"
+    # One pass: every row ranked within its class (and its fold); a kept row, or one that
+    # does not fold, is a group of its own (its sport in the key: the summary has one row
+    # per sport), the rest of a fold one group. Counts and times are as the builder reads them.
+    rest, first = f"_fold AND _rank > {KEPT_ROWS}", ""
+    if classes:
+        # A class spans folds: also kept are each fold's first row where not all of it
+        # completed, and the first row of each client and of each server (the builder
+        # numbers addresses in the order they first appear).
+        rest += " AND (_first > 1 OR complete > 0) AND _first_src > 1 AND _first_dst > 1"
+        first = "".join(
+            f", row_number() OVER (PARTITION BY {key} ORDER BY {_order(ORDER)}) AS {name}"
+            for key, name in ((f"_fold, {_FOLD_KEY}", "_first"), ("src", "_first_src"),
+                              ("dst", "_first_dst"))
+        )  # fmt: skip
     return f"""
     server_ports AS (
         SELECT DISTINCT {dport} AS port FROM summary
         UNION SELECT DISTINCT {sport} FROM summary WHERE NOT coalesce({foldable}, false)),
+    {_class_of(classes)},
     marked AS (
         SELECT summary.*, coalesce(({foldable}) AND server_ports.port IS NULL, false) AS _fold,
-               {_cell(sport, inside)} AS _cell
-        FROM summary LEFT JOIN server_ports ON server_ports.port = {sport}),
+               {_cell(sport, inside)} AS _cell,
+               coalesce(CAST(source.label AS STRING), src) AS _src_class,
+               coalesce(CAST(destination.label AS STRING), dst) AS _dst_class
+        FROM summary LEFT JOIN server_ports ON server_ports.port = {sport}
+        LEFT JOIN class_of AS source ON source.address = summary.src
+        LEFT JOIN class_of AS destination ON destination.address = summary.dst),
     ranked AS (
         SELECT *, row_number() OVER (
-            PARTITION BY _fold, {_FOLD_KEY} ORDER BY {_order(ORDER)}) AS _rank
+            PARTITION BY _fold, {_CLASS_KEY} ORDER BY {_order(ORDER)}) AS _rank{first}
         FROM marked),
     result AS (
         SELECT vrf, protocol, src,
@@ -305,6 +344,41 @@ def builder_rows(cuts: tuple[int, ...], dialect: Dialect) -> str:
         FROM ranked
         GROUP BY {_FOLD_KEY}, {rest}, CASE WHEN {rest} THEN NULL ELSE sport END)
     SELECT {columns} FROM result"""
+
+
+def _class_of(classes: tuple[AddressClass, ...]) -> str:
+    """The CTE `class_of` (address, label): each IPv4 end's longest matching prefix among
+    `classes`, where that prefix is labelled (>= 0). An equi-join per prefix length: the
+    address's number with its host bits cleared is the network of its prefix of that length."""
+    labelled = sorted({(c.network, c.length, c.label) for c in classes})
+    if not any(label >= 0 for _, _, label in labelled):
+        return (
+            "class_of AS (SELECT * FROM (VALUES ('', -1)) AS none(address, label) WHERE label >= 0)"
+        )
+    rows = ", ".join(
+        f"({network}, {length}, {1 << (32 - length)}, {label})"
+        for network, length, label in labelled
+    )
+    number = " + ".join(
+        f"TRY_CAST(split_part(address, '.', {part}) AS BIGINT) * {1 << (8 * (4 - part))}"
+        for part in (1, 2, 3, 4)
+    )
+    return f"""
+    prefixes AS (
+        SELECT CAST(network AS BIGINT) AS network, CAST(length AS INTEGER) AS length,
+               CAST(span AS BIGINT) AS span, CAST(label AS BIGINT) AS label
+        FROM (VALUES {rows}) AS listed(network, length, span, label)),
+    ends AS (
+        SELECT address, {number} AS number
+        FROM (SELECT src AS address FROM summary UNION SELECT dst FROM summary) AS seen
+        WHERE address NOT LIKE '%:%'),
+    matched AS (
+        SELECT ends.address, max_by(prefixes.label, prefixes.length) AS label
+        FROM ends CROSS JOIN (SELECT DISTINCT length, span FROM prefixes) AS lengths
+        JOIN prefixes ON prefixes.length = lengths.length
+                     AND prefixes.network = ends.number - ends.number % lengths.span
+        GROUP BY ends.address),
+    class_of AS (SELECT address, label FROM matched WHERE label >= 0)"""
 
 
 def _cell(port: str, cuts: list[int], first: int = 0) -> str:
