@@ -21,6 +21,7 @@ Each distinct address is mapped once, in this order:
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -187,7 +188,7 @@ def address_classes(
     )
 
 
-def _first_own_addresses(prefixes: list[IPNetwork]) -> list[int | None]:
+def _first_own_addresses(prefixes: Sequence[IPNetwork]) -> list[int | None]:
     """Per prefix (sorted by network, then length), the first of its addresses that no
     longer prefix of the list holds; None when longer ones cover all of it. Prefixes nest
     or are disjoint, so a stack finds each one's longer prefixes directly inside it."""
