@@ -202,6 +202,7 @@ QUERIES = {
             AddressClass(int(IPv4Address("10.100.99.50")), 32, -1),
         ),
     },
+    "what-if's fold": {"replay_cuts": (22, 23, 40000, 41000)},
 }
 
 

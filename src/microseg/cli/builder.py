@@ -157,7 +157,7 @@ def read_session_columns(
     row by row, so a file with a time window is not folded (a fold spans times)."""
     from microseg.builder.endpoints import address_classes
     from microseg.builder.scope import scope_prefixes
-    from microseg.builder.services import port_cuts
+    from microseg.evaluate.cells import port_cuts
     from microseg.flows.flowstore import read_sessions
     from microseg.flows.session_columns import session_columns
 

@@ -47,6 +47,8 @@ OUTPUT_SCHEMA = pa.schema(
         for field in SESSION_SCHEMA
     ]
 )
+# what-if's fold (`replay_rows`) also says how many rows of the summary each row stands for
+REPLAY_SCHEMA = OUTPUT_SCHEMA.append(pa.field("summary_rows", pa.int64()))
 # first seen, then the key; every other column breaks ties, so the same sessions list the
 # same whatever order they were stored or written in
 _ORDER = ["first_seen", "vrf", "protocol", "src", "sport", "dst", "dport", "exporter"]
@@ -68,8 +70,8 @@ class SessionQuery:
     """What `read_sessions` asks for: the `eph` summary (None: every session as stored), the
     filters (exact vrf, protocol, src, dst; `port` either port; `since` last seen at or
     after; `until` first seen at or before), `limit`, the first rows only (a page of a large
-    store), and `client_port_cuts` and `address_classes`, the Policy Builder's fold (see
-    `builder_rows`)."""
+    store), `client_port_cuts` and `address_classes`, the Policy Builder's fold (see
+    `builder_rows`), and `replay_cuts`, what-if's (see `replay_rows`)."""
 
     ephemeral_port: int | None = EPHEMERAL_PORT
     vrf: str | None = None
@@ -82,6 +84,7 @@ class SessionQuery:
     until: datetime | None = None
     client_port_cuts: tuple[int, ...] | None = None
     address_classes: tuple[AddressClass, ...] = ()
+    replay_cuts: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -121,13 +124,21 @@ def session_sql(columns: list[str], query: SessionQuery, dialect: Dialect) -> tu
     limit = "" if query.limit is None else f" LIMIT {int(query.limit)}"
     sessions = f"WITH sessions AS ({_normalised(columns, dialect)})"
     if query.client_port_cuts is not None:
-        return (
-            f"{sessions}, summary AS ({select}), "
-            f"{builder_rows(query.client_port_cuts, dialect, query.address_classes)}"
-            f" ORDER BY {_order(['first_seen', '_rest', *ORDER[1:]])}{limit}",
-            parameters,
-        )
-    return f"{sessions} {select} ORDER BY {order}{limit}", parameters
+        folded = builder_rows(query.client_port_cuts, dialect, query.address_classes)
+    elif query.replay_cuts is not None:
+        folded = replay_rows(query.replay_cuts, dialect)
+    else:
+        return f"{sessions} {select} ORDER BY {order}{limit}", parameters
+    return (
+        f"{sessions}, summary AS ({select}), {folded}"
+        f" ORDER BY {_order(['first_seen', '_rest', *ORDER[1:]])}{limit}",
+        parameters,
+    )
+
+
+def output_schema(query: SessionQuery) -> pa.Schema:
+    """The columns `session_sql` returns for this query."""
+    return REPLAY_SCHEMA if query.replay_cuts is not None else OUTPUT_SCHEMA
 
 
 def _order(names: list[str]) -> str:
@@ -295,10 +306,6 @@ def builder_rows(
         f"AND {sport} > {dport} AND first_seen IS NOT NULL"  # the builder reads no time as 0
     )
     columns = ", ".join(OUTPUT_SCHEMA.names)
-    counters = ", ".join(
-        _total(name, dialect)
-        for name in ("fwd_packets", "fwd_bytes", "rev_packets", "rev_bytes", "complete")
-    )
     # One pass: every row ranked within its class (and its fold); a kept row, or one that
     # does not fold, is a group of its own (its sport in the key: the summary has one row
     # per sport), the rest of a fold one group. Counts and times are as the builder reads them.
@@ -330,7 +337,20 @@ def builder_rows(
         SELECT *, row_number() OVER (
             PARTITION BY _fold, {_CLASS_KEY} ORDER BY {_order(ORDER)}) AS _rank{first}
         FROM marked),
-    result AS (
+    {_fold_result(_FOLD_KEY, rest, dialect)}
+    SELECT {columns} FROM result"""
+
+
+def _fold_result(key: str, rest: str, dialect: Dialect, reply_flags: str = "rev_tcp_flags") -> str:
+    """The CTE `result` over `ranked`: rows with `rest` set sum into one per `key`, the
+    others stay one each (the summary has one row per sport); counts and times as the
+    session table's reader reads them, and `_rest` and `summary_rows` per row."""
+    sport = "TRY_CAST(sport AS INTEGER)"
+    counters = ", ".join(
+        _total(name, dialect)
+        for name in ("fwd_packets", "fwd_bytes", "rev_packets", "rev_bytes", "complete")
+    )
+    return f"""result AS (
         SELECT vrf, protocol, src,
                CASE WHEN {rest} THEN CAST(min({sport}) AS STRING) ELSE min(sport) END AS sport,
                dst, dport,
@@ -338,12 +358,41 @@ def builder_rows(
                min(first_seen) AS first_seen,
                max(greatest(last_seen, first_seen)) AS last_seen,  -- never before first
                min(exporter) AS exporter, min(rev_exporter) AS rev_exporter,
-               CAST(bit_or(fwd_tcp_flags) AS INTEGER) AS fwd_tcp_flags, rev_tcp_flags,
+               CAST(bit_or(fwd_tcp_flags) AS INTEGER) AS fwd_tcp_flags, {reply_flags},
                {_total("greatest(sessions, 1)", dialect, "sessions")},
-               CASE WHEN {rest} THEN 1 ELSE 0 END AS _rest
+               count(*) AS summary_rows, CASE WHEN {rest} THEN 1 ELSE 0 END AS _rest
         FROM ranked
-        GROUP BY {_FOLD_KEY}, {rest}, CASE WHEN {rest} THEN NULL ELSE sport END)
-    SELECT {columns} FROM result"""
+        GROUP BY {key}, {rest}, CASE WHEN {rest} THEN NULL ELSE sport END)"""
+
+
+# What-if's fold. What-if replays each row's request and reply on every device (evaluate.
+# whatif): a device decides a packet by the cells its fields fall in, and a port's cell
+# changes only at the policies' port boundaries (`evaluate.cells.port_cuts` of the base and
+# the candidate). So TCP and UDP rows alike in VRF, protocol, ends and server port, with
+# client ports in one cell, get the same verdicts from every device: each fold keeps its
+# first KEPT_ROWS rows as they are (what-if shows the first 3 of a change, in the table's
+# order; a change is a union of folds) and sums the rest into one row, as the builder's.
+_REPLAY_KEY = "vrf, protocol, src, dst, dport, _cell"
+
+
+def replay_rows(cuts: tuple[int, ...], dialect: Dialect) -> str:
+    """CTEs over `summary` ending in `result` (REPLAY_SCHEMA and `_rest`): the summary with
+    what-if's fold (above) over the client-port cells `cuts` make."""
+    sport, dport = "TRY_CAST(sport AS INTEGER)", "TRY_CAST(dport AS INTEGER)"
+    inside = sorted({int(cut) for cut in cuts if 0 < int(cut) <= 65535})
+    foldable = f"protocol IN ('tcp', 'udp') AND {sport} IS NOT NULL AND {dport} IS NOT NULL"
+    rest = f"_fold AND _rank > {KEPT_ROWS}"
+    reply_flags = "CAST(bit_or(rev_tcp_flags) AS INTEGER) AS rev_tcp_flags"
+    return f"""
+    marked AS (
+        SELECT summary.*, coalesce({foldable}, false) AS _fold, {_cell(sport, inside)} AS _cell
+        FROM summary),
+    ranked AS (
+        SELECT *, row_number() OVER (
+            PARTITION BY _fold, {_REPLAY_KEY} ORDER BY {_order(ORDER)}) AS _rank
+        FROM marked),
+    {_fold_result(_REPLAY_KEY, rest, dialect, reply_flags)}
+    SELECT {", ".join(REPLAY_SCHEMA.names)} FROM result"""
 
 
 def _class_of(classes: tuple[AddressClass, ...]) -> str:
@@ -452,7 +501,7 @@ class DuckDBEngine:
 
     def table(self, segments: list[Path], query: SessionQuery) -> pa.Table:
         if not segments:
-            return OUTPUT_SCHEMA.empty_table()
+            return output_schema(query).empty_table()
         with self._connection(segments) as connection:
             return duckdb_session_table(connection, SESSION_SCHEMA.names, query)
 
@@ -505,7 +554,7 @@ class DuckDBEngine:
 def duckdb_session_table(connection, columns: list[str], query: SessionQuery) -> pa.Table:
     """The session table over the view `raw` of a DuckDB connection; raises duckdb.Error."""
     sql, parameters = session_sql(columns, query, DUCKDB)
-    return connection.sql(sql, params=parameters).to_arrow_table().cast(OUTPUT_SCHEMA)
+    return connection.sql(sql, params=parameters).to_arrow_table().cast(output_schema(query))
 
 
 def quote(path: Path) -> str:
