@@ -30,7 +30,7 @@ from microseg.server.api.models import (
 from microseg.server.audit import audited
 from microseg.server.auth import Editor, Viewer, check_sections
 from microseg.server.context import server_context
-from microseg.server.problems import ApiProblem
+from microseg.server.problems import ApiProblem, RequestBody
 from microseg.store import NotFound
 from microseg.store.sources import set_from_source
 from microseg.targets.render import diff_policies
@@ -41,7 +41,7 @@ WorkspaceName = Annotated[str, Path(min_length=1, max_length=200)]
 Section = Annotated[str, Path(description=f"One of: {', '.join(SECTIONS)}.")]
 
 
-class NewWorkspace(BaseModel):
+class NewWorkspace(RequestBody):
     name: str = Field(min_length=1, max_length=200)
     base: int | None = Field(None, ge=1, le=2**31 - 1, description="Default: the head.")
 
@@ -62,7 +62,7 @@ class SetResult(BaseModel):
     objects: list[str] = Field(description="section/name of each object set.")
 
 
-class Submit(BaseModel):
+class Submit(RequestBody):
     message: str = Field("", max_length=10_000)
     change: bool = Field(False, description="Also create a change deploying the new revision.")
 
