@@ -65,3 +65,27 @@ def test_a_body_that_is_not_json_is_located_by_character_not_named_as_a_field(se
             "message": "not valid JSON at character 12: Expecting ',' delimiter",
         }
     ]
+
+
+@pytest.mark.parametrize(
+    ("body", "detail"),
+    [
+        (b"", "the body holds 0 objects: give the one object named in the path"),
+        (
+            b'{"name": "x", "prefixes": ["10.0.0.0/8"]}, {"name": "y", "prefixes": ["10.0.0.0/8"]}',
+            "the body holds 2 objects: give the one object named in the path",
+        ),
+        (b'{"name": "y", "prefixes": ["10.0.0.0/8"]}', "the body's name 'y' is not 'x'"),
+    ],
+)
+def test_a_put_body_is_exactly_the_object_its_path_names(seeded, body, detail):
+    editor = seeded.client("editor")
+    editor.post("/api/workspaces", json={"name": "w"})
+    answer = editor.put(
+        "/api/workspaces/w/objects/groups/x",
+        content=body,
+        headers={"content-type": "application/json"},
+    )
+    assert answer.status_code == 422
+    assert answer.json()["detail"].startswith(detail)
+    assert editor.get("/api/workspaces/w").json()["workspace"]["changes"] == 0

@@ -198,21 +198,25 @@ async def put_object(
     source = object_source(_section(section), await body_text(request))
     named = [obj.name for obj in source.objects]
     if not source.problems and named != [object_name]:
-        raise ApiProblem(
-            422,
-            f"the body's name {named[0] if named else None!r} is not {object_name!r}, the "
-            "object named in the path",
-            "invalid-request",
-            errors=[
-                {
-                    "object": section,
-                    "field": "name",
-                    "pointer": "#/name",
-                    "message": "must be the name in the path",
-                }
-            ],
-        )
+        raise _not_the_named_object(section, object_name, named)
     return await _set(request, principal, name, source, single=True)
+
+
+def _not_the_named_object(section: str, object_name: str, named: list[str]) -> ApiProblem:
+    if len(named) == 1:
+        detail = (
+            f"the body's name {named[0]!r} is not {object_name!r}, the object named in the path"
+        )
+        field, pointer, message = "name", "#/name", "must be the name in the path"
+    else:
+        detail = f"the body holds {len(named)} objects: give the one object named in the path"
+        field, pointer, message = "", "#", "must be one object"
+    return ApiProblem(
+        422,
+        detail,
+        "invalid-request",
+        errors=[{"object": section, "field": field, "pointer": pointer, "message": message}],
+    )
 
 
 async def _set(
