@@ -202,7 +202,7 @@ async def put_object(
     return await _set(request, principal, name, source, single=True)
 
 
-def _not_the_named_object(section: str, object_name: str, named: list[str]) -> ApiProblem:
+def _not_the_named_object(section: str, object_name: str, named: list[str | None]) -> ApiProblem:
     if len(named) == 1:
         detail = (
             f"the body's name {named[0]!r} is not {object_name!r}, the object named in the path"
