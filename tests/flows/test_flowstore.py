@@ -10,11 +10,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from flows_rows import flow_batch
-from support import EXAMPLES
 
 from microseg.flows.flowstore import COMPACTED_FROM, FlowStore, read_sessions
 from microseg.flows.sessions import SessionTable
 from microseg.model import MicrosegError
+from support import EXAMPLES
 
 T0 = 1_763_578_369_000  # 2025-11-19 18:52:49 UTC
 
