@@ -235,3 +235,36 @@ def test_a_tiny_min_share_is_refused_and_forced_says_how_far_it_widened(run_cli,
     # keeps its host group and nothing is widened.
     at_floor = json.loads(run_cli(*arguments, "--min-share", "0.5", "--json").stdout)
     assert at_floor["widened"] == [] and at_floor["rules"][0]["sources"] == ["host-172-18-6-138"]
+
+
+def test_a_category_group_is_reported_widened_per_rule_not_per_recommendation(run_cli, tmp_path):
+    # DNS_NTP_servers (infrastructure) holds 10.100.1.6 and .7. web01 asked only .7 for DNS,
+    # web02 only .6 for NTP: both servers were seen in the recommendation, but each rule
+    # allows its client to a server it never talked to, and says so.
+    sessions = tmp_path / "dns-ntp.csv"
+    sessions.write_text(
+        "vrf,protocol,src,sport,dst,dport,packets,bytes\n"
+        "default,udp,10.100.99.51,41000,10.100.1.7,53,2,200\n"
+        "default,udp,10.100.99.52,41001,10.100.1.6,123,2,200\n"
+    )
+    arguments = [
+        "recommend",
+        DNS_NTP,
+        "--sessions",
+        str(sessions),
+        "--categories",
+        "infrastructure",
+    ]
+    data = json.loads(run_cli(*arguments, "--json").stdout)
+    assert [
+        (w["rule"], w["group"], w["observed_addresses"], w["unseen_addresses"])
+        for w in data["widened"]
+    ] == [
+        ("allow_host-10-100-99-51_to_DNS_NTP_servers", "DNS_NTP_servers", 1, 1),
+        ("allow_host-10-100-99-52_to_DNS_NTP_servers", "DNS_NTP_servers", 1, 1),
+    ]
+    text = run_cli(*arguments).stdout
+    assert (
+        "allow_host-10-100-99-51_to_DNS_NTP_servers: group DNS_NTP_servers used whole "
+        "(category): 1 of 2 addresses seen, 1 never seen" in text
+    )

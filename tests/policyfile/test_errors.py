@@ -297,6 +297,28 @@ def test_a_device_segment_name_or_vlan_given_twice_is_located(tmp_path):
     ]
 
 
+def test_a_rule_listed_twice_in_a_policy_is_located_at_its_second_listing(tmp_path):
+    # validate said "valid" and compile failed with "rules 'deny' and 'deny' both produce
+    # match 'deny'; rename one of them": there was nothing to rename.
+    problems = problems_of(
+        tmp_path,
+        BASE
+        + """\
+domains:
+  - name: d
+rules:
+  - {name: deny, sources: any, destinations: any, services: any, action: drop}
+  - {name: web, sources: any, destinations: [web], services: [HTTP]}
+policies:
+  - {name: p, id: 5, domain: d, rules: [deny, web, deny]}
+""",
+    )
+    assert problems == [
+        f"{tmp_path}/policy.yaml:17:52: policy 'p' rules.2: rule 'deny' is listed twice "
+        "(also rules.0): a policy lists each rule once"
+    ]
+
+
 def test_merge_keys_share_fields_and_written_keys_win(tmp_path):
     path = tmp_path / "policy.yaml"
     path.write_text(

@@ -194,3 +194,33 @@ def test_devices_and_monitor_nodes_are_an_admins(seeded):
     other = same_devices.replace("10.255.1.10", "10.255.1.11")
     assert other != same_devices
     assert editor.post("/api/revisions", content=other, headers=headers).status_code == 403
+
+
+def test_objects_named_with_slash_percent_space_or_unicode_are_addressable(seeded):
+    """A policy object's name may hold '/', '%', spaces and unicode (EOS takes '/', nftables
+    escapes the rest): every object route reaches it, percent-encoded as any client sends it."""
+    from urllib.parse import quote
+
+    editor = seeded.client("editor")
+    editor.post("/api/workspaces", json={"name": "w"})
+    for name in ("dc1/web", "a/b/c", "50%", "web servers", "wëb-ø", "../x"):
+        path = "/api/workspaces/w/objects/groups/" + quote(name, safe="")
+        put = editor.put(path, json={"name": name, "prefixes": ["10.9.0.0/24"]})
+        assert put.status_code == 200, (name, put.text)
+        assert put.json()["objects"] == [f"groups/{name}"]
+        assert editor.get(path).json()["name"] == name
+        assert editor.delete(path).status_code == 204, name
+        assert editor.get(path).status_code == 404, name
+    editor.put(
+        "/api/workspaces/w/objects/groups/" + quote("dc1/web", safe=""),
+        json={"name": "dc1/web", "prefixes": ["10.9.0.0/24"]},
+    )
+    revision = editor.post("/api/workspaces/w/submit", json={}).json()["revision"]
+    got = editor.get(f"/api/revisions/{revision}/objects/groups/dc1%2Fweb")
+    assert got.status_code == 200 and got.json()["name"] == "dc1/web"
+    # The name in the path and the body's name must still agree.
+    editor.post("/api/workspaces", json={"name": "w2"})
+    other = editor.put(
+        "/api/workspaces/w2/objects/groups/dc1%2Fweb", json={"name": "dc1", "prefixes": []}
+    )
+    assert other.status_code == 422

@@ -21,7 +21,7 @@ Each distinct address is mapped once, in this order:
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -32,6 +32,9 @@ from microseg.model import Group, PolicySet
 from microseg.model.objects import IPAddress, IPNetwork
 
 EndpointKind = Literal["category", "min-share", "existing", "host", "external"]
+# Existing groups used whole although only some of their addresses were seen: reported as
+# widened, and group sources with the same reach share a rule.
+GROUP_KINDS: frozenset[EndpointKind] = frozenset({"category", "min-share"})
 UNMAPPED = -1  # an address only seen talking to other outside addresses
 MAX_GROUP_NAME = 60
 
@@ -60,10 +63,13 @@ class Peers:
 class EndpointMap:
     endpoints: list[Endpoint]
     of_address: np.ndarray  # int32: address index -> endpoint index (UNMAPPED: none)
-    observed: dict[str, int] = field(default_factory=dict)  # endpoint name -> addresses seen
 
     def endpoint(self, address_index: int) -> Endpoint:
         return self.endpoints[int(self.of_address[address_index])]
+
+    def by_name(self, index: int) -> bytes:
+        """Sort key of endpoint `index`: its name, byte order."""
+        return self.endpoints[index].name.encode()
 
 
 def map_endpoints(
@@ -136,10 +142,7 @@ def map_endpoints(
             index[group.name] = len(endpoints)
             endpoints.append(Endpoint(group.name, "external", len(members), group))
             choice[np.array(members)] = index[group.name]
-    observed = {}
-    for position, endpoint in enumerate(endpoints):
-        observed[endpoint.name] = int((used & (choice == position)).sum())
-    return EndpointMap(endpoints, choice, observed)
+    return EndpointMap(endpoints, choice)
 
 
 def _most_specific(

@@ -23,7 +23,14 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pyarrow as pa
 
-from microseg.builder.endpoints import UNMAPPED, EndpointMap, Peers, map_endpoints, unique_name
+from microseg.builder.endpoints import (
+    GROUP_KINDS,
+    UNMAPPED,
+    EndpointMap,
+    Peers,
+    map_endpoints,
+    unique_name,
+)
 from microseg.builder.proposal import (
     MIN_SHARE_FLOOR,
     BlockedAttempt,
@@ -401,6 +408,9 @@ def _rules(
     host_combinations = _observed_combinations(
         sessions, side, rows, service, endpoints, triple_keys, shape
     )
+    seen_addresses, seen_starts = _addresses_by_triple(
+        side, rows, triple_of_row, len(triple_keys), len(sessions.addresses)
+    )
     # Python from here on: once per aggregated (source, destination, service) triple.
     taken_rules = {r.name for r in policy_set.rules}
     proposals: list[RecommendedRule] = []
@@ -409,8 +419,10 @@ def _rules(
         triple_keys, choices, endpoints, shape
     ):
         proposal_of_triple[positions] = len(proposals)
-        source_groups = sorted((endpoints.endpoints[s] for s in sources), key=_by_name)
-        destination_groups = sorted((endpoints.endpoints[d] for d in destinations), key=_by_name)
+        by_name = endpoints.by_name
+        sources, destinations = sorted(sources, key=by_name), sorted(destinations, key=by_name)
+        source_groups = [endpoints.endpoints[s] for s in sources]
+        destination_groups = [endpoints.endpoints[d] for d in destinations]
         rule = Rule(
             name=_rule_name(
                 [s.name for s in source_groups], [d.name for d in destination_groups], taken_rules
@@ -421,16 +433,11 @@ def _rules(
             services=tuple(sorted(service_names, key=str.encode)),
             direction="bidirectional",
         )
-        widened = tuple(
-            Widening(
-                e.name,
-                e.kind,
-                endpoints.observed[e.name],
-                e.size,
-                e.size - endpoints.observed[e.name],
-            )
-            for e in [*source_groups, *destination_groups]
-            if e.kind in ("category", "min-share") and endpoints.observed[e.name] < e.size
+        widened = _widened(
+            [*sources, *destinations],
+            endpoints,
+            seen_addresses,
+            [seen_starts[p : p + 2] for p in positions],
         )
         allowed = (
             sum(s.size for s in source_groups)
@@ -438,7 +445,7 @@ def _rules(
             * len(service_names)
         )
         evidence = stats.evidence(positions, int(host_combinations[positions].sum()))
-        proposals.append(RecommendedRule(rule, evidence, _unique(widened), allowed))
+        proposals.append(RecommendedRule(rule, evidence, widened, allowed))
     # Narrower rules first: a rule is only shadowed by a rule allowing a superset, which
     # allows at least as many combinations, so ordering by allowed size (then name) leaves
     # every proposal reachable.
@@ -450,6 +457,43 @@ def _rules(
     renumbered[rule_order] = np.arange(len(rule_order))
     membership = renumbered[proposal_of_triple[triple_of_row]]
     return [proposals[i] for i in rule_order], rows, membership
+
+
+def _addresses_by_triple(
+    side: ServerSide, rows: np.ndarray, triple_of_row: np.ndarray, triples: int, hosts: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct addresses at either end of each triple's sessions: `addresses[starts[t]:
+    starts[t + 1]]` are triple t's."""
+    keys = np.unique(
+        np.concatenate(
+            (triple_of_row * hosts + side.client[rows], triple_of_row * hosts + side.server[rows])
+        )
+    )
+    starts = np.searchsorted(keys // hosts, np.arange(triples + 1))
+    return keys % hosts, starts
+
+
+def _widened(
+    used: list[int],
+    endpoints: EndpointMap,
+    seen_addresses: np.ndarray,
+    slices: list[np.ndarray],
+) -> tuple[Widening, ...]:
+    """Each existing group a rule uses whole (category, min-share; `used`: endpoint indices)
+    beyond the addresses the rule's own sessions came from or went to. Counted per rule: a
+    group every address of which some rule saw still widens a rule that saw only some."""
+    wide = [i for i in dict.fromkeys(used) if endpoints.endpoints[i].kind in GROUP_KINDS]
+    if not wide:
+        return ()
+    seen = np.unique(np.concatenate([seen_addresses[start:end] for start, end in slices]))
+    counts = np.bincount(endpoints.of_address[seen], minlength=len(endpoints.endpoints))
+    widened = []
+    for index in wide:
+        endpoint, observed = endpoints.endpoints[index], int(counts[index])
+        if observed < endpoint.size:
+            unseen = endpoint.size - observed
+            widened.append(Widening(endpoint.name, endpoint.kind, observed, endpoint.size, unseen))
+    return tuple(widened)
 
 
 def _observed_combinations(
@@ -502,23 +546,12 @@ def _merged(
     merged: dict[tuple, tuple[tuple[str, ...], list[int], list[int], list[int]]] = {}
     for (source, service_names), destinations in by_source.items():
         destination_set = tuple(sorted(d for d, _ in destinations))
-        groupable = endpoints.endpoints[source].kind in ("category", "min-share")
+        groupable = endpoints.endpoints[source].kind in GROUP_KINDS
         key = (destination_set, service_names, -1 if groupable else source)
         entry = merged.setdefault(key, (service_names, [], list(destination_set), []))
         entry[1].append(source)
         entry[3].extend(p for _, group in destinations for p in group)
     return list(merged.values())
-
-
-def _unique(widened: tuple[Widening, ...]) -> tuple[Widening, ...]:
-    seen: dict[str, Widening] = {}
-    for item in widened:
-        seen.setdefault(item.group, item)
-    return tuple(seen.values())
-
-
-def _by_name(endpoint) -> bytes:
-    return endpoint.name.encode()
 
 
 def _rule_name(sources: list[str], destinations: list[str], taken: set[str]) -> str:

@@ -173,7 +173,11 @@ def reference_problems(
 
 
 def _binding_problems(policy_set: PolicySet) -> list[Problem]:
-    problems: list[Problem] = _segment_problems(policy_set) + _monitor_tunnel_problems(policy_set)
+    problems: list[Problem] = (
+        _segment_problems(policy_set)
+        + _monitor_tunnel_problems(policy_set)
+        + _repeated_rule_problems(policy_set)
+    )
     domains = {d.name: d for d in policy_set.domains}
     for policy in policy_set.policies:
         domain = domains.get(policy.domain)
@@ -194,6 +198,25 @@ def _binding_problems(policy_set: PolicySet) -> list[Problem]:
                     ("policies", policy.name, "id"),
                 )
             )
+    return problems
+
+
+def _repeated_rule_problems(policy_set: PolicySet) -> list[Problem]:
+    """A policy lists each rule once: a second listing could never match (first match wins)
+    and would give the switch two matches of one name."""
+    problems: list[Problem] = []
+    for policy in policy_set.policies:
+        first: dict[str, int] = {}
+        for index, rule in enumerate(policy.rules):
+            earlier = first.setdefault(rule, index)
+            if earlier != index:
+                problems.append(
+                    Problem(
+                        f"rule {rule!r} is listed twice (also rules.{earlier}): a policy lists "
+                        "each rule once",
+                        ("policies", policy.name, "rules", index),
+                    )
+                )
     return problems
 
 

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
+from fastapi import Path
 from pydantic import BaseModel, ConfigDict
+
+# A policy object's name may hold '/' (EOS takes `dc1/web`; nftables escapes it). The routes
+# read it as their last path segment with Starlette's `:path` converter, since paths are
+# routed decoded (ASGI): `.../objects/groups/dc1%2Fweb` reaches the object `dc1/web`.
+ObjectNameInPath = Annotated[
+    str, Path(description="The object's name, percent-encoded; it may contain '/'.")
+]
 
 
 class WorkspaceOut(BaseModel):

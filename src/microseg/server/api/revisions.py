@@ -18,7 +18,7 @@ from microseg.server.api.bodies import (
     policy_source,
     request_body_doc,
 )
-from microseg.server.api.models import PolicyDocument
+from microseg.server.api.models import ObjectNameInPath, PolicyDocument
 from microseg.server.audit import audited
 from microseg.server.auth import Editor, Viewer, check_sections
 from microseg.server.context import server_context
@@ -134,9 +134,13 @@ def revision_objects(number: RevisionNumber, principal: Viewer, request: Request
     )
 
 
-@router.get("/{number}/objects/{section}/{object_name}", response_model=dict[str, Any])
+@router.get("/{number}/objects/{section}/{object_name:path}", response_model=dict[str, Any])
 def revision_object(
-    number: RevisionNumber, section: str, object_name: str, principal: Viewer, request: Request
+    number: RevisionNumber,
+    section: str,
+    object_name: ObjectNameInPath,
+    principal: Viewer,
+    request: Request,
 ) -> dict[str, Any]:
     """One object of a revision."""
     if section not in SECTIONS:

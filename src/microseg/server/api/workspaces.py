@@ -20,7 +20,13 @@ from microseg.server.api.bodies import (
     policy_source,
     request_body_doc,
 )
-from microseg.server.api.models import DiffReport, ObjectChangeOut, PolicyDocument, WorkspaceOut
+from microseg.server.api.models import (
+    DiffReport,
+    ObjectChangeOut,
+    ObjectNameInPath,
+    PolicyDocument,
+    WorkspaceOut,
+)
 from microseg.server.audit import audited
 from microseg.server.auth import Editor, Viewer, check_sections
 from microseg.server.context import server_context
@@ -147,9 +153,13 @@ def workspace_section(
     return document.get(_section(section), [])
 
 
-@router.get("/{name}/objects/{section}/{object_name}", response_model=dict[str, Any])
+@router.get("/{name}/objects/{section}/{object_name:path}", response_model=dict[str, Any])
 def workspace_object(
-    name: WorkspaceName, section: Section, object_name: str, principal: Viewer, request: Request
+    name: WorkspaceName,
+    section: Section,
+    object_name: ObjectNameInPath,
+    principal: Viewer,
+    request: Request,
 ) -> dict[str, Any]:
     """One object of the workspace's effective policy."""
     policy_set = server_context(request).store.workspace_policy(name)
@@ -173,12 +183,16 @@ async def set_objects(name: WorkspaceName, principal: Editor, request: Request) 
 
 
 @router.put(
-    "/{name}/objects/{section}/{object_name}",
+    "/{name}/objects/{section}/{object_name:path}",
     response_model=SetResult,
     openapi_extra=request_body_doc(OBJECT_SCHEMA, "The whole object (JSON or YAML)."),
 )
 async def put_object(
-    name: WorkspaceName, section: Section, object_name: str, principal: Editor, request: Request
+    name: WorkspaceName,
+    section: Section,
+    object_name: ObjectNameInPath,
+    principal: Editor,
+    request: Request,
 ) -> dict[str, Any]:
     """Add or replace one object; its `name` must be the one in the path."""
     source = object_source(_section(section), await body_text(request))
@@ -239,9 +253,13 @@ def _bodies_of(store: Any, name: str, source: Any) -> dict[tuple[str, str], Any]
     return before
 
 
-@router.delete("/{name}/objects/{section}/{object_name}", status_code=204)
+@router.delete("/{name}/objects/{section}/{object_name:path}", status_code=204)
 def delete_object(
-    name: WorkspaceName, section: Section, object_name: str, principal: Editor, request: Request
+    name: WorkspaceName,
+    section: Section,
+    object_name: ObjectNameInPath,
+    principal: Editor,
+    request: Request,
 ) -> None:
     """Delete an object in the workspace; refused (422, every problem) while anything refers
     to it."""
