@@ -8,6 +8,8 @@ own progress, so every connection is opened here, with the bar off.
 
 from __future__ import annotations
 
+import re
+
 import duckdb
 
 
@@ -18,3 +20,23 @@ def connect() -> duckdb.DuckDBPyConnection:
     # option as a global option").
     connection.execute("SET enable_progress_bar = false")
     return connection
+
+
+# Where DuckDB's message stops saying what is wrong: its advice on its own options, the
+# dialect it searched, and the SQL it quotes.
+_AFTER_WHAT = re.compile(r"^(Possible fixes|The search space|LINE \d+:)")
+_ERROR_CLASS = re.compile(r"^[A-Z][A-Za-z ]*Error: ")
+
+
+def said(error: BaseException) -> str:
+    """DuckDB's error in one line for a user: what is wrong and where (`CSV Error on Line: 3;
+    Expected Number of Columns: 19 Found: 15`), without its error class, the line it quotes,
+    its advice on DuckDB options or the SQL microseg ran."""
+    kept = []
+    for line in str(error).strip().splitlines():
+        line = line.strip()
+        if not line or _AFTER_WHAT.match(line):
+            break
+        if not line.startswith("Original Line:"):
+            kept.append(line)
+    return _ERROR_CLASS.sub("", "; ".join(kept)) or type(error).__name__

@@ -14,6 +14,7 @@ from flows_rows import flow_batch
 from microseg.flows.flowstore import COMPACTED_FROM, FlowStore, read_sessions
 from microseg.flows.sessions import SessionTable
 from microseg.model import MicrosegError
+from support import EXAMPLES
 
 T0 = 1_763_578_369_000  # 2025-11-19 18:52:49 UTC
 
@@ -153,6 +154,52 @@ def test_bad_session_sources_are_clear_errors(tmp_path):
     empty_store = tmp_path / "empty-store"
     empty_store.mkdir()
     assert read_sessions(empty_store).num_rows == 0
+
+
+SEED_CSV = EXAMPLES / "seed-lab-sessions.csv"
+
+
+@pytest.mark.parametrize(
+    ("cut", "message"),
+    [
+        # DuckDB's sniffer took a file whose last row was cut short for one column per line:
+        # "missing session field(s) protocol, src, dst, dport" of a file that has them all.
+        (
+            500,
+            "truncated.csv: cannot read sessions: CSV Error on Line: 3; Expected Number of "
+            "Columns: 19 Found: 15",
+        ),
+        (0, "truncated.csv: empty: a session CSV starts with a header row"),
+    ],
+)
+def test_a_truncated_session_csv_says_which_line_is_short(tmp_path, cut, message):
+    truncated = tmp_path / "truncated.csv"
+    truncated.write_bytes(SEED_CSV.read_bytes()[:cut])
+    with pytest.raises(MicrosegError) as raised:
+        read_sessions(truncated)
+    assert str(raised.value) == f"{tmp_path}/{message}"
+
+
+def test_a_truncated_parquet_file_is_one_line_without_duckdbs_sql(tmp_path):
+    whole = tmp_path / "whole.parquet"
+    pq.write_table(read_sessions(SEED_CSV), whole)
+    truncated = tmp_path / "truncated.parquet"
+    truncated.write_bytes(whole.read_bytes()[:1000])
+    with pytest.raises(MicrosegError) as raised:
+        read_sessions(truncated)
+    assert str(raised.value) == (
+        f"{truncated}: cannot read sessions: No magic bytes found at end of file '{truncated}'"
+    )
+
+
+def test_a_session_csv_with_crlf_lines_and_a_bom_is_read(tmp_path):
+    path = tmp_path / "windows.csv"
+    path.write_bytes(
+        b'\xef\xbb\xbf"vrf","protocol","src","sport","dst","dport","packets","bytes"\r\n'
+        b'"default","tcp","10.0.0.1","41000","10.0.0.2","80","1","2"\r\n'
+    )
+    (row,) = read_sessions(path, ephemeral_port=None).to_pylist()
+    assert (row["protocol"], row["src"], row["dport"]) == ("tcp", "10.0.0.1", "80")
 
 
 def test_the_same_sessions_list_the_same_whatever_their_order_in_the_file(tmp_path):

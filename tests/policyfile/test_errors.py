@@ -245,7 +245,10 @@ def test_aliases_that_expand_exponentially_are_refused(tmp_path):
     "depth, message",
     [
         (600, "invalid YAML: nested too deeply (more than 64 levels)"),  # our limit
-        (20_000, "invalid YAML: exceeded maximum nesting depth"),  # libyaml's own limit
+        (
+            20_000,
+            "invalid YAML: while increasing flow level, exceeded maximum nesting depth",
+        ),  # libyaml's own limit
     ],
 )
 def test_collections_nested_too_deeply_are_a_problem_not_a_crash(
@@ -317,6 +320,25 @@ policies:
         f"{tmp_path}/policy.yaml:17:52: policy 'p' rules.2: rule 'deny' is listed twice "
         "(also rules.0): a policy lists each rule once"
     ]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "groups: []\n---\nrules: []\n",
+            "policy.yaml:2:1: invalid YAML: expected a single document in the stream, but "
+            "found another document",
+        ),
+        (
+            "groups: [a, b\n",
+            "policy.yaml:2:1: invalid YAML: while parsing a flow sequence, did not find "
+            "expected ',' or ']'",
+        ),
+    ],
+)
+def test_a_yaml_syntax_error_says_what_was_expected_and_what_was_found(tmp_path, text, message):
+    assert problems_of(tmp_path, text) == [f"{tmp_path}/{message}"]
 
 
 def test_merge_keys_share_fields_and_written_keys_win(tmp_path):

@@ -415,6 +415,8 @@ class DuckDBEngine:
     def describe(self, error: BaseException) -> str:
         import duckdb
 
+        from microseg import duck
+
         if isinstance(error, duckdb.OutOfMemoryException):
             said = (str(error).strip().splitlines() or ["out of memory"])[0]
             return (
@@ -422,7 +424,7 @@ class DuckDBEngine:
                 f"into {tempfile.gettempdir()}: give it more with ${MEMORY_ENV}, e.g. "
                 f"{MEMORY_ENV}=8GB, or free disk space there)"
             )
-        return str(error)
+        return duck.said(error)
 
     def close(self) -> None:
         return None
@@ -434,6 +436,6 @@ def duckdb_session_table(connection, columns: list[str], query: SessionQuery) ->
     return connection.sql(sql, params=parameters).to_arrow_table().cast(OUTPUT_SCHEMA)
 
 
-def quote(path: Path) -> str:
-    """A path inside a single-quoted SQL string."""
+def quote(path: Path | str) -> str:
+    """A path (or a column name) inside a single-quoted SQL string."""
     return str(path).replace("'", "''")

@@ -29,6 +29,7 @@ Segments hold one row per session with real port numbers; the `eph` summary is a
 from __future__ import annotations
 
 import contextlib
+import csv
 import errno
 import fcntl
 import itertools
@@ -594,7 +595,7 @@ def read_sessions(
     try:
         return duckdb_session_table(connection, columns, query)
     except duckdb.Error as error:
-        raise MicrosegError(f"{path}: cannot read sessions: {error}") from None
+        raise MicrosegError(f"{path}: cannot read sessions: {duck.said(error)}") from None
 
 
 def session_batches(
@@ -685,7 +686,7 @@ def _raw_rows(connection, path: Path) -> pa.Table:
     try:
         return connection.sql("SELECT * FROM raw").to_arrow_table()
     except duckdb.Error as error:
-        raise MicrosegError(f"{path}: cannot read sessions: {error}") from None
+        raise MicrosegError(f"{path}: cannot read sessions: {duck.said(error)}") from None
 
 
 def _load(connection, path: Path) -> list[str]:
@@ -695,7 +696,7 @@ def _load(connection, path: Path) -> list[str]:
     if path.suffix == ".parquet":
         relation = f"read_parquet('{quote(path)}')"
     elif path.suffix == ".csv":
-        relation = f"read_csv('{quote(path)}', header = true, all_varchar = true)"
+        relation = _csv_relation(path)
     elif path.suffix in (".jsonl", ".json", ".ndjson"):
         relation = f"read_json('{quote(path)}', format = 'newline_delimited')"
     else:
@@ -706,11 +707,33 @@ def _load(connection, path: Path) -> list[str]:
         connection.execute(f"CREATE TEMP VIEW raw AS SELECT * FROM {relation}")
         columns = [row[0] for row in connection.execute("DESCRIBE raw").fetchall()]
     except duckdb.Error as error:
-        raise MicrosegError(f"{path}: cannot read sessions: {error}") from None
+        raise MicrosegError(f"{path}: cannot read sessions: {duck.said(error)}") from None
     missing = [name for name in ("protocol", "src", "dst", "dport") if name not in columns]
     if missing:
         raise MicrosegError(f"{path}: missing session field(s) {', '.join(missing)}")
     return columns
+
+
+MAX_CSV_HEADER_BYTES = 1 << 20  # a header row longer than this is no session CSV's
+
+
+def _csv_relation(path: Path) -> str:
+    """read_csv over a session CSV: the columns its header names, each as text, and no
+    dialect sniffing. DuckDB's sniffer, given a file whose last row was cut short, took
+    each whole line for one column and the session fields for missing."""
+    try:
+        with path.open("rb") as file:
+            first = file.readline(MAX_CSV_HEADER_BYTES)
+        header = next(csv.reader([first.decode("utf-8-sig")]), [])
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise MicrosegError(f"{path}: cannot read its header row: {error}") from None
+    if not header:
+        raise MicrosegError(f"{path}: empty: a session CSV starts with a header row")
+    columns = ", ".join(f"'{quote(name)}': 'VARCHAR'" for name in header)
+    return (
+        f"read_csv('{quote(path)}', header = true, auto_detect = false, delim = ',', "
+        f"quote = '\"', escape = '\"', columns = {{{columns}}})"
+    )
 
 
 def iso_millis(value: datetime | None) -> str | None:

@@ -86,7 +86,10 @@ def load_composed(text: str) -> Any:
         root = yaml.compose(text, Loader=_Loader)
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
-        raise YamlProblem(f"invalid YAML: {error.problem or error.context}", _at(mark)) from None
+        # Both halves: "expected a single document in the stream, but found another
+        # document" says what "but found another document" alone does not.
+        said = ", ".join(part for part in (error.context, error.problem) if part)
+        raise YamlProblem(f"invalid YAML: {said}", _at(mark)) from None
     except yaml.YAMLError as error:
         raise YamlProblem(f"invalid YAML: {error}") from None
     if root is None:

@@ -28,7 +28,7 @@ from starlette.concurrency import run_in_threadpool
 from microseg.server import accounts
 from microseg.server.audit import audited, record, source_address
 from microseg.server.context import ServerContext, server_context
-from microseg.server.problems import ApiProblem
+from microseg.server.problems import ApiProblem, RequestBody
 from microseg.store.accounts import UserRecord
 
 SESSION_COOKIE = "microseg_session"
@@ -228,7 +228,7 @@ def logout(request: Request, response: Response) -> None:
     response.delete_cookie(SESSION_COOKIE, path="/", samesite="strict", httponly=True)
 
 
-class LoginRequest(BaseModel):
+class LoginRequest(RequestBody):
     username: str = Field(min_length=1, max_length=64)
     password: str = Field(min_length=1, max_length=accounts.MAX_PASSWORD)
 

@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from microseg.deploy.changes import FourEyesRefusal
@@ -22,6 +23,15 @@ from microseg.store import NotFound, StateConflict, StoreConflict, WorkspaceClos
 
 PROBLEM_JSON = "application/problem+json"
 log = logging.getLogger("microseg.server")
+
+
+class RequestBody(BaseModel):
+    """What a client sends: a field the request does not have is refused (422), not dropped.
+    A typo must not change what happens: `{"dryrun": true}` would otherwise run a change
+    for real, `{"revison": 3}` would deploy the head."""
+
+    model_config = ConfigDict(extra="forbid")
+
 
 _TITLES = {
     400: "Bad request",
@@ -191,9 +201,17 @@ def _request_error(detail: Any) -> dict[str, Any]:
     """A FastAPI validation error without its `input` (it may be a password)."""
     location = [str(part) for part in detail.get("loc", ())]
     where, path = (location[0], location[1:]) if location else ("body", [])
+    message = detail.get("msg", "invalid")
+    if detail.get("type") == "json_invalid":
+        # loc is (body, character offset): not a field, so no field or pointer names it.
+        reason = (detail.get("ctx") or {}).get("error", "")
+        message = f"not valid JSON at character {path[0] if path else 0}: {reason}".rstrip(": ")
+        path = []
+    elif detail.get("type") == "extra_forbidden":
+        message = "unknown field (not a field of this request)"
     return {
         "in": where,
         "field": ".".join(path),
         "pointer": "#/" + "/".join(path) if where == "body" else None,
-        "message": detail.get("msg", "invalid"),
+        "message": message,
     }

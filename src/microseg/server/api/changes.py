@@ -33,6 +33,7 @@ from microseg.deploy.run import DEFAULT_CONFIRM_WITHIN_S
 from microseg.server.audit import audited
 from microseg.server.auth import Admin, Approver, Editor, Viewer
 from microseg.server.context import server_context
+from microseg.server.problems import RequestBody
 from microseg.store import StateConflict
 from microseg.store.notices import CHANGE_NOTICES
 
@@ -50,17 +51,17 @@ SSE_EVENT_SCHEMA = {
 PROGRESS_MAX_S = 3600.0  # a stream of a change nobody runs ends by itself
 
 
-class NewChange(BaseModel):
+class NewChange(RequestBody):
     revision: int | None = Field(None, ge=1, le=2**31 - 1, description="Default: the head.")
     devices: list[str] = Field(default_factory=list, description="Default: every changed one.")
     description: str = Field("", max_length=10_000)
 
 
-class Approve(BaseModel):
+class Approve(RequestBody):
     comment: str = Field("", max_length=10_000)
 
 
-class Run(BaseModel):
+class Run(RequestBody):
     dry_run: bool = Field(False, description="Load and show each device's diff, then discard it.")
     parallel: int = Field(1, ge=1, le=256)
     confirm_within: int = Field(DEFAULT_CONFIRM_WITHIN_S, ge=1, le=86399)
@@ -75,7 +76,7 @@ class FourEyes(BaseModel):
     set_at: str | None = None
 
 
-class FourEyesSetting(BaseModel):
+class FourEyesSetting(RequestBody):
     on: bool
 
 

@@ -18,6 +18,7 @@ from microseg.server.api.evaluate import POLICY_DOC, resolve
 from microseg.server.audit import audited
 from microseg.server.auth import Editor, Viewer
 from microseg.server.context import server_context
+from microseg.server.problems import RequestBody
 
 router = APIRouter(prefix="/api", tags=["flows and policy builder"])
 
@@ -119,7 +120,7 @@ def _session_table(path: pathlib.Path, filters: tuple[Any, ...]) -> Any:
     return table
 
 
-class RecommendQuery(BaseModel):
+class RecommendQuery(RequestBody):
     """What a recommendation is made from (`microseg recommend` options)."""
 
     policy: str = Field(min_length=1, max_length=300, description=POLICY_DOC)

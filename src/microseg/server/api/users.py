@@ -12,7 +12,7 @@ from microseg.server import accounts
 from microseg.server.audit import audited
 from microseg.server.auth import Admin, Role, Viewer
 from microseg.server.context import server_context
-from microseg.server.problems import ApiProblem
+from microseg.server.problems import ApiProblem, RequestBody
 
 router = APIRouter(prefix="/api", tags=["users"])
 
@@ -25,13 +25,13 @@ class UserOut(BaseModel):
     password_changed_at: str
 
 
-class NewUser(BaseModel):
+class NewUser(RequestBody):
     name: str = Field(min_length=1, max_length=64)
     role: Role
     password: str = Field(min_length=accounts.MIN_PASSWORD, max_length=accounts.MAX_PASSWORD)
 
 
-class UserUpdate(BaseModel):
+class UserUpdate(RequestBody):
     role: Role | None = None
     disabled: bool | None = None
     password: str | None = Field(
@@ -47,7 +47,7 @@ class TokenOut(BaseModel):
     revoked_at: str | None
 
 
-class NewToken(BaseModel):
+class NewToken(RequestBody):
     name: str = Field(min_length=1, max_length=200)
     user: str | None = Field(None, description="Another user's token (admin only).")
 

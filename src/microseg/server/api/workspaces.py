@@ -30,7 +30,7 @@ from microseg.server.api.models import (
 from microseg.server.audit import audited
 from microseg.server.auth import Editor, Viewer, check_sections
 from microseg.server.context import server_context
-from microseg.server.problems import ApiProblem
+from microseg.server.problems import ApiProblem, RequestBody
 from microseg.store import NotFound
 from microseg.store.sources import set_from_source
 from microseg.targets.render import diff_policies
@@ -41,7 +41,7 @@ WorkspaceName = Annotated[str, Path(min_length=1, max_length=200)]
 Section = Annotated[str, Path(description=f"One of: {', '.join(SECTIONS)}.")]
 
 
-class NewWorkspace(BaseModel):
+class NewWorkspace(RequestBody):
     name: str = Field(min_length=1, max_length=200)
     base: int | None = Field(None, ge=1, le=2**31 - 1, description="Default: the head.")
 
@@ -62,7 +62,7 @@ class SetResult(BaseModel):
     objects: list[str] = Field(description="section/name of each object set.")
 
 
-class Submit(BaseModel):
+class Submit(RequestBody):
     message: str = Field("", max_length=10_000)
     change: bool = Field(False, description="Also create a change deploying the new revision.")
 
@@ -198,21 +198,25 @@ async def put_object(
     source = object_source(_section(section), await body_text(request))
     named = [obj.name for obj in source.objects]
     if not source.problems and named != [object_name]:
-        raise ApiProblem(
-            422,
-            f"the body's name {named[0] if named else None!r} is not {object_name!r}, the "
-            "object named in the path",
-            "invalid-request",
-            errors=[
-                {
-                    "object": section,
-                    "field": "name",
-                    "pointer": "#/name",
-                    "message": "must be the name in the path",
-                }
-            ],
-        )
+        raise _not_the_named_object(section, object_name, named)
     return await _set(request, principal, name, source, single=True)
+
+
+def _not_the_named_object(section: str, object_name: str, named: list[str | None]) -> ApiProblem:
+    if len(named) == 1:
+        detail = (
+            f"the body's name {named[0]!r} is not {object_name!r}, the object named in the path"
+        )
+        field, pointer, message = "name", "#/name", "must be the name in the path"
+    else:
+        detail = f"the body holds {len(named)} objects: give the one object named in the path"
+        field, pointer, message = "", "#", "must be one object"
+    return ApiProblem(
+        422,
+        detail,
+        "invalid-request",
+        errors=[{"object": section, "field": field, "pointer": pointer, "message": message}],
+    )
 
 
 async def _set(
