@@ -4,6 +4,7 @@ ports at once, sessions from both in one table and one store (issue 14)."""
 from __future__ import annotations
 
 import json
+import socket
 
 from flows_collector import Collector, collect_while_a_port_is_taken
 from flows_encoder import (
@@ -59,6 +60,35 @@ def test_ipfix_and_netflow9_on_two_ports_reach_one_store(tmp_path):
     sessions = read_sessions(tmp_path).to_pylist()
     servers = sorted((row["dst"], row["dport"]) for row in sessions)
     assert servers == [("10.0.9.1", "22"), ("10.0.9.2", "443")]
+
+
+def test_one_exporter_socket_to_two_ports_keeps_a_template_and_sequence_on_each(tmp_path):
+    """RFC 7011 2, 10.3.1: a UDP Transport Session runs from one exporter socket to one
+    collector socket. One exporter socket defines template 300 differently on each port."""
+    collector = Collector(tmp_path, "--json", listen=("127.0.0.1:0", "127.0.0.1:0"))
+    ports = collector.ports
+    wide = [*TEMPLATE[:5], Field(2, 8), Field(1, 8)]  # 8-byte counters on the second port
+
+    def message(server_port: int, sequence: int, layout: list[Field]) -> bytes:
+        record = _record("10.0.0.1", "10.0.9.1", server_port)
+        if layout is wide:
+            record = record[:13] + uint(3, 8) + uint(180, 8)
+        sets = [] if sequence else [ipfix_template_set({300: layout})]
+        return ipfix_message([*sets, data_set(300, [record])], sequence=sequence)
+
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as exporter:
+            for sequence in range(3):
+                for port, server_port, layout in ((ports[0], 22, TEMPLATE), (ports[1], 443, wide)):
+                    exporter.sendto(message(server_port, sequence, layout), ("127.0.0.1", port))
+    finally:
+        assert collector.stop() == 0, collector.stderr
+    final = json.loads(collector.stdout.splitlines()[-1])
+    assert (final["datagrams"], final["records"], final["decode_errors"]) == (6, 6, 0)
+    assert final["exporters"]["127.0.0.1"]["sequence_gaps"] == 0
+    sessions = read_sessions(tmp_path).to_pylist()
+    counted = sorted((row["dport"], row["fwd_packets"], row["fwd_bytes"]) for row in sessions)
+    assert counted == [("22", 9, 540), ("443", 9, 540)]
 
 
 def test_an_address_that_cannot_be_bound_is_a_user_error_naming_it(tmp_path):

@@ -150,7 +150,7 @@ def test_template_withdrawal_and_withdraw_all():
     assert decoder.counters.unknown_template_sets == 1
     decode(decoder, ipfix_message([ipfix_template_set({1024: SOFTFLOWD_V4, 1025: SOFTFLOWD_V4})]))
     decode(decoder, ipfix_message([ipfix_withdrawal_set([2])]))  # id 2: every template
-    assert decoder.templates[(EXPORTER, 0, 10, 0)] == {}
+    assert decoder.templates[(EXPORTER, 0, 10, 0, None)] == {}
 
 
 def test_template_refresh_changes_the_layout():
@@ -203,9 +203,9 @@ def test_templates_per_exporter_are_capped_and_a_flood_cannot_lock_out_real_ones
     decoder = FlowDecoder(max_templates_per_exporter=16)
     flood = {256 + i: SOFTFLOWD_V4 for i in range(100)}
     decode(decoder, ipfix_message([ipfix_template_set(flood)]))
-    assert len(decoder.templates[(EXPORTER, 0, 10, 0)]) == 16
+    assert len(decoder.templates[(EXPORTER, 0, 10, 0, None)]) == 16
     assert decoder.counters.template_evictions == 84
-    assert set(decoder.templates[(EXPORTER, 0, 10, 0)]) == set(range(256 + 84, 256 + 100))
+    assert set(decoder.templates[(EXPORTER, 0, 10, 0, None)]) == set(range(256 + 84, 256 + 100))
     assert len(decode(decoder, softflowd_message([dns_query()]))) == 1
 
 
@@ -451,6 +451,42 @@ def test_two_exporters_behind_one_address_keep_their_own_sequence_numbers():
     exporter = decoder.counters.exporters[EXPORTER]
     assert (exporter.sequence_gaps, exporter.lost_records) == (0, 0)
     assert exporter.records == 24
+
+
+def test_one_exporter_socket_sending_to_two_of_our_ports_is_two_transport_sessions():
+    """RFC 7011 2 and 10.3.1: a UDP Transport Session runs from one exporter socket to one
+    collector socket; an exporter sending to two of our --listen ports keeps a template and
+    a sequence on each (here template 1024 has a different layout on each port)."""
+    decoder = FlowDecoder()
+    v6_layout = [Field(27, 16), Field(28, 16), Field(4, 1), Field(2, 2)]
+    v6_record = address("2001:db8::1") + address("2001:db8::2") + uint(58, 1) + uint(3, 2)
+    source, first, second = (EXPORTER, 40001), ("127.0.0.1", 4739), ("127.0.0.1", 4740)
+    ipv4 = [
+        softflowd_message([dns_query(51841 + n)], sequence=n, with_template=n == 0)
+        for n in range(3)
+    ]
+    ipv6 = [
+        ipfix_message([ipfix_template_set({1024: v6_layout}), data_set(1024, [v6_record])]),
+        ipfix_message([data_set(1024, [v6_record])], sequence=1),
+    ]
+    rows = []
+    for message, destination in [
+        (ipv4[0], first),
+        (ipv6[0], second),
+        (ipv4[1], first),
+        (ipv6[1], second),
+        (ipv4[2], first),
+    ]:
+        rows += decoder.decode([(message, source)], destination).to_records()
+    assert [(r["src"], r["src_port"], r["packets"]) for r in rows] == [
+        ("172.18.4.220", 51841, 1),
+        ("2001:db8::1", 0, 3),
+        ("172.18.4.220", 51842, 1),
+        ("2001:db8::1", 0, 3),
+        ("172.18.4.220", 51843, 1),
+    ]
+    exporter = decoder.counters.exporters[EXPORTER]
+    assert (exporter.sequence_gaps, exporter.lost_records, exporter.decode_errors) == (0, 0, 0)
 
 
 def test_netflow9_templates_belong_to_the_source_id_not_the_port():

@@ -2,9 +2,11 @@
 
 Transport only: `decoder.py` decodes, `sessions.py` merges, `flowstore.py` persists. Every
 `batch_interval` seconds the collector takes what the kernel has queued on its sockets (up
-to READ_BURST datagrams a socket) and hands it to the decoder as one batch; meanwhile the
-kernel queues new datagrams in a large receive buffer. `workers.py` runs several of these
-processes on one port.
+to READ_BURST datagrams a socket); meanwhile the kernel queues new datagrams in a large
+receive buffer. What was taken goes to the decoder as one batch once DECODE_DATAGRAMS have
+been taken or the oldest has waited `decode_interval` seconds: a batch costs a fixed amount
+of numpy calls whatever its size, so few large batches cost less per record than many small
+ones. `workers.py` runs several of these processes on one port.
 Every `flush_interval` seconds sessions past their timeouts go to the store as one atomic
 segment; on stop (SIGINT/SIGTERM) every active session does. A SIGKILL loses only the
 active table since the last flush; segments already written are never touched.
@@ -42,6 +44,7 @@ RECEIVE_BUFFER = 64 << 20
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # Linux: root may exceed rmem_max
 STATS_FILE = "collector-stats.json"
 READ_BURST = 4096  # datagrams taken from a socket per batch before other work gets a turn
+DECODE_DATAGRAMS = 1024  # datagrams taken before they are decoded, whatever their age
 SPLIT_PIECES = 64  # at exit on a full disk, segments down to 1/64 of what is left are tried
 log = logging.getLogger("microseg.flows")
 
@@ -49,7 +52,8 @@ log = logging.getLogger("microseg.flows")
 @dataclass(frozen=True)
 class CollectorSettings:
     flush_interval: float = 5.0
-    batch_interval: float = 0.02
+    batch_interval: float = 0.02  # sockets are read this often
+    decode_interval: float = 0.2  # what was read waits at most this long for the decoder
     receive_buffer: int = RECEIVE_BUFFER
     max_unwritten: int = 1_000_000  # sessions held while the store cannot take them
     sessions: SessionSettings = field(default_factory=SessionSettings)
@@ -77,9 +81,16 @@ class FlowCollector:
         self._unwritten: list[pa.Table] = []  # sessions the store could not take yet
         self.last_write_error = ""
 
-    def receive(self, datagrams: list[Datagram], now: float | None = None) -> None:
+    def receive(
+        self,
+        datagrams: list[Datagram],
+        now: float | None = None,
+        destination: tuple | None = None,
+    ) -> None:
+        """Decode and merge a batch; `destination`: the address of the socket it came in on
+        (with the exporter's, it names an IPFIX Transport Session)."""
         try:
-            self.table.add(self.decoder.decode(datagrams), now)
+            self.table.add(self.decoder.decode(datagrams, destination), now)
         except Exception:  # a bug must cost one batch, never the collector and its table
             self.counters.batch_errors += 1
             log.exception(
@@ -251,38 +262,58 @@ async def serve(
 ) -> None:
     """Receive on every socket until `stop` is set, then decode what is queued and flush
     every session. The sockets feed one decoder (it tells IPFIX from NetFlow v9 by each
-    datagram's version, and keeps templates per exporter and version) and one session table.
+    datagram's version, and keeps templates per exporter, version and our socket) and one
+    session table.
 
     Every `batch_interval` the sockets are read until the kernel has nothing queued (at most
     READ_BURST datagrams each; more waiting: the next batch starts at once). No wake-up per
     datagram: reading on readiness woke the loop for every few datagrams, and the wake-ups
-    cost more than the datagrams (the kernel queues them in the receive buffer meanwhile)."""
-    next_flush = time.monotonic() + collector.settings.flush_interval
-    datagrams: list[Datagram] = []
+    cost more than the datagrams (the kernel queues them in the receive buffer meanwhile).
+    What was read is decoded once DECODE_DATAGRAMS are waiting, their oldest is
+    `decode_interval` old, or a flush is due."""
+    settings = collector.settings
+    next_flush = time.monotonic() + settings.flush_interval
+    locals_ = [sock.getsockname() for sock in sockets]
+    queued: list[list[Datagram]] = [[] for _ in sockets]
+    oldest = 0.0  # when the oldest datagram waiting to be decoded was read
     try:
         while not stop.is_set():
             more = False
-            for sock in sockets:
+            for sock, datagrams in zip(sockets, queued, strict=True):
                 more |= _drain(sock, datagrams, READ_BURST)
-            if datagrams:
-                batch, datagrams = datagrams, []
-                collector.receive(batch)
-            if time.monotonic() >= next_flush:
+            waiting = sum(len(datagrams) for datagrams in queued)
+            now = time.monotonic()
+            if waiting and not oldest:
+                oldest = now
+            flush_due = now >= next_flush
+            if waiting and (
+                flush_due or waiting >= DECODE_DATAGRAMS or now - oldest >= settings.decode_interval
+            ):
+                _decode(collector, queued, locals_)
+                oldest = 0.0
+            if flush_due:
                 collector.flush_expired()
-                next_flush = time.monotonic() + collector.settings.flush_interval
+                next_flush = time.monotonic() + settings.flush_interval
                 if on_flush:
                     on_flush(collector)
             if more:
                 await asyncio.sleep(0)  # signals get their turn
                 continue
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), collector.settings.batch_interval)
+                await asyncio.wait_for(stop.wait(), settings.batch_interval)
     finally:
-        for sock in sockets:
+        for sock, datagrams in zip(sockets, queued, strict=True):
             _drain(sock, datagrams)
-        if datagrams:
-            collector.receive(datagrams)
+        _decode(collector, queued, locals_)
         collector.flush_all()
+
+
+def _decode(collector: FlowCollector, queued: list[list[Datagram]], locals_: list) -> None:
+    """Hand each socket's waiting datagrams to the collector, and empty the queues."""
+    for index, datagrams in enumerate(queued):
+        if datagrams:
+            queued[index] = []
+            collector.receive(datagrams, destination=locals_[index][:2])
 
 
 def _drain(sock: socket.socket, datagrams: list, limit: int | None = None) -> bool:

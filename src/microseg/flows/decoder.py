@@ -120,14 +120,16 @@ Datagram = tuple[bytes, str | tuple]
 
 class FlowDecoder:
     """Stateful decoder: templates and sequence numbers per *stream*, (exporter address,
-    source port, version, observation domain / source id).
+    source port, version, observation domain / source id, our address).
 
     IPFIX (RFC 7011 8): templates are scoped to the Transport Session and Observation Domain,
     and sequence numbers count per Observation Domain within a Transport Session (3.1); over
-    UDP a Transport Session is the exporter's source address and port (10.3.1). So two
-    exporters behind one address keep their templates and sequences apart. NetFlow v9
-    (RFC 3954 5.1): a template and the sequence belong to the source ID of the exporter's
-    address; the port is not part of it (the stream's port is 0).
+    UDP a Transport Session is what one exporter socket (source address and port) sends to
+    one collector socket (destination address and port; RFC 7011 2, 10.3.1). So two
+    exporters behind one address keep their templates and sequences apart, and so does one
+    exporter socket sending to two of our ports. NetFlow v9 (RFC 3954 5.1): a template and
+    the sequence belong to the source ID of the exporter's address; neither port nor our
+    address is part of it (the stream's port is 0, its destination None).
     Counters and the stored `exporter` are per exporter *address*.
     """
 
@@ -159,8 +161,9 @@ class FlowDecoder:
 
     # -- public -------------------------------------------------------------------------
 
-    def decode(self, datagrams: Iterable[Datagram]) -> FlowBatch:
-        """Decode (datagram, source) pairs into one FlowBatch."""
+    def decode(self, datagrams: Iterable[Datagram], destination: tuple | None = None) -> FlowBatch:
+        """Decode (datagram, source) pairs into one FlowBatch; `destination`: the (address,
+        port) they were sent to, our socket's (None: one socket, or unknown)."""
         gathers: dict[int, _Gather] = {}
         self._expire_pending()
         for data, source in datagrams:
@@ -171,7 +174,7 @@ class FlowDecoder:
             try:
                 version = VERSION.unpack_from(data)[0] if len(data) >= 2 else 0
                 if version == ipfix.VERSION:
-                    self._ipfix(data, exporter, port, per_exporter, gathers)
+                    self._ipfix(data, (exporter, port), destination, per_exporter, gathers)
                 elif version == netflow9.VERSION:
                     self._netflow9(data, exporter, per_exporter, gathers)
                 else:
@@ -199,11 +202,12 @@ class FlowDecoder:
             counters = self.counters.exporters.setdefault(exporter, ExporterCounters())
         return counters
 
-    def _ipfix(self, data, exporter, port, per_exporter, gathers) -> None:
+    def _ipfix(self, data, source, destination, per_exporter, gathers) -> None:
         _, length, export_time, sequence, domain = ipfix.HEADER.unpack_from(data)
         if length != len(data):
             raise MalformedDatagram(f"message length {length} but datagram has {len(data)}")
-        stream = (exporter, port, ipfix.VERSION, domain)  # RFC 7011 8, 10.3.1
+        # RFC 7011 8, 10.3.1: the Transport Session (both sockets) and Observation Domain
+        stream = (*source, ipfix.VERSION, domain, destination)
         if self.fast_path and self._ipfix_one_data_set(
             data, length, export_time, sequence, stream, per_exporter, gathers
         ):
@@ -260,7 +264,7 @@ class FlowDecoder:
     def _netflow9(self, data, exporter, per_exporter, gathers) -> None:
         _, _count, uptime, unix_seconds, sequence, source_id = netflow9.HEADER.unpack_from(data)
         sets = netflow9.walk_flowsets(data, netflow9.HEADER.size)
-        stream = (exporter, 0, netflow9.VERSION, source_id)  # RFC 3954 5.1: not the port
+        stream = (exporter, 0, netflow9.VERSION, source_id, None)  # RFC 3954 5.1: no ports
         parsed = []
         for set_id, start, end in sets:
             if set_id == netflow9.TEMPLATE_FLOWSET_ID:

@@ -4,7 +4,11 @@ Each record is turned around into a *canonical* orientation (the lower endpoint 
 address then port) so both directions of a conversation land on one key
 (VRF, protocol, low endpoint, high endpoint); packets, bytes, first/last seen and TCP flags
 are kept per canonical direction. Merging is a DuckDB hash group-by over whole batches; no
-Python code runs per record or per session.
+Python code runs per record or per session. A merge that the waiting records start runs on
+a thread of its own (DuckDB leaves the GIL while it works), so the collector keeps reading
+its sockets meanwhile instead of letting the kernel's buffer fill for the merge's length;
+everything that reads the table waits for it first, so the merges and their results are
+the same as one after another.
 
 Only when sessions leave the table (timeouts, flush) is the initiator worked out, because
 exporters do not say who started a conversation (softflowd's "forward" is the lower
@@ -24,6 +28,7 @@ Definitions (also in the README):
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass
 
@@ -40,6 +45,7 @@ NO_TIME = np.iinfo(np.int64).max  # "no packet in this direction" for min(first)
 UINT64_MAX = (1 << 64) - 1
 INT64_MAX = (1 << 63) - 1
 MERGE_ROWS = 500_000  # records waiting before they are merged (at most max_sessions)
+THREAD_MERGE_ROWS = 100_000  # a merge of this many records or more runs on a thread
 EVICT_TO = 0.8  # past max_sessions, the least recently updated leave until 80 % remain
 log = logging.getLogger("microseg.flows")
 ECHO_REQUEST = {ICMP: 8, ICMPV6: 128}  # RFC 792, RFC 4443
@@ -144,6 +150,8 @@ class SessionTable:
         self._waiting: list[pa.Table] = []
         self._waiting_rows = 0
         self._merge_rows = max(1, min(MERGE_ROWS, self.settings.max_sessions))
+        self._merging: _Merge | None = None  # a merge running on its thread
+        self.thread_merge_rows = THREAD_MERGE_ROWS  # tests set 1 (all) or more than any
         self._evicted: list[pa.Table] = []  # oriented, waiting to be written
         self._exporters: list[str] = [""]  # exporter id -> address; 0 = none
         self._exporter_ids: dict[tuple[int, int], int] = {}
@@ -171,15 +179,26 @@ class SessionTable:
             return
         self._waiting.append(self._canonical_rows(batch, time.time() if now is None else now))
         self._waiting_rows += len(batch)
-        if self._waiting_rows >= self._merge_rows:
+        if self._merging is not None and not self._merging.is_alive():
+            self._finish_merge()
+        if self._waiting_rows < self._merge_rows:
+            return
+        if self._waiting_rows < self.thread_merge_rows:  # short: not worth a thread
             self._merge()
+            return
+        self._finish_merge()  # one merge at a time: the next one needs its result
+        waiting, self._waiting, self._waiting_rows = self._waiting, [], 0
+        self._merging = _Merge(self, self._sessions, waiting)
+        self._merging.start()
 
     @property
     def evicted_rows(self) -> int:
         return sum(table.num_rows for table in self._evicted)
 
     def take_evicted(self) -> pa.Table:
-        """Remove and return (SESSION_SCHEMA) the sessions evicted since the last call."""
+        """Remove and return (SESSION_SCHEMA) the sessions evicted since the last call,
+        those of the merge running included."""
+        self._finish_merge()
         evicted, self._evicted = self._evicted, []
         return pa.concat_tables(evicted) if evicted else SESSION_SCHEMA.empty_table()
 
@@ -214,24 +233,39 @@ class SessionTable:
     # -- merging --------------------------------------------------------------------------
 
     def _merge(self) -> None:
-        """Merge waiting records into the table. An error merging one batch loses that batch
-        (logged, counted), never the active table or the other batches."""
+        """Merge every waiting record into the table, after the merge running if any."""
+        self._finish_merge()
         if not self._waiting:
             return
         waiting, self._waiting, self._waiting_rows = self._waiting, [], 0
+        self._sessions = self._merged_with(self._sessions, waiting)
+        self._evict_over_limit()
+
+    def _finish_merge(self) -> None:
+        """Wait for the merge running on its thread, if any, and take its table."""
+        if self._merging is None:
+            return
+        merging, self._merging = self._merging, None
+        merging.join()
+        self._sessions = merging.result
+        self._evict_over_limit()
+
+    def _merged_with(self, sessions: pa.Table | None, waiting: list[pa.Table]) -> pa.Table | None:
+        """`sessions` with `waiting` merged in. An error merging one batch loses that batch
+        (logged, counted), never the active table or the other batches."""
         try:
-            self._sessions = self._merged([self._sessions, *waiting])
+            return self._merged([sessions, *waiting])
         except Exception:  # whatever it is, the collector must go on with the rest
             for part in waiting:
                 try:
-                    self._sessions = self._merged([self._sessions, part])
+                    sessions = self._merged([sessions, part])
                 except Exception:
                     self.counters.records_rejected += part.num_rows
                     log.exception(
                         "session table: %d flow records could not be merged and are dropped",
                         part.num_rows,
                     )
-        self._evict_over_limit()
+            return sessions
 
     def _merged(self, parts: list[pa.Table | None]) -> pa.Table:
         rows = pa.concat_tables([part for part in parts if part is not None])
@@ -259,7 +293,10 @@ class SessionTable:
 
     def _forget_exporters(self) -> None:
         """Drop exporter ids no active session uses once they are the majority, so ever new
-        (or spoofed) exporters cannot grow the table without end. Call with nothing waiting."""
+        (or spoofed) exporters cannot grow the table without end. Waiting records hold
+        exporter ids too: with any waiting, nothing is dropped (the next expiry does it)."""
+        if self._waiting:
+            return
         used = np.zeros(len(self._exporters), dtype=bool)
         used[0] = True  # "no exporter"
         if self._sessions is not None:
@@ -414,6 +451,20 @@ class SessionTable:
             schema=SESSION_SCHEMA,
         )
         return sort_sessions(table)
+
+
+class _Merge(threading.Thread):
+    """One merge of waiting records into the active sessions, on its own thread; the table
+    takes `result` once it joins (SessionTable._finish_merge)."""
+
+    def __init__(self, table: SessionTable, sessions: pa.Table | None, waiting: list[pa.Table]):
+        super().__init__(name="session-merge", daemon=True)
+        self.table, self.sessions, self.waiting = table, sessions, waiting
+        self.result: pa.Table | None = sessions
+
+    def run(self) -> None:
+        self.result = self.table._merged_with(self.sessions, self.waiting)
+        self.sessions, self.waiting = None, []
 
 
 def initiator_is_low(c: dict[str, np.ndarray]) -> np.ndarray:
