@@ -36,7 +36,7 @@ engine handled within the memory limit.
 
 Run: .venv/bin/python bench/scale.py [--data DIR] [--sizes 1000000,10000000,30000000,100000000]
      [--engines duckdb,spark] [--spark-master local[2]] [--spark-conf spark.KEY=VALUE]
-     [--memory-limit 24G] [--quick]
+     [--memory-limit 24G] [--no-rows-back] [--quick]
 `--data DIR` keeps the generated store and reuses it on the next run (a larger size adds
 rounds to it); without it a temporary directory is used and removed.
 """
@@ -66,7 +66,9 @@ import pyarrow as pa
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from microseg.builder.services import port_cuts  # noqa: E402
+from microseg.builder.endpoints import address_classes  # noqa: E402
+from microseg.builder.scope import scope_from, scope_prefixes  # noqa: E402
+from microseg.evaluate.cells import port_cuts  # noqa: E402
 from microseg.flows.engines import DuckDBEngine, SessionQuery  # noqa: E402
 from microseg.flows.flowstore import FlowStore  # noqa: E402
 from microseg.model import (  # noqa: E402
@@ -638,11 +640,16 @@ def rows_back(view: Path, policy: Path) -> dict:
     (`flows.engines.builder_rows`): counted by DuckDB where they are made, the same rows
     Spark returns (the SQL is shared)."""
     policy_set = load_policy(policy)
+    scope = scope_from(policy_set, None, "dc-prod", None, [], None, None)
+    fold = SessionQuery(
+        client_port_cuts=port_cuts(policy_set),
+        address_classes=address_classes(policy_set, CATEGORIES, scope_prefixes(scope)),
+    )
     engine = DuckDBEngine()
     segments = FlowStore(view).scan().live
     return {
         "summary_rows": engine.rows(segments, SessionQuery()),
-        "builder_rows": engine.rows(segments, SessionQuery(client_port_cuts=port_cuts(policy_set))),
+        "builder_rows": engine.rows(segments, fold),
     }
 
 
@@ -811,7 +818,8 @@ def bench(options: argparse.Namespace, log=lambda text: None) -> dict:
             )
             if count != size:
                 raise SystemExit(f"store {view} holds {count} sessions, not {size}")
-            figures["stores"][-1].update(rows_back(view, data.policy))
+            if options.rows_back:
+                figures["stores"][-1].update(rows_back(view, data.policy))
             log(json.dumps(figures["stores"][-1]))
             outputs = {}
             for engine in options.engines:
@@ -858,6 +866,13 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--memory-limit", default="24G", type=parse_size)
     parser.add_argument("--batch", default=2_000_000, type=int, help="sessions per batch")
     parser.add_argument("--seed", default=7, type=int)
+    parser.add_argument(
+        "--no-rows-back",
+        dest="rows_back",
+        action="store_false",
+        help="do not count the rows the engine returns (two DuckDB queries per size; the same "
+        "for every engine)",
+    )
     options = parser.parse_args(argv)
     if options.quick:
         options.sizes = list(QUICK_SIZES)

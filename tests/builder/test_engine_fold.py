@@ -22,8 +22,8 @@ import pytest
 from microseg.builder import BuilderOptions, Scope, recommend
 from microseg.builder.report import recommendation_json
 from microseg.builder.scope import scope_from
-from microseg.builder.services import port_cuts
 from microseg.cli.builder import read_session_columns
+from microseg.evaluate.cells import port_cuts
 from microseg.flows.flowstore import FlowStore, read_sessions
 from microseg.flows.session_columns import session_columns
 from microseg.flows.sessions import SESSION_SCHEMA

@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 from datetime import UTC, date, datetime
+from ipaddress import IPv4Address
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ import pytest
 from test_flow_reliability import bad_segments
 
 from microseg.flows import spark as spark_module
-from microseg.flows.engines import DuckDBEngine
+from microseg.flows.engines import AddressClass, DuckDBEngine
 from microseg.flows.flowstore import FlowStore, read_sessions
 from microseg.flows.sessions import INT64_MAX, SESSION_SCHEMA
 from microseg.flows.spark import SparkEngine, spark_settings
@@ -192,6 +193,16 @@ QUERIES = {
         "client_port_cuts": (22, 23, 40000, 41000),
         "until": datetime(2025, 11, 19, 0, 0, 2, tzinfo=UTC),  # the busy client's first half
     },
+    "the builder's fold, examples per address class": {
+        "client_port_cuts": (22, 23, 40000, 41000),
+        "address_classes": (
+            AddressClass(int(IPv4Address("172.18.6.0")), 24, 0),
+            AddressClass(int(IPv4Address("172.18.6.128")), 25, -1),
+            AddressClass(int(IPv4Address("10.100.0.0")), 16, 2),
+            AddressClass(int(IPv4Address("10.100.99.50")), 32, -1),
+        ),
+    },
+    "what-if's fold": {"replay_cuts": (22, 23, 40000, 41000)},
 }
 
 

@@ -89,3 +89,30 @@ def test_a_put_body_is_exactly_the_object_its_path_names(seeded, body, detail):
     assert answer.status_code == 422
     assert answer.json()["detail"].startswith(detail)
     assert editor.get("/api/workspaces/w").json()["workspace"]["changes"] == 0
+
+
+def _chunks(total: int, first: bytes = b'{"username": "'):
+    yield first
+    sent = len(first)
+    while sent < total:
+        yield b"a" * (1 << 20)
+        sent += 1 << 20
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["content-length", "chunked"])
+def test_a_body_over_the_limit_is_refused_on_every_route_even_before_login(server, declared):
+    """FastAPI read a JSON body whole before looking at it: an unauthenticated 300 MiB
+    login request took the server's memory from 160 MB to 780 MB."""
+    from microseg.server.limits import MAX_REQUEST_BODY_BYTES
+
+    client = server.client(None)
+    total = MAX_REQUEST_BODY_BYTES + (1 << 20)
+    if declared:
+        headers = {"content-type": "application/json", "content-length": str(total)}
+        answer = client.post("/api/auth/login", content=b"{}", headers=headers)
+    else:
+        headers = {"content-type": "application/json"}
+        answer = client.post("/api/auth/login", content=_chunks(total), headers=headers)
+    assert answer.status_code == 413, answer.text
+    assert answer.json()["type"] == "urn:microseg:problem:too-large"
+    assert answer.json()["detail"] == "request body: larger than 32 MiB"

@@ -21,12 +21,15 @@ Each distinct address is mapped once, in this order:
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 
 from microseg.builder.addresses import collapse, group_size
+from microseg.evaluate.cells import prefix_span
+from microseg.flows.engines import AddressClass
 from microseg.flows.session_columns import AddressTable
 from microseg.model import Group, PolicySet
 from microseg.model.objects import IPAddress, IPNetwork
@@ -143,6 +146,69 @@ def map_endpoints(
             endpoints.append(Endpoint(group.name, "external", len(members), group))
             choice[np.array(members)] = index[group.name]
     return EndpointMap(endpoints, choice)
+
+
+def address_classes(
+    policy_set: PolicySet, categories: tuple[str, ...], named: tuple[IPNetwork, ...] = ()
+) -> tuple[AddressClass, ...]:
+    """The address classes of the engine's fold (`flows.engines.builder_rows`): every IPv4
+    prefix a group (prefixes, except-prefixes) or a segment names, and `named` (the
+    scope's). Which of them an address falls in, and so everything a policy or a scope asks
+    of it, follows from its longest matching one. Those whose addresses all map to one
+    category group (step 1 above) are labelled; any other address's endpoint depends on
+    the address itself (a host group, an outside address's role), so its prefix has label
+    -1: the address is a class of its own. Without categories there is nothing to label."""
+    if not categories:
+        return ()
+    listed = {
+        prefix
+        for group in policy_set.groups
+        for prefix in (*group.prefixes, *group.except_prefixes)
+    }
+    listed.update(s for d in policy_set.devices for seg in d.segments for s in seg.subnets)
+    listed.update(named)
+    prefixes = sorted(
+        (p for p in listed if p.version == 4), key=lambda p: (int(p.network_address), p.prefixlen)
+    )
+    own = _first_own_addresses(prefixes)
+    present = [index for index, address in enumerate(own) if address is not None]
+    addresses = AddressTable.of([ipaddress.IPv4Address(own[index]) for index in present])
+    wanted = set(categories)
+    labelled = [g for g in policy_set.groups if wanted & set(g.categories)]
+    sizes = {group.name: group_size(group) for group in labelled}
+    best = _most_specific(addresses, labelled, sizes)
+    label = dict(zip(present, (int(b) for b in best), strict=True))
+    return tuple(
+        AddressClass(
+            int(prefix.network_address),
+            prefix.prefixlen,
+            index if label.get(index, -1) >= 0 else -1,
+        )
+        for index, prefix in enumerate(prefixes)
+    )
+
+
+def _first_own_addresses(prefixes: Sequence[IPNetwork]) -> list[int | None]:
+    """Per prefix (sorted by network, then length), the first of its addresses that no
+    longer prefix of the list holds; None when longer ones cover all of it. Prefixes nest
+    or are disjoint, so a stack finds each one's longer prefixes directly inside it."""
+    spans = [prefix_span(prefix) for prefix in prefixes]
+    inside: list[list[int]] = [[] for _ in prefixes]
+    stack: list[int] = []
+    for index, (first, _) in enumerate(spans):
+        while stack and spans[stack[-1]][1] < first:
+            stack.pop()
+        if stack:
+            inside[stack[-1]].append(index)
+        stack.append(index)
+    result: list[int | None] = []
+    for (cursor, last), children in zip(spans, inside, strict=True):
+        for child_first, child_last in (spans[child] for child in children):
+            if child_first > cursor:
+                break
+            cursor = child_last + 1
+        result.append(cursor if cursor <= last else None)
+    return result
 
 
 def _most_specific(

@@ -45,6 +45,21 @@ class Scope:
     description: tuple[str, ...] = field(default_factory=tuple)
 
 
+def scope_prefixes(scope: Scope) -> tuple[IPNetwork, ...]:
+    """Every prefix a scope's selectors name (sources, destinations and their excepts)."""
+    return tuple(
+        prefix
+        for any_of in scope.all_of
+        for selector in any_of
+        for prefix in (
+            *selector.sources,
+            *selector.source_excepts,
+            *selector.destinations,
+            *selector.destination_excepts,
+        )
+    )
+
+
 def rule_selector(policy_set: PolicySet, rule_name: str) -> Selector:
     rule = policy_set.rule(rule_name) if policy_set.get("rules", rule_name) else None
     if rule is None:

@@ -218,17 +218,6 @@ def _exact_key(service: Service) -> tuple[int, int] | None:
     return (protocol, 0)
 
 
-def port_cuts(policy_set: PolicySet) -> tuple[int, ...]:
-    """Where a port's fate can change in this policy: each range of every Service (source or
-    destination) starts a cell and ends one. The evaluator's port cells come from the same
-    Services (`evaluate.cells.port_cells`), and so do a scope's."""
-    cuts: set[int] = set()
-    for service in policy_set.services:
-        for low, high in (*service.destination_ranges, *service.source_ranges):
-            cuts.update((low, high + 1))
-    return tuple(sorted(cuts))
-
-
 def proposed_name(protocol: int, port: int) -> str:
     """`DNS` for udp/53, `tcp-4567` for an unnamed port, `icmp-echo`, `proto-47`..."""
     if protocol in (TCP, UDP):

@@ -110,7 +110,9 @@ def recommend_command(
     )
     with closing(session_engine(engine, spark_master, spark_conf)) as reader:
         source = _sessions_source(sessions, store)
-        table = read_session_columns(source, reader, policy_set, options.scope, vrf)
+        table = read_session_columns(
+            source, reader, policy_set, options.scope, vrf, options.categories
+        )
     recommendation = recommend(policy_set, table, options)
     written: list[tuple[str, str]] = []
     if into_workspace is not None:
@@ -144,14 +146,18 @@ def read_session_columns(
     policy_set: PolicySet | None = None,
     scope: Scope | None = None,
     vrf: str | None = None,
+    categories: tuple[str, ...] = (),
 ):
     """Sessions from a flow store directory or a session file, checked row by row; `engine`
     runs the store's session query: the scan, the `eph` summary and, given the policy set,
-    the builder's fold (`flows.engines.builder_rows`). On a store, the scope's time window
+    the builder's fold (`flows.engines.builder_rows`), its examples kept per address class
+    (`builder.endpoints.address_classes`, from the `categories` and the scope). On a store, the scope's time window
     and `vrf` select in that query too, before the summary and the fold (the builder's scope
     applies them again: a no-op then). In a session file the builder's scope selects them,
     row by row, so a file with a time window is not folded (a fold spans times)."""
-    from microseg.builder.services import port_cuts
+    from microseg.builder.endpoints import address_classes
+    from microseg.builder.scope import scope_prefixes
+    from microseg.evaluate.cells import port_cuts
     from microseg.flows.flowstore import read_sessions
     from microseg.flows.session_columns import session_columns
 
@@ -161,6 +167,9 @@ def read_session_columns(
         filters.update(vrf=vrf, since=_moment(scope.since_ms), until=_moment(scope.until_ms))
     if policy_set is not None and (source.is_dir() or not window):
         filters["client_port_cuts"] = port_cuts(policy_set)
+        filters["address_classes"] = address_classes(
+            policy_set, categories, scope_prefixes(scope) if scope is not None else ()
+        )
     return session_columns(read_sessions(source, engine=engine, **filters), where=str(source))
 
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from microseg.compile.intent import DeviceIntent, Family, PrefixFieldSet
 from microseg.evaluate.packets import ADDRESS_DTYPE
+from microseg.model import PolicySet
 from microseg.model.objects import PortRange
 
 ADDRESS_BITS = {"ipv4": 32, "ipv6": 128}
@@ -191,3 +192,14 @@ def port_cells(range_sets: list[tuple[PortRange, ...]]) -> PortCells:
         np.int32
     )
     return PortCells(starts, of_port)
+
+
+def port_cuts(policy_set: PolicySet) -> tuple[int, ...]:
+    """Where a port's fate can change in this policy: each range of every Service (source or
+    destination) starts a cell and ends one. A device's port cells (`port_cells`) come from
+    the same Services, and so do a scope's (the builder's) and the engine's folds'."""
+    cuts: set[int] = set()
+    for service in policy_set.services:
+        for low, high in (*service.destination_ranges, *service.source_ranges):
+            cuts.update((low, high + 1))
+    return tuple(sorted(cuts))

@@ -14,8 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from microseg.compile.resolve import compile_all
+from microseg.evaluate.cells import port_cuts
 from microseg.evaluate.engine import CompiledDevice
 from microseg.evaluate.packets import (
     NO_ICMP_TYPE,
@@ -183,6 +185,12 @@ def _first_positions(groups: np.ndarray, count: int) -> np.ndarray:
     return first
 
 
+def replay_cuts(base: PolicySet, candidate: PolicySet) -> tuple[int, ...]:
+    """Where a port's cell can change under either policy: what-if's fold in the session
+    engine (`flows.engines.replay_rows`) keeps client ports apart across these."""
+    return tuple(sorted({*port_cuts(base), *port_cuts(candidate)}))
+
+
 def whatif(
     base: PolicySet,
     candidate: PolicySet,
@@ -199,11 +207,19 @@ def whatif(
     newly_allowed = ~before.gets_through & after.gets_through
     return {
         "sessions": total(columns.sessions),
-        "rows": len(columns.sessions),
+        "rows": _summary_rows(sessions),
         "newly_blocked": _changes(columns, newly_blocked, after, "blocked by"),
         "newly_allowed": _changes(columns, newly_allowed, before, "was blocked by"),
         "candidate_rule_hits": _hits(columns, after),
     }
+
+
+def _summary_rows(sessions: pa.Table) -> int:
+    """The rows of the session table: what-if's fold in the engine says how many each of
+    its rows stands for (`summary_rows`)."""
+    if "summary_rows" not in sessions.column_names:
+        return sessions.num_rows
+    return int(pc.sum(sessions["summary_rows"]).as_py() or 0)
 
 
 def _changes(columns: SessionPackets, selected: np.ndarray, outcome: Outcome, role: str) -> dict:

@@ -47,6 +47,8 @@ OUTPUT_SCHEMA = pa.schema(
         for field in SESSION_SCHEMA
     ]
 )
+# what-if's fold (`replay_rows`) also says how many rows of the summary each row stands for
+REPLAY_SCHEMA = OUTPUT_SCHEMA.append(pa.field("summary_rows", pa.int64()))
 # first seen, then the key; every other column breaks ties, so the same sessions list the
 # same whatever order they were stored or written in
 _ORDER = ["first_seen", "vrf", "protocol", "src", "sport", "dst", "dport", "exporter"]
@@ -68,7 +70,8 @@ class SessionQuery:
     """What `read_sessions` asks for: the `eph` summary (None: every session as stored), the
     filters (exact vrf, protocol, src, dst; `port` either port; `since` last seen at or
     after; `until` first seen at or before), `limit`, the first rows only (a page of a large
-    store), and `client_port_cuts`, the Policy Builder's fold (see `builder_rows`)."""
+    store), `client_port_cuts` and `address_classes`, the Policy Builder's fold (see
+    `builder_rows`), and `replay_cuts`, what-if's (see `replay_rows`)."""
 
     ephemeral_port: int | None = EPHEMERAL_PORT
     vrf: str | None = None
@@ -80,6 +83,18 @@ class SessionQuery:
     limit: int | None = None
     until: datetime | None = None
     client_port_cuts: tuple[int, ...] | None = None
+    address_classes: tuple[AddressClass, ...] = ()
+    replay_cuts: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
+class AddressClass:
+    """An IPv4 prefix for the builder's fold (`builder_rows`): an address's class is that of
+    its longest matching prefix; `label` -1 makes it a class of one (the address itself)."""
+
+    network: int
+    length: int
+    label: int
 
 
 @dataclass(frozen=True)
@@ -109,12 +124,21 @@ def session_sql(columns: list[str], query: SessionQuery, dialect: Dialect) -> tu
     limit = "" if query.limit is None else f" LIMIT {int(query.limit)}"
     sessions = f"WITH sessions AS ({_normalised(columns, dialect)})"
     if query.client_port_cuts is not None:
-        return (
-            f"{sessions}, summary AS ({select}), {builder_rows(query.client_port_cuts, dialect)}"
-            f" ORDER BY {_order(['first_seen', '_rest', *ORDER[1:]])}{limit}",
-            parameters,
-        )
-    return f"{sessions} {select} ORDER BY {order}{limit}", parameters
+        folded = builder_rows(query.client_port_cuts, dialect, query.address_classes)
+    elif query.replay_cuts is not None:
+        folded = replay_rows(query.replay_cuts, dialect)
+    else:
+        return f"{sessions} {select} ORDER BY {order}{limit}", parameters
+    return (
+        f"{sessions}, summary AS ({select}), {folded}"
+        f" ORDER BY {_order(['first_seen', '_rest', *ORDER[1:]])}{limit}",
+        parameters,
+    )
+
+
+def output_schema(query: SessionQuery) -> pa.Schema:
+    """The columns `session_sql` returns for this query."""
+    return REPLAY_SCHEMA if query.replay_cuts is not None else OUTPUT_SCHEMA
 
 
 def _order(names: list[str]) -> str:
@@ -243,25 +267,36 @@ def _summary(where: str, ephemeral_port: int, dialect: Dialect) -> str:
 # policy's port boundaries it falls on (`client_port_cuts`, cut points from every Service's
 # ranges), whether it is below 1024, 49152 or the server port. Sessions alike in all of that
 # fold into one row, so the builder's input grows with the clients, servers and services
-# seen rather than with the sessions. Each fold keeps its first rows (in the table's order)
-# as they are, for the examples the builder shows (any group of folds has its first rows
-# among them), and sums the rest into one row with `_rest` set, ordered after the kept rows
-# of the same first-seen time, whose client port is the lowest of the folded ones.
+# seen rather than with the sessions.
 #
 # Only what the builder cannot tell apart is folded: TCP and UDP sessions whose client port
 # is 1024-49151 and above the server port, so the server is the destination whatever
 # other evidence there is (`builder.services.server_side`), and equal to no port any session
 # has as a server port (a proposed service could match it).
+#
+# Examples. The builder shows the first few sessions (in the table's order) of a set: a
+# proposal's, an existing rule's, the unexplained ones. Each such set is a union of
+# *classes*: folds alike but for their ends' addresses, where both ends' addresses are
+# replaced by their class (`address_classes`: the longest matching prefix of a table the
+# builder sends, from every prefix its groups, segments and scope name, labelled where
+# that prefix decides the address's endpoint; any other address is a class of its own).
+# So the first KEPT_ROWS rows of each class stay as they are, and so does each fold's first
+# row where the fold's sessions did not all complete (a blocked attempt reports what
+# stops its earliest session); the rest of a fold sums into one row with `_rest` set,
+# ordered after the kept rows of the same first-seen time, whose client port is the lowest
+# of the folded ones. Without classes every fold is a class of its own.
 KEPT_ROWS = 3  # the builder shows this many examples (builder.recommend.EXAMPLES_PER_RULE)
-_FOLD_KEY = (
-    "vrf, protocol, src, dst, dport, _cell, rev_tcp_flags, "
-    "complete > 0, half_open > 0, rev_packets > 0"
-)
+_REPLY = "rev_tcp_flags, complete > 0, half_open > 0, rev_packets > 0"
+_FOLD_KEY = f"vrf, protocol, src, dst, dport, _cell, {_REPLY}"
+_CLASS_KEY = f"vrf, protocol, _src_class, _dst_class, dport, _cell, {_REPLY}"
 
 
-def builder_rows(cuts: tuple[int, ...], dialect: Dialect) -> str:
+def builder_rows(
+    cuts: tuple[int, ...], dialect: Dialect, classes: tuple[AddressClass, ...] = ()
+) -> str:
     """CTEs over `summary` ending in `result` (OUTPUT_SCHEMA and `_rest`), the summary
-    with the builder's fold (above) over the client-port cells `cuts` make."""
+    with the builder's fold (above) over the client-port cells `cuts` make and the
+    address `classes`."""
     sport, dport = "TRY_CAST(sport AS INTEGER)", "TRY_CAST(dport AS INTEGER)"
     low, high = SYSTEM_PORTS_END, EPHEMERAL_PORT_START
     inside = sorted({int(cut) for cut in cuts if low < int(cut) < high})
@@ -271,27 +306,51 @@ def builder_rows(cuts: tuple[int, ...], dialect: Dialect) -> str:
         f"AND {sport} > {dport} AND first_seen IS NOT NULL"  # the builder reads no time as 0
     )
     columns = ", ".join(OUTPUT_SCHEMA.names)
-    counters = ", ".join(
-        _total(name, dialect)
-        for name in ("fwd_packets", "fwd_bytes", "rev_packets", "rev_bytes", "complete")
-    )
-    # One pass: every row ranked within its fold; a kept row, or one that does not fold,
-    # is a group of its own (its sport in the key: the summary has one row per sport), the
-    # rest of a fold one group. Counts and times are as the builder reads them.
-    rest = f"_fold AND _rank > {KEPT_ROWS}"
+    # One pass: every row ranked within its class (and its fold); a kept row, or one that
+    # does not fold, is a group of its own (its sport in the key: the summary has one row
+    # per sport), the rest of a fold one group. Counts and times are as the builder reads them.
+    rest, first = f"_fold AND _rank > {KEPT_ROWS}", ""
+    if classes:
+        # A class spans folds: also kept are each fold's first row where not all of it
+        # completed, and the first row of each client and of each server (the builder
+        # numbers addresses in the order they first appear).
+        rest += " AND (_first > 1 OR complete > 0) AND _first_src > 1 AND _first_dst > 1"
+        first = "".join(
+            f", row_number() OVER (PARTITION BY {key} ORDER BY {_order(ORDER)}) AS {name}"
+            for key, name in ((f"_fold, {_FOLD_KEY}", "_first"), ("src", "_first_src"),
+                              ("dst", "_first_dst"))
+        )  # fmt: skip
     return f"""
     server_ports AS (
         SELECT DISTINCT {dport} AS port FROM summary
         UNION SELECT DISTINCT {sport} FROM summary WHERE NOT coalesce({foldable}, false)),
+    {_class_of(classes)},
     marked AS (
         SELECT summary.*, coalesce(({foldable}) AND server_ports.port IS NULL, false) AS _fold,
-               {_cell(sport, inside)} AS _cell
-        FROM summary LEFT JOIN server_ports ON server_ports.port = {sport}),
+               {_cell(sport, inside)} AS _cell,
+               coalesce(CAST(source.label AS STRING), src) AS _src_class,
+               coalesce(CAST(destination.label AS STRING), dst) AS _dst_class
+        FROM summary LEFT JOIN server_ports ON server_ports.port = {sport}
+        LEFT JOIN class_of AS source ON source.address = summary.src
+        LEFT JOIN class_of AS destination ON destination.address = summary.dst),
     ranked AS (
         SELECT *, row_number() OVER (
-            PARTITION BY _fold, {_FOLD_KEY} ORDER BY {_order(ORDER)}) AS _rank
+            PARTITION BY _fold, {_CLASS_KEY} ORDER BY {_order(ORDER)}) AS _rank{first}
         FROM marked),
-    result AS (
+    {_fold_result(_FOLD_KEY, rest, dialect)}
+    SELECT {columns} FROM result"""
+
+
+def _fold_result(key: str, rest: str, dialect: Dialect, reply_flags: str = "rev_tcp_flags") -> str:
+    """The CTE `result` over `ranked`: rows with `rest` set sum into one per `key`, the
+    others stay one each (the summary has one row per sport); counts and times as the
+    session table's reader reads them, and `_rest` and `summary_rows` per row."""
+    sport = "TRY_CAST(sport AS INTEGER)"
+    counters = ", ".join(
+        _total(name, dialect)
+        for name in ("fwd_packets", "fwd_bytes", "rev_packets", "rev_bytes", "complete")
+    )
+    return f"""result AS (
         SELECT vrf, protocol, src,
                CASE WHEN {rest} THEN CAST(min({sport}) AS STRING) ELSE min(sport) END AS sport,
                dst, dport,
@@ -299,12 +358,76 @@ def builder_rows(cuts: tuple[int, ...], dialect: Dialect) -> str:
                min(first_seen) AS first_seen,
                max(greatest(last_seen, first_seen)) AS last_seen,  -- never before first
                min(exporter) AS exporter, min(rev_exporter) AS rev_exporter,
-               CAST(bit_or(fwd_tcp_flags) AS INTEGER) AS fwd_tcp_flags, rev_tcp_flags,
+               CAST(bit_or(fwd_tcp_flags) AS INTEGER) AS fwd_tcp_flags, {reply_flags},
                {_total("greatest(sessions, 1)", dialect, "sessions")},
-               CASE WHEN {rest} THEN 1 ELSE 0 END AS _rest
+               count(*) AS summary_rows, CASE WHEN {rest} THEN 1 ELSE 0 END AS _rest
         FROM ranked
-        GROUP BY {_FOLD_KEY}, {rest}, CASE WHEN {rest} THEN NULL ELSE sport END)
-    SELECT {columns} FROM result"""
+        GROUP BY {key}, {rest}, CASE WHEN {rest} THEN NULL ELSE sport END)"""
+
+
+# What-if's fold. What-if replays each row's request and reply on every device (evaluate.
+# whatif): a device decides a packet by the cells its fields fall in, and a port's cell
+# changes only at the policies' port boundaries (`evaluate.cells.port_cuts` of the base and
+# the candidate). So TCP and UDP rows alike in VRF, protocol, ends and server port, with
+# client ports in one cell, get the same verdicts from every device: each fold keeps its
+# first KEPT_ROWS rows as they are (what-if shows the first 3 of a change, in the table's
+# order; a change is a union of folds) and sums the rest into one row, as the builder's.
+_REPLAY_KEY = "vrf, protocol, src, dst, dport, _cell"
+
+
+def replay_rows(cuts: tuple[int, ...], dialect: Dialect) -> str:
+    """CTEs over `summary` ending in `result` (REPLAY_SCHEMA and `_rest`): the summary with
+    what-if's fold (above) over the client-port cells `cuts` make."""
+    sport, dport = "TRY_CAST(sport AS INTEGER)", "TRY_CAST(dport AS INTEGER)"
+    inside = sorted({int(cut) for cut in cuts if 0 < int(cut) <= 65535})
+    foldable = f"protocol IN ('tcp', 'udp') AND {sport} IS NOT NULL AND {dport} IS NOT NULL"
+    rest = f"_fold AND _rank > {KEPT_ROWS}"
+    reply_flags = "CAST(bit_or(rev_tcp_flags) AS INTEGER) AS rev_tcp_flags"
+    return f"""
+    marked AS (
+        SELECT summary.*, coalesce({foldable}, false) AS _fold, {_cell(sport, inside)} AS _cell
+        FROM summary),
+    ranked AS (
+        SELECT *, row_number() OVER (
+            PARTITION BY _fold, {_REPLAY_KEY} ORDER BY {_order(ORDER)}) AS _rank
+        FROM marked),
+    {_fold_result(_REPLAY_KEY, rest, dialect, reply_flags)}
+    SELECT {", ".join(REPLAY_SCHEMA.names)} FROM result"""
+
+
+def _class_of(classes: tuple[AddressClass, ...]) -> str:
+    """The CTE `class_of` (address, label): each IPv4 end's longest matching prefix among
+    `classes`, where that prefix is labelled (>= 0). An equi-join per prefix length: the
+    address's number with its host bits cleared is the network of its prefix of that length."""
+    labelled = sorted({(c.network, c.length, c.label) for c in classes})
+    if not any(label >= 0 for _, _, label in labelled):
+        return (
+            "class_of AS (SELECT * FROM (VALUES ('', -1)) AS none(address, label) WHERE label >= 0)"
+        )
+    rows = ", ".join(
+        f"({network}, {length}, {1 << (32 - length)}, {label})"
+        for network, length, label in labelled
+    )
+    number = " + ".join(
+        f"TRY_CAST(split_part(address, '.', {part}) AS BIGINT) * {1 << (8 * (4 - part))}"
+        for part in (1, 2, 3, 4)
+    )
+    return f"""
+    prefixes AS (
+        SELECT CAST(network AS BIGINT) AS network, CAST(length AS INTEGER) AS length,
+               CAST(span AS BIGINT) AS span, CAST(label AS BIGINT) AS label
+        FROM (VALUES {rows}) AS listed(network, length, span, label)),
+    ends AS (
+        SELECT address, {number} AS number
+        FROM (SELECT src AS address FROM summary UNION SELECT dst FROM summary) AS seen
+        WHERE address NOT LIKE '%:%'),
+    matched AS (
+        SELECT ends.address, max_by(prefixes.label, prefixes.length) AS label
+        FROM ends CROSS JOIN (SELECT DISTINCT length, span FROM prefixes) AS lengths
+        JOIN prefixes ON prefixes.length = lengths.length
+                     AND prefixes.network = ends.number - ends.number % lengths.span
+        GROUP BY ends.address),
+    class_of AS (SELECT address, label FROM matched WHERE label >= 0)"""
 
 
 def _cell(port: str, cuts: list[int], first: int = 0) -> str:
@@ -378,7 +501,7 @@ class DuckDBEngine:
 
     def table(self, segments: list[Path], query: SessionQuery) -> pa.Table:
         if not segments:
-            return OUTPUT_SCHEMA.empty_table()
+            return output_schema(query).empty_table()
         with self._connection(segments) as connection:
             return duckdb_session_table(connection, SESSION_SCHEMA.names, query)
 
@@ -433,7 +556,7 @@ class DuckDBEngine:
 def duckdb_session_table(connection, columns: list[str], query: SessionQuery) -> pa.Table:
     """The session table over the view `raw` of a DuckDB connection; raises duckdb.Error."""
     sql, parameters = session_sql(columns, query, DUCKDB)
-    return connection.sql(sql, params=parameters).to_arrow_table().cast(OUTPUT_SCHEMA)
+    return connection.sql(sql, params=parameters).to_arrow_table().cast(output_schema(query))
 
 
 def quote(path: Path | str) -> str:

@@ -54,6 +54,7 @@ from microseg import duck
 from microseg.flows.engines import (
     EPHEMERAL_PORT,
     OUTPUT_SCHEMA,
+    AddressClass,
     DuckDBEngine,
     SessionEngine,
     SessionQuery,
@@ -553,6 +554,8 @@ def read_sessions(
     limit: int | None = None,
     until: datetime | None = None,
     client_port_cuts: tuple[int, ...] | None = None,
+    address_classes: tuple[AddressClass, ...] = (),
+    replay_cuts: tuple[int, ...] | None = None,
     engine: SessionEngine | None = None,
 ) -> pa.Table:
     """Sessions from a flow store directory, a Parquet, CSV or JSON-lines file.
@@ -571,14 +574,26 @@ def read_sessions(
     vrf is "default". Filters: exact vrf, protocol, src, dst; `port` matches either port;
     `since` keeps sessions last seen at or after it, `until` those first seen at or before it
     (both before the summary). Rows come sorted by first seen, then key; `limit` keeps the
-    first rows only. `client_port_cuts` folds the summary further for the Policy Builder
-    (`flows.engines.builder_rows`).
+    first rows only. `client_port_cuts` folds the summary further for the Policy Builder,
+    keeping examples per `address_classes` (`flows.engines.builder_rows`); `replay_cuts`
+    folds it for what-if (`flows.engines.replay_rows`: with a column `summary_rows`).
 
     `engine` runs the query over a store's segments (default: DuckDB, in this process); a
     session file is always read with DuckDB.
     """
     query = SessionQuery(
-        ephemeral_port, vrf, protocol, src, dst, port, since, limit, until, client_port_cuts
+        ephemeral_port,
+        vrf,
+        protocol,
+        src,
+        dst,
+        port,
+        since,
+        limit,
+        until,
+        client_port_cuts,
+        address_classes,
+        replay_cuts,
     )
     path = default_store_dir() if source is None else Path(source)
     if source is None and not path.exists():

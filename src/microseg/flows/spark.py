@@ -35,7 +35,13 @@ from typing import Any
 
 import pyarrow as pa
 
-from microseg.flows.engines import OUTPUT_SCHEMA, SPARK, SessionQuery, session_sql
+from microseg.flows.engines import (
+    OUTPUT_SCHEMA,
+    SPARK,
+    SessionQuery,
+    output_schema,
+    session_sql,
+)
 from microseg.flows.sessions import SESSION_SCHEMA
 from microseg.model import MicrosegError
 
@@ -159,9 +165,10 @@ class SparkEngine:
         return self._session
 
     def table(self, segments: list[Path], query: SessionQuery) -> pa.Table:
+        schema = output_schema(query)
         if not segments:
-            return OUTPUT_SCHEMA.empty_table()
-        return _to_output(self._frame(segments, query).toArrow())
+            return schema.empty_table()
+        return _to_output(self._frame(segments, query).toArrow(), schema)
 
     def batches(self, segments: list[Path], query: SessionQuery) -> Iterator[pa.RecordBatch]:
         if not segments:
@@ -194,9 +201,9 @@ class SparkEngine:
         return session.sql(sql, args=parameters)
 
 
-def _to_output(table: pa.Table) -> pa.Table:
+def _to_output(table: pa.Table, schema: pa.Schema) -> pa.Table:
     """Spark's Arrow (microsecond times, maybe large strings) in the output schema."""
-    return table.select(OUTPUT_SCHEMA.names).cast(OUTPUT_SCHEMA)
+    return table.select(schema.names).cast(schema)
 
 
 def _chunks(rows: Iterator[Any]) -> Iterator[pa.RecordBatch]:

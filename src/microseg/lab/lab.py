@@ -65,13 +65,38 @@ MIRROR_GROUPS = 16
 TOOLS = ("ip", "bridge", "nft", "softflowd")
 
 
+# capabilities(7): network namespaces need both (`ip netns add` mounts /run/netns).
+NEEDED_CAPABILITIES = {"CAP_NET_ADMIN": 12, "CAP_SYS_ADMIN": 21}
+
+
 def require_tools() -> None:
-    """Root, ip, bridge, nft and softflowd: why the lab cannot run here, or nothing."""
+    """Root, its capabilities, ip, bridge, nft and softflowd: why the lab cannot run here,
+    or nothing. Checked before anything is made: a half-made lab is worse than none."""
     missing = [tool for tool in TOOLS if shutil.which(tool) is None]
     if os.geteuid() != 0:
         raise LabError("the lab needs root (network namespaces, nftables): run it with sudo")
+    effective = effective_capabilities()
+    lacking = [name for name, bit in NEEDED_CAPABILITIES.items() if not effective >> bit & 1]
+    if lacking:
+        raise LabError(
+            f"the lab needs {' and '.join(lacking)} (network namespaces, nftables), which "
+            "this root process has not got: in a container, run it with those capabilities "
+            "(e.g. --privileged)"
+        )
     if missing:
         raise LabError(f"the lab needs {', '.join(missing)} (scripts/setup.sh installs them)")
+
+
+def effective_capabilities() -> int:
+    """This process's effective capability set (proc(5) `CapEff`); all of them if unknown."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return -1
+    for line in status.splitlines():
+        if line.startswith("CapEff:"):
+            return int(line.split()[1], 16)
+    return -1
 
 
 def lab_policy(policy: PolicySet, state: State) -> PolicySet:

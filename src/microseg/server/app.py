@@ -16,6 +16,7 @@ from microseg.server import auth
 from microseg.server.api import ROUTERS
 from microseg.server.audit import AuditGuard
 from microseg.server.context import ServerContext
+from microseg.server.limits import BodyLimit
 from microseg.server.problems import PROBLEM_RESPONSES, install_problem_handlers
 from microseg.server.ratelimit import LoginLimiter
 from microseg.store import open_store
@@ -65,6 +66,7 @@ def create_app(
     app.state.context = context
     install_problem_handlers(app)
     app.add_middleware(AuditGuard)
+    app.add_middleware(BodyLimit)  # outermost: before anything reads a body
     app.include_router(auth.router)
     for router in ROUTERS:
         app.include_router(router)

@@ -184,8 +184,9 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
         detail = error.detail if isinstance(error.detail, str) else _TITLES.get(error.status_code)
+        kind = "too-large" if error.status_code == 413 else None
         return problem_response(
-            request, error.status_code, str(detail), headers=dict(error.headers or {})
+            request, error.status_code, str(detail), kind, headers=dict(error.headers or {})
         )
 
     @app.exception_handler(Exception)

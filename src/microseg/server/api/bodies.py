@@ -10,7 +10,6 @@ from fastapi import Request
 
 from microseg.model import SECTIONS, PolicyError, Problem
 from microseg.policyfile import PolicySource, read_policy_source_text
-from microseg.policyfile.loader import MAX_POLICY_FILE_BYTES
 from microseg.server.problems import ApiProblem, policy_problem
 
 BODY_NAME = "request body"
@@ -41,24 +40,13 @@ async def body_text(request: Request) -> str:
         raise ApiProblem(
             415, f"content type {media!r}: send application/json or application/yaml", "media-type"
         )
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_POLICY_FILE_BYTES:
-        raise _too_large()
-    body = await request.body()
-    if len(body) > MAX_POLICY_FILE_BYTES:
-        raise _too_large()
+    body = await request.body()  # at most MAX_REQUEST_BODY_BYTES (server.limits)
     try:
         return body.decode("utf-8")
     except UnicodeDecodeError as error:
         raise ApiProblem(
             400, f"{BODY_NAME}: not UTF-8 (byte {error.start})", "invalid-request"
         ) from None
-
-
-def _too_large() -> ApiProblem:
-    return ApiProblem(
-        413, f"{BODY_NAME}: larger than {MAX_POLICY_FILE_BYTES // 2**20} MiB", "too-large"
-    )
 
 
 def policy_source(text: str) -> PolicySource:

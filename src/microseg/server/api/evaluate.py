@@ -156,15 +156,12 @@ def whatif(
 ) -> dict[str, Any]:
     """Replay the collected sessions (the server's flow store) against base and candidate:
     what a change newly blocks or allows (`microseg whatif --json`)."""
+    from microseg.evaluate.whatif import replay_cuts
     from microseg.evaluate.whatif import whatif as replay
     from microseg.flows.flowstore import read_sessions
     from microseg.server.api.flows import flow_store_dir
 
     store = flow_store_dir(request)
-    return replay(
-        resolve(request, base, "base"),
-        resolve(request, candidate, "candidate"),
-        read_sessions(store),
-        device,
-        "the flow store",
-    )
+    before, after = resolve(request, base, "base"), resolve(request, candidate, "candidate")
+    sessions = read_sessions(store, replay_cuts=replay_cuts(before, after))
+    return replay(before, after, sessions, device, "the flow store")
