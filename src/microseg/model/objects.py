@@ -191,11 +191,18 @@ def _check_displayed_as_read(value: str, what: str) -> None:
         )
 
 
+# RFC 3986 §5.2.4: clients remove these path segments (`.../groups/..` is `.../`), so an
+# object or workspace of that name could not be addressed in a URL.
+DOT_SEGMENTS = frozenset({".", ".."})
+
+
 def _check_name(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError(f"a name must be a string, got {value!r}")
     if not value or value != value.strip():
         raise ValueError(f"{value!r}: a name may not be empty or start/end with whitespace")
+    if value in DOT_SEGMENTS:
+        raise ValueError(f"{value!r}: a name may not be '.' or '..' (URLs drop them)")
     if value.isprintable():  # no control, format (bidi) or separator character: nothing below
         return value
     if any(ch in value for ch in "\n\r\t"):
