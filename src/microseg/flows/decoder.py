@@ -33,6 +33,7 @@ LATEST_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 LATEST = np.uint64(LATEST_MS)
 VERSION = struct.Struct("!H")
 FIRST_SET_END = 16 + 4  # IPFIX message header, then the first set's header
+SHORTEST_RUN = 8  # fewer one-data-set messages in a row cost less one by one
 
 
 class IpfixSequence(NamedTuple):
@@ -104,6 +105,12 @@ class _Gather:
             self.time_bases.append(time_base)
         return count
 
+    def add_run(self, records: bytes, counts: list[int], time_bases: list) -> None:
+        """Queue the records of several messages at once (their counts and time bases)."""
+        self.chunks.append(records)
+        self.counts.extend(counts)
+        self.time_bases.extend(time_bases)
+
 
 def _gather(gathers: dict[int, _Gather], template: Template, stream: tuple) -> _Gather:
     """The batch's gather of `template` (a stream's templates are distinct objects)."""
@@ -148,6 +155,7 @@ class FlowDecoder:
         self.pending_seconds = pending_seconds
         self.counters = DecoderCounters()
         self.fast_path = True  # False: every message takes the general path (the reference)
+        self.shortest_run = SHORTEST_RUN  # one-data-set messages in a row decoded as a run
         self.templates: dict[tuple, dict[int, Template]] = {}
         # per exporter, its templates oldest first: (stream, template id) -> None
         self._template_order: dict[str, dict[tuple, None]] = {}
@@ -166,6 +174,21 @@ class FlowDecoder:
         port) they were sent to, our socket's (None: one socket, or unknown)."""
         gathers: dict[int, _Gather] = {}
         self._expire_pending()
+        batch = datagrams if isinstance(datagrams, list) else list(datagrams)
+        runs: list[tuple[int, int]] = []
+        if self.fast_path and len(batch) >= self.shortest_run:
+            heads, runs = ipfix.one_data_set_runs([data for data, _ in batch], self.shortest_run)
+        position = 0
+        for start, end in runs:
+            self._each(batch[position:start], destination, gathers)
+            if not self._ipfix_run(batch[start:end], heads[start:end], destination, gathers):
+                self._each(batch[start:end], destination, gathers)
+            position = end
+        self._each(batch[position:], destination, gathers)
+        return FlowBatch.concat([self._columns(gather) for gather in gathers.values()])
+
+    def _each(self, datagrams: list[Datagram], destination, gathers) -> None:
+        """Datagrams one by one: the general path (and the one-data-set fast path)."""
         for data, source in datagrams:
             exporter, port = (source, 0) if isinstance(source, str) else source[:2]
             self.counters.datagrams += 1
@@ -183,7 +206,6 @@ class FlowDecoder:
             except (MalformedDatagram, struct.error):
                 self.counters.decode_errors += 1
                 per_exporter.decode_errors += 1
-        return FlowBatch.concat([self._columns(gather) for gather in gathers.values()])
 
     def stats(self) -> dict:
         data = self.counters.as_dict()
@@ -260,6 +282,94 @@ class FlowDecoder:
         per_exporter.records += count
         self._track_ipfix_sequence(stream, sequence, count, count, True, per_exporter)
         return True
+
+    def _ipfix_run(
+        self, datagrams: list[Datagram], heads: np.ndarray, destination, gathers
+    ) -> bool:
+        """Consecutive messages of one data set each (ipfix.one_data_set_runs), decoded with
+        numpy over their headers: no Python per message beyond taking its records' bytes.
+        Exactly what `_ipfix_one_data_set` does message by message, which takes the run
+        instead (returning False, nothing changed) unless every message's template is
+        known, of fixed length and not an options template, and its new streams fit."""
+        sources: dict = {}
+        source_of = np.fromiter(
+            (sources.setdefault(source, len(sources)) for _, source in datagrams),
+            np.int64,
+            len(datagrams),
+        )
+        addresses = [(s, 0) if isinstance(s, str) else s[:2] for s in sources]
+        streams, stream_of = _first_seen((source_of << 32) | heads["domain"].astype(np.int64))
+        stream_keys = [
+            (*addresses[key >> 32], ipfix.VERSION, key & 0xFFFFFFFF, destination)
+            for key in streams.tolist()
+        ]
+        new = sum(key not in self._sequence for key in stream_keys)
+        if new and len(self._sequence) + new > self.max_streams:
+            return False  # the general path evicts the oldest streams one by one
+        uses, use_of = _first_seen((stream_of << 16) | heads["set_id"].astype(np.int64))
+        templates = []
+        for key in uses.tolist():
+            template = self.templates.get(stream_keys[key >> 16], {}).get(key & 0xFFFF)
+            if template is None or template.variable_length or template.is_options:
+                return False
+            templates.append(template)
+        record_length = np.array([t.record_length for t in templates], np.int64)[use_of]
+        counts = (heads["set_length"].astype(np.int64) - 4) // record_length
+        # counters: every datagram and record, per exporter address (in first-seen order)
+        self.counters.datagrams += len(datagrams)
+        self.counters.records += int(counts.sum())
+        per_source_datagrams = np.bincount(source_of, minlength=len(sources)).tolist()
+        per_source_records = np.bincount(source_of, counts, minlength=len(sources)).tolist()
+        for (exporter, _), taken, records in zip(
+            addresses, per_source_datagrams, per_source_records, strict=True
+        ):
+            counters = self._counters_for(exporter)
+            counters.datagrams += taken
+            counters.records += int(records)
+        self._run_sequences(stream_keys, stream_of, heads["sequence"], counts)
+        export_ms = heads["export_time"].astype(np.int64) * 1000
+        for use, (key, template) in enumerate(zip(uses.tolist(), templates, strict=True)):
+            stream = stream_keys[key >> 16]
+            gather = _gather(gathers, template, stream)  # where its first message is, as
+            rows = np.flatnonzero((use_of == use) & (counts > 0))  # one by one, even empty
+            if not len(rows):
+                continue
+            lengths = (counts[rows] * template.record_length).tolist()
+            records = b"".join(
+                [
+                    datagrams[row][0][FIRST_SET_END : FIRST_SET_END + length]
+                    for row, length in zip(rows.tolist(), lengths, strict=True)
+                ]
+            )
+            bases = np.empty((len(rows), 3), np.int64)
+            bases[:, 0] = self._system_init.get(stream, 0)
+            bases[:, 1] = NO_UPTIME
+            bases[:, 2] = export_ms[rows]
+            gather.add_run(records, counts[rows].tolist(), bases.tolist())
+        return True
+
+    def _run_sequences(self, stream_keys, stream_of, sequences, counts) -> None:
+        """`_track_ipfix_sequence` for every message of a run, per stream: the first message
+        as it does; the others at once when each follows the one before by the stream's rule
+        (no gap, nothing to count), else one by one."""
+        order = np.argsort(stream_of, kind="stable")
+        bounds = np.cumsum(np.bincount(stream_of, minlength=len(stream_keys)))
+        for stream, rows in zip(stream_keys, np.split(order, bounds[:-1]), strict=True):
+            numbers, sizes = sequences[rows].astype(np.int64), counts[rows]
+            counters = self._counters_for(stream[0])
+            self._track_ipfix_sequence(
+                stream, int(numbers[0]), int(sizes[0]), int(sizes[0]), True, counters
+            )
+            if len(rows) == 1:
+                continue
+            inclusive = self._sequence[stream].inclusive  # type: ignore[union-attr]
+            step = sizes[1:] if inclusive else sizes[:-1]
+            if ((numbers[:-1] + step) % SEQUENCE_MODULO == numbers[1:]).all():
+                last, size = int(numbers[-1]), int(sizes[-1])
+                self._sequence[stream] = IpfixSequence(last, size, size, True, inclusive)
+                continue
+            for number, size in zip(numbers[1:].tolist(), sizes[1:].tolist(), strict=True):
+                self._track_ipfix_sequence(stream, number, size, size, True, counters)
 
     def _netflow9(self, data, exporter, per_exporter, gathers) -> None:
         _, _count, uptime, unix_seconds, sequence, source_id = netflow9.HEADER.unpack_from(data)
@@ -603,3 +713,12 @@ def _exporter_halves(exporter: str) -> tuple[int, int]:
         return address_halves(exporter)
     except ValueError:
         return 0, 0
+
+
+def _first_seen(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct keys in the order they first occur, and each row's index among them."""
+    distinct, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")
+    rank = np.empty(len(order), np.int64)
+    rank[order] = np.arange(len(order))
+    return distinct[order], rank[inverse.reshape(-1)]

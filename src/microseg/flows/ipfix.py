@@ -8,6 +8,8 @@ from __future__ import annotations
 import functools
 import struct
 
+import numpy as np
+
 from microseg.flows.templates import FieldSpec
 
 VERSION = 10
@@ -16,6 +18,18 @@ SET_HEADER = struct.Struct("!HH")
 TEMPLATE_SET_ID = 2
 OPTIONS_TEMPLATE_SET_ID = 3
 MIN_DATA_SET_ID = 256
+# a message header and its first set header, as numpy reads them from many messages at once
+HEADS = np.dtype(
+    [
+        ("version", ">u2"),
+        ("length", ">u2"),
+        ("export_time", ">u4"),
+        ("sequence", ">u4"),
+        ("domain", ">u4"),
+        ("set_id", ">u2"),
+        ("set_length", ">u2"),
+    ]
+)
 
 
 class MalformedDatagram(ValueError):
@@ -37,6 +51,30 @@ def walk_sets(data: bytes, start: int, end: int) -> list[tuple[int, int, int]]:
         sets.append((set_id, position + 4, position + length))
         position += length
     return sets
+
+
+def one_data_set_runs(messages: list[bytes], shortest: int) -> tuple[np.ndarray, list]:
+    """The headers of every message (zeros for one too short to have them) and the runs
+    (start, end) of at least `shortest` consecutive messages that are IPFIX, as long as
+    their datagram, and hold one data set that fills them, the usual message of an
+    exporter: what may be decoded as a run. Nothing here is trusted further than that."""
+    size = HEADS.itemsize
+    heads = np.frombuffer(
+        b"".join([data[:size] if len(data) >= size else bytes(size) for data in messages]), HEADS
+    )
+    lengths = np.fromiter(map(len, messages), np.int64, len(messages))
+    one_set = (
+        (heads["version"] == VERSION)
+        & (heads["length"] == lengths)
+        & (heads["length"] >= size)
+        & (heads["set_id"] >= MIN_DATA_SET_ID)
+        & (heads["set_length"].astype(np.int64) == lengths - HEADER.size)
+    )
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], one_set.view(np.int8), [0]))))
+    runs = [
+        (int(a), int(b)) for a, b in zip(edges[::2], edges[1::2], strict=True) if b - a >= shortest
+    ]
+    return heads, runs
 
 
 # (template id, fields, scope count); fields None: a withdrawal (RFC 7011 8.1)
