@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from microseg import duck
 from microseg.flows.batch import FlowBatch, format_addresses
@@ -204,10 +205,12 @@ class SessionTable:
 
     def expire(self, now: float | None = None) -> pa.Table:
         """Remove and return (SESSION_SCHEMA) sessions past their inactive or active timeout."""
+        now = time.time() if now is None else now
+        if not self._may_expire(now):  # no merge needed to know that none leaves
+            return self.take_evicted()
         self._merge()
         if self._sessions is None:
             return self.take_evicted()
-        now = time.time() if now is None else now
         touched = self._sessions.column("touched").to_numpy()
         created = self._sessions.column("created").to_numpy()
         done = (touched <= now - self.settings.inactive_timeout) | (
@@ -220,6 +223,28 @@ class SessionTable:
         self._evicted.append(self._oriented(leaving))
         self._forget_exporters()
         return self.take_evicted()
+
+    def _may_expire(self, now: float) -> bool:
+        """Could any session be past a timeout? A merged session is touched last when its
+        latest row was and created when its earliest was, so unless some row, merged or
+        waiting, is that old, none is: the flush that finds so (every one while the table is
+        younger than the inactive timeout) costs no merge."""
+        inactive = now - self.settings.inactive_timeout
+        active = now - self.settings.active_timeout
+        running = self._merging.waiting if self._merging is not None else []
+        for rows in (self._sessions, *running, *self._waiting):
+            if rows is None or not rows.num_rows:
+                continue
+            touched, created = pc.min(rows.column("touched")), pc.min(rows.column("created"))
+            if touched.as_py() <= inactive or created.as_py() <= active:
+                return True
+        return False
+
+    @property
+    def merged_sessions(self) -> int:
+        """Sessions in the table as of its last merge (records waiting not counted): what
+        the collector reports without forcing a merge."""
+        return 0 if self._sessions is None else self._sessions.num_rows
 
     def flush(self) -> pa.Table:
         """Remove and return every session (shutdown)."""
@@ -464,7 +489,6 @@ class _Merge(threading.Thread):
 
     def run(self) -> None:
         self.result = self.table._merged_with(self.sessions, self.waiting)
-        self.sessions, self.waiting = None, []
 
 
 def initiator_is_low(c: dict[str, np.ndarray]) -> np.ndarray:
