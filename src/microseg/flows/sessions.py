@@ -367,36 +367,36 @@ class SessionTable:
         return ids[inverse.reshape(-1)]
 
     def _canonical_rows(self, batch: FlowBatch, now: float) -> pa.Table:
-        icmp = (batch.protocol == ICMP) | (batch.protocol == ICMPV6)
-        # softflowd and NFv9 exporters without icmpTypeCode put type/code into the dst port
-        type_code = np.where(batch.icmp_type_code != 0, batch.icmp_type_code, batch.dst_port)
-        echo_type = np.where(batch.protocol == ICMPV6, 128, 8)
-        request = icmp & ((type_code >> 8) == echo_type)
-        echo = request | (icmp & ((type_code >> 8) == np.where(batch.protocol == ICMPV6, 129, 0)))
-        # echo request and reply meet on ports 0; other ICMP messages (errors) keep
-        # type*256+code as their dst port (RFC 7012 icmpTypeCode), a session of their own
-        src_port = np.where(icmp, 0, batch.src_port).astype(np.uint16)
-        dst_port = np.where(echo, 0, np.where(icmp, type_code, batch.dst_port)).astype(np.uint16)
-        request = request.astype(np.uint8)
-        swap = (batch.src_hi > batch.dst_hi) | (
-            (batch.src_hi == batch.dst_hi)
-            & (
-                (batch.src_lo > batch.dst_lo)
-                | ((batch.src_lo == batch.dst_lo) & (src_port > dst_port))
+        src_port, dst_port, request = _service_ports(batch)
+        if batch.src_hi.any() or batch.dst_hi.any():  # IPv6: the high halves decide first
+            swap = (batch.src_hi > batch.dst_hi) | (
+                (batch.src_hi == batch.dst_hi)
+                & (
+                    (batch.src_lo > batch.dst_lo)
+                    | ((batch.src_lo == batch.dst_lo) & (src_port > dst_port))
+                )
             )
-        )
+        else:  # IPv4 (mapped, high halves 0): fewer passes
+            swap = (batch.src_lo > batch.dst_lo) | (
+                (batch.src_lo == batch.dst_lo) & (src_port > dst_port)
+            )
         exporter = self._exporter_column(batch.exporter_hi, batch.exporter_lo)
         forward = _direction_stats(
             batch.packets, batch.bytes, batch.start_ms, batch.end_ms, batch.tcp_flags, request
         )
-        # RFC 5103: reverse counters of a biflow run from destination to source
-        reverse = _direction_stats(
-            batch.rev_packets,
-            batch.rev_bytes,
-            batch.start_ms,
-            batch.end_ms,
-            batch.rev_tcp_flags,
-            np.zeros(len(batch), np.uint8),
+        # RFC 5103: reverse counters of a biflow run from destination to source; a batch of
+        # uniflows has none, and its reverse side is the "no packet" constants
+        reverse = (
+            _direction_stats(
+                batch.rev_packets,
+                batch.rev_bytes,
+                batch.start_ms,
+                batch.end_ms,
+                batch.rev_tcp_flags,
+                np.zeros(len(batch), np.uint8),
+            )
+            if batch.rev_packets.any()
+            else _NO_PACKETS
         )
         columns = {
             "vrf_id": batch.vrf_id,
@@ -519,8 +519,45 @@ def _stored_count(counter: np.ndarray) -> np.ndarray:
     return np.minimum(counter, np.uint64(INT64_MAX)).astype(np.int64)
 
 
+def _service_ports(batch: FlowBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(src port, dst port, echo request) of each record as the session key takes them."""
+    icmp = (batch.protocol == ICMP) | (batch.protocol == ICMPV6)
+    if not icmp.any():
+        return batch.src_port, batch.dst_port, np.zeros(len(batch), np.uint8)
+    # softflowd and NFv9 exporters without icmpTypeCode put type/code into the dst port
+    type_code = np.where(batch.icmp_type_code != 0, batch.icmp_type_code, batch.dst_port)
+    echo_type = np.where(batch.protocol == ICMPV6, 128, 8)
+    request = icmp & ((type_code >> 8) == echo_type)
+    echo = request | (icmp & ((type_code >> 8) == np.where(batch.protocol == ICMPV6, 129, 0)))
+    # echo request and reply meet on ports 0; other ICMP messages (errors) keep
+    # type*256+code as their dst port (RFC 7012 icmpTypeCode), a session of their own
+    src_port = np.where(icmp, 0, batch.src_port).astype(np.uint16)
+    dst_port = np.where(echo, 0, np.where(icmp, type_code, batch.dst_port)).astype(np.uint16)
+    return src_port, dst_port, request.astype(np.uint8)
+
+
+# a direction that carried no packet, as _direction_stats gives it
+_NO_PACKETS = {
+    "packets": np.uint64(0),
+    "bytes": np.uint64(0),
+    "first": np.int64(NO_TIME),
+    "last": np.int64(-1),
+    "flags": np.uint16(0),
+    "request": np.uint8(0),
+}
+
+
 def _direction_stats(packets, octets, start, end, flags, request) -> dict[str, np.ndarray]:
     carried = packets > 0
+    if carried.all():  # the usual uniflow record: nothing to blank out
+        return {
+            "packets": packets,
+            "bytes": octets,
+            "first": start,
+            "last": end,
+            "flags": flags.astype(np.uint16, copy=False),
+            "request": request.astype(np.uint8, copy=False),
+        }
     return {
         "packets": packets,
         "bytes": octets,
