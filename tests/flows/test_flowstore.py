@@ -306,3 +306,35 @@ def test_a_bad_collector_id_is_refused(tmp_path, run_cli, collector_id):
     )
     assert result.exit_code == 1 and "--collector-id" in result.stderr
     assert not (tmp_path / "segments").exists()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["sessions", "list", "--store"],
+        ["sessions", "compact", "--store"],
+        ["monitor", "rules", "--store"],
+        ["recommend", str(EXAMPLES / "home-lab.yaml"), "--store"],
+        ["collect", "--listen", "127.0.0.1:0", "--store"],
+    ],
+)
+def test_a_directory_that_is_no_flow_store_is_refused_and_left_as_it_was(
+    run_cli, tmp_path, command
+):
+    # `sessions compact --store examples` gave the examples a store's lock files and
+    # segments/; `sessions list` showed an empty table, as if nothing had been collected.
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "home-lab.yaml").write_bytes((EXAMPLES / "home-lab.yaml").read_bytes())
+    result = run_cli(*command, str(policies))
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"error: {policies}: not a flow store (no segments/ in it, and it is not empty): "
+        "give the directory `microseg collect --store` writes\n"
+    )
+    assert sorted(p.name for p in policies.iterdir()) == ["home-lab.yaml"]
+
+
+def test_an_empty_directory_is_a_flow_store_with_nothing_collected_yet(run_cli, tmp_path):
+    result = run_cli("sessions", "list", "--store", str(tmp_path), "--json")
+    assert (result.exit_code, result.stdout) == (0, "")

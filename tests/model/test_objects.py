@@ -131,6 +131,30 @@ def test_names_may_be_any_other_unicode_text():
         assert Group(name=name).name == name
 
 
+@pytest.mark.parametrize("character", ["\u202e", "\u202a", "\u2066", "\u2069"])
+def test_names_and_descriptions_display_in_the_order_they_read(character):
+    # "allow-\u202enimda" shows as "allow-admin" in a diff a reviewer approves.
+    with pytest.raises(ValidationError, match="bidirectional override or isolate"):
+        Group(name=f"allow-{character}nimda")
+    with pytest.raises(ValidationError, match="bidirectional override or isolate"):
+        Rule(
+            name="r",
+            description=f"harmless {character}",
+            sources="any",
+            destinations="any",
+            services="any",
+        )
+    # Right-to-left text itself, and its marks, are names like any other.
+    assert Group(name="خوادم\u200fweb").name == "خوادم\u200fweb"
+
+
+@pytest.mark.parametrize("name", [".", ".."])
+def test_a_name_is_not_a_dot_segment_which_urls_drop(name):
+    with pytest.raises(ValidationError, match=r"may not be '\.' or '\.\.'"):
+        Group(name=name)
+    assert Group(name="...").name == "..."
+
+
 def test_port_specs_are_stored_canonically_so_equal_services_are_equal():
     # `"53"` and 53 are the same port; the canonical dump and the store's object bodies
     # compare the stored specs, so they must be one value (names stay names, as written).

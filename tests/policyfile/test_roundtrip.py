@@ -163,3 +163,21 @@ def test_generated_policy_sets_round_trip_byte_identical(policy_set):
     assert first == second
     # Nothing is lost: every object survives with the same content.
     assert sorted(reloaded.objects(), key=repr) == sorted(policy_set.objects(), key=repr)
+
+
+def test_strings_yaml_1_1_would_type_are_quoted_so_fmt_output_loads(tmp_path):
+    # ruamel writes YAML 1.2 and left `yes` and `on` plain; read back (YAML 1.1) they were
+    # booleans: "category '#26' name: a name must be a string, got True".
+    from microseg.model import Category, PolicySet
+    from microseg.policyfile import dump_policy, load_policy
+
+    names = ["yes", "on", "off", "y", "NO", "True", "1:20", "0o17", "0x1F", "1_000", ".inf"]
+    names += ["null", "~", "<<", "=", "2025-11-19", "1e3", "web", "dc1/web", "a b"]
+    policy_set = PolicySet(categories=[Category(name=name) for name in names])
+    written = dump_policy(policy_set)
+    path = tmp_path / "names.yaml"
+    path.write_text(written)
+    loaded = load_policy(path)
+    assert sorted(c.name for c in loaded.categories) == sorted(names)
+    assert dump_policy(loaded) == written
+    assert "  - name: web\n" in written and "  - name: 'yes'\n" in written

@@ -9,11 +9,12 @@ import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx2
 import pytest
 
-from support import cli_command, cli_env
+from support import EXAMPLES, cli_command, cli_env
 
 
 @contextmanager
@@ -189,3 +190,40 @@ def test_serve_with_tls_sets_secure_cookies(tmp_path):
     stderr = logged[0]
     assert f"https://127.0.0.1:{port}/" in stderr
     assert "correct horse" not in stderr  # nothing secret in the server's log
+
+
+def test_tls_files_that_do_not_load_are_one_line_before_anything_listens(run_cli, tmp_path):
+    # uvicorn printed the banner, then "[SSL] PEM lib (_ssl.c:3905)"; with an encrypted key
+    # it would have asked for a pass phrase on the terminal.
+    from cryptography.hazmat.primitives import serialization
+
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir()
+    second.mkdir()
+    cert, key = _self_signed(first)
+    _, other_key = _self_signed(second)
+    encrypted = tmp_path / "encrypted.pem"
+    loaded = serialization.load_pem_private_key(Path(key).read_bytes(), None)
+    encrypted.write_bytes(
+        loaded.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"pass phrase"),
+        )
+    )
+    policy = str(EXAMPLES / "home-lab.yaml")
+    for given, message in [
+        ((policy, policy), f"--tls-cert {policy}, --tls-key {policy}: not a PEM certificate"),
+        ((cert, other_key), f"--tls-cert {cert}, --tls-key {other_key}: the key is not the"),
+        ((cert, str(encrypted)), f"--tls-key {encrypted}: the key is encrypted"),
+    ]:
+        answer = run_cli("serve", "--tls-cert", given[0], "--tls-key", given[1])
+        assert answer.exit_code == 1
+        assert answer.stderr.startswith(f"error: {message}"), answer.stderr
+        assert "microseg serve:" not in answer.stderr
+
+
+def test_a_flow_store_that_is_no_flow_store_is_refused_at_start(run_cli):
+    answer = run_cli("serve", "--flow-store", str(EXAMPLES))
+    assert answer.exit_code == 1
+    assert answer.stderr.startswith(f"error: {EXAMPLES}: not a flow store")

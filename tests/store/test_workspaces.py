@@ -3,6 +3,7 @@ revision 1, and an engineer narrows who may reach the web servers."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -69,6 +70,15 @@ def test_a_workspace_name_with_a_slash_is_refused_as_urls_could_not_reach_it(sto
     store.import_policy(load_policy(EXAMPLES / "home-lab.yaml"), "a", "m")
     with pytest.raises(MicrosegError, match=r"workspace name 'w/diff': no '/'"):
         store.workspace_create("w/diff")
+    assert store.workspace_list(include_closed=True) == []
+
+
+@pytest.mark.parametrize("name", [".", ".."])
+def test_a_workspace_named_dot_or_dot_dot_is_refused_as_urls_drop_them(store, name):
+    # Clients remove dot segments (RFC 3986): /api/workspaces/../diff is /api/diff.
+    store.import_policy(load_policy(EXAMPLES / "home-lab.yaml"), "a", "m")
+    with pytest.raises(MicrosegError, match=rf"workspace name '{re.escape(name)}': not '\.' or"):
+        store.workspace_create(name)
     assert store.workspace_list(include_closed=True) == []
 
 

@@ -43,7 +43,11 @@ def recommend_command(
         help="Flow store directory (default: $MICROSEG_FLOW_STORE or the user data dir).",
     ),
     categories: str | None = typer.Option(
-        None, "--categories", help="Aggregate endpoints by groups carrying these categories (a,b)."
+        None,
+        "--categories",
+        help="Aggregate endpoints by groups carrying these categories (a,b): a rule then allows "
+        "every address of such a group, seen or not (listed under 'Widened beyond what was "
+        "seen').",
     ),
     monitor_rule: str | None = typer.Option(
         None, "--monitor-rule", help="Only sessions this rule matches (its groups, services, VRF)."

@@ -103,6 +103,7 @@ def collect(
     from microseg.flows.flowstore import (
         FlowStore,
         check_collector_id,
+        check_flow_store,
         default_collector_id,
         default_store_dir,
     )
@@ -116,6 +117,8 @@ def collect(
         else check_collector_id(collector_id)
     )
     store_dir = store or default_store_dir()
+    if store_dir.is_dir():
+        check_flow_store(store_dir)  # a directory of other files is no place for segments
     settings = CollectorSettings(
         flush_interval=flush_interval,
         receive_buffer=receive_buffer,

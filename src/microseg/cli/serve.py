@@ -56,6 +56,12 @@ def serve(
     for path in (tls_cert, tls_key):
         if path is not None and not path.is_file():
             raise MicrosegError(f"{path}: no such file")
+    if tls_cert is not None and tls_key is not None:
+        check_tls_files(tls_cert, tls_key)
+    if flow_store is not None and flow_store.is_dir():
+        from microseg.flows.flowstore import check_flow_store
+
+        check_flow_store(flow_store)  # said now, not on every request that reads it
     tls = tls_cert is not None
     if not tls and not is_loopback(host):
         if not insecure_listen:
@@ -101,6 +107,31 @@ def serve(
             server_header=False,
         )
         uvicorn.Server(config).run(sockets=[listening])
+
+
+def check_tls_files(cert: Path, key: Path) -> None:
+    """The certificate and key load as uvicorn will load them, or one line naming the files
+    and why, before anything listens: uvicorn said `[SSL] PEM lib (_ssl.c:3905)` after the
+    banner, and for an encrypted key it would ask for a pass phrase on the terminal."""
+    import ssl
+
+    def no_pass_phrase() -> bytes:
+        raise MicrosegError(
+            f"--tls-key {key}: the key is encrypted; give it unencrypted (readable by the "
+            "server's user only)"
+        )
+
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key, no_pass_phrase)
+    except ssl.SSLError as error:
+        # OpenSSL gives no reason for files that are not PEM at all ("[SSL] PEM lib").
+        why = {
+            "KEY_VALUES_MISMATCH": "the key is not the certificate's",
+            None: "not a PEM certificate and its private key",
+        }.get(error.reason, str(error.reason))
+        raise MicrosegError(f"--tls-cert {cert}, --tls-key {key}: {why}") from None
+    except OSError as error:
+        raise MicrosegError(f"--tls-cert {cert}, --tls-key {key}: {error.strerror}") from None
 
 
 def listen(host: str, port: int) -> socket.socket:

@@ -72,7 +72,9 @@ SEGMENT_GLOB = "seg-*.parquet"
 PARTITION_GLOB = "date=*/collector=*"
 MERGE_PREFIX = ".merge-"
 COLLECTOR_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+SEGMENTS = "segments"
 QUARANTINE = "quarantine"
+COUNTERS = "counters"  # the monitor's counter series (monitor.series), beside the sessions
 WRITERS_LOCK = ".writers.lock"
 MAINTENANCE_LOCK = ".maintenance.lock"
 SMALL_SEGMENT = 8 << 20
@@ -101,7 +103,25 @@ def store_to_read(store: Path | None) -> Path:
     if not store.is_dir():
         reason = "not a directory" if store.exists() else "no such directory"
         raise MicrosegError(f"--store {store}: {reason} (a flow store is a directory)")
+    check_flow_store(store)
     return store
+
+
+def check_flow_store(directory: Path) -> None:
+    """A directory is a flow store when it holds one of a store's directories, or nothing
+    yet. Any other directory (`--store examples`) is a mistake: read, it would show no
+    sessions; compacted, it would get a store's lock files and `segments/`."""
+    try:
+        if any((directory / entry).is_dir() for entry in (SEGMENTS, QUARANTINE, COUNTERS)):
+            return
+        empty = next(directory.iterdir(), None) is None
+    except OSError as error:
+        raise MicrosegError(f"flow store {directory}: {error.strerror}") from None
+    if not empty:
+        raise MicrosegError(
+            f"{directory}: not a flow store (no {SEGMENTS}/ in it, and it is not empty): give "
+            "the directory `microseg collect --store` writes"
+        )
 
 
 def check_collector_id(text: str) -> str:
@@ -190,7 +210,7 @@ class FlowStore:
 
     def __init__(self, directory: Path | str, collector_id: str | None = None):
         self.directory = Path(directory)
-        self.segment_dir = self.directory / "segments"
+        self.segment_dir = self.directory / SEGMENTS
         self.collector_id = None if collector_id is None else check_collector_id(collector_id)
 
     def open(self) -> FlowStore:
@@ -663,6 +683,7 @@ def _file_engine(path: Path, engine: SessionEngine) -> None:
 def _read_store(path: Path, engine: SessionEngine, run: Callable[[list[Path]], _Result]) -> _Result:
     """`run` over a store's live segments. Bad segments are skipped and reported (logging);
     a segment whose pages turn out unreadable is found by reading each one, then skipped."""
+    check_flow_store(path)
     store = FlowStore(path)
     known_bad: dict[str, BadSegment] = {}
     for _ in range(READ_ATTEMPTS):

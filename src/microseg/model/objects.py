@@ -177,16 +177,38 @@ def _check_one_line(value: str, what: str) -> None:
         raise ValueError(f"{value!r}: {what} may not contain control characters or line separators")
 
 
+# Unicode's explicit bidirectional embeddings, overrides and isolates (UAX #9): they make
+# text display in another order than it reads, so a reviewer of a diff would approve a
+# name other than the one they see ("Trojan Source", CVE-2021-42574).
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def _check_displayed_as_read(value: str, what: str) -> None:
+    if not _BIDI_CONTROLS.isdisjoint(value):
+        raise ValueError(
+            f"{value!r}: {what} may not contain bidirectional override or isolate characters "
+            "(U+202A-U+202E, U+2066-U+2069): it would display in another order than it reads"
+        )
+
+
+# RFC 3986 §5.2.4: clients remove these path segments (`.../groups/..` is `.../`), so an
+# object or workspace of that name could not be addressed in a URL.
+DOT_SEGMENTS = frozenset({".", ".."})
+
+
 def _check_name(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError(f"a name must be a string, got {value!r}")
     if not value or value != value.strip():
         raise ValueError(f"{value!r}: a name may not be empty or start/end with whitespace")
-    if value.isprintable():  # no tab, line break or other control character: nothing below
+    if value in DOT_SEGMENTS:
+        raise ValueError(f"{value!r}: a name may not be '.' or '..' (URLs drop them)")
+    if value.isprintable():  # no control, format (bidi) or separator character: nothing below
         return value
     if any(ch in value for ch in "\n\r\t"):
         raise ValueError(f"{value!r}: a name may not contain tabs or line breaks")
     _check_one_line(value, "a name")
+    _check_displayed_as_read(value, "a name")
     return value
 
 
@@ -202,6 +224,7 @@ def _check_description(value: Any) -> str:
         raise ValueError(f"a description must be a string, got {value!r}")
     if any(unicodedata.category(ch) == "Cc" for ch in value):
         raise ValueError("a description may not contain control characters or line breaks")
+    _check_displayed_as_read(value, "a description")
     return value
 
 

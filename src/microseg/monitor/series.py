@@ -30,8 +30,8 @@ import pyarrow.parquet as pq
 
 from microseg import duck
 from microseg.files import replace_atomically
+from microseg.flows.flowstore import COUNTERS
 
-COUNTERS = "counters"
 SEGMENT_GLOB = "seg-*.parquet"
 COUNTER_SCHEMA = pa.schema(
     [

@@ -329,6 +329,15 @@ _RESOLVER = yaml.resolver.Resolver()
 _TYPED_FIRST_CHARACTERS = frozenset(k for k in _RESOLVER.yaml_implicit_resolvers if k)
 
 
+def plain_is_string(value: str) -> bool:
+    """Whether `value` written as a plain (unquoted) scalar reads back as this string here:
+    YAML 1.1 types `yes`, `on`, `off`, `1:20` and `0o17` (a YAML 1.2 writer leaves them plain)."""
+    return _WRITTEN.tag(value, _PLAIN_SCALAR) == _STR_TAG
+
+
+_WRITTEN = _Scalars()  # the dumper asks once per string it writes
+
+
 def _mark(event: Any) -> Position:
     return (event.start_mark.line + 1, event.start_mark.column + 1)
 

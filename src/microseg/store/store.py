@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from microseg.model import MicrosegError, PolicyError, PolicySet, Problem
 from microseg.model.errors import singular
-from microseg.model.objects import is_one_line
+from microseg.model.objects import DOT_SEGMENTS, is_one_line
 from microseg.store.accounts import AccountTable
 from microseg.store.changes import ChangeTable
 from microseg.store.database import (
@@ -379,6 +379,11 @@ def _check_workspace_name(name: str) -> None:
         # The API and the web UI address a workspace by name in their paths, which are
         # matched decoded (ASGI): `a%2Fdiff` would reach workspace `a`'s diff.
         raise MicrosegError(f"workspace name {name!r}: no '/' (it names the workspace in URLs)")
+    if name in DOT_SEGMENTS:
+        raise MicrosegError(
+            f"workspace name {name!r}: not '.' or '..' (in a URL they mean the path itself or "
+            "its parent: /api/workspaces/../diff is /api/diff)"
+        )
 
 
 # Object names are part of the primary keys: PostgreSQL's B-tree index holds at most

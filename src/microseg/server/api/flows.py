@@ -125,7 +125,9 @@ class RecommendQuery(RequestBody):
 
     policy: str = Field(min_length=1, max_length=300, description=POLICY_DOC)
     categories: list[str] = Field(
-        default_factory=list, description="Aggregate endpoints by groups with these categories."
+        default_factory=list,
+        description="Aggregate endpoints by groups with these categories: a rule then allows "
+        "every address of such a group, seen or not (each rule's `widened` says how many).",
     )
     monitor_rule: str | None = Field(
         None, max_length=1000, description="Only sessions this rule matches."
