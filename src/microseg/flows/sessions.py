@@ -537,7 +537,7 @@ def _service_ports(batch: FlowBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray
 
 
 # a direction that carried no packet, as _direction_stats gives it
-_NO_PACKETS = {
+_NO_PACKETS: dict[str, np.generic] = {
     "packets": np.uint64(0),
     "bytes": np.uint64(0),
     "first": np.int64(NO_TIME),
