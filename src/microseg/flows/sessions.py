@@ -395,7 +395,7 @@ class SessionTable:
                 batch.rev_tcp_flags,
                 np.zeros(len(batch), np.uint8),
             )
-            if batch.rev_packets.any()
+            if batch.rev_packets.any() or batch.rev_bytes.any()  # bytes count without packets
             else _NO_PACKETS
         )
         columns = {
