@@ -215,7 +215,7 @@ def test_addresses_are_numbered_in_the_order_they_first_appear_unfolded(tmp_path
     policy_set = load_policy(policy_file)
     done = {"complete": 1, "half_open": 0, "rev_packets": 2, "rev_tcp_flags": 0x12}
     rows = [_attempt("10.1.0.8", 20000 + n, "10.0.1.5", 8080, 0, **done) for n in range(3)]
-    rows += [_attempt("10.1.0.7", 21000 + n, "10.0.1.5", 8080, 5000, **done) for n in range(3)]
+    rows += [_attempt("10.1.0.7", 21000 + n, "10.0.1.5", 8080, 5000 + n, **done) for n in range(3)]
     rows += [_attempt("198.51.100.4", 22000, "10.0.1.5", 8080, 5000, **done)]
     store = _written(tmp_path / "store", rows)
     folded = read_session_columns(store, None, policy_set, Scope(), None, ("clients",))
@@ -229,9 +229,9 @@ def test_a_blocked_attempt_says_what_stops_its_earliest_session_when_its_fold_is
 ):
     """10.1.0.7's first attempt on https (client port 40500: the drop rule's range) and a
     second one (45000) start in the same second; three attempts of another user came
-    earlier, so the first one's fold is not among its class's kept rows. It still stays a
-    row of its own: folded into a sum it would sort after the second one, and the blocked
-    attempt would name what stops the second (nothing) instead of the drop rule."""
+    earlier, so the first one's fold is not among its class's kept rows. It still stays as
+    it is: folded into a sum it would sort after the second one, and the blocked attempt
+    would name what stops the second (nothing) instead of the drop rule."""
     policy_file = tmp_path / "policy.yaml"
     policy_file.write_text(POLICY)
     policy_set = load_policy(policy_file)
@@ -242,6 +242,9 @@ def test_a_blocked_attempt_says_what_stops_its_earliest_session_when_its_fold_is
             ("10.1.0.7", 40500, 5000), ("10.1.0.7", 45000, 5000),
         ]
     ]  # fmt: skip
+    # both ends were seen before (their own first rows are kept anyway)
+    done = {"complete": 1, "half_open": 0, "rev_packets": 2, "rev_tcp_flags": 0x12}
+    rows.append(_attempt("10.1.0.7", 30000, "10.0.1.5", 8080, 1000, **done))
     store = _written(tmp_path / "store", rows)
     options = BuilderOptions(categories=("apps", "clients"))
     folded = read_session_columns(store, None, policy_set, options.scope, None, ("clients",))

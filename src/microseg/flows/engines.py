@@ -310,39 +310,51 @@ def builder_rows(
         f"AND {sport} > {dport} AND first_seen IS NOT NULL"  # the builder reads no time as 0
     )
     columns = ", ".join(OUTPUT_SCHEMA.names)
-    # One pass: every row ranked within its class (and its fold); a kept row, or one that
-    # does not fold, is a group of its own (its sport in the key: the summary has one row
-    # per sport), the rest of a fold one group. Counts and times are as the builder reads them.
-    rest, first = f"_fold AND _rank > {KEPT_ROWS}", ""
+    # One pass: every row ranked within its class; a kept row, or one that does not fold,
+    # is a group of its own (its sport in the key: the summary has one row per sport), the
+    # rest of a fold one group. Counts and times are as the builder reads them.
+    rest, firsts, joined, seen = f"_fold AND _rank > {KEPT_ROWS}", "", "", ""
     if classes:
-        # A class spans folds: also kept are each fold's first row where not all of it
-        # completed, and the first row of each client and of each server (the builder
-        # numbers addresses in the order they first appear).
-        rest += " AND (_first > 1 OR complete > 0) AND _first_src > 1 AND _first_dst > 1"
-        first = "".join(
-            f", row_number() OVER (PARTITION BY {key} ORDER BY {_order(ORDER)}) AS {name}"
-            for key, name in ((f"_fold, {_FOLD_KEY}", "_first"), ("src", "_first_src"),
-                              ("dst", "_first_dst"))
-        )  # fmt: skip
+        # A class spans folds, so more is kept: the rows seen first (no later than any
+        # other) of their client and of their server, since the builder numbers addresses
+        # in the order they first appear, and every row of a fold whose sessions did not
+        # all complete ranks in a class of that fold alone (a blocked attempt names what
+        # stops its earliest session). Every row the rest sums is seen strictly later.
+        rest += " AND first_seen > _src_first AND first_seen > _dst_first"
+        firsts = "".join(
+            f"{end}_first AS (SELECT {end} AS address, min(first_seen) AS seen "
+            f"FROM summary GROUP BY {end}),"
+            for end in ("src", "dst")
+        )
+        joined = (
+            "LEFT JOIN src_first ON src_first.address = summary.src "
+            "LEFT JOIN dst_first ON dst_first.address = summary.dst"
+        )
+        seen = ", src_first.seen AS _src_first, dst_first.seen AS _dst_first"
     return f"""
     server_ports AS (
         SELECT DISTINCT {dport} AS port FROM summary
         UNION SELECT DISTINCT {sport} FROM summary WHERE NOT coalesce({foldable}, false)),
-    {_class_of(classes)},
+    {_class_of(classes)}, {firsts}
     marked AS (
         SELECT summary.*, coalesce(({foldable}) AND server_ports.port IS NULL, false) AS _fold,
-               {_cell(sport, inside)} AS _cell,
-               coalesce(CAST(source.label AS STRING), src) AS _src_class,
-               coalesce(CAST(destination.label AS STRING), dst) AS _dst_class
+               {_cell(sport, inside)} AS _cell, {_class("src", "source")} AS _src_class,
+               {_class("dst", "destination")} AS _dst_class{seen}
         FROM summary LEFT JOIN server_ports ON server_ports.port = {sport}
         LEFT JOIN class_of AS source ON source.address = summary.src
-        LEFT JOIN class_of AS destination ON destination.address = summary.dst),
+        LEFT JOIN class_of AS destination ON destination.address = summary.dst {joined}),
     ranked AS (
         SELECT *, row_number() OVER (
-            PARTITION BY _fold, {_CLASS_KEY} ORDER BY {_order(ORDER)}) AS _rank{first}
+            PARTITION BY _fold, {_CLASS_KEY} ORDER BY {_order(ORDER)}) AS _rank
         FROM marked),
     {_fold_result(_FOLD_KEY, rest, dialect)}
     SELECT {columns} FROM result"""
+
+
+def _class(end: str, joined: str) -> str:
+    """An end's class: its prefix's label, or itself (a fold not all complete: see above)."""
+    label = f"CAST({joined}.label AS STRING)"
+    return f"CASE WHEN complete > 0 THEN coalesce({label}, {end}) ELSE {end} END"
 
 
 def _fold_result(key: str, rest: str, dialect: Dialect, reply_flags: str = "rev_tcp_flags") -> str:
