@@ -349,3 +349,13 @@ def test_an_address_filter_that_is_no_address_is_refused_not_listed_as_no_sessio
     with pytest.raises(MicrosegError, match="--dst"):
         read_sessions(SEED_CSV, dst=given)
     assert read_sessions(SEED_CSV, src="2001:DB8:1:0::10").num_rows > 0  # any spelling
+
+
+def test_a_bad_filter_is_refused_before_anything_is_collected(tmp_path, monkeypatch):
+    # With no flow store yet the same query answered "no sessions"; with one, an error.
+    monkeypatch.setenv("MICROSEG_FLOW_STORE", str(tmp_path / "not-yet"))
+    with pytest.raises(MicrosegError, match="not an IP address"):
+        read_sessions(None, src="10.0.0.300")
+    with pytest.raises(MicrosegError, match="unknown protocol"):
+        read_sessions(None, protocol="\x00")
+    assert read_sessions(None).num_rows == 0

@@ -86,6 +86,10 @@ class SessionQuery:
     address_classes: tuple[AddressClass, ...] = ()
     replay_cuts: tuple[int, ...] | None = None
 
+    def __post_init__(self) -> None:
+        # A bad filter is an error whether or not there is anything to filter yet.
+        _filters(self)
+
 
 @dataclass(frozen=True)
 class AddressClass:
