@@ -7,6 +7,18 @@ import pytest
 from support import EXAMPLES, CliResult
 
 
+def pytest_collection_finish(session) -> None:
+    """Give Hypothesis its printer back. schemathesis (its pytest plugin, and importing it)
+    swaps `hypothesis.core.RepresentationPrinter` for one that prints nothing, which made
+    every failing property test of the session report `seed=,`: no example to reproduce.
+    Its own property tests (tests/server/test_api_schemathesis.py) print examples only
+    when they fail, so they lose nothing but the speed of a printer they do not use."""
+    import hypothesis.core
+    from hypothesis.vendor import pretty
+
+    hypothesis.core.RepresentationPrinter = pretty.RepresentationPrinter  # type: ignore[misc]
+
+
 @pytest.fixture
 def run_cli(capsys):
     """Run `microseg ARGS...` in-process, the way a user would; returns exit code and output."""

@@ -219,6 +219,38 @@ def test_merges_on_a_thread_give_what_merges_one_after_another_give():
     assert on_thread == in_line
 
 
+def test_a_flush_merges_only_when_some_session_may_have_timed_out():
+    """expire() merges the waiting records only if a row is old enough for its session to
+    leave; what leaves, and when, is what merging at every flush gives."""
+
+    def run(merge_first: bool) -> tuple[list, int]:
+        table = SessionTable(SessionSettings(inactive_timeout=12, active_timeout=25))
+        merges = []
+        original = table._merged
+
+        def counted(parts):
+            merges.append(len(parts))
+            return original(parts)
+
+        table._merged = counted  # type: ignore[method-assign]
+        flows, out = random_flows(6_000, seed=3), []
+        for step, first in enumerate(range(0, len(flows), 200)):
+            table.add(flows.take(slice(first, first + 200)), now=step)
+            if merge_first:
+                len(table)
+            out.append(table.expire(now=step))
+        out.append(table.flush())
+        rows = [
+            sorted(part.to_pylist(), key=lambda row: sorted(row.items(), key=str)) for part in out
+        ]
+        return rows, len(merges)
+
+    skipping, merging = run(False), run(True)
+    assert skipping[0] == merging[0]
+    assert sum(map(len, skipping[0][:-1])) > 0  # sessions left at flushes, not only at the end
+    assert (skipping[1], merging[1]) == (30 - 12, 30)  # no merge while all are younger than 12 s
+
+
 def test_records_without_packets_or_with_absurd_clocks_do_not_break_the_store(tmp_path):
     from microseg.flows.decoder import LATEST_MS
 

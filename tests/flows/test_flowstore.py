@@ -229,7 +229,8 @@ def test_address_filters_match_any_spelling_of_the_address(tmp_path):
     table.add(flow_batch(rows), now=0)
     FlowStore(tmp_path).open().write(table.flush())
     assert read_sessions(tmp_path, src="2001:DB8:0::1", dst="2001:db8:0:0::53").num_rows == 1
-    assert read_sessions(tmp_path, src="not-an-address").num_rows == 0
+    with pytest.raises(MicrosegError, match="not an IP address"):  # not "no sessions"
+        read_sessions(tmp_path, src="not-an-address")
 
 
 def test_a_collector_writes_its_own_date_and_collector_partition(tmp_path):
@@ -338,3 +339,23 @@ def test_a_directory_that_is_no_flow_store_is_refused_and_left_as_it_was(
 def test_an_empty_directory_is_a_flow_store_with_nothing_collected_yet(run_cli, tmp_path):
     result = run_cli("sessions", "list", "--store", str(tmp_path), "--json")
     assert (result.exit_code, result.stdout) == (0, "")
+
+
+@pytest.mark.parametrize("given", ["10.0.0.300", "172.18.6.0/24", "web01"])
+def test_an_address_filter_that_is_no_address_is_refused_not_listed_as_no_sessions(given):
+    with pytest.raises(MicrosegError) as raised:
+        read_sessions(SEED_CSV, src=given)
+    assert str(raised.value).startswith(f"--src {given!r}: not an IP address")
+    with pytest.raises(MicrosegError, match="--dst"):
+        read_sessions(SEED_CSV, dst=given)
+    assert read_sessions(SEED_CSV, src="2001:DB8:1:0::10").num_rows > 0  # any spelling
+
+
+def test_a_bad_filter_is_refused_before_anything_is_collected(tmp_path, monkeypatch):
+    # With no flow store yet the same query answered "no sessions"; with one, an error.
+    monkeypatch.setenv("MICROSEG_FLOW_STORE", str(tmp_path / "not-yet"))
+    with pytest.raises(MicrosegError, match="not an IP address"):
+        read_sessions(None, src="10.0.0.300")
+    with pytest.raises(MicrosegError, match="unknown protocol"):
+        read_sessions(None, protocol="\x00")
+    assert read_sessions(None).num_rows == 0

@@ -175,7 +175,7 @@ class FlowCollector:
     def stats(self) -> dict:
         data = self.decoder.stats()
         data.update(
-            sessions_active=len(self.table),
+            sessions_active=self.table.merged_sessions,  # no merge for a counter
             sessions_written=self.sessions_written,
             segments_written=self.segments_written,
             sessions_unwritten=self.unwritten,

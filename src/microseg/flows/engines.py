@@ -86,6 +86,10 @@ class SessionQuery:
     address_classes: tuple[AddressClass, ...] = ()
     replay_cuts: tuple[int, ...] | None = None
 
+    def __post_init__(self) -> None:
+        # A bad filter is an error whether or not there is anything to filter yet.
+        _filters(self)
+
 
 @dataclass(frozen=True)
 class AddressClass:
@@ -212,7 +216,7 @@ def _filters(query: SessionQuery) -> tuple[str, list]:
             continue
         if column in ("src", "dst"):  # as given (a file may spell it so) or canonical
             clauses.append(f"{column} IN (?, ?)")
-            parameters += [value, _canonical_address(value)]
+            parameters += [value, _canonical_address(value, column)]
         else:
             clauses.append(f"{column} = ?")
             parameters.append(_protocol_filter(value) if column == "protocol" else value)
@@ -226,12 +230,16 @@ def _filters(query: SessionQuery) -> tuple[str, list]:
     return ("WHERE " + " AND ".join(clauses)) if clauses else "", parameters
 
 
-def _canonical_address(text: str) -> str:
-    """Addresses are stored in their canonical text (RFC 5952 for IPv6): match any spelling."""
+def _canonical_address(text: str, column: str) -> str:
+    """Addresses are stored in their canonical text (RFC 5952 for IPv6): match any spelling.
+    Anything else matches no session, so it is refused rather than listed as none."""
     try:
         return str(ipaddress.ip_address(text.strip()))
     except ValueError:
-        return text
+        raise MicrosegError(
+            f"--{column} {text[:60]!r}: not an IP address (one address: sessions are "
+            "filtered by their end, not by prefix)"
+        ) from None
 
 
 def _total(column: str, dialect: Dialect, name: str | None = None) -> str:

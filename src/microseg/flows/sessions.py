@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from microseg import duck
 from microseg.flows.batch import FlowBatch, format_addresses
@@ -204,10 +205,12 @@ class SessionTable:
 
     def expire(self, now: float | None = None) -> pa.Table:
         """Remove and return (SESSION_SCHEMA) sessions past their inactive or active timeout."""
+        now = time.time() if now is None else now
+        if not self._may_expire(now):  # no merge needed to know that none leaves
+            return self.take_evicted()
         self._merge()
         if self._sessions is None:
             return self.take_evicted()
-        now = time.time() if now is None else now
         touched = self._sessions.column("touched").to_numpy()
         created = self._sessions.column("created").to_numpy()
         done = (touched <= now - self.settings.inactive_timeout) | (
@@ -220,6 +223,28 @@ class SessionTable:
         self._evicted.append(self._oriented(leaving))
         self._forget_exporters()
         return self.take_evicted()
+
+    def _may_expire(self, now: float) -> bool:
+        """Could any session be past a timeout? A merged session is touched last when its
+        latest row was and created when its earliest was, so unless some row, merged or
+        waiting, is that old, none is: the flush that finds so (every one while the table is
+        younger than the inactive timeout) costs no merge."""
+        inactive = now - self.settings.inactive_timeout
+        active = now - self.settings.active_timeout
+        running = self._merging.waiting if self._merging is not None else []
+        for rows in (self._sessions, *running, *self._waiting):
+            if rows is None or not rows.num_rows:
+                continue
+            touched, created = pc.min(rows.column("touched")), pc.min(rows.column("created"))
+            if touched.as_py() <= inactive or created.as_py() <= active:
+                return True
+        return False
+
+    @property
+    def merged_sessions(self) -> int:
+        """Sessions in the table as of its last merge (records waiting not counted): what
+        the collector reports without forcing a merge."""
+        return 0 if self._sessions is None else self._sessions.num_rows
 
     def flush(self) -> pa.Table:
         """Remove and return every session (shutdown)."""
@@ -342,36 +367,36 @@ class SessionTable:
         return ids[inverse.reshape(-1)]
 
     def _canonical_rows(self, batch: FlowBatch, now: float) -> pa.Table:
-        icmp = (batch.protocol == ICMP) | (batch.protocol == ICMPV6)
-        # softflowd and NFv9 exporters without icmpTypeCode put type/code into the dst port
-        type_code = np.where(batch.icmp_type_code != 0, batch.icmp_type_code, batch.dst_port)
-        echo_type = np.where(batch.protocol == ICMPV6, 128, 8)
-        request = icmp & ((type_code >> 8) == echo_type)
-        echo = request | (icmp & ((type_code >> 8) == np.where(batch.protocol == ICMPV6, 129, 0)))
-        # echo request and reply meet on ports 0; other ICMP messages (errors) keep
-        # type*256+code as their dst port (RFC 7012 icmpTypeCode), a session of their own
-        src_port = np.where(icmp, 0, batch.src_port).astype(np.uint16)
-        dst_port = np.where(echo, 0, np.where(icmp, type_code, batch.dst_port)).astype(np.uint16)
-        request = request.astype(np.uint8)
-        swap = (batch.src_hi > batch.dst_hi) | (
-            (batch.src_hi == batch.dst_hi)
-            & (
-                (batch.src_lo > batch.dst_lo)
-                | ((batch.src_lo == batch.dst_lo) & (src_port > dst_port))
+        src_port, dst_port, request = _service_ports(batch)
+        if batch.src_hi.any() or batch.dst_hi.any():  # IPv6: the high halves decide first
+            swap = (batch.src_hi > batch.dst_hi) | (
+                (batch.src_hi == batch.dst_hi)
+                & (
+                    (batch.src_lo > batch.dst_lo)
+                    | ((batch.src_lo == batch.dst_lo) & (src_port > dst_port))
+                )
             )
-        )
+        else:  # IPv4 (mapped, high halves 0): fewer passes
+            swap = (batch.src_lo > batch.dst_lo) | (
+                (batch.src_lo == batch.dst_lo) & (src_port > dst_port)
+            )
         exporter = self._exporter_column(batch.exporter_hi, batch.exporter_lo)
         forward = _direction_stats(
             batch.packets, batch.bytes, batch.start_ms, batch.end_ms, batch.tcp_flags, request
         )
-        # RFC 5103: reverse counters of a biflow run from destination to source
-        reverse = _direction_stats(
-            batch.rev_packets,
-            batch.rev_bytes,
-            batch.start_ms,
-            batch.end_ms,
-            batch.rev_tcp_flags,
-            np.zeros(len(batch), np.uint8),
+        # RFC 5103: reverse counters of a biflow run from destination to source; a batch of
+        # uniflows has none, and its reverse side is the "no packet" constants
+        reverse = (
+            _direction_stats(
+                batch.rev_packets,
+                batch.rev_bytes,
+                batch.start_ms,
+                batch.end_ms,
+                batch.rev_tcp_flags,
+                np.zeros(len(batch), np.uint8),
+            )
+            if batch.rev_packets.any() or batch.rev_bytes.any()  # bytes count without packets
+            else _NO_PACKETS
         )
         columns = {
             "vrf_id": batch.vrf_id,
@@ -464,7 +489,6 @@ class _Merge(threading.Thread):
 
     def run(self) -> None:
         self.result = self.table._merged_with(self.sessions, self.waiting)
-        self.sessions, self.waiting = None, []
 
 
 def initiator_is_low(c: dict[str, np.ndarray]) -> np.ndarray:
@@ -495,8 +519,45 @@ def _stored_count(counter: np.ndarray) -> np.ndarray:
     return np.minimum(counter, np.uint64(INT64_MAX)).astype(np.int64)
 
 
+def _service_ports(batch: FlowBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(src port, dst port, echo request) of each record as the session key takes them."""
+    icmp = (batch.protocol == ICMP) | (batch.protocol == ICMPV6)
+    if not icmp.any():
+        return batch.src_port, batch.dst_port, np.zeros(len(batch), np.uint8)
+    # softflowd and NFv9 exporters without icmpTypeCode put type/code into the dst port
+    type_code = np.where(batch.icmp_type_code != 0, batch.icmp_type_code, batch.dst_port)
+    echo_type = np.where(batch.protocol == ICMPV6, 128, 8)
+    request = icmp & ((type_code >> 8) == echo_type)
+    echo = request | (icmp & ((type_code >> 8) == np.where(batch.protocol == ICMPV6, 129, 0)))
+    # echo request and reply meet on ports 0; other ICMP messages (errors) keep
+    # type*256+code as their dst port (RFC 7012 icmpTypeCode), a session of their own
+    src_port = np.where(icmp, 0, batch.src_port).astype(np.uint16)
+    dst_port = np.where(echo, 0, np.where(icmp, type_code, batch.dst_port)).astype(np.uint16)
+    return src_port, dst_port, request.astype(np.uint8)
+
+
+# a direction that carried no packet, as _direction_stats gives it
+_NO_PACKETS: dict[str, np.generic] = {
+    "packets": np.uint64(0),
+    "bytes": np.uint64(0),
+    "first": np.int64(NO_TIME),
+    "last": np.int64(-1),
+    "flags": np.uint16(0),
+    "request": np.uint8(0),
+}
+
+
 def _direction_stats(packets, octets, start, end, flags, request) -> dict[str, np.ndarray]:
     carried = packets > 0
+    if carried.all():  # the usual uniflow record: nothing to blank out
+        return {
+            "packets": packets,
+            "bytes": octets,
+            "first": start,
+            "last": end,
+            "flags": flags.astype(np.uint16, copy=False),
+            "request": request.astype(np.uint8, copy=False),
+        }
     return {
         "packets": packets,
         "bytes": octets,
