@@ -35,3 +35,20 @@ def cli_env(**extra: str) -> dict[str, str]:
     env["PYTHONPATH"] = str(SRC) + os.pathsep + env.get("PYTHONPATH", "")
     env.update(extra)
     return env
+
+
+def write_sessions(directory: Path, rows: list[dict], segments: int = 2) -> Path:
+    """Session rows (SESSION_SCHEMA fields) written into a flow store at `directory` as
+    `segments` segments of collector leaf1 on 2025-11-19 (rows dealt out in turn, so
+    every segment holds some of each kind); returns `directory`."""
+    from datetime import date
+
+    import pyarrow as pa
+
+    from microseg.flows.flowstore import FlowStore
+    from microseg.flows.sessions import SESSION_SCHEMA
+
+    store = FlowStore(directory, "leaf1").open()
+    for part in (rows[k::segments] for k in range(segments)):
+        store.write(pa.Table.from_pylist(part).cast(SESSION_SCHEMA), day=date(2025, 11, 19))
+    return directory

@@ -11,7 +11,7 @@ flags, equal ports (NTP), `eph` summaries and more than three sessions per fold.
 from __future__ import annotations
 
 import json
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -24,11 +24,10 @@ from microseg.builder.report import recommendation_json
 from microseg.builder.scope import scope_from
 from microseg.cli.builder import read_session_columns
 from microseg.evaluate.cells import port_cuts
-from microseg.flows.flowstore import FlowStore, read_sessions
+from microseg.flows.flowstore import read_sessions
 from microseg.flows.session_columns import session_columns
-from microseg.flows.sessions import SESSION_SCHEMA
 from microseg.policyfile import load_policy
-from support import EXAMPLES
+from support import EXAMPLES, write_sessions
 
 DAY_MS = 1_763_510_400_000  # 2025-11-19T00:00Z
 CLIENTS = [f"172.18.6.{n}" for n in range(10, 22)]
@@ -113,11 +112,8 @@ def _sessions(rng: np.random.Generator) -> list[dict]:
 @pytest.fixture(scope="module")
 def fold_store(tmp_path_factory) -> tuple[Path, Path]:
     directory = tmp_path_factory.mktemp("fold")
-    store = FlowStore(directory / "store", "leaf1").open()
-    rows = _sessions(np.random.default_rng(20251130))
-    for half in (rows[::2], rows[1::2]):
-        store.write(pa.Table.from_pylist(half).cast(SESSION_SCHEMA), day=date(2025, 11, 19))
-    return directory / "store", _policy_file(directory)
+    store = write_sessions(directory / "store", _sessions(np.random.default_rng(20251130)))
+    return store, _policy_file(directory)
 
 
 def _recommended(policy_file: Path, store: Path, cuts, **scope) -> dict:
@@ -188,9 +184,7 @@ def _store_with_vrfs_and_days(directory: Path) -> tuple[Path, list[dict]]:
             for vrf in ("default", "blue"):
                 at = DAY_MS + day * 86_400_000 + minute * 60_000
                 rows.append(_session(CLIENTS[0], 50_000 + minute, WEB, 8080, at=at, vrf=vrf))
-    store = FlowStore(directory, "leaf1").open()
-    store.write(pa.Table.from_pylist(rows).cast(SESSION_SCHEMA), day=date(2025, 11, 19))
-    return directory, rows
+    return write_sessions(directory, rows, segments=1), rows
 
 
 def test_recommend_since_and_vrf_select_sessions_inside_the_engine(tmp_path, run_cli):

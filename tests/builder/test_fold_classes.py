@@ -24,6 +24,7 @@ from microseg.flows.flowstore import FlowStore, read_sessions
 from microseg.flows.session_columns import session_columns
 from microseg.flows.sessions import SESSION_SCHEMA
 from microseg.policyfile import load_policy
+from support import write_sessions
 
 POLICY = """
 devices:
@@ -109,10 +110,7 @@ def _store(directory: Path, seed: int) -> Path:
                 "sessions": 1,
             }
         )  # fmt: skip
-    store = FlowStore(directory, "leaf1").open()
-    for part in (rows[::2], rows[1::2]):
-        store.write(pa.Table.from_pylist(part).cast(SESSION_SCHEMA), day=date(2025, 11, 19))
-    return directory
+    return write_sessions(directory, rows)
 
 
 OPTIONS = {

@@ -7,18 +7,15 @@ would be wrong."""
 from __future__ import annotations
 
 import json
-from datetime import date
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pytest
 
 from microseg.evaluate.whatif import replay_cuts, whatif
-from microseg.flows.flowstore import FlowStore, read_sessions
-from microseg.flows.sessions import SESSION_SCHEMA
+from microseg.flows.flowstore import read_sessions
 from microseg.policyfile import load_policy
-from support import EXAMPLES
+from support import EXAMPLES, write_sessions
 
 CANDIDATE = {
     "services:\n": """services:
@@ -75,10 +72,7 @@ def _store(directory: Path, seed: int) -> Path:
                 "sessions": 1,
             }
         )  # fmt: skip
-    store = FlowStore(directory, "leaf1").open()
-    for part in (rows[::2], rows[1::2]):
-        store.write(pa.Table.from_pylist(part).cast(SESSION_SCHEMA), day=date(2025, 11, 19))
-    return directory
+    return write_sessions(directory, rows)
 
 
 @pytest.mark.parametrize("seed", [1, 2])
