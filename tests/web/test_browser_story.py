@@ -155,9 +155,10 @@ def test_seed_story_from_workspace_to_deployed_change_and_builder_rules(
         bob.page.fill("#f-parallel", "1")  # the vZTX first, then the switch
         streams: list[str] = []
         bob.page.on("request", lambda r: streams.append(r.url) if "/events" in r.url else None)
-        # The switch answers slowly (2 s a request, released by hang(0)): the run is watched
-        # while it goes on (0.3 s let a loaded machine miss the running state).
-        switch.hang(2)
+        # The switch holds every request (20 s at most, under the driver's 30 s timeout) until
+        # hang(0) releases it: the run is watched while it goes on (at 0.3 s, and at 2 s in a CI
+        # run, a loaded machine saw the change succeed before it looked).
+        switch.hang(20)
         bob.page.click("button:text-is('Run')")
         rows = bob.page.locator("tr.progress-row")
         rows.nth(0).locator(".badge:text('confirmed')").wait_for(timeout=60_000)
