@@ -186,7 +186,9 @@ DEFAULT_TABLE = [
             _rule("db-silent", ["db"], action="drop"),
             _rule("web-db-drop", ["web"], ["db"], action="drop", direction="bidirectional"),
         ],
-        [("rule 'web-db-drop'", "web-db-drop-reverse", ("remove",))],
+        # Its reverse is dead: unidirectional fixes that; the default drops what its
+        # forward match drops, so it can also go.
+        [("rule 'web-db-drop'", "web-db-drop-reverse", ("unidirectional", "remove"))],
         id="under-a-default-drop-that-drop-can-go",
     ),
     pytest.param(
