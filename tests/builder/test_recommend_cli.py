@@ -270,9 +270,7 @@ def test_a_category_group_is_reported_widened_per_rule_not_per_recommendation(ru
     )
 
 
-def test_a_switch_without_a_loopback_still_gets_its_recommendations_with_a_note(
-    run_cli, tmp_path
-):
+def test_a_switch_without_a_loopback_still_gets_its_recommendations_with_a_note(run_cli, tmp_path):
     # The seed's switch mirrors to the vZTX over a GRE tunnel from its loopback: without
     # loopback_address neither end's configuration renders (compile says so), but the
     # rules the traffic supports do not depend on the tunnel. Recommend proposes them and
