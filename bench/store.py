@@ -206,7 +206,9 @@ def main() -> None:
         yaml_write_s, _ = timed(lambda: policy_file.write_text(dump_policy(policy_set)))
         yaml_read_s, from_yaml = timed(lambda: load_policy(policy_file))
         with open_store(f"sqlite:///{workdir}/microseg.db") as store:
-            import_s, revision = timed(lambda: store.import_policy(policy_set, "bench", "dc"))
+            import_s, revision = timed(
+                lambda: store.import_policy(policy_set, "bench", "dc").revision
+            )
             read_s, from_store = timed(lambda: store.revision_policy(revision))
             assert dump_policy(from_store) == dump_policy(from_yaml)
             store.workspace_create("change")

@@ -268,3 +268,33 @@ def test_a_category_group_is_reported_widened_per_rule_not_per_recommendation(ru
         "allow_host-10-100-99-51_to_DNS_NTP_servers: group DNS_NTP_servers used whole "
         "(category): 1 of 2 addresses seen, 1 never seen" in text
     )
+
+
+def test_a_switch_without_a_loopback_still_gets_its_recommendations_with_a_note(run_cli, tmp_path):
+    # The seed's switch mirrors to the vZTX over a GRE tunnel from its loopback: without
+    # loopback_address neither end's configuration renders (compile says so), but the
+    # rules the traffic supports do not depend on the tunnel. Recommend proposes them and
+    # says which configurations it could not count config lines for.
+    seed = (EXAMPLES / "home-lab-monitor.yaml").read_text()
+    assert seed.count("    loopback_address: 10.255.1.10\n") == 1
+    policy = tmp_path / "no-loopback.yaml"
+    policy.write_text(seed.replace("    loopback_address: 10.255.1.10\n", ""))
+    sessions = str(EXAMPLES / "seed-lab-sessions.csv")
+    compiled = run_cli("compile", str(policy), "-d", "andreasm-720xp-home")
+    assert compiled.exit_code == 1 and "no loopback_address" in compiled.stderr
+    result = run_cli("recommend", str(policy), "--sessions", sessions, "--json")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    with_loopback = run_cli(
+        "recommend", str(EXAMPLES / "home-lab-monitor.yaml"), "--sessions", sessions, "--json"
+    )
+    expected = json.loads(with_loopback.stdout)
+    assert report["rules"] == expected["rules"] and report["rules"]
+    assert report["quality"]["config_lines"] is None  # neither configuration renders
+    notes = report["quality"]["notes"]
+    for device in ("andreas-ztx1", "andreasm-720xp-home"):
+        assert any(
+            note.startswith(f"config lines of {device} not counted: its configuration does not")
+            and "loopback_address" in note
+            for note in notes
+        ), notes

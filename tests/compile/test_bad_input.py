@@ -218,3 +218,55 @@ def test_nftables_refuses_a_segment_name_linux_cannot_take_as_interface(run_cli,
     for bad in ("servers-dmz-segment", "Vlan 10", "eth0/1"):
         with pytest.raises(CompileError, match=f"segment '{bad}'.*interface name"):
             ruleset(bad)
+
+
+@pytest.mark.parametrize(
+    "separator", ["\u2028", "\u2029", "\x85", "\x0b"], ids=["LS", "PS", "NEL", "VT"]
+)
+def test_a_description_that_would_split_a_comment_line_is_refused_at_its_line(
+    run_cli, tmp_path, separator
+):
+    # splitlines() (how a configuration is read back into lines and eAPI commands) breaks a
+    # line at each of these: the rest of a `!!` comment would reach the switch as commands.
+    escaped = separator.encode("unicode_escape").decode()
+    path = write_policy(
+        tmp_path,
+        "rules:\n"
+        f'  - {{name: r, description: "ok{escaped}   match EVIL ipv4", sources: [v4only],'
+        " destinations: any, services: any}\n" + POLICY.format(vrf="ALL", rules="r"),
+    )
+    result = run_cli("compile", str(path), "--device", DEVICE)
+    assert result.exit_code == 1, result.stdout
+    (line,) = [line for line in result.stderr.splitlines() if "description" in line]
+    assert line.startswith(f"  {path}:") and "rule 'r' description: " in line, result.stderr
+    assert "line separators" in line
+    assert "EVIL" not in result.stdout
+
+
+@pytest.mark.parametrize("target", ["eos", "nftables"])
+def test_renderers_refuse_a_line_separator_a_policy_set_built_without_validation_carries(
+    target,
+):
+    # Defence in depth: model_copy does not validate, so a program (or a bug) can hand the
+    # renderers any text; neither may write it into the configuration.
+    from microseg.compile.resolve import CompileError
+    from microseg.policyfile import load_policy_text
+    from microseg.targets.render import render_config
+
+    policy_set = load_policy_text(
+        BASE
+        + "rules:\n  - {name: r, sources: [v4only], destinations: any, services: any}\n"
+        + POLICY.format(vrf="ALL", rules="r"),
+        "policy.yaml",
+    )
+    rule = policy_set.rule("r").model_copy(update={"description": "ok\u2028   match EVIL ipv4"})
+    renamed = policy_set.policies[0].model_copy(update={"name": "p\u2028counter evil"})
+    cases = [(policy_set.model_copy(update={"policies": (renamed,)}), "line break")]
+    if target == "eos":  # nftables writes no descriptions; EOS names are printable ASCII
+        cases = [
+            (policy_set.model_copy(update={"rules": (rule,)}), "line break"),
+            (cases[0][0], "EOS names are one word of printable ASCII"),
+        ]
+    for broken, refusal in cases:
+        with pytest.raises(CompileError, match=refusal):
+            render_config(broken, DEVICE, target)

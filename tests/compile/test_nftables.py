@@ -292,6 +292,26 @@ def test_long_names_fit_nft_limits(tmp_path):
     assert len([line for line in ruleset.splitlines() if line.startswith("\tcounter ")]) == 2
 
 
+def test_names_with_unicode_and_nft_punctuation_are_quoted_comments_nft_loads(tmp_path):
+    # nft(8): a comment is a single word or a double-quoted string; inside the quotes `#`
+    # (nft's comment sign), `;` and braces are the string's own, and so is UTF-8. Only a
+    # quote or a line break cannot be said (the renderer refuses those).
+    from microseg.model import PolicySet
+
+    rule = "ssh café#;{x}"
+    policy_set = PolicySet.model_validate(
+        {
+            "devices": [{"name": "r1", "platform": "nftables"}],
+            "domains": [{"name": "dc", "devices": ["r1"]}],
+            "rules": [{"name": rule, "sources": "any", "destinations": "any", "services": "any"}],
+            "policies": [{"name": "política;#", "id": 1, "domain": "dc", "rules": [rule]}],
+        }
+    )
+    ruleset = render_ruleset(compile_device(policy_set, "r1"))
+    assert f'comment "{rule}"' in ruleset and 'comment "política;#"' in ruleset
+    _nft_check(ruleset, tmp_path)
+
+
 def test_a_default_drop_policy_ends_its_chain_with_counted_drops_per_family(tmp_path):
     from tests.compile.test_eos_features import BASE
 

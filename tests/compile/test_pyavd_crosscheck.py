@@ -288,8 +288,8 @@ def services(draw, index: int) -> Service:
         return Service(
             name=f"s{index}",
             protocol=kind,
-            destination_ports=ports,
-            source_ports=draw(st.sampled_from([[], ["1024-65535"]])),
+            destination_ports=ports or "all",
+            source_ports=draw(st.sampled_from(["all", ["1024-65535"]])),
         )
     if kind in ("icmp", "icmpv6"):
         types = draw(st.sampled_from([[], ["echo"], ["echo-request", "echo-reply"]]))

@@ -157,6 +157,15 @@ def test_check_cli_json_and_exit_codes(run_cli, home_lab_path):
         (("--from", LAPTOP, "--to", WEB01, "--port", "-1"), "--port '-1': not a number 0-65535"),
         (("--from", LAPTOP, "--to", WEB01, "--port", "shh"), "or a tcp port name (bfd, "),
         (("--from", LAPTOP, "--to", WEB01, "--proto", "udp", "--port", "ssh"), "udp port name"),
+        # A VRF no domain has answered "connects" through the ALL policy's default.
+        (
+            ("--from", LAPTOP, "--to", WEB01, "--port", "22", "--vrf", "Default"),
+            "--vrf 'Default' is a VRF of no security domain (VRFs: default)",
+        ),
+        (
+            ("--from", "web01_web02", "--to", "appserver1", "--port", "22", "--vrf", "prod"),
+            "--vrf 'prod' is a VRF of no security domain",
+        ),
     ],
 )
 def test_check_cli_bad_input_is_a_clear_error(run_cli, home_lab_path, args, message):

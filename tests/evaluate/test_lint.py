@@ -277,6 +277,31 @@ def test_the_only_web_db_drop_is_never_called_redundant_when_its_reverse_is_shad
     assert finding["hints"] == [{"action": "unidirectional", "rule": "web-db-drop"}]
 
 
+def test_a_shadowed_reverse_of_a_live_allow_is_fixed_unidirectional_not_by_removal():
+    # db -> web is already allowed by an earlier rule, so web-to-db's reverse match decides
+    # nothing; its forward match (web -> db on 5432) is the rule's point. In this
+    # default-forward policy removing the rule changes no verdict today, but only until a
+    # drop is added below it: the fix is to make it unidirectional.
+    rules = [
+        {
+            "name": "db-to-web",
+            "sources": ["db"],
+            "destinations": ["web"],
+            "services": "any",
+            "direction": "unidirectional",
+        },
+        {"name": "web-to-db", "sources": ["web"], "destinations": ["db"], "services": ["PG"]},
+    ]
+    services = [{"name": "PG", "protocol": "tcp", "destination_ports": [5432]}]
+    [finding] = _findings(_policy(GROUPS, services, rules), "shadowed")
+    assert finding["match"] == "web-to-db-reverse"
+    assert finding["hints"] == [{"action": "unidirectional", "rule": "web-to-db"}]
+    assert finding["fix"] == (
+        "make rule web-to-db unidirectional: its reverse matches decide no packet, "
+        "so no verdict changes"
+    )
+
+
 def test_a_symmetric_deny_all_is_one_match_and_no_finding():
     # Its reverse equals its forward match, so it compiles to one match: nothing shadowed.
     rules = [

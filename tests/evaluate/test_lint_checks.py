@@ -186,7 +186,9 @@ DEFAULT_TABLE = [
             _rule("db-silent", ["db"], action="drop"),
             _rule("web-db-drop", ["web"], ["db"], action="drop", direction="bidirectional"),
         ],
-        [("rule 'web-db-drop'", "web-db-drop-reverse", ("remove",))],
+        # Its reverse is dead: unidirectional fixes that; the default drops what its
+        # forward match drops, so it can also go.
+        [("rule 'web-db-drop'", "web-db-drop-reverse", ("unidirectional", "remove"))],
         id="under-a-default-drop-that-drop-can-go",
     ),
     pytest.param(
@@ -250,7 +252,9 @@ def test_select_and_ignore_pick_checks_in_report_order():
     kinds = {f["kind"] for f in lint(policy_set)["findings"]}
     assert kinds == {"shadowed", "unused"}  # groups web01 and db, service ssh are unused
     assert {f["kind"] for f in lint(policy_set, ignore=["unused"])["findings"]} == {"shadowed"}
-    assert lint(policy_set, select=["unused"], ignore=["unused"])["findings"] == []
+    # Ignoring every selected check leaves nothing to run: "no findings" would read as clean.
+    with pytest.raises(MicrosegError, match="--ignore unused leaves no check of unused to run"):
+        lint(policy_set, select=["unused"], ignore=["unused"])
     assert lint(policy_set, select=["shadowed"])["hardware"] == []  # estimate only with its check
     with pytest.raises(MicrosegError, match=r"unknown lint check.*bogus.*checks: never-matches"):
         lint(policy_set, select=["bogus"])

@@ -162,12 +162,15 @@ def test_port_specs_are_stored_canonically_so_equal_services_are_equal():
         name="dns",
         protocol="udp",
         destination_ports=["53", " 1024 - 2000 ", " domain "],
-        source_ports="1024",
+        source_ports=["1024"],
     )
     assert written.destination_ports == (53, "1024-2000", "domain")
     assert written.source_ports == (1024,)
     assert written == Service(
-        name="dns", protocol="udp", destination_ports=[53, "1024-2000", "domain"], source_ports=1024
+        name="dns",
+        protocol="udp",
+        destination_ports=[53, "1024-2000", "domain"],
+        source_ports=[1024],
     )
 
 

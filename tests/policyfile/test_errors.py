@@ -453,3 +453,69 @@ def test_numbers_past_pythons_digit_limit_are_located_problems(tmp_path):
         # (raised by the object's own check, so located at the object)
         ["service 'i'", f"unknown icmp type '{huge[:56]}..."],
     ]
+
+
+def test_a_single_name_where_a_list_is_expected_is_an_error_at_its_line(tmp_path):
+    # The format has no scalar shorthand: `sources: web` is refused like any other type
+    # error, at the value, naming the field. Only the words `any` and `all` stand alone.
+    problems = problems_of(
+        tmp_path,
+        "categories: [{name: clients}]\n"
+        "devices: [{name: leaf1}]\n"
+        "groups:\n"
+        "  - name: web\n"
+        "    prefixes: 10.0.0.0/24\n"
+        "    except_prefixes: [10.0.0.128/25]\n"
+        "    categories: clients\n"
+        "services:\n"
+        "  - name: HTTP\n"
+        "    protocol: tcp\n"
+        "    destination_ports: 80\n"
+        "    source_ports: all\n"
+        "  - name: ping\n"
+        "    protocol: icmp\n"
+        "    icmp_types: 8\n"
+        "rules:\n"
+        "  - name: r1\n"
+        "    sources: web\n"
+        "    destinations: any\n"
+        "    services: HTTP\n"
+        "policies:\n"
+        "  - name: p\n"
+        "    id: 1\n"
+        "    domain: d\n"
+        "    rules: r1\n"
+        "domains:\n"
+        "  - name: d\n"
+        "    devices: leaf1\n"
+        "redirect_objects:\n"
+        "  - name: fw\n"
+        "    next_hops: 10.0.0.1\n",
+    )
+    file = f"{tmp_path}/policy.yaml"
+    assert problems == [
+        f"{file}:5:15: group 'web' prefixes: expected a list, got '10.0.0.0/24'",
+        f"{file}:7:17: group 'web' categories: expected a list, got 'clients'",
+        f"{file}:11:24: service 'HTTP' destination_ports: expected a list (or `all`), got 80: "
+        "write [80]",
+        f"{file}:15:17: service 'ping' icmp_types: expected a list, got 8",
+        f"{file}:18:14: rule 'r1' sources: expected a list (or `any`), got 'web': write [web]",
+        f"{file}:20:15: rule 'r1' services: expected a list (or `any`), got 'HTTP': write [HTTP]",
+        f"{file}:25:12: policy 'p' rules: expected a list, got 'r1'",
+        f"{file}:28:14: domain 'd' devices: expected a list, got 'leaf1'",
+        f"{file}:31:16: redirect object 'fw' next_hops: expected a list, got '10.0.0.1'",
+    ]
+
+
+@pytest.mark.parametrize(("written", "what"), [("", "no value"), (" []", "an empty list")])
+def test_every_port_is_said_with_all_never_by_an_empty_list(tmp_path, written, what):
+    # As for a rule's `any`: a service on "no port" read as every port would widen a rule.
+    problems = problems_of(
+        tmp_path, f"services:\n  - name: s\n    protocol: tcp\n    destination_ports:{written}\n"
+    )
+    (problem,) = problems
+    assert problem.endswith(
+        f"service 's' destination_ports: {what} is not `all`: write `all` for every port, "
+        "or list ports"
+    )
+    assert problem.startswith(f"{tmp_path}/policy.yaml:4:")

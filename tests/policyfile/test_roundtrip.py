@@ -93,7 +93,7 @@ def policy_sets(draw):
             Service(
                 name=name,
                 protocol=protocol,
-                destination_ports=ports,
+                destination_ports=ports or "all",
                 icmp_types=draw(st.lists(st.sampled_from(["echo", 0, 3]), max_size=2))
                 if protocol == "icmp"
                 else (),

@@ -162,7 +162,13 @@ def test_import_and_export_round_trip(server):
         headers={"content-type": "application/yaml"},
     )
     assert imported.status_code == 201, imported.text
-    assert imported.json() == {"revision": 1, "objects": 24}
+    assert imported.json() == {"revision": 1, "changed": True, "objects": 24}
+    again = admin.post("/api/revisions", content=text, headers={"content-type": "application/yaml"})
+    assert again.status_code == 200, again.text  # the head's own policy: nothing created
+    assert again.json() == {"revision": 1, "changed": False, "objects": 24}
+    assert [r["id"] for r in admin.get("/api/revisions").json()] == [1]
+    imports = admin.get("/api/audit", params={"action": "revision.import"}).json()
+    assert [event["target"] for event in imports] == ["revision/1"]
     exported = admin.get("/api/revisions/1/export")
     from microseg.policyfile import dump_policy, load_policy
 

@@ -4,7 +4,8 @@
 
 Prints `ready` once loaded, then `committed N` after each revision N is committed (flushed:
 the parent knows which revisions the store has promised to keep). `import` stores the seed's
-stages in turn; `submit` opens a workspace, sets a rule in it and submits it, so a kill can
+stages in turn, each with a description of its own (an import the head already holds makes
+no revision); `submit` opens a workspace, sets a rule in it and submits it, so a kill can
 land in any of those transactions.
 """
 
@@ -28,7 +29,12 @@ def main(url: str, mode: str) -> None:
         print("ready", flush=True)
         for number in itertools.count(1):
             if mode == "import" or store.head() is None:
-                revision = store.import_policy(policies[number % 3], "writer", f"import {number}")
+                # Each import differs from the head (an unchanged one makes no revision).
+                stage = policies[number % 3]
+                first, *rest = stage.rules
+                changed = first.model_copy(update={"description": f"import {os.getpid()}-{number}"})
+                stage = stage.model_copy(update={"rules": (changed, *rest)})
+                revision = store.import_policy(stage, "writer", f"import {number}").revision
             else:
                 workspace = f"w{os.getpid()}-{number}"
                 store.workspace_create(workspace, author="writer")

@@ -20,7 +20,8 @@ DEVICES = [
 
 @pytest.fixture
 def revision(store) -> int:
-    return store.import_policy(load_policy(EXAMPLES / "home-lab-dns-ntp.yaml"), "andreas", "r1")
+    imported = store.import_policy(load_policy(EXAMPLES / "home-lab-dns-ntp.yaml"), "andreas", "r1")
+    return imported.revision
 
 
 def test_a_change_keeps_its_devices_in_order_and_its_creation_in_the_trail(store, revision):

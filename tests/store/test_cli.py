@@ -105,6 +105,21 @@ def test_a_failing_import_writes_nothing(database, run_cli, tmp_path):
     assert [r["id"] for r in _json(run_cli("log", "--json"))] == [1]
 
 
+def test_importing_the_heads_own_policy_again_says_so_and_makes_no_revision(seeded, run_cli):
+    home_lab = str(EXAMPLES / "home-lab.yaml")
+    again = run_cli("import", home_lab, "-m", "again")
+    assert again.exit_code == 0, again.stderr
+    assert again.stdout == f"{home_lab} is unchanged from revision 3: no revision made\n"
+    assert _json(run_cli("import", home_lab, "--json")) == {
+        "revision": 3,
+        "changed": False,
+        "objects": 24,
+    }
+    assert [r["id"] for r in _json(run_cli("log", "--json"))] == [3, 2, 1]
+    changed = _json(run_cli("import", str(EXAMPLES / "home-lab-dns-ntp.yaml"), "--json"))
+    assert changed == {"revision": 4, "changed": True, "objects": 13}
+
+
 def test_a_workspace_from_create_to_submit(seeded, run_cli, tmp_path):
     change = tmp_path / "narrow-web.yaml"
     change.write_text(NARROW_WEB, encoding="utf-8")

@@ -10,7 +10,14 @@ from sqlalchemy import create_engine, func, select, text
 
 from microseg.model import Group, MicrosegError, PolicySet, Rule
 from microseg.policyfile import dump_policy, load_policy
-from microseg.store import DATABASE_URL_ENV, InvalidChange, NotFound, database_url, open_store
+from microseg.store import (
+    DATABASE_URL_ENV,
+    Imported,
+    InvalidChange,
+    NotFound,
+    database_url,
+    open_store,
+)
 from microseg.store.schema import Base, ObjectVersion, Revision
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -42,7 +49,7 @@ def test_an_empty_store_has_no_head_and_an_empty_log(store):
 def test_the_seed_stages_become_three_revisions_that_read_back_byte_identical(store):
     for number, file in enumerate(SEED_STAGES, 1):
         policy_set = load_policy(EXAMPLES / file)
-        assert store.import_policy(policy_set, "andreas", f"stage {file}") == number
+        assert store.import_policy(policy_set, "andreas", f"stage {file}") == Imported(number, True)
     assert store.head() == 3
     for number, file in enumerate(SEED_STAGES, 1):
         stored, original = store.revision_policy(number), load_policy(EXAMPLES / file)
@@ -108,12 +115,35 @@ def test_a_write_failing_midway_rolls_back_the_whole_import(store, store_url, mo
     assert _row_counts(store_url) == before
     first = load_policy(EXAMPLES / "home-lab-dns-ntp.yaml")
     assert dump_policy(store.revision_policy(1)) == dump_policy(first)  # versions still open
-    assert store.import_policy(load_policy(EXAMPLES / "home-lab.yaml"), "a", "second") == 2
+    assert store.import_policy(load_policy(EXAMPLES / "home-lab.yaml"), "a", "second").revision == 2
 
 
 def test_an_empty_policy_is_a_revision_with_no_objects(store):
-    assert store.import_policy(PolicySet(), "a", "empty") == 1
+    assert store.import_policy(PolicySet(), "a", "empty") == Imported(1, True)
     assert store.revision_policy(1) == PolicySet()
+
+
+def test_importing_the_heads_own_policy_makes_no_revision(store, store_url):
+    store.import_policy(load_policy(EXAMPLES / "home-lab-dns-ntp.yaml"), "a", "first")
+    store.import_policy(load_policy(EXAMPLES / "home-lab.yaml"), "a", "second")
+    before = _row_counts(store_url)
+    # Read back from the store or loaded again from the file: the same bodies, no revision.
+    assert store.import_policy(store.revision_policy(2), "b", "again") == Imported(2, False)
+    assert store.import_policy(load_policy(EXAMPLES / "home-lab.yaml"), "b", "again") == (
+        Imported(2, False)
+    )
+    assert _row_counts(store_url) == before
+    assert [r.message for r in store.log()] == ["second", "first"]
+    # An older revision's policy is a change from the head: a revision.
+    assert store.import_policy(store.revision_policy(1), "b", "back") == Imported(3, True)
+
+
+def test_an_unchanged_import_still_refuses_a_bad_author_or_message(store):
+    store.import_policy(PolicySet(), "a", "empty")
+    with pytest.raises(MicrosegError, match="no control characters"):
+        store.import_policy(PolicySet(), "a\nb", "m")
+    with pytest.raises(MicrosegError, match="no NUL"):
+        store.import_policy(PolicySet(), "a", "m\x00")
 
 
 def test_opening_a_fresh_database_creates_the_schema_the_models_describe(store_url):
@@ -183,8 +213,8 @@ def test_a_revision_number_out_of_the_databases_range_is_not_found(store, number
 
 @pytest.mark.parametrize("limit", [2**31, 2**63, 10**20])
 def test_a_log_limit_beyond_any_number_of_revisions_shows_them_all(store, limit):
-    for message in ("first", "second"):
-        store.import_policy(PolicySet(), "andreas", message)
+    store.import_policy(PolicySet(), "andreas", "first")
+    store.import_policy(load_policy(EXAMPLES / "home-lab-dns-ntp.yaml"), "andreas", "second")
     assert [r.message for r in store.log(limit)] == ["second", "first"]
 
 

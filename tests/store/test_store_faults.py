@@ -109,16 +109,27 @@ def test_sigkill_at_random_points_keeps_history_whole(store_url, mode):
     for _ in range(KILLS):
         committed |= _kill_a_writer(store_url, mode, rng)
         head = assert_consistent(store_url, committed)
+    # The writer's imports each differ from anything a file holds: this one is a revision.
     done = _cli("import", DNS_NTP, url=store_url)
     assert done.returncode == 0, done.stderr
     assert done.stdout.endswith(f"as revision {head + 1} (13 objects)\n")
     assert_consistent(store_url, committed | {head + 1})
 
 
-def test_concurrent_imports_all_land_in_order(store_url):
+def test_concurrent_imports_all_land_in_order(store_url, tmp_path):
+    # Each run imports a policy of its own (one rule's description differs): an import of
+    # what the head already holds makes no revision, and each of these must make one.
+    seed = Path(HOME_LAB).read_text()
+    assert seed.count("description: allow webservers to appserver1") == 1
+    policies = []
+    for n in range(4):
+        policies.append(tmp_path / f"run-{n}.yaml")
+        policies[n].write_text(
+            seed.replace("webservers to appserver1", f"webservers to appserver1, run {n}")
+        )
     runs = [
         subprocess.Popen(
-            cli_command("import", HOME_LAB, "-m", f"run {n}"),
+            cli_command("import", str(policies[n]), "-m", f"run {n}"),
             env=cli_env(MICROSEG_DATABASE_URL=store_url, MICROSEG_AUTHOR="faults"),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -306,8 +306,9 @@ def verify(
     result = placed.recommendation
     tomorrow = [d.take(evidence) for d in decide(proposed, after, sessions, replay=replay)]
     covered = _covered(tomorrow, weights)
-    config_lines = _config_lines_added(policy_set, proposed, before, after)
-    if config_lines is None:
+    config_lines, unrendered = _config_lines_added(policy_set, proposed, before, after)
+    notes += unrendered
+    if config_lines is None and not unrendered:
         notes.append("no device in the policy: no config lines to count")
     return replace(
         result,
@@ -439,22 +440,28 @@ def _config_lines_added(
     after_set: PolicySet,
     before: dict[str, DeviceIntent],
     after: dict[str, DeviceIntent],
-) -> int | None:
+) -> tuple[int | None, list[str]]:
     """Lines the proposals add to the devices' configurations, each rendered by its own
     target and counted by the same section-aware diff `microseg diff` and `workspace build`
-    print; None when the policy configures no device."""
+    print (None when the policy configures no device, or none renders), and a note per
+    device whose configuration does not render: a monitor node's tunnel to a switch without
+    a loopback_address is no reason to withhold the rules the traffic supports."""
     from microseg.targets.render import configured_names, device_config
 
     names = configured_names(after_set)
     if not names:
-        return None
-    return sum(
-        diff_text(
-            name,
-            device_config(before_set, name, before),
-            device_config(after_set, name, after),
-            "before",
-            "after",
-        ).added
-        for name in names
-    )
+        return None, []
+    added, notes = 0, []
+    for name in names:
+        try:
+            old, new = (
+                device_config(before_set, name, before),
+                device_config(after_set, name, after),
+            )
+        except CompileError as error:
+            notes.append(
+                f"config lines of {name} not counted: its configuration does not render ({error})"
+            )
+            continue
+        added += diff_text(name, old, new, "before", "after").added
+    return (None if len(notes) == len(names) else added), notes

@@ -57,8 +57,10 @@ def import_policy(
     ),
     message: str = typer.Option("", "-m", "--message", help="Revision message."),
     author: str = typer.Option("", "--author", help=AUTHOR_HELP),
+    as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
 ) -> None:
-    """Validate a policy and store it as the next mainline revision. Invalid: nothing stored.
+    """Validate a policy and store it as the next mainline revision. Invalid: nothing stored;
+    the head's own policy again: no revision made.
 
     Example: microseg import examples/home-lab.yaml -m "seed lab"
     """
@@ -71,9 +73,14 @@ def import_policy(
         # An empty file (or `groups: []`) would become an empty head revision.
         raise MicrosegError(f"{path}: the policy holds no objects: nothing imported")
     with open_store() as store:
-        revision = store.import_policy(policy_set, author or None, message or f"import {path}")
+        imported = store.import_policy(policy_set, author or None, message or f"import {path}")
     count = len(policy_set.objects())
-    typer.echo(f"imported {path} as revision {revision} ({count} objects)")
+    if as_json:
+        emit_json({**imported.as_json(), "objects": count})
+    elif imported.changed:
+        typer.echo(f"imported {path} as revision {imported.revision} ({count} objects)")
+    else:
+        typer.echo(f"{path} is unchanged from revision {imported.revision}: no revision made")
 
 
 @app.command(rich_help_panel=STORE)
@@ -356,7 +363,7 @@ def _store_demo(context: DemoContext) -> None:
     with open_store(url) as store:
         for file, message in SEED_STAGES:
             policy_set = context.policies.get(file) or load_policy(context.examples / file)
-            number = store.import_policy(policy_set, "demo", message)
+            number = store.import_policy(policy_set, "demo", message).revision
             console.print(f"imported {file} as revision {number}", markup=False)
         for revision in reversed(store.log()):
             line = f"  rev {revision.id}  {revision.author}  {revision.message}"

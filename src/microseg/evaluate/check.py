@@ -275,6 +275,7 @@ def check_connection(
     `intents` and `engines` (each device's CompiledDevice of those intents) may be given
     when the caller keeps them: a server checking one revision many times."""
     service, request, reply = connection_packets(source, destination, protocol, port, icmp_type)
+    check_vrf(policy_set, vrf)
     intents = compile_all(policy_set) if intents is None else intents
     if device is not None:
         if device not in intents:
@@ -509,6 +510,17 @@ def is_address(text: str) -> bool:
     return True
 
 
+def check_vrf(policy_set: PolicySet, vrf: str) -> None:
+    """A VRF no security domain has is a typo, not traffic no policy sees: `check --vrf
+    prod` on a fabric whose VRF is `PROD` would otherwise answer "connects"."""
+    known = {name for domain in policy_set.domains for name in domain.vrfs}
+    known |= {s.vrf for device in policy_set.devices for s in device.segments}
+    if known and vrf not in known:
+        raise MicrosegError(
+            f"--vrf {vrf!r} is a VRF of no security domain (VRFs: {', '.join(sorted(known))})"
+        )
+
+
 def check_groups(
     policy_set: PolicySet,
     source: str,
@@ -524,6 +536,7 @@ def check_groups(
     Each side is cut into address classes: sets of addresses that every prefix field-set
     and segment subnet on the devices treats alike (in all of them or out of all of them),
     so one connection check per pair of classes answers for every pair of addresses."""
+    check_vrf(policy_set, vrf)
     intents = compile_all(policy_set)
     ends = (
         _resolve_endpoint(policy_set, source, "--from"),

@@ -136,6 +136,8 @@ def _message(detail: Any) -> str:
             else ("required field is missing")
         )
     value = detail.get("input")
+    if detail["type"] in ("tuple_type", "list_type"):
+        return f"expected a list, got {'a mapping' if isinstance(value, dict) else repr(value)}"
     if detail["type"] not in ("value_error", "assertion_error") and not isinstance(
         value, dict | list
     ):

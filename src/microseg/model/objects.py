@@ -222,8 +222,13 @@ ObjectName = Annotated[
 def _check_description(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError(f"a description must be a string, got {value!r}")
-    if any(unicodedata.category(ch) == "Cc" for ch in value):
-        raise ValueError("a description may not contain control characters or line breaks")
+    if not is_one_line(value):
+        # Line and paragraph separators too (U+2028, U+2029): Python's splitlines(), which
+        # reads a configuration back into lines and commands, breaks a line at them, so the
+        # rest of the `!!` comment would reach the switch as configuration commands.
+        raise ValueError(
+            "a description may not contain control characters, line breaks or line separators"
+        )
     _check_displayed_as_read(value, "a description")
     return value
 
@@ -264,7 +269,8 @@ def _any_or_names(value: Any) -> Any:
     if value == ANY:
         return ()
     if isinstance(value, str):
-        return (value,)
+        # `sources: web` is not a shorthand the policy format has: a list, or `any`.
+        raise ValueError(f"expected a list (or `any`), got {value!r}: write [{value}]")
     if value is None or (isinstance(value, list | tuple) and not value):
         written = "no value" if value is None else "an empty list"
         raise ValueError(f"{written} is not `any`: write `any` to match everything, or names")
@@ -306,21 +312,16 @@ class PortRange(NamedTuple):
 
 
 _RANGE = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$")
-PortSpec = Annotated[
-    int | str,
-    NOT_BOOL,
-    WithJsonSchema(
+PORT_SPEC_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {"type": "integer", "minimum": 0, "maximum": 65535},
         {
-            "anyOf": [
-                {"type": "integer", "minimum": 0, "maximum": 65535},
-                {
-                    "type": "string",
-                    "description": "EOS port name (domain, ntp, www, ssh) or a range 1024-65535",
-                },
-            ]
-        }
-    ),
-]
+            "type": "string",
+            "description": "EOS port name (domain, ntp, www, ssh) or a range 1024-65535",
+        },
+    ]
+}
+PortSpec = Annotated[int | str, NOT_BOOL, WithJsonSchema(PORT_SPEC_SCHEMA)]
 
 
 def _resolve_port(spec: int | str, protocol: str) -> PortRange:
@@ -391,10 +392,16 @@ def merge_ranges(ranges: list[PortRange]) -> tuple[PortRange, ...]:
 
 
 def _ports_or_all(value: Any) -> Any:
-    if value is None or value == "all":
+    if value == "all":
         return ()
-    if isinstance(value, int | str):
-        return (value,)
+    if value is None or (isinstance(value, list | tuple) and not value):
+        # As for a rule's `any`: every port is only ever said with the word, never by
+        # leaving the list out or empty (a service on "no port" would match every port).
+        written = "no value" if value is None else "an empty list"
+        raise ValueError(f"{written} is not `all`: write `all` for every port, or list ports")
+    if isinstance(value, int | str) and not isinstance(value, bool):
+        # `destination_ports: 53` is not a shorthand the policy format has: a list, or `all`.
+        raise ValueError(f"expected a list (or `all`), got {value!r}: write [{value}]")
     return value
 
 
@@ -402,6 +409,14 @@ Ports = Annotated[
     tuple[PortSpec, ...],
     BeforeValidator(_ports_or_all),
     PlainSerializer(lambda ports: "all" if not ports else list(ports)),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"const": "all"},
+                {"type": "array", "items": PORT_SPEC_SCHEMA, "minItems": 1},
+            ]
+        }
+    ),
 ]
 
 PROTOCOL_WORDS = ("tcp", "udp", "icmp", "icmpv6", "any")

@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from microseg.deploy.changes import FourEyesRefusal
 from microseg.model import MicrosegError, PolicyError, Problem
+from microseg.server.flowstore import FlowStoreUnavailable
 from microseg.store import NotFound, StateConflict, StoreConflict, WorkspaceClosed
 
 PROBLEM_JSON = "application/problem+json"
@@ -45,6 +46,7 @@ _TITLES = {
     422: "Invalid input",
     429: "Too many requests",
     500: "Internal error",
+    503: "Service unavailable",
 }
 
 
@@ -88,6 +90,7 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
         (415, "Unsupported media type"),
         (422, "Invalid input: every problem, with object, field and pointer"),
         (429, "Too many failed logins"),
+        (503, "The server's flow store cannot be read (its log says why)"),
     )
 }
 
@@ -154,6 +157,8 @@ def _status_of(error: MicrosegError) -> tuple[int, str]:
         return 422, "invalid-policy"
     if isinstance(error, FourEyesRefusal):
         return 403, "four-eyes"
+    if isinstance(error, FlowStoreUnavailable):
+        return 503, "flow-store-unavailable"
     return 400, "refused"
 
 

@@ -1,7 +1,7 @@
 """SQLAlchemy 2 persistence: mainline revisions, workspaces, and the audit trail (the log).
 
 with open_store() as store:           # $MICROSEG_DATABASE_URL or SQLite in the data dir
-    revision = store.import_policy(policy_set, "alice", "seed lab")
+    revision = store.import_policy(policy_set, "alice", "seed lab").revision
     store.workspace_create("change-42")
     store.workspace_set("change-42", "groups", {"name": "web", "prefixes": ["10.0.0.0/24"]})
     store.workspace_submit("change-42", "alice", "add web group")
@@ -23,7 +23,7 @@ from microseg.store.database import (
     upgrade_schema,
 )
 from microseg.store.errors import InvalidChange, NotFound, StoreConflict, WorkspaceClosed
-from microseg.store.records import AUTHOR_ENV, RevisionInfo, WorkspaceInfo, default_author
+from microseg.store.records import AUTHOR_ENV, Imported, RevisionInfo, WorkspaceInfo, default_author
 from microseg.store.snapshot import FieldChange, ObjectChange
 from microseg.store.store import Store, init_database, open_store
 
@@ -35,6 +35,7 @@ __all__ = [
     "DeviceRecord",
     "Event",
     "FieldChange",
+    "Imported",
     "InvalidChange",
     "NotFound",
     "ObjectChange",

@@ -43,6 +43,18 @@ class RevisionInfo:
 
 
 @dataclass(frozen=True)
+class Imported:
+    """What an import did: `revision` is the new head, or the head it left as it was when
+    the policy is the head's own (`changed` False: no empty revision is made)."""
+
+    revision: int
+    changed: bool
+
+    def as_json(self) -> dict[str, Any]:
+        return {"revision": self.revision, "changed": self.changed}
+
+
+@dataclass(frozen=True)
 class WorkspaceInfo:
     """A workspace: its base, state (open / submitted / abandoned) and number of changes."""
 

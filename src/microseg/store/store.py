@@ -7,6 +7,7 @@ both win; the second sees the first's revision and gets a StoreConflict.
 Example:
     with open_store() as store:
         first = store.import_policy(load_policy("examples/home-lab.yaml"), "alice", "seed lab")
+        first.revision, first.changed  # 1, True
         store.workspace_create("tighten-web", author="alice")
         store.workspace_set("tighten-web", "groups", {"name": "web01_web02", "prefixes": [...]})
         store.workspace_submit("tighten-web", "alice", "narrow web group")
@@ -46,7 +47,7 @@ from microseg.store.errors import (
     StoreConflict,
     WorkspaceClosed,
 )
-from microseg.store.records import RevisionInfo, WorkspaceInfo, default_author
+from microseg.store.records import Imported, RevisionInfo, WorkspaceInfo, default_author
 from microseg.store.schema import (
     Mainline,
     ObjectVersion,
@@ -185,8 +186,13 @@ class Store:
 
     def import_policy(
         self, policy_set: PolicySet, author: str | None = None, message: str = ""
-    ) -> int:
-        """Store a whole policy set as the next mainline revision; returns its number."""
+    ) -> Imported:
+        """Store a whole policy set as the next mainline revision (its number, changed).
+
+        A policy the head already holds makes no revision: a revision records a change, and
+        an empty one would be an audit entry for nothing (and a deploy of nothing)."""
+        _author(author)
+        _check_message(message)
         bodies = policy_bodies(policy_set)
         _check_name_lengths(bodies)
         # What is stored must load back: validate the bodies themselves (a PolicySet made
@@ -195,7 +201,9 @@ class Store:
         with self._writing() as (session, mainline):
             head_id = mainline.head_revision_id
             head = _revision_bodies(session, head_id) if head_id is not None else {}
-            return _add_revision(session, mainline, head, bodies, author, message)
+            if head_id is not None and head == bodies:
+                return Imported(head_id, changed=False)
+            return Imported(_add_revision(session, mainline, head, bodies, author, message), True)
 
     def log(self, limit: int | None = None) -> list[RevisionInfo]:
         """Mainline revisions, newest first: the audit trail."""

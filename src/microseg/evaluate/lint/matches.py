@@ -4,7 +4,8 @@ A finding speaks about the exact match it found (forward or reverse, IPv4 or IPv
 hints are edits lint has verified over the whole packet space (`space.PolicyAnalysis`):
 
 * `remove` a rule: only when removing all its matches changes no packet's verdict;
-* make a rule `unidirectional`: only when none of its reverse matches decides a packet;
+* make a rule `unidirectional`: only when none of its reverse matches decides a packet (the
+  fix for a dead reverse match while the rule's forward matches decide packets: not removal);
 * `move` a rule above another: only when that widens access for no packet (it does change
   verdicts: that is its point, and the fix says so).
 
@@ -180,18 +181,13 @@ class Shadowed(Check):
                 for i in coverage.deciders
                 if analysis.matches[i].action != match.action
             )
-            removal = _removal_advice(context, analysis, match.rule, prefix="or ")
-            alternative = None
-            if removal[1] is None and match.reverse:
-                alternative = _unidirectional_advice(context, match.rule, prefix="or ")
-            parts = [_move_advice(analysis, match, first_other), alternative, removal]
+            parts = [
+                _move_advice(analysis, match, first_other),
+                *_dead_match_advice(context, analysis, match, prefix="or "),
+            ]
         else:
             verdict = f"{taken} all its traffic with the same action"
-            removal = _removal_advice(context, analysis, match.rule)
-            alternative = None
-            if removal[1] is None and match.reverse:
-                alternative = _unidirectional_advice(context, match.rule)
-            parts = [alternative, removal]
+            parts = _dead_match_advice(context, analysis, match)
         fix, hints = _advice(parts)
         policy = analysis.policy.name
         return Finding(
@@ -209,6 +205,34 @@ class Shadowed(Check):
                 "hints": hints,
             },
         )
+
+
+def _dead_match_advice(
+    context: LintContext, analysis: PolicyAnalysis, match: Match, prefix: str = ""
+) -> list[tuple[str, dict | None] | None]:
+    """What to do about a match that decides nothing. A dead reverse match is fixed by
+    making its rule unidirectional (verified); removing the rule is offered besides when it
+    changes no verdict either, except for an allow rule whose forward match still decides
+    packets in a default-forward policy: it repeats the default only until a drop is added
+    below it, which is how a policy is built (`Redundant` does not report it either)."""
+    unidirectional = _unidirectional_advice(context, match.rule, prefix) if match.reverse else None
+    if unidirectional is None:
+        return [_removal_advice(context, analysis, match.rule, prefix)]
+    removal = _removal_advice(context, analysis, match.rule, "or ")
+    if removal[1] is None:
+        return [unidirectional, removal]  # "do not remove": a warning, not a fix
+    allow_above_drops_to_come = match.action == "forward" == analysis.default[0]
+    if allow_above_drops_to_come and _forward_decides(analysis, match.rule):
+        return [unidirectional]
+    return [unidirectional, removal]
+
+
+def _forward_decides(analysis: PolicyAnalysis, rule: str) -> bool:
+    return any(
+        analysis.coverage(index).reachable
+        for index in analysis.rules[rule]
+        if not analysis.matches[index].reverse
+    )
 
 
 def _keepers(analysis: PolicyAnalysis) -> str:

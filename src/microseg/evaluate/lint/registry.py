@@ -107,4 +107,11 @@ def selected_checks(
             f"unknown lint check(s): {', '.join(dict.fromkeys(unknown))} "
             f"(checks: {', '.join(CHECKS)})"
         )
-    return [CHECKS[name] for name in CHECKS if name in chosen and name not in dropped]
+    checks = [CHECKS[name] for name in CHECKS if name in chosen and name not in dropped]
+    if not checks:
+        # "no findings" from no check at all would read as a clean policy.
+        raise MicrosegError(
+            f"--ignore {','.join(dict.fromkeys(dropped))} leaves no check of "
+            f"{','.join(chosen)} to run: nothing would be checked"
+        )
+    return checks

@@ -158,10 +158,8 @@ def whatif(
     what a change newly blocks or allows (`microseg whatif --json`)."""
     from microseg.evaluate.whatif import replay_cuts
     from microseg.evaluate.whatif import whatif as replay
-    from microseg.flows.flowstore import read_sessions
-    from microseg.server.api.flows import flow_store_dir
+    from microseg.server.flowstore import SERVER_FLOW_STORE, server_sessions
 
-    store = flow_store_dir(request)
     before, after = resolve(request, base, "base"), resolve(request, candidate, "candidate")
-    sessions = read_sessions(store, replay_cuts=replay_cuts(before, after))
-    return replay(before, after, sessions, device, "the flow store")
+    sessions = server_sessions(request, replay_cuts=replay_cuts(before, after))
+    return replay(before, after, sessions, device, SERVER_FLOW_STORE)

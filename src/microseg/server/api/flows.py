@@ -18,15 +18,10 @@ from microseg.server.api.evaluate import POLICY_DOC, resolve
 from microseg.server.audit import audited
 from microseg.server.auth import Editor, Viewer
 from microseg.server.context import server_context
+from microseg.server.flowstore import SERVER_FLOW_STORE, flow_store_path, server_sessions
 from microseg.server.problems import RequestBody
 
 router = APIRouter(prefix="/api", tags=["flows and policy builder"])
-
-
-def flow_store_dir(request: Request) -> pathlib.Path:
-    from microseg.flows.flowstore import default_store_dir
-
-    return server_context(request).flow_store or default_store_dir()
 
 
 class SessionPage(BaseModel):
@@ -63,7 +58,7 @@ def sessions(
     if since is not None and since.tzinfo is None:
         since = since.replace(tzinfo=UTC)
     filters = (eph, vrf, proto, src, dst, port, since)
-    table = _session_table(flow_store_dir(request), filters)
+    table = _session_table(request, filters)
     page = table.slice(offset, limit) if offset < table.num_rows else table.slice(0, 0)
     return {
         "total": table.num_rows,
@@ -94,17 +89,17 @@ def _store_state(path: pathlib.Path) -> tuple[Any, ...]:
     )
 
 
-def _session_table(path: pathlib.Path, filters: tuple[Any, ...]) -> Any:
-    from microseg.flows.flowstore import EPHEMERAL_PORT, read_sessions
+def _session_table(request: Request, filters: tuple[Any, ...]) -> Any:
+    from microseg.flows.flowstore import EPHEMERAL_PORT
 
-    key = (_store_state(path), filters)
+    key = (_store_state(flow_store_path(request)), filters)
     with _SESSION_TABLES_LOCK:
         if key in _SESSION_TABLES:
             _SESSION_TABLES.move_to_end(key)
             return _SESSION_TABLES[key]
     eph, vrf, proto, src, dst, port, since = filters
-    table = read_sessions(
-        path if path.exists() else None,
+    table = server_sessions(
+        request,
         ephemeral_port=EPHEMERAL_PORT if eph else None,
         vrf=vrf,
         protocol=proto,
@@ -162,7 +157,6 @@ def recommendation(request: Request, query: RecommendQuery) -> tuple[Any, Any]:
     from microseg.builder import BuilderOptions
     from microseg.builder import recommend as build
     from microseg.builder.scope import scope_from
-    from microseg.flows.flowstore import read_sessions
     from microseg.flows.session_columns import session_columns
 
     policy_set = resolve(request, query.policy)
@@ -183,9 +177,8 @@ def recommendation(request: Request, query: RecommendQuery) -> tuple[Any, Any]:
         include_blocked=query.include_blocked,
         target_policy=query.target_policy,
     )
-    store = flow_store_dir(request)
-    sessions = read_sessions(store if store.exists() else None)
-    return policy_set, build(policy_set, session_columns(sessions, where="the flow store"), options)
+    columns = session_columns(server_sessions(request), where=SERVER_FLOW_STORE)
+    return policy_set, build(policy_set, columns, options)
 
 
 @router.get("/recommend", response_model=dict[str, Any])

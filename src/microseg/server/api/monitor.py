@@ -10,10 +10,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
 
-from microseg.server.api.flows import flow_store_dir
 from microseg.server.audit import audited
 from microseg.server.auth import Editor, Viewer
 from microseg.server.context import server_context
+from microseg.server.flowstore import flow_store_path
 
 router = APIRouter(prefix="/api/monitor", tags=["policy monitor"])
 
@@ -28,7 +28,7 @@ class Polled(BaseModel):
 def _series(request: Request) -> Any:
     from microseg.monitor import CounterSeries
 
-    return CounterSeries(flow_store_dir(request))
+    return CounterSeries(flow_store_path(request))
 
 
 @router.get("/rules", response_model=dict[str, Any])

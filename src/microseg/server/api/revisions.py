@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import PlainTextResponse, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from microseg.model import SECTIONS, MicrosegError, PolicyError
@@ -46,6 +46,10 @@ class RevisionDetail(BaseModel):
 class Imported(BaseModel):
     revision: int
     objects: int
+    changed: bool = Field(
+        description="False when the policy is the head's own: no revision was made "
+        "(200, `revision` is the head)"
+    )
 
 
 @router.get("", response_model=list[RevisionOut])
@@ -62,6 +66,7 @@ def revision_log(
     "",
     response_model=Imported,
     status_code=201,
+    responses={200: {"model": Imported, "description": "The head's own policy: no revision"}},
     openapi_extra=request_body_doc(
         POLICY_DOCUMENT_SCHEMA, "A whole policy, like a policy file (JSON or YAML)."
     ),
@@ -69,6 +74,7 @@ def revision_log(
 async def import_revision(
     principal: Editor,
     request: Request,
+    response: Response,
     message: Annotated[str, Query(max_length=10_000)] = "",
 ) -> dict[str, Any]:
     """Validate a whole policy and store it as the next revision (`microseg import`); a
@@ -83,11 +89,16 @@ async def import_revision(
         raise MicrosegError("request body: the policy holds no objects: nothing imported")
     store = server_context(request).store
     check_sections(principal, await run_in_threadpool(_changed_sections, store, policy_set))
-    revision = await run_in_threadpool(
+    imported = await run_in_threadpool(
         store.import_policy, policy_set, principal.name, message or "import through the API"
     )
-    audited(request, principal, "revision.import", f"revision/{revision}", {"objects": count})
-    return {"revision": revision, "objects": count}
+    if not imported.changed:
+        response.status_code = 200  # nothing created
+        return {**imported.as_json(), "objects": count}
+    audited(
+        request, principal, "revision.import", f"revision/{imported.revision}", {"objects": count}
+    )
+    return {**imported.as_json(), "objects": count}
 
 
 def _changed_sections(store: Any, policy_set: Any) -> list[str]:

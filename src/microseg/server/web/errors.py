@@ -13,6 +13,7 @@ from fastapi.responses import RedirectResponse
 from fastapi.routing import APIRoute
 
 from microseg.model import MicrosegError
+from microseg.server.flowstore import FlowStoreUnavailable
 from microseg.server.problems import ApiProblem
 from microseg.server.web.identity import SignInRequired
 from microseg.server.web.render import error_page
@@ -24,6 +25,8 @@ def _status(error: MicrosegError) -> int:
         return 404
     if isinstance(error, StoreConflict | StateConflict | WorkspaceClosed):
         return 409
+    if isinstance(error, FlowStoreUnavailable):
+        return 503
     return 400
 
 

@@ -8,13 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Annotated, Any
 
-import pyarrow as pa
 from fastapi import Depends, Request
 
-from microseg.flows.flowstore import OUTPUT_SCHEMA, default_store_dir, read_sessions
 from microseg.server.audit import audited
 from microseg.server.auth import Role, require
 from microseg.server.auth import csrf_token as session_csrf_token
@@ -76,14 +73,3 @@ Approver = Annotated[Any, Depends(_needs("approver"))]
 def store_of(request: Request) -> Iterator[Store]:
     """The server's store (opened once by the app factory)."""
     yield server_context(request).store
-
-
-def flow_store_of(request: Request) -> Path:
-    """The flow store directory sessions are read from (where `microseg collect` writes)."""
-    return server_context(request).flow_store or default_store_dir()
-
-
-def collected_sessions(request: Request) -> pa.Table:
-    """The session table of the server's flow store; empty while nothing was collected."""
-    where = flow_store_of(request)
-    return read_sessions(where) if where.exists() else OUTPUT_SCHEMA.empty_table()

@@ -38,7 +38,7 @@ from microseg.compile.intent import (
 )
 from microseg.compile.resolve import CompileError
 from microseg.gc_pause import paused_garbage_collector
-from microseg.model.objects import IPNetwork
+from microseg.model.objects import IPNetwork, is_one_line
 from microseg.model.ports import ICMP, ICMPV6, PORT_NAMES, PROTOCOL_NUMBERS, TCP, UDP
 
 INDENT = "   "
@@ -320,9 +320,7 @@ def _check_names(intent: DeviceIntent) -> None:
     for policy in intent.policies:
         _check_one_line(f"policy {policy.name!r} description", policy.description)
         for match in policy.matches:
-            comment = match.comment
-            if "\n" in comment or "\r" in comment:
-                _check_one_line(f"rule {match.rule!r} description", comment)
+            _check_one_line(f"rule {match.rule!r} description", match.comment)
     # One regex over all names at once; only when it fails, find the culprit (hot path).
     names: list[str] = []
     for policy in intent.policies:
@@ -353,5 +351,12 @@ def _named(intent: DeviceIntent) -> list[tuple[str, str]]:
 
 
 def _check_one_line(what: str, text: str) -> None:
-    if "\n" in text or "\r" in text:
-        raise CompileError(f"{what}: EOS comments are one line; remove the line break")
+    # A `!!` comment ends at the end of its line (EOS mode comments, as NAPALM's EOS driver
+    # `_mode_comment_convert` reads them: one `!!` line each). Anything splitlines() breaks
+    # a line at (U+2028, NEL, VT, ...) would make the rest of the text configuration lines:
+    # refused here too, for a policy set built without validation.
+    if not is_one_line(text):
+        raise CompileError(
+            f"{what}: EOS comments are one line; remove the line break, line separator or "
+            "control character"
+        )

@@ -63,7 +63,7 @@ from microseg.compile.intent import (
     ServiceFieldSet,
 )
 from microseg.compile.resolve import CompileError
-from microseg.model.objects import IPNetwork
+from microseg.model.objects import IPNetwork, is_one_line
 from microseg.model.ports import ICMP, ICMPV6, PROTOCOL_NUMBERS, TCP, UDP
 
 TABLE = "microseg"
@@ -315,6 +315,11 @@ def _comment(text: str) -> str:
 
 
 def _quote(text: str) -> str:
-    if '"' in text or "\n" in text:
-        raise CompileError(f"{text!r}: nftables names and comments cannot contain quotes")
+    # nft(8): a comment is "a single word or a double-quoted (\") multi-word string"; the
+    # quoted string ends at the next quote. Any other character
+    # (UTF-8, `#`, `;`) is the string's own; a line break would end the rule.
+    if '"' in text or not is_one_line(text):
+        raise CompileError(
+            f"{text!r}: nftables names and comments cannot contain quotes or line breaks"
+        )
     return f'"{text}"'

@@ -16,14 +16,13 @@ from microseg.builder.scope import Scope, scope_from, scope_mask
 from microseg.builder.workspace import check_budget, selected, write_recommendation
 from microseg.flows.session_columns import session_columns
 from microseg.model import MicrosegError, PolicySet
+from microseg.server.flowstore import SERVER_FLOW_STORE, server_sessions
 from microseg.server.web.errors import WebRoute
 from microseg.server.web.identity import (
     Editor,
     Viewer,
     actor,
     audit,
-    collected_sessions,
-    flow_store_of,
     store_of,
 )
 from microseg.server.web.render import page
@@ -75,11 +74,11 @@ def _recommendation(
 ) -> tuple[int, PolicySet, Recommendation, int]:
     head, policy_set = _head(request)
     scope = asked.scope(policy_set)
-    table = collected_sessions(request)
+    table = server_sessions(request)
     options = BuilderOptions(
         categories=asked.categories, scope=scope, include_blocked=asked.include_blocked
     )
-    columns = session_columns(table, where=str(flow_store_of(request)))
+    columns = session_columns(table, where=SERVER_FLOW_STORE)
     return head, policy_set, recommend(policy_set, columns, options), table.num_rows
 
 
@@ -91,9 +90,8 @@ def builder(request: Request, _: Viewer) -> HTMLResponse:
     if not asked.monitor_rule and monitor_rules and "monitor_rule" not in request.query_params:
         asked = BuilderForm(monitor_rules[0], (), "", "", False)
     scope = asked.scope(policy_set)
-    where = flow_store_of(request)
-    table = collected_sessions(request)
-    mask = scope_mask(session_columns(table, where=str(where)), scope)
+    table = server_sessions(request)
+    mask = scope_mask(session_columns(table, where=SERVER_FLOW_STORE), scope)
     in_scope = table.filter(mask)
     rows = in_scope.slice(0, SHOWN_SESSIONS).to_pylist()
     return page(
@@ -110,7 +108,6 @@ def builder(request: Request, _: Viewer) -> HTMLResponse:
         total=table.num_rows,
         complete=sum(in_scope.column("complete").to_pylist()) if in_scope.num_rows else 0,
         half_open=sum(in_scope.column("half_open").to_pylist()) if in_scope.num_rows else 0,
-        where=str(where),
     )
 
 

@@ -13,9 +13,10 @@ from microseg.evaluate.check import check_connection, check_groups, is_address, 
 from microseg.model import MicrosegError, PolicySet
 from microseg.monitor import CounterSeries, device_states, rule_hits
 from microseg.monitor.report import parse_window
+from microseg.server.flowstore import flow_store_path, server_sessions
 from microseg.server.web.appmap import app_map, svg
 from microseg.server.web.errors import WebRoute
-from microseg.server.web.identity import Viewer, collected_sessions, flow_store_of, store_of
+from microseg.server.web.identity import Viewer, store_of
 from microseg.server.web.render import page
 
 router = APIRouter(route_class=WebRoute)
@@ -36,7 +37,7 @@ def _policy(request: Request, workspace: str | None) -> tuple[str, PolicySet | N
 def monitor(request: Request, _: Viewer, since: str = "24h") -> HTMLResponse:
     window = parse_window(since)
     start = datetime.now(UTC) - window
-    hits, shares = rule_hits(CounterSeries(flow_store_of(request)), start)
+    hits, shares = rule_hits(CounterSeries(flow_store_path(request)), start)
     return page(
         request,
         "monitor.html",
@@ -53,7 +54,7 @@ def monitor(request: Request, _: Viewer, since: str = "24h") -> HTMLResponse:
 def monitor_devices(request: Request, _: Viewer) -> HTMLResponse:
     """Per deployed device (asks each one): reachable, drift, hardware, counters age."""
     with store_of(request) as store:
-        states = device_states(store, CounterSeries(flow_store_of(request)))
+        states = device_states(store, CounterSeries(flow_store_path(request)))
     return page(request, "fragments/monitor_devices.html", "monitor", states=states)
 
 
@@ -114,10 +115,9 @@ def _port(text: str) -> int | None:
 @router.get("/map", response_class=HTMLResponse)
 def application_map(request: Request, _: Viewer) -> HTMLResponse:
     label, policy_set = _policy(request, None)
-    where = flow_store_of(request)
     picture = None
     if policy_set is not None:
-        picture = app_map(policy_set, collected_sessions(request))
+        picture = app_map(policy_set, server_sessions(request))
     drawing = Markup(svg(picture)) if picture is not None else Markup("")
     return page(
         request,
@@ -127,5 +127,4 @@ def application_map(request: Request, _: Viewer) -> HTMLResponse:
         picture=picture,
         drawing=drawing,
         policy_label=label,
-        where=str(where),
     )

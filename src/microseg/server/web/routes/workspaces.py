@@ -13,14 +13,13 @@ from microseg.deploy import create_change
 from microseg.evaluate.lint import lint
 from microseg.evaluate.whatif import whatif
 from microseg.model import MicrosegError
+from microseg.server.flowstore import SERVER_FLOW_STORE, server_sessions
 from microseg.server.web.errors import WebRoute
 from microseg.server.web.identity import (
     Editor,
     Viewer,
     actor,
     audit,
-    collected_sessions,
-    flow_store_of,
     store_of,
 )
 from microseg.server.web.render import page
@@ -103,17 +102,14 @@ def lint_findings(request: Request, _: Viewer, name: str) -> HTMLResponse:
 @router.get("/workspaces/{name}/whatif", response_class=HTMLResponse)
 def whatif_report(request: Request, _: Viewer, name: str) -> HTMLResponse:
     """Replay the collected sessions against the base and the workspace (`microseg whatif`)."""
-    sessions_dir = flow_store_of(request)
     with store_of(request) as store:
         base = store.revision_policy(store.workspace_base(name))
         candidate = store.workspace_policy(name)
-    sessions = collected_sessions(request)
+    sessions = server_sessions(request)
     report = None
     if sessions.num_rows:
-        report = whatif(base, candidate, sessions, None, str(sessions_dir))
-    return page(
-        request, "fragments/whatif.html", "workspaces", report=report, where=str(sessions_dir)
-    )
+        report = whatif(base, candidate, sessions, None, SERVER_FLOW_STORE)
+    return page(request, "fragments/whatif.html", "workspaces", report=report)
 
 
 @router.post("/workspaces/{name}/submit")
