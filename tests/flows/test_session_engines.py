@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import duckdb
 import pyarrow as pa
 import pytest
@@ -64,6 +66,7 @@ def test_the_engines_share_the_sql_but_for_the_dialect(cuts):
         "greatest(sessions, 1)",
     ):
         translated = translated.replace(f"sum({column})", f"sum(CAST({column} AS DECIMAL(38, 0)))")
+    translated = re.sub(r"TRY_CAST\((\w+) AS INTEGER\)", lambda m: SPARK.number(m[1]), translated)
     assert translated == spark_sql
     assert ("row_number()" in spark_sql) == (cuts is not None)
 

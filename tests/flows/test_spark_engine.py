@@ -26,7 +26,7 @@ import pytest
 from test_flow_reliability import bad_segments
 
 from microseg.flows import spark as spark_module
-from microseg.flows.engines import AddressClass, DuckDBEngine
+from microseg.flows.engines import SPARK, AddressClass, DuckDBEngine
 from microseg.flows.flowstore import FlowStore, read_sessions
 from microseg.flows.sessions import INT64_MAX, SESSION_SCHEMA
 from microseg.flows.spark import SparkEngine, spark_settings
@@ -213,6 +213,41 @@ def test_spark_reads_the_store_row_for_row_as_duckdb_does(store, spark, query):
     assert expected.num_rows > 0
     assert got.schema == expected.schema
     assert got.to_pylist() == expected.to_pylist()
+
+
+def test_sparks_text_to_integer_is_its_try_cast_without_the_exceptions(spark):
+    """The letter guard (`Dialect.integer`) changes no result: text with a letter never
+    parses, anything else is Spark's own TRY_CAST."""
+    texts = [
+        "6",
+        " 6 ",
+        "+6",
+        "-0",
+        "006",
+        "6\t",
+        "6.0",
+        "6.",
+        ".5",
+        "",
+        "tcp",
+        "TCP",
+        "eph",
+        "1e3",
+        "0x10",
+        "\uff16",
+        "99999999999",
+        "-2147483648",
+        "2147483648",
+        "--",
+        None,
+    ]
+    rows = ", ".join("(CAST(NULL AS STRING))" if t is None else f"('{t}')" for t in texts)
+    answer = spark.session.sql(
+        f"SELECT TRY_CAST(text AS INTEGER) AS cast, {SPARK.number('text')} AS number "
+        f"FROM (VALUES {rows}) AS texts(text)"
+    ).collect()
+    assert [row["number"] for row in answer] == [row["cast"] for row in answer]
+    assert [row["number"] for row in answer][:5] == [6, 6, 6, 0, 6]
 
 
 def test_the_store_has_what_the_comparison_needs(store):

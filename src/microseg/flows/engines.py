@@ -110,10 +110,25 @@ class Dialect:
     # DuckDB sums BIGINT into HUGEINT (exact); Spark sums BIGINT into BIGINT and fails on
     # overflow (ANSI mode), so it sums DECIMAL(38, 0): 2^63 * 10^19 rows fit either way
     wide_sum: str
+    # Text to INTEGER, NULL where it is no number. Spark's TRY_CAST of text that is no
+    # number throws and catches an exception inside (~8 us a row: the `eph` summary rows and
+    # `tcp` made a 1 M session fold take minutes), so text with a letter, which never parses,
+    # is NULL before it is cast; anything else is cast as before, so the results are Spark's.
+    integer: str
+
+    def number(self, text: str) -> str:
+        """`text` (SQL) as an INTEGER, or NULL."""
+        return self.integer.format(text=text)
 
 
-DUCKDB = Dialect(timestamp="TIMESTAMPTZ", wide_sum="sum({column})")
-SPARK = Dialect(timestamp="TIMESTAMP", wide_sum="sum(CAST({column} AS DECIMAL(38, 0)))")
+DUCKDB = Dialect(
+    timestamp="TIMESTAMPTZ", wide_sum="sum({column})", integer="TRY_CAST({text} AS INTEGER)"
+)
+SPARK = Dialect(
+    timestamp="TIMESTAMP",
+    wide_sum="sum(CAST({column} AS DECIMAL(38, 0)))",
+    integer="CASE WHEN {text} RLIKE '[A-Za-z]' THEN NULL ELSE TRY_CAST({text} AS INTEGER) END",
+)
 
 
 def session_sql(columns: list[str], query: SessionQuery, dialect: Dialect) -> tuple[str, list]:
@@ -166,7 +181,7 @@ def _normalised(columns: list[str], dialect: Dialect) -> str:
 
     fields = [
         f"coalesce({text('vrf', 'NULL')}, 'default') AS vrf",
-        f"{_SESSION_PROTOCOL} AS protocol",
+        f"{_session_protocol(dialect)} AS protocol",
         "CAST(src AS STRING) AS src",
         f"coalesce({text('sport', 'NULL')}, '0') AS sport",
         "CAST(dst AS STRING) AS dst",
@@ -183,14 +198,15 @@ def _normalised(columns: list[str], dialect: Dialect) -> str:
     return "SELECT " + ", ".join(fields) + " FROM raw"
 
 
-# A session file's protocol as the session table writes it (`session_protocol`): `6`, `006`
-# and `TCP` are all `tcp`, so they are one protocol to a listing and its filter.
-_SESSION_PROTOCOL = (
-    "CASE WHEN TRY_CAST(protocol AS INTEGER) IS NULL THEN lower(trim(CAST(protocol AS STRING))) "
-    "ELSE CASE TRY_CAST(protocol AS INTEGER) "
-    + " ".join(f"WHEN {number} THEN '{name}'" for number, name in sorted(PROTOCOL_NAMES.items()))
-    + " ELSE CAST(TRY_CAST(protocol AS INTEGER) AS STRING) END END"
-)
+def _session_protocol(dialect: Dialect) -> str:
+    """A session file's protocol as the session table writes it (`session_protocol`): `6`,
+    `006` and `TCP` are all `tcp`, so they are one protocol to a listing and its filter."""
+    number = dialect.number("protocol")
+    names = " ".join(f"WHEN {n} THEN '{name}'" for n, name in sorted(PROTOCOL_NAMES.items()))
+    return (
+        f"CASE WHEN {number} IS NULL THEN lower(trim(CAST(protocol AS STRING))) "
+        f"ELSE CASE {number} {names} ELSE CAST({number} AS STRING) END END"
+    )
 
 
 def _protocol_filter(text: str) -> str:
@@ -256,8 +272,8 @@ def _summary(where: str, ephemeral_port: int, dialect: Dialect) -> str:
     )
     return f"""
     SELECT vrf, protocol, src,
-           CASE WHEN TRY_CAST(sport AS INTEGER) >= {ephemeral_port}
-                 AND TRY_CAST(dport AS INTEGER) < {ephemeral_port}
+           CASE WHEN {dialect.number("sport")} >= {ephemeral_port}
+                 AND {dialect.number("dport")} < {ephemeral_port}
                 THEN 'eph' ELSE sport END AS sport,
            dst, dport, {counters}, {_total("half_open", dialect)},
            min(first_seen) AS first_seen, max(last_seen) AS last_seen,
@@ -305,7 +321,7 @@ def builder_rows(
     """CTEs over `summary` ending in `result` (OUTPUT_SCHEMA and `_rest`), the summary
     with the builder's fold (above) over the client-port cells `cuts` make and the
     address `classes`."""
-    sport, dport = "TRY_CAST(sport AS INTEGER)", "TRY_CAST(dport AS INTEGER)"
+    sport, dport = dialect.number("sport"), dialect.number("dport")
     low, high = SYSTEM_PORTS_END, EPHEMERAL_PORT_START
     inside = sorted({int(cut) for cut in cuts if low < int(cut) < high})
     # `protocol` is a name here: `_normalised` writes 6 and 17 as tcp and udp
@@ -365,7 +381,7 @@ def _fold_result(key: str, rest: str, dialect: Dialect, reply_flags: str = "rev_
     """The CTE `result` over `ranked`: rows with `rest` set sum into one per `key`, the
     others stay one each (the summary has one row per sport); counts and times as the
     session table's reader reads them, and `_rest` and `summary_rows` per row."""
-    sport = "TRY_CAST(sport AS INTEGER)"
+    sport = dialect.number("sport")
     counters = ", ".join(
         _total(name, dialect)
         for name in ("fwd_packets", "fwd_bytes", "rev_packets", "rev_bytes", "complete")
@@ -398,7 +414,7 @@ _REPLAY_KEY = "vrf, protocol, src, dst, dport, _cell"
 def replay_rows(cuts: tuple[int, ...], dialect: Dialect) -> str:
     """CTEs over `summary` ending in `result` (REPLAY_SCHEMA and `_rest`): the summary with
     what-if's fold (above) over the client-port cells `cuts` make."""
-    sport, dport = "TRY_CAST(sport AS INTEGER)", "TRY_CAST(dport AS INTEGER)"
+    sport, dport = dialect.number("sport"), dialect.number("dport")
     inside = sorted({int(cut) for cut in cuts if 0 < int(cut) <= 65535})
     foldable = f"protocol IN ('tcp', 'udp') AND {sport} IS NOT NULL AND {dport} IS NOT NULL"
     rest = f"_fold AND _rank > {KEPT_ROWS}"
