@@ -241,3 +241,13 @@ def test_an_nftables_device_names_its_network_namespace():
     for bad in ("a/b", "", "x" * 65, "../etc"):
         with pytest.raises(ValidationError, match="network namespace name"):
             Device(name="r", platform="nftables", management_namespace=bad)
+
+
+@pytest.mark.parametrize("name", ["Loopback0 vrf MGMT", "Loopback0\u00a0", "Loopback?", ""])
+def test_an_interface_name_is_one_word_not_more_words_of_the_command(name):
+    # `tunnel source interface Loopback0 vrf MGMT` would hand EOS words the policy's author
+    # never meant as a command; `?` asks the CLI for help.
+    with pytest.raises(ValidationError, match="an interface name is one word"):
+        Device(name="leaf1", tunnel_source_interface=name)
+    for real in ("Loopback0", "Ethernet1/1", "Port-Channel10.100", "Management1"):
+        assert Device(name="leaf1", tunnel_source_interface=real).tunnel_source_interface == real

@@ -42,15 +42,17 @@ def test_dump_is_independent_of_object_order():
 
 # Any Unicode a name may hold (YAML indicators, quotes, `#`, non-ASCII, format characters),
 # not only the printable ASCII of EOS names: the dump must quote or escape what needs it.
-names = st.text(
-    alphabet=st.characters(exclude_categories=["Cc", "Cs", "Zl", "Zp"]),
-    min_size=1,
-    max_size=12,
-).filter(lambda name: name == name.strip())
-descriptions = st.text(
-    alphabet=st.characters(exclude_categories=["Cc", "Cs"]),
-    max_size=30,
+# What a name or a description may hold: one line (no control characters, line or paragraph
+# separators, lone surrogates) and no bidirectional overrides or isolates; a name is not a
+# URL dot segment.
+ONE_LINE = st.characters(
+    exclude_categories=["Cc", "Cs", "Zl", "Zp"],
+    exclude_characters="\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069",
 )
+names = st.text(alphabet=ONE_LINE, min_size=1, max_size=12).filter(
+    lambda name: name == name.strip() and name not in (".", "..")
+)
+descriptions = st.text(alphabet=ONE_LINE, max_size=30)
 ipv4_prefixes = st.builds(
     lambda address, length: ipaddress.ip_network(f"{address}/{length}", strict=False),
     st.ip_addresses(v=4),

@@ -246,6 +246,19 @@ def _check_label(value: Any) -> Any:
 # A hardware model or an interface name: one line of text.
 Label = Annotated[str, BeforeValidator(_check_label)]
 
+
+def _check_interface_name(value: Any) -> Any:
+    _check_label(value)
+    if isinstance(value, str) and (not value or any(ch.isspace() or ch == "?" for ch in value)):
+        # Rendered into commands (`tunnel source interface NAME`, `local interface NAME`): a
+        # space would make the rest further words of the command, `?` asks the CLI for help.
+        raise ValueError(f"{value!r}: an interface name is one word (e.g. Loopback0), no '?'")
+    return value
+
+
+# An interface the configuration names (Loopback0, Ethernet1/1): one word.
+InterfaceName = Annotated[str, BeforeValidator(_check_interface_name)]
+
 ANY = "any"
 
 
@@ -648,7 +661,7 @@ class Device(PolicyObject):
     management_port: ManagementPort = 443
     management_transport: ManagementTransport = "https"
     management_namespace: NamespaceName | None = None
-    tunnel_source_interface: Label = "Loopback0"
+    tunnel_source_interface: InterfaceName = "Loopback0"
     loopback_address: Address | None = None
     monitor_tunnel: Annotated[int, Field(ge=0, lt=MONITOR_TUNNEL_IDS), NOT_BOOL] | None = None
     segments: tuple[Segment, ...] = ()
@@ -671,7 +684,7 @@ class MonitorNode(PolicyObject):
     management_address: Address | None = None
     management_port: ManagementPort = 443
     management_transport: ManagementTransport = "https"
-    loopback_interface: Label = "Loopback0"
+    loopback_interface: InterfaceName = "Loopback0"
     loopback_address: Address
     collector_address: Address = Field(default_factory=lambda: ipaddress.ip_address("127.0.0.1"))
     collector_port: Annotated[int, Field(ge=1, le=65535), NOT_BOOL] = 4739
@@ -734,10 +747,10 @@ class MonitorObject(PolicyObject):
 
     name: ObjectName
     description: Description = ""
-    exporter_interface: Label = "Loopback0"
+    exporter_interface: InterfaceName = "Loopback0"
     active_timeout_ms: Annotated[int, Field(ge=1000), NOT_BOOL] = 1800000
     tunnel_destination: Address
-    tunnel_source_interface: Label = "Loopback0"
+    tunnel_source_interface: InterfaceName = "Loopback0"
     rate_limit: Rate = Field(
         DEFAULT_RATE_LIMIT, json_schema_extra={"default": str(DEFAULT_RATE_LIMIT)}
     )
