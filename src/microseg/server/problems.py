@@ -20,7 +20,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from microseg.deploy.changes import FourEyesRefusal
 from microseg.model import MicrosegError, PolicyError, Problem
 from microseg.server.flowstore import FlowStoreUnavailable
-from microseg.store import NotFound, StateConflict, StoreConflict, WorkspaceClosed
+from microseg.store import (
+    NotFound,
+    StateConflict,
+    StoreConflict,
+    StoreUnavailable,
+    WorkspaceClosed,
+)
 
 PROBLEM_JSON = "application/problem+json"
 log = logging.getLogger("microseg.server")
@@ -90,7 +96,7 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
         (415, "Unsupported media type"),
         (422, "Invalid input: every problem, with object, field and pointer"),
         (429, "Too many failed logins"),
-        (503, "The server's flow store cannot be read (its log says why)"),
+        (503, "The server's store or flow store cannot be read or written (its log says why)"),
     )
 }
 
@@ -159,7 +165,17 @@ def _status_of(error: MicrosegError) -> tuple[int, str]:
         return 403, "four-eyes"
     if isinstance(error, FlowStoreUnavailable):
         return 503, "flow-store-unavailable"
+    if isinstance(error, StoreUnavailable):
+        return 503, "store-unavailable"
     return 400, "refused"
+
+
+def client_message(error: MicrosegError) -> str:
+    """What a client is told: never where the server keeps its store (its log says)."""
+    if isinstance(error, StoreUnavailable):
+        log.warning("%s", error)
+        return f"the server's store: {error.public}"
+    return str(error)
 
 
 def install_problem_handlers(app: FastAPI) -> None:
@@ -178,7 +194,7 @@ def install_problem_handlers(app: FastAPI) -> None:
             extensions["errors"] = [policy_problem(p, base) for p in error.problems]
         if isinstance(error, StoreConflict):
             extensions["objects"] = [f"{section}/{name}" for section, name in error.objects]
-        return problem_response(request, status, str(error), kind, **extensions)
+        return problem_response(request, status, client_message(error), kind, **extensions)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:

@@ -22,7 +22,13 @@ from microseg.store.database import (
     head_schema_revision,
     upgrade_schema,
 )
-from microseg.store.errors import InvalidChange, NotFound, StoreConflict, WorkspaceClosed
+from microseg.store.errors import (
+    InvalidChange,
+    NotFound,
+    StoreConflict,
+    StoreUnavailable,
+    WorkspaceClosed,
+)
 from microseg.store.records import AUTHOR_ENV, Imported, RevisionInfo, WorkspaceInfo, default_author
 from microseg.store.snapshot import FieldChange, ObjectChange
 from microseg.store.store import Store, init_database, open_store
@@ -44,6 +50,7 @@ __all__ = [
     "StateConflict",
     "Store",
     "StoreConflict",
+    "StoreUnavailable",
     "WorkspaceClosed",
     "WorkspaceInfo",
     "current_schema_revision",

@@ -7,6 +7,16 @@ from microseg.model import MicrosegError, PolicyError, Problem
 ObjectKey = tuple[str, str]  # (section, object name)
 
 
+class StoreUnavailable(MicrosegError):
+    """The database refused or failed (read-only, disk full, connection lost, pool busy):
+    nothing was written. `public` says the same without where the store is (its file or
+    server): what a server tells its clients, while its log keeps the whole message."""
+
+    def __init__(self, message: str, public: str):
+        super().__init__(message)
+        self.public = public
+
+
 class NotFound(MicrosegError):
     """A revision, workspace or object that does not exist."""
 

@@ -45,6 +45,7 @@ from microseg.store.errors import (
     NotFound,
     ObjectKey,
     StoreConflict,
+    StoreUnavailable,
     WorkspaceClosed,
 )
 from microseg.store.records import Imported, RevisionInfo, WorkspaceInfo, default_author
@@ -97,12 +98,12 @@ def init_database(url: str | None = None) -> tuple[str, str]:
 
 @contextmanager
 def _reporting_connection_errors(engine: Engine) -> Iterator[None]:
-    with _reporting_database_errors(f"cannot open the store at {redacted(engine.url)}"):
+    with _reporting_database_errors("cannot open", redacted(engine.url)):
         yield
 
 
 @contextmanager
-def _reporting_database_errors(what: str) -> Iterator[None]:
+def _reporting_database_errors(action: str, url: str) -> Iterator[None]:
     """A database that refuses (read-only file or disk, disk full, a server limit, a lost
     connection) is a user error in one line: what failed and the database's own reason.
     The transaction was rolled back: nothing was written."""
@@ -110,13 +111,19 @@ def _reporting_database_errors(what: str) -> Iterator[None]:
         yield
     except DBAPIError as error:
         reason = str(error.orig).strip().splitlines()[0] if str(error.orig).strip() else ""
-        raise MicrosegError(f"{what}: {reason or type(error.orig).__name__}") from None
+        raise _unavailable(action, url, reason or type(error.orig).__name__) from None
     except PoolTimeoutError:
         # Every pooled connection stayed busy past the pool's timeout (many concurrent
         # requests in `serve`): a refusal to retry, not a crash.
-        raise MicrosegError(
-            f"{what}: all database connections are busy (connection pool timeout); try again"
+        raise _unavailable(
+            action, url, "all database connections are busy (connection pool timeout); try again"
         ) from None
+
+
+def _unavailable(action: str, url: str, reason: str) -> StoreUnavailable:
+    return StoreUnavailable(
+        f"{action} the store at {url}: {reason}", f"{action} the store: {reason}"
+    )
 
 
 class Store:
@@ -145,7 +152,7 @@ class Store:
     @contextmanager
     def _reading(self) -> Iterator[Session]:
         with (
-            _reporting_database_errors(f"cannot read the store at {self.url}"),
+            _reporting_database_errors("cannot read", self.url),
             Session(self._engine) as session,
             session.begin(),
         ):
@@ -155,9 +162,12 @@ class Store:
     def _writing(self) -> Iterator[tuple[Session, Mainline]]:
         """One write transaction, serialized on the mainline row. Rolls back on any error."""
         if self._read_only:
-            raise MicrosegError(f"the store at {self.url} is opened read-only: nothing written")
+            raise StoreUnavailable(
+                f"the store at {self.url} is opened read-only: nothing written",
+                "the store is opened read-only: nothing written",
+            )
         with (
-            _reporting_database_errors(f"cannot write to the store at {self.url}"),
+            _reporting_database_errors("cannot write to", self.url),
             self._engine.connect() as connection,
         ):
             connection.execution_options(**{WRITE_TRANSACTION: True})

@@ -14,10 +14,16 @@ from fastapi.routing import APIRoute
 
 from microseg.model import MicrosegError
 from microseg.server.flowstore import FlowStoreUnavailable
-from microseg.server.problems import ApiProblem
+from microseg.server.problems import ApiProblem, client_message
 from microseg.server.web.identity import SignInRequired
 from microseg.server.web.render import error_page
-from microseg.store import NotFound, StateConflict, StoreConflict, WorkspaceClosed
+from microseg.store import (
+    NotFound,
+    StateConflict,
+    StoreConflict,
+    StoreUnavailable,
+    WorkspaceClosed,
+)
 
 
 def _status(error: MicrosegError) -> int:
@@ -25,7 +31,7 @@ def _status(error: MicrosegError) -> int:
         return 404
     if isinstance(error, StoreConflict | StateConflict | WorkspaceClosed):
         return 409
-    if isinstance(error, FlowStoreUnavailable):
+    if isinstance(error, FlowStoreUnavailable | StoreUnavailable):
         return 503
     return 400
 
@@ -47,6 +53,6 @@ class WebRoute(APIRoute):
             except ApiProblem as problem:
                 return error_page(request, problem.detail, problem.status, problem.headers)
             except MicrosegError as error:
-                return error_page(request, str(error), _status(error))
+                return error_page(request, client_message(error), _status(error))
 
         return answer

@@ -15,6 +15,7 @@ from microseg.model import SECTIONS, MicrosegError, PolicyError, PolicySet, Prob
 from microseg.model.errors import singular
 from microseg.policyfile import dump_policy, read_policy_source_text
 from microseg.server.auth import check_sections
+from microseg.server.problems import client_message
 from microseg.server.web.errors import WebRoute
 from microseg.server.web.identity import Editor, Viewer, audit, store_of
 from microseg.server.web.render import page
@@ -250,7 +251,9 @@ async def save_object(request: Request, principal: Editor, ws: str, section: str
                 set_from_source(store, ws, source, "editor")
             except MicrosegError as error:
                 problems = (
-                    error.problems if isinstance(error, PolicyError) else [Problem(str(error))]
+                    error.problems
+                    if isinstance(error, PolicyError)
+                    else [Problem(client_message(error))]
                 )
                 first = source.objects[0].data if source.objects else {}
                 return _form(

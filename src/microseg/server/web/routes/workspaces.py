@@ -14,6 +14,7 @@ from microseg.evaluate.lint import lint
 from microseg.evaluate.whatif import whatif
 from microseg.model import MicrosegError
 from microseg.server.flowstore import SERVER_FLOW_STORE, server_sessions
+from microseg.server.problems import client_message
 from microseg.server.web.errors import WebRoute
 from microseg.server.web.identity import (
     Editor,
@@ -127,7 +128,7 @@ async def submit(request: Request, _: Editor, name: str) -> Response:
             change = create_change(store, who, revision)
             audit(request, "change.create", f"change/{change.id}", {"revision": revision})
         except MicrosegError as error:
-            note = f"submitted as revision {revision}; no change created: {error}"
+            note = f"submitted as revision {revision}; no change created: {client_message(error)}"
             return RedirectResponse(f"{island_url(name)}?notice={quote(note)}", status_code=303)
     return RedirectResponse(f"/changes/{change.id}", status_code=303)
 
