@@ -35,6 +35,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 
 from microseg.flows.decoder import Datagram, FlowDecoder
@@ -376,13 +377,23 @@ def run_on(
 
 
 def keep_freed_memory() -> None:
-    """Have glibc's malloc keep what numpy frees for the next batch. Each batch allocates
-    the same temporaries (a few hundred KiB each); by default glibc maps blocks that large
-    with mmap and unmaps them when freed, and returns the top of its heap to the kernel past
-    128 KiB, so the next batch page-faulted every page of them in again, zeroed by the
-    kernel: a third of the receive CPU in `bench/collector.py` went to the faults (mallopt(3):
-    M_MMAP_THRESHOLD, M_TRIM_THRESHOLD). Blocks under 32 MiB now come from the heap, and
-    up to 256 MiB freed at its top stays mapped. Nothing happens without glibc."""
+    """Memory for a receive loop that allocates the same numpy temporaries every batch.
+
+    glibc maps blocks of 128 KiB and more with mmap and unmaps them when freed, and returns
+    the top of its heap to the kernel past 128 KiB, so each batch page-faulted every page of
+    its temporaries in again, zeroed by the kernel (mallopt(3): M_MMAP_THRESHOLD,
+    M_TRIM_THRESHOLD). Blocks under 32 MiB now come from the heap, and up to 256 MiB freed
+    at its top stays mapped. And numpy asks for transparent huge pages for arrays of 4 MiB
+    and more (madvise MADV_HUGEPAGE): where the kernel grants them only after compacting
+    memory, as on this bench's VM, a first touch of the session table's columns cost 25 µs
+    a page instead of 3.5 µs, and the receive loop stalled meanwhile. Without glibc, the
+    allocator is left as it is."""
+    core = getattr(np, "_core", None)  # numpy 2 (numpy 1: np.core, same function)
+    set_hugepage = getattr(
+        getattr(core or np.core, "multiarray", None), "_set_madvise_hugepage", None
+    )
+    if set_hugepage is not None:
+        set_hugepage(False)
     try:
         mallopt = ctypes.CDLL(ctypes.util.find_library("c")).mallopt
     except (OSError, AttributeError, TypeError):
