@@ -21,8 +21,9 @@ trial by trial so that a change of load on the machine hits both. Prints one JSO
     python bench/collector.py [--workers N] [--seconds S] [--senders K] [--exporters E]
     python bench/collector.py --rate R [--repeat N] [--workers N] ...
 
-Trials last 10 s (`--seconds`): long enough that the session merges a receive worker does
-(one per 500,000 records) fall inside them and count in its CPU. `--rate R` skips the
+Trials last 10 s (`--seconds`): long enough that a receive worker's session table grows
+inside them as in a collector's first seconds (~300,000 sessions at 250 k records/s), and
+that growth counts in its CPU. `--rate R` skips the
 search: N trials of each receiver in turn at R records/s, and the median receive CPU per
 million records of each and their ratio (a rate both keep up with measures what a record
 costs, with less noise from the machine's load than a search).
@@ -543,8 +544,8 @@ def memory_per_million_sessions(workers: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=2, help="microseg collect --workers")
-    # 10 s: a trial must include the session merges (one per 500,000 records a worker),
-    # which 3 s trials at a few 100 k records/s ended before
+    # 10 s: a trial must include the session table's growth to ~300,000 sessions a worker
+    # (and the DuckDB merges of earlier versions, which 3 s trials ended before)
     parser.add_argument("--seconds", type=float, default=10.0, help="each trial's length")
     parser.add_argument("--senders", type=int, default=1, help="sender processes")
     parser.add_argument("--exporters", type=int, default=8, help="sending sockets in all")

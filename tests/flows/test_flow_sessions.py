@@ -4,7 +4,6 @@ complete / half-open / eph semantics hold."""
 from __future__ import annotations
 
 import numpy as np
-import pyarrow as pa
 from flows_rows import flow_batch, random_flows
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -190,65 +189,6 @@ def test_many_records_merge_in_batches():
         sessions.column("rev_packets").to_pylist()
     ) == int(flows.packets.sum())
     assert set(sessions.column("dport").to_pylist()) <= {22, 53, 80, 443}
-
-
-def test_merges_on_a_thread_give_what_merges_one_after_another_give():
-    """A merge started by waiting records runs on a thread; the sessions written, evicted
-    and their counters are those of merging in line. Exporters change every batch, so ids
-    are forgotten while records wait; the table is small, so sessions are evicted."""
-
-    def written(thread_merge_rows: int) -> tuple[list, dict]:
-        table = SessionTable(SessionSettings(max_sessions=3000, inactive_timeout=4))
-        table.thread_merge_rows = thread_merge_rows
-        flows = random_flows(40_000, seed=11)
-        out = []
-        for step, first in enumerate(range(0, len(flows), 1000)):
-            batch = flows.take(slice(first, first + 1000))
-            batch.exporter_lo[:] = batch.exporter_lo + np.uint64(step)
-            table.add(batch, now=step)
-            if table.evicted_rows:
-                out.append(table.take_evicted())
-            if step % 5 == 4:
-                out.append(table.expire(now=step))
-        out.append(table.flush())
-        rows = pa.concat_tables(out).to_pylist()
-        return sorted(rows, key=lambda row: sorted(row.items(), key=str)), vars(table.counters)
-
-    on_thread, in_line = written(1), written(1 << 30)
-    assert on_thread[1]["sessions_evicted"] > 0
-    assert on_thread == in_line
-
-
-def test_a_flush_merges_only_when_some_session_may_have_timed_out():
-    """expire() merges the waiting records only if a row is old enough for its session to
-    leave; what leaves, and when, is what merging at every flush gives."""
-
-    def run(merge_first: bool) -> tuple[list, int]:
-        table = SessionTable(SessionSettings(inactive_timeout=12, active_timeout=25))
-        merges = []
-        original = table._merged
-
-        def counted(parts):
-            merges.append(len(parts))
-            return original(parts)
-
-        table._merged = counted  # type: ignore[method-assign]
-        flows, out = random_flows(6_000, seed=3), []
-        for step, first in enumerate(range(0, len(flows), 200)):
-            table.add(flows.take(slice(first, first + 200)), now=step)
-            if merge_first:
-                len(table)
-            out.append(table.expire(now=step))
-        out.append(table.flush())
-        rows = [
-            sorted(part.to_pylist(), key=lambda row: sorted(row.items(), key=str)) for part in out
-        ]
-        return rows, len(merges)
-
-    skipping, merging = run(False), run(True)
-    assert skipping[0] == merging[0]
-    assert sum(map(len, skipping[0][:-1])) > 0  # sessions left at flushes, not only at the end
-    assert (skipping[1], merging[1]) == (30 - 12, 30)  # no merge while all are younger than 12 s
 
 
 def test_records_without_packets_or_with_absurd_clocks_do_not_break_the_store(tmp_path):

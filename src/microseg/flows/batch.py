@@ -11,6 +11,8 @@ import ipaddress
 from dataclasses import dataclass, fields
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc  # loaded with the module, not in a collector's first batch
 
 IPV4_MAPPED = np.uint64(0xFFFF00000000)
 
@@ -129,9 +131,6 @@ def format_addresses(high: np.ndarray, low: np.ndarray) -> np.ndarray:
 
 def _format_ipv4(values: np.ndarray) -> list[str]:
     """Dotted quads of IPv4-mapped addresses, formatted in Arrow (no Python per address)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
     octets = [
         pc.cast(pa.array((values >> np.uint64(shift)) & np.uint64(255)), pa.string())
         for shift in (24, 16, 8, 0)

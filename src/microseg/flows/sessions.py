@@ -3,12 +3,9 @@
 Each record is turned around into a *canonical* orientation (the lower endpoint first, by
 address then port) so both directions of a conversation land on one key
 (VRF, protocol, low endpoint, high endpoint); packets, bytes, first/last seen and TCP flags
-are kept per canonical direction. Merging is a DuckDB hash group-by over whole batches; no
-Python code runs per record or per session. A merge that the waiting records start runs on
-a thread of its own (DuckDB leaves the GIL while it works), so the collector keeps reading
-its sockets meanwhile instead of letting the kernel's buffer fill for the merge's length;
-everything that reads the table waits for it first, so the merges and their results are
-the same as one after another.
+are kept per canonical direction. Every batch of records is merged into the active sessions
+as it comes (`merge.py`: numpy columns and a hash index of their keys; a batch costs what
+its records cost, not a pass over the table); no Python code runs per record or per session.
 
 Only when sessions leave the table (timeouts, flush) is the initiator worked out, because
 exporters do not say who started a conversation (softflowd's "forward" is the lower
@@ -28,31 +25,25 @@ Definitions (also in the README):
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from microseg import duck
 from microseg.flows.batch import FlowBatch, format_addresses
+from microseg.flows.merge import REQUEST, ActiveSessions, Direction
 from microseg.model.ports import ICMP, ICMPV6, PROTOCOL_NAMES, TCP
 
-NO_TIME = np.iinfo(np.int64).max  # "no packet in this direction" for min(first)
-# Counters saturate instead of overflowing: at UINT64_MAX in the table (RFC 7011's
-# unsigned64 counters), at INT64_MAX in stored sessions (Parquet int64, what every reader uses)
-UINT64_MAX = (1 << 64) - 1
+# Counters saturate instead of overflowing: at 2**64-1 in the table (RFC 7011's unsigned64
+# counters, merge.py), at INT64_MAX in stored sessions (Parquet int64, what every reader uses)
 INT64_MAX = (1 << 63) - 1
-MERGE_ROWS = 500_000  # records waiting before they are merged (at most max_sessions)
-THREAD_MERGE_ROWS = 100_000  # a merge of this many records or more runs on a thread
+RESERVE_ROWS = 4_000_000  # reserved, not written: see ActiveSessions
+READ_ROWS = 65_536  # room for a batch past max_sessions before the oldest are evicted
 EVICT_TO = 0.8  # past max_sessions, the least recently updated leave until 80 % remain
 log = logging.getLogger("microseg.flows")
 ECHO_REQUEST = {ICMP: 8, ICMPV6: 128}  # RFC 792, RFC 4443
 SYN, ACK = 0x02, 0x10
-
-KEY = ["vrf_id", "protocol", "low_hi", "low_lo", "low_port", "high_hi", "high_lo", "high_port"]
 
 SESSION_SCHEMA = pa.schema(
     [
@@ -78,49 +69,6 @@ SESSION_SCHEMA = pa.schema(
     ]
 )
 
-_DIRECTION = [
-    ("packets", pa.uint64()),
-    ("bytes", pa.uint64()),
-    ("first", pa.int64()),
-    ("last", pa.int64()),
-    ("flags", pa.uint16()),
-    ("request", pa.uint8()),
-    ("exporter", pa.uint32()),
-]
-CANONICAL_SCHEMA = pa.schema(
-    [
-        ("vrf_id", pa.uint32()),
-        ("protocol", pa.uint8()),
-        ("low_hi", pa.uint64()),
-        ("low_lo", pa.uint64()),
-        ("low_port", pa.uint16()),
-        ("high_hi", pa.uint64()),
-        ("high_lo", pa.uint64()),
-        ("high_port", pa.uint16()),
-        *[("a_" + name, kind) for name, kind in _DIRECTION],
-        *[("b_" + name, kind) for name, kind in _DIRECTION],
-        ("created", pa.float64()),
-        ("touched", pa.float64()),
-    ]
-)
-
-
-def _saturated_sum(column: str) -> str:
-    return f"least(sum({column}), {UINT64_MAX})::UBIGINT AS {column}"
-
-
-_MERGE = f"""
-SELECT {", ".join(KEY)},
-       {_saturated_sum("a_packets")}, {_saturated_sum("a_bytes")},
-       min(a_first) AS a_first, max(a_last) AS a_last, bit_or(a_flags) AS a_flags,
-       max(a_request) AS a_request, max(a_exporter) AS a_exporter,
-       {_saturated_sum("b_packets")}, {_saturated_sum("b_bytes")},
-       min(b_first) AS b_first, max(b_last) AS b_last, bit_or(b_flags) AS b_flags,
-       max(b_request) AS b_request, max(b_exporter) AS b_exporter,
-       min(created) AS created, max(touched) AS touched
-FROM rows GROUP BY ALL
-"""
-
 
 @dataclass(frozen=True)
 class SessionSettings:
@@ -142,191 +90,106 @@ class TableCounters:
 
 
 class SessionTable:
-    """Active sessions, in canonical orientation, as one Arrow table."""
+    """Active sessions, in canonical orientation, as numpy columns (merge.ActiveSessions)."""
 
     def __init__(self, settings: SessionSettings | None = None):
         self.settings = settings or SessionSettings()
         self.counters = TableCounters()
-        self._sessions: pa.Table | None = None
-        self._waiting: list[pa.Table] = []
-        self._waiting_rows = 0
-        self._merge_rows = max(1, min(MERGE_ROWS, self.settings.max_sessions))
-        self._merging: _Merge | None = None  # a merge running on its thread
-        self.thread_merge_rows = THREAD_MERGE_ROWS  # tests set 1 (all) or more than any
+        self._active = ActiveSessions(self._reserve())
         self._evicted: list[pa.Table] = []  # oriented, waiting to be written
         self._exporters: list[str] = [""]  # exporter id -> address; 0 = none
         self._exporter_ids: dict[tuple[int, int], int] = {}
-        self._connection = duck.connect()
-        # One thread: a collector's parallelism is its receive workers (a process per core);
-        # DuckDB's threads on top cost ~1.5x the CPU per merged record (bench/collector.py)
-        # and take the other workers' cores.
-        self._connection.execute("SET threads = 1")
 
     def __len__(self) -> int:
-        self._merge()
-        return 0 if self._sessions is None else self._sessions.num_rows
+        return len(self._active)
+
+    def _reserve(self) -> int:
+        """Rows reserved for the active sessions: the most there may be (the limit and a
+        batch past it), as far as RESERVE_ROWS (past them the columns double)."""
+        return min(self.settings.max_sessions + READ_ROWS, RESERVE_ROWS)
 
     @property
     def nbytes(self) -> int:
-        self._merge()
-        return 0 if self._sessions is None else self._sessions.nbytes
+        return self._active.nbytes
 
     def add(self, batch: FlowBatch, now: float | None = None) -> None:
-        """Take flow records in; they are merged lazily, in large groups."""
+        """Merge flow records in. An error merging a batch loses that batch (logged,
+        counted), never the active table."""
         carried = (batch.packets > 0) | (batch.rev_packets > 0)
         if not carried.all():  # a record of no packets says nothing about a session
             batch = batch.take(carried)
         if not len(batch):
             return
-        self._waiting.append(self._canonical_rows(batch, time.time() if now is None else now))
-        self._waiting_rows += len(batch)
-        if self._merging is not None and not self._merging.is_alive():
-            self._finish_merge()
-        if self._waiting_rows < self._merge_rows:
-            return
-        if self._waiting_rows < self.thread_merge_rows:  # short: not worth a thread
-            self._merge()
-            return
-        self._finish_merge()  # one merge at a time: the next one needs its result
-        waiting, self._waiting, self._waiting_rows = self._waiting, [], 0
-        self._merging = _Merge(self, self._sessions, waiting)
-        self._merging.start()
+        try:
+            key, directions = self._canonical_records(batch)
+            self._merged(key, directions, time.time() if now is None else now)
+        except Exception:  # whatever it is, the collector must go on with the rest
+            self.counters.records_rejected += len(batch)
+            log.exception(
+                "session table: %d flow records could not be merged and are dropped", len(batch)
+            )
+        self._evict_over_limit()
+
+    def _merged(self, key: dict[str, np.ndarray], directions: list[Direction], now: float):
+        self._active.merge(key, directions, now)
 
     @property
     def evicted_rows(self) -> int:
         return sum(table.num_rows for table in self._evicted)
 
     def take_evicted(self) -> pa.Table:
-        """Remove and return (SESSION_SCHEMA) the sessions evicted since the last call,
-        those of the merge running included."""
-        self._finish_merge()
+        """Remove and return (SESSION_SCHEMA) the sessions evicted since the last call."""
         evicted, self._evicted = self._evicted, []
         return pa.concat_tables(evicted) if evicted else SESSION_SCHEMA.empty_table()
 
     def expire(self, now: float | None = None) -> pa.Table:
         """Remove and return (SESSION_SCHEMA) sessions past their inactive or active timeout."""
         now = time.time() if now is None else now
-        if not self._may_expire(now):  # no merge needed to know that none leaves
-            return self.take_evicted()
-        self._merge()
-        if self._sessions is None:
-            return self.take_evicted()
-        touched = self._sessions.column("touched").to_numpy()
-        created = self._sessions.column("created").to_numpy()
-        done = (touched <= now - self.settings.inactive_timeout) | (
-            created <= now - self.settings.active_timeout
+        columns = self._active.columns()
+        done = (columns["touched"] <= now - self.settings.inactive_timeout) | (
+            columns["created"] <= now - self.settings.active_timeout
         )
-        if not done.any():
-            return self.take_evicted()
-        leaving = self._sessions.filter(pa.array(done))
-        self._sessions = self._sessions.filter(pa.array(~done))
-        self._evicted.append(self._oriented(leaving))
-        self._forget_exporters()
+        if done.any():
+            self._leave(done)
         return self.take_evicted()
-
-    def _may_expire(self, now: float) -> bool:
-        """Could any session be past a timeout? A merged session is touched last when its
-        latest row was and created when its earliest was, so unless some row, merged or
-        waiting, is that old, none is: the flush that finds so (every one while the table is
-        younger than the inactive timeout) costs no merge."""
-        inactive = now - self.settings.inactive_timeout
-        active = now - self.settings.active_timeout
-        running = self._merging.waiting if self._merging is not None else []
-        for rows in (self._sessions, *running, *self._waiting):
-            if rows is None or not rows.num_rows:
-                continue
-            touched, created = pc.min(rows.column("touched")), pc.min(rows.column("created"))
-            if touched.as_py() <= inactive or created.as_py() <= active:
-                return True
-        return False
-
-    @property
-    def merged_sessions(self) -> int:
-        """Sessions in the table as of its last merge (records waiting not counted): what
-        the collector reports without forcing a merge."""
-        return 0 if self._sessions is None else self._sessions.num_rows
 
     def flush(self) -> pa.Table:
         """Remove and return every session (shutdown)."""
-        self._merge()
-        sessions, self._sessions = self._sessions, None
-        if sessions is not None:
-            self._evicted.append(self._oriented(sessions))
+        if len(self._active):
+            self._evicted.append(self._oriented(self._active.columns()))
+        self._active = ActiveSessions(self._reserve())
         self._forget_exporters()
         return self.take_evicted()
 
-    # -- merging --------------------------------------------------------------------------
-
-    def _merge(self) -> None:
-        """Merge every waiting record into the table, after the merge running if any."""
-        self._finish_merge()
-        if not self._waiting:
-            return
-        waiting, self._waiting, self._waiting_rows = self._waiting, [], 0
-        self._sessions = self._merged_with(self._sessions, waiting)
-        self._evict_over_limit()
-
-    def _finish_merge(self) -> None:
-        """Wait for the merge running on its thread, if any, and take its table."""
-        if self._merging is None:
-            return
-        merging, self._merging = self._merging, None
-        merging.join()
-        self._sessions = merging.result
-        self._evict_over_limit()
-
-    def _merged_with(self, sessions: pa.Table | None, waiting: list[pa.Table]) -> pa.Table | None:
-        """`sessions` with `waiting` merged in. An error merging one batch loses that batch
-        (logged, counted), never the active table or the other batches."""
-        try:
-            return self._merged([sessions, *waiting])
-        except Exception:  # whatever it is, the collector must go on with the rest
-            for part in waiting:
-                try:
-                    sessions = self._merged([sessions, part])
-                except Exception:
-                    self.counters.records_rejected += part.num_rows
-                    log.exception(
-                        "session table: %d flow records could not be merged and are dropped",
-                        part.num_rows,
-                    )
-            return sessions
-
-    def _merged(self, parts: list[pa.Table | None]) -> pa.Table:
-        rows = pa.concat_tables([part for part in parts if part is not None])
-        self._connection.register("rows", rows)
-        try:
-            return self._connection.sql(_MERGE).to_arrow_table().cast(CANONICAL_SCHEMA)
-        finally:
-            self._connection.unregister("rows")
+    def _leave(self, leaving: np.ndarray) -> None:
+        """The sessions where `leaving` holds leave the table, to be written out."""
+        columns = self._active.columns()
+        self._evicted.append(self._oriented({name: c[leaving] for name, c in columns.items()}))
+        self._active.keep(~leaving)
+        self._forget_exporters()
 
     def _evict_over_limit(self) -> None:
         """Past max_sessions, the least recently updated sessions leave (to be written out,
-        never dropped) until EVICT_TO of the limit remain."""
+        never dropped) until EVICT_TO of the limit remain (of those updated at the same
+        time, the earliest arrived first)."""
         limit = self.settings.max_sessions
-        if self._sessions is None or self._sessions.num_rows <= limit:
+        if len(self._active) <= limit:
             return
-        keep = int(limit * EVICT_TO)
-        touched = self._sessions.column("touched").to_numpy()
+        touched = self._active.columns()["touched"]
         order = np.argsort(touched, kind="stable")
         leaving = np.zeros(len(touched), dtype=bool)
-        leaving[order[: len(touched) - keep]] = True
+        leaving[order[: len(touched) - int(limit * EVICT_TO)]] = True
         self.counters.sessions_evicted += int(leaving.sum())
-        self._evicted.append(self._oriented(self._sessions.filter(pa.array(leaving))))
-        self._sessions = self._sessions.filter(pa.array(~leaving))
-        self._forget_exporters()
+        self._leave(leaving)
 
     def _forget_exporters(self) -> None:
         """Drop exporter ids no active session uses once they are the majority, so ever new
-        (or spoofed) exporters cannot grow the table without end. Waiting records hold
-        exporter ids too: with any waiting, nothing is dropped (the next expiry does it)."""
-        if self._waiting:
-            return
+        (or spoofed) exporters cannot grow the table without end."""
+        columns = self._active.columns()
         used = np.zeros(len(self._exporters), dtype=bool)
         used[0] = True  # "no exporter"
-        if self._sessions is not None:
-            for column in ("a_exporter", "b_exporter"):
-                used[self._sessions.column(column).to_numpy()] = True
+        for column in ("a_exporter", "b_exporter"):
+            used[columns[column]] = True
         if len(self._exporters) - used.sum() <= used.sum():
             return
         new_id = (np.cumsum(used) - 1).astype(np.uint32)
@@ -334,11 +197,9 @@ class SessionTable:
         self._exporter_ids = {
             pair: int(new_id[old]) for pair, old in self._exporter_ids.items() if used[old]
         }
-        if self._sessions is not None:
-            for column in ("a_exporter", "b_exporter"):
-                index = self._sessions.schema.get_field_index(column)
-                ids = new_id[self._sessions.column(column).to_numpy()]
-                self._sessions = self._sessions.set_column(index, column, pa.array(ids))
+        for column in ("a_exporter", "b_exporter"):
+            ids = columns[column]
+            ids[:] = new_id[ids]
 
     def _exporter_column(self, high: np.ndarray, low: np.ndarray) -> np.ndarray:
         if len(high) == 0:
@@ -366,7 +227,10 @@ class SessionTable:
             ids[index] = self._exporter_ids[pair]
         return ids[inverse.reshape(-1)]
 
-    def _canonical_rows(self, batch: FlowBatch, now: float) -> pa.Table:
+    def _canonical_records(self, batch: FlowBatch) -> tuple[dict[str, np.ndarray], list[Direction]]:
+        """Each record's session key in canonical orientation, and what it adds to each
+        side: its forward counters to the side it comes from, its reverse ones (RFC 5103:
+        from destination to source) to the other."""
         src_port, dst_port, request = _service_ports(batch)
         if batch.src_hi.any() or batch.dst_hi.any():  # IPv6: the high halves decide first
             swap = (batch.src_hi > batch.dst_hi) | (
@@ -376,53 +240,49 @@ class SessionTable:
                     | ((batch.src_lo == batch.dst_lo) & (src_port > dst_port))
                 )
             )
+            low_hi = np.where(swap, batch.dst_hi, batch.src_hi)
+            high_hi = np.where(swap, batch.src_hi, batch.dst_hi)
         else:  # IPv4 (mapped, high halves 0): fewer passes
             swap = (batch.src_lo > batch.dst_lo) | (
                 (batch.src_lo == batch.dst_lo) & (src_port > dst_port)
             )
-        exporter = self._exporter_column(batch.exporter_hi, batch.exporter_lo)
-        forward = _direction_stats(
-            batch.packets, batch.bytes, batch.start_ms, batch.end_ms, batch.tcp_flags, request
-        )
-        # RFC 5103: reverse counters of a biflow run from destination to source; a batch of
-        # uniflows has none, and its reverse side is the "no packet" constants
-        reverse = (
-            _direction_stats(
-                batch.rev_packets,
-                batch.rev_bytes,
-                batch.start_ms,
-                batch.end_ms,
-                batch.rev_tcp_flags,
-                np.zeros(len(batch), np.uint8),
-            )
-            if batch.rev_packets.any() or batch.rev_bytes.any()  # bytes count without packets
-            else _NO_PACKETS
-        )
-        columns = {
+            low_hi = high_hi = batch.src_hi
+        key = {
             "vrf_id": batch.vrf_id,
             "protocol": batch.protocol,
-            "low_hi": np.where(swap, batch.dst_hi, batch.src_hi),
+            "low_hi": low_hi,
             "low_lo": np.where(swap, batch.dst_lo, batch.src_lo),
             "low_port": np.where(swap, dst_port, src_port),
-            "high_hi": np.where(swap, batch.src_hi, batch.dst_hi),
+            "high_hi": high_hi,
             "high_lo": np.where(swap, batch.src_lo, batch.dst_lo),
             "high_port": np.where(swap, src_port, dst_port),
         }
-        for name in forward:
-            columns["a_" + name] = np.where(swap, reverse[name], forward[name])
-            columns["b_" + name] = np.where(swap, forward[name], reverse[name])
-        has_forward, has_reverse = batch.packets > 0, batch.rev_packets > 0
-        columns["a_exporter"] = np.where(np.where(swap, has_reverse, has_forward), exporter, 0)
-        columns["b_exporter"] = np.where(np.where(swap, has_forward, has_reverse), exporter, 0)
-        columns["created"] = np.full(len(batch), float(now))
-        columns["touched"] = columns["created"]
-        return pa.table(columns).select(CANONICAL_SCHEMA.names).cast(CANONICAL_SCHEMA)
+        exporter = self._exporter_column(batch.exporter_hi, batch.exporter_lo)
+        swapped, kept = np.flatnonzero(swap), np.flatnonzero(~swap)
+        flags = batch.tcp_flags.astype(np.uint32)
+        if request.any():
+            flags |= np.where(request != 0, REQUEST, np.uint32(0))
+        forward = (batch.packets, batch.bytes, flags)
+        directions = [
+            _direction(rows, side, forward, batch, exporter)
+            for rows, side in ((kept, "a"), (swapped, "b"))
+        ]
+        if batch.rev_packets.any() or batch.rev_bytes.any():  # bytes count without packets
+            reverse = (batch.rev_packets, batch.rev_bytes, batch.rev_tcp_flags.astype(np.uint32))
+            directions += [
+                _direction(rows, side, reverse, batch, exporter)
+                for rows, side in ((kept, "b"), (swapped, "a"))
+            ]
+        return key, directions
 
     # -- leaving the table ----------------------------------------------------------------
 
-    def _oriented(self, sessions: pa.Table) -> pa.Table:
+    def _oriented(self, columns: dict[str, np.ndarray]) -> pa.Table:
         """Canonical sessions -> SESSION_SCHEMA rows, initiator first."""
-        c = {name: sessions.column(name).to_numpy() for name in sessions.column_names}
+        c = dict(columns)
+        for side in ("a_", "b_"):  # the echo request mark rides above the TCP flags
+            c[side + "request"] = c[side + "flags"] >> 16
+            c[side + "flags"] = c[side + "flags"] & np.uint32(0xFFFF)
         low_is_client = initiator_is_low(c)
         a, b = "a_", "b_"
 
@@ -478,19 +338,6 @@ class SessionTable:
         return sort_sessions(table)
 
 
-class _Merge(threading.Thread):
-    """One merge of waiting records into the active sessions, on its own thread; the table
-    takes `result` once it joins (SessionTable._finish_merge)."""
-
-    def __init__(self, table: SessionTable, sessions: pa.Table | None, waiting: list[pa.Table]):
-        super().__init__(name="session-merge", daemon=True)
-        self.table, self.sessions, self.waiting = table, sessions, waiting
-        self.result: pa.Table | None = sessions
-
-    def run(self) -> None:
-        self.result = self.table._merged_with(self.sessions, self.waiting)
-
-
 def initiator_is_low(c: dict[str, np.ndarray]) -> np.ndarray:
     """For each canonical session: did the lower endpoint start it? (evidence in order)."""
     a_has, b_has = c["a_packets"] > 0, c["b_packets"] > 0
@@ -536,36 +383,22 @@ def _service_ports(batch: FlowBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return src_port, dst_port, request.astype(np.uint8)
 
 
-# a direction that carried no packet, as _direction_stats gives it
-_NO_PACKETS: dict[str, np.generic] = {
-    "packets": np.uint64(0),
-    "bytes": np.uint64(0),
-    "first": np.int64(NO_TIME),
-    "last": np.int64(-1),
-    "flags": np.uint16(0),
-    "request": np.uint8(0),
-}
-
-
-def _direction_stats(packets, octets, start, end, flags, request) -> dict[str, np.ndarray]:
+def _direction(rows: np.ndarray, side: str, counters: tuple, batch: FlowBatch, exporter):
+    """What the records at `rows` add to `side`: `counters` (packets, bytes, flags) are
+    forward or reverse; a record that carried no packets that way adds its bytes alone."""
+    packets, octets, flags = (column[rows] for column in counters)
     carried = packets > 0
-    if carried.all():  # the usual uniflow record: nothing to blank out
-        return {
-            "packets": packets,
-            "bytes": octets,
-            "first": start,
-            "last": end,
-            "flags": flags.astype(np.uint16, copy=False),
-            "request": request.astype(np.uint8, copy=False),
-        }
-    return {
-        "packets": packets,
-        "bytes": octets,
-        "first": np.where(carried, start, NO_TIME),
-        "last": np.where(carried, end, -1),
-        "flags": np.where(carried, flags, 0).astype(np.uint16),
-        "request": np.where(carried, request, 0).astype(np.uint8),
-    }
+    return Direction(
+        rows=rows,
+        side=side,
+        packets=packets,
+        bytes=octets,
+        first=batch.start_ms[rows],
+        last=batch.end_ms[rows],
+        flags=flags,
+        exporter=exporter[rows],
+        carried=None if carried.all() else carried,
+    )
 
 
 def _protocol_names(protocol: np.ndarray) -> np.ndarray:

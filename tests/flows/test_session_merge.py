@@ -1,0 +1,170 @@
+"""The numpy session merge (flows/merge.py) against the DuckDB GROUP BY it replaced
+(reference_sessions.py): the same sessions leave the table at every timeout and at the
+end, field for field, over random batches of uniflow and biflow records, IPv4 and IPv6,
+TCP, UDP, ICMP and ICMPv6 (echo and errors), records that carry bytes without packets,
+counters at the edge of 2**64, several exporters and VRFs; and key hashes that collide
+cost a new seed, never a wrong merge."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+from flows_budget import budget
+from flows_rows import random_flows
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from reference_sessions import ReferenceSessionTable
+
+from microseg.flows import merge
+from microseg.flows.batch import FlowBatch, address_halves
+from microseg.flows.sessions import SessionSettings, SessionTable
+
+V4 = ["10.0.0.1", "10.0.0.2", "10.0.1.7", "192.0.2.9"]
+V6 = ["2001:db8::1", "2001:db8::2", "2001:db8:1::9", "fe80::1"]
+EXPORTERS = ["10.255.1.10", "10.255.1.11", "2001:db8:ff::1"]
+ICMP_TYPES = [8 << 8, 0, 3 << 8 | 1, 11 << 8]  # echo request, echo reply, errors
+ICMPV6_TYPES = [128 << 8, 129 << 8, 1 << 8 | 4]
+TOP = 2**64 - 1
+
+
+def halves(addresses: list[str]) -> np.ndarray:
+    return np.array([address_halves(address) for address in addresses], np.uint64)
+
+
+def random_batch(generator: np.random.Generator, count: int, kind: str) -> FlowBatch:
+    """`count` records over a few endpoints (so that sessions repeat); `kind`: uniflow,
+    biflow, or huge (counters near 2**64)."""
+    batch = FlowBatch.empty(count)
+    batch.direction[:] = -1
+    ipv6 = generator.random(count) < 0.3
+    batch.family[:] = np.where(ipv6, 6, 4)
+    for column_hi, column_lo in ((batch.src_hi, batch.src_lo), (batch.dst_hi, batch.dst_lo)):
+        chosen = np.where(
+            ipv6[:, None], *(halves(pool)[generator.integers(0, 4, count)] for pool in (V6, V4))
+        )
+        column_hi[:], column_lo[:] = chosen[:, 0], chosen[:, 1]
+    exporter = halves(EXPORTERS)[generator.integers(0, len(EXPORTERS), count)]
+    batch.exporter_hi[:], batch.exporter_lo[:] = exporter[:, 0], exporter[:, 1]
+    icmp = np.where(ipv6, 58, 1)
+    batch.protocol[:] = np.choose(generator.integers(0, 6, count), [6, 6, 17, 17, icmp, 47])
+    is_icmp = batch.protocol == icmp
+    type_code = np.where(
+        ipv6,
+        np.array(ICMPV6_TYPES)[generator.integers(0, len(ICMPV6_TYPES), count)],
+        np.array(ICMP_TYPES)[generator.integers(0, len(ICMP_TYPES), count)],
+    )
+    in_port = generator.random(count) < 0.5  # softflowd: type and code in the dst port
+    batch.icmp_type_code[:] = np.where(is_icmp & ~in_port, type_code, 0)
+    ports = np.array([53, 443, 50000, 50001, 65535], np.uint16)
+    batch.src_port[:] = np.where(is_icmp, 0, generator.choice(ports, count))
+    batch.dst_port[:] = np.where(
+        is_icmp,
+        np.where(in_port, type_code, generator.integers(0, 3, count)),
+        generator.choice(ports, count),
+    )
+    batch.vrf_id[:] = generator.choice([0, 0, 7], count)
+    batch.packets[:] = generator.integers(0, 4, count)
+    batch.bytes[:] = generator.integers(0, 3000, count)
+    if kind != "uniflow":
+        batch.rev_packets[:] = generator.integers(0, 3, count)
+        batch.rev_bytes[:] = generator.integers(0, 3000, count)  # bytes without packets too
+    if kind == "huge":
+        for column in (batch.packets, batch.bytes, batch.rev_packets, batch.rev_bytes):
+            big = generator.random(count) < 0.5
+            column[big] = np.uint64(TOP) - generator.integers(0, 5, count, np.uint64)[big]
+    batch.start_ms[:] = 1_763_578_369_000 + generator.integers(0, 60_000, count)
+    batch.end_ms[:] = batch.start_ms + generator.integers(0, 5_000, count)
+    batch.tcp_flags[:] = generator.integers(0, 1 << 16, count)
+    batch.rev_tcp_flags[:] = generator.integers(0, 1 << 16, count)
+    return batch
+
+
+def run(table: SessionTable, seed: int, batches: int) -> tuple[list, dict]:
+    """What leaves the table at each expiry and at the end (rows sorted), and its counters."""
+    generator = np.random.default_rng(seed)
+    out, now = [], 1000.0
+    for _ in range(batches):
+        kind = str(generator.choice(["uniflow", "biflow", "huge"], p=[0.5, 0.4, 0.1]))
+        table.add(random_batch(generator, int(generator.integers(1, 120)), kind), now=now)
+        now += float(generator.choice([0.0, 0.5, 3.0, 9.0]))
+        if generator.random() < 0.4:
+            out.append(table.expire(now=now))
+    out.append(table.flush())
+    return [sorted_rows(part) for part in out], vars(table.counters)
+
+
+def sorted_rows(table: pa.Table) -> list:
+    return sorted(tuple(row.values()) for row in table.to_pylist())
+
+
+def settings_for_test() -> SessionSettings:
+    return SessionSettings(inactive_timeout=12, active_timeout=40, max_sessions=100_000)
+
+
+@settings(max_examples=budget(10, 300), deadline=None)
+@given(st.integers(0, 2**32 - 1))
+def test_the_numpy_merge_writes_what_the_duckdb_group_by_wrote(seed):
+    numpy_table = SessionTable(settings_for_test())
+    reference = ReferenceSessionTable(settings_for_test())
+    assert run(numpy_table, seed, 30) == run(reference, seed, 30)
+
+
+def test_a_long_run_over_one_table_matches_too():
+    """Many batches into one table: it grows, its index is rebuilt, sessions leave."""
+    numpy_table = SessionTable(settings_for_test())
+    mine = run(numpy_table, 5, 150)
+    theirs = run(ReferenceSessionTable(settings_for_test()), 5, 150)
+    assert mine == theirs
+    assert sum(map(len, mine[0][:-1])) > 100  # sessions left at timeouts, not only at the end
+
+
+def test_keys_that_share_a_hash_are_merged_apart(monkeypatch):
+    """With a hash that puts every key in 4 buckets, the first seed: the table finds out
+    (keys are compared) and takes a new seed; the sessions are those of the reference."""
+    seeds = iter(range(1, 1000))
+    real_hash = merge.key_hash
+
+    def weak_for_seed_1(key, seed):
+        hashes = real_hash(key, seed)
+        return hashes & np.uint64(3) if seed == 1 else hashes
+
+    monkeypatch.setattr(merge, "_random_seed", lambda: np.uint64(next(seeds)))
+    monkeypatch.setattr(merge, "key_hash", weak_for_seed_1)
+    numpy_table = SessionTable(settings_for_test())
+    mine = run(numpy_table, 9, 20)
+    assert numpy_table._active._seed != 1
+    assert mine == run(ReferenceSessionTable(settings_for_test()), 9, 20)
+
+
+def test_a_sum_past_two_to_the_64_saturates_there():
+    table = SessionTable()
+    batch = random_batch(np.random.default_rng(3), 1, "uniflow")
+    batch.packets[:] = TOP - 1
+    for now in range(3):
+        table.add(batch, now=now)
+    columns = table._active.columns()
+    assert int(columns["a_packets"][0] + columns["b_packets"][0]) == TOP
+
+
+def test_a_table_that_outgrows_its_reserve_and_its_index_loses_nothing(monkeypatch):
+    """Columns reserved for 100 sessions and an index of 1,024 slots, then 20,000
+    sessions: the columns double, the index is rebuilt larger, the sessions are the same."""
+    monkeypatch.setattr(merge, "INDEX_SLOTS", 1024)
+    monkeypatch.setattr(SessionTable, "_reserve", lambda self: 100)
+    flows = random_flows(40_000, seed=4)
+
+    def written(table: SessionTable) -> list:
+        out = []
+        for step, first in enumerate(range(0, len(flows), 2000)):
+            table.add(flows.take(slice(first, first + 2000)), now=step)
+            if step == 15:
+                out.append(table.expire(now=step + 3))
+        grown.append(table._active.capacity)
+        out.append(table.flush())
+        return [sorted_rows(part) for part in out]
+
+    grown: list[int] = []
+    mine = written(SessionTable(settings_for_test()))
+    assert grown[0] > 10_000
+    assert mine == written(ReferenceSessionTable(settings_for_test()))
+    assert len(mine[-1]) > 10_000
