@@ -206,6 +206,22 @@ def test_hardware_overrun_is_a_finding():
     assert finding["entries"] > finding["budget"]
 
 
+def test_a_hardware_model_without_a_figure_says_so_instead_of_passing_for_known(run_cli, tmp_path):
+    # A typo in `hardware` (CCS-7X0XP) got the generic figure exactly as if it were the
+    # 720XP's: the budget says where it comes from now, in the JSON and on the text line.
+    policy = tmp_path / "typo.yaml"
+    policy.write_text((EXAMPLES / "home-lab.yaml").read_text().replace("CCS-720XP", "CCS-7X0XP"))
+    [row] = json.loads(run_cli("lint", str(policy), "--json").stdout)["hardware"]
+    assert row["budget"] == 4096
+    assert row["budget_source"].startswith(
+        "no figure for hardware 'CCS-7X0XP' (models with one: CCS-720XP): generic EOS"
+    )
+    text = run_cli("lint", str(policy)).stdout.splitlines()[-1]
+    assert text.endswith("budget 4096 (no figure for CCS-7X0XP: a generic planning figure)")
+    seed = run_cli("lint", str(EXAMPLES / "home-lab.yaml")).stdout.splitlines()[-1]
+    assert seed.endswith("needs about 30 entries, budget 4096")
+
+
 def test_range_prefix_count():
     assert range_prefix_count(0, 65535) == 1
     assert range_prefix_count(22, 22) == 1

@@ -345,6 +345,8 @@ def _check_names(text: str | None) -> list[str]:
 def print_lint(report: dict) -> None:
     from rich.markup import escape
 
+    from microseg.targets.target import NO_FIGURE_FOR_MODEL
+
     for finding in report["findings"]:
         console.print(
             f"[bold yellow]{finding['kind']}[/] "
@@ -357,6 +359,8 @@ def print_lint(report: dict) -> None:
         console.print(counted(len(report["findings"]), "finding"))
     for row in report["hardware"]:
         budget = "no hardware limit" if row["budget"] is None else f"budget {row['budget']}"
+        if row["budget_source"].startswith(NO_FIGURE_FOR_MODEL):
+            budget += f" (no figure for {row['hardware']}: a generic planning figure)"
         console.print(
             escape(
                 f"hardware: {row['device']} ({row['hardware'] or row['platform']}) needs about "

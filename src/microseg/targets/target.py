@@ -50,6 +50,10 @@ class HardwareBudget:
     source: str
 
 
+# How a budget's source begins when the device names a model its target has no figure for.
+NO_FIGURE_FOR_MODEL = "no figure for hardware"
+
+
 @dataclass(frozen=True)
 class Limits:
     """What a target cannot hold.
@@ -68,7 +72,20 @@ class Limits:
     )
 
     def hardware_budget(self, hardware: str | None) -> HardwareBudget:
-        return self.hardware_budgets.get(hardware) or self.hardware_budgets[None]
+        known = self.hardware_budgets.get(hardware)
+        if known is not None:
+            return known
+        fallback = self.hardware_budgets[None]
+        models = sorted(m for m in self.hardware_budgets if m is not None)
+        if hardware is None or not models:
+            return fallback
+        # A model the target has no figure for (a typo, or hardware it does not know): the
+        # fallback, saying so, rather than the same figure as if the model were known.
+        return HardwareBudget(
+            fallback.entries,
+            f"{NO_FIGURE_FOR_MODEL} {hardware!r} (models with one: {', '.join(models)}): "
+            f"{fallback.source}",
+        )
 
 
 @dataclass(frozen=True)
