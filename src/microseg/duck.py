@@ -39,4 +39,6 @@ def said(error: BaseException) -> str:
             break
         if not line.startswith("Original Line:"):
             kept.append(line)
-    return _ERROR_CLASS.sub("", "; ".join(kept)) or type(error).__name__
+    # A byte of a damaged file may be quoted raw (`don't know what type: \x0f`).
+    text = "".join(char for char in "; ".join(kept) if char.isprintable()).rstrip(" :")
+    return _ERROR_CLASS.sub("", text) or type(error).__name__

@@ -5,6 +5,9 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
+from microseg.model import MicrosegError
 from microseg.monitor import CounterRow, CounterSeries, rule_hits
 
 START = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
@@ -76,3 +79,48 @@ def test_a_drop_rule_with_no_hit_is_not_offered_as_harmless(tmp_path):
         series.write([row.__class__(**{**row.__dict__, "rule": "deny_ssh", "action": "drop"})])
     (hit,), _ = rule_hits(series, START)
     assert hit.note == "no hit in window (a drop rule: removing it may widen access)"
+
+
+def _removing_after_listing(monkeypatch, victim):
+    """`segments()` lists, then `victim` is removed before DuckDB reads it (another process
+    pruning the series in between), once."""
+    listed = CounterSeries.segments
+    removed = []
+
+    def segments(self):
+        found = listed(self)
+        if not removed:
+            victim(found).unlink()
+            removed.append(True)
+        return found
+
+    monkeypatch.setattr(CounterSeries, "segments", segments)
+    return removed
+
+
+def test_a_segment_removed_between_listing_and_reading_is_looked_for_again(tmp_path, monkeypatch):
+    series = CounterSeries(tmp_path)
+    for minute, packets in ((0, 100), (1, 110), (2, 130)):
+        series.write([sample(minute, packets, packets)])
+    removed = _removing_after_listing(monkeypatch, lambda found: found[1])
+    assert hits(series) == {("rule72", 30, 30)}  # 100 -> 130: the middle poll is gone
+    assert removed
+
+
+def test_a_segment_with_unreadable_pages_is_a_clear_error_naming_the_series(tmp_path):
+    series = CounterSeries(tmp_path)
+    path = series.write([sample(0, 100, 100)])
+    _corrupt_pages(path)
+    with pytest.raises(
+        MicrosegError, match=r"flow store .*: cannot read the counter series: don't know what type$"
+    ):
+        hits(series)
+
+
+def _corrupt_pages(path):
+    """Overwrite the data pages, leaving the magic and the footer (schema) intact."""
+    data = bytearray(path.read_bytes())
+    footer = int.from_bytes(data[-8:-4], "little") + 8
+    for index in range(4, len(data) - footer):
+        data[index] = 0xFF
+    path.write_bytes(bytes(data))

@@ -154,3 +154,24 @@ def test_the_event_stream_of_a_settled_change_sends_each_device_then_done(client
     events = re.findall(r"^event: (\S+)$", body, re.MULTILINE)
     assert events == [f"device-{n}" for n in range(len(change.devices))] + ["done"]
     assert "data: pending-approval" in body
+
+
+def test_an_unreadable_counter_segment_is_a_page_saying_so_not_a_500(client, tmp_path):
+    from datetime import UTC, datetime
+
+    from microseg.monitor import CounterRow, CounterSeries
+
+    row = CounterRow(datetime.now(UTC), "leaf1", 1, "web", "r", "r", "forward", 5, None)
+    path = CounterSeries(tmp_path / "flows").write([row])
+    data = bytearray(path.read_bytes())
+    footer = int.from_bytes(data[-8:-4], "little") + 8
+    data[4 : len(data) - footer] = b"\xff" * (len(data) - footer - 4)
+    path.write_bytes(bytes(data))
+    sign_in(client, "vera")
+    answer = client.get("/monitor")
+    assert answer.status_code == 503
+    assert (
+        "the server&#39;s flow store: cannot read the counter series: don&#39;t know what type</div>"
+        in answer.text
+    )
+    assert str(tmp_path) not in answer.text

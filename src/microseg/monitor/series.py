@@ -25,12 +25,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from microseg import duck
 from microseg.files import replace_atomically
-from microseg.flows.flowstore import COUNTERS
+from microseg.flows.flowstore import COUNTERS, READ_ATTEMPTS
+from microseg.model import MicrosegError
 
 SEGMENT_GLOB = "seg-*.parquet"
 COUNTER_SCHEMA = pa.schema(
@@ -69,7 +71,8 @@ class CounterSeries:
     """The `counters` directory of a flow store."""
 
     def __init__(self, flow_store: Path | str):
-        self.directory = Path(flow_store) / COUNTERS
+        self.flow_store = Path(flow_store)
+        self.directory = self.flow_store / COUNTERS
 
     def write(self, rows: list[CounterRow]) -> Path | None:
         """One segment holding one poll's rows, atomically; None if there are none."""
@@ -90,6 +93,8 @@ class CounterSeries:
         readable = []
         for path in sorted(self.directory.glob(SEGMENT_GLOB)):
             problem = _problem(path)
+            if problem is None:
+                continue  # removed since we listed it: nothing to say
             if problem:
                 log.warning(
                     "warning: counter series %s: skipped %s (%s)",
@@ -103,9 +108,28 @@ class CounterSeries:
 
     def query(self, sql: str, parameters: list | None = None) -> list[tuple]:
         """`sql` over the view `samples` (every row, with per-row deltas `packets_delta`,
-        `bytes_delta`); an empty series is an empty view."""
+        `bytes_delta`); an empty series is an empty view. A segment removed between listing
+        and reading (another process pruning the series) is looked for again, as the flow
+        store's readers do."""
+        for _ in range(READ_ATTEMPTS):
+            segments = self.segments()
+            try:
+                return self._query(segments, sql, parameters)
+            except duckdb.ProgrammingError:
+                raise  # our SQL, not the data: a bug
+            except duckdb.Error as error:
+                if all(path.exists() for path in segments):
+                    raise MicrosegError(
+                        f"flow store {self.flow_store}: cannot read the counter series: "
+                        f"{duck.said(error)}"
+                    ) from None
+        raise MicrosegError(
+            f"flow store {self.flow_store}: cannot read the counter series: "
+            "its segments kept changing while read"
+        )
+
+    def _query(self, segments: list[Path], sql: str, parameters: list | None) -> list[tuple]:
         connection = duck.connect()
-        segments = self.segments()
         if segments:
             files = ", ".join("'" + str(path).replace("'", "''") + "'" for path in segments)
             source = f"read_parquet([{files}])"
@@ -143,12 +167,14 @@ FROM flagged
 """
 
 
-def _problem(path: Path) -> str:
-    """Why `path` is not a counter segment we can read ('' if it is one)."""
+def _problem(path: Path) -> str | None:
+    """Why `path` is not a counter segment we can read ('' if it is one, None if it is gone)."""
     if path.is_symlink() or not path.is_file():
-        return "not a regular file"
+        return None if not os.path.lexists(path) else "not a regular file"
     try:
         schema = pq.read_schema(path)
+    except FileNotFoundError:
+        return None
     except (pa.ArrowException, OSError, ValueError) as error:
         return f"not a readable Parquet file: {str(error).splitlines()[0][:100]}"
     if not schema.remove_metadata().equals(COUNTER_SCHEMA):

@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from microseg.server.audit import audited
 from microseg.server.auth import Editor, Viewer
 from microseg.server.context import server_context
-from microseg.server.flowstore import flow_store_path
+from microseg.server.flowstore import flow_store_errors, flow_store_path
 
 router = APIRouter(prefix="/api/monitor", tags=["policy monitor"])
 
@@ -45,7 +45,8 @@ def rules(
     from microseg.monitor.report import rules_json, window_start
 
     start = window_start(since, datetime.now(UTC))
-    hits, shares = rule_hits(_series(request), start)
+    with flow_store_errors(flow_store_path(request)):
+        hits, shares = rule_hits(_series(request), start)
     return rules_json(hits, shares, start)
 
 
@@ -55,7 +56,8 @@ def devices(principal: Viewer, request: Request) -> list[dict[str, Any]]:
     counters age (`microseg monitor devices --json`)."""
     from microseg.monitor import device_states
 
-    states = device_states(server_context(request).store, _series(request))
+    with flow_store_errors(flow_store_path(request)):
+        states = device_states(server_context(request).store, _series(request))
     return [asdict(state) for state in states]
 
 

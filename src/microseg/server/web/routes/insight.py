@@ -13,7 +13,7 @@ from microseg.evaluate.check import check_connection, check_groups, is_address, 
 from microseg.model import MicrosegError, PolicySet
 from microseg.monitor import CounterSeries, device_states, rule_hits
 from microseg.monitor.report import parse_window
-from microseg.server.flowstore import flow_store_path, server_sessions
+from microseg.server.flowstore import flow_store_errors, flow_store_path, server_sessions
 from microseg.server.web.appmap import app_map, svg
 from microseg.server.web.errors import WebRoute
 from microseg.server.web.identity import Viewer, store_of
@@ -37,7 +37,8 @@ def _policy(request: Request, workspace: str | None) -> tuple[str, PolicySet | N
 def monitor(request: Request, _: Viewer, since: str = "24h") -> HTMLResponse:
     window = parse_window(since)
     start = datetime.now(UTC) - window
-    hits, shares = rule_hits(CounterSeries(flow_store_path(request)), start)
+    with flow_store_errors(flow_store_path(request)):
+        hits, shares = rule_hits(CounterSeries(flow_store_path(request)), start)
     return page(
         request,
         "monitor.html",
@@ -53,7 +54,7 @@ def monitor(request: Request, _: Viewer, since: str = "24h") -> HTMLResponse:
 @router.get("/monitor/devices", response_class=HTMLResponse)
 def monitor_devices(request: Request, _: Viewer) -> HTMLResponse:
     """Per deployed device (asks each one): reachable, drift, hardware, counters age."""
-    with store_of(request) as store:
+    with store_of(request) as store, flow_store_errors(flow_store_path(request)):
         states = device_states(store, CounterSeries(flow_store_path(request)))
     return page(request, "fragments/monitor_devices.html", "monitor", states=states)
 
