@@ -207,3 +207,50 @@ def test_the_fast_path_is_taken_for_plain_data_messages_and_counts_like_the_gene
     for decoder in (fast, general):
         exporter = decoder.counters.exporters["192.0.2.1"]
         assert (exporter.records, exporter.sequence_gaps, exporter.lost_records) == (90, 1, 30)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 1 << 32), messages=st.integers(1, 120))
+def test_a_batch_holds_the_records_its_datagrams_hold_one_by_one(seed, messages):
+    """Streams that share a template layout are decoded as one (their records, exporters,
+    domains and time bases side by side): a batch gives, record for record, what each of
+    its datagrams gives alone (in another order: grouped by stream), and the same counters."""
+    datagrams = exports(seed, messages)
+    whole, alone = FlowDecoder(), FlowDecoder()
+    alone.fast_path = False
+    batch = whole.decode(datagrams, ("127.0.0.1", 4739)).to_records()
+    one_by_one = [
+        record
+        for datagram in datagrams
+        for record in alone.decode([datagram], ("127.0.0.1", 4739)).to_records()
+    ]
+    assert sorted(batch, key=repr) == sorted(one_by_one, key=repr)
+    assert state(whole) == state(alone)
+
+
+def test_exporters_sharing_a_template_layout_keep_their_own_records():
+    """Not vacuous: three exporters send the same template, in runs and in single messages
+    (a template set with data), interleaved; each record keeps its exporter, domain and
+    export time."""
+    rng = random.Random(5)
+    datagrams = []
+    for index, exporter in enumerate(["192.0.2.1", "192.0.2.2", "2001:db8::7"]):
+        sets = [ipfix_template_set({256 + index: FLOW})]
+        datagrams.append((ipfix_message(sets, domain=index, export_time=1000 + index), exporter))
+    for n in range(30):
+        for index, exporter in enumerate(["192.0.2.1", "192.0.2.2", "2001:db8::7"]):
+            sets = [data_set(256 + index, [record(rng, FLOW) for _ in range(2)], pad=False)]
+            if n % 10 == 9:  # not a one-data-set message: the general path, amid the runs
+                sets.insert(0, ipfix_template_set({256 + index: FLOW}))
+            message = ipfix_message(sets, sequence=2 * n, domain=index, export_time=n * 7 + index)
+            datagrams.append((message, exporter))
+    decoder = FlowDecoder()
+    records = decoder.decode(datagrams).to_records()
+    assert len(records) == 180
+    seen = {(row["exporter"], row["observation_domain"], row["start_ms"]) for row in records}
+    expected = {
+        (exporter, index, (n * 7 + index) * 1000)
+        for n in range(30)
+        for index, exporter in enumerate(["192.0.2.1", "192.0.2.2", "2001:db8::7"])
+    }
+    assert seen == expected

@@ -21,7 +21,7 @@ from typing import NamedTuple
 import numpy as np
 
 from microseg.flows import ipfix, netflow9
-from microseg.flows.batch import IPV4_MAPPED, FlowBatch, address_halves
+from microseg.flows.batch import COLUMNS, IPV4_MAPPED, FlowBatch, address_halves
 from microseg.flows.ipfix import MalformedDatagram
 from microseg.flows.templates import Template, build_template, field_columns, widen
 
@@ -89,8 +89,11 @@ class _Gather:
     exporter: str
     domain: int
     chunks: list = field(default_factory=list)
+    # per data set, in the chunks' order: its records, and (base ms for *SysUpTime fields,
+    # header sysUptime or NO_UPTIME, export ms); a run's as arrays, a single set's in lists
+    count_parts: list = field(default_factory=list)
+    base_parts: list = field(default_factory=list)
     counts: list = field(default_factory=list)
-    # per data set: (base ms for *SysUpTime fields, header sysUptime or NO_UPTIME, export ms)
     time_bases: list = field(default_factory=list)
     variable_sets: list = field(default_factory=list)
 
@@ -105,11 +108,31 @@ class _Gather:
             self.time_bases.append(time_base)
         return count
 
-    def add_run(self, records: bytes, counts: list[int], time_bases: list) -> None:
+    def add_run(self, records: bytes, counts: np.ndarray, time_bases: np.ndarray) -> None:
         """Queue the records of several messages at once (their counts and time bases)."""
+        self._seal()
         self.chunks.append(records)
-        self.counts.extend(counts)
-        self.time_bases.extend(time_bases)
+        self.count_parts.append(counts)
+        self.base_parts.append(time_bases)
+
+    def records(self) -> int:
+        self._seal()
+        return int(sum(part.sum() for part in self.count_parts))
+
+    def record_time_bases(self) -> np.ndarray:
+        """Each record's time base (records in the chunks' order)."""
+        self._seal()
+        if not self.count_parts:
+            return np.empty((0, 3), np.int64)
+        bases = np.concatenate(self.base_parts)
+        return np.repeat(bases, np.concatenate(self.count_parts), axis=0)
+
+    def _seal(self) -> None:
+        """Single data sets queued since the last run, as one part."""
+        if self.counts:
+            self.count_parts.append(np.array(self.counts, np.int64))
+            self.base_parts.append(np.array(self.time_bases, np.int64).reshape(-1, 3))
+            self.counts, self.time_bases = [], []
 
 
 def _gather(gathers: dict[int, _Gather], template: Template, stream: tuple) -> _Gather:
@@ -185,7 +208,7 @@ class FlowDecoder:
                 self._each(batch[start:end], destination, gathers)
             position = end
         self._each(batch[position:], destination, gathers)
-        return FlowBatch.concat([self._columns(gather) for gather in gathers.values()])
+        return FlowBatch.concat([self._columns(group) for group in _layouts(gathers)])
 
     def _each(self, datagrams: list[Datagram], destination, gathers) -> None:
         """Datagrams one by one: the general path (and the one-data-set fast path)."""
@@ -345,7 +368,7 @@ class FlowDecoder:
             bases[:, 0] = self._system_init.get(stream, 0)
             bases[:, 1] = NO_UPTIME
             bases[:, 2] = export_ms[rows]
-            gather.add_run(records, counts[rows].tolist(), bases.tolist())
+            gather.add_run(records, counts[rows], bases)
         return True
 
     def _run_sequences(self, stream_keys, stream_of, sequences, counts) -> None:
@@ -576,21 +599,24 @@ class FlowDecoder:
 
     # -- columns ------------------------------------------------------------------------
 
-    def _columns(self, gather: _Gather) -> FlowBatch:
-        template = gather.template
+    def _columns(self, group: list[_Gather]) -> FlowBatch:
+        """The records of gathers of one template layout (of different streams)."""
+        template = group[0].template
         roles = template.roles
         if template.is_options or not (
             ("src_v4" in roles and "dst_v4" in roles) or ("src_v6" in roles and "dst_v6" in roles)
         ):
             return FlowBatch.empty()
-        if template.variable_length:
-            values, time_base = _variable_values(gather)
+        if template.variable_length:  # alone in its group
+            values, time_base = _variable_values(group[0])
+            sizes = [len(values)]
         else:
-            values = np.frombuffer(b"".join(gather.chunks), dtype=template.dtype)
-            bases = np.array(gather.time_bases, np.int64).reshape(-1, 3)
-            time_base = np.repeat(bases, gather.counts, axis=0)
-        batch = FlowBatch.empty(len(values))
-        _fill_addresses(batch, values, roles)
+            chunks = [chunk for gather in group for chunk in gather.chunks]
+            values = np.frombuffer(b"".join(chunks), dtype=template.dtype)
+            time_base = np.concatenate([gather.record_time_bases() for gather in group])
+            sizes = [gather.records() for gather in group]
+        count = len(values)
+        columns = _address_columns(values, roles)
         for role in (
             "src_port",
             "dst_port",
@@ -604,29 +630,35 @@ class FlowDecoder:
             "rev_tcp_flags",
             "vrf_id",
         ):
-            if role in roles:
-                column = getattr(batch, role)
-                column[:] = widen(values[role]).astype(column.dtype)
-        if "direction" in roles:
-            batch.direction[:] = widen(values["direction"]).astype(np.int8)
-        else:
-            batch.direction[:] = -1
-        batch.start_ms[:] = _time_ms(values, roles, "start", time_base)
-        if any(role in roles for role in ("end_ms", "end_s", "end_ntp", "end_uptime")):
-            batch.end_ms[:] = _time_ms(values, roles, "end", time_base)
-        else:
-            batch.end_ms[:] = batch.start_ms
+            kind = COLUMNS[role]
+            columns[role] = (
+                widen(values[role]).astype(kind) if role in roles else np.zeros(count, kind)
+            )
+        columns["direction"] = (
+            widen(values["direction"]).astype(np.int8)
+            if "direction" in roles
+            else np.full(count, -1, np.int8)
+        )
         # a clock outside years 1970..9999 is bad input; keep it printable and storable
-        np.clip(batch.start_ms, 0, LATEST_MS, out=batch.start_ms)
-        np.clip(batch.end_ms, 0, LATEST_MS, out=batch.end_ms)
-        halves = self._exporter_halves.get(gather.exporter)
+        columns["start_ms"] = np.clip(_time_ms(values, roles, "start", time_base), 0, LATEST_MS)
+        if any(role in roles for role in ("end_ms", "end_s", "end_ntp", "end_uptime")):
+            columns["end_ms"] = np.clip(_time_ms(values, roles, "end", time_base), 0, LATEST_MS)
+        else:
+            columns["end_ms"] = columns["start_ms"].copy()
+        halves = np.array([self._halves(gather.exporter) for gather in group], np.uint64)
+        columns["exporter_hi"] = np.repeat(halves[:, 0], sizes)
+        columns["exporter_lo"] = np.repeat(halves[:, 1], sizes)
+        domains = np.array([gather.domain for gather in group], np.uint32)
+        columns["observation_domain"] = np.repeat(domains, sizes)
+        return self._one_family(FlowBatch(**columns))
+
+    def _halves(self, exporter: str) -> tuple[int, int]:
+        halves = self._exporter_halves.get(exporter)
         if halves is None:
             if len(self._exporter_halves) >= self.max_streams:
                 self._exporter_halves.clear()  # a cache: spoofed exporters must not grow it
-            halves = self._exporter_halves[gather.exporter] = _exporter_halves(gather.exporter)
-        batch.exporter_hi[:], batch.exporter_lo[:] = halves
-        batch.observation_domain[:] = gather.domain
-        return self._one_family(batch)
+            halves = self._exporter_halves[exporter] = _exporter_halves(exporter)
+        return halves
 
     def _one_family(self, batch: FlowBatch) -> FlowBatch:
         """IPv4 is kept IPv4-mapped, so an IPv6 record with a `::ffff:a.b.c.d` address
@@ -644,15 +676,43 @@ class FlowDecoder:
         return batch.take(~mixed)
 
 
-def _fill_addresses(batch: FlowBatch, values, roles) -> None:
+def _address_columns(values, roles) -> dict[str, np.ndarray]:
+    count = len(values)
     if "src_v4" in roles and "dst_v4" in roles:
-        batch.family[:] = 4
-        batch.src_lo[:] = IPV4_MAPPED | values["src_v4"].astype(np.uint64)
-        batch.dst_lo[:] = IPV4_MAPPED | values["dst_v4"].astype(np.uint64)
-    else:
-        batch.family[:] = 6
-        batch.src_hi[:], batch.src_lo[:] = values["src_v6_hi"], values["src_v6_lo"]
-        batch.dst_hi[:], batch.dst_lo[:] = values["dst_v6_hi"], values["dst_v6_lo"]
+        return {
+            "family": np.full(count, 4, np.uint8),
+            "src_hi": np.zeros(count, np.uint64),
+            "src_lo": IPV4_MAPPED | values["src_v4"].astype(np.uint64),
+            "dst_hi": np.zeros(count, np.uint64),
+            "dst_lo": IPV4_MAPPED | values["dst_v4"].astype(np.uint64),
+        }
+    return {
+        "family": np.full(count, 6, np.uint8),
+        **{
+            name: values[field].astype(np.uint64)
+            for name, field in (
+                ("src_hi", "src_v6_hi"),
+                ("src_lo", "src_v6_lo"),
+                ("dst_hi", "dst_v6_hi"),
+                ("dst_lo", "dst_v6_lo"),
+            )
+        },
+    }
+
+
+def _layouts(gathers: dict[int, _Gather]) -> list[list[_Gather]]:
+    """The batch's gathers, consecutive ones of one fixed-length flow template layout (one
+    template sent by several exporters) grouped, to be decoded as one."""
+    groups: list[list[_Gather]] = []
+    for gather in gathers.values():
+        template = gather.template
+        if groups and not template.variable_length and not template.is_options:
+            last = groups[-1][0].template
+            if not last.variable_length and not last.is_options and last.dtype == template.dtype:
+                groups[-1].append(gather)
+                continue
+        groups.append([gather])
+    return groups
 
 
 def _time_ms(values, roles, which: str, time_base) -> np.ndarray:
