@@ -379,3 +379,41 @@ def test_a_second_run_of_a_finished_change_is_refused(
     assert result["state"] == "succeeded"
     again = run_cli("change", "run", str(change))
     assert again.exit_code == 1 and f"change {change} is succeeded" in again.stderr
+
+
+def test_ctrl_c_during_a_run_says_what_was_left_and_what_to_do(
+    store_env, lab, switch, vztx, run_cli
+):
+    import signal
+    import subprocess
+
+    from support import cli_command, cli_env
+
+    ok(run_cli("import", str(lab("home-lab-dns-ntp.yaml"))))
+    change = as_json(run_cli("change", "create", "--json"))["id"]
+    ok(run_cli("change", "approve", str(change), "--author", "bob"))
+    switch.hang_after(r"configure session \S+", 60)  # stuck in the middle of its load
+    run = subprocess.Popen(
+        cli_command("change", "run", str(change)),
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    said = []
+    try:
+        assert switch.wait_until(lambda double: double.hanging)
+        run.send_signal(signal.SIGINT)
+        for line in run.stderr:  # said at once, while the device is still in its step
+            said.append(line)
+            if "interrupted" in line:
+                break
+    finally:
+        switch.hang(0)  # the request in flight is answered: the run's step ends
+        _, rest = run.communicate(timeout=60)
+    stderr = "".join(said) + rest
+    assert run.returncode == 130
+    assert f"change {change} interrupted (Ctrl-C): no other device is started" in said[-1]
+    assert f"microseg change run {change} runs it again" in stderr
+    assert "Traceback" not in stderr
+    assert show(run_cli, change)["state"] == "interrupted"

@@ -209,8 +209,12 @@ def change_run(
 
     confirm_within = DEFAULT_CONFIRM_WITHIN_S if confirm_within is None else confirm_within
     options = RunOptions(dry_run, parallel, confirm_within, continue_on_error, force, timeout)
-    with open_store() as store, _Progress(store, change) as progress:
-        result = run_change(store, change, _who(author), options, progress)
+    try:
+        with open_store() as store, _Progress(store, change) as progress:
+            result = run_change(store, change, _who(author), options, progress)
+    except KeyboardInterrupt:
+        _interrupted(change, dry_run)
+        raise typer.Exit(130) from None
     if as_json:
         emit_json(result.as_json())
     else:
@@ -223,6 +227,22 @@ def change_run(
         typer.echo(f"{verb} {change}{state}: " + _counts([o.state for o in result.devices]))
     if result.state == "failed":
         raise typer.Exit(1)
+
+
+def _interrupted(change: int, dry_run: bool) -> None:
+    """Ctrl-C during a run: said at once (the devices in flight still finish their step,
+    bounded by --timeout, before the process ends), with what to do next."""
+    if dry_run:
+        message = f"dry run of change {change} interrupted (Ctrl-C): no device's running configuration was changed"
+    else:
+        message = (
+            f"change {change} interrupted (Ctrl-C): no other device is started; a device in "
+            "flight finishes its step first, and a commit not confirmed is undone by the "
+            f"device's confirm timer. microseg change show {change} says where each device "
+            f"is; microseg change run {change} runs it again, microseg change cancel {change} "
+            "drops it"
+        )
+    err_console.print(message, markup=False)
 
 
 @change_app.command("rollback")
