@@ -169,6 +169,12 @@ def test_a_store_that_cannot_hold_the_counters_is_refused_before_any_device_is_a
     polled = run_cli("monitor", "poll", "--once", "--store", str(tmp_path / where))
     assert polled.exit_code == 1
     assert polled.stdout == ""
-    assert polled.stderr.startswith(("error: flow store ", f"error: {tmp_path / where}: not a"))
+    assert polled.stderr.startswith(
+        ("error: flow store ", "error: --store ", f"error: {tmp_path / where}: not a")
+    )
     assert len(switch.requests) == asked
     assert not (tmp_path / "not-a-store" / "counters").exists()
+    if where != "a-file/below":  # one not made yet is fine: no poll has made it
+        devices = run_cli("monitor", "devices", "--store", str(tmp_path / where))
+        assert devices.exit_code == 1 and devices.stdout == ""
+        assert polled.stderr.splitlines()[0] == devices.stderr.splitlines()[0]

@@ -27,11 +27,14 @@ STORE_HELP = "Flow store directory; counters go to its counters/ (default: $MICR
 
 
 def _series(store: Path | None, reading: bool = True) -> CounterSeries:
-    """The counters of the flow store `store`; a store named for reading must exist."""
+    """The counters of the flow store `store`; a store named for reading must exist, and one
+    named for polling may be made yet, but a file or another directory is a mistake."""
     from microseg.flows.flowstore import default_store_dir, store_to_read
     from microseg.monitor import CounterSeries
 
-    return CounterSeries(store_to_read(store) if reading else store or default_store_dir())
+    if reading or (store is not None and store.exists()):
+        return CounterSeries(store_to_read(store))
+    return CounterSeries(store or default_store_dir())
 
 
 @monitor_app.command("poll")
