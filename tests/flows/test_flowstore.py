@@ -351,6 +351,15 @@ def test_an_address_filter_that_is_no_address_is_refused_not_listed_as_no_sessio
     assert read_sessions(SEED_CSV, src="2001:DB8:1:0::10").num_rows > 0  # any spelling
 
 
+def test_an_address_with_a_zone_index_is_refused_not_listed_as_no_sessions():
+    with pytest.raises(MicrosegError) as raised:
+        read_sessions(SEED_CSV, dst="fe80::1%eth0")
+    assert str(raised.value) == (
+        "--dst 'fe80::1%eth0': a zone index (%eth0) matches no session: flow records carry "
+        "none (give fe80::1)"
+    )
+
+
 def test_a_bad_filter_is_refused_before_anything_is_collected(tmp_path, monkeypatch):
     # With no flow store yet the same query answered "no sessions"; with one, an error.
     monkeypatch.setenv("MICROSEG_FLOW_STORE", str(tmp_path / "not-yet"))

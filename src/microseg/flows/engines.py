@@ -250,12 +250,21 @@ def _canonical_address(text: str, column: str) -> str:
     """Addresses are stored in their canonical text (RFC 5952 for IPv6): match any spelling.
     Anything else matches no session, so it is refused rather than listed as none."""
     try:
-        return str(ipaddress.ip_address(text.strip()))
+        address = ipaddress.ip_address(text.strip())
     except ValueError:
         raise MicrosegError(
             f"--{column} {text[:60]!r}: not an IP address (one address: sessions are "
             "filtered by their end, not by prefix)"
         ) from None
+    if isinstance(address, ipaddress.IPv6Address) and address.scope_id is not None:
+        # `ip addr` prints fe80::1%eth0; a flow record carries no zone (RFC 7011 IPv6
+        # address fields are the 16 address bytes), so it would match nothing.
+        plain = str(address).split("%", 1)[0]
+        raise MicrosegError(
+            f"--{column} {text[:60]!r}: a zone index (%{address.scope_id}) matches no session: "
+            f"flow records carry none (give {plain})"
+        )
+    return str(address)
 
 
 def _total(column: str, dialect: Dialect, name: str | None = None) -> str:
