@@ -193,10 +193,14 @@ def test_signing_in_never_sends_the_browser_to_another_site(client, target):
     assert 'name="next" value="/"' in form.text
 
 
-def test_signing_in_goes_back_to_the_page_asked_for(client):
+@pytest.mark.parametrize(
+    ("target", "location"),
+    [("/changes?x=1", "/changes?x=1"), ("/workspaces/a b", "/workspaces/a%20b")],
+)
+def test_signing_in_goes_back_to_the_page_asked_for(client, target, location):
     answer = client.post(
         "/login",
-        data={"username": "vera", "password": "vera-password-1", "next": "/changes?x=1"},
+        data={"username": "vera", "password": "vera-password-1", "next": target},
         follow_redirects=False,
     )
-    assert answer.headers["location"] == "/changes?x=1"
+    assert answer.headers["location"] == location

@@ -19,12 +19,12 @@ def _next(target: str) -> str:
     """Only a path of this site: never an absolute URL (an open redirect). Browsers read a
     backslash in a URL as a slash and drop tabs and newlines from it (WHATWG URL Standard,
     "basic URL parser"), so `/\\evil.example` and `/<TAB>/evil.example` are
-    `//evil.example`, another site: a target with a backslash, a space or a control character
-    is refused too (a path of this site has them percent-encoded)."""
+    `//evil.example`, another site: a target with a backslash or a control character is
+    refused too (a path of this site has them percent-encoded)."""
     if (
         not target.startswith("/")
         or target.startswith("//")
-        or any(char == "\\" or char <= " " or char == "\x7f" for char in target)
+        or any(char == "\\" or char < " " or char == "\x7f" for char in target)
     ):
         return "/"
     return target
