@@ -417,3 +417,27 @@ def test_ctrl_c_during_a_run_says_what_was_left_and_what_to_do(
     assert f"microseg change run {change} runs it again" in stderr
     assert "Traceback" not in stderr
     assert show(run_cli, change)["state"] == "interrupted"
+
+
+def test_a_rollback_that_fails_is_on_the_devices_record_not_only_in_the_progress(
+    store_env, lab, switch, vztx, run_cli
+):
+    switch.reject(r"match web-appserver-discovery ipv4", "Hardware resources exhausted")
+    vztx.hang_after(r"configure session \S+ commit", 5)  # unreachable once it confirmed
+    ok(run_cli("import", str(lab("home-lab-monitor.yaml"))))
+    change = as_json(run_cli("change", "create", "--json"))["id"]
+    ok(run_cli("change", "approve", str(change), "--author", "bob"))
+    try:
+        run = run_cli("change", "run", str(change), "--timeout", "0.5")
+    finally:
+        vztx.hang(0)
+    assert run.exit_code == 1
+    assert run.stdout == (
+        f"change {change} failed (rollback failed, still running it: {VZTX}): "
+        "1 confirmed, 1 failed\n"
+    )
+    states = {d["device"]: d for d in show(run_cli, change)["devices"]}
+    assert states[VZTX]["state"] == "confirmed"  # it runs this change's configuration
+    assert states[VZTX]["error"].startswith(
+        "rollback failed, the device keeps this change's configuration: device 'andreas-ztx1'"
+    )

@@ -224,6 +224,9 @@ def change_run(
                 typer.echo(outcome.device_diff, nl=False)
         verb = "dry run of change" if dry_run else "change"
         state = "" if dry_run else f" {result.state}"
+        kept = [o.device for o in result.devices if o.state == "confirmed" and o.error]
+        if kept:  # a failed change whose rollback failed on these: they run it still
+            state += f" (rollback failed, still running it: {', '.join(kept)})"
         typer.echo(f"{verb} {change}{state}: " + _counts([o.state for o in result.devices]))
     if result.state == "failed":
         raise typer.Exit(1)

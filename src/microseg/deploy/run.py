@@ -395,9 +395,12 @@ class _Run:
                 raise DriverError(name, "the configuration read back differs from before")
             driver.confirm()
         except (DriverError, MicrosegError) as error:
-            self._log(
-                name, f"rollback failed, the device keeps this change's configuration: {error}"
-            )
+            # Still `confirmed` (it runs this change's configuration), with the error on its
+            # record: `change show` and --json say it, not only the progress line.
+            message = f"rollback failed, the device keeps this change's configuration: {error}"
+            notes = [*self._take_notes(name), message]
+            self.changes.update_device(self.record.id, name, self.actor, notes, error=message)
+            self.outcomes[name].error = message
             self.progress(name, "rollback failed", str(error))
             return
         self._set(name, "rolled-back", "rolled back to the configuration it had before this change")
