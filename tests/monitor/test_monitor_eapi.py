@@ -155,3 +155,20 @@ def test_a_poller_loads_and_compiles_each_revision_once_for_all_its_polls(
             assert outcome.error is None and outcome.matches > 0
     assert loads == [1]  # revision 1: head and deployed, loaded by the first poll only
     assert len(series.segments()) == 3
+
+
+@pytest.mark.parametrize("where", ["a-file", "a-file/below", "not-a-store"])
+def test_a_store_that_cannot_hold_the_counters_is_refused_before_any_device_is_asked(
+    store_env, lab, switch, vztx, run_cli, tmp_path, where
+):
+    deploy(run_cli, lab("home-lab-dns-ntp.yaml"))
+    (tmp_path / "a-file").write_text("not a directory\n")
+    (tmp_path / "not-a-store").mkdir()
+    (tmp_path / "not-a-store" / "notes.txt").write_text("mine\n")
+    asked = len(switch.requests)
+    polled = run_cli("monitor", "poll", "--once", "--store", str(tmp_path / where))
+    assert polled.exit_code == 1
+    assert polled.stdout == ""
+    assert polled.stderr.startswith(("error: flow store ", f"error: {tmp_path / where}: not a"))
+    assert len(switch.requests) == asked
+    assert not (tmp_path / "not-a-store" / "counters").exists()

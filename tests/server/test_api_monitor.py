@@ -52,3 +52,12 @@ def test_a_counter_segment_gone_or_unreadable_is_never_a_500(seeded, flow_store,
         "the server's flow store: cannot read the counter series: "
     )
     assert str(flow_store) not in broken.text
+
+
+def test_a_poll_into_a_flow_store_that_cannot_hold_counters_is_a_503_before_any_device(
+    seeded, flow_store
+):
+    flow_store.write_text("a file where the flow store should be\n")
+    answer = seeded.client("editor").post("/api/monitor/poll")
+    assert answer.status_code == 503
+    assert answer.json()["detail"] == "the server's flow store: Not a directory"

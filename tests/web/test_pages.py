@@ -175,3 +175,28 @@ def test_an_unreadable_counter_segment_is_a_page_saying_so_not_a_500(client, tmp
         in answer.text
     )
     assert str(tmp_path) not in answer.text
+
+
+@pytest.mark.parametrize(
+    "target", ["/\\evil.example", "/\t/evil.example", "/\n/evil.example", "//evil.example",
+               "https://evil.example/", "/\\/evil.example"],
+)  # fmt: skip
+def test_signing_in_never_sends_the_browser_to_another_site(client, target):
+    """Browsers read `\\` as `/` and drop tabs and newlines (WHATWG URL Standard)."""
+    answer = client.post(
+        "/login",
+        data={"username": "vera", "password": "vera-password-1", "next": target},
+        follow_redirects=False,
+    )
+    assert (answer.status_code, answer.headers["location"]) == (303, "/")
+    form = client.get("/login", params={"next": target})
+    assert 'name="next" value="/"' in form.text
+
+
+def test_signing_in_goes_back_to_the_page_asked_for(client):
+    answer = client.post(
+        "/login",
+        data={"username": "vera", "password": "vera-password-1", "next": "/changes?x=1"},
+        follow_redirects=False,
+    )
+    assert answer.headers["location"] == "/changes?x=1"

@@ -57,7 +57,7 @@ def monitor_poll(
     from microseg.monitor import Revisions, device_states, poll
     from microseg.store import open_store
 
-    series = _series(store, reading=False)  # a poll makes the store
+    series = _series(store, reading=False).open()  # a poll makes the store
     revisions = Revisions()  # loaded and compiled once for all polls
     with ExitStack() as stack:
         exposition = _serve_metrics(metrics, stack) if metrics is not None else None

@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 
 from microseg import duck
 from microseg.files import replace_atomically
-from microseg.flows.flowstore import COUNTERS, READ_ATTEMPTS
+from microseg.flows.flowstore import COUNTERS, READ_ATTEMPTS, check_flow_store
 from microseg.model import MicrosegError
 
 SEGMENT_GLOB = "seg-*.parquet"
@@ -73,6 +73,25 @@ class CounterSeries:
     def __init__(self, flow_store: Path | str):
         self.flow_store = Path(flow_store)
         self.directory = self.flow_store / COUNTERS
+
+    def open(self) -> CounterSeries:
+        """Make the directory if needed: a flow store that cannot hold the series is an error
+        before any device is polled, not after (the counters read would be lost)."""
+        if self.flow_store.exists():
+            check_flow_store(self.flow_store)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise MicrosegError(
+                f"flow store {self.flow_store}: cannot keep the counter series in it: "
+                f"{error.strerror}"
+            ) from None
+        if not os.access(self.directory, os.W_OK | os.X_OK):
+            raise MicrosegError(
+                f"flow store {self.flow_store}: cannot keep the counter series in it: "
+                f"{self.directory} is not writable"
+            )
+        return self
 
     def write(self, rows: list[CounterRow]) -> Path | None:
         """One segment holding one poll's rows, atomically; None if there are none."""

@@ -70,7 +70,9 @@ def poll(
     """Read every deployed device's counters once and store them (`monitor poll --once`)."""
     from microseg.monitor import poll as poll_devices
 
-    outcomes = poll_devices(server_context(request).store, _series(request), timeout)
+    with flow_store_errors(flow_store_path(request)):
+        series = _series(request).open()  # before any device is asked
+    outcomes = poll_devices(server_context(request).store, series, timeout)
     polled = [asdict(outcome) for outcome in outcomes]
     audited(
         request, principal, "monitor.poll", "monitor", {"devices": [p["device"] for p in polled]}

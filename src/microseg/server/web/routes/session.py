@@ -16,8 +16,18 @@ router = APIRouter(route_class=WebRoute)
 
 
 def _next(target: str) -> str:
-    """Only a path of this site: never an absolute URL (an open redirect)."""
-    return target if target.startswith("/") and not target.startswith("//") else "/"
+    """Only a path of this site: never an absolute URL (an open redirect). Browsers read a
+    backslash in a URL as a slash and drop tabs and newlines from it (WHATWG URL Standard,
+    "basic URL parser"), so `/\\evil.example` and `/<TAB>/evil.example` are
+    `//evil.example`, another site: a target with a backslash, a space or a control character
+    is refused too (a path of this site has them percent-encoded)."""
+    if (
+        not target.startswith("/")
+        or target.startswith("//")
+        or any(char == "\\" or char <= " " or char == "\x7f" for char in target)
+    ):
+        return "/"
+    return target
 
 
 @router.get("/login", response_class=HTMLResponse)
