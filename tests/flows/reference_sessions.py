@@ -88,28 +88,23 @@ class ReferenceSessionTable(SessionTable):
         self.sessions = merged.cast(CANONICAL_SCHEMA)
         self._evict_over_limit()
 
-    def expire(self, now: float | None = None) -> pa.Table:
-        if self.sessions is not None:
-            columns = self._numpy()
-            done = (columns["touched"] <= now - self.settings.inactive_timeout) | (
-                columns["created"] <= now - self.settings.active_timeout
+    def _columns(self) -> dict[str, np.ndarray]:
+        """The table's columns as the numpy table holds them (the echo request above the
+        TCP flags)."""
+        sessions = CANONICAL_SCHEMA.empty_table() if self.sessions is None else self.sessions
+        columns = {name: sessions.column(name).to_numpy() for name in sessions.column_names}
+        for side in ("a_", "b_"):
+            flags = columns.pop(side + "flags").astype(np.uint32)
+            columns[side + "flags"] = flags | (
+                columns.pop(side + "request").astype(np.uint32) << 16
             )
-            if done.any():
-                self._leave(done)
-        return self.take_evicted()
+        return columns
 
-    def flush(self) -> pa.Table:
-        if self.sessions is not None:
-            self._evicted.append(self._oriented(self._numpy()))
+    def _keep(self, mask: np.ndarray) -> None:
+        self.sessions = self.sessions.filter(pa.array(mask))
+
+    def _clear(self) -> None:
         self.sessions = None
-        self._forget_exporters()
-        return self.take_evicted()
-
-    def _leave(self, leaving: np.ndarray) -> None:
-        columns = self._numpy()
-        self._evicted.append(self._oriented({name: c[leaving] for name, c in columns.items()}))
-        self.sessions = self.sessions.filter(pa.array(~leaving))
-        self._forget_exporters()
 
     def _forget_exporters(self) -> None:
         used = np.zeros(len(self._exporters), dtype=bool)
@@ -133,19 +128,6 @@ class ReferenceSessionTable(SessionTable):
     def _evict_over_limit(self) -> None:
         if self.sessions is not None and self.sessions.num_rows > self.settings.max_sessions:
             raise AssertionError("the reference does not evict: ties would be broken apart")
-
-    def _numpy(self) -> dict[str, np.ndarray]:
-        """The table's columns as the numpy table holds them (the echo request above the
-        TCP flags)."""
-        columns = {
-            name: self.sessions.column(name).to_numpy() for name in self.sessions.column_names
-        }
-        for side in ("a_", "b_"):
-            flags = columns.pop(side + "flags").astype(np.uint32)
-            columns[side + "flags"] = flags | (
-                columns.pop(side + "request").astype(np.uint32) << 16
-            )
-        return columns
 
     def _canonical_rows(self, batch: FlowBatch, now: float) -> pa.Table:
         src_port, dst_port, request = _service_ports(batch)

@@ -145,7 +145,7 @@ class SessionTable:
     def expire(self, now: float | None = None) -> pa.Table:
         """Remove and return (SESSION_SCHEMA) sessions past their inactive or active timeout."""
         now = time.time() if now is None else now
-        columns = self._active.columns()
+        columns = self._columns()
         done = (columns["touched"] <= now - self.settings.inactive_timeout) | (
             columns["created"] <= now - self.settings.active_timeout
         )
@@ -155,18 +155,29 @@ class SessionTable:
 
     def flush(self) -> pa.Table:
         """Remove and return every session (shutdown)."""
-        if len(self._active):
-            self._evicted.append(self._oriented(self._active.columns()))
-        self._active = ActiveSessions(self._reserve())
+        columns = self._columns()
+        if len(columns["protocol"]):
+            self._evicted.append(self._oriented(columns))
+        self._clear()
         self._forget_exporters()
         return self.take_evicted()
 
     def _leave(self, leaving: np.ndarray) -> None:
         """The sessions where `leaving` holds leave the table, to be written out."""
-        columns = self._active.columns()
+        columns = self._columns()
         self._evicted.append(self._oriented({name: c[leaving] for name, c in columns.items()}))
-        self._active.keep(~leaving)
+        self._keep(~leaving)
         self._forget_exporters()
+
+    def _columns(self) -> dict[str, np.ndarray]:
+        """The active sessions' columns (merge.COLUMNS)."""
+        return self._active.columns()
+
+    def _keep(self, mask: np.ndarray) -> None:
+        self._active.keep(mask)
+
+    def _clear(self) -> None:
+        self._active = ActiveSessions(self._reserve())
 
     def _evict_over_limit(self) -> None:
         """Past max_sessions, the least recently updated sessions leave (to be written out,
@@ -175,7 +186,7 @@ class SessionTable:
         limit = self.settings.max_sessions
         if len(self._active) <= limit:
             return
-        touched = self._active.columns()["touched"]
+        touched = self._columns()["touched"]
         order = np.argsort(touched, kind="stable")
         leaving = np.zeros(len(touched), dtype=bool)
         leaving[order[: len(touched) - int(limit * EVICT_TO)]] = True
