@@ -134,12 +134,35 @@ SPARK = Dialect(
 def session_sql(columns: list[str], query: SessionQuery, dialect: Dialect) -> tuple[str, list]:
     """The session table over the relation `raw` (with these columns): one statement and
     its `?` parameters, ordered."""
+    sessions, select, parameters, fold = _session_parts(columns, query, dialect)
+    if fold is None:
+        return f"{sessions} {select}", parameters
+    return f"{sessions}, summary AS ({select}), {fold}", parameters
+
+
+def session_sql_parts(
+    columns: list[str], query: SessionQuery, dialect: Dialect
+) -> tuple[str, list, str | None]:
+    """`session_sql` in two statements where the query folds (builder, what-if): the
+    summary with its parameters, and the fold over a relation `summary`, which it reads
+    several times; else the whole statement and None. An engine that recomputes a CTE at
+    each read (Spark inlines them) materialises the summary once between the two."""
+    sessions, select, parameters, fold = _session_parts(columns, query, dialect)
+    if fold is None:
+        return f"{sessions} {select}", parameters, None
+    return f"{sessions} {select}", parameters, f"WITH {fold}"
+
+
+def _session_parts(
+    columns: list[str], query: SessionQuery, dialect: Dialect
+) -> tuple[str, str, list, str | None]:
+    """The `sessions` CTE, the select over it (ordered unless a fold follows), its
+    parameters, and the fold's CTEs and order (None without a fold)."""
     where, parameters = _filters(query)
     if query.ephemeral_port is None:
         select = f"SELECT {', '.join(OUTPUT_SCHEMA.names)} FROM sessions {where}"
     else:
         select = _summary(where, int(query.ephemeral_port), dialect)
-    order = _order(ORDER)
     limit = "" if query.limit is None else f" LIMIT {int(query.limit)}"
     sessions = f"WITH sessions AS ({_normalised(columns, dialect)})"
     if query.client_port_cuts is not None:
@@ -147,12 +170,9 @@ def session_sql(columns: list[str], query: SessionQuery, dialect: Dialect) -> tu
     elif query.replay_cuts is not None:
         folded = replay_rows(query.replay_cuts, dialect)
     else:
-        return f"{sessions} {select} ORDER BY {order}{limit}", parameters
-    return (
-        f"{sessions}, summary AS ({select}), {folded}"
-        f" ORDER BY {_order(['first_seen', '_rest', *ORDER[1:]])}{limit}",
-        parameters,
-    )
+        return sessions, f"{select} ORDER BY {_order(ORDER)}{limit}", parameters, None
+    order = _order(["first_seen", "_rest", *ORDER[1:]])
+    return sessions, select, parameters, f"{folded} ORDER BY {order}{limit}"
 
 
 def output_schema(query: SessionQuery) -> pa.Schema:
