@@ -11,11 +11,9 @@ import pyarrow as pa
 
 from microseg import duck
 from microseg.flows.batch import FlowBatch
+from microseg.flows.merge import KEY, NO_TIME, UINT64_MAX
 from microseg.flows.sessions import SessionTable, _service_ports
 
-UINT64_MAX = (1 << 64) - 1
-NO_TIME = np.iinfo(np.int64).max
-KEY = ["vrf_id", "protocol", "low_hi", "low_lo", "low_port", "high_hi", "high_lo", "high_port"]
 _DIRECTION = [
     ("packets", pa.uint64()),
     ("bytes", pa.uint64()),

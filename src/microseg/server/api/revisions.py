@@ -92,12 +92,16 @@ async def import_revision(
     imported = await run_in_threadpool(
         store.import_policy, policy_set, principal.name, message or "import through the API"
     )
-    if not imported.changed:
+    if imported.changed:
+        audited(
+            request,
+            principal,
+            "revision.import",
+            f"revision/{imported.revision}",
+            {"objects": count},
+        )
+    else:
         response.status_code = 200  # nothing created
-        return {**imported.as_json(), "objects": count}
-    audited(
-        request, principal, "revision.import", f"revision/{imported.revision}", {"objects": count}
-    )
     return {**imported.as_json(), "objects": count}
 
 
