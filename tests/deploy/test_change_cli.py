@@ -401,6 +401,10 @@ def test_ctrl_c_during_a_run_says_what_was_left_and_what_to_do(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # Ctrl-C as a terminal delivers it: a suite started in the background by a
+        # non-interactive shell ignores SIGINT, and its children inherit that (POSIX,
+        # "Asynchronous Lists"), so Python would install no KeyboardInterrupt handler
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     said = []
     try:
