@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
 import threading
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 
 from microseg.cli.common import write_output
 from microseg.model import MicrosegError
-from support import EXAMPLES
+from support import EXAMPLES, cli_command, cli_env
 
 HOME_LAB = str(EXAMPLES / "home-lab.yaml")
 
@@ -214,3 +215,73 @@ def test_sessions_exported_over_their_own_file_are_refused_and_kept(run_cli, tmp
     assert result.exit_code == 1
     assert "it is the session file this command reads" in result.stderr
     assert sessions.read_text() == raw  # not summarised into one eph row
+
+
+# POSIX utility syntax guideline 13: "-" as an output file names standard output.
+SESSION_FILE = str(EXAMPLES / "seed-lab-sessions.csv")
+TO_STDOUT = {
+    "fmt": ["fmt", HOME_LAB, "-o", "-"],
+    "compile": ["compile", HOME_LAB, "-d", "andreasm-720xp-home", "-o", "-"],
+    "sessions-csv": ["sessions", "export", "--store", SESSION_FILE, "--csv", "-"],
+    "sessions-parquet": ["sessions", "export", "--store", SESSION_FILE, "--parquet", "-"],
+}
+
+
+def _run_process(args: list[str], cwd: Path, stdout=subprocess.PIPE):
+    return subprocess.run(
+        cli_command(*args), cwd=cwd, env=cli_env(), stdout=stdout, stderr=subprocess.PIPE
+    )
+
+
+@pytest.mark.parametrize("name", sorted(TO_STDOUT))
+def test_a_dash_writes_to_standard_output_not_a_file_named_dash(tmp_path, name):
+    args = TO_STDOUT[name]
+    done = _run_process(args, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert not (tmp_path / "-").exists()
+    to_file = _run_process([*args[:-1], str(tmp_path / "out")], tmp_path)
+    assert to_file.returncode == 0, to_file.stderr
+    assert done.stdout == (tmp_path / "out").read_bytes()  # nothing else on stdout
+    assert done.stdout
+
+
+def test_export_dash_writes_the_revision_to_standard_output(tmp_path):
+    env = cli_env(MICROSEG_DATABASE_URL=f"sqlite:///{tmp_path / 'store.db'}")
+    run = [
+        subprocess.run(cli_command(*args), cwd=tmp_path, env=env, capture_output=True)
+        for args in (["import", HOME_LAB], ["export", "-o", "-"], ["export"])
+    ]
+    assert [done.returncode for done in run] == [0, 0, 0], run
+    assert run[1].stdout == run[2].stdout and run[1].stdout.startswith(b"devices:")
+    assert not (tmp_path / "-").exists()
+
+
+def test_dot_slash_dash_is_a_file_named_dash(tmp_path):
+    done = _run_process(["fmt", HOME_LAB, "-o", "./-"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "-").read_bytes().startswith(b"devices:") and done.stdout == b""
+
+
+def test_parquet_is_not_written_to_a_terminal(tmp_path):
+    leader, follower = os.openpty()
+    try:
+        done = _run_process(TO_STDOUT["sessions-parquet"], tmp_path, stdout=follower)
+    finally:
+        os.close(follower)
+        os.close(leader)
+    assert done.returncode == 1
+    assert b"Parquet is binary: not written to a terminal" in done.stderr
+    assert not (tmp_path / "-").exists()
+
+
+def test_compile_to_standard_output_with_json_is_refused(run_cli):
+    result = run_cli("compile", HOME_LAB, "-d", "andreasm-720xp-home", "-o", "-", "--json")
+    assert result.exit_code == 1
+    assert "--output - and --json both write to standard output" in result.stderr
+    assert result.stdout == ""
+
+
+def test_the_output_options_say_that_a_dash_is_standard_output(run_cli):
+    for command in (["fmt"], ["compile"], ["export"], ["sessions", "export"]):
+        result = run_cli(*command, "--help")
+        assert "'-': standard output" in " ".join(result.stdout.split()), command

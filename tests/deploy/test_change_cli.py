@@ -16,6 +16,8 @@ from deploy_lab import (
     with_implicit_defaults,
 )
 
+from support import EXAMPLES
+
 
 def ok(result):
     assert result.exit_code == 0, result.stderr
@@ -399,6 +401,10 @@ def test_ctrl_c_during_a_run_says_what_was_left_and_what_to_do(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # Ctrl-C as a terminal delivers it: a suite started in the background by a
+        # non-interactive shell ignores SIGINT, and its children inherit that (POSIX,
+        # "Asynchronous Lists"), so Python would install no KeyboardInterrupt handler
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     said = []
     try:
@@ -441,3 +447,15 @@ def test_a_rollback_that_fails_is_on_the_devices_record_not_only_in_the_progress
     assert states[VZTX]["error"].startswith(
         "rollback failed, the device keeps this change's configuration: device 'andreas-ztx1'"
     )
+
+
+def test_change_list_limit_shows_only_the_newest(store_env, run_cli):
+    from microseg.store import open_store
+
+    ok(run_cli("import", str(EXAMPLES / "home-lab.yaml")))
+    with open_store() as store:
+        for number in range(5):
+            store.changes.create(1, None, "andreas", f"change {number + 1}", [])
+    listed = as_json(run_cli("change", "list", "-n", "2", "--json"))
+    assert [c["id"] for c in listed] == [5, 4]
+    assert run_cli("change", "list", "-n", "0").exit_code == 1

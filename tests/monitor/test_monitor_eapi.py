@@ -157,6 +157,29 @@ def test_a_poller_loads_and_compiles_each_revision_once_for_all_its_polls(
     assert len(series.segments()) == 3
 
 
+def test_a_poller_merges_its_segments_every_compact_after_polls(
+    store_env, lab, switch, vztx, run_cli, tmp_path, monkeypatch
+):
+    import importlib
+
+    from microseg.monitor import CounterSeries, Revisions, poll
+    from microseg.store import open_store
+
+    # (the package's `poll` is the function: the module by its name)
+    monkeypatch.setattr(importlib.import_module("microseg.monitor.poll"), "COMPACT_AFTER", 4)
+    deploy(run_cli, lab("home-lab-dns-ntp.yaml"))
+    revisions, counters = Revisions(), CounterSeries(tmp_path / "flows")
+    files = []
+    for _ in range(9):
+        switch.count(POLICY, "rule72", 1, 80)
+        with open_store() as store:
+            poll(store, counters, revisions=revisions)
+        files.append(len(list(counters.directory.glob("seg-*.parquet"))))
+    assert files == [1, 2, 3, 1, 2, 3, 1, 2, 3]  # 4 polls -> 1, then that one and 3 -> 1
+    by_rule, _ = rules(run_cli, tmp_path / "flows")
+    assert by_rule[(POLICY, "rule72")]["packets"] == 8  # 9 polls: a baseline, then 8 deltas
+
+
 @pytest.mark.parametrize("where", ["a-file", "a-file/below", "not-a-store"])
 def test_a_store_that_cannot_hold_the_counters_is_refused_before_any_device_is_asked(
     store_env, lab, switch, vztx, run_cli, tmp_path, where

@@ -106,3 +106,22 @@ def test_running_a_change_that_is_not_approved_is_a_conflict(server, lab):
     answer = server.client("approver").post(f"/api/changes/{change}/run", json={})
     assert answer.status_code == 409
     assert "pending-approval" in answer.json()["detail"]
+
+
+def _many_changes(store, count: int) -> None:
+    """`count` changes of revision 1 (no devices: only the list is looked at)."""
+    for number in range(count):
+        store.changes.create(1, None, "andreas", f"change {number + 1}", [])
+
+
+def test_the_change_list_is_paged_not_every_change_at_once(seeded):
+    _many_changes(seeded.store, 130)
+    viewer = seeded.client("viewer")
+    first = viewer.get("/api/changes")
+    assert first.status_code == 200
+    assert [c["id"] for c in first.json()] == list(range(130, 30, -1))  # 100 by default
+    last = viewer.get("/api/changes", params={"limit": 50, "offset": 100}).json()
+    assert [c["id"] for c in last] == list(range(30, 0, -1))
+    assert viewer.get("/api/changes", params={"offset": 130}).json() == []
+    for bad in ({"limit": 0}, {"limit": 10_001}, {"offset": -1}, {"limit": "x"}):
+        assert viewer.get("/api/changes", params=bad).status_code == 422, bad

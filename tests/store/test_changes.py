@@ -106,3 +106,14 @@ def test_an_unknown_change_is_not_found(store, revision):
         store.changes.get(9)
     with pytest.raises(NotFound):
         store.changes.get(2**40)
+
+
+def test_changes_are_listed_a_page_at_a_time_newest_first(store, revision):
+    for number in range(1, 8):
+        assert store.changes.create(revision, None, "andreas", f"c{number}", DEVICES) == number
+    assert store.changes.count() == 7
+    assert [c.id for c in store.changes.list(limit=3)] == [7, 6, 5]
+    assert [c.id for c in store.changes.list(limit=3, offset=3)] == [4, 3, 2]
+    assert [c.id for c in store.changes.list(limit=3, offset=6)] == [1]
+    assert store.changes.list(limit=3, offset=7) == []
+    assert [c.id for c in store.changes.list(offset=5)] == [2, 1]

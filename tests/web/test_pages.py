@@ -204,3 +204,53 @@ def test_signing_in_goes_back_to_the_page_asked_for(client, target, location):
         follow_redirects=False,
     )
     assert answer.headers["location"] == location
+
+
+def _rows(page: str) -> list[int]:
+    return [int(n) for n in re.findall(r'<td class="num"><a href="/changes/(\d+)">', page)]
+
+
+def test_the_changes_page_shows_a_page_of_changes_with_links_to_the_others(client):
+    from microseg.server.web.routes.changes import CHANGES_PER_PAGE
+
+    for number in range(2 * CHANGES_PER_PAGE + 7):
+        client.store.changes.create(1, None, "alice", f"change {number + 1}", [])
+    total = 2 * CHANGES_PER_PAGE + 7
+    sign_in(client, "vera")
+    first = client.get("/changes").text
+    assert _rows(first) == list(range(total, total - CHANGES_PER_PAGE, -1))
+    assert f"changes 1–{CHANGES_PER_PAGE} of {total}" in first
+    assert f'href="/changes?offset={CHANGES_PER_PAGE}"' in first and "newer" not in first
+    last = client.get("/changes", params={"offset": 2 * CHANGES_PER_PAGE}).text
+    assert _rows(last) == list(range(7, 0, -1))
+    assert f'href="/changes?offset={CHANGES_PER_PAGE}"' in last and "older" not in last
+    beyond = client.get("/changes", params={"offset": total + 5})
+    assert beyond.status_code == 200 and _rows(beyond.text) == []
+    assert 'href="/changes">newest</a>' in beyond.text
+
+
+@pytest.mark.parametrize("offset", ["x", "-1", "1.5", "9" * 40])
+def test_a_bad_changes_page_offset_is_a_page_saying_so(client, offset):
+    sign_in(client, "vera")
+    answer = client.get("/changes", params={"offset": offset})
+    assert answer.status_code == 400
+    assert "offset" in answer.text and "Traceback" not in answer.text
+
+
+def test_the_dashboard_reads_only_the_newest_changes(client, monkeypatch):
+    from microseg.store.changes import ChangeTable
+
+    for number in range(12):
+        client.store.changes.create(1, None, "alice", f"change {number + 1}", [])
+    asked = []
+    listed = ChangeTable.list
+
+    def spy(self, limit=None, offset=0):
+        asked.append(limit)
+        return listed(self, limit, offset)
+
+    monkeypatch.setattr(ChangeTable, "list", spy)
+    sign_in(client, "vera")  # (which shows the dashboard)
+    asked.clear()
+    page = client.get("/").text
+    assert asked == [8] and "/changes/12" in page and '/changes/4"' not in page

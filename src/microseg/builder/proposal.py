@@ -113,6 +113,16 @@ class HardwareUse:
 
 
 @dataclass(frozen=True)
+class UnverifiedDevice:
+    """A device whose policy does not compile (without the proposals, or with them): the
+    evaluator cannot decide its packets, so its sessions are not counted as covered."""
+
+    device: str
+    reason: str  # the CompileError; "with the proposals: ..." when only they break it
+    sessions: int  # evidence sessions that pass it
+
+
+@dataclass(frozen=True)
 class RecommendedRule:
     rule: Rule
     evidence: Evidence
@@ -145,6 +155,7 @@ class Quality:
     rules: int
     evidence_sessions: int
     covered_sessions: int | None  # verified by the evaluator; None when it cannot run
+    # `coverage`: covered_sessions / the evidence sessions that pass no unverified device
     coverage: float | None
     config_lines: int | None  # configuration lines the proposals add, over every device
     observed_combinations: int
@@ -152,6 +163,7 @@ class Quality:
     over_permissiveness: float
     notes: tuple[str, ...] = ()
     hardware: tuple[HardwareUse, ...] = ()
+    unverified: tuple[UnverifiedDevice, ...] = ()  # coverage is of the other sessions
 
 
 @dataclass(frozen=True)

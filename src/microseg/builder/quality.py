@@ -11,6 +11,7 @@ Hardware entries are lint's estimate (`evaluate.lint.hardware_report`) before an
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -21,11 +22,12 @@ from microseg.builder.proposal import (
     HardwareUse,
     Recommendation,
     RecommendedRule,
+    UnverifiedDevice,
     proposed_policy_set,
 )
 from microseg.builder.recommend import factorize
 from microseg.builder.services import ServerSide, server_side
-from microseg.compile import CompileError, DeviceIntent, compile_all
+from microseg.compile import CompileError, DeviceIntent, compile_all, compile_each
 from microseg.compile.diff import diff_text
 from microseg.evaluate import VERDICTS, CompiledDevice, Evaluation, PacketBatch
 from microseg.evaluate.packets import (
@@ -196,16 +198,36 @@ def decide(
     evidence: SessionColumns,
     side: ServerSide | None = None,
     replay: Replay | None = None,
+    uncompiled: Collection[str] = (),
 ) -> list[DeviceDecisions]:
-    """Every device's decisions for the sessions that pass it (a device with a segment
-    holding either end; every device when none does). `replay`: the sessions' packets, when
-    already built."""
+    """Every device's decisions for the sessions that pass it (`passing_sessions`).
+    `replay`: the sessions' packets, when already built. `uncompiled`: devices without an
+    intent (their policy does not compile): they decide nothing, but their segments still
+    say where sessions go."""
     if not len(evidence) or not intents:
         return []
     replay = replay_packets(evidence, side) if replay is None else replay
+    passing = passing_sessions(policy_set, [*intents, *uncompiled], evidence, replay)
+    decisions = []
+    for name, intent in intents.items():
+        rows = passing[name]
+        if not len(rows):
+            continue  # no session passes this device: it decides nothing
+        request, reply, inverse = _evaluate(CompiledDevice(intent), replay, evidence, rows)
+        decisions.append(
+            DeviceDecisions(intent, rows, request, reply, inverse, replay.has_reply[rows])
+        )
+    return decisions
+
+
+def passing_sessions(
+    policy_set: PolicySet, devices: list[str], evidence: SessionColumns, replay: Replay
+) -> dict[str, np.ndarray]:
+    """Per device of `devices`, the sessions (indices) that pass it: those with an end in
+    one of its segments, and those with neither end in any of the devices' segments."""
     addresses = evidence.addresses
     local: dict[str, np.ndarray] = {}  # per device: its addresses (a segment holds them)
-    for name in intents:
+    for name in devices:
         subnets = tuple(s for seg in policy_set.device(name).segments for s in seg.subnets)
         local[name] = np.flatnonzero(addresses.in_prefixes(subnets))
     known = np.zeros(len(addresses), dtype=bool)
@@ -214,22 +236,16 @@ def decide(
     nowhere = np.flatnonzero(~(known[replay.client] | known[replay.server]))
     clients = _ByAddress(replay.client, len(addresses))
     servers = _ByAddress(replay.server, len(addresses))
-    decisions = []
-    for name, intent in intents.items():
+    passing = {}
+    for name in devices:
         here = np.zeros(len(addresses), dtype=bool)
         here[local[name]] = True
         by_server = servers.sessions(local[name])
         # a session with both ends here is among the client's already
-        rows = np.concatenate(
+        passing[name] = np.concatenate(
             [clients.sessions(local[name]), by_server[~here[replay.client[by_server]]], nowhere]
         )
-        if not len(rows):
-            continue  # no session passes this device: it decides nothing
-        request, reply, inverse = _evaluate(CompiledDevice(intent), replay, evidence, rows)
-        decisions.append(
-            DeviceDecisions(intent, rows, request, reply, inverse, replay.has_reply[rows])
-        )
-    return decisions
+    return passing
 
 
 def deciding_rules(
@@ -286,7 +302,7 @@ def verify(
     if target is None:
         notes.append("no target policy (use --policy): the rules are not bound anywhere")
     try:
-        before = compile_all(policy_set)
+        before, before_errors = compile_each(policy_set)
         placed = _Placed(recommendation, membership)
         if target is not None and recommendation.rules:
             objects = proposed_policy_set(policy_set, replace(recommendation, target_policy=None))
@@ -299,29 +315,74 @@ def verify(
             )
             placed = _placed(recommendation, positions, membership, policy_set.policy(target))
         proposed = proposed_policy_set(policy_set, placed.recommendation)
-        after = compile_all(proposed)
+        after, after_errors = compile_each(proposed)
     except CompileError as error:
         notes.append(f"cannot compile the policy with the proposals: {error}")
         return replace(recommendation, quality=replace(quality, notes=tuple(notes)))
+    # A device that does not compile costs its own verification, not the others'.
+    failed = {name: f"with the proposals: {reason}" for name, reason in after_errors.items()}
+    failed.update(before_errors)
+    before = {name: intent for name, intent in before.items() if name not in failed}
+    after = {name: intent for name, intent in after.items() if name not in failed}
     result = placed.recommendation
-    tomorrow = [d.take(evidence) for d in decide(proposed, after, sessions, replay=replay)]
-    covered = _covered(tomorrow, weights)
-    config_lines, unrendered = _config_lines_added(policy_set, proposed, before, after)
+    tomorrow = decide(proposed, after, sessions, replay=replay, uncompiled=failed)
+    unverified, unverified_rows = _unverified(
+        proposed, after, failed, sessions, replay, evidence, weights
+    )
+    weights_unverified = total(weights[unverified_rows])
+    verifiable = quality.evidence_sessions - weights_unverified
+    covered = _covered([d.take(evidence) for d in tomorrow], weights, unverified_rows)
+    notes += [
+        f"{u.device} not verified: its policy does not compile ({u.reason}); "
+        f"evidence sessions that pass it: {u.sessions}, not counted as covered"
+        for u in unverified
+    ]
+    config_lines, unrendered = _config_lines_added(policy_set, proposed, before, after, failed)
     notes += unrendered
     if config_lines is None and not unrendered:
         notes.append("no device in the policy: no config lines to count")
+    if not quality.evidence_sessions:
+        coverage: float | None = 1.0
+    else:
+        coverage = covered / verifiable if verifiable else None
     return replace(
         result,
         rules=_with_current_decisions(result.rules, today, placed.membership, weights),
         quality=replace(
             quality,
-            covered_sessions=covered,
-            coverage=covered / quality.evidence_sessions if quality.evidence_sessions else 1.0,
+            covered_sessions=covered if coverage is not None else None,
+            coverage=coverage,
             config_lines=config_lines,
             hardware=hardware_use(policy_set, proposed, before, after),
             notes=tuple(notes),
+            unverified=unverified,
         ),
     )
+
+
+def _unverified(
+    policy_set: PolicySet,
+    intents: dict[str, DeviceIntent],
+    failed: dict[str, str],
+    sessions: SessionColumns,
+    replay: Replay,
+    evidence: np.ndarray,
+    weights: np.ndarray,
+) -> tuple[tuple[UnverifiedDevice, ...], np.ndarray]:
+    """The devices that do not compile, each with the evidence sessions that pass it, and
+    per evidence session whether it passes any of them. `evidence`: each session's position
+    among the evidence, -1 if it is none (`session_positions`); `weights`: per position."""
+    unverified = np.zeros(len(weights), dtype=bool)
+    if not failed or not len(sessions):
+        return tuple(UnverifiedDevice(n, r, 0) for n, r in sorted(failed.items())), unverified
+    passing = passing_sessions(policy_set, [*intents, *failed], sessions, replay)
+    devices = []
+    for name, reason in sorted(failed.items()):
+        positions = evidence[passing[name]]
+        positions = np.unique(positions[positions >= 0])
+        unverified[positions] = True
+        devices.append(UnverifiedDevice(name, reason, total(weights[positions])))
+    return tuple(devices), unverified
 
 
 @dataclass(frozen=True)
@@ -374,12 +435,15 @@ def hardware_use(
     )
 
 
-def _covered(tomorrow: list[DeviceDecisions], weights: np.ndarray) -> int:
+def _covered(
+    tomorrow: list[DeviceDecisions], weights: np.ndarray, unverified: np.ndarray | None = None
+) -> int:
     """Sessions (weighted) whose request and reply are forwarded on every device they pass
-    (the reply only when the request expects one)."""
+    (the reply only when the request expects one); none that passes a device it cannot
+    decide (`unverified`, per session)."""
     if not len(weights):
         return 0
-    allowed = np.ones(len(weights), dtype=bool)
+    allowed = np.ones(len(weights), dtype=bool) if unverified is None else ~unverified
     for decisions in tomorrow:
         request = decisions.request.forwarded[decisions.inverse]
         reply = decisions.reply.forwarded[decisions.inverse]
@@ -440,6 +504,7 @@ def _config_lines_added(
     after_set: PolicySet,
     before: dict[str, DeviceIntent],
     after: dict[str, DeviceIntent],
+    failed: dict[str, str],
 ) -> tuple[int | None, list[str]]:
     """Lines the proposals add to the devices' configurations, each rendered by its own
     target and counted by the same section-aware diff `microseg diff` and `workspace build`
@@ -453,6 +518,9 @@ def _config_lines_added(
         return None, []
     added, notes = 0, []
     for name in names:
+        if name in failed:
+            notes.append(f"config lines of {name} not counted: its policy does not compile")
+            continue
         try:
             old, new = (
                 device_config(before_set, name, before),

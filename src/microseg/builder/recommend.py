@@ -56,7 +56,7 @@ from microseg.builder.services import (
     syn_acknowledged,
 )
 from microseg.builder.times import iso_time
-from microseg.compile import CompileError, compile_all
+from microseg.compile import CompileError, compile_each
 from microseg.flows.engines import KEPT_ROWS
 from microseg.flows.session_columns import EPHEMERAL, SessionColumns, session_columns
 from microseg.flows.sums import group_sums, pair_total, saturated, total
@@ -153,7 +153,8 @@ def classify(policy_set: PolicySet, scoped: SessionColumns, options: BuilderOpti
     replay = replay_packets(scoped, side)
     use = np.ones(len(scoped), dtype=bool) if options.include_blocked else answered(scoped)
     try:
-        today = decide(policy_set, compile_all(policy_set), scoped, replay=replay)
+        intents, uncompiled = compile_each(policy_set)
+        today = decide(policy_set, intents, scoped, replay=replay, uncompiled=uncompiled)
     except CompileError:
         today = []  # verify() says why nothing could be measured
     existing = standing(today, len(scoped))

@@ -38,6 +38,7 @@ def recommendation_json(recommendation: Recommendation) -> dict[str, Any]:
             "observed_combinations": quality.observed_combinations,
             "allowed_combinations": quality.allowed_combinations,
             "hardware": [{**asdict(h), "over_budget": h.over_budget} for h in quality.hardware],
+            "unverified": [asdict(u) for u in quality.unverified],
             "notes": list(quality.notes),
         },
     }

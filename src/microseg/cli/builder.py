@@ -335,13 +335,20 @@ def _target(recommendation: Recommendation) -> str:
     return f"for policy {recommendation.target_policy}"
 
 
+def _unverified_text(quality) -> str:
+    if not quality.unverified:
+        return ""
+    return "; not verified on " + ", ".join(u.device for u in quality.unverified)
+
+
 def print_quality(recommendation: Recommendation) -> None:
     quality = recommendation.quality
     coverage = "not verified" if quality.coverage is None else f"{quality.coverage:.1%}"
     lines = "n/a" if quality.config_lines is None else str(quality.config_lines)
     console.print(
         f"[bold]Quality[/]: coverage {coverage} of {counted(quality.evidence_sessions, 'session')} "
-        f"(of {recommendation.scoped_sessions} in scope), {counted(quality.rules, 'rule')}, "
+        f"(of {recommendation.scoped_sessions} in scope{_unverified_text(quality)}), "
+        f"{counted(quality.rules, 'rule')}, "
         f"{lines} EOS config lines added, over-permissiveness {quality.over_permissiveness:.2f} "
         f"({quality.allowed_combinations} host/service combinations allowed, "
         f"{quality.observed_combinations} observed)"

@@ -70,16 +70,21 @@ def change_create(
 
 
 @change_app.command("list")
-def change_list(as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP)) -> None:
+def change_list(
+    limit: int | None = typer.Option(
+        None, "-n", "--limit", min=1, max=2**31 - 1, help="Show only the newest N."
+    ),
+    as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
+) -> None:
     """Changes, newest first.
 
-    Example: microseg change list
+    Example: microseg change list -n 20
     """
     from microseg.deploy import list_changes
     from microseg.store import open_store
 
     with open_store() as store:
-        changes = list_changes(store)
+        changes = list_changes(store, limit)
     if as_json:
         emit_json([c.as_json(details=False) for c in changes])
         return

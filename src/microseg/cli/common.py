@@ -83,14 +83,44 @@ def emit_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
+# POSIX utility syntax guideline 13: an operand "-" names standard output (for a file
+# named "-", write `./-`). Said in the help of every option that writes a file.
+STANDARD_OUTPUT = "-"
+OUTPUT_HELP_DASH = "'-': standard output."
+
+
+def is_standard_output(path: str | Path | None) -> bool:
+    """Whether an output option names standard output: exactly `-` as the user typed it."""
+    return isinstance(path, str) and path == STANDARD_OUTPUT
+
+
+def output_name(path: str | Path) -> str:
+    """How a status line names an output: its path, or `standard output`."""
+    return "standard output" if is_standard_output(path) else str(path)
+
+
+def status_console(path: str | Path) -> Console:
+    """Where to say what was written: stderr when the output itself is on stdout."""
+    return err_console if is_standard_output(path) else console
+
+
 def write_output(
-    path: Path, content: str | bytes | Writer, reads: tuple[str, Path | None] | None = None
+    path: str | Path,
+    content: str | bytes | Writer,
+    reads: tuple[str, Path | None] | None = None,
+    *,
+    binary: str | None = None,
 ) -> None:
     """Write a command's output file (`-o FILE`, `--csv FILE`, ...): the CLI's one writer.
 
     `content` is text (UTF-8), bytes, or a function that writes to a binary file. `reads`:
     (what, file) the command reads, which the output must not replace (a policy compiled
-    over itself, sessions exported over their own file and summarised).
+    over itself, sessions exported over their own file and summarised). `binary`: content
+    no terminal can show, by its format's name (`Parquet`): refused when standard output is
+    a terminal.
+
+    * `-` (the string the user typed, see STANDARD_OUTPUT) is standard output, written in
+      place as a stream; `./-` is a file named `-`.
 
     * A regular file (or a new one) is replaced atomically: readers see the old file or the
       new one, never a part. The temporary file has a unique name in the target's directory,
@@ -103,6 +133,10 @@ def write_output(
 
     A file that cannot be written (no such directory, a directory in the way, no
     permission, a full or read-only disk) is a user error naming it."""
+    if is_standard_output(path):
+        _write_standard_output(content, binary)
+        return
+    path = Path(path)
     if reads is not None and reads[1] is not None and _same_file(path, reads[1]):
         raise MicrosegError(
             f"cannot write {path}: it is the {reads[0]} this command reads, which the output "
@@ -125,6 +159,19 @@ def write_output(
     except OSError as error:
         reason = error.strerror or str(error)
         raise MicrosegError(f"cannot write {path}: {reason}") from None
+
+
+def _write_standard_output(content: str | bytes | Writer, binary: str | None) -> None:
+    stream = sys.stdout.buffer
+    if binary is not None and stream.isatty():
+        # as gzip refuses: "compressed data not written to a terminal"
+        raise MicrosegError(
+            f"{binary} is binary: not written to a terminal (redirect standard output to a "
+            "file or a pipe, or give a file name)"
+        )
+    sys.stdout.flush()  # what was printed before comes first
+    write_content(stream, content)
+    stream.flush()
 
 
 def _same_file(one: Path, other: Path) -> bool:

@@ -12,11 +12,15 @@ import typer
 from microseg.cli.app import COMPILE_AND_CHECK, app, demo_step
 from microseg.cli.common import (
     JSON_OPTION_HELP,
+    OUTPUT_HELP_DASH,
     POLICY_HELP,
     console,
     counted,
     emit_json,
+    is_standard_output,
+    output_name,
     resolve_policy,
+    status_console,
     write_output,
 )
 from microseg.cli.demo import DemoContext
@@ -61,8 +65,12 @@ def compile_command(
         "-t",
         help="A target: eos, nftables or an installed plug-in (default: the device's platform).",
     ),
-    output: Path | None = typer.Option(
-        None, "--output", "-o", help="Write the configuration to FILE (atomically) instead."
+    output: str | None = typer.Option(
+        None,
+        "--output",
+        "-o",
+        metavar="FILE",
+        help="Write the configuration to FILE (atomically) instead. " + OUTPUT_HELP_DASH,
     ),
     collector: str | None = typer.Option(
         None,
@@ -87,6 +95,8 @@ def compile_command(
 
     if target is not None and target not in registry.names():
         raise MicrosegError(f"--target {target!r}: choose one of {', '.join(registry.names())}")
+    if json_output and is_standard_output(output):
+        raise MicrosegError("--output - and --json both write to standard output: give one")
     policy_set = resolve_policy(policy)
     config, used_target = render_config(
         policy_set,
@@ -103,7 +113,10 @@ def compile_command(
     elif output is None:
         sys.stdout.write(config)
     else:
-        console.print(f"wrote {used_target} configuration of {device} to {output}", markup=False)
+        status_console(output).print(
+            f"wrote {used_target} configuration of {device} to {output_name(output)}",
+            markup=False,
+        )
 
 
 def print_diffs(diffs: list[DeviceDiff], json_output: bool, **extra: object) -> None:

@@ -15,12 +15,15 @@ from microseg.cli.app import FLOWS, app, demo_step
 from microseg.cli.common import (
     ENGINE_HELP,
     JSON_OPTION_HELP,
+    OUTPUT_HELP_DASH,
     SPARK_CONF_HELP,
     SPARK_MASTER_HELP,
     console,
     counted,
     err_console,
+    output_name,
     session_engine,
+    status_console,
     write_output,
 )
 from microseg.model import MicrosegError
@@ -306,8 +309,12 @@ def print_session_table(table: pa.Table) -> None:
 
 @sessions_app.command("export")
 def export_sessions(
-    parquet: Path | None = typer.Option(None, "--parquet", help="Write a Parquet file."),
-    csv: Path | None = typer.Option(None, "--csv", help="Write a CSV file."),
+    parquet: str | None = typer.Option(
+        None, "--parquet", metavar="FILE", help="Write a Parquet file. " + OUTPUT_HELP_DASH
+    ),
+    csv: str | None = typer.Option(
+        None, "--csv", metavar="FILE", help="Write a CSV file. " + OUTPUT_HELP_DASH
+    ),
     store: Path | None = typer.Option(None, "--store", help=STORE_HELP),
     no_eph: bool = typer.Option(False, "--no-eph", help="Keep ephemeral client ports."),
     engine: str = typer.Option("duckdb", "--engine", help=ENGINE_HELP),
@@ -347,6 +354,7 @@ def export_sessions(
                 parquet,
                 lambda file: write(file, pq.ParquetWriter, OUTPUT_SCHEMA, _as_table),
                 reads,
+                binary="Parquet",
             )
         elif csv is not None:
             write_output(
@@ -354,7 +362,8 @@ def export_sessions(
                 lambda file: write(file, pa_csv.CSVWriter, _text_times_schema(), _with_text_times),
                 reads,
             )
-    console.print(f"{parquet or csv}: {rows} session rows", markup=False)
+    output = parquet or csv or ""
+    status_console(output).print(f"{output_name(output)}: {rows} session rows", markup=False)
 
 
 @sessions_app.command("compact")

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
 
 from microseg.cli.app import POLICY_FILES, app
 from microseg.cli.common import (
     JSON_OPTION_HELP,
+    OUTPUT_HELP_DASH,
     POLICY_HELP,
     console,
     emit_json,
@@ -89,8 +88,12 @@ def schema() -> None:
 @app.command(rich_help_panel=POLICY_FILES)
 def fmt(
     policy: str = typer.Argument(..., help=POLICY_HELP),
-    output: Path | None = typer.Option(
-        None, "-o", "--output", help="Write here instead of stdout."
+    output: str | None = typer.Option(
+        None,
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="Write here instead of stdout. " + OUTPUT_HELP_DASH,
     ),
 ) -> None:
     """Print a policy in canonical form (sorted, defaults omitted, byte-stable).

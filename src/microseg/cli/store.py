@@ -6,7 +6,6 @@ The store is $MICROSEG_DATABASE_URL, else SQLite in the user data dir.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -14,8 +13,10 @@ import typer
 from microseg.cli.app import STORE, app, demo_step
 from microseg.cli.common import (
     JSON_OPTION_HELP,
+    OUTPUT_HELP_DASH,
     console,
     emit_json,
+    output_name,
     policy_path,
     print_table,
     write_output,
@@ -86,7 +87,9 @@ def import_policy(
 @app.command(rich_help_panel=STORE)
 def export(
     revision: int | None = typer.Option(None, "-r", "--revision", help="Default: the head."),
-    output: Path | None = typer.Option(None, "-o", "--output", help="Default: stdout."),
+    output: str | None = typer.Option(
+        None, "-o", "--output", metavar="FILE", help="Default: stdout. " + OUTPUT_HELP_DASH
+    ),
 ) -> None:
     """Write a revision's policy as canonical YAML (the same bytes as `microseg fmt`).
 
@@ -105,7 +108,7 @@ def export(
         typer.echo(text, nl=False)
     else:
         write_output(output, text)
-        typer.echo(f"wrote revision {revision} to {output}", err=True)
+        typer.echo(f"wrote revision {revision} to {output_name(output)}", err=True)
 
 
 @app.command(rich_help_panel=STORE)

@@ -221,6 +221,21 @@ def compile_all(policy_set: PolicySet) -> dict[str, DeviceIntent]:
         return {name: _compile(resolved, name) for name in names}
 
 
+def compile_each(policy_set: PolicySet) -> tuple[dict[str, DeviceIntent], dict[str, str]]:
+    """Every device that belongs to a security domain, each on its own: the intents of those
+    that compile, and why each other one does not (both by name, sorted). A CompileError of
+    the policy as a whole (not of one device) is still raised."""
+    with paused_garbage_collector():
+        resolved = _Resolved.of(policy_set)
+        intents, errors = {}, {}
+        for name in sorted({d for domain in policy_set.domains for d in domain.devices}):
+            try:
+                intents[name] = _compile(resolved, name)
+            except CompileError as error:
+                errors[name] = str(error)
+        return intents, errors
+
+
 def compile_device(policy_set: PolicySet, device_name: str) -> DeviceIntent:
     """The DeviceIntent of one device. CompileError if it cannot be compiled."""
     with paused_garbage_collector():

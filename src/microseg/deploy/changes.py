@@ -177,8 +177,10 @@ def show_change(store: Store, change: int) -> ChangeRecord:
         return store.changes.get(change)
 
 
-def list_changes(store: Store) -> list[ChangeRecord]:
-    changes = store.changes.list()
+def list_changes(store: Store, limit: int | None = None, offset: int = 0) -> list[ChangeRecord]:
+    """Changes, newest first: `limit` of them (None: all) after the `offset` newest; a
+    running one with its progress."""
+    changes = store.changes.list(limit, offset)
     if any(c.state == "running" for c in changes):
         return [show_change(store, c.id) if c.state == "running" else c for c in changes]
     return changes

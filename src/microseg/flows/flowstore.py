@@ -272,7 +272,7 @@ class FlowStore:
         superseded = set()
         for name, footer in scan.footers.items():
             for source in footer.sources:
-                if _is_segment_name(source) and source != name:
+                if is_segment_name(source) and source != name:
                     superseded.add(source)
                 else:
                     scan.ignored.append(
@@ -365,7 +365,7 @@ class FlowStore:
             return []
         # the sources' own sources too: if any survived a crash they stay superseded
         names = {segment.name for segment in merged}
-        names.update(s for m in merged for s in scan.footers[m.name].sources if _is_segment_name(s))
+        names.update(s for m in merged for s in scan.footers[m.name].sources if is_segment_name(s))
         self._write_segment(
             sort_sessions(pa.concat_tables(tables)),
             {COMPACTED_FROM: json.dumps(sorted(names)).encode()},
@@ -403,7 +403,7 @@ class FlowStore:
     def _remove_stray_temporaries(self) -> None:
         """Temporaries a crashed writer left; a live writer holds the lock shared."""
         try:
-            with _flock(self.directory / WRITERS_LOCK, fcntl.LOCK_EX | fcntl.LOCK_NB):
+            with file_lock(self.directory / WRITERS_LOCK, fcntl.LOCK_EX | fcntl.LOCK_NB):
                 for stray in self.segment_dir.glob(".tmp-*"):
                     stray.unlink(missing_ok=True)
         except OSError:  # a writer at work (EWOULDBLOCK), or a read-only store
@@ -456,7 +456,7 @@ class FlowStore:
         temporary = directory / f"{MERGE_PREFIX if merging else '.tmp-'}{name}"
         final = directory / name
         flat = partition is None
-        lock = _flock(self.directory / WRITERS_LOCK, fcntl.LOCK_SH) if flat else _no_lock()
+        lock = file_lock(self.directory / WRITERS_LOCK, fcntl.LOCK_SH) if flat else _no_lock()
         with lock:
             try:
                 pq.write_table(table, temporary, compression="zstd")
@@ -481,7 +481,9 @@ def _no_lock() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _flock(path: Path, operation: int) -> Iterator[None]:
+def file_lock(path: Path, operation: int) -> Iterator[None]:
+    """flock(2) `operation` on the file `path` (made if missing) while the block runs; the
+    kernel releases it if the process dies. LOCK_NB: BlockingIOError when it is held."""
     descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(descriptor, operation)
@@ -494,7 +496,7 @@ class _Unreadable(Exception):
     """Why a file named like a segment is not one we can read."""
 
 
-def _is_segment_name(name: object) -> bool:
+def is_segment_name(name: object) -> bool:
     """A plain segment file name: no directory part, so it names a file in this store."""
     return (
         isinstance(name, str)

@@ -16,7 +16,7 @@ from microseg.compile.resolve import compile_all
 from microseg.deploy.credentials import CredentialStore
 from microseg.deploy.devices import DEFAULT_TIMEOUT_S, open_device
 from microseg.model import MicrosegError, PolicySet
-from microseg.monitor.series import CounterRow, CounterSeries
+from microseg.monitor.series import COMPACT_AFTER, CounterRow, CounterSeries
 from microseg.store import Store
 from microseg.targets import DriverError
 from microseg.targets.render import configured_names
@@ -135,6 +135,7 @@ def poll(
         rows.extend(read)
         outcomes.append(DevicePoll(device.device, device.change, len(counters), None, tuple(read)))
     series.write(rows)
+    series.compact(at_least=COMPACT_AFTER)  # one segment per poll would pile up for ever
     return outcomes
 
 

@@ -219,11 +219,16 @@ class ChangeTable:
         with self._store._reading() as session:
             return _record(session, _change(session, change), details=True)
 
-    def list(self) -> list[ChangeRecord]:
-        """Every change, newest first (devices, without approvals and events)."""
+    def list(self, limit: int | None = None, offset: int = 0) -> list[ChangeRecord]:
+        """Changes, newest first (devices, without approvals and events): `limit` of them
+        (None: every one) after skipping the `offset` newest."""
         with self._store._reading() as session:
-            found = session.scalars(select(Change).order_by(Change.id.desc()))
-            return [_record(session, change, details=False) for change in found]
+            query = select(Change).order_by(Change.id.desc()).limit(limit).offset(offset)
+            return [_record(session, change, details=False) for change in session.scalars(query)]
+
+    def count(self) -> int:
+        with self._store._reading() as session:
+            return session.scalar(select(func.count()).select_from(Change)) or 0
 
     def transition(
         self,

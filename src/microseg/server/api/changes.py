@@ -81,9 +81,16 @@ class FourEyesSetting(RequestBody):
 
 
 @router.get("/changes", response_model=list[dict[str, Any]])
-def changes(principal: Viewer, request: Request) -> list[dict[str, Any]]:
-    """Changes, newest first (devices by name)."""
-    return [c.as_json(details=False) for c in list_changes(server_context(request).store)]
+def changes(
+    principal: Viewer,
+    request: Request,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
+) -> list[dict[str, Any]]:
+    """Changes, newest first (devices by name), paged as `/api/sessions` is: `limit` of
+    them after the `offset` newest (an empty list past the oldest)."""
+    store = server_context(request).store
+    return [c.as_json(details=False) for c in list_changes(store, limit, offset)]
 
 
 @router.get("/changes/{change}", response_model=dict[str, Any])

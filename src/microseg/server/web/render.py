@@ -13,6 +13,7 @@ from fastapi.responses import HTMLResponse
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from microseg.compile.diff import DeviceDiff
+from microseg.model import MicrosegError
 from microseg.model.ports import PROTOCOL_NAMES
 from microseg.server.web.identity import csrf_token, signed_in
 
@@ -97,6 +98,44 @@ ENVIRONMENT.filters["when"] = when
 ENVIRONMENT.filters["json"] = as_json
 ENVIRONMENT.filters["names"] = names
 ENVIRONMENT.globals["diff_lines"] = diff_lines
+
+
+@dataclass(frozen=True)
+class Paging:
+    """Where a list page is in its list, newest first: the `offset` newest skipped, `size`
+    per page, `total` in the list. Paged with `?offset=N`, as the API's lists are."""
+
+    offset: int
+    size: int
+    total: int
+
+    @property
+    def last(self) -> int:
+        """The position of the page's last row (1-based)."""
+        return min(self.offset + self.size, self.total)
+
+    @property
+    def newer(self) -> int | None:
+        """The offset of the page before, None on the first."""
+        return max(self.offset - self.size, 0) if self.offset else None
+
+    @property
+    def older(self) -> int | None:
+        """The offset of the page after, None on the last."""
+        return self.offset + self.size if self.offset + self.size < self.total else None
+
+
+MAX_OFFSET = 2**31 - 1  # as the API's `offset` query parameters
+
+
+def page_offset(request: Request) -> int:
+    """The `offset` query parameter of a list page: a whole number, 0 when absent."""
+    text = request.query_params.get("offset", "0")
+    if not (text.isascii() and text.isdigit()) or len(text) > 10 or int(text) > MAX_OFFSET:
+        raise MicrosegError(f"offset {text[:20]!r}: expected a whole number from 0 to {MAX_OFFSET}")
+    return int(text)
+
+
 ENVIRONMENT.globals["diff_counts"] = diff_counts
 ENVIRONMENT.globals["navigation"] = NAVIGATION
 

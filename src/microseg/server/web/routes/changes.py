@@ -28,20 +28,32 @@ from microseg.deploy.run import DEFAULT_CONFIRM_WITHIN_S
 from microseg.model import MicrosegError
 from microseg.server.web.errors import WebRoute
 from microseg.server.web.identity import Approver, Editor, Viewer, actor, audit, store_of
-from microseg.server.web.render import ENVIRONMENT, page
+from microseg.server.web.render import ENVIRONMENT, Paging, page, page_offset
 from microseg.store import ChangeRecord
 from microseg.store.notices import CHANGE_NOTICES
 
 router = APIRouter(route_class=WebRoute)
 
 START_WAIT_POLLS, START_WAIT_POLL_S = 200, 0.05
+CHANGES_PER_PAGE = 50
 
 
 @router.get("/changes", response_class=HTMLResponse)
 def changes(request: Request, _: Viewer) -> HTMLResponse:
+    """A page of changes, newest first (`?offset=N`): a store with thousands of runs is not
+    rendered all at once."""
+    offset = page_offset(request)
     with store_of(request) as store:
-        records = list_changes(store)
-    return page(request, "changes.html", "changes", title="Change Control", changes=records)
+        paging = Paging(offset, CHANGES_PER_PAGE, store.changes.count())
+        records = list_changes(store, CHANGES_PER_PAGE, offset)
+    return page(
+        request,
+        "changes.html",
+        "changes",
+        title="Change Control",
+        changes=records,
+        paging=paging,
+    )
 
 
 @router.get("/changes/{change}", response_class=HTMLResponse)

@@ -35,7 +35,7 @@ def dashboard(request: Request, _: Viewer) -> HTMLResponse:
             "policy_set": policy_set,
             "devices": devices,
             "workspaces": store.workspace_list(),
-            "changes": list_changes(store)[:8],
+            "changes": list_changes(store, limit=8),
             "revisions": store.log(8),
         }
     return page(request, "dashboard.html", "dashboard", title="Dashboard", **context)
