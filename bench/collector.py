@@ -504,13 +504,17 @@ def cpu_per_million(trial: Trial | None) -> float | None:
 
 
 def memory_per_million_sessions(workers: int) -> dict:
-    """A SessionTable holding 1,000,000 distinct active sessions: Arrow bytes and RSS; with
-    N workers each holds its own table of about 1,000,000 / N (the kernel spreads exporters)."""
+    """A SessionTable holding 1,000,000 distinct active sessions: its bytes and RSS; with
+    N workers each holds its own table of about 1,000,000 / N (the kernel spreads exporters).
+    Memory is set up as a collector sets it (no huge pages: without that, the first touch
+    of the table's pages is what this merge would time)."""
     import numpy as np
 
     from microseg.flows.batch import FlowBatch
+    from microseg.flows.collector import keep_freed_memory
     from microseg.flows.sessions import SessionTable
 
+    keep_freed_memory()
     count = 1_000_000
     batch = FlowBatch.empty(count)
     batch.family[:] = 4

@@ -4,12 +4,13 @@ a FIFO or /dev/zero as a policy file, options that do not apply, an empty import
 from __future__ import annotations
 
 import os
+import subprocess
 import threading
 
 import pytest
 
 from microseg.policyfile import loader
-from support import EXAMPLES
+from support import EXAMPLES, cli_command, cli_env
 
 HOME_LAB = str(EXAMPLES / "home-lab.yaml")
 HUGE = "9" * 5000
@@ -114,6 +115,34 @@ def test_a_fifo_as_a_policy_file_is_refused_without_waiting_for_a_writer(run_cli
         pytest.fail("validate waited on the FIFO for a writer")
     error = _user_error(done[0])
     assert f"{fifo}: not a regular file (a FIFO, device or socket)" in error
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["recommend", str(EXAMPLES / "home-lab.yaml"), "--sessions"],
+        ["sessions", "export", "--csv", "out.csv", "--store"],
+    ],
+)
+def test_a_fifo_as_a_session_file_is_refused_without_waiting_for_a_writer(tmp_path, argv):
+    # A session file is read more than once (columns, rows, summary): a FIFO, even with a
+    # writer, left the command waiting for ever at its second open.
+    fifo = tmp_path / "sessions.csv"
+    os.mkfifo(fifo)
+    try:
+        done = subprocess.run(
+            cli_command(*argv, str(fifo)),
+            cwd=tmp_path,
+            env=cli_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{argv[0]} waited on the FIFO for a writer")
+    assert done.returncode == 1
+    assert f"{fifo}: not a regular file (a FIFO, device or socket)" in done.stderr
+    assert not (tmp_path / "out.csv").exists()
 
 
 @pytest.mark.parametrize("device", ["/dev/zero", "/dev/urandom", "/dev/null"])

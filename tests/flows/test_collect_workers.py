@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 from collections import Counter
 from pathlib import Path
 
@@ -15,7 +14,6 @@ from flows_collector import Collector, collect_while_a_port_is_taken
 from flows_encoder import SOFTFLOWD_V4, data_set, ipfix_message, ipfix_template_set
 from flows_encoder import softflowd_v4_record as record
 
-from microseg.flows import collector as collector_module
 from microseg.flows.flowstore import FlowStore, read_sessions
 from microseg.flows.workers import combine_stats, worker_ids
 from microseg.model import MicrosegError
@@ -128,22 +126,3 @@ def test_workers_counters_add_up_per_exporter():
         "exporters": {"10.0.0.1": {"records": 90}, "10.0.0.2": {"records": 5}},
         "workers": 3,
     }
-
-
-def test_a_readable_socket_is_drained_in_bursts(monkeypatch):
-    monkeypatch.setattr(collector_module, "READ_BURST", 4)
-    sock = collector_module.open_socket("127.0.0.1", 0, 1 << 20)
-    with sock, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
-        for index in range(10):
-            sender.sendto(bytes([index]), sock.getsockname())
-        datagrams: list = []
-        taken, more = [], []
-        for _ in range(4):
-            more.append(collector_module._drain(sock, datagrams, collector_module.READ_BURST))
-            taken.append(len(datagrams))
-        sender_port = sender.getsockname()[1]
-    assert taken == [4, 8, 10, 10]  # a burst per batch; an empty socket is no error
-    assert more == [True, True, False, False]  # at the limit: the next batch starts at once
-    assert [data for data, _ in datagrams] == [bytes([i]) for i in range(10)]
-    # the source port too: it tells exporters behind one address apart
-    assert {source for _, source in datagrams} == {("127.0.0.1", sender_port)}

@@ -125,10 +125,10 @@ class PoisonedMerge(Exception):
 def merge_that_fails_on_vrf_666(original):
     """Wrap SessionTable._merged so a batch carrying VRF 666 cannot be merged."""
 
-    def merged(self, key, directions, now):
-        if 666 in key["vrf_id"].tolist():
+    def merged(self, records, now):
+        if 666 in records.vrf_id.tolist():
             raise PoisonedMerge("cannot merge this batch")
-        return original(self, key, directions, now)
+        return original(self, records, now)
 
     return merged
 

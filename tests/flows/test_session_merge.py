@@ -1,9 +1,9 @@
-"""The numpy session merge (flows/merge.py) against the DuckDB GROUP BY it replaced
-(reference_sessions.py): the same sessions leave the table at every timeout and at the
-end, field for field, over random batches of uniflow and biflow records, IPv4 and IPv6,
-TCP, UDP, ICMP and ICMPv6 (echo and errors), records that carry bytes without packets,
-counters at the edge of 2**64, several exporters and VRFs; and key hashes that collide
-cost a new seed, never a wrong merge."""
+"""The compiled session merge (flows/merge.py, merge_loops.py) against the DuckDB GROUP BY
+it replaced (reference_sessions.py): the same sessions leave the table at every timeout
+and at the end, field for field, over random batches of uniflow and biflow records, IPv4
+and IPv6, TCP, UDP, ICMP and ICMPv6 (echo and errors), records that carry bytes without
+packets, counters at the edge of 2**64, several exporters and VRFs; and keys whose hashes
+collide are merged apart, never into one session."""
 
 from __future__ import annotations
 
@@ -103,36 +103,30 @@ def settings_for_test() -> SessionSettings:
 
 @settings(max_examples=budget(10, 300), deadline=None)
 @given(st.integers(0, 2**32 - 1))
-def test_the_numpy_merge_writes_what_the_duckdb_group_by_wrote(seed):
-    numpy_table = SessionTable(settings_for_test())
+def test_the_compiled_merge_writes_what_the_duckdb_group_by_wrote(seed):
+    table = SessionTable(settings_for_test())
     reference = ReferenceSessionTable(settings_for_test())
-    assert run(numpy_table, seed, 30) == run(reference, seed, 30)
+    assert run(table, seed, 30) == run(reference, seed, 30)
 
 
 def test_a_long_run_over_one_table_matches_too():
     """Many batches into one table: it grows, its index is rebuilt, sessions leave."""
-    numpy_table = SessionTable(settings_for_test())
-    mine = run(numpy_table, 5, 150)
+    table = SessionTable(settings_for_test())
+    mine = run(table, 5, 150)
     theirs = run(ReferenceSessionTable(settings_for_test()), 5, 150)
     assert mine == theirs
     assert sum(map(len, mine[0][:-1])) > 100  # sessions left at timeouts, not only at the end
 
 
 def test_keys_that_share_a_hash_are_merged_apart(monkeypatch):
-    """With a hash that puts every key in 4 buckets, the first seed: the table finds out
-    (keys are compared) and takes a new seed; the sessions are those of the reference."""
-    seeds = iter(range(1, 1000))
-    real_hash = merge.key_hash
-
-    def weak_for_seed_1(key, seed):
-        hashes = real_hash(key, seed)
-        return hashes & np.uint64(3) if seed == 1 else hashes
-
-    monkeypatch.setattr(merge, "_random_seed", lambda: np.uint64(next(seeds)))
-    monkeypatch.setattr(merge, "key_hash", weak_for_seed_1)
-    numpy_table = SessionTable(settings_for_test())
-    mine = run(numpy_table, 9, 20)
-    assert numpy_table._active._seed != 1
+    """With hashes cut to 2 bits, every key shares its hash with a quarter of the others
+    and its first slot with all of them: keys are compared, so the sessions are still
+    those of the reference."""
+    monkeypatch.setattr(merge, "HASH_MASK", 3)
+    table = SessionTable(settings_for_test())
+    mine = run(table, 9, 20)
+    assert table._active._hash_mask == 3
+    assert sum(map(len, mine[0])) > 100  # many more sessions than hashes
     assert mine == run(ReferenceSessionTable(settings_for_test()), 9, 20)
 
 
@@ -147,8 +141,8 @@ def test_a_sum_past_two_to_the_64_saturates_there():
 
 
 def test_a_table_that_outgrows_its_reserve_and_its_index_loses_nothing(monkeypatch):
-    """Columns reserved for 100 sessions and an index of 1,024 slots, then 20,000
-    sessions: the columns double, the index is rebuilt larger, the sessions are the same."""
+    """Rows reserved for 100 sessions and an index of 1,024 slots, then 20,000 sessions:
+    the rows double, the index is rebuilt larger, the sessions are the same."""
     monkeypatch.setattr(merge, "INDEX_SLOTS", 1024)
     monkeypatch.setattr(SessionTable, "_reserve", lambda self: 100)
     flows = random_flows(40_000, seed=4)

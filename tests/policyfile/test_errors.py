@@ -519,3 +519,23 @@ def test_every_port_is_said_with_all_never_by_an_empty_list(tmp_path, written, w
         "or list ports"
     )
     assert problem.startswith(f"{tmp_path}/policy.yaml:4:")
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        # libyaml: "found character that cannot start any token", not which one
+        ("groups:\n\t- name: g\n", "2:1: invalid YAML: while scanning for the next token, found "
+         "character that cannot start any token (a tab: YAML indents with spaces only)"),
+        # libyaml names it itself: said once
+        ("groups:\n  - name: g\n\tprefixes: [10.0.0.0/8]\n", "3:1: invalid YAML: while scanning a "
+         "plain scalar, found a tab character that violates indentation"),
+    ],
+)  # fmt: skip
+def test_a_tab_in_the_indentation_is_said_to_be_one(tmp_path, text, said):
+    # YAML 1.2, 6.1: "tab characters must not be used in indentation"
+    path = tmp_path / "policy.yaml"
+    path.write_text(text)  # (not dedented: the tab is the point)
+    with pytest.raises(PolicyError) as raised:
+        load_policy(path)
+    assert [str(p) for p in raised.value.problems] == [f"{path}:{said}"]

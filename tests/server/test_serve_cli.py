@@ -67,6 +67,16 @@ def test_serve_wants_both_tls_files(run_cli, tmp_path):
     assert answer.exit_code == 1 and "go together" in answer.stderr
 
 
+def test_a_tls_file_that_is_a_directory_or_missing_is_named_with_its_option(run_cli, tmp_path):
+    directory, missing = tmp_path / "certs", tmp_path / "c.pem"
+    directory.mkdir()
+    answer = run_cli("serve", "--tls-cert", str(directory), "--tls-key", str(directory))
+    assert answer.exit_code == 1
+    assert f"--tls-cert {directory}: a directory, not a PEM file" in answer.stderr
+    answer = run_cli("serve", "--tls-cert", str(missing), "--tls-key", str(directory))
+    assert answer.exit_code == 1 and f"--tls-cert {missing}: no such file" in answer.stderr
+
+
 def test_serve_answers_on_loopback_and_publishes_openapi(tmp_path):
     port = _free_port()
     env = cli_env(MICROSEG_DATABASE_URL=f"sqlite:///{tmp_path / 'microseg.db'}")

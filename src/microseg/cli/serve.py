@@ -53,9 +53,11 @@ def serve(
     """
     if (tls_cert is None) != (tls_key is None):
         raise MicrosegError("--tls-cert and --tls-key go together: give both or neither")
-    for path in (tls_cert, tls_key):
+    for option, path in (("--tls-cert", tls_cert), ("--tls-key", tls_key)):
+        if path is not None and path.is_dir():
+            raise MicrosegError(f"{option} {path}: a directory, not a PEM file")
         if path is not None and not path.is_file():
-            raise MicrosegError(f"{path}: no such file")
+            raise MicrosegError(f"{option} {path}: no such file")
     if tls_cert is not None and tls_key is not None:
         check_tls_files(tls_cert, tls_key)
     if flow_store is not None and flow_store.is_dir():

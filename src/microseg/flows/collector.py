@@ -40,6 +40,7 @@ import pyarrow as pa
 
 from microseg.flows.decoder import Datagram, FlowDecoder
 from microseg.flows.flowstore import FlowStore
+from microseg.flows.receive import reader
 from microseg.flows.sessions import SessionSettings, SessionTable
 from microseg.model import MicrosegError
 
@@ -77,6 +78,7 @@ class FlowCollector:
     """Decoder + session table + store, fed with batches of (datagram, source address)."""
 
     def __init__(self, store: FlowStore | None, settings: CollectorSettings | None = None):
+        keep_freed_memory()  # before the session table reserves its rows
         self.settings = settings or CollectorSettings()
         self.store = store.open() if store is not None else None
         self.decoder = FlowDecoder()
@@ -281,13 +283,14 @@ async def serve(
     settings = collector.settings
     next_flush = time.monotonic() + settings.flush_interval
     locals_ = [sock.getsockname() for sock in sockets]
+    readers = [reader(sock) for sock in sockets]
     queued: list[list[Datagram]] = [[] for _ in sockets]
     oldest = 0.0  # when the oldest datagram waiting to be decoded was read
     try:
         while not stop.is_set():
             more = False
-            for sock, datagrams in zip(sockets, queued, strict=True):
-                more |= _drain(sock, datagrams, READ_BURST)
+            for taker, datagrams in zip(readers, queued, strict=True):
+                more |= taker.read(datagrams, READ_BURST)
             waiting = sum(len(datagrams) for datagrams in queued)
             now = time.monotonic()
             if waiting and not oldest:
@@ -309,8 +312,8 @@ async def serve(
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), settings.batch_interval)
     finally:
-        for sock, datagrams in zip(sockets, queued, strict=True):
-            _drain(sock, datagrams)
+        for taker, datagrams in zip(readers, queued, strict=True):
+            taker.read(datagrams)  # all of it: it was sent before we stopped
         _decode(collector, queued, locals_)
         collector.flush_all()
 
@@ -321,22 +324,6 @@ def _decode(collector: FlowCollector, queued: list[list[Datagram]], locals_: lis
         if datagrams:
             queued[index] = []
             collector.receive(datagrams, destination=locals_[index][:2])
-
-
-def _drain(sock: socket.socket, datagrams: list, limit: int | None = None) -> bool:
-    """Take what the kernel has queued (at most `limit` datagrams; on stop, all of it: it
-    was sent before we stopped). True if it stopped at the limit (more may be queued)."""
-    append = datagrams.append
-    recvfrom = sock.recvfrom
-    taken = 0
-    while limit is None or taken < limit:
-        try:
-            data, address = recvfrom(65535)
-        except (BlockingIOError, InterruptedError, OSError):
-            return False
-        append((data, address))  # (host, port, ...): the port tells exporters apart
-        taken += 1
-    return True
 
 
 def run(
@@ -362,8 +349,6 @@ def run_on(
 ) -> None:
     """Receive on these open sockets until SIGINT or SIGTERM, then flush every session."""
 
-    keep_freed_memory()
-
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -385,9 +370,11 @@ def keep_freed_memory() -> None:
     M_TRIM_THRESHOLD). Blocks under 32 MiB now come from the heap, and up to 256 MiB freed
     at its top stays mapped. And numpy asks for transparent huge pages for arrays of 4 MiB
     and more (madvise MADV_HUGEPAGE): where the kernel grants them only after compacting
-    memory, as on this bench's VM, a first touch of the session table's columns cost 25 µs
-    a page instead of 3.5 µs, and the receive loop stalled meanwhile. Without glibc, the
-    allocator is left as it is."""
+    memory, as on this bench's VM, a first touch of the session table's rows cost 25 µs
+    a page instead of 3.5 µs, and the receive loop stalled meanwhile. numpy asks when it
+    allocates, so this runs before the collector's session table reserves its rows (it
+    ran after, and a worker's first table paid the huge pages: 0.3 CPU-s per million
+    records more, in one of two runs). Without glibc, the allocator is left as it is."""
     core = getattr(np, "_core", None)  # numpy 2 (numpy 1: np.core, same function)
     set_hugepage = getattr(
         getattr(core or np.core, "multiarray", None), "_set_madvise_hugepage", None

@@ -675,6 +675,13 @@ def _rest(
 def _file_engine(path: Path, engine: SessionEngine) -> None:
     if not path.exists():
         raise MicrosegError(f"{path}: no such session file or flow store directory")
+    if not path.is_file():
+        # A session file is read more than once (columns, rows, summary): a FIFO would
+        # wait for a writer at every open, a device never end. As policy files are.
+        raise MicrosegError(
+            f"{path}: not a regular file (a FIFO, device or socket): sessions are read from "
+            "files or flow store directories"
+        )
     if engine.name != "duckdb":
         raise MicrosegError(
             f"{path}: --engine {engine.name} reads flow store directories; "

@@ -4,8 +4,9 @@ Each record is turned around into a *canonical* orientation (the lower endpoint 
 address then port) so both directions of a conversation land on one key
 (VRF, protocol, low endpoint, high endpoint); packets, bytes, first/last seen and TCP flags
 are kept per canonical direction. Every batch of records is merged into the active sessions
-as it comes (`merge.py`: numpy columns and a hash index of their keys; a batch costs what
-its records cost, not a pass over the table); no Python code runs per record or per session.
+as it comes (`merge.py`: one row per session and a hash index of their keys, merged by a
+compiled loop; a batch costs what its records cost, not a pass over the table); no Python
+code runs per record or per session.
 
 Only when sessions leave the table (timeouts, flush) is the initiator worked out, because
 exporters do not say who started a conversation (softflowd's "forward" is the lower
@@ -32,7 +33,7 @@ import numpy as np
 import pyarrow as pa
 
 from microseg.flows.batch import FlowBatch, format_addresses
-from microseg.flows.merge import REQUEST, ActiveSessions, Direction
+from microseg.flows.merge import ActiveSessions, Records
 from microseg.model.ports import ICMP, ICMPV6, PROTOCOL_NAMES, TCP
 
 # Counters saturate instead of overflowing: at 2**64-1 in the table (RFC 7011's unsigned64
@@ -90,7 +91,7 @@ class TableCounters:
 
 
 class SessionTable:
-    """Active sessions, in canonical orientation, as numpy columns (merge.ActiveSessions)."""
+    """Active sessions, in canonical orientation, as numpy rows (merge.ActiveSessions)."""
 
     def __init__(self, settings: SessionSettings | None = None):
         self.settings = settings or SessionSettings()
@@ -121,8 +122,7 @@ class SessionTable:
         if not len(batch):
             return
         try:
-            key, directions = self._canonical_records(batch)
-            self._merged(key, directions, time.time() if now is None else now)
+            self._merged(self._records(batch), time.time() if now is None else now)
         except Exception:  # whatever it is, the collector must go on with the rest
             self.counters.records_rejected += len(batch)
             log.exception(
@@ -130,8 +130,8 @@ class SessionTable:
             )
         self._evict_over_limit()
 
-    def _merged(self, key: dict[str, np.ndarray], directions: list[Direction], now: float):
-        self._active.merge(key, directions, now)
+    def _merged(self, records: Records, now: float) -> None:
+        self._active.merge(records, now)
 
     @property
     def evicted_rows(self) -> int:
@@ -238,53 +238,30 @@ class SessionTable:
             ids[index] = self._exporter_ids[pair]
         return ids[inverse.reshape(-1)]
 
-    def _canonical_records(self, batch: FlowBatch) -> tuple[dict[str, np.ndarray], list[Direction]]:
-        """Each record's session key in canonical orientation, and what it adds to each
-        side: its forward counters to the side it comes from, its reverse ones (RFC 5103:
-        from destination to source) to the other."""
+    def _records(self, batch: FlowBatch) -> Records:
+        """The batch's records as the merge takes them: the session key's ports (ICMP: see
+        _service_ports), the echo request mark, the exporter ids."""
         src_port, dst_port, request = _service_ports(batch)
-        if batch.src_hi.any() or batch.dst_hi.any():  # IPv6: the high halves decide first
-            swap = (batch.src_hi > batch.dst_hi) | (
-                (batch.src_hi == batch.dst_hi)
-                & (
-                    (batch.src_lo > batch.dst_lo)
-                    | ((batch.src_lo == batch.dst_lo) & (src_port > dst_port))
-                )
-            )
-            low_hi = np.where(swap, batch.dst_hi, batch.src_hi)
-            high_hi = np.where(swap, batch.src_hi, batch.dst_hi)
-        else:  # IPv4 (mapped, high halves 0): fewer passes
-            swap = (batch.src_lo > batch.dst_lo) | (
-                (batch.src_lo == batch.dst_lo) & (src_port > dst_port)
-            )
-            low_hi = high_hi = batch.src_hi
-        key = {
-            "vrf_id": batch.vrf_id,
-            "protocol": batch.protocol,
-            "low_hi": low_hi,
-            "low_lo": np.where(swap, batch.dst_lo, batch.src_lo),
-            "low_port": np.where(swap, dst_port, src_port),
-            "high_hi": high_hi,
-            "high_lo": np.where(swap, batch.src_lo, batch.dst_lo),
-            "high_port": np.where(swap, src_port, dst_port),
-        }
-        exporter = self._exporter_column(batch.exporter_hi, batch.exporter_lo)
-        swapped, kept = np.flatnonzero(swap), np.flatnonzero(~swap)
-        flags = batch.tcp_flags.astype(np.uint32)
-        if request.any():
-            flags |= np.where(request != 0, REQUEST, np.uint32(0))
-        forward = (batch.packets, batch.bytes, flags)
-        directions = [
-            _direction(rows, side, forward, batch, exporter)
-            for rows, side in ((kept, "a"), (swapped, "b"))
-        ]
-        if batch.rev_packets.any() or batch.rev_bytes.any():  # bytes count without packets
-            reverse = (batch.rev_packets, batch.rev_bytes, batch.rev_tcp_flags.astype(np.uint32))
-            directions += [
-                _direction(rows, side, reverse, batch, exporter)
-                for rows, side in ((kept, "b"), (swapped, "a"))
-            ]
-        return key, directions
+        return Records(
+            vrf_id=batch.vrf_id,
+            protocol=batch.protocol,
+            src_hi=batch.src_hi,
+            src_lo=batch.src_lo,
+            src_port=src_port,
+            dst_hi=batch.dst_hi,
+            dst_lo=batch.dst_lo,
+            dst_port=dst_port,
+            request=request,
+            packets=batch.packets,
+            bytes=batch.bytes,
+            rev_packets=batch.rev_packets,
+            rev_bytes=batch.rev_bytes,
+            start_ms=batch.start_ms,
+            end_ms=batch.end_ms,
+            tcp_flags=batch.tcp_flags,
+            rev_tcp_flags=batch.rev_tcp_flags,
+            exporter=self._exporter_column(batch.exporter_hi, batch.exporter_lo),
+        )
 
     # -- leaving the table ----------------------------------------------------------------
 
@@ -392,24 +369,6 @@ def _service_ports(batch: FlowBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray
     src_port = np.where(icmp, 0, batch.src_port).astype(np.uint16)
     dst_port = np.where(echo, 0, np.where(icmp, type_code, batch.dst_port)).astype(np.uint16)
     return src_port, dst_port, request.astype(np.uint8)
-
-
-def _direction(rows: np.ndarray, side: str, counters: tuple, batch: FlowBatch, exporter):
-    """What the records at `rows` add to `side`: `counters` (packets, bytes, flags) are
-    forward or reverse; a record that carried no packets that way adds its bytes alone."""
-    packets, octets, flags = (column[rows] for column in counters)
-    carried = packets > 0
-    return Direction(
-        rows=rows,
-        side=side,
-        packets=packets,
-        bytes=octets,
-        first=batch.start_ms[rows],
-        last=batch.end_ms[rows],
-        flags=flags,
-        exporter=exporter[rows],
-        carried=None if carried.all() else carried,
-    )
 
 
 def _protocol_names(protocol: np.ndarray) -> np.ndarray:

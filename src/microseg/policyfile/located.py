@@ -89,12 +89,22 @@ def load_composed(text: str) -> Any:
         # Both halves: "expected a single document in the stream, but found another
         # document" says what "but found another document" alone does not.
         said = ", ".join(part for part in (error.context, error.problem) if part)
+        if "tab" not in said and _character_at(text, mark) == "\t":
+            # YAML 1.2, 6.1: "tab characters must not be used in indentation"
+            said += " (a tab: YAML indents with spaces only)"
         raise YamlProblem(f"invalid YAML: {said}", _at(mark)) from None
     except yaml.YAMLError as error:
         raise YamlProblem(f"invalid YAML: {error}") from None
     if root is None:
         return None
     return _Builder(budget=len(text) + ALIAS_EXPANSION_ALLOWANCE).build(root)
+
+
+def _character_at(text: str, mark: Any) -> str:
+    lines = text.splitlines()
+    if mark is None or not 0 <= mark.line < len(lines):
+        return ""
+    return lines[mark.line][mark.column : mark.column + 1]
 
 
 def _at(mark: Any) -> Position | None:

@@ -1,0 +1,197 @@
+"""Taking datagrams off the collector's sockets (flows/receive.py): recvmmsg(2) into one
+buffer where the system has it, one recvfrom per datagram where it does not. Both readers
+give the same datagrams, in order, each with its own source address (an IPFIX Transport
+Session is the exporter's socket: RFC 7011 10.3.1), drain what is queued on request, and
+hand bad datagrams on to the decoder, which drops and counts them."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+from flows_encoder import SOFTFLOWD_V4, data_set, ipfix_message, ipfix_template_set
+from flows_encoder import softflowd_v4_record as record
+
+from microseg.flows import collector as collector_module
+from microseg.flows import receive
+from microseg.flows.collector import BackgroundCollector, FlowCollector, open_socket
+from microseg.flows.flowstore import FlowStore, read_sessions
+
+T0 = 1_763_578_369_000
+READERS = {
+    "recvfrom": receive.DatagramReader,
+    "recvmmsg": lambda sock: receive.BatchReader(sock, receive.RECVMMSG),
+}
+needs_recvmmsg = pytest.mark.skipif(receive.RECVMMSG is None, reason="no recvmmsg(2) here")
+
+
+def readers() -> list:
+    return [
+        pytest.param("recvfrom"),
+        pytest.param("recvmmsg", marks=needs_recvmmsg),
+    ]
+
+
+@pytest.fixture(params=readers())
+def make_reader(request):
+    return READERS[request.param]
+
+
+def test_recvmmsg_is_what_linux_with_glibc_reads_with():
+    if receive.RECVMMSG is None:  # another system, or C library: one datagram a call
+        with open_socket("127.0.0.1", 0, 1 << 16) as sock:
+            assert type(receive.reader(sock)) is receive.DatagramReader
+        return
+    with open_socket("127.0.0.1", 0, 1 << 16) as sock:
+        assert isinstance(receive.reader(sock), receive.BatchReader)
+
+
+def test_without_recvmmsg_the_reader_takes_one_datagram_a_call(monkeypatch):
+    monkeypatch.setattr(receive, "RECVMMSG", None)
+    with open_socket("127.0.0.1", 0, 1 << 16) as sock:
+        assert type(receive.reader(sock)) is receive.DatagramReader
+
+
+def test_a_readable_socket_is_drained_in_bursts(make_reader):
+    sock = open_socket("127.0.0.1", 0, 1 << 20)
+    with sock, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+        for index in range(10):
+            sender.sendto(bytes([index]), sock.getsockname())
+        taker = make_reader(sock)
+        datagrams: list = []
+        taken, more = [], []
+        for _ in range(4):
+            more.append(taker.read(datagrams, 4))
+            taken.append(len(datagrams))
+        sender_port = sender.getsockname()[1]
+    assert taken == [4, 8, 10, 10]  # a burst per batch; an empty socket is no error
+    assert more == [True, True, False, False]  # at the limit: the next batch starts at once
+    assert [data for data, _ in datagrams] == [bytes([i]) for i in range(10)]
+    # the source port too: it tells exporters behind one address apart
+    assert {source for _, source in datagrams} == {("127.0.0.1", sender_port)}
+
+
+def test_every_datagram_keeps_its_own_exporter_address(make_reader):
+    """Three exporters interleaved, more datagrams than one recvmmsg call takes, and a stop
+    that drains everything queued (no limit)."""
+    sock = open_socket("127.0.0.1", 0, 8 << 20)
+    senders = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(3)]
+    try:
+        sent = []
+        for index in range(3 * receive.BATCH + 7):
+            sender = senders[index % 3]
+            payload = index.to_bytes(4, "big") * (1 + index % 50)
+            sender.sendto(payload, sock.getsockname())
+            sent.append((payload, ("127.0.0.1", sender.getsockname()[1])))
+        datagrams: list = []
+        assert make_reader(sock).read(datagrams) is False
+    finally:
+        for sender in senders:
+            sender.close()
+        sock.close()
+    assert datagrams == sent
+
+
+def test_ipv6_sources_read_as_recvfrom_gives_them(make_reader):
+    try:
+        sock = open_socket("::1", 0, 1 << 20)
+    except Exception as error:  # a machine without IPv6 loopback
+        pytest.skip(f"no IPv6 loopback: {error}")
+    with sock, socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sender:
+        sender.sendto(b"six", sock.getsockname())
+        sender.sendto(b"again", sock.getsockname())
+        datagrams: list = []
+        make_reader(sock).read(datagrams)
+        port = sender.getsockname()[1]
+    assert datagrams == [(b"six", ("::1", port, 0, 0)), (b"again", ("::1", port, 0, 0))]
+
+
+def test_the_largest_and_the_empty_datagram_come_whole(make_reader):
+    largest = bytes(range(256)) * 255 + bytes(range(227))  # 65,507: UDP over IPv4's most
+    sock = open_socket("127.0.0.1", 0, 4 << 20)
+    with sock, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+        sender.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+        for payload in (largest, b"", b"x"):
+            sender.sendto(payload, sock.getsockname())
+        datagrams: list = []
+        make_reader(sock).read(datagrams)
+    assert [data for data, _ in datagrams] == [largest, b"", b"x"]
+
+
+def softflowd_stream(count: int) -> list[bytes]:
+    records = [
+        record(
+            f"10.1.{n // 250}.{n % 250 + 1}",
+            "10.200.0.1",
+            T0,
+            T0 + 40,
+            1500,
+            3,
+            50_000,
+            443,
+            6,
+            0x1B,
+        )
+        for n in range(count)
+    ]
+    messages = [ipfix_message([ipfix_template_set({1024: SOFTFLOWD_V4})])]
+    for first in range(0, count, 30):
+        chunk = records[first : first + 30]
+        messages.append(ipfix_message([data_set(1024, chunk)], sequence=first))
+    return messages
+
+
+@pytest.mark.parametrize("kind", readers())
+def test_the_collector_stores_the_same_sessions_with_either_reader(kind, tmp_path, monkeypatch):
+    """A real collector on loopback: good datagrams between bad ones (the decoder drops and
+    counts those), all of it drained and stored at stop."""
+    if kind == "recvfrom":
+        monkeypatch.setattr(receive, "RECVMMSG", None)
+    monkeypatch.setattr(collector_module, "READ_BURST", 64)  # several reads per batch
+    store = FlowStore(tmp_path / "flows")
+    collector = FlowCollector(store)
+    stream = softflowd_stream(900)
+    bad = [b"", b"\x00\x0a", b"\x00\x0a\x00\x20" + bytes(12), b"garbage" * 20]
+    with BackgroundCollector(collector) as running:
+        sent = 0
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as exporter:
+            for index, message in enumerate(stream):
+                exporter.sendto(message, running.address)
+                exporter.sendto(bad[index % len(bad)], running.address)
+                sent += 2
+        assert running.wait_for_datagrams(sent)
+    stats = collector.stats()
+    assert (stats["datagrams"], stats["records"]) == (sent, 900)
+    assert stats["decode_errors"] == len(stream)  # every bad one, and nothing else
+    sessions = read_sessions(store.directory, ephemeral_port=None)
+    assert sessions.num_rows == 900
+    assert set(sessions.column("fwd_packets").to_pylist()) == {3}
+
+
+def huge_page_advised(address: int) -> bool:
+    """Does the mapping holding `address` ask for transparent huge pages (VmFlags `hg`)?"""
+    mapping = None
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        head = line.split()[0]
+        if "-" in head and ":" not in head:
+            low, high = (int(part, 16) for part in head.split("-"))
+            mapping = low <= address < high
+        elif head == "VmFlags:" and mapping:
+            return "hg" in line.split()[1:]
+    raise AssertionError(f"no mapping holds {address:#x}")
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="Linux /proc only")
+def test_the_session_table_is_reserved_without_asking_for_huge_pages():
+    """numpy asks for transparent huge pages on large arrays when it allocates them; a
+    kernel that compacts memory to grant them stalled the receive loop. The collector turns
+    that off before its table reserves its rows (it did after, and a worker's first table
+    still asked)."""
+    core = getattr(np, "_core", None) or np.core
+    core.multiarray._set_madvise_hugepage(True)  # numpy's default
+    collector = FlowCollector(None)
+    rows = collector.table._active._rows
+    assert rows.nbytes > 32 << 20  # its own mapping, as large as numpy advises
+    assert not huge_page_advised(rows.ctypes.data + rows.nbytes // 2)
