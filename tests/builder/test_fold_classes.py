@@ -12,12 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from microseg.builder import BuilderOptions, Scope, recommend
 from microseg.builder.endpoints import _first_own_addresses, address_classes
+from microseg.builder.recommend import classify
 from microseg.builder.report import recommendation_json
-from microseg.builder.scope import scope_from, scope_prefixes
+from microseg.builder.scope import scope_from, scope_mask, scope_prefixes
 from microseg.cli.builder import read_session_columns
 from microseg.evaluate.cells import port_cuts
 from microseg.flows.flowstore import FlowStore, read_sessions
@@ -250,3 +252,51 @@ def test_a_blocked_attempt_says_what_stops_its_earliest_session_when_its_fold_is
         (a.source, a.stopped_by) for a in recommend(policy_set, folded, options).blocked_attempts
     }
     assert ("10.1.0.7", "drop by rule no-high-https") in attempts
+
+
+def _classes(policy_set, table: pa.Table, options: BuilderOptions) -> list[tuple]:
+    """Per session in scope: (evidence, allowed, blocked, the deciding rule, what stops it)."""
+    columns = session_columns(table)
+    scoped = columns.take(scope_mask(columns, options.scope))
+    classified = classify(policy_set, scoped, options)
+    existing = classified.existing
+    allowed_by = [existing.rules[code][0] if code >= 0 else None for code in existing.allowed_by]
+    stopped_by = [existing.stoppers[code] if code >= 0 else None for code in existing.stopped_by]
+    return list(
+        zip(
+            classified.evidence.tolist(),
+            classified.allowed.tolist(),
+            classified.blocked.tolist(),
+            allowed_by,
+            stopped_by,
+            strict=True,
+        )
+    )
+
+
+@pytest.mark.parametrize("case", sorted(OPTIONS))
+def test_each_session_is_classified_alone_so_executors_can_classify_a_part_each(tmp_path, case):
+    """`classify` is the builder's per-session step (bench/builder_split.py runs it on Spark's
+    executors over the fold's partitions): classified in parts, every session of the fold
+    gets the class, the allowing rule and the stopping rule it gets in the whole."""
+    policy_file = tmp_path / "policy.yaml"
+    policy_file.write_text(POLICY)
+    policy_set = load_policy(policy_file)
+    store = _store(tmp_path / "store", 2)
+    settings = dict(OPTIONS[case])
+    scope = scope_from(policy_set, settings.pop("monitor_rule", None), None, None, [], None, None)
+    options = BuilderOptions(scope=scope, **settings)
+    folded = read_sessions(
+        store,
+        client_port_cuts=port_cuts(policy_set),
+        address_classes=address_classes(policy_set, options.categories, scope_prefixes(scope)),
+    )
+    # server_side counts peers across sessions only where both ports are equal: none here
+    assert not pc.any(pc.equal(folded["sport"], folded["dport"])).as_py()
+    whole = _classes(policy_set, folded, options)
+    parts = [folded.slice(start, 97) for start in range(0, folded.num_rows, 97)]
+    assert len(parts) > 3
+    assert [row for part in parts for row in _classes(policy_set, part, options)] == whole
+    kinds = {(evidence, allowed, blocked) for evidence, allowed, blocked, _, _ in whole}
+    assert {(True, False, False), (False, True, False)} <= kinds
+    assert any(stopped for *_, stopped in whole)

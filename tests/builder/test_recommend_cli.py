@@ -298,3 +298,11 @@ def test_a_switch_without_a_loopback_still_gets_its_recommendations_with_a_note(
             and "loopback_address" in note
             for note in notes
         ), notes
+
+
+def test_include_blocked_says_in_its_help_that_it_overrides_drop_rules(run_cli):
+    # It proposes forwarding what an existing drop or redirect rule stops (placed before
+    # it): advice that widens access must say so where the option is offered.
+    shown = " ".join(run_cli("recommend", "--help").stdout.split())
+    assert "an existing drop or redirect rule stops today" in shown
+    assert "widens access" in shown

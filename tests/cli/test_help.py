@@ -56,3 +56,12 @@ def test_every_command_is_under_a_heading_in_order(run_cli):
     ]
     assert headings == ["Options", *PANELS]
     assert "\nCommands:" not in text
+
+
+@pytest.mark.parametrize("words", [[], ["sessions"], ["change"], ["workspace"]])
+def test_a_command_group_without_a_command_prints_its_help_not_an_error(run_cli, words):
+    result = run_cli(*words)
+    assert result.exit_code == 1  # nothing was done: a script sees it
+    assert result.stderr.startswith(f"Usage: {' '.join(['microseg', *words])} [OPTIONS] COMMAND")
+    assert "error:" not in result.stderr and "(see: " not in result.stderr
+    assert "Commands" in result.stderr or "Getting started" in result.stderr

@@ -180,6 +180,27 @@ def test_a_poller_merges_its_segments_every_compact_after_polls(
     assert by_rule[(POLICY, "rule72")]["packets"] == 8  # 9 polls: a baseline, then 8 deltas
 
 
+def test_a_compaction_that_fails_does_not_fail_the_poll(
+    store_env, lab, switch, vztx, run_cli, tmp_path, monkeypatch, caplog
+):
+    import errno
+    import logging
+
+    from microseg.monitor import CounterSeries, poll
+    from microseg.store import open_store
+
+    def full(self, at_least=2, small_bytes=0):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(CounterSeries, "compact", full)
+    deploy(run_cli, lab("home-lab-dns-ntp.yaml"))
+    counters = CounterSeries(tmp_path / "flows")
+    with open_store() as store, caplog.at_level(logging.WARNING, logger="microseg.monitor"):
+        (outcome,) = [o for o in poll(store, counters) if o.device == SWITCH]
+    assert outcome.error is None and len(counters.segments()) == 1
+    assert "not compacted: No space left on device" in caplog.text
+
+
 @pytest.mark.parametrize("where", ["a-file", "a-file/below", "not-a-store"])
 def test_a_store_that_cannot_hold_the_counters_is_refused_before_any_device_is_asked(
     store_env, lab, switch, vztx, run_cli, tmp_path, where

@@ -259,3 +259,25 @@ def test_polls_written_while_the_series_is_compacted_are_each_read_once(tmp_path
     series.compact()
     assert len(series.query(ALL_SAMPLES)) == 2 * polls
     assert compactions > 0
+
+
+def test_a_compaction_that_cannot_write_leaves_every_segment_and_no_temporary(
+    tmp_path, monkeypatch
+):
+    import errno
+
+    from microseg.monitor import series as series_module
+
+    series = CounterSeries(tmp_path)
+    _polls(series, range(3))
+    before, files = series.query(ALL_SAMPLES), _segment_files(series)
+
+    def full(target, content, mode):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(series_module, "replace_atomically", full)
+    with pytest.raises(OSError):
+        series.compact()
+    assert _segment_files(series) == files
+    assert sorted(p.name for p in series.directory.iterdir() if p.name.startswith(".seg")) == []
+    assert series.query(ALL_SAMPLES) == before

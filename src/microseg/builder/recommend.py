@@ -19,6 +19,7 @@ what an existing drop or redirect rule stops is reported, not proposed (unless
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -63,6 +64,10 @@ from microseg.model import MicrosegError, PolicySet, Rule
 from microseg.model.objects import IPNetwork
 from microseg.model.ports import PROTOCOL_NAMES, TCP
 
+if TYPE_CHECKING:
+    from microseg.builder.quality import DeviceDecisions, Replay
+    from microseg.builder.standing import Standing
+
 # examples per rule, unexplained sessions and standing decision: the engine's fold keeps
 # this many sessions of each fold as they are (flows.engines.builder_rows)
 EXAMPLES_PER_RULE = KEPT_ROWS
@@ -77,8 +82,7 @@ def recommend(
     segments: tuple[IPNetwork, ...] | None = None,
 ) -> Recommendation:
     """Recommend rules for the sessions in scope. See the module docstring."""
-    from microseg.builder.quality import decide, replay_packets, verify
-    from microseg.builder.standing import standing
+    from microseg.builder.quality import verify
 
     options = options or BuilderOptions()
     _check_options(policy_set, options)
@@ -88,18 +92,10 @@ def recommend(
     target = target_policy(policy_set, options)
     if segments is None:
         segments = domain_segments(policy_set, target)
-    side = server_side(scoped)
-    replay = replay_packets(scoped, side)
-    use = np.ones(len(scoped), dtype=bool) if options.include_blocked else answered(scoped)
-    try:
-        intents, uncompiled = compile_each(policy_set)
-        today = decide(policy_set, intents, scoped, replay=replay, uncompiled=uncompiled)
-    except CompileError:
-        today = []  # verify() says why nothing could be measured
-    existing = standing(today, len(scoped))
-    allowed = use & (existing.allowed_by >= 0)
-    blocked = use & (existing.blocked_by >= 0)
-    evidence = use & ~allowed & (~blocked | options.include_blocked)
+    classified = classify(policy_set, scoped, options)
+    side, replay, today = classified.side, classified.replay, classified.today
+    existing, allowed, blocked = classified.existing, classified.allowed, classified.blocked
+    evidence = classified.evidence
     draft = aggregate(
         policy_set,
         scoped,
@@ -130,6 +126,42 @@ def recommend(
         today,
         options.include_blocked,
     )
+
+
+@dataclass(frozen=True)
+class Classified:
+    """Scoped sessions row by row as the policy in force sees them: each one's server side,
+    packets and every device's decisions, the existing rule that allows or blocks it, and
+    whether it is evidence for a proposal. Each row's class depends on that row alone
+    (and, for sessions with equal ports, on the others' peers: `server_side`)."""
+
+    side: ServerSide
+    replay: Replay
+    today: list[DeviceDecisions]
+    existing: Standing
+    allowed: np.ndarray  # bool: an existing rule already allows it
+    blocked: np.ndarray  # bool: an existing drop or redirect rule stops it
+    evidence: np.ndarray  # bool: what rules are proposed for
+
+
+def classify(policy_set: PolicySet, scoped: SessionColumns, options: BuilderOptions) -> Classified:
+    """The builder's work per session before it aggregates: what `recommend` runs first."""
+    from microseg.builder.quality import decide, replay_packets
+    from microseg.builder.standing import standing
+
+    side = server_side(scoped)
+    replay = replay_packets(scoped, side)
+    use = np.ones(len(scoped), dtype=bool) if options.include_blocked else answered(scoped)
+    try:
+        intents, uncompiled = compile_each(policy_set)
+        today = decide(policy_set, intents, scoped, replay=replay, uncompiled=uncompiled)
+    except CompileError:
+        today = []  # verify() says why nothing could be measured
+    existing = standing(today, len(scoped))
+    allowed = use & (existing.allowed_by >= 0)
+    blocked = use & (existing.blocked_by >= 0)
+    evidence = use & ~allowed & (~blocked | options.include_blocked)
+    return Classified(side, replay, today, existing, allowed, blocked, evidence)
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,10 @@ def main(argv: list[str] | None = None) -> None:
         err_console.print("aborted")
         sys.exit(EXIT_USER_ERROR)
     except typer.TyperException as error:  # usage errors: bad option, missing argument
+        if type(error).__name__ == "NoArgsIsHelpError":  # click's, as Typer vendors it
+            # `microseg`, `microseg sessions`: the message is the help itself
+            err_console.print(error.format_message(), markup=False, highlight=False)
+            sys.exit(EXIT_USER_ERROR)
         # The help of the command that was mistyped (`microseg check --help`), not the root's.
         context = getattr(error, "ctx", None)
         command = getattr(context, "command_path", None) or "microseg"

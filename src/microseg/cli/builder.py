@@ -74,7 +74,10 @@ def recommend_command(
         help="Take a --min-share below 0.5 (groups used whole though most were never seen).",
     ),
     include_blocked: bool = typer.Option(
-        False, "--include-blocked", help="Also propose rules for sessions nobody answered."
+        False,
+        "--include-blocked",
+        help="Also propose rules for sessions nobody answered and for sessions an existing "
+        "drop or redirect rule stops today, placed before that rule: this widens access.",
     ),
     into_workspace: str | None = typer.Option(
         None, "--into-workspace", help="Write the proposals into this store workspace."

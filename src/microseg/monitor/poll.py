@@ -7,6 +7,7 @@ deployed, so a counter is read against what the device really runs.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,6 +22,7 @@ from microseg.store import Store
 from microseg.targets import DriverError
 from microseg.targets.render import configured_names
 
+log = logging.getLogger("microseg.monitor")
 # EOS: every traffic-policy ends with the implicit `ipv4-all-default` / `ipv6-all-default`
 # matches (seed listings; the nftables target names its default drop rules the same way).
 DEFAULT_MATCHES = frozenset({"ipv4-all-default", "ipv6-all-default"})
@@ -135,7 +137,14 @@ def poll(
         rows.extend(read)
         outcomes.append(DevicePoll(device.device, device.change, len(counters), None, tuple(read)))
     series.write(rows)
-    series.compact(at_least=COMPACT_AFTER)  # one segment per poll would pile up for ever
+    try:
+        series.compact(at_least=COMPACT_AFTER)  # one segment per poll would pile up for ever
+    except OSError as error:  # the poll is stored; the merge can wait for a later one
+        log.warning(
+            "warning: counter series %s: not compacted: %s",
+            series.directory,
+            error.strerror or error,
+        )
     return outcomes
 
 
