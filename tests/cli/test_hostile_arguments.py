@@ -218,3 +218,28 @@ def test_a_mistyped_flow_store_is_an_error_not_an_empty_answer(run_cli, store, t
     error = _user_error(run_cli(*argv, "--store", str(missing)))
     assert str(missing) in error and "no such" in error
     assert not missing.exists()  # and nothing was made there
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["lint", str(EXAMPLES / "home-lab.yaml"), "--json"],
+        ["compile", str(EXAMPLES / "home-lab.yaml"), "-d", "andreasm-720xp-home"],
+        ["fmt", str(EXAMPLES / "home-lab.yaml"), "-o", "-"],
+        ["validate", str(EXAMPLES / "home-lab.yaml")],
+    ],
+)
+def test_a_closed_standard_output_is_a_user_error_not_a_crash_or_a_silent_success(argv):
+    # `microseg lint --json >&-`: sys.stdout is None; writing to it was exit 70, and a
+    # command printing through click or rich said nothing and exited 0 (as `echo >&-` does
+    # not: "write error: Bad file descriptor").
+    done = subprocess.run(
+        cli_command(*argv),
+        env=cli_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: os.close(1),
+    )
+    assert done.returncode == 1, done.stderr
+    assert done.stderr == "error: standard output is closed\n"

@@ -368,3 +368,29 @@ def test_a_bad_filter_is_refused_before_anything_is_collected(tmp_path, monkeypa
     with pytest.raises(MicrosegError, match="unknown protocol"):
         read_sessions(None, protocol="\x00")
     assert read_sessions(None).num_rows == 0
+
+
+def test_a_listing_that_missed_a_compaction_is_read_again(tmp_path, monkeypatch):
+    """A directory listing is not a snapshot: one taken while a compaction deletes its
+    sources may hold a source and miss both the merged segment and a deleted source; the
+    sessions read from it would lack the others'."""
+    store = FlowStore(tmp_path).open()
+    for block in range(3):
+        store.write(some_sessions(first_port=50000 + 10 * block))
+    before = read_sessions(tmp_path, ephemeral_port=None)
+    first = store.segments()[0]
+    kept = first.read_bytes()
+    assert store.compact() == 3
+    listed = FlowStore._listing
+    torn: list[bool] = []
+
+    def listing(self):
+        if torn:
+            return listed(self)
+        torn.append(True)
+        first.write_bytes(kept)  # not deleted yet, and alone in the listing
+        return [first]
+
+    monkeypatch.setattr(FlowStore, "_listing", listing)
+    assert read_sessions(tmp_path, ephemeral_port=None).equals(before)
+    assert torn

@@ -177,6 +177,8 @@ def test_seed_story_from_workspace_to_deployed_change_and_builder_rules(
         # The first deploy: nothing earlier to roll back to, so no Roll back is offered.
         assert bob.page.locator("button", has_text="Roll back").count() == 0
         bob.go("/changes")
+        pager = bob.page.locator(".pager").first.inner_text()
+        assert pager.split() == ["changes", "1–1", "of", "1"]  # one page: no newer, no older
         bob.shot("13-changes")
         # What `microseg monitor poll` does, twice, with traffic on the switch in between.
         from microseg.monitor import CounterSeries, poll

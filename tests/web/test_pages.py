@@ -254,3 +254,24 @@ def test_the_dashboard_reads_only_the_newest_changes(client, monkeypatch):
     asked.clear()
     page = client.get("/").text
     assert asked == [8] and "/changes/12" in page and '/changes/4"' not in page
+
+
+def test_the_workspaces_page_shows_a_page_of_workspaces_with_links_to_the_others(client):
+    from microseg.server.web.routes.workspaces import WORKSPACES_PER_PAGE
+
+    # the fixture's open workspace `w`, and many submitted or abandoned ones before it
+    names = [f"old-{number:04d}" for number in range(WORKSPACES_PER_PAGE + 3)]
+    for name in names:
+        client.store.workspace_create(name, author="alice")
+        client.store.workspace_abandon(name)
+    sign_in(client, "vera")
+    listed = re.compile(r'<td><a href="/workspaces/([^"]+)">')
+    first = client.get("/workspaces").text
+    assert listed.findall(first) == names[:WORKSPACES_PER_PAGE]  # by name, as before
+    assert f'href="/workspaces?offset={WORKSPACES_PER_PAGE}">next →</a>' in first
+    total = len(names) + 1
+    assert f"workspaces 1–{WORKSPACES_PER_PAGE} of {total}" in first
+    second = client.get("/workspaces", params={"offset": WORKSPACES_PER_PAGE}).text
+    assert listed.findall(second) == [*names[WORKSPACES_PER_PAGE:], "w"]
+    assert 'href="/workspaces">← previous</a>' in second and "next →" not in second
+    assert client.get("/workspaces", params={"offset": "x"}).status_code == 400

@@ -6,8 +6,11 @@ anything else is a bug and prints a one-line report (the traceback with MICROSEG
 
 from __future__ import annotations
 
+import errno
+import io
 import os
 import sys
+from typing import BinaryIO
 
 import typer
 
@@ -21,7 +24,22 @@ EXIT_USER_ERROR = 1
 EXIT_INTERNAL_ERROR = 70  # EX_SOFTWARE (sysexits.h)
 
 
+class _ClosedOutput(io.TextIOBase):
+    """Standard output of a process started with it closed (`microseg lint >&-`), where
+    Python leaves sys.stdout None: writing to it is a user error, as `echo hi >&-` says
+    "write error: Bad file descriptor", not a crash, nor output silently lost."""
+
+    def write(self, text: str) -> int:
+        raise OSError(errno.EBADF, "standard output is closed")
+
+    @property
+    def buffer(self) -> BinaryIO:
+        raise OSError(errno.EBADF, "standard output is closed")
+
+
 def main(argv: list[str] | None = None) -> None:
+    if sys.stdout is None:
+        sys.stdout = _ClosedOutput()
     words = sys.argv[1:] if argv is None else argv
     if any("\x00" in word for word in words):
         # A shell cannot pass one (argv strings end at NUL); another program calling main() can.

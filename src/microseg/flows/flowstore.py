@@ -251,8 +251,7 @@ class FlowStore:
         if not self.segment_dir.is_dir():
             return scan
         known_bad = known_bad or {}
-        found = list(self.segment_dir.glob(SEGMENT_GLOB))
-        found += self.segment_dir.glob(f"{PARTITION_GLOB}/{SEGMENT_GLOB}")
+        found = self._listing()
         # oldest first: names start with their creation time, whatever their partition
         for path in sorted(found, key=lambda path: (path.name, str(path))):
             if path.name in known_bad:
@@ -283,6 +282,28 @@ class FlowStore:
         for name, path in scan.paths.items():
             (scan.superseded if name in superseded else scan.live).append(path)
         return scan
+
+    def compacted_since(self, scan: StoreScan) -> bool:
+        """Whether the store holds a compacted segment `scan` did not see. A listing is not
+        a snapshot: one taken while a compaction deletes its sources may hold a source and
+        miss both the merged segment and a deleted source, so what was read from it may
+        lack sessions. (A new collector flush names no sources: no reason to read again.)"""
+        for path in self._listing():
+            if path.name in scan.paths:
+                continue
+            try:
+                if _read_footer(path).sources:
+                    return True
+            except (FileNotFoundError, _Unreadable):
+                continue
+        return False
+
+    def _listing(self) -> list[Path]:
+        """The segment files there now, flat and partitioned: one look (see compacted_since)."""
+        if not self.segment_dir.is_dir():
+            return []
+        found = list(self.segment_dir.glob(SEGMENT_GLOB))
+        return found + list(self.segment_dir.glob(f"{PARTITION_GLOB}/{SEGMENT_GLOB}"))
 
     def compact(self, small_bytes: int = SMALL_SEGMENT) -> int:
         """Merge every segment smaller than `small_bytes` into one; returns segments merged."""
@@ -710,6 +731,8 @@ def _read_store(path: Path, engine: SessionEngine, run: Callable[[list[Path]], _
                 ) from None
             known_bad.update(unreadable)  # and look again: a compaction may have run
             continue
+        if store.compacted_since(scan):
+            continue  # the listing may have missed some of its sources: read again
         scan.warn()
         return result
     raise MicrosegError(f"{path}: cannot read sessions: the segments kept changing while read")

@@ -254,8 +254,11 @@ class Store:
             session.flush()
             return _workspace_info(session, workspace)
 
-    def workspace_list(self, include_closed: bool = False) -> list[WorkspaceInfo]:
-        """Open workspaces by name; with `include_closed`, submitted and abandoned ones too."""
+    def workspace_list(
+        self, include_closed: bool = False, limit: int | None = None, offset: int = 0
+    ) -> list[WorkspaceInfo]:
+        """Open workspaces by name; with `include_closed`, submitted and abandoned ones too.
+        `limit` of them (None: all) after the first `offset`."""
         with self._reading() as session:
             query = select(Workspace)
             if not include_closed:
@@ -263,7 +266,15 @@ class Store:
             # Sorted here, not by ORDER BY name: PostgreSQL sorts text by the server's
             # collation (en_US puts `a` before `B`), SQLite by bytes.
             found = sorted(session.scalars(query), key=lambda w: (w.name.encode(), w.id))
-            return [_workspace_info(session, w) for w in found]
+            end = None if limit is None else offset + limit
+            return [_workspace_info(session, w) for w in found[offset:end]]
+
+    def workspace_count(self, include_closed: bool = False) -> int:
+        with self._reading() as session:
+            query = select(func.count()).select_from(Workspace)
+            if not include_closed:
+                query = query.where(Workspace.state == "open")
+            return session.scalar(query) or 0
 
     def workspace_info(self, name: str) -> WorkspaceInfo:
         with self._reading() as session:

@@ -102,8 +102,9 @@ ENVIRONMENT.globals["diff_lines"] = diff_lines
 
 @dataclass(frozen=True)
 class Paging:
-    """Where a list page is in its list, newest first: the `offset` newest skipped, `size`
-    per page, `total` in the list. Paged with `?offset=N`, as the API's lists are."""
+    """Where a list page is in its list (changes newest first, workspaces by name): the
+    `offset` first skipped, `size` per page, `total` in the list. Paged with `?offset=N`,
+    as the API's lists are."""
 
     offset: int
     size: int
@@ -115,12 +116,12 @@ class Paging:
         return min(self.offset + self.size, self.total)
 
     @property
-    def newer(self) -> int | None:
+    def earlier(self) -> int | None:
         """The offset of the page before, None on the first."""
         return max(self.offset - self.size, 0) if self.offset else None
 
     @property
-    def older(self) -> int | None:
+    def later(self) -> int | None:
         """The offset of the page after, None on the last."""
         return self.offset + self.size if self.offset + self.size < self.total else None
 

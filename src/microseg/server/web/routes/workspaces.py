@@ -23,11 +23,12 @@ from microseg.server.web.identity import (
     audit,
     store_of,
 )
-from microseg.server.web.render import page
+from microseg.server.web.render import Paging, page, page_offset
 from microseg.server.web.routes.policy import policy_url
 from microseg.targets.render import diff_policies
 
 router = APIRouter(route_class=WebRoute)
+WORKSPACES_PER_PAGE = 50
 
 
 def island_url(name: str) -> str:
@@ -36,8 +37,12 @@ def island_url(name: str) -> str:
 
 @router.get("/workspaces", response_class=HTMLResponse)
 def workspace_list(request: Request, _: Viewer) -> HTMLResponse:
+    """A page of workspaces by name, submitted and abandoned ones too (`?offset=N`): every
+    submit leaves one behind, so they are not rendered all at once."""
+    offset = page_offset(request)
     with store_of(request) as store:
-        workspaces = store.workspace_list(include_closed=True)
+        paging = Paging(offset, WORKSPACES_PER_PAGE, store.workspace_count(include_closed=True))
+        workspaces = store.workspace_list(True, WORKSPACES_PER_PAGE, offset)
         head = store.head()
     return page(
         request,
@@ -46,6 +51,7 @@ def workspace_list(request: Request, _: Viewer) -> HTMLResponse:
         title="Workspaces",
         workspaces=workspaces,
         head=head,
+        paging=paging,
     )
 
 
