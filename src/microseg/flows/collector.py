@@ -1,4 +1,4 @@
-"""The UDP collector: datagrams in (asyncio), whole batches to the decoder, sessions out.
+"""The UDP collector: datagrams in, whole batches to the decoder, sessions out.
 
 Transport only: `decoder.py` decodes, `sessions.py` merges, `flowstore.py` persists. Every
 `batch_interval` seconds the collector takes what the kernel has queued on its sockets (up
@@ -19,7 +19,6 @@ again; at exit what fits is written, in smaller segments if the disk is full.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import ctypes
 import ctypes.util
@@ -263,10 +262,25 @@ def open_socket(
     return sock
 
 
-async def serve(
+class StopRequest:
+    """A request to stop the receive loop, which a signal handler may make: a flag. (A
+    threading.Event's set() takes a lock, which a handler running in the thread that holds
+    it, inside Event.wait, would wait for forever.)"""
+
+    def __init__(self) -> None:
+        self.made = False
+
+    def set(self) -> None:
+        self.made = True
+
+    def is_set(self) -> bool:
+        return self.made
+
+
+def serve(
     collector: FlowCollector,
     sockets: list[socket.socket],
-    stop: asyncio.Event,
+    stop: StopRequest,
     on_flush: Callable[[FlowCollector], None] | None = None,
 ) -> None:
     """Receive on every socket until `stop` is set, then decode what is queued and flush
@@ -278,6 +292,9 @@ async def serve(
     READ_BURST datagrams each; more waiting: the next batch starts at once). No wake-up per
     datagram: reading on readiness woke the loop for every few datagrams, and the wake-ups
     cost more than the datagrams (the kernel queues them in the receive buffer meanwhile).
+    A plain loop that sleeps, not an asyncio one: on this project's VM an asyncio sleep cost
+    ~170 µs of CPU a wake-up against ~40 for time.sleep, and at 50 wake-ups a second that
+    was 0.15 CPU-s every 10 s for each idle worker. A stop is seen within `batch_interval`.
     What was read is decoded once DECODE_DATAGRAMS are waiting, their oldest is
     `decode_interval` old, or a flush is due."""
     settings = collector.settings
@@ -306,11 +323,8 @@ async def serve(
                 next_flush = time.monotonic() + settings.flush_interval
                 if on_flush:
                     on_flush(collector)
-            if more:
-                await asyncio.sleep(0)  # signals get their turn
-                continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), settings.batch_interval)
+            if not more:  # a signal's handler runs, then the sleep goes on (PEP 475)
+                time.sleep(settings.batch_interval)
     finally:
         for taker, datagrams in zip(readers, queued, strict=True):
             taker.read(datagrams)  # all of it: it was sent before we stopped
@@ -347,18 +361,20 @@ def run_on(
     on_ready: Callable[[list[tuple]], None] | None = None,
     on_flush: Callable[[FlowCollector], None] | None = None,
 ) -> None:
-    """Receive on these open sockets until SIGINT or SIGTERM, then flush every session."""
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
+    """Receive on these open sockets until SIGINT or SIGTERM, then flush every session (in
+    the main thread: Python runs signal handlers there)."""
+    stop = StopRequest()
+    previous = {
+        signum: signal.signal(signum, lambda _signum, _frame: stop.set())
+        for signum in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
         if on_ready:
             on_ready([sock.getsockname() for sock in sockets])
-        await serve(collector, sockets, stop, on_flush)
-
-    asyncio.run(main())
+        serve(collector, sockets, stop, on_flush)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def keep_freed_memory() -> None:
@@ -403,31 +419,20 @@ def open_sockets(addresses: list[tuple[str, int]], receive_buffer: int) -> list[
 
 
 class BackgroundCollector:
-    """A collector on its own thread and event loop (the demo and in-process tests)."""
+    """A collector on its own thread (the demo and in-process tests)."""
 
     def __init__(self, collector: FlowCollector, host: str = "127.0.0.1", port: int = 0):
         self.collector = collector
         self._sock = open_socket(host, port, collector.settings.receive_buffer)
         self.address: tuple = self._sock.getsockname()
-        self._loop = asyncio.new_event_loop()
-        self._stop: asyncio.Event | None = None
-        self._thread = threading.Thread(target=self._run, name="flow-collector", daemon=True)
-        self._started = threading.Event()
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-
-        async def main() -> None:
-            self._stop = asyncio.Event()
-            self._started.set()
-            await serve(self.collector, [self._sock], self._stop)
-
-        self._loop.run_until_complete(main())
-        self._loop.close()
+        self._stop = StopRequest()
+        self._thread = threading.Thread(
+            target=serve, args=(collector, [self._sock], self._stop), name="flow-collector"
+        )
+        self._thread.daemon = True
 
     def __enter__(self) -> BackgroundCollector:
         self._thread.start()
-        self._started.wait()
         return self
 
     def wait_for_datagrams(self, count: int, timeout: float = 5.0) -> bool:
@@ -439,9 +444,8 @@ class BackgroundCollector:
         return False
 
     def stop(self) -> None:
-        # `_stop` exists once the thread runs its loop (`__enter__` waits for that).
-        if self._thread.is_alive() and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
+        if self._thread.is_alive():
+            self._stop.set()
             self._thread.join()
 
     def __exit__(self, *_exc) -> None:

@@ -16,6 +16,7 @@ import struct
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
+from operator import itemgetter
 from typing import NamedTuple
 
 import numpy as np
@@ -200,7 +201,8 @@ class FlowDecoder:
         batch = datagrams if isinstance(datagrams, list) else list(datagrams)
         runs: list[tuple[int, int]] = []
         if self.fast_path and len(batch) >= self.shortest_run:
-            heads, runs = ipfix.one_data_set_runs([data for data, _ in batch], self.shortest_run)
+            messages = list(map(itemgetter(0), batch))
+            heads, runs = ipfix.one_data_set_runs(messages, self.shortest_run)
         position = 0
         for start, end in runs:
             self._each(batch[position:start], destination, gathers)
@@ -314,12 +316,10 @@ class FlowDecoder:
         Exactly what `_ipfix_one_data_set` does message by message, which takes the run
         instead (returning False, nothing changed) unless every message's template is
         known, of fixed length and not an options template, and its new streams fit."""
-        sources: dict = {}
-        source_of = np.fromiter(
-            (sources.setdefault(source, len(sources)) for _, source in datagrams),
-            np.int64,
-            len(datagrams),
-        )
+        # per datagram only C-level map steps: these run for every datagram of the batch
+        each_source = list(map(itemgetter(1), datagrams))
+        sources = {source: index for index, source in enumerate(dict.fromkeys(each_source))}
+        source_of = np.fromiter(map(sources.__getitem__, each_source), np.int64, len(datagrams))
         addresses = [(s, 0) if isinstance(s, str) else s[:2] for s in sources]
         streams, stream_of = _first_seen((source_of << 32) | heads["domain"].astype(np.int64))
         stream_keys = [
@@ -357,13 +357,7 @@ class FlowDecoder:
             rows = np.flatnonzero((use_of == use) & (counts > 0))  # one by one, even empty
             if not len(rows):
                 continue
-            lengths = (counts[rows] * template.record_length).tolist()
-            records = b"".join(
-                [
-                    datagrams[row][0][FIRST_SET_END : FIRST_SET_END + length]
-                    for row, length in zip(rows.tolist(), lengths, strict=True)
-                ]
-            )
+            records = _records_of(datagrams, rows, counts[rows] * template.record_length)
             bases = np.empty((len(rows), 3), np.int64)
             bases[:, 0] = self._system_init.get(stream, 0)
             bases[:, 1] = NO_UPTIME
@@ -766,6 +760,22 @@ def _variable_values(gather: _Gather):
         cells = raw[offsets[:, index, None] + at + np.arange(size)]
         values[name] = np.frombuffer(cells.tobytes(), dtype=fmt)
     return values, np.array(bases, np.int64).reshape(len(bases), 3)
+
+
+def _records_of(datagrams: list[Datagram], rows: np.ndarray, lengths: np.ndarray) -> bytes:
+    """The records of one-data-set messages `rows` (`lengths` bytes each, after the set
+    header), joined; with one length for all (the usual run), without a Python step per
+    message."""
+    messages = itemgetter(*rows.tolist())(datagrams) if len(rows) > 1 else [datagrams[rows[0]]]
+    if (lengths == lengths[0]).all():
+        cut = itemgetter(slice(FIRST_SET_END, FIRST_SET_END + int(lengths[0])))
+        return b"".join(map(cut, map(itemgetter(0), messages)))
+    return b"".join(
+        [
+            data[FIRST_SET_END : FIRST_SET_END + length]
+            for (data, _), length in zip(messages, lengths.tolist(), strict=True)
+        ]
+    )
 
 
 def _exporter_halves(exporter: str) -> tuple[int, int]:
