@@ -24,6 +24,8 @@ HEAVY = (
     "yaml",
     "pyspark",
     "py4j",
+    "numba",
+    "llvmlite",
 )
 
 
@@ -97,6 +99,16 @@ def test_compiling_a_file_reads_it_without_the_dumper_or_the_store(tmp_path):
     assert output.read_text().startswith("traffic-policies")
     assert "yaml" in loaded and "pydantic" in loaded  # the command does its work
     assert not {"ruamel", "sqlalchemy", "alembic", "duckdb", "pyarrow", "numpy"} & set(loaded)
+
+
+def test_only_a_session_table_loads_numba(tmp_path):
+    """The session merge is compiled (flows/merge_loops.py): reading sessions, or importing
+    the session schema, must not pay numba's start-up; a collector's table does."""
+    listing = _run_main("sessions", "list", "--store", str(tmp_path), "--json")
+    assert not {"numba", "llvmlite"} & set(_modules_after(listing))
+    assert "numba" not in _modules_after("import microseg.flows.sessions, microseg.flows.flowstore")
+    table = "from microseg.flows.sessions import SessionTable\nSessionTable()"
+    assert "numba" in _modules_after(table)
 
 
 def test_help_keeps_its_headings_in_order(run_cli):
