@@ -306,3 +306,19 @@ def test_include_blocked_says_in_its_help_that_it_overrides_drop_rules(run_cli):
     shown = " ".join(run_cli("recommend", "--help").stdout.split())
     assert "an existing drop or redirect rule stops today" in shown
     assert "widens access" in shown
+
+
+def test_into_workspace_with_nothing_to_propose_makes_no_empty_workspace(
+    run_cli, monkeypatch, tmp_path
+):
+    monkeypatch.setenv("MICROSEG_DATABASE_URL", f"sqlite:///{tmp_path / 'microseg.db'}")
+    home_lab = str(seed_policies.EXAMPLES / "home-lab.yaml")
+    assert run_cli("import", home_lab).exit_code == 0
+    sessions = str(seed_policies.EXAMPLES / "seed-lab-sessions.csv")
+    # the seed's final policy already decides every answered session: nothing to propose
+    args = ["recommend", "rev:1", "--sessions", sessions, "--into-workspace", "builder-1"]
+    result = run_cli(*args)
+    assert result.exit_code == 0, result.stderr
+    assert "no proposals: nothing written into workspace builder-1" in result.stdout
+    assert json.loads(run_cli(*args, "--json").stdout)["workspace"]["objects"] == []
+    assert json.loads(run_cli("workspace", "list", "--json").stdout) == []

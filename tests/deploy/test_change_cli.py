@@ -459,3 +459,13 @@ def test_change_list_limit_shows_only_the_newest(store_env, run_cli):
     listed = as_json(run_cli("change", "list", "-n", "2", "--json"))
     assert [c["id"] for c in listed] == [5, 4]
     assert run_cli("change", "list", "-n", "0").exit_code == 1
+
+
+def test_four_eyes_shows_its_setting_as_json_as_the_api_does(store_env, run_cli):
+    assert as_json(run_cli("change", "four-eyes", "--json")) == {
+        "on": False,
+        "set_by": None,
+        "set_at": None,
+    }
+    shown = as_json(run_cli("change", "four-eyes", "on", "--author", "admin", "--json"))
+    assert (shown["on"], shown["set_by"]) == (True, "admin") and shown["set_at"].endswith("+00:00")

@@ -37,11 +37,14 @@ def write_into_workspace(
     author: str | None = None,
 ) -> list[tuple[str, str]]:
     """Create `workspace` (on `base_revision`, default the head) unless it is open already,
-    then write the proposals in one transaction: all of them or none."""
+    then write the proposals in one transaction: all of them or none. No proposals: nothing,
+    not even an empty workspace."""
+    objects = proposal_objects(base, recommendation)
+    if not objects:
+        return []
     open_names = {w.name for w in store.workspace_list()}
     if workspace not in open_names:
         store.workspace_create(workspace, base=base_revision, author=author)
-    objects = proposal_objects(base, recommendation)
     store.workspace_set_objects(workspace, objects)
     return [(section, obj.name) for section, obj in objects]
 

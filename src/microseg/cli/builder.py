@@ -140,7 +140,11 @@ def recommend_command(
         emit_json(data)
         return
     print_recommendation(recommendation)
-    if into_workspace is not None:
+    if into_workspace is not None and not written:
+        console.print(
+            f"no proposals: nothing written into workspace {into_workspace}", markup=False
+        )
+    elif into_workspace is not None:
         console.print(
             f"wrote {len(written)} objects into workspace [bold]{escape(into_workspace)}[/]; "
             f"review with: microseg workspace build {escape(into_workspace)}"

@@ -295,12 +295,13 @@ def change_cancel(
 def change_four_eyes(
     setting: str | None = typer.Argument(None, metavar="[on|off]", help="Default: show it."),
     author: str = typer.Option("", "--author", help=AUTHOR_HELP),
+    as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
 ) -> None:
     """Show or set four-eyes: when on, a change's author cannot approve it.
 
     Example: microseg change four-eyes on
     """
-    from microseg.deploy import four_eyes, set_four_eyes
+    from microseg.deploy import four_eyes_setting, set_four_eyes
     from microseg.store import open_store
 
     if setting not in (None, "on", "off"):
@@ -308,10 +309,13 @@ def change_four_eyes(
     with open_store() as store:
         if setting is not None:
             set_four_eyes(store, setting == "on", _who(author))
-        on = four_eyes(store)
         recorded = store.changes.setting("four_eyes")
+        shown = four_eyes_setting(store)
+    if as_json:
+        emit_json(shown)
+        return
     by = f" (set by {recorded[1]}, {_time(recorded[2])})" if recorded else ""
-    typer.echo(f"four-eyes is {'on' if on else 'off'}{by}")
+    typer.echo(f"four-eyes is {'on' if shown['on'] else 'off'}{by}")
 
 
 @app.command("drift", rich_help_panel=DEPLOY)

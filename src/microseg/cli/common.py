@@ -89,6 +89,14 @@ STANDARD_OUTPUT = "-"
 OUTPUT_HELP_DASH = "'-': standard output."
 
 
+def output_option(*names: str, help_text: str) -> Any:
+    """An option naming a file the command writes (`-o FILE`, `--csv FILE`): text, not a
+    Path, so that `./-` stays a file named `-` while `-` is standard output."""
+    import typer
+
+    return typer.Option(None, *names, metavar="FILE", help=f"{help_text} {OUTPUT_HELP_DASH}")
+
+
 def is_standard_output(path: str | Path | None) -> bool:
     """Whether an output option names standard output: exactly `-` as the user typed it."""
     return isinstance(path, str) and path == STANDARD_OUTPUT

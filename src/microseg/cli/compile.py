@@ -12,13 +12,13 @@ import typer
 from microseg.cli.app import COMPILE_AND_CHECK, app, demo_step
 from microseg.cli.common import (
     JSON_OPTION_HELP,
-    OUTPUT_HELP_DASH,
     POLICY_HELP,
     console,
     counted,
     emit_json,
     is_standard_output,
     output_name,
+    output_option,
     resolve_policy,
     status_console,
     write_output,
@@ -65,12 +65,8 @@ def compile_command(
         "-t",
         help="A target: eos, nftables or an installed plug-in (default: the device's platform).",
     ),
-    output: str | None = typer.Option(
-        None,
-        "--output",
-        "-o",
-        metavar="FILE",
-        help="Write the configuration to FILE (atomically) instead. " + OUTPUT_HELP_DASH,
+    output: str | None = output_option(
+        "--output", "-o", help_text="Write the configuration to FILE (atomically) instead."
     ),
     collector: str | None = typer.Option(
         None,

@@ -15,13 +15,13 @@ from microseg.cli.app import FLOWS, app, demo_step
 from microseg.cli.common import (
     ENGINE_HELP,
     JSON_OPTION_HELP,
-    OUTPUT_HELP_DASH,
     SPARK_CONF_HELP,
     SPARK_MASTER_HELP,
     console,
     counted,
     err_console,
     output_name,
+    output_option,
     session_engine,
     status_console,
     write_output,
@@ -309,12 +309,8 @@ def print_session_table(table: pa.Table) -> None:
 
 @sessions_app.command("export")
 def export_sessions(
-    parquet: str | None = typer.Option(
-        None, "--parquet", metavar="FILE", help="Write a Parquet file. " + OUTPUT_HELP_DASH
-    ),
-    csv: str | None = typer.Option(
-        None, "--csv", metavar="FILE", help="Write a CSV file. " + OUTPUT_HELP_DASH
-    ),
+    parquet: str | None = output_option("--parquet", help_text="Write a Parquet file."),
+    csv: str | None = output_option("--csv", help_text="Write a CSV file."),
     store: Path | None = typer.Option(None, "--store", help=STORE_HELP),
     no_eph: bool = typer.Option(False, "--no-eph", help="Keep ephemeral client ports."),
     engine: str = typer.Option("duckdb", "--engine", help=ENGINE_HELP),

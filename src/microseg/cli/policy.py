@@ -7,10 +7,10 @@ import typer
 from microseg.cli.app import POLICY_FILES, app
 from microseg.cli.common import (
     JSON_OPTION_HELP,
-    OUTPUT_HELP_DASH,
     POLICY_HELP,
     console,
     emit_json,
+    output_option,
     policy_path,
     resolve_policy,
     section_count,
@@ -88,13 +88,7 @@ def schema() -> None:
 @app.command(rich_help_panel=POLICY_FILES)
 def fmt(
     policy: str = typer.Argument(..., help=POLICY_HELP),
-    output: str | None = typer.Option(
-        None,
-        "-o",
-        "--output",
-        metavar="FILE",
-        help="Write here instead of stdout. " + OUTPUT_HELP_DASH,
-    ),
+    output: str | None = output_option("-o", "--output", help_text="Write here instead of stdout."),
 ) -> None:
     """Print a policy in canonical form (sorted, defaults omitted, byte-stable).
 

@@ -13,10 +13,10 @@ import typer
 from microseg.cli.app import STORE, app, demo_step
 from microseg.cli.common import (
     JSON_OPTION_HELP,
-    OUTPUT_HELP_DASH,
     console,
     emit_json,
     output_name,
+    output_option,
     policy_path,
     print_table,
     write_output,
@@ -87,9 +87,7 @@ def import_policy(
 @app.command(rich_help_panel=STORE)
 def export(
     revision: int | None = typer.Option(None, "-r", "--revision", help="Default: the head."),
-    output: str | None = typer.Option(
-        None, "-o", "--output", metavar="FILE", help="Default: stdout. " + OUTPUT_HELP_DASH
-    ),
+    output: str | None = output_option("-o", "--output", help_text="Default: stdout."),
 ) -> None:
     """Write a revision's policy as canonical YAML (the same bytes as `microseg fmt`).
 

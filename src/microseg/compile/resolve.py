@@ -217,8 +217,7 @@ def compile_all(policy_set: PolicySet) -> dict[str, DeviceIntent]:
     """Every device that belongs to a security domain, by name (sorted)."""
     with paused_garbage_collector():
         resolved = _Resolved.of(policy_set)
-        names = sorted({d for domain in policy_set.domains for d in domain.devices})
-        return {name: _compile(resolved, name) for name in names}
+        return {name: _compile(resolved, name) for name in _domain_devices(policy_set)}
 
 
 def compile_each(policy_set: PolicySet) -> tuple[dict[str, DeviceIntent], dict[str, str]]:
@@ -228,12 +227,17 @@ def compile_each(policy_set: PolicySet) -> tuple[dict[str, DeviceIntent], dict[s
     with paused_garbage_collector():
         resolved = _Resolved.of(policy_set)
         intents, errors = {}, {}
-        for name in sorted({d for domain in policy_set.domains for d in domain.devices}):
+        for name in _domain_devices(policy_set):
             try:
                 intents[name] = _compile(resolved, name)
             except CompileError as error:
                 errors[name] = str(error)
         return intents, errors
+
+
+def _domain_devices(policy_set: PolicySet) -> list[str]:
+    """The devices of every security domain, sorted by name."""
+    return sorted({d for domain in policy_set.domains for d in domain.devices})
 
 
 def compile_device(policy_set: PolicySet, device_name: str) -> DeviceIntent:

@@ -28,6 +28,7 @@ import os
 import socket
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from microseg.compile.diff import diff_text
 from microseg.deploy.devices import intended_configs
@@ -132,6 +133,17 @@ def rollback_change(store: Store, change: int, author: str) -> ChangeRecord:
 def four_eyes(store: Store) -> bool:
     setting = store.changes.setting(FOUR_EYES)
     return setting is not None and setting[0] == "on"
+
+
+def four_eyes_setting(store: Store) -> dict[str, Any]:
+    """Four-eyes as `GET /api/settings/four-eyes` and `change four-eyes --json` show it:
+    on, and who set it when (None: never set, off by default)."""
+    recorded = store.changes.setting(FOUR_EYES)
+    return {
+        "on": four_eyes(store),
+        "set_by": recorded[1] if recorded else None,
+        "set_at": recorded[2].isoformat() if recorded else None,
+    }
 
 
 def set_four_eyes(store: Store, on: bool, actor: str) -> None:

@@ -21,6 +21,7 @@ from microseg.deploy import (
     create_change,
     drift,
     four_eyes,
+    four_eyes_setting,
     list_changes,
     rollback_change,
     run_change,
@@ -224,13 +225,7 @@ async def progress(change: ChangeId, principal: Viewer, request: Request) -> Str
 @router.get("/settings/four-eyes", response_model=FourEyes)
 def get_four_eyes(principal: Viewer, request: Request) -> dict[str, Any]:
     """Four-eyes: when on, a change's author cannot approve it."""
-    store = server_context(request).store
-    recorded = store.changes.setting("four_eyes")
-    return {
-        "on": four_eyes(store),
-        "set_by": recorded[1] if recorded else None,
-        "set_at": recorded[2].isoformat() if recorded else None,
-    }
+    return four_eyes_setting(server_context(request).store)
 
 
 @router.put("/settings/four-eyes", response_model=FourEyes)
