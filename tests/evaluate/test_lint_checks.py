@@ -270,3 +270,11 @@ def test_lint_cli_select_and_ignore(run_cli):
     bad = run_cli("lint", home_lab, "--select", "shadowed,nope")
     assert bad.exit_code == 1
     assert "unknown lint check(s): nope" in bad.stderr
+
+
+@pytest.mark.parametrize("given", ["", ",", " , "])
+def test_lint_select_of_no_check_is_refused_not_read_as_every_check(run_cli, given):
+    # `--select "$CHECKS"` with CHECKS empty ran every check: asked for none, given all.
+    refused = run_cli("lint", str(EXAMPLES / "home-lab.yaml"), "--select", given)
+    assert refused.exit_code == 1 and refused.stdout == ""
+    assert f"--select {given!r}: names no check" in refused.stderr

@@ -21,6 +21,7 @@ from microseg.cli.common import (
     resolve_policy,
     session_engine,
 )
+from microseg.model import MicrosegError
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -329,6 +330,10 @@ def lint(
     """
     from microseg.evaluate.lint import lint as lint_policy
 
+    if select is not None and not _check_names(select):
+        raise MicrosegError(
+            f"--select {select!r}: names no check (leave --select out to run every one)"
+        )
     report = lint_policy(resolve_policy(policy), _check_names(select), _check_names(ignore))
     if json_output:
         emit_json(report)
