@@ -19,6 +19,7 @@ over microseg's workers). The rate is stepped up, then bisected, alternating the
 trial by trial so that a change of load on the machine hits both. Prints one JSON line.
 
     python bench/collector.py [--workers N] [--seconds S] [--senders K] [--exporters E]
+                              [--max-sessions N]
     python bench/collector.py --rate R [--repeat N] [--workers N] ...
 
 Trials last 10 s (`--seconds`): long enough that a receive worker's session table grows
@@ -345,6 +346,8 @@ def microseg_trial(sender, data, rate, options) -> Trial:
         command = [sys.executable, "-m", "microseg", "collect", "--listen", f"127.0.0.1:{port}"]
         command += ["--store", store, "--json"]
         command += ["--workers", str(options.workers)]
+        if options.max_sessions:
+            command += ["--max-sessions", str(options.max_sessions)]
         command += ["--receive-buffer", str(options.receive_buffer // options.workers)]
         env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
         collector = subprocess.Popen(
@@ -555,6 +558,15 @@ def main() -> None:
     parser.add_argument("--exporters", type=int, default=8, help="sending sockets in all")
     parser.add_argument("--rate", type=int, default=0, help="no search: trials at this rate")
     parser.add_argument("--repeat", type=int, default=3, help="trials of each with --rate")
+    # every exporter replays the same stream, so each worker sees up to all of its 600,000
+    # sessions: past 437.5 k records/s a 10 s trial holds more than the default limit's
+    # share of a worker (1,000,000 / 2), and the workers evict
+    parser.add_argument(
+        "--max-sessions",
+        type=int,
+        default=0,
+        help="microseg collect --max-sessions (0: its default)",
+    )
     options = parser.parse_args()
     options.receive_buffer = nfcapd_buffer()
     with tempfile.TemporaryDirectory(prefix="microseg-bench-sender-") as directory:
@@ -576,6 +588,7 @@ def main() -> None:
         "senders": options.senders,
         "exporters": options.exporters,
         "workers": options.workers,
+        "max_sessions": options.max_sessions or "default",
         "trial_seconds": options.seconds,
         "receive_buffer_bytes_total": options.receive_buffer,
         "load_average_before": [round(x, 2) for x in load_before],
