@@ -243,3 +243,29 @@ def test_a_closed_standard_output_is_a_user_error_not_a_crash_or_a_silent_succes
     )
     assert done.returncode == 1, done.stderr
     assert done.stderr == "error: standard output is closed\n"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["lint", str(EXAMPLES / "home-lab.yaml"), "--json"],
+        ["validate", str(EXAMPLES / "home-lab.yaml"), "--json"],
+        ["compile", str(EXAMPLES / "home-lab.yaml"), "-d", "andreasm-720xp-home"],
+        ["schema"],
+    ],
+)
+def test_a_reader_that_closed_early_ends_the_command_quietly(argv):
+    # `microseg lint --json | head -1`: output still buffered was flushed at interpreter exit,
+    # which said "Exception ignored ... BrokenPipeError" and exited 120. Python's note on
+    # SIGPIPE (library/signal.html#note-on-sigpipe): no message, exit 1.
+    reader, writer = os.pipe()
+    os.close(reader)
+    env = cli_env()
+    env.pop("PYTHONUNBUFFERED", None)  # a user's shell: stdout to a pipe is block-buffered
+    try:
+        done = subprocess.run(
+            cli_command(*argv), env=env, stdout=writer, stderr=subprocess.PIPE, text=True
+        )
+    finally:
+        os.close(writer)
+    assert (done.returncode, done.stderr) == (1, "")

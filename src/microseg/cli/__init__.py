@@ -38,6 +38,27 @@ class _ClosedOutput(io.TextIOBase):
 
 
 def main(argv: list[str] | None = None) -> None:
+    try:
+        _main(argv)
+    finally:
+        _flush_standard_output()
+
+
+def _flush_standard_output() -> None:
+    """Flush stdout here rather than at interpreter exit, where a reader that closed early
+    (`microseg log | head -1`) is reported as "Exception ignored ... BrokenPipeError" and
+    exit 120. Python's note on SIGPIPE (library/signal.html#note-on-sigpipe): point stdout at
+    /dev/null, say nothing and exit 1, as Python itself does on EPIPE (and Click does for a
+    write that fails while a command runs)."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(EXIT_USER_ERROR)
+
+
+def _main(argv: list[str] | None) -> None:
     if sys.stdout is None:
         sys.stdout = _ClosedOutput()
     words = sys.argv[1:] if argv is None else argv
