@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pyarrow as pa
 import pytest
 import seed_policies
@@ -18,7 +20,7 @@ from microseg.builder.seed_sessions import (
     web_app_sessions,
 )
 from microseg.builder.services import EVIDENCE, server_side
-from microseg.builder.times import parse_time
+from microseg.builder.times import parse_moment, parse_time
 from microseg.flows.flowstore import read_sessions
 from microseg.flows.session_columns import session_columns
 from microseg.model import Group, MicrosegError, Rule, Service
@@ -357,3 +359,20 @@ def test_a_monitor_rule_naming_an_empty_group_selects_nothing_on_that_side():
     rows = table([dict(r) for r in web_app_sessions()])
     scope = Scope(all_of=((rule_selector(policy_set, "watch-empty"),),))
     assert recommend(policy_set, rows, BuilderOptions(scope=scope)).scoped_sessions == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("24h", datetime(2025, 11, 18, 18, 0, tzinfo=UTC)),
+        ("30m", datetime(2025, 11, 19, 17, 30, tzinfo=UTC)),
+        ("7d", datetime(2025, 11, 12, 18, 0, tzinfo=UTC)),
+        ("2025-11-19T12:00", datetime(2025, 11, 19, 12, 0, tzinfo=UTC)),
+        ("2025-11-19T12:00:00Z", datetime(2025, 11, 19, 12, 0, tzinfo=UTC)),
+        ("2025-11-19T13:00+01:00", datetime(2025, 11, 19, 12, 0, tzinfo=UTC)),
+    ],
+)
+def test_every_since_and_until_reads_a_duration_or_an_iso_time(text, expected):
+    now = datetime(2025, 11, 19, 18, 0, tzinfo=UTC)
+    assert parse_moment(text, "--until", now) == expected
+    assert parse_time(text, "--until", now) == int(expected.timestamp() * 1000)

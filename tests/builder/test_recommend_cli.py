@@ -19,7 +19,7 @@ DNS_NTP = str(EXAMPLES / "home-lab-dns-ntp.yaml")
         (["--sessions", "/nonexistent/s.jsonl"], "no such session file"),
         (["--categories", "servers"], "unknown category servers"),
         (["--monitor-rule", "nope"], "monitor rule 'nope' is not in the policy"),
-        (["--since", "yesterday"], "--since: 'yesterday' is not an ISO 8601 time"),
+        (["--since", "yesterday"], "--since 'yesterday': expected a duration like 30m, 24h or 7d"),
         (["--between", "10.0.0.300/24"], "--between: '10.0.0.300/24' is not an IP prefix"),
         (["--min-share", "0"], "--min-share must be a share between 0 and 1"),
         (["--min-share", "0.0001"], "--min-share 0.0001 is below the floor of 0.5"),

@@ -16,6 +16,7 @@ from microseg.cli.common import (
     POLICY_HELP,
     SPARK_CONF_HELP,
     SPARK_MASTER_HELP,
+    TIME_HELP,
     console,
     counted,
     emit_json,
@@ -61,8 +62,12 @@ def recommend_command(
     between: list[str] = typer.Option(
         [], "--between", help="Only sessions with an end in this prefix (repeatable)."
     ),
-    since: str | None = typer.Option(None, "--since", help="Only sessions seen since (ISO)."),
-    until: str | None = typer.Option(None, "--until", help="Only sessions seen until (ISO)."),
+    since: str | None = typer.Option(
+        None, "--since", help=f"Only sessions seen since: {TIME_HELP}."
+    ),
+    until: str | None = typer.Option(
+        None, "--until", help=f"Only sessions seen until: {TIME_HELP}."
+    ),
     min_share: float | None = typer.Option(
         None,
         "--min-share",

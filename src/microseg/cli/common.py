@@ -47,6 +47,8 @@ console = cast("Console", _LazyConsole(highlight=False, soft_wrap=True))
 err_console = cast("Console", _LazyConsole(stderr=True, highlight=False, soft_wrap=True))
 
 JSON_OPTION_HELP = "Print machine-readable JSON instead of a table."
+# Every --since/--until value is read by microseg.builder.times.parse_moment.
+TIME_HELP = "a duration back from now (30m, 24h, 7d) or an ISO time (UTC unless it names a zone)"
 POLICY_HELP = "A policy file or directory, rev:N (a stored revision) or ws:NAME (a workspace)."
 
 

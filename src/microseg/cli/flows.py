@@ -17,6 +17,7 @@ from microseg.cli.common import (
     JSON_OPTION_HELP,
     SPARK_CONF_HELP,
     SPARK_MASTER_HELP,
+    TIME_HELP,
     console,
     counted,
     err_console,
@@ -235,18 +236,6 @@ def _print_stats(stats: dict, as_json: bool) -> None:
     err_console.print(line)
 
 
-def _since(value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise MicrosegError(
-            f"--since {value!r}: expected an ISO time like 2025-11-19T18:52"
-        ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 @sessions_app.command("list")
 def list_sessions(
     store: Path | None = typer.Option(None, "--store", help=STORE_HELP + " Or a session file."),
@@ -255,7 +244,7 @@ def list_sessions(
     src: str | None = typer.Option(None, "--src", help="Client (initiator) address."),
     dst: str | None = typer.Option(None, "--dst", help="Server address."),
     port: int | None = typer.Option(None, "--port", min=0, max=65535, help="Either port."),
-    since: str | None = typer.Option(None, "--since", help="Last seen at or after (ISO, UTC)."),
+    since: str | None = typer.Option(None, "--since", help=f"Last seen at or after: {TIME_HELP}."),
     no_eph: bool = typer.Option(False, "--no-eph", help="Keep ephemeral client ports."),
     limit: int | None = typer.Option(
         None,
@@ -273,9 +262,10 @@ def list_sessions(
 
     Example: microseg sessions list --proto udp --port 53
     """
+    from microseg.builder.times import parse_moment
     from microseg.flows.flowstore import EPHEMERAL_PORT, read_sessions, session_rows
 
-    moment = _since(since)
+    moment = None if since is None else parse_moment(since, "--since", datetime.now(UTC))
     with closing(session_engine(engine, spark_master, spark_conf)) as reader:
         table = read_sessions(
             store,

@@ -11,7 +11,13 @@ from typing import TYPE_CHECKING
 import typer
 
 from microseg.cli.app import OPERATE, app
-from microseg.cli.common import JSON_OPTION_HELP, emit_json, err_console, print_table
+from microseg.cli.common import (
+    JSON_OPTION_HELP,
+    TIME_HELP,
+    emit_json,
+    err_console,
+    print_table,
+)
 
 if TYPE_CHECKING:
     from microseg.monitor import CounterSeries, DevicePoll, DeviceState
@@ -115,9 +121,7 @@ def _report_poll(outcomes: list[DevicePoll]) -> None:
 
 @monitor_app.command("rules")
 def monitor_rules(
-    since: str = typer.Option(
-        "24h", "--since", help="Window: 30m, 24h, 7d back from now, or from an ISO time."
-    ),
+    since: str = typer.Option("24h", "--since", help=f"Start of the window: {TIME_HELP}."),
     store: Path | None = typer.Option(None, "--store", help=STORE_HELP),
     as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HELP),
 ) -> None:
@@ -126,10 +130,11 @@ def monitor_rules(
 
     Example: microseg monitor rules --since 24h
     """
+    from microseg.builder.times import parse_moment
     from microseg.monitor import rule_hits
-    from microseg.monitor.report import rules_json, window_start
+    from microseg.monitor.report import rules_json
 
-    start = window_start(since, datetime.now(UTC))
+    start = parse_moment(since, "--since", datetime.now(UTC))
     hits, shares = rule_hits(_series(store), start)
     if as_json:
         emit_json(rules_json(hits, shares, start))

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
-from microseg.builder.times import parse_time
 from microseg.deploy.drift import drift
 from microseg.evaluate.lint import hardware_entries
-from microseg.model import MicrosegError
 from microseg.monitor.poll import DEFAULT_MATCHES, Revisions, deployed_devices
 from microseg.monitor.series import CounterSeries
 from microseg.store import Store
@@ -147,34 +144,3 @@ def _iso(value: datetime | None) -> str | None:
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     return value.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-_DURATION = re.compile(r"^(\d+)([smhd])$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
-
-
-def window_start(text: str, now: datetime) -> datetime:
-    """`--since`: `30m`, `24h`, `7d` before `now`, or an ISO time (UTC unless it names a
-    zone), which gives the same window, and output, on every run."""
-    if text[:1].isdigit() and "-" in text:
-        milliseconds = parse_time(text, "--since")
-        try:
-            return datetime.fromtimestamp(milliseconds / 1000, tz=UTC)
-        except (OverflowError, ValueError, OSError):
-            raise MicrosegError(f"--since {text!r}: outside the years 1970-9999") from None
-    return now - parse_window(text)
-
-
-def parse_window(text: str) -> timedelta:
-    """`30m`, `24h`, `7d`: a window length; anything else is a user error."""
-    found = _DURATION.match(text.strip())
-    if not found or int(found.group(1)) == 0:
-        raise MicrosegError(
-            f"--since {text!r}: expected a duration like 30m, 24h or 7d, or an ISO time"
-        )
-    try:
-        window = timedelta(**{_UNITS[found.group(2)]: int(found.group(1))})
-        datetime.now(UTC) - window
-    except OverflowError:
-        raise MicrosegError(f"--since {text!r}: longer than the calendar reaches") from None
-    return window

@@ -41,10 +41,11 @@ def rules(
 ) -> dict[str, Any]:
     """Per policy and rule: packets and bytes in the window, last hit, rules with no hit,
     the default match's share (`microseg monitor rules --json`)."""
+    from microseg.builder.times import parse_moment
     from microseg.monitor import rule_hits
-    from microseg.monitor.report import rules_json, window_start
+    from microseg.monitor.report import rules_json
 
-    start = window_start(since, datetime.now(UTC))
+    start = parse_moment(since, "--since", datetime.now(UTC))
     with flow_store_errors(flow_store_path(request)):
         hits, shares = rule_hits(_series(request), start)
     return rules_json(hits, shares, start)

@@ -9,10 +9,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 from markupsafe import Markup
 
+from microseg.builder.times import parse_window
 from microseg.evaluate.check import check_connection, check_groups, is_address, outcome
 from microseg.model import MicrosegError, PolicySet
 from microseg.monitor import CounterSeries, device_states, rule_hits
-from microseg.monitor.report import parse_window
 from microseg.server.flowstore import flow_store_errors, flow_store_path, server_sessions
 from microseg.server.web.appmap import app_map, svg
 from microseg.server.web.errors import WebRoute
