@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from support import ROOT
+from support import EXAMPLES, ROOT
 
 sys.path.insert(0, str(ROOT / "tests" / "targets"))
 sys.path.insert(0, str(ROOT / "tests" / "deploy"))
@@ -125,3 +125,28 @@ def test_the_change_list_is_paged_not_every_change_at_once(seeded):
     assert viewer.get("/api/changes", params={"offset": 130}).json() == []
     for bad in ({"limit": 0}, {"limit": 10_001}, {"offset": -1}, {"limit": "x"}):
         assert viewer.get("/api/changes", params=bad).status_code == 422, bad
+
+
+def test_the_revision_log_is_paged_like_the_change_list(seeded):
+    from microseg.policyfile import load_policy
+
+    seed, other = (
+        load_policy(EXAMPLES / name) for name in ("home-lab.yaml", "home-lab-dns-ntp.yaml")
+    )
+    for number in range(2, 6):  # revisions 2..5, alternating policies: each one a change
+        seeded.store.import_policy(seed if number % 2 else other, "andreas", f"rev {number}")
+    viewer = seeded.client("viewer")
+    assert [r["id"] for r in viewer.get("/api/revisions").json()] == [5, 4, 3, 2, 1]
+    page = viewer.get("/api/revisions", params={"limit": 2, "offset": 2}).json()
+    assert [r["id"] for r in page] == [3, 2]
+    assert viewer.get("/api/revisions", params={"offset": 5}).json() == []
+    for bad in ({"limit": 0}, {"limit": 10_001}, {"offset": -1}, {"limit": "x"}):
+        assert viewer.get("/api/revisions", params=bad).status_code == 422, bad
+    # Same parameters, same defaults (limit 100) as /api/changes, in the OpenAPI document.
+    paths = seeded.app.openapi()["paths"]
+    parameters = {
+        path: {p["name"]: p["schema"] for p in paths[path]["get"]["parameters"]}
+        for path in ("/api/revisions", "/api/changes")
+    }
+    assert parameters["/api/revisions"] == parameters["/api/changes"]
+    assert parameters["/api/revisions"]["limit"]["default"] == 100

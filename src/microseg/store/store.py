@@ -215,14 +215,15 @@ class Store:
                 return Imported(head_id, changed=False)
             return Imported(_add_revision(session, mainline, head, bodies, author, message), True)
 
-    def log(self, limit: int | None = None) -> list[RevisionInfo]:
-        """Mainline revisions, newest first: the audit trail."""
+    def log(self, limit: int | None = None, offset: int = 0) -> list[RevisionInfo]:
+        """Mainline revisions, newest first: the audit trail; `limit` of them (None: every
+        one) after skipping the `offset` newest."""
         if limit is not None and limit < 0:
             raise MicrosegError(f"log limit {limit}: expected a number of revisions >= 0")
         if limit is not None and limit > MAX_REVISION_ID:
             limit = None  # more than there can be: all of them (and no driver overflow)
         with self._reading() as session:
-            query = select(Revision).order_by(Revision.id.desc()).limit(limit)
+            query = select(Revision).order_by(Revision.id.desc()).limit(limit).offset(offset)
             return [_revision_info(r) for r in session.scalars(query)]
 
     # -- workspaces ---------------------------------------------------------------------

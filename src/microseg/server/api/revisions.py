@@ -56,10 +56,12 @@ class Imported(BaseModel):
 def revision_log(
     principal: Viewer,
     request: Request,
-    limit: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
 ) -> list[dict[str, Any]]:
-    """Mainline revisions, newest first (`microseg log`)."""
-    return [r.as_json() for r in server_context(request).store.log(limit)]
+    """Mainline revisions, newest first (`microseg log`), paged as `/api/changes` is:
+    `limit` of them after the `offset` newest (an empty list past the oldest)."""
+    return [r.as_json() for r in server_context(request).store.log(limit, offset)]
 
 
 @router.post(
