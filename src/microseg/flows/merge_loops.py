@@ -6,13 +6,17 @@ still probing. Compiled, one pass does it, record by record in batch order, with
 session's row (one 144-byte structured row: the 2 or 3 cache lines a record touches) at
 hand. Only merge.py imports this module, and only when a session table is made: numba and
 the loops it compiled earlier (cached beside this file, `cache=True`) load in the collector,
-never in other commands.
+never in other commands. Where numba has nowhere to write its cache (an install read-only
+to its user, whose home is not writable either, and no NUMBA_CACHE_DIR), the loops are
+compiled at every start instead, with a warning: numba would refuse to define them.
 
 Everything here works on arrays merge.py has sized for it: a row for every record that may
 add one, an index at most half full. Nothing indexes past them, and nothing raises.
 """
 
 from __future__ import annotations
+
+import logging
 
 import numba
 import numpy as np
@@ -29,6 +33,30 @@ EMPTY = np.uint64(0)
 REQUEST_SHIFT = np.uint32(16)  # merge.REQUEST: an echo request, above the TCP flags
 
 
+log = logging.getLogger("microseg.flows")
+
+
+def _probe() -> None:  # pragma: no cover - only its cache locator is ever asked for
+    pass
+
+
+def _cache_possible() -> bool:
+    """Whether numba finds a writable place for this file's compiled code: its own locator
+    search (NUMBA_CACHE_DIR, the file's __pycache__, the user's cache directory) runs when
+    a function is defined with cache=True, and raises RuntimeError when every place fails."""
+    try:
+        numba.njit(cache=True)(_probe)
+    except RuntimeError as error:
+        log.warning(
+            "collector: %s; its session merge is compiled at every start (a few seconds). "
+            "Set NUMBA_CACHE_DIR to a directory this user can write to keep it compiled",
+            error,
+        )
+        return False
+    return True
+
+
+CACHE = _cache_possible()
 PREFETCH_AHEAD = 16  # records: a slot is fetched this far ahead, a row half as far
 
 
@@ -59,14 +87,14 @@ def _prefetch(typing_context, array, index):
     return types.none(array, index), codegen
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=CACHE, inline="always")
 def _mix(value, word):
     value = value * MULTIPLIER
     value ^= value >> SHIFT
     return value ^ word
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=CACHE, inline="always")
 def key_hash(vrf_id, protocol, low_hi, low_lo, low_port, high_hi, high_lo, high_port, seed):
     """A 64-bit hash of a session key (multiply, xor-shift over its words)."""
     small = (
@@ -84,7 +112,7 @@ def key_hash(vrf_id, protocol, low_hi, low_lo, low_port, high_hi, high_lo, high_
     return value ^ (value >> SHIFT)
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=CACHE, inline="always")
 def _canonical(src_hi, src_lo, src_port, dst_hi, dst_lo, dst_port):
     """(turned around, low endpoint, high endpoint): the lower endpoint first, by address
     then port, so that both directions of a conversation meet on one key."""
@@ -95,14 +123,14 @@ def _canonical(src_hi, src_lo, src_port, dst_hi, dst_lo, dst_port):
     return False, src_hi, src_lo, src_port, dst_hi, dst_lo, dst_port
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=CACHE, inline="always")
 def _saturating(total, value):
     """total + value, held at 2**64-1 (RFC 7011 counters are unsigned64)."""
     added = total + value
     return UINT64_MAX if added < total else added
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=CACHE, inline="always")
 def _add_a(row, packets, octets, first, last, flags, exporter):
     """A record's counters into side a; only bytes count from a record without packets."""
     row.a_packets = _saturating(row.a_packets, packets)
@@ -114,7 +142,7 @@ def _add_a(row, packets, octets, first, last, flags, exporter):
         row.a_exporter = max(row.a_exporter, exporter)
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=CACHE, inline="always")
 def _add_b(row, packets, octets, first, last, flags, exporter):
     """_add_a for side b."""
     row.b_packets = _saturating(row.b_packets, packets)
@@ -126,7 +154,7 @@ def _add_b(row, packets, octets, first, last, flags, exporter):
         row.b_exporter = max(row.b_exporter, exporter)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=CACHE)
 def index_shift(slots):
     """How far a hash is shifted right to give a slot: its top bits pick it."""
     bits = 0
@@ -135,7 +163,7 @@ def index_shift(slots):
     return np.uint64(64 - bits)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=CACHE)
 def merge(
     rows,
     size,
@@ -241,7 +269,7 @@ def merge(
     return size
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=CACHE)
 def index(rows, size, slots, seed, hash_mask):
     """Index rows[:size] (distinct keys) into empty `slots`."""
     shift = index_shift(slots)
