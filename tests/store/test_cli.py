@@ -284,3 +284,28 @@ def test_a_workspace_file_with_a_nameless_or_twice_given_object_is_located(
     assert result.exit_code == 1
     assert f"{changes}:3:11: group 'g' name: duplicate name: defined 2 times" in result.stderr
     assert _json(run_cli("workspace", "diff", "w", "--json"))["changes"] == []
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["log"],
+        ["export"],
+        ["workspace", "list"],
+        ["workspace", "show", "w"],
+        ["change", "list"],
+        ["drift"],
+        ["user", "list"],
+        ["fmt", "rev:1"],
+    ],
+)
+def test_a_read_of_a_store_that_is_not_there_creates_none(run_cli, tmp_path, monkeypatch, argv):
+    # `microseg log` on a mistyped MICROSEG_DATABASE_URL made an empty store there (and its
+    # directory) and said "no revisions": the read is refused and nothing is created.
+    missing = tmp_path / "nowhere" / "store.db"
+    monkeypatch.setenv("MICROSEG_DATABASE_URL", f"sqlite:///{missing}")
+    result = run_cli(*argv)
+    assert result.exit_code == 1, (result.stdout, result.stderr)
+    assert f"error: no store at {missing} (microseg db init creates one)" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+    assert run_cli("db", "init").exit_code == 0 and missing.exists()

@@ -83,7 +83,7 @@ def change_list(
     from microseg.deploy import list_changes
     from microseg.store import open_store
 
-    with open_store() as store:
+    with open_store(create=False) as store:
         changes = list_changes(store, limit)
     if as_json:
         emit_json([c.as_json(details=False) for c in changes])
@@ -116,7 +116,7 @@ def change_show(
     from microseg.deploy import show_change
     from microseg.store import open_store
 
-    with open_store() as store:
+    with open_store(create=False) as store:
         record = show_change(store, change)
     if as_json:
         emit_json(record.as_json())
@@ -335,7 +335,7 @@ def drift_command(
     from microseg.deploy import drift
     from microseg.store import open_store
 
-    with open_store() as store:
+    with open_store(create=False) as store:
         head, reports = drift(store, devices, timeout)
     if as_json:
         emit_json({"revision": head, "devices": [r.as_json() for r in reports]})

@@ -205,7 +205,7 @@ def resolve_policy(spec: str) -> PolicySet:
         from microseg.store.specs import check_stored_spec, stored_policy
 
         check_stored_spec(spec)
-        with open_store() as store:
+        with open_store(create=False) as store:
             return stored_policy(store, spec)
     from microseg.policyfile import load_policy
 

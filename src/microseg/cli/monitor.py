@@ -169,7 +169,7 @@ def monitor_devices(
     from microseg.monitor import device_states
     from microseg.store import open_store
 
-    with open_store() as database:
+    with open_store(create=False) as database:
         # Reachability, deploys and drift come from the devices: a store not polled yet
         # (or not made yet) only means "counters never polled".
         states = device_states(database, _series(store, reading=False))

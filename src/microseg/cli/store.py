@@ -96,7 +96,7 @@ def export(
     from microseg.policyfile import dump_policy
     from microseg.store import NotFound, open_store
 
-    with open_store() as store:
+    with open_store(create=False) as store:
         if revision is None:
             revision = store.head()
             if revision is None:
@@ -120,7 +120,7 @@ def log(
     """
     from microseg.store import open_store
 
-    with open_store() as store:
+    with open_store(create=False) as store:
         revisions = store.log(limit)
     if as_json:
         emit_json([revision.as_json() for revision in revisions])
@@ -169,7 +169,7 @@ def workspace_list(
     """
     from microseg.store import open_store
 
-    with open_store() as store:
+    with open_store(create=False) as store:
         workspaces = store.workspace_list(include_closed)
     if as_json:
         emit_json([info.as_json() for info in workspaces])
@@ -201,7 +201,7 @@ def workspace_show(
     from microseg.policyfile import dump_policy
     from microseg.store import open_store
 
-    with open_store() as store:
+    with open_store(create=False) as store:
         info = store.workspace_info(name)
         policy_set = store.workspace_policy(name)
     if as_json:
@@ -222,7 +222,7 @@ def workspace_diff(
     """
     from microseg.store import open_store
 
-    with open_store() as store:
+    with open_store(create=False) as store:
         info = store.workspace_info(name)
         changes = store.workspace_diff(name)
     if as_json:

@@ -71,7 +71,7 @@ def user_list(as_json: bool = typer.Option(False, "--json", help=JSON_OPTION_HEL
     """
     from microseg.store import open_store
 
-    with open_store() as store:
+    with open_store(create=False) as store:
         users = store.accounts.users()
     if as_json:
         emit_json([user.as_json() for user in users])
@@ -211,7 +211,7 @@ def token_list(
     """
     from microseg.store import open_store
 
-    with open_store() as store:
+    with open_store(create=False) as store:
         tokens = store.accounts.tokens(user)
     if as_json:
         emit_json([token.as_json() for token in tokens])

@@ -110,6 +110,20 @@ def is_read_only(url: URL) -> bool:
     return url.get_backend_name() == "sqlite" and url.query.get("mode") == "ro"
 
 
+def check_store_exists(url: str) -> None:
+    """A read must not create a store: a SQLite file that is not there is a user error
+    (SQLite would create it empty). PostgreSQL creates nothing on connect: not checked."""
+    parsed = parse_database_url(url)
+    if parsed.get_backend_name() != "sqlite" or is_in_memory(parsed):
+        return
+    database = parsed.database or ""
+    if database.startswith("file:"):
+        database = urllib.parse.unquote(urllib.parse.urlsplit(database).path)
+    path = Path(database).expanduser()
+    if not path.exists():
+        raise MicrosegError(f"no store at {path} (microseg db init creates one)")
+
+
 def create_store_engine(url: str) -> Engine:
     """An Engine for a SQLite or PostgreSQL URL. `postgresql://` means psycopg 3."""
     parsed = parse_database_url(url)

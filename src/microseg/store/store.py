@@ -33,6 +33,7 @@ from microseg.store.accounts import AccountTable
 from microseg.store.changes import ChangeTable
 from microseg.store.database import (
     WRITE_TRANSACTION,
+    check_store_exists,
     create_store_engine,
     database_url,
     ensure_schema,
@@ -72,12 +73,16 @@ from microseg.store.snapshot import (
 
 
 @contextmanager
-def open_store(url: str | None = None) -> Iterator[Store]:
+def open_store(url: str | None = None, *, create: bool = True) -> Iterator[Store]:
     """The store at `url` (default: $MICROSEG_DATABASE_URL, else SQLite in the user data dir).
 
     An uninitialised or older database is upgraded to the current schema on open (the same
-    as `microseg db init`)."""
-    engine = create_store_engine(database_url(url))
+    as `microseg db init`). `create=False` is for a command that only reads: a SQLite file
+    that is not there is an error, not a new empty store left behind."""
+    url = database_url(url)
+    if not create:
+        check_store_exists(url)
+    engine = create_store_engine(url)
     try:
         with _reporting_connection_errors(engine):
             ensure_schema(engine)
