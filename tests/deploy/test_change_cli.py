@@ -157,6 +157,7 @@ def test_a_cancelled_change_never_runs(store_env, lab, switch, run_cli):
 
 
 def test_an_unknown_change_is_a_user_error(store_env, run_cli):
+    ok(run_cli("db", "init"))
     for verb in ("show", "approve", "run", "cancel", "rollback"):
         result = run_cli("change", verb, "7")
         assert result.exit_code == 1, verb

@@ -95,7 +95,7 @@ def test_mode_ro_reads_and_refuses_every_write(run_cli, use_url, tmp_path):
 
 def test_mode_ro_on_a_missing_file_creates_nothing(run_cli, use_url, tmp_path):
     use_url(f"sqlite:///{tmp_path / 'none.db'}?mode=ro")
-    assert "unable to open database file" in _one_line_error(run_cli("log"))
+    assert "no store at" in _one_line_error(run_cli("log"))
     assert list(tmp_path.iterdir()) == []
 
 
