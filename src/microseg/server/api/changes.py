@@ -31,6 +31,7 @@ from microseg.deploy import (
 )
 from microseg.deploy.changes import RUNNABLE, progress_written
 from microseg.deploy.run import DEFAULT_CONFIRM_WITHIN_S
+from microseg.server.api.models import PageLimit, PageOffset
 from microseg.server.audit import audited
 from microseg.server.auth import Admin, Approver, Editor, Viewer
 from microseg.server.context import server_context
@@ -85,8 +86,8 @@ class FourEyesSetting(RequestBody):
 def changes(
     principal: Viewer,
     request: Request,
-    limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
-    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
+    limit: PageLimit = 100,
+    offset: PageOffset = 0,
 ) -> list[dict[str, Any]]:
     """Changes, newest first (devices by name), paged as `/api/sessions` is: `limit` of
     them after the `offset` newest (an empty list past the oldest)."""

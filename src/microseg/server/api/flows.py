@@ -15,6 +15,7 @@ from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, Field
 
 from microseg.server.api.evaluate import POLICY_DOC, resolve
+from microseg.server.api.models import PageLimit, PageOffset
 from microseg.server.audit import audited
 from microseg.server.auth import Editor, Viewer
 from microseg.server.context import server_context
@@ -48,8 +49,8 @@ def sessions(
         datetime | None, Query(description="Last seen at or after (ISO 8601).")
     ] = None,
     eph: Annotated[bool, Query(description="Fold client ports >= 49152 into `eph` rows.")] = True,
-    limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
-    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
+    limit: PageLimit = 100,
+    offset: PageOffset = 0,
 ) -> dict[str, Any]:
     """The session table (`microseg sessions list --json`), filtered and paged; rows in
     first-seen order."""

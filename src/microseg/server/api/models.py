@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Path
+from fastapi import Path, Query
 from pydantic import BaseModel, ConfigDict
 
 # A policy object's name may hold '/' (EOS takes `dc1/web`; nftables escapes it). The routes
@@ -13,6 +13,10 @@ from pydantic import BaseModel, ConfigDict
 ObjectNameInPath = Annotated[
     str, Path(description="The object's name, percent-encoded; it may contain '/'.")
 ]
+
+# A list endpoint's page: `limit` items after the `offset` first (the newest, for a log).
+PageLimit = Annotated[int, Query(ge=1, le=10_000)]
+PageOffset = Annotated[int, Query(ge=0, le=2**31 - 1)]
 
 
 class WorkspaceOut(BaseModel):

@@ -18,7 +18,7 @@ from microseg.server.api.bodies import (
     policy_source,
     request_body_doc,
 )
-from microseg.server.api.models import ObjectNameInPath, PolicyDocument
+from microseg.server.api.models import ObjectNameInPath, PageLimit, PageOffset, PolicyDocument
 from microseg.server.audit import audited
 from microseg.server.auth import Editor, Viewer, check_sections
 from microseg.server.context import server_context
@@ -56,8 +56,8 @@ class Imported(BaseModel):
 def revision_log(
     principal: Viewer,
     request: Request,
-    limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
-    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
+    limit: PageLimit = 100,
+    offset: PageOffset = 0,
 ) -> list[dict[str, Any]]:
     """Mainline revisions, newest first (`microseg log`), paged as `/api/changes` is:
     `limit` of them after the `offset` newest (an empty list past the oldest)."""

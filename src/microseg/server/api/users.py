@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from microseg.server import accounts
+from microseg.server.api.models import PageOffset
 from microseg.server.audit import audited
 from microseg.server.auth import Admin, Role, Viewer
 from microseg.server.context import server_context
@@ -164,7 +165,7 @@ async def audit_trail(
     principal: Admin,
     request: Request,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
+    offset: PageOffset = 0,
     actor: str | None = None,
     action: str | None = None,
 ) -> list[dict[str, Any]]:
