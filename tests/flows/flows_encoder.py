@@ -136,3 +136,28 @@ def softflowd_v4_record(src, dst, start_ms, end_ms, octets, packets, sport, dpor
         + uint(4, 1)
         + uint(0, 1)
     )
+
+
+def softflowd_export(exporter: int, sessions: int, start_ms: int) -> list[bytes]:
+    """An exporter's IPFIX as softflowd sends it: its template, then `sessions` TCP sessions
+    of its own (10.<exporter>.x.y to 10.200.0.1:443), 30 records a message."""
+    records = [
+        softflowd_v4_record(
+            f"10.{exporter}.{n // 250}.{n % 250 + 1}",
+            "10.200.0.1",
+            start_ms,
+            start_ms + 40,
+            1500,
+            3,
+            50_000,
+            443,
+            6,
+            0x1B,
+        )
+        for n in range(sessions)
+    ]
+    messages = [ipfix_message([ipfix_template_set({1024: SOFTFLOWD_V4})])]
+    for first in range(0, sessions, 30):
+        chunk = records[first : first + 30]
+        messages.append(ipfix_message([data_set(1024, chunk)], sequence=first))
+    return messages

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 from flows_collector import Collector, collect_while_a_port_is_taken
-from flows_encoder import SOFTFLOWD_V4, data_set, ipfix_message, ipfix_template_set
-from flows_encoder import softflowd_v4_record as record
+from flows_encoder import softflowd_export
 
 from microseg.flows.flowstore import FlowStore, read_sessions
 from microseg.flows.workers import combine_stats, worker_ids
@@ -23,34 +22,10 @@ EXPORTERS = 12  # sockets; 3 workers all missed by the kernel's hash: 3 x (1/3)^
 OPTIONS = ("--json", "--collector-id", "mon1")
 
 
-def export(exporter: int, sessions: int) -> list[bytes]:
-    """Exporter `exporter`'s IPFIX: its template, then `sessions` sessions of its own."""
-    records = [
-        record(
-            f"10.{exporter}.{n // 250}.{n % 250 + 1}",
-            "10.200.0.1",
-            T0,
-            T0 + 40,
-            1500,
-            3,
-            50_000,
-            443,
-            6,
-            0x1B,
-        )
-        for n in range(sessions)
-    ]
-    messages = [ipfix_message([ipfix_template_set({1024: SOFTFLOWD_V4})])]
-    for first in range(0, sessions, 30):
-        chunk = records[first : first + 30]
-        messages.append(ipfix_message([data_set(1024, chunk)], sequence=first))
-    return messages
-
-
 def send_from_exporters(collector: Collector, sessions: int) -> None:
     """EXPORTERS exporters, one socket (source port) each, as softflowd keeps one."""
     for exporter in range(EXPORTERS):
-        collector.send(export(exporter, sessions), exporter=exporter)
+        collector.send(softflowd_export(exporter, sessions, T0), exporter=exporter)
 
 
 def final_counters(collector: Collector) -> dict:

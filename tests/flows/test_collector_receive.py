@@ -11,8 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from flows_encoder import SOFTFLOWD_V4, data_set, ipfix_message, ipfix_template_set
-from flows_encoder import softflowd_v4_record as record
+from flows_encoder import softflowd_export
 
 from microseg.flows import collector as collector_module
 from microseg.flows import receive
@@ -120,29 +119,6 @@ def test_the_largest_and_the_empty_datagram_come_whole(make_reader):
     assert [data for data, _ in datagrams] == [largest, b"", b"x"]
 
 
-def softflowd_stream(count: int) -> list[bytes]:
-    records = [
-        record(
-            f"10.1.{n // 250}.{n % 250 + 1}",
-            "10.200.0.1",
-            T0,
-            T0 + 40,
-            1500,
-            3,
-            50_000,
-            443,
-            6,
-            0x1B,
-        )
-        for n in range(count)
-    ]
-    messages = [ipfix_message([ipfix_template_set({1024: SOFTFLOWD_V4})])]
-    for first in range(0, count, 30):
-        chunk = records[first : first + 30]
-        messages.append(ipfix_message([data_set(1024, chunk)], sequence=first))
-    return messages
-
-
 @pytest.mark.parametrize("kind", readers())
 def test_the_collector_stores_the_same_sessions_with_either_reader(kind, tmp_path, monkeypatch):
     """A real collector on loopback: good datagrams between bad ones (the decoder drops and
@@ -152,7 +128,7 @@ def test_the_collector_stores_the_same_sessions_with_either_reader(kind, tmp_pat
     monkeypatch.setattr(collector_module, "READ_BURST", 64)  # several reads per batch
     store = FlowStore(tmp_path / "flows")
     collector = FlowCollector(store)
-    stream = softflowd_stream(900)
+    stream = softflowd_export(1, 900, T0)
     bad = [b"", b"\x00\x0a", b"\x00\x0a\x00\x20" + bytes(12), b"garbage" * 20]
     with BackgroundCollector(collector) as running:
         sent = 0
