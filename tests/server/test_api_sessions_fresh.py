@@ -21,3 +21,18 @@ def test_new_sessions_are_seen_by_the_next_request(server, flow_store):
     assert viewer.get("/api/sessions").json()["total"] == 2
     flow_store.write_text((EXAMPLES / "seed-lab-sessions.csv").read_text())
     assert viewer.get("/api/sessions").json()["total"] > 2
+
+
+def test_since_takes_a_window_or_a_time_as_the_cli_does(server, flow_store):
+    # ?since= took only an ISO time, where `sessions list --since` and /api/monitor/rules
+    # also take 30m/24h/7d: one reading of a time everywhere (builder.times.parse_moment).
+    viewer = server.client("viewer")
+    assert (
+        viewer.get("/api/sessions", params={"since": "2000-01-01T00:00:00Z"}).json()["total"] == 2
+    )
+    assert viewer.get("/api/sessions", params={"since": "36500d"}).json()["total"] == 2
+    assert viewer.get("/api/sessions", params={"since": "1m"}).json()["total"] == 0
+    assert viewer.get("/api/sessions", params={"since": "2999-01-01"}).json()["total"] == 0
+    bad = viewer.get("/api/sessions", params={"since": "2x"})
+    assert bad.status_code == 400
+    assert "since '2x'" in bad.json()["detail"]

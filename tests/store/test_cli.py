@@ -298,6 +298,8 @@ def test_a_workspace_file_with_a_nameless_or_twice_given_object_is_located(
         ["drift"],
         ["user", "list"],
         ["fmt", "rev:1"],
+        ["change", "four-eyes"],
+        ["workspace", "build", "w"],
     ],
 )
 def test_a_read_of_a_store_that_is_not_there_creates_none(run_cli, tmp_path, monkeypatch, argv):

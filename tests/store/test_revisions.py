@@ -182,6 +182,10 @@ def test_the_default_store_is_sqlite_in_the_user_data_dir(tmp_path, monkeypatch)
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     expected = tmp_path / "data" / "microseg" / "microseg.db"
     assert database_url() == f"sqlite:///{expected}"
+    assert not (tmp_path / "data").exists()  # naming the store makes nothing
+    with pytest.raises(MicrosegError, match="no store at"), open_store(create=False):
+        pass
+    assert not (tmp_path / "data").exists()  # nor does a read
     with open_store() as opened:
         opened.import_policy(PolicySet(), "a", "empty")
     assert expected.exists()

@@ -306,7 +306,8 @@ def change_four_eyes(
 
     if setting not in (None, "on", "off"):
         raise MicrosegError(f"four-eyes {setting!r}: on or off")
-    with open_store() as store:
+    # Showing the setting only reads: it must not create a store.
+    with open_store(create=setting is not None) as store:
         if setting is not None:
             set_four_eyes(store, setting == "on", _who(author))
         recorded = store.changes.setting("four_eyes")

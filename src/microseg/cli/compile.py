@@ -169,7 +169,7 @@ def workspace_build(
     from microseg.store import open_store
     from microseg.targets.render import diff_policies
 
-    with open_store() as store:
+    with open_store(create=False) as store:
         base = store.workspace_base(name)
         old_set, new_set = store.revision_policy(base), store.workspace_policy(name)
     diffs = diff_policies(old_set, new_set, None, f"rev:{base}", f"ws:{name}")

@@ -56,7 +56,21 @@ def database_url(url: str | None = None) -> str:
                 "PostgreSQL URL"
             )
         return from_env
-    directory = Path(platformdirs.user_data_dir("microseg"))
+    return f"sqlite:///{default_store_path()}"
+
+
+def default_store_path() -> Path:
+    """Where the store is when no URL is given: SQLite in the user data dir (platformdirs)."""
+    return Path(platformdirs.user_data_dir("microseg")) / "microseg.db"
+
+
+def prepare_default_store(url: str) -> None:
+    """A store about to be created at the default path gets its directory first (SQLite makes
+    the file, not the directories). Only then: a command that only reads, or names another
+    store, leaves the user's data directory as it was."""
+    if url != f"sqlite:///{default_store_path()}":
+        return
+    directory = default_store_path().parent
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -64,7 +78,6 @@ def database_url(url: str | None = None) -> str:
             f"cannot create the store's directory {directory}: {error.strerror} "
             f"(set {DATABASE_URL_ENV} to choose another store)"
         ) from None
-    return f"sqlite:///{directory / 'microseg.db'}"
 
 
 def redacted(url: str | URL) -> str:

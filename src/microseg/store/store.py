@@ -38,6 +38,7 @@ from microseg.store.database import (
     database_url,
     ensure_schema,
     is_read_only,
+    prepare_default_store,
     redacted,
     upgrade_schema,
 )
@@ -80,7 +81,9 @@ def open_store(url: str | None = None, *, create: bool = True) -> Iterator[Store
     as `microseg db init`). `create=False` is for a command that only reads: a SQLite file
     that is not there is an error, not a new empty store left behind."""
     url = database_url(url)
-    if not create:
+    if create:
+        prepare_default_store(url)
+    else:
         check_store_exists(url)
     engine = create_store_engine(url)
     try:
@@ -93,7 +96,9 @@ def open_store(url: str | None = None, *, create: bool = True) -> Iterator[Store
 
 def init_database(url: str | None = None) -> tuple[str, str]:
     """Create or upgrade the store's schema (`microseg db init`): (URL shown, schema revision)."""
-    engine = create_store_engine(database_url(url))
+    url = database_url(url)
+    prepare_default_store(url)
+    engine = create_store_engine(url)
     try:
         with _reporting_connection_errors(engine):
             return redacted(engine.url), upgrade_schema(engine)

@@ -46,7 +46,12 @@ def sessions(
     dst: Annotated[str | None, Query(max_length=100, description="Server address.")] = None,
     port: Annotated[int | None, Query(ge=0, le=65535, description="Either port.")] = None,
     since: Annotated[
-        datetime | None, Query(description="Last seen at or after (ISO 8601).")
+        str | None,
+        Query(
+            max_length=40,
+            description="Last seen at or after: 30m, 24h, 7d back from now, or an ISO 8601 "
+            "time (UTC unless it names a zone).",
+        ),
     ] = None,
     eph: Annotated[bool, Query(description="Fold client ports >= 49152 into `eph` rows.")] = True,
     limit: PageLimit = 100,
@@ -54,11 +59,12 @@ def sessions(
 ) -> dict[str, Any]:
     """The session table (`microseg sessions list --json`), filtered and paged; rows in
     first-seen order."""
+    from microseg.builder.times import parse_moment
     from microseg.flows.flowstore import session_rows
 
-    if since is not None and since.tzinfo is None:
-        since = since.replace(tzinfo=UTC)
-    filters = (eph, vrf, proto, src, dst, port, since)
+    # One reading of a time for every --since, as the CLI's `sessions list --since`.
+    start = parse_moment(since, "since", datetime.now(UTC)) if since is not None else None
+    filters = (eph, vrf, proto, src, dst, port, start)
     table = _session_table(request, filters)
     page = table.slice(offset, limit) if offset < table.num_rows else table.slice(0, 0)
     return {
@@ -135,8 +141,12 @@ class RecommendQuery(RequestBody):
     between: list[str] = Field(
         default_factory=list, description="Only sessions with an end in these prefixes."
     )
-    since: str | None = Field(None, max_length=40, description="Sessions seen since (ISO 8601).")
-    until: str | None = Field(None, max_length=40, description="Sessions seen until (ISO 8601).")
+    since: str | None = Field(
+        None, max_length=40, description="Sessions seen since: 30m, 24h, 7d ago, or an ISO time."
+    )
+    until: str | None = Field(
+        None, max_length=40, description="Sessions seen until: 30m, 24h, 7d ago, or an ISO time."
+    )
     min_share: float | None = Field(
         None,
         gt=0,
