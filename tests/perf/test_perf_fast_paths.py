@@ -17,8 +17,10 @@ from microseg.compile.resolve import _canonical
 from microseg.gc_pause import paused_garbage_collector
 from microseg.model import PolicyError, PolicySet
 from microseg.model.objects import (
+    DOT_SEGMENTS,
     _assembled_ipv4_network,
     _canonical_ipv4_prefix,
+    _check_displayed_as_read,
     _check_name,
     _check_one_line,
     _make_ipv4_network,
@@ -200,9 +202,12 @@ def _name_as_written_before(value):
         raise ValueError(f"a name must be a string, got {value!r}")
     if not value or value != value.strip():
         raise ValueError(f"{value!r}: a name may not be empty or start/end with whitespace")
+    if value in DOT_SEGMENTS:
+        raise ValueError(f"{value!r}: a name may not be '.' or '..' (URLs drop them)")
     if any(ch in value for ch in "\n\r\t"):
         raise ValueError(f"{value!r}: a name may not contain tabs or line breaks")
     _check_one_line(value, "a name")
+    _check_displayed_as_read(value, "a name")
     return value
 
 
@@ -214,7 +219,12 @@ def _outcome(check, value):
 
 
 @settings(max_examples=500, deadline=None)
-@given(st.one_of(st.text(max_size=8), st.sampled_from(["a\tb", "a\x85b", "a\u2028b", " a", ""])))
+@given(
+    st.one_of(
+        st.text(max_size=8),
+        st.sampled_from(["a\tb", "a\x85b", "a\u2028b", " a", "", ".", "..", "a\u202eb"]),
+    )
+)
 def test_the_name_check_shortcut_agrees_with_the_full_check(value):
     assert _outcome(_check_name, value) == _outcome(_name_as_written_before, value)
 
