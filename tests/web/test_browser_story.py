@@ -155,10 +155,12 @@ def test_seed_story_from_workspace_to_deployed_change_and_builder_rules(
         bob.page.fill("#f-parallel", "1")  # the vZTX first, then the switch
         streams: list[str] = []
         bob.page.on("request", lambda r: streams.append(r.url) if "/events" in r.url else None)
-        # The switch holds every request (20 s at most, under the driver's 30 s timeout) until
-        # hang(0) releases it: the run is watched while it goes on (at 0.3 s, and at 2 s in a CI
-        # run, a loaded machine saw the change succeed before it looked).
-        switch.hang(20)
+        # Once its own deploy has begun, the switch holds every request (20 s at most, under
+        # the driver's 30 s timeout) until hang(0) releases it: the run is watched while it goes
+        # on (at 0.3 s, and at 2 s in a CI run, a loaded machine saw the change succeed before
+        # it looked). Not from the start: the preflight reads the switch too, and two held
+        # reads before the vZTX's turn took a loaded machine past the wait below.
+        switch.hang_after(r"configure session \S+", 20)
         bob.page.click("button:text-is('Run')")
         rows = bob.page.locator("tr.progress-row")
         rows.nth(0).locator(".badge:text('confirmed')").wait_for(timeout=60_000)
