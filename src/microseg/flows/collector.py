@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from microseg.flows.batch import format_addresses
 from microseg.flows.decoder import Datagram, FlowDecoder
 from microseg.flows.flowstore import FlowStore
 from microseg.flows.receive import reader
@@ -77,6 +78,7 @@ class FlowCollector:
 
     def __init__(self, store: FlowStore | None, settings: CollectorSettings | None = None):
         keep_freed_memory()  # before the session table reserves its rows
+        warm_up_arrow()
         self.settings = settings or CollectorSettings()
         self.store = store.open() if store is not None else None
         self.decoder = FlowDecoder()
@@ -347,6 +349,15 @@ def keep_freed_memory() -> None:
         return
     mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
     mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)
+
+
+def warm_up_arrow() -> None:
+    """Arrow sets up its compute functions at their first call: the first cast in a process
+    took 0.7-1.2 s on this project's VM, and a collector's first batch formats its
+    exporters' addresses with one, while the kernel queued datagrams (with 2 workers and
+    nfcapd's 8 MiB of buffer between them, more than it could hold even at 62,500 records/s).
+    Paid here, before the collector says it is listening."""
+    format_addresses(np.zeros(1, np.uint64), np.full(1, 0xFFFF7F000001, np.uint64))
 
 
 def open_sockets(addresses: list[tuple[str, int]], receive_buffer: int) -> list[socket.socket]:
