@@ -111,6 +111,7 @@ def test_create_plans_only_devices_whose_configuration_changes(
 
 
 def test_four_eyes_refuses_the_authors_own_approval(store_env, lab, switch, vztx, run_cli):
+    ok(run_cli("db", "init"))  # reading the setting never creates a store
     assert ok(run_cli("change", "four-eyes")).stdout.startswith("four-eyes is off")
     on = ok(run_cli("change", "four-eyes", "on", "--author", "admin"))
     assert "four-eyes is on (set by admin, " in on.stdout
@@ -463,6 +464,7 @@ def test_change_list_limit_shows_only_the_newest(store_env, run_cli):
 
 
 def test_four_eyes_shows_its_setting_as_json_as_the_api_does(store_env, run_cli):
+    ok(run_cli("db", "init"))
     assert as_json(run_cli("change", "four-eyes", "--json")) == {
         "on": False,
         "set_by": None,

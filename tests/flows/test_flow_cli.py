@@ -47,6 +47,19 @@ def test_store_from_the_environment(run_cli, tmp_path, monkeypatch):
     assert result.exit_code == 0 and "Sessions: 0" in result.stdout
 
 
+def test_an_empty_default_store_says_where_collect_writes(run_cli, tmp_path, monkeypatch):
+    missing = tmp_path / "flows"
+    monkeypatch.setenv("MICROSEG_FLOW_STORE", str(missing))
+    for argv in (["list"], ["list", "--json"], ["export", "--csv", str(tmp_path / "s.csv")]):
+        result = run_cli("sessions", *argv)
+        assert result.exit_code == 0, result.stderr
+        assert f"note: no flow store at {missing} yet: `microseg collect` writes" in result.stderr
+        assert not missing.exists()
+    assert run_cli("sessions", "list", "--json").stdout == ""
+    FlowStore(missing).open()
+    assert "note:" not in run_cli("sessions", "list").stderr
+
+
 def test_sigkill_loses_nothing_already_stored(tmp_path):
     store = tmp_path / "flows"
     collector = Collector(store, "--flush-interval", "0.1", "--collector-id", "mon1")

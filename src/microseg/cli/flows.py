@@ -267,6 +267,7 @@ def list_sessions(
 
     moment = None if since is None else parse_moment(since, "--since", datetime.now(UTC))
     with closing(session_engine(engine, spark_master, spark_conf)) as reader:
+        _say_if_nothing_collected(store)  # after the options are checked
         table = read_sessions(
             store,
             ephemeral_port=None if no_eph else EPHEMERAL_PORT,
@@ -284,6 +285,20 @@ def list_sessions(
             sys.stdout.write(json.dumps(row) + "\n")
         return
     print_session_table(table)
+
+
+def _say_if_nothing_collected(store: Path | None) -> None:
+    """The default store not being there reads as an empty table (nothing collected yet); say
+    where the sessions would be, on stderr, so that an empty answer is not a puzzle."""
+    from microseg.flows.flowstore import default_store_dir
+
+    if store is None and not default_store_dir().exists():
+        err_console.print(
+            f"note: no flow store at {default_store_dir()} yet: `microseg collect` writes "
+            "there (or give --store DIR; MICROSEG_FLOW_STORE sets the default)",
+            markup=False,
+            highlight=False,
+        )
 
 
 def print_session_table(table: pa.Table) -> None:
@@ -331,6 +346,7 @@ def export_sessions(
                 rows += batch.num_rows
 
     with closing(session_engine(engine, spark_master, spark_conf)) as reader:
+        _say_if_nothing_collected(store)  # after the options are checked
         batches = session_batches(
             store, ephemeral_port=None if no_eph else EPHEMERAL_PORT, engine=reader
         )
