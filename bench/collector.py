@@ -15,8 +15,9 @@ Zero loss is judged from what the receiver stored: nfcapd's files read back with
 session merge, their packets add up) against what was sent, with the kernel's drop counter
 of the receiving sockets (/proc/net/udp `drops`) beside it as a cross-check. Both receivers
 get the same total socket receive buffer (nfcapd's, which the kernel caps at rmem_max; split
-over microseg's workers). The rate is stepped up, then bisected, alternating the receivers
-trial by trial so that a change of load on the machine hits both. Prints one JSON line.
+over microseg's workers), as the kernel reports it (`ss -m`: rb) in every trial. The rate is
+stepped up, then bisected, alternating the receivers trial by trial so that a change of
+load on the machine hits both. Prints one JSON line.
 
     python bench/collector.py [--workers N] [--seconds S] [--senders K] [--exporters E]
                               [--max-sessions N]
@@ -208,6 +209,7 @@ class Trial:
             "packets_stored": self.packets_stored,
             "kernel_drops": self.kernel_drops,
             "zero_loss": self.zero_loss,
+            "receive_buffer_bytes": self.figures.get("receive_buffer_bytes"),
             # receive CPU (both receivers, all their processes) per million records sent:
             # what a receiver costs whatever the machine's load
             "cpu_s_per_million_records": round(
@@ -281,6 +283,17 @@ def udp_sockets(port: int) -> list[list[str]]:
     return [words for words in rows if int(words[1].rsplit(":", 1)[1], 16) == port]
 
 
+def receive_buffers(port: int) -> int | None:
+    """The receive buffer the kernel gives the sockets bound to this port, in all (`ss -m`:
+    rb, twice what setsockopt was asked), or None without `ss`."""
+    if not shutil.which("ss"):
+        return None
+    shown = subprocess.run(
+        ["ss", "-uamn", f"sport = :{port}"], capture_output=True, text=True, check=True
+    ).stdout
+    return sum(int(size) for size in re.findall(r"\brb(\d+)", shown))
+
+
 def kernel_drops(port: int) -> int:
     """Datagrams the kernel dropped on every UDP socket bound to this port (/proc/net/udp
     `drops`, the last column: receive buffer full)."""
@@ -348,7 +361,9 @@ def microseg_trial(sender, data, rate, options) -> Trial:
         command += ["--workers", str(options.workers)]
         if options.max_sessions:
             command += ["--max-sessions", str(options.max_sessions)]
-        command += ["--receive-buffer", str(options.receive_buffer // options.workers)]
+        # the kernel doubles what a socket asks for (socket(7) SO_RCVBUF), and
+        # options.receive_buffer is what nfcapd got once doubled
+        command += ["--receive-buffer", str(options.receive_buffer // 2 // options.workers)]
         env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
         collector = subprocess.Popen(
             command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -356,6 +371,7 @@ def microseg_trial(sender, data, rate, options) -> Trial:
         ready = collector.stderr.readline()
         if not ready.startswith("listening on"):
             raise SystemExit(f"collector did not start: {ready}{collector.stderr.read()}")
+        buffers = receive_buffers(port)
         began, cpu_began = time.perf_counter(), cpu_seconds(collector.pid)
         sent = offer(sender, data, port, rate, options)
         settle(port)
@@ -383,6 +399,7 @@ def microseg_trial(sender, data, rate, options) -> Trial:
         drops,
         {
             "cpu_seconds": cpu,
+            "receive_buffer_bytes": buffers,
             "worker_rss_mib": resident,
             "sessions_written": written,
             # end to end: first datagram sent -> every session in Parquet and the process gone
@@ -404,6 +421,7 @@ def nfcapd_trial(sender, data, rate, options) -> Trial:
             text=True,
         )
         wait_bound(port)
+        buffers = receive_buffers(port)
         cpu_began = cpu_seconds(nfcapd.pid)
         sent = offer(sender, data, port, rate, options)
         settle(port)
@@ -413,7 +431,8 @@ def nfcapd_trial(sender, data, rate, options) -> Trial:
         nfcapd.communicate(timeout=60)
         flows, packets = read_nfdump(directory)
     packets_sent = sum(data.packets(n) for n in sent.sent_datagrams)
-    return Trial("nfcapd", sent, flows, packets_sent, packets, drops, {"cpu_seconds": cpu})
+    figures = {"cpu_seconds": cpu, "receive_buffer_bytes": buffers}
+    return Trial("nfcapd", sent, flows, packets_sent, packets, drops, figures)
 
 
 def wait_bound(port: int) -> None:

@@ -98,8 +98,10 @@ class ReferenceSessionTable(SessionTable):
             )
         return columns
 
-    def _keep(self, mask: np.ndarray) -> None:
-        self.sessions = self.sessions.filter(pa.array(mask))
+    def _take(self, leaving: np.ndarray) -> dict[str, np.ndarray]:
+        columns = self._columns()
+        self.sessions = self.sessions.filter(pa.array(~leaving))
+        return {name: column[leaving] for name, column in columns.items()}
 
     def _clear(self) -> None:
         self.sessions = None

@@ -57,6 +57,26 @@ def test_several_exporters_over_three_workers_store_every_session_exactly_once(t
     assert stats_files == [f"collector-stats-mon1-w{n}.json" for n in (1, 2, 3)]
 
 
+def test_workers_that_evict_store_every_session_exactly_once(tmp_path):
+    """Tables of 100 sessions (--max-sessions 200 over 2 workers) for 3,600 sessions: most
+    leave early, through each worker's segment writer; SIGTERM writes the rest."""
+    collector = Collector(
+        tmp_path, *OPTIONS, "--inactive-timeout", "600", "--max-sessions", "200", workers=2
+    )
+    try:
+        send_from_exporters(collector, 300)
+        assert collector.stop() == 0, collector.stderr
+    finally:
+        collector.kill()
+    final = final_counters(collector)
+    assert final["sessions_evicted"] > 0
+    assert (final["sessions_written"], final["sessions_unwritten"]) == (EXPORTERS * 300, 0)
+    sessions = read_sessions(tmp_path, ephemeral_port=None).to_pylist()
+    keys = Counter((row["src"], row["sport"], row["dst"], row["dport"]) for row in sessions)
+    assert len(keys) == EXPORTERS * 300 and set(keys.values()) == {1}  # each exactly once
+    assert {row["fwd_packets"] for row in sessions} == {3}
+
+
 def worker_pids(supervisor: int) -> list[int]:
     children = Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split()
     return sorted(map(int, children))

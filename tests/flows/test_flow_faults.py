@@ -95,7 +95,7 @@ def stored_before(store: Path) -> dict[str, str]:
     table = SessionTable()
     rows = [dict(src="192.0.2.7", sport=40000 + n, dst="192.0.2.8", dport=443) for n in range(5)]
     table.add(flow_batch(rows), now=0)
-    FlowStore(store).open().write(table.flush())
+    FlowStore(store).open().write(table.flush().oriented())
     return checksums(store)
 
 
@@ -200,7 +200,7 @@ def test_three_compactions_at_once_beside_a_collector_duplicate_nothing(tmp_path
             for n in range(3)
         ]
         table.add(flow_batch(rows), now=0)
-        flow_store.write(table.flush())
+        flow_store.write(table.flush().oriented())
     initial = Counter(map(row_key, read_sessions(store, ephemeral_port=None).to_pylist()))
     lab_packets = packets_in(LAB)
     collector = Collector(store)

@@ -142,7 +142,7 @@ def test_a_batch_that_cannot_be_merged_costs_only_itself(tmp_path, monkeypatch, 
     table.add(flow_batch([dict(src="10.0.0.9", dst="10.0.0.2", dport=53, vrf=666)] * 4), now=1)
     table.add(flow_batch(good[2:]), now=2)
     with caplog.at_level(logging.ERROR, "microseg.flows"):
-        flushed = table.flush()
+        flushed = table.flush().oriented()
     assert sorted(flushed.column("sport").to_pylist()) == [50000, 50001, 50002]
     assert table.counters.records_rejected == 4
     assert "4 flow records could not be merged" in caplog.text
@@ -171,8 +171,8 @@ def test_the_session_table_never_holds_more_than_its_limit():
     for first in range(0, len(flows), 500):
         table.add(flows.take(slice(first, first + 500)), now=first)
         assert len(table) <= 1000
-    evicted = table.take_evicted()
-    rest = table.flush()
+    evicted = table.take_evicted().oriented()
+    rest = table.flush().oriented()
     assert table.counters.sessions_evicted == evicted.num_rows > 0
     # every record is in some written session: evicted sessions are written, not dropped
     written = pa.concat_tables([evicted, rest])
@@ -188,6 +188,7 @@ def test_the_collector_writes_evicted_sessions_and_counts_them(tmp_path):
     records = [biflow_record(1, 60, 1, 80, sport=40000 + n) for n in range(3000)]
     for first in range(0, 3000, 100):
         collector.receive([datagram(*records[first : first + 100])], now=first)
+    collector.writer.drain()  # evicted sessions are written on the writer's thread
     stats = collector.stats()
     assert stats["sessions_active"] <= 500 and stats["max_sessions"] == 500
     assert stats["sessions_evicted"] >= 2500 and stats["sessions_written"] >= 2500
@@ -205,7 +206,7 @@ def some_sessions(first_port=51841, count=3, start=T0) -> pa.Table:
     ]
     table = SessionTable()
     table.add(flow_batch(rows), now=0)
-    return table.flush()
+    return table.flush().oriented()
 
 
 def crafted_segment(store: FlowStore, sources: list[str]) -> None:

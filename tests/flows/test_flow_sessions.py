@@ -8,9 +8,10 @@ from flows_rows import flow_batch, random_flows
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from microseg.flows import sessions as sessions_module
 from microseg.flows.batch import address_halves, format_addresses
 from microseg.flows.flowstore import FlowStore, read_sessions
-from microseg.flows.sessions import SessionSettings, SessionTable
+from microseg.flows.sessions import KEPT_EXPORTERS, SessionSettings, SessionTable
 
 CLIENT, DNS = "172.18.4.220", "10.100.1.6"
 SYN, ACK, SYN_ACK, RST = 0x02, 0x10, 0x12, 0x04
@@ -19,7 +20,7 @@ SYN, ACK, SYN_ACK, RST = 0x02, 0x10, 0x12, 0x04
 def sessions_of(rows, **settings):
     table = SessionTable(SessionSettings(**settings))
     table.add(flow_batch(rows), now=0)
-    return table.flush().to_pylist()
+    return table.flush().oriented().to_pylist()
 
 
 def test_query_and_reply_meet_in_one_session_oriented_client_first():
@@ -144,12 +145,12 @@ def test_inactive_and_active_timeouts():
     table.add(flow_batch([dict(src=CLIENT, sport=51841, dst=DNS, dport=53)]), now=0)
     table.add(flow_batch([dict(src=CLIENT, sport=51842, dst=DNS, dport=53)]), now=10)
     assert table.expire(now=14).num_rows == 0
-    assert table.expire(now=15).column("sport").to_pylist() == [51841]
+    assert table.expire(now=15).oriented().column("sport").to_pylist() == [51841]
     for moment in range(20, 101, 10):  # keeps being refreshed, never idle
         table.add(flow_batch([dict(src=CLIENT, sport=51842, dst=DNS, dport=53)]), now=moment)
         if moment < 100:
             assert table.expire(now=moment).num_rows == 0
-    (rotated,) = table.expire(now=110).to_pylist()
+    (rotated,) = table.expire(now=110).oriented().to_pylist()
     assert rotated["fwd_packets"] == 10 and len(table) == 0
 
 
@@ -161,7 +162,7 @@ def test_eph_summary_is_one_row_per_client_server_service(tmp_path):
     rows.append(dict(src="10.160.1.115", sport=43538, dst="10.100.1.7", dport=53, bytes=87))
     table = SessionTable()
     table.add(flow_batch(rows), now=0)
-    FlowStore(tmp_path).open().write(table.flush())
+    FlowStore(tmp_path).open().write(table.flush().oriented())
     summary = read_sessions(tmp_path).to_pylist()  # same first seen: ordered by key
     assert [(s["src"], s["sport"], s["dport"], s["sessions"]) for s in summary] == [
         ("10.160.1.115", "43538", "53", 1),
@@ -182,7 +183,7 @@ def test_many_records_merge_in_batches():
     flows = random_flows(400_000)
     table.add(flows.take(slice(0, 200_000)), now=0)
     table.add(flows.take(slice(200_000, 400_000)), now=1)
-    sessions = table.flush()
+    sessions = table.flush().oriented()
     # every forward record has its reverse record in the other half: sessions meet
     assert sessions.num_rows <= 200_000
     assert sum(sessions.column("fwd_packets").to_pylist()) + sum(
@@ -199,14 +200,16 @@ def test_records_without_packets_or_with_absurd_clocks_do_not_break_the_store(tm
     assert len(table) == 0
     late = dict(src=CLIENT, sport=2, dst=DNS, dport=53, start=LATEST_MS, end=LATEST_MS)
     table.add(flow_batch([late]), now=0)
-    FlowStore(tmp_path).open().write(table.flush())
+    FlowStore(tmp_path).open().write(table.flush().oriented())
     (row,) = read_sessions(tmp_path).to_pylist()
     assert row["first_seen"].year == 9999
 
 
-def test_exporter_names_of_sessions_gone_are_forgotten():
+def test_exporter_names_of_sessions_gone_are_forgotten(monkeypatch):
     """The exporter id table is compacted as sessions leave, so a long-running collector
-    fed by ever new (or spoofed) exporters does not grow it without end."""
+    fed by ever new (or spoofed) exporters does not grow it without end (here with no
+    names kept regardless: see the next test for KEPT_EXPORTERS)."""
+    monkeypatch.setattr(sessions_module, "KEPT_EXPORTERS", 0)
     table = SessionTable(SessionSettings(inactive_timeout=15))
     for moment in range(40):
         exporter = f"10.255.{moment // 200}.{moment % 200 + 1}"
@@ -214,7 +217,7 @@ def test_exporter_names_of_sessions_gone_are_forgotten():
         table.add(flow_batch([row]), now=moment)
         table.expire(now=moment)
     assert len(table._exporters) <= 2 * 15 + 2  # 15 sessions active, one exporter each
-    last = table.flush().to_pylist()
+    last = table.flush().oriented().to_pylist()
     assert [s["exporter"] for s in last] == [f"10.255.0.{n + 1}" for n in range(25, 40)]
     assert len(table._exporters) == 1
 
@@ -249,7 +252,7 @@ def test_addresses_are_written_as_python_writes_them_ipv4_formatted_in_bulk(addr
     halves = [address_halves(str(address)) for address in addresses]
     high = np.array([h for h, _ in halves], np.uint64)
     low = np.array([lo for _, lo in halves], np.uint64)
-    assert format_addresses(high, low).tolist() == [str(address) for address in addresses]
+    assert format_addresses(high, low).to_pylist() == [str(address) for address in addresses]
 
 
 def test_sessions_keep_their_exporter_among_ipv4_and_ipv6_exporters():
@@ -260,10 +263,36 @@ def test_sessions_keep_their_exporter_among_ipv4_and_ipv6_exporters():
     table = SessionTable()
     table.add(flow_batch(rows[:2]), now=0)
     table.add(flow_batch(rows[2:]), now=0)
-    sessions = sorted(table.flush().to_pylist(), key=lambda row: row["sport"])
+    sessions = sorted(table.flush().oriented().to_pylist(), key=lambda row: row["sport"])
     assert [row["exporter"] for row in sessions] == [
         "10.255.1.10",
         "2001:db8::1",
         "2001:db8:1::1",
         "10.0.0.1",
     ]
+
+
+def test_exporters_no_session_uses_are_forgotten_once_there_are_many():
+    """Past KEPT_EXPORTERS names, those no active session uses go when sessions leave (a
+    flood of spoofed exporters cannot grow the table without end); what left keeps its
+    exporters' names, and the sessions that stay keep theirs."""
+    table = SessionTable()
+    many = [
+        dict(
+            src="10.0.0.1",
+            sport=1000 + n,
+            dst="10.0.0.2",
+            dport=53,
+            exporter=f"10.9.{n // 250}.{n % 250 + 1}",
+        )
+        for n in range(2 * KEPT_EXPORTERS)
+    ]
+    table.add(flow_batch(many), now=0)
+    table.add(
+        flow_batch([dict(src="10.0.0.3", dst="10.0.0.2", dport=53, exporter="10.8.0.1")]), now=10
+    )
+    left = table.expire(now=20).oriented()  # inactive 15 s: the first batch leaves
+    assert left.column("exporter").to_pylist() == [row["exporter"] for row in many]
+    assert table._exporters == ["", "10.8.0.1"]
+    (stayed,) = table.flush().oriented().to_pylist()
+    assert stayed["exporter"] == "10.8.0.1"

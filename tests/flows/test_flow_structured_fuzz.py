@@ -304,7 +304,7 @@ def test_valid_looking_exports_with_extreme_values_decode_saturate_and_store(str
     # the session table saturates, never overflows, and keeps every packet it can count
     table = SessionTable()
     table.add(batch, now=0)
-    sessions = table.flush()
+    sessions = table.flush().oriented()
     FIGURES.update(sessions=sessions.num_rows)
     assert table.counters.records_rejected == 0
     counters = ["fwd_packets", "fwd_bytes", "rev_packets", "rev_bytes"]

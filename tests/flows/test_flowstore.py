@@ -26,7 +26,7 @@ def some_sessions(first_port=51841, count=3, start=T0):
         rows.append(dict(src="10.100.1.6", sport=53, dst="172.18.4.220", dport=port, start=start))
     table = SessionTable()
     table.add(flow_batch(rows), now=0)
-    return table.flush()
+    return table.flush().oriented()
 
 
 def test_segments_are_renamed_into_place(tmp_path):
@@ -227,7 +227,7 @@ def test_address_filters_match_any_spelling_of_the_address(tmp_path):
     table = SessionTable()
     rows = [dict(src="2001:db8::1", sport=50000, dst="2001:db8::53", dport=53)]
     table.add(flow_batch(rows), now=0)
-    FlowStore(tmp_path).open().write(table.flush())
+    FlowStore(tmp_path).open().write(table.flush().oriented())
     assert read_sessions(tmp_path, src="2001:DB8:0::1", dst="2001:db8:0:0::53").num_rows == 1
     with pytest.raises(MicrosegError, match="not an IP address"):  # not "no sessions"
         read_sessions(tmp_path, src="not-an-address")

@@ -34,7 +34,7 @@ SCRIPT = textwrap.dedent(
     ]
     table = SessionTable()
     table.add(FlowDecoder().decode(datagrams), now=10.0)
-    sessions = table.flush()
+    sessions = table.flush().oriented()
     print("cache", merge_loops.CACHE)
     print("sessions", sessions.num_rows, "packets", sessions.column("fwd_packets").to_pylist())
     """

@@ -88,8 +88,8 @@ def run(table: SessionTable, seed: int, batches: int) -> tuple[list, dict]:
         table.add(random_batch(generator, int(generator.integers(1, 120)), kind), now=now)
         now += float(generator.choice([0.0, 0.5, 3.0, 9.0]))
         if generator.random() < 0.4:
-            out.append(table.expire(now=now))
-    out.append(table.flush())
+            out.append(table.expire(now=now).oriented())
+    out.append(table.flush().oriented())
     return [sorted_rows(part) for part in out], vars(table.counters)
 
 
@@ -152,9 +152,9 @@ def test_a_table_that_outgrows_its_reserve_and_its_index_loses_nothing(monkeypat
         for step, first in enumerate(range(0, len(flows), 2000)):
             table.add(flows.take(slice(first, first + 2000)), now=step)
             if step == 15:
-                out.append(table.expire(now=step + 3))
+                out.append(table.expire(now=step + 3).oriented())
         grown.append(table._active.capacity)
-        out.append(table.flush())
+        out.append(table.flush().oriented())
         return [sorted_rows(part) for part in out]
 
     grown: list[int] = []

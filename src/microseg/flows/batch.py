@@ -93,9 +93,9 @@ class FlowBatch:
 
     def to_records(self) -> list[dict]:
         """Rows as dicts with printable addresses (for tests and small outputs)."""
-        src = format_addresses(self.src_hi, self.src_lo)
-        dst = format_addresses(self.dst_hi, self.dst_lo)
-        exporter = format_addresses(self.exporter_hi, self.exporter_lo)
+        src = format_addresses(self.src_hi, self.src_lo).to_pylist()
+        dst = format_addresses(self.dst_hi, self.dst_lo).to_pylist()
+        exporter = format_addresses(self.exporter_hi, self.exporter_lo).to_pylist()
         rows = []
         for i in range(len(self)):
             row = {name: getattr(self, name)[i].item() for name in COLUMNS}
@@ -111,31 +111,38 @@ def address_halves(address: str) -> tuple[int, int]:
     return value >> 64, value & 0xFFFFFFFFFFFFFFFF
 
 
-def format_addresses(high: np.ndarray, low: np.ndarray) -> np.ndarray:
-    """Address strings for (high, low) columns; formats each distinct address once."""
+def format_addresses(high: np.ndarray, low: np.ndarray) -> pa.StringArray:
+    """Address strings for (high, low) columns, as an Arrow array (no Python string per
+    row: the session writer runs beside the receive loop, which needs the GIL); formats
+    each distinct address once, IPv4 ones in Arrow."""
     if len(high) == 0:
-        return np.array([], dtype=object)
+        return pa.array([], pa.string())
     if not high.any():  # IPv4 only (the common case): one 64-bit sort is much faster
         distinct, inverse = np.unique(low, return_inverse=True)
-        names = np.empty(len(distinct), dtype=object)
         mapped = (distinct >> np.uint64(32)) == np.uint64(0xFFFF)
-        names[mapped] = _format_ipv4(distinct[mapped])
-        names[~mapped] = [_format(0, int(value)) for value in distinct[~mapped].tolist()]
-        return names[inverse.reshape(-1)]
+        names = _format_ipv4(distinct[mapped])
+        if not mapped.all():
+            others = pa.array([_format(0, value) for value in distinct[~mapped].tolist()])
+            # back to the order of `distinct`: mapped ones first, then the others
+            order = np.argsort(np.concatenate([np.flatnonzero(mapped), np.flatnonzero(~mapped)]))
+            names = pa.concat_arrays([names, others]).take(pa.array(order))
+        return names.take(pa.array(inverse.reshape(-1)))
     pairs = np.empty(len(high), dtype=[("hi", np.uint64), ("lo", np.uint64)])
     pairs["hi"], pairs["lo"] = high, low
     distinct, inverse = np.unique(pairs, return_inverse=True)
-    names = np.array([_format(int(h), int(lo)) for h, lo in distinct.tolist()], dtype=object)
-    return names[inverse.reshape(-1)]
+    names = pa.array([_format(int(h), int(lo)) for h, lo in distinct.tolist()], pa.string())
+    return names.take(pa.array(inverse.reshape(-1)))
 
 
-def _format_ipv4(values: np.ndarray) -> list[str]:
+def _format_ipv4(values: np.ndarray) -> pa.StringArray:
     """Dotted quads of IPv4-mapped addresses, formatted in Arrow (no Python per address)."""
+    if not len(values):
+        return pa.array([], pa.string())
     octets = [
         pc.cast(pa.array((values >> np.uint64(shift)) & np.uint64(255)), pa.string())
         for shift in (24, 16, 8, 0)
     ]
-    return pc.binary_join_element_wise(*octets, ".").to_pylist()
+    return pc.binary_join_element_wise(*octets, ".")
 
 
 def _format(high: int, low: int) -> str:

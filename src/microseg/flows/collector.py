@@ -8,8 +8,11 @@ been taken or the oldest has waited `decode_interval` seconds: a batch costs a f
 of numpy calls whatever its size, so few large batches cost less per record than many small
 ones. `workers.py` runs several of these processes on one port.
 Every `flush_interval` seconds sessions past their timeouts go to the store as one atomic
-segment; on stop (SIGINT/SIGTERM) every active session does. A SIGKILL loses only the
-active table since the last flush; segments already written are never touched.
+segment; on stop (SIGINT/SIGTERM) every active session does. Sessions leave the table in
+the receive loop, but are written by the segment writer's thread (`writer.py`), so the loop
+goes on reading meanwhile; a stop waits until it has written everything. A SIGKILL loses
+only the active table since the last flush and what waited for the writer; segments
+already written are never touched.
 
 Nothing in one batch stops the collector: an error is logged, counted, and the batch
 dropped. When the store cannot take a segment (full disk, read-only), the sessions stay in
@@ -22,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
-import errno
 import json
 import logging
 import os
@@ -35,12 +37,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 
+from microseg.flows.batch import format_addresses
 from microseg.flows.decoder import Datagram, FlowDecoder
 from microseg.flows.flowstore import FlowStore
 from microseg.flows.receive import reader
 from microseg.flows.sessions import SessionSettings, SessionTable
+from microseg.flows.writer import SegmentWriter
 from microseg.model import MicrosegError
 
 RECEIVE_BUFFER = 64 << 20
@@ -48,7 +51,6 @@ SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # Linux: root may exceed
 STATS_FILE = "collector-stats.json"
 READ_BURST = 4096  # datagrams taken from a socket per batch before other work gets a turn
 DECODE_DATAGRAMS = 1024  # datagrams taken before they are decoded, whatever their age
-SPLIT_PIECES = 64  # at exit on a full disk, segments down to 1/64 of what is left are tried
 # mallopt(3) parameters (glibc malloc.h)
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 MMAP_THRESHOLD = 32 << 20  # glibc's largest (DEFAULT_MMAP_THRESHOLD_MAX on 64-bit)
@@ -69,8 +71,6 @@ class CollectorSettings:
 @dataclass
 class CollectorCounters:
     batch_errors: int = 0  # batches that failed (logged) and were dropped
-    write_failures: int = 0  # segment writes the store refused (full, read-only...)
-    sessions_dropped: int = 0  # unwritten sessions past max_unwritten (oldest first)
 
 
 class FlowCollector:
@@ -78,16 +78,17 @@ class FlowCollector:
 
     def __init__(self, store: FlowStore | None, settings: CollectorSettings | None = None):
         keep_freed_memory()  # before the session table reserves its rows
+        warm_up_arrow()
         self.settings = settings or CollectorSettings()
         self.store = store.open() if store is not None else None
         self.decoder = FlowDecoder()
         self.table = SessionTable(self.settings.sessions)
         self.counters = CollectorCounters()
-        self.sessions_written = 0
-        self.segments_written = 0
+        # as many sessions may wait for the writer as the table holds
+        self.writer = SegmentWriter(
+            self.store, self.settings.max_unwritten, self.settings.sessions.max_sessions
+        )
         self.started = time.time()
-        self._unwritten: list[pa.Table] = []  # sessions the store could not take yet
-        self.last_write_error = ""
 
     def receive(
         self,
@@ -106,90 +107,41 @@ class FlowCollector:
                 len(datagrams),
             )
         if self.table.evicted_rows:  # the table is full: the least recent sessions leave
-            self._write(self.table.take_evicted())
+            self.writer.put(self.table.take_evicted())
 
-    def flush_expired(self, now: float | None = None) -> int:
-        return self._write(self.table.expire(now))
+    def flush_expired(self, now: float | None = None) -> None:
+        """Sessions past their timeouts to the writer (and what the store refused before)."""
+        self.writer.put(self.table.expire(now))
+        self._save_stats()
 
     def flush_all(self) -> int:
-        return self._write(self.table.flush(), final=True)
+        """Every session to the store, waiting for the writer; returns the sessions stored
+        from this call on (with those that waited for the writer)."""
+        before = self.writer.sessions_written
+        self.writer.put(self.table.flush(), final=True)
+        self.writer.close()
+        self._save_stats()
+        return self.writer.sessions_written - before
 
     @property
-    def unwritten(self) -> int:
-        return sum(table.num_rows for table in self._unwritten)
+    def sessions_written(self) -> int:
+        return self.writer.sessions_written
 
-    def _write(self, sessions: pa.Table, final: bool = False) -> int:
-        """Store these sessions and those earlier writes could not; returns sessions stored."""
-        if sessions.num_rows:
-            self._unwritten.append(sessions)
-        if not self._unwritten:
-            self._save_stats()
-            return 0
-        pending, self._unwritten = pa.concat_tables(self._unwritten), []
-        written = (
-            pending.num_rows if self.store is None else self._store(self.store, pending, final)
-        )
-        self.sessions_written += written
-        self._save_stats()
-        return written
-
-    def _store(self, store: FlowStore, sessions: pa.Table, final: bool) -> int:
-        pieces, written = [sessions], 0
-        smallest = max(1024, sessions.num_rows // SPLIT_PIECES)
-        while pieces:
-            piece = pieces.pop(0)
-            try:
-                store.write(piece)
-            except Exception as error:  # OSError mostly; the sessions must survive any
-                self.counters.write_failures += 1
-                self.last_write_error = _describe(error)
-                full = isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
-                if final and full and piece.num_rows > smallest:  # smaller segments may fit
-                    half = piece.num_rows // 2
-                    pieces[:0] = [piece.slice(0, half), piece.slice(half)]
-                    continue
-                self._unwritten = [piece, *pieces]
-                self._keep_within_bound()
-                log.error(
-                    "collector: cannot write %d sessions to %s: %s; %s",
-                    self.unwritten,
-                    store.directory,
-                    self.last_write_error,
-                    "they are lost at exit"
-                    if final
-                    else "kept in memory, written at the next flush that succeeds",
-                )
-                if not isinstance(error, OSError):
-                    log.error("collector: the write failed with", exc_info=error)
-                return written
-            self.segments_written += 1
-            written += piece.num_rows
-        return written
-
-    def _keep_within_bound(self) -> None:
-        excess = self.unwritten - self.settings.max_unwritten
-        if excess <= 0:
-            return
-        pending = pa.concat_tables(self._unwritten)
-        self._unwritten = [pending.slice(excess)]
-        self.counters.sessions_dropped += excess
-        log.error(
-            "collector: %d oldest unwritten sessions dropped: at most %d are kept in memory "
-            "while the store cannot take them (--max-unwritten)",
-            excess,
-            self.settings.max_unwritten,
-        )
+    @property
+    def last_write_error(self) -> str:
+        return self.writer.last_write_error
 
     def stats(self) -> dict:
         data = self.decoder.stats()
         data.update(
             sessions_active=len(self.table),
-            sessions_written=self.sessions_written,
-            segments_written=self.segments_written,
-            sessions_unwritten=self.unwritten,
+            sessions_written=self.writer.sessions_written,
+            segments_written=self.writer.segments_written,
+            sessions_unwritten=self.writer.unwritten,
             max_sessions=self.settings.sessions.max_sessions,
             **asdict(self.table.counters),
             **asdict(self.counters),
+            **asdict(self.writer.counters),
             uptime_seconds=round(time.time() - self.started, 3),
         )
         return data
@@ -215,12 +167,6 @@ def stats_path(store: FlowStore) -> Path:
     if store.collector_id is None:
         return store.directory / STATS_FILE
     return store.directory / f"collector-stats-{store.collector_id}.json"
-
-
-def _describe(error: BaseException) -> str:
-    if isinstance(error, OSError) and error.strerror:
-        return error.strerror
-    return str(error) or type(error).__name__
 
 
 def parse_listen(
@@ -403,6 +349,15 @@ def keep_freed_memory() -> None:
         return
     mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
     mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)
+
+
+def warm_up_arrow() -> None:
+    """Arrow sets up its compute functions at their first call: the first cast in a process
+    took 0.7-1.2 s on this project's VM, and a collector's first batch formats its
+    exporters' addresses with one, while the kernel queued datagrams (with 2 workers and
+    nfcapd's 8 MiB of buffer between them, more than it could hold even at 62,500 records/s).
+    Paid here, before the collector says it is listening."""
+    format_addresses(np.zeros(1, np.uint64), np.full(1, 0xFFFF7F000001, np.uint64))
 
 
 def open_sockets(addresses: list[tuple[str, int]], receive_buffer: int) -> list[socket.socket]:

@@ -58,6 +58,7 @@ def _cache_possible() -> bool:
 
 CACHE = _cache_possible()
 PREFETCH_AHEAD = 16  # records: a slot is fetched this far ahead, a row half as far
+INDEX_CHUNK = 1 << 16  # rows hashed at a time while the index is built
 
 
 @intrinsic
@@ -163,7 +164,8 @@ def index_shift(slots):
     return np.uint64(64 - bits)
 
 
-@numba.njit(cache=CACHE)
+# nogil: a loop over a batch, or over the table, lets the collector's writer thread run
+@numba.njit(cache=CACHE, nogil=True)
 def merge(
     rows,
     size,
@@ -269,28 +271,55 @@ def merge(
     return size
 
 
-@numba.njit(cache=CACHE)
+@numba.njit(cache=CACHE, nogil=True)
 def index(rows, size, slots, seed, hash_mask):
-    """Index rows[:size] (distinct keys) into empty `slots`."""
+    """Index rows[:size] (distinct keys) into empty `slots`. The rows are read in order,
+    the slots at random: each slot is fetched ahead while the rows before it go in (one
+    by one, each waited for memory: ~400 ns a row on this project's VM, 0.2 s for a
+    table of 500,000)."""
     shift = index_shift(slots)
     last_slot = len(slots) - 1
-    for found in range(size):
-        row = rows[found]
-        hashed = (
-            key_hash(
-                row.vrf_id,
-                row.protocol,
-                row.low_hi,
-                row.low_lo,
-                row.low_port,
-                row.high_hi,
-                row.high_lo,
-                row.high_port,
-                seed,
+    hashes = np.empty(min(size, INDEX_CHUNK), np.uint64)
+    for start in range(0, size, INDEX_CHUNK):
+        stop = min(size, start + INDEX_CHUNK)
+        for found in range(start, stop):
+            row = rows[found]
+            hashes[found - start] = (
+                key_hash(
+                    row.vrf_id,
+                    row.protocol,
+                    row.low_hi,
+                    row.low_lo,
+                    row.low_port,
+                    row.high_hi,
+                    row.high_lo,
+                    row.high_port,
+                    seed,
+                )
+                & hash_mask
             )
-            & hash_mask
-        )
-        position = np.int64(hashed >> shift)
-        while slots[position] != EMPTY:
-            position = (position + 1) & last_slot
-        slots[position] = ((hashed & TAG) << np.uint64(32)) | np.uint64(found + 1)
+        for found in range(start, stop):
+            if found + PREFETCH_AHEAD < stop:
+                _prefetch(slots, np.int64(hashes[found + PREFETCH_AHEAD - start] >> shift))
+            hashed = hashes[found - start]
+            position = np.int64(hashed >> shift)
+            while slots[position] != EMPTY:
+                position = (position + 1) & last_slot
+            slots[position] = ((hashed & TAG) << np.uint64(32)) | np.uint64(found + 1)
+
+
+@numba.njit(cache=CACHE, nogil=True)
+def remove(rows, size, leaving, out):
+    """Copy rows[:size] where `leaving` holds to `out`, in order, and move the others down
+    over them, in order (one pass, in place); returns how many stay."""
+    kept = 0
+    taken = 0
+    for row in range(size):
+        if leaving[row]:
+            out[taken] = rows[row]
+            taken += 1
+        else:
+            if kept != row:
+                rows[kept] = rows[row]
+            kept += 1
+    return kept

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
@@ -42,6 +42,7 @@ INT64_MAX = (1 << 63) - 1
 RESERVE_ROWS = 4_000_000  # reserved, not written: see ActiveSessions
 READ_ROWS = 65_536  # room for a batch past max_sessions before the oldest are evicted
 EVICT_TO = 0.8  # past max_sessions, the least recently updated leave until 80 % remain
+KEPT_EXPORTERS = 1024  # exporter names kept however few sessions use them
 log = logging.getLogger("microseg.flows")
 ECHO_REQUEST = {ICMP: 8, ICMPV6: 128}  # RFC 792, RFC 4443
 SYN, ACK = 0x02, 0x10
@@ -84,6 +85,27 @@ class SessionSettings:
 
 
 @dataclass
+class LeavingSessions:
+    """Sessions that left the table, as they stood in it: parts of canonical columns
+    (merge.COLUMNS), each with the exporter names its exporter ids stand for (ids are
+    renumbered as exporters are forgotten). `oriented()` makes them SESSION_SCHEMA rows;
+    the collector has its writer thread do that, off the receive loop."""
+
+    parts: list[tuple[dict[str, np.ndarray], list[str]]] = field(default_factory=list)
+
+    @property
+    def num_rows(self) -> int:
+        return sum(len(columns["protocol"]) for columns, _ in self.parts)
+
+    def oriented(self) -> pa.Table:
+        """The sessions initiator first (SESSION_SCHEMA), sorted (sort_sessions)."""
+        if not self.parts:
+            return SESSION_SCHEMA.empty_table()
+        tables = [orient(columns, exporters) for columns, exporters in self.parts]
+        return tables[0] if len(tables) == 1 else sort_sessions(pa.concat_tables(tables))
+
+
+@dataclass
 class TableCounters:
     records_rejected: int = 0  # records of a batch that could not be merged (logged)
     counters_saturated: int = 0  # sessions written with a counter held at INT64_MAX
@@ -97,7 +119,7 @@ class SessionTable:
         self.settings = settings or SessionSettings()
         self.counters = TableCounters()
         self._active = ActiveSessions(self._reserve())
-        self._evicted: list[pa.Table] = []  # oriented, waiting to be written
+        self._leaving = LeavingSessions()  # waiting to be taken (take_evicted)
         self._exporters: list[str] = [""]  # exporter id -> address; 0 = none
         self._exporter_ids: dict[tuple[int, int], int] = {}
 
@@ -135,15 +157,16 @@ class SessionTable:
 
     @property
     def evicted_rows(self) -> int:
-        return sum(table.num_rows for table in self._evicted)
+        return self._leaving.num_rows
 
-    def take_evicted(self) -> pa.Table:
-        """Remove and return (SESSION_SCHEMA) the sessions evicted since the last call."""
-        evicted, self._evicted = self._evicted, []
-        return pa.concat_tables(evicted) if evicted else SESSION_SCHEMA.empty_table()
+    def take_evicted(self) -> LeavingSessions:
+        """Remove and return the sessions evicted since the last call."""
+        leaving, self._leaving = self._leaving, LeavingSessions()
+        return leaving
 
-    def expire(self, now: float | None = None) -> pa.Table:
-        """Remove and return (SESSION_SCHEMA) sessions past their inactive or active timeout."""
+    def expire(self, now: float | None = None) -> LeavingSessions:
+        """Remove and return sessions past their inactive or active timeout (and those
+        evicted since the last take_evicted)."""
         now = time.time() if now is None else now
         columns = self._columns()
         done = (columns["touched"] <= now - self.settings.inactive_timeout) | (
@@ -153,28 +176,37 @@ class SessionTable:
             self._leave(done)
         return self.take_evicted()
 
-    def flush(self) -> pa.Table:
+    def flush(self) -> LeavingSessions:
         """Remove and return every session (shutdown)."""
         columns = self._columns()
         if len(columns["protocol"]):
-            self._evicted.append(self._oriented(columns))
+            self._count_saturated(columns)
+            self._leaving.parts.append((columns, list(self._exporters)))
         self._clear()
         self._forget_exporters()
         return self.take_evicted()
 
     def _leave(self, leaving: np.ndarray) -> None:
         """The sessions where `leaving` holds leave the table, to be written out."""
-        columns = self._columns()
-        self._evicted.append(self._oriented({name: c[leaving] for name, c in columns.items()}))
-        self._keep(~leaving)
+        columns = self._take(leaving)
+        self._count_saturated(columns)
+        self._leaving.parts.append((columns, list(self._exporters)))
         self._forget_exporters()
+
+    def _count_saturated(self, columns: dict[str, np.ndarray]) -> None:
+        """Sessions leaving with a counter past what the store holds (INT64_MAX)."""
+        saturated = np.zeros(len(columns["protocol"]), dtype=bool)
+        for name in ("a_packets", "a_bytes", "b_packets", "b_bytes"):
+            saturated |= columns[name] > INT64_MAX
+        self.counters.counters_saturated += int(saturated.sum())
 
     def _columns(self) -> dict[str, np.ndarray]:
         """The active sessions' columns (merge.COLUMNS)."""
         return self._active.columns()
 
-    def _keep(self, mask: np.ndarray) -> None:
-        self._active.keep(mask)
+    def _take(self, leaving: np.ndarray) -> dict[str, np.ndarray]:
+        """Remove the sessions where `leaving` holds; their columns."""
+        return self._active.remove(leaving)
 
     def _clear(self) -> None:
         self._active = ActiveSessions(self._reserve())
@@ -184,18 +216,20 @@ class SessionTable:
         never dropped) until EVICT_TO of the limit remain (of those updated at the same
         time, the earliest arrived first)."""
         limit = self.settings.max_sessions
-        if len(self._active) <= limit:
+        if len(self) <= limit:
             return
         touched = self._columns()["touched"]
-        order = np.argsort(touched, kind="stable")
-        leaving = np.zeros(len(touched), dtype=bool)
-        leaving[order[: len(touched) - int(limit * EVICT_TO)]] = True
+        leaving = least_recent(touched, len(touched) - int(limit * EVICT_TO))
         self.counters.sessions_evicted += int(leaving.sum())
         self._leave(leaving)
 
     def _forget_exporters(self) -> None:
-        """Drop exporter ids no active session uses once they are the majority, so ever new
-        (or spoofed) exporters cannot grow the table without end."""
+        """Drop exporter ids no active session uses once they are the majority (of more
+        than KEPT_EXPORTERS: a look at every session's exporters held the receive loop for
+        20-40 ms at 500,000 sessions), so ever new (or spoofed) exporters cannot grow the
+        table without end."""
+        if len(self._exporters) <= KEPT_EXPORTERS:
+            return
         columns = self._active.columns()
         used = np.zeros(len(self._exporters), dtype=bool)
         used[0] = True  # "no exporter"
@@ -230,7 +264,7 @@ class SessionTable:
         pairs_seen = list(zip(distinct_high.tolist(), distinct_low.tolist(), strict=True))
         new = [index for index, pair in enumerate(pairs_seen) if pair not in self._exporter_ids]
         if new:
-            names = format_addresses(distinct_high[new], distinct_low[new])
+            names = format_addresses(distinct_high[new], distinct_low[new]).to_pylist()
             for index, name in zip(new, names, strict=True):
                 self._exporter_ids[pairs_seen[index]] = len(self._exporters)
                 self._exporters.append(name)
@@ -263,67 +297,77 @@ class SessionTable:
             exporter=self._exporter_column(batch.exporter_hi, batch.exporter_lo),
         )
 
-    # -- leaving the table ----------------------------------------------------------------
 
-    def _oriented(self, columns: dict[str, np.ndarray]) -> pa.Table:
-        """Canonical sessions -> SESSION_SCHEMA rows, initiator first."""
-        c = dict(columns)
-        for side in ("a_", "b_"):  # the echo request mark rides above the TCP flags
-            c[side + "request"] = c[side + "flags"] >> 16
-            c[side + "flags"] = c[side + "flags"] & np.uint32(0xFFFF)
-        low_is_client = initiator_is_low(c)
-        a, b = "a_", "b_"
+def least_recent(touched: np.ndarray, count: int) -> np.ndarray:
+    """A mask of the `count` least recently updated sessions, of those updated at the same
+    time the earliest arrived (what a stable sort by `touched` puts first), found by a
+    partition: a sort of 500,000 sessions held the receive loop for 0.1 s."""
+    if count <= 0:
+        return np.zeros(len(touched), dtype=bool)
+    touched = np.ascontiguousarray(touched)  # a column of the rows: each value a cache line
+    threshold = np.partition(touched, count - 1)[count - 1]
+    leaving = touched < threshold
+    ties = np.flatnonzero(touched == threshold)
+    leaving[ties[: count - int(leaving.sum())]] = True
+    return leaving
 
-        def pick(name: str, client: bool) -> np.ndarray:
-            first, second = (a, b) if client else (b, a)
-            return np.where(low_is_client, c[first + name], c[second + name])
 
-        protocol = c["protocol"]
-        fwd_packets, rev_packets = pick("packets", True), pick("packets", False)
-        fwd_bytes, rev_bytes = pick("bytes", True), pick("bytes", False)
-        saturated = np.zeros(len(protocol), dtype=bool)
-        for counter in (fwd_packets, rev_packets, fwd_bytes, rev_bytes):
-            saturated |= counter > INT64_MAX
-        self.counters.counters_saturated += int(saturated.sum())
-        fwd_flags, rev_flags = pick("flags", True), pick("flags", False)
-        both = (fwd_packets > 0) & (rev_packets > 0)
-        tcp = protocol == TCP
-        no_flags = (fwd_flags | rev_flags) == 0
-        handshake = ((fwd_flags & SYN) != 0) & ((rev_flags & (SYN | ACK)) == (SYN | ACK))
-        complete = both & (~tcp | handshake | no_flags)
-        half_open = (fwd_packets > 0) & (rev_packets == 0)
-        src_hi = np.where(low_is_client, c["low_hi"], c["high_hi"])
-        src_lo = np.where(low_is_client, c["low_lo"], c["high_lo"])
-        dst_hi = np.where(low_is_client, c["high_hi"], c["low_hi"])
-        dst_lo = np.where(low_is_client, c["high_lo"], c["low_lo"])
-        first = np.minimum(c["a_first"], c["b_first"])
-        last = np.maximum(c["a_last"], c["b_last"])
-        exporters = np.array(self._exporters, dtype=object)
-        table = pa.table(
-            {
-                "vrf": _vrf_names(c["vrf_id"]),
-                "protocol": _protocol_names(protocol),
-                "src": format_addresses(src_hi, src_lo),
-                "sport": np.where(low_is_client, c["low_port"], c["high_port"]).astype(np.int32),
-                "dst": format_addresses(dst_hi, dst_lo),
-                "dport": np.where(low_is_client, c["high_port"], c["low_port"]).astype(np.int32),
-                "fwd_packets": _stored_count(fwd_packets),
-                "fwd_bytes": _stored_count(fwd_bytes),
-                "rev_packets": _stored_count(rev_packets),
-                "rev_bytes": _stored_count(rev_bytes),
-                "complete": complete.astype(np.int64),
-                "half_open": half_open.astype(np.int64),
-                "first_seen": pa.array(first, pa.timestamp("ms", tz="UTC")),
-                "last_seen": pa.array(last, pa.timestamp("ms", tz="UTC")),
-                "exporter": exporters[pick("exporter", True)],
-                "rev_exporter": exporters[pick("exporter", False)],
-                "fwd_tcp_flags": fwd_flags.astype(np.int32),
-                "rev_tcp_flags": rev_flags.astype(np.int32),
-                "sessions": np.ones(len(protocol), np.int64),
-            },
-            schema=SESSION_SCHEMA,
-        )
-        return sort_sessions(table)
+def orient(columns: dict[str, np.ndarray], exporters: list[str]) -> pa.Table:
+    """Canonical sessions -> SESSION_SCHEMA rows, initiator first, sorted (sort_sessions);
+    `exporters`: the names of the exporter ids in the columns."""
+    c = dict(columns)
+    for side in ("a_", "b_"):  # the echo request mark rides above the TCP flags
+        c[side + "request"] = c[side + "flags"] >> 16
+        c[side + "flags"] = c[side + "flags"] & np.uint32(0xFFFF)
+    low_is_client = initiator_is_low(c)
+    a, b = "a_", "b_"
+
+    def pick(name: str, client: bool) -> np.ndarray:
+        first, second = (a, b) if client else (b, a)
+        return np.where(low_is_client, c[first + name], c[second + name])
+
+    protocol = c["protocol"]
+    fwd_packets, rev_packets = pick("packets", True), pick("packets", False)
+    fwd_bytes, rev_bytes = pick("bytes", True), pick("bytes", False)
+    fwd_flags, rev_flags = pick("flags", True), pick("flags", False)
+    both = (fwd_packets > 0) & (rev_packets > 0)
+    tcp = protocol == TCP
+    no_flags = (fwd_flags | rev_flags) == 0
+    handshake = ((fwd_flags & SYN) != 0) & ((rev_flags & (SYN | ACK)) == (SYN | ACK))
+    complete = both & (~tcp | handshake | no_flags)
+    half_open = (fwd_packets > 0) & (rev_packets == 0)
+    src_hi = np.where(low_is_client, c["low_hi"], c["high_hi"])
+    src_lo = np.where(low_is_client, c["low_lo"], c["high_lo"])
+    dst_hi = np.where(low_is_client, c["high_hi"], c["low_hi"])
+    dst_lo = np.where(low_is_client, c["high_lo"], c["low_lo"])
+    first = np.minimum(c["a_first"], c["b_first"])
+    last = np.maximum(c["a_last"], c["b_last"])
+    names = pa.array(exporters, pa.string())
+    table = pa.table(
+        {
+            "vrf": _vrf_names(c["vrf_id"]),
+            "protocol": _protocol_names(protocol),
+            "src": format_addresses(src_hi, src_lo),
+            "sport": np.where(low_is_client, c["low_port"], c["high_port"]).astype(np.int32),
+            "dst": format_addresses(dst_hi, dst_lo),
+            "dport": np.where(low_is_client, c["high_port"], c["low_port"]).astype(np.int32),
+            "fwd_packets": _stored_count(fwd_packets),
+            "fwd_bytes": _stored_count(fwd_bytes),
+            "rev_packets": _stored_count(rev_packets),
+            "rev_bytes": _stored_count(rev_bytes),
+            "complete": complete.astype(np.int64),
+            "half_open": half_open.astype(np.int64),
+            "first_seen": pa.array(first, pa.timestamp("ms", tz="UTC")),
+            "last_seen": pa.array(last, pa.timestamp("ms", tz="UTC")),
+            "exporter": names.take(pick("exporter", True)),
+            "rev_exporter": names.take(pick("exporter", False)),
+            "fwd_tcp_flags": fwd_flags.astype(np.int32),
+            "rev_tcp_flags": rev_flags.astype(np.int32),
+            "sessions": np.ones(len(protocol), np.int64),
+        },
+        schema=SESSION_SCHEMA,
+    )
+    return sort_sessions(table)
 
 
 def initiator_is_low(c: dict[str, np.ndarray]) -> np.ndarray:
@@ -371,16 +415,18 @@ def _service_ports(batch: FlowBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return src_port, dst_port, request.astype(np.uint8)
 
 
-def _protocol_names(protocol: np.ndarray) -> np.ndarray:
-    names = np.array([PROTOCOL_NAMES.get(p, str(p)) for p in range(256)], dtype=object)
-    return names[protocol.astype(np.intp)]
+PROTOCOLS = pa.array([PROTOCOL_NAMES.get(number, str(number)) for number in range(256)])
 
 
-def _vrf_names(vrf_id: np.ndarray) -> np.ndarray:
+def _protocol_names(protocol: np.ndarray) -> pa.StringArray:
+    return PROTOCOLS.take(protocol)
+
+
+def _vrf_names(vrf_id: np.ndarray) -> pa.StringArray:
     """ingressVRFID 0 (or absent) is the default VRF; others keep their number."""
     distinct, inverse = np.unique(vrf_id, return_inverse=True)
-    names = np.array(["default" if v == 0 else str(v) for v in distinct.tolist()], dtype=object)
-    return names[inverse.reshape(-1)]
+    names = pa.array(["default" if v == 0 else str(v) for v in distinct.tolist()], pa.string())
+    return names.take(inverse.reshape(-1))
 
 
 def sort_sessions(table: pa.Table) -> pa.Table:
