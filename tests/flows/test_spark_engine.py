@@ -337,20 +337,63 @@ def test_recommend_proposes_the_same_rules_byte_for_byte(store, spark, run_cli):
         assert json.loads(spark_out)["rules"]
 
 
-def test_whatif_reports_the_same_changes_byte_for_byte(store, spark, run_cli):
-    duckdb_out, spark_out = _both(
-        run_cli,
-        "whatif",
-        "--base",
-        DNS_NTP,
-        "--candidate",
-        HOME_LAB,
-        "--sessions",
-        str(store),
-        "--json",
-    )
-    assert duckdb_out == spark_out
-    assert json.loads(spark_out)["rows"] > 1000
+def test_whatif_replays_on_the_executors_and_reports_the_same_bytes(
+    store, spark, run_cli, monkeypatch
+):
+    """One pass on the executors (the fold never comes to the driver: `table` is not
+    called), byte for byte DuckDB's report, examples too: with the fold in 5 ranges (5 tasks,
+    so groups and their first examples span tasks) and in whatever AQE makes of it."""
+
+    def no_fold_to_the_driver(*args):
+        raise AssertionError("whatif --engine spark brought the fold to the driver")
+
+    monkeypatch.setattr(SparkEngine, "table", no_fold_to_the_driver)
+    conf = spark.session.conf
+    for base, candidate, changed, partitions in (
+        (DNS_NTP, HOME_LAB, "newly_blocked", "5"),
+        (HOME_LAB, DNS_NTP, "newly_allowed", None),
+    ):
+        if partitions:
+            conf.set("spark.sql.adaptive.coalescePartitions.enabled", "false")
+            conf.set("spark.sql.shuffle.partitions", partitions)
+        try:
+            duckdb_out, spark_out = _both(
+                run_cli, "whatif", "--base", base, "--candidate", candidate,
+                "--sessions", str(store), "--json",
+            )  # fmt: skip
+        finally:
+            conf.unset("spark.sql.adaptive.coalescePartitions.enabled")
+            conf.unset("spark.sql.shuffle.partitions")
+        assert duckdb_out == spark_out
+        report = json.loads(spark_out)
+        assert report["rows"] > 1000 and report["candidate_rule_hits"]
+        groups = report[changed]["groups"]
+        assert len(groups) > 3 and all(len(group["examples"]) == 3 for group in groups)
+
+
+def test_whatif_on_spark_says_what_is_wrong_in_one_line(store, spark, run_cli, tmp_path):
+    """A device no policy names fails before Spark runs; a bad address in the store fails
+    in an executor's task and comes back as the same kind of error DuckDB's path gives."""
+    result = run_cli(
+        "whatif", "--base", DNS_NTP, "--candidate", HOME_LAB, "--sessions", str(store),
+        "--device", "nosuch", "--engine", "spark",
+    )  # fmt: skip
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: device 'nosuch' enforces no policy (devices: ")
+    bad = FlowStore(tmp_path / "bad").open()
+    rows = _saturating_pair(DAYS["2025-11-18"]).to_pylist()
+    bad.write(pa.Table.from_pylist([rows[0], {**rows[1], "src": "10.0.0.300"}]))
+    said = []
+    for engine in ("duckdb", "spark"):
+        result = run_cli(
+            "whatif", "--base", DNS_NTP, "--candidate", HOME_LAB,
+            "--sessions", str(tmp_path / "bad"), "--engine", engine,
+        )  # fmt: skip
+        assert result.exit_code == 1 and not result.stdout
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        said.append(result.stderr)
+    assert said[0].endswith("'10.0.0.300' is not an IPv4 or IPv6 address\n")
+    assert said[1].replace(", Spark partition 0", "") == said[0]
 
 
 def test_the_cli_starts_its_own_spark_quietly_on_loopback(store):

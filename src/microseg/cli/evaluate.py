@@ -244,15 +244,11 @@ def whatif(
     from rich.markup import escape
     from rich.table import Table
 
-    from microseg.evaluate.whatif import replay_cuts
-    from microseg.evaluate.whatif import whatif as replay_whatif
-    from microseg.flows.flowstore import read_sessions
+    from microseg.evaluate.whatif import whatif_sessions
 
     base_policy, candidate_policy = resolve_policy(base), resolve_policy(candidate)
-    cuts = replay_cuts(base_policy, candidate_policy)
     with closing(session_engine(engine, spark_master, spark_conf)) as reader:
-        table = read_sessions(sessions, engine=reader, replay_cuts=cuts)
-    report = replay_whatif(base_policy, candidate_policy, table, device, sessions)
+        report = whatif_sessions(base_policy, candidate_policy, sessions, reader, device)
     if json_output:
         emit_json(report)
         return

@@ -11,6 +11,7 @@ touched one by one.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -26,6 +27,7 @@ from microseg.evaluate.packets import (
     icmp_reply_types,
     packed_addresses,
 )
+from microseg.flows.engines import SessionEngine, SessionQuery
 from microseg.flows.session_columns import EPHEMERAL, icmp_types, session_columns
 from microseg.flows.sums import group_sums, saturated, saturating_add, total
 from microseg.model import MicrosegError, PolicySet
@@ -129,7 +131,8 @@ class Outcome:
     labels: list[dict]  # {device, policy, rule, match}
 
 
-def replay(policy_set: PolicySet, columns: SessionPackets, device: str | None) -> Outcome:
+def compiled_devices(policy_set: PolicySet, device: str | None) -> tuple[CompiledDevice, ...]:
+    """The devices that replay sessions under a policy set (`device`: only that one)."""
     intents = compile_all(policy_set)
     if device is not None:
         if device not in intents:
@@ -139,14 +142,23 @@ def replay(policy_set: PolicySet, columns: SessionPackets, device: str | None) -
         intents = {device: intents[device]}
     if not intents:
         raise MicrosegError("no device enforces a policy: add devices to a security domain")
+    return tuple(CompiledDevice(intent) for intent in intents.values())
+
+
+def replay(policy_set: PolicySet, columns: SessionPackets, device: str | None) -> Outcome:
+    return outcome(compiled_devices(policy_set, device), columns)
+
+
+def outcome(devices: tuple[CompiledDevice, ...], columns: SessionPackets) -> Outcome:
+    """Every session's request and reply on every device: whether it gets through, and the
+    match that blocks it first (else the first device's match of its request)."""
     count = len(columns.sessions)
     gets_through = np.ones(count, dtype=bool)
     blocking = np.full(count, -1, dtype=np.int64)
     first_request = np.full(count, -1, dtype=np.int64)
     labels: list[dict] = []
     label_index: dict[tuple, int] = {}
-    for intent in intents.values():
-        compiled = CompiledDevice(intent)
+    for compiled in devices:
         for direction, batch in (("request", columns.request), ("reply", columns.reply)):
             evaluation = compiled.evaluate(batch)
             codes, code_rows = np.unique(evaluation.decider_codes, return_inverse=True)
@@ -191,6 +203,159 @@ def replay_cuts(base: PolicySet, candidate: PolicySet) -> tuple[int, ...]:
     return tuple(sorted({*port_cuts(base), *port_cuts(candidate)}))
 
 
+# The report's changes: which sessions, and the outcome whose deciding match names them.
+CHANGES = {"newly_blocked": "blocked by", "newly_allowed": "was blocked by"}
+EXAMPLE_FIELDS = ("vrf", "protocol", "src", "sport", "dst", "dport")
+LABEL_FIELDS = ("device", "policy", "rule", "match")
+
+
+@dataclass(frozen=True)
+class Replay:
+    """The base and the candidate compiled for one replay (what Spark's executors are sent:
+    `evaluate.whatif_spark`)."""
+
+    base: tuple[CompiledDevice, ...]
+    candidate: tuple[CompiledDevice, ...]
+
+    @classmethod
+    def of(cls, base: PolicySet, candidate: PolicySet, device: str | None = None) -> Replay:
+        return cls(compiled_devices(base, device), compiled_devices(candidate, device))
+
+    def changes(self, table: pa.Table, where: str) -> tuple[SessionPackets, dict[str, list]]:
+        """The sessions, and per change its groups (`_Group`, members in table order)."""
+        columns = session_packets(table, where)
+        before, after = outcome(self.base, columns), outcome(self.candidate, columns)
+        selected = {
+            "newly_blocked": (before.gets_through & ~after.gets_through, after),
+            "newly_allowed": (~before.gets_through & after.gets_through, before),
+        }
+        groups = {
+            change: _change_groups(columns, rows, decided)
+            for change, (rows, decided) in selected.items()
+        }
+        groups["candidate_rule_hits"] = _hit_groups(columns, after)
+        return columns, groups
+
+    def report(self, table: pa.Table, where: str = "sessions") -> dict:
+        """The impact report for a session table (in its order: the examples are its first)."""
+        columns, groups = self.changes(table, where)
+        return whatif_report(
+            total(columns.sessions),
+            _summary_rows(table),
+            {
+                change: [
+                    group.report(change, [_example(columns, int(row)) for row in group.members])
+                    for group in groups[change]
+                ]
+                for change in CHANGES
+            },
+            [group.hit() for group in groups["candidate_rule_hits"]],
+        )
+
+    def parts(self, table: pa.Table, positions: np.ndarray, where: str) -> pa.RecordBatch:
+        """`report`'s parts for a slice of the session table (PARTS_SCHEMA), whose rows are
+        at `positions` (increasing) in the whole: its totals, its groups with their sums and
+        first examples, its rule hits. Summing the groups and keeping each one's examples
+        at the lowest positions makes the whole's report (`whatif_spark`)."""
+        columns, groups = self.changes(table, where)
+        records: list[dict] = [
+            {"part": "total", "sessions": total(columns.sessions), "rows": _summary_rows(table)}
+        ]
+        for change in CHANGES:
+            for group in groups[change]:
+                key = {"part": change, **group.label, "service": group.service}
+                records.append({**key, **group.saturated_sums()})
+                records += [
+                    {
+                        **key,
+                        "part": f"{change} example",
+                        "position": int(positions[row]),
+                        **_example(columns, int(row)),
+                    }
+                    for row in group.members
+                ]
+        for group in groups["candidate_rule_hits"]:
+            records.append({"part": "candidate_rule_hits", **group.label, **group.saturated_sums()})
+        return pa.RecordBatch.from_pylist(records, schema=PARTS_SCHEMA)
+
+
+# `Replay.parts`: one row per total, group, example and rule hit of a slice of the sessions
+PARTS_SCHEMA = pa.schema(
+    [("part", pa.string())]
+    + [(name, pa.string()) for name in (*LABEL_FIELDS, "service")]
+    + [(name, pa.int64()) for name in ("sessions", "packets", "bytes", "rows", "position")]
+    + [(name, pa.string()) for name in EXAMPLE_FIELDS]
+)
+
+
+@dataclass(frozen=True)
+class _Group:
+    """Sessions alike in their deciding match (and service): sums and first rows."""
+
+    label: dict
+    service: str | None
+    sums: dict[str, int]  # exact
+    members: np.ndarray  # the first EXAMPLES_PER_GROUP rows, in table order
+
+    def saturated_sums(self) -> dict[str, int]:
+        return {name: saturated(value) for name, value in self.sums.items()}
+
+    def report(self, change: str, examples: list[dict]) -> dict:
+        return change_group(self.label, change, self.service, self.saturated_sums(), examples)
+
+    def hit(self) -> dict:
+        return rule_hit(self.label, self.saturated_sums())
+
+
+def change_group(label: dict, change: str, service, sums: dict, examples: list[dict]) -> dict:
+    """One group of a change as the report lists it."""
+    return {
+        **{name: label[name] for name in LABEL_FIELDS},
+        "role": CHANGES[change],
+        "service": service,
+        **{name: sums[name] for name in ("sessions", "packets", "bytes")},
+        "examples": examples,
+    }
+
+
+def rule_hit(label: dict, sums: dict) -> dict:
+    """One deciding match's hits under the candidate as the report lists them."""
+    return {
+        **{name: label[name] for name in LABEL_FIELDS},
+        "sessions": sums["sessions"],
+        "packets": sums["packets"],
+    }
+
+
+def whatif_report(sessions: int, rows: int, changes: dict[str, list], hits: list) -> dict:
+    """The report from its parts, in its one order: the changes' groups by sessions, packets,
+    device, match, service and policy; the hits by sessions, device, policy and match."""
+    report: dict = {"sessions": sessions, "rows": rows}
+    for change, groups in changes.items():
+        groups = sorted(
+            groups,
+            key=lambda g: (
+                -g["sessions"],
+                -g["packets"],
+                g["device"],
+                str(g["match"]),
+                g["service"],
+                str(g["policy"]),  # two VRFs' policies on one device: the same default match
+            ),
+        )
+        report[change] = {
+            **{
+                name: saturated(sum(g[name] for g in groups))
+                for name in ("sessions", "packets", "bytes")
+            },
+            "groups": groups,
+        }
+    report["candidate_rule_hits"] = sorted(
+        hits, key=lambda h: (-h["sessions"], h["device"], str(h["policy"]), str(h["match"]))
+    )
+    return report
+
+
 def whatif(
     base: PolicySet,
     candidate: PolicySet,
@@ -200,18 +365,34 @@ def whatif(
 ) -> dict:
     """The impact report: newly blocked / newly allowed groups and candidate rule hits.
     `where` names the sessions' source in error messages."""
-    columns = session_packets(sessions, where)
-    before = replay(base, columns, device)
-    after = replay(candidate, columns, device)
-    newly_blocked = before.gets_through & ~after.gets_through
-    newly_allowed = ~before.gets_through & after.gets_through
-    return {
-        "sessions": total(columns.sessions),
-        "rows": _summary_rows(sessions),
-        "newly_blocked": _changes(columns, newly_blocked, after, "blocked by"),
-        "newly_allowed": _changes(columns, newly_allowed, before, "was blocked by"),
-        "candidate_rule_hits": _hits(columns, after),
-    }
+    return Replay.of(base, candidate, device).report(sessions, where)
+
+
+def whatif_sessions(
+    base: PolicySet,
+    candidate: PolicySet,
+    source: str,
+    engine: SessionEngine,
+    device: str | None = None,
+) -> dict:
+    """The report for a session file or flow store, read by `engine` with what-if's fold.
+    On Spark a store is replayed by the executors in one pass (`whatif_spark`); otherwise
+    the fold comes to this process. Both policies are compiled before anything is read."""
+    from microseg.flows.flowstore import read_sessions, read_store
+    from microseg.flows.spark import SparkEngine
+
+    replay = Replay.of(base, candidate, device)
+    cuts = replay_cuts(base, candidate)
+    if isinstance(engine, SparkEngine) and Path(source).is_dir():
+        from microseg.evaluate.whatif_spark import whatif_on_spark
+
+        spark, query = engine, SessionQuery(replay_cuts=cuts)
+        return read_store(
+            Path(source),
+            spark,
+            lambda segments: whatif_on_spark(spark, segments, query, replay, source),
+        )
+    return replay.report(read_sessions(source, engine=engine, replay_cuts=cuts), source)
 
 
 def _summary_rows(sessions: pa.Table) -> int:
@@ -222,12 +403,13 @@ def _summary_rows(sessions: pa.Table) -> int:
     return int(pc.sum(sessions["summary_rows"]).as_py() or 0)
 
 
-def _changes(columns: SessionPackets, selected: np.ndarray, outcome: Outcome, role: str) -> dict:
+def _change_groups(columns: SessionPackets, selected: np.ndarray, decided: Outcome) -> list:
+    """The selected sessions grouped by the match that decided them and their service."""
     rows = np.flatnonzero(selected)
     service_codes, service_of_row = np.unique(
         columns.service[rows].astype(str), return_inverse=True
     )
-    key = outcome.deciding[rows] * len(service_codes) + service_of_row.reshape(-1)
+    key = decided.deciding[rows] * len(service_codes) + service_of_row.reshape(-1)
     groups, group_of_row = np.unique(key, return_inverse=True)
     group_of_row = group_of_row.reshape(-1)
     order = np.argsort(group_of_row, kind="stable")
@@ -240,47 +422,34 @@ def _changes(columns: SessionPackets, selected: np.ndarray, outcome: Outcome, ro
     for position, code in enumerate(groups):
         members = order[starts[position] : starts[position] + EXAMPLES_PER_GROUP]
         members = members[group_of_row[members] == position]
-        label = outcome.labels[int(code // len(service_codes))]
         result.append(
-            {
-                **label,
-                "role": role,
-                "service": str(service_codes[int(code % len(service_codes))]),
-                **{name: saturated(sums[position]) for name, sums in totals.items()},
-                "examples": [_example(columns, int(rows[m])) for m in members],
-            }
+            _Group(
+                decided.labels[int(code // len(service_codes))],
+                str(service_codes[int(code % len(service_codes))]),
+                {name: sums[position] for name, sums in totals.items()},
+                rows[members],
+            )
         )
-    result.sort(
-        key=lambda g: (-g["sessions"], -g["packets"], g["device"], str(g["match"]), g["service"])
-    )
-    return {
-        "sessions": total(columns.sessions[rows]),
-        "packets": total(columns.packets[rows]),
-        "bytes": total(columns.bytes[rows]),
-        "groups": result,
-    }
+    return result
 
 
 def _example(columns: SessionPackets, row: int) -> dict:
     record = columns.table.slice(row, 1).to_pylist()[0]
-    return {name: record.get(name) for name in ("vrf", "protocol", "src", "sport", "dst", "dport")}
+    return {name: record.get(name) for name in EXAMPLE_FIELDS}
 
 
-def _hits(columns: SessionPackets, outcome: Outcome) -> list[dict]:
+def _hit_groups(columns: SessionPackets, decided: Outcome) -> list:
     """Sessions and packets per deciding match under the candidate."""
-    codes, rows_of = np.unique(outcome.deciding, return_inverse=True)
+    codes, rows_of = np.unique(decided.deciding, return_inverse=True)
     rows_of = rows_of.reshape(-1)
     sessions = group_sums(rows_of, columns.sessions, len(codes))
     packets = group_sums(rows_of, columns.packets, len(codes))
-    hits = []
-    for position, code in enumerate(codes):
-        label = outcome.labels[int(code)]
-        hits.append(
-            {
-                **label,
-                "sessions": saturated(sessions[position]),
-                "packets": saturated(packets[position]),
-            }
+    return [
+        _Group(
+            decided.labels[int(code)],
+            None,
+            {"sessions": sessions[position], "packets": packets[position]},
+            np.zeros(0, dtype=np.int64),
         )
-    hits.sort(key=lambda h: (-h["sessions"], h["device"], str(h["policy"]), str(h["match"])))
-    return hits
+        for position, code in enumerate(codes)
+    ]

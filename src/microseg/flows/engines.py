@@ -287,7 +287,7 @@ def _canonical_address(text: str, column: str) -> str:
     return str(address)
 
 
-def _total(column: str, dialect: Dialect, name: str | None = None) -> str:
+def saturating_sum(column: str, dialect: Dialect, name: str | None = None) -> str:
     """A sum that saturates at the store's int64 maximum, as the collector's counters do."""
     total = dialect.wide_sum.format(column=column)
     return f"CAST(least({total}, {INT64_MAX}) AS BIGINT) AS {name or column}"
@@ -296,7 +296,7 @@ def _total(column: str, dialect: Dialect, name: str | None = None) -> str:
 def _summary(where: str, ephemeral_port: int, dialect: Dialect) -> str:
     # vZTX: client ports from 49152 up are shown as `eph`, one row per client/server/service
     counters = ", ".join(
-        _total(name, dialect)
+        saturating_sum(name, dialect)
         for name in ("fwd_packets", "fwd_bytes", "rev_packets", "rev_bytes", "complete")
     )
     return f"""
@@ -304,12 +304,12 @@ def _summary(where: str, ephemeral_port: int, dialect: Dialect) -> str:
            CASE WHEN {dialect.number("sport")} >= {ephemeral_port}
                  AND {dialect.number("dport")} < {ephemeral_port}
                 THEN 'eph' ELSE sport END AS sport,
-           dst, dport, {counters}, {_total("half_open", dialect)},
+           dst, dport, {counters}, {saturating_sum("half_open", dialect)},
            min(first_seen) AS first_seen, max(last_seen) AS last_seen,
            min(exporter) AS exporter, min(rev_exporter) AS rev_exporter,
            CAST(bit_or(fwd_tcp_flags) AS INTEGER) AS fwd_tcp_flags,
            CAST(bit_or(rev_tcp_flags) AS INTEGER) AS rev_tcp_flags,
-           {_total("sessions", dialect)}
+           {saturating_sum("sessions", dialect)}
     FROM sessions {where}
     GROUP BY ALL"""
 
@@ -412,19 +412,19 @@ def _fold_result(key: str, rest: str, dialect: Dialect, reply_flags: str = "rev_
     session table's reader reads them, and `_rest` and `summary_rows` per row."""
     sport = dialect.number("sport")
     counters = ", ".join(
-        _total(name, dialect)
+        saturating_sum(name, dialect)
         for name in ("fwd_packets", "fwd_bytes", "rev_packets", "rev_bytes", "complete")
     )
     return f"""result AS (
         SELECT vrf, protocol, src,
                CASE WHEN {rest} THEN CAST(min({sport}) AS STRING) ELSE min(sport) END AS sport,
                dst, dport,
-               {counters}, {_total("half_open", dialect)},
+               {counters}, {saturating_sum("half_open", dialect)},
                min(first_seen) AS first_seen,
                max(greatest(last_seen, first_seen)) AS last_seen,  -- never before first
                min(exporter) AS exporter, min(rev_exporter) AS rev_exporter,
                CAST(bit_or(fwd_tcp_flags) AS INTEGER) AS fwd_tcp_flags, {reply_flags},
-               {_total("greatest(sessions, 1)", dialect, "sessions")},
+               {saturating_sum("greatest(sessions, 1)", dialect, "sessions")},
                count(*) AS summary_rows, CASE WHEN {rest} THEN 1 ELSE 0 END AS _rest
         FROM ranked
         GROUP BY {key}, {rest}, CASE WHEN {rest} THEN NULL ELSE sport END)"""

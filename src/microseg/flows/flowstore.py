@@ -643,7 +643,7 @@ def read_sessions(
         return OUTPUT_SCHEMA.empty_table()  # nothing collected yet
     engine = engine or DuckDBEngine()
     if path.is_dir():
-        return _read_store(path, engine, lambda segments: engine.table(segments, query))
+        return read_store(path, engine, lambda segments: engine.table(segments, query))
     _file_engine(path, engine)
     connection = duck.connect()
     columns = _load(connection, path)
@@ -680,7 +680,7 @@ def session_batches(
         first = next(batches, None)
         return iter(()) if first is None else _rest(path, engine, first, batches)
 
-    return _read_store(path, engine, started)
+    return read_store(path, engine, started)
 
 
 def _rest(
@@ -710,7 +710,7 @@ def _file_engine(path: Path, engine: SessionEngine) -> None:
         )
 
 
-def _read_store(path: Path, engine: SessionEngine, run: Callable[[list[Path]], _Result]) -> _Result:
+def read_store(path: Path, engine: SessionEngine, run: Callable[[list[Path]], _Result]) -> _Result:
     """`run` over a store's live segments. Bad segments are skipped and reported (logging);
     a segment whose pages turn out unreadable is found by reading each one, then skipped."""
     check_flow_store(path)

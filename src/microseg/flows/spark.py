@@ -27,7 +27,10 @@ import os
 import re
 import shlex
 import shutil
+import sys
 import tempfile
+import weakref
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,7 +172,7 @@ class SparkEngine:
         schema = output_schema(query)
         if not segments:
             return schema.empty_table()
-        return _to_output(self._frame(segments, query).toArrow(), schema)
+        return _to_output(self.frame(segments, query).toArrow(), schema)
 
     def batches(self, segments: list[Path], query: SessionQuery) -> Iterator[pa.RecordBatch]:
         if not segments:
@@ -179,7 +182,7 @@ class SparkEngine:
             f"unix_micros({name}) AS {name}" if name in _TIMES else name
             for name in OUTPUT_SCHEMA.names
         ]
-        return _chunks(self._frame(segments, query).selectExpr(*selected).toLocalIterator())
+        return _chunks(self.frame(segments, query).selectExpr(*selected).toLocalIterator())
 
     def close(self) -> None:
         self._release_summary()
@@ -187,7 +190,8 @@ class SparkEngine:
             self._session.stop()
         self._session, self._started = None, False
 
-    def _frame(self, segments: list[Path], query: SessionQuery) -> Any:
+    def frame(self, segments: list[Path], query: SessionQuery) -> Any:
+        """The query's result as a DataFrame on the cluster, in its order (not collected)."""
         paths = [os.path.abspath(segment) for segment in segments]
         for path in paths:
             special = sorted(_PATH_SPECIALS & set(path))
@@ -244,6 +248,31 @@ def _chunks(rows: Iterator[Any]) -> Iterator[pa.RecordBatch]:
         yield pa.RecordBatch.from_arrays(arrays, schema=OUTPUT_SCHEMA)
 
 
+def ship_microseg(session: Any) -> None:
+    """Make this process's microseg what the executors' Python workers import: its modules
+    zipped into Spark's files for this context (removed when it stops), once per context.
+    So the executors run the driver's code whatever microseg they have installed, if any;
+    they need its dependencies (numpy, pyarrow, pydantic, ...) and pandas."""
+    from pyspark import SparkFiles
+
+    import microseg
+
+    context = session.sparkContext
+    if context in _SHIPPED:
+        return
+    package = Path(microseg.__file__).parent
+    folder = Path(tempfile.mkdtemp(prefix="ship-", dir=SparkFiles.getRootDirectory()))
+    archive = folder / "microseg.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zipped:
+        for module in sorted(package.rglob("*.py")):
+            zipped.write(module, module.relative_to(package.parent))
+    context.addPyFile(str(archive))
+    _SHIPPED.add(context)
+
+
+_SHIPPED: weakref.WeakSet = weakref.WeakSet()  # the SparkContexts ship_microseg served
+
+
 def start_session(settings: SparkSettings) -> tuple[Any, bool]:
     """A SparkSession for these settings, and whether it was started here: one that already
     runs in this process is used as it is (Spark allows one per process). A missing pyspark
@@ -267,6 +296,8 @@ def start_session(settings: SparkSettings) -> tuple[Any, bool]:
         # Spark resolves its own host name unless told: a local session stays on loopback
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
         os.environ.setdefault("SPARK_LOCAL_HOSTNAME", "localhost")
+        # the Python workers (what-if's pass) run in this interpreter, not `python3`
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     conf = SparkConf().setMaster(settings.master)
     for key, value in settings.spark_conf().items():
         conf.set(key, value)
