@@ -14,6 +14,7 @@ import threading
 from collections import Counter
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from flows_encoder import softflowd_export
@@ -152,6 +153,25 @@ def test_a_bug_making_a_segment_is_said_counted_and_the_writer_goes_on(
     assert writer.last_write_error == "division by zero"
     assert "3 sessions could not be made into a segment and are lost" in caplog.text
     assert "ZeroDivisionError" in caplog.text  # with its traceback
+    assert stored_ports(tmp_path) == Counter([200, 201])
+
+
+def test_a_bug_anywhere_in_a_write_never_ends_the_writer(tmp_path, monkeypatch, caplog):
+    store = FlowStore(tmp_path).open()
+    writer = SegmentWriter(store, max_unwritten=1000, max_waiting=1000)
+    concat = pa.concat_tables
+    calls = iter([lambda tables: {}["bug"], concat])
+    monkeypatch.setattr(pa, "concat_tables", lambda tables: next(calls)(tables))
+    with caplog.at_level(logging.ERROR, "microseg.flows"):
+        writer.put(leaving(100, 3))
+        writer.put(leaving(200, 2))
+        drained = threading.Thread(target=writer.drain, daemon=True)
+        drained.start()
+        drained.join(LIVENESS)
+        assert not drained.is_alive()  # the writer's thread lived on and wrote the rest
+        writer.close()
+    assert writer.counters.sessions_dropped == 3 and writer.last_write_error == "'bug'"
+    assert "3 sessions could not be made into a segment and are lost" in caplog.text
     assert stored_ports(tmp_path) == Counter([200, 201])
 
 

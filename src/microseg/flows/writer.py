@@ -112,6 +112,11 @@ class SegmentWriter:
                 sessions, final = self._jobs[0]
             try:
                 self._write(sessions, final)
+            except Exception as error:  # a bug: the thread lives on, or put and drain would
+                # wait for it forever; what it held is counted as lost, not retried
+                held = sum(table.num_rows for table in self._unwritten)
+                self._unwritten, self.unwritten = [], 0
+                self._lose(held or sessions.num_rows, error)
             finally:
                 with self._changed:
                     self._jobs.popleft()
