@@ -292,9 +292,10 @@ def _say_if_nothing_collected(store: Path | None) -> None:
     where the sessions would be, on stderr, so that an empty answer is not a puzzle."""
     from microseg.flows.flowstore import default_store_dir
 
-    if store is None and not default_store_dir().exists():
+    default = default_store_dir()
+    if store is None and not default.exists():
         err_console.print(
-            f"note: no flow store at {default_store_dir()} yet: `microseg collect` writes "
+            f"note: no flow store at {default} yet: `microseg collect` writes "
             "there (or give --store DIR; MICROSEG_FLOW_STORE sets the default)",
             markup=False,
             highlight=False,

@@ -166,7 +166,7 @@ class ActiveSessions:
             self._rows, self.size, np.ascontiguousarray(leaving, np.bool_), out
         )
         self._slots.fill(EMPTY)
-        self._loops.index(self._rows, self.size, self._slots, self._seed, self._hash_mask)
+        self._index_rows()
         return {name: out[name] for name in COLUMNS}
 
     def merge(self, records: Records, now: float) -> None:
@@ -195,7 +195,11 @@ class ActiveSessions:
             self._rows = rows
         if 2 * (self.size + more) > len(self._slots):
             self._slots = np.zeros(_index_size(self.size + more), np.uint64)
-            self._loops.index(self._rows, self.size, self._slots, self._seed, self._hash_mask)
+            self._index_rows()
+
+    def _index_rows(self) -> None:
+        """The sessions into the (empty) index slots."""
+        self._loops.index(self._rows, self.size, self._slots, self._seed, self._hash_mask)
 
 
 def _compiled_loops() -> ModuleType:

@@ -180,25 +180,25 @@ class SessionTable:
         """Remove and return every session (shutdown)."""
         columns = self._columns()
         if len(columns["protocol"]):
-            self._count_saturated(columns)
-            self._leaving.parts.append((columns, list(self._exporters)))
+            self._hand_over(columns)
         self._clear()
         self._forget_exporters()
         return self.take_evicted()
 
     def _leave(self, leaving: np.ndarray) -> None:
         """The sessions where `leaving` holds leave the table, to be written out."""
-        columns = self._take(leaving)
-        self._count_saturated(columns)
-        self._leaving.parts.append((columns, list(self._exporters)))
+        self._hand_over(self._take(leaving))
         self._forget_exporters()
 
-    def _count_saturated(self, columns: dict[str, np.ndarray]) -> None:
-        """Sessions leaving with a counter past what the store holds (INT64_MAX)."""
+    def _hand_over(self, columns: dict[str, np.ndarray]) -> None:
+        """Leaving sessions' columns to be taken (take_evicted), with the exporter names
+        their ids stand for now; counts those with a counter past what the store holds
+        (INT64_MAX)."""
         saturated = np.zeros(len(columns["protocol"]), dtype=bool)
         for name in ("a_packets", "a_bytes", "b_packets", "b_bytes"):
             saturated |= columns[name] > INT64_MAX
         self.counters.counters_saturated += int(saturated.sum())
+        self._leaving.parts.append((columns, list(self._exporters)))
 
     def _columns(self) -> dict[str, np.ndarray]:
         """The active sessions' columns (merge.COLUMNS)."""
