@@ -8,10 +8,13 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
+import time
 import uuid
 
 import pytest
 
+from microseg.lab import services
 from microseg.lab.services import dns_answer, dns_query, ntp_answer, ntp_request
 from support import cli_env
 
@@ -41,6 +44,65 @@ def test_ntp_server_reply_carries_the_client_transmit_time_as_origin():
     assert reply[24:32] == b"ORIGINTS"  # origin = client's transmit (RFC 5905 7.3)
     assert struct.unpack_from("!II", reply, 40) == (1_700_000_000 + 2208988800, 2**31)
     assert ntp_answer(bytes([0x24]) + bytes(47), 0) is None  # a server packet is not a request
+
+
+def test_a_service_that_answers_late_is_not_taken_for_a_policy_drop():
+    """A busy machine keeps the lab's service process off the CPU for seconds: the kernel
+    still completes the handshake, and the greeting comes late. That is `connects`; a drop
+    gives no handshake. (A 1.5 s wait for the greeting once failed the lab test under load.)"""
+    late = services.TIMEOUT_S + 1.0
+    listener = socket.create_server(("127.0.0.1", 0), backlog=4)
+    port = listener.getsockname()[1]
+
+    def greet_late() -> None:
+        time.sleep(late)
+        connection, _ = listener.accept()
+        with connection:
+            connection.sendall(b"microseg lab app\n")
+
+    server = threading.Thread(target=greet_late)
+    server.start()
+    try:
+        assert services.probe("tcp", "127.0.0.1", port)
+    finally:
+        server.join()
+        listener.close()
+
+
+def test_a_query_unanswered_once_is_asked_again():
+    """The first query goes unanswered (a server busy or a datagram lost); the second, sent
+    after the timeout as dig or an NTP client resends, is answered: `connects`. (On a port
+    other than 53 the probe asks NTP.)"""
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server.bind(("127.0.0.1", 0))
+    server.settimeout(10)
+    port = server.getsockname()[1]
+    asked = []
+
+    def answer_second() -> None:
+        for _ in range(2):
+            query, peer = server.recvfrom(2048)
+            asked.append(query)
+        reply = ntp_answer(query, time.time())
+        assert reply is not None
+        server.sendto(reply, peer)
+
+    thread = threading.Thread(target=answer_second)
+    thread.start()
+    try:
+        assert services.probe("udp", "127.0.0.1", port)
+    finally:
+        thread.join()
+        server.close()
+    assert len(asked) == 2
+
+
+def test_a_closed_port_is_blocked_at_once():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    assert not services.probe("tcp", "127.0.0.1", port)  # refused: RST
+    assert not services.probe("udp", "127.0.0.1", port)  # refused: ICMP port unreachable
 
 
 @pytest.mark.system

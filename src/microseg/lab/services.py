@@ -7,7 +7,8 @@ line), and SSH on tcp/22 as a TCP service sending an SSH identification string (
 4.2; no key exchange: the lab tests reachability, not logins).
 
 `python -m microseg.lab.services probe tcp|udp|icmp DST PORT` prints `connects` or
-`blocked`: a TCP handshake, a DNS/NTP query answered, or an ICMP echo answered.
+`blocked`: a TCP handshake and the service's greeting, a DNS/NTP query answered, or an ICMP
+echo answered.
 `python -m microseg.lab.services burst '[["tcp", DST, PORT], ...]'` runs several probes at
 once (one thread each) and prints their results as a JSON list, in order.
 """
@@ -26,7 +27,12 @@ import time
 
 TCP_PORTS = (22, 80, 4567)
 UDP_PORTS = (53, 123)
-TIMEOUT_S = 1.5
+# A policy that drops a packet gives no answer, so `blocked` is a timeout. The timeouts are
+# long enough that a loaded machine (the service's process off the CPU for seconds) does not
+# pass for a policy drop:
+TIMEOUT_S = 1.5  # the handshake; Linux resends a SYN after 1 s (RFC 6298 2.1, initial RTO)
+GREETING_TIMEOUT_S = 10.0  # after a handshake the policy let through, the service's first line
+UDP_TRIES = 2  # a query resent after TIMEOUT_S without an answer, as dig does (+tries)
 ANSWER_ADDRESS = "10.100.99.51"  # every name resolves to web01
 NTP_EPOCH_OFFSET = 2208988800  # seconds from 1900 (NTP era 0) to 1970
 IP_PKTINFO = 8  # Linux include/uapi/linux/in.h (Python's socket module has it from 3.12)
@@ -164,6 +170,9 @@ def probe(protocol: str, destination: str, port: int) -> bool:
     if protocol == "tcp":
         try:
             with socket.create_connection((destination, port), timeout=TIMEOUT_S) as stream:
+                # The handshake is through, so the policy passes this connection both ways;
+                # a late greeting is a busy service, not a drop.
+                stream.settimeout(GREETING_TIMEOUT_S)
                 return bool(stream.recv(64))
         except OSError:
             return False
@@ -174,11 +183,18 @@ def probe(protocol: str, destination: str, port: int) -> bool:
             # Connected: replies from any other address are not taken (as dig or an NTP
             # client would ignore them).
             datagram.connect((destination, port))
-            datagram.send(request)
-            reply = datagram.recv(2048)
         except OSError:
             return False
-    return reply[:2] == request[:2] if port == 53 else len(reply) >= 48
+        for _ in range(UDP_TRIES):
+            try:
+                datagram.send(request)
+                reply = datagram.recv(2048)
+            except TimeoutError:
+                continue
+            except OSError:
+                return False
+            return reply[:2] == request[:2] if port == 53 else len(reply) >= 48
+    return False
 
 
 def _identifier() -> int:
