@@ -316,7 +316,9 @@ def _joined(arrays: list[np.ndarray]) -> np.ndarray:
     return np.concatenate(arrays).astype(np.int64) if arrays else np.zeros(0, dtype=np.int64)
 
 
-def deciding_rules(target: str, policy_set: PolicySet, today: TodayFacts, membership) -> list[set[int]]:
+def deciding_rules(
+    target: str, policy_set: PolicySet, today: TodayFacts, membership
+) -> list[set[int]]:
     """Per proposal, the positions of the target policy's rules that decide a request or
     reply of its sessions today (`membership`: the proposal of each evidence session)."""
     rule_names = policy_set.policy(target).rules

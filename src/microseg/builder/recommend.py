@@ -87,7 +87,7 @@ def recommend(
     from microseg.builder.quality import today_facts
 
     options = options or BuilderOptions()
-    _check_options(policy_set, options)
+    check_options(policy_set, options)
     columns = sessions if isinstance(sessions, SessionColumns) else session_columns(sessions)
     in_scope = scope_mask(columns, options.scope)
     scoped = columns if in_scope.all() else columns.take(in_scope)
@@ -256,7 +256,7 @@ class Draft:
     membership: np.ndarray
 
 
-def _check_options(policy_set: PolicySet, options: BuilderOptions) -> None:
+def check_options(policy_set: PolicySet, options: BuilderOptions) -> None:
     known = {c.name for c in policy_set.categories} | {
         c for g in policy_set.groups for c in g.categories
     }
