@@ -26,8 +26,7 @@ import pyarrow.parquet as pq
 import pytest
 from test_flow_reliability import bad_segments
 
-from microseg.builder import BuilderOptions
-from microseg.builder import recommend_spark
+from microseg.builder import BuilderOptions, recommend_spark
 from microseg.builder.scope import scope_from, scope_mask
 from microseg.cli.builder import read_session_columns
 from microseg.flows import spark as spark_module
