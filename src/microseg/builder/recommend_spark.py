@@ -65,6 +65,7 @@ from microseg.flows.session_columns import SessionColumns, session_columns
 from microseg.flows.spark import SparkEngine, ship_microseg
 from microseg.flows.sums import total
 from microseg.model import MicrosegError, PolicySet
+from microseg.model.objects import IPAddress
 
 REPORTS = ("already_allowed", "blocked_by_rules")
 _TIMES = ("first_seen", "last_seen")
@@ -145,7 +146,7 @@ class ExecutorStep:
                     {"part": ["total"], "position": [int(positions[0])]}, total(scoped.sessions)
                 ),
                 _standing(reported, scoped, classified.side, at),
-                _first_appearances(columns, positions),
+                _first_appearances(fold, positions),
                 passed,
             ]
         )
@@ -271,21 +272,22 @@ def _json(shown: SessionExample) -> str:
     return json.dumps(asdict(shown), separators=(",", ":"))
 
 
-def _first_appearances(columns: SessionColumns, positions: np.ndarray) -> pa.Table:
-    """Per address of the slice, the position of its first row as `src` and as `dst`."""
-    firsts = []
-    for ends in (columns.src, columns.dst):
-        first = np.full(len(columns.addresses), -1, dtype=np.int64)
-        seen, row = np.unique(ends, return_index=True)
-        first[seen] = positions[row]
-        firsts.append(pa.array(first, mask=first < 0))
-    count = len(columns.addresses)
+def _first_appearances(fold: pa.Table, positions: np.ndarray) -> pa.Table:
+    """Per address of the slice, as the fold spells it, the position of its first row as
+    `src` and as `dst`."""
+    first: dict[str, list[int | None]] = {}
+    for end, name in enumerate(("src", "dst")):
+        encoded = pc.dictionary_encode(fold[name].combine_chunks())
+        texts = encoded.dictionary.to_pylist()
+        seen, row = np.unique(encoded.indices.to_numpy(zero_copy_only=False), return_index=True)
+        for code, at in zip(seen.tolist(), positions[row].tolist(), strict=True):
+            first.setdefault(texts[code], [None, None])[end] = at
     return _shaped(
         {
-            "part": ["address"] * count,
-            "address": [str(address) for address in columns.addresses.addresses],
-            "src_position": firsts[0],
-            "dst_position": firsts[1],
+            "part": ["address"] * len(first),
+            "address": list(first),
+            "src_position": [src for src, _ in first.values()],
+            "dst_position": [dst for _, dst in first.values()],
         }
     )
 
@@ -476,14 +478,16 @@ def _in_order_of_appearance(columns: SessionColumns, order: pa.Table) -> Session
     """The sessions with their addresses numbered as the builder numbers them in the whole
     fold (`session_columns`): those seen as `src` first, by their first such row, then the
     others by their first row as `dst`."""
-    first = {
-        ipaddress.ip_address(address): (0, src) if src is not None else (1, dst)
-        for address, src, dst in zip(
-            order["address"].to_pylist(),
-            order["src_position"].to_pylist(),
-            order["dst_position"].to_pylist(),
-            strict=True,
-        )
-    }
+    first: dict[IPAddress, tuple[int, int]] = {}
+    for text, src, dst in zip(
+        order["address"].to_pylist(),
+        order["src_position"].to_pylist(),
+        order["dst_position"].to_pylist(),
+        strict=True,
+    ):
+        # as `session_columns` reads an address: trimmed, then parsed
+        address = ipaddress.ip_address(text.strip(' "\t'))
+        key = (0, src) if src is not None else (1, dst)
+        first[address] = min(first.get(address, key), key)
     keys = [first[address] for address in columns.addresses.addresses]
     return columns.renumbered(np.array(sorted(range(len(keys)), key=keys.__getitem__)))
