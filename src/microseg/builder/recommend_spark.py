@@ -378,6 +378,7 @@ def _reported(session: Any) -> Reported:
     """The standing decisions and the sessions in scope, summed over the tasks."""
     sums = saturating_sum("sessions", SPARK, "sessions")
     key = "report, rule, verdict"
+    # every sum is grouped: the sum of no rows is NULL, which Spark's LEAST saturates
     found = _to_driver(
         session.sql(
             f"""SELECT 'standing' AS part, {key}, {sums},
@@ -385,7 +386,7 @@ def _reported(session: Any) -> Reported:
             FROM builder_parts WHERE part = 'standing' GROUP BY {key}
             UNION ALL
             SELECT 'total', NULL, NULL, NULL, {sums}, NULL, NULL, NULL
-            FROM builder_parts WHERE part = 'total'
+            FROM builder_parts WHERE part = 'total' GROUP BY part
             UNION ALL
             SELECT part, {key}, NULL, first_seen, position, example FROM (
                 SELECT *, row_number() OVER (
@@ -490,4 +491,5 @@ def _in_order_of_appearance(columns: SessionColumns, order: pa.Table) -> Session
         key = (0, src) if src is not None else (1, dst)
         first[address] = min(first.get(address, key), key)
     keys = [first[address] for address in columns.addresses.addresses]
-    return columns.renumbered(np.array(sorted(range(len(keys)), key=keys.__getitem__)))
+    order_of = sorted(range(len(keys)), key=keys.__getitem__)
+    return columns.renumbered(np.array(order_of, dtype=np.int64))
