@@ -160,6 +160,35 @@ def _one_busy_client(rng: np.random.Generator, start_ms: int) -> pa.Table:
     return pa.Table.from_pylist(rows).cast(SESSION_SCHEMA)
 
 
+def _symmetric_ntp(start_ms: int) -> pa.Table:
+    """An NTP server, 10.100.99.51, opening symmetric sessions (123 <-> 123) to four clients: with
+    equal ports the server is the end more peers talk to on that port (`server_side`), which
+    only all four sessions together tell; one of them alone would make the client serve."""
+    rows = [
+        {
+            **{name: 0 for name in SESSION_SCHEMA.names},
+            "vrf": "default",
+            "protocol": "udp",
+            "src": "10.100.99.51",
+            "sport": 123,
+            "dst": f"172.18.6.{50 + number}",
+            "dport": 123,
+            "fwd_packets": 1,
+            "fwd_bytes": 76,
+            "rev_packets": 1,
+            "rev_bytes": 76,
+            "complete": 1,
+            "first_seen": start_ms - 10_000 + 1000 * number,  # the store's first: examples
+            "last_seen": start_ms - 10_000 + 1000 * number + 5,
+            "exporter": "10.0.0.9",
+            "rev_exporter": "10.0.0.9",
+            "sessions": 1,
+        }
+        for number in range(4)
+    ]
+    return pa.Table.from_pylist(rows).cast(SESSION_SCHEMA)
+
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> Path:
     directory = tmp_path_factory.mktemp("spark-store")
@@ -173,6 +202,7 @@ def store(tmp_path_factory) -> Path:
     flat = FlowStore(directory).open()
     flat.write(_saturating_pair(DAYS["2025-11-19"]))
     flat.write(_one_busy_client(rng, DAYS["2025-11-19"]))
+    flat.write(_symmetric_ntp(DAYS["2025-11-18"]))
     good = flat.write(_segment(rng, 200, DAYS["2025-11-19"], "10.0.0.9"))
     (directory / "quarantine").mkdir()
     shutil.copy(good, directory / "quarantine" / good.name)  # out of the read path
