@@ -26,7 +26,7 @@ lint: $(VENV)/.installed-test
 	$(BIN)/mypy
 
 test: lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
 
 # The fuzz and fault suites with a larger budget than every test run gives them.
 fuzz: $(VENV)/.installed-test

@@ -1,193 +1,166 @@
-"""Where the Policy Builder's per-session work runs with `--engine spark`: on the driver, as
-`recommend` does, or on Spark's executors (mapInArrow), measured on a scale bench store.
+"""`recommend --engine spark` with the builder's per-session step on Spark's executors
+against bringing the whole fold back, measured on the scale bench's store (`bench/scale.py`'s
+generator, layout and policy, `recommend --policy dc-prod --categories ...` as it runs it).
 
-`recommend --engine spark` brings the builder's fold (`flows.engines.builder_rows`) back to
-the driver and runs the builder there with numpy. The alternative: run the builder's work per
-session on the executors, with the same code (`builder.recommend.classify`: scope, server
-side, every device's decision, the existing rule that allows or blocks it), and let Spark
-group the result, so that fewer rows reach the driver. This bench times both halves of that
-trade on one store:
+Two ways to the same recommendation, in the same run, on one Spark session:
 
-1. the fold for `--store`, made with DuckDB (the same rows Spark makes, tested in
-   tests/flows/test_spark_engine.py), written to a temporary Parquet file that Spark reads
-   and checkpoints (`fold_rows`);
-2. today: the fold to the driver (`toArrow`, `to_driver_s`), `classify` over it there
-   (`driver_classify_s`), and the whole builder (`builder_s`: `recommend`, which classifies,
-   aggregates, places and verifies);
-3. the alternative's first pass: `classify` on the executors over the fold's partitions
-   (mapInArrow, Arrow batches into the same numpy code) and Spark's group-by of the rows by
-   class (`executors_cold_s` with fresh Python workers, `executors_warm_s` with reused ones);
-   the counts per class must equal the driver's (`same_classes`);
-4. what the recommendation lists whatever runs where (`listed`): its rules, the blocked
-   attempts (one per client, server and service) and the rest, the rows that must come back.
+* `fold_to_driver`: what `recommend --engine spark` did before: the builder's fold
+  (`flows.engines.builder_rows`) comes back to the driver (`toArrow`, `to_driver_s`) and the
+  whole builder runs there with numpy (`builder_s`: classify, aggregate, place, verify);
+* `executors`: what it does now (`builder.recommend_spark`): the executors classify their
+  rows with the same code (mapInArrow into `builder.recommend.classify`), Spark sums the
+  standing decisions, and only the evidence and the unanswered sessions (classified), their
+  addresses' first appearances and the standing decisions' rows come back; the builder's
+  group-by into rules, placement and verification run on the driver with them.
 
-Executors need microseg importable and pandas (pyspark's mapInArrow requires it): with a
-local master the Python workers are this interpreter with this checkout's `src` on their
-path. Prints one JSON line.
+Each is run twice, alternately, the fold first (`first_s` of `executors` includes Spark's
+first start of its Python workers), and both JSON documents must be byte for byte DuckDB's
+(`recommend --engine duckdb`, timed too). `rows_to_driver` counts what each brings back.
+Prints one JSON line.
 
-    .venv/bin/python bench/builder_split.py --store /srv/scale-data/views/1000000 \\
-        --policy /srv/scale-data/policy.yaml --spark-master 'local[2]'
+    flock /work/wt/bench.lock .venv/bin/python bench/builder_split.py --data /srv/scale-data \\
+        --sizes 1000000 --spark-master 'local[2]'
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
-
-import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from microseg.builder import BuilderOptions, recommend  # noqa: E402
-from microseg.builder.endpoints import address_classes  # noqa: E402
-from microseg.builder.recommend import classify  # noqa: E402
+from microseg.builder import (  # noqa: E402
+    BuilderOptions,
+    recommend,
+    recommend_spark,
+)
 from microseg.builder.report import recommendation_json  # noqa: E402
-from microseg.builder.scope import scope_from, scope_mask, scope_prefixes  # noqa: E402
-from microseg.cli.common import resolve_policy  # noqa: E402
-from microseg.evaluate.cells import port_cuts  # noqa: E402
-from microseg.flows.engines import OUTPUT_SCHEMA, DuckDBEngine  # noqa: E402
-from microseg.flows.flowstore import read_sessions  # noqa: E402
-from microseg.flows.session_columns import session_columns  # noqa: E402
-from microseg.model import PolicySet  # noqa: E402
-from scale import CATEGORIES  # noqa: E402
+from microseg.builder.scope import scope_from  # noqa: E402
+from microseg.cli.builder import _recommended, read_session_columns  # noqa: E402
+from microseg.flows.engines import DuckDBEngine  # noqa: E402
+from microseg.flows.spark import SparkEngine, spark_settings, start_session  # noqa: E402
+from microseg.policyfile import load_policy  # noqa: E402
+from scale import CATEGORIES, DataDir, parse_size  # noqa: E402
 
-# a session's class: the builder's classify, or out of scope
-CLASSES = ("out of scope", "evidence", "already allowed", "blocked by a rule", "unanswered")
-CLASS_SCHEMA = "class INT, sessions BIGINT"
+TARGET = "dc-prod"
 
 
-def builder_options(policy_set: PolicySet, target: str) -> BuilderOptions:
-    scope = scope_from(policy_set, None, target, None, [], None, None)
-    return BuilderOptions(categories=CATEGORIES, scope=scope, target_policy=target)
+def timed(run) -> tuple[float, object]:
+    clock = time.perf_counter()
+    result = run()
+    return round(time.perf_counter() - clock, 1), result
 
 
-def classes(policy_set: PolicySet, options: BuilderOptions, table: pa.Table) -> np.ndarray:
-    """Per row of a fold, its class (an index into CLASSES)."""
-    columns = session_columns(table)
-    in_scope = scope_mask(columns, options.scope)
-    scoped = columns.take(in_scope)
-    classified = classify(policy_set, scoped, options)
-    kind = np.select(
-        [classified.evidence, classified.allowed, classified.blocked], [1, 2, 3], default=4
-    )
-    result = np.zeros(len(columns), dtype=np.int32)
-    result[in_scope] = kind
-    return result
+def bench_size(data: DataDir, manifest: dict, size: int, engine: SparkEngine) -> dict:
+    view = data.view(manifest, size)
+    policy_set = load_policy(data.policy)
+    scope = scope_from(policy_set, None, TARGET, None, [], None, None)
+    options = BuilderOptions(categories=CATEGORIES, scope=scope, target_policy=TARGET)
+    figures: dict = {"sessions": size, "load_average_1m_before": round(os.getloadavg()[0], 2)}
 
+    def as_json(recommendation) -> str:
+        return json.dumps(recommendation_json(recommendation))
 
-def on_executors(policy: str, target: str) -> Callable[[Iterator[pa.RecordBatch]], Iterator]:
-    """The mapInArrow function: a task's fold rows -> (class, sessions) per row. The
-    policy is read and compiled, and every device's decisions made, once per task: Arrow
-    brings a task's rows in batches of 10,000 (spark.sql.execution.arrow.maxRecordsPerBatch),
-    and each device's evaluator has a fixed cost per call, so the batches are classified as
-    one table (the alternative's best case)."""
+    seconds, expected = timed(lambda: _recommended(view, DuckDBEngine(), policy_set, options, None))
+    figures["duckdb_s"] = seconds
+    expected_json = as_json(expected)
+    collected: list[int] = []
+    original = recommend_spark._to_driver
 
-    def batches(rows: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        policy_set = resolve_policy(policy)
-        table = pa.Table.from_batches(list(rows))
-        if not table.num_rows:
-            return
-        options = builder_options(policy_set, target)
-        kind = classes(policy_set, options, table.select(OUTPUT_SCHEMA.names).cast(OUTPUT_SCHEMA))
-        sessions = table["sessions"].combine_chunks()
-        yield pa.RecordBatch.from_arrays([pa.array(kind), sessions], names=["class", "sessions"])
+    def counted(frame):
+        table = original(frame)
+        collected.append(table.num_rows)
+        return table
 
-    return batches
-
-
-def counted(kind: np.ndarray, sessions: np.ndarray) -> dict:
-    return {
-        name: [int((kind == code).sum()), int(sessions[kind == code].sum())]
-        for code, name in enumerate(CLASSES)
-        if (kind == code).any()
-    }
-
-
-def bench(options: argparse.Namespace) -> dict:
-    if importlib.util.find_spec("pandas") is None:
-        raise SystemExit("needs pandas for pyspark's mapInArrow: pip install 'pandas>=2.2,<3'")
-    from pyspark import StorageLevel
-
-    from microseg.flows.spark import spark_settings, start_session
-
-    policy_set = resolve_policy(str(options.policy))
-    builder = builder_options(policy_set, options.target)
-    named = scope_prefixes(builder.scope)
-    fold = read_sessions(
-        options.store,
-        engine=DuckDBEngine(),
-        client_port_cuts=port_cuts(policy_set),
-        address_classes=address_classes(policy_set, CATEGORIES, named),
-    )
-    figures: dict = {"store": str(options.store), "fold_rows": fold.num_rows}
-    # the executors' Python: this interpreter, importing this checkout's microseg
-    os.environ["PYSPARK_PYTHON"] = sys.executable
-    os.environ["PYTHONPATH"] = os.pathsep.join(
-        [str(ROOT / "src"), *filter(None, [os.environ.get("PYTHONPATH")])]
-    )
-    settings = spark_settings(options.spark_master, options.spark_conf)
-    session, started = start_session(settings)
+    recommend_spark._to_driver = counted
+    runs: dict = {"fold_to_driver": [], "executors": []}
     try:
-        with tempfile.TemporaryDirectory(prefix="microseg-split-") as scratch:
-            path = Path(scratch) / "fold.parquet"
-            pq.write_table(fold, path)
-            frame = session.read.parquet(str(path)).localCheckpoint(
-                eager=True, storageLevel=StorageLevel.DISK_ONLY
-            )
-            clock = time.perf_counter()
-            back = frame.toArrow().select(OUTPUT_SCHEMA.names).cast(OUTPUT_SCHEMA)
-            figures["to_driver_s"] = round(time.perf_counter() - clock, 1)
-            clock = time.perf_counter()
-            kind = classes(policy_set, builder, back)
-            figures["driver_classify_s"] = round(time.perf_counter() - clock, 1)
-            driver = counted(kind, back["sessions"].to_numpy())
-            clock = time.perf_counter()
-            recommendation = recommend(policy_set, back, builder)
-            figures["builder_s"] = round(time.perf_counter() - clock, 1)
-            executors: dict = {}
-            for run in ("cold", "warm"):
-                clock = time.perf_counter()
-                grouped = (
-                    frame.repartition(options.partitions)
-                    .mapInArrow(on_executors(str(options.policy), options.target), CLASS_SCHEMA)
-                    .groupBy("class")
-                    .agg({"*": "count", "sessions": "sum"})
-                    .collect()
+        for _ in range(2):
+            to_driver_s, fold = timed(
+                lambda: read_session_columns(
+                    view, engine, policy_set, scope, None, options.categories
                 )
-                figures[f"executors_{run}_s"] = round(time.perf_counter() - clock, 1)
-                executors = {
-                    CLASSES[row["class"]]: [int(row["count(1)"]), int(row["sum(sessions)"])]
-                    for row in sorted(grouped, key=lambda row: row["class"])
+            )
+            builder_s, found = timed(lambda fold=fold: recommend(policy_set, fold, options))
+            runs["fold_to_driver"].append(
+                {
+                    "s": round(to_driver_s + builder_s, 1),
+                    "to_driver_s": to_driver_s,
+                    "builder_s": builder_s,
+                    "rows_to_driver": len(fold),
+                    "same_as_duckdb": as_json(found) == expected_json,
                 }
+            )
+            del fold
+            collected.clear()
+            seconds, found = timed(lambda: _recommended(view, engine, policy_set, options, None))
+            runs["executors"].append(
+                {
+                    "s": seconds,
+                    "rows_to_driver": sum(collected),
+                    "rows_to_driver_by_query": dict(
+                        zip(
+                            ("errors", "standing", "evidence_and_unanswered", "addresses"),
+                            collected,
+                            strict=True,
+                        )
+                    ),
+                    "same_as_duckdb": as_json(found) == expected_json,
+                }
+            )
     finally:
-        if started:
-            session.stop()
-    figures["classes_rows_sessions"] = driver
-    figures["same_classes"] = executors == driver
-    data = recommendation_json(recommendation)
-    figures["listed"] = {key: len(value) for key, value in data.items() if isinstance(value, list)}
+        recommend_spark._to_driver = original
+    for name, done in runs.items():
+        figures[name] = {
+            "first_s": done[0]["s"],
+            "second_s": done[1]["s"],
+            **{key: value for key, value in done[1].items() if key != "s"},
+            "same_as_duckdb": all(run["same_as_duckdb"] for run in done),
+        }
+    figures["fold_to_driver_over_executors"] = round(
+        figures["fold_to_driver"]["second_s"] / figures["executors"]["second_s"], 2
+    )
+    data_json = recommendation_json(expected)
+    figures["listed"] = {
+        key: len(value) for key, value in data_json.items() if isinstance(value, list)
+    }
     figures["load_average_1m_after"] = round(os.getloadavg()[0], 2)
     return figures
 
 
+def bench(options: argparse.Namespace) -> dict:
+    data = DataDir(options.data, options.seed)
+    with data.locked():
+        manifest = data.generate(sorted(options.sizes), options.batch, lambda text: None)
+    settings = spark_settings(options.spark_master, options.spark_conf)
+    session, started = start_session(settings)
+    try:
+        engine = SparkEngine(settings, session)
+        sizes = [bench_size(data, manifest, size, engine) for size in sorted(options.sizes)]
+    finally:
+        if started:
+            session.stop()
+    return {"bench": "builder_split", "spark_master": options.spark_master, "sizes": sizes}
+
+
 def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--store", type=Path, required=True, help="a flow store (a scale view)")
-    parser.add_argument("--policy", type=Path, required=True, help="the scale bench's policy")
-    parser.add_argument("--target", default="dc-prod", help="the policy recommended into")
+    parser.add_argument("--data", type=Path, required=True, help="the scale bench's data")
+    parser.add_argument(
+        "--sizes",
+        type=lambda text: [parse_size(part) for part in text.split(",")],
+        default=[1_000_000],
+        help="store sizes in sessions (rounds of bench/scale.py's store)",
+    )
     parser.add_argument("--spark-master", default="local[2]")
     parser.add_argument("--spark-conf", action="append", default=["spark.driver.memory=6g"])
-    parser.add_argument("--partitions", type=int, default=2, help="executor tasks per pass")
+    parser.add_argument("--batch", default=2_000_000, type=int, help="sessions per batch")
+    parser.add_argument("--seed", default=7, type=int)
     return parser.parse_args(argv)
 
 

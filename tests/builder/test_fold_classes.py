@@ -276,9 +276,10 @@ def _classes(policy_set, table: pa.Table, options: BuilderOptions) -> list[tuple
 
 @pytest.mark.parametrize("case", sorted(OPTIONS))
 def test_each_session_is_classified_alone_so_executors_can_classify_a_part_each(tmp_path, case):
-    """`classify` is the builder's per-session step (bench/builder_split.py runs it on Spark's
-    executors over the fold's partitions): classified in parts, every session of the fold
-    gets the class, the allowing rule and the stopping rule it gets in the whole."""
+    """`classify` is the builder's per-session step (`recommend --engine spark` runs it on
+    Spark's executors over the fold's partitions: `builder.recommend_spark`): classified in
+    parts, every session of the fold gets the class, the allowing rule and the stopping rule
+    it gets in the whole."""
     policy_file = tmp_path / "policy.yaml"
     policy_file.write_text(POLICY)
     policy_set = load_policy(policy_file)

@@ -328,6 +328,7 @@ def _alarm(_signal, _frame):
     raise Hung()
 
 
+@pytest.mark.slow
 def test_no_command_crashes_on_hostile_arguments(run_cli, workdir, fuzz_env, monkeypatch):
     # Relative names (`-o 0`, `--csv nan`) are created here, not in the checkout.
     monkeypatch.chdir(workdir / "cwd")

@@ -146,8 +146,20 @@ def _forget_dead_template_modules() -> None:
     """jinja2's ModuleLoader (used by pyavd) puts a weakref proxy into sys.modules, removed by
     a callback when the loader dies. The loader sits in a reference cycle, so it dies at some
     later garbage collection, possibly while hypothesis iterates sys.modules between examples
-    (ReferenceError). Collecting now removes the proxies at a time of our choosing."""
+    (ReferenceError). Collecting now removes the proxies at a time of our choosing (cheap:
+    `frozen_heap` keeps the rest of the suite's objects out of it)."""
     gc.collect()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def frozen_heap():
+    """Everything alive before these tests out of the collector's sight (gc.freeze): each
+    example's gc.collect then walks only what the example made, not the whole suite's heap
+    (in a full run it took 0.65 s an example instead of 0.14 s)."""
+    gc.collect()
+    gc.freeze()
+    yield
+    gc.unfreeze()
 
 
 _KEYWORD_PORTS = {name: port for names in PORT_NAMES.values() for name, port in names.items()}

@@ -295,6 +295,7 @@ def test_a_device_that_does_not_answer_in_time(store_env, lab, switch, vztx, run
     assert "did not answer within 0.3 s" in result["devices"][1]["error"]
 
 
+@pytest.mark.slow
 def test_a_commit_whose_timer_expires_before_the_confirm_is_undone(
     store_env, lab, switch, vztx, run_cli
 ):

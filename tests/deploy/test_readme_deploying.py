@@ -12,6 +12,8 @@ import socket
 import subprocess
 import sys
 
+import pytest
+
 from readme_harness import Session, check_command, parse_readme
 from support import ROOT, SRC
 
@@ -32,6 +34,7 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_the_worked_example_runs_as_the_readme_shows():
     block = worked_example()
     switch_port, vztx_port = free_port(), free_port()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from tests.evaluate.test_lint_exact import BATCH, policy_sets
 
@@ -78,6 +79,7 @@ def test_meeting_terms_are_exactly_the_pairs_whose_boxes_meet(policy_set):
         assert boxes.meets(term).tolist() == expected, term
 
 
+@pytest.mark.slow
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(policy_sets())
 def test_a_terms_region_holds_exactly_the_packets_it_accepts(policy_set):

@@ -14,6 +14,7 @@ import random
 from dataclasses import replace
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from tests.evaluate.random_policies import replaced
@@ -96,6 +97,7 @@ def _changed(before: np.ndarray, after: np.ndarray) -> bool:
     return bool((before != after).any())
 
 
+@pytest.mark.slow
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(policy_sets(effects=True, max_rules=14), st.randoms(use_true_random=False))
 @example(FALSE_SHADOW, random.Random(0))

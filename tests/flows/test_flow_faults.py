@@ -190,6 +190,7 @@ def test_memory_for_unwritten_sessions_is_bounded_and_what_is_dropped_is_counted
 # -- 6. concurrent compaction beside a collector -------------------------------------------
 
 
+@pytest.mark.slow
 def test_three_compactions_at_once_beside_a_collector_duplicate_nothing(tmp_path):
     store = tmp_path / "flows"
     flow_store = FlowStore(store).open()
@@ -269,6 +270,7 @@ def random_export(rng: random.Random, datagrams: int) -> list[bytes]:
     return messages
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_points_never_loses_what_was_stored(tmp_path, workers):
     rng = random.Random(20251130)
     store = tmp_path / "flows"

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow.compute as pc
+import pytest
 from flows_budget import LONG, budget
 from flows_encoder import (
     REVERSE_PEN,
@@ -277,6 +278,7 @@ def comparable(row: dict, exact_times: bool) -> tuple:
     return tuple((key, row[key]) for key in keys)
 
 
+@pytest.mark.slow
 @settings(
     max_examples=EXAMPLES,
     deadline=None,

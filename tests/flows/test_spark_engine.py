@@ -11,6 +11,7 @@ Spark runs `local[2]` on loopback, one JVM for the whole test session (`spark_se
 
 from __future__ import annotations
 
+import importlib
 import json
 import shutil
 import subprocess
@@ -25,15 +26,21 @@ import pyarrow.parquet as pq
 import pytest
 from test_flow_reliability import bad_segments
 
+from microseg.builder import BuilderOptions, recommend_spark
+from microseg.builder.scope import scope_from, scope_mask
+from microseg.cli.builder import read_session_columns
 from microseg.flows import spark as spark_module
 from microseg.flows.engines import SPARK, AddressClass, DuckDBEngine
 from microseg.flows.flowstore import FlowStore, read_sessions
 from microseg.flows.sessions import INT64_MAX, SESSION_SCHEMA
 from microseg.flows.spark import SparkEngine, spark_settings
 from microseg.model import MicrosegError
+from microseg.policyfile import load_policy
 from support import EXAMPLES, cli_command, cli_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.system]
+# the module, not the function `microseg.builder.recommend` the package exports
+recommend_module = importlib.import_module("microseg.builder.recommend")
 
 DAYS = {"2025-11-18": 1_763_424_000_000, "2025-11-19": 1_763_510_400_000}
 COLLECTORS = ("leaf1-4739", "leaf2-4739", "spine1-2055")
@@ -324,17 +331,82 @@ def test_the_builders_fold_leaves_fewer_rows_here(store):
     assert folded < read_sessions(store, until=query["until"]).num_rows - 100
 
 
-def test_recommend_proposes_the_same_rules_byte_for_byte(store, spark, run_cli):
-    for extra in (
-        [],
-        ["--categories", "clients,infrastructure", "--include-blocked"],
-        ["--since", "2025-11-19T00:00:01", "--vrf", "blue"],
+def test_recommend_classifies_on_the_executors_and_proposes_the_same_bytes(
+    store, spark, run_cli, monkeypatch
+):
+    """The builder's per-session step runs on the executors (`classify` is never called in
+    this process), and only what the rest of the builder aggregates comes back: the
+    evidence and the unanswered sessions of the fold (and their addresses, the standing
+    decisions' sums and examples), not the sessions out of scope nor those an existing rule
+    already decides. The output is DuckDB's byte for byte, JSON and text, with the fold in
+    5 and 3 tasks, so standing decisions, examples and addresses span tasks."""
+    policy_set = load_policy(HOME_LAB)
+    conf = spark.session.conf
+    for extra, partitions, proposes in (
+        (["--json"], "5", True),
+        (["--json", "--categories", "clients,infrastructure", "--include-blocked"], None, True),
+        (["--since", "2025-11-19T00:00:01", "--vrf", "blue"], "3", True),
+        (["--json", "--between", "203.0.113.0/24"], None, False),  # nothing in scope
+        (["--json", "--vrf", "nosuch"], None, False),  # an empty fold: no task has rows
     ):
-        duckdb_out, spark_out = _both(
-            run_cli, "recommend", HOME_LAB, "--store", str(store), "--json", *extra
-        )
-        assert duckdb_out == spark_out
-        assert json.loads(spark_out)["rules"]
+        args = ("recommend", HOME_LAB, "--store", str(store), *extra)
+        duckdb_run = run_cli(*args)
+        assert duckdb_run.exit_code == 0, duckdb_run.stderr
+        passed_on = _passed_on_rows(store, policy_set, extra)
+        collected: list[int] = []
+        with monkeypatch.context() as patched:
+            patched.setattr(recommend_module, "classify", _not_on_the_driver)
+            patched.setattr(recommend_spark, "classify", _not_on_the_driver)
+            patched.setattr(recommend_spark, "_to_driver", _counting(collected))
+            if partitions:
+                conf.set("spark.sql.adaptive.coalescePartitions.enabled", "false")
+                conf.set("spark.sql.shuffle.partitions", partitions)
+            try:
+                spark_run = run_cli(*args, "--engine", "spark")
+            finally:
+                conf.unset("spark.sql.adaptive.coalescePartitions.enabled")
+                conf.unset("spark.sql.shuffle.partitions")
+        assert spark_run.exit_code == 0, spark_run.stderr
+        assert spark_run.stdout == duckdb_run.stdout
+        assert ("allow_" in spark_run.stdout) == proposes
+        rows, fold = passed_on
+        # errors, standing decisions, the passed-on rows, their addresses' first rows
+        assert collected[0] == 0 and collected[2] == rows and (rows < fold or not fold)
+        assert collected[3] <= 2 * rows and (sum(collected) < fold or not fold)
+
+
+def _not_on_the_driver(*args, **kwargs):
+    raise AssertionError("recommend --engine spark classified sessions on the driver")
+
+
+def _counting(collected: list[int]):
+    def to_driver(frame):
+        table = frame.toArrow()
+        collected.append(table.num_rows)
+        return table
+
+    return to_driver
+
+
+def _passed_on_rows(store: Path, policy_set, extra: list[str]) -> tuple[int, int]:
+    """With DuckDB and the builder on this process: the fold's rows, and how many of them
+    are evidence or unanswered (what the executors pass on)."""
+
+    def given(option: str) -> str | None:
+        return extra[extra.index(option) + 1] if option in extra else None
+
+    categories = tuple((given("--categories") or "").split(",")) if "--categories" in extra else ()
+    vrf, since, between = given("--vrf"), given("--since"), given("--between")
+    options = BuilderOptions(
+        categories=categories,
+        scope=scope_from(policy_set, None, None, vrf, [between] if between else [], since, None),
+        include_blocked="--include-blocked" in extra,
+    )
+    columns = read_session_columns(store, None, policy_set, options.scope, vrf, categories)
+    scoped = columns.take(scope_mask(columns, options.scope))
+    classified = recommend_module.classify(policy_set, scoped, options)
+    passed = classified.evidence | ~recommend_module.answered(scoped)
+    return int(passed.sum()), len(columns)
 
 
 def test_whatif_replays_on_the_executors_and_reports_the_same_bytes(
@@ -371,7 +443,9 @@ def test_whatif_replays_on_the_executors_and_reports_the_same_bytes(
         assert len(groups) > 3 and all(len(group["examples"]) == 3 for group in groups)
 
 
-def test_whatif_on_spark_says_what_is_wrong_in_one_line(store, spark, run_cli, tmp_path):
+def test_whatif_and_recommend_on_spark_say_what_is_wrong_in_one_line(
+    store, spark, run_cli, tmp_path
+):
     """A device no policy names fails before Spark runs; a bad address in the store fails
     in an executor's task and comes back as the same kind of error DuckDB's path gives."""
     result = run_cli(
@@ -394,6 +468,14 @@ def test_whatif_on_spark_says_what_is_wrong_in_one_line(store, spark, run_cli, t
         said.append(result.stderr)
     assert said[0].endswith("'10.0.0.300' is not an IPv4 or IPv6 address\n")
     assert said[1].replace(", Spark partition 0", "") == said[0]
+    for engine in ("duckdb", "spark"):  # the builder's executors say it the same way
+        result = run_cli(
+            "recommend", HOME_LAB, "--store", str(tmp_path / "bad"), "--engine", engine
+        )
+        assert result.exit_code == 1 and not result.stdout
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert result.stderr.endswith("src '10.0.0.300' is not an IPv4 or IPv6 address\n")
+    assert ", Spark partition " in result.stderr
 
 
 def test_the_cli_starts_its_own_spark_quietly_on_loopback(store):

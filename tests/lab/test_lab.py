@@ -118,6 +118,12 @@ class HostCapture:
         self.sock.close()
 
 
+def switch_sysctl(env, name: str) -> str:
+    switch = f"{env['MICROSEG_LAB_NAME']}-switch"
+    command = ["ip", "netns", "exec", switch, "sysctl", "-n", name]
+    return subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip()
+
+
 def host_links() -> set[str]:
     return set(os.listdir("/sys/class/net"))
 
@@ -128,6 +134,10 @@ def test_up_test_status_down_on_real_packets_and_nothing_on_the_host(lab_env):
         up = cli(lab_env, "lab", "up")
         assert up.returncode == 0, up.stderr
         assert "Vlan299 ports isolated, policy deployed by change 1" in up.stdout
+        # Proxy ARP answers at once, as EOS's `ip local-proxy-arp` does: with Linux's default
+        # random delay (up to 0.8 s per answer) the first web01 -> appserver1 connection
+        # took up to 1.6 s to be answered and a loaded machine's probe called it blocked.
+        assert switch_sysctl(lab_env, "net.ipv4.neigh.Vlan299.proxy_delay") == "0"
         tested = cli(lab_env, "lab", "test", "--json")
         assert tested.returncode == 0, tested.stdout + tested.stderr
         # The capture sees the host's traffic (its own probe on loopback): `seen == []`

@@ -182,3 +182,15 @@ def test_recommend_refuses_a_min_share_below_the_floor_unless_forced(server):
     assert {"group": "DNS_NTP_servers", "unseen_addresses": 1} in [
         {"group": w["group"], "unseen_addresses": w["unseen_addresses"]} for w in widened
     ]
+
+
+def test_check_takes_a_port_by_its_eos_name_as_the_cli_does(seeded):
+    viewer = seeded.client("viewer")
+    query = {"policy": "rev:1", "from": "10.100.5.10", "to": "10.100.99.50"}
+    by_name = viewer.get("/api/check", params={**query, "port": "ssh"})
+    assert by_name.status_code == 200, by_name.text
+    assert by_name.json() == viewer.get("/api/check", params={**query, "port": 22}).json()
+    for bad in ("99999", "-1", "sshh"):
+        refused = viewer.get("/api/check", params={**query, "port": bad})
+        assert refused.status_code == 400, (bad, refused.text)
+        assert "0-65535" in refused.json()["detail"]

@@ -17,18 +17,22 @@ from postgres_cluster import PostgresServer, throwaway_postgres
 def postgres_server() -> Iterator[PostgresServer]:
     """A throwaway cluster for the whole session (see postgres_cluster)."""
     try:
-        with throwaway_postgres() as server:
+        with throwaway_postgres(in_memory=True) as server:
             yield server
     except FileNotFoundError as missing:
         pytest.fail(str(missing))
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request, tmp_path) -> str:
+def store_url(request, tmp_path) -> Iterator[str]:
     """A fresh empty database on each backend."""
     if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'store.db'}"
-    return request.getfixturevalue("postgres_server").new_database()
+        yield f"sqlite:///{tmp_path / 'store.db'}"
+        return
+    server = request.getfixturevalue("postgres_server")
+    url = server.new_database()
+    yield url
+    server.drop_database(url)
 
 
 @pytest.fixture

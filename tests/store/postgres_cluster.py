@@ -2,6 +2,12 @@
 
 initdb as the `postgres` user (when run as root) in a temp dir, listening on a free loopback
 port only, stopped and removed afterwards. Needs the Debian `postgresql` binaries.
+
+The test suite's cluster lives in memory (`in_memory=True`: /dev/shm when it is a tmpfs with
+room), as the tests want a real server, not a disk: on this machine's ext4 a CREATE
+DATABASE took 0.40 s and on tmpfs 0.08 s, and removing a whole run's databases (hundreds of
+copies of template1, ~300 files each) held the last test's teardown for 63 s. The
+benchmarks keep theirs on disk, as a real server's.
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 POSTGRES_BIN_GLOB = "/usr/lib/postgresql/*/bin"
+SHARED_MEMORY = Path("/dev/shm")
+IN_MEMORY_ROOM = 4 << 30  # bytes free on the tmpfs: the test databases are dropped as they go
 
 
 def _postgres_bin() -> Path:
@@ -43,6 +51,17 @@ def _free_loopback_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def _memory_directory() -> str | None:
+    """/dev/shm when it is a tmpfs with IN_MEMORY_ROOM free; None (the default temp dir)."""
+    try:
+        mounts = Path("/proc/self/mounts").read_text().splitlines()
+        free = shutil.disk_usage(SHARED_MEMORY).free
+    except OSError:
+        return None
+    tmpfs = any(line.split()[1:3] == [str(SHARED_MEMORY), "tmpfs"] for line in mounts)
+    return str(SHARED_MEMORY) if tmpfs and free >= IN_MEMORY_ROOM else None
 
 
 def _run(argv: list[str], cwd: Path) -> None:
@@ -78,12 +97,25 @@ class PostgresServer:
             admin.execute(f'CREATE DATABASE "{name}"{collation}')
         return self.url(name)
 
+    def drop_database(self, url: str) -> None:
+        """Drop a database `new_database` made (its files go at once; connections still open
+        to it are ended)."""
+        import psycopg
+
+        name = url.rsplit("/", 1)[1]
+        with psycopg.connect(
+            f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres", autocommit=True
+        ) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
 
 @contextmanager
-def throwaway_postgres() -> Iterator[PostgresServer]:
-    """initdb + pg_ctl start on a free loopback port; stopped and removed afterwards."""
+def throwaway_postgres(in_memory: bool = False) -> Iterator[PostgresServer]:
+    """initdb + pg_ctl start on a free loopback port; stopped and removed afterwards. With
+    `in_memory`, its files are on /dev/shm if that can hold them (see the module's doc)."""
     binaries = _postgres_bin()
-    root = Path(tempfile.mkdtemp(prefix="microseg-pg-"))
+    directory = _memory_directory() if in_memory else None
+    root = Path(tempfile.mkdtemp(prefix="microseg-pg-", dir=directory))
     root.chmod(0o755)  # the postgres user must be able to traverse it
     if os.geteuid() == 0:
         shutil.chown(root, "postgres", "postgres")

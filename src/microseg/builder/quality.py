@@ -248,14 +248,43 @@ def passing_sessions(
     return passing
 
 
-def deciding_rules(
-    target: str, policy_set: PolicySet, today: list[DeviceDecisions], membership: np.ndarray
-) -> list[set[int]]:
-    """Per proposal, the positions of the target policy's rules that decide a request or
-    reply of its sessions today (`membership`: the proposal of each evidence session)."""
-    rule_names = policy_set.policy(target).rules
-    proposals = int(membership.max()) + 1 if len(membership) else 0
-    deciding: list[set[int]] = [set() for _ in range(proposals)]
+@dataclass(frozen=True)
+class TodayFacts:
+    """What the policy in force decides for each session, as far as `verify` asks: the
+    positions of the target policy's rules that decide its request or reply on a device it
+    passes (placement), and per device it passes the rule deciding its request ('' for a
+    default match) and that request's verdict (current decisions). One entry per fact,
+    numbered by session; made per session, so a part of the sessions makes its own part."""
+
+    deciding_row: np.ndarray  # int64: the session
+    deciding_rule: np.ndarray  # int64: a position in the target policy's rule list
+    current_row: np.ndarray  # int64: the session, once per device it passes
+    current_rule: np.ndarray  # int64: an index into current_names
+    current_verdict: np.ndarray  # int64: an index into VERDICTS
+    current_names: tuple[str, ...]
+
+    def take(self, position: np.ndarray) -> TodayFacts:
+        """The facts of a subset of the sessions, numbered as in the subset (`position`:
+        each session's index there, -1 when left out: `session_positions`)."""
+        deciding, current = position[self.deciding_row], position[self.current_row]
+        kept, counted = deciding >= 0, current >= 0
+        return replace(
+            self,
+            deciding_row=deciding[kept],
+            deciding_rule=self.deciding_rule[kept],
+            current_row=current[counted],
+            current_rule=self.current_rule[counted],
+            current_verdict=self.current_verdict[counted],
+        )
+
+
+def today_facts(
+    today: list[DeviceDecisions], policy_set: PolicySet, target: str | None
+) -> TodayFacts:
+    """The facts `verify` needs of every device's decisions (`decide`) today."""
+    rule_names = policy_set.policy(target).rules if target is not None else ()
+    deciding_rows, deciding_rules, current_rows, current_rules, verdicts = [], [], [], [], []
+    labels: dict[str, int] = {"": 0}
     for decisions in today:
         for evaluation in (decisions.request, decisions.reply):
             position = np.full(len(evaluation.verdict), -1, dtype=np.int64)
@@ -268,11 +297,38 @@ def deciding_rules(
                     position[these] = rule_names.index(policy.matches[match].rule)
             per_session = position[decisions.inverse]
             decided = per_session >= 0
-            rows = decisions.rows[decided]
-            pairs = np.unique(membership[rows] * (len(rule_names) + 1) + per_session[decided])
-            for pair in pairs.tolist():
-                proposal, rule_position = divmod(pair, len(rule_names) + 1)
-                deciding[proposal].add(rule_position)
+            deciding_rows.append(decisions.rows[decided])
+            deciding_rules.append(per_session[decided])
+        current_rows.append(decisions.rows)
+        current_rules.append(_codes(decisions, labels))
+        verdicts.append(decisions.request.verdict[decisions.inverse].astype(np.int64))
+    return TodayFacts(
+        deciding_row=_joined(deciding_rows),
+        deciding_rule=_joined(deciding_rules),
+        current_row=_joined(current_rows),
+        current_rule=_joined(current_rules),
+        current_verdict=_joined(verdicts),
+        current_names=tuple(labels),
+    )
+
+
+def _joined(arrays: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(arrays).astype(np.int64) if arrays else np.zeros(0, dtype=np.int64)
+
+
+def deciding_rules(
+    target: str, policy_set: PolicySet, today: TodayFacts, membership
+) -> list[set[int]]:
+    """Per proposal, the positions of the target policy's rules that decide a request or
+    reply of its sessions today (`membership`: the proposal of each evidence session)."""
+    rule_names = policy_set.policy(target).rules
+    proposals = int(membership.max()) + 1 if len(membership) else 0
+    deciding: list[set[int]] = [set() for _ in range(proposals)]
+    width = len(rule_names) + 1
+    pairs = np.unique(membership[today.deciding_row] * width + today.deciding_rule)
+    for pair in pairs.tolist():
+        proposal, rule_position = divmod(pair, width)
+        deciding[proposal].add(rule_position)
     return deciding
 
 
@@ -283,17 +339,17 @@ def verify(
     replay: Replay,
     rows: np.ndarray,
     membership: np.ndarray,
-    today: list[DeviceDecisions],
+    today: TodayFacts,
     include_blocked: bool,
 ) -> Recommendation:
     """Place the proposals, then measure: coverage (evaluator), config lines (compiler),
     hardware entries (lint's estimate), and for each proposal what decides its sessions
     today. `rows`: the evidence among `sessions` (whose packets `replay` holds);
-    `membership`: per evidence row, the index of the proposal it supports; `today`: the
-    policy in force's decisions for all `sessions`."""
+    `membership`: per evidence row, the index of the proposal it supports; `today`: what
+    the policy in force decides for all `sessions` (`today_facts`)."""
     weights = sessions.sessions[rows]
     evidence = session_positions(len(sessions), rows)
-    today = [decisions.take(evidence) for decisions in today]
+    today = today.take(evidence)
     quality = recommendation.quality
     notes = list(quality.notes)
     if not quality.evidence_sessions:
@@ -458,27 +514,24 @@ def covered_sessions(policy_set: PolicySet, evidence: SessionColumns) -> int:
 
 def _with_current_decisions(
     rules: tuple[RecommendedRule, ...],
-    today: list[DeviceDecisions],
+    today: TodayFacts,
     membership: np.ndarray,
     weights: np.ndarray,
 ) -> tuple[RecommendedRule, ...]:
     """Each proposal with what decides its sessions' requests today: an existing rule
-    (forward, drop, redirect) or a policy's default match (its default action)."""
+    (forward, drop, redirect) or a policy's default match (its default action), counted
+    once per device a session passes."""
     counts: list[Counter] = [Counter() for _ in rules]
-    labels: dict[str, int] = {"": 0}
-    for before in today:
-        current = _codes(before, labels)
-        verdict = before.request.verdict[before.inverse].astype(np.int64)
-        rows = before.rows
-        keys = (membership[rows] * len(labels) + current) * len(VERDICTS) + verdict
-        unique_keys, inverse = factorize(keys)
-        totals = group_sums(inverse, weights[rows], len(unique_keys))
-        names = {code: name for name, code in labels.items()}
-        for key, weight in zip(unique_keys.tolist(), totals, strict=True):
-            codes, verdict_code = divmod(key, len(VERDICTS))
-            proposal, current_code = divmod(codes, len(labels))
-            decider = names[current_code] or None
-            counts[proposal][(decider, VERDICTS[verdict_code])] += int(weight)
+    names = today.current_names
+    rows = today.current_row
+    keys = (membership[rows] * len(names) + today.current_rule) * len(VERDICTS)
+    unique_keys, inverse = factorize(keys + today.current_verdict)
+    totals = group_sums(inverse, weights[rows], len(unique_keys))
+    for key, weight in zip(unique_keys.tolist(), totals, strict=True):
+        codes, verdict_code = divmod(key, len(VERDICTS))
+        proposal, current_code = divmod(codes, len(names))
+        decider = names[current_code] or None
+        counts[proposal][(decider, VERDICTS[verdict_code])] += int(weight)
     return tuple(
         replace(
             r,

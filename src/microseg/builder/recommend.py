@@ -41,6 +41,7 @@ from microseg.builder.proposal import (
     Recommendation,
     RecommendedRule,
     SessionExample,
+    StandingDecision,
     Unexplained,
     Widening,
 )
@@ -65,8 +66,9 @@ from microseg.model.objects import IPNetwork
 from microseg.model.ports import PROTOCOL_NAMES, TCP
 
 if TYPE_CHECKING:
-    from microseg.builder.quality import DeviceDecisions, Replay
+    from microseg.builder.quality import DeviceDecisions, Replay, TodayFacts
     from microseg.builder.standing import Standing
+    from microseg.compile import DeviceIntent
 
 # examples per rule, unexplained sessions and standing decision: the engine's fold keeps
 # this many sessions of each fold as they are (flows.engines.builder_rows)
@@ -82,48 +84,92 @@ def recommend(
     segments: tuple[IPNetwork, ...] | None = None,
 ) -> Recommendation:
     """Recommend rules for the sessions in scope. See the module docstring."""
-    from microseg.builder.quality import verify
+    from microseg.builder.quality import today_facts
 
     options = options or BuilderOptions()
-    _check_options(policy_set, options)
+    check_options(policy_set, options)
     columns = sessions if isinstance(sessions, SessionColumns) else session_columns(sessions)
     in_scope = scope_mask(columns, options.scope)
     scoped = columns if in_scope.all() else columns.take(in_scope)
     target = target_policy(policy_set, options)
+    classified = classify(policy_set, scoped, options)
+    rows = ClassifiedRows(
+        scoped,
+        classified.side,
+        classified.replay,
+        classified.evidence,
+        (classified.existing.stopped_by, classified.existing.stoppers),
+        today_facts(classified.today, policy_set, target),
+    )
+    return propose(policy_set, rows, classified.reported(scoped), options, segments=segments)
+
+
+@dataclass(frozen=True)
+class Reported:
+    """What the output lists of the sessions in scope that no rule is proposed for (the
+    standing decisions), and how many sessions are in scope."""
+
+    already_allowed: tuple[StandingDecision, ...]
+    blocked_by_rules: tuple[StandingDecision, ...]
+    scoped_sessions: int
+
+
+@dataclass(frozen=True)
+class ClassifiedRows:
+    """Sessions as the builder's per-session step leaves them for the rest (the group-by
+    into rules, placement, verification): with their server side, packets, whether each is
+    evidence, what stops it today (an index into the texts, -1: nothing) and what the
+    policy in force decides for it (`quality.today_facts`). `recommend` passes on every
+    session in scope; the Spark engine's executors only the evidence and the unanswered
+    (`recommend_spark`): the rest only count in `Reported`."""
+
+    sessions: SessionColumns
+    side: ServerSide
+    replay: Replay
+    evidence: np.ndarray
+    stopped: tuple[np.ndarray, list[str]]
+    today: TodayFacts
+
+
+def propose(
+    policy_set: PolicySet,
+    rows: ClassifiedRows,
+    reported: Reported,
+    options: BuilderOptions,
+    *,
+    segments: tuple[IPNetwork, ...] | None = None,
+) -> Recommendation:
+    """The recommendation from the per-session step's rows and reports: the proposals,
+    placed and verified."""
+    from microseg.builder.quality import verify
+
+    target = target_policy(policy_set, options)
     if segments is None:
         segments = domain_segments(policy_set, target)
-    classified = classify(policy_set, scoped, options)
-    side, replay, today = classified.side, classified.replay, classified.today
-    existing, allowed, blocked = classified.existing, classified.allowed, classified.blocked
-    evidence = classified.evidence
     draft = aggregate(
         policy_set,
-        scoped,
+        rows.sessions,
         options,
         segments,
         target,
-        side=side,
-        evidence=evidence,
-        stopped=(existing.stopped_by, existing.stoppers),
+        side=rows.side,
+        evidence=rows.evidence,
+        stopped=rows.stopped,
     )
-    rows = draft.evidence_rows
     recommendation = replace(
         draft.recommendation,
-        already_allowed=existing.report(
-            scoped, side, np.where(allowed, existing.allowed_by, -1), example
-        ),
-        blocked_by_rules=existing.report(
-            scoped, side, np.where(blocked & ~evidence, existing.blocked_by, -1), example
-        ),
+        already_allowed=reported.already_allowed,
+        blocked_by_rules=reported.blocked_by_rules,
+        scoped_sessions=reported.scoped_sessions,
     )
     return verify(
         policy_set,
         recommendation,
-        scoped,
-        replay,
-        rows,
+        rows.sessions,
+        rows.replay,
+        draft.evidence_rows,
         draft.membership,
-        today,
+        rows.today,
         options.include_blocked,
     )
 
@@ -143,17 +189,53 @@ class Classified:
     blocked: np.ndarray  # bool: an existing drop or redirect rule stops it
     evidence: np.ndarray  # bool: what rules are proposed for
 
+    def reported(self, scoped: SessionColumns, examples=None) -> Reported:
+        """The standing decisions of these sessions; `examples(sessions, side, row)` makes
+        their examples (default: `example`; the Spark engine's executors keep row numbers)."""
+        existing, side, shown = self.existing, self.side, examples or example
+        return Reported(
+            already_allowed=existing.report(
+                scoped, side, np.where(self.allowed, existing.allowed_by, -1), shown
+            ),
+            blocked_by_rules=existing.report(
+                scoped,
+                side,
+                np.where(self.blocked & ~self.evidence, existing.blocked_by, -1),
+                shown,
+            ),
+            scoped_sessions=total(scoped.sessions),
+        )
 
-def classify(policy_set: PolicySet, scoped: SessionColumns, options: BuilderOptions) -> Classified:
-    """The builder's work per session before it aggregates: what `recommend` runs first."""
+
+Compiled = tuple[dict[str, "DeviceIntent"], dict[str, str]]  # intents, devices that fail
+
+
+def compile_policy(policy_set: PolicySet) -> Compiled:
+    """Every device's intent and the devices that do not compile; none at all when the
+    policy set itself does not compile (`verify` then says why)."""
+    try:
+        return compile_each(policy_set)
+    except CompileError:
+        return {}, {}
+
+
+def classify(
+    policy_set: PolicySet,
+    scoped: SessionColumns,
+    options: BuilderOptions,
+    compiled: Compiled | None = None,
+) -> Classified:
+    """The builder's work per session before it aggregates: what `recommend` runs first.
+    `compiled`: the policy set's `compile_policy`, when already made (the Spark engine
+    compiles once and sends it to every task)."""
     from microseg.builder.quality import decide, replay_packets
     from microseg.builder.standing import standing
 
     side = server_side(scoped)
     replay = replay_packets(scoped, side)
     use = np.ones(len(scoped), dtype=bool) if options.include_blocked else answered(scoped)
+    intents, uncompiled = compile_policy(policy_set) if compiled is None else compiled
     try:
-        intents, uncompiled = compile_each(policy_set)
         today = decide(policy_set, intents, scoped, replay=replay, uncompiled=uncompiled)
     except CompileError:
         today = []  # verify() says why nothing could be measured
@@ -174,7 +256,7 @@ class Draft:
     membership: np.ndarray
 
 
-def _check_options(policy_set: PolicySet, options: BuilderOptions) -> None:
+def check_options(policy_set: PolicySet, options: BuilderOptions) -> None:
     known = {c.name for c in policy_set.categories} | {
         c for g in policy_set.groups for c in g.categories
     }

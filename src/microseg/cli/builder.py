@@ -26,7 +26,7 @@ from microseg.cli.common import (
 from microseg.model import MicrosegError
 
 if TYPE_CHECKING:
-    from microseg.builder import Recommendation, Scope
+    from microseg.builder import BuilderOptions, Recommendation, Scope
     from microseg.builder.proposal import SessionExample, StandingDecision
     from microseg.flows.engines import SessionEngine
     from microseg.model import PolicySet
@@ -104,7 +104,7 @@ def recommend_command(
     """
     from rich.markup import escape
 
-    from microseg.builder import BuilderOptions, recommend
+    from microseg.builder import BuilderOptions
     from microseg.builder.report import recommendation_json
     from microseg.builder.scope import scope_from
     from microseg.builder.workspace import check_budget, write_recommendation
@@ -121,11 +121,9 @@ def recommend_command(
         target_policy=policy_name,
     )
     with closing(session_engine(engine, spark_master, spark_conf)) as reader:
-        source = _sessions_source(sessions, store)
-        table = read_session_columns(
-            source, reader, policy_set, options.scope, vrf, options.categories
+        recommendation = _recommended(
+            _sessions_source(sessions, store), reader, policy_set, options, vrf
         )
-    recommendation = recommend(policy_set, table, options)
     written: list[tuple[str, str]] = []
     if into_workspace is not None:
         check_budget(recommendation, force)
@@ -156,6 +154,37 @@ def recommend_command(
         )
 
 
+def _recommended(
+    source: Path,
+    engine: SessionEngine,
+    policy_set: PolicySet,
+    options: BuilderOptions,
+    vrf: str | None,
+) -> Recommendation:
+    """The recommendation for a session file or a flow store. On a store with the Spark
+    engine the builder's per-session step runs on the executors (`recommend_spark`); else
+    the engine's rows come here and the builder runs on them."""
+    from microseg.builder import recommend
+    from microseg.flows.spark import SparkEngine
+
+    if isinstance(engine, SparkEngine) and source.is_dir():
+        from microseg.builder.recommend_spark import recommend_on_spark
+        from microseg.flows.engines import SessionQuery
+        from microseg.flows.flowstore import read_store
+
+        filters = _fold_filters(source, policy_set, options.scope, vrf, options.categories)
+        query = SessionQuery(**filters)
+        return read_store(
+            source,
+            engine,
+            lambda segments: recommend_on_spark(
+                engine, segments, query, policy_set, options, str(source)
+            ),
+        )
+    table = read_session_columns(source, engine, policy_set, options.scope, vrf, options.categories)
+    return recommend(policy_set, table, options)
+
+
 def read_session_columns(
     source: Path,
     engine: SessionEngine | None = None,
@@ -171,11 +200,24 @@ def read_session_columns(
     and `vrf` select in that query too, before the summary and the fold (the builder's scope
     applies them again: a no-op then). In a session file the builder's scope selects them,
     row by row, so a file with a time window is not folded (a fold spans times)."""
+    from microseg.flows.flowstore import read_sessions
+    from microseg.flows.session_columns import session_columns
+
+    filters = _fold_filters(source, policy_set, scope, vrf, categories)
+    return session_columns(read_sessions(source, engine=engine, **filters), where=str(source))
+
+
+def _fold_filters(
+    source: Path,
+    policy_set: PolicySet | None,
+    scope: Scope | None,
+    vrf: str | None,
+    categories: tuple[str, ...],
+) -> dict:
+    """`read_session_columns`'s query (keywords of `read_sessions` and `SessionQuery`)."""
     from microseg.builder.endpoints import address_classes
     from microseg.builder.scope import scope_prefixes
     from microseg.evaluate.cells import port_cuts
-    from microseg.flows.flowstore import read_sessions
-    from microseg.flows.session_columns import session_columns
 
     filters: dict = {}
     window = scope is not None and (scope.since_ms, scope.until_ms) != (None, None)
@@ -186,7 +228,7 @@ def read_session_columns(
         filters["address_classes"] = address_classes(
             policy_set, categories, scope_prefixes(scope) if scope is not None else ()
         )
-    return session_columns(read_sessions(source, engine=engine, **filters), where=str(source))
+    return filters
 
 
 def _moment(milliseconds: int | None) -> datetime | None:

@@ -22,7 +22,7 @@ IPv6, a port that is neither 0-65535 nor `eph`, a counter that is not a whole nu
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import NoReturn
 
@@ -142,6 +142,20 @@ class SessionColumns:
             value = getattr(self, name)
             fields[name] = value[mask] if isinstance(value, np.ndarray) else value
         return SessionColumns(**fields)
+
+    def renumbered(self, order: np.ndarray) -> SessionColumns:
+        """The same sessions, their addresses numbered in `order` (the old index of each
+        new one: a permutation)."""
+        new_index = np.empty(len(order), dtype=np.int32)
+        new_index[order] = np.arange(len(order), dtype=np.int32)
+        table = self.addresses
+        addresses = AddressTable(
+            tuple(table.addresses[int(i)] for i in order),
+            table.family[order],
+            table.high[order],
+            table.low[order],
+        )
+        return replace(self, addresses=addresses, src=new_index[self.src], dst=new_index[self.dst])
 
 
 def icmp_types(protocol: np.ndarray, dport: np.ndarray) -> np.ndarray:

@@ -267,6 +267,11 @@ def build(state: State) -> None:
         # `ip local-proxy-arp` on the SVI: answer ARP for hosts of the same subnet.
         _sysctl(switch, "net.ipv4.conf.Vlan299.proxy_arp", "1")
         _sysctl(switch, "net.ipv4.conf.Vlan299.proxy_arp_pvlan", "1")
+        # EOS answers at once; Linux delays a proxied ARP reply by a random time below
+        # `proxy_delay` (default 0.8 s; ip-sysctl.rst, neigh). Two hosts of Vlan299 need two
+        # proxied answers for their first packet and its reply: up to 1.6 s, past the lab
+        # probe's handshake timeout, so an allowed connection came out `blocked`.
+        _sysctl(switch, "net.ipv4.neigh.Vlan299.proxy_delay", "0")
     for host in HOSTS:
         namespace = _add_namespace(state, host.name)
         run("ip", "link", "add", host.switch_port, "netns", switch, "type", "veth",

@@ -111,7 +111,10 @@ def check(
     proto: Annotated[
         str, Query(max_length=20, description="tcp, udp, icmp, icmpv6 or a number.")
     ] = "tcp",
-    port: Annotated[int | None, Query(ge=0, le=65535)] = None,
+    port: Annotated[
+        str | None,
+        Query(max_length=20, description="tcp/udp: a number or an EOS name (ssh, www, domain)."),
+    ] = None,
     icmp_type: Annotated[str | None, Query(max_length=40)] = None,
     device: Annotated[str | None, Query(max_length=1000)] = None,
     vrf: Annotated[str, Query(min_length=1, max_length=200)] = "default",

@@ -152,8 +152,8 @@ def _whole(value: object, low: int, high: int, default: int, what: str) -> int:
 
 @router.get("/changes/{change}/events")
 async def events(request: Request, _: Viewer, change: int) -> StreamingResponse:
-    """Server-sent events: `device-N` (the device's row, whenever its state or last log
-    line changes) and `done` when the run has ended."""
+    """Server-sent events: `device-N` (the cells of the device's row, whenever its state or
+    last log line changes) and `done` when the run has ended."""
 
     def snapshot() -> ChangeRecord:
         with store_of(request) as store:
@@ -165,8 +165,8 @@ async def events(request: Request, _: Viewer, change: int) -> StreamingResponse:
         while not await request.is_disconnected():
             record = await run_in_threadpool(snapshot)
             for position, device in enumerate(record.devices):
-                row = ENVIRONMENT.get_template("fragments/device_row.html").render(
-                    device=device, position=position, last=_last_line(record, device.device)
+                row = ENVIRONMENT.get_template("fragments/device_cells.html").render(
+                    device=device, last=_last_line(record, device.device)
                 )
                 if sent.get(device.device) != row:
                     sent[device.device] = row
