@@ -165,13 +165,9 @@ def test_a_table_that_outgrows_its_reserve_and_its_index_loses_nothing(monkeypat
     assert len(mine[-1]) > 10_000
 
 
-def evicting_settings() -> SessionSettings:
-    return SessionSettings(inactive_timeout=12, active_timeout=40, max_sessions=60)
-
-
 def index_kind(patch: pytest.MonkeyPatch, kind: str) -> None:
-    """sparse: the index made for the reserve (65,596 rows: 262,144 slots, few keys in
-    any one's way); dense: rows reserved for 64 sessions, so the index is up to half
+    """sparse: the index made for the reserve (the limit and 65,536 rows: 262,144 slots,
+    few keys in any one's way); dense: rows reserved for 64 sessions, so the index is up to half
     full (long runs of slots in use, wrapping at its end); colliding: hashes cut to 2 bits,
     every key's first slot the same."""
     if kind == "dense":
@@ -179,21 +175,6 @@ def index_kind(patch: pytest.MonkeyPatch, kind: str) -> None:
         patch.setattr(SessionTable, "_reserve", lambda self: 64)
     elif kind == "colliding":
         patch.setattr(merge, "HASH_MASK", 3)
-
-
-@settings(max_examples=budget(10, 300), deadline=None)
-@given(st.integers(0, 2**32 - 1), st.sampled_from(["sparse", "dense", "colliding"]))
-def test_a_full_table_evicts_what_the_reference_evicts(seed, kind):
-    """A table of 60 sessions at most: batches evict the least recently updated (many
-    updated at the same time: the earliest arrived first), rows move into the rows that
-    left, and every session still finds its row: what leaves at each expiry (evicted or
-    timed out) and at the end is the reference's, field for field, and so are the counts."""
-    with pytest.MonkeyPatch.context() as patch:
-        index_kind(patch, kind)
-        table = SessionTable(evicting_settings())
-        mine, counters = run(table, seed, 30)
-    assert counters["sessions_evicted"] > 0
-    assert (mine, counters) == run(ReferenceSessionTable(evicting_settings()), seed, 30)
 
 
 def index_entries(active: merge.ActiveSessions) -> list[int]:
@@ -240,7 +221,7 @@ def test_sessions_that_leave_leave_the_index_and_every_other_is_found_where_it_m
     assert table.counters.sessions_evicted > 0
     stayers = table._active.columns()
     size = len(table)
-    again = {name: np.zeros(size, kind) for name, kind in merge._RECORD_TYPES.items()}
+    again = {name: np.zeros(size, dtype) for name, dtype in merge._RECORD_TYPES.items()}
     for side, column in (("low", "src"), ("high", "dst")):
         for part in ("hi", "lo", "port"):
             again[f"{column}_{part}"] = stayers[f"{side}_{part}"]
@@ -248,3 +229,22 @@ def test_sessions_that_leave_leave_the_index_and_every_other_is_found_where_it_m
     again["packets"] = np.ones(size, np.uint64)
     table._active.merge(merge.Records(**again), now)
     assert len(table) == size
+
+
+def evicting_settings() -> SessionSettings:
+    return SessionSettings(inactive_timeout=12, active_timeout=40, max_sessions=60)
+
+
+@settings(max_examples=budget(10, 300), deadline=None)
+@given(st.integers(0, 2**32 - 1), st.sampled_from(["sparse", "dense", "colliding"]))
+def test_a_full_table_evicts_what_the_reference_evicts(seed, kind):
+    """A table of 60 sessions at most: batches evict the least recently updated (many
+    updated at the same time: the earliest arrived first), rows move into the rows that
+    left, and every session still finds its row: what leaves at each expiry (evicted or
+    timed out) and at the end is the reference's, field for field, and so are the counts."""
+    with pytest.MonkeyPatch.context() as patch:
+        index_kind(patch, kind)
+        table = SessionTable(evicting_settings())
+        mine, counters = run(table, seed, 30)
+    assert counters["sessions_evicted"] > 0
+    assert (mine, counters) == run(ReferenceSessionTable(evicting_settings()), seed, 30)
