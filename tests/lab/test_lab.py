@@ -153,6 +153,12 @@ def test_up_test_status_down_on_real_packets_and_nothing_on_the_host(lab_env):
     shown = json.loads(cli(lab_env, "change", "show", "1", "--json").stdout)
     assert shown["state"] == "succeeded"
 
+    # The seed's final policy mirrors nothing: traffic says so, and how to mirror some.
+    sent = cli(lab_env, "lab", "traffic", "--count", "1")
+    assert sent.returncode == 0, sent.stderr
+    assert "nothing went to the monitor node: no rule of the deployed policy mirrors" in sent.stdout
+    assert "lab deploy --name " in sent.stdout and "examples/home-lab-monitor.yaml" in sent.stdout
+
     status = cli(lab_env, "lab", "status")
     assert status.returncode == 0 and "missing" not in status.stdout
     assert "switch (" in status.stdout and "services-web01" in status.stdout
@@ -271,6 +277,7 @@ def test_the_monitor_node_sees_exactly_what_the_monitor_rule_mirrors(lab_env):
     assert capture.seen == []
     report = json.loads(sent.stdout)
     assert report["rounds"] == 2 and report["sent"] == 2 * len(TRAFFIC_MIX)
+    assert report["mirrored_rules"] == ["web-appserver-discovery"]
     assert report["blocked"] == 0  # this policy drops nothing
     listed = cli(lab_env, "sessions", "list", "--json")
     assert listed.returncode == 0, listed.stderr

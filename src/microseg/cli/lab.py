@@ -8,7 +8,7 @@ import typer
 
 from microseg.cli.app import OPERATE, app
 from microseg.cli.common import JSON_OPTION_HELP, emit_json, err_console, print_table
-from microseg.lab.topology import DEFAULT_NAME
+from microseg.lab.topology import DEFAULT_NAME, name_option
 from microseg.model import MicrosegError
 
 lab_app = typer.Typer(
@@ -112,12 +112,18 @@ def lab_traffic(
             markup=False,
         )
 
+    from microseg.store import open_store
+
+    lab_state = seed_lab.current(name)  # before the store is opened: no lab, nothing made
+    with open_store() as store:  # and the policy it runs, before any traffic is sent
+        mirrored = seed_lab.mirroring_rules(seed_lab.deployed_policy(store, lab_state))
     rows, rounds = seed_lab.traffic(name, count or (None if minutes else 3), minutes, progress)
     sent = sum(r.sent for r in rows)
     connects = sum(r.connects for r in rows)
     if as_json:
         emit_json({"rounds": rounds, "sent": sent, "connects": connects,
-                   "blocked": sent - connects, "rows": [r.as_json() for r in rows]})  # fmt: skip
+                   "blocked": sent - connects, "mirrored_rules": mirrored,
+                   "rows": [r.as_json() for r in rows]})  # fmt: skip
         return
     print_table(
         ["source", "destination", "service", "sent", "connects", "blocked"],
@@ -133,10 +139,23 @@ def lab_traffic(
             for r in rows
         ],
     )
-    typer.echo(
-        f"lab traffic: {rounds} rounds, {sent} connections ({connects} connect, "
-        f"{sent - connects} blocked); the monitor node's flows are in the flow store"
+    blocked = sent - connects
+    summary = (
+        f"lab traffic: {rounds} rounds, {sent} connections ({connects} connect, {blocked} blocked)"
     )
+    if mirrored:
+        typer.echo(
+            f"{summary}; the monitor node's flows of what {', '.join(mirrored)} mirrored "
+            "are in the flow store"
+        )
+    else:
+        # The seed's final policy mirrors nothing: `sessions list` would be empty, with
+        # no word of why.
+        typer.echo(
+            f"{summary}; nothing went to the monitor node: no rule of the deployed policy "
+            "mirrors traffic (a rule with a monitor object does). Deploy one that does, e.g. "
+            f"`sudo microseg lab deploy{name_option(name)} examples/home-lab-monitor.yaml`"
+        )
 
 
 @lab_app.command("test")

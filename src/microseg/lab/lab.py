@@ -267,9 +267,9 @@ def probe_all(state: State, rows: tuple[tuple[str, str, str, int | None], ...]) 
     return results
 
 
-def test(store: Store, name: str) -> list[Row]:
-    """The seed table: real connections and check's verdict on the deployed revision."""
-    state = current(name)
+def deployed_policy(store: Store, state: State) -> PolicySet:
+    """The policy the lab's switch runs: the last revision the store deployed to it."""
+    name = str(state.data["name"])
     again = f"run `microseg lab down{name_option(name)}` and `up` again"
     last = store.changes.last_deployed(SWITCH)
     if last is None:
@@ -284,6 +284,20 @@ def test(store: Store, name: str) -> list[Row]:
             f"{deployed_to}, not lab {name}'s {state.namespace('switch')}: give each lab its "
             f"own store (MICROSEG_DATABASE_URL), or {again}"
         )
+    return policy
+
+
+def mirroring_rules(policy: PolicySet) -> list[str]:
+    """The rules whose traffic the switch mirrors to the monitor node, in policy order."""
+    intent = compile_device(policy, SWITCH)
+    rules = (m.rule for p in intent.policies for m in p.matches if m.mirror_session)
+    return list(dict.fromkeys(rules))
+
+
+def test(store: Store, name: str) -> list[Row]:
+    """The seed table: real connections and check's verdict on the deployed revision."""
+    state = current(name)
+    policy = deployed_policy(store, state)
     real = probe_all(state, SEED_TABLE)
     rows = []
     for (source, destination, protocol, port), outcome in zip(SEED_TABLE, real, strict=True):
