@@ -2,7 +2,10 @@
 the test oracle of the new one: every record turned into a canonical row (both directions'
 aggregates side by side), and the rows merged with the active table by a DuckDB
 `GROUP BY` of the session key. Here it merges at every `add`, so that it evicts when the
-numpy table does; timeouts, eviction, orientation and exporter ids are the table's own."""
+numpy table does; timeouts, eviction, orientation and exporter ids are the table's own. A
+session's arrival number is the position of its first record among every record added
+(what orders sessions as the numpy table's numbers do: of those updated at the same time,
+eviction takes the earliest arrived first)."""
 
 from __future__ import annotations
 
@@ -37,6 +40,7 @@ CANONICAL_SCHEMA = pa.schema(
         *[("b_" + name, kind) for name, kind in _DIRECTION],
         ("created", pa.float64()),
         ("touched", pa.float64()),
+        ("arrival", pa.int64()),
     ]
 )
 
@@ -53,7 +57,7 @@ SELECT {", ".join(KEY)},
        {_saturated_sum("b_packets")}, {_saturated_sum("b_bytes")},
        min(b_first) AS b_first, max(b_last) AS b_last, bit_or(b_flags) AS b_flags,
        max(b_request) AS b_request, max(b_exporter) AS b_exporter,
-       min(created) AS created, max(touched) AS touched
+       min(created) AS created, max(touched) AS touched, min(arrival) AS arrival
 FROM rows GROUP BY ALL
 """
 
@@ -66,6 +70,7 @@ class ReferenceSessionTable(SessionTable):
         self.sessions: pa.Table | None = None
         self._connection = duck.connect()
         self._connection.execute("SET threads = 1")
+        self._records_added = 0
 
     def __len__(self) -> int:
         return 0 if self.sessions is None else self.sessions.num_rows
@@ -77,6 +82,7 @@ class ReferenceSessionTable(SessionTable):
         if not len(batch):
             return
         rows = self._canonical_rows(batch, 0.0 if now is None else now)
+        self._records_added += len(batch)
         parts = [part for part in (self.sessions, rows) if part is not None]
         self._connection.register("rows", pa.concat_tables(parts))
         try:
@@ -125,10 +131,6 @@ class ReferenceSessionTable(SessionTable):
                 ids = new_id[self.sessions.column(column).to_numpy()]
                 self.sessions = self.sessions.set_column(index, column, pa.array(ids))
 
-    def _evict_over_limit(self) -> None:
-        if self.sessions is not None and self.sessions.num_rows > self.settings.max_sessions:
-            raise AssertionError("the reference does not evict: ties would be broken apart")
-
     def _canonical_rows(self, batch: FlowBatch, now: float) -> pa.Table:
         src_port, dst_port, request = _service_ports(batch)
         swap = (batch.src_hi > batch.dst_hi) | (
@@ -168,6 +170,7 @@ class ReferenceSessionTable(SessionTable):
         columns["b_exporter"] = np.where(np.where(swap, has_forward, has_reverse), exporter, 0)
         columns["created"] = np.full(len(batch), float(now))
         columns["touched"] = columns["created"]
+        columns["arrival"] = self._records_added + np.arange(len(batch), dtype=np.int64)
         return pa.table(columns).select(CANONICAL_SCHEMA.names).cast(CANONICAL_SCHEMA)
 
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pytest
 from flows_budget import budget
 from flows_rows import random_flows
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from reference_sessions import ReferenceSessionTable
 
-from microseg.flows import merge
+from microseg.flows import merge, merge_loops
 from microseg.flows.batch import FlowBatch, address_halves
 from microseg.flows.sessions import SessionSettings, SessionTable
 
@@ -162,3 +163,88 @@ def test_a_table_that_outgrows_its_reserve_and_its_index_loses_nothing(monkeypat
     assert grown[0] > 10_000
     assert mine == written(ReferenceSessionTable(settings_for_test()))
     assert len(mine[-1]) > 10_000
+
+
+def index_kind(patch: pytest.MonkeyPatch, kind: str) -> None:
+    """sparse: the index made for the reserve (the limit and 65,536 rows: 262,144 slots,
+    few keys in any one's way); dense: rows reserved for 64 sessions, so the index is up to half
+    full (long runs of slots in use, wrapping at its end); colliding: hashes cut to 2 bits,
+    every key's first slot the same."""
+    if kind == "dense":
+        patch.setattr(merge, "INDEX_SLOTS", 16)
+        patch.setattr(SessionTable, "_reserve", lambda self: 64)
+    elif kind == "colliding":
+        patch.setattr(merge, "HASH_MASK", 3)
+
+
+def index_entries(active: merge.ActiveSessions) -> list[int]:
+    """Checks that each row of the table is found from its key: probing from the key's
+    first slot reaches the row's own slot before an empty one. Returns the rows the index
+    points at, one per slot in use."""
+    slots, rows = active._slots, active._rows[: active.size]
+    shift = int(merge_loops.index_shift(slots))
+    for found, row in enumerate(rows):
+        hashed = int(
+            merge_loops.key_hash(*(row[name] for name in merge.KEY), active._seed)
+            & active._hash_mask
+        )
+        wanted = (hashed >> 32 << 32) | (found + 1)
+        position = hashed >> shift
+        while int(slots[position]) != wanted:
+            assert slots[position] != 0, f"row {found} is not found from its key"
+            position = (position + 1) % len(slots)
+    return sorted(int(held & 0xFFFFFFFF) - 1 for held in slots[slots != 0])
+
+
+@pytest.mark.parametrize("kind", ["sparse", "dense", "colliding"])
+def test_sessions_that_leave_leave_the_index_and_every_other_is_found_where_it_moved(
+    kind, monkeypatch
+):
+    """After evictions and expiries, the index holds one slot per row that stays and
+    nothing else (no slot of a session that left, none pointing past the rows), and each
+    row is found from its key wherever it moved; merging the stayers' records again adds
+    no row."""
+    index_kind(monkeypatch, kind)
+    table = SessionTable(SessionSettings(inactive_timeout=12, active_timeout=40, max_sessions=300))
+    generator = np.random.default_rng(21)
+    now = 1000.0
+    for step in range(40):
+        batch = random_batch(generator, int(generator.integers(20, 200)), "biflow")
+        table.add(batch, now=now)
+        now += float(generator.choice([0.0, 0.5, 3.0, 9.0]))
+        if step % 7 == 6:
+            table.expire(now=now)
+        active = table._active
+        assert index_entries(active) == list(range(len(table)))
+        before = {tuple(row[name] for name in merge.KEY) for row in active._rows[: active.size]}
+        assert len(before) == len(table)  # no key twice
+    assert table.counters.sessions_evicted > 0
+    stayers = table._active.columns()
+    size = len(table)
+    again = {name: np.zeros(size, dtype) for name, dtype in merge._RECORD_TYPES.items()}
+    for side, column in (("low", "src"), ("high", "dst")):
+        for part in ("hi", "lo", "port"):
+            again[f"{column}_{part}"] = stayers[f"{side}_{part}"]
+    again["protocol"], again["vrf_id"] = stayers["protocol"], stayers["vrf_id"]
+    again["packets"] = np.ones(size, np.uint64)
+    table._active.merge(merge.Records(**again), now)
+    assert len(table) == size
+
+
+def evicting_settings() -> SessionSettings:
+    return SessionSettings(inactive_timeout=12, active_timeout=40, max_sessions=60)
+
+
+@settings(max_examples=budget(10, 300), deadline=None)
+@given(st.integers(0, 2**32 - 1), st.sampled_from(["sparse", "dense", "colliding"]))
+def test_a_full_table_evicts_what_the_reference_evicts(seed, kind):
+    """A table of 60 sessions at most: batches evict the least recently updated (many
+    updated at the same time: the earliest arrived first), rows move into the rows that
+    left, and every session still finds its row: what leaves at each expiry (evicted or
+    timed out) and at the end is the reference's, field for field, and so are the counts."""
+    with pytest.MonkeyPatch.context() as patch:
+        index_kind(patch, kind)
+        table = SessionTable(evicting_settings())
+        mine, counters = run(table, seed, 30)
+    assert counters["sessions_evicted"] > 0
+    assert (mine, counters) == run(ReferenceSessionTable(evicting_settings()), seed, 30)

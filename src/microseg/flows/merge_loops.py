@@ -3,7 +3,7 @@
 A merge looks each record's session up in a hash index and adds the record into its row:
 work per record that numpy could only spread over dozens of passes, each over every record
 still probing. Compiled, one pass does it, record by record in batch order, with the
-session's row (one 144-byte structured row: the 2 or 3 cache lines a record touches) at
+session's row (one 152-byte structured row: the 2 or 3 cache lines a record touches) at
 hand. Only merge.py imports this module, and only when a session table is made: numba and
 the loops it compiled earlier (cached beside this file, `cache=True`) load in the collector,
 never in other commands. Where numba has nowhere to write its cache (an install read-only
@@ -26,7 +26,10 @@ from numba.extending import intrinsic
 
 MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)  # 2**64 / golden ratio, odd
 SHIFT = np.uint64(31)
-TAG = np.uint64(0xFFFFFFFF)  # an index slot: the hash's low 32 bits, then its row + 1
+# an index slot: the hash's high 32 bits (which hold the bits that pick its slot: a slot's
+# first slot is known without its row), then its row + 1 in the low 32
+ROW_BITS = np.uint64(0xFFFFFFFF)
+HASH_BITS = np.uint64(0xFFFFFFFF00000000)
 UINT64_MAX = np.uint64(0xFFFFFFFFFFFFFFFF)
 NO_TIME = np.int64(np.iinfo(np.int64).max)  # merge.NO_TIME
 EMPTY = np.uint64(0)
@@ -191,13 +194,16 @@ def merge(
     rev_flags,
     exporter,
     now,
+    arrived,
 ):
     """Merge records into the sessions rows[:size]; returns the new size. Each record is
     turned to its canonical orientation (the lower endpoint first, by address then port),
     finds its session (linear probing; keys are compared, never trusted to the hash), or
-    adds a row after the others; then its forward counters go to the side it comes from,
-    its reverse ones (RFC 5103) to the other, and the row's created and touched times take
-    the minimum and maximum of `now`."""
+    adds a row after the others, numbered in the order sessions arrive (`arrived`: how
+    many arrived before); then its forward counters go to the side it comes from, its
+    reverse ones (RFC 5103) to the other, and the row's created and touched times take the
+    minimum and maximum of `now`."""
+    first_new = size
     shift = index_shift(slots)
     last_slot = len(slots) - 1
     count = len(protocol)
@@ -219,20 +225,20 @@ def merge(
         if i + half < count:
             ahead = slots[np.int64(hashes[i + half] >> shift)]
             if ahead != EMPTY:
-                _prefetch(rows, np.int64(ahead & TAG) - 1)
+                _prefetch(rows, np.int64(ahead & ROW_BITS) - 1)
         swap, low_hi, low_lo, low_port, high_hi, high_lo, high_port = _canonical(
             src_hi[i], src_lo[i], src_port[i], dst_hi[i], dst_lo[i], dst_port[i]
         )
         vrf, proto = vrf_id[i], protocol[i]
         hashed = hashes[i]
-        tag = hashed & TAG
+        tag = hashed & HASH_BITS
         position = np.int64(hashed >> shift)
         while True:
             held = slots[position]
             if held == EMPTY:
                 found = size
                 size += 1
-                slots[position] = (tag << np.uint64(32)) | np.uint64(found + 1)
+                slots[position] = tag | np.uint64(found + 1)
                 row = rows[found]
                 row.vrf_id, row.protocol = vrf, proto
                 row.low_hi, row.low_lo, row.low_port = low_hi, low_lo, low_port
@@ -242,9 +248,10 @@ def merge(
                 row.a_last = row.b_last = -1
                 row.a_flags = row.b_flags = row.a_exporter = row.b_exporter = 0
                 row.created = row.touched = now
+                row.arrival = arrived + (found - first_new)
                 break
-            if (held >> np.uint64(32)) == tag:
-                found = np.int64(held & TAG) - 1
+            if (held & HASH_BITS) == tag:
+                found = np.int64(held & ROW_BITS) - 1
                 row = rows[found]
                 if (
                     row.low_lo == low_lo
@@ -271,6 +278,25 @@ def merge(
     return size
 
 
+@numba.njit(cache=CACHE, inline="always")
+def _row_hash(row, seed, hash_mask):
+    """The hash of a row's key, as the merge took it."""
+    return (
+        key_hash(
+            row.vrf_id,
+            row.protocol,
+            row.low_hi,
+            row.low_lo,
+            row.low_port,
+            row.high_hi,
+            row.high_lo,
+            row.high_port,
+            seed,
+        )
+        & hash_mask
+    )
+
+
 @numba.njit(cache=CACHE, nogil=True)
 def index(rows, size, slots, seed, hash_mask):
     """Index rows[:size] (distinct keys) into empty `slots`. The rows are read in order,
@@ -283,21 +309,7 @@ def index(rows, size, slots, seed, hash_mask):
     for start in range(0, size, INDEX_CHUNK):
         stop = min(size, start + INDEX_CHUNK)
         for found in range(start, stop):
-            row = rows[found]
-            hashes[found - start] = (
-                key_hash(
-                    row.vrf_id,
-                    row.protocol,
-                    row.low_hi,
-                    row.low_lo,
-                    row.low_port,
-                    row.high_hi,
-                    row.high_lo,
-                    row.high_port,
-                    seed,
-                )
-                & hash_mask
-            )
+            hashes[found - start] = _row_hash(rows[found], seed, hash_mask)
         for found in range(start, stop):
             if found + PREFETCH_AHEAD < stop:
                 _prefetch(slots, np.int64(hashes[found + PREFETCH_AHEAD - start] >> shift))
@@ -305,21 +317,93 @@ def index(rows, size, slots, seed, hash_mask):
             position = np.int64(hashed >> shift)
             while slots[position] != EMPTY:
                 position = (position + 1) & last_slot
-            slots[position] = ((hashed & TAG) << np.uint64(32)) | np.uint64(found + 1)
+            slots[position] = (hashed & HASH_BITS) | np.uint64(found + 1)
+
+
+@numba.njit(cache=CACHE, inline="always")
+def _slot_of(slots, shift, hashed, found):
+    """The index slot of row `found`, whose key hashes to `hashed` (-1 if the probe meets
+    an empty slot first: an index that lost the row, which the tests hold never happens;
+    the loops then leave the slot as it is rather than probe forever)."""
+    last_slot = len(slots) - 1
+    wanted = (hashed & HASH_BITS) | np.uint64(found + 1)
+    position = np.int64(hashed >> shift)
+    while slots[position] != wanted:
+        if slots[position] == EMPTY:
+            return -1
+        position = (position + 1) & last_slot
+    return position
+
+
+@numba.njit(cache=CACHE, inline="always")
+def _unindex(slots, shift, position):
+    """Empty a slot, moving back the entries after it that would no longer be found past
+    the gap (linear probing's deletion: Knuth, TAOCP vol. 3, 6.4, Algorithm R), so no
+    lookup ever stops short of its key and no slot is left marked deleted."""
+    last_slot = len(slots) - 1
+    gap = position
+    probe = position
+    while True:
+        probe = (probe + 1) & last_slot
+        held = slots[probe]
+        if held == EMPTY:
+            break
+        home = np.int64(held >> shift)  # the hash's bits in the slot pick its first slot
+        # it stays if its first slot lies past the gap (cyclically): it is nearer the
+        # probe than the gap is
+        if ((probe - home) & last_slot) >= ((probe - gap) & last_slot):
+            slots[gap] = held
+            gap = probe
+    slots[gap] = EMPTY
 
 
 @numba.njit(cache=CACHE, nogil=True)
-def remove(rows, size, leaving, out):
-    """Copy rows[:size] where `leaving` holds to `out`, in order, and move the others down
-    over them, in order (one pass, in place); returns how many stay."""
-    kept = 0
+def remove(rows, size, leaving, out, slots, seed, hash_mask):
+    """Copy rows[:size] where `leaving` holds to `out` (in row order) and take them out of
+    the index; then move the last rows that stay into the rows they left, and point their
+    slots there. Returns how many stay. The work is per leaving session (its row, its slot,
+    and one moved row and its slot), not per session in the table: only `leaving` is
+    read whole."""
+    shift = index_shift(slots)
+    holes = np.empty(len(out), np.int64)
+    hashes = np.empty(len(out), np.uint64)
     taken = 0
-    for row in range(size):
-        if leaving[row]:
-            out[taken] = rows[row]
+    for found in range(size):
+        if leaving[found]:
+            holes[taken] = found
             taken += 1
-        else:
-            if kept != row:
-                rows[kept] = rows[row]
-            kept += 1
+    for i in range(taken):
+        if i + PREFETCH_AHEAD < taken:
+            _prefetch(rows, holes[i + PREFETCH_AHEAD])
+        out[i] = rows[holes[i]]
+        hashes[i] = _row_hash(out[i], seed, hash_mask)
+    for i in range(taken):
+        if i + PREFETCH_AHEAD < taken:
+            _prefetch(slots, np.int64(hashes[i + PREFETCH_AHEAD] >> shift))
+        position = _slot_of(slots, shift, hashes[i], holes[i])
+        if position >= 0:
+            _unindex(slots, shift, position)
+    kept = size - taken
+    # the rows that stay past `kept` (the last first) move into the holes before it (the
+    # first first); their slots are fetched ahead like the merge's
+    moves = 0
+    while moves < taken and holes[moves] < kept:
+        moves += 1
+    sources = np.empty(moves, np.int64)
+    last = size - 1
+    for i in range(moves):
+        while leaving[last]:
+            last -= 1
+        sources[i] = last
+        hashes[i] = _row_hash(rows[last], seed, hash_mask)
+        last -= 1
+    for i in range(moves):
+        if i + PREFETCH_AHEAD < moves:
+            _prefetch(slots, np.int64(hashes[i + PREFETCH_AHEAD] >> shift))
+            _prefetch(rows, holes[i + PREFETCH_AHEAD])
+        hole, source, hashed = holes[i], sources[i], hashes[i]
+        rows[hole] = rows[source]
+        position = _slot_of(slots, shift, hashed, source)
+        if position >= 0:
+            slots[position] = (hashed & HASH_BITS) | np.uint64(hole + 1)
     return kept
