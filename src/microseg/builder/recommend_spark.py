@@ -62,7 +62,7 @@ from microseg.builder.services import ServerSide
 from microseg.builder.standing import EXAMPLES
 from microseg.flows.engines import OUTPUT_SCHEMA, SPARK, SessionQuery, saturating_sum
 from microseg.flows.session_columns import SessionColumns, session_columns
-from microseg.flows.spark import SparkEngine, ship_microseg
+from microseg.flows.spark import SparkEngine, arrow_task, null_filled, ship_microseg, spark_ddl
 from microseg.flows.sums import total
 from microseg.model import MicrosegError, PolicySet
 from microseg.model.objects import IPAddress
@@ -95,16 +95,7 @@ _PARTS = [
     ("error", pa.string()),
 ]
 TASK_SCHEMA = pa.schema([*_PARTS, *_FOLD, *_SIDE])
-_DDL_TYPES = {
-    "string": "STRING",
-    "int64": "BIGINT",
-    "int32": "INT",
-    "int8": "TINYINT",
-    "bool": "BOOLEAN",
-    "list<item: int64>": "ARRAY<BIGINT>",
-    "list<item: string>": "ARRAY<STRING>",
-}
-TASK_DDL = ", ".join(f"`{f.name}` {_DDL_TYPES[str(f.type)]}" for f in TASK_SCHEMA)
+TASK_DDL = spark_ddl(TASK_SCHEMA)
 _ROW_COLUMNS = ["position", *_FOLD.names, *(name for name, _ in _SIDE)]
 
 
@@ -198,41 +189,17 @@ def recommend_on_spark(
 def _task(shared: Any, where: str) -> Callable[[Iterator[pa.RecordBatch]], Iterator]:
     """The mapInArrow function: a task's rows (in the table's order) -> its parts."""
 
-    def parts(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        from pyspark import TaskContext
+    def step(fold: pa.Table, positions: np.ndarray, task_where: str) -> pa.Table:
+        return shared.value.parts(fold, positions, task_where)
 
-        received = list(batches)  # a task of an empty partition gets none
-        table = pa.Table.from_batches(received) if received else None
-        if table is None or not table.num_rows:
-            return
-        positions = table["_position"].to_numpy()
-        fold = table.select(OUTPUT_SCHEMA.names).cast(OUTPUT_SCHEMA)
-        context = TaskContext.get()
-        partition = context.partitionId() if context is not None else 0
-        task_where = f"{where}, Spark partition {partition}"
-        try:
-            found = shared.value.parts(fold, positions, task_where)
-        except MicrosegError as error:
-            found = _shaped(
-                {"part": ["error"], "position": [int(positions[0])], "error": [str(error)]}
-            )
-        yield from found.to_batches()
-
-    return parts
+    return arrow_task(step, where, OUTPUT_SCHEMA, TASK_SCHEMA)
 
 
 def _shaped(columns: dict[str, list | pa.Array], sessions: int | None = None) -> pa.Table:
     """Parts with the given columns (the same length), every other column null."""
     if sessions is not None:
         columns = {**columns, "sessions": [sessions]}
-    rows = len(next(iter(columns.values())))
-    return pa.table(
-        [
-            pa.array(columns[f.name], f.type) if f.name in columns else pa.nulls(rows, f.type)
-            for f in TASK_SCHEMA
-        ],
-        schema=TASK_SCHEMA,
-    )
+    return null_filled(TASK_SCHEMA, columns)
 
 
 def _standing(

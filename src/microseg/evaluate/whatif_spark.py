@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from microseg.evaluate.whatif import (
@@ -33,13 +34,12 @@ from microseg.evaluate.whatif import (
     whatif_report,
 )
 from microseg.flows.engines import REPLAY_SCHEMA, SPARK, SessionQuery, saturating_sum
-from microseg.flows.spark import SparkEngine, ship_microseg
+from microseg.flows.spark import SparkEngine, arrow_task, ship_microseg, spark_ddl
 from microseg.model import MicrosegError
 
 # a task's parts, or the first error it met (`error`, at its first row's position)
 TASK_SCHEMA = PARTS_SCHEMA.append(pa.field("error", pa.string()))
-_DDL_TYPES = {"string": "STRING", "int64": "BIGINT"}
-TASK_DDL = ", ".join(f"`{f.name}` {_DDL_TYPES[str(f.type)]}" for f in TASK_SCHEMA)
+TASK_DDL = spark_ddl(TASK_SCHEMA)
 _KEY = ", ".join(f"`{name}`" for name in ("part", *LABEL_FIELDS, "service"))
 
 
@@ -72,27 +72,11 @@ def whatif_on_spark(
 def _task(shared: Any, where: str) -> Callable[[Iterator[pa.RecordBatch]], Iterator]:
     """The mapInArrow function: a task's rows (in the table's order) -> its parts."""
 
-    def parts(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        received = list(batches)  # a task of an empty range gets none
-        table = pa.Table.from_batches(received) if received else None
-        if table is None or not table.num_rows:
-            return
-        positions = table["_position"].to_numpy()
-        sessions = table.select(REPLAY_SCHEMA.names).cast(REPLAY_SCHEMA)
-        # the task's row numbers in an error, which names its partition
-        task_where = f"{where}, Spark partition {int(positions[0]) >> 33}"
-        try:
-            found = pa.Table.from_batches([shared.value.parts(sessions, positions, task_where)])
-        except MicrosegError as error:
-            found = pa.Table.from_pylist(
-                [{"part": "error", "position": int(positions[0]), "error": str(error)}],
-                schema=TASK_SCHEMA,
-            )
-        else:
-            found = found.append_column("error", pa.nulls(found.num_rows, pa.string()))
-        yield from found.to_batches()
+    def step(sessions: pa.Table, positions: np.ndarray, task_where: str) -> pa.Table:
+        found = pa.Table.from_batches([shared.value.parts(sessions, positions, task_where)])
+        return found.append_column("error", pa.nulls(found.num_rows, pa.string()))
 
-    return parts
+    return arrow_task(step, where, REPLAY_SCHEMA, TASK_SCHEMA)
 
 
 def _report(session: Any) -> dict:

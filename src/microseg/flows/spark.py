@@ -31,10 +31,10 @@ import sys
 import tempfile
 import weakref
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
@@ -47,6 +47,11 @@ from microseg.flows.engines import (
 )
 from microseg.flows.sessions import SESSION_SCHEMA
 from microseg.model import MicrosegError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    TaskStep = Callable[[pa.Table, np.ndarray, str], pa.Table]
 
 MASTER_ENV = "MICROSEG_SPARK_MASTER"
 CONF_ENV = "MICROSEG_SPARK_CONF"
@@ -69,15 +74,27 @@ _QUIET = {
     "spark.ui.showConsoleProgress": "false",
     "spark.sql.session.timeZone": "UTC",
 }
+# Arrow types as Spark SQL names them
 _SPARK_TYPES = {
     "string": "STRING",
+    "bool": "BOOLEAN",
+    "int8": "TINYINT",
     "int32": "INT",
     "int64": "BIGINT",
     "timestamp[ms, tz=UTC]": "TIMESTAMP",
+    "list<item: int64>": "ARRAY<BIGINT>",
+    "list<item: string>": "ARRAY<STRING>",
 }
 _TIMES = ("first_seen", "last_seen")
+
+
+def spark_ddl(schema: pa.Schema) -> str:
+    """`schema` in Spark's DDL (`name` TYPE, ...): what Spark reads or a task returns."""
+    return ", ".join(f"`{f.name}` {_SPARK_TYPES[str(f.type)]}" for f in schema)
+
+
 # the segments' columns as Spark reads them: no schema inference from every footer
-SEGMENT_DDL = ", ".join(f"{f.name} {_SPARK_TYPES[str(f.type)]}" for f in SESSION_SCHEMA)
+SEGMENT_DDL = spark_ddl(SESSION_SCHEMA)
 
 
 @dataclass(frozen=True)
@@ -246,6 +263,52 @@ def _chunks(rows: Iterator[Any]) -> Iterator[pa.RecordBatch]:
             else:
                 arrays.append(pa.array(values, field.type))
         yield pa.RecordBatch.from_arrays(arrays, schema=OUTPUT_SCHEMA)
+
+
+def arrow_task(
+    step: TaskStep, where: str, rows: pa.Schema, parts: pa.Schema
+) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+    """A mapInArrow function running microseg's own code on a task's rows: `step(rows,
+    positions, where)` with the task's rows (column `_position`: their place in the table's
+    order) cast to `rows`, returning a table of `parts`. A MicrosegError (bad data in the
+    store) becomes one `error` part naming the task's partition, so the driver reports it in
+    one line instead of a Python worker's traceback."""
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        from pyspark import TaskContext
+
+        received = list(batches)  # a task of an empty partition gets none
+        table = pa.Table.from_batches(received) if received else None
+        if table is None or not table.num_rows:
+            return
+        positions = table["_position"].to_numpy()
+        context = TaskContext.get()
+        partition = context.partitionId() if context is not None else 0
+        try:
+            found = step(
+                table.select(rows.names).cast(rows),
+                positions,
+                f"{where}, Spark partition {partition}",
+            )
+        except MicrosegError as error:
+            found = null_filled(
+                parts, {"part": ["error"], "position": [int(positions[0])], "error": [str(error)]}
+            )
+        yield from found.to_batches()
+
+    return run
+
+
+def null_filled(schema: pa.Schema, columns: dict[str, list | pa.Array]) -> pa.Table:
+    """A table of `schema` with the given columns (of one length), every other one null."""
+    rows = len(next(iter(columns.values())))
+    return pa.table(
+        [
+            pa.array(columns[f.name], f.type) if f.name in columns else pa.nulls(rows, f.type)
+            for f in schema
+        ],
+        schema=schema,
+    )
 
 
 def ship_microseg(session: Any) -> None:
