@@ -83,7 +83,6 @@ class PostgresServer:
     def new_database(self, icu_locale: str | None = None) -> str:
         """A fresh database; with `icu_locale` (e.g. `en-US`), text sorts by that locale's
         collation, as on a server initialised in a non-C locale."""
-        import psycopg
 
         name = f"microseg_test_{next(self._names)}"
         collation = (
@@ -91,22 +90,23 @@ class PostgresServer:
             if icu_locale
             else ""
         )
-        with psycopg.connect(
-            f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres", autocommit=True
-        ) as admin:
-            admin.execute(f'CREATE DATABASE "{name}"{collation}')
+        self._administer(f'CREATE DATABASE "{name}"{collation}')
         return self.url(name)
 
     def drop_database(self, url: str) -> None:
         """Drop a database `new_database` made (its files go at once; connections still open
         to it are ended)."""
+        name = url.rsplit("/", 1)[1]
+        self._administer(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    def _administer(self, statement: str) -> None:
+        """One statement as the superuser, outside a transaction (CREATE/DROP DATABASE)."""
         import psycopg
 
-        name = url.rsplit("/", 1)[1]
         with psycopg.connect(
             f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres", autocommit=True
         ) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            admin.execute(statement)
 
 
 @contextmanager
