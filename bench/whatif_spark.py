@@ -29,19 +29,20 @@ import argparse
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+import spark_sizes  # noqa: E402
 from microseg.evaluate.whatif import Replay, replay_cuts, whatif_sessions  # noqa: E402
 from microseg.flows.engines import DuckDBEngine  # noqa: E402
 from microseg.flows.flowstore import read_sessions  # noqa: E402
-from microseg.flows.spark import SparkEngine, spark_settings, start_session  # noqa: E402
+from microseg.flows.spark import SparkEngine  # noqa: E402
 from microseg.model import PolicySet, Rule, Service  # noqa: E402
 from microseg.policyfile import dump_policy, load_policy  # noqa: E402
-from scale import DataDir, parse_size  # noqa: E402
+from scale import DataDir  # noqa: E402
+from spark_sizes import timed  # noqa: E402
 
 
 def candidate_policy(base: PolicySet) -> PolicySet:
@@ -71,12 +72,6 @@ def report_rows(report: dict) -> int:
     groups = [group for change in changes for group in change["groups"]]
     examples = sum(len(group["examples"]) for group in groups)
     return 1 + len(groups) + examples + len(report["candidate_rule_hits"])
-
-
-def timed(run) -> tuple[float, object]:
-    clock = time.perf_counter()
-    result = run()
-    return round(time.perf_counter() - clock, 1), result
 
 
 def bench_size(data: DataDir, manifest: dict, size: int, engine: SparkEngine) -> dict:
@@ -134,34 +129,11 @@ def bench_size(data: DataDir, manifest: dict, size: int, engine: SparkEngine) ->
 
 
 def bench(options: argparse.Namespace) -> dict:
-    data = DataDir(options.data, options.seed)
-    with data.locked():
-        manifest = data.generate(sorted(options.sizes), options.batch, lambda text: None)
-    settings = spark_settings(options.spark_master, options.spark_conf)
-    session, started = start_session(settings)
-    try:
-        engine = SparkEngine(settings, session)
-        sizes = [bench_size(data, manifest, size, engine) for size in sorted(options.sizes)]
-    finally:
-        if started:
-            session.stop()
-    return {"bench": "whatif_spark", "spark_master": options.spark_master, "sizes": sizes}
+    return spark_sizes.bench("whatif_spark", options, bench_size)
 
 
 def arguments(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, required=True, help="the scale bench's data")
-    parser.add_argument(
-        "--sizes",
-        type=lambda text: [parse_size(part) for part in text.split(",")],
-        default=[1_000_000],
-        help="store sizes in sessions (rounds of bench/scale.py's store)",
-    )
-    parser.add_argument("--spark-master", default="local[2]")
-    parser.add_argument("--spark-conf", action="append", default=["spark.driver.memory=6g"])
-    parser.add_argument("--batch", default=2_000_000, type=int, help="sessions per batch")
-    parser.add_argument("--seed", default=7, type=int)
-    return parser.parse_args(argv)
+    return spark_sizes.arguments(__doc__.splitlines()[0], argv)
 
 
 def main(argv: list[str] | None = None) -> None:
