@@ -18,8 +18,10 @@ what an existing drop or redirect rule stops is reported, not proposed (unless
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -517,25 +519,82 @@ def _rules(
     destination = endpoints.of_address[side.server[rows]].astype(np.int64)
     service = service_index[rows].astype(np.int64)
     triple_keys, triple_of_row = factorize((source * shape[0] + destination) * shape[1] + service)
-    # Rows grouped by triple, earliest first inside a group (the examples come from there).
-    order = _grouped_by_time(triple_of_row, sessions.first_seen[rows])
-    stats = _triple_stats(sessions, side, rows, triple_of_row, order, len(triple_keys))
-    host_combinations = _observed_combinations(
-        sessions, side, rows, service, endpoints, triple_keys, shape
-    )
+    triples = _triples(sessions, side, rows, triple_keys, triple_of_row, service, endpoints, shape)
     seen_addresses, seen_starts = _addresses_by_triple(
         side, rows, triple_of_row, len(triple_keys), len(sessions.addresses)
     )
-    # Python from here on: once per aggregated (source, destination, service) triple.
+    rules, proposal_of_triple = rules_from_triples(
+        policy_set,
+        triples,
+        choices,
+        endpoints,
+        shape,
+        _seen_counts(seen_addresses, seen_starts, endpoints),
+    )
+    return rules, rows, proposal_of_triple[triple_of_row]
+
+
+@dataclass(frozen=True)
+class Triples:
+    """The group-by's parts: per (source endpoint, destination endpoint, service) triple of
+    the evidence, its sums, times, kinds of server-side evidence, first examples and
+    distinct host combinations. `recommend` makes them with numpy from the evidence rows
+    (`_triples`); `rules_from_triples` merges them into rules, whoever made them."""
+
+    keys: np.ndarray  # int64, sorted: (source * endpoints + destination) * services + service
+    sessions: list[int]  # exact, not saturated (see flows.sums)
+    packets: list[int]
+    bytes: list[int]
+    first_seen: np.ndarray  # int64 ms
+    last_seen: np.ndarray
+    evidence_counts: list[list[int]]  # per triple, per kind of EVIDENCE
+    # per triple, its first EXAMPLES_PER_RULE sessions: (first seen, position in the session
+    # table, what `shown` makes the example of)
+    examples: list[list[tuple[int, int, Any]]]
+    shown: Callable[[Any], SessionExample]
+    host_combinations: np.ndarray  # int64: distinct (client host, server host) per triple
+
+
+# Per rule, the endpoints it uses whole (GROUP_KINDS) and its triples' positions -> per rule,
+# per such endpoint, how many of its addresses the rule's sessions came from or went to.
+SeenCounts = Callable[[list[tuple[list[int], list[int]]]], list[dict[int, int]]]
+
+
+def rules_from_triples(
+    policy_set: PolicySet,
+    triples: Triples,
+    choices: list[ServiceChoice],
+    endpoints: EndpointMap,
+    shape: tuple[int, int],
+    seen_counts: SeenCounts,
+) -> tuple[list[RecommendedRule], np.ndarray]:
+    """The rules the triples merge into (`_merged`), narrowest first, and per triple its
+    rule's index. Python runs once per triple and per rule here, never per session."""
+    by_name = endpoints.by_name
+    merged = [
+        (names, sorted(sources, key=by_name), sorted(destinations, key=by_name), positions)
+        for names, sources, destinations, positions in _merged(
+            triples.keys, choices, endpoints, shape
+        )
+    ]
+    wide = [
+        [
+            index
+            for index in dict.fromkeys([*sources, *destinations])
+            if endpoints.endpoints[index].kind in GROUP_KINDS
+        ]
+        for _, sources, destinations, _ in merged
+    ]
+    seen = seen_counts(
+        [(used, positions) for used, (*_, positions) in zip(wide, merged, strict=True)]
+    )
     taken_rules = {r.name for r in policy_set.rules}
     proposals: list[RecommendedRule] = []
-    proposal_of_triple = np.zeros(len(triple_keys), dtype=np.int64)
-    for service_names, sources, destinations, positions in _merged(
-        triple_keys, choices, endpoints, shape
+    proposal_of_triple = np.zeros(len(triples.keys), dtype=np.int64)
+    for (service_names, sources, destinations, positions), used, observed in zip(
+        merged, wide, seen, strict=True
     ):
         proposal_of_triple[positions] = len(proposals)
-        by_name = endpoints.by_name
-        sources, destinations = sorted(sources, key=by_name), sorted(destinations, key=by_name)
         source_groups = [endpoints.endpoints[s] for s in sources]
         destination_groups = [endpoints.endpoints[d] for d in destinations]
         rule = Rule(
@@ -548,19 +607,15 @@ def _rules(
             services=tuple(sorted(service_names, key=str.encode)),
             direction="bidirectional",
         )
-        widened = _widened(
-            [*sources, *destinations],
-            endpoints,
-            seen_addresses,
-            [seen_starts[p : p + 2] for p in positions],
-        )
         allowed = (
             sum(s.size for s in source_groups)
             * sum(d.size for d in destination_groups)
             * len(service_names)
         )
-        evidence = stats.evidence(positions, int(host_combinations[positions].sum()))
-        proposals.append(RecommendedRule(rule, evidence, widened, allowed))
+        evidence = _evidence(triples, positions)
+        proposals.append(
+            RecommendedRule(rule, evidence, _widened(used, endpoints, observed), allowed)
+        )
     # Narrower rules first: a rule is only shadowed by a rule allowing a superset, which
     # allows at least as many combinations, so ordering by allowed size (then name) leaves
     # every proposal reachable.
@@ -570,8 +625,7 @@ def _rules(
     )
     renumbered = np.empty(len(rule_order), dtype=np.int64)
     renumbered[rule_order] = np.arange(len(rule_order))
-    membership = renumbered[proposal_of_triple[triple_of_row]]
-    return [proposals[i] for i in rule_order], rows, membership
+    return [proposals[i] for i in rule_order], renumbered[proposal_of_triple]
 
 
 def _addresses_by_triple(
@@ -588,26 +642,44 @@ def _addresses_by_triple(
     return keys % hosts, starts
 
 
+def _seen_counts(
+    seen_addresses: np.ndarray, seen_starts: np.ndarray, endpoints: EndpointMap
+) -> SeenCounts:
+    """`SeenCounts` from each triple's distinct addresses (`_addresses_by_triple`)."""
+
+    def counts(wanted: list[tuple[list[int], list[int]]]) -> list[dict[int, int]]:
+        found: list[dict[int, int]] = []
+        for used, positions in wanted:
+            if not used:
+                found.append({})
+                continue
+            seen = np.unique(
+                np.concatenate(
+                    [seen_addresses[seen_starts[p] : seen_starts[p + 1]] for p in positions]
+                )
+            )
+            per_endpoint = np.bincount(
+                endpoints.of_address[seen], minlength=len(endpoints.endpoints)
+            )
+            found.append({index: int(per_endpoint[index]) for index in used})
+        return found
+
+    return counts
+
+
 def _widened(
-    used: list[int],
-    endpoints: EndpointMap,
-    seen_addresses: np.ndarray,
-    slices: list[np.ndarray],
+    used: list[int], endpoints: EndpointMap, observed: dict[int, int]
 ) -> tuple[Widening, ...]:
     """Each existing group a rule uses whole (category, min-share; `used`: endpoint indices)
-    beyond the addresses the rule's own sessions came from or went to. Counted per rule: a
-    group every address of which some rule saw still widens a rule that saw only some."""
-    wide = [i for i in dict.fromkeys(used) if endpoints.endpoints[i].kind in GROUP_KINDS]
-    if not wide:
-        return ()
-    seen = np.unique(np.concatenate([seen_addresses[start:end] for start, end in slices]))
-    counts = np.bincount(endpoints.of_address[seen], minlength=len(endpoints.endpoints))
+    beyond the addresses the rule's own sessions came from or went to (`observed`, per
+    endpoint). Counted per rule: a group every address of which some rule saw still widens a
+    rule that saw only some."""
     widened = []
-    for index in wide:
-        endpoint, observed = endpoints.endpoints[index], int(counts[index])
-        if observed < endpoint.size:
-            unseen = endpoint.size - observed
-            widened.append(Widening(endpoint.name, endpoint.kind, observed, endpoint.size, unseen))
+    for index in used:
+        endpoint, seen = endpoints.endpoints[index], observed.get(index, 0)
+        if seen < endpoint.size:
+            unseen = endpoint.size - seen
+            widened.append(Widening(endpoint.name, endpoint.kind, seen, endpoint.size, unseen))
     return tuple(widened)
 
 
@@ -681,61 +753,51 @@ def _rule_name(sources: list[str], destinations: list[str], taken: set[str]) -> 
     return unique_name(name, taken)
 
 
-@dataclass(frozen=True)
-class _TripleStats:
-    """Per (source group, destination group, service) triple: sums, times and examples."""
-
-    sessions: list[int]  # exact, not saturated (see flows.sums)
-    packets: list[int]
-    bytes: list[int]
-    first_seen: np.ndarray
-    last_seen: np.ndarray
-    evidence_counts: list[list[int]]  # per triple, per kind of EVIDENCE
-    example_rows: list[list[int]]  # session row indices
-    source: SessionColumns
-    side: ServerSide
-
-    def evidence(self, positions: list[int], host_combinations: int) -> Evidence:
-        decided = [
-            saturated(sum(self.evidence_counts[p][kind] for p in positions))
-            for kind in range(len(EVIDENCE))
-        ]
-        rows = sorted(
-            (r for p in positions for r in self.example_rows[p]),
-            key=lambda r: (int(self.source.first_seen[r]), r),
-        )[:EXAMPLES_PER_RULE]
-        return Evidence(
-            sessions=saturated(sum(self.sessions[p] for p in positions)),
-            packets=saturated(sum(self.packets[p] for p in positions)),
-            bytes=saturated(sum(self.bytes[p] for p in positions)),
-            first_seen=iso_time(int(self.first_seen[positions].min())),
-            last_seen=iso_time(int(self.last_seen[positions].max())),
-            host_combinations=host_combinations,
-            server_side={EVIDENCE[i]: int(n) for i, n in enumerate(decided) if n},
-            examples=tuple(example(self.source, self.side, r) for r in rows),
-        )
+def _evidence(triples: Triples, positions: list[int]) -> Evidence:
+    """A rule's evidence: its triples' parts merged."""
+    decided = [
+        saturated(sum(triples.evidence_counts[p][kind] for p in positions))
+        for kind in range(len(EVIDENCE))
+    ]
+    first = sorted(
+        (shown for p in positions for shown in triples.examples[p]), key=lambda e: (e[0], e[1])
+    )[:EXAMPLES_PER_RULE]
+    return Evidence(
+        sessions=saturated(sum(triples.sessions[p] for p in positions)),
+        packets=saturated(sum(triples.packets[p] for p in positions)),
+        bytes=saturated(sum(triples.bytes[p] for p in positions)),
+        first_seen=iso_time(int(triples.first_seen[positions].min())),
+        last_seen=iso_time(int(triples.last_seen[positions].max())),
+        host_combinations=int(triples.host_combinations[positions].sum()),
+        server_side={EVIDENCE[i]: int(n) for i, n in enumerate(decided) if n},
+        examples=tuple(triples.shown(payload) for _, _, payload in first),
+    )
 
 
-def _triple_stats(
+def _triples(
     sessions: SessionColumns,
     side: ServerSide,
     rows: np.ndarray,
+    triple_keys: np.ndarray,
     triple_of_row: np.ndarray,
-    order: np.ndarray,
-    triples: int,
-) -> _TripleStats:
+    service: np.ndarray,
+    endpoints: EndpointMap,
+    shape: tuple[int, int],
+) -> Triples:
+    """The triples' parts of the evidence `rows` (each row's triple: `triple_of_row`, an
+    index into `triple_keys`); a row's position in the table is its index."""
+    triples = len(triple_keys)
     weight = sessions.sessions[rows]
+    # Rows grouped by triple, earliest first inside a group (the examples come from there).
+    order = _grouped_by_time(triple_of_row, sessions.first_seen[rows])
     ordered = rows[order]
     starts = np.flatnonzero(np.r_[True, np.diff(triple_of_row[order]) != 0])
     kinds = len(EVIDENCE)
     by_kind = group_sums(triple_of_row * kinds + side.evidence[rows], weight, triples * kinds)
-    evidence_counts = [by_kind[t * kinds : (t + 1) * kinds] for t in range(triples)]
     ends = np.r_[starts[1:], len(ordered)]
-    example_rows = [
-        ordered[s : min(s + EXAMPLES_PER_RULE, e)].tolist()
-        for s, e in zip(starts, ends, strict=True)
-    ]
-    return _TripleStats(
+    first_seen = sessions.first_seen
+    return Triples(
+        keys=triple_keys,
         sessions=group_sums(triple_of_row, weight, triples),
         packets=_both_ways(
             triple_of_row, sessions.fwd_packets[rows], sessions.rev_packets[rows], triples
@@ -743,12 +805,20 @@ def _triple_stats(
         bytes=_both_ways(
             triple_of_row, sessions.fwd_bytes[rows], sessions.rev_bytes[rows], triples
         ),
-        first_seen=np.minimum.reduceat(sessions.first_seen[ordered], starts),
+        first_seen=np.minimum.reduceat(first_seen[ordered], starts),
         last_seen=np.maximum.reduceat(sessions.last_seen[ordered], starts),
-        evidence_counts=evidence_counts,
-        example_rows=example_rows,
-        source=sessions,
-        side=side,
+        evidence_counts=[by_kind[t * kinds : (t + 1) * kinds] for t in range(triples)],
+        examples=[
+            [
+                (int(first_seen[r]), r, r)
+                for r in ordered[s : min(s + EXAMPLES_PER_RULE, e)].tolist()
+            ]
+            for s, e in zip(starts, ends, strict=True)
+        ],
+        shown=partial(example, sessions, side),
+        host_combinations=_observed_combinations(
+            sessions, side, rows, service, endpoints, triple_keys, shape
+        ),
     )
 
 
