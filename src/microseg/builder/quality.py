@@ -11,7 +11,7 @@ Hardware entries are lint's estimate (`evaluate.lint.hardware_report`) before an
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -316,40 +316,100 @@ def _joined(arrays: list[np.ndarray]) -> np.ndarray:
     return np.concatenate(arrays).astype(np.int64) if arrays else np.zeros(0, dtype=np.int64)
 
 
-def deciding_rules(
-    target: str, policy_set: PolicySet, today: TodayFacts, membership
-) -> list[set[int]]:
-    """Per proposal, the positions of the target policy's rules that decide a request or
-    reply of its sessions today (`membership`: the proposal of each evidence session)."""
-    rule_names = policy_set.policy(target).rules
-    proposals = int(membership.max()) + 1 if len(membership) else 0
-    deciding: list[set[int]] = [set() for _ in range(proposals)]
-    width = len(rule_names) + 1
-    pairs = np.unique(membership[today.deciding_row] * width + today.deciding_rule)
-    for pair in pairs.tolist():
-        proposal, rule_position = divmod(pair, width)
-        deciding[proposal].add(rule_position)
-    return deciding
+@dataclass(frozen=True)
+class DecidedToday:
+    """What decides the evidence sessions of each group (a triple, a proposal) today: the
+    positions of the target policy's rules that decide a request or reply of them, and per
+    (deciding rule or None for a default match, verdict) their sessions (exact, counted once
+    per device a session passes). A group's facts merge by union and sum (`merged`)."""
+
+    deciding: list[set[int]]
+    current: list[Counter]
+
+    def merged(self, group_of: np.ndarray, groups: int) -> DecidedToday:
+        """The facts of groups of these groups (`group_of`: each one's new group)."""
+        deciding: list[set[int]] = [set() for _ in range(groups)]
+        current: list[Counter] = [Counter() for _ in range(groups)]
+        for old, new in enumerate(group_of.tolist()):
+            deciding[new] |= self.deciding[old]
+            current[new].update(self.current[old])  # keeps zero counts, unlike +=
+        return DecidedToday(deciding, current)
+
+
+def decided_today(
+    target: str | None,
+    policy_set: PolicySet,
+    today: TodayFacts,
+    group_of: np.ndarray,
+    groups: int,
+    weights: np.ndarray,
+) -> DecidedToday:
+    """`DecidedToday` of groups of evidence sessions (`group_of`: each one's group; `today`
+    and `weights` numbered as they are)."""
+    deciding: list[set[int]] = [set() for _ in range(groups)]
+    if target is not None:
+        width = len(policy_set.policy(target).rules) + 1
+        pairs = np.unique(group_of[today.deciding_row] * width + today.deciding_rule)
+        for pair in pairs.tolist():
+            group, rule_position = divmod(pair, width)
+            deciding[group].add(rule_position)
+    current: list[Counter] = [Counter() for _ in range(groups)]
+    names = today.current_names
+    rows = today.current_row
+    keys = (group_of[rows] * len(names) + today.current_rule) * len(VERDICTS)
+    unique_keys, inverse = factorize(keys + today.current_verdict)
+    totals = group_sums(inverse, weights[rows], len(unique_keys))
+    for key, weight in zip(unique_keys.tolist(), totals, strict=True):
+        codes, verdict_code = divmod(key, len(VERDICTS))
+        group, current_code = divmod(codes, len(names))
+        current[group][(names[current_code] or None, VERDICTS[verdict_code])] += int(weight)
+    return DecidedToday(deciding, current)
+
+
+@dataclass(frozen=True)
+class Measured:
+    """The evidence replayed under the proposed policy: the sessions forwarded both ways on
+    every device they pass and not passing a device that does not compile (`covered`), per
+    device that does not compile the sessions that pass it, and the sessions that pass any
+    of those. Exact sums (parts add up), saturated by `verify`."""
+
+    covered: int
+    unverified: dict[str, int]
+    unverified_sessions: int
+
+
+# (the proposed policy set, its devices' intents, the devices that do not compile and why)
+Measure = Callable[[PolicySet, dict[str, DeviceIntent], dict[str, str]], Measured]
+
+
+def measure_rows(sessions: SessionColumns, replay: Replay, rows: np.ndarray) -> Measure:
+    """`Measure` of the evidence `rows` among `sessions` (whose packets `replay` holds)."""
+    weights = sessions.sessions[rows]
+    evidence = session_positions(len(sessions), rows)
+
+    def measure(
+        proposed: PolicySet, after: dict[str, DeviceIntent], failed: dict[str, str]
+    ) -> Measured:
+        tomorrow = decide(proposed, after, sessions, replay=replay, uncompiled=failed)
+        unverified, unverified_rows = _unverified(
+            proposed, after, failed, sessions, replay, evidence, weights
+        )
+        covered = _covered([d.take(evidence) for d in tomorrow], weights, unverified_rows)
+        return Measured(covered, unverified, exact_total(weights[unverified_rows]))
+
+    return measure
 
 
 def verify(
     policy_set: PolicySet,
     recommendation: Recommendation,
-    sessions: SessionColumns,
-    replay: Replay,
-    rows: np.ndarray,
-    membership: np.ndarray,
-    today: TodayFacts,
+    decided: DecidedToday,
+    measure: Measure,
     include_blocked: bool,
 ) -> Recommendation:
-    """Place the proposals, then measure: coverage (evaluator), config lines (compiler),
-    hardware entries (lint's estimate), and for each proposal what decides its sessions
-    today. `rows`: the evidence among `sessions` (whose packets `replay` holds);
-    `membership`: per evidence row, the index of the proposal it supports; `today`: what
-    the policy in force decides for all `sessions` (`today_facts`)."""
-    weights = sessions.sessions[rows]
-    evidence = session_positions(len(sessions), rows)
-    today = today.take(evidence)
+    """Place the proposals, then measure: coverage (`measure`: the evaluator), config lines
+    (compiler), hardware entries (lint's estimate), and for each proposal what decides its
+    sessions today (`decided`, per proposal)."""
     quality = recommendation.quality
     notes = list(quality.notes)
     if not quality.evidence_sessions:
@@ -359,17 +419,17 @@ def verify(
         notes.append("no target policy (use --policy): the rules are not bound anywhere")
     try:
         before, before_errors = compile_each(policy_set)
-        placed = _Placed(recommendation, membership)
+        placed = _Placed(recommendation, list(range(len(recommendation.rules))))
         if target is not None and recommendation.rules:
             objects = proposed_policy_set(policy_set, replace(recommendation, target_policy=None))
             positions = placements(
                 objects,
                 target,
                 [r.rule for r in recommendation.rules],
-                deciding_rules(target, policy_set, today, membership),
+                decided.deciding,
                 keep_deciders=not include_blocked,
             )
-            placed = _placed(recommendation, positions, membership, policy_set.policy(target))
+            placed = _placed(recommendation, positions, policy_set.policy(target))
         proposed = proposed_policy_set(policy_set, placed.recommendation)
         after, after_errors = compile_each(proposed)
     except CompileError as error:
@@ -381,13 +441,13 @@ def verify(
     before = {name: intent for name, intent in before.items() if name not in failed}
     after = {name: intent for name, intent in after.items() if name not in failed}
     result = placed.recommendation
-    tomorrow = decide(proposed, after, sessions, replay=replay, uncompiled=failed)
-    unverified, unverified_rows = _unverified(
-        proposed, after, failed, sessions, replay, evidence, weights
+    measured = measure(proposed, after, failed)
+    unverified = tuple(
+        UnverifiedDevice(name, reason, saturated(measured.unverified.get(name, 0)))
+        for name, reason in sorted(failed.items())
     )
-    weights_unverified = total(weights[unverified_rows])
-    verifiable = quality.evidence_sessions - weights_unverified
-    covered = _covered([d.take(evidence) for d in tomorrow], weights, unverified_rows)
+    verifiable = quality.evidence_sessions - saturated(measured.unverified_sessions)
+    covered = saturated(measured.covered)
     notes += [
         f"{u.device} not verified: its policy does not compile ({u.reason}); "
         f"evidence sessions that pass it: {u.sessions}, not counted as covered"
@@ -403,7 +463,7 @@ def verify(
         coverage = covered / verifiable if verifiable else None
     return replace(
         result,
-        rules=_with_current_decisions(result.rules, today, placed.membership, weights),
+        rules=_with_current_decisions(result.rules, [decided.current[i] for i in placed.order]),
         quality=replace(
             quality,
             covered_sessions=covered if coverage is not None else None,
@@ -416,6 +476,11 @@ def verify(
     )
 
 
+def exact_total(values: np.ndarray) -> int:
+    """The exact sum of counters (not saturated: parts add up first)."""
+    return group_sums(np.zeros(len(values), dtype=np.int64), values, 1)[0] if len(values) else 0
+
+
 def _unverified(
     policy_set: PolicySet,
     intents: dict[str, DeviceIntent],
@@ -424,37 +489,33 @@ def _unverified(
     replay: Replay,
     evidence: np.ndarray,
     weights: np.ndarray,
-) -> tuple[tuple[UnverifiedDevice, ...], np.ndarray]:
-    """The devices that do not compile, each with the evidence sessions that pass it, and
+) -> tuple[dict[str, int], np.ndarray]:
+    """Per device that does not compile, the evidence sessions that pass it (exact), and
     per evidence session whether it passes any of them. `evidence`: each session's position
     among the evidence, -1 if it is none (`session_positions`); `weights`: per position."""
     unverified = np.zeros(len(weights), dtype=bool)
     if not failed or not len(sessions):
-        return tuple(UnverifiedDevice(n, r, 0) for n, r in sorted(failed.items())), unverified
+        return {}, unverified
     passing = passing_sessions(policy_set, [*intents, *failed], sessions, replay)
-    devices = []
-    for name, reason in sorted(failed.items()):
+    devices = {}
+    for name in sorted(failed):
         positions = evidence[passing[name]]
         positions = np.unique(positions[positions >= 0])
         unverified[positions] = True
-        devices.append(UnverifiedDevice(name, reason, total(weights[positions])))
-    return tuple(devices), unverified
+        devices[name] = exact_total(weights[positions])
+    return devices, unverified
 
 
 @dataclass(frozen=True)
 class _Placed:
     recommendation: Recommendation
-    membership: np.ndarray
+    order: list[int]  # per rule of `recommendation`, its index before placement
 
 
-def _placed(
-    recommendation: Recommendation, positions: list[int], membership, policy: Policy
-) -> _Placed:
+def _placed(recommendation: Recommendation, positions: list[int], policy: Policy) -> _Placed:
     """The rules with their positions, in policy order: by position, then narrowest first
-    (the order they came in), with the evidence sessions' proposal indices renumbered."""
+    (the order they came in)."""
     order = sorted(range(len(positions)), key=lambda i: (positions[i], i))
-    renumbered = np.empty(len(order), dtype=np.int64)
-    renumbered[order] = np.arange(len(order))
     rules = tuple(
         replace(
             recommendation.rules[i],
@@ -463,10 +524,7 @@ def _placed(
         )
         for i in order
     )
-    return _Placed(
-        replace(recommendation, rules=rules),
-        renumbered[membership] if len(membership) else membership,
-    )
+    return _Placed(replace(recommendation, rules=rules), order)
 
 
 def hardware_use(
@@ -513,36 +571,22 @@ def covered_sessions(policy_set: PolicySet, evidence: SessionColumns) -> int:
 
 
 def _with_current_decisions(
-    rules: tuple[RecommendedRule, ...],
-    today: TodayFacts,
-    membership: np.ndarray,
-    weights: np.ndarray,
+    rules: tuple[RecommendedRule, ...], current: list[Counter]
 ) -> tuple[RecommendedRule, ...]:
-    """Each proposal with what decides its sessions' requests today: an existing rule
-    (forward, drop, redirect) or a policy's default match (its default action), counted
-    once per device a session passes."""
-    counts: list[Counter] = [Counter() for _ in rules]
-    names = today.current_names
-    rows = today.current_row
-    keys = (membership[rows] * len(names) + today.current_rule) * len(VERDICTS)
-    unique_keys, inverse = factorize(keys + today.current_verdict)
-    totals = group_sums(inverse, weights[rows], len(unique_keys))
-    for key, weight in zip(unique_keys.tolist(), totals, strict=True):
-        codes, verdict_code = divmod(key, len(VERDICTS))
-        proposal, current_code = divmod(codes, len(names))
-        decider = names[current_code] or None
-        counts[proposal][(decider, VERDICTS[verdict_code])] += int(weight)
+    """Each proposal with what decides its sessions' requests today (`current`, per rule:
+    `DecidedToday`): an existing rule (forward, drop, redirect) or a policy's default match
+    (its default action), counted once per device a session passes."""
     return tuple(
         replace(
             r,
             current_decisions=tuple(
                 CurrentDecision(rule, verdict, saturated(sessions))
                 for (rule, verdict), sessions in sorted(
-                    counts[position].items(), key=lambda item: (-item[1], str(item[0]))
+                    counts.items(), key=lambda item: (-item[1], str(item[0]))
                 )
             ),
         )
-        for position, r in enumerate(rules)
+        for r, counts in zip(rules, current, strict=True)
     )
 
 

@@ -143,7 +143,12 @@ def propose(
 ) -> Recommendation:
     """The recommendation from the per-session step's rows and reports: the proposals,
     placed and verified."""
-    from microseg.builder.quality import verify
+    from microseg.builder.quality import (
+        decided_today,
+        measure_rows,
+        session_positions,
+        verify,
+    )
 
     target = target_policy(policy_set, options)
     if segments is None:
@@ -164,14 +169,20 @@ def propose(
         blocked_by_rules=reported.blocked_by_rules,
         scoped_sessions=reported.scoped_sessions,
     )
+    evidence = draft.evidence_rows
+    decided = decided_today(
+        target,
+        policy_set,
+        rows.today.take(session_positions(len(rows.sessions), evidence)),
+        draft.membership,
+        len(recommendation.rules),
+        rows.sessions.sessions[evidence],
+    )
     return verify(
         policy_set,
         recommendation,
-        rows.sessions,
-        rows.replay,
-        draft.evidence_rows,
-        draft.membership,
-        rows.today,
+        decided,
+        measure_rows(rows.sessions, rows.replay, evidence),
         options.include_blocked,
     )
 
