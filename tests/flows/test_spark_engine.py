@@ -16,6 +16,7 @@ import json
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from datetime import UTC, date, datetime
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -361,15 +362,15 @@ def test_the_builders_fold_leaves_fewer_rows_here(store):
     assert folded < read_sessions(store, until=query["until"]).num_rows - 100
 
 
-def test_recommend_classifies_on_the_executors_and_proposes_the_same_bytes(
+def test_recommend_groups_on_the_executors_and_proposes_the_same_bytes(
     store, spark, run_cli, monkeypatch
 ):
-    """The builder's per-session step runs on the executors (`classify` is never called in
-    this process), and only what the rest of the builder aggregates comes back: the
-    evidence and the unanswered sessions of the fold (and their addresses, the standing
-    decisions' sums and examples), not the sessions out of scope nor those an existing rule
-    already decides. The output is DuckDB's byte for byte, JSON and text, with the fold in
-    5 and 3 tasks, so standing decisions, examples and addresses span tasks."""
+    """The builder's per-session step (`classify` is never called in this process), its
+    group-by into rules, the blocked attempts and the replay under the proposals run on the
+    executors: what comes back is per rule, triple, attempt or address, never per session
+    (`_brought_back_per_rule_not_per_session`). The output is DuckDB's byte for byte, JSON
+    and text, with the fold in 5 and 3 tasks, so standing decisions, triples, examples,
+    blocked attempts and addresses span tasks."""
     policy_set = load_policy(HOME_LAB)
     conf = spark.session.conf
     for extra, partitions, proposes in (
@@ -383,7 +384,7 @@ def test_recommend_classifies_on_the_executors_and_proposes_the_same_bytes(
         duckdb_run = run_cli(*args)
         assert duckdb_run.exit_code == 0, duckdb_run.stderr
         passed_on = _passed_on_rows(store, policy_set, extra)
-        collected: list[int] = []
+        collected: list[tuple[str, int]] = []
         with monkeypatch.context() as patched:
             patched.setattr(recommend_module, "classify", _not_on_the_driver)
             patched.setattr(recommend_spark, "classify", _not_on_the_driver)
@@ -399,28 +400,48 @@ def test_recommend_classifies_on_the_executors_and_proposes_the_same_bytes(
         assert spark_run.exit_code == 0, spark_run.stderr
         assert spark_run.stdout == duckdb_run.stdout
         assert ("allow_" in spark_run.stdout) == proposes
-        rows, fold = passed_on
-        # errors, standing decisions, the passed-on rows, their addresses' first rows
-        assert collected[0] == 0 and collected[2] == rows and (rows < fold or not fold)
-        assert collected[3] <= 2 * rows and (sum(collected) < fold or not fold)
+        _brought_back_per_rule_not_per_session(collected, passed_on, extra, spark_run.stdout)
+
+
+def _brought_back_per_rule_not_per_session(
+    collected: list[tuple[str, int]], passed_on: dict[str, int], extra: list[str], output: str
+) -> None:
+    """What each query brought back: nothing per session (the group-by into rules, the
+    blocked attempts and the replay under the proposals run on the executors), only what
+    the output lists, the evidence's addresses and the group-by's triples."""
+    counted: Counter = Counter()
+    for what, rows in collected:
+        counted[what] += rows
+    assert counted["errors"] == 0
+    assert counted["addresses"] <= passed_on["addresses"]
+    if passed_on["evidence"]:
+        assert max(rows for _, rows in collected) < passed_on["evidence"] < passed_on["fold"]
+    if "--json" in extra:
+        listed = json.loads(output)
+        rules = listed["rules"]
+        assert counted["examples"] == sum(len(r["evidence"]["examples"]) for r in rules)
+        assert counted["current"] == sum(len(r["current_decisions"]) for r in rules)
+        assert counted["blocked"] == len(listed["blocked_attempts"])
+        assert counted["triples"] <= listed["quality"]["observed_combinations"]
+        assert counted["measured"] <= 2 + len(listed["quality"]["unverified"])
 
 
 def _not_on_the_driver(*args, **kwargs):
     raise AssertionError("recommend --engine spark classified sessions on the driver")
 
 
-def _counting(collected: list[int]):
-    def to_driver(frame):
+def _counting(collected: list[tuple[str, int]]):
+    def to_driver(frame, what):
         table = frame.toArrow()
-        collected.append(table.num_rows)
+        collected.append((what, table.num_rows))
         return table
 
     return to_driver
 
 
-def _passed_on_rows(store: Path, policy_set, extra: list[str]) -> tuple[int, int]:
-    """With DuckDB and the builder on this process: the fold's rows, and how many of them
-    are evidence or unanswered (what the executors pass on)."""
+def _passed_on_rows(store: Path, policy_set, extra: list[str]) -> dict[str, int]:
+    """With DuckDB and the builder on this process: the fold's rows, how many of them are
+    evidence (what the rules are made of) and the evidence's distinct addresses."""
 
     def given(option: str) -> str | None:
         return extra[extra.index(option) + 1] if option in extra else None
@@ -435,8 +456,13 @@ def _passed_on_rows(store: Path, policy_set, extra: list[str]) -> tuple[int, int
     columns = read_session_columns(store, None, policy_set, options.scope, vrf, categories)
     scoped = columns.take(scope_mask(columns, options.scope))
     classified = recommend_module.classify(policy_set, scoped, options)
-    passed = classified.evidence | ~recommend_module.answered(scoped)
-    return int(passed.sum()), len(columns)
+    evidence = classified.evidence
+    ends = np.concatenate((scoped.src[evidence], scoped.dst[evidence]))
+    return {
+        "fold": len(columns),
+        "evidence": int(evidence.sum()),
+        "addresses": len(np.unique(ends)),
+    }
 
 
 def test_whatif_replays_on_the_executors_and_reports_the_same_bytes(

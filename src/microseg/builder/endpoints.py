@@ -23,7 +23,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 import numpy as np
 
@@ -38,6 +38,7 @@ EndpointKind = Literal["category", "min-share", "existing", "host", "external"]
 # Existing groups used whole although only some of their addresses were seen: reported as
 # widened, and group sources with the same reach share a rule.
 GROUP_KINDS: frozenset[EndpointKind] = frozenset({"category", "min-share"})
+Role = tuple[tuple[int, int, int], ...]  # (0 server / 1 client, peer endpoint, service)
 UNMAPPED = -1  # an address only seen talking to other outside addresses
 MAX_GROUP_NAME = 60
 
@@ -61,6 +62,68 @@ class Peers:
     service: np.ndarray  # index into `service_names`
     service_names: tuple[str, ...]
 
+    def roles(
+        self, outside: np.ndarray, choice: np.ndarray, endpoints: list[Endpoint]
+    ) -> dict[tuple[int, ...], Role]:
+        """Outside addresses grouped by role: the (server or client, peer endpoint, service)
+        triples they were seen in with an endpoint inside (`choice`: each address's endpoint
+        so far). Addresses with no such triple (only seen with other outside addresses) stay
+        unmapped."""
+        is_outside = np.zeros(len(choice), dtype=bool)
+        is_outside[outside] = True
+        addresses, peers, services, kinds = [], [], [], []
+        for role, this, other in ((0, self.server, self.client), (1, self.client, self.server)):
+            rows = is_outside[this] & ~is_outside[other]
+            addresses.append(this[rows])
+            peers.append(choice[other[rows]])
+            services.append(self.service[rows])
+            kinds.append(np.full(int(rows.sum()), role, dtype=np.int64))
+        return grouped_roles(
+            np.concatenate(addresses),
+            np.concatenate(peers),
+            np.concatenate(services),
+            np.concatenate(kinds),
+            len(endpoints),
+            len(self.service_names),
+        )
+
+
+class RoleSource(Protocol):
+    """Where the outside addresses' roles come from: `Peers` (the evidence in this process),
+    or the Spark engine's executors (`builder.recommend_spark`)."""
+
+    @property
+    def service_names(self) -> tuple[str, ...]: ...
+
+    def roles(
+        self, outside: np.ndarray, choice: np.ndarray, endpoints: list[Endpoint]
+    ) -> dict[tuple[int, ...], Role]: ...
+
+
+def grouped_roles(
+    address: np.ndarray,
+    peer: np.ndarray,
+    service: np.ndarray,
+    role: np.ndarray,
+    endpoint_count: int,
+    service_count: int,
+) -> dict[tuple[int, ...], Role]:
+    """Addresses grouped by their set of (role: 0 server / 1 client, peer endpoint, service)
+    sightings (one per row, repeats allowed): {addresses: role}."""
+    width = max(service_count, 1)
+    span = max(endpoint_count, 1) * width * 2
+    triple = (peer.astype(np.int64) * width + service) * 2 + role
+    found: dict[int, list[tuple[int, int, int]]] = {}
+    for key in np.unique(address.astype(np.int64) * span + triple).tolist():
+        at, rest = divmod(key, span)
+        rest, kind = divmod(rest, 2)
+        peer_endpoint, service_index = divmod(rest, width)
+        found.setdefault(at, []).append((kind, peer_endpoint, service_index))
+    groups: dict[Role, list[int]] = {}
+    for at in sorted(found):
+        groups.setdefault(tuple(found[at]), []).append(at)
+    return {tuple(members): role for role, members in groups.items()}
+
 
 @dataclass
 class EndpointMap:
@@ -82,7 +145,7 @@ def map_endpoints(
     categories: tuple[str, ...],
     min_share: float | None,
     segments: tuple[IPNetwork, ...],
-    peers: Peers | None = None,
+    peers: RoleSource | None = None,
 ) -> EndpointMap:
     """Map every used address (boolean mask over `addresses`) to an endpoint. Outside
     addresses are grouped by their role in `peers` (without it, each is its own group)."""
@@ -137,7 +200,11 @@ def map_endpoints(
             endpoints.append(endpoint)
         choice[address_index] = index[endpoint.name]
     if outside:
-        roles = _roles(np.array(outside), choice, endpoints, peers)
+        roles = (
+            peers.roles(np.array(outside), choice, endpoints)
+            if peers is not None
+            else {(int(i),): () for i in outside}
+        )
         for members, role in sorted(roles.items(), key=lambda item: item[0]):
             group = external_group(
                 [addresses.addresses[i] for i in members], role, endpoints, peers, taken
@@ -247,43 +314,11 @@ def host_group(address: IPAddress, taken: set[str]) -> Group:
     )
 
 
-Role = tuple[tuple[int, int, int], ...]  # (0 server / 1 client, peer endpoint, service)
-
-
-def _roles(
-    outside: np.ndarray, choice: np.ndarray, endpoints: list[Endpoint], peers: Peers | None
-) -> dict[tuple[int, ...], Role]:
-    """Outside addresses grouped by role: the (server or client, peer endpoint, service)
-    triples they were seen in with an endpoint inside. Addresses with no such triple (only
-    seen with other outside addresses) stay unmapped."""
-    if peers is None:
-        return {(int(i),): () for i in outside}
-    is_outside = np.zeros(len(choice), dtype=bool)
-    is_outside[outside] = True
-    width = max(len(peers.service_names), 1)
-    span = max(len(endpoints), 1) * width * 2
-    keys = []
-    for role, this, other in ((0, peers.server, peers.client), (1, peers.client, peers.server)):
-        rows = is_outside[this] & ~is_outside[other]
-        triple = (choice[other[rows]].astype(np.int64) * width + peers.service[rows]) * 2 + role
-        keys.append(this[rows].astype(np.int64) * span + triple)
-    found: dict[int, list[tuple[int, int, int]]] = {}
-    for key in np.unique(np.concatenate(keys)).tolist():
-        address, triple = divmod(key, span)
-        rest, role = divmod(triple, 2)
-        peer, service = divmod(rest, width)
-        found.setdefault(address, []).append((role, peer, service))
-    groups: dict[Role, list[int]] = {}
-    for address in sorted(found):
-        groups.setdefault(tuple(found[address]), []).append(address)
-    return {tuple(members): role for role, members in groups.items()}
-
-
 def external_group(
     members: list[IPAddress],
     role: Role,
     endpoints: list[Endpoint],
-    peers: Peers | None,
+    peers: RoleSource | None,
     taken: set[str],
 ) -> Group:
     """A proposed group of outside hosts seen in one role, named for what they are:

@@ -321,19 +321,10 @@ class DecidedToday:
     """What decides the evidence sessions of each group (a triple, a proposal) today: the
     positions of the target policy's rules that decide a request or reply of them, and per
     (deciding rule or None for a default match, verdict) their sessions (exact, counted once
-    per device a session passes). A group's facts merge by union and sum (`merged`)."""
+    per device a session passes)."""
 
     deciding: list[set[int]]
     current: list[Counter]
-
-    def merged(self, group_of: np.ndarray, groups: int) -> DecidedToday:
-        """The facts of groups of these groups (`group_of`: each one's new group)."""
-        deciding: list[set[int]] = [set() for _ in range(groups)]
-        current: list[Counter] = [Counter() for _ in range(groups)]
-        for old, new in enumerate(group_of.tolist()):
-            deciding[new] |= self.deciding[old]
-            current[new].update(self.current[old])  # keeps zero counts, unlike +=
-        return DecidedToday(deciding, current)
 
 
 def decided_today(

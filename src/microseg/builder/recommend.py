@@ -20,8 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -408,6 +407,45 @@ def aggregate(
         policy_set, scoped, side, use, service_index, choices, endpoints
     )
     blocked = _blocked(scoped, side, ~replied, service_index, choices, stopped)
+    recommendation = drafted(
+        options,
+        target,
+        endpoints,
+        choices,
+        rules,
+        Leftovers(
+            blocked,
+            _unexplained(scoped, side, evidence & ~mapped),
+            evidence_sessions=total(scoped.sessions[use]),
+            unknown_reply=total(scoped.sessions[use & reply_unknown(scoped)]),
+            scoped_sessions=total(scoped.sessions),
+        ),
+    )
+    return Draft(recommendation, rows, membership)
+
+
+@dataclass(frozen=True)
+class Leftovers:
+    """What the output lists of the sessions besides the rules: the blocked attempts (most
+    sessions first: `blocked_order`), the sessions no endpoint explains, and the sums."""
+
+    blocked: list[BlockedAttempt]
+    unexplained: Unexplained | None
+    evidence_sessions: int  # saturated, as every sum here
+    unknown_reply: int  # evidence sessions without reply information
+    scoped_sessions: int
+
+
+def drafted(
+    options: BuilderOptions,
+    target: str | None,
+    endpoints: EndpointMap,
+    choices: list[ServiceChoice],
+    rules: list[RecommendedRule],
+    leftovers: Leftovers,
+) -> Recommendation:
+    """The recommendation before placement and verification, from the group-by's results
+    (whichever engine made them)."""
     used_endpoints = {name for r in rules for name in (*r.rule.sources, *r.rule.destinations)}
     used_services = {name for r in rules for name in r.rule.services}
     new_groups = tuple(
@@ -428,7 +466,7 @@ def aggregate(
     )
     observed = sum(r.evidence.host_combinations for r in rules)
     allowed = sum(r.allowed_combinations for r in rules)
-    unknown = total(scoped.sessions[use & reply_unknown(scoped)])
+    unknown = leftovers.unknown_reply
     notes = (
         (
             f"{unknown} session(s) carry no reply information (no rev_packets, complete or "
@@ -439,7 +477,7 @@ def aggregate(
     )
     quality = Quality(
         rules=len(rules),
-        evidence_sessions=total(scoped.sessions[use]),
+        evidence_sessions=leftovers.evidence_sessions,
         covered_sessions=None,
         coverage=None,
         config_lines=None,
@@ -448,18 +486,17 @@ def aggregate(
         over_permissiveness=(allowed - observed) / observed if observed else 0.0,
         notes=notes,
     )
-    recommendation = Recommendation(
+    return Recommendation(
         rules=tuple(rules),
         new_groups=new_groups,
         new_services=new_services,
-        blocked_attempts=tuple(blocked),
+        blocked_attempts=tuple(leftovers.blocked),
         quality=quality,
-        scoped_sessions=total(scoped.sessions),
+        scoped_sessions=leftovers.scoped_sessions,
         target_policy=target,
         categories=options.categories,
-        unexplained=_unexplained(scoped, side, evidence & ~mapped),
+        unexplained=leftovers.unexplained,
     )
-    return Draft(recommendation, rows, membership)
 
 
 def _unexplained(
@@ -559,11 +596,10 @@ class Triples:
     first_seen: np.ndarray  # int64 ms
     last_seen: np.ndarray
     evidence_counts: list[list[int]]  # per triple, per kind of EVIDENCE
-    # per triple, its first EXAMPLES_PER_RULE sessions: (first seen, position in the session
-    # table, what `shown` makes the example of)
-    examples: list[list[tuple[int, int, Any]]]
-    shown: Callable[[Any], SessionExample]
     host_combinations: np.ndarray  # int64: distinct (client host, server host) per triple
+    # per rule (its triples' positions), its first EXAMPLES_PER_RULE sessions: by first
+    # seen, then position in the session table
+    first_examples: Callable[[list[list[int]]], list[tuple[SessionExample, ...]]]
 
 
 # Per rule, the endpoints it uses whole (GROUP_KINDS) and its triples' positions -> per rule,
@@ -599,11 +635,12 @@ def rules_from_triples(
     seen = seen_counts(
         [(used, positions) for used, (*_, positions) in zip(wide, merged, strict=True)]
     )
+    examples = triples.first_examples([positions for *_, positions in merged])
     taken_rules = {r.name for r in policy_set.rules}
     proposals: list[RecommendedRule] = []
     proposal_of_triple = np.zeros(len(triples.keys), dtype=np.int64)
-    for (service_names, sources, destinations, positions), used, observed in zip(
-        merged, wide, seen, strict=True
+    for (service_names, sources, destinations, positions), used, observed, shown in zip(
+        merged, wide, seen, examples, strict=True
     ):
         proposal_of_triple[positions] = len(proposals)
         source_groups = [endpoints.endpoints[s] for s in sources]
@@ -623,7 +660,7 @@ def rules_from_triples(
             * sum(d.size for d in destination_groups)
             * len(service_names)
         )
-        evidence = _evidence(triples, positions)
+        evidence = _evidence(triples, positions, shown)
         proposals.append(
             RecommendedRule(rule, evidence, _widened(used, endpoints, observed), allowed)
         )
@@ -764,15 +801,14 @@ def _rule_name(sources: list[str], destinations: list[str], taken: set[str]) -> 
     return unique_name(name, taken)
 
 
-def _evidence(triples: Triples, positions: list[int]) -> Evidence:
+def _evidence(
+    triples: Triples, positions: list[int], examples: tuple[SessionExample, ...]
+) -> Evidence:
     """A rule's evidence: its triples' parts merged."""
     decided = [
         saturated(sum(triples.evidence_counts[p][kind] for p in positions))
         for kind in range(len(EVIDENCE))
     ]
-    first = sorted(
-        (shown for p in positions for shown in triples.examples[p]), key=lambda e: (e[0], e[1])
-    )[:EXAMPLES_PER_RULE]
     return Evidence(
         sessions=saturated(sum(triples.sessions[p] for p in positions)),
         packets=saturated(sum(triples.packets[p] for p in positions)),
@@ -781,8 +817,42 @@ def _evidence(triples: Triples, positions: list[int]) -> Evidence:
         last_seen=iso_time(int(triples.last_seen[positions].max())),
         host_combinations=int(triples.host_combinations[positions].sum()),
         server_side={EVIDENCE[i]: int(n) for i, n in enumerate(decided) if n},
-        examples=tuple(triples.shown(payload) for _, _, payload in first),
+        examples=examples,
     )
+
+
+def first_rows(
+    sessions: SessionColumns, rows: np.ndarray, triple_of_row: np.ndarray
+) -> list[list[int]]:
+    """Per triple, its first EXAMPLES_PER_RULE rows (of `rows`, in the table's order) by
+    first seen, then row."""
+    order = _grouped_by_time(triple_of_row, sessions.first_seen[rows])
+    ordered = rows[order]
+    starts = np.flatnonzero(np.r_[True, np.diff(triple_of_row[order]) != 0])
+    ends = np.r_[starts[1:], len(ordered)]
+    return [
+        ordered[s : min(s + EXAMPLES_PER_RULE, e)].tolist()
+        for s, e in zip(starts, ends, strict=True)
+    ]
+
+
+def _first_examples(
+    sessions: SessionColumns, side: ServerSide, candidates: list[list[int]]
+) -> Callable[[list[list[int]]], list[tuple[SessionExample, ...]]]:
+    """`Triples.first_examples` from each triple's first rows (a row's index is its
+    position)."""
+
+    def first(rules: list[list[int]]) -> list[tuple[SessionExample, ...]]:
+        found = []
+        for positions in rules:
+            rows = sorted(
+                (r for p in positions for r in candidates[p]),
+                key=lambda r: (int(sessions.first_seen[r]), r),
+            )[:EXAMPLES_PER_RULE]
+            found.append(tuple(example(sessions, side, r) for r in rows))
+        return found
+
+    return first
 
 
 def _triples(
@@ -799,14 +869,11 @@ def _triples(
     index into `triple_keys`); a row's position in the table is its index."""
     triples = len(triple_keys)
     weight = sessions.sessions[rows]
-    # Rows grouped by triple, earliest first inside a group (the examples come from there).
-    order = _grouped_by_time(triple_of_row, sessions.first_seen[rows])
+    order = np.argsort(triple_of_row, kind="stable")
     ordered = rows[order]
     starts = np.flatnonzero(np.r_[True, np.diff(triple_of_row[order]) != 0])
     kinds = len(EVIDENCE)
     by_kind = group_sums(triple_of_row * kinds + side.evidence[rows], weight, triples * kinds)
-    ends = np.r_[starts[1:], len(ordered)]
-    first_seen = sessions.first_seen
     return Triples(
         keys=triple_keys,
         sessions=group_sums(triple_of_row, weight, triples),
@@ -816,20 +883,13 @@ def _triples(
         bytes=_both_ways(
             triple_of_row, sessions.fwd_bytes[rows], sessions.rev_bytes[rows], triples
         ),
-        first_seen=np.minimum.reduceat(first_seen[ordered], starts),
+        first_seen=np.minimum.reduceat(sessions.first_seen[ordered], starts),
         last_seen=np.maximum.reduceat(sessions.last_seen[ordered], starts),
         evidence_counts=[by_kind[t * kinds : (t + 1) * kinds] for t in range(triples)],
-        examples=[
-            [
-                (int(first_seen[r]), r, r)
-                for r in ordered[s : min(s + EXAMPLES_PER_RULE, e)].tolist()
-            ]
-            for s, e in zip(starts, ends, strict=True)
-        ],
-        shown=partial(example, sessions, side),
         host_combinations=_observed_combinations(
             sessions, side, rows, service, endpoints, triple_keys, shape
         ),
+        first_examples=_first_examples(sessions, side, first_rows(sessions, rows, triple_of_row)),
     )
 
 
@@ -908,4 +968,9 @@ def _blocked(
                 stopped_by=_stopper(stopped, int(earliest[position])),
             )
         )
+    return blocked_order(attempts)
+
+
+def blocked_order(attempts: list[BlockedAttempt]) -> list[BlockedAttempt]:
+    """Most sessions first, then by source, destination and service."""
     return sorted(attempts, key=lambda a: (-a.sessions, a.source, a.destination, a.service))

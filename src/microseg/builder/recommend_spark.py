@@ -37,6 +37,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from microseg.builder.groupby_spark import group_on_spark
 from microseg.builder.proposal import (
     BuilderOptions,
     Recommendation,
@@ -53,7 +54,6 @@ from microseg.builder.recommend import (
     classify,
     compile_policy,
     example,
-    propose,
     recommend,
     target_policy,
 )
@@ -72,6 +72,7 @@ _TIMES = ("first_seen", "last_seen")
 _FOLD = pa.schema([f.with_type(pa.int64()) if f.name in _TIMES else f for f in OUTPUT_SCHEMA])
 # What a task returns: one row per part (`part`), each using the columns it needs
 _SIDE = [
+    ("protocol_number", pa.int32()),
     ("client_is_src", pa.bool_()),
     ("client_port", pa.int32()),
     ("server_port", pa.int32()),
@@ -97,6 +98,8 @@ _PARTS = [
 TASK_SCHEMA = pa.schema([*_PARTS, *_FOLD, *_SIDE])
 TASK_DDL = spark_ddl(TASK_SCHEMA)
 _ROW_COLUMNS = ["position", *_FOLD.names, *(name for name, _ in _SIDE)]
+# the kept rows as the group-by's tasks read them (`groupby_spark`)
+ROW_SCHEMA = pa.schema([("_position", pa.int64()), *(TASK_SCHEMA.field(n) for n in _ROW_COLUMNS)])
 
 
 @dataclass(frozen=True)
@@ -283,6 +286,7 @@ def _passed_on(
             name: rows[name].cast(pa.int64()) if name in _TIMES else rows[name]
             for name in OUTPUT_SCHEMA.names
         },
+        "protocol_number": pa.array(scoped.protocol[kept].astype(np.int32)),
         "client_is_src": pa.array(side.client[kept] == scoped.src[kept]),
         "client_port": pa.array(side.client_port[kept]),
         "server_port": pa.array(side.server_port[kept]),
@@ -311,33 +315,36 @@ def _recommendation(
 ) -> Recommendation:
     """The recommendation from the parts in the view `builder_parts`."""
     errors = _to_driver(
-        session.sql("SELECT position, error FROM builder_parts WHERE part = 'error'")
+        session.sql("SELECT position, error FROM builder_parts WHERE part = 'error'"), "errors"
     )
     if errors.num_rows:
         first = int(np.argmin(errors["position"].to_numpy()))
         raise MicrosegError(errors["error"][first].as_py())
     reported = _reported(session)
-    rows = _to_driver(
-        session.sql(
-            f"SELECT {', '.join(f'`{n}`' for n in _ROW_COLUMNS)} FROM builder_parts "
-            "WHERE part = 'row' ORDER BY position"
-        )
+    return group_on_spark(
+        session,
+        lambda frame, what: _to_driver(frame, what),
+        policy_set,
+        options,
+        target_policy(policy_set, options),
+        reported,
+        _task_rows,
+        f"SELECT position AS _position, {', '.join(f'`{n}`' for n in _ROW_COLUMNS)} "
+        "FROM builder_parts WHERE part = 'row'",
+        ROW_SCHEMA,
+        where,
     )
-    order = _to_driver(
-        session.sql(
-            """SELECT address, min(src_position) AS src_position,
-                      min(dst_position) AS dst_position
-            FROM builder_parts WHERE part = 'address' AND address IN (
-                SELECT src FROM builder_parts WHERE part = 'row'
-                UNION SELECT dst FROM builder_parts WHERE part = 'row')
-            GROUP BY address"""
-        )
-    )
-    return propose(policy_set, _classified_rows(rows, order, where), reported, options)
 
 
-def _to_driver(frame: Any) -> pa.Table:
-    """A query's result in this process: every row that reaches the driver comes here."""
+def _task_rows(rows: pa.Table, where: str) -> ClassifiedRows:
+    """A group-by task's rows (ROW_SCHEMA) as the builder reads them, its addresses numbered
+    as they appear in it."""
+    return _classified_rows(rows, None, where)
+
+
+def _to_driver(frame: Any, what: str) -> pa.Table:
+    """A query's result in this process: every row that reaches the driver comes here
+    (`what`: which query, for those who count them)."""
     return frame.toArrow()
 
 
@@ -360,7 +367,8 @@ def _reported(session: Any) -> Reported:
                     PARTITION BY {key} ORDER BY first_seen, position) AS _rank
                 FROM builder_parts WHERE part = 'standing example') AS ranked
             WHERE _rank <= {EXAMPLES}"""
-        )
+        ),
+        "standing",
     ).to_pylist()
     examples: dict[tuple, list[SessionExample]] = {}
     for row in sorted(
@@ -388,9 +396,10 @@ def _reported(session: Any) -> Reported:
     return Reported(allowed, blocked, scoped_sessions)
 
 
-def _classified_rows(rows: pa.Table, order: pa.Table, where: str) -> ClassifiedRows:
+def _classified_rows(rows: pa.Table, order: pa.Table | None, where: str) -> ClassifiedRows:
     """The sessions the tasks passed on (`_passed_on`), as the rest of the builder reads
-    them, their addresses numbered in order of appearance in the whole fold (`order`)."""
+    them, their addresses numbered in order of appearance in the whole fold (`order`; None:
+    as they appear in `rows`)."""
     fold = pa.table(
         [
             rows[f.name].cast(pa.timestamp("ms", tz="UTC")) if f.name in _TIMES else rows[f.name]
@@ -398,7 +407,9 @@ def _classified_rows(rows: pa.Table, order: pa.Table, where: str) -> ClassifiedR
         ],
         names=OUTPUT_SCHEMA.names,
     ).cast(OUTPUT_SCHEMA)
-    columns = _in_order_of_appearance(session_columns(fold, where), order)
+    columns = session_columns(fold, where)
+    if order is not None:
+        columns = _in_order_of_appearance(columns, order)
     client_is_src = _numbers(rows, "client_is_src").astype(bool)
     side = ServerSide(
         client=np.where(client_is_src, columns.src, columns.dst),
