@@ -7,15 +7,18 @@ Two ways to the same recommendation, in the same run, on one Spark session:
 * `fold_to_driver`: what `recommend --engine spark` did before: the builder's fold
   (`flows.engines.builder_rows`) comes back to the driver (`toArrow`, `to_driver_s`) and the
   whole builder runs there with numpy (`builder_s`: classify, aggregate, place, verify);
-* `executors`: what it does now (`builder.recommend_spark`): the executors classify their
-  rows with the same code (mapInArrow into `builder.recommend.classify`), Spark sums the
-  standing decisions, and only the evidence and the unanswered sessions (classified), their
-  addresses' first appearances and the standing decisions' rows come back; the builder's
-  group-by into rules, placement and verification run on the driver with them.
+* `executors`: what it does now (`builder.recommend_spark`, `builder.groupby_spark`): the
+  executors classify their rows with the same code (mapInArrow into
+  `builder.recommend.classify`), make the group-by's parts per (source endpoint,
+  destination endpoint, service) triple, Spark merges them, the driver merges the triples
+  into rules, and a second pass replays the evidence under the proposals; only the
+  evidence's addresses, the services, the triples and what the output lists per rule and
+  blocked attempt come back.
 
 Each is run twice, alternately, the fold first (`first_s` of `executors` includes Spark's
 first start of its Python workers), and both JSON documents must be byte for byte DuckDB's
-(`recommend --engine duckdb`, timed too). `rows_to_driver` counts what each brings back.
+(`recommend --engine duckdb`, timed too). `rows_to_driver` counts what each brings back
+(`rows_to_driver_by_query`: per query of the executors' way).
 Prints one JSON line.
 
     flock /work/wt/bench.lock .venv/bin/python bench/builder_split.py --data /srv/scale-data \\

@@ -30,7 +30,7 @@ import ipaddress
 import json
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -83,7 +83,7 @@ from microseg.compile import DeviceIntent
 from microseg.flows.engines import SPARK, saturating_sum
 from microseg.flows.session_columns import AddressTable
 from microseg.flows.spark import arrow_task, null_filled, spark_ddl
-from microseg.flows.sums import INT64_MAX, group_sums, total
+from microseg.flows.sums import group_sums, saturated, total
 from microseg.model import MicrosegError, PolicySet
 
 _KINDS = 6  # len(services.EVIDENCE)
@@ -113,10 +113,6 @@ GROUP_DDL = spark_ddl(GROUP_SCHEMA)
 
 # Rows: the per-session step's (recommend_spark) -> the rows as the builder reads them
 RowReader = Callable[[pa.Table, str], ClassifiedRows]
-
-
-def _sat(value: int) -> int:
-    return min(int(value), INT64_MAX)
 
 
 @dataclass(frozen=True)
@@ -200,13 +196,13 @@ class GroupStep:
                 {
                     "part": ["triple"] * len(keys),
                     "key": key_list,
-                    "sessions": [_sat(n) for n in triples.sessions],
-                    "packets": [_sat(n) for n in triples.packets],
-                    "bytes": [_sat(n) for n in triples.bytes],
+                    "sessions": [saturated(n) for n in triples.sessions],
+                    "packets": [saturated(n) for n in triples.packets],
+                    "bytes": [saturated(n) for n in triples.bytes],
                     "first_seen": triples.first_seen.tolist(),
                     "last_seen": triples.last_seen.tolist(),
                     **{
-                        f"kind{k}": [_sat(counts[k]) for counts in triples.evidence_counts]
+                        f"kind{k}": [saturated(counts[k]) for counts in triples.evidence_counts]
                         for k in range(_KINDS)
                     },
                 }
@@ -224,7 +220,7 @@ class GroupStep:
                     "key": [key for key, _ in shown],
                     "first_seen": [int(columns.first_seen[row]) for _, row in shown],
                     "position": [int(positions[row]) for _, row in shown],
-                    "example": [_json(example(columns, side, row)) for _, row in shown],
+                    "example": [example_json(example(columns, side, row)) for _, row in shown],
                 }
             )
         )
@@ -291,7 +287,7 @@ class GroupStep:
                     "key": [c[0] for c in current],
                     "name": [c[1] for c in current],
                     "verdict": [c[2] for c in current],
-                    "sessions": [_sat(c[3]) for c in current],
+                    "sessions": [saturated(c[3]) for c in current],
                 }
             )
         )
@@ -341,8 +337,8 @@ class GroupStep:
         return _shaped(
             {
                 "part": ["covered", "unverified sessions"] + ["unverified"] * len(devices),
-                "sessions": [_sat(measured.covered), _sat(measured.unverified_sessions)]
-                + [_sat(n) for _, n in devices],
+                "sessions": [saturated(measured.covered), saturated(measured.unverified_sessions)]
+                + [saturated(n) for _, n in devices],
                 "name": [None, None] + [name for name, _ in devices],
             }
         )
@@ -354,13 +350,12 @@ def _shaped(columns: dict[str, list]) -> pa.Table:
     return null_filled(GROUP_SCHEMA, columns)
 
 
-def _json(shown: SessionExample) -> str:
-    from dataclasses import asdict
-
+def example_json(shown: SessionExample) -> str:
+    """An example as a part carries it to the driver."""
     return json.dumps(asdict(shown), separators=(",", ":"))
 
 
-def _example(text: str) -> SessionExample:
+def example_from_json(text: str) -> SessionExample:
     return SessionExample(**json.loads(text))
 
 
@@ -389,7 +384,7 @@ def _blocked_parts(
             "client": texts[pair // hosts].tolist(),
             "server": texts[pair % hosts].tolist(),
             "key": (distinct % width).tolist(),
-            "sessions": [_sat(n) for n in sessions],
+            "sessions": [saturated(n) for n in sessions],
             "first_seen": np.minimum.reduceat(columns.first_seen[ordered], starts).tolist(),
             "last_seen": np.maximum.reduceat(columns.last_seen[ordered], starts).tolist(),
             "position": positions[earliest].tolist(),
@@ -413,7 +408,7 @@ def _unexplained_parts(
             "sessions": [total(columns.sessions[at])] + [None] * len(first),
             "first_seen": [None] + [int(columns.first_seen[r]) for r in first],
             "position": [None] + [int(positions[r]) for r in first],
-            "example": [None] + [_json(example(columns, rows.side, r)) for r in first],
+            "example": [None] + [example_json(example(columns, rows.side, r)) for r in first],
         }
     )
 
@@ -689,7 +684,7 @@ class _ByRule:
             WHERE r <= {EXAMPLES_PER_RULE} ORDER BY rule, first_seen, position""",
             "examples",
         ).to_pylist():
-            found[row["rule"]].append(_example(row["example"]))
+            found[row["rule"]].append(example_from_json(row["example"]))
         return [tuple(shown) for shown in found]
 
     def seen_counts(self, wanted: list[tuple[list[int], list[int]]]) -> list[dict[int, int]]:
@@ -770,7 +765,7 @@ def _leftovers(passes: _Passes, choices: list[ServiceChoice], reported: Reported
         )
         unexplained = Unexplained(
             sessions=by_part["unexplained"],
-            examples=tuple(_example(text) for text in shown["example"].to_pylist()),
+            examples=tuple(example_from_json(text) for text in shown["example"].to_pylist()),
         )
     return Leftovers(
         blocked_order(blocked),

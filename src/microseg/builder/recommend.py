@@ -121,8 +121,8 @@ class ClassifiedRows:
     into rules, placement, verification): with their server side, packets, whether each is
     evidence, what stops it today (an index into the texts, -1: nothing) and what the
     policy in force decides for it (`quality.today_facts`). `recommend` passes on every
-    session in scope; the Spark engine's executors only the evidence and the unanswered
-    (`recommend_spark`): the rest only count in `Reported`."""
+    session in scope; on Spark each group-by task reads its share of the evidence and the
+    unanswered this way (`groupby_spark`): the rest only count in `Reported`."""
 
     sessions: SessionColumns
     side: ServerSide

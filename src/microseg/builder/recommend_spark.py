@@ -9,13 +9,15 @@ the policy compiled once here and broadcast) and returns its parts:
   allows or blocks and their first examples; Spark sums them per rule and keeps each one's
   first 3 (in the session table's order);
 * the sessions the rest of the builder aggregates (`ClassifiedRows`), the evidence and the
-  unanswered (each unanswered session is a blocked attempt the output lists), classified:
-  server side, what stops each today, what the policy in force decides for it;
+  unanswered (each unanswered session is part of a blocked attempt the output lists),
+  classified: server side, what stops each today, what the policy in force decides for it;
 * where each of its addresses first appears, as a client (`src`) and as a server: the
   builder numbers addresses in their order of appearance in the whole fold.
 
-Sessions out of scope and those an existing rule already decides stay on the executors; the
-driver gets the parts above and makes the recommendation from them (`recommend.propose`).
+The parts stay on the cluster (a local checkpoint, the view `builder_parts`); the driver
+gets the standing decisions, and the group-by into rules runs on the executors over the
+kept sessions (`builder.groupby_spark`). Sessions out of scope and those an existing rule
+already decides only count in the standing decisions.
 
 A session's class depends on that session alone, except for sessions with equal ports (NTP
 123 <-> 123), whose server is the side more peers talk to on that port (`server_side`): the
@@ -26,10 +28,8 @@ fold's ordered ranges), which orders the examples and the addresses as DuckDB's 
 
 from __future__ import annotations
 
-import ipaddress
-import json
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from microseg.builder.groupby_spark import group_on_spark
+from microseg.builder.groupby_spark import example_from_json, example_json, group_on_spark
 from microseg.builder.proposal import (
     BuilderOptions,
     Recommendation,
@@ -65,7 +65,6 @@ from microseg.flows.session_columns import SessionColumns, session_columns
 from microseg.flows.spark import SparkEngine, arrow_task, null_filled, ship_microseg, spark_ddl
 from microseg.flows.sums import total
 from microseg.model import MicrosegError, PolicySet
-from microseg.model.objects import IPAddress
 
 REPORTS = ("already_allowed", "blocked_by_rules")
 _TIMES = ("first_seen", "last_seen")
@@ -220,7 +219,7 @@ def _standing(
                     None,
                     int(at[row]),
                     int(scoped.first_seen[row]),
-                    _json(example(scoped, side, row)),
+                    example_json(example(scoped, side, row)),
                 )
                 for row in rows
             ]
@@ -236,10 +235,6 @@ def _standing(
     if not columns["part"]:
         return TASK_SCHEMA.empty_table()
     return _shaped(columns)
-
-
-def _json(shown: SessionExample) -> str:
-    return json.dumps(asdict(shown), separators=(",", ":"))
 
 
 def _first_appearances(fold: pa.Table, positions: np.ndarray) -> pa.Table:
@@ -337,9 +332,8 @@ def _recommendation(
 
 
 def _task_rows(rows: pa.Table, where: str) -> ClassifiedRows:
-    """A group-by task's rows (ROW_SCHEMA) as the builder reads them, its addresses numbered
-    as they appear in it."""
-    return _classified_rows(rows, None, where)
+    """A group-by task's rows (ROW_SCHEMA) as the builder reads them."""
+    return _classified_rows(rows, where)
 
 
 def _to_driver(frame: Any, what: str) -> pa.Table:
@@ -376,7 +370,7 @@ def _reported(session: Any) -> Reported:
         key=lambda row: (row["first_seen"], row["position"]),
     ):
         key_of = (row["report"], row["rule"], row["verdict"])
-        examples.setdefault(key_of, []).append(SessionExample(**json.loads(row["example"])))
+        examples.setdefault(key_of, []).append(example_from_json(row["example"]))
     decisions: dict[str, list[StandingDecision]] = {report: [] for report in REPORTS}
     scoped_sessions = 0
     for row in found:
@@ -396,10 +390,10 @@ def _reported(session: Any) -> Reported:
     return Reported(allowed, blocked, scoped_sessions)
 
 
-def _classified_rows(rows: pa.Table, order: pa.Table | None, where: str) -> ClassifiedRows:
-    """The sessions the tasks passed on (`_passed_on`), as the rest of the builder reads
-    them, their addresses numbered in order of appearance in the whole fold (`order`; None:
-    as they appear in `rows`)."""
+def _classified_rows(rows: pa.Table, where: str) -> ClassifiedRows:
+    """Sessions the per-session step passed on (`_passed_on`), as the rest of the builder
+    reads them (their addresses numbered as they appear in `rows`: the group-by's tasks
+    name them by address, never by number)."""
     fold = pa.table(
         [
             rows[f.name].cast(pa.timestamp("ms", tz="UTC")) if f.name in _TIMES else rows[f.name]
@@ -408,8 +402,6 @@ def _classified_rows(rows: pa.Table, order: pa.Table | None, where: str) -> Clas
         names=OUTPUT_SCHEMA.names,
     ).cast(OUTPUT_SCHEMA)
     columns = session_columns(fold, where)
-    if order is not None:
-        columns = _in_order_of_appearance(columns, order)
     client_is_src = _numbers(rows, "client_is_src").astype(bool)
     side = ServerSide(
         client=np.where(client_is_src, columns.src, columns.dst),
@@ -451,23 +443,3 @@ def _parents(rows: pa.Table, name: str) -> np.ndarray:
 def _flattened(rows: pa.Table, name: str) -> np.ndarray:
     lists = rows[name].combine_chunks()
     return pc.list_flatten(lists).to_numpy(zero_copy_only=False).astype(np.int64)
-
-
-def _in_order_of_appearance(columns: SessionColumns, order: pa.Table) -> SessionColumns:
-    """The sessions with their addresses numbered as the builder numbers them in the whole
-    fold (`session_columns`): those seen as `src` first, by their first such row, then the
-    others by their first row as `dst`."""
-    first: dict[IPAddress, tuple[int, int]] = {}
-    for text, src, dst in zip(
-        order["address"].to_pylist(),
-        order["src_position"].to_pylist(),
-        order["dst_position"].to_pylist(),
-        strict=True,
-    ):
-        # as `session_columns` reads an address: trimmed, then parsed
-        address = ipaddress.ip_address(text.strip(' "\t'))
-        key = (0, src) if src is not None else (1, dst)
-        first[address] = min(first.get(address, key), key)
-    keys = [first[address] for address in columns.addresses.addresses]
-    order_of = sorted(range(len(keys)), key=keys.__getitem__)
-    return columns.renumbered(np.array(order_of, dtype=np.int64))
