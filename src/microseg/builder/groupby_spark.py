@@ -427,11 +427,19 @@ class _Passes:
         )
 
     def run(
-        self, task: Callable[[pa.Table, np.ndarray, str], pa.Table], input_schema: pa.Schema
-    ) -> Any:
+        self,
+        task: Callable[[pa.Table, np.ndarray, str], pa.Table],
+        input_schema: pa.Schema,
+        view: str,
+    ) -> None:
+        """The task over the kept rows, its parts computed once (a local checkpoint: the
+        error check and the queries read them) into the view `view`."""
         # each task's rows in the table's order: its first examples are the whole's
         frame = self.session.sql(self.rows_sql).sortWithinPartitions("_position")
-        return frame.mapInArrow(arrow_task(task, self.where, input_schema, GROUP_SCHEMA), GROUP_DDL)
+        parts = frame.mapInArrow(
+            arrow_task(task, self.where, input_schema, GROUP_SCHEMA), GROUP_DDL
+        ).localCheckpoint(eager=True)
+        parts.createOrReplaceTempView(view)
 
     def query(self, sql: str, what: str) -> pa.Table:
         return self.to_driver(self.session.sql(sql), what)
@@ -472,7 +480,7 @@ class _SparkRoles:
                 found_step, found_outside = shared.value
                 return found_step.roles_parts(table, positions, where, found_outside)
 
-            self.passes.run(task, self.schema).createOrReplaceTempView("builder_roles")
+            self.passes.run(task, self.schema, "builder_roles")
             self.passes.check("builder_roles")
             found = self.passes.query(
                 "SELECT DISTINCT client, rule, endpoint, key FROM builder_roles WHERE part = 'role'",
@@ -480,6 +488,7 @@ class _SparkRoles:
             )
         finally:
             shared.destroy()
+            self.passes.session.catalog.dropTempView("builder_roles")
         index = {text: i for i, text in enumerate(texts)}
         return grouped_roles(
             np.array([index[t] for t in found["client"].to_pylist()], dtype=np.int64),
@@ -560,9 +569,7 @@ def group_on_spark(
         def task(table: pa.Table, positions: np.ndarray, where: str) -> pa.Table:
             return shared.value.parts(table, positions, where)
 
-        passes.run(task, row_schema).localCheckpoint(eager=True).createOrReplaceTempView(
-            "builder_groups"
-        )
+        passes.run(task, row_schema, "builder_groups")
     finally:
         shared.destroy()
     by_rule = _ByRule(passes)
@@ -789,7 +796,7 @@ def _measure(passes: _Passes, step: GroupStep, row_schema: pa.Schema):
                 found_step, replayed = shared.value
                 return found_step.measured_parts(table, positions, where, replayed)
 
-            passes.run(task, row_schema).createOrReplaceTempView("builder_measured")
+            passes.run(task, row_schema, "builder_measured")
             passes.check("builder_measured")
             found = passes.query(
                 f"""SELECT part, name, {saturating_sum("sessions", SPARK, "sessions")}
@@ -798,6 +805,7 @@ def _measure(passes: _Passes, step: GroupStep, row_schema: pa.Schema):
             ).to_pylist()
         finally:
             shared.destroy()
+            passes.session.catalog.dropTempView("builder_measured")
         by_part = {(row["part"], row["name"]): int(row["sessions"]) for row in found}
         return Measured(
             covered=by_part.get(("covered", None), 0),
