@@ -35,8 +35,17 @@ from microseg.flows.engines import SPARK, AddressClass, DuckDBEngine
 from microseg.flows.flowstore import FlowStore, read_sessions
 from microseg.flows.sessions import INT64_MAX, SESSION_SCHEMA
 from microseg.flows.spark import SparkEngine, spark_settings
-from microseg.model import MicrosegError
+from microseg.model import (
+    SECTIONS,
+    Device,
+    MicrosegError,
+    Policy,
+    PolicySet,
+    SecurityDomain,
+    Segment,
+)
 from microseg.policyfile import load_policy
+from microseg.policyfile.dumper import dump_policy
 from support import EXAMPLES, cli_command, cli_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.system]
@@ -424,6 +433,44 @@ def _brought_back_per_rule_not_per_session(
         assert counted["blocked"] == len(listed["blocked_attempts"])
         assert counted["triples"] <= listed["quality"]["observed_combinations"]
         assert counted["measured"] <= 2 + len(listed["quality"]["unverified"])
+
+
+def test_recommend_on_spark_counts_what_passes_a_device_that_does_not_compile(
+    store, spark, run_cli, tmp_path
+):
+    """The replay under the proposals on the executors (`groupby_spark`'s second pass)
+    counts the evidence that passes a device whose policy does not compile, as DuckDB's
+    path does: leaf2's two domains both bind VRF ALL (EOS takes one traffic policy per VRF),
+    and its segment holds the store's DNS servers."""
+    policy_set = load_policy(HOME_LAB)
+    leaf2 = Device(
+        name="leaf2",
+        platform="eos",
+        segments=(Segment(name="Vlan300", vlan=300, subnets=("10.100.1.0/24",)),),
+    )
+    domains = tuple(
+        SecurityDomain(name=name, devices=("leaf2",), vrfs=("default",))
+        for name in ("second", "third")
+    )
+    policies = tuple(
+        Policy(name=name, id=300 + n, domain=name, vrf="ALL", rules=(policy_set.rules[0].name,))
+        for n, name in enumerate(("second", "third"))
+    )
+    broken = PolicySet(
+        **{
+            **{section: getattr(policy_set, section) for section in SECTIONS},
+            "devices": (*policy_set.devices, leaf2),
+            "domains": (*policy_set.domains, *domains),
+            "policies": (*policy_set.policies, *policies),
+        }
+    )
+    path = tmp_path / "leaf2.yaml"
+    path.write_text(dump_policy(broken))
+    args = ("recommend", str(path), "--store", str(store), "--policy", "vrf_all_home")
+    duckdb_out, spark_out = _both(run_cli, *args, "--json")
+    assert spark_out == duckdb_out
+    unverified = json.loads(spark_out)["quality"]["unverified"]
+    assert [u["device"] for u in unverified] == ["leaf2"] and unverified[0]["sessions"] > 0
 
 
 def _not_on_the_driver(*args, **kwargs):
