@@ -136,7 +136,8 @@ class GroupStep:
         )
         keys = columns.protocol.astype(np.int64) * 65536 + side.server_port
         distinct, inverse = factorize(keys)
-        service = np.array([self.choice_of[k] for k in distinct.tolist()], dtype=np.int64)
+        # -1: a service only unanswered sessions use (the blocked attempts name their own)
+        service = np.array([self.choice_of.get(k, -1) for k in distinct.tolist()], dtype=np.int64)
         service = service[inverse] if len(keys) else np.zeros(0, dtype=np.int64)
         mapped = (of_address[side.client] != UNMAPPED) & (of_address[side.server] != UNMAPPED)
         return rows, texts, EndpointMap(self.endpoints, of_address), service, mapped
@@ -157,7 +158,7 @@ class GroupStep:
                 }
             ),
             self._triple_parts(rows, texts, endpoints, service, use, positions),
-            _blocked_parts(rows, texts, service, positions),
+            _blocked_parts(rows, texts, self.policy_set, positions),
             _unexplained_parts(rows, rows.evidence & ~mapped, positions),
         ]
         return pa.concat_tables([part for part in found if part.num_rows])
@@ -360,16 +361,28 @@ def example_from_json(text: str) -> SessionExample:
 
 
 def _blocked_parts(
-    rows: ClassifiedRows, texts: np.ndarray, service: np.ndarray, positions: np.ndarray
+    rows: ClassifiedRows, texts: np.ndarray, policy_set: PolicySet, positions: np.ndarray
 ) -> pa.Table:
     """Per (client, server, service) of the task's unanswered sessions: its sessions, first
-    and last seen, and its earliest session (in the table's order) with what stops it."""
+    and last seen, and its earliest session (in the table's order) with what stops it. The
+    service is keyed by protocol * 65536 + server port and named here: `choose_services`
+    names a (protocol, port) the same whatever other ports it is given (proposed names
+    differ per port, and a `-N` suffix only avoids the policy's own names), so the driver
+    needs no list of every port the unanswered sessions tried."""
     columns, side = rows.sessions, rows.side
     at = np.flatnonzero(~answered(columns))
     if not len(at):
         return GROUP_SCHEMA.empty_table()
-    hosts, width = len(texts), int(service[at].max()) + 1
-    keys = (side.client[at].astype(np.int64) * hosts + side.server[at]) * width + service[at]
+    service_keys, service = factorize(
+        columns.protocol[at].astype(np.int64) * 65536 + side.server_port[at]
+    )
+    choices = choose_services(
+        [divmod(int(k), 65536) for k in service_keys.tolist()],
+        policy_set,
+        {s.name for s in policy_set.services},
+    )
+    hosts, width = len(texts), len(service_keys)
+    keys = (side.client[at].astype(np.int64) * hosts + side.server[at]) * width + service
     distinct, group = factorize(keys)
     order = np.argsort(group, kind="stable")
     ordered = at[order]
@@ -383,7 +396,8 @@ def _blocked_parts(
             "part": ["blocked"] * len(distinct),
             "client": texts[pair // hosts].tolist(),
             "server": texts[pair % hosts].tolist(),
-            "key": (distinct % width).tolist(),
+            "key": service_keys[distinct % width].tolist(),
+            "name": [choices[i].name for i in (distinct % width).tolist()],
             "sessions": [saturated(n) for n in sessions],
             "first_seen": np.minimum.reduceat(columns.first_seen[ordered], starts).tolist(),
             "last_seen": np.maximum.reduceat(columns.last_seen[ordered], starts).tolist(),
@@ -515,7 +529,7 @@ def group_on_spark(
     """The recommendation from the kept rows in `builder_parts`, grouped on the executors.
     `rows_sql` selects them as `read` takes them (`row_schema`, with `_position`)."""
     passes = _Passes(session, to_driver, where, rows_sql)
-    # 1. the evidence's addresses in order of first appearance, the services
+    # 1. the evidence's addresses in order of first appearance, the evidence's services
     order = passes.query(
         """SELECT address, min(src_position) AS src_position, min(dst_position) AS dst_position
         FROM builder_parts WHERE part = 'address' AND address IN (
@@ -526,7 +540,8 @@ def group_on_spark(
     )
     addresses = _in_order(order)
     services = passes.query(
-        "SELECT DISTINCT protocol_number, server_port FROM builder_parts WHERE part = 'row'",
+        """SELECT DISTINCT protocol_number, server_port FROM builder_parts
+        WHERE part = 'row' AND evidence""",
         "services",
     )
     keys = sorted(
@@ -582,7 +597,7 @@ def group_on_spark(
         )
         decided = by_rule.decided(proposal_of_triple)
         recommendation = drafted(
-            options, target, endpoints, choices, rules, _leftovers(passes, choices, reported)
+            options, target, endpoints, choices, rules, _leftovers(passes, reported)
         )
         recommendation = replace(
             recommendation,
@@ -738,7 +753,7 @@ class _ByRule:
         return DecidedToday(deciding, current)
 
 
-def _leftovers(passes: _Passes, choices: list[ServiceChoice], reported: Reported) -> Leftovers:
+def _leftovers(passes: _Passes, reported: Reported) -> Leftovers:
     sums = passes.query(
         f"""SELECT part, {saturating_sum("sessions", SPARK, "sessions")} FROM builder_groups
         WHERE part IN ('evidence', 'unknown reply', 'unexplained') GROUP BY part""",
@@ -749,7 +764,7 @@ def _leftovers(passes: _Passes, choices: list[ServiceChoice], reported: Reported
         BlockedAttempt(
             source=row["client"],
             destination=row["server"],
-            service=choices[row["key"]].name,
+            service=row["name"],
             sessions=int(row["sessions"]),
             first_seen=iso_time(int(row["first_seen"])),
             last_seen=iso_time(int(row["last_seen"])),
@@ -758,7 +773,7 @@ def _leftovers(passes: _Passes, choices: list[ServiceChoice], reported: Reported
         for row in passes.query(
             f"""SELECT client, server, key, {saturating_sum("sessions", SPARK, "sessions")},
                    min(first_seen) AS first_seen, max(last_seen) AS last_seen,
-                   min_by(stopped, position) AS stopped
+                   min_by(stopped, position) AS stopped, min(name) AS name
             FROM builder_groups WHERE part = 'blocked' GROUP BY client, server, key""",
             "blocked",
         ).to_pylist()
