@@ -163,9 +163,7 @@ def map_endpoints(
 
     sizes = {group.name: group_size(group) for group in policy_set.groups}
     if categories:
-        wanted = set(categories)
-        labelled = [g for g in policy_set.groups if wanted & set(g.categories)]
-        best = _most_specific(addresses, labelled, sizes)
+        labelled, best = category_groups(policy_set, addresses, categories)
         for position, group in enumerate(labelled):
             assign(
                 undecided & (best == position), Endpoint(group.name, "category", sizes[group.name])
@@ -213,6 +211,19 @@ def map_endpoints(
             endpoints.append(Endpoint(group.name, "external", len(members), group))
             choice[np.array(members)] = index[group.name]
     return EndpointMap(endpoints, choice)
+
+
+def category_groups(
+    policy_set: PolicySet, addresses: AddressTable, categories: tuple[str, ...]
+) -> tuple[list[Group], np.ndarray]:
+    """The groups carrying one of `categories`, in the policy's order (with categories they
+    are the map's first endpoints, whether used or not), and per address the position of
+    its most specific one (-1: none). It depends on nothing but the address, so Spark's
+    tasks map these addresses themselves (`builder.groupby_spark`)."""
+    wanted = set(categories)
+    labelled = [g for g in policy_set.groups if wanted & set(g.categories)]
+    sizes = {group.name: group_size(group) for group in labelled}
+    return labelled, _most_specific(addresses, labelled, sizes)
 
 
 def address_classes(

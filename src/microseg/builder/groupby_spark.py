@@ -29,7 +29,7 @@ from __future__ import annotations
 import ipaddress
 import json
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -42,6 +42,7 @@ from microseg.builder.endpoints import (
     Endpoint,
     EndpointMap,
     Role,
+    category_groups,
     grouped_roles,
     map_endpoints,
 )
@@ -121,10 +122,13 @@ class GroupStep:
 
     policy_set: PolicySet
     target: str | None
+    categories: tuple[str, ...]
     read: RowReader
     choice_of: dict[int, int]  # protocol * 65536 + server port -> index into the choices
     endpoints: list[Endpoint]
-    endpoint_of: dict[str, int]  # address (str) -> endpoint, for the mapped ones
+    # address (str) -> endpoint, for the mapped ones the driver saw: those in a category
+    # group never reach it, each task maps them (`category_groups`)
+    endpoint_of: dict[str, int]
     shape: tuple[int, int]
 
     def _state(self, table: pa.Table, where: str):
@@ -134,6 +138,10 @@ class GroupStep:
         of_address = np.array(
             [self.endpoint_of.get(t, UNMAPPED) for t in texts.tolist()], dtype=np.int32
         )
+        if self.categories:
+            # the category groups are the map's first endpoints, in the policy's order
+            _, best = category_groups(self.policy_set, columns.addresses, self.categories)
+            of_address = np.where(of_address == UNMAPPED, best, of_address).astype(np.int32)
         keys = columns.protocol.astype(np.int64) * 65536 + side.server_port
         distinct, inverse = factorize(keys)
         # -1: a service only unanswered sessions use (the blocked attempts name their own)
@@ -529,16 +537,18 @@ def group_on_spark(
     """The recommendation from the kept rows in `builder_parts`, grouped on the executors.
     `rows_sql` selects them as `read` takes them (`row_schema`, with `_position`)."""
     passes = _Passes(session, to_driver, where, rows_sql)
-    # 1. the evidence's addresses in order of first appearance, the evidence's services
-    order = passes.query(
+    # 1. the evidence's addresses outside the category groups in order of first
+    # appearance, the evidence's services
+    order = session.sql(
         """SELECT address, min(src_position) AS src_position, min(dst_position) AS dst_position
         FROM builder_parts WHERE part = 'address' AND address IN (
             SELECT src FROM builder_parts WHERE part = 'row' AND evidence
             UNION SELECT dst FROM builder_parts WHERE part = 'row' AND evidence)
-        GROUP BY address""",
-        "addresses",
+        GROUP BY address"""
     )
-    addresses = _in_order(order)
+    if options.categories:
+        order = order.mapInArrow(_outside_categories(policy_set, options.categories), order.schema)
+    addresses = _in_order(to_driver(order, "addresses"))
     services = passes.query(
         """SELECT DISTINCT protocol_number, server_port FROM builder_parts
         WHERE part = 'row' AND evidence""",
@@ -555,7 +565,16 @@ def group_on_spark(
     choices = choose_services(
         [divmod(k, 65536) for k in keys], policy_set, {s.name for s in policy_set.services}
     )
-    step = GroupStep(policy_set, target, read, {k: i for i, k in enumerate(keys)}, [], {}, (1, 1))
+    step = GroupStep(
+        policy_set,
+        target,
+        options.categories,
+        read,
+        {k: i for i, k in enumerate(keys)},
+        [],
+        {},
+        (1, 1),
+    )
     segments = domain_segments(policy_set, target)
     endpoints = map_endpoints(
         policy_set,
@@ -615,6 +634,23 @@ def group_on_spark(
     finally:
         by_rule.drop()
         session.catalog.dropTempView("builder_groups")
+
+
+def _outside_categories(
+    policy_set: PolicySet, categories: tuple[str, ...]
+) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+    """A mapInArrow function keeping the addresses in no category group: only those need
+    the driver (their endpoints depend on their order and on each other: host groups,
+    outside groups, min-share); a category group depends on the address alone."""
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            texts = batch.column("address").to_pylist()
+            parsed = AddressTable.of([ipaddress.ip_address(t.strip(' "\t')) for t in texts])
+            _, best = category_groups(policy_set, parsed, categories)
+            yield batch.filter(pa.array(best < 0))
+
+    return run
 
 
 def _in_order(order: pa.Table) -> AddressTable:
