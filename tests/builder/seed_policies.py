@@ -14,7 +14,7 @@ from microseg.builder.seed_sessions import (
     web_app_sessions,
     write_jsonl,
 )
-from microseg.model import SECTIONS, PolicySet, Rule
+from microseg.model import SECTIONS, Device, Policy, PolicySet, Rule, SecurityDomain, Segment
 from microseg.policyfile import load_policy
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -38,6 +38,29 @@ def dns_ntp_before() -> PolicySet:
 def replaced(policy_set: PolicySet, **sections) -> PolicySet:
     """A new, validated PolicySet with some sections replaced."""
     return PolicySet(**{**{s: getattr(policy_set, s) for s in SECTIONS}, **sections})
+
+
+def with_leaf2(policy_set, leaf2_segment: str = "10.100.30.0/24"):
+    """`policy_set` plus leaf2, whose two domains both bind VRF ALL (to its first rule)."""
+    leaf2 = Device(
+        name="leaf2",
+        platform="eos",
+        segments=(Segment(name="Vlan300", vlan=300, subnets=(leaf2_segment,)),),
+    )
+    domains = tuple(
+        SecurityDomain(name=name, devices=("leaf2",), vrfs=("default",))
+        for name in ("second", "third")
+    )
+    policies = tuple(
+        Policy(name=name, id=300 + n, domain=name, vrf="ALL", rules=(policy_set.rules[0].name,))
+        for n, name in enumerate(("second", "third"))
+    )
+    return replaced(
+        policy_set,
+        devices=(*policy_set.devices, leaf2),
+        domains=(*policy_set.domains, *domains),
+        policies=(*policy_set.policies, *policies),
+    )
 
 
 def web_app_monitor() -> PolicySet:

@@ -6,11 +6,10 @@ from __future__ import annotations
 import json
 
 import seed_policies
-from seed_policies import replaced
+from seed_policies import with_leaf2
 
 from microseg.builder import BuilderOptions, Scope, recommend, rule_selector
 from microseg.flows.flowstore import read_sessions
-from microseg.model import Device, Policy, SecurityDomain, Segment
 
 SEED_CATEGORIES = ("clients", "infrastructure")
 SWITCH = "andreasm-720xp-home"
@@ -19,29 +18,6 @@ LEAF2_ERROR = (
     "policies 'second' and 'third' both bind to VRF 'ALL' on device 'leaf2': "
     "EOS takes one traffic policy per VRF"
 )
-
-
-def with_leaf2(policy_set, leaf2_segment: str = "10.100.30.0/24"):
-    """`policy_set` plus leaf2, whose two domains both bind VRF ALL (to its first rule)."""
-    leaf2 = Device(
-        name="leaf2",
-        platform="eos",
-        segments=(Segment(name="Vlan300", vlan=300, subnets=(leaf2_segment,)),),
-    )
-    domains = tuple(
-        SecurityDomain(name=name, devices=("leaf2",), vrfs=("default",))
-        for name in ("second", "third")
-    )
-    policies = tuple(
-        Policy(name=name, id=300 + n, domain=name, vrf="ALL", rules=(policy_set.rules[0].name,))
-        for n, name in enumerate(("second", "third"))
-    )
-    return replaced(
-        policy_set,
-        devices=(*policy_set.devices, leaf2),
-        domains=(*policy_set.domains, *domains),
-        policies=(*policy_set.policies, *policies),
-    )
 
 
 def _recommend(policy_set, tmp_path):

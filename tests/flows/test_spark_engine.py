@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from test_flow_reliability import bad_segments
+from tests.builder.seed_policies import with_leaf2
 
 from microseg.builder import BuilderOptions, recommend_spark
 from microseg.builder.endpoints import category_groups
@@ -36,15 +37,7 @@ from microseg.flows.engines import SPARK, AddressClass, DuckDBEngine
 from microseg.flows.flowstore import FlowStore, read_sessions
 from microseg.flows.sessions import INT64_MAX, SESSION_SCHEMA
 from microseg.flows.spark import SparkEngine, spark_settings
-from microseg.model import (
-    SECTIONS,
-    Device,
-    MicrosegError,
-    Policy,
-    PolicySet,
-    SecurityDomain,
-    Segment,
-)
+from microseg.model import MicrosegError
 from microseg.policyfile import load_policy
 from microseg.policyfile.dumper import dump_policy
 from support import EXAMPLES, cli_command, cli_env
@@ -474,28 +467,7 @@ def test_recommend_on_spark_counts_what_passes_a_device_that_does_not_compile(
     counts the evidence that passes a device whose policy does not compile, as DuckDB's
     path does: leaf2's two domains both bind VRF ALL (EOS takes one traffic policy per VRF),
     and its segment holds the store's DNS servers."""
-    policy_set = load_policy(HOME_LAB)
-    leaf2 = Device(
-        name="leaf2",
-        platform="eos",
-        segments=(Segment(name="Vlan300", vlan=300, subnets=("10.100.1.0/24",)),),
-    )
-    domains = tuple(
-        SecurityDomain(name=name, devices=("leaf2",), vrfs=("default",))
-        for name in ("second", "third")
-    )
-    policies = tuple(
-        Policy(name=name, id=300 + n, domain=name, vrf="ALL", rules=(policy_set.rules[0].name,))
-        for n, name in enumerate(("second", "third"))
-    )
-    broken = PolicySet(
-        **{
-            **{section: getattr(policy_set, section) for section in SECTIONS},
-            "devices": (*policy_set.devices, leaf2),
-            "domains": (*policy_set.domains, *domains),
-            "policies": (*policy_set.policies, *policies),
-        }
-    )
+    broken = with_leaf2(load_policy(HOME_LAB), leaf2_segment="10.100.1.0/24")
     path = tmp_path / "leaf2.yaml"
     path.write_text(dump_policy(broken))
     args = ("recommend", str(path), "--store", str(store), "--policy", "vrf_all_home")
