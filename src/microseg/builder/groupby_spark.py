@@ -69,6 +69,7 @@ from microseg.builder.recommend import (
     Triples,
     _triples,
     answered,
+    attempt_groups,
     blocked_order,
     domain_segments,
     drafted,
@@ -84,7 +85,7 @@ from microseg.compile import DeviceIntent
 from microseg.flows.engines import SPARK, saturating_sum
 from microseg.flows.session_columns import AddressTable
 from microseg.flows.spark import arrow_task, null_filled, spark_ddl
-from microseg.flows.sums import group_sums, saturated, total
+from microseg.flows.sums import saturated, total
 from microseg.model import MicrosegError, PolicySet
 
 _KINDS = 6  # len(services.EVIDENCE)
@@ -389,28 +390,20 @@ def _blocked_parts(
         policy_set,
         {s.name for s in policy_set.services},
     )
-    hosts, width = len(texts), len(service_keys)
-    keys = (side.client[at].astype(np.int64) * hosts + side.server[at]) * width + service
-    distinct, group = factorize(keys)
-    order = np.argsort(group, kind="stable")
-    ordered = at[order]
-    starts = np.flatnonzero(np.r_[True, np.diff(group[order]) != 0])
-    sessions = group_sums(group, columns.sessions[at], len(distinct))
-    earliest = ordered[starts]
+    groups = attempt_groups(columns, side, at, service)
     codes, stoppers = rows.stopped
-    pair = distinct // width
     return _shaped(
         {
-            "part": ["blocked"] * len(distinct),
-            "client": texts[pair // hosts].tolist(),
-            "server": texts[pair % hosts].tolist(),
-            "key": service_keys[distinct % width].tolist(),
-            "name": [choices[i].name for i in (distinct % width).tolist()],
-            "sessions": [saturated(n) for n in sessions],
-            "first_seen": np.minimum.reduceat(columns.first_seen[ordered], starts).tolist(),
-            "last_seen": np.maximum.reduceat(columns.last_seen[ordered], starts).tolist(),
-            "position": positions[earliest].tolist(),
-            "stopped": [stoppers[c] if c >= 0 else None for c in codes[earliest].tolist()],
+            "part": ["blocked"] * len(groups.sessions),
+            "client": texts[groups.client].tolist(),
+            "server": texts[groups.server].tolist(),
+            "key": service_keys[groups.service].tolist(),
+            "name": [choices[i].name for i in groups.service.tolist()],
+            "sessions": [saturated(n) for n in groups.sessions],
+            "first_seen": groups.first_seen.tolist(),
+            "last_seen": groups.last_seen.tolist(),
+            "position": positions[groups.earliest].tolist(),
+            "stopped": [stoppers[c] if c >= 0 else None for c in codes[groups.earliest].tolist()],
         }
     )
 

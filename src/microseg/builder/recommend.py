@@ -928,6 +928,47 @@ def _stopper(stopped: tuple[np.ndarray, list[str]] | None, row: int) -> str | No
     return stopped[1][int(stopped[0][row])]
 
 
+@dataclass(frozen=True)
+class AttemptGroups:
+    """Unanswered sessions grouped per (client, server, service): each group's addresses
+    (indices into the table's addresses), service index, exact session sum, first and last
+    seen, and the row of its earliest session in the table's order (what stops it is that
+    session's)."""
+
+    client: np.ndarray
+    server: np.ndarray
+    service: np.ndarray
+    sessions: list[int]
+    first_seen: np.ndarray
+    last_seen: np.ndarray
+    earliest: np.ndarray
+
+
+def attempt_groups(
+    sessions: SessionColumns, side: ServerSide, rows: np.ndarray, service: np.ndarray
+) -> AttemptGroups:
+    """`rows` (not empty) grouped per (client, server, service); `service`: each of the
+    rows' service index."""
+    address_count = len(sessions.addresses)
+    service_count = int(service.max()) + 1
+    keys = (
+        side.client[rows].astype(np.int64) * address_count + side.server[rows]
+    ) * service_count + service
+    unique_keys, group, order = _group_by(keys)
+    ordered = rows[order]
+    starts = np.flatnonzero(np.r_[True, np.diff(group[order]) != 0])
+    pair, service = np.divmod(unique_keys, service_count)
+    return AttemptGroups(
+        client=pair // address_count,
+        server=pair % address_count,
+        service=service,
+        sessions=group_sums(group, sessions.sessions[rows], len(unique_keys)),
+        first_seen=np.minimum.reduceat(sessions.first_seen[ordered], starts),
+        last_seen=np.maximum.reduceat(sessions.last_seen[ordered], starts),
+        earliest=ordered[starts],
+    )
+
+
 def _blocked(
     sessions: SessionColumns,
     side: ServerSide,
@@ -941,33 +982,24 @@ def _blocked(
     rows = np.flatnonzero(blocked)
     if not len(rows):
         return []
-    address_count = len(sessions.addresses)
-    service_count = max(len(choices), 1)
-    keys = (
-        side.client[rows].astype(np.int64) * address_count + side.server[rows]
-    ) * service_count + service_index[rows]
-    unique_keys, group, order = _group_by(keys)
-    ordered = rows[order]
-    starts = np.flatnonzero(np.r_[True, np.diff(group[order]) != 0])
-    counts = group_sums(group, sessions.sessions[rows], len(unique_keys))
-    first = np.minimum.reduceat(sessions.first_seen[ordered], starts)
-    last = np.maximum.reduceat(sessions.last_seen[ordered], starts)
-    earliest = ordered[starts]
-    attempts = []
-    for position, key in enumerate(unique_keys.tolist()):
-        pair, service = divmod(key, service_count)
-        client, server = divmod(pair, address_count)
-        attempts.append(
-            BlockedAttempt(
-                source=str(sessions.addresses.addresses[client]),
-                destination=str(sessions.addresses.addresses[server]),
-                service=choices[service].name,
-                sessions=saturated(counts[position]),
-                first_seen=iso_time(int(first[position])),
-                last_seen=iso_time(int(last[position])),
-                stopped_by=_stopper(stopped, int(earliest[position])),
+    groups = attempt_groups(sessions, side, rows, service_index[rows])
+    addresses = sessions.addresses.addresses
+    attempts = [
+        BlockedAttempt(
+            source=str(addresses[client]),
+            destination=str(addresses[server]),
+            service=choices[service].name,
+            sessions=saturated(groups.sessions[position]),
+            first_seen=iso_time(int(groups.first_seen[position])),
+            last_seen=iso_time(int(groups.last_seen[position])),
+            stopped_by=_stopper(stopped, int(groups.earliest[position])),
+        )
+        for position, (client, server, service) in enumerate(
+            zip(
+                groups.client.tolist(), groups.server.tolist(), groups.service.tolist(), strict=True
             )
         )
+    ]
     return blocked_order(attempts)
 
 
