@@ -7,18 +7,19 @@ IPFIX Transport Session with its own template; default 4, a worker's share of th
 8 with 2 workers) replay bench/decode.py's stream (20,000 datagrams of softflowd's template,
 30 records each, 600,000 distinct sessions) in lockstep, as that bench's sender does, so
 each session gets a record from each exporter in turn (with 1 exporter every record is a
-new session, and every pass over the stream evicts each: the worst case), through a loopback socket into `microseg collect`'s own reader
-(recvmmsg), decoder, session table of `--max-sessions` (500,000: a worker's share of the
-default 1,000,000 with 2 workers, so every pass over the stream evicts) and segment
-writer's hand-over (no store: the writer thread only counts, and is not timed). The
-datagrams are sent BATCH at a time (not timed) and read as the collector reads them; once
-DECODE_DATAGRAMS wait, they go to `FlowCollector.receive`, as `serve` hands them over.
-Thread CPU (`time.thread_time`) per record of the receive thread, around each stage:
-reading the socket, decoding, the session table's merge (the compiled loop and what
-prepares its columns), evictions (the least recent found, removed and handed over), and
-the whole receive path.
+new session, and every pass over the stream evicts each: the worst case), through a
+loopback socket into `microseg collect`'s own reader (recvmmsg), decoder, session table of
+`--max-sessions` (500,000: a worker's share of the default 1,000,000 with 2 workers, so
+every pass over the stream evicts) and segment writer's hand-over (no store: the writer
+thread only counts; `--write`: it writes segments to a scratch store as the collector's
+does, beside the receive thread; it is not timed). The datagrams are sent BATCH at a time
+(not timed) and read as the collector reads them; once DECODE_DATAGRAMS wait, they go to
+`FlowCollector.receive`, as `serve` hands them over. Thread CPU (`time.thread_time`) per
+record of the receive thread, around each stage: reading the socket, decoding, the session
+table's merge (the compiled loop and what prepares its columns), evictions (the least
+recent found, removed and handed over), and the whole receive path.
 
-    python bench/receive.py [--exporters 4] [--passes 3] [--repeat 3] [--against REV]
+    python bench/receive.py [--exporters 4] [--passes 3] [--repeat 3] [--write] [--against REV]
 
 `--against REV` (a git revision, e.g. `main`) measures that revision's code too, its
 `src/` taken by `git archive`, each measurement in its own process, alternating, and prints
@@ -45,12 +46,14 @@ BATCH = 128  # datagrams sent before the socket is read (recvmmsg takes up to 12
 STAGES = ("read", "decode", "merge", "evict", "receive")
 
 
-def measure(exporters: int, passes: int, max_sessions: int) -> dict:
-    """One measurement of the code on sys.path: CPU-µs per record of each stage."""
+def measure(exporters: int, passes: int, max_sessions: int, store: str | None) -> dict:
+    """One measurement of the code on sys.path: CPU-µs per record of each stage; `store`: a
+    directory the segment writer writes to (None: it only counts what it is handed)."""
     # microseg first, from sys.path: bench/decode.py puts this checkout's src/ first, and
     # the package, once imported, keeps finding its modules where it was found
     from microseg.flows import collector as collector_module
     from microseg.flows.collector import CollectorSettings, FlowCollector, open_socket
+    from microseg.flows.flowstore import FlowStore
     from microseg.flows.receive import reader
     from microseg.flows.sessions import SessionSettings
 
@@ -58,7 +61,7 @@ def measure(exporters: int, passes: int, max_sessions: int) -> dict:
     from decode import stream
 
     settings = CollectorSettings(sessions=SessionSettings(max_sessions=max_sessions))
-    collector = FlowCollector(None, settings)
+    collector = FlowCollector(None if store is None else FlowStore(store), settings)
     spent = dict.fromkeys(STAGES, 0.0)
     clock = time.thread_time
 
@@ -128,13 +131,16 @@ def count_records(datagrams: list) -> int:
     return total
 
 
-def run_measure(source: Path, exporters: int, passes: int, max_sessions: int) -> dict:
+def run_measure(source: Path, options: argparse.Namespace) -> dict:
     """A measurement in a process of its own, on the code in `source` (a src/ directory)."""
     environment = {**os.environ, "PYTHONPATH": str(source)}
     command = [sys.executable, __file__, "--measure", str(source)]
-    command += ["--exporters", str(exporters), "--passes", str(passes)]
-    command += ["--max-sessions", str(max_sessions)]
-    done = subprocess.run(command, env=environment, capture_output=True, text=True, check=False)
+    command += ["--exporters", str(options.exporters), "--passes", str(options.passes)]
+    command += ["--max-sessions", str(options.max_sessions)]
+    with tempfile.TemporaryDirectory(prefix="receive-bench-store-") as store:
+        if options.write:
+            command += ["--store", store]
+        done = subprocess.run(command, env=environment, capture_output=True, text=True, check=False)
     if done.returncode:
         raise SystemExit(f"measurement of {source} failed:\n{done.stderr}")
     return json.loads(done.stdout)
@@ -147,11 +153,18 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="measurements of each code")
     parser.add_argument("--max-sessions", type=int, default=500_000)
     parser.add_argument("--against", metavar="REV", help="a git revision to compare with")
+    parser.add_argument(
+        "--write",
+        action="store_true",
+        help="the segment writer writes to a store (its thread beside the timed one)",
+    )
     parser.add_argument("--measure", metavar="SRC", help=argparse.SUPPRESS)
+    parser.add_argument("--store", help=argparse.SUPPRESS)
     options = parser.parse_args()
     if options.measure:
         sys.path[:0] = [options.measure]
-        print(json.dumps(measure(options.exporters, options.passes, options.max_sessions)))
+        figures = measure(options.exporters, options.passes, options.max_sessions, options.store)
+        print(json.dumps(figures))
         return
     load = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="receive-bench-") as scratch:
@@ -167,14 +180,13 @@ def main() -> None:
         runs: dict[str, list[dict]] = {name: [] for name in sources}
         for _ in range(options.repeat):
             for name, source in sources.items():
-                runs[name].append(
-                    run_measure(source, options.exporters, options.passes, options.max_sessions)
-                )
+                runs[name].append(run_measure(source, options))
     result: dict = {
         "bench": "receive",
         "exporters": options.exporters,
         "passes": options.passes,
         "max_sessions": options.max_sessions,
+        "segments_written": options.write,
         "records": runs["microseg"][0]["records"],
         "sessions_evicted": runs["microseg"][0]["sessions_evicted"],
     }
