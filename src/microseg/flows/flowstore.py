@@ -79,6 +79,15 @@ WRITERS_LOCK = ".writers.lock"
 MAINTENANCE_LOCK = ".maintenance.lock"
 SMALL_SEGMENT = 8 << 20
 READ_ATTEMPTS = 4  # a compaction may replace segments while we read: look again
+# Parquet dictionary encoding for the columns whose values repeat (names, addresses, ports,
+# flags), none for the counters and times, nearly all distinct: dictionary-encoding them
+# cost the writer time and bytes (README, "Flow benchmarks")
+DICTIONARY_COLUMNS = [
+    name
+    for name in SESSION_SCHEMA.names
+    if name not in ("fwd_packets", "fwd_bytes", "rev_packets", "rev_bytes")
+    and name not in ("first_seen", "last_seen")
+]
 log = logging.getLogger("microseg.flows")
 _Result = TypeVar("_Result")
 _counter = itertools.count()
@@ -229,17 +238,21 @@ class FlowStore:
         self._remove_superseded(self.scan())
         return self
 
-    def write(self, sessions: pa.Table, *, day: date | None = None) -> Path | None:
+    def write(
+        self, sessions: pa.Table, *, day: date | None = None, in_order: bool = False
+    ) -> Path | None:
         """One new segment with these sessions (SESSION_SCHEMA), atomically; None if empty.
         `day`: the UTC day of the partition (default today, as the collector writes; an
-        import or `bench/scale.py` writes past days).
+        import or `bench/scale.py` writes past days). `in_order`: the caller vouches that
+        the sessions are SESSION_SCHEMA rows in sort_sessions' order already (the segment
+        writer's are), so they are not sorted again.
 
         Raises OSError (no space, read-only...) with nothing left behind."""
         if sessions.num_rows == 0:
             return None
-        return self._write_segment(
-            sort_sessions(sessions.cast(SESSION_SCHEMA)), {}, self._partition(day)
-        )
+        if not in_order:
+            sessions = sort_sessions(sessions.cast(SESSION_SCHEMA))
+        return self._write_segment(sessions, {}, self._partition(day))
 
     def segments(self) -> list[Path]:
         """Live segments, oldest first (sources of a finished compaction and bad ones excluded)."""
@@ -480,7 +493,9 @@ class FlowStore:
         lock = file_lock(self.directory / WRITERS_LOCK, fcntl.LOCK_SH) if flat else _no_lock()
         with lock:
             try:
-                pq.write_table(table, temporary, compression="zstd")
+                pq.write_table(
+                    table, temporary, compression="zstd", use_dictionary=DICTIONARY_COLUMNS
+                )
                 with open(temporary, "rb") as written:
                     os.fsync(written.fileno())
                 os.replace(temporary, final)
