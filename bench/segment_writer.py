@@ -7,7 +7,8 @@ and merged into one worker's session table (500,000 of the default --max-session
 workers) twice over, as the bench's exporters replay it; every eviction (~120,000 of the
 least recently updated sessions) is kept, as the receive loop hands it to the writer.
 Each eviction is then oriented and written (fsync and rename included) both ways in turn,
-REPEAT times, and the least CPU time (this process's, all threads) of each step counts:
+REPEAT times, and the least CPU time (this process's, all threads) of each step counts
+(with the collector's allocator settings, collector.keep_freed_memory):
 
   * reference: sessions.orient_parts (numpy selections, Arrow's address formatting and sort),
     then what FlowStore.write did before: sort_sessions again, Parquet with zstd and
@@ -38,8 +39,9 @@ sys.path[:0] = [str(ROOT / "src"), str(Path(__file__).resolve().parent)]
 
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
-from decode import stream  # noqa: E402
 
+from decode import stream  # noqa: E402
+from microseg.flows.collector import keep_freed_memory  # noqa: E402
 from microseg.flows.decoder import FlowDecoder  # noqa: E402
 from microseg.flows.flowstore import FlowStore  # noqa: E402
 from microseg.flows.sessions import (  # noqa: E402
@@ -97,8 +99,11 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     options = parser.parse_args()
     load_before = os.getloadavg()
+    keep_freed_memory()  # the collector's allocator settings, for both paths
     leaving = evictions(options.evictions)
-    best = {key: [float("inf")] * len(leaving) for key in ("ref_orient", "ref_write", "orient", "write")}
+    best = {
+        key: [float("inf")] * len(leaving) for key in ("ref_orient", "ref_write", "orient", "write")
+    }
     sizes = {"reference": 0, "compiled": 0}
     with tempfile.TemporaryDirectory() as directory:
         store = FlowStore(Path(directory) / "store").open()

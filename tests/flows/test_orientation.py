@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from microseg.flows import orientation
 from microseg.flows.batch import address_halves
-from microseg.flows.flowstore import DICTIONARY_COLUMNS
+from microseg.flows.flowstore import SEGMENT_OPTIONS
 from microseg.flows.merge import COLUMNS, NO_TIME, REQUEST, ROW
 from microseg.flows.sessions import orient_parts, sort_sessions
 
@@ -108,7 +108,7 @@ def leaving_parts(
 
 def parquet_bytes(table: pa.Table) -> bytes:
     sink = io.BytesIO()
-    pq.write_table(table, sink, compression="zstd", use_dictionary=DICTIONARY_COLUMNS)
+    pq.write_table(table, sink, **SEGMENT_OPTIONS)
     return sink.getvalue()
 
 

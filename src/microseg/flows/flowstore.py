@@ -79,15 +79,28 @@ WRITERS_LOCK = ".writers.lock"
 MAINTENANCE_LOCK = ".maintenance.lock"
 SMALL_SEGMENT = 8 << 20
 READ_ATTEMPTS = 4  # a compaction may replace segments while we read: look again
-# Parquet dictionary encoding for the columns whose values repeat (names, addresses, ports,
-# flags), none for the counters and times, nearly all distinct: dictionary-encoding them
-# cost the writer time and bytes (README, "Flow benchmarks")
-DICTIONARY_COLUMNS = [
-    name
-    for name in SESSION_SCHEMA.names
-    if name not in ("fwd_packets", "fwd_bytes", "rev_packets", "rev_bytes")
-    and name not in ("first_seen", "last_seen")
-]
+# How segments are written (README, "Flow benchmarks": measured against Parquet's defaults,
+# which dictionary-encode every column and keep statistics of every column): dictionary
+# encoding where values repeat (names, addresses, ports, flags), not for counters and times,
+# nearly all distinct; a dictionary past 256 KiB (~15,000 addresses) gives way to plain
+# text, as one past Parquet's 1 MiB would; no min/max statistics of addresses, which span
+# everything in a segment and prune nothing
+COUNTERS_AND_TIMES = (
+    "fwd_packets",
+    "fwd_bytes",
+    "rev_packets",
+    "rev_bytes",
+    "first_seen",
+    "last_seen",
+)
+ADDRESSES = ("src", "dst", "exporter", "rev_exporter")
+DICTIONARY_COLUMNS = [name for name in SESSION_SCHEMA.names if name not in COUNTERS_AND_TIMES]
+SEGMENT_OPTIONS = dict(
+    compression="zstd",
+    use_dictionary=DICTIONARY_COLUMNS,
+    dictionary_pagesize_limit=256 << 10,
+    write_statistics=[name for name in SESSION_SCHEMA.names if name not in ADDRESSES],
+)
 log = logging.getLogger("microseg.flows")
 _Result = TypeVar("_Result")
 _counter = itertools.count()
@@ -493,9 +506,7 @@ class FlowStore:
         lock = file_lock(self.directory / WRITERS_LOCK, fcntl.LOCK_SH) if flat else _no_lock()
         with lock:
             try:
-                pq.write_table(
-                    table, temporary, compression="zstd", use_dictionary=DICTIONARY_COLUMNS
-                )
+                pq.write_table(table, temporary, **SEGMENT_OPTIONS)
                 with open(temporary, "rb") as written:
                     os.fsync(written.fileno())
                 os.replace(temporary, final)

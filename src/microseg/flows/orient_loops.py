@@ -100,10 +100,10 @@ def sort_keys(
 
 
 @numba.njit(cache=CACHE, nogil=True)
-def sort_order(first, upper, lower):
-    """The rows' stable order by (first, upper, lower): by first seen, then each run of one
-    millisecond by the rest (by insertion when short, else by two stable sorts)."""
-    order = np.argsort(first, kind="mergesort")
+def sort_ties(order, first, upper, lower):
+    """`order`, the rows in a stable order by first seen, made their stable order by
+    (first, upper, lower): each run of one millisecond sorted by the rest (by insertion
+    when short, else by two stable sorts)."""
     run_upper = np.empty(SMALL_RUN, np.uint64)
     run_lower = np.empty(SMALL_RUN, np.uint64)
     run_rows = np.empty(SMALL_RUN, order.dtype)
@@ -135,7 +135,6 @@ def sort_order(first, upper, lower):
                 run_upper[j + 1], run_lower[j + 1], run_rows[j + 1] = key_upper, key_lower, row
             order[start:end] = run_rows[: end - start]
         start = end
-    return order
 
 
 @numba.njit(cache=CACHE, inline="always")
@@ -145,8 +144,9 @@ def _stored(counter):
 
 
 @numba.njit(cache=CACHE, inline="always")
-def _put_ipv4(address, octet_text, octet_length, data, at):
-    """Writes an address's dotted quad at data[at:]; returns where it ends."""
+def _put_ipv4(address, octet_text, octet_length, offsets, data, i):
+    """An address's dotted quad as text i of (offsets, data)."""
+    at = offsets[i]
     for shift in (24, 16, 8, 0):
         octet = (address >> np.uint64(shift)) & np.uint64(255)
         for k in range(octet_length[octet]):
@@ -155,18 +155,41 @@ def _put_ipv4(address, octet_text, octet_length, data, at):
         if shift:
             data[at] = 46  # "."
             at += 1
-    return at
+    offsets[i + 1] = at
+
+
+@numba.njit(cache=CACHE, inline="always")
+def _put_text(names_offsets, names_data, name, offsets, data, i):
+    """Name `name` of (names_offsets, names_data) as text i of (offsets, data)."""
+    at = offsets[i]
+    for k in range(names_offsets[name], names_offsets[name + 1]):
+        data[at] = names_data[k]
+        at += 1
+    offsets[i + 1] = at
+
+
+@numba.njit(cache=CACHE, inline="always")
+def _texts(count, longest):
+    """Room for `count` texts of at most `longest` bytes: Arrow's offsets and bytes."""
+    offsets = np.empty(count + 1, np.int32)
+    offsets[0] = 0
+    return offsets, np.empty(count * longest, np.uint8)
 
 
 @numba.njit(cache=CACHE, nogil=True)
-def columns(rows, order, low_is_client, octet_text, octet_length):
-    """The SESSION_SCHEMA columns of the rows in `order`, as numbers and buffers: src and
-    dst as Arrow string offsets and bytes, the exporters as ids."""
+def columns(rows, order, low_is_client, vrf_rank, vrfs, protocols, exporters, octets):
+    """The SESSION_SCHEMA columns of the rows in `order`: numbers, and texts as Arrow
+    string offsets and bytes (vrf, protocol, src, dst, exporter, rev_exporter); `vrfs`,
+    `protocols`, `exporters` are names as (offsets, bytes, longest), `octets` the texts
+    of 0-255 as (bytes per octet, lengths)."""
     count = len(order)
-    src_offsets = np.empty(count + 1, np.int32)
-    dst_offsets = np.empty(count + 1, np.int32)
-    src_data = np.empty(count * ADDRESS_BYTES, np.uint8)
-    dst_data = np.empty(count * ADDRESS_BYTES, np.uint8)
+    octet_text, octet_length = octets
+    vrf_offsets, vrf_data = _texts(count, vrfs[2])
+    protocol_offsets, protocol_data = _texts(count, protocols[2])
+    src_offsets, src_data = _texts(count, ADDRESS_BYTES)
+    dst_offsets, dst_data = _texts(count, ADDRESS_BYTES)
+    exporter_offsets, exporter_data = _texts(count, exporters[2])
+    rev_exporter_offsets, rev_exporter_data = _texts(count, exporters[2])
     sport = np.empty(count, np.int32)
     dport = np.empty(count, np.int32)
     fwd_packets = np.empty(count, np.int64)
@@ -177,12 +200,8 @@ def columns(rows, order, low_is_client, octet_text, octet_length):
     half_open = np.empty(count, np.int64)
     first_seen = np.empty(count, np.int64)
     last_seen = np.empty(count, np.int64)
-    exporter = np.empty(count, np.uint32)
-    rev_exporter = np.empty(count, np.uint32)
     fwd_flags = np.empty(count, np.int32)
     rev_flags = np.empty(count, np.int32)
-    src_at = dst_at = 0
-    src_offsets[0] = dst_offsets[0] = 0
     for i in range(count):
         if i + PREFETCH_AHEAD < count:
             _prefetch(rows, order[i + PREFETCH_AHEAD])
@@ -190,22 +209,36 @@ def columns(rows, order, low_is_client, octet_text, octet_length):
         if low_is_client[order[i]]:
             src, dst = row.low_lo, row.high_lo
             sport[i], dport[i] = row.low_port, row.high_port
-            packets, octets, flags, sender = row.a_packets, row.a_bytes, row.a_flags, row.a_exporter
+            packets, octets_sent, flags, sender = (
+                row.a_packets,
+                row.a_bytes,
+                row.a_flags,
+                row.a_exporter,
+            )
             back_packets, back_octets = row.b_packets, row.b_bytes
             back_flags, back_sender = row.b_flags, row.b_exporter
         else:
             src, dst = row.high_lo, row.low_lo
             sport[i], dport[i] = row.high_port, row.low_port
-            packets, octets, flags, sender = row.b_packets, row.b_bytes, row.b_flags, row.b_exporter
+            packets, octets_sent, flags, sender = (
+                row.b_packets,
+                row.b_bytes,
+                row.b_flags,
+                row.b_exporter,
+            )
             back_packets, back_octets = row.a_packets, row.a_bytes
             back_flags, back_sender = row.a_flags, row.a_exporter
         flags &= FLAGS
         back_flags &= FLAGS
-        src_at = _put_ipv4(src, octet_text, octet_length, src_data, src_at)
-        dst_at = _put_ipv4(dst, octet_text, octet_length, dst_data, dst_at)
-        src_offsets[i + 1] = src_at
-        dst_offsets[i + 1] = dst_at
-        fwd_packets[i], fwd_bytes[i] = _stored(packets), _stored(octets)
+        _put_text(vrfs[0], vrfs[1], vrf_rank[order[i]], vrf_offsets, vrf_data, i)
+        _put_text(protocols[0], protocols[1], row.protocol, protocol_offsets, protocol_data, i)
+        _put_ipv4(src, octet_text, octet_length, src_offsets, src_data, i)
+        _put_ipv4(dst, octet_text, octet_length, dst_offsets, dst_data, i)
+        _put_text(exporters[0], exporters[1], sender, exporter_offsets, exporter_data, i)
+        _put_text(
+            exporters[0], exporters[1], back_sender, rev_exporter_offsets, rev_exporter_data, i
+        )
+        fwd_packets[i], fwd_bytes[i] = _stored(packets), _stored(octets_sent)
         rev_packets[i], rev_bytes[i] = _stored(back_packets), _stored(back_octets)
         both = packets > 0 and back_packets > 0
         handshake = (flags & SYN) != 0 and (back_flags & (SYN | ACK)) == (SYN | ACK)
@@ -214,14 +247,13 @@ def columns(rows, order, low_is_client, octet_text, octet_length):
         half_open[i] = packets > 0 and back_packets == 0
         first_seen[i] = min(row.a_first, row.b_first)
         last_seen[i] = max(row.a_last, row.b_last)
-        exporter[i], rev_exporter[i] = sender, back_sender
         fwd_flags[i], rev_flags[i] = flags, back_flags
     return (
-        src_offsets,
-        src_data[:src_at],
-        dst_offsets,
-        dst_data[:dst_at],
+        (vrf_offsets, vrf_data[: vrf_offsets[count]]),
+        (protocol_offsets, protocol_data[: protocol_offsets[count]]),
+        (src_offsets, src_data[: src_offsets[count]]),
         sport,
+        (dst_offsets, dst_data[: dst_offsets[count]]),
         dport,
         fwd_packets,
         fwd_bytes,
@@ -231,28 +263,8 @@ def columns(rows, order, low_is_client, octet_text, octet_length):
         half_open,
         first_seen,
         last_seen,
-        exporter,
-        rev_exporter,
+        (exporter_offsets, exporter_data[: exporter_offsets[count]]),
+        (rev_exporter_offsets, rev_exporter_data[: rev_exporter_offsets[count]]),
         fwd_flags,
         rev_flags,
     )
-
-
-@numba.njit(cache=CACHE, nogil=True)
-def take_texts(offsets, data, indices):
-    """An Arrow string array's buffers (offsets, bytes) of the texts `indices` pick from the
-    texts (offsets, data)."""
-    count = len(indices)
-    out_offsets = np.empty(count + 1, np.int32)
-    out_offsets[0] = 0
-    total = 0
-    for i in range(count):
-        total += offsets[indices[i] + 1] - offsets[indices[i]]
-        out_offsets[i + 1] = total
-    out_data = np.empty(total, np.uint8)
-    at = 0
-    for i in range(count):
-        for k in range(offsets[indices[i]], offsets[indices[i] + 1]):
-            out_data[at] = data[k]
-            at += 1
-    return out_offsets, out_data

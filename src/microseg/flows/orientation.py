@@ -37,6 +37,16 @@ def _text_ranks(texts: list[str]) -> np.ndarray:
     return np.array([rank[text.encode()] for text in texts], np.uint64)
 
 
+def _names(names: list[str]) -> tuple[np.ndarray, np.ndarray, int]:
+    """Names as the compiled loops take them: Arrow string offsets, bytes, the longest."""
+    encoded = [name.encode() for name in names]
+    offsets = np.zeros(len(encoded) + 1, np.int32)
+    np.cumsum([len(text) for text in encoded], out=offsets[1:])
+    joined = b"".join(encoded)
+    data = np.frombuffer(joined, np.uint8) if joined else np.zeros(0, np.uint8)
+    return offsets, data, max((len(text) for text in encoded), default=0)
+
+
 OCTETS = [str(octet) for octet in range(256)]
 OCTET_RANK = _text_ranks(OCTETS)
 OCTET_LENGTH = np.array([len(text) for text in OCTETS], np.int64)
@@ -45,6 +55,7 @@ for _octet, _text in enumerate(OCTETS):
     OCTET_TEXT[_octet, : len(_text)] = np.frombuffer(_text.encode(), np.uint8)
 PROTOCOL_NAMES = PROTOCOLS.to_pylist()
 PROTOCOL_RANK = _text_ranks(PROTOCOL_NAMES).astype(np.uint8)
+PROTOCOL_TEXTS = _names(PROTOCOL_NAMES)
 
 
 def oriented_sessions(parts: Parts) -> pa.Table:
@@ -73,52 +84,34 @@ def oriented_sessions(parts: Parts) -> pa.Table:
         )
     ):
         return orient_parts(parts)
-    order = orient_loops.sort_order(first, upper, lower)
-    (
-        src_offsets,
-        src_data,
-        dst_offsets,
-        dst_data,
-        sport,
-        dport,
-        fwd_packets,
-        fwd_bytes,
-        rev_packets,
-        rev_bytes,
-        complete,
-        half_open,
-        first_seen,
-        last_seen,
-        exporter,
-        rev_exporter,
-        fwd_flags,
-        rev_flags,
-    ) = orient_loops.columns(rows, order, low_is_client, OCTET_TEXT, OCTET_LENGTH)
-    seen = pa.timestamp("ms", tz="UTC")
-    return pa.Table.from_arrays(
-        [
-            _texts(vrf_names, vrf_rank[order]),
-            _texts(PROTOCOL_NAMES, rows["protocol"][order].astype(np.uint32)),
-            _string_array(src_offsets, src_data),
-            pa.array(sport),
-            _string_array(dst_offsets, dst_data),
-            pa.array(dport),
-            pa.array(fwd_packets),
-            pa.array(fwd_bytes),
-            pa.array(rev_packets),
-            pa.array(rev_bytes),
-            pa.array(complete),
-            pa.array(half_open),
-            pa.Array.from_buffers(seen, count, [None, pa.py_buffer(first_seen)]),
-            pa.Array.from_buffers(seen, count, [None, pa.py_buffer(last_seen)]),
-            _texts(exporters, exporter),
-            _texts(exporters, rev_exporter),
-            pa.array(fwd_flags),
-            pa.array(rev_flags),
-            pa.array(np.ones(count, np.int64)),
-        ],
-        schema=SESSION_SCHEMA,
+    # numpy's stable sort (timsort) takes rows nearly in order of first seen, as they
+    # leave the table, in one pass; numba's (a merge sort) took 60 times longer
+    order = np.argsort(first, kind="stable")
+    orient_loops.sort_ties(order, first, upper, lower)
+    columns = orient_loops.columns(
+        rows,
+        order,
+        low_is_client,
+        vrf_rank,
+        _names(vrf_names),
+        PROTOCOL_TEXTS,
+        _names(exporters),
+        (OCTET_TEXT, OCTET_LENGTH),
     )
+    seen = pa.timestamp("ms", tz="UTC")
+    arrays = []
+    for field, column in zip(SESSION_SCHEMA, columns, strict=False):
+        if isinstance(column, tuple):
+            offsets, data = column
+            arrays.append(
+                pa.StringArray.from_buffers(count, pa.py_buffer(offsets), pa.py_buffer(data))
+            )
+        elif field.type == seen:
+            arrays.append(pa.Array.from_buffers(seen, count, [None, pa.py_buffer(column)]))
+        else:
+            arrays.append(pa.array(column))
+    arrays.append(pa.array(np.ones(count, np.int64)))  # sessions: one each
+    return pa.Table.from_arrays(arrays, schema=SESSION_SCHEMA)
 
 
 def warm_up() -> None:
@@ -185,17 +178,3 @@ def _vrf_ranks(vrf_id: np.ndarray) -> tuple[list[str], np.ndarray]:
     names = [vrf_name(value) for value in distinct.tolist()]
     rank = _text_ranks(names).astype(np.uint32)
     return sorted(names, key=str.encode), rank[inverse.reshape(-1)]
-
-
-def _texts(names: list[str], indices: np.ndarray) -> pa.StringArray:
-    """names[indices] as an Arrow string array."""
-    encoded = [name.encode() for name in names]
-    offsets = np.zeros(len(encoded) + 1, np.int32)
-    np.cumsum([len(text) for text in encoded], out=offsets[1:])
-    joined = b"".join(encoded)
-    data = np.frombuffer(joined, np.uint8) if joined else np.zeros(0, np.uint8)
-    return _string_array(*orient_loops.take_texts(offsets, data, indices))
-
-
-def _string_array(offsets: np.ndarray, data: np.ndarray) -> pa.StringArray:
-    return pa.StringArray.from_buffers(len(offsets) - 1, pa.py_buffer(offsets), pa.py_buffer(data))
