@@ -28,7 +28,6 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from microseg.flows import orientation
 from microseg.flows.flowstore import FlowStore
 from microseg.flows.sessions import LeavingSessions, sort_sessions
 
@@ -48,7 +47,11 @@ class SegmentWriter:
 
     def __init__(self, store: FlowStore | None, max_unwritten: int, max_waiting: int):
         if store is not None:  # compiled now, not on the thread while the receive loop runs
-            orientation.warm_up()
+            # (imported here: numba loads with it, and commands that import the collector
+            # module without collecting, such as the monitor's, do not need it)
+            from microseg.flows.orientation import warm_up
+
+            warm_up()
         self.store = store
         self.max_unwritten = max_unwritten
         self.max_waiting = max_waiting
