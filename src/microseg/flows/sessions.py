@@ -189,32 +189,30 @@ class SessionTable:
         """Remove and return every session (shutdown)."""
         columns = self._columns()
         if len(columns["protocol"]):
-            self._hand_over(columns)
+            self._hand_over(columns, saturated_sessions(columns))
         self._clear()
         self._forget_exporters()
         return self.take_evicted()
 
     def _leave(self, leaving: np.ndarray) -> None:
         """The sessions where `leaving` holds leave the table, to be written out."""
-        self._hand_over(self._take(leaving))
+        self._hand_over(*self._take(leaving))
         self._forget_exporters()
 
-    def _hand_over(self, columns: dict[str, np.ndarray]) -> None:
+    def _hand_over(self, columns: dict[str, np.ndarray], saturated: int) -> None:
         """Leaving sessions' columns to be taken (take_evicted), with the exporter names
-        their ids stand for now; counts those with a counter past what the store holds
-        (INT64_MAX)."""
-        saturated = np.zeros(len(columns["protocol"]), dtype=bool)
-        for name in ("a_packets", "a_bytes", "b_packets", "b_bytes"):
-            saturated |= columns[name] > INT64_MAX
-        self.counters.counters_saturated += int(saturated.sum())
+        their ids stand for now; `saturated`: how many hold a counter past what the store
+        holds (INT64_MAX), counted."""
+        self.counters.counters_saturated += saturated
         self._leaving.parts.append((columns, list(self._exporters)))
 
     def _columns(self) -> dict[str, np.ndarray]:
         """The active sessions' columns (merge.COLUMNS)."""
         return self._active.columns()
 
-    def _take(self, leaving: np.ndarray) -> dict[str, np.ndarray]:
-        """Remove the sessions where `leaving` holds; their columns."""
+    def _take(self, leaving: np.ndarray) -> tuple[dict[str, np.ndarray], int]:
+        """Remove the sessions where `leaving` holds; their columns, and how many of them
+        hold a counter past INT64_MAX."""
         return self._active.remove(leaving)
 
     def _clear(self) -> None:
@@ -231,7 +229,7 @@ class SessionTable:
         leaving = least_recent(
             columns["touched"], columns["arrival"], len(self) - int(limit * EVICT_TO)
         )
-        self.counters.sessions_evicted += int(leaving.sum())
+        self.counters.sessions_evicted += int(np.count_nonzero(leaving))
         self._leave(leaving)
 
     def _forget_exporters(self) -> None:
@@ -309,6 +307,14 @@ class SessionTable:
         )
 
 
+def saturated_sessions(columns: dict[str, np.ndarray]) -> int:
+    """How many sessions hold a counter past INT64_MAX (the store holds them at it)."""
+    saturated = np.zeros(len(columns["protocol"]), dtype=bool)
+    for name in ("a_packets", "a_bytes", "b_packets", "b_bytes"):
+        saturated |= columns[name] > INT64_MAX
+    return int(np.count_nonzero(saturated))
+
+
 def least_recent(touched: np.ndarray, arrival: np.ndarray, count: int) -> np.ndarray:
     """A mask of the `count` least recently updated sessions, of those updated at the same
     time the earliest arrived (the smallest `arrival`), found by partitions: a sort of
@@ -319,7 +325,7 @@ def least_recent(touched: np.ndarray, arrival: np.ndarray, count: int) -> np.nda
     threshold = np.partition(touched, count - 1)[count - 1]
     leaving = touched < threshold
     ties = np.flatnonzero(touched == threshold)
-    wanted = count - int(leaving.sum())  # at least 1: the threshold is the count-th value
+    wanted = count - np.count_nonzero(leaving)  # at least 1: the threshold is the count-th value
     if wanted < len(ties):
         ties = ties[np.argpartition(arrival[ties], wanted - 1)[:wanted]]
     leaving[ties] = True
