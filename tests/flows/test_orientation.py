@@ -18,7 +18,7 @@ from flows_budget import budget
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from microseg.flows import orientation
+from microseg.flows import orient_loops, orientation
 from microseg.flows.batch import address_halves
 from microseg.flows.flowstore import SEGMENT_OPTIONS
 from microseg.flows.merge import COLUMNS, NO_TIME, REQUEST, ROW
@@ -208,3 +208,20 @@ def test_an_exporter_id_without_a_name_is_the_reference_s_error(exporter):
         orient_parts(parts)
     with pytest.raises(IndexError):
         orientation.oriented_sessions(parts)
+
+
+def test_after_the_warm_up_no_loop_compiles_again():
+    """The collector warms the loops up before it listens: sessions as they leave a table
+    (one exporter or several, one VRF or several, one part or more) find them compiled
+    for their types, so no compile holds the GIL at a collector's first eviction."""
+    loops = (orient_loops.sort_keys, orient_loops.sort_ties, orient_loops.columns)
+    orientation.warm_up()
+    compiled = [len(loop.signatures) for loop in loops]
+    generator = np.random.default_rng(11)
+    for sizes, as_rows in (([40], True), ([40, 3], True), ([5], False)):
+        parts = leaving_parts(generator, sizes, 0.0, as_rows)
+        orientation.oriented_sessions(parts)
+        one_vrf = canonical_rows(generator, 10, 0.0)
+        one_vrf["vrf_id"] = 0
+        orientation.oriented_sessions([({name: one_vrf[name] for name in COLUMNS}, EXPORTERS)])
+    assert [len(loop.signatures) for loop in loops] == compiled

@@ -42,8 +42,9 @@ def _names(names: list[str]) -> tuple[np.ndarray, np.ndarray, int]:
     encoded = [name.encode() for name in names]
     offsets = np.zeros(len(encoded) + 1, np.int32)
     np.cumsum([len(text) for text in encoded], out=offsets[1:])
-    joined = b"".join(encoded)
-    data = np.frombuffer(joined, np.uint8) if joined else np.zeros(0, np.uint8)
+    # writable whatever the names (np.frombuffer of bytes is read-only, another type to
+    # numba: a compile at a collector's first eviction)
+    data = np.frombuffer(bytearray(b"".join(encoded)), np.uint8)
     return offsets, data, max((len(text) for text in encoded), default=0)
 
 
@@ -100,6 +101,7 @@ def oriented_sessions(parts: Parts) -> pa.Table:
     )
     seen = pa.timestamp("ms", tz="UTC")
     arrays = []
+    # the loops' columns come in SESSION_SCHEMA's order, all but `sessions` (the last)
     for field, column in zip(SESSION_SCHEMA, columns, strict=False):
         if isinstance(column, tuple):
             offsets, data = column
