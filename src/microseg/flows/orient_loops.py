@@ -145,16 +145,15 @@ def _stored(counter):
 
 @numba.njit(cache=CACHE, inline="always")
 def _put_ipv4(address, octet_text, octet_length, offsets, data, i):
-    """An address's dotted quad as text i of (offsets, data)."""
+    """An address's dotted quad as text i of (offsets, data). Each octet's 4 bytes (its
+    text, ".", padding) are stored whole and the next starts where its text and dot end,
+    so no loop runs per character; `data` has room for the last one's padding."""
     at = offsets[i]
     for shift in (24, 16, 8, 0):
         octet = (address >> np.uint64(shift)) & np.uint64(255)
-        for k in range(octet_length[octet]):
-            data[at] = octet_text[octet, k]
-            at += 1
-        if shift:
-            data[at] = 46  # "."
-            at += 1
+        for k in range(4):
+            data[at + k] = octet_text[octet, k]
+        at += octet_length[octet] + (1 if shift else 0)
     offsets[i + 1] = at
 
 
@@ -170,10 +169,11 @@ def _put_text(names_offsets, names_data, name, offsets, data, i):
 
 @numba.njit(cache=CACHE, inline="always")
 def _texts(count, longest):
-    """Room for `count` texts of at most `longest` bytes: Arrow's offsets and bytes."""
+    """Room for `count` texts of at most `longest` bytes: Arrow's offsets and bytes (and 3
+    bytes more, for _put_ipv4's padding after the last)."""
     offsets = np.empty(count + 1, np.int32)
     offsets[0] = 0
-    return offsets, np.empty(count * longest, np.uint8)
+    return offsets, np.empty(count * longest + 3, np.uint8)
 
 
 @numba.njit(cache=CACHE, nogil=True)
@@ -181,7 +181,7 @@ def columns(rows, order, low_is_client, vrf_rank, vrfs, protocols, exporters, oc
     """The SESSION_SCHEMA columns of the rows in `order`: numbers, and texts as Arrow
     string offsets and bytes (vrf, protocol, src, dst, exporter, rev_exporter); `vrfs`,
     `protocols`, `exporters` are names as (offsets, bytes, longest), `octets` the texts
-    of 0-255 as (bytes per octet, lengths)."""
+    of 0-255 as (4 bytes each: the text, ".", padding; the texts' lengths)."""
     count = len(order)
     octet_text, octet_length = octets
     vrf_offsets, vrf_data = _texts(count, vrfs[2])

@@ -51,9 +51,9 @@ def _names(names: list[str]) -> tuple[np.ndarray, np.ndarray, int]:
 OCTETS = [str(octet) for octet in range(256)]
 OCTET_RANK = _text_ranks(OCTETS)
 OCTET_LENGTH = np.array([len(text) for text in OCTETS], np.int64)
-OCTET_TEXT = np.zeros((256, 3), np.uint8)
+OCTET_TEXT = np.zeros((256, 4), np.uint8)  # each octet's text and "."
 for _octet, _text in enumerate(OCTETS):
-    OCTET_TEXT[_octet, : len(_text)] = np.frombuffer(_text.encode(), np.uint8)
+    OCTET_TEXT[_octet, : len(_text) + 1] = np.frombuffer(f"{_text}.".encode(), np.uint8)
 PROTOCOL_NAMES = PROTOCOLS.to_pylist()
 PROTOCOL_RANK = _text_ranks(PROTOCOL_NAMES).astype(np.uint8)
 PROTOCOL_TEXTS = _names(PROTOCOL_NAMES)
