@@ -15,7 +15,7 @@ import pyarrow as pa
 from microseg import duck
 from microseg.flows.batch import FlowBatch
 from microseg.flows.merge import KEY, NO_TIME, UINT64_MAX
-from microseg.flows.sessions import SessionTable, _service_ports
+from microseg.flows.sessions import SessionTable, _service_ports, saturated_sessions
 
 _DIRECTION = [
     ("packets", pa.uint64()),
@@ -104,10 +104,11 @@ class ReferenceSessionTable(SessionTable):
             )
         return columns
 
-    def _take(self, leaving: np.ndarray) -> dict[str, np.ndarray]:
+    def _take(self, leaving: np.ndarray) -> tuple[dict[str, np.ndarray], int]:
         columns = self._columns()
         self.sessions = self.sessions.filter(pa.array(~leaving))
-        return {name: column[leaving] for name, column in columns.items()}
+        taken = {name: column[leaving] for name, column in columns.items()}
+        return taken, saturated_sessions(taken)
 
     def _clear(self) -> None:
         self.sessions = None

@@ -164,11 +164,12 @@ class ActiveSessions:
         rows = self._rows[: self.size]
         return {name: rows[name] for name in COLUMNS}
 
-    def remove(self, leaving: np.ndarray) -> dict[str, np.ndarray]:
-        """Remove the sessions where `leaving` holds and return their columns (copies, in
-        row order). Rows that stay may move (the last ones into the rows that left)."""
-        out = np.empty(int(leaving.sum()), ROW)
-        self.size = self._loops.remove(
+    def remove(self, leaving: np.ndarray) -> tuple[dict[str, np.ndarray], int]:
+        """Remove the sessions where `leaving` holds; their columns (copies, in row order)
+        and how many of them hold a counter past INT64_MAX (what the store cannot hold).
+        Rows that stay may move (the last ones into the rows that left)."""
+        out = np.empty(np.count_nonzero(leaving), ROW)
+        self.size, saturated = self._loops.remove(
             self._rows,
             self.size,
             np.ascontiguousarray(leaving, np.bool_),
@@ -177,7 +178,7 @@ class ActiveSessions:
             self._seed,
             self._hash_mask,
         )
-        return {name: out[name] for name in COLUMNS}
+        return {name: out[name] for name in COLUMNS}, int(saturated)
 
     def merge(self, records: Records, now: float) -> None:
         """Merge records at collector time `now` (a batch the table takes whole: room for

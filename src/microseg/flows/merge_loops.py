@@ -34,6 +34,7 @@ UINT64_MAX = np.uint64(0xFFFFFFFFFFFFFFFF)
 NO_TIME = np.int64(np.iinfo(np.int64).max)  # merge.NO_TIME
 EMPTY = np.uint64(0)
 REQUEST_SHIFT = np.uint32(16)  # merge.REQUEST: an echo request, above the TCP flags
+INT64_MAX = np.uint64((1 << 63) - 1)  # sessions.INT64_MAX: the most a stored counter holds
 
 
 log = logging.getLogger("microseg.flows")
@@ -361,13 +362,15 @@ def _unindex(slots, shift, position):
 def remove(rows, size, leaving, out, slots, seed, hash_mask):
     """Copy rows[:size] where `leaving` holds to `out` (in row order) and take them out of
     the index; then move the last rows that stay into the rows they left, and point their
-    slots there. Returns how many stay. The work is per leaving session (its row, its slot,
-    and one moved row and its slot), not per session in the table: only `leaving` is
-    read whole."""
+    slots there. Returns how many stay, and how many of those that left hold a counter past
+    INT64_MAX (counted here, with the row at hand: four numpy passes over the copies' columns
+    cost the receive loop more than this whole loop). The work is per leaving session (its
+    row, its slot, and one moved row and its slot), not per session in the table: only
+    `leaving` is read whole."""
     shift = index_shift(slots)
     holes = np.empty(len(out), np.int64)
     hashes = np.empty(len(out), np.uint64)
-    taken = 0
+    taken = saturated = 0
     for found in range(size):
         if leaving[found]:
             holes[taken] = found
@@ -375,8 +378,11 @@ def remove(rows, size, leaving, out, slots, seed, hash_mask):
     for i in range(taken):
         if i + PREFETCH_AHEAD < taken:
             _prefetch(rows, holes[i + PREFETCH_AHEAD])
-        out[i] = rows[holes[i]]
-        hashes[i] = _row_hash(out[i], seed, hash_mask)
+        row = rows[holes[i]]
+        out[i] = row
+        hashes[i] = _row_hash(row, seed, hash_mask)
+        if max(row.a_packets, row.a_bytes, row.b_packets, row.b_bytes) > INT64_MAX:
+            saturated += 1
     for i in range(taken):
         if i + PREFETCH_AHEAD < taken:
             _prefetch(slots, np.int64(hashes[i + PREFETCH_AHEAD] >> shift))
@@ -406,4 +412,4 @@ def remove(rows, size, leaving, out, slots, seed, hash_mask):
         position = _slot_of(slots, shift, hashed, source)
         if position >= 0:
             slots[position] = (hashed & HASH_BITS) | np.uint64(hole + 1)
-    return kept
+    return kept, saturated

@@ -98,11 +98,20 @@ class LeavingSessions:
         return sum(len(columns["protocol"]) for columns, _ in self.parts)
 
     def oriented(self) -> pa.Table:
-        """The sessions initiator first (SESSION_SCHEMA), sorted (sort_sessions)."""
+        """The sessions initiator first (SESSION_SCHEMA), sorted (sort_sessions): what
+        orient_parts gives, by the collector's compiled loops (orientation.py)."""
         if not self.parts:
             return SESSION_SCHEMA.empty_table()
-        tables = [orient(columns, exporters) for columns, exporters in self.parts]
-        return tables[0] if len(tables) == 1 else sort_sessions(pa.concat_tables(tables))
+        from microseg.flows.orientation import oriented_sessions  # numba: collector only
+
+        return oriented_sessions(self.parts)
+
+
+def orient_parts(parts: list[tuple[dict[str, np.ndarray], list[str]]]) -> pa.Table:
+    """LeavingSessions' parts initiator first, sorted, by numpy and Arrow: the reference
+    that the compiled orientation is held to, and what it falls back on (IPv6)."""
+    tables = [orient(columns, exporters) for columns, exporters in parts]
+    return tables[0] if len(tables) == 1 else sort_sessions(pa.concat_tables(tables))
 
 
 @dataclass
@@ -180,32 +189,30 @@ class SessionTable:
         """Remove and return every session (shutdown)."""
         columns = self._columns()
         if len(columns["protocol"]):
-            self._hand_over(columns)
+            self._hand_over(columns, saturated_sessions(columns))
         self._clear()
         self._forget_exporters()
         return self.take_evicted()
 
     def _leave(self, leaving: np.ndarray) -> None:
         """The sessions where `leaving` holds leave the table, to be written out."""
-        self._hand_over(self._take(leaving))
+        self._hand_over(*self._take(leaving))
         self._forget_exporters()
 
-    def _hand_over(self, columns: dict[str, np.ndarray]) -> None:
+    def _hand_over(self, columns: dict[str, np.ndarray], saturated: int) -> None:
         """Leaving sessions' columns to be taken (take_evicted), with the exporter names
-        their ids stand for now; counts those with a counter past what the store holds
-        (INT64_MAX)."""
-        saturated = np.zeros(len(columns["protocol"]), dtype=bool)
-        for name in ("a_packets", "a_bytes", "b_packets", "b_bytes"):
-            saturated |= columns[name] > INT64_MAX
-        self.counters.counters_saturated += int(saturated.sum())
+        their ids stand for now; `saturated`: how many hold a counter past what the store
+        holds (INT64_MAX), counted."""
+        self.counters.counters_saturated += saturated
         self._leaving.parts.append((columns, list(self._exporters)))
 
     def _columns(self) -> dict[str, np.ndarray]:
         """The active sessions' columns (merge.COLUMNS)."""
         return self._active.columns()
 
-    def _take(self, leaving: np.ndarray) -> dict[str, np.ndarray]:
-        """Remove the sessions where `leaving` holds; their columns."""
+    def _take(self, leaving: np.ndarray) -> tuple[dict[str, np.ndarray], int]:
+        """Remove the sessions where `leaving` holds; their columns, and how many of them
+        hold a counter past INT64_MAX."""
         return self._active.remove(leaving)
 
     def _clear(self) -> None:
@@ -222,7 +229,7 @@ class SessionTable:
         leaving = least_recent(
             columns["touched"], columns["arrival"], len(self) - int(limit * EVICT_TO)
         )
-        self.counters.sessions_evicted += int(leaving.sum())
+        self.counters.sessions_evicted += int(np.count_nonzero(leaving))
         self._leave(leaving)
 
     def _forget_exporters(self) -> None:
@@ -300,6 +307,14 @@ class SessionTable:
         )
 
 
+def saturated_sessions(columns: dict[str, np.ndarray]) -> int:
+    """How many sessions hold a counter past INT64_MAX (the store holds them at it)."""
+    saturated = np.zeros(len(columns["protocol"]), dtype=bool)
+    for name in ("a_packets", "a_bytes", "b_packets", "b_bytes"):
+        saturated |= columns[name] > INT64_MAX
+    return int(np.count_nonzero(saturated))
+
+
 def least_recent(touched: np.ndarray, arrival: np.ndarray, count: int) -> np.ndarray:
     """A mask of the `count` least recently updated sessions, of those updated at the same
     time the earliest arrived (the smallest `arrival`), found by partitions: a sort of
@@ -310,7 +325,7 @@ def least_recent(touched: np.ndarray, arrival: np.ndarray, count: int) -> np.nda
     threshold = np.partition(touched, count - 1)[count - 1]
     leaving = touched < threshold
     ties = np.flatnonzero(touched == threshold)
-    wanted = count - int(leaving.sum())  # at least 1: the threshold is the count-th value
+    wanted = count - np.count_nonzero(leaving)  # at least 1: the threshold is the count-th value
     if wanted < len(ties):
         ties = ties[np.argpartition(arrival[ties], wanted - 1)[:wanted]]
     leaving[ties] = True
@@ -428,10 +443,14 @@ def _protocol_names(protocol: np.ndarray) -> pa.StringArray:
 
 
 def _vrf_names(vrf_id: np.ndarray) -> pa.StringArray:
-    """ingressVRFID 0 (or absent) is the default VRF; others keep their number."""
     distinct, inverse = np.unique(vrf_id, return_inverse=True)
-    names = pa.array(["default" if v == 0 else str(v) for v in distinct.tolist()], pa.string())
+    names = pa.array([vrf_name(v) for v in distinct.tolist()], pa.string())
     return names.take(inverse.reshape(-1))
+
+
+def vrf_name(vrf_id: int) -> str:
+    """ingressVRFID 0 (or absent) is the default VRF; others keep their number."""
+    return "default" if vrf_id == 0 else str(vrf_id)
 
 
 def sort_sessions(table: pa.Table) -> pa.Table:
