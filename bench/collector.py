@@ -215,6 +215,9 @@ class Trial:
             "cpu_s_per_million_records": round(
                 self.figures.get("cpu_seconds", 0) * 1e6 / self.offer.records, 3
             ),
+            # microseg: the most its workers' receive queues held (datagrams read, waiting
+            # for the decoder; added over the workers), beside the kernel's buffer above
+            "receive_queue_peak_bytes": self.figures.get("receive_queue_peak_bytes"),
         }
 
 
@@ -401,6 +404,7 @@ def microseg_trial(sender, data, rate, options) -> Trial:
             "cpu_seconds": cpu,
             "receive_buffer_bytes": buffers,
             "worker_rss_mib": resident,
+            "receive_queue_peak_bytes": stats.get("receive_queue_peak_bytes"),
             "sessions_written": written,
             # end to end: first datagram sent -> every session in Parquet and the process gone
             "sessions_per_s_end_to_end": written / (finished - began),

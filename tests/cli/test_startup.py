@@ -102,11 +102,14 @@ def test_compiling_a_file_reads_it_without_the_dumper_or_the_store(tmp_path):
 
 
 def test_only_a_session_table_loads_numba(tmp_path):
-    """The session merge is compiled (flows/merge_loops.py): reading sessions, or importing
-    the session schema, must not pay numba's start-up; a collector's table does."""
+    """The session merge and the segment writer's orientation are compiled
+    (flows/merge_loops.py, orient_loops.py): reading sessions, importing the session schema
+    or the collector's module (the monitor's metrics do) must not pay numba's start-up; a
+    collector's table does."""
     listing = _run_main("sessions", "list", "--store", str(tmp_path), "--json")
     assert not {"numba", "llvmlite"} & set(_modules_after(listing))
     assert "numba" not in _modules_after("import microseg.flows.sessions, microseg.flows.flowstore")
+    assert "numba" not in _modules_after("import microseg.flows.collector, microseg.flows.writer")
     table = "from microseg.flows.sessions import SessionTable\nSessionTable()"
     assert "numba" in _modules_after(table)
 

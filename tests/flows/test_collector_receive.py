@@ -7,6 +7,8 @@ hand bad datagrams on to the decoder, which drops and counts them."""
 from __future__ import annotations
 
 import socket
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +17,14 @@ from flows_encoder import softflowd_export
 
 from microseg.flows import collector as collector_module
 from microseg.flows import receive
-from microseg.flows.collector import BackgroundCollector, FlowCollector, open_socket
+from microseg.flows.collector import (
+    BackgroundCollector,
+    CollectorSettings,
+    FlowCollector,
+    StopRequest,
+    open_socket,
+    serve,
+)
 from microseg.flows.flowstore import FlowStore, read_sessions
 
 T0 = 1_763_578_369_000
@@ -171,3 +180,85 @@ def test_the_session_table_is_reserved_without_asking_for_huge_pages():
     rows = collector.table._active._rows
     assert rows.nbytes > 32 << 20  # its own mapping, as large as numpy advises
     assert not huge_page_advised(rows.ctypes.data + rows.nbytes // 2)
+
+
+def stalled_first_batch(collector: FlowCollector, seconds: float) -> threading.Event:
+    """Make the collector's first batch take `seconds` (an eviction, time off the CPU);
+    the event is set when it starts."""
+    started = threading.Event()
+    receive_batch = collector.receive
+
+    def receive_slowly(datagrams, now=None, destination=None):
+        if not started.is_set():
+            started.set()
+            time.sleep(seconds)
+        receive_batch(datagrams, now, destination)
+
+    collector.receive = receive_slowly  # type: ignore[method-assign]
+    return started
+
+
+def send_paced(address: tuple, count: int, seconds: float, size: int = 1000) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as exporter:
+        for index in range(count):
+            exporter.sendto(index.to_bytes(4, "big") * (size // 4), address)
+            time.sleep(seconds / count)
+
+
+@pytest.mark.parametrize("kind", readers())
+def test_the_sockets_are_read_while_the_receive_loop_is_busy(kind, monkeypatch):
+    """The kernel's buffer holds ~200 of these datagrams; the loop is held for 2 s while
+    1,000 come over 1 s. They are read meanwhile (a thread of its own), so none is lost:
+    when the loop read the sockets itself, between batches, the kernel dropped ~800."""
+    if kind == "recvfrom":
+        monkeypatch.setattr(receive, "RECVMMSG", None)
+    collector = FlowCollector(None, CollectorSettings(receive_buffer=256 << 10))
+    started = stalled_first_batch(collector, 2.0)
+    with BackgroundCollector(collector) as running:
+        send_paced(running.address, 1, 0)
+        assert started.wait(5)
+        send_paced(running.address, 1000, 1.0)
+        assert running.wait_for_datagrams(1001, timeout=20)
+    stats = collector.stats()
+    assert stats["datagrams"] == 1001  # garbage: each counted, dropped whole
+    assert stats["decode_errors"] == 1001
+    assert stats["receive_queue_full"] == 0
+    assert 0 < stats["receive_queue_peak_bytes"] <= 1000 * 1000
+
+
+def test_a_full_receive_queue_pauses_reading_and_the_kernel_keeps_the_rest():
+    """Past --receive-queue the reader pauses (counted) and the socket's buffer fills
+    instead; nothing read is dropped, and what the kernel kept is read afterwards."""
+    settings = CollectorSettings(receive_buffer=4 << 20, receive_queue=64 << 10)
+    collector = FlowCollector(None, settings)
+    started = stalled_first_batch(collector, 1.5)
+    with BackgroundCollector(collector) as running:
+        send_paced(running.address, 1, 0)
+        assert started.wait(5)
+        send_paced(running.address, 300, 0.5)
+        assert running.wait_for_datagrams(301, timeout=20)
+    stats = collector.stats()
+    assert stats["datagrams"] == 301
+    assert stats["receive_queue_full"] >= 1
+    # the bound and at most one read past it (READ_BURST datagrams)
+    assert 64 << 10 <= stats["receive_queue_peak_bytes"] < (64 << 10) + 257 * 1000
+
+
+def test_a_reader_that_fails_stops_the_loop_with_its_error_after_a_flush(monkeypatch):
+    """A bug in the reader thread must not leave a collector that silently reads nothing:
+    the receive loop raises it, having stored the sessions it holds."""
+
+    def broken(self, datagrams, limit=None):
+        raise RuntimeError("reader bug")
+
+    for kind in (receive.DatagramReader, receive.BatchReader):
+        monkeypatch.setattr(kind, "read", broken)
+    collector = FlowCollector(None)
+    flushed = []
+    monkeypatch.setattr(collector, "flush_all", lambda: flushed.append(True) or 0)
+    sock = open_socket("127.0.0.1", 0, 1 << 20)
+    with sock, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as exporter:
+        exporter.sendto(b"one", sock.getsockname())
+        with pytest.raises(RuntimeError, match="reader bug"):
+            serve(collector, [sock], StopRequest())
+    assert flushed == [True]

@@ -482,10 +482,10 @@ class NearlyFullStore(FlowStore):
         super().__init__(directory)
         self.room = room
 
-    def write(self, sessions):
+    def write(self, sessions, **options):
         if sessions.num_rows > self.room:
             raise OSError(28, os.strerror(28))
-        return super().write(sessions)
+        return super().write(sessions, **options)
 
 
 def test_at_exit_on_a_full_disk_what_fits_is_written_in_smaller_segments(tmp_path):

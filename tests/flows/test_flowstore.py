@@ -38,6 +38,19 @@ def test_segments_are_renamed_into_place(tmp_path):
     assert pq.read_table(segment).num_rows == 3
 
 
+def test_a_segment_is_sorted_unless_its_writer_vouches_for_the_order(tmp_path):
+    """The segment writer hands over sessions in sort_sessions' order and says so
+    (in_order): they are stored as given; anyone else's are sorted."""
+    store = FlowStore(tmp_path).open()
+    sessions = some_sessions(count=4)
+    backwards = sessions.take(pa.array([3, 2, 1, 0]))
+    sorted_ports = sessions.column("sport").to_pylist()
+    assert sorted_ports == sorted(sorted_ports)
+    as_given = pq.read_table(store.write(backwards, in_order=True))
+    assert as_given.column("sport").to_pylist() == sorted_ports[::-1]
+    assert pq.read_table(store.write(backwards)).column("sport").to_pylist() == sorted_ports
+
+
 def test_open_removes_half_written_temporaries(tmp_path):
     store = FlowStore(tmp_path).open()
     store.write(some_sessions())

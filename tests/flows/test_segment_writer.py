@@ -14,7 +14,6 @@ import threading
 from collections import Counter
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from flows_encoder import softflowd_export
@@ -159,9 +158,9 @@ def test_a_bug_making_a_segment_is_said_counted_and_the_writer_goes_on(
 def test_a_bug_anywhere_in_a_write_never_ends_the_writer(tmp_path, monkeypatch, caplog):
     store = FlowStore(tmp_path).open()
     writer = SegmentWriter(store, max_unwritten=1000, max_waiting=1000)
-    concat = pa.concat_tables
-    calls = iter([lambda tables: {}["bug"], concat])
-    monkeypatch.setattr(pa, "concat_tables", lambda tables: next(calls)(tables))
+    store_sessions = writer._store
+    calls = iter([lambda *arguments: {}["bug"], store_sessions])
+    monkeypatch.setattr(writer, "_store", lambda *arguments: next(calls)(*arguments))
     with caplog.at_level(logging.ERROR, "microseg.flows"):
         writer.put(leaving(100, 3))
         writer.put(leaving(200, 2))

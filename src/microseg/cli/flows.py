@@ -98,6 +98,14 @@ def collect(
         help="Socket receive buffer in bytes, per socket (what the kernel queues while "
         "the collector is busy).",
     ),
+    receive_queue: int = typer.Option(
+        64 << 20,
+        "--receive-queue",
+        min=65536,
+        max=1 << 40,
+        help="Bytes of datagrams read off the sockets and waiting to be decoded, at most "
+        "(all workers together); past it reading pauses and the socket buffers fill.",
+    ),
 ) -> None:
     """Receive IPFIX / NetFlow v9 until SIGINT or SIGTERM; sessions go to the flow store.
 
@@ -127,6 +135,7 @@ def collect(
         flush_interval=flush_interval,
         receive_buffer=receive_buffer,
         # memory bounds are the collector's: its workers share them
+        receive_queue=max(65536, receive_queue // workers),
         max_unwritten=max_unwritten // workers,
         sessions=SessionSettings(inactive_timeout, active_timeout, max(1, max_sessions // workers)),
     )
@@ -222,6 +231,7 @@ def _print_stats(stats: dict, as_json: bool) -> None:
             "records_rejected",
             "counters_saturated",
             "batch_errors",
+            "receive_queue_full",
         )
         if stats[name]
     ]

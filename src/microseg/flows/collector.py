@@ -1,12 +1,13 @@
 """The UDP collector: datagrams in, whole batches to the decoder, sessions out.
 
-Transport only: `decoder.py` decodes, `sessions.py` merges, `flowstore.py` persists. Every
-`batch_interval` seconds the collector takes what the kernel has queued on its sockets (up
-to READ_BURST datagrams a socket); meanwhile the kernel queues new datagrams in a large
-receive buffer. What was taken goes to the decoder as one batch once DECODE_DATAGRAMS have
-been taken or the oldest has waited `decode_interval` seconds: a batch costs a fixed amount
-of numpy calls whatever its size, so few large batches cost less per record than many small
-ones. `workers.py` runs several of these processes on one port.
+Transport only: `decoder.py` decodes, `sessions.py` merges, `flowstore.py` persists. A
+thread of its own (`SocketDrain`) takes what the kernel has queued on the sockets into a
+bounded queue, while the receive loop decodes, merges and evicts: the kernel's receive
+buffer is emptied every few milliseconds whatever the loop is doing. The loop takes the
+queue to the decoder as one batch once DECODE_DATAGRAMS wait or the oldest has waited
+`decode_interval` seconds: a batch costs a fixed amount of numpy calls whatever its size,
+so few large batches cost less per record than many small ones. `workers.py` runs several
+of these processes on one port.
 Every `flush_interval` seconds sessions past their timeouts go to the store as one atomic
 segment; on stop (SIGINT/SIGTERM) every active session does. Sessions leave the table in
 the receive loop, but are written by the segment writer's thread (`writer.py`), so the loop
@@ -28,6 +29,7 @@ import ctypes.util
 import json
 import logging
 import os
+import select
 import signal
 import socket
 import threading
@@ -49,8 +51,11 @@ from microseg.model import MicrosegError
 RECEIVE_BUFFER = 64 << 20
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # Linux: root may exceed rmem_max
 STATS_FILE = "collector-stats.json"
-READ_BURST = 4096  # datagrams taken from a socket per batch before other work gets a turn
+READ_BURST = 256  # datagrams taken from a socket per read, before the queue's bound is checked
 DECODE_DATAGRAMS = 1024  # datagrams taken before they are decoded, whatever their age
+RECEIVE_QUEUE = 64 << 20  # bytes of datagrams read and not yet decoded, at most
+READ_INTERVAL = 0.005  # while datagrams come, the sockets are read this often
+POLL_TIMEOUT_MS = 100  # an idle reader thread wakes up this often to see a stop
 # mallopt(3) parameters (glibc malloc.h)
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 MMAP_THRESHOLD = 32 << 20  # glibc's largest (DEFAULT_MMAP_THRESHOLD_MAX on 64-bit)
@@ -64,6 +69,7 @@ class CollectorSettings:
     batch_interval: float = 0.02  # sockets are read this often
     decode_interval: float = 0.2  # what was read waits at most this long for the decoder
     receive_buffer: int = RECEIVE_BUFFER
+    receive_queue: int = RECEIVE_QUEUE  # bytes read off the sockets, waiting for the decoder
     max_unwritten: int = 1_000_000  # sessions held while the store cannot take them
     sessions: SessionSettings = field(default_factory=SessionSettings)
 
@@ -71,6 +77,9 @@ class CollectorSettings:
 @dataclass
 class CollectorCounters:
     batch_errors: int = 0  # batches that failed (logged) and were dropped
+    receive_queue_peak_bytes: int = 0  # the most the receive queue held
+    receive_queue_full: int = 0  # times the queue was full and reading paused (the
+    # kernel's buffer then fills, and past it the kernel drops datagrams)
 
 
 class FlowCollector:
@@ -223,6 +232,128 @@ class StopRequest:
         return self.made
 
 
+class SocketDrain:
+    """Takes what the kernel queued on the sockets into a bounded queue, on a thread of its
+    own, for the receive loop to decode.
+
+    A datagram waits in the socket's receive buffer until it is read, and past the buffer's
+    size the kernel drops it. When the receive loop read the sockets itself, between its
+    batches, everything it did held the reading back: an eviction of 100,000 sessions, or
+    time off the CPU while the segment writers and the exporters ran, held it 60-100 ms at
+    750 k records/s over 2 workers (this project's bench, 2 cores), about what a worker's
+    4 MiB of buffer lasts, and datagrams were lost with the workers' CPU half idle. This
+    thread reads every READ_INTERVAL while datagrams come, so the kernel's buffer stays
+    nearly empty, and what was read waits in memory instead: at most `limit` bytes and one
+    read (READ_BURST datagrams a socket), past which reading pauses (counted) and the
+    kernel's buffer takes the rest, then drops, as before. It waits for datagrams in poll(2), and reads with recvmmsg(2) through ctypes:
+    both release the GIL, and the Python around them is a few steps a datagram."""
+
+    def __init__(
+        self,
+        sockets: list[socket.socket],
+        limit: int,
+        counters: CollectorCounters,
+        batch: int = DECODE_DATAGRAMS,
+    ):
+        self.readers = [reader(sock) for sock in sockets]
+        self.limit = limit
+        self.batch = batch  # queued datagrams that wake the receive loop
+        self.counters = counters
+        self._queued: list[list[Datagram]] = [[] for _ in sockets]
+        self._count = 0  # datagrams queued
+        self._bytes = 0
+        self._oldest = 0.0  # when the oldest queued datagram was read (monotonic)
+        self._changed = threading.Condition()
+        self._stopping = False
+        self._failure: BaseException | None = None
+        self._poller = select.poll()
+        for sock in sockets:
+            self._poller.register(sock, select.POLLIN)
+        self._thread = threading.Thread(target=self._run, name="microseg-reader", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wait(self, timeout: float, max_age: float) -> list[list[Datagram]] | None:
+        """Wait up to `timeout` seconds for `batch` datagrams; then take the queue (each
+        socket's datagrams in the order read) if it holds that many or its oldest has
+        waited `max_age`, else None. Raises what ended the reader thread, if anything."""
+        with self._changed:
+            if self._count < self.batch and self._failure is None:
+                self._changed.wait(timeout)
+            if self._failure is not None:
+                raise self._failure
+            if not self._count or (
+                self._count < self.batch and time.monotonic() - self._oldest < max_age
+            ):
+                return None
+            return self._take()
+
+    def take(self) -> list[list[Datagram]]:
+        """Whatever is queued now."""
+        with self._changed:
+            return self._take()
+
+    def stop(self) -> list[list[Datagram]]:
+        """End the thread, then read everything the kernel still holds (it was sent before
+        the stop); returns it with what was queued."""
+        with self._changed:
+            self._stopping = True
+        self._thread.join()
+        queued = self.take()
+        if self._failure is None:  # a reader that failed is not asked again
+            for taker, datagrams in zip(self.readers, queued, strict=True):
+                taker.read(datagrams)
+        return queued
+
+    def _take(self) -> list[list[Datagram]]:
+        queued, self._queued = self._queued, [[] for _ in self._queued]
+        self._count = self._bytes = 0
+        return queued
+
+    def _run(self) -> None:
+        try:
+            self._read_until_stopped()
+        except BaseException as error:  # a bug: the receive loop raises it, and stops
+            with self._changed:
+                self._failure = error
+                self._changed.notify_all()
+
+    def _read_until_stopped(self) -> None:
+        fresh: list[list[Datagram]] = [[] for _ in self.readers]
+        paused = False
+        while not self._stopping:
+            if self._bytes >= self.limit:  # read without the lock: only a hint
+                if not paused:
+                    paused = True
+                    self.counters.receive_queue_full += 1
+                time.sleep(READ_INTERVAL)
+                continue
+            paused = False
+            if not self._poller.poll(POLL_TIMEOUT_MS):
+                continue
+            more = False
+            for taker, datagrams in zip(self.readers, fresh, strict=True):
+                more |= taker.read(datagrams, READ_BURST)
+            count = sum(len(datagrams) for datagrams in fresh)
+            if count:
+                size = sum(len(data) for datagrams in fresh for data, _ in datagrams)
+                with self._changed:
+                    if not self._count:
+                        self._oldest = time.monotonic()
+                    for queued, datagrams in zip(self._queued, fresh, strict=True):
+                        queued.extend(datagrams)
+                    self._count += count
+                    self._bytes += size
+                    if self._bytes > self.counters.receive_queue_peak_bytes:
+                        self.counters.receive_queue_peak_bytes = self._bytes
+                    if self._count >= self.batch:
+                        self._changed.notify_all()
+                fresh = [[] for _ in self.readers]
+            if not more:  # let datagrams gather: a read takes many at once
+                time.sleep(READ_INTERVAL)
+
+
 def serve(
     collector: FlowCollector,
     sockets: list[socket.socket],
@@ -234,47 +365,34 @@ def serve(
     datagram's version, and keeps templates per exporter, version and our socket) and one
     session table.
 
-    Every `batch_interval` the sockets are read until the kernel has nothing queued (at most
-    READ_BURST datagrams each; more waiting: the next batch starts at once). No wake-up per
-    datagram: reading on readiness woke the loop for every few datagrams, and the wake-ups
-    cost more than the datagrams (the kernel queues them in the receive buffer meanwhile).
-    A plain loop that sleeps, not an asyncio one: on this project's VM an asyncio sleep cost
-    ~170 µs of CPU a wake-up against ~40 for time.sleep, and at 50 wake-ups a second that
-    was 0.15 CPU-s every 10 s for each idle worker. A stop is seen within `batch_interval`.
-    What was read is decoded once DECODE_DATAGRAMS are waiting, their oldest is
-    `decode_interval` old, or a flush is due."""
+    The sockets are read by a SocketDrain's thread. This loop takes its queue to the
+    decoder once DECODE_DATAGRAMS are waiting, their oldest is `decode_interval` old, or
+    a flush is due; it waits for that at most `batch_interval` at a time, so a stop is
+    seen within it. A plain loop that waits, not an asyncio one: on this project's VM an
+    asyncio sleep cost ~170 µs of CPU a wake-up against ~40 for time.sleep, and at 50
+    wake-ups a second that was 0.15 CPU-s every 10 s for each idle worker."""
     settings = collector.settings
     next_flush = time.monotonic() + settings.flush_interval
     locals_ = [sock.getsockname() for sock in sockets]
-    readers = [reader(sock) for sock in sockets]
-    queued: list[list[Datagram]] = [[] for _ in sockets]
-    oldest = 0.0  # when the oldest datagram waiting to be decoded was read
+    drain = SocketDrain(sockets, settings.receive_queue, collector.counters)
+    drain.start()
     try:
         while not stop.is_set():
-            more = False
-            for taker, datagrams in zip(readers, queued, strict=True):
-                more |= taker.read(datagrams, READ_BURST)
-            waiting = sum(len(datagrams) for datagrams in queued)
             now = time.monotonic()
-            if waiting and not oldest:
-                oldest = now
             flush_due = now >= next_flush
-            if waiting and (
-                flush_due or waiting >= DECODE_DATAGRAMS or now - oldest >= settings.decode_interval
-            ):
-                _decode(collector, queued, locals_)
-                oldest = 0.0
             if flush_due:
+                _decode(collector, drain.take(), locals_)
                 collector.flush_expired()
                 next_flush = time.monotonic() + settings.flush_interval
                 if on_flush:
                     on_flush(collector)
-            if not more:  # a signal's handler runs, then the sleep goes on (PEP 475)
-                time.sleep(settings.batch_interval)
+                continue
+            wait = min(settings.batch_interval, next_flush - now)
+            queued = drain.wait(wait, settings.decode_interval)
+            if queued is not None:
+                _decode(collector, queued, locals_)
     finally:
-        for taker, datagrams in zip(readers, queued, strict=True):
-            taker.read(datagrams)  # all of it: it was sent before we stopped
-        _decode(collector, queued, locals_)
+        _decode(collector, drain.stop(), locals_)
         collector.flush_all()
 
 

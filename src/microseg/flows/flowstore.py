@@ -79,6 +79,28 @@ WRITERS_LOCK = ".writers.lock"
 MAINTENANCE_LOCK = ".maintenance.lock"
 SMALL_SEGMENT = 8 << 20
 READ_ATTEMPTS = 4  # a compaction may replace segments while we read: look again
+# How segments are written (README, "Flow benchmarks": measured against Parquet's defaults,
+# which dictionary-encode every column and keep statistics of every column): dictionary
+# encoding where values repeat (names, addresses, ports, flags), not for counters and times,
+# nearly all distinct; a dictionary past 256 KiB (~15,000 addresses) gives way to plain
+# text, as one past Parquet's 1 MiB would; no min/max statistics of addresses, which span
+# everything in a segment and prune nothing
+COUNTERS_AND_TIMES = (
+    "fwd_packets",
+    "fwd_bytes",
+    "rev_packets",
+    "rev_bytes",
+    "first_seen",
+    "last_seen",
+)
+ADDRESSES = ("src", "dst", "exporter", "rev_exporter")
+DICTIONARY_COLUMNS = [name for name in SESSION_SCHEMA.names if name not in COUNTERS_AND_TIMES]
+SEGMENT_OPTIONS = dict(
+    compression="zstd",
+    use_dictionary=DICTIONARY_COLUMNS,
+    dictionary_pagesize_limit=256 << 10,
+    write_statistics=[name for name in SESSION_SCHEMA.names if name not in ADDRESSES],
+)
 log = logging.getLogger("microseg.flows")
 _Result = TypeVar("_Result")
 _counter = itertools.count()
@@ -229,17 +251,21 @@ class FlowStore:
         self._remove_superseded(self.scan())
         return self
 
-    def write(self, sessions: pa.Table, *, day: date | None = None) -> Path | None:
+    def write(
+        self, sessions: pa.Table, *, day: date | None = None, in_order: bool = False
+    ) -> Path | None:
         """One new segment with these sessions (SESSION_SCHEMA), atomically; None if empty.
         `day`: the UTC day of the partition (default today, as the collector writes; an
-        import or `bench/scale.py` writes past days).
+        import or `bench/scale.py` writes past days). `in_order`: the caller vouches that
+        the sessions are SESSION_SCHEMA rows in sort_sessions' order already (the segment
+        writer's are), so they are not sorted again.
 
         Raises OSError (no space, read-only...) with nothing left behind."""
         if sessions.num_rows == 0:
             return None
-        return self._write_segment(
-            sort_sessions(sessions.cast(SESSION_SCHEMA)), {}, self._partition(day)
-        )
+        if not in_order:
+            sessions = sort_sessions(sessions.cast(SESSION_SCHEMA))
+        return self._write_segment(sessions, {}, self._partition(day))
 
     def segments(self) -> list[Path]:
         """Live segments, oldest first (sources of a finished compaction and bad ones excluded)."""
@@ -480,7 +506,7 @@ class FlowStore:
         lock = file_lock(self.directory / WRITERS_LOCK, fcntl.LOCK_SH) if flat else _no_lock()
         with lock:
             try:
-                pq.write_table(table, temporary, compression="zstd")
+                pq.write_table(table, temporary, **SEGMENT_OPTIONS)
                 with open(temporary, "rb") as written:
                     os.fsync(written.fileno())
                 os.replace(temporary, final)

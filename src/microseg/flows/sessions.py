@@ -98,11 +98,20 @@ class LeavingSessions:
         return sum(len(columns["protocol"]) for columns, _ in self.parts)
 
     def oriented(self) -> pa.Table:
-        """The sessions initiator first (SESSION_SCHEMA), sorted (sort_sessions)."""
+        """The sessions initiator first (SESSION_SCHEMA), sorted (sort_sessions): what
+        orient_parts gives, by the collector's compiled loops (orientation.py)."""
         if not self.parts:
             return SESSION_SCHEMA.empty_table()
-        tables = [orient(columns, exporters) for columns, exporters in self.parts]
-        return tables[0] if len(tables) == 1 else sort_sessions(pa.concat_tables(tables))
+        from microseg.flows.orientation import oriented_sessions  # numba: collector only
+
+        return oriented_sessions(self.parts)
+
+
+def orient_parts(parts: list[tuple[dict[str, np.ndarray], list[str]]]) -> pa.Table:
+    """LeavingSessions' parts initiator first, sorted, by numpy and Arrow: the reference
+    that the compiled orientation is held to, and what it falls back on (IPv6)."""
+    tables = [orient(columns, exporters) for columns, exporters in parts]
+    return tables[0] if len(tables) == 1 else sort_sessions(pa.concat_tables(tables))
 
 
 @dataclass
@@ -434,10 +443,14 @@ def _protocol_names(protocol: np.ndarray) -> pa.StringArray:
 
 
 def _vrf_names(vrf_id: np.ndarray) -> pa.StringArray:
-    """ingressVRFID 0 (or absent) is the default VRF; others keep their number."""
     distinct, inverse = np.unique(vrf_id, return_inverse=True)
-    names = pa.array(["default" if v == 0 else str(v) for v in distinct.tolist()], pa.string())
+    names = pa.array([vrf_name(v) for v in distinct.tolist()], pa.string())
     return names.take(inverse.reshape(-1))
+
+
+def vrf_name(vrf_id: int) -> str:
+    """ingressVRFID 0 (or absent) is the default VRF; others keep their number."""
+    return "default" if vrf_id == 0 else str(vrf_id)
 
 
 def sort_sessions(table: pa.Table) -> pa.Table:

@@ -6,8 +6,9 @@ rename) took the receive loop 0.3-1.2 s for the 100,000 sessions a full table ev
 once, while the kernel dropped what the exporters sent meanwhile. Here the receive loop
 hands the sessions over as they stood in the table (`LeavingSessions`, a copy of their
 rows) and goes on; this thread orients and writes them, in the order given, one segment
-per hand-over. Most of that work runs without the GIL (numpy, Arrow's sort and Parquet
-writer), so it takes little from the receive loop beside it.
+per hand-over. Most of that work runs without the GIL (the compiled orientation,
+orientation.py, and Arrow's Parquet writer), so it takes little from the receive loop
+beside it.
 
 Memory stays bounded: at most `max_waiting` sessions wait for this thread (a hand-over
 past that waits until it has caught up; the receive loop then falls behind and the kernel
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from microseg.flows.flowstore import FlowStore
-from microseg.flows.sessions import LeavingSessions
+from microseg.flows.sessions import LeavingSessions, sort_sessions
 
 SPLIT_PIECES = 64  # at exit on a full disk, segments down to 1/64 of what is left are tried
 log = logging.getLogger("microseg.flows")
@@ -45,6 +46,12 @@ class SegmentWriter:
     the first `put` after a `close`. Only the thread that calls `put` calls `close`."""
 
     def __init__(self, store: FlowStore | None, max_unwritten: int, max_waiting: int):
+        if store is not None:  # compiled now, not on the thread while the receive loop runs
+            # (imported here: numba loads with it, and commands that import the collector
+            # module without collecting, such as the monitor's, do not need it)
+            from microseg.flows.orientation import warm_up
+
+            warm_up()
         self.store = store
         self.max_unwritten = max_unwritten
         self.max_waiting = max_waiting
@@ -135,7 +142,12 @@ class SegmentWriter:
                 self._lose(sessions.num_rows, error)
         if not self._unwritten:
             return
-        pending, self._unwritten = pa.concat_tables(self._unwritten), []
+        # each table here is in sort_sessions' order (oriented, or a slice of one in order)
+        if len(self._unwritten) == 1:
+            pending = self._unwritten[0]
+        else:
+            pending = sort_sessions(pa.concat_tables(self._unwritten))
+        self._unwritten = []
         self._store(self.store, pending, final)
         self.unwritten = sum(table.num_rows for table in self._unwritten)
 
@@ -151,12 +163,13 @@ class SegmentWriter:
         )
 
     def _store(self, store: FlowStore, sessions: pa.Table, final: bool) -> None:
+        """Write `sessions`, in sort_sessions' order (so is every slice of them)."""
         pieces = [sessions]
         smallest = max(1024, sessions.num_rows // SPLIT_PIECES)
         while pieces:
             piece = pieces.pop(0)
             try:
-                store.write(piece)
+                store.write(piece, in_order=True)
             except Exception as error:  # OSError mostly; the sessions must survive any
                 self.counters.write_failures += 1
                 self.last_write_error = describe(error)

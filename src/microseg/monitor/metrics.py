@@ -61,6 +61,10 @@ COLLECTOR_FIGURES = (
      "Records of a batch that could not be merged."),
     ("batch_errors", "microseg_collector_batch_errors", "counter",
      "Batches of datagrams that failed and were dropped."),
+    ("receive_queue_peak_bytes", "microseg_collector_receive_queue_peak_bytes", "gauge",
+     "The most bytes of datagrams that waited, read, for the decoder (workers added)."),
+    ("receive_queue_full", "microseg_collector_receive_queue_full", "counter",
+     "Times reading paused because --receive-queue was full."),
 )  # fmt: skip
 EXPORTER_FIGURES = (
     ("datagrams", "microseg_collector_exporter_datagrams", "Datagrams from the exporter."),
