@@ -205,6 +205,17 @@ def send_paced(address: tuple, count: int, seconds: float, size: int = 1000) -> 
             time.sleep(seconds / count)
 
 
+def received_while_stalled(collector: FlowCollector, stall: float, count: int, seconds: float):
+    """Hold the collector's first batch for `stall` seconds, send `count` datagrams paced
+    over `seconds` meanwhile, and wait until every one (and the first) was decoded."""
+    started = stalled_first_batch(collector, stall)
+    with BackgroundCollector(collector) as running:
+        send_paced(running.address, 1, 0)
+        assert started.wait(5)
+        send_paced(running.address, count, seconds)
+        assert running.wait_for_datagrams(count + 1, timeout=20)
+
+
 @pytest.mark.parametrize("kind", readers())
 def test_the_sockets_are_read_while_the_receive_loop_is_busy(kind, monkeypatch):
     """The kernel's buffer holds ~200 of these datagrams; the loop is held for 2 s while
@@ -213,12 +224,7 @@ def test_the_sockets_are_read_while_the_receive_loop_is_busy(kind, monkeypatch):
     if kind == "recvfrom":
         monkeypatch.setattr(receive, "RECVMMSG", None)
     collector = FlowCollector(None, CollectorSettings(receive_buffer=256 << 10))
-    started = stalled_first_batch(collector, 2.0)
-    with BackgroundCollector(collector) as running:
-        send_paced(running.address, 1, 0)
-        assert started.wait(5)
-        send_paced(running.address, 1000, 1.0)
-        assert running.wait_for_datagrams(1001, timeout=20)
+    received_while_stalled(collector, 2.0, 1000, 1.0)
     stats = collector.stats()
     assert stats["datagrams"] == 1001  # garbage: each counted, dropped whole
     assert stats["decode_errors"] == 1001
@@ -231,12 +237,7 @@ def test_a_full_receive_queue_pauses_reading_and_the_kernel_keeps_the_rest():
     instead; nothing read is dropped, and what the kernel kept is read afterwards."""
     settings = CollectorSettings(receive_buffer=4 << 20, receive_queue=64 << 10)
     collector = FlowCollector(None, settings)
-    started = stalled_first_batch(collector, 1.5)
-    with BackgroundCollector(collector) as running:
-        send_paced(running.address, 1, 0)
-        assert started.wait(5)
-        send_paced(running.address, 300, 0.5)
-        assert running.wait_for_datagrams(301, timeout=20)
+    received_while_stalled(collector, 1.5, 300, 0.5)
     stats = collector.stats()
     assert stats["datagrams"] == 301
     assert stats["receive_queue_full"] >= 1
