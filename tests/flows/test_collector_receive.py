@@ -6,6 +6,10 @@ hand bad datagrams on to the decoder, which drops and counts them."""
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import multiprocessing
+import os
 import socket
 import threading
 import time
@@ -16,7 +20,7 @@ import pytest
 from flows_encoder import softflowd_export
 
 from microseg.flows import collector as collector_module
-from microseg.flows import receive
+from microseg.flows import drain_loops, receive
 from microseg.flows.collector import (
     BackgroundCollector,
     CollectorSettings,
@@ -45,6 +49,23 @@ def readers() -> list:
 @pytest.fixture(params=readers())
 def make_reader(request):
     return READERS[request.param]
+
+
+def drains() -> list:
+    """How a collector's sockets are read: by a Python thread, with either reader, or by
+    the compiled reader (drain_loops.py), which never takes the GIL."""
+    return [
+        pytest.param("recvfrom"),
+        pytest.param("recvmmsg", marks=needs_recvmmsg),
+        pytest.param("compiled", marks=needs_recvmmsg),
+    ]
+
+
+def use_drain(kind: str, monkeypatch) -> None:
+    if kind == "recvfrom":
+        monkeypatch.setattr(receive, "RECVMMSG", None)
+    if kind != "compiled":
+        monkeypatch.setattr(collector_module, "compiled_drain_possible", lambda: False)
 
 
 def test_recvmmsg_is_what_linux_with_glibc_reads_with():
@@ -128,12 +149,11 @@ def test_the_largest_and_the_empty_datagram_come_whole(make_reader):
     assert [data for data, _ in datagrams] == [largest, b"", b"x"]
 
 
-@pytest.mark.parametrize("kind", readers())
+@pytest.mark.parametrize("kind", drains())
 def test_the_collector_stores_the_same_sessions_with_either_reader(kind, tmp_path, monkeypatch):
     """A real collector on loopback: good datagrams between bad ones (the decoder drops and
     counts those), all of it drained and stored at stop."""
-    if kind == "recvfrom":
-        monkeypatch.setattr(receive, "RECVMMSG", None)
+    use_drain(kind, monkeypatch)
     monkeypatch.setattr(collector_module, "READ_BURST", 64)  # several reads per batch
     store = FlowStore(tmp_path / "flows")
     collector = FlowCollector(store)
@@ -182,16 +202,25 @@ def test_the_session_table_is_reserved_without_asking_for_huge_pages():
     assert not huge_page_advised(rows.ctypes.data + rows.nbytes // 2)
 
 
-def stalled_first_batch(collector: FlowCollector, seconds: float) -> threading.Event:
-    """Make the collector's first batch take `seconds` (an eviction, time off the CPU);
-    the event is set when it starts."""
+def stalled_first_batch(
+    collector: FlowCollector, seconds: float, keep_gil: bool = False, on_stall=None
+) -> threading.Event:
+    """Make the collector's first batch take `seconds` (an eviction, time off the CPU), or
+    hold the GIL that long (`keep_gil`: usleep(3) called as ctypes.PyDLL calls, with the
+    GIL kept); the event is set, and `on_stall` called, when it starts."""
     started = threading.Event()
     receive_batch = collector.receive
+    keeping = ctypes.PyDLL(ctypes.util.find_library("c")).usleep
 
     def receive_slowly(datagrams, now=None, destination=None):
         if not started.is_set():
             started.set()
-            time.sleep(seconds)
+            if on_stall:
+                on_stall()
+            if keep_gil:
+                keeping(round(seconds * 1e6))
+            else:
+                time.sleep(seconds)
         receive_batch(datagrams, now, destination)
 
     collector.receive = receive_slowly  # type: ignore[method-assign]
@@ -205,24 +234,45 @@ def send_paced(address: tuple, count: int, seconds: float, size: int = 1000) -> 
             time.sleep(seconds / count)
 
 
-def received_while_stalled(collector: FlowCollector, stall: float, count: int, seconds: float):
+def send_when_told(told: int, address: tuple, count: int, seconds: float) -> None:
+    """send_paced once a byte can be read from the pipe `told` (another process)."""
+    os.read(told, 1)
+    send_paced(address, count, seconds)
+
+
+def received_while_stalled(
+    collector: FlowCollector, stall: float, count: int, seconds: float, keep_gil: bool = False
+):
     """Hold the collector's first batch for `stall` seconds, send `count` datagrams paced
-    over `seconds` meanwhile, and wait until every one (and the first) was decoded."""
-    started = stalled_first_batch(collector, stall)
-    with BackgroundCollector(collector) as running:
-        send_paced(running.address, 1, 0)
-        assert started.wait(5)
-        send_paced(running.address, count, seconds)
-        assert running.wait_for_datagrams(count + 1, timeout=20)
+    over `seconds` meanwhile, and wait until every one (and the first) was decoded. With
+    the GIL kept, no thread of this process runs meanwhile: a process of its own sends,
+    told through a pipe when the stall starts."""
+    told, tell = os.pipe()
+    try:
+        started = stalled_first_batch(
+            collector, stall, keep_gil, on_stall=lambda: os.write(tell, b"!")
+        )
+        with BackgroundCollector(collector) as running:
+            sender = multiprocessing.get_context("fork").Process(
+                target=send_when_told, args=(told, running.address, count, seconds)
+            )
+            sender.start()
+            send_paced(running.address, 1, 0)
+            assert started.wait(5)
+            sender.join(30)
+            assert sender.exitcode == 0
+            assert running.wait_for_datagrams(count + 1, timeout=20)
+    finally:
+        os.close(told)
+        os.close(tell)
 
 
-@pytest.mark.parametrize("kind", readers())
+@pytest.mark.parametrize("kind", drains())
 def test_the_sockets_are_read_while_the_receive_loop_is_busy(kind, monkeypatch):
     """The kernel's buffer holds ~200 of these datagrams; the loop is held for 2 s while
     1,000 come over 1 s. They are read meanwhile (a thread of its own), so none is lost:
     when the loop read the sockets itself, between batches, the kernel dropped ~800."""
-    if kind == "recvfrom":
-        monkeypatch.setattr(receive, "RECVMMSG", None)
+    use_drain(kind, monkeypatch)
     collector = FlowCollector(None, CollectorSettings(receive_buffer=256 << 10))
     received_while_stalled(collector, 2.0, 1000, 1.0)
     stats = collector.stats()
@@ -232,9 +282,24 @@ def test_the_sockets_are_read_while_the_receive_loop_is_busy(kind, monkeypatch):
     assert 0 < stats["receive_queue_peak_bytes"] <= 1000 * 1000
 
 
-def test_a_full_receive_queue_pauses_reading_and_the_kernel_keeps_the_rest():
+@needs_recvmmsg
+def test_the_compiled_reader_reads_while_the_receive_loop_holds_the_gil():
+    """The same, but the loop's 2 s are spent holding the GIL (a C call that keeps it, as a
+    thread off the CPU keeps it): a Python reader thread waits for it, and the kernel
+    drops what its buffer cannot hold; the compiled reader takes no GIL, and loses none."""
+    collector = FlowCollector(None, CollectorSettings(receive_buffer=256 << 10))
+    assert collector_module.compiled_drain_possible()
+    received_while_stalled(collector, 2.0, 1000, 1.0, keep_gil=True)
+    stats = collector.stats()
+    assert stats["datagrams"] == 1001
+    assert stats["receive_queue_full"] == 0
+
+
+@pytest.mark.parametrize("kind", drains())
+def test_a_full_receive_queue_pauses_reading_and_the_kernel_keeps_the_rest(kind, monkeypatch):
     """Past --receive-queue the reader pauses (counted) and the socket's buffer fills
     instead; nothing read is dropped, and what the kernel kept is read afterwards."""
+    use_drain(kind, monkeypatch)
     settings = CollectorSettings(receive_buffer=4 << 20, receive_queue=64 << 10)
     collector = FlowCollector(None, settings)
     received_while_stalled(collector, 1.5, 300, 0.5)
@@ -245,16 +310,19 @@ def test_a_full_receive_queue_pauses_reading_and_the_kernel_keeps_the_rest():
     assert 64 << 10 <= stats["receive_queue_peak_bytes"] < (64 << 10) + 257 * 1000
 
 
-def test_a_reader_that_fails_stops_the_loop_with_its_error_after_a_flush(monkeypatch):
+@pytest.mark.parametrize("kind", drains())
+def test_a_reader_that_fails_stops_the_loop_with_its_error_after_a_flush(kind, monkeypatch):
     """A bug in the reader thread must not leave a collector that silently reads nothing:
     the receive loop raises it, having stored the sessions it holds."""
 
-    def broken(self, datagrams, limit=None):
+    def broken(*_arguments, **_options):
         raise RuntimeError("reader bug")
 
-    for kind in (receive.DatagramReader, receive.BatchReader):
-        monkeypatch.setattr(kind, "read", broken)
-    collector = FlowCollector(None)
+    use_drain(kind, monkeypatch)
+    for reader_type in (receive.DatagramReader, receive.BatchReader):
+        monkeypatch.setattr(reader_type, "read", broken)
+    collector = FlowCollector(None)  # (its warm-up runs the compiled reader once)
+    monkeypatch.setattr(drain_loops, "drain", broken)
     flushed = []
     monkeypatch.setattr(collector, "flush_all", lambda: flushed.append(True) or 0)
     sock = open_socket("127.0.0.1", 0, 1 << 20)

@@ -132,6 +132,27 @@ class BatchReader(DatagramReader):
         self._pointer = ctypes.addressof(self._messages)
         self._addresses: dict[bytes, tuple] = {}
 
+    def compiled_view(self) -> dict:
+        """What the compiled reader (drain_loops.drain) needs to call recvmmsg with this
+        reader's buffers: the messages' address, them as uint32 words (a row a message,
+        with the indices of namelen and msg_len), the datagram and address slots."""
+        words = ctypes.sizeof(_MMsgHdr) // 4
+        return {
+            "messages": self._pointer,
+            "fields": np.frombuffer(self._messages, np.uint32).reshape(BATCH, words),  # type: ignore[call-overload]
+            "namelen_field": _MsgHdr.namelen.offset // 4,
+            "length_field": _MMsgHdr.length.offset // 4,
+            "slot": SLOT,
+            "scratch": np.frombuffer(self._buffer, np.uint8),
+            "names": np.frombuffer(self._names, np.uint8),
+            "name_room": NAME,
+        }
+
+    def source(self, name: bytes) -> tuple:
+        """The address recvfrom gives for this struct sockaddr (kept for the next time)."""
+        address = self._addresses.get(name)
+        return self._remember(name) if address is None else address
+
     def read(self, datagrams: list, limit: int | None = None) -> bool:
         append = datagrams.append
         fd = self.sock.fileno()
