@@ -234,10 +234,13 @@ def send_paced(address: tuple, count: int, seconds: float, size: int = 1000) -> 
             time.sleep(seconds / count)
 
 
-def send_when_told(told: int, address: tuple, count: int, seconds: float) -> None:
-    """send_paced once a byte can be read from the pipe `told` (another process)."""
-    os.read(told, 1)
-    send_paced(address, count, seconds)
+def send_when_told(pipe: tuple[int, int], address: tuple, count: int, seconds: float) -> None:
+    """send_paced once a byte comes through the pipe (in another process; at the pipe's
+    end without one, nothing is sent)."""
+    told, tell = pipe
+    os.close(tell)  # this process's copy: the parent's closing it must end the read
+    if os.read(told, 1):
+        send_paced(address, count, seconds)
 
 
 def received_while_stalled(
@@ -245,18 +248,21 @@ def received_while_stalled(
 ):
     """Hold the collector's first batch for `stall` seconds, send `count` datagrams paced
     over `seconds` meanwhile, and wait until every one (and the first) was decoded. With
-    the GIL kept, no thread of this process runs meanwhile: a process of its own sends,
-    told through a pipe when the stall starts."""
+    the GIL kept no thread of this process runs meanwhile: a process of its own sends,
+    told through a pipe when the stall starts, and forked before the collector's threads
+    start (a fork beside running threads inherits whatever they hold open)."""
     told, tell = os.pipe()
+    sender = None
     try:
         started = stalled_first_batch(
             collector, stall, keep_gil, on_stall=lambda: os.write(tell, b"!")
         )
-        with BackgroundCollector(collector) as running:
-            sender = multiprocessing.get_context("fork").Process(
-                target=send_when_told, args=(told, running.address, count, seconds)
-            )
-            sender.start()
+        running = BackgroundCollector(collector)
+        sender = multiprocessing.get_context("fork").Process(
+            target=send_when_told, args=((told, tell), running.address, count, seconds)
+        )
+        sender.start()
+        with running:
             send_paced(running.address, 1, 0)
             assert started.wait(5)
             sender.join(30)
@@ -265,6 +271,9 @@ def received_while_stalled(
     finally:
         os.close(told)
         os.close(tell)
+        if sender is not None and sender.is_alive():
+            sender.kill()
+            sender.join()
 
 
 @pytest.mark.parametrize("kind", drains())

@@ -402,8 +402,6 @@ class CompiledDrain:
         )
         self._state = np.zeros(loops.STATE_SLOTS, np.int64)
         self._mutex = np.zeros(64, np.uint8)  # glibc's PTHREAD_MUTEX_INITIALIZER is zeros
-        libc = ctypes.CDLL(ctypes.util.find_library("c"))
-        self._lock_call, self._unlock_call = libc.pthread_mutex_lock, libc.pthread_mutex_unlock
         self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._stop = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._arguments = (
@@ -465,14 +463,14 @@ class CompiledDrain:
         """What the reader has read: the half it filled, turned into datagrams."""
         loops, state = self._loops, self._state
         mutex = self._mutex.ctypes.data
-        self._lock_call(ctypes.c_void_p(mutex))  # ctypes lets the GIL go while it waits
+        loops.mutex_lock(mutex)  # lets the GIL go while it waits
         half = int(state[loops.ACTIVE])
         count = int(state[loops.COUNT + half])
         if count:
             state[loops.ACTIVE] = 1 - half
             state[loops.COUNT + 1 - half] = state[loops.BYTES + 1 - half] = 0
             state[loops.WOKEN] = 0
-        self._unlock_call(ctypes.c_void_p(mutex))
+        loops.mutex_unlock(mutex)
         self._count_pauses()
         queued: list[list[Datagram]] = [[] for _ in self.sockets]
         if not count:

@@ -20,6 +20,7 @@ readable. Only collector.py imports this module, and only in a collector (numba)
 
 from __future__ import annotations
 
+import ctypes
 import os
 
 import numba
@@ -49,6 +50,14 @@ CLOCK_MONOTONIC = 1  # Linux <linux/time.h>
 POLLIN = 1
 
 _I32, _I64, _POINTER = ir.IntType(32), ir.IntType(64), ir.IntType(8).as_pointer()
+
+# the receive loop's side of the mutex, through ctypes (which lets the GIL go while it
+# waits); CDLL(None): the symbols this process has loaded, libc's among them (find_library
+# would run ldconfig in a child process, from whatever thread makes a drain)
+_PROCESS = ctypes.CDLL(None)
+mutex_lock, mutex_unlock = _PROCESS.pthread_mutex_lock, _PROCESS.pthread_mutex_unlock
+for _function in (mutex_lock, mutex_unlock):
+    _function.argtypes, _function.restype = [ctypes.c_void_p], ctypes.c_int
 
 
 def _libc(symbol: str, result: ir.IntType, *parameters: ir.Type):
