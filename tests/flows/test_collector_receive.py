@@ -319,6 +319,33 @@ def test_a_full_receive_queue_pauses_reading_and_the_kernel_keeps_the_rest(kind,
     assert 64 << 10 <= stats["receive_queue_peak_bytes"] < (64 << 10) + 257 * 1000
 
 
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="Linux /proc only")
+def test_the_largest_receive_queue_reserves_address_space_not_memory():
+    """--receive-queue's largest value (1 TiB) is a bound, not an allocation: the reader
+    starts and reads, and the process's resident memory does not grow with it."""
+
+    def resident_kib() -> int:
+        status = Path("/proc/self/status").read_text()
+        return int(status.split("VmRSS:")[1].split()[0])
+
+    counters = collector_module.CollectorCounters()
+    sock = open_socket("127.0.0.1", 0, 1 << 20)
+    with sock, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as exporter:
+        before = resident_kib()
+        drain = collector_module.socket_drain([sock], 1 << 40, counters)
+        drain.start()
+        exporter.sendto(b"one", sock.getsockname())
+        queued: list = []
+        for _ in range(200):
+            queued = drain.wait(0.05, 0.0) or []
+            if queued and queued[0]:
+                break
+        drain.stop()
+        grown = resident_kib() - before
+    assert [data for data, _ in queued[0]] == [b"one"]
+    assert grown < 64 << 10  # KiB: the reader's buffers as touched, not the bound
+
+
 @pytest.mark.parametrize("kind", drains())
 def test_a_reader_that_fails_stops_the_loop_with_its_error_after_a_flush(kind, monkeypatch):
     """A bug in the reader thread must not leave a collector that silently reads nothing:
