@@ -306,11 +306,7 @@ class SocketDrain:
         with self._changed:
             self._stopping = True
         self._thread.join()
-        queued = self.take()
-        if self._failure is None:  # a reader that failed is not asked again
-            for taker, datagrams in zip(self.readers, queued, strict=True):
-                taker.read(datagrams)
-        return queued
+        return read_the_rest(self.readers, self.take(), self._failure)
 
     def _take(self) -> list[list[Datagram]]:
         queued, self._queued = self._queued, [[] for _ in self._queued]
@@ -382,14 +378,14 @@ class CompiledDrain:
         from microseg.flows import drain_loops as loops
 
         self._loops = loops
-        self.sockets = sockets
+        self.readers = [reader(sock) for sock in sockets]  # the last read, at stop
         self.counters = counters
         self.batch = batch
-        assert receive.RECVMMSG is not None  # socket_drain checked
-        self._reader = BatchReader(sockets[0], receive.RECVMMSG)  # its buffers: every socket
+        first = self.readers[0]
+        assert isinstance(first, BatchReader)  # socket_drain checked for recvmmsg
+        self._reader = first  # its buffers serve every socket; its addresses too
         view = self._reader.compiled_view()
         calls = view["fields"].shape[0]
-        self._limit = limit
         self._most = max(DECODE_DATAGRAMS, limit // 256)  # datagrams a half holds
         self._half = limit + calls * view["slot"]  # one read past the bound
         rows = self._most + calls
@@ -456,7 +452,7 @@ class CompiledDrain:
         count = state[loops.COUNT + half]
         age = time.monotonic() - state[loops.OLDEST] / 1e9
         if not count or (count < self.batch and age < max_age):
-            self._count_pauses()
+            self._copy_counters()
             return None
         return self.take()
 
@@ -472,8 +468,8 @@ class CompiledDrain:
             state[loops.COUNT + 1 - half] = state[loops.BYTES + 1 - half] = 0
             state[loops.WOKEN] = 0
         loops.mutex_unlock(mutex)
-        self._count_pauses()
-        queued: list[list[Datagram]] = [[] for _ in self.sockets]
+        self._copy_counters()
+        queued: list[list[Datagram]] = [[] for _ in self.readers]
         if not count:
             return queued
         meta = self._meta[half, :count]
@@ -499,15 +495,12 @@ class CompiledDrain:
         """As SocketDrain.stop."""
         os.eventfd_write(self._stop, 1)
         self._thread.join()
-        queued = self.take()
-        if self._failure is None:
-            for sock, datagrams in zip(self.sockets, queued, strict=True):
-                reader(sock).read(datagrams)
         for descriptor in (self._wake, self._stop):
             os.close(descriptor)
-        return queued
+        return read_the_rest(self.readers, self.take(), self._failure)
 
-    def _count_pauses(self) -> None:
+    def _copy_counters(self) -> None:
+        """The reader's pause count and queue peak into the collector's counters."""
         self.counters.receive_queue_full = int(self._state[self._loops.FULL])
         self.counters.receive_queue_peak_bytes = int(self._state[self._loops.PEAK])
 
@@ -517,6 +510,17 @@ class CompiledDrain:
         except BaseException as error:  # a bug: the receive loop raises it, and stops
             self._failure = error
             os.eventfd_write(self._wake, 1)
+
+
+def read_the_rest(
+    readers: list, queued: list[list[Datagram]], failure: BaseException | None
+) -> list[list[Datagram]]:
+    """What a stopped drain had queued, then what the kernel still holds on each socket (it
+    was sent before the stop); a reader that failed is not asked again."""
+    if failure is None:
+        for taker, datagrams in zip(readers, queued, strict=True):
+            taker.read(datagrams)
+    return queued
 
 
 def compiled_drain_possible() -> bool:

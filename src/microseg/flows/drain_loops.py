@@ -108,7 +108,7 @@ _clock_gettime = _libc("clock_gettime", _I32, _I32, _POINTER)
 
 @numba.njit(cache=CACHE, inline="always")
 def _has_room(state, mutex, limit, most):
-    """Whether the active half can take another read (under the mutex); counts a pause."""
+    """Whether the active half can take another read (read under the mutex)."""
     _lock(mutex)
     half = state[ACTIVE]
     room = state[BYTES + half] < limit and state[COUNT + half] < most
